@@ -1,0 +1,4 @@
+"""Imports each command module so that its ``@app.command`` decorators run.
+
+Each module below defines its commands on ``cli.main.app``.
+"""

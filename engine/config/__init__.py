@@ -1,0 +1,121 @@
+"""Config readers: darknet ``.cfg`` and Caffe solver/net (prototxt text format or YAML).
+
+This package is the only code that knows foreign key names. Everything it returns is an
+``engine.spec`` object; every problem is a :class:`engine.spec.Diagnostic` with file, line and
+key, raised inside :class:`engine.spec.ConfigError` when any of them is an error.
+
+Public API:
+
+* :func:`load_config` — a config file (or its text) plus ``--set`` overrides → ``RunSpec``;
+* :func:`schedule_from_options` — ``--set`` options alone → ``ScheduleSpec`` (for
+  ``dnupdate lr-schedule`` without a file); the framework is told by the key names;
+* :func:`detect_format`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.spec import ConfigError, Diagnostic, Framework, RunSpec, ScheduleSpec
+
+Override = tuple[str, str]
+
+DARKNET_SUFFIXES = {".cfg"}
+CAFFE_SUFFIXES = {".prototxt", ".pt", ".pbtxt", ".yaml", ".yml"}
+
+
+def parse_overrides(items: Sequence[str]) -> list[Override]:
+    """``["key=value", ...]`` → ``[(key, value), ...]``; a malformed item is a ConfigError."""
+    out: list[Override] = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                [Diagnostic("error", "--set", None, item, "expected KEY=VALUE, e.g. batch=32")]
+            )
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def detect_format(path: str, text: str) -> Framework:
+    """darknet when the file is a ``.cfg`` or starts with a ``[net]``/``[network]`` section;
+    Caffe for ``.prototxt``/``.yaml`` and anything else that is not sectioned."""
+    suffix = Path(path).suffix.lower()
+    if suffix in DARKNET_SUFFIXES:
+        return "darknet"
+    if suffix in CAFFE_SUFFIXES:
+        return "caffe"
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        return "darknet" if stripped.startswith("[") else "caffe"
+    return "caffe"
+
+
+def read_config_text(path: str) -> str:
+    """Read a config file (``-`` = standard input) as text, or raise a ConfigError."""
+    if path == "-":
+        import sys
+
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        raise ConfigError([Diagnostic("error", path, None, None, "no such file")]) from None
+    except IsADirectoryError:
+        raise ConfigError([Diagnostic("error", path, None, None, "is a directory")]) from None
+    except OSError as exc:
+        raise ConfigError([Diagnostic("error", path, None, None, str(exc))]) from None
+
+
+def load_config(
+    path: str,
+    overrides: Sequence[Override] = (),
+    *,
+    text: str | None = None,
+) -> RunSpec:
+    """Parse a config into a RunSpec, applying ``--set`` overrides (the config's own key
+    names). ``path == "-"`` reads standard input (``text`` may be given instead)."""
+    if text is None:
+        text = read_config_text(path)
+    display_path = "<stdin>" if path == "-" else path
+    if detect_format(path, text) == "darknet":
+        from engine.config.darknet import load_darknet
+
+        return load_darknet(display_path, text, overrides)
+    from engine.config.caffe import load_caffe
+
+    return load_caffe(display_path, text, overrides)
+
+
+def schedule_from_options(overrides: Sequence[Override]) -> ScheduleSpec:
+    """Build a schedule from options alone, in either framework's key names
+    (darknet: ``policy``, ``learning_rate``, ``steps``...; Caffe: ``lr_policy``, ``base_lr``,
+    ``stepvalue``...). Mixing the two vocabularies is an error."""
+    from engine.config.caffe import CAFFE_SCHEDULE_KEYS, caffe_schedule_from_options
+    from engine.config.darknet import DARKNET_SCHEDULE_KEYS, darknet_schedule_from_options
+
+    keys = {k for k, _ in overrides}
+    caffe_only = keys & (CAFFE_SCHEDULE_KEYS - DARKNET_SCHEDULE_KEYS)
+    darknet_only = keys & (DARKNET_SCHEDULE_KEYS - CAFFE_SCHEDULE_KEYS)
+    if caffe_only and darknet_only:
+        raise ConfigError(
+            [
+                Diagnostic(
+                    "error",
+                    "--set",
+                    None,
+                    None,
+                    "options mix darknet keys ("
+                    + ", ".join(sorted(darknet_only))
+                    + ") with Caffe keys ("
+                    + ", ".join(sorted(caffe_only))
+                    + "); use one framework's names",
+                )
+            ]
+        )
+    if caffe_only:
+        return caffe_schedule_from_options(overrides)
+    return darknet_schedule_from_options(overrides)

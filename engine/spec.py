@@ -1,0 +1,514 @@
+"""The one internal description of a training run.
+
+Both config formats (darknet ``.cfg`` and Caffe solver/net prototxt or YAML) are parsed by
+``engine.config`` into these frozen dataclasses. Nothing outside ``engine/config/`` knows a
+foreign key name: framework conventions are *named fields* here (``momentum_style``,
+``grad_reduction``, ``convention``, ``accumulate``), never hidden branches on the file format.
+
+Units and conventions used throughout:
+
+* tensors are float32, NCHW;
+* ``minibatch`` is the number of images in one forward/backward pass (darknet ``batch /
+  subdivisions``, Caffe ``batch_size``), ``accumulate`` the number of passes per update
+  (darknet ``subdivisions``, Caffe ``iter_size``), so one update sees
+  ``minibatch * accumulate`` images;
+* an :class:`Origin` says where a value came from: a file and 1-based line, ``--set``, or a
+  default (``line is None``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Framework = Literal["darknet", "caffe"]
+Severity = Literal["error", "warning"]
+Phase = Literal["train", "test"]
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance and diagnostics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a resolved value came from.
+
+    ``file`` is a path, ``"--set"`` for a command-line override, or ``"default"``; ``line`` is
+    1-based, or ``None`` when there is no line (defaults, overrides).
+    """
+
+    file: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        if self.file == "default":
+            return "default"
+        return f"{self.file}:{self.line}" if self.line is not None else self.file
+
+
+DEFAULT = Origin("default")
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a config: an error stops the run, a warning is reported."""
+
+    severity: Severity
+    file: str
+    line: int | None
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        key = f" [{self.key}]" if self.key else ""
+        return f"{where}: {self.severity}{key}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config (or override) could not be turned into a spec.
+
+    Carries every diagnostic collected so far (errors and warnings), so the CLI can print them
+    all and exit with code 1.
+    """
+
+    def __init__(self, diagnostics: list[Diagnostic] | tuple[Diagnostic, ...]):
+        self.diagnostics = tuple(diagnostics)
+        errors = [d for d in self.diagnostics if d.severity == "error"] or list(self.diagnostics)
+        super().__init__("\n".join(str(d) for d in errors))
+
+
+# --------------------------------------------------------------------------------------------
+# Learning-rate schedule
+# --------------------------------------------------------------------------------------------
+
+DarknetPolicy = Literal[
+    "constant", "step", "steps", "exp", "poly", "sigmoid", "random", "sgdr", "cosine"
+]
+CaffePolicy = Literal["fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "cosine"]
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A learning-rate policy, in its framework's own arithmetic and iteration convention.
+
+    ``convention`` decides both the formulas' float arithmetic and how iterations are counted:
+
+    * ``"darknet"``: the rate is a function of the batch number ``b``; the k-th update
+      (k = 1, 2, ...) uses ``rate(k)`` because ``seen`` is incremented before the update;
+      counters are unsigned 64-bit as in pjreddie/darknet; ``burn_in`` composes with every
+      policy (``lr * (b/burn_in)^power`` while ``b < burn_in``).
+    * ``"caffe"``: the rate is a function of ``it``, the number of updates already applied
+      (0-based): the first update uses ``rate(0)``.
+
+    Field meanings (unused fields keep their defaults):
+
+    ``base_lr``: darknet ``learning_rate`` / Caffe ``base_lr``.
+    ``gamma``: exp/inv/sigmoid/step (Caffe) and exp/sigmoid (darknet).
+    ``power``: darknet ``power`` (burn-in, poly, random; default 4) / Caffe ``power``.
+    ``step``: darknet ``step`` / Caffe ``stepsize``.
+    ``scale``: darknet ``scale`` of the ``step`` policy.
+    ``steps``/``scales``: darknet ``steps``/``scales``; Caffe ``stepvalue`` goes to ``steps``.
+    ``max_iter``: darknet ``max_batches`` / Caffe ``max_iter`` (poly, sgdr/cosine cycle).
+    ``burn_in``: darknet burn-in batches (0 = none).
+    ``warmup``: linear warm-up iterations (extra; 0 = none) composed in front of any policy.
+    ``seed``: seeds the glibc ``rand()`` stream of darknet's ``random`` policy.
+    ``cycle``/``cycle_mult``/``lr_min``: SGDR / cosine annealing with warm restarts.
+    """
+
+    convention: Framework
+    policy: str
+    base_lr: float
+    gamma: float = 1.0
+    power: float = 4.0
+    step: int = 1
+    scale: float = 1.0
+    steps: tuple[int, ...] = ()
+    scales: tuple[float, ...] = ()
+    max_iter: int = 0
+    burn_in: int = 0
+    warmup: int = 0
+    seed: int = 0
+    cycle: int = 0
+    cycle_mult: float = 2.0
+    lr_min: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Initialisation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FillerSpec:
+    """How a parameter blob is initialised.
+
+    Caffe types: ``constant`` (value), ``uniform`` (min, max), ``gaussian`` (mean, std,
+    sparse), ``xavier`` and ``msra`` (variance_norm: ``fan_in``/``fan_out``/``average``),
+    ``positive_unitball``.
+    darknet types (bit-exact with glibc ``rand()``): ``darknet_conv``
+    (``sqrt(2/(size*size*c/groups)) * rand_normal()``) and ``darknet_connected``
+    (``sqrt(2/inputs) * rand_uniform(-1, 1)``).
+    """
+
+    type: str = "constant"
+    value: float = 0.0
+    min: float = 0.0
+    max: float = 1.0
+    mean: float = 0.0
+    std: float = 1.0
+    sparse: int = -1
+    variance_norm: Literal["fan_in", "fan_out", "average"] = "fan_in"
+
+
+@dataclass(frozen=True)
+class ParamMult:
+    """Per-blob multipliers: Caffe ``param { lr_mult decay_mult }``.
+
+    darknet has no such block; its conventions are expressed with these too: biases and
+    batch-norm scales get ``decay_mult = 0`` (darknet never decays them) and the layer's
+    ``learning_rate=`` key becomes ``lr_mult`` on every blob.
+    """
+
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerBase:
+    """Fields every layer has.
+
+    ``name``: darknet layers are named by their index in the cfg (``"0"``, ``"1"``, ...), Caffe
+    layers by their ``name``. ``phases``: the phases the layer runs in (Caffe ``include``).
+    ``origin``: the section header / ``layer {`` line.
+    """
+
+    name: str
+    origin: Origin = DEFAULT
+    phases: frozenset[str] = frozenset({"train", "test"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvSpec(LayerBase):
+    """Convolution (darknet ``[convolutional]``, Caffe ``Convolution``).
+
+    Cross-correlation with zero padding ``pad_h``/``pad_w`` on every side,
+    ``out = (in + 2*pad - dilation*(k-1) - 1) // stride + 1``.
+    ``batch_normalize``: darknet's in-layer batch norm (biases act as the BN shift).
+    ``activation``: darknet activation applied in the layer (``"linear"`` for Caffe).
+    ``darknet_1x1_shortcut``: reproduce darknet's CPU shortcut that skips im2col for size 1
+    (and so ignores stride and padding).
+    ``params``: one ParamMult per blob in the framework's blob order.
+    """
+
+    kind: Literal["conv"] = "conv"
+    filters: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int = 1
+    stride_w: int = 1
+    pad_h: int = 0
+    pad_w: int = 0
+    dilation: int = 1
+    groups: int = 1
+    bias: bool = True
+    batch_normalize: bool = False
+    activation: str = "linear"
+    weight_filler: FillerSpec = FillerSpec()
+    bias_filler: FillerSpec = FillerSpec()
+    params: tuple[ParamMult, ...] = ()
+    darknet_1x1_shortcut: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectedSpec(LayerBase):
+    """Fully connected (darknet ``[connected]``, Caffe ``InnerProduct``): ``y = x Wᵀ + b``,
+    W of shape (outputs, inputs), input flattened in CHW order."""
+
+    kind: Literal["connected"] = "connected"
+    outputs: int
+    bias: bool = True
+    batch_normalize: bool = False
+    activation: str = "linear"
+    weight_filler: FillerSpec = FillerSpec()
+    bias_filler: FillerSpec = FillerSpec()
+    params: tuple[ParamMult, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolSpec(LayerBase):
+    """Max or average pooling.
+
+    ``size_rule`` decides the output size and the window origin:
+
+    * ``"darknet"`` (``[maxpool]``): ``pad_h``/``pad_w`` hold darknet's *total* ``padding``
+      (default size-1); ``out = (in + padding - size)//stride + 1``; windows start at
+      ``-(padding//2)``; cells outside the image are ``-FLT_MAX``.
+    * ``"ceil"`` / ``"floor"`` (Caffe ``Pooling``, ``round_mode``): ``pad`` per side,
+      ``out = ceil_or_floor((in + 2*pad - k)/stride) + 1``, minus one if padded and the last
+      window starts at or past ``in + pad``.
+    * ``global_pooling`` (darknet ``[avgpool]``, Caffe ``global_pooling``): kernel = H×W.
+    """
+
+    kind: Literal["pool"] = "pool"
+    method: Literal["max", "ave"]
+    kernel_h: int = 1
+    kernel_w: int = 1
+    stride_h: int = 1
+    stride_w: int = 1
+    pad_h: int = 0
+    pad_w: int = 0
+    size_rule: Literal["darknet", "ceil", "floor"] = "ceil"
+    global_pooling: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DropoutSpec(LayerBase):
+    """Inverted dropout with keep-scale ``1/(1-p)``.
+
+    ``style="darknet"``: in place on the previous layer's output, one ``rand_uniform(0,1)``
+    draw per element from the glibc stream (drop when ``r < p``).
+    ``style="caffe"``: Bernoulli(1-p) mask from the engine's generator.
+    """
+
+    kind: Literal["dropout"] = "dropout"
+    probability: float = 0.5
+    style: Framework = "caffe"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationSpec(LayerBase):
+    """A standalone element-wise activation (Caffe ``ReLU``/``Sigmoid``/``TanH``).
+
+    ``activation`` uses darknet's names where they coincide: ``relu`` (with
+    ``negative_slope``: Caffe's leaky ReLU), ``logistic`` (Caffe Sigmoid), ``tanh``.
+    """
+
+    kind: Literal["activation"] = "activation"
+    activation: str
+    negative_slope: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchNormSpec(LayerBase):
+    """A standalone batch-norm layer.
+
+    ``style="caffe"``: Caffe ``BatchNorm`` (no affine part; three blobs: mean sum, variance
+    sum, scale factor; ``use_global_stats`` None = phase-dependent).
+    ``style="darknet"``: darknet ``[batchnorm]`` (parsed; darknet's CPU path cannot run it).
+    """
+
+    kind: Literal["batchnorm"] = "batchnorm"
+    style: Framework = "caffe"
+    use_global_stats: bool | None = None
+    moving_average_fraction: float = 0.999
+    eps: float = 1e-5
+    params: tuple[ParamMult, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleSpec(LayerBase):
+    """Caffe ``Scale``: per-channel ``y = gamma * x (+ beta)``."""
+
+    kind: Literal["scale"] = "scale"
+    bias_term: bool = False
+    filler: FillerSpec = FillerSpec(type="constant", value=1.0)
+    bias_filler: FillerSpec = FillerSpec()
+    params: tuple[ParamMult, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SoftmaxSpec(LayerBase):
+    """darknet ``[softmax]``: softmax per group (with temperature) and, when truth is given,
+    cross-entropy with delta ``t - p`` and cost ``Σ -log p`` over nonzero targets."""
+
+    kind: Literal["softmax"] = "softmax"
+    groups: int = 1
+    temperature: float = 1.0
+    noloss: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostSpec(LayerBase):
+    """darknet ``[cost]``: ``sse`` (L2), ``smooth`` (smooth-L1), ``L1``, ``masked``, ...,
+    delta scaled by ``scale``."""
+
+    kind: Literal["cost"] = "cost"
+    cost_type: str = "sse"
+    scale: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SoftmaxLossSpec(LayerBase):
+    """Caffe ``SoftmaxWithLoss``: ``-log(max(p_label, FLT_MIN)) / normalizer``.
+
+    ``normalization``: ``full``, ``valid`` (default), ``batch_size`` or ``none``.
+    """
+
+    kind: Literal["softmax_loss"] = "softmax_loss"
+    normalization: Literal["full", "valid", "batch_size", "none"] = "valid"
+    ignore_label: int | None = None
+    loss_weight: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccuracySpec(LayerBase):
+    """Caffe ``Accuracy``: correct when fewer than ``top_k`` classes score ``>=`` the true
+    class's score (ties count against)."""
+
+    kind: Literal["accuracy"] = "accuracy"
+    top_k: int = 1
+    ignore_label: int | None = None
+
+
+LayerSpec = (
+    ConvSpec
+    | ConnectedSpec
+    | PoolSpec
+    | DropoutSpec
+    | ActivationSpec
+    | BatchNormSpec
+    | ScaleSpec
+    | SoftmaxSpec
+    | CostSpec
+    | SoftmaxLossSpec
+    | AccuracySpec
+)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The image shape one sample has when it enters the first layer."""
+
+    channels: int
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A sequential network: layers run in order; each consumes the previous one's output."""
+
+    name: str
+    input: InputSpec
+    layers: tuple[LayerSpec, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# Solver (update rule and loop)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """The update rule and the training loop's bookkeeping.
+
+    ``semantics`` picks the update family; ``momentum_style`` and ``grad_reduction`` name the
+    conventions it implies:
+
+    * darknet: ``lr_outside`` (``U += -decay*B*W; W += (lr/B)*U; U *= m``) and ``sum``
+      (gradients summed over the B images of all subdivisions);
+    * Caffe: ``lr_inside`` (``h = m*h + lr*lr_mult*(g + decay*decay_mult*w); w -= h``) and
+      ``mean`` (the loss is averaged over the batch; ``iter_size`` passes are divided).
+
+    ``optimizer``: ``sgd``, ``adam`` (darknet, GPU formula) or Caffe's ``sgd``, ``nesterov``,
+    ``adagrad``, ``rmsprop``, ``adadelta``, ``adam``.
+    ``clip_gradients``: Caffe's global-L2-norm clip threshold, negative = off.
+    ``display``/``average_loss``/``test_*``/``snapshot*``: loop bookkeeping (Caffe names; the
+    darknet loop fills what it has).
+    """
+
+    semantics: Framework
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    decay: float = 0.0
+    regularization: Literal["L2", "L1"] = "L2"
+    minibatch: int = 1
+    accumulate: int = 1
+    max_iter: int = 0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    rms_decay: float = 0.99
+    clip_gradients: float = -1.0
+    momentum_style: Literal["lr_outside", "lr_inside"] = "lr_inside"
+    grad_reduction: Literal["sum", "mean"] = "mean"
+    display: int = 0
+    average_loss: int = 1
+    test_interval: int = 0
+    test_iter: int = 0
+    test_initialization: bool = True
+    snapshot: int = 0
+    snapshot_prefix: str = ""
+    random_seed: int = -1
+
+    @property
+    def batch(self) -> int:
+        """Images per weight update (darknet ``B = Bm*S``; Caffe ``batch_size*iter_size``)."""
+        return self.minibatch * self.accumulate
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataSourceSpec:
+    """Where one split's images come from and how they are preprocessed.
+
+    ``source``: a dataset name (``mnist``, ``cifar10``, ``synthetic-digits``, ...), a path
+    (Caffe LMDB directory, ``.npz``, darknet list file) or ``None`` (resolved later).
+    Preprocessing is ``(pixel - mean) * scale`` (Caffe ``transform_param``; darknet uses
+    ``scale = 1/255`` and no mean). ``shuffle``: darknet samples randomly, Caffe reads in order.
+    """
+
+    source: str | None = None
+    batch_size: int = 1
+    backend: str = ""
+    scale: float = 1.0
+    mean_file: str | None = None
+    mean_values: tuple[float, ...] = ()
+    mirror: bool = False
+    crop_size: int = 0
+    shuffle: bool = False
+    origin: Origin = DEFAULT
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    train: DataSourceSpec = DataSourceSpec()
+    test: DataSourceSpec | None = None
+    classes: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# The whole run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything needed to train: the resolved config with provenance.
+
+    ``origins`` maps a dotted field path (``"solver.momentum"``, ``"schedule.base_lr"``,
+    ``"layers.3.filters"``) to where its value came from; ``raw`` keeps the config's own
+    resolved key/value pairs (for display and the run folder).
+    """
+
+    format: Framework
+    config_path: str
+    net: NetSpec
+    solver: SolverSpec
+    schedule: ScheduleSpec
+    data: DataSpec = DataSpec()
+    origins: dict[str, Origin] = field(default_factory=dict, compare=False, hash=False)
+    raw: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    diagnostics: tuple[Diagnostic, ...] = ()

@@ -1,0 +1,36 @@
+"""The CLI's entry points: help, version, exit code for usage errors."""
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from cli import __version__
+from cli.main import app
+
+runner = CliRunner()
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_unknown_command_is_usage_error():
+    result = runner.invoke(app, ["no-such-command"])
+    assert result.exit_code == 2
+
+
+def test_help_does_not_import_numba():
+    code = (
+        "import sys\n"
+        "from cli.main import app\n"
+        "try:\n"
+        "    app(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "assert 'numba' not in sys.modules, 'numba imported by --help'\n"
+        "assert 'numpy' not in sys.modules, 'numpy imported by --help'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
