@@ -188,11 +188,16 @@ class LayerBase:
     ``name``: darknet layers are named by their index in the cfg (``"0"``, ``"1"``, ...), Caffe
     layers by their ``name``. ``phases``: the phases the layer runs in (Caffe ``include``).
     ``origin``: the section header / ``layer {`` line.
+    ``stop_backward``: darknet ``stopbackward`` (the backward pass stops at this layer).
+    ``dontsave``/``dontload``: darknet ``.weights`` skips the layer when writing/reading.
     """
 
     name: str
     origin: Origin = DEFAULT
     phases: frozenset[str] = frozenset({"train", "test"})
+    stop_backward: bool = False
+    dontsave: bool = False
+    dontload: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,10 +210,13 @@ class ConvSpec(LayerBase):
     ``activation``: darknet activation applied in the layer (``"linear"`` for Caffe).
     ``darknet_1x1_shortcut``: reproduce darknet's CPU shortcut that skips im2col for size 1
     (and so ignores stride and padding).
-    ``params``: one ParamMult per blob in the framework's blob order.
+    ``param_order``: the framework's blob order (see ``engine.shapes.param_blobs``): darknet
+    ``biases, [scales, rolling_mean, rolling_variance], weights``; Caffe ``weights, bias``.
+    ``params``: one ParamMult per blob, in that order.
     """
 
     kind: Literal["conv"] = "conv"
+    param_order: Framework = "caffe"
     filters: int
     kernel_h: int
     kernel_w: int
@@ -230,9 +238,14 @@ class ConvSpec(LayerBase):
 @dataclass(frozen=True, kw_only=True)
 class ConnectedSpec(LayerBase):
     """Fully connected (darknet ``[connected]``, Caffe ``InnerProduct``): ``y = x Wᵀ + b``,
-    W of shape (outputs, inputs), input flattened in CHW order."""
+    W of shape (outputs, inputs), input flattened in CHW order.
+
+    ``param_order``: darknet ``biases, weights, [scales, rolling_mean, rolling_variance]``;
+    Caffe ``weights, bias``. ``params``: one ParamMult per blob, in that order.
+    """
 
     kind: Literal["connected"] = "connected"
+    param_order: Framework = "caffe"
     outputs: int
     bias: bool = True
     batch_normalize: bool = False
