@@ -1,0 +1,296 @@
+"""Shape inference, parameter blobs and FLOP counts for a :class:`~engine.spec.NetSpec`.
+
+This is the one place that knows each layer's output size rule and its parameter blobs in the
+framework's own order. The network builder, initialisation, checkpoints (darknet ``.weights``,
+``.npz`` keyed ``LAYER/INDEX``, ``.caffemodel``) and ``dnupdate inspect`` all read it.
+
+Output-size rules (C integer division truncates toward zero, which :func:`c_div` reproduces):
+
+* convolution: ``out = (in + 2*pad - (dilation*(k-1) + 1)) / stride + 1``;
+* darknet maxpool: ``out = (in + padding - size) / stride + 1`` with ``padding`` the total;
+* Caffe pooling (CEIL): ``out = ceil((in + 2*pad - k) / stride) + 1``, then minus one when padded
+  and the last window would start at or past ``in + pad`` (FLOOR uses floor);
+* global pooling and darknet ``[avgpool]``: ``1×1``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from engine.spec import (
+    AccuracySpec,
+    ActivationSpec,
+    BatchNormSpec,
+    ConfigError,
+    ConnectedSpec,
+    ConvSpec,
+    CostSpec,
+    Diagnostic,
+    DropoutSpec,
+    LayerSpec,
+    NetSpec,
+    ParamMult,
+    PoolSpec,
+    ScaleSpec,
+    SoftmaxLossSpec,
+    SoftmaxSpec,
+)
+
+Shape3 = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class BlobSpec:
+    """One parameter blob of a layer.
+
+    ``learnable``: it receives gradients and updates (batch-norm running statistics do not:
+    they change in the forward pass). ``mult``: the lr/decay multipliers the update uses.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    learnable: bool
+    mult: ParamMult
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """A layer with its resolved input/output shapes (C, H, W per sample), blobs and cost.
+
+    ``image_out``: whether the output is image-shaped (darknet's softmax and cost layers, and
+    Caffe's InnerProduct/loss layers, produce flat vectors that no conv or pool may follow).
+    ``flops``: floating-point operations of one sample's forward pass (a multiply-add counts 2).
+    """
+
+    index: int
+    layer: LayerSpec
+    input: Shape3
+    output: Shape3
+    blobs: tuple[BlobSpec, ...]
+    flops: int
+    image_out: bool
+
+    @property
+    def inputs(self) -> int:
+        return math.prod(self.input)
+
+    @property
+    def outputs(self) -> int:
+        return math.prod(self.output)
+
+    @property
+    def param_count(self) -> int:
+        """Number of learnable parameters (running statistics excluded)."""
+        return sum(b.size for b in self.blobs if b.learnable)
+
+    @property
+    def stored_count(self) -> int:
+        """Number of stored floats, running statistics included."""
+        return sum(b.size for b in self.blobs)
+
+
+def c_div(a: int, b: int) -> int:
+    """C integer division (truncates toward zero), as darknet's and Caffe's size formulas."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def conv_out(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
+    """Convolution output size (darknet and Caffe agree): ``(in + 2p - k_eff)/s + 1``."""
+    k_eff = dilation * (kernel - 1) + 1
+    return c_div(size + 2 * pad - k_eff, stride) + 1
+
+
+def darknet_pool_out(size: int, kernel: int, stride: int, padding_total: int) -> int:
+    """darknet maxpool output size: ``(in + padding - size)/stride + 1`` (padding is total)."""
+    return c_div(size + padding_total - kernel, stride) + 1
+
+
+def caffe_pool_out(size: int, kernel: int, stride: int, pad: int, rounding: str) -> int:
+    """Caffe pooling output size with its CEIL/FLOOR rounding and the padded clip rule.
+
+    Caffe quirk: the default rounding is CEIL, so a 3/2 pool over 32 gives 16, not 15; and only
+    when ``pad > 0`` is a last window starting at or past ``in + pad`` dropped.
+    """
+    ratio = (size + 2 * pad - kernel) / stride
+    pooled = (math.ceil(ratio) if rounding == "ceil" else math.floor(ratio)) + 1
+    if pad > 0 and (pooled - 1) * stride >= size + pad:
+        pooled -= 1
+    return pooled
+
+
+def pool_geometry(layer: PoolSpec, c: int, h: int, w: int) -> tuple[int, int, int, int, int, int]:
+    """Resolved pooling window: ``(kernel_h, kernel_w, offset_h, offset_w, out_h, out_w)``.
+
+    ``offset`` is how far the first window starts before the image (window y0 = i*stride -
+    offset): darknet ``padding//2`` of the total padding, Caffe ``pad``.
+    """
+    if layer.global_pooling:
+        return h, w, 0, 0, 1, 1
+    kh, kw = layer.kernel_h, layer.kernel_w
+    if layer.size_rule == "darknet":
+        oh = darknet_pool_out(h, kh, layer.stride_h, layer.pad_h)
+        ow = darknet_pool_out(w, kw, layer.stride_w, layer.pad_w)
+        return kh, kw, c_div(layer.pad_h, 2), c_div(layer.pad_w, 2), oh, ow
+    oh = caffe_pool_out(h, kh, layer.stride_h, layer.pad_h, layer.size_rule)
+    ow = caffe_pool_out(w, kw, layer.stride_w, layer.pad_w, layer.size_rule)
+    return kh, kw, layer.pad_h, layer.pad_w, oh, ow
+
+
+def _mult(layer, index: int) -> ParamMult:
+    params = getattr(layer, "params", ())
+    return params[index] if index < len(params) else ParamMult()
+
+
+def _blobs(layer, named: list[tuple[str, tuple[int, ...], bool]]) -> tuple[BlobSpec, ...]:
+    return tuple(
+        BlobSpec(name, shape, learnable, _mult(layer, i))
+        for i, (name, shape, learnable) in enumerate(named)
+    )
+
+
+def param_blobs(layer: LayerSpec, input_shape: Shape3) -> tuple[BlobSpec, ...]:
+    """A layer's parameter blobs in its framework's order (the ``.npz`` ``LAYER/INDEX`` order).
+
+    darknet convolutional: ``biases, [scales, rolling_mean, rolling_variance], weights``
+    darknet connected:     ``biases, weights, [scales, rolling_mean, rolling_variance]``
+    Caffe Convolution / InnerProduct: ``weights, bias``; BatchNorm: ``mean, variance,
+    scale_factor`` (running sums, not learned); Scale: ``gamma[, beta]``.
+    darknet ``[batchnorm]``: ``scales, rolling_mean, rolling_variance`` (it stores no biases).
+    """
+    c = input_shape[0]
+    if isinstance(layer, ConvSpec):
+        n = layer.filters
+        weights = ("weights", (n, c // layer.groups, layer.kernel_h, layer.kernel_w), True)
+        if layer.param_order == "darknet":
+            named = [("biases", (n,), True)]
+            if layer.batch_normalize:
+                named += [
+                    ("scales", (n,), True),
+                    ("rolling_mean", (n,), False),
+                    ("rolling_variance", (n,), False),
+                ]
+            return _blobs(layer, [*named, weights])
+        return _blobs(layer, [weights] + ([("bias", (n,), True)] if layer.bias else []))
+    if isinstance(layer, ConnectedSpec):
+        n, k = layer.outputs, math.prod(input_shape)
+        if layer.param_order == "darknet":
+            named = [("biases", (n,), True), ("weights", (n, k), True)]
+            if layer.batch_normalize:
+                named += [
+                    ("scales", (n,), True),
+                    ("rolling_mean", (n,), False),
+                    ("rolling_variance", (n,), False),
+                ]
+            return _blobs(layer, named)
+        named = [("weights", (n, k), True)] + ([("bias", (n,), True)] if layer.bias else [])
+        return _blobs(layer, named)
+    if isinstance(layer, BatchNormSpec):
+        if layer.style == "darknet":
+            return _blobs(
+                layer,
+                [
+                    ("scales", (c,), True),
+                    ("rolling_mean", (c,), False),
+                    ("rolling_variance", (c,), False),
+                ],
+            )
+        return _blobs(
+            layer, [("mean", (c,), False), ("variance", (c,), False), ("scale_factor", (1,), False)]
+        )
+    if isinstance(layer, ScaleSpec):
+        return _blobs(
+            layer, [("gamma", (c,), True)] + ([("beta", (c,), True)] if layer.bias_term else [])
+        )
+    return ()
+
+
+def _error(layer: LayerSpec, message: str) -> ConfigError:
+    return ConfigError(
+        [
+            Diagnostic(
+                "error",
+                layer.origin.file,
+                layer.origin.line,
+                None,
+                f"layer {layer.name}: {message}",
+            )
+        ]
+    )
+
+
+def _conv_shape(layer: ConvSpec, c: int, h: int, w: int) -> tuple[Shape3, int]:
+    if c % layer.groups or layer.filters % layer.groups:
+        raise _error(
+            layer,
+            f"{c} input channels and {layer.filters} filters must both divide by "
+            f"{layer.groups} groups",
+        )
+    oh = conv_out(h, layer.kernel_h, layer.stride_h, layer.pad_h, layer.dilation)
+    ow = conv_out(w, layer.kernel_w, layer.stride_w, layer.pad_w, layer.dilation)
+    k = (c // layer.groups) * layer.kernel_h * layer.kernel_w
+    flops = 2 * layer.filters * oh * ow * k + layer.filters * oh * ow
+    return (layer.filters, oh, ow), flops
+
+
+def _layer_shape(layer: LayerSpec, shape: Shape3, image_in: bool) -> tuple[Shape3, int, bool]:
+    """Output shape, forward FLOPs per sample and whether the output is image-shaped."""
+    c, h, w = shape
+    count = c * h * w
+    if isinstance(layer, ConvSpec | PoolSpec) and not image_in:
+        raise _error(layer, "the layer before must output an image (C×H×W), not a flat vector")
+    if isinstance(layer, ConvSpec):
+        out, flops = _conv_shape(layer, c, h, w)
+        return out, flops, True
+    if isinstance(layer, ConnectedSpec):
+        flops = 2 * count * layer.outputs + layer.outputs
+        return (layer.outputs, 1, 1), flops, layer.param_order == "darknet"
+    if isinstance(layer, PoolSpec):
+        kh, kw, _, _, oh, ow = pool_geometry(layer, c, h, w)
+        if layer.stride_h <= 0 or layer.stride_w <= 0:
+            raise _error(layer, "stride must be positive")
+        return (c, oh, ow), c * oh * ow * kh * kw, True
+    if isinstance(layer, SoftmaxSpec):
+        if count % layer.groups:
+            raise _error(layer, f"{count} inputs do not split into {layer.groups} groups")
+        return (count, 1, 1), 4 * count, False
+    if isinstance(layer, SoftmaxLossSpec | AccuracySpec):
+        return (1, 1, 1), 4 * count, False
+    if isinstance(layer, CostSpec):
+        return shape, 3 * count, False
+    if isinstance(layer, DropoutSpec | ActivationSpec):
+        return shape, count, image_in
+    if isinstance(layer, BatchNormSpec | ScaleSpec):
+        return shape, 2 * count, image_in
+    raise _error(layer, f"unknown layer kind {type(layer).__name__}")
+
+
+def infer_shapes(net: NetSpec, phase: str | None = None) -> list[LayerShape]:
+    """Propagate shapes through the net (layers of ``phase`` only, or all when None).
+
+    Raises :class:`ConfigError` naming the layer's file and line when a size becomes
+    non-positive, groups do not divide, or an image layer follows a flat one.
+    """
+    shape: Shape3 = (net.input.channels, net.input.height, net.input.width)
+    image = net.input.height > 0 and net.input.width > 0
+    result: list[LayerShape] = []
+    for index, layer in enumerate(net.layers):
+        if phase is not None and phase not in layer.phases:
+            continue
+        out, flops, image_out = _layer_shape(layer, shape, image)
+        if min(out) <= 0:
+            raise _error(
+                layer,
+                f"output would be {'×'.join(map(str, out))} for input {'×'.join(map(str, shape))}",
+            )
+        result.append(
+            LayerShape(index, layer, shape, out, param_blobs(layer, shape), flops, image_out)
+        )
+        if not isinstance(layer, SoftmaxLossSpec | AccuracySpec):
+            shape, image = out, image_out
+    return result
