@@ -2,3 +2,4 @@
 
 Each module below defines its commands on ``cli.main.app``.
 """
+from cli import inspect_cmd  # noqa: F401

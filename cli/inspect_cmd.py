@@ -1,0 +1,273 @@
+"""``dnupdate inspect CONFIG``: the resolved spec, where each value came from, the layer table,
+the effective update rule written out with the config's numbers, and all diagnostics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import typer
+
+from cli.common import EXIT_BAD_INPUT, fail_config, stderr_console, stdout_console
+from cli.main import app
+
+INSPECT_HELP = """Show the resolved config, layer shapes and the exact update rule.
+
+Prints every setting with its origin (file:line, --set or default), the layer table (output
+shape, parameters, FLOPs per image), the update rule written out with the config's own numbers,
+the darknet ↔ Caffe mapping and all diagnostics.
+
+Examples:
+
+  dnupdate inspect configs/lenet_solver.prototxt
+
+  dnupdate inspect configs/mnist_lenet.cfg --set batch=128 --set subdivisions=2
+
+  dnupdate inspect configs/cifar10_quick_solver.prototxt --format json | jq .layers
+"""
+
+
+def layer_summary(layer) -> str:
+    """A one-line description of a layer's settings in our own vocabulary."""
+    from engine import spec
+
+    if isinstance(layer, spec.ConvSpec):
+        text = f"{layer.filters} {layer.kernel_h}×{layer.kernel_w}/{layer.stride_h}"
+        if layer.pad_h or layer.pad_w:
+            text += f" pad {layer.pad_h}" + (
+                f",{layer.pad_w}" if layer.pad_w != layer.pad_h else ""
+            )
+        if layer.groups > 1:
+            text += f" groups {layer.groups}"
+        if layer.batch_normalize:
+            text += " +BN"
+        if layer.activation != "linear":
+            text += f" {layer.activation}"
+        return text
+    if isinstance(layer, spec.ConnectedSpec):
+        text = f"{layer.outputs}"
+        if layer.batch_normalize:
+            text += " +BN"
+        if layer.activation != "linear":
+            text += f" {layer.activation}"
+        return text
+    if isinstance(layer, spec.PoolSpec):
+        if layer.global_pooling:
+            return f"{layer.method} global"
+        pad = f" pad {layer.pad_h}" if layer.pad_h else ""
+        rule = {"darknet": " (total pad)", "ceil": " ceil", "floor": " floor"}[layer.size_rule]
+        return f"{layer.method} {layer.kernel_h}×{layer.kernel_w}/{layer.stride_h}{pad}{rule}"
+    if isinstance(layer, spec.DropoutSpec):
+        return f"p={layer.probability:g} ({layer.style})"
+    if isinstance(layer, spec.ActivationSpec):
+        slope = f" slope {layer.negative_slope:g}" if layer.negative_slope else ""
+        return f"{layer.activation}{slope}"
+    if isinstance(layer, spec.SoftmaxSpec):
+        extra = f" groups {layer.groups}" if layer.groups != 1 else ""
+        extra += f" T={layer.temperature:g}" if layer.temperature != 1 else ""
+        return f"cross-entropy{extra}" + (" (noloss)" if layer.noloss else "")
+    if isinstance(layer, spec.CostSpec):
+        return f"{layer.cost_type} scale {layer.scale:g}"
+    if isinstance(layer, spec.SoftmaxLossSpec):
+        return f"normalization {layer.normalization}"
+    if isinstance(layer, spec.AccuracySpec):
+        return f"top-{layer.top_k}"
+    if isinstance(layer, spec.BatchNormSpec):
+        return f"{layer.style}, λ={layer.moving_average_fraction:g}, eps={layer.eps:g}"
+    if isinstance(layer, spec.ScaleSpec):
+        return "γ, β" if layer.bias_term else "γ"
+    return ""
+
+
+def settings_rows(run) -> list[tuple[str, str, str]]:
+    """(field, value, origin) for every solver and schedule field of the resolved spec."""
+    rows = []
+    for section, obj in (("solver", run.solver), ("schedule", run.schedule)):
+        for f in dataclasses.fields(obj):
+            key = f"{section}.{f.name}"
+            value = getattr(obj, f.name)
+            origin = run.origins.get(key)
+            rows.append((key, _format_value(value), str(origin) if origin else "default"))
+    return rows
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.9g}"
+    if isinstance(value, tuple):
+        return ",".join(_format_value(v) for v in value) or "—"
+    return str(value)
+
+
+def layer_rows(run) -> list[dict[str, Any]]:
+    """One dict per layer of the union of phases: shapes, parameter counts, FLOPs."""
+    from engine.shapes import infer_shapes
+
+    rows = []
+    for shape in infer_shapes(run.net):
+        layer = shape.layer
+        rows.append(
+            {
+                "index": shape.index,
+                "name": layer.name,
+                "kind": layer.kind,
+                "settings": layer_summary(layer),
+                "phases": sorted(layer.phases),
+                "input": list(shape.input),
+                "output": list(shape.output),
+                "params": shape.param_count,
+                "stored": shape.stored_count,
+                "flops": shape.flops,
+                "origin": str(layer.origin),
+                "blobs": [
+                    {
+                        "key": f"{layer.name}/{i}",
+                        "name": b.name,
+                        "shape": list(b.shape),
+                        "learnable": b.learnable,
+                        "lr_mult": b.mult.lr_mult,
+                        "decay_mult": b.mult.decay_mult,
+                    }
+                    for i, b in enumerate(shape.blobs)
+                ],
+            }
+        )
+    return rows
+
+
+def update_rule_lines(run) -> tuple[list[str], list[str]]:
+    """The effective update rule with the config's numbers, and the darknet↔Caffe mapping."""
+    from engine.optim import describe_mapping, effective_update_lines
+    from engine.schedule import first_iteration, lr_at
+
+    lr = lr_at(run.schedule, first_iteration(run.schedule))
+    return effective_update_lines(run.solver, lr), describe_mapping(run.solver)
+
+
+def _shape_text(shape: list[int]) -> str:
+    c, h, w = shape
+    return f"{c}" if h == 1 and w == 1 else f"{c}×{h}×{w}"
+
+
+def _render_text(run, rows, layers, update, mapping, convention) -> None:
+    from rich.table import Table
+
+    out = stdout_console()
+    out.print(
+        f"[bold]{run.config_path}[/bold]  format [cyan]{run.format}[/cyan]  "
+        f"semantics [cyan]{run.solver.semantics}[/cyan]  net [cyan]{run.net.name}[/cyan]  "
+        f"input {run.net.input.channels}×{run.net.input.height}×{run.net.input.width}"
+    )
+    settings = Table(title="Resolved settings", title_justify="left", show_edge=False)
+    for column in ("field", "value", "origin"):
+        settings.add_column(column)
+    for key, value, origin in rows:
+        settings.add_row(key, value, origin, style="dim" if origin == "default" else None)
+    out.print(settings)
+
+    table = Table(title="Layers", title_justify="left", show_edge=False)
+    for column, justify in (
+        ("#", "right"),
+        ("name", "left"),
+        ("type", "left"),
+        ("settings", "left"),
+        ("input", "right"),
+        ("output", "right"),
+        ("params", "right"),
+        ("MFLOPs/img", "right"),
+    ):
+        table.add_column(column, justify=justify)
+    for row in layers:
+        phase = "" if len(row["phases"]) == 2 else f" [{row['phases'][0]}]"
+        table.add_row(
+            str(row["index"]),
+            row["name"],
+            row["kind"] + phase,
+            row["settings"],
+            _shape_text(row["input"]),
+            _shape_text(row["output"]),
+            f"{row['params']:,}",
+            f"{row['flops'] / 1e6:.3f}",
+        )
+    total_params = sum(r["params"] for r in layers)
+    total_flops = sum(r["flops"] for r in layers)
+    table.add_section()
+    table.add_row("", "total", "", "", "", "", f"{total_params:,}", f"{total_flops / 1e6:.3f}")
+    out.print(table)
+
+    out.print("[bold]Update rule[/bold] (with this config's numbers)")
+    for line in update:
+        out.print(f"  {line}", highlight=False)
+    out.print("[bold]darknet ↔ Caffe[/bold]")
+    for line in mapping:
+        out.print(f"  {line}", highlight=False)
+    out.print(f"[bold]Schedule[/bold]: {convention}", highlight=False)
+    if run.diagnostics:
+        out.print(f"[bold]Diagnostics[/bold] ({len(run.diagnostics)})")
+        for diagnostic in run.diagnostics:
+            out.print(f"  {diagnostic}", highlight=False, markup=False)
+    else:
+        out.print("[bold]Diagnostics[/bold]: none")
+
+
+@app.command("inspect", help=INSPECT_HELP)
+def inspect_command(
+    config: str = typer.Argument(
+        ..., help="darknet .cfg or Caffe solver (.prototxt/.yaml); - = stdin"
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a config key, in the config's own names (KEY=VALUE)."
+    ),
+    semantics: str | None = typer.Option(
+        None, "--semantics", help="Update rule: darknet or caffe (default: the config's)."
+    ),
+    output_format: str = typer.Option("text", "--format", help="text or json."),
+) -> None:
+    """Show the resolved spec, layer table, update rule and diagnostics of a config."""
+    from engine.config import load_config, parse_overrides
+    from engine.spec import ConfigError
+
+    if output_format not in ("text", "json"):
+        raise typer.BadParameter("must be text or json", param_hint="--format")
+    try:
+        run = load_config(config, parse_overrides(set_))
+        if semantics is not None:
+            run = with_semantics(run, semantics)
+        rows = settings_rows(run)
+        layers = layer_rows(run)
+    except ConfigError as error:
+        fail_config(error)
+    from engine.schedule import convention_note
+
+    update, mapping = update_rule_lines(run)
+    convention = convention_note(run.schedule)
+    if output_format == "json":
+        document = {
+            "config": run.config_path,
+            "format": run.format,
+            "semantics": run.solver.semantics,
+            "net": run.net.name,
+            "input": [run.net.input.channels, run.net.input.height, run.net.input.width],
+            "settings": [{"field": k, "value": v, "origin": o} for k, v, o in rows],
+            "layers": layers,
+            "total_params": sum(r["params"] for r in layers),
+            "total_flops": sum(r["flops"] for r in layers),
+            "update_rule": update,
+            "mapping": mapping,
+            "schedule_convention": convention,
+            "diagnostics": [str(d) for d in run.diagnostics],
+        }
+        print(json.dumps(document, indent=2))
+        return
+    _render_text(run, rows, layers, update, mapping, convention)
+    if any(d.severity == "error" for d in run.diagnostics):
+        stderr_console().print("config has errors")
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def with_semantics(run, semantics: str):
+    """The run with its update rule switched to the other framework's conventions."""
+    from engine.semantics import with_semantics as solver_with
+
+    return dataclasses.replace(run, solver=solver_with(run.solver, semantics))
