@@ -1,0 +1,176 @@
+"""Caffe configs → RunSpec: a ``solver.prototxt`` (protobuf text format) or the same keys as
+YAML, with the net from ``net: "file"`` or inline ``net_param { ... }``.
+
+Flow: text → schema-free tree (``prototxt.parse_text_format`` or ``caffe_yaml.parse_yaml``) →
+typed messages (``caffe_schema.validate``) → ``--set`` overrides → specs
+(``caffe_solver``, ``caffe_net``). Every problem is a Diagnostic with file, line and key; any
+error raises :class:`engine.spec.ConfigError` carrying all of them.
+
+Public API (called by ``engine.config``): :func:`load_caffe`, :data:`CAFFE_SCHEDULE_KEYS`,
+:func:`caffe_schedule_from_options`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.config.caffe_net import BuiltNet, NetState, build_net
+from engine.config.caffe_schema import SOLVER, Msg, Reporter, validate
+from engine.config.caffe_solver import (
+    CAFFE_SCHEDULE_KEYS,
+    OVERRIDE,
+    apply_overrides,
+    check_schedule,
+    raw_values,
+    schedule_from_solver,
+    solver_from_msg,
+)
+from engine.config.caffe_yaml import looks_like_yaml, parse_yaml
+from engine.config.prototxt import TextMessage, parse_text_format
+from engine.spec import ConfigError, Diagnostic, Origin, RunSpec, ScheduleSpec
+
+__all__ = ["CAFFE_SCHEDULE_KEYS", "caffe_schedule_from_options", "load_caffe"]
+
+YAML_SUFFIXES = (".yaml", ".yml")
+TEXT_SUFFIXES = (".prototxt", ".pt", ".pbtxt", ".txt")
+NET_SOURCES = ("net", "net_param", "train_net", "train_net_param")
+
+
+def parse_tree(path: str, text: str) -> TextMessage:
+    """Parse a Caffe file as YAML (by suffix) or text format (by suffix, or else by trying the
+    text format first and falling back to YAML when only YAML accepts the text)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in YAML_SUFFIXES:
+        return parse_yaml(text, path)
+    if suffix in TEXT_SUFFIXES:
+        return parse_text_format(text, path)
+    try:
+        return parse_text_format(text, path)
+    except ConfigError:
+        if looks_like_yaml(text):
+            return parse_yaml(text, path)
+        raise
+
+
+def _reject_bare_net(tree: TextMessage, path: str) -> None:
+    names = {f.name for f in tree.fields}
+    if names & {"layer", "layers"} and not names & set(SOLVER):
+        message = (
+            "this is a net definition, not a solver; point dnupdate at the solver file "
+            '(which names this net with net: "...")'
+        )
+        raise ConfigError([Diagnostic("error", path, None, None, message)])
+
+
+def _net_states(solver: Msg, net: Msg) -> dict[str, NetState]:
+    """TRAIN and TEST states: the net's own ``state`` merged with the solver's
+    ``train_state`` / first ``test_state`` (``Solver::InitTrainNet``/``InitTestNets``)."""
+    base = net.get("state")
+    states = {}
+    for phase, extra in (("train", solver.get("train_state")), ("test", None)):
+        if phase == "test":
+            tests = solver.get("test_state")
+            extra = tests[0] if tests else Msg("NetState", solver.origin)
+        level = extra.get("level") if extra.has("level") else base.get("level")
+        stages = frozenset(base.get("stage")) | frozenset(extra.get("stage"))
+        states[phase] = NetState(phase, level, stages)
+    return states
+
+
+def _read_net_file(solver: Msg, key: str, solver_path: str, reporter: Reporter):
+    """Resolve ``net:`` relative to the solver's directory (then to the working directory, as
+    Caffe does), read and parse it."""
+    name = solver.get(key)
+    where = solver.origin_of(key)
+    candidates = [Path(solver_path).parent / name, Path(name)]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        tried = " or ".join(dict.fromkeys(str(c) for c in candidates))
+        reporter.error(where, key, f"net file {name!r} not found (looked for {tried})")
+        return None, ""
+    net_path = str(found)
+    try:
+        text = found.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        reporter.error(where, key, f"cannot read net file {net_path}: {exc}")
+        return None, ""
+    tree = parse_tree(net_path, text)
+    return validate(tree, "NetParameter", net_path, reporter), net_path
+
+
+def load_net(solver: Msg, solver_path: str, reporter: Reporter) -> tuple[Msg | None, str]:
+    """The train net: exactly one of ``net``, ``net_param``, ``train_net``,
+    ``train_net_param`` (``Solver::InitTrainNet``); returns (NetParameter, its file)."""
+    given = [key for key in NET_SOURCES if solver.has(key)]
+    for key in ("test_net", "test_net_param"):
+        if solver.has(key):
+            reporter.warn(
+                solver.origin_of(key),
+                key,
+                f"{key} is not supported and is ignored; put TEST-phase layers in the net instead",
+            )
+    if len(given) != 1:
+        where = solver.origin_of(given[1]) if len(given) > 1 else solver.origin
+        reporter.error(
+            where,
+            given[1] if len(given) > 1 else "net",
+            "give exactly one of net, net_param, train_net, train_net_param"
+            + (f" (found {', '.join(given)})" if given else ' (e.g. net: "train_test.prototxt")'),
+        )
+        return None, ""
+    key = given[0]
+    if key.endswith("_param"):
+        return solver.get(key), solver.origin.file
+    return _read_net_file(solver, key, solver_path, reporter)
+
+
+def load_caffe(path: str, text: str, overrides: Sequence[tuple[str, str]]) -> RunSpec:
+    """A Caffe solver (text format or YAML) plus ``--set`` overrides → RunSpec.
+
+    Raises :class:`engine.spec.ConfigError` with every diagnostic when anything is wrong;
+    warnings ride along in ``RunSpec.diagnostics``.
+    """
+    reporter = Reporter()
+    tree = parse_tree(path, text)
+    _reject_bare_net(tree, path)
+    solver = validate(tree, "SolverParameter", path, reporter)
+    apply_overrides(solver, overrides, reporter)
+    check_schedule(solver, reporter)
+    net_msg, net_path = load_net(solver, path, reporter)
+    built: BuiltNet | None = None
+    if net_msg is not None:
+        built = build_net(net_msg, net_path, _net_states(solver, net_msg), reporter)
+    reporter.check()
+    if built is None:  # pragma: no cover - build_net reports an error whenever it gives up
+        raise ConfigError(reporter.items)
+    has_test_nets = bool(solver.get("test_iter"))
+    solver_spec, solver_origins = solver_from_msg(
+        solver, path, built.minibatch, has_test_nets, reporter
+    )
+    schedule, schedule_origins = schedule_from_solver(solver)
+    reporter.check()
+    origins: dict[str, Origin] = {**solver_origins, **schedule_origins, **built.origins}
+    return RunSpec(
+        format="caffe",
+        config_path=path,
+        net=built.net,
+        solver=solver_spec,
+        schedule=schedule,
+        data=built.data,
+        origins=origins,
+        raw=raw_values(solver),
+        diagnostics=reporter.warnings(),
+    )
+
+
+def caffe_schedule_from_options(overrides: Sequence[tuple[str, str]]) -> ScheduleSpec:
+    """A schedule from ``--set`` options alone, in Caffe's key names (``lr_policy``,
+    ``base_lr``, ``gamma``, ``power``, ``stepsize``, ``stepvalue``, ``max_iter``); stepvalue
+    takes comma lists or repeated options. Raises ConfigError naming a bad key or value."""
+    reporter = Reporter()
+    solver = Msg("SolverParameter", OVERRIDE)
+    apply_overrides(solver, overrides, reporter, allowed=CAFFE_SCHEDULE_KEYS)
+    check_schedule(solver, reporter)
+    reporter.check()
+    return schedule_from_solver(solver)[0]
