@@ -1,0 +1,237 @@
+"""darknet ``.cfg`` → :class:`engine.spec.RunSpec`, as pjreddie/darknet (61c9d02e) reads it.
+
+The pieces:
+
+* :mod:`engine.config.cfg_reader` — the line grammar (sections, ``key=value``, stripping,
+  comments, duplicates, CRLF);
+* :mod:`engine.config.darknet_options` — typed first-match lookups with ``atoi``/``atof``;
+* :mod:`engine.config.darknet_net` / :mod:`engine.config.darknet_schedule` — ``[net]``;
+* :mod:`engine.config.darknet_layers` — the layer sections;
+* :mod:`engine.config.darknet_data` — ``data=`` (our extension).
+
+Every problem is a :class:`engine.spec.Diagnostic` with file, line and key; errors are raised
+together in one :class:`engine.spec.ConfigError`, warnings travel in ``RunSpec.diagnostics``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.config.cfg_reader import CfgSection, read_cfg
+from engine.config.darknet_data import read_data
+from engine.config.darknet_diagnostics import DiagnosticSink
+from engine.config.darknet_layers import (
+    LAYER_PARSERS,
+    NET_SECTIONS,
+    SECTION_ALIASES,
+    SUPPORTED_SECTIONS,
+    UNSUPPORTED_SECTIONS,
+    LayerContext,
+    Shape,
+    layer_origins,
+    read_common,
+    warn_unused,
+)
+from engine.config.darknet_net import KNOWN_NET_KEYS, check_override_keys, read_net
+from engine.config.darknet_options import OptionTable
+from engine.config.darknet_schedule import SCHEDULE_FIELDS, read_schedule
+from engine.spec import (
+    Diagnostic,
+    InputSpec,
+    LayerSpec,
+    NetSpec,
+    Origin,
+    RunSpec,
+    ScheduleSpec,
+)
+
+# The [net] keys that define a learning-rate schedule (plus batch/subdivisions, which turn
+# batches into images seen).
+DARKNET_SCHEDULE_KEYS: frozenset[str] = frozenset(SCHEDULE_FIELDS) | {
+    "batch",
+    "subdivisions",
+    "time_steps",
+}
+DARKNET_NET_KEYS: frozenset[str] = KNOWN_NET_KEYS
+
+Override = tuple[str, str]
+
+
+def overrides_dict(overrides: Sequence[Override]) -> dict[str, str]:
+    """``--set`` pairs → dict (the last one of a repeated key wins, as on a command line);
+    values are stripped like cfg lines."""
+    return {key.strip(): "".join(value.split()) for key, value in overrides}
+
+
+def base_directory(path: str) -> Path | None:
+    """The directory relative data paths are looked up in (None for standard input)."""
+    return None if path.startswith("<") else Path(path).parent
+
+
+def check_first_section(path: str, sections: list[CfgSection], sink: DiagnosticSink) -> bool:
+    """darknet: the first section must be ``[net]`` or ``[network]``."""
+    if not sections:
+        sink.error(path, None, None, "no sections: a darknet cfg starts with [net]")
+        return False
+    first = sections[0]
+    if first.name in NET_SECTIONS:
+        return True
+    sink.error(
+        path,
+        first.line,
+        None,
+        f"first section is {first.type}: it must be [net] or [network] (darknet: "
+        '"First section must be [net] or [network]")',
+    )
+    return False
+
+
+def unknown_section_message(section: CfgSection) -> str:
+    """'unknown section' with a close match when there is one."""
+    known = [*SECTION_ALIASES, *UNSUPPORTED_SECTIONS, *NET_SECTIONS]
+    close = difflib.get_close_matches(section.name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean [{close[0]}]?" if close else ""
+    note = " (darknet has no inline comments)" if "#" in section.type or ";" in section.type else ""
+    return (
+        f'unknown section {section.type}{note}{hint} (darknet: "Type not recognized"); '
+        f"supported: {', '.join(SUPPORTED_SECTIONS)}"
+    )
+
+
+def classify_section(path: str, section: CfgSection, sink: DiagnosticSink) -> str | None:
+    """The canonical layer kind of a section, or None after recording why it cannot be one."""
+    name = section.name
+    if section.type.startswith("[") and section.type.endswith("]"):
+        if name in SECTION_ALIASES:
+            return SECTION_ALIASES[name]
+        if name in UNSUPPORTED_SECTIONS:
+            sink.error(
+                path,
+                section.line,
+                None,
+                f"unsupported layer type {section.type} (darknet knows it, dnupdate trains "
+                f"classifiers only: {', '.join(SUPPORTED_SECTIONS)})",
+            )
+            return None
+        if name in NET_SECTIONS:
+            sink.error(path, section.line, None, f"a second {section.type} section")
+            return None
+    sink.error(path, section.line, None, unknown_section_message(section))
+    return None
+
+
+def parse_layers(
+    path: str,
+    sections: list[CfgSection],
+    input_shape: Shape,
+    sink: DiagnosticSink,
+    shapes: list[Shape] | None = None,
+) -> tuple[list[LayerSpec], dict[str, Origin]]:
+    """Parse the layer sections in order, passing shapes along as darknet's parser does
+    (each built layer's output shape is appended to ``shapes`` when given). After a layer
+    that cannot be built, shape checks stop (there is no shape to check)."""
+    layers: list[LayerSpec] = []
+    origins: dict[str, Origin] = {}
+    shape: Shape | None = input_shape
+    previous: str | None = None
+    for index, section in enumerate(sections):
+        kind = classify_section(path, section, sink)
+        if kind is None:
+            shape = None
+            continue
+        table = OptionTable(path, section, sink)
+        ctx = LayerContext(index, kind, table, shape or Shape(1, 1, 1, 1), previous)
+        common = read_common(ctx)
+        built = LAYER_PARSERS[kind](ctx, common) if shape is not None else None
+        if shape is not None and built is None:
+            shape = None
+        elif built is not None:
+            layer, shape = built
+            layers.append(layer)
+            if shapes is not None:
+                shapes.append(shape)
+            origins.update(layer_origins(kind, ctx))
+        warn_unused(table)
+        previous = kind
+    if not sections:
+        sink.error(path, None, None, "the network has no layers after [net]")
+    return layers, origins
+
+
+def input_shape_of(spec: InputSpec, is_image: bool) -> Shape:
+    if is_image:
+        return Shape(
+            spec.height, spec.width, spec.channels, spec.height * spec.width * spec.channels
+        )
+    return Shape.flat(spec.channels)
+
+
+def load_darknet(path: str, text: str, overrides: Sequence[Override]) -> RunSpec:
+    """Parse darknet cfg ``text`` (read from ``path``) with ``--set`` overrides on ``[net]``
+    keys into a RunSpec; raise ConfigError with every diagnostic when any is an error."""
+    return parse_darknet(path, text, overrides, None)
+
+
+def darknet_output_shapes(path: str, text: str) -> list[tuple[int, int, int, int]]:
+    """``(out_h, out_w, out_c, outputs)`` of every layer as darknet's parser hands them on
+    (softmax and cost report h = w = c = 0). Used to check the parser against libdarknet."""
+    shapes: list[Shape] = []
+    parse_darknet(path, text, (), shapes)
+    return [(s.h, s.w, s.c, s.outputs) for s in shapes]
+
+
+def parse_darknet(
+    path: str, text: str, overrides: Sequence[Override], shapes: list[Shape] | None
+) -> RunSpec:
+    """:func:`load_darknet`, also collecting the layers' output shapes into ``shapes``."""
+    override_map = overrides_dict(overrides)
+    check_override_keys(override_map, KNOWN_NET_KEYS)
+    sink = DiagnosticSink()
+    sections = read_cfg(path, text, sink)
+    if not check_first_section(path, sections, sink):
+        sink.raise_if_errors()
+    net_table = OptionTable(path, sections[0], sink, override_map)
+    net_options = read_net(net_table)
+    data = read_data(net_table, net_options.solver.minibatch, base_directory(path))
+    shape = input_shape_of(net_options.input, net_options.input_is_image)
+    layers, layer_origin_map = parse_layers(path, sections[1:], shape, sink, shapes)
+    sink.raise_if_errors()
+    origins = {**net_options.origins, **layer_origin_map}
+    origins["data.train.source"] = origins["data.test.source"] = data.train.origin
+    return RunSpec(
+        format="darknet",
+        config_path=path,
+        net=NetSpec(name=Path(path).stem, input=net_options.input, layers=tuple(layers)),
+        solver=net_options.solver,
+        schedule=net_options.schedule,
+        data=data,
+        origins=origins,
+        raw=net_options.raw,
+        diagnostics=sink.warnings,
+    )
+
+
+def darknet_schedule_with_diagnostics(
+    overrides: Sequence[Override],
+) -> tuple[ScheduleSpec, tuple[Diagnostic, ...]]:
+    """A darknet schedule from ``--set`` options alone, with its warnings: the same keys,
+    defaults and diagnostics as a cfg's ``[net]`` section. Keys outside
+    :data:`DARKNET_SCHEDULE_KEYS` are errors."""
+    override_map = overrides_dict(overrides)
+    check_override_keys(override_map, DARKNET_SCHEDULE_KEYS)
+    sink = DiagnosticSink()
+    table = OptionTable("--set", CfgSection("[net]", 0), sink, override_map)
+    for key in ("batch", "subdivisions", "time_steps"):
+        if table.has(key):
+            table.get_int(key, 1)
+    schedule = read_schedule(table)
+    sink.raise_if_errors()
+    return schedule, sink.warnings
+
+
+def darknet_schedule_from_options(overrides: Sequence[Override]) -> ScheduleSpec:
+    """``dnupdate lr-schedule --set policy=steps --set steps=100,200 ...`` with no file:
+    see :func:`darknet_schedule_with_diagnostics` (warnings are dropped here)."""
+    return darknet_schedule_with_diagnostics(overrides)[0]

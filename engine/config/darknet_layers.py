@@ -1,0 +1,519 @@
+"""darknet layer sections → :mod:`engine.spec` layer specs (``parser.c:parse_*``, pjreddie
+61c9d02e), with darknet's keys and defaults and the shape rules the parser itself applies.
+
+Supported (the layers a classifier uses): ``[convolutional]``/``[conv]``, ``[connected]``/
+``[conn]``, ``[maxpool]``/``[max]``, ``[avgpool]``/``[avg]``, ``[dropout]``,
+``[softmax]``/``[soft]``, ``[cost]``, ``[batchnorm]``. Every layer also reads the common keys
+``truth``, ``onlyforward``, ``stopbackward``, ``dontsave``, ``dontload``, ``numload``,
+``dontloadscales``, ``learning_rate`` (a multiplier of the net rate, default 1) and ``smooth``.
+
+Shapes are tracked only as far as the parser needs them (darknet's ``size_params``): the next
+layer receives the previous ``out_h, out_w, out_c`` and ``outputs``; softmax and cost set no
+``out_*``, so nothing image-shaped may follow them ("Layer before X layer must output image").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.config.darknet_options import OptionTable
+from engine.spec import (
+    BatchNormSpec,
+    ConnectedSpec,
+    ConvSpec,
+    CostSpec,
+    DropoutSpec,
+    FillerSpec,
+    LayerSpec,
+    Origin,
+    ParamMult,
+    PoolSpec,
+    SoftmaxSpec,
+)
+
+ACTIVATIONS = (
+    "logistic", "loggy", "relu", "elu", "selu", "relie", "plse", "hardtan", "lhtan",
+    "linear", "ramp", "leaky", "tanh", "stair",
+)  # fmt: skip
+COST_TYPES = ("seg", "sse", "masked", "smooth", "L1", "wgan")
+
+SECTION_ALIASES = {
+    "convolutional": "convolutional",
+    "conv": "convolutional",
+    "connected": "connected",
+    "conn": "connected",
+    "maxpool": "maxpool",
+    "max": "maxpool",
+    "avgpool": "avgpool",
+    "avg": "avgpool",
+    "dropout": "dropout",
+    "softmax": "softmax",
+    "soft": "softmax",
+    "cost": "cost",
+    "batchnorm": "batchnorm",
+}
+SUPPORTED_SECTIONS = (
+    "[convolutional]", "[connected]", "[maxpool]", "[avgpool]", "[dropout]", "[softmax]",
+    "[cost]", "[batchnorm]",
+)  # fmt: skip
+# Section types darknet's string_to_layer_type knows that dnupdate does not train.
+UNSUPPORTED_SECTIONS = frozenset(
+    {
+        "shortcut", "crop", "detection", "region", "yolo", "iseg", "local", "deconv",
+        "deconvolutional", "activation", "logistic", "l2norm", "crnn", "gru", "lstm", "rnn",
+        "reorg", "lrn", "normalization", "route", "upsample",
+    }
+)  # fmt: skip
+NET_SECTIONS = frozenset({"net", "network"})
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a layer hands the next one: ``out_h, out_w, out_c`` and ``outputs``."""
+
+    h: int
+    w: int
+    c: int
+    outputs: int
+
+    @property
+    def is_image(self) -> bool:
+        return self.h > 0 and self.w > 0 and self.c > 0
+
+    @staticmethod
+    def flat(outputs: int) -> Shape:
+        """A layer that sets no ``out_*`` (softmax, cost, or an ``inputs=``-only net)."""
+        return Shape(0, 0, 0, outputs)
+
+
+@dataclass
+class LayerContext:
+    """One layer section being parsed: its index, options and the incoming shape."""
+
+    index: int
+    section_name: str
+    table: OptionTable
+    shape: Shape
+    previous: str | None
+    pad_key: str = "padding"
+
+    @property
+    def name(self) -> str:
+        return str(self.index)
+
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.table.path, self.table.section.line)
+
+    def section_error(self, message: str) -> None:
+        self.table.sink.error(self.table.path, self.table.section.line, None, message)
+
+    def section_warning(self, message: str) -> None:
+        self.table.sink.warning(self.table.path, self.table.section.line, None, message)
+
+    def require_image(self) -> bool:
+        """darknet: ``if(!(h && w && c)) error("Layer before X layer must output image.")``."""
+        if self.shape.is_image:
+            return True
+        before = f"[{self.previous}]" if self.previous else "[net] (inputs= only)"
+        self.section_error(
+            f"Layer before {self.section_name} layer must output image: {before} gives "
+            f"h={self.shape.h} w={self.shape.w} c={self.shape.c}"
+        )
+        return False
+
+    def positive(self, key: str, value: int) -> bool:
+        if value >= 1:
+            return True
+        self.table.error(key, f"{key} must be >= 1, got {value}")
+        return False
+
+
+@dataclass
+class CommonKeys:
+    """The keys every layer reads after its own (``parse_network_cfg``)."""
+
+    stop_backward: bool
+    dontsave: bool
+    dontload: bool
+    lr_scale: float
+
+
+def c_div(numerator: int, denominator: int) -> int:
+    """C integer division (truncates toward zero)."""
+    quotient = abs(numerator) // abs(denominator)
+    return quotient if (numerator >= 0) == (denominator > 0) else -quotient
+
+
+def read_activation(ctx: LayerContext) -> str:
+    """``get_activation``: exact names; unknown → relu with darknet's message."""
+    name = ctx.table.get_str("activation", "logistic")
+    assert name is not None
+    if name in ACTIVATIONS:
+        return name
+    ctx.table.warning(
+        "activation",
+        f"unknown activation '{name}': darknet says \"Couldn't find activation function "
+        f'{name}, going with ReLU" and so do we',
+    )
+    return "relu"
+
+
+def warn_if_set(ctx: LayerContext, key: str, value: float, default: float, why: str) -> None:
+    """Warn about a key darknet reads but dnupdate does not apply, when not at its default."""
+    if value != default:
+        ctx.table.warning(key, f"{key}={value:g} is ignored by dnupdate: {why}")
+
+
+def read_common(ctx: LayerContext) -> CommonKeys:
+    """``truth``, ``onlyforward``, ``stopbackward``, ``dontsave``, ``dontload``, ``numload``,
+    ``dontloadscales``, ``learning_rate`` (multiplier, default 1), ``smooth``."""
+    table = ctx.table
+    warn_if_set(ctx, "truth", table.get_int("truth", 0), 0, "not used by classifiers")
+    warn_if_set(ctx, "onlyforward", table.get_int("onlyforward", 0), 0, "unused on the CPU")
+    common = CommonKeys(
+        stop_backward=table.get_flag("stopbackward"),
+        dontsave=table.get_flag("dontsave"),
+        dontload=table.get_flag("dontload"),
+        lr_scale=table.get_float("learning_rate", 1.0),
+    )
+    warn_if_set(ctx, "numload", table.get_int("numload", 0), 0, "affects .weights loading")
+    warn_if_set(
+        ctx, "dontloadscales", table.get_int("dontloadscales", 0), 0, "affects .weights loading"
+    )
+    warn_if_set(ctx, "smooth", table.get_float("smooth", 0.0), 0.0, "GPU only")
+    return common
+
+
+def batchnorm_params(lr: float) -> tuple[ParamMult, ...]:
+    """darknet BN blobs: scales (learned, never decayed), rolling mean/variance (not learned)."""
+    return (ParamMult(lr, 0.0), ParamMult(0.0, 0.0), ParamMult(0.0, 0.0))
+
+
+def parse_convolutional(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
+    """``parse_convolutional``: filters 1, size 1, stride 1, pad 0, padding 0, groups 1,
+    activation logistic, batch_normalize 0; ``pad`` nonzero ⇒ padding = size/2."""
+    t = ctx.table
+    filters, size, stride = t.get_int("filters", 1), t.get_int("size", 1), t.get_int("stride", 1)
+    pad, padding, groups = t.get_int("pad", 0), t.get_int("padding", 0), t.get_int("groups", 1)
+    activation = read_activation(ctx)
+    batch_normalize = t.get_flag("batch_normalize")
+    for key in ("binary", "xnor"):
+        if t.get_int(key, 0):
+            t.error(key, f"{key}=1 (XNOR / binary weights) is not supported by dnupdate")
+    warn_if_set(ctx, "flipped", t.get_int("flipped", 0), 0, "affects .weights loading")
+    warn_if_set(ctx, "dot", t.get_float("dot", 0.0), 0.0, "unused on the CPU training path")
+    if pad:
+        ctx.pad_key = "pad"
+        if t.has("padding") and padding != c_div(size, 2):
+            t.warning("padding", f"padding={padding} is overridden by pad={pad} (size/2)")
+        padding = c_div(size, 2)  # darknet quirk: pad=1 means padding = size/2, always
+    valid = all(ctx.positive(k, v) for k, v in (("filters", filters), ("size", size)))
+    valid = ctx.positive("stride", stride) and ctx.positive("groups", groups) and valid
+    if padding < 0:
+        t.error("padding", f"padding must be >= 0, got {padding}")
+        valid = False
+    if not ctx.require_image() or not valid:
+        return None
+    h, w, c = ctx.shape.h, ctx.shape.w, ctx.shape.c
+    if c % groups or filters % groups:
+        t.error("groups", f"groups={groups} must divide channels ({c}) and filters ({filters})")
+        return None
+    if min(h, w) + 2 * padding < size:
+        t.error("size", f"size={size} is larger than the padded input {h}x{w} (+{padding})")
+        return None
+    if size == 1 and (stride > 1 or padding > 0):
+        t.warning(
+            "size",
+            "darknet quirk: the CPU 1x1 convolution skips im2col and so ignores stride and "
+            "padding (its output is wrong in darknet); dnupdate reproduces it",
+        )
+    lr = common.lr_scale
+    params = (ParamMult(lr, 0.0), *(batchnorm_params(lr) if batch_normalize else ()))
+    spec = ConvSpec(
+        name=ctx.name,
+        origin=ctx.origin,
+        stop_backward=common.stop_backward,
+        dontsave=common.dontsave,
+        dontload=common.dontload,
+        param_order="darknet",
+        filters=filters,
+        kernel_h=size,
+        kernel_w=size,
+        stride_h=stride,
+        stride_w=stride,
+        pad_h=padding,
+        pad_w=padding,
+        groups=groups,
+        bias=True,
+        batch_normalize=batch_normalize,
+        activation=activation,
+        weight_filler=FillerSpec(type="darknet_conv"),
+        bias_filler=FillerSpec(),
+        params=(*params, ParamMult(lr, 1.0)),
+        darknet_1x1_shortcut=size == 1,
+    )
+    out_h = (h + 2 * padding - size) // stride + 1
+    out_w = (w + 2 * padding - size) // stride + 1
+    return spec, Shape(out_h, out_w, filters, out_h * out_w * filters)
+
+
+def parse_connected(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
+    """``parse_connected``: output 1, activation logistic, batch_normalize 0."""
+    t = ctx.table
+    outputs = t.get_int("output", 1)
+    activation = read_activation(ctx)
+    batch_normalize = t.get_flag("batch_normalize")
+    if not ctx.positive("output", outputs):
+        return None
+    if ctx.shape.outputs <= 0:
+        ctx.section_error("the layer before [connected] has no outputs")
+        return None
+    lr = common.lr_scale
+    spec = ConnectedSpec(
+        name=ctx.name,
+        origin=ctx.origin,
+        stop_backward=common.stop_backward,
+        dontsave=common.dontsave,
+        dontload=common.dontload,
+        param_order="darknet",
+        outputs=outputs,
+        batch_normalize=batch_normalize,
+        activation=activation,
+        weight_filler=FillerSpec(type="darknet_connected"),
+        params=(
+            ParamMult(lr, 0.0),
+            ParamMult(lr, 1.0),
+            *(batchnorm_params(lr) if batch_normalize else ()),
+        ),
+    )
+    return spec, Shape(1, 1, outputs, outputs)
+
+
+def parse_maxpool(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
+    """``parse_maxpool``: stride 1, size = stride, padding = size − 1 (TOTAL padding);
+    ``out = (in + padding − size)/stride + 1``."""
+    t = ctx.table
+    stride = t.get_int("stride", 1)
+    size = t.get_int("size", stride)
+    padding = t.get_int("padding", size - 1)
+    valid = ctx.positive("stride", stride) and ctx.positive("size", size)
+    if padding < 0:
+        t.error("padding", f"padding must be >= 0, got {padding}")
+        valid = False
+    if not ctx.require_image() or not valid:
+        return None
+    h, w = ctx.shape.h, ctx.shape.w
+    if min(h, w) + padding < size:
+        t.error("size", f"size={size} is larger than the input {h}x{w} (+{padding} padding)")
+        return None
+    spec = PoolSpec(
+        name=ctx.name,
+        origin=ctx.origin,
+        stop_backward=common.stop_backward,
+        dontsave=common.dontsave,
+        dontload=common.dontload,
+        method="max",
+        kernel_h=size,
+        kernel_w=size,
+        stride_h=stride,
+        stride_w=stride,
+        pad_h=padding,
+        pad_w=padding,
+        size_rule="darknet",
+    )
+    out_h = (h + padding - size) // stride + 1
+    out_w = (w + padding - size) // stride + 1
+    return spec, Shape(out_h, out_w, ctx.shape.c, out_h * out_w * ctx.shape.c)
+
+
+def parse_avgpool(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
+    """``parse_avgpool``: no keys; global average over h·w, output 1×1×c."""
+    if not ctx.require_image():
+        return None
+    spec = PoolSpec(
+        name=ctx.name,
+        origin=ctx.origin,
+        stop_backward=common.stop_backward,
+        dontsave=common.dontsave,
+        dontload=common.dontload,
+        method="ave",
+        global_pooling=True,
+        size_rule="floor",
+    )
+    return spec, Shape(1, 1, ctx.shape.c, ctx.shape.c)
+
+
+def parse_dropout(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
+    """``parse_dropout``: probability .5 (AlexeyAB: .2); in place on the previous layer."""
+    t = ctx.table
+    probability = t.get_float("probability", 0.5)
+    if not t.has("probability"):
+        t.warning("probability", "probability not set: pjreddie's default .5 is used "
+                  "(AlexeyAB/darknet's default is .2)")  # fmt: skip
+    if ctx.previous is None:
+        ctx.section_error("[dropout] cannot be the first layer: darknet applies it in place "
+                          "to the previous layer's output")  # fmt: skip
+        return None
+    if not 0.0 <= probability < 1.0:
+        t.error("probability", f"probability must be in [0, 1), got {probability:g}")
+        return None
+    spec = DropoutSpec(
+        name=ctx.name,
+        origin=ctx.origin,
+        stop_backward=common.stop_backward,
+        dontsave=common.dontsave,
+        dontload=common.dontload,
+        probability=probability,
+        style="darknet",
+    )
+    return spec, ctx.shape
+
+
+def parse_softmax(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
+    """``parse_softmax``: groups 1, temperature 1, tree (unsupported), spatial (GPU), noloss 0."""
+    t = ctx.table
+    groups = t.get_int("groups", 1)
+    temperature = t.get_float("temperature", 1.0)
+    tree = t.get_str("tree", None)
+    warn_if_set(ctx, "spatial", t.get_float("spatial", 0.0), 0.0, "GPU only")
+    noloss = t.get_flag("noloss")
+    if tree is not None:
+        t.error("tree", "tree= (hierarchical softmax) is not supported by dnupdate")
+        return None
+    if not ctx.positive("groups", groups):
+        return None
+    if temperature == 0.0:
+        t.error("temperature", "temperature must not be 0")
+        return None
+    inputs = ctx.shape.outputs
+    if inputs % groups:
+        t.error("groups", f"groups={groups} does not divide the {inputs} inputs")
+        return None
+    spec = SoftmaxSpec(
+        name=ctx.name,
+        origin=ctx.origin,
+        stop_backward=common.stop_backward,
+        dontsave=common.dontsave,
+        dontload=common.dontload,
+        groups=groups,
+        temperature=temperature,
+        noloss=noloss,
+    )
+    return spec, Shape.flat(inputs)
+
+
+def parse_cost(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
+    """``parse_cost``: type sse (unknown → sse), scale 1; ratio/noobj/thresh are GPU only."""
+    t = ctx.table
+    cost_type = t.get_str("type", "sse")
+    assert cost_type is not None
+    if cost_type not in COST_TYPES:
+        t.warning("type", f"unknown cost type '{cost_type}': darknet says \"Couldn't find cost "
+                  f'type {cost_type}, going with SSE" and so do we')  # fmt: skip
+        cost_type = "sse"
+    elif cost_type in ("seg", "wgan"):
+        t.warning("type", f"type={cost_type}: darknet's CPU path computes L2 (sse) for it")
+        cost_type = "sse"
+    scale = t.get_float("scale", 1.0)
+    warn_if_set(ctx, "ratio", t.get_float("ratio", 0.0), 0.0, "GPU only")
+    warn_if_set(ctx, "noobj", t.get_float("noobj", 1.0), 1.0, "GPU only")
+    warn_if_set(ctx, "thresh", t.get_float("thresh", 0.0), 0.0, "GPU only")
+    spec = CostSpec(
+        name=ctx.name,
+        origin=ctx.origin,
+        stop_backward=common.stop_backward,
+        dontsave=common.dontsave,
+        dontload=common.dontload,
+        cost_type=cost_type,
+        scale=scale,
+    )
+    return spec, Shape.flat(ctx.shape.outputs)
+
+
+def parse_batchnorm(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
+    """``parse_batchnorm``: no keys; per-channel batch norm of the previous layer's image.
+
+    darknet quirk: pjreddie's CPU path cannot run a standalone ``[batchnorm]`` (its forward
+    writes through unallocated buffers) and never updates its scales and biases."""
+    if not ctx.require_image():
+        return None
+    ctx.section_warning(
+        "darknet quirk: pjreddie darknet's CPU path cannot run a standalone [batchnorm] "
+        "(forward writes through NULL) and never updates its scales/biases; dnupdate's "
+        "behaviour for it has no darknet reference"
+    )
+    spec = BatchNormSpec(
+        name=ctx.name,
+        origin=ctx.origin,
+        stop_backward=common.stop_backward,
+        dontsave=common.dontsave,
+        dontload=common.dontload,
+        style="darknet",
+    )
+    return spec, ctx.shape
+
+
+LayerParser = Callable[[LayerContext, CommonKeys], "tuple[LayerSpec, Shape] | None"]
+LAYER_PARSERS: dict[str, LayerParser] = {
+    "convolutional": parse_convolutional,
+    "connected": parse_connected,
+    "maxpool": parse_maxpool,
+    "avgpool": parse_avgpool,
+    "dropout": parse_dropout,
+    "softmax": parse_softmax,
+    "cost": parse_cost,
+    "batchnorm": parse_batchnorm,
+}
+
+# Spec field → the cfg key it came from, per layer kind (for RunSpec.origins).
+LAYER_FIELD_KEYS: dict[str, dict[str, str]] = {
+    "convolutional": {
+        "filters": "filters", "kernel_h": "size", "kernel_w": "size", "stride_h": "stride",
+        "stride_w": "stride", "groups": "groups", "batch_normalize": "batch_normalize",
+        "activation": "activation",
+    },
+    "connected": {
+        "outputs": "output", "batch_normalize": "batch_normalize", "activation": "activation",
+    },
+    "maxpool": {
+        "kernel_h": "size", "kernel_w": "size", "stride_h": "stride", "stride_w": "stride",
+        "pad_h": "padding", "pad_w": "padding",
+    },
+    "avgpool": {},
+    "dropout": {"probability": "probability"},
+    "softmax": {"groups": "groups", "temperature": "temperature", "noloss": "noloss"},
+    "cost": {"cost_type": "type", "scale": "scale"},
+    "batchnorm": {},
+}  # fmt: skip
+COMMON_FIELD_KEYS = {
+    "stop_backward": "stopbackward",
+    "dontsave": "dontsave",
+    "dontload": "dontload",
+    "params": "learning_rate",
+}
+
+
+def layer_origins(kind: str, ctx: LayerContext) -> dict[str, Origin]:
+    """``net.layers.<i>.<field>`` → origin of the key that set it."""
+    prefix = f"net.layers.{ctx.index}"
+    origins = {prefix: ctx.origin}
+    for name, key in {**LAYER_FIELD_KEYS[kind], **COMMON_FIELD_KEYS}.items():
+        origins[f"{prefix}.{name}"] = ctx.table.origin(key)
+    if kind == "convolutional":
+        for name in ("pad_h", "pad_w"):
+            origins[f"{prefix}.{name}"] = ctx.table.origin(ctx.pad_key)
+    return origins
+
+
+def warn_unused(table: OptionTable) -> None:
+    """darknet's ``option_unused``: ``Unused field: 'key = value'`` for every unread key."""
+    for option in table.unused():
+        table.sink.warning(
+            table.path,
+            option.line,
+            option.key or None,
+            f"unused field '{option.key} = {option.value}': {table.section.type} does not read "
+            'it (darknet: "Unused field")',
+        )
