@@ -34,7 +34,12 @@ from engine.config.darknet_layers import (
     read_common,
     warn_unused,
 )
-from engine.config.darknet_net import KNOWN_NET_KEYS, check_override_keys, read_net
+from engine.config.darknet_net import (
+    KNOWN_NET_KEYS,
+    check_override_keys,
+    read_net,
+    warn_unread_keys,
+)
 from engine.config.darknet_options import OptionTable
 from engine.config.darknet_schedule import SCHEDULE_FIELDS, read_schedule
 from engine.spec import (
@@ -227,6 +232,7 @@ def darknet_schedule_with_diagnostics(
         if table.has(key):
             table.get_int(key, 1)
     schedule = read_schedule(table)
+    warn_unread_keys(table)
     sink.raise_if_errors()
     return schedule, sink.warnings
 
