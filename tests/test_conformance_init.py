@@ -8,9 +8,12 @@ as our :class:`~engine.spec.NetSpec` (the darknet config reader is tested elsewh
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from engine.config import load_config
 from engine.init import allocate_blobs, initialise
 from engine.shapes import infer_shapes
 from engine.spec import (
@@ -193,3 +196,29 @@ def test_our_first_weight_count_is_odd_so_the_spare_matters():
     _, spec = darknet_net(*NET_GROUPS)
     first = infer_shapes(spec)[0].blobs[-1]
     assert first.name == "weights" and first.size % 2 == 1
+
+
+REPO_CFGS = sorted(
+    str(p)
+    for p in Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.cfg")
+    if p.name != "darknet_cifar.cfg"  # 7.7M weights: a couple of seconds, covered by tiny.cfg
+)
+DEBIAN_TINY = "/usr/share/darknet/cfg/tiny.cfg"
+
+
+@pytest.mark.parametrize("cfg_path", [*REPO_CFGS, DEBIAN_TINY], ids=lambda p: Path(p).name)
+def test_configs_through_the_cfg_reader_init_like_darknet(libdarknet, cfg_path):
+    """The whole path a user takes: our cfg reader → NetSpec → initialise, against
+    ``parse_network_cfg`` of the very same file."""
+    if not Path(cfg_path).exists():
+        pytest.skip(f"{cfg_path} not installed")
+    spec = load_config(cfg_path).net
+    ours = allocate_blobs(spec)
+    initialise(spec, ours, seed=2024)
+    net = parse_seeded(libdarknet, Path(cfg_path).read_text(), 2024)
+    try:
+        theirs = darknet_blobs(net, spec)
+        for key in ours:
+            assert ours[key].tobytes() == theirs[key].tobytes(), f"{cfg_path}: blob {key}"
+    finally:
+        libdarknet.free_network(net)
