@@ -1,0 +1,41 @@
+"""Datasets: readers, the download cache, synthetic sets and preprocessed batches.
+
+Public API (other parts of the engine rely on these names):
+
+* :func:`open_dataset` — a name or path → :class:`Dataset` (uint8 N×C×H×W, labels, classes);
+* :func:`resolve_source` — a config's data source → what ``open_dataset`` reads
+  (e.g. Caffe's missing ``examples/mnist/mnist_train_lmdb`` → ``mnist``);
+* :func:`probe_shape` — (C, H, W) of a source without loading it;
+* :class:`BatchSampler` — float32 batches preprocessed per the framework, resumable state;
+* :func:`fetch_dataset`, :func:`verify_dataset` — the download cache;
+* :class:`DataError`, :class:`DatasetNotFound`, :class:`DownloadError`.
+
+Dataset names: ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100`` (fine labels),
+``cifar100-coarse``, ``synthetic-digits``, ``synthetic-shapes``; ``npz:PATH`` or a ``.npz``
+path; an LMDB directory; a folder holding one of the named datasets' files.
+"""
+
+from __future__ import annotations
+
+from engine.data.catalog import CATALOG, CatalogEntry
+from engine.data.dataset import Dataset
+from engine.data.errors import DataError, DatasetNotFound, DownloadError
+from engine.data.fetch import fetch_dataset, verify_dataset
+from engine.data.resolve import open_dataset, probe_shape, resolve_source
+from engine.data.sampler import BatchSampler, load_mean_file
+
+__all__ = [
+    "CATALOG",
+    "BatchSampler",
+    "CatalogEntry",
+    "DataError",
+    "Dataset",
+    "DatasetNotFound",
+    "DownloadError",
+    "fetch_dataset",
+    "load_mean_file",
+    "open_dataset",
+    "probe_shape",
+    "resolve_source",
+    "verify_dataset",
+]

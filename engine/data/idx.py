@@ -1,0 +1,144 @@
+"""IDX files (MNIST, Fashion-MNIST), gzipped or raw.
+
+Format (LeCun's MNIST page): a 4-byte big-endian magic ``0x00 0x00 TYPE NDIM``, then NDIM
+big-endian uint32 dimensions, then the data in row-major order. Images are ``0x00000803``
+(uint8, N×rows×cols), labels ``0x00000801`` (uint8, N).
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from engine.data.errors import DataError
+
+IDX_UBYTE = 0x08
+IMAGE_MAGIC = 0x00000803
+LABEL_MAGIC = 0x00000801
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when the name ends in ``.gz``."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(str(path), "no such file") from None
+    except EOFError:
+        raise DataError(str(path), "truncated gzip stream (file cut short)") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(str(path), f"not a valid gzip file ({exc})") from None
+    except OSError as exc:
+        raise DataError(str(path), str(exc)) from None
+
+
+def _header(path: Path, head: bytes, expected_magic: int) -> tuple[int, ...]:
+    """Check the magic and return the dimensions."""
+    if len(head) < 4:
+        raise DataError(str(path), f"too short for an IDX header ({len(head)} bytes)")
+    magic = int.from_bytes(head[:4], "big")
+    if magic != expected_magic:
+        raise DataError(
+            str(path),
+            f"bad magic number 0x{magic:08x} (expected 0x{expected_magic:08x} for an IDX "
+            f"{'image' if expected_magic == IMAGE_MAGIC else 'label'} file)",
+        )
+    ndim = expected_magic & 0xFF
+    if len(head) < 4 + 4 * ndim:
+        raise DataError(str(path), "truncated IDX header")
+    return tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+
+
+def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
+    """Read an IDX uint8 array (memory-mapped when the file is not gzipped).
+
+    Raises :class:`DataError` on a bad magic number, a truncated file or trailing bytes.
+    """
+    path = Path(path)
+    if path.suffix == ".gz":
+        raw = _read_bytes(path)
+        dims = _header(path, raw[: 4 + 4 * (expected_magic & 0xFF)], expected_magic)
+        offset, available = 4 + 4 * len(dims), len(raw) - 4 - 4 * len(dims)
+    else:
+        try:
+            size = path.stat().st_size
+            with path.open("rb") as handle:
+                head = handle.read(4 + 4 * (expected_magic & 0xFF))
+        except FileNotFoundError:
+            raise DataError(str(path), "no such file") from None
+        dims = _header(path, head, expected_magic)
+        offset, available = 4 + 4 * len(dims), size - 4 - 4 * len(dims)
+    needed = int(np.prod(dims, dtype=np.int64))
+    shape_text = "×".join(str(d) for d in dims)
+    if available < needed:
+        raise DataError(
+            str(path),
+            f"truncated: header says {shape_text} ({needed} bytes of data) "
+            f"but only {available} bytes follow",
+        )
+    if available > needed:
+        raise DataError(
+            str(path),
+            f"count mismatch: header says {shape_text} ({needed} bytes of data) "
+            f"but {available} bytes follow",
+        )
+    if path.suffix == ".gz":
+        return np.frombuffer(raw, dtype=np.uint8, count=needed, offset=offset).reshape(dims)
+    if needed == 0:
+        return np.zeros(dims, dtype=np.uint8)
+    return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=dims)
+
+
+def read_idx_images(path: str | Path) -> np.ndarray:
+    """IDX image file → uint8 array N×1×rows×cols."""
+    images = read_idx(path, IMAGE_MAGIC)
+    n, rows, cols = images.shape
+    return images.reshape(n, 1, rows, cols)
+
+
+def read_idx_labels(path: str | Path, classes: int) -> np.ndarray:
+    """IDX label file → uint8 array N; every label must be below ``classes``."""
+    labels = read_idx(path, LABEL_MAGIC)
+    if labels.size and int(labels.max()) >= classes:
+        bad = int(np.argmax(labels >= classes))
+        raise DataError(
+            str(path),
+            f"label out of range: item {bad} has label {int(labels[bad])}, "
+            f"expected 0..{classes - 1}",
+        )
+    return labels
+
+
+def read_idx_pair(
+    images_path: str | Path, labels_path: str | Path, classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image file and its label file and check that their counts agree."""
+    images = read_idx_images(images_path)
+    labels = read_idx_labels(labels_path, classes)
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(
+            str(labels_path),
+            f"count mismatch: {labels.shape[0]} labels but {images_path} has "
+            f"{images.shape[0]} images",
+        )
+    return images, labels
+
+
+def write_idx(path: str | Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzipped when the name ends in ``.gz``)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    head = bytes([0, 0, IDX_UBYTE, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    data = head + array.tobytes()
+    path = Path(path)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        path.write_bytes(data)

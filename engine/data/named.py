@@ -1,0 +1,207 @@
+"""Open a catalog dataset (``mnist``, ``cifar10``, ``synthetic-digits``, ...) by name."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from engine.data.catalog import CATALOG, CatalogEntry
+from engine.data.cifar import read_cifar_binary, read_cifar_pickle, read_cifar_pickle_file
+from engine.data.dataset import Dataset
+from engine.data.errors import DataError, DatasetNotFound
+from engine.data.idx import read_idx_pair
+from engine.data.locate import Located, candidate_dirs, first_existing, write_root
+
+PARTIAL_CIFAR10_TEST = "test_batch_first1000.bin"
+
+
+def _find_idx(entry: CatalogEntry, split: str, folder: Path) -> Located | None:
+    roles = entry.files[split]
+    images = first_existing(folder, roles["images"])
+    labels = first_existing(folder, roles["labels"])
+    if images and labels:
+        return Located(folder, {"images": [images], "labels": [labels]})
+    return None
+
+
+def _find_cifar10(split: str, folder: Path) -> Located | None:
+    if split == "train":
+        binary = [folder / f"data_batch_{i}.bin" for i in range(1, 6)]
+        python = [folder / f"data_batch_{i}" for i in range(1, 6)]
+        for batches in (binary, python):
+            if all(p.is_file() for p in batches):
+                return Located(folder, {"batches": batches})
+        return None
+    if (folder / "test_batch.bin").is_file():
+        return Located(folder, {"batches": [folder / "test_batch.bin"]})
+    if (folder / PARTIAL_CIFAR10_TEST).is_file():
+        note = (
+            f"test_batch.bin is absent: using {PARTIAL_CIFAR10_TEST} "
+            "(the first 1000 of the 10000 official test images)"
+        )
+        return Located(folder, {"batches": [folder / PARTIAL_CIFAR10_TEST]}, (note,))
+    if (folder / "test_batch").is_file() and (folder / "batches.meta").is_file():
+        return Located(folder, {"batches": [folder / "test_batch"]})
+    return None
+
+
+def _find_cifar100(split: str, folder: Path) -> Located | None:
+    for name in (f"{split}.bin", split):
+        path = folder / name
+        if path.is_file() and (name.endswith(".bin") or (folder / "meta").is_file()):
+            return Located(folder, {"batches": [path]})
+    return None
+
+
+def locate_split(
+    entry: CatalogEntry, split: str, data_dir: str | Path | None, *, only: bool = False
+) -> Located | None:
+    """Find the files of one split of a catalog dataset, or None (``only``: look in
+    ``data_dir`` and its sub-folders alone)."""
+    for folder in candidate_dirs(entry, data_dir, only=only):
+        if not folder.is_dir():
+            continue
+        if entry.kind == "idx":
+            found = _find_idx(entry, split, folder)
+        elif entry.kind == "cifar10":
+            found = _find_cifar10(split, folder)
+        else:
+            found = _find_cifar100(split, folder)
+        if found:
+            return found
+    return None
+
+
+def placement_hint(entry: CatalogEntry, split: str, data_dir: str | Path | None) -> str:
+    """What to place where, and the command that downloads it (for offline users)."""
+    target = write_root(data_dir) / entry.cache_folder
+    if entry.kind == "idx":
+        names = ", ".join(entry.files[split][role][0] for role in ("images", "labels"))
+        where = f"Place {names} in {target}"
+    else:
+        archive = entry.downloads[0]
+        where = (
+            f"Download {archive.filename} from {archive.mirrors[0]} and extract it so that "
+            f"{target / archive.archive_dir} holds its files"
+        )
+    return (
+        f"{where} (or pass --data-dir DIR, or set DNUPDATE_DATA_DIR), "
+        f"or download it with: dnupdate data fetch {entry.name}"
+    )
+
+
+def _not_found(entry: CatalogEntry, split: str, data_dir: str | Path | None) -> DatasetNotFound:
+    searched = ", ".join(str(p) for p in candidate_dirs(entry, data_dir) if p.is_dir())
+    problem = f"the {split} split is not on this machine"
+    if searched:
+        problem += f" (searched {searched})"
+    return DatasetNotFound(entry.name, problem, placement_hint(entry, split, data_dir))
+
+
+def _load_files(entry: CatalogEntry, found: Located) -> tuple[np.ndarray, np.ndarray]:
+    if entry.kind == "idx":
+        return read_idx_pair(found.files["images"][0], found.files["labels"][0], entry.classes)
+    batches = found.files["batches"]
+    binary = batches[0].suffix == ".bin"
+    if entry.kind == "cifar10":
+        if binary:
+            return read_cifar_binary(batches, label_bytes=1, label_index=0, classes=10)
+        return read_cifar_pickle(batches, label_key="labels", classes=10)
+    coarse = entry.name.endswith("coarse")
+    if binary:
+        return read_cifar_binary(
+            batches, label_bytes=2, label_index=0 if coarse else 1, classes=entry.classes
+        )
+    key = "coarse_labels" if coarse else "fine_labels"
+    return read_cifar_pickle(batches, label_key=key, classes=entry.classes)
+
+
+def _label_names(entry: CatalogEntry, found: Located) -> tuple[str, ...]:
+    """Class names from the dataset's own metadata when present, else the catalog's."""
+    folder = found.folder
+    meta_txt = {
+        "cifar10": "batches.meta.txt",
+        "cifar100": "fine_label_names.txt",
+        "cifar100-coarse": "coarse_label_names.txt",
+    }.get(entry.name)
+    if meta_txt and (folder / meta_txt).is_file():
+        names = [n.strip() for n in (folder / meta_txt).read_text().splitlines() if n.strip()]
+        if len(names) == entry.classes:
+            return tuple(names)
+    if entry.kind == "cifar100" and (folder / "meta").is_file():
+        try:
+            meta = read_cifar_pickle_file(folder / "meta")
+            key = "coarse_label_names" if entry.name.endswith("coarse") else "fine_label_names"
+            return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta[key])
+        except (DataError, KeyError):
+            pass
+    return entry.label_names
+
+
+def load_catalog_dataset(
+    name: str, split: str, data_dir: str | Path | None, size: int | None, *, only: bool = False
+) -> Dataset:
+    """Open a real catalog dataset from local files (never downloads)."""
+    entry = CATALOG[name]
+    found = locate_split(entry, split, data_dir, only=only)
+    if found is None:
+        raise _not_found(entry, split, data_dir)
+    images, labels = _load_files(entry, found)
+    if size is not None:
+        images, labels = images[:size], labels[:size]
+    files = ", ".join(str(p) for paths in found.files.values() for p in paths)
+    return Dataset(
+        name=entry.name,
+        images=images,
+        labels=labels,
+        classes=entry.classes,
+        description=f"{entry.title}, {split} split, {len(labels)} images from {found.folder}",
+        split=split,
+        path=files,
+        label_names=_label_names(entry, found),
+        notes=found.notes,
+    )
+
+
+@lru_cache(maxsize=4)
+def _synthetic(name: str, split: str, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    if name == "synthetic-digits":
+        from engine.data.synthetic_digits import generate_digits
+
+        images, labels = generate_digits(size, seed, split)
+    else:
+        from engine.data.synthetic_shapes import generate_shapes
+
+        images, labels = generate_shapes(size, seed, split)
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels
+
+
+def load_synthetic(name: str, split: str, seed: int, size: int | None) -> Dataset:
+    """Generate (or reuse from this process's cache) a synthetic set."""
+    entry = CATALOG[name]
+    count = entry.counts[split] if size is None else size
+    if count < 0:
+        raise DataError(name, f"size must be non-negative, got {count}")
+    images, labels = _synthetic(name, split, seed, count)
+    if name == "synthetic-shapes":
+        from engine.data.synthetic_shapes import CLASS_NAMES
+
+        names = CLASS_NAMES
+    else:
+        names = entry.label_names
+    return Dataset(
+        name=name,
+        images=images,
+        labels=labels,
+        classes=entry.classes,
+        synthetic=True,
+        description=f"{entry.title}; {split} split, {count} images, seed {seed}",
+        split=split,
+        path="(generated)",
+        label_names=names,
+        notes=("SYNTHETIC data: procedurally generated, not a real dataset",),
+    )

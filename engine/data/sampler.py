@@ -1,0 +1,233 @@
+"""Preprocessed float32 batches from a uint8 dataset, with a resumable state.
+
+Caffe (``data_transformer.cpp: DataTransformer::Transform``), per image:
+
+1. ``crop_size``: a random offset in TRAIN (``Rand(H - crop + 1)``, ``Rand(W - crop + 1)``),
+   the centre ``((H - crop) / 2, (W - crop) / 2)`` in TEST;
+2. ``mirror``: a horizontal flip with probability 1/2 (Caffe quirk: also in TEST);
+3. mean subtraction: the per-pixel ``mean_file`` image (taken at the same, un-flipped source
+   pixel as the value) or per-channel ``mean_value``;
+4. scale: ``out = (pixel - mean) * scale`` in float32.
+
+darknet (``load_image_cv``): ``out = pixel / 255.`` computed in double and rounded to float
+(darknet quirk: this differs in the last bit from ``pixel * float(1/255)`` for 126 of the 256
+byte values, so the sampler divides).
+
+Order: darknet samples with replacement (``rand() % N`` per image, ``shuffle=True``); Caffe
+reads records in order and wraps at the end, so batches straddle epochs (``shuffle=False``).
+The random draws come from a NumPy PCG64 generator (not Caffe's or darknet's stream), whose
+state is part of :meth:`BatchSampler.state_dict`, so a resumed run continues bit-exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from engine.data.dataset import Dataset
+from engine.data.errors import DataError
+from engine.data.protobuf import WireError, decode_blob
+from engine.spec import DataSourceSpec
+
+Phase = Literal["train", "test"]
+
+
+def load_mean_file(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """Read a Caffe ``mean.binaryproto`` (a BlobProto 1×C×H×W) as float32 C×H×W.
+
+    The blob must hold exactly C·H·W values matching the dataset's image shape.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(str(path), f"cannot read the mean file ({exc.strerror or exc})") from None
+    try:
+        dims, values = decode_blob(raw)
+    except WireError as exc:
+        raise DataError(str(path), f"not a BlobProto ({exc})") from None
+    expected = shape[0] * shape[1] * shape[2]
+    if values.size != expected:
+        raise DataError(
+            str(path),
+            f"mean blob has shape {dims} ({values.size} values) but the images are "
+            f"{shape[0]}×{shape[1]}×{shape[2]}",
+        )
+    return values.reshape(shape)
+
+
+def mean_image(source: DataSourceSpec, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The mean to subtract, as float32 broadcastable to C×H×W (None when there is none)."""
+    if source.mean_file and source.mean_values:
+        raise DataError(
+            source.mean_file, "give either a mean file or mean values, not both (Caffe rule)"
+        )
+    if source.mean_file:
+        return load_mean_file(source.mean_file, shape)
+    if source.mean_values:
+        values = np.asarray(source.mean_values, dtype=np.float32)
+        if values.size == 1:
+            values = np.repeat(values, shape[0])
+        if values.size != shape[0]:
+            raise DataError(
+                str(source.origin),
+                f"{values.size} mean values for {shape[0]} channels (give 1 or {shape[0]})",
+            )
+        return values.reshape(shape[0], 1, 1)
+    return None
+
+
+def darknet_divisor(scale: float) -> float:
+    """The divisor darknet's ``pixel / 255.`` uses for a given scale (255 for 1/255)."""
+    inverse = 1.0 / float(scale)
+    return float(round(inverse)) if abs(inverse - round(inverse)) < 1e-3 else inverse
+
+
+class BatchSampler:
+    """Fills a preallocated float32 batch (and int64 labels) from a dataset.
+
+    ``framework``: ``"caffe"`` applies ``(pixel - mean) * scale`` in float32; ``"darknet"``
+    applies ``pixel / 255.`` in double then float (see the module docstring). ``phase`` picks
+    random (TRAIN) or centre (TEST) crops. ``shuffle`` (from the spec unless overridden): random
+    sampling with replacement (darknet) or sequential wrapping order (Caffe).
+    ``prescaled`` datasets (float ``.npz``) are copied as given (crop and mirror still apply).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        source: DataSourceSpec,
+        *,
+        framework: Literal["darknet", "caffe"] = "caffe",
+        phase: Phase = "train",
+        seed: int = 0,
+        batch_size: int | None = None,
+        shuffle: bool | None = None,
+    ):
+        if len(dataset) == 0:
+            raise DataError(dataset.path or dataset.name, "the dataset has no images")
+        self.dataset = dataset
+        self.framework = framework
+        self.phase = phase
+        self.batch_size = int(batch_size or source.batch_size)
+        if self.batch_size <= 0:
+            raise DataError(
+                str(source.origin), f"batch size must be positive, got {self.batch_size}"
+            )
+        self.shuffle = source.shuffle if shuffle is None else shuffle
+        self.mirror = source.mirror
+        channels, height, width = dataset.shape
+        self.crop = int(source.crop_size)
+        if self.crop and (self.crop > height or self.crop > width):
+            raise DataError(
+                str(source.origin), f"crop size {self.crop} exceeds the {height}×{width} images"
+            )
+        self.scale = np.float32(source.scale)
+        self.mean = None if dataset.prescaled else mean_image(source, dataset.shape)
+        self.divisor = darknet_divisor(source.scale) if framework == "darknet" else None
+        self.seed = seed
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.position = 0
+        out_h, out_w = (self.crop, self.crop) if self.crop else (height, width)
+        self.images = np.empty((self.batch_size, channels, out_h, out_w), dtype=np.float32)
+        self.labels = np.empty(self.batch_size, dtype=np.int64)
+        self._lut = self._lookup_table()
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one preprocessed image (after cropping)."""
+        return self.images.shape[1], self.images.shape[2], self.images.shape[3]
+
+    def _lookup_table(self) -> np.ndarray | None:
+        """float32 C×256 values for uint8 data without a per-pixel mean, else None."""
+        if self.dataset.images.dtype != np.uint8 or self.dataset.prescaled:
+            return None
+        if self.mean is not None and self.mean.shape[1:] != (1, 1):
+            return None
+        channels = self.dataset.shape[0]
+        values = np.arange(256, dtype=np.float32)
+        if self.divisor is not None:
+            row = (np.arange(256, dtype=np.float64) / self.divisor).astype(np.float32)
+            return np.tile(row, (channels, 1))
+        means = (
+            np.zeros((channels, 1), dtype=np.float32)
+            if self.mean is None
+            else self.mean.reshape(channels, 1)
+        )
+        return (values[None, :] - means) * self.scale
+
+    def next_indices(self) -> np.ndarray:
+        """Indices of the next batch; advances the position (Caffe) or the generator (darknet)."""
+        count = len(self.dataset)
+        if self.shuffle:
+            return self.rng.integers(0, count, size=self.batch_size)
+        indices = (self.position + np.arange(self.batch_size)) % count
+        self.position = int((self.position + self.batch_size) % count)
+        return indices
+
+    def _convert(self, raw: np.ndarray) -> np.ndarray:
+        """Pixel values → float32 (C×H×W or batch), before crop and mirror."""
+        if self.dataset.prescaled:
+            return raw.astype(np.float32, copy=False)
+        if self._lut is not None:
+            out = np.empty(raw.shape, dtype=np.float32)
+            for channel in range(raw.shape[-3]):
+                np.take(self._lut[channel], raw[..., channel, :, :], out=out[..., channel, :, :])
+            return out
+        values = raw.astype(np.float32)
+        if self.divisor is not None:
+            return (values.astype(np.float64) / self.divisor).astype(np.float32)
+        if self.mean is not None:
+            values -= self.mean
+        values *= self.scale
+        return values
+
+    def _offsets(self, height: int, width: int) -> tuple[int, int]:
+        if self.phase == "train":
+            return (
+                int(self.rng.integers(0, height - self.crop + 1)),
+                int(self.rng.integers(0, width - self.crop + 1)),
+            )
+        return (height - self.crop) // 2, (width - self.crop) // 2
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """Fill and return the (images, labels) buffers; they are reused by the next call."""
+        indices = self.next_indices()
+        raw = self.dataset.images[indices]
+        self.labels[:] = self.dataset.labels[indices]
+        if not self.crop and not self.mirror:
+            self.images[:] = self._convert(raw)
+            return self.images, self.labels
+        _, _, height, width = raw.shape
+        for row in range(self.batch_size):
+            flip = bool(self.mirror and self.rng.integers(0, 2))
+            top, left = self._offsets(height, width) if self.crop else (0, 0)
+            size_h, size_w = self.images.shape[2], self.images.shape[3]
+            window = (slice(None), slice(top, top + size_h), slice(left, left + size_w))
+            values = self._convert_window(raw[row][window], window)
+            self.images[row] = values[:, :, ::-1] if flip else values
+        return self.images, self.labels
+
+    def _convert_window(self, pixels: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
+        """Convert one cropped image; a per-pixel mean is cropped at the same offsets."""
+        if self.mean is not None and self.mean.shape[1:] != (1, 1) and not self.dataset.prescaled:
+            values = pixels.astype(np.float32) - self.mean[window]
+            values *= self.scale
+            return values
+        return self._convert(pixels)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state: position, generator state, seed."""
+        return {
+            "position": self.position,
+            "seed": self.seed,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict` (same dataset and settings assumed)."""
+        self.position = int(state["position"]) % len(self.dataset)
+        self.seed = int(state.get("seed", self.seed))
+        self.rng.bit_generator.state = state["rng"]
