@@ -137,23 +137,21 @@ def blob_key(layer_name: str, index: int) -> str:
     return f"{layer_name}/{index}"
 
 
-def _darknet_kind(layer) -> str | None:
-    """The darknet section a layer stores as, or None when it has no darknet layout."""
-    if isinstance(layer, ConvSpec) and layer.param_order == "darknet":
-        return "convolutional"
-    if isinstance(layer, ConnectedSpec) and layer.param_order == "darknet":
-        return "connected"
-    if isinstance(layer, BatchNormSpec) and layer.style == "darknet":
-        return "batchnorm"
-    return None
+def _has_darknet_layout(layer) -> bool:
+    """Whether a layer's blobs are stored in darknet's order (conv, connected, batchnorm)."""
+    if isinstance(layer, ConvSpec | ConnectedSpec):
+        return layer.param_order == "darknet"
+    return isinstance(layer, BatchNormSpec) and layer.style == "darknet"
 
 
-def darknet_layout(net_spec: NetSpec, *, purpose: str = "load") -> list[StoredBlob]:
+def darknet_layout(
+    net_spec: NetSpec, *, purpose: str = "load", path: str | os.PathLike = ""
+) -> list[StoredBlob]:
     """The ``.weights`` body of ``net_spec``, blob by blob, in file order.
 
     ``purpose``: ``"load"`` skips ``dontload`` layers, ``"save"`` skips ``dontsave`` layers.
     A layer with parameters but no darknet layout (a Caffe-ordered layer) raises
-    :class:`WeightsFileError` with path ``<net name>``.
+    :class:`WeightsFileError` for ``path``.
     """
     if purpose not in ("load", "save"):
         raise ValueError(f"purpose must be 'load' or 'save', not {purpose!r}")
@@ -162,12 +160,11 @@ def darknet_layout(net_spec: NetSpec, *, purpose: str = "load") -> list[StoredBl
         layer = shape.layer
         if not shape.blobs:
             continue
-        kind = _darknet_kind(layer)
-        if kind is None:
+        if not _has_darknet_layout(layer):
             raise WeightsFileError(
-                f"<net {net_spec.name}>",
-                f"layer {layer.name} ({type(layer).__name__}, {layer.origin}) has parameters "
-                "but no darknet .weights layout; use .npz for Caffe-ordered layers",
+                path or f"<net {net_spec.name}>",
+                f"layer {layer.name} ({layer.kind}, {layer.origin}) has parameters in Caffe's "
+                "order, which has no darknet .weights layout; use .npz",
             )
         if layer.dontload if purpose == "load" else layer.dontsave:
             continue
@@ -176,10 +173,10 @@ def darknet_layout(net_spec: NetSpec, *, purpose: str = "load") -> list[StoredBl
                 StoredBlob(
                     key=blob_key(layer.name, index),
                     layer=layer.name,
-                    kind=kind,
+                    kind=layer.kind,
                     name=blob.name,
                     shape=blob.shape,
-                    transposable=kind == "connected" and blob.name == "weights",
+                    transposable=layer.kind == "connected" and blob.name == "weights",
                 )
             )
     return layout
@@ -244,7 +241,7 @@ def read_darknet_weights(
     except OSError as exc:
         raise WeightsFileError(path, exc.strerror or str(exc)) from None
     header = _read_header(path, data)
-    layout = darknet_layout(net_spec, purpose="load")
+    layout = darknet_layout(net_spec, purpose="load", path=path)
     expected = header.nbytes + sum(b.nbytes for b in layout)
     if len(data) < expected:
         raise WeightsFileError(path, _ran_out(layout, header, len(data)))
@@ -337,7 +334,7 @@ def write_darknet_weights(
             path, f"seen = {seen} does not fit the header's {header.seen_bytes}-byte field"
         )
     chunks = [header.to_bytes()]
-    for blob in darknet_layout(net_spec, purpose="save"):
+    for blob in darknet_layout(net_spec, purpose="save", path=path):
         what = f"layer {blob.layer} ({blob.kind}) blob '{blob.name}'"
         array = _checked_array(path, arrays, blob.key, blob.shape, what)
         if blob.transposable and header.transpose:
