@@ -1,0 +1,248 @@
+"""The one Backend interface that layers call (CPU now, CUDA later, same method names).
+
+Every method takes device arrays (float32 unless said otherwise) and scalars, writes into the
+preallocated outputs it is given and returns nothing (losses and accuracies are returned as
+Python floats). Layers never import Numba or branch on the device: they call these methods.
+
+Shapes use ``B`` images, ``C`` channels, ``N`` spatial positions (``H·W``; 1 for flat layers),
+so per-channel kernels see ``(B, C, N)`` views. ``alpha`` on gradient accumulators is ±1 and
+selects the sign convention the network stores (``Network.grad_sign``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Array = Any  # a device array: numpy.ndarray on the CPU
+
+
+@dataclass(frozen=True)
+class DarknetBNState:
+    """Views a darknet in-layer batch norm works on (``C`` channels, ``x``/``x_norm`` shaped
+    like the layer output ``(B, C, N)``).
+
+    Parameters (in the flat buffers): ``scales``, ``biases`` (the BN shift), ``rolling_mean``,
+    ``rolling_variance``; gradients: ``scale_updates``, ``bias_updates``. Per-pass scratch:
+    ``mean``, ``variance``, ``mean_delta``, ``variance_delta`` (``C``), ``x`` (the pre-BN
+    output), ``x_norm``.
+    """
+
+    scales: Array
+    biases: Array
+    rolling_mean: Array
+    rolling_variance: Array
+    scale_updates: Array
+    bias_updates: Array
+    mean: Array
+    variance: Array
+    mean_delta: Array
+    variance_delta: Array
+    x: Array
+    x_norm: Array
+
+
+@dataclass(frozen=True)
+class CaffeBNState:
+    """Views a Caffe ``BatchNorm`` works on: the running sums ``mean_sum``, ``variance_sum``
+    and the one-element ``scale_factor`` (blobs 0–2), per-pass ``mean``/``variance`` (``C``)
+    and ``x_norm`` (``(B, C, N)``, the normalised output kept for backward), plus the layer's
+    ``moving_average_fraction`` and ``eps``."""
+
+    mean_sum: Array
+    variance_sum: Array
+    scale_factor: Array
+    mean: Array
+    variance: Array
+    x_norm: Array
+    moving_average_fraction: float
+    eps: float
+
+
+class BackendError(RuntimeError):
+    """A backend cannot run the requested operation (missing kernel, unknown activation)."""
+
+
+class Backend:
+    """Abstract backend; see the module docstring for conventions. ``name`` is ``"cpu"``…"""
+
+    name = "abstract"
+
+    # ---- memory ---------------------------------------------------------------------------
+    def empty(self, shape: tuple[int, ...], dtype=np.float32) -> Array:
+        """A new uninitialised device array."""
+        raise NotImplementedError
+
+    def zeros(self, shape: tuple[int, ...], dtype=np.float32) -> Array:
+        """A new zero-filled device array."""
+        raise NotImplementedError
+
+    def to_host(self, array: Array) -> np.ndarray:
+        """A host (NumPy) copy of ``array``."""
+        raise NotImplementedError
+
+    def copy_from_host(self, host: np.ndarray, out: Array) -> None:
+        """``out[...] = host`` (cast to ``out``'s dtype)."""
+        raise NotImplementedError
+
+    def fill(self, out: Array, value: float) -> None:
+        """``out[...] = value``."""
+        raise NotImplementedError
+
+    def copy(self, src: Array, out: Array) -> None:
+        """``out[...] = src``."""
+        raise NotImplementedError
+
+    # ---- dense algebra --------------------------------------------------------------------
+    def matmul(self, a: Array, b: Array, out: Array) -> None:
+        """``out = a @ b`` (broadcast over stacked leading axes)."""
+        raise NotImplementedError
+
+    def matmul_add(self, a: Array, b: Array, out: Array, scratch: Array, alpha: float) -> None:
+        """``out += alpha·(a @ b)``; ``scratch`` has ``out``'s shape."""
+        raise NotImplementedError
+
+    def sum_leading_add(self, stack: Array, out: Array, scratch: Array, alpha: float) -> None:
+        """``out += alpha·Σ_i stack[i]``; ``scratch`` has ``out``'s shape."""
+        raise NotImplementedError
+
+    def accumulate(self, out: Array, value: Array, alpha: float) -> None:
+        """``out += alpha·value``."""
+        raise NotImplementedError
+
+    def scale(self, out: Array, factor: float) -> None:
+        """``out *= factor``."""
+        raise NotImplementedError
+
+    # ---- convolution ----------------------------------------------------------------------
+    def im2col(self, x, col, kernel, stride, pad, dilation, out_hw) -> None:
+        """``x (B,C,H,W)`` → ``col (B,G,K,N)``, zero padding (``engine.backends.cpu.conv``)."""
+        raise NotImplementedError
+
+    def col2im_add(self, col, dx, kernel, stride, pad, dilation, out_hw) -> None:
+        """``dx (B,C,H,W) +=`` fold of ``col (B,G,K,N)``."""
+        raise NotImplementedError
+
+    def flat_as_col(self, x, col) -> None:
+        """darknet's 1×1 shortcut: the input memory read as ``(K, N)`` per group."""
+        raise NotImplementedError
+
+    def flat_as_col_add(self, col, dx) -> None:
+        """Transpose of :meth:`flat_as_col`, adding into ``dx``."""
+        raise NotImplementedError
+
+    def bias_add(self, y, bias) -> None:
+        """``y (B,C,N) += bias[c]``."""
+        raise NotImplementedError
+
+    def bias_grad(self, delta, grad, alpha: float) -> None:
+        """``grad[c] += alpha·Σ_{b,j} delta[b,c,j]``."""
+        raise NotImplementedError
+
+    # ---- pooling --------------------------------------------------------------------------
+    def maxpool_forward(self, x, y, argmax, kernel, stride, offset) -> None:
+        """Max over clipped windows, first maximum wins; ``argmax`` int32 plane index."""
+        raise NotImplementedError
+
+    def maxpool_backward(self, dy, argmax, dx) -> None:
+        """``dx[argmax] += dy``."""
+        raise NotImplementedError
+
+    def avepool_forward(self, x, y, kernel, stride, pad) -> None:
+        """Average with Caffe's divisor rule (global pooling: kernel = H×W, pad 0)."""
+        raise NotImplementedError
+
+    def avepool_backward(self, dy, dx, kernel, stride, pad) -> None:
+        """``dx[window] += dy / pool_size``."""
+        raise NotImplementedError
+
+    # ---- element-wise activations (darknet: gradient from the OUTPUT) --------------------
+    def activation_code(self, activation: str) -> int:
+        """The backend's code for a darknet activation name (darknet's ``ACTIVATION`` enum);
+        an unknown name raises."""
+        raise NotImplementedError
+
+    def activate(self, x, code: int) -> None:
+        """darknet ``activate_array``: ``x ← f(x)`` in place."""
+        raise NotImplementedError
+
+    def activation_gradient(self, y, code: int, delta) -> None:
+        """darknet ``gradient_array``: ``delta ← delta·g(y)``, ``y`` the activation output."""
+        raise NotImplementedError
+
+    def caffe_activation_forward(self, x, y, activation: str, negative_slope: float) -> None:
+        """Caffe ReLU (``relu`` with ``negative_slope``) / Sigmoid (``logistic``) / TanH
+        (``tanh``): ``y = f(x)``."""
+        raise NotImplementedError
+
+    def caffe_activation_backward(
+        self, x, y, dy, dx, activation: str, negative_slope: float
+    ) -> None:
+        """Caffe activation backward: ``dx = dy·f'`` (ReLU from ``x``, Sigmoid/TanH from
+        ``y``), overwriting ``dx``."""
+        raise NotImplementedError
+
+    # ---- batch norm / scale ---------------------------------------------------------------
+    def darknet_bn_forward(self, x, state, train: bool) -> None:
+        """darknet in-layer batch norm on ``x (B,C,N)`` in place (``state``: a
+        :class:`DarknetBNState` of views); train: batch statistics, unbiased variance,
+        rolling ``.99/.01``; inference: rolling statistics."""
+        raise NotImplementedError
+
+    def darknet_bn_backward(self, delta, state, alpha: float) -> None:
+        """darknet batch-norm backward on ``delta (B,C,N)`` in place, accumulating bias and
+        scale updates (times ``alpha``)."""
+        raise NotImplementedError
+
+    def caffe_bn_forward(self, x, y, state, use_global_stats: bool) -> None:
+        """Caffe ``BatchNorm`` forward (no affine part)."""
+        raise NotImplementedError
+
+    def caffe_bn_backward(self, dy, dx, state, use_global_stats: bool) -> None:
+        """Caffe ``BatchNorm`` backward, adding into ``dx``."""
+        raise NotImplementedError
+
+    def scale_forward(self, x, y, gamma, beta) -> None:
+        """Caffe ``Scale``: ``y = γ[c]·x (+ β[c])`` (``beta`` may be None)."""
+        raise NotImplementedError
+
+    def scale_backward(self, x, dy, dx, gamma, dgamma, dbeta, alpha: float) -> None:
+        """Caffe ``Scale`` backward: ``dx += γ·dy`` (``dx`` may be None),
+        ``dγ += alpha·Σ dy·x``, ``dβ += alpha·Σ dy``."""
+        raise NotImplementedError
+
+    # ---- dropout --------------------------------------------------------------------------
+    def dropout_forward(self, x, y, uniforms, probability: float, style: str) -> None:
+        """``y = x·mask/(1−p)`` with the mask decided from ``uniforms`` by the framework rule
+        (darknet: drop when ``r < p``; Caffe: keep when its Bernoulli draw says so)."""
+        raise NotImplementedError
+
+    def dropout_backward(self, dy, dx, uniforms, probability: float, style: str) -> None:
+        """Same mask and scale applied to ``dy`` into ``dx`` (may alias)."""
+        raise NotImplementedError
+
+    # ---- losses ---------------------------------------------------------------------------
+    def darknet_softmax(self, x, y, truth, delta, groups: int, temperature: float) -> float:
+        """darknet ``[softmax]`` forward; with ``truth`` (not None): ``delta = t − p`` and the
+        returned cost ``Σ −log p`` over nonzero targets, else 0."""
+        raise NotImplementedError
+
+    def darknet_cost(self, x, truth, errors, delta, cost_type: str, scale: float) -> float:
+        """darknet ``[cost]`` forward: per-element errors and deltas, returns ``Σ errors``."""
+        raise NotImplementedError
+
+    def softmax_loss_forward(self, x, labels, prob, normalization: str, ignore_label) -> float:
+        """Caffe ``SoftmaxWithLoss`` forward: ``prob`` and the loss (before loss_weight)."""
+        raise NotImplementedError
+
+    def softmax_loss_backward(
+        self, prob, labels, dx, normalization: str, ignore_label, loss_weight: float
+    ) -> None:
+        """Caffe ``SoftmaxWithLoss`` backward, adding into ``dx``."""
+        raise NotImplementedError
+
+    def accuracy(self, x, labels, top_k: int, ignore_label) -> float:
+        """Caffe ``Accuracy``: ties count against."""
+        raise NotImplementedError

@@ -1,0 +1,175 @@
+"""Convolution kernels: im2col, col2im, bias add and bias gradient (CPU, Numba).
+
+Layouts (NCHW, float32, C-contiguous):
+
+* ``x``: ``(B, C, H, W)``; ``col``: ``(B, G, K, N)`` with ``K = (C/G)·kh·kw`` rows ordered
+  ``(c_in_group·kh + ky)·kw + kx`` (darknet's and Caffe's im2col row order) and ``N = out_h·out_w``
+  columns ordered ``y·out_w + x``;
+* ``col[b, g, row, y·out_w + x] = x[b, g·C/G + c, y·s_h − p_h + ky·d, x·s_w − p_w + kx·d]``, or 0
+  outside the image: cross-correlation with symmetric zero padding, as both frameworks.
+
+Parallel loops run over ``(image, input channel)`` pairs: each iteration owns its rows of ``col``
+(im2col) or its plane of ``dx`` (col2im), so results do not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def _im2col(x, col, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
+    batch, channels, height, width = x.shape
+    groups = col.shape[1]
+    per_group = channels // groups
+    for task in prange(batch * channels):
+        b = task // channels
+        ci = task % channels
+        g = ci // per_group
+        c = ci % per_group
+        for ky in range(kh):
+            for kx in range(kw):
+                row = (c * kh + ky) * kw + kx
+                for oy in range(out_h):
+                    iy = oy * sh - ph + ky * dil
+                    inside_y = iy >= 0 and iy < height
+                    for ox in range(out_w):
+                        ix = ox * sw - pw + kx * dil
+                        if inside_y and ix >= 0 and ix < width:
+                            col[b, g, row, oy * out_w + ox] = x[b, ci, iy, ix]
+                        else:
+                            col[b, g, row, oy * out_w + ox] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def _col2im_add(col, dx, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
+    batch, channels, height, width = dx.shape
+    groups = col.shape[1]
+    per_group = channels // groups
+    for task in prange(batch * channels):
+        b = task // channels
+        ci = task % channels
+        g = ci // per_group
+        c = ci % per_group
+        for ky in range(kh):
+            for kx in range(kw):
+                row = (c * kh + ky) * kw + kx
+                for oy in range(out_h):
+                    iy = oy * sh - ph + ky * dil
+                    if iy < 0 or iy >= height:
+                        continue
+                    for ox in range(out_w):
+                        ix = ox * sw - pw + kx * dil
+                        if ix >= 0 and ix < width:
+                            dx[b, ci, iy, ix] += col[b, g, row, oy * out_w + ox]
+
+
+@njit(parallel=True, cache=True)
+def _flat_reinterpret(x, col):
+    # darknet quirk: the 1×1 shortcut hands the group's input straight to gemm as a K×N matrix
+    # with row stride N, whatever the stride and padding; reads past the image continue into
+    # the next image (past the last one: 0 here, undefined in darknet).
+    flat = x.reshape(-1)
+    batch, groups, rows, n = col.shape
+    per_image = flat.size // batch
+    per_group = per_image // groups
+    for task in prange(batch * groups):
+        b = task // groups
+        g = task % groups
+        start = b * per_image + g * per_group
+        for r in range(rows):
+            for j in range(n):
+                k = start + r * n + j
+                col[b, g, r, j] = flat[k] if k < flat.size else 0.0
+
+
+@njit(parallel=True, cache=True)
+def _flat_reinterpret_add(col, dx):
+    flat = dx.reshape(-1)
+    batch, groups, rows, n = col.shape
+    per_image = flat.size // batch
+    per_group = per_image // groups
+    # serial over images: with the darknet quirk a group's reads may overlap the next image
+    for b in range(batch):
+        for g in range(groups):
+            start = b * per_image + g * per_group
+            for r in range(rows):
+                for j in range(n):
+                    k = start + r * n + j
+                    if k < flat.size:
+                        flat[k] += col[b, g, r, j]
+
+
+@njit(parallel=True, cache=True)
+def _bias_add(y, bias):
+    batch, channels, n = y.shape
+    for task in prange(batch * channels):
+        b = task // channels
+        c = task % channels
+        v = bias[c]
+        for j in range(n):
+            y[b, c, j] += v
+
+
+@njit(parallel=True, cache=True)
+def _bias_grad(delta, grad, alpha):
+    batch, channels, n = delta.shape
+    for c in prange(channels):
+        total = np.float32(0.0)
+        for b in range(batch):
+            for j in range(n):
+                total += delta[b, c, j]
+        grad[c] += np.float32(alpha) * total
+
+
+def im2col(
+    x: np.ndarray,
+    col: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pad: tuple[int, int],
+    dilation: int,
+    out_hw: tuple[int, int],
+) -> None:
+    """Unfold ``x (B,C,H,W)`` into ``col (B,G,K,N)`` (module docstring); zeros outside."""
+    _im2col(x, col, kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], dilation, *out_hw)
+
+
+def col2im_add(
+    col: np.ndarray,
+    dx: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    pad: tuple[int, int],
+    dilation: int,
+    out_hw: tuple[int, int],
+) -> None:
+    """Fold ``col (B,G,K,N)`` back and **add** into ``dx (B,C,H,W)`` (darknet ``col2im_cpu``
+    and Caffe ``col2im`` both accumulate; cells in the padding are dropped)."""
+    _col2im_add(
+        col, dx, kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], dilation, *out_hw
+    )
+
+
+def flat_as_col(x: np.ndarray, col: np.ndarray) -> None:
+    """darknet quirk (1×1 convolution shortcut, ``size == 1``): use the input memory itself as
+    the ``K × N`` matrix, ignoring stride and padding: ``col[b,g,r,j] = flat(x)[start + r·N + j]``
+    with ``start`` the group's first input value."""
+    _flat_reinterpret(x, col)
+
+
+def flat_as_col_add(col: np.ndarray, dx: np.ndarray) -> None:
+    """Transpose of :func:`flat_as_col`: ``flat(dx)[start + r·N + j] += col[b,g,r,j]``."""
+    _flat_reinterpret_add(col, dx)
+
+
+def bias_add(y: np.ndarray, bias: np.ndarray) -> None:
+    """``y[b, c, j] += bias[c]`` for ``y`` viewed as ``(B, C, N)`` (darknet ``add_bias``)."""
+    _bias_add(y, bias)
+
+
+def bias_grad(delta: np.ndarray, grad: np.ndarray, alpha: float) -> None:
+    """``grad[c] += alpha · Σ_b Σ_j delta[b, c, j]`` (darknet ``backward_bias``; Caffe's bias
+    GEMV with beta = 1). ``alpha`` = ±1 picks the gradient sign convention."""
+    _bias_grad(delta, grad, alpha)

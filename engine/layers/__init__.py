@@ -1,0 +1,66 @@
+"""Layers: one module per kind, each a class with ``forward(x, train)`` and ``backward(x, dx)``
+calling only :class:`engine.backends.base.Backend` methods (see :mod:`engine.layers.base`).
+
+:func:`build_layer` maps a resolved :class:`engine.shapes.LayerShape` to its layer class.
+"""
+
+from __future__ import annotations
+
+from engine.layers.activation import ActivationLayer
+from engine.layers.base import Layer, LayerContext, NetworkError, error
+from engine.layers.connected import ConnectedLayer
+from engine.layers.conv import ConvLayer
+from engine.layers.dropout import DropoutLayer
+from engine.layers.loss import (
+    AccuracyLayer,
+    DarknetCostLayer,
+    DarknetSoftmaxLayer,
+    SoftmaxLossLayer,
+    TruthLayer,
+)
+from engine.layers.normalization import BatchNormLayer, ScaleLayer
+from engine.layers.pool import PoolLayer
+from engine.shapes import LayerShape
+
+LAYER_CLASSES: dict[str, type[Layer]] = {
+    "conv": ConvLayer,
+    "connected": ConnectedLayer,
+    "pool": PoolLayer,
+    "dropout": DropoutLayer,
+    "activation": ActivationLayer,
+    "batchnorm": BatchNormLayer,
+    "scale": ScaleLayer,
+    "softmax": DarknetSoftmaxLayer,
+    "cost": DarknetCostLayer,
+    "softmax_loss": SoftmaxLossLayer,
+    "accuracy": AccuracyLayer,
+}
+
+
+def build_layer(shape: LayerShape, ctx: LayerContext) -> Layer:
+    """The layer object for ``shape.layer`` (by its ``kind``)."""
+    cls = LAYER_CLASSES.get(shape.layer.kind)
+    if cls is None:
+        raise error(shape, f"no implementation for layer kind {shape.layer.kind!r}")
+    return cls(shape, ctx)
+
+
+__all__ = [
+    "LAYER_CLASSES",
+    "AccuracyLayer",
+    "ActivationLayer",
+    "BatchNormLayer",
+    "ConnectedLayer",
+    "ConvLayer",
+    "DarknetCostLayer",
+    "DarknetSoftmaxLayer",
+    "DropoutLayer",
+    "Layer",
+    "LayerContext",
+    "NetworkError",
+    "PoolLayer",
+    "ScaleLayer",
+    "SoftmaxLossLayer",
+    "TruthLayer",
+    "build_layer",
+]

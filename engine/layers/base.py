@@ -1,0 +1,121 @@
+"""What every layer shares: the build context, the buffers and the forward/backward contract.
+
+A layer owns (or, for darknet's in-place dropout, aliases) an ``output`` and a ``delta`` array of
+shape ``(B, *output_shape)``. ``forward(x, train)`` reads the producer's output ``x`` and writes
+``output``; ``backward(x, dx)`` reads ``delta`` (the loss gradient at the output, in the
+network's delta convention) and **adds** into ``dx``, the producer's delta (``None`` where no
+input gradient is wanted: the first layer, as darknet's NULL ``net.delta``). Parameter gradients
+accumulate ``grad_alpha · Σ_images delta ⊗ input`` into the network's flat ``grads`` buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.backends.base import Array, Backend, DarknetBNState
+from engine.shapes import LayerShape
+
+
+class NetworkError(ValueError):
+    """A network cannot be built or run as asked (named layer, clear reason)."""
+
+
+UniformSource = Callable[[int], np.ndarray]
+
+
+@dataclass
+class LayerContext:
+    """What a layer needs at build time.
+
+    ``params``/``grads``: the layer's blob views by blob name (``engine.shapes`` names).
+    ``grad_alpha``: factor on every parameter-gradient accumulation (sign convention).
+    ``source_output``/``source_delta``: the producer's buffers (darknet dropout aliases them).
+    ``uniforms``: draws ``n`` float32 uniforms in ``[0, 1)`` (dropout masks).
+    """
+
+    backend: Backend
+    batch: int
+    params: dict[str, Array]
+    grads: dict[str, Array]
+    grad_alpha: float
+    source_output: Array | None
+    source_delta: Array | None
+    uniforms: UniformSource
+    extra: dict = field(default_factory=dict)
+
+
+class Layer:
+    """Base class; see the module docstring. ``is_sink``: a loss/accuracy layer whose output
+    does not feed the next layer (Caffe's ``SoftmaxWithLoss``/``Accuracy``)."""
+
+    is_sink = False
+    has_loss = False
+
+    def __init__(self, shape: LayerShape, ctx: LayerContext):
+        self.shape = shape
+        self.spec = shape.layer
+        self.name = shape.layer.name
+        self.backend = ctx.backend
+        self.batch = ctx.batch
+        self.grad_alpha = ctx.grad_alpha
+        self.loss = 0.0
+        self.output = ctx.backend.zeros((ctx.batch, *shape.output))
+        self.delta = ctx.backend.zeros((ctx.batch, *shape.output))
+
+    def workspace_size(self) -> int:
+        """Floats of shared scratch this layer needs during backward (0: none)."""
+        return 0
+
+    def bind_workspace(self, workspace: Array) -> None:
+        """Receive the network's shared scratch (at least :meth:`workspace_size` floats)."""
+
+    def forward(self, x: Array, train: bool) -> None:
+        raise NotImplementedError
+
+    def backward(self, x: Array, dx: Array | None) -> None:
+        raise NotImplementedError
+
+
+def error(shape: LayerShape, message: str) -> NetworkError:
+    """A :class:`NetworkError` naming the layer and where it was defined."""
+    return NetworkError(f"{shape.layer.origin}: layer {shape.layer.name}: {message}")
+
+
+def darknet_bn_state(ctx: LayerContext, channels: int, out_shape: tuple[int, ...]):
+    """The :class:`DarknetBNState` of a darknet conv/connected layer with ``batch_normalize``."""
+    backend = ctx.backend
+    return DarknetBNState(
+        scales=ctx.params["scales"],
+        biases=ctx.params["biases"],
+        rolling_mean=ctx.params["rolling_mean"],
+        rolling_variance=ctx.params["rolling_variance"],
+        scale_updates=ctx.grads["scales"],
+        bias_updates=ctx.grads["biases"],
+        mean=backend.zeros((channels,)),
+        variance=backend.zeros((channels,)),
+        mean_delta=backend.zeros((channels,)),
+        variance_delta=backend.zeros((channels,)),
+        x=backend.zeros(out_shape),
+        x_norm=backend.zeros(out_shape),
+    )
+
+
+class DarknetActivation:
+    """darknet's in-layer activation: forward in place, gradient from the output."""
+
+    def __init__(self, backend: Backend, activation: str):
+        self.linear = activation == "linear"
+        self.code = 0 if self.linear else backend.activation_code(activation)
+        self._activate = backend.activate
+        self._gradient = backend.activation_gradient
+
+    def forward(self, y: Array) -> None:
+        if not self.linear:
+            self._activate(y, self.code)
+
+    def backward(self, y: Array, delta: Array) -> None:
+        if not self.linear:
+            self._gradient(y, self.code, delta)

@@ -1,0 +1,62 @@
+"""Fully connected layer (darknet ``[connected]`` with optional batch norm and activation;
+Caffe ``InnerProduct``): ``y = x·Wᵀ + b`` with ``W (outputs, inputs)``, input flattened CHW.
+
+Backward: activation gradient (darknet, from the output), BN backward or ``Σ_b delta`` into the
+bias gradient, ``dW += alpha·deltaᵀ·x``, ``dx += delta·W``.
+"""
+
+from __future__ import annotations
+
+from engine.layers.base import DarknetActivation, Layer, LayerContext, darknet_bn_state
+from engine.shapes import LayerShape
+from engine.spec import ConnectedSpec
+
+
+class ConnectedLayer(Layer):
+    """See the module docstring."""
+
+    def __init__(self, shape: LayerShape, ctx: LayerContext):
+        super().__init__(shape, ctx)
+        spec: ConnectedSpec = shape.layer
+        batch, inputs, outputs = ctx.batch, shape.inputs, spec.outputs
+        backend = ctx.backend
+        self.in_shape = (batch, inputs)
+        self.weights = ctx.params["weights"]
+        self.weights_t = self.weights.T
+        self.dweights = ctx.grads["weights"]
+        self.wgrad_scratch = backend.zeros((outputs, inputs))
+        self.dx_scratch = backend.zeros((batch, inputs))
+        bias_name = "biases" if spec.param_order == "darknet" else "bias"
+        self.bias = ctx.params.get(bias_name)
+        self.dbias = ctx.grads.get(bias_name)
+        self.out2 = self.output.reshape(batch, outputs)
+        self.out3 = self.output.reshape(batch, outputs, 1)
+        self.delta2 = self.delta.reshape(batch, outputs)
+        self.delta3 = self.delta.reshape(batch, outputs, 1)
+        self.delta2_t = self.delta2.T
+        self.bn = darknet_bn_state(ctx, outputs, self.out3.shape) if spec.batch_normalize else None
+        self.act = DarknetActivation(backend, spec.activation)
+
+    def forward(self, x, train: bool) -> None:
+        backend = self.backend
+        backend.matmul(x.reshape(self.in_shape), self.weights_t, self.out2)
+        if self.bn is not None:
+            backend.darknet_bn_forward(self.out3, self.bn, train)
+        elif self.bias is not None:
+            backend.bias_add(self.out3, self.bias)
+        self.act.forward(self.output)
+
+    def backward(self, x, dx) -> None:
+        backend = self.backend
+        alpha = self.grad_alpha
+        self.act.backward(self.output, self.delta)
+        if self.bn is not None:
+            backend.darknet_bn_backward(self.delta3, self.bn, alpha)
+        elif self.bias is not None:
+            backend.bias_grad(self.delta3, self.dbias, alpha)
+        x2 = x.reshape(self.in_shape)
+        backend.matmul_add(self.delta2_t, x2, self.dweights, self.wgrad_scratch, alpha)
+        if dx is not None:
+            backend.matmul_add(
+                self.delta2, self.weights, dx.reshape(self.in_shape), self.dx_scratch, 1.0
+            )

@@ -1,0 +1,164 @@
+"""Loss and metric layers.
+
+darknet (deltas are the NEGATIVE gradient, losses are sums over the mini-batch):
+
+* ``[softmax]``: softmax per group with temperature; with truth, ``delta = t − p`` and cost
+  ``Σ −log p`` over nonzero targets; backward adds ``delta`` into the input delta (no Jacobian);
+* ``[cost]``: per-element errors, ``delta`` per type; backward ``dx += scale·delta`` (after a
+  ``[softmax]`` this adds to its ``t − p``: darknet's doubled logit gradient).
+
+Caffe (diffs are the POSITIVE gradient): ``SoftmaxWithLoss`` (normalization modes, FLT_MIN
+clamp, ``loss_weight``) and ``Accuracy`` (ties count against). Both are sinks: their output does
+not feed the next layer.
+"""
+
+from __future__ import annotations
+
+from engine.layers.base import Layer, LayerContext
+from engine.shapes import LayerShape
+from engine.spec import AccuracySpec, CostSpec, SoftmaxLossSpec, SoftmaxSpec
+
+
+class TruthLayer(Layer):
+    """A layer that reads the network's truth (set by :meth:`set_truth` before forward)."""
+
+    truth_kind = "float"  # "float": targets shaped like the input; "label": int32 class ids
+
+    def __init__(self, shape: LayerShape, ctx: LayerContext):
+        super().__init__(shape, ctx)
+        self.truth = None
+
+    def set_truth(self, truth) -> None:
+        """Attach the truth array (device array of the layer's :attr:`truth_kind`)."""
+        self.truth = truth
+
+
+class DarknetSoftmaxLayer(TruthLayer):
+    """darknet ``[softmax]``; see the module docstring."""
+
+    has_loss = True
+
+    def __init__(self, shape: LayerShape, ctx: LayerContext):
+        super().__init__(shape, ctx)
+        spec: SoftmaxSpec = shape.layer
+        self.groups = spec.groups
+        self.temperature = spec.temperature
+        self.noloss = spec.noloss
+        self.flat = (ctx.batch, shape.outputs)
+
+    def forward(self, x, train: bool) -> None:
+        truth = None if self.noloss else self.truth
+        self.loss = self.backend.darknet_softmax(
+            x.reshape(self.flat),
+            self.output.reshape(self.flat),
+            truth,
+            self.delta.reshape(self.flat),
+            self.groups,
+            self.temperature,
+        )
+
+    def backward(self, x, dx) -> None:
+        if dx is not None:
+            self.backend.accumulate(dx.reshape(self.flat), self.delta.reshape(self.flat), 1.0)
+
+
+class DarknetCostLayer(TruthLayer):
+    """darknet ``[cost]``; see the module docstring."""
+
+    has_loss = True
+
+    def __init__(self, shape: LayerShape, ctx: LayerContext):
+        super().__init__(shape, ctx)
+        spec: CostSpec = shape.layer
+        self.cost_type = spec.cost_type
+        self.scale = spec.scale
+        self.flat = (ctx.batch, shape.outputs)
+
+    def forward(self, x, train: bool) -> None:
+        if self.truth is None:
+            self.loss = 0.0
+            return
+        self.loss = self.backend.darknet_cost(
+            x.reshape(self.flat),
+            self.truth,
+            self.output.reshape(self.flat),
+            self.delta.reshape(self.flat),
+            self.cost_type,
+            self.scale,
+        )
+
+    def backward(self, x, dx) -> None:
+        if dx is not None:
+            self.backend.accumulate(
+                dx.reshape(self.flat), self.delta.reshape(self.flat), self.scale
+            )
+
+
+def _class_view(array, batch: int, channels: int):
+    return array.reshape(batch, channels, -1)
+
+
+class SoftmaxLossLayer(TruthLayer):
+    """Caffe ``SoftmaxWithLoss``: classes on axis 1, ``inner`` = H·W positions; labels int32
+    ``(B, inner)``. The reported loss is ``loss_weight · loss``."""
+
+    is_sink = True
+    has_loss = True
+    truth_kind = "label"
+
+    def __init__(self, shape: LayerShape, ctx: LayerContext):
+        super().__init__(shape, ctx)
+        spec: SoftmaxLossSpec = shape.layer
+        channels = shape.input[0]
+        self.x_shape = (ctx.batch, channels, shape.input[1] * shape.input[2])
+        self.prob = ctx.backend.zeros(self.x_shape)
+        self.normalization = spec.normalization
+        self.ignore_label = spec.ignore_label
+        self.loss_weight = spec.loss_weight
+
+    def forward(self, x, train: bool) -> None:
+        if self.truth is None:
+            self.loss = 0.0
+            return
+        raw = self.backend.softmax_loss_forward(
+            x.reshape(self.x_shape), self.truth, self.prob, self.normalization, self.ignore_label
+        )
+        self.loss = self.loss_weight * raw
+        self.backend.fill(self.output, self.loss)
+
+    def backward(self, x, dx) -> None:
+        if dx is not None and self.truth is not None:
+            self.backend.softmax_loss_backward(
+                self.prob,
+                self.truth,
+                dx.reshape(self.x_shape),
+                self.normalization,
+                self.ignore_label,
+                self.loss_weight,
+            )
+
+
+class AccuracyLayer(TruthLayer):
+    """Caffe ``Accuracy`` (top_k, ties count against, ignore_label); ``value`` holds the
+    fraction correct of the last forward."""
+
+    is_sink = True
+    truth_kind = "label"
+
+    def __init__(self, shape: LayerShape, ctx: LayerContext):
+        super().__init__(shape, ctx)
+        spec: AccuracySpec = shape.layer
+        channels = shape.input[0]
+        self.x_shape = (ctx.batch, channels, shape.input[1] * shape.input[2])
+        self.top_k = spec.top_k
+        self.ignore_label = spec.ignore_label
+        self.value = 0.0
+
+    def forward(self, x, train: bool) -> None:
+        if self.truth is not None:
+            self.value = self.backend.accuracy(
+                x.reshape(self.x_shape), self.truth, self.top_k, self.ignore_label
+            )
+
+    def backward(self, x, dx) -> None:
+        """Accuracy has no gradient."""

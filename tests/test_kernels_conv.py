@@ -1,0 +1,176 @@
+"""Convolution and connected kernels (through the layers) against the NumPy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.backends.cpu import CpuBackend
+from engine.network import Network
+from engine.spec import ConnectedSpec, ConvSpec, InputSpec, NetSpec
+from tests.reference.connected import connected_backward, connected_forward
+from tests.reference.conv import conv_backward, conv_forward, darknet_1x1_shortcut_forward
+
+BACKEND = CpuBackend()
+
+# (batch, C, H, W, filters, k, stride, pad, groups, dilation)
+CASES = [
+    (1, 1, 5, 5, 1, 3, 1, 0, 1, 1),
+    (2, 3, 7, 6, 4, 3, 1, 1, 1, 1),
+    (3, 4, 9, 9, 6, 3, 2, 1, 2, 1),
+    (2, 2, 8, 7, 2, 5, 3, 2, 1, 1),
+    (1, 6, 5, 5, 6, 1, 1, 0, 3, 1),
+    (2, 3, 6, 6, 4, 1, 2, 0, 1, 1),
+    (2, 2, 9, 8, 3, 3, 1, 2, 1, 2),
+    (2, 4, 4, 4, 4, 2, 2, 0, 4, 1),
+]
+
+
+def conv_net(case, order="caffe", bias=True):
+    _batch, c, h, w, f, k, s, p, g, d = case
+    layer = ConvSpec(
+        name="conv",
+        filters=f,
+        kernel_h=k,
+        kernel_w=k,
+        stride_h=s,
+        stride_w=s,
+        pad_h=p,
+        pad_w=p,
+        groups=g,
+        dilation=d,
+        bias=bias,
+        param_order=order,
+    )
+    return NetSpec("n", InputSpec(c, h, w), (head_for(c), layer))
+
+
+def head_for(c):
+    """A 1×1 identity conv in front, so the conv under test receives ``dx``."""
+    return ConvSpec(name="identity", filters=c, kernel_h=1, kernel_w=1, bias=False)
+
+
+def build(case, order="caffe", bias=True):
+    batch = case[0]
+    spec = conv_net(case, order, bias)
+    net = Network(spec, BACKEND, batch=batch, semantics="caffe")
+    rng = np.random.default_rng(sum(case))
+    net.blob("identity", 0)[...] = np.eye(case[1], dtype=np.float32)[:, :, None, None]
+    for key, view in net.named_blobs():
+        if not key.startswith("identity"):
+            view[...] = rng.standard_normal(view.shape).astype(np.float32)
+    x = rng.standard_normal((batch, case[1], case[2], case[3])).astype(np.float32)
+    return net, x, rng
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_forward_and_backward_match_reference(case):
+    _, _, _, _, _, _, s, p, g, d = case
+    net, x, rng = build(case)
+    w, b = net.blob("conv", 0), net.blob("conv", 1)
+    y = net.forward(x, train=True)
+    want = conv_forward(x, w, b, (s, s), (p, p), g, d)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    net.layers[-1].delta[...] = dy
+    net.backward()
+    dx, dw, db = conv_backward(x, w, dy, (s, s), (p, p), g, d)
+    np.testing.assert_allclose(net.grad("conv", 0), dw, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(net.grad("conv", 1), db, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(net.layers[0].delta, dx, rtol=1e-4, atol=1e-4)
+
+
+def test_darknet_order_and_sign_convention():
+    """darknet blob order (biases first) and grads = −Σ(delta ⊗ input) under darknet semantics
+    for a Caffe-delta net means alpha = −1."""
+    case = (2, 3, 6, 6, 4, 3, 1, 1, 1, 1)
+    spec = conv_net(case, order="darknet")
+    net = Network(spec, BACKEND, batch=2, semantics="darknet")
+    assert [s.name for s in net.segments if s.layer == "conv"] == ["biases", "weights"]
+    rng = np.random.default_rng(3)
+    net.blob("identity", 0)[...] = np.eye(3, dtype=np.float32)[:, :, None, None]
+    net.blob("conv", 1)[...] = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    net.forward(x, train=True)
+    dy = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    net.layers[-1].delta[...] = dy
+    net.backward()
+    _, dw, db = conv_backward(x, net.blob("conv", 1), dy, (1, 1), (1, 1))
+    # the net has darknet-ordered layers → deltas are darknet's (−grad): alpha = +1
+    assert net.grad_sign == -1 and net.delta_sign == -1
+    np.testing.assert_allclose(net.grad("conv", 1), dw, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(net.grad("conv", 0), db, rtol=1e-5, atol=1e-4)
+
+
+def test_gradients_accumulate_until_zeroed():
+    case = (2, 2, 5, 5, 2, 3, 1, 1, 1, 1)
+    net, x, rng = build(case)
+    net.forward(x, train=True)
+    dy = rng.standard_normal(net.layers[-1].delta.shape).astype(np.float32)
+    net.layers[-1].delta[...] = dy
+    net.backward()
+    once = net.grads.copy()
+    net.forward(x, train=True)
+    net.layers[-1].delta[...] = dy
+    net.backward()
+    np.testing.assert_allclose(net.grads, 2 * once, rtol=1e-6)
+    net.zero_grads()
+    assert not net.grads.any()
+
+
+@pytest.mark.parametrize("stride,pad", [(2, 0), (1, 1), (3, 0)])
+def test_darknet_1x1_shortcut_quirk(stride, pad):
+    """darknet's CPU 1×1 path ignores stride and padding; ``darknet_1x1_shortcut`` keeps it."""
+    batch, c, h, w, f = 2, 4, 6, 6, 3
+    layer = ConvSpec(
+        name="c",
+        filters=f,
+        kernel_h=1,
+        kernel_w=1,
+        stride_h=stride,
+        stride_w=stride,
+        pad_h=pad,
+        pad_w=pad,
+        bias=False,
+        darknet_1x1_shortcut=True,
+    )
+    net = Network(NetSpec("n", InputSpec(c, h, w), (layer,)), BACKEND, batch, "caffe")
+    rng = np.random.default_rng(7)
+    net.blob("c", 0)[...] = rng.standard_normal((f, c, 1, 1)).astype(np.float32)
+    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
+    y = net.forward(x, train=False)
+    want = darknet_1x1_shortcut_forward(x, net.blob("c", 0), y.shape[2:])
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch,shape,outputs", [(1, (5, 1, 1), 3), (3, (2, 3, 3), 7)])
+@pytest.mark.parametrize("order", ["caffe", "darknet"])
+def test_connected_matches_reference(batch, shape, outputs, order):
+    c, h, w = shape
+    spec = NetSpec(
+        "n",
+        InputSpec(c, h, w),
+        (
+            head_for(c),
+            ConnectedSpec(name="fc", outputs=outputs, param_order=order),
+        ),
+    )
+    net = Network(spec, BACKEND, batch, "caffe")
+    rng = np.random.default_rng(batch + outputs)
+    net.blob("identity", 0)[...] = np.eye(c, dtype=np.float32)[:, :, None, None]
+    wi, bi = (0, 1) if order == "caffe" else (1, 0)
+    net.blob("fc", wi)[...] = rng.standard_normal((outputs, c * h * w)).astype(np.float32)
+    net.blob("fc", bi)[...] = rng.standard_normal(outputs).astype(np.float32)
+    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
+    y = net.forward(x, train=True)
+    want = connected_forward(x, net.blob("fc", wi), net.blob("fc", bi))
+    np.testing.assert_allclose(y.reshape(batch, -1), want, rtol=1e-5, atol=1e-5)
+    dy = rng.standard_normal((batch, outputs, 1, 1)).astype(np.float32)
+    net.layers[-1].delta[...] = dy
+    net.backward()
+    dx, dw, db = connected_backward(x, net.blob("fc", wi), dy)
+    sign = net.grad_alpha  # ±1, and 1/batch for a darknet-ordered net under Caffe rules
+    np.testing.assert_allclose(net.grad("fc", wi), sign * dw, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(net.grad("fc", bi), sign * db, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(net.layers[0].delta, dx, rtol=1e-5, atol=1e-5)
