@@ -40,7 +40,7 @@ import contextlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -296,6 +296,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             os.close(dir_fd)
 
 
+ArraySource = (
+    Mapping[str, np.ndarray]
+    | Iterable[tuple[str, np.ndarray]]
+    | Callable[[], Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]]
+)
+
+
+def as_mapping(arrays: ArraySource) -> Mapping[str, np.ndarray]:
+    """``{"LAYER/INDEX": array}`` from a mapping, ``(key, array)`` pairs, or a callable
+    returning either (e.g. ``Network.named_blobs``)."""
+    if callable(arrays):
+        arrays = arrays()
+    return arrays if isinstance(arrays, Mapping) else dict(arrays)
+
+
 def _checked_array(
     path: str, arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], what: str
 ) -> np.ndarray:
@@ -312,14 +327,15 @@ def _checked_array(
 def write_darknet_weights(
     path: str | os.PathLike,
     net_spec: NetSpec,
-    arrays: Mapping[str, np.ndarray],
+    arrays: ArraySource,
     seen: int,
     *,
     major: int = 0,
     minor: int = 2,
     revision: int = 0,
 ) -> None:
-    """Write ``arrays`` (keyed ``"LAYER/INDEX"``) as a darknet ``.weights`` file, atomically.
+    """Write ``arrays`` (keyed ``"LAYER/INDEX"``; a mapping, pairs, or a callable such as
+    ``Network.named_blobs``) as a darknet ``.weights`` file, atomically.
 
     The default version 0.2.0 is what pjreddie/darknet writes (8-byte ``seen``). Another
     version picks darknet's reading rules: a 4-byte ``seen`` when ``major*10 + minor < 2`` or
@@ -333,6 +349,7 @@ def write_darknet_weights(
         raise WeightsFileError(
             path, f"seen = {seen} does not fit the header's {header.seen_bytes}-byte field"
         )
+    arrays = as_mapping(arrays)
     chunks = [header.to_bytes()]
     for blob in darknet_layout(net_spec, purpose="save", path=path):
         what = f"layer {blob.layer} ({blob.kind}) blob '{blob.name}'"
@@ -358,13 +375,12 @@ def _all_blobs(net_spec: NetSpec) -> dict[str, tuple[str, tuple[int, ...]]]:
     return out
 
 
-def save_npz_weights(
-    path: str | os.PathLike, net_spec: NetSpec, arrays: Mapping[str, np.ndarray]
-) -> None:
+def save_npz_weights(path: str | os.PathLike, net_spec: NetSpec, arrays: ArraySource) -> None:
     """Write every parameter blob of ``net_spec`` to an uncompressed ``.npz``, one float32
     member per ``"LAYER/INDEX"`` key, atomically. Missing keys or wrong shapes raise
     :class:`WeightsFileError`; keys that are not blobs of the net are ignored."""
     path = str(path)
+    arrays = as_mapping(arrays)
     members = {
         key: np.ascontiguousarray(_checked_array(path, arrays, key, shape, what), np.float32)
         for key, (what, shape) in _all_blobs(net_spec).items()

@@ -101,6 +101,14 @@ def test_written_file_is_darknets_layout(tmp_path):
     assert path.read_bytes() == by_hand(blobs)
 
 
+def test_arrays_may_come_as_pairs_from_a_callable(tmp_path):
+    blobs = numbered_blobs(NET)
+    write_darknet_weights(tmp_path / "a.weights", NET, lambda: iter(blobs.items()), seen=99)
+    assert (tmp_path / "a.weights").read_bytes() == by_hand(blobs)
+    save_npz_weights(tmp_path / "a.npz", NET, list(blobs.items()))
+    assert load_npz_weights(tmp_path / "a.npz", NET).keys() == blobs.keys()
+
+
 def test_read_returns_header_and_blobs(tmp_path):
     blobs = numbered_blobs(NET)
     path = tmp_path / "a.weights"

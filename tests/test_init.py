@@ -371,3 +371,22 @@ def test_init_plan_order_within_a_layer():
     plan = init_plan(DARKNET_NET)
     assert [e.key for e in plan[:5]] == ["0/4", "0/0", "0/1", "0/2", "0/3"]
     assert [e.field for e in plan[:2]] == ["weight_filler", "bias_filler"]
+
+
+def test_lenet_from_the_caffe_reader_gets_xavier_weights_and_zero_biases():
+    """The example LeNet solver/net through the config reader: xavier weights within
+    ``sqrt(3/fan_in)``, constant-0 biases (spec caffe.md 11.2)."""
+    from pathlib import Path
+
+    from engine.config import load_config
+
+    solver = Path(__file__).resolve().parent.parent / "configs" / "lenet_solver.prototxt"
+    if not solver.exists():
+        pytest.skip("example LeNet config not present")
+    net = load_config(str(solver)).net
+    blobs = allocate_blobs(net)
+    initialise(net, blobs, seed=1)
+    for key, fan_in in (("conv1/0", 25), ("conv2/0", 500), ("ip1/0", 800), ("ip2/0", 500)):
+        bound = np.float32(math.sqrt(3 / fan_in))
+        assert 0.95 * bound < np.abs(blobs[key]).max() <= bound, key
+    assert all(np.all(blobs[k] == 0) for k in ("conv1/1", "conv2/1", "ip1/1", "ip2/1"))
