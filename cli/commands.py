@@ -2,4 +2,8 @@
 
 Each module below defines its commands on ``cli.main.app``.
 """
-from cli import inspect_cmd  # noqa: F401
+from cli import (
+    data_cmd,  # noqa: F401
+    inspect_cmd,  # noqa: F401
+    lr_schedule_cmd,  # noqa: F401
+)
