@@ -208,3 +208,43 @@ def test_trailing_garbage_reads_the_numeric_prefix_with_a_warning(number, garbag
     spec = load(NET + f"burn_in={number}{garbage}\n" + TAIL)
     assert spec.schedule.burn_in == number
     assert any(d.key == "burn_in" and "trailing" in d.message for d in spec.diagnostics)
+
+
+SECTION_NAMES = st.sampled_from(
+    ["[net]", "[convolutional]", "[connected]", "[maxpool]", "[avgpool]", "[dropout]",
+     "[softmax]", "[cost]", "[batchnorm]", "[yolo]", "[bogus]", "[net]#x"]
+)  # fmt: skip
+KEY_NAMES = st.sampled_from(
+    ["batch", "subdivisions", "height", "width", "channels", "inputs", "filters", "size",
+     "stride", "pad", "padding", "groups", "output", "probability", "policy", "steps",
+     "scales", "learning_rate", "activation", "type", "data", "x", ""]
+)  # fmt: skip
+RAW_VALUES = st.one_of(
+    st.integers(-3, 40).map(str), st.sampled_from(["", "leaky", "steps", "1,2", ".5", "#"])
+)
+
+
+@st.composite
+def random_cfg(draw) -> str:
+    lines = []
+    for _ in range(draw(st.integers(0, 25))):
+        choice = draw(st.integers(0, 5))
+        if choice == 0:
+            lines.append(draw(SECTION_NAMES))
+        elif choice == 1:
+            lines.append(draw(st.sampled_from(["# c", "; c", "", "  ", "novalue", "\r"])))
+        else:
+            lines.append(f"{draw(KEY_NAMES)}={draw(RAW_VALUES)}")
+    return "\n".join(lines)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=random_cfg())
+def test_any_text_gives_a_spec_or_a_config_error_never_a_crash(text):
+    try:
+        spec = load(text)
+    except ConfigError as error:
+        assert any(d.severity == "error" for d in error.diagnostics)
+        assert all(d.file == "t.cfg" and d.message for d in error.diagnostics)
+    else:
+        assert spec.net.layers

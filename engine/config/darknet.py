@@ -158,7 +158,8 @@ def parse_layers(
             if shapes is not None:
                 shapes.append(shape)
             origins.update(layer_origins(kind, ctx))
-        warn_unused(table)
+        if shape is not None:
+            warn_unused(table)  # after an unbuildable layer its keys went unread on purpose
         previous = kind
     if not sections:
         sink.error(path, None, None, "the network has no layers after [net]")
