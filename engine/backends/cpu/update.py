@@ -1,0 +1,332 @@
+"""Fused parameter-update kernels: one pass over the flat parameter buffer per update.
+
+Every update rule of :mod:`engine.optim` runs through :func:`fused_update`: it walks the
+segments (one per learnable blob) and, inside each, the elements, applying the rule's
+per-element step with the segment's own rate and decay, and accumulating per-segment squared
+norms of the applied step and of the weights in the same pass.
+
+Float32 fidelity: every operation is one float32 operation rounded on its own, in the order
+the framework's CPU code performs it (``y + (a·x)`` is two roundings, never a fused
+multiply-add). These kernels are therefore compiled **without** ``fastmath`` (which would allow
+LLVM to contract into FMA and to re-associate). All scalars arrive as float32 so that no
+operation is silently promoted to float64.
+
+The per-element steps are plain Python functions (``*_element``) compiled here with
+``njit(inline="always")``; a CUDA backend can compile the same functions as device functions.
+
+Rule codes (``RULE_*``) and coefficient slots (``K_*``, see :func:`pack_coefficients`) are the
+kernel's calling convention; :mod:`engine.optim` builds them from a ``SolverSpec``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+F32 = np.float32
+
+# ---- rule codes ------------------------------------------------------------------------------
+RULE_DARKNET_SGD = 0
+RULE_DARKNET_ADAM = 1
+RULE_CAFFE_SGD = 2
+RULE_CAFFE_NESTEROV = 3
+RULE_CAFFE_ADAGRAD = 4
+RULE_CAFFE_RMSPROP = 5
+RULE_CAFFE_ADADELTA = 6
+RULE_CAFFE_ADAM = 7
+RULE_CAFFE_SGD_LR_OUTSIDE = 8
+
+# ---- coefficient slots -----------------------------------------------------------------------
+K_MOMENTUM = 0  # darknet/Caffe momentum; AdaDelta rho; RMSProp rms_decay; Adam beta1
+K_ONE_MINUS_MOMENTUM = 1  # float32(1 - K_MOMENTUM)
+K_BETA2 = 2  # Adam beta2
+K_ONE_MINUS_BETA2 = 3
+K_EPS = 4  # darknet Adam eps / Caffe delta
+K_CORRECTION1 = 5  # darknet Adam: float32(1 - B1^t)
+K_CORRECTION2 = 6  # darknet Adam: float32(1 - B2^t)
+K_CLIP_SCALE = 7  # Caffe ClipGradients factor (used when K_CLIP_ON != 0)
+K_CLIP_ON = 8
+K_NORM_SCALE = 9  # Caffe Normalize factor float32(1/iter_size) (used when K_NORM_ON != 0)
+K_NORM_ON = 10
+K_L1 = 11  # Caffe regularization: 0 = L2, 1 = L1
+K_ONE_PLUS_MOMENTUM = 12  # Caffe Nesterov: float32(1 + momentum)
+N_COEFFICIENTS = 13
+
+_SLOTS = {
+    "momentum": K_MOMENTUM,
+    "one_minus_momentum": K_ONE_MINUS_MOMENTUM,
+    "beta2": K_BETA2,
+    "one_minus_beta2": K_ONE_MINUS_BETA2,
+    "eps": K_EPS,
+    "correction1": K_CORRECTION1,
+    "correction2": K_CORRECTION2,
+    "clip_scale": K_CLIP_SCALE,
+    "clip_on": K_CLIP_ON,
+    "norm_scale": K_NORM_SCALE,
+    "norm_on": K_NORM_ON,
+    "l1": K_L1,
+    "one_plus_momentum": K_ONE_PLUS_MOMENTUM,
+}
+
+
+def pack_coefficients(**named: float) -> np.ndarray:
+    """The float32 coefficient vector :func:`fused_update` reads, from named slots
+    (``momentum=…, eps=…``; see the ``K_*`` constants). Unnamed slots are 0 (off)."""
+    coef = np.zeros(N_COEFFICIENTS, dtype=F32)
+    for name, value in named.items():
+        if name not in _SLOTS:
+            raise KeyError(f"unknown update coefficient {name!r}; known: {sorted(_SLOTS)}")
+        coef[_SLOTS[name]] = F32(value)
+    return coef
+
+
+# ---- per-element steps (plain Python, compiled below) ----------------------------------------
+
+
+def darknet_sgd_element(w, u, alpha, delta, momentum):
+    """darknet CPU SGD on one element (``update_convolutional_layer``/``_connected_layer``).
+
+    ``u`` is the ``*_updates`` buffer (Σ of negative gradients plus the carried ``m·U``):
+    ``u ← u + δ·w`` (only when δ ≠ 0: darknet never calls the decay axpy for biases and
+    scales), ``w ← w + α·u``, ``u ← m·u``. Returns ``(w, u)``.
+    """
+    if delta != 0:
+        u = u + delta * w
+    w = w + alpha * u
+    u = momentum * u
+    return w, u
+
+
+def darknet_adam_element(w, d, m, v, rate, delta, coef):
+    """darknet GPU Adam (``adam_update_gpu`` + ``adam_kernel``) on one element.
+
+    ``m ← B1·m; v ← B2·v; d ← d + δ·w; m ← m + (1−B1)·d; v ← v + (1−B2)·d²;
+    w ← w + rate·(m/(1−B1^t)) / (sqrt(v/(1−B2^t)) + eps)``; then ``d ← 0``.
+    darknet quirk: the decay axpy runs for every blob, biases and scales included, and even
+    when δ = 0. Returns ``(w, m, v)``.
+    """
+    m = coef[K_MOMENTUM] * m
+    v = coef[K_BETA2] * v
+    d = d + delta * w
+    m = m + coef[K_ONE_MINUS_MOMENTUM] * d
+    d = d * d
+    v = v + coef[K_ONE_MINUS_BETA2] * d
+    mhat = m / coef[K_CORRECTION1]
+    vhat = v / coef[K_CORRECTION2]
+    w = w + (rate * mhat) / (np.sqrt(vhat) + coef[K_EPS])
+    return w, m, v
+
+
+def caffe_prepared_gradient(g, w, decay, coef):
+    """Caffe's stages before ``ComputeUpdateValue`` on one element, in Caffe's order:
+    ``ClipGradients`` (``g·s`` when it fired), ``Normalize`` (``g·float32(1/iter_size)`` when
+    iter_size > 1), ``Regularize`` (only when local_decay ≠ 0: L2 ``g + λ·w``, L1
+    ``g + λ·sign(w)`` with sign(0) = 0)."""
+    if coef[K_CLIP_ON] != 0:
+        g = g * coef[K_CLIP_SCALE]
+    if coef[K_NORM_ON] != 0:
+        g = g * coef[K_NORM_SCALE]
+    if decay != 0:
+        if coef[K_L1] != 0:
+            sign = F32(0.0)
+            if w > 0:
+                sign = F32(1.0)
+            elif w < 0:
+                sign = F32(-1.0)
+            g = g + decay * sign
+        else:
+            g = g + decay * w
+    return g
+
+
+def caffe_sgd_element(g, h, rate, coef):
+    """Caffe SGD: ``h ← m·h; h ← h + rate·g`` (``caffe_cpu_axpby``), step = h. Returns
+    ``(step, h)``."""
+    h = coef[K_MOMENTUM] * h
+    h = h + rate * g
+    return h, h
+
+
+def caffe_sgd_lr_outside_element(g, h, rate, coef):
+    """Caffe-convention gradients with the lr OUTSIDE the history (PyTorch form):
+    ``h ← m·h + g``; step = ``rate·h``. Returns ``(step, h)``."""
+    h = coef[K_MOMENTUM] * h
+    h = h + g
+    return rate * h, h
+
+
+def caffe_nesterov_element(g, h, rate, coef):
+    """Caffe Nesterov: ``h_prev ← h; h ← m·h + rate·g;
+    step ← (−m)·h_prev + (1+m)·h`` (axpby into the update buffer). Returns ``(step, h)``."""
+    m = coef[K_MOMENTUM]
+    h_prev = h
+    h = m * h
+    h = h + rate * g
+    step = (-m) * h_prev
+    step = step + coef[K_ONE_PLUS_MOMENTUM] * h
+    return step, h
+
+
+def caffe_adagrad_element(g, h, rate, coef):
+    """Caffe AdaGrad: ``h ← g² + h; step ← 0·g + rate·(g / (sqrt(h) + δ))``.
+    Returns ``(step, h)``."""
+    gg = g * g
+    h = gg + h
+    q = g / (np.sqrt(h) + coef[K_EPS])
+    step = F32(0.0) * g
+    step = step + rate * q
+    return step, h
+
+
+def caffe_rmsprop_element(g, h, rate, coef):
+    """Caffe RMSProp: ``h ← d·h + (1−d)·g²; step ← 0·g + rate·(g / (sqrt(h) + δ))``.
+    Returns ``(step, h)``."""
+    gg = g * g
+    h = coef[K_MOMENTUM] * h
+    h = h + coef[K_ONE_MINUS_MOMENTUM] * gg
+    q = g / (np.sqrt(h) + coef[K_EPS])
+    step = F32(0.0) * g
+    step = step + rate * q
+    return step, h
+
+
+def caffe_adadelta_element(g, h, h2, rate, coef):
+    """Caffe AdaDelta: ``h ← ρ·h + (1−ρ)·g²; dx ← g·sqrt((δ + h2)/(δ + h));
+    h2 ← ρ·h2 + (1−ρ)·dx²; step ← rate·dx``. Returns ``(step, h, h2)``."""
+    rho = coef[K_MOMENTUM]
+    one_minus_rho = coef[K_ONE_MINUS_MOMENTUM]
+    delta = coef[K_EPS]
+    h = rho * h
+    h = h + one_minus_rho * (g * g)
+    ratio = (delta + h2) / (delta + h)
+    dx = g * np.sqrt(ratio)
+    h2 = rho * h2
+    h2 = h2 + one_minus_rho * (dx * dx)
+    return rate * dx, h, h2
+
+
+def caffe_adam_element(g, m, v, rate_corrected, coef):
+    """Caffe Adam: ``m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
+    step ← (rate·correction)·(m / (sqrt(v) + ε̂))``. Returns ``(step, m, v)``."""
+    m = coef[K_MOMENTUM] * m
+    m = m + coef[K_ONE_MINUS_MOMENTUM] * g
+    v = coef[K_BETA2] * v
+    v = v + coef[K_ONE_MINUS_BETA2] * (g * g)
+    q = m / (np.sqrt(v) + coef[K_EPS])
+    return rate_corrected * q, m, v
+
+
+_inline = njit(inline="always")
+_darknet_sgd = _inline(darknet_sgd_element)
+_darknet_adam = _inline(darknet_adam_element)
+_caffe_prepare = _inline(caffe_prepared_gradient)
+_caffe_sgd = _inline(caffe_sgd_element)
+_caffe_sgd_lr_outside = _inline(caffe_sgd_lr_outside_element)
+_caffe_nesterov = _inline(caffe_nesterov_element)
+_caffe_adagrad = _inline(caffe_adagrad_element)
+_caffe_rmsprop = _inline(caffe_rmsprop_element)
+_caffe_adadelta = _inline(caffe_adadelta_element)
+_caffe_adam = _inline(caffe_adam_element)
+
+
+# ---- the fused pass --------------------------------------------------------------------------
+
+
+@njit(inline="always")
+def _caffe_step(rule, g, h, h2, rate, coef):
+    """Dispatch one Caffe ``ComputeUpdateValue`` element; returns ``(step, h, h2)``."""
+    if rule == RULE_CAFFE_SGD:
+        step, h = _caffe_sgd(g, h, rate, coef)
+    elif rule == RULE_CAFFE_SGD_LR_OUTSIDE:
+        step, h = _caffe_sgd_lr_outside(g, h, rate, coef)
+    elif rule == RULE_CAFFE_NESTEROV:
+        step, h = _caffe_nesterov(g, h, rate, coef)
+    elif rule == RULE_CAFFE_ADAGRAD:
+        step, h = _caffe_adagrad(g, h, rate, coef)
+    elif rule == RULE_CAFFE_RMSPROP:
+        step, h = _caffe_rmsprop(g, h, rate, coef)
+    elif rule == RULE_CAFFE_ADADELTA:
+        step, h, h2 = _caffe_adadelta(g, h, h2, rate, coef)
+    else:
+        step, h, h2 = _caffe_adam(g, h, h2, rate, coef)
+    return step, h, h2
+
+
+@njit(cache=True)
+def fused_update(
+    rule,
+    params,
+    grads,
+    state_a,
+    state_b,
+    seg_offsets,
+    seg_sizes,
+    seg_rate,
+    seg_decay,
+    seg_grad_on,
+    coef,
+    step_sq,
+    weight_sq,
+):
+    """Apply one update of ``rule`` to every segment of the flat buffers, in place.
+
+    ``params``/``grads``/``state_a``/``state_b``: float32, same layout (``state_*`` may be
+    length-0 arrays for rules without them). Segment ``s`` covers
+    ``[seg_offsets[s], seg_offsets[s] + seg_sizes[s])`` with float32 ``seg_rate[s]`` (darknet
+    SGD ``α = η/B``; darknet Adam ``η``; Caffe ``local_rate``, times the Adam correction) and
+    ``seg_decay[s]`` (darknet ``δ = −decay·B·decay_mult``; Caffe ``local_decay``);
+    ``seg_grad_on[s] = 0`` makes a Caffe segment's gradient read as 0 (Caffe ``lr_mult: 0``).
+
+    After the call: darknet SGD leaves ``m·U`` in ``grads`` (darknet quirk: the gradient buffer
+    carries the momentum); darknet Adam zeroes ``grads``; Caffe leaves the applied step in
+    ``grads`` (``w ← w − diff``, as ``Net::Update``). ``step_sq[s]``/``weight_sq[s]`` receive
+    Σ(Δw)² and Σw² (weights before the update), accumulated in float64.
+    """
+    for s in range(seg_offsets.size):
+        start = seg_offsets[s]
+        stop = start + seg_sizes[s]
+        rate = seg_rate[s]
+        decay = seg_decay[s]
+        grad_on = seg_grad_on[s] != 0
+        step_acc = 0.0
+        weight_acc = 0.0
+        for i in range(start, stop):
+            w = params[i]
+            if rule == RULE_DARKNET_SGD:
+                w_new, u = _darknet_sgd(w, grads[i], rate, decay, coef[K_MOMENTUM])
+                grads[i] = u
+            elif rule == RULE_DARKNET_ADAM:
+                w_new, m, v = _darknet_adam(w, grads[i], state_a[i], state_b[i], rate, decay, coef)
+                state_a[i] = m
+                state_b[i] = v
+                grads[i] = F32(0.0)
+            else:
+                g = grads[i] if grad_on else F32(0.0)
+                g = _caffe_prepare(g, w, decay, coef)
+                h2 = state_b[i] if state_b.size > 0 else F32(0.0)
+                step, h, h2 = _caffe_step(rule, g, state_a[i], h2, rate, coef)
+                state_a[i] = h
+                if state_b.size > 0:
+                    state_b[i] = h2
+                grads[i] = step
+                w_new = w - step
+            params[i] = w_new
+            delta_w = np.float64(w_new) - np.float64(w)
+            step_acc += delta_w * delta_w
+            weight_acc += np.float64(w) * np.float64(w)
+        step_sq[s] = step_acc
+        weight_sq[s] = weight_acc
+
+
+@njit(cache=True)
+def segment_sumsq(values, seg_offsets, seg_sizes, seg_on, out):
+    """``out[s] = Σ values[i]²`` over segment ``s`` (float64 accumulation, in index order);
+    segments with ``seg_on[s] = 0`` give 0 (Caffe: an ``lr_mult: 0`` blob's diff stays 0)."""
+    for s in range(seg_offsets.size):
+        acc = 0.0
+        if seg_on[s] != 0:
+            start = seg_offsets[s]
+            for i in range(start, start + seg_sizes[s]):
+                x = np.float64(values[i])
+                acc += x * x
+        out[s] = acc

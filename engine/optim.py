@@ -1,0 +1,454 @@
+"""Update rules: darknet SGD/Adam and Caffe SGD/Nesterov/AdaGrad/RMSProp/AdaDelta/Adam.
+
+All parameters live in one flat float32 buffer ``params`` with gradients ``grads`` in the same
+layout and a segment table (one segment per blob: ``offset``, ``size``, ``lr_mult``,
+``decay_mult``, ``learnable``). :func:`make_optimizer` turns a ``SolverSpec`` and that table
+into an :class:`Optimizer` whose :meth:`Optimizer.step` runs ONE fused kernel pass over the
+buffer (``engine.backends.cpu.update.fused_update``), with the per-segment rates and decays
+passed as arrays. Non-learnable segments (batch-norm running statistics) are never touched.
+
+Gradient conventions (what the network leaves in ``grads`` before :meth:`Optimizer.step`):
+
+* darknet: Σ over the B = minibatch·accumulate images of the NEGATIVE gradient, added on top
+  of what the previous update left there (darknet quirk: the ``*_updates`` buffer carries the
+  momentum: after an SGD step it holds ``m·U``; the loop must NOT zero it);
+* Caffe: +∂L/∂θ (of the per-pass mean loss) summed over the ``iter_size`` passes; the loop
+  zeroes ``grads`` before each iteration (``Net::ClearParamDiffs``).
+
+Float32 arithmetic follows the frameworks' CPU code operation by operation (see
+``/work/shared/spec/darknet.md`` §6 and ``caffe.md`` §5): darknet ``η = f32(lr·scale)``,
+``α = f32(η/B)``, ``δ = f32(−decay·B)``; Caffe ``local_rate = f32(rate·lr_mult)``,
+``local_decay = f32(weight_decay·decay_mult)``; every element operation rounded on its own.
+
+Deliberate difference: pjreddie darknet's CPU build silently runs SGD when ``adam=1``; here
+darknet Adam always runs the formula of darknet's GPU path (``adam_update_gpu``), on the CPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from engine.backends.cpu import update as kernels
+from engine.spec import SolverSpec
+
+F32 = np.float32
+
+DARKNET_OPTIMIZERS = ("sgd", "adam")
+CAFFE_OPTIMIZERS = ("sgd", "nesterov", "adagrad", "rmsprop", "adadelta", "adam")
+
+_CAFFE_RULES = {
+    "sgd": kernels.RULE_CAFFE_SGD,
+    "nesterov": kernels.RULE_CAFFE_NESTEROV,
+    "adagrad": kernels.RULE_CAFFE_ADAGRAD,
+    "rmsprop": kernels.RULE_CAFFE_RMSPROP,
+    "adadelta": kernels.RULE_CAFFE_ADADELTA,
+    "adam": kernels.RULE_CAFFE_ADAM,
+}
+# Caffe keeps 2 history blobs per parameter for these (history[i], history[n + i]).
+_TWO_HISTORIES = ("adadelta", "adam")
+
+
+class SolverError(ValueError):
+    """The solver settings cannot drive an update rule (named field, value and reason)."""
+
+
+class SegmentError(ValueError):
+    """The segment table does not fit the flat buffer (out of bounds or overlapping)."""
+
+
+class OptimizerStateError(ValueError):
+    """A saved optimizer state does not match this optimizer (keys, shapes or dtypes)."""
+
+
+class ParamSegment(Protocol):
+    """One parameter blob in the flat buffer (the network's segment table entry)."""
+
+    offset: int
+    size: int
+    lr_mult: float
+    decay_mult: float
+    learnable: bool
+
+
+@dataclass(frozen=True)
+class UpdateStats:
+    """Norms of one update, per segment in the order of the segment table.
+
+    ``step_norms[s] = ‖Δw‖₂`` (the change actually applied), ``weight_norms[s] = ‖w‖₂`` before
+    the update (both 0 for non-learnable segments). ``grad_norm``: Caffe's global L2 norm of
+    the summed gradients when ``clip_gradients ≥ 0`` (else ``None``); ``clip_scale``: the factor
+    applied when clipping fired (else ``None``).
+    """
+
+    step_norms: np.ndarray
+    weight_norms: np.ndarray
+    grad_norm: float | None = None
+    clip_scale: float | None = None
+
+    @property
+    def ratios(self) -> np.ndarray:
+        """Update-to-weight ratio ``‖Δw‖/‖w‖`` per segment (0 where ``‖w‖ = 0``)."""
+        out = np.zeros_like(self.step_norms)
+        np.divide(self.step_norms, self.weight_norms, out=out, where=self.weight_norms > 0)
+        return out
+
+
+@dataclass(frozen=True)
+class _Table:
+    """The learnable segments as kernel arrays; ``index`` maps back to the caller's table."""
+
+    index: np.ndarray
+    offsets: np.ndarray
+    sizes: np.ndarray
+    lr_mult: np.ndarray
+    decay_mult: np.ndarray
+    grad_on: np.ndarray
+    count: int
+
+
+def _mult(segment, name: str) -> float:
+    value = getattr(segment, name, None)
+    if value is None:  # a BlobSpec-like segment carrying a ParamMult
+        value = getattr(segment.mult, name)
+    return float(value)
+
+
+def _segment_table(segments: Sequence[ParamSegment], total_size: int) -> _Table:
+    """Validate the segments against the buffer and keep the learnable ones as arrays."""
+    spans = []
+    for i, seg in enumerate(segments):
+        if seg.offset < 0 or seg.size < 0 or seg.offset + seg.size > total_size:
+            raise SegmentError(
+                f"segment {i} [{seg.offset}, {seg.offset + seg.size}) lies outside the "
+                f"parameter buffer of {total_size} floats"
+            )
+        if seg.learnable:
+            spans.append((seg.offset, seg.size, i))
+    spans.sort()
+    for (a_off, a_size, a_i), (b_off, _, b_i) in itertools.pairwise(spans):
+        if a_off + a_size > b_off:
+            raise SegmentError(f"learnable segments {a_i} and {b_i} overlap")
+    learn = [i for i, seg in enumerate(segments) if seg.learnable]
+    lr = np.array([_mult(segments[i], "lr_mult") for i in learn], dtype=F32)
+    return _Table(
+        index=np.array(learn, dtype=np.int64),
+        offsets=np.array([segments[i].offset for i in learn], dtype=np.int64),
+        sizes=np.array([segments[i].size for i in learn], dtype=np.int64),
+        lr_mult=lr,
+        decay_mult=np.array([_mult(segments[i], "decay_mult") for i in learn], dtype=F32),
+        grad_on=(lr != 0).astype(np.int8),
+        count=len(segments),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def _check(ok: bool, field: str, value: object, reason: str) -> None:
+    if not ok:
+        raise SolverError(f"solver.{field} = {value!r}: {reason}")
+
+
+def validate_solver(solver: SolverSpec) -> None:
+    """Raise :class:`SolverError` when ``solver`` cannot drive its update rule.
+
+    darknet semantics implies ``momentum_style = lr_outside`` and ``grad_reduction = sum``
+    (its gradient buffer carries the momentum). Caffe's own solver checks: AdaGrad and RMSProp
+    require momentum 0, RMSProp ``0 ≤ rms_decay < 1``; ``regularization`` is L1 or L2.
+    """
+    _check(solver.minibatch >= 1, "minibatch", solver.minibatch, "must be at least 1")
+    _check(solver.accumulate >= 1, "accumulate", solver.accumulate, "must be at least 1")
+    if solver.semantics == "darknet":
+        _check(
+            solver.optimizer in DARKNET_OPTIMIZERS,
+            "optimizer",
+            solver.optimizer,
+            f"darknet semantics knows {', '.join(DARKNET_OPTIMIZERS)}",
+        )
+        _check(
+            solver.momentum_style == "lr_outside",
+            "momentum_style",
+            solver.momentum_style,
+            "darknet semantics keeps the lr outside its momentum buffer (lr_outside); "
+            "use Caffe semantics for lr_inside",
+        )
+        _check(
+            solver.grad_reduction == "sum",
+            "grad_reduction",
+            solver.grad_reduction,
+            "darknet semantics sums gradients over the batch and scales by lr/B (sum)",
+        )
+        return
+    _check(solver.semantics == "caffe", "semantics", solver.semantics, "expected darknet or caffe")
+    _check(
+        solver.optimizer in CAFFE_OPTIMIZERS,
+        "optimizer",
+        solver.optimizer,
+        f"Caffe semantics knows {', '.join(CAFFE_OPTIMIZERS)}",
+    )
+    _check(
+        solver.regularization in ("L1", "L2"),
+        "regularization",
+        solver.regularization,
+        "Caffe knows L1 and L2 (Unknown regularization type)",
+    )
+    if solver.optimizer in ("adagrad", "rmsprop"):
+        _check(
+            solver.momentum == 0,
+            "momentum",
+            solver.momentum,
+            f"Momentum cannot be used with {solver.optimizer} (Caffe's check): set it to 0",
+        )
+    if solver.optimizer == "rmsprop":
+        _check(
+            0 <= solver.rms_decay < 1,
+            "rms_decay",
+            solver.rms_decay,
+            "RMSProp requires 0 <= rms_decay < 1",
+        )
+    if solver.momentum_style == "lr_outside":
+        _check(
+            solver.optimizer in ("sgd", "adagrad", "rmsprop", "adadelta", "adam"),
+            "momentum_style",
+            solver.momentum_style,
+            "lr_outside exists for SGD only under Caffe semantics",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The optimizer
+# --------------------------------------------------------------------------------------------
+
+
+class Optimizer:
+    """One update rule bound to a segment table; see :func:`make_optimizer`.
+
+    ``zero_grads_needed``: whether the training loop must zero ``grads`` before accumulating
+    the next iteration's gradients (Caffe yes; darknet no: its buffer carries ``m·U``, and
+    darknet Adam zeroes it itself).
+    """
+
+    def __init__(self, solver: SolverSpec, segments: Sequence[ParamSegment], total_size: int):
+        validate_solver(solver)
+        self.solver = solver
+        self.total_size = int(total_size)
+        self.table = _segment_table(segments, self.total_size)
+        self.darknet = solver.semantics == "darknet"
+        self.rule = self._rule_code()
+        self.zero_grads_needed = not self.darknet
+        self.t = 0  # darknet Adam: net.t, the number of updates applied by this optimizer
+        self._state = self._new_state()
+        empty = np.zeros(0, dtype=F32)
+        self._state_a = self._state.get("history", self._state.get("adam_m", empty))
+        self._state_b = self._state.get("history2", self._state.get("adam_v", empty))
+
+    # ---- construction ---------------------------------------------------------------------
+    def _rule_code(self) -> int:
+        s = self.solver
+        if self.darknet:
+            return kernels.RULE_DARKNET_ADAM if s.optimizer == "adam" else kernels.RULE_DARKNET_SGD
+        if s.optimizer == "sgd" and s.momentum_style == "lr_outside":
+            return kernels.RULE_CAFFE_SGD_LR_OUTSIDE
+        return _CAFFE_RULES[s.optimizer]
+
+    def _new_state(self) -> dict[str, np.ndarray]:
+        n = self.total_size
+        if self.darknet:
+            if self.rule == kernels.RULE_DARKNET_SGD:
+                return {}  # darknet quirk: the momentum lives in ``grads`` (save it with them)
+            return {"adam_m": np.zeros(n, F32), "adam_v": np.zeros(n, F32)}
+        state = {"history": np.zeros(n, F32)}
+        if self.solver.optimizer in _TWO_HISTORIES:
+            state["history2"] = np.zeros(n, F32)
+        return state
+
+    # ---- per-step scalars -----------------------------------------------------------------
+    def _darknet_scalars(self, lr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(seg_rate, seg_decay, coef)`` with darknet's float32 rounding points."""
+        s, tab = self.solver, self.table
+        batch = F32(s.batch)
+        eta = F32(lr) * tab.lr_mult  # learning_rate · l.learning_rate_scale
+        delta = (-F32(s.decay)) * batch  # −decay·batch
+        if self.rule == kernels.RULE_DARKNET_SGD:
+            seg_decay = delta * tab.decay_mult  # decay_mult 0 (biases, scales) → no decay axpy
+            coef = kernels.pack_coefficients(momentum=F32(s.momentum))
+            return eta / batch, seg_decay.astype(F32), coef
+        # darknet quirk: GPU Adam decays every blob (biases and scales too): decay_mult ignored
+        b1, b2, t = F32(s.beta1), F32(s.beta2), F32(self.t)
+        coef = kernels.pack_coefficients(
+            momentum=b1,
+            one_minus_momentum=F32(1) - b1,
+            beta2=b2,
+            one_minus_beta2=F32(1) - b2,
+            eps=F32(s.eps),
+            correction1=F32(1) - np.power(b1, t),
+            correction2=F32(1) - np.power(b2, t),
+        )
+        return eta.astype(F32), np.full(eta.shape, delta, dtype=F32), coef
+
+    def _caffe_scalars(self, lr: float, iteration: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """``(seg_rate, seg_decay, named coefficients)`` with Caffe's float32 rounding points."""
+        s, tab = self.solver, self.table
+        local_rate = F32(lr) * tab.lr_mult
+        local_decay = (F32(s.decay) * tab.decay_mult).astype(F32)
+        opt = s.optimizer
+        named: dict[str, np.float32] = {}
+        if opt in ("sgd", "nesterov"):
+            m = F32(s.momentum)
+            named = {"momentum": m, "one_plus_momentum": F32(1) + m}
+        elif opt == "adagrad":
+            named = {"eps": F32(s.eps)}
+        elif opt == "rmsprop":
+            d = F32(s.rms_decay)
+            named = {"momentum": d, "one_minus_momentum": F32(1) - d, "eps": F32(s.eps)}
+        elif opt == "adadelta":
+            m = F32(s.momentum)
+            named = {"momentum": m, "one_minus_momentum": F32(1) - m, "eps": F32(s.eps)}
+        else:  # adam
+            b1, b2 = F32(s.beta1), F32(s.beta2)
+            named = {
+                "momentum": b1,
+                "one_minus_momentum": F32(1) - b1,
+                "beta2": b2,
+                "one_minus_beta2": F32(1) - b2,
+                "eps": F32(s.eps),
+            }
+            local_rate = local_rate * caffe_adam_correction(s.beta1, s.beta2, iteration + 1)
+        if s.grad_reduction == "mean" and s.accumulate != 1:
+            named.update(norm_on=1, norm_scale=F32(1) / F32(s.accumulate))
+        if s.regularization == "L1":
+            named["l1"] = 1
+        return local_rate.astype(F32), local_decay, named
+
+    def _caffe_clip(self, grads: np.ndarray, named: dict) -> tuple[float | None, float | None]:
+        """Caffe ``ClipGradients``: global L2 norm over all learnable blobs' raw summed diffs
+        (float32 sum of per-blob float32 dots); scale ``clip/norm`` when ``norm > clip``."""
+        clip = F32(self.solver.clip_gradients)
+        if clip < 0:
+            return None, None
+        tab = self.table
+        per_blob = np.zeros(tab.offsets.size, dtype=np.float64)
+        kernels.segment_sumsq(grads, tab.offsets, tab.sizes, tab.grad_on, per_blob)
+        sumsq = F32(0)
+        for blob_sumsq in per_blob.astype(F32):  # Dtype sumsq_diff += blob->sumsq_diff()
+            sumsq = F32(sumsq + blob_sumsq)
+        norm = np.sqrt(sumsq)
+        if not norm > clip:
+            return float(norm), None
+        scale = F32(clip / norm)
+        named.update(clip_on=1, clip_scale=scale)
+        return float(norm), float(scale)
+
+    # ---- public API -----------------------------------------------------------------------
+    def step(self, params: np.ndarray, grads: np.ndarray, lr: float, iteration: int) -> UpdateStats:
+        """Apply one update in place with learning rate ``lr`` (the schedule's value; used as
+        float32). ``iteration``: updates already applied (Caffe ``iter``; Caffe Adam uses
+        ``t = iteration + 1``). darknet Adam counts its own ``t`` (darknet ``net.t``)."""
+        self._check_buffers(params, grads)
+        grad_norm = clip_scale = None
+        if self.darknet:
+            if self.rule == kernels.RULE_DARKNET_ADAM:
+                self.t += 1
+            seg_rate, seg_decay, coef = self._darknet_scalars(lr)
+        else:
+            seg_rate, seg_decay, named = self._caffe_scalars(lr, iteration)
+            grad_norm, clip_scale = self._caffe_clip(grads, named)
+            coef = kernels.pack_coefficients(**named)
+        tab = self.table
+        step_sq = np.zeros(tab.offsets.size, dtype=np.float64)
+        weight_sq = np.zeros(tab.offsets.size, dtype=np.float64)
+        kernels.fused_update(
+            self.rule,
+            params,
+            grads,
+            self._state_a,
+            self._state_b,
+            tab.offsets,
+            tab.sizes,
+            seg_rate,
+            seg_decay,
+            tab.grad_on,
+            coef,
+            step_sq,
+            weight_sq,
+        )
+        return self._stats(step_sq, weight_sq, grad_norm, clip_scale)
+
+    def _stats(self, step_sq, weight_sq, grad_norm, clip_scale) -> UpdateStats:
+        steps = np.zeros(self.table.count, dtype=np.float64)
+        weights = np.zeros(self.table.count, dtype=np.float64)
+        steps[self.table.index] = np.sqrt(step_sq)
+        weights[self.table.index] = np.sqrt(weight_sq)
+        return UpdateStats(steps, weights, grad_norm, clip_scale)
+
+    def _check_buffers(self, params: np.ndarray, grads: np.ndarray) -> None:
+        for name, arr in (("params", params), ("grads", grads)):
+            if arr.dtype != F32 or arr.ndim != 1 or arr.size != self.total_size:
+                raise ValueError(
+                    f"{name} must be a flat float32 array of {self.total_size} floats; got "
+                    f"{arr.dtype} with shape {arr.shape}"
+                )
+            if not arr.flags.c_contiguous:
+                raise ValueError(f"{name} must be contiguous")
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The optimizer's state for bit-exact resume (copies).
+
+        Caffe: ``history`` (SGD/Nesterov velocity with the lr inside, AdaGrad Σg², RMSProp and
+        AdaDelta E[g²], Adam m) and, for AdaDelta/Adam, ``history2`` (E[Δx²] / v), laid out like
+        ``params``. darknet Adam: ``adam_m``, ``adam_v`` and ``adam_t`` (``[t]``, int64).
+        darknet SGD: empty — darknet quirk: its momentum is the ``grads`` buffer itself, which
+        a checkpoint must save for an exact resume.
+        """
+        state = {name: arr.copy() for name, arr in self._state.items()}
+        if self.rule == kernels.RULE_DARKNET_ADAM:
+            state["adam_t"] = np.array([self.t], dtype=np.int64)
+        return state
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore what :meth:`state_arrays` returned; raise :class:`OptimizerStateError` on
+        any mismatch of keys, shapes or dtypes."""
+        expected = self.state_arrays()
+        if set(state) != set(expected):
+            raise OptimizerStateError(
+                f"optimizer state has keys {sorted(state)}, expected {sorted(expected)} "
+                f"({self.solver.semantics} {self.solver.optimizer})"
+            )
+        for name, ref in expected.items():
+            arr = np.asarray(state[name])
+            if arr.shape != ref.shape or arr.dtype != ref.dtype:
+                raise OptimizerStateError(
+                    f"optimizer state {name!r}: {arr.dtype}{list(arr.shape)}, expected "
+                    f"{ref.dtype}{list(ref.shape)}"
+                )
+        for name, arr in self._state.items():
+            arr[...] = state[name]
+        if "adam_t" in expected:
+            self.t = int(np.asarray(state["adam_t"])[0])
+
+
+def caffe_adam_correction(beta1: float, beta2: float, t: int) -> np.float32:
+    """Caffe Adam's ``correction = sqrt(1 − β2^t) / (1 − β1^t)``: ``pow(float, int)`` promotes
+    to double in C++, so it is computed in double from the float32 betas and rounded once."""
+    b1, b2 = float(F32(beta1)), float(F32(beta2))
+    return F32(math.sqrt(1.0 - b2**t) / (1.0 - b1**t))
+
+
+def make_optimizer(
+    solver: SolverSpec, segments: Sequence[ParamSegment], total_size: int
+) -> Optimizer:
+    """The update rule of ``solver`` over a flat buffer of ``total_size`` floats described by
+    ``segments`` (learnable ones are updated with their ``lr_mult``/``decay_mult``).
+
+    Raises :class:`SolverError` for settings the rule rejects (e.g. Caffe AdaGrad with
+    momentum) and :class:`SegmentError` for a table that does not fit the buffer.
+    """
+    return Optimizer(solver, segments, total_size)
