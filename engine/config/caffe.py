@@ -131,7 +131,7 @@ def load_caffe(path: str, text: str, overrides: Sequence[tuple[str, str]]) -> Ru
     Raises :class:`engine.spec.ConfigError` with every diagnostic when anything is wrong;
     warnings ride along in ``RunSpec.diagnostics``.
     """
-    reporter = Reporter()
+    reporter = Reporter(fallback=Origin(path))
     tree = parse_tree(path, text)
     _reject_bare_net(tree, path)
     solver = validate(tree, "SolverParameter", path, reporter)
@@ -168,7 +168,7 @@ def caffe_schedule_from_options(overrides: Sequence[tuple[str, str]]) -> Schedul
     """A schedule from ``--set`` options alone, in Caffe's key names (``lr_policy``,
     ``base_lr``, ``gamma``, ``power``, ``stepsize``, ``stepvalue``, ``max_iter``); stepvalue
     takes comma lists or repeated options. Raises ConfigError naming a bad key or value."""
-    reporter = Reporter()
+    reporter = Reporter(fallback=OVERRIDE)
     solver = Msg("SolverParameter", OVERRIDE)
     apply_overrides(solver, overrides, reporter, allowed=CAFFE_SCHEDULE_KEYS)
     check_schedule(solver, reporter)

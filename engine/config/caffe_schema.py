@@ -27,15 +27,20 @@ from engine.spec import ConfigError, Diagnostic, Origin
 class Reporter:
     """Collects diagnostics; :meth:`check` raises a ConfigError when any is an error."""
 
+    fallback: Origin = field(default_factory=lambda: Origin("<config>"))
     items: list[Diagnostic] = field(default_factory=list)
 
+    def _where(self, origin: Origin | None) -> Origin:
+        """A default (no file) is reported against the config file itself."""
+        return self.fallback if origin is None or origin.file == "default" else origin
+
     def error(self, origin: Origin | None, key: str | None, message: str) -> None:
-        origin = origin or Origin("<config>")
-        self.items.append(Diagnostic("error", origin.file, origin.line, key, message))
+        where = self._where(origin)
+        self.items.append(Diagnostic("error", where.file, where.line, key, message))
 
     def warn(self, origin: Origin | None, key: str | None, message: str) -> None:
-        origin = origin or Origin("<config>")
-        self.items.append(Diagnostic("warning", origin.file, origin.line, key, message))
+        where = self._where(origin)
+        self.items.append(Diagnostic("warning", where.file, where.line, key, message))
 
     @property
     def has_errors(self) -> bool:
@@ -51,7 +56,8 @@ class Reporter:
 
 def close_matches(word: str, candidates: Iterable[str]) -> str:
     """``"; did you mean 'a' or 'b'?"`` for the closest candidates, or ``""``."""
-    found = difflib.get_close_matches(word, sorted(candidates), n=3, cutoff=0.6)
+    by_lower = {c.lower(): c for c in sorted(candidates)}
+    found = [by_lower[f] for f in difflib.get_close_matches(word.lower(), by_lower, 3, 0.6)]
     if not found:
         return ""
     return "; did you mean " + " or ".join(repr(f) for f in found) + "?"

@@ -138,7 +138,7 @@ def _origin(solver: Msg, key: str) -> Origin:
 def check_schedule(solver: Msg, reporter: Reporter) -> None:
     """Caffe's fatal checks on the learning-rate policy (``SGDSolver::GetLearningRate``)."""
     policy = solver.get("lr_policy")
-    where = _origin(solver, "lr_policy")
+    where = solver.origin_of("lr_policy")
     if policy in EXTRA_POLICIES:
         reporter.warn(
             where,
@@ -159,12 +159,12 @@ def check_schedule(solver: Msg, reporter: Reporter) -> None:
     if policy in ("step", "sigmoid"):
         if solver.get("stepsize") <= 0:
             reporter.error(
-                _origin(solver, "stepsize") if solver.has("stepsize") else where,
+                solver.origin_of("stepsize") if solver.has("stepsize") else where,
                 "stepsize",
                 f"lr_policy {policy!r} needs stepsize > 0",
             )
         if solver.get("gamma") < 0:
-            reporter.error(_origin(solver, "gamma"), "gamma", f"{policy!r} needs gamma >= 0")
+            reporter.error(solver.origin_of("gamma"), "gamma", f"{policy!r} needs gamma >= 0")
     steps = solver.get("stepvalue")
     for index in range(1, len(steps)):
         if steps[index] <= steps[index - 1]:
@@ -217,7 +217,7 @@ def _optimizer(solver: Msg, reporter: Reporter) -> tuple[str, Origin]:
     name = solver.get("type")
     if name not in SOLVER_TYPES:
         reporter.error(
-            _origin(solver, "type"),
+            solver.origin_of("type"),
             "type",
             f"Unknown solver type: {name!r} (known types: {', '.join(SOLVER_TYPES)})"
             + close_matches(name, SOLVER_TYPES),
@@ -231,26 +231,26 @@ def check_solver(solver: Msg, optimizer: str, has_test_nets: bool, reporter: Rep
     ``SGDSolver::Regularize``)."""
     if optimizer in ("adagrad", "rmsprop") and solver.get("momentum") != 0:
         reporter.error(
-            _origin(solver, "momentum"),
+            solver.origin_of("momentum"),
             "momentum",
             f"momentum must be 0 for {optimizer} (Caffe's solver checks it); got "
             f"{solver.get('momentum')}",
         )
     if optimizer == "rmsprop" and not 0 <= solver.get("rms_decay") < 1:
-        reporter.error(_origin(solver, "rms_decay"), "rms_decay", "rms_decay must be in [0, 1)")
+        reporter.error(solver.origin_of("rms_decay"), "rms_decay", "rms_decay must be in [0, 1)")
     if solver.get("regularization_type") not in ("L1", "L2"):
         reporter.error(
-            _origin(solver, "regularization_type"),
+            solver.origin_of("regularization_type"),
             "regularization_type",
             f"Unknown regularization type: {solver.get('regularization_type')!r} (L1 or L2)",
         )
     if solver.get("average_loss") < 1:
-        reporter.error(_origin(solver, "average_loss"), "average_loss", "must be >= 1")
+        reporter.error(solver.origin_of("average_loss"), "average_loss", "must be >= 1")
     if solver.get("iter_size") < 1:
-        reporter.error(_origin(solver, "iter_size"), "iter_size", "must be >= 1")
+        reporter.error(solver.origin_of("iter_size"), "iter_size", "must be >= 1")
     if has_test_nets and solver.get("test_interval") <= 0:
         reporter.error(
-            _origin(solver, "test_interval"),
+            solver.origin_of("test_interval" if solver.has("test_interval") else "test_iter"),
             "test_interval",
             "test_iter asks for testing, so test_interval must be > 0 (Solver::InitTestNets)",
         )

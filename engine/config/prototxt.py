@@ -71,7 +71,7 @@ _NUMBER = re.compile(
     r"0[xX][0-9a-fA-F]+|(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?"
 )
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PUNCT = set("{}<>:,;[]-")
+_PUNCT = set("{}<>:,;[]-./")
 _SIMPLE_ESCAPES = {
     "a": "\a",
     "b": "\b",
