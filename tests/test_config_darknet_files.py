@@ -106,3 +106,21 @@ def test_detector_cfgs_name_the_unsupported_layer():
         load_config(str(DEBIAN_DIR / "yolov3-tiny.cfg"))
     messages = [d.message for d in info.value.diagnostics if d.severity == "error"]
     assert any("unsupported layer type [yolo]" in m for m in messages)
+
+
+SHAPE_CFGS = [*EXAMPLES, *(p for p in DEBIAN_CFGS if p.stem in DEBIAN_CLASSIFIERS)]
+
+
+@pytest.mark.parametrize("path", SHAPE_CFGS, ids=lambda p: p.name)
+def test_parser_shapes_agree_with_engine_shapes(path):
+    shapes_module = pytest.importorskip("engine.shapes")
+    from engine.config.darknet import darknet_output_shapes
+
+    spec = load_config(str(path))
+    ours = darknet_output_shapes(str(path), path.read_text())
+    theirs = shapes_module.infer_shapes(spec.net)
+    assert len(ours) == len(theirs)
+    for (h, w, c, outputs), shape in zip(ours, theirs, strict=True):
+        assert outputs == shape.outputs
+        if h:
+            assert shape.output == (c, h, w)
