@@ -1,0 +1,309 @@
+"""Line plots for the CLI: in the terminal (plotille), and to files (PNG/SVG via matplotlib,
+an optional extra; SVG falls back to a small hand-written writer; CSV needs nothing).
+
+Generic over what is plotted: a plot is a list of :class:`Curve` (x, y, label) plus vertical
+:class:`Marker` lines (e.g. burn-in end, step boundaries). Large curves are decimated for
+drawing, always keeping the marked points.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+MAX_DRAWN_POINTS = 4000
+MAX_MARKERS = 40
+TERMINAL_COLORS = ("bright_blue", "bright_red", "bright_green", "bright_yellow", "bright_magenta")
+MARKER_COLOR = "bright_black"
+
+
+class PlotError(Exception):
+    """A plot cannot be written (missing optional dependency, unsupported file type)."""
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A vertical line at ``x`` with a short ``label`` ("burn-in end", "step", ...)."""
+
+    x: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One series: ``y`` against ``x`` (equal-length 1-D arrays), with its markers."""
+
+    label: str
+    x: np.ndarray
+    y: np.ndarray
+    markers: tuple[Marker, ...] = field(default=())
+
+
+def decimate(x: np.ndarray, y: np.ndarray, keep: Sequence[float] = (), limit: int = 0):
+    """At most about ``limit`` evenly spaced points of (x, y), plus the points at ``keep``
+    x-values and their left neighbours (so steps stay sharp). ``limit = 0``: no decimation."""
+    n = len(x)
+    if not limit or n <= limit:
+        return x, y
+    chosen = set(np.linspace(0, n - 1, limit).astype(np.int64).tolist())
+    positions = np.searchsorted(x, np.asarray(keep, dtype=np.float64))
+    for position in positions.tolist():
+        for index in (position - 1, position):
+            if 0 <= index < n:
+                chosen.add(index)
+    order = np.array(sorted(chosen), dtype=np.int64)
+    return x[order], y[order]
+
+
+def _transform(y: np.ndarray, log_y: bool) -> np.ndarray:
+    values = y.astype(np.float64)
+    if not log_y:
+        return values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
+
+
+def _finite(x: np.ndarray, y: np.ndarray):
+    keep = np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def _limits(values: list[np.ndarray], pad_fraction: float = 0.0) -> tuple[float, float]:
+    joined = np.concatenate([v for v in values if len(v)]) if any(len(v) for v in values) else []
+    if len(joined) == 0:
+        return 0.0, 1.0
+    low, high = float(np.min(joined)), float(np.max(joined))
+    if low == high:
+        span = abs(low) * 0.05 or 1.0
+        return low - span, high + span
+    pad = (high - low) * pad_fraction
+    bottom = max(low - pad, 0.0) if low >= 0 else low - pad  # non-negative data stays >= 0
+    return bottom, high + pad
+
+
+def terminal_plot(
+    curves: Sequence[Curve],
+    *,
+    width: int | None = None,
+    height: int = 18,
+    log_y: bool = False,
+    color: bool = True,
+    x_label: str = "iteration",
+    y_label: str = "lr",
+) -> str:
+    """The curves overlaid in one braille plot (plotille), markers as vertical lines, with
+    a legend naming each curve and listing the markers. Returns the text."""
+    import plotille
+
+    columns = width or max(40, min(shutil_columns() - 20, 120))
+    figure = plotille.Figure()
+    figure.width, figure.height = columns, height
+    figure.color_mode = "names"
+    figure.with_colors = color
+    figure.x_label, figure.y_label = x_label, ("log10 " + y_label) if log_y else y_label
+    markers = _unique_markers(curves)
+    drawn = []
+    for curve in curves:
+        keep = [m.x for m in curve.markers]
+        x, y = decimate(curve.x, curve.y, keep, MAX_DRAWN_POINTS)
+        drawn.append(_finite(x.astype(np.float64), _transform(y, log_y)))
+    x_low, x_high = _limits([x for x, _ in drawn])
+    y_low, y_high = _limits([y for _, y in drawn], 0.02)
+    figure.set_x_limits(min_=x_low, max_=x_high)
+    figure.set_y_limits(min_=y_low, max_=y_high)
+    for marker in markers:
+        if x_low <= marker.x <= x_high:
+            figure.axvline((marker.x - x_low) / (x_high - x_low), lc=MARKER_COLOR)
+    for index, (curve, (x, y)) in enumerate(zip(curves, drawn, strict=True)):
+        if len(x):
+            lc = TERMINAL_COLORS[index % len(TERMINAL_COLORS)]
+            figure.plot(x.tolist(), y.tolist(), lc=lc, label=curve.label)
+    text = figure.show(legend=len(curves) > 1)
+    if markers:
+        listed = ", ".join(f"{m.label} @ {m.x:g}" for m in markers[:MAX_MARKERS])
+        more = f" (+{len(markers) - MAX_MARKERS} more)" if len(markers) > MAX_MARKERS else ""
+        text += f"\nvertical lines: {listed}{more}"
+    return text
+
+
+def shutil_columns() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+def _unique_markers(curves: Sequence[Curve]) -> list[Marker]:
+    seen: dict[float, Marker] = {}
+    for curve in curves:
+        for marker in curve.markers:
+            seen.setdefault(marker.x, marker)
+    return [seen[x] for x in sorted(seen)]
+
+
+def color_wanted(stream: IO[str]) -> bool:
+    """Colour only on a terminal, and never with ``NO_COLOR`` set (FORCE_COLOR forces it)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+# ---- files -----------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".svg")
+SUFFIXES = (*IMAGE_SUFFIXES, ".csv")
+
+
+def write_plot_file(
+    path: Path,
+    curves: Sequence[Curve],
+    *,
+    title: str = "",
+    log_y: bool = False,
+    x_label: str = "iteration",
+    y_label: str = "lr",
+) -> None:
+    """Write ``.png``/``.svg`` (matplotlib; SVG without it falls back to a plain writer) or
+    ``.csv`` (long format ``curve,x,y``; ``x,y`` with one curve)."""
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise PlotError(f"{path}: unsupported output type '{suffix}' (use .png, .svg or .csv)")
+    if suffix == ".csv":
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            write_csv(f, curves, x_label=x_label, y_label=y_label)
+        return
+    try:
+        import matplotlib
+    except ImportError:
+        if suffix == ".svg":
+            write_plain_svg(path, curves, title=title, log_y=log_y, x_label=x_label)
+            return
+        raise PlotError(
+            f"{path}: writing PNG needs matplotlib, an optional extra: "
+            "pip install 'dnupdate[plot]' (or: uv sync --extra plot). "
+            ".svg and .csv work without it."
+        ) from None
+    matplotlib.use("Agg")
+    _write_matplotlib(path, curves, title=title, log_y=log_y, x_label=x_label, y_label=y_label)
+
+
+def _write_matplotlib(path: Path, curves, *, title, log_y, x_label, y_label) -> None:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 4.8), dpi=120)
+    for curve in curves:
+        x, y = decimate(curve.x, curve.y, [m.x for m in curve.markers], 20000)
+        axes.plot(x, y, label=curve.label, linewidth=1.2, drawstyle="steps-post")
+    for marker in _unique_markers(curves)[:MAX_MARKERS]:
+        axes.axvline(marker.x, color="0.6", linewidth=0.8, linestyle="--")
+        axes.annotate(
+            marker.label,
+            (marker.x, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            va="top",
+            ha="right",
+            color="0.4",
+        )
+    if log_y:
+        axes.set_yscale("log")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    if title:
+        axes.set_title(title, fontsize=9)
+    if len(curves) > 1:
+        axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def write_csv(
+    stream: IO[str], curves: Sequence[Curve], *, x_label: str = "iteration", y_label: str = "lr"
+) -> None:
+    """One curve: ``x_label,y_label`` rows; several: long format ``curve,x_label,y_label``.
+    Values use 9 significant digits (enough to identify any float32 exactly)."""
+    writer = csv.writer(stream, lineterminator="\n")
+    several = len(curves) > 1
+    writer.writerow(["config", x_label, y_label] if several else [x_label, y_label])
+    for curve in curves:
+        ys = [format_value(v) for v in curve.y.tolist()]
+        for x, y in zip(curve.x.tolist(), ys, strict=True):
+            writer.writerow([curve.label, x, y] if several else [x, y])
+
+
+def format_value(value: float) -> str:
+    """9 significant digits: round-trips every float32; ``nan``/``inf`` spelled out."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.9g}"
+
+
+def write_plain_svg(
+    path: Path, curves: Sequence[Curve], *, title: str, log_y: bool, x_label: str
+) -> None:
+    """A dependency-free SVG: polylines, dashed marker lines, axis ranges as text."""
+    width, height, margin = 900, 480, 60
+    drawn = []
+    for curve in curves:
+        x, y = decimate(curve.x, curve.y, [m.x for m in curve.markers], 4000)
+        drawn.append(_finite(x.astype(np.float64), _transform(y, log_y)))
+    x_low, x_high = _limits([x for x, _ in drawn])
+    y_low, y_high = _limits([y for _, y in drawn], 0.02)
+
+    def sx(v: float) -> float:
+        return margin + (v - x_low) / (x_high - x_low) * (width - 2 * margin)
+
+    def sy(v: float) -> float:
+        return height - margin - (v - y_low) / (y_high - y_low) * (height - 2 * margin)
+
+    palette = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{margin}" y="24">{_escape(title)}</text>',
+    ]
+    for marker in _unique_markers(curves)[:MAX_MARKERS]:
+        if x_low <= marker.x <= x_high:
+            px = sx(marker.x)
+            parts.append(
+                f'<line x1="{px:.1f}" y1="{margin}" x2="{px:.1f}" y2="{height - margin}" '
+                'stroke="#999" stroke-dasharray="4 3"/>'
+            )
+    for index, (x, y) in enumerate(drawn):
+        points = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(x, y, strict=True))
+        colour = palette[index % len(palette)]
+        parts.append(f'<polyline fill="none" stroke="{colour}" points="{points}"/>')
+        parts.append(
+            f'<text x="{width - margin - 200}" y="{margin + 16 * index}" fill="{colour}">'
+            f"{_escape(curves[index].label)}</text>"
+        )
+    y_name = "log10 lr" if log_y else "lr"
+    parts += [
+        f'<text x="{margin}" y="{height - 20}">{_escape(x_label)} {x_low:g} … {x_high:g}</text>',
+        f'<text x="{margin}" y="{margin - 8}">{y_name} {y_low:.4g} … {y_high:.4g}</text>',
+        "</svg>",
+    ]
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
