@@ -155,6 +155,8 @@ def test_dispatcher_reads_darknet_text(tmp_path):
     assert spec.schedule.base_lr == 0.5
     from_text = load_config("x.cfg", [("batch", "4")], text=NET + TAIL)
     assert from_text.solver.minibatch == 4
+    from_stdin = load_config("-", text="# darknet\n" + NET + TAIL)
+    assert from_stdin.config_path == "<stdin>" and from_stdin.net.name == "stdin"
 
 
 def test_dispatcher_errors_are_config_errors_with_locations(tmp_path):

@@ -75,6 +75,11 @@ def base_directory(path: str) -> Path | None:
     return None if path.startswith("<") else Path(path).parent
 
 
+def network_name(path: str) -> str:
+    """The cfg's stem (``configs/quickstart.cfg`` → ``quickstart``; ``<stdin>`` → ``stdin``)."""
+    return path.strip("<>") if path.startswith("<") else Path(path).stem
+
+
 def check_first_section(path: str, sections: list[CfgSection], sink: DiagnosticSink) -> bool:
     """darknet: the first section must be ``[net]`` or ``[network]``."""
     if not sections:
@@ -209,7 +214,7 @@ def parse_darknet(
     return RunSpec(
         format="darknet",
         config_path=path,
-        net=NetSpec(name=Path(path).stem, input=net_options.input, layers=tuple(layers)),
+        net=NetSpec(name=network_name(path), input=net_options.input, layers=tuple(layers)),
         solver=net_options.solver,
         schedule=net_options.schedule,
         data=data,
