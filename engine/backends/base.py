@@ -47,16 +47,14 @@ class DarknetBNState:
 @dataclass(frozen=True)
 class CaffeBNState:
     """Views a Caffe ``BatchNorm`` works on: the running sums ``mean_sum``, ``variance_sum``
-    and the one-element ``scale_factor`` (blobs 0–2), per-pass ``mean``/``variance`` (``C``)
-    and ``x_norm`` (``(B, C, N)``, the normalised output kept for backward), plus the layer's
-    ``moving_average_fraction`` and ``eps``."""
+    and the one-element ``scale_factor`` (blobs 0–2), per-pass ``mean`` and ``std``
+    (``sqrt(var + eps)``, ``C``), plus the layer's ``moving_average_fraction`` and ``eps``."""
 
     mean_sum: Array
     variance_sum: Array
     scale_factor: Array
     mean: Array
-    variance: Array
-    x_norm: Array
+    std: Array
     moving_average_fraction: float
     eps: float
 
@@ -200,8 +198,8 @@ class Backend:
         """Caffe ``BatchNorm`` forward (no affine part)."""
         raise NotImplementedError
 
-    def caffe_bn_backward(self, dy, dx, state, use_global_stats: bool) -> None:
-        """Caffe ``BatchNorm`` backward, adding into ``dx``."""
+    def caffe_bn_backward(self, y, dy, dx, state, use_global_stats: bool) -> None:
+        """Caffe ``BatchNorm`` backward from the normalised output ``y``, overwriting ``dx``."""
         raise NotImplementedError
 
     def scale_forward(self, x, y, gamma, beta) -> None:
@@ -209,7 +207,7 @@ class Backend:
         raise NotImplementedError
 
     def scale_backward(self, x, dy, dx, gamma, dgamma, dbeta, alpha: float) -> None:
-        """Caffe ``Scale`` backward: ``dx += γ·dy`` (``dx`` may be None),
+        """Caffe ``Scale`` backward: ``dx = γ·dy`` (``dx`` may be None),
         ``dγ += alpha·Σ dy·x``, ``dβ += alpha·Σ dy``."""
         raise NotImplementedError
 

@@ -31,7 +31,6 @@ class BatchNormLayer(Layer):
         super().__init__(shape, ctx)
         channels = shape.input[0]
         backend = ctx.backend
-        self.x3 = None
         self.out3 = _per_channel(self.output, ctx.batch, channels)
         self.delta3 = _per_channel(self.delta, ctx.batch, channels)
         self.shape3 = self.out3.shape
@@ -40,8 +39,7 @@ class BatchNormLayer(Layer):
             variance_sum=ctx.params["variance"],
             scale_factor=ctx.params["scale_factor"],
             mean=backend.zeros((channels,)),
-            variance=backend.zeros((channels,)),
-            x_norm=backend.zeros(self.shape3),
+            std=backend.zeros((channels,)),
             moving_average_fraction=spec.moving_average_fraction,
             eps=spec.eps,
         )
@@ -58,7 +56,7 @@ class BatchNormLayer(Layer):
     def backward(self, x, dx) -> None:
         if dx is not None:
             self.backend.caffe_bn_backward(
-                self.delta3, dx.reshape(self.shape3), self.state, self.global_now
+                self.out3, self.delta3, dx.reshape(self.shape3), self.state, self.global_now
             )
 
 

@@ -21,7 +21,7 @@ def maxpool_forward(x, kernel, stride, offset, out_hw):
     """``(y, argmax)``: window maxima and their flat plane indices (−1 for empty windows)."""
     x = np.asarray(x, np.float64)
     batch, channels, height, width = x.shape
-    y = np.full((batch, channels, *out_hw), -np.finfo(np.float32).max)
+    y = np.full((batch, channels, *out_hw), -float(np.finfo(np.float32).max), dtype=np.float64)
     arg = np.full((batch, channels, *out_hw), -1, dtype=np.int64)
     for b in range(batch):
         for c in range(channels):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.backends.base import Backend, BackendError
-from engine.backends.cpu import activations, blas, conv, pool
+from engine.backends.cpu import activations, batchnorm, blas, conv, pool
 
 
 class CpuBackend(Backend):
@@ -19,6 +19,18 @@ class CpuBackend(Backend):
     every parallel loop iteration owns its output slice)."""
 
     name = "cpu"
+
+    def __init__(self) -> None:
+        self._scratch: dict[tuple[str, int], np.ndarray] = {}
+
+    def _zeroed(self, tag: str, size: int) -> np.ndarray:
+        """A cached zero-filled scratch vector (allocated once per tag and size)."""
+        buffer = self._scratch.get((tag, size))
+        if buffer is None:
+            buffer = self._scratch[(tag, size)] = np.zeros(size, dtype=np.float32)
+        else:
+            buffer.fill(0.0)
+        return buffer
 
     # ---- memory ---------------------------------------------------------------------------
     def empty(self, shape, dtype=np.float32):
@@ -89,6 +101,89 @@ class CpuBackend(Backend):
             activations.caffe_tanh_backward(y, dy, dx)
         else:
             raise BackendError(f"no Caffe activation {activation!r} (relu, logistic, tanh)")
+
+    # ---- batch norm and scale -------------------------------------------------------------
+    def darknet_bn_forward(self, x, state, train):
+        if train:
+            batchnorm.darknet_batchnorm_forward_train(
+                x,
+                state.x,
+                state.x_norm,
+                state.mean,
+                state.variance,
+                state.rolling_mean,
+                state.rolling_variance,
+                state.scales,
+                state.biases,
+            )
+        else:
+            batchnorm.darknet_batchnorm_forward_infer(
+                x, state.rolling_mean, state.rolling_variance, state.scales, state.biases
+            )
+
+    def darknet_bn_backward(self, delta, state, alpha):
+        channels = state.scales.shape[0]
+        direct = alpha == 1.0
+        bias_updates = state.bias_updates if direct else self._zeroed("bn_bias", channels)
+        scale_updates = state.scale_updates if direct else self._zeroed("bn_scale", channels)
+        batchnorm.darknet_batchnorm_backward(
+            delta,
+            state.x,
+            state.x_norm,
+            state.mean,
+            state.variance,
+            state.scales,
+            bias_updates,
+            scale_updates,
+            state.mean_delta,
+            state.variance_delta,
+        )
+        if not direct:
+            blas.accumulate(state.bias_updates, bias_updates, alpha)
+            blas.accumulate(state.scale_updates, scale_updates, alpha)
+
+    def caffe_bn_forward(self, x, y, state, use_global_stats):
+        if use_global_stats:
+            batchnorm.caffe_batchnorm_forward_global(
+                x,
+                y,
+                state.mean,
+                state.std,
+                state.mean_sum,
+                state.variance_sum,
+                state.scale_factor,
+                state.eps,
+            )
+        else:
+            batchnorm.caffe_batchnorm_forward_train(
+                x,
+                y,
+                state.mean,
+                state.std,
+                state.mean_sum,
+                state.variance_sum,
+                state.scale_factor,
+                state.moving_average_fraction,
+                state.eps,
+            )
+
+    def caffe_bn_backward(self, y, dy, dx, state, use_global_stats):
+        batchnorm.caffe_batchnorm_backward(y, dy, dx, state.std, use_global_stats)
+
+    def scale_forward(self, x, y, gamma, beta):
+        batchnorm.caffe_scale_forward(x, gamma, beta, y)
+
+    def scale_backward(self, x, dy, dx, gamma, dgamma, dbeta, alpha):
+        if alpha == 1.0:
+            batchnorm.caffe_scale_backward(x, dy, gamma, dx, dgamma, dbeta)
+            return
+        channels = gamma.shape[0]
+        gamma_scratch = self._zeroed("scale_gamma", channels)
+        beta_scratch = None if dbeta is None else self._zeroed("scale_beta", channels)
+        batchnorm.caffe_scale_backward(x, dy, gamma, dx, gamma_scratch, beta_scratch)
+        blas.accumulate(dgamma, gamma_scratch, alpha)
+        if dbeta is not None:
+            blas.accumulate(dbeta, beta_scratch, alpha)
 
 
 def missing(what: str) -> BackendError:
