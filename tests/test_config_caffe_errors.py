@@ -283,3 +283,16 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
     assert "solver.prototxt:4" in result.stderr and "momentun" in result.stderr
+
+
+def test_loss_without_a_label_top(tmp_path):
+    net = GOOD_NET.replace('top: "data" top: "label"', 'top: "data"')
+    the_error(tmp_path, "needs a label", net=net)
+
+
+def test_weights_field_is_a_warning(tmp_path):
+    (tmp_path / "net.prototxt").write_text(GOOD_NET)
+    (tmp_path / "s.prototxt").write_text(SOLVER + 'weights: "init.caffemodel"\n')
+    run = load_config(str(tmp_path / "s.prototxt"))
+    (warning,) = run.diagnostics
+    assert (warning.severity, warning.key, warning.line) == ("warning", "weights", 4)

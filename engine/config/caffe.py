@@ -137,6 +137,13 @@ def load_caffe(path: str, text: str, overrides: Sequence[tuple[str, str]]) -> Ru
     solver = validate(tree, "SolverParameter", path, reporter)
     apply_overrides(solver, overrides, reporter)
     check_schedule(solver, reporter)
+    if solver.has("weights"):
+        reporter.warn(
+            solver.origin_of("weights"),
+            "weights",
+            "fine-tuning from .caffemodel "
+            "weights is not supported; training starts from the fillers",
+        )
     net_msg, net_path = load_net(solver, path, reporter)
     built: BuiltNet | None = None
     if net_msg is not None:

@@ -250,7 +250,13 @@ class _Chain:
                 f"{self.current!r}; only sequential nets are supported",
             )
         if kind in LOSS_TYPES:
-            if len(bottoms) != 2 or bottoms[1] != self.label:
+            if self.label is None:
+                self.reporter.error(
+                    where,
+                    "bottom",
+                    f"layer {name!r} needs a label, but the data layer has no second top",
+                )
+            elif len(bottoms) != 2 or bottoms[1] != self.label:
                 self.reporter.error(
                     layer.origin_of("bottom"),
                     "bottom",
@@ -353,6 +359,8 @@ def build_net(
             origins[prefix + spec_field.name] = reader.origins.get(spec_field.name, DEFAULT)
         origins[prefix + "name"] = layer.origin_of("name") if layer.has("name") else DEFAULT
         origins[prefix + "origin"] = layer.origin
+        rule = "include" if layer.has("include") else "exclude"
+        origins[prefix + "phases"] = layer.origin_of(rule) if layer.has(rule) else DEFAULT
         specs.append(spec)
     if shape is None:
         return None
