@@ -1,7 +1,7 @@
 """``.npz`` archives with arrays ``x`` (images) and ``y`` (labels).
 
-``x`` is N×C×H×W or N×H×W×C (told apart by which axis has 1, 3 or 4 entries; N×H×W means one
-channel), uint8 (0..255, preprocessed like any image) or float32 (used exactly as given).
+``x`` is N×C×H×W or N×H×W×C (channels-last when the last axis has 1, 3 or 4 entries and
+axis 1 has more than 4; N×H×W means one channel), uint8 (0..255, preprocessed like any image) or float32 (used exactly as given).
 ``y`` holds N non-negative integer labels. An optional scalar ``classes`` array gives the class
 count; otherwise it is ``max(y) + 1``. Members stored without compression (``np.savez``) are
 memory-mapped; compressed members (``np.savez_compressed``) are read into memory.
@@ -91,7 +91,7 @@ def layout_of(shape: tuple[int, ...]) -> str:
         return "NHW"
     if len(shape) != 4:
         raise ValueError(f"expected 3 or 4 dimensions, got shape {shape}")
-    if shape[3] in CHANNEL_COUNTS and shape[1] not in CHANNEL_COUNTS:
+    if shape[3] in CHANNEL_COUNTS and shape[1] > max(CHANNEL_COUNTS):
         return "NHWC"
     return "NCHW"
 
