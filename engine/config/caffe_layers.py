@@ -47,16 +47,20 @@ class LayerReader:
 
     @property
     def name(self) -> str:
+        """The layer's ``name``."""
         return self.layer.get("name")
 
     @property
     def type(self) -> str:
+        """The layer's ``type`` string (after the V1 upgrade)."""
         return self.layer.get("type")
 
     def error(self, origin: Origin, key: str | None, message: str) -> None:
+        """Report an error prefixed with the layer's name and type."""
         self.reporter.error(origin, key, f"layer {self.name!r} ({self.type}): {message}")
 
     def put(self, spec_field: str, value: object, origin: Origin = DEFAULT) -> None:
+        """Set one spec keyword argument and remember where it came from."""
         self.kwargs[spec_field] = value
         self.origins[spec_field] = origin
 
@@ -67,9 +71,11 @@ class LayerReader:
         return value
 
     def param(self, key: str) -> Msg:
+        """The layer's ``key`` sub-message (an empty one with defaults when unset)."""
         return self.layer.get(key)
 
     def make(self, spec_type: type) -> LayerSpec:
+        """Build the spec from the collected keyword arguments."""
         return spec_type(
             name=self.name, origin=self.layer.origin, phases=self.phases, **self.kwargs
         )
@@ -100,6 +106,7 @@ def read_filler(reader: LayerReader, msg: Msg, default: FillerSpec = FillerSpec(
 
 
 def take_filler(reader: LayerReader, msg: Msg, key: str, spec_field: str, default=FillerSpec()):
+    """Read filler ``msg.key`` into ``spec_field`` (``default`` when the block is absent)."""
     origin = msg.origin_of(key) if msg.has(key) else DEFAULT
     reader.put(spec_field, read_filler(reader, msg.get(key), default), origin)
 

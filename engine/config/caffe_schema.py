@@ -35,22 +35,27 @@ class Reporter:
         return self.fallback if origin is None or origin.file == "default" else origin
 
     def error(self, origin: Origin | None, key: str | None, message: str) -> None:
+        """Record an error at ``origin``."""
         where = self._where(origin)
         self.items.append(Diagnostic("error", where.file, where.line, key, message))
 
     def warn(self, origin: Origin | None, key: str | None, message: str) -> None:
+        """Record a warning at ``origin``."""
         where = self._where(origin)
         self.items.append(Diagnostic("warning", where.file, where.line, key, message))
 
     @property
     def has_errors(self) -> bool:
+        """Whether any recorded diagnostic is an error."""
         return any(d.severity == "error" for d in self.items)
 
     def check(self) -> None:
+        """Raise ConfigError with every diagnostic when any is an error."""
         if self.has_errors:
             raise ConfigError(self.items)
 
     def warnings(self) -> tuple[Diagnostic, ...]:
+        """The warnings, for ``RunSpec.diagnostics``."""
         return tuple(d for d in self.items if d.severity == "warning")
 
 
@@ -87,10 +92,6 @@ class FieldDef:
     enum: tuple[str, ...] = ()
     numbers: tuple[int, ...] = ()
     message: str = ""
-
-    def enum_number(self, name: str) -> int:
-        index = self.enum.index(name)
-        return self.numbers[index] if self.numbers else index
 
 
 def _i(default: int = 0, kind: str = "int32") -> FieldDef:
@@ -445,12 +446,15 @@ class Msg:
 
     @property
     def schema(self) -> dict[str, FieldDef]:
+        """This message type's field table."""
         return MESSAGES.get(self.type_name, {})
 
     def has(self, name: str) -> bool:
+        """Whether the field was written (proto2 ``has_``)."""
         return bool(self.values.get(name))
 
     def get(self, name: str):
+        """The value (a list for repeated fields), or the proto default when unset."""
         values = self.values.get(name)
         if values:
             return values[0] if not self.schema[name].repeated else list(values)
@@ -462,19 +466,23 @@ class Msg:
         return definition.default
 
     def all(self, name: str) -> list:
+        """Every value written for the field, in order."""
         return list(self.values.get(name, []))
 
     def origin_of(self, name: str, index: int = 0) -> Origin:
+        """Where the ``index``-th value of the field was written (else the message)."""
         origins = self.origins.get(name)
         if origins:
             return origins[min(index, len(origins) - 1)]
         return self.origin
 
     def add(self, name: str, value, origin: Origin) -> None:
+        """Append one value of the field."""
         self.values.setdefault(name, []).append(value)
         self.origins.setdefault(name, []).append(origin)
 
     def set(self, name: str, values: list, origin: Origin) -> None:
+        """Replace all values of the field (``--set`` overrides)."""
         self.values[name] = list(values)
         self.origins[name] = [origin] * len(values)
 
