@@ -437,10 +437,18 @@ def load_library(path: str = LIBRARY_PATH) -> ctypes.CDLL | None:
     """Load libdarknet with prototypes set, or return None where it is absent."""
     if not os.path.exists(path):
         return None
+    # darknet quirk: the -Ofast build links crtfastmath, whose constructor turns on
+    # flush-to-zero/denormals-are-zero for the WHOLE process when the library loads; that
+    # silently flushes our own subnormals (and trips Hypothesis). Restore the FP environment.
+    libm = ctypes.CDLL("libm.so.6")
+    saved_env = ctypes.create_string_buffer(64)  # >= sizeof(fenv_t)
+    libm.fegetenv(saved_env)
     try:
         lib = ctypes.CDLL(path)
     except OSError:
         return None
+    finally:
+        libm.fesetenv(saved_env)
     for name, (restype, argtypes) in _PROTOTYPES.items():
         function = getattr(lib, name, None)
         if function is None:
