@@ -21,7 +21,7 @@ _MASK32 = 0xFFFFFFFF
 _DEGREE = 31  # glibc TYPE_3: r[i] = r[i-31] + r[i-3] (mod 2^32)
 _SEPARATION = 3
 _DISCARD = 310  # glibc throws away the first 310 sums after seeding
-_BLOCK = 1024  # outputs produced per matrix product in the bulk path
+_BLOCK = 4096  # outputs produced per matrix product in the bulk path
 
 # darknet's -Ofast build turns `rand() / (double)RAND_MAX` into a reciprocal multiplication
 # (spec 9.3); TWO_PI is the *float* literal 6.2831855f.
@@ -106,15 +106,15 @@ class GlibcRand:
         if n < 64:
             return np.array([self.rand() for _ in range(n)], dtype=np.int64)
         matrix = _block_matrix(_BLOCK)
-        out = np.empty(n, dtype=np.uint64)
-        state = np.array(self._words, dtype=np.uint64)
+        words = np.empty(_DEGREE + n, dtype=np.uint64)  # the last 31 state words, then outputs
+        words[:_DEGREE] = self._words
         mask = np.uint64(_MASK32)
         for start in range(0, n, _BLOCK):
-            block = (matrix @ state) & mask
-            stop = min(start + _BLOCK, n)
-            out[start:stop] = block[: stop - start]
-            state = np.concatenate([state, block[: stop - start]])[-_DEGREE:]
-        self._words = [int(w) for w in state]
+            count = min(_BLOCK, n - start)
+            block = (matrix[:count] @ words[start : start + _DEGREE]) & mask
+            words[_DEGREE + start : _DEGREE + start + count] = block
+        self._words = [int(w) for w in words[-_DEGREE:]]
+        out = words[_DEGREE:]
         return (out >> np.uint64(1)).astype(np.int64)
 
     def get_state(self) -> tuple[int, ...]:
