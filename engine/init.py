@@ -157,7 +157,8 @@ def initialise(
     ``blobs``: ``{"LAYER/INDEX": float32 array}`` (e.g. :func:`allocate_blobs`), or a callable
     returning such a mapping or ``(key, array)`` pairs (``Network.named_blobs``).
     ``seed``: darknet fillers draw from ``DarknetRandom(seed)`` (= ``srand(seed)``), Caffe
-    fillers from ``numpy.random.default_rng(seed mod 2^64)``.
+    fillers from ``numpy.random.default_rng(seed mod 2^64)``. Caffe's ``random_seed: -1``
+    ("pick one") must be resolved by the caller: here -1 is just another seed.
     ``framework_rng``: continue from this generator instead of seeding a new one (a
     ``DarknetRandom`` for darknet fillers, a ``Generator`` for Caffe fillers).
 
