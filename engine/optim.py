@@ -452,3 +452,183 @@ def make_optimizer(
     momentum) and :class:`SegmentError` for a table that does not fit the buffer.
     """
     return Optimizer(solver, segments, total_size)
+
+
+# --------------------------------------------------------------------------------------------
+# The rule written out (``dnupdate inspect``)
+# --------------------------------------------------------------------------------------------
+
+_CAFFE_NAMES = {
+    "sgd": "SGD",
+    "nesterov": "Nesterov",
+    "adagrad": "AdaGrad",
+    "rmsprop": "RMSProp",
+    "adadelta": "AdaDelta",
+    "adam": "Adam",
+}
+
+
+def _n(value: float) -> str:
+    """A value as the float32 the update uses, in its shortest round-trip form."""
+    return str(F32(value))
+
+
+def _darknet_update_lines(s: SolverSpec, lr: float) -> list[str]:
+    batch = F32(s.batch)
+    alpha = F32(F32(lr) / batch)
+    delta = F32(-F32(s.decay) * batch)
+    m = _n(s.momentum)
+    head = f"B = minibatch {s.minibatch} × subdivisions {s.accumulate} = {s.batch} images"
+    if s.optimizer == "adam":
+        b1, b2 = F32(s.beta1), F32(s.beta2)
+        return [
+            f"darknet Adam (the GPU formula, run on the CPU), {head}, lr = {_n(lr)}, t = 1, 2, …",
+            "d ← Σ over the B images of −∂L/∂W",
+            f"d ← d + (−decay·B = {_n(delta)})·W   (every blob: biases and scales too)",
+            f"m ← {_n(b1)}·m + {_n(F32(1) - b1)}·d;   v ← {_n(b2)}·v + {_n(F32(1) - b2)}·d²",
+            f"W ← W + {_n(lr)}·(m/(1 − {_n(b1)}^t)) / (sqrt(v/(1 − {_n(b2)}^t)) + {_n(s.eps)});"
+            "   d ← 0",
+        ]
+    return [
+        f"darknet SGD, {head}, lr = {_n(lr)}",
+        f"U ← U + (−decay·B = {_n(delta)})·W   (weights only: biases and BN scales undecayed)",
+        f"W ← W + (lr/B = {_n(alpha)})·U   (× the layer's learning_rate scale)",
+        f"U ← {m}·U   (kept; the next backward adds Σ over the B images of −∂L/∂W)",
+        f"per-image-mean form: u ← {m}·u + (−mean ∂L/∂W − {_n(s.decay)}·W);  W ← W + {_n(lr)}·u",
+    ]
+
+
+def _caffe_stage_lines(s: SolverSpec) -> list[str]:
+    k = s.accumulate
+    lines = [f"g ← Σ over {k} pass(es) of ∂L/∂W   (each pass: the batch-mean loss)"]
+    if s.clip_gradients >= 0:
+        c = _n(s.clip_gradients)
+        lines.append(f"if ‖g‖₂ > {c} over all blobs: g ← g·{c}/‖g‖₂   (before normalisation)")
+    if s.grad_reduction == "mean" and k != 1:
+        lines.append(f"g ← g·(1/iter_size = {_n(F32(1) / F32(k))})")
+    if s.decay != 0:
+        term = "sign(W)" if s.regularization == "L1" else "W"
+        why = "L1" if s.regularization == "L1" else "L2: the gradient of (λ/2)‖W‖²"
+        lines.append(f"g ← g + ({_n(s.decay)}·decay_mult)·{term}   ({why})")
+    return lines
+
+
+def _caffe_rule_lines(s: SolverSpec, lr: float) -> list[str]:
+    r = f"({_n(lr)}·lr_mult)"
+    m, eps = _n(s.momentum), _n(s.eps)
+    opt = s.optimizer
+    if opt == "sgd" and s.momentum_style == "lr_outside":
+        return [f"h ← {m}·h + g;   W ← W − {r}·h   (lr OUTSIDE the history)"]
+    if opt == "sgd":
+        return [f"h ← {m}·h + {r}·g;   W ← W − h   (lr inside the history)"]
+    if opt == "nesterov":
+        return [f"h' ← {m}·h + {r}·g;   W ← W − ({_n(1 + F32(s.momentum))}·h' − {m}·h)"]
+    if opt == "adagrad":
+        return [f"h ← h + g²;   W ← W − {r}·g/(sqrt(h) + {eps})"]
+    if opt == "rmsprop":
+        d = F32(s.rms_decay)
+        return [f"h ← {_n(d)}·h + {_n(F32(1) - d)}·g²;   W ← W − {r}·g/(sqrt(h) + {eps})"]
+    if opt == "adadelta":
+        rho = F32(s.momentum)
+        return [
+            f"h ← {_n(rho)}·h + {_n(F32(1) - rho)}·g²;   Δ ← g·sqrt((h₂ + {eps})/(h + {eps}))",
+            f"h₂ ← {_n(rho)}·h₂ + {_n(F32(1) - rho)}·Δ²;   W ← W − {r}·Δ",
+        ]
+    b1, b2 = F32(s.beta1), F32(s.beta2)
+    first = caffe_adam_correction(s.beta1, s.beta2, 1)
+    return [
+        f"m ← {_n(b1)}·m + {_n(F32(1) - b1)}·g;   v ← {_n(b2)}·v + {_n(F32(1) - b2)}·g²",
+        f"W ← W − {r}·(sqrt(1 − {_n(b2)}^t)/(1 − {_n(b1)}^t))·m/(sqrt(v) + {eps}),  "
+        f"t = iter + 1 (first update: correction {_n(first)})",
+    ]
+
+
+def effective_update_lines(solver: SolverSpec, lr: float) -> list[str]:
+    """The update rule written out with the config's own numbers at learning rate ``lr``.
+
+    darknet SGD: ``U ← U + (−decay·B)·W; W ← W + (lr/B)·U; U ← m·U`` plus its per-image-mean
+    equivalent; Caffe: the ClipGradients / Normalize / Regularize stages then the solver's
+    ``ComputeUpdateValue`` and ``W ← W − step``. Values are the float32 ones the update uses.
+    """
+    try:
+        validate_solver(solver)
+    except SolverError as error:
+        return [f"no update rule: {error}"]
+    if solver.semantics == "darknet":
+        return _darknet_update_lines(solver, lr)
+    s = solver
+    head = (
+        f"Caffe {_CAFFE_NAMES[s.optimizer]}, batch_size {s.minibatch} × iter_size "
+        f"{s.accumulate}, rate = {_n(lr)}"
+    )
+    return [head, *_caffe_stage_lines(s), *_caffe_rule_lines(s, lr)]
+
+
+def _darknet_mapping(s: SolverSpec) -> list[str]:
+    d, m, b = _n(s.decay), _n(s.momentum), s.batch
+    lines = [
+        f"darknet decay {d} with B={b} ⇒ per-image-mean form: weight_decay {d} inside the "
+        "momentum buffer, lr outside (u ← m·u + (−mean ∂L/∂W − decay·W); W ← W + lr·u); "
+        "Caffe: lr inside (h ← m·h + lr·(g + λ·W); W ← W − h)",
+        f"as a Caffe solver: base_lr = learning_rate, momentum {m}, weight_decay {d}, "
+        f"batch_size {s.minibatch}, iter_size {s.accumulate}; biases and BN scales "
+        "decay_mult 0; lr_mult = the layer's learning_rate scale",
+        "the two agree while the lr is constant; after an lr change Caffe's history still "
+        "carries the old rate (fading as momentum^k), darknet's u is rescaled at once",
+    ]
+    if s.optimizer == "adam":
+        lines += [
+            "darknet Adam vs Caffe Adam: darknet corrects inside the root, "
+            "sqrt(v/(1−β2^t)) + eps; Caffe adds ε̂ to the uncorrected sqrt(v) "
+            "(ε̂ = eps·sqrt(1−β2^t)); darknet's d is the SUM over B images and decays biases",
+            "deliberate difference: pjreddie darknet's CPU build silently runs SGD when "
+            "adam=1; dnupdate runs the GPU Adam formula on the CPU too",
+        ]
+    lines.append("darknet .weights hold no momentum: a darknet resume restarts with U = 0")
+    return lines
+
+
+def _caffe_mapping(s: SolverSpec) -> list[str]:
+    d, m, b = _n(s.decay), _n(s.momentum), s.batch
+    lines = [
+        f"Caffe weight_decay {d} ({s.regularization}) × decay_mult and lr × lr_mult per blob, "
+        f"momentum {m} with the lr inside the history: h ← m·h + lr·(g + λ·W); W ← W − h",
+        f"as darknet (SGD): learning_rate = base_lr, momentum {m}, decay {d}, batch {b} "
+        f"(subdivisions {s.accumulate}); darknet sums the gradients and uses lr/B and "
+        f"decay·B = {_n(F32(s.decay) * F32(b))}: the same step while the lr is constant",
+        "darknet never decays biases or BN scales; Caffe does unless decay_mult is 0 (its "
+        "examples decay biases and give them lr_mult 2)",
+    ]
+    if s.accumulate != 1:
+        lines.append(
+            f"iter_size {s.accumulate}: Caffe sums the passes then multiplies by "
+            f"1/{s.accumulate}; darknet subdivisions sum and divide by B through lr/B"
+        )
+    extras = []
+    if s.regularization == "L1":
+        extras.append("L1 regularization")
+    if s.clip_gradients >= 0:
+        extras.append(f"clip_gradients {_n(s.clip_gradients)}")
+    if s.optimizer not in DARKNET_OPTIMIZERS:
+        extras.append(f"the {_CAFFE_NAMES[s.optimizer]} solver")
+    if extras:
+        lines.append("no darknet counterpart: " + ", ".join(extras))
+    if s.optimizer == "adam":
+        lines.append(
+            "Caffe Adam: t = iter + 1 from the global counter (continues across resume); "
+            "β1 is Caffe's momentum"
+        )
+    return lines
+
+
+def describe_mapping(solver: SolverSpec) -> list[str]:
+    """How the solver's rule maps onto the other framework's, with its numbers (darknet
+    decay vs Caffe weight_decay, momentum with the lr outside vs inside the history, what has
+    no counterpart). ``dnupdate inspect`` prints these lines."""
+    try:
+        validate_solver(solver)
+    except SolverError as error:
+        return [f"no update rule: {error}"]
+    if solver.semantics == "darknet":
+        return _darknet_mapping(solver)
+    return _caffe_mapping(solver)
