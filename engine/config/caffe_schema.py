@@ -600,14 +600,18 @@ class _Validator:
         if definition.type == "message":
             if not isinstance(value, TextMessage):
                 self.reporter.error(
-                    where, name, f"{name!r} is a message: write {name} {{ ... }} in {context}"
+                    where,
+                    name,
+                    f"{name!r} in {context} is a message (a {{ ... }} block or a "
+                    "YAML mapping), not a single value",
                 )
                 return None
             if definition.message == ANY:
                 return Msg(ANY, where)
             return self.message(value, definition.message, definition.message)
         if isinstance(value, TextMessage):
-            self.reporter.error(where, name, f"{name!r} takes a value, not a {{ ... }} block")
+            problem = "has no value" if not value.fields else "takes a value, not a { ... } block"
+            self.reporter.error(where, name, f"{name!r} {problem}")
             return None
         typed, problem = convert_scalar(value, definition)
         if problem is not None:

@@ -149,7 +149,7 @@ def check_schedule(solver: Msg, reporter: Reporter) -> None:
         hint = close_matches(policy, CAFFE_POLICIES) if policy else ""
         shown = repr(policy) if policy else "(unset)"
         reporter.error(
-            where if policy else solver.origin,
+            where if policy else Origin(solver.origin.file),
             "lr_policy",
             f"Unknown learning rate policy: {shown}; Caffe knows "
             + ", ".join(CAFFE_POLICIES)
