@@ -23,6 +23,7 @@ MAX_DRAWN_POINTS = 4000
 MAX_MARKERS = 40
 TERMINAL_COLORS = ("bright_blue", "bright_red", "bright_green", "bright_yellow", "bright_magenta")
 MARKER_COLOR = "bright_black"
+CURVE_MARKS = ("o", "x", "+", "*", "#")
 
 
 class PlotError(Exception):
@@ -119,19 +120,42 @@ def terminal_plot(
     y_low, y_high = _limits([y for _, y in drawn], 0.02)
     figure.set_x_limits(min_=x_low, max_=x_high)
     figure.set_y_limits(min_=y_low, max_=y_high)
-    for marker in markers:
+    for marker in markers[:MAX_MARKERS]:
         if x_low <= marker.x <= x_high:
             figure.axvline((marker.x - x_low) / (x_high - x_low), lc=MARKER_COLOR)
-    for index, (curve, (x, y)) in enumerate(zip(curves, drawn, strict=True)):
-        if len(x):
-            lc = TERMINAL_COLORS[index % len(TERMINAL_COLORS)]
-            figure.plot(x.tolist(), y.tolist(), lc=lc, label=curve.label)
-    text = figure.show(legend=len(curves) > 1)
+    tag_curves = len(curves) > 1 and not color  # without colour, tell curves apart by marks
+    for index, (x, y) in enumerate(drawn):
+        if not len(x):
+            continue
+        lc = TERMINAL_COLORS[index % len(TERMINAL_COLORS)]
+        figure.plot(x.tolist(), y.tolist(), lc=lc)
+        if tag_curves:
+            picks = np.linspace(0, len(x) - 1, min(len(x), 12)).astype(np.int64)
+            mark = CURVE_MARKS[index % len(CURVE_MARKS)]
+            figure.scatter(x[picks].tolist(), y[picks].tolist(), marker=mark)
+    text = figure.show(legend=False)
+    if len(curves) > 1:
+        text += "\n" + _legend(curves, tag_curves, color)
     if markers:
         listed = ", ".join(f"{m.label} @ {m.x:g}" for m in markers[:MAX_MARKERS])
         more = f" (+{len(markers) - MAX_MARKERS} more)" if len(markers) > MAX_MARKERS else ""
         text += f"\nvertical lines: {listed}{more}"
     return text
+
+
+def _legend(curves: Sequence[Curve], tag_curves: bool, color: bool) -> str:
+    """One line per curve: its colour (or, without colour, its point mark) and label."""
+    import plotille
+
+    lines = []
+    for index, curve in enumerate(curves):
+        if tag_curves:
+            sample = f"─{CURVE_MARKS[index % len(CURVE_MARKS)]}─"
+        else:
+            lc = TERMINAL_COLORS[index % len(TERMINAL_COLORS)]
+            sample = plotille.color("───", fg=lc, mode="names", no_color=not color)
+        lines.append(f"{sample} {curve.label}")
+    return "\n".join(lines)
 
 
 def shutil_columns() -> int:
