@@ -571,8 +571,9 @@ def _darknet_mapping(s: SolverSpec) -> list[str]:
         "momentum buffer, lr outside (u ← m·u + (−mean ∂L/∂W − decay·W); W ← W + lr·u); "
         "Caffe: lr inside (h ← m·h + lr·(g + λ·W); W ← W − h)",
         f"as a Caffe solver: base_lr = learning_rate, momentum {m}, weight_decay {d}, "
-        f"batch_size {s.minibatch}, iter_size {s.accumulate}; biases and BN scales "
-        "decay_mult 0; lr_mult = the layer's learning_rate scale",
+        f"batch_size {s.minibatch}, iter_size {s.accumulate}; darknet nets give biases and "
+        "BN scales decay_mult 0 and every blob lr_mult = the layer's learning_rate scale "
+        "(a Caffe net keeps its own lr_mult/decay_mult under either rule)",
         "the two agree while the lr is constant; after an lr change Caffe's history still "
         "carries the old rate (fading as momentum^k), darknet's u is rescaled at once",
     ]

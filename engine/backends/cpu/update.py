@@ -233,6 +233,16 @@ _caffe_adam = _inline(caffe_adam_element)
 
 
 @njit(inline="always")
+def _as_tuple(coef):
+    """The coefficients as a tuple of scalars: values in registers, so the compiler can hoist
+    them out of the element loop (array loads could alias the buffers being written)."""
+    return (
+        coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6],
+        coef[7], coef[8], coef[9], coef[10], coef[11], coef[12],
+    )  # fmt: skip
+
+
+@njit(inline="always")
 def _caffe_step(rule, g, h, h2, rate, coef):
     """Dispatch one Caffe ``ComputeUpdateValue`` element; returns ``(step, h, h2)``."""
     if rule == RULE_CAFFE_SGD:
@@ -282,6 +292,8 @@ def fused_update(
     ``grads`` (``w ← w − diff``, as ``Net::Update``). ``step_sq[s]``/``weight_sq[s]`` receive
     Σ(Δw)² and Σw² (weights before the update), accumulated in float64.
     """
+    k = _as_tuple(coef)
+    momentum = k[K_MOMENTUM]
     for s in range(seg_offsets.size):
         start = seg_offsets[s]
         stop = start + seg_sizes[s]
@@ -293,18 +305,18 @@ def fused_update(
         for i in range(start, stop):
             w = params[i]
             if rule == RULE_DARKNET_SGD:
-                w_new, u = _darknet_sgd(w, grads[i], rate, decay, coef[K_MOMENTUM])
+                w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
                 grads[i] = u
             elif rule == RULE_DARKNET_ADAM:
-                w_new, m, v = _darknet_adam(w, grads[i], state_a[i], state_b[i], rate, decay, coef)
+                w_new, m, v = _darknet_adam(w, grads[i], state_a[i], state_b[i], rate, decay, k)
                 state_a[i] = m
                 state_b[i] = v
                 grads[i] = F32(0.0)
             else:
                 g = grads[i] if grad_on else F32(0.0)
-                g = _caffe_prepare(g, w, decay, coef)
+                g = _caffe_prepare(g, w, decay, k)
                 h2 = state_b[i] if state_b.size > 0 else F32(0.0)
-                step, h, h2 = _caffe_step(rule, g, state_a[i], h2, rate, coef)
+                step, h, h2 = _caffe_step(rule, g, state_a[i], h2, rate, k)
                 state_a[i] = h
                 if state_b.size > 0:
                     state_b[i] = h2
