@@ -1,0 +1,567 @@
+"""Batch normalisation kernels (CPU, Numba): darknet's in-layer BN, Caffe BatchNorm and Scale.
+
+Layout: any C-contiguous float32 array ``(B, C, ...)``; statistics are per channel ``C`` over the
+batch and every trailing (spatial) position, ``m = B·spatial``. A connected layer's ``(B, outputs)``
+output is the ``spatial = 1`` case.
+
+darknet (``batchnorm_layer.c``, ``blas.c``; spec/darknet.md 7.3), reproduced operation by operation
+in darknet's order and precision (float32 accumulators in C's loop order, double where C promotes):
+
+* forward (train): ``x ← output``; ``mean = Σx·(1/m)``; **unbiased** ``var = Σ(x−mean)²·(1/(m−1))``
+  (the square and the running sum in double, stored float32 each step, as ``pow`` does);
+  ``rolling ← .99·rolling`` then ``rolling += .01·stat`` (float32); ``x_norm = (x − mean) /
+  (sqrt(var) + 1e-6)`` in double, rounded; ``output = x_norm·scale + bias``;
+* forward (inference): the same normalisation with the rolling statistics;
+* backward: ``bias_updates += Σδ``, ``scale_updates += Σδ·x_norm``, ``δ ← δ·scale``, then
+  darknet's three inconsistencies (``sqrt(var + 1e-5)``, division by ``m``, the omitted
+  ``variance_delta`` term of ``mean_delta``).
+
+Caffe (``batch_norm_layer.cpp``, ``scale_layer.cpp``, ``bias_layer.cpp``; spec/caffe.md 7.9):
+biased variance for normalising, ``s ← λs + 1``, ``M ← λM + mean``, ``V ← λV + m/(m−1)·var``,
+``use_global_stats`` with ``f = 1/s``; ``std = sqrt(var + eps)`` is kept for the backward pass as
+Caffe keeps it in ``variance_``. Caffe's reductions are BLAS ``gemv`` calls whose summation order
+is the BLAS build's; here they accumulate in double and round once.
+
+Scratch buffers are passed in by the caller (shapes given in each docstring); nothing here
+allocates on the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from engine.backends.cpu.activations import KernelArgumentError
+
+_DARKNET_NORMALIZE_EPS = np.float32(0.000001)  # `.000001f`, added OUTSIDE the sqrt
+_DARKNET_BACKWARD_EPS = np.float32(0.00001)  # `.00001f`, added INSIDE the sqrt
+_ROLLING_KEEP = np.float32(0.99)  # scal_cpu(.99) takes a float
+_ROLLING_TAKE = np.float32(0.01)  # axpy_cpu(.01)
+
+
+def _as_bcs(array: np.ndarray, name: str) -> np.ndarray:
+    """``(B, C, spatial)`` view of a C-contiguous float32 ``(B, C, ...)`` array."""
+    if not isinstance(array, np.ndarray) or array.dtype != np.float32:
+        raise KernelArgumentError(f"{name}: expected a float32 ndarray")
+    if not array.flags.c_contiguous or array.ndim < 2:
+        raise KernelArgumentError(f"{name}: expected a C-contiguous (B, C, ...) array")
+    return array.reshape(array.shape[0], array.shape[1], -1)
+
+
+def _check_vector(array: np.ndarray, name: str, length: int) -> np.ndarray:
+    if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.ndim != 1:
+        raise KernelArgumentError(f"{name}: expected a 1-D float32 array")
+    if array.shape[0] != length or not array.flags.c_contiguous:
+        raise KernelArgumentError(f"{name}: expected {length} contiguous elements")
+    return array
+
+
+def _check_like(array: np.ndarray, name: str, like: np.ndarray) -> np.ndarray:
+    view = _as_bcs(array, name)
+    if view.shape != like.shape:
+        raise KernelArgumentError(f"{name}: shape {array.shape} does not match {like.shape}")
+    return view
+
+
+# --------------------------------------------------------------------------------------------
+# darknet
+# --------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True)
+def _darknet_statistics(x, mean, variance):
+    batch, channels, spatial = x.shape
+    m = batch * spatial
+    mean_scale = np.float32(1.0 / m)  # `float scale = 1./(batch*spatial)`
+    var_scale = np.float32(1.0 / (m - 1)) if m > 1 else np.float32(np.inf)
+    for c in prange(channels):
+        total = np.float32(0.0)
+        for b in range(batch):
+            for s in range(spatial):
+                total += x[b, c, s]
+        mean[c] = total * mean_scale
+        squares = np.float32(0.0)
+        for b in range(batch):
+            for s in range(spatial):
+                diff = np.float64(x[b, c, s] - mean[c])
+                squares = np.float32(np.float64(squares) + diff * diff)  # `+= pow(d, 2)`
+        # darknet quirk: m == 1 gives 0·inf = NaN (1./(m−1) is a division by zero)
+        variance[c] = squares * var_scale
+
+
+@njit(cache=True)
+def _darknet_rolling(rolling, stat):
+    for c in range(rolling.shape[0]):
+        rolling[c] = rolling[c] * _ROLLING_KEEP
+        rolling[c] = rolling[c] + _ROLLING_TAKE * stat[c]
+
+
+@njit(parallel=True, cache=True)
+def _darknet_normalize_affine(out, x, x_norm, mean, variance, scales, biases, keep_x_norm):
+    batch, channels, spatial = out.shape
+    for task in prange(batch * channels):
+        b = task // channels
+        c = task % channels
+        denominator = math.sqrt(np.float64(variance[c])) + np.float64(_DARKNET_NORMALIZE_EPS)
+        for s in range(spatial):
+            normalized = np.float32(np.float64(x[b, c, s] - mean[c]) / denominator)
+            if keep_x_norm:
+                x_norm[b, c, s] = normalized
+            out[b, c, s] = normalized * scales[c] + biases[c]
+
+
+@njit(parallel=True, cache=True)
+def _darknet_bn_backward(
+    delta,
+    x,
+    x_norm,
+    mean,
+    variance,
+    scales,
+    bias_updates,
+    scale_updates,
+    mean_delta,
+    variance_delta,
+):
+    batch, channels, spatial = delta.shape
+    m = batch * spatial
+    m_float = np.float32(m)
+    for c in prange(channels):
+        for b in range(batch):  # backward_bias: one sum_array per image, then +=
+            image_sum = np.float32(0.0)
+            for s in range(spatial):
+                image_sum += delta[b, c, s]
+            bias_updates[c] += image_sum
+        products = np.float32(0.0)  # backward_scale_cpu
+        for b in range(batch):
+            for s in range(spatial):
+                products += delta[b, c, s] * x_norm[b, c, s]
+        scale_updates[c] += products
+        for b in range(batch):  # scale_bias(delta, scales)
+            for s in range(spatial):
+                delta[b, c, s] = delta[b, c, s] * scales[c]
+        var_eps = np.float64(variance[c] + _DARKNET_BACKWARD_EPS)  # float add, then double
+        total = np.float32(0.0)  # mean_delta_cpu
+        for b in range(batch):
+            for s in range(spatial):
+                total += delta[b, c, s]
+        mean_delta[c] = np.float32(np.float64(total) * (-1.0 / math.sqrt(var_eps)))
+        weighted = np.float32(0.0)  # variance_delta_cpu
+        for b in range(batch):
+            for s in range(spatial):
+                weighted += delta[b, c, s] * (x[b, c, s] - mean[c])
+        variance_delta[c] = np.float32(np.float64(weighted) * (-0.5 * var_eps**-1.5))
+        inv_std = 1.0 / math.sqrt(var_eps)
+        mean_term = np.float64(mean_delta[c] / m_float)  # float / int: float32 division
+        variance_scale = np.float64(variance_delta[c]) * 2.0
+        for b in range(batch):  # normalize_delta_cpu
+            for s in range(spatial):
+                centered = np.float64(x[b, c, s] - mean[c])
+                delta[b, c, s] = np.float32(
+                    np.float64(delta[b, c, s]) * inv_std + variance_scale * centered / m + mean_term
+                )
+
+
+def darknet_batchnorm_forward_train(
+    output: np.ndarray,
+    x: np.ndarray,
+    x_norm: np.ndarray,
+    mean: np.ndarray,
+    variance: np.ndarray,
+    rolling_mean: np.ndarray,
+    rolling_variance: np.ndarray,
+    scales: np.ndarray,
+    biases: np.ndarray,
+) -> None:
+    """darknet ``forward_batchnorm_layer`` with ``net.train = 1``, in place on ``output``.
+
+    ``output``: the conv/connected result ``(B, C, ...)``, overwritten by
+    ``x_norm·scales + biases`` (the biases are the BN shift: darknet adds no separate bias).
+    Buffers the layer owns: ``x`` and ``x_norm`` (same shape; receive the pre-BN input and the
+    normalised value, both needed by the backward pass), ``mean`` and ``variance`` ``(C,)``
+    (receive the batch statistics; variance is UNBIASED), ``rolling_mean``/``rolling_variance``
+    ``(C,)`` (updated ``.99·r + .01·stat`` in float32, darknet starts them at 0).
+
+    Normalisation: ``(x − mean)/(sqrt(var) + 1e-6)`` (eps outside the sqrt), in double.
+    darknet quirk: with ``m = B·spatial = 1`` the variance is NaN (division by ``m − 1 = 0``).
+    """
+    out3 = _as_bcs(output, "output")
+    channels = out3.shape[1]
+    x3 = _check_like(x, "x", out3)
+    norm3 = _check_like(x_norm, "x_norm", out3)
+    for name, vector in (
+        ("mean", mean),
+        ("variance", variance),
+        ("rolling_mean", rolling_mean),
+        ("rolling_variance", rolling_variance),
+        ("scales", scales),
+        ("biases", biases),
+    ):
+        _check_vector(vector, name, channels)
+    np.copyto(x3, out3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        _darknet_statistics(x3, mean, variance)
+    _darknet_rolling(rolling_mean, mean)
+    _darknet_rolling(rolling_variance, variance)
+    _darknet_normalize_affine(out3, x3, norm3, mean, variance, scales, biases, True)
+
+
+def darknet_batchnorm_forward_infer(
+    output: np.ndarray,
+    rolling_mean: np.ndarray,
+    rolling_variance: np.ndarray,
+    scales: np.ndarray,
+    biases: np.ndarray,
+) -> None:
+    """darknet ``forward_batchnorm_layer`` with ``net.train = 0``, in place on ``output``:
+    ``((x − rolling_mean)/(sqrt(rolling_variance) + 1e-6))·scales + biases``.
+
+    With darknet's zero-initialised rolling statistics early inference is badly scaled (as in
+    darknet). ``x``/``x_norm`` are not touched (darknet does not update ``x_norm`` here).
+    """
+    out3 = _as_bcs(output, "output")
+    channels = out3.shape[1]
+    for name, vector in (
+        ("rolling_mean", rolling_mean),
+        ("rolling_variance", rolling_variance),
+        ("scales", scales),
+        ("biases", biases),
+    ):
+        _check_vector(vector, name, channels)
+    _darknet_normalize_affine(
+        out3, out3, out3, rolling_mean, rolling_variance, scales, biases, False
+    )
+
+
+def darknet_batchnorm_backward(
+    delta: np.ndarray,
+    x: np.ndarray,
+    x_norm: np.ndarray,
+    mean: np.ndarray,
+    variance: np.ndarray,
+    scales: np.ndarray,
+    bias_updates: np.ndarray,
+    scale_updates: np.ndarray,
+    mean_delta: np.ndarray,
+    variance_delta: np.ndarray,
+) -> None:
+    """darknet ``backward_batchnorm_layer``: ``delta`` (already times the activation gradient)
+    is transformed in place into the delta of the pre-BN output.
+
+    ``bias_updates[c] += Σ δ`` (one float sum per image, as ``backward_bias``) and
+    ``scale_updates[c] += Σ δ·x_norm`` accumulate (darknet sums over the batch, the update step
+    scales by ``lr/B``). Then ``δ ← δ·scale`` and, with ``v = var + 1e-5`` (float32 add)::
+
+        mean_delta     = Σδ · (−1/sqrt(v))
+        variance_delta = Σδ·(x − mean) · (−.5·v^(−3/2))
+        δ ← δ/sqrt(v) + variance_delta·2·(x − mean)/m + mean_delta/m
+
+    darknet quirks kept: ``sqrt(var + 1e-5)`` although the forward pass used
+    ``sqrt(var) + 1e-6``; division by ``m`` although the variance is the ``m − 1`` estimate;
+    no ``variance_delta·Σ(−2(x − mean))/m`` term in ``mean_delta``. ``mean_delta/m`` is a float32
+    division, the rest double, stored float32.
+
+    ``mean``/``variance``: the batch statistics when training; darknet passes the ROLLING
+    statistics when ``net.train = 0`` (the caller chooses). Scratch: ``mean_delta`` and
+    ``variance_delta``, ``(C,)``, receive darknet's intermediate per-channel values.
+    """
+    delta3 = _as_bcs(delta, "delta")
+    channels = delta3.shape[1]
+    x3 = _check_like(x, "x", delta3)
+    norm3 = _check_like(x_norm, "x_norm", delta3)
+    for name, vector in (
+        ("mean", mean),
+        ("variance", variance),
+        ("scales", scales),
+        ("bias_updates", bias_updates),
+        ("scale_updates", scale_updates),
+        ("mean_delta", mean_delta),
+        ("variance_delta", variance_delta),
+    ):
+        _check_vector(vector, name, channels)
+    _darknet_bn_backward(
+        delta3,
+        x3,
+        norm3,
+        mean,
+        variance,
+        scales,
+        bias_updates,
+        scale_updates,
+        mean_delta,
+        variance_delta,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Caffe BatchNorm
+# --------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True)
+def _caffe_bn_train(x, y, mean, std, mean_sum, variance_sum, fraction, eps):
+    batch, channels, spatial = x.shape
+    m = batch * spatial
+    # `Dtype bias_correction_factor = m > 1 ? Dtype(m)/(m-1) : 1` (float division)
+    correction = np.float32(m) / np.float32(m - 1) if m > 1 else np.float32(1.0)
+    for c in prange(channels):
+        total = 0.0
+        for b in range(batch):
+            for s in range(spatial):
+                total += np.float64(x[b, c, s])
+        mean[c] = np.float32(total / m)
+        squares = 0.0
+        for b in range(batch):
+            for s in range(spatial):
+                centered = x[b, c, s] - mean[c]
+                squares += np.float64(centered * centered)  # caffe_sqr in float32
+        variance = np.float32(squares / m)  # BIASED: E((X − EX)²)
+        mean_sum[c] = fraction * mean_sum[c] + mean[c]
+        variance_sum[c] = fraction * variance_sum[c] + correction * variance
+        std[c] = np.float32(math.sqrt(variance + eps))
+        for b in range(batch):
+            for s in range(spatial):
+                y[b, c, s] = (x[b, c, s] - mean[c]) / std[c]
+
+
+@njit(parallel=True, cache=True)
+def _caffe_bn_global(x, y, mean, std, mean_sum, variance_sum, factor, eps):
+    batch, channels, spatial = x.shape
+    for c in prange(channels):
+        mean[c] = factor * mean_sum[c]
+        std[c] = np.float32(math.sqrt(factor * variance_sum[c] + eps))
+        for b in range(batch):
+            for s in range(spatial):
+                y[b, c, s] = (x[b, c, s] - mean[c]) / std[c]
+
+
+@njit(parallel=True, cache=True)
+def _caffe_bn_backward(y, dy, dx, std):
+    batch, channels, spatial = y.shape
+    inv_count = np.float32(-1.0 / (batch * spatial))  # Dtype(-1. / (num * spatial_dim))
+    for c in prange(channels):
+        dot = 0.0
+        total = 0.0
+        for b in range(batch):
+            for s in range(spatial):
+                dot += np.float64(y[b, c, s] * dy[b, c, s])
+                total += np.float64(dy[b, c, s])
+        dot32 = np.float32(dot)
+        total32 = np.float32(total)
+        for b in range(batch):
+            for s in range(spatial):
+                both = y[b, c, s] * dot32 + total32
+                dx[b, c, s] = (dy[b, c, s] + inv_count * both) / std[c]
+
+
+@njit(parallel=True, cache=True)
+def _divide_by_channel(dy, dx, std):
+    batch, channels, spatial = dy.shape
+    for task in prange(batch * channels):
+        b = task // channels
+        c = task % channels
+        for s in range(spatial):
+            dx[b, c, s] = dy[b, c, s] / std[c]
+
+
+def caffe_batchnorm_forward_train(
+    x: np.ndarray,
+    y: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    mean_sum: np.ndarray,
+    variance_sum: np.ndarray,
+    scale_factor: np.ndarray,
+    moving_average_fraction: float = 0.999,
+    eps: float = 1e-5,
+) -> None:
+    """Caffe ``BatchNorm`` forward with ``use_global_stats = false`` (TRAIN).
+
+    Per channel over ``m = B·spatial``: ``mean``, BIASED ``var = E((x − mean)²)``,
+    ``y = (x − mean)/sqrt(var + eps)`` (``y`` may be ``x``: Caffe runs it in place). The blobs
+    are updated on every such forward: ``scale_factor[0] ← λ·s + 1``, ``mean_sum ← λ·M + mean``,
+    ``variance_sum ← λ·V + (m/(m − 1))·var`` (``1`` when ``m = 1``).
+
+    Scratch ``(C,)``: ``mean`` and ``std`` receive the batch mean and ``sqrt(var + eps)``;
+    keep ``std`` (and ``y``, Caffe's ``x_norm_`` cache) for :func:`caffe_batchnorm_backward`.
+    """
+    x3 = _as_bcs(x, "x")
+    channels = x3.shape[1]
+    y3 = _check_like(y, "y", x3)
+    for name, vector in (
+        ("mean", mean),
+        ("std", std),
+        ("mean_sum", mean_sum),
+        ("variance_sum", variance_sum),
+    ):
+        _check_vector(vector, name, channels)
+    _check_vector(scale_factor, "scale_factor", 1)
+    fraction = np.float32(moving_average_fraction)
+    scale_factor[0] = scale_factor[0] * fraction
+    scale_factor[0] = scale_factor[0] + np.float32(1.0)
+    _caffe_bn_train(x3, y3, mean, std, mean_sum, variance_sum, fraction, np.float32(eps))
+
+
+def caffe_batchnorm_forward_global(
+    x: np.ndarray,
+    y: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    mean_sum: np.ndarray,
+    variance_sum: np.ndarray,
+    scale_factor: np.ndarray,
+    eps: float = 1e-5,
+) -> None:
+    """Caffe ``BatchNorm`` forward with ``use_global_stats = true`` (TEST by default).
+
+    ``f = 0 if s == 0 else 1/s`` (``s = scale_factor[0]``); ``mean = f·M``,
+    ``std = sqrt(f·V + eps)``, ``y = (x − mean)/std``. Blobs are not modified. Scratch as in
+    :func:`caffe_batchnorm_forward_train`.
+    """
+    x3 = _as_bcs(x, "x")
+    channels = x3.shape[1]
+    y3 = _check_like(y, "y", x3)
+    for name, vector in (
+        ("mean", mean),
+        ("std", std),
+        ("mean_sum", mean_sum),
+        ("variance_sum", variance_sum),
+    ):
+        _check_vector(vector, name, channels)
+    _check_vector(scale_factor, "scale_factor", 1)
+    s = scale_factor[0]
+    factor = np.float32(0.0) if s == 0 else np.float32(1.0) / s
+    _caffe_bn_global(x3, y3, mean, std, mean_sum, variance_sum, factor, np.float32(eps))
+
+
+def caffe_batchnorm_backward(
+    y: np.ndarray,
+    dy: np.ndarray,
+    dx: np.ndarray,
+    std: np.ndarray,
+    use_global_stats: bool = False,
+) -> None:
+    """Caffe ``BatchNorm`` backward, overwriting ``dx`` (may alias ``dy``).
+
+    Training statistics: ``dx = (dy − mean(dy) − mean(dy·y)·y)/std`` evaluated as Caffe does,
+    ``(dy + (−1/m)·(y·Σ(dy·y) + Σdy))/std``; ``y`` is the normalised output (Caffe's ``x_norm_``).
+    Global statistics: ``dx = dy/std``. ``std`` is the forward pass's ``sqrt(var + eps)``.
+    """
+    dy3 = _as_bcs(dy, "dy")
+    channels = dy3.shape[1]
+    dx3 = _check_like(dx, "dx", dy3)
+    _check_vector(std, "std", channels)
+    if use_global_stats:
+        _divide_by_channel(dy3, dx3, std)
+        return
+    y3 = _check_like(y, "y", dy3)
+    _caffe_bn_backward(y3, dy3, dx3, std)
+
+
+# --------------------------------------------------------------------------------------------
+# Caffe Scale (+ its internal Bias)
+# --------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True)
+def _caffe_scale_forward(x, gamma, beta, has_beta, y):
+    batch, channels, spatial = x.shape
+    for task in prange(batch * channels):
+        b = task // channels
+        c = task % channels
+        for s in range(spatial):
+            value = gamma[c] * x[b, c, s]
+            y[b, c, s] = value + beta[c] if has_beta else value
+
+
+@njit(parallel=True, cache=True)
+def _caffe_scale_param_grads(x, dy, gamma_diff, beta_diff, has_beta, overwrite_gamma):
+    batch, channels, spatial = x.shape
+    for c in prange(channels):
+        if has_beta:  # BiasLayer: one gemv per image, accumulating (beta = 1)
+            for b in range(batch):
+                row = 0.0
+                for s in range(spatial):
+                    row += np.float64(dy[b, c, s])
+                beta_diff[c] = beta_diff[c] + np.float32(row)
+        over_images = 0.0
+        for b in range(batch):
+            row = 0.0
+            for s in range(spatial):
+                row += np.float64(dy[b, c, s] * x[b, c, s])  # caffe_mul in float32
+            over_images += np.float64(np.float32(row))
+        if overwrite_gamma:
+            gamma_diff[c] = np.float32(over_images)
+        else:
+            gamma_diff[c] = gamma_diff[c] + np.float32(over_images)
+
+
+@njit(parallel=True, cache=True)
+def _caffe_scale_input_grad(dy, gamma, dx):
+    batch, channels, spatial = dy.shape
+    for task in prange(batch * channels):
+        b = task // channels
+        c = task % channels
+        for s in range(spatial):
+            dx[b, c, s] = gamma[c] * dy[b, c, s]
+
+
+def caffe_scale_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray | None, y: np.ndarray
+) -> None:
+    """Caffe ``Scale`` (axis 1, one axis): ``y = γ[c]·x (+ β[c])`` in float32.
+
+    ``y`` may alias ``x``; then the caller must keep a copy of ``x`` for the backward pass, as
+    Caffe does in ``temp_``.
+    """
+    x3 = _as_bcs(x, "x")
+    channels = x3.shape[1]
+    y3 = _check_like(y, "y", x3)
+    _check_vector(gamma, "gamma", channels)
+    if beta is not None:
+        _check_vector(beta, "beta", channels)
+    _caffe_scale_forward(x3, gamma, gamma if beta is None else beta, beta is not None, y3)
+
+
+def caffe_scale_overwrites_gamma_diff(batch: int, channels: int, spatial: int) -> bool:
+    """Whether Caffe's ``ScaleLayer::Backward_cpu`` OVERWRITES ``γ``'s diff instead of adding.
+
+    Caffe quirk: with ``outer_dim = B = 1`` the product (``inner_dim = 1``: the eltwise case) or
+    the ``gemv`` with ``beta = 0`` writes straight into the diff, so gradients from earlier
+    ``iter_size`` passes are lost; the single-channel case with spatial extent accumulates.
+    """
+    return batch == 1 and not (channels == 1 and spatial > 1)
+
+
+def caffe_scale_backward(
+    x: np.ndarray,
+    dy: np.ndarray,
+    gamma: np.ndarray,
+    dx: np.ndarray | None,
+    gamma_diff: np.ndarray,
+    beta_diff: np.ndarray | None = None,
+) -> None:
+    """Caffe ``Scale`` backward.
+
+    ``beta_diff[c] += Σ dy`` (BiasLayer, one ``gemv`` per image); ``gamma_diff[c] += Σ dy·x``
+    (see :func:`caffe_scale_overwrites_gamma_diff` for the batch-1 overwrite quirk);
+    ``dx = γ[c]·dy`` unless ``dx`` is None. ``x`` is the bottom data (the saved copy when the
+    layer ran in place). Parameter diffs accumulate because Caffe accumulates over
+    ``iter_size`` passes and clears them before each iteration.
+    """
+    x3 = _as_bcs(x, "x")
+    batch, channels, spatial = x3.shape
+    dy3 = _check_like(dy, "dy", x3)
+    _check_vector(gamma, "gamma", channels)
+    _check_vector(gamma_diff, "gamma_diff", channels)
+    if beta_diff is not None:
+        _check_vector(beta_diff, "beta_diff", channels)
+    overwrite = caffe_scale_overwrites_gamma_diff(batch, channels, spatial)
+    has_beta = beta_diff is not None
+    _caffe_scale_param_grads(
+        x3, dy3, gamma_diff, beta_diff if has_beta else gamma_diff, has_beta, overwrite
+    )
+    if dx is not None:
+        _caffe_scale_input_grad(dy3, gamma, _check_like(dx, "dx", x3))

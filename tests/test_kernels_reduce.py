@@ -1,0 +1,80 @@
+"""Per-segment reductions (engine.backends.cpu.reduce)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.backends.cpu import reduce as red
+from engine.backends.cpu.activations import KernelArgumentError
+
+
+def _segments(lengths):
+    lengths = np.array(lengths, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    return offsets, lengths
+
+
+def test_sum_squares_and_norms_match_float64():
+    rng = np.random.default_rng(0)
+    offsets, lengths = _segments([5, 0, 1, 1000, 37])
+    buffer = rng.normal(size=int(lengths.sum())).astype(np.float32)
+    out = np.empty(5, np.float64)
+    red.segment_sum_squares(buffer, offsets, lengths, out)
+    expected = [
+        float(np.sum(buffer[o : o + n].astype(np.float64) ** 2))
+        for o, n in zip(offsets, lengths, strict=True)
+    ]
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    assert out[1] == 0.0
+    red.segment_l2_norms(buffer, offsets, lengths, out)
+    np.testing.assert_allclose(out, np.sqrt(expected), rtol=1e-12)
+
+
+def test_segments_may_be_any_subset_in_any_order():
+    buffer = np.arange(10, dtype=np.float32)
+    offsets = np.array([8, 0], np.int64)
+    lengths = np.array([2, 3], np.int64)
+    out = np.empty(2, np.float64)
+    red.segment_sum_squares(buffer, offsets, lengths, out)
+    assert list(out) == [64 + 81, 0 + 1 + 4]
+
+
+def test_large_values_do_not_overflow_float32():
+    buffer = np.full(4, 3e30, np.float32)
+    out = np.empty(1, np.float64)
+    red.segment_l2_norms(buffer, np.array([0], np.int64), np.array([4], np.int64), out)
+    assert out[0] == pytest.approx(6e30, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_first_nonfinite_segment(bad):
+    offsets, lengths = _segments([3, 4, 5, 2])
+    buffer = np.ones(14, np.float32)
+    flags = np.empty(4, np.int8)
+    assert red.first_nonfinite_segment(buffer, offsets, lengths, flags) == -1
+    buffer[10] = bad  # segment 2
+    buffer[13] = bad  # segment 3
+    assert red.first_nonfinite_segment(buffer, offsets, lengths, flags) == 2
+    assert list(flags) == [0, 0, 1, 1]
+
+
+def test_no_segments():
+    empty = np.zeros(0, np.int64)
+    assert (
+        red.first_nonfinite_segment(np.ones(3, np.float32), empty, empty, np.zeros(0, np.int8))
+        == -1
+    )
+
+
+def test_bad_segments_are_refused():
+    buffer = np.ones(5, np.float32)
+    out = np.empty(1, np.float64)
+    with pytest.raises(KernelArgumentError, match="outside"):
+        red.segment_sum_squares(buffer, np.array([3], np.int64), np.array([3], np.int64), out)
+    with pytest.raises(KernelArgumentError, match="int64"):
+        red.segment_sum_squares(buffer, np.array([0], np.int32), np.array([3], np.int32), out)
+    with pytest.raises(KernelArgumentError, match="float64"):
+        red.segment_sum_squares(
+            buffer, np.array([0], np.int64), np.array([3], np.int64), np.empty(1, np.float32)
+        )
