@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -50,9 +51,9 @@ def gzip_bytes(data: bytes) -> bytes:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    routes: dict[str, Callable[[http.server.BaseHTTPRequestHandler], None]] = {}
+    routes: ClassVar[dict[str, Callable]] = {}
 
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):
         route = self.routes.get(self.path)
         if route is None:
             self.send_error(404)

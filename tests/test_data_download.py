@@ -60,18 +60,22 @@ def test_present_and_verified_file_is_not_downloaded_again(tmp_path):
 
 
 def test_checksum_mismatch_is_rejected_and_nothing_is_left(tmp_path):
-    with http_server({"/f.bin": serve_bytes(PAYLOAD)}) as base:
-        with pytest.raises(DownloadError) as info:
-            download_file("f.bin", tmp_path, [base], [("md5", "0" * 32)], hint="place it by hand")
+    with (
+        http_server({"/f.bin": serve_bytes(PAYLOAD)}) as base,
+        pytest.raises(DownloadError) as info,
+    ):
+        download_file("f.bin", tmp_path, [base], [("md5", "0" * 32)], hint="place it by hand")
     assert "checksum mismatch" in str(info.value) and md5(PAYLOAD) in str(info.value)
     assert "place it by hand" in str(info.value)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_interrupted_transfer_leaves_nothing(tmp_path):
-    with http_server({"/f.bin": serve_truncated(PAYLOAD, 5000)}) as base:
-        with pytest.raises(DownloadError) as info:
-            download_file("f.bin", tmp_path, [base], [("md5", md5(PAYLOAD))], timeout=5)
+    with (
+        http_server({"/f.bin": serve_truncated(PAYLOAD, 5000)}) as base,
+        pytest.raises(DownloadError) as info,
+    ):
+        download_file("f.bin", tmp_path, [base], [("md5", md5(PAYLOAD))], timeout=5)
     assert "interrupted" in str(info.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -95,7 +99,9 @@ def test_first_mirror_down_second_used(tmp_path):
 
 def test_bad_then_good_mirror_replaces_corrupt_local_copy(tmp_path):
     (tmp_path / "f.bin").write_bytes(b"corrupt")
-    with http_server({"/bad/f.bin": serve_bytes(b"x" * 10), "/ok/f.bin": serve_bytes(PAYLOAD)}) as b:
+    with http_server(
+        {"/bad/f.bin": serve_bytes(b"x" * 10), "/ok/f.bin": serve_bytes(PAYLOAD)}
+    ) as b:
         download_file("f.bin", tmp_path, [f"{b}/bad", f"{b}/ok"], [("md5", md5(PAYLOAD))])
     assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
@@ -119,7 +125,9 @@ def tiny_catalog(monkeypatch, tmp_path):
             files[path.name] = path.read_bytes()
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-        for index, name in enumerate([*(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin"]):
+        for index, name in enumerate(
+            [*(f"data_batch_{i}.bin" for i in range(1, 6)), "test_batch.bin"]
+        ):
             record = bytes([index]) + bytes(random_images(1, (3072,), index)[0])
             info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
             info.size = len(record * 2)

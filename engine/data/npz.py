@@ -1,7 +1,8 @@
 """``.npz`` archives with arrays ``x`` (images) and ``y`` (labels).
 
 ``x`` is N×C×H×W or N×H×W×C (channels-last when the last axis has 1, 3 or 4 entries and
-axis 1 has more than 4; N×H×W means one channel), uint8 (0..255, preprocessed like any image) or float32 (used exactly as given).
+axis 1 has more than 4; N×H×W means one channel), uint8 (0..255, preprocessed like any image)
+or float32 (used exactly as given).
 ``y`` holds N non-negative integer labels. An optional scalar ``classes`` array gives the class
 count; otherwise it is ``max(y) + 1``. Members stored without compression (``np.savez``) are
 memory-mapped; compressed members (``np.savez_compressed``) are read into memory.
