@@ -332,7 +332,7 @@ def print_plot(curves: list[ScheduleCurve], stream, *, log_y: bool) -> None:
 def write_file(path: Path, curves: list[ScheduleCurve], *, log_y: bool) -> None:
     from cli.plotting import PlotError, write_plot_file
 
-    title = "; ".join(describe(c.source.schedule) for c in curves)
+    title = "\n".join(describe(c.source.schedule) for c in curves)
     try:
         write_plot_file(path, to_plot_curves(curves), title=title, log_y=log_y)
     except PlotError as error:

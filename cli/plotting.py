@@ -280,7 +280,7 @@ def write_plain_svg(
     path: Path, curves: Sequence[Curve], *, title: str, log_y: bool, x_label: str
 ) -> None:
     """A dependency-free SVG: polylines, dashed marker lines, axis ranges as text."""
-    width, height, margin = 900, 480, 60
+    width, height, margin = 900, 480, 60 + 14 * max(len(title.splitlines()) - 1, 0)
     drawn = []
     for curve in curves:
         x, y = decimate(curve.x, curve.y, [m.x for m in curve.markers], 4000)
@@ -299,7 +299,10 @@ def write_plain_svg(
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'font-family="sans-serif" font-size="12">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{margin}" y="24">{_escape(title)}</text>',
+    ]
+    parts += [
+        f'<text x="{margin}" y="{16 + 14 * row}" font-size="11">{_escape(line)}</text>'
+        for row, line in enumerate(title.splitlines()[:3])
     ]
     for marker in _unique_markers(curves)[:MAX_MARKERS]:
         if x_low <= marker.x <= x_high:
