@@ -272,7 +272,7 @@ class Optimizer:
 
     # ---- per-step scalars -----------------------------------------------------------------
     def _darknet_scalars(self, lr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(seg_rate, seg_decay, coef)`` with darknet's float32 rounding points."""
+        """``(seg_lr, seg_decay, coef)`` with darknet's float32 rounding points."""
         s, tab = self.solver, self.table
         batch = F32(s.batch)
         eta = F32(lr) * tab.lr_mult  # learning_rate · l.learning_rate_scale
@@ -295,7 +295,7 @@ class Optimizer:
         return eta.astype(F32), np.full(eta.shape, delta, dtype=F32), coef
 
     def _caffe_scalars(self, lr: float, iteration: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        """``(seg_rate, seg_decay, named coefficients)`` with Caffe's float32 rounding points."""
+        """``(seg_lr, seg_decay, named coefficients)`` with Caffe's float32 rounding points."""
         s, tab = self.solver, self.table
         local_rate = F32(lr) * tab.lr_mult
         local_decay = (F32(s.decay) * tab.decay_mult).astype(F32)
@@ -357,9 +357,9 @@ class Optimizer:
         if self.darknet:
             if self.rule == kernels.RULE_DARKNET_ADAM:
                 self.t += 1
-            seg_rate, seg_decay, coef = self._darknet_scalars(lr)
+            seg_lr, seg_decay, coef = self._darknet_scalars(lr)
         else:
-            seg_rate, seg_decay, named = self._caffe_scalars(lr, iteration)
+            seg_lr, seg_decay, named = self._caffe_scalars(lr, iteration)
             grad_norm, clip_scale = self._caffe_clip(grads, named)
             coef = kernels.pack_coefficients(**named)
         tab = self.table
@@ -373,7 +373,7 @@ class Optimizer:
             self._state_b,
             tab.offsets,
             tab.sizes,
-            seg_rate,
+            seg_lr,
             seg_decay,
             tab.grad_on,
             coef,

@@ -240,3 +240,39 @@ def test_darknet_sgd_kernel_matches_reference_bitwise(
     ref.darknet_sgd_update(blobs, f32(lr), momentum, decay, solver.batch)
     assert w.tobytes() == np.concatenate([b.data for b in blobs]).tobytes()
     assert u.tobytes() == np.concatenate([b.diff for b in blobs]).tobytes()
+
+
+@pytest.mark.parametrize(
+    "config",
+    ["configs/lenet_solver.prototxt", "configs/mnist_lenet.cfg", "configs/cifar_small.cfg"],
+)
+@pytest.mark.parametrize("semantics", ["darknet", "caffe"])
+def test_example_configs_drive_either_rule(config, semantics):
+    """The shipped configs, under either rule, over the net's own blob table (LeNet biases:
+    lr_mult 2 and decayed; darknet biases: undecayed)."""
+    from pathlib import Path
+
+    from engine.config import load_config
+    from engine.semantics import with_semantics
+    from engine.shapes import infer_shapes
+
+    path = Path(__file__).resolve().parent.parent / config
+    if not path.exists():
+        pytest.skip(f"{config} not in this checkout")
+    run = load_config(str(path))
+    solver = with_semantics(run.solver, semantics)
+    segs, offset = [], 0
+    for shape in infer_shapes(run.net):
+        for blob in shape.blobs:
+            segs.append(
+                Seg(offset, blob.size, blob.mult.lr_mult, blob.mult.decay_mult, blob.learnable)
+            )
+            offset += blob.size
+    opt = make_optimizer(solver, segs, offset)
+    rng = np.random.default_rng(0)
+    params = rng.normal(0, 0.1, offset).astype(f32)
+    grads = rng.normal(0, 0.1, offset).astype(f32)
+    stats = opt.step(params, grads, 0.01, 0)
+    learnable = [i for i, s in enumerate(segs) if s.learnable and s.lr_mult != 0]
+    assert all(stats.step_norms[i] > 0 for i in learnable)
+    assert effective_update_lines(solver, 0.01) and describe_mapping(solver)

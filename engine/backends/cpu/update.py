@@ -271,7 +271,7 @@ def fused_update(
     state_b,
     seg_offsets,
     seg_sizes,
-    seg_rate,
+    seg_lr,
     seg_decay,
     seg_grad_on,
     coef,
@@ -282,7 +282,7 @@ def fused_update(
 
     ``params``/``grads``/``state_a``/``state_b``: float32, same layout (``state_*`` may be
     length-0 arrays for rules without them). Segment ``s`` covers
-    ``[seg_offsets[s], seg_offsets[s] + seg_sizes[s])`` with float32 ``seg_rate[s]`` (darknet
+    ``[seg_offsets[s], seg_offsets[s] + seg_sizes[s])`` with float32 ``seg_lr[s]`` (darknet
     SGD ``α = η/B``; darknet Adam ``η``; Caffe ``local_rate``, times the Adam correction) and
     ``seg_decay[s]`` (darknet ``δ = −decay·B·decay_mult``; Caffe ``local_decay``);
     ``seg_grad_on[s] = 0`` makes a Caffe segment's gradient read as 0 (Caffe ``lr_mult: 0``).
@@ -297,7 +297,7 @@ def fused_update(
     for s in range(seg_offsets.size):
         start = seg_offsets[s]
         stop = start + seg_sizes[s]
-        rate = seg_rate[s]
+        rate = seg_lr[s]
         decay = seg_decay[s]
         grad_on = seg_grad_on[s] != 0
         step_acc = 0.0
