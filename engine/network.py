@@ -210,6 +210,7 @@ class Network:
             if not layer.is_sink:
                 current = len(self.layers) - 1
         self.output_index = self._output_index()
+        self.work = max(layer.output.size for layer in self.layers)
         need = max(layer.workspace_size() for layer in self.layers)
         workspace = self.backend.zeros((max(need, 1),))
         for layer in self.layers:
@@ -312,6 +313,7 @@ class Network:
         ``Σ loss_weight·loss``."""
         x = self._accept_input(x)
         self._x = x
+        self.backend.configure(self.work)
         fill = self.backend.fill
         layers = self.layers
         for layer, source in zip(layers, self.sources, strict=True):
@@ -335,6 +337,7 @@ class Network:
         if self._x is None:
             raise NetworkError(f"network {self.spec.name}: backward() before forward()")
         layers = self.layers
+        self.backend.configure(self.work)
         for index in range(len(layers) - 1, -1, -1):
             layer = layers[index]
             if layer.spec.stop_backward:

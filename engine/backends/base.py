@@ -68,6 +68,10 @@ class Backend:
 
     name = "abstract"
 
+    def configure(self, work: int) -> None:
+        """Called at the start of every forward and backward pass with the largest activation
+        size (floats) of the network; a backend may size its thread pool from it."""
+
     # ---- memory ---------------------------------------------------------------------------
     def empty(self, shape: tuple[int, ...], dtype=np.float32) -> Array:
         """A new uninitialised device array."""
@@ -212,23 +216,25 @@ class Backend:
         raise NotImplementedError
 
     # ---- dropout --------------------------------------------------------------------------
-    def dropout_forward(self, x, y, uniforms, probability: float, style: str) -> None:
-        """``y = x·mask/(1−p)`` with the mask decided from ``uniforms`` by the framework rule
-        (darknet: drop when ``r < p``; Caffe: keep when its Bernoulli draw says so)."""
+    def dropout_forward(self, x, y, uniforms, mask, probability: float, style: str) -> None:
+        """Training dropout from ``uniforms`` (one per element): darknet drops where
+        ``r < p`` and scales the rest by ``1/(1−p)`` in place (``y`` is ``x``); Caffe keeps
+        where ``r > p`` (uint32 ``mask``) and writes ``y = x·mask/(1−p)``."""
         raise NotImplementedError
 
-    def dropout_backward(self, dy, dx, uniforms, probability: float, style: str) -> None:
-        """Same mask and scale applied to ``dy`` into ``dx`` (may alias)."""
+    def dropout_backward(self, dy, dx, uniforms, mask, probability: float, style: str) -> None:
+        """The forward's mask and scale applied to ``dy`` into ``dx`` (darknet: in place)."""
         raise NotImplementedError
 
     # ---- losses ---------------------------------------------------------------------------
-    def darknet_softmax(self, x, y, truth, delta, groups: int, temperature: float) -> float:
-        """darknet ``[softmax]`` forward; with ``truth`` (not None): ``delta = t − p`` and the
-        returned cost ``Σ −log p`` over nonzero targets, else 0."""
+    def darknet_softmax(self, x, y, truth, delta, losses, groups: int, temperature: float) -> float:
+        """darknet ``[softmax]`` forward ``(B, inputs)``; with ``truth`` (not None):
+        ``delta = t − p``, per-element ``losses`` and the returned cost ``Σ −log p`` over
+        nonzero targets; without: 0."""
         raise NotImplementedError
 
-    def darknet_cost(self, x, truth, errors, delta, cost_type: str, scale: float) -> float:
-        """darknet ``[cost]`` forward: per-element errors and deltas, returns ``Σ errors``."""
+    def darknet_cost(self, x, truth, errors, delta, cost_type: str) -> float:
+        """darknet ``[cost]`` forward: per-element ``errors`` and ``delta``; returns the sum."""
         raise NotImplementedError
 
     def softmax_loss_forward(self, x, labels, prob, normalization: str, ignore_label) -> float:

@@ -8,6 +8,8 @@ dropped, scaled values. One uniform draw per element in flat order on every trai
 
 from __future__ import annotations
 
+import numpy as np
+
 from engine.layers.base import Layer, LayerContext, error
 from engine.shapes import LayerShape
 from engine.spec import DropoutSpec
@@ -30,6 +32,7 @@ class DropoutLayer(Layer):
         self.draw = ctx.uniforms
         self.count = self.output.size
         self.uniforms = ctx.backend.zeros((self.count,))
+        self.mask = ctx.backend.zeros((self.count,), dtype=np.uint32)
         self.trained = False
 
     def forward(self, x, train: bool) -> None:
@@ -39,7 +42,9 @@ class DropoutLayer(Layer):
                 self.backend.copy(x, self.output)
             return
         self.backend.copy_from_host(self.draw(self.count), self.uniforms)
-        self.backend.dropout_forward(x, self.output, self.uniforms, self.probability, self.style)
+        self.backend.dropout_forward(
+            x, self.output, self.uniforms, self.mask, self.probability, self.style
+        )
 
     def backward(self, x, dx) -> None:
         if dx is None:
@@ -48,4 +53,6 @@ class DropoutLayer(Layer):
             if not self.in_place:
                 self.backend.accumulate(dx, self.delta, 1.0)
             return
-        self.backend.dropout_backward(self.delta, dx, self.uniforms, self.probability, self.style)
+        self.backend.dropout_backward(
+            self.delta, dx, self.uniforms, self.mask, self.probability, self.style
+        )

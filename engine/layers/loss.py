@@ -45,6 +45,7 @@ class DarknetSoftmaxLayer(TruthLayer):
         self.temperature = spec.temperature
         self.noloss = spec.noloss
         self.flat = (ctx.batch, shape.outputs)
+        self.losses = ctx.backend.zeros(self.flat)
 
     def forward(self, x, train: bool) -> None:
         truth = None if self.noloss else self.truth
@@ -53,6 +54,7 @@ class DarknetSoftmaxLayer(TruthLayer):
             self.output.reshape(self.flat),
             truth,
             self.delta.reshape(self.flat),
+            self.losses,
             self.groups,
             self.temperature,
         )
@@ -84,7 +86,6 @@ class DarknetCostLayer(TruthLayer):
             self.output.reshape(self.flat),
             self.delta.reshape(self.flat),
             self.cost_type,
-            self.scale,
         )
 
     def backward(self, x, dx) -> None:

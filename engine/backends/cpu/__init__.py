@@ -8,10 +8,11 @@ kernels in ``activations.py``, ``batchnorm.py``, ``dropout.py`` and ``softmax.py
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from engine.backends.base import Backend, BackendError
-from engine.backends.cpu import activations, batchnorm, blas, conv, pool
+from engine.backends.cpu import activations, batchnorm, blas, conv, dropout, pool, softmax
 
 
 class CpuBackend(Backend):
@@ -20,8 +21,25 @@ class CpuBackend(Backend):
 
     name = "cpu"
 
-    def __init__(self) -> None:
+    #: below this many floats in the largest activation, kernels run on one thread: Numba's
+    #: parallel launch costs more than small layers take (and competes with BLAS threads)
+    PARALLEL_MIN_WORK = 1 << 18
+
+    def __init__(self, threads: int | None = None) -> None:
+        """``threads``: Numba threads for the parallel kernels; None = all for large
+        networks, one for small ones (see :meth:`configure`)."""
         self._scratch: dict[tuple[str, int], np.ndarray] = {}
+        self.threads = threads
+
+    def configure(self, work: int) -> None:
+        """Set the calling thread's Numba thread count (results do not depend on it: every
+        parallel iteration owns its output)."""
+        if self.threads is not None:
+            numba.set_num_threads(self.threads)
+        elif work < self.PARALLEL_MIN_WORK:
+            numba.set_num_threads(1)
+        else:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
     def _zeroed(self, tag: str, size: int) -> np.ndarray:
         """A cached zero-filled scratch vector (allocated once per tag and size)."""
@@ -185,19 +203,41 @@ class CpuBackend(Backend):
         if dbeta is not None:
             blas.accumulate(dbeta, beta_scratch, alpha)
 
+    # ---- dropout --------------------------------------------------------------------------
+    def dropout_forward(self, x, y, uniforms, mask, probability, style):
+        if style == "darknet":
+            dropout.darknet_dropout_forward(x, uniforms, probability)
+        else:
+            dropout.caffe_dropout_mask_from_uniform(uniforms, probability, mask)
+            dropout.caffe_dropout_forward(x, mask, probability, y)
 
-def missing(what: str) -> BackendError:
-    """The error raised when a kernel module of this backend is not available."""
-    return BackendError(f"the CPU backend has no {what} kernel yet")
+    def dropout_backward(self, dy, dx, uniforms, mask, probability, style):
+        if style == "darknet":
+            dropout.darknet_dropout_backward(dx, uniforms, probability)
+        else:
+            dropout.caffe_dropout_backward(dy, mask, probability, dx)
 
+    # ---- losses ---------------------------------------------------------------------------
+    def darknet_softmax(self, x, y, truth, delta, losses, groups, temperature):
+        softmax.darknet_softmax_forward(x, y, groups, temperature)
+        if truth is None:
+            return 0.0
+        return softmax.darknet_softmax_cross_entropy(y, truth, delta, losses)
 
-def _optional(module: str):
-    """Import a kernel module of this package, or None while it does not exist yet."""
-    import importlib
+    def darknet_cost(self, x, truth, errors, delta, cost_type):
+        try:
+            code = softmax.cost_code(cost_type)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from exc
+        return softmax.darknet_cost_forward(x, truth, delta, errors, code)
 
-    try:
-        return importlib.import_module(f"engine.backends.cpu.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"engine.backends.cpu.{module}":
-            raise
-        return None
+    def softmax_loss_forward(self, x, labels, prob, normalization, ignore_label):
+        return softmax.caffe_softmax_loss_forward(x, labels, prob, normalization, ignore_label)
+
+    def softmax_loss_backward(self, prob, labels, dx, normalization, ignore_label, loss_weight):
+        softmax.caffe_softmax_loss_backward(
+            prob, labels, dx, loss_weight, normalization, ignore_label
+        )
+
+    def accuracy(self, x, labels, top_k, ignore_label):
+        return softmax.caffe_accuracy(x, labels, top_k, ignore_label)
