@@ -282,15 +282,21 @@ def print_table(curves: list[ScheduleCurve], console) -> None:
 
 
 def milestone_rows(curves: list[ScheduleCurve]) -> list[tuple[str, ...]]:
-    """Rows ``(iteration, lr per curve..., events)`` over the union of milestone iterations;
-    the middle of a long list is elided."""
+    """Rows ``(iteration, lr per curve..., events)`` over the union of milestone iterations
+    (plus tenths of the run for continuous policies); the middle of a long list is elided."""
     from cli.plotting import format_value
+    from engine.schedule import PIECEWISE_CONSTANT
 
     events: dict[int, list[str]] = {}
     for index, curve in enumerate(curves):
         for it, _, reason in curve.milestones:
             tag = reason if len(curves) == 1 else f"{reason} ({index + 1})"
             events.setdefault(it, []).append(tag)
+        if curve.source.schedule.policy not in PIECEWISE_CONSTANT:
+            # a continuous curve changes every iteration: show it at tenths of the run too
+            iterations = curve.iterations
+            for tenth in range(1, 10):
+                events.setdefault(int(iterations[len(iterations) * tenth // 10]), [])
     rows = []
     for it in sorted(events):
         cells = []
