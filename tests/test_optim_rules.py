@@ -385,3 +385,73 @@ def test_caffe_sgd_equals_darknet_sgd_in_closed_form_at_constant_lr():
         opt_d.step(dk, u, 0.05, it)
         opt_c.step(cf, g_mean.copy(), 0.05, it)
     np.testing.assert_allclose(dk, cf, rtol=0, atol=5e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Textbook float64 forms (spec caffe.md §5.4, darknet.md §6.2): an independent check that the
+# transcription and the kernel did not share a misreading
+# --------------------------------------------------------------------------------------------
+
+
+def textbook_caffe(opt: str, s: SolverSpec, w, g, h, h2, lr: float, t: int):
+    """One Caffe update in float64 from the spec's formulas; returns (w, h, h2)."""
+    m, eps = s.momentum, s.eps
+    if opt == "sgd":
+        h = m * h + lr * g
+        return w - h, h, h2
+    if opt == "nesterov":
+        h_new = m * h + lr * g
+        return w - ((1 + m) * h_new - m * h), h_new, h2
+    if opt == "adagrad":
+        h = h + g * g
+        return w - lr * g / (np.sqrt(h) + eps), h, h2
+    if opt == "rmsprop":
+        h = s.rms_decay * h + (1 - s.rms_decay) * g * g
+        return w - lr * g / (np.sqrt(h) + eps), h, h2
+    if opt == "adadelta":
+        h = m * h + (1 - m) * g * g
+        dx = g * np.sqrt((h2 + eps) / (h + eps))
+        h2 = m * h2 + (1 - m) * dx * dx
+        return w - lr * dx, h, h2
+    b1, b2 = s.beta1, s.beta2
+    h = b1 * h + (1 - b1) * g
+    h2 = b2 * h2 + (1 - b2) * g * g
+    corr = np.sqrt(1 - b2**t) / (1 - b1**t)
+    return w - lr * corr * h / (np.sqrt(h2) + eps), h, h2
+
+
+@pytest.mark.parametrize("optimizer", list(CAFFE_TYPES))
+def test_caffe_rules_match_the_textbook_form(optimizer):
+    solver = caffe_solver(optimizer, decay=0.01, accumulate=2)
+    rng = np.random.default_rng(11)
+    n = 64
+    w = rng.normal(0, 1, n).astype(f32)
+    w64, h, h2 = w.astype(np.float64), np.zeros(n), np.zeros(n)
+    opt = make_optimizer(solver, [Seg(0, n, 1.0, 1.0)], n)
+    grads = np.zeros(n, f32)
+    for it in range(6):
+        lr = LRS[it]
+        grads[:] = rng.normal(0, 1, n).astype(f32) + rng.normal(0, 1, n).astype(f32)
+        g = grads.astype(np.float64) / 2 + 0.01 * w64  # Normalize, then L2 Regularize
+        w64, h, h2 = textbook_caffe(optimizer, solver, w64, g, h, h2, lr, it + 1)
+        opt.step(w, grads, lr, it)
+    np.testing.assert_allclose(w, w64, rtol=1e-5, atol=1e-6)
+
+
+def test_darknet_adam_matches_the_textbook_form():
+    solver = darknet_solver("adam", decay=0.001, beta1=0.9, beta2=0.999, eps=1e-7)
+    rng = np.random.default_rng(12)
+    n = 64
+    w = rng.normal(0, 1, n).astype(f32)
+    w64, m, v = w.astype(np.float64), np.zeros(n), np.zeros(n)
+    opt = make_optimizer(solver, [Seg(0, n, 1.0, 0.0)], n)
+    grads = np.zeros(n, f32)
+    for t in range(1, 7):
+        lr = LRS[t - 1] or 0.01
+        grads += rng.normal(0, 1, n).astype(f32)  # Σ of −grad over B (buffer was zeroed)
+        d = grads.astype(np.float64) - 0.001 * solver.batch * w64
+        m = 0.9 * m + 0.1 * d
+        v = 0.999 * v + 0.001 * d * d
+        w64 = w64 + lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-7)
+        opt.step(w, grads, lr, t - 1)
+    np.testing.assert_allclose(w, w64, rtol=1e-5, atol=1e-6)
