@@ -28,7 +28,6 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,17 +46,6 @@ PIECEWISE_CONSTANT = {"constant", "fixed", "step", "steps", "multistep"}
 
 class ScheduleError(ValueError):
     """A schedule cannot be evaluated (unknown policy, zero step, missing rand state...)."""
-
-
-@dataclass(frozen=True)
-class Milestone:
-    """An iteration where the rate changes character: ``reason`` is ``"start"``,
-    ``"burn-in end"``, ``"warm-up end"``, ``"step"``, ``"restart"``, ``"midpoint"`` or
-    ``"end"``."""
-
-    iteration: int
-    lr: float
-    reason: str
 
 
 # --------------------------------------------------------------------------------------------
