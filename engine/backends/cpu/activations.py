@@ -20,6 +20,8 @@ Caffe writes into a separate top (which may alias the bottom) and computes ``dx`
 The per-element math lives in small ``@njit(inline="always")`` scalar functions
 (``<name>_activate``/``<name>_gradient``, one float32 in, one float32 out) so a CUDA backend can
 compile the same Python functions as device functions (``cuda.jit(device=True)(f.py_func)``).
+The array loops are serial: they are memory-bound, and a ``parallel=True`` build of the
+14-way dispatch costs seconds of compile time for little gain on a few cores.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # darknet.h: typedef enum { LOGISTIC, RELU, RELIE, LINEAR, RAMP, TANH, PLSE, LEAKY, ELU, LOGGY,
 # STAIR, HARDTAN, LHTAN, SELU } ACTIVATION;
@@ -402,15 +404,15 @@ def darknet_gradient(y, code):
     return linear_gradient(y)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _activate_array(x, code):
-    for i in prange(x.size):
+    for i in range(x.size):
         x[i] = darknet_activate(x[i], code)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _gradient_array(y, code, delta):
-    for i in prange(y.size):
+    for i in range(y.size):
         delta[i] = delta[i] * darknet_gradient(y[i], code)
 
 
@@ -471,40 +473,40 @@ def caffe_tanh_activate(x):
     return np.float32(math.tanh(x))
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_relu_forward(x, y, negative_slope):
-    for i in prange(x.size):
+    for i in range(x.size):
         y[i] = caffe_relu_activate(x[i], negative_slope)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_relu_backward(x, dy, dx, negative_slope):
-    for i in prange(x.size):
+    for i in range(x.size):
         dx[i] = dy[i] * caffe_relu_gradient(x[i], negative_slope)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_sigmoid_forward(x, y):
-    for i in prange(x.size):
+    for i in range(x.size):
         y[i] = caffe_sigmoid_activate(x[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_sigmoid_backward(y, dy, dx):
-    for i in prange(y.size):
+    for i in range(y.size):
         # sigmoid_layer.cpp: top_diff * sigmoid_x (float) * (1. - sigmoid_x) (double)
         dx[i] = np.float32(np.float64(dy[i] * y[i]) * (1.0 - np.float64(y[i])))
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_tanh_forward(x, y):
-    for i in prange(x.size):
+    for i in range(x.size):
         y[i] = caffe_tanh_activate(x[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_tanh_backward(y, dy, dx):
-    for i in prange(y.size):
+    for i in range(y.size):
         dx[i] = dy[i] * (_F1 - y[i] * y[i])
 
 

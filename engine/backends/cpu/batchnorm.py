@@ -23,7 +23,7 @@ Caffe keeps it in ``variance_``. Caffe's reductions are BLAS ``gemv`` calls whos
 is the BLAS build's; here they accumulate in double and round once.
 
 Scratch buffers are passed in by the caller (shapes given in each docstring); nothing here
-allocates on the hot path.
+allocates on the hot path. Loops are serial (per channel, in darknet's order).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from engine.backends.cpu.activations import KernelArgumentError
 
@@ -70,13 +70,13 @@ def _check_like(array: np.ndarray, name: str, like: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _darknet_statistics(x, mean, variance):
     batch, channels, spatial = x.shape
     m = batch * spatial
     mean_scale = np.float32(1.0 / m)  # `float scale = 1./(batch*spatial)`
     var_scale = np.float32(1.0 / (m - 1)) if m > 1 else np.float32(np.inf)
-    for c in prange(channels):
+    for c in range(channels):
         total = np.float32(0.0)
         for b in range(batch):
             for s in range(spatial):
@@ -98,10 +98,10 @@ def _darknet_rolling(rolling, stat):
         rolling[c] = rolling[c] + _ROLLING_TAKE * stat[c]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _darknet_normalize_affine(out, x, x_norm, mean, variance, scales, biases, keep_x_norm):
     batch, channels, spatial = out.shape
-    for task in prange(batch * channels):
+    for task in range(batch * channels):
         b = task // channels
         c = task % channels
         denominator = math.sqrt(np.float64(variance[c])) + np.float64(_DARKNET_NORMALIZE_EPS)
@@ -112,7 +112,7 @@ def _darknet_normalize_affine(out, x, x_norm, mean, variance, scales, biases, ke
             out[b, c, s] = normalized * scales[c] + biases[c]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _darknet_bn_backward(
     delta,
     x,
@@ -128,7 +128,7 @@ def _darknet_bn_backward(
     batch, channels, spatial = delta.shape
     m = batch * spatial
     m_float = np.float32(m)
-    for c in prange(channels):
+    for c in range(channels):
         for b in range(batch):  # backward_bias: one sum_array per image, then +=
             image_sum = np.float32(0.0)
             for s in range(spatial):
@@ -300,13 +300,13 @@ def darknet_batchnorm_backward(
 # --------------------------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_bn_train(x, y, mean, std, mean_sum, variance_sum, fraction, eps):
     batch, channels, spatial = x.shape
     m = batch * spatial
     # `Dtype bias_correction_factor = m > 1 ? Dtype(m)/(m-1) : 1` (float division)
     correction = np.float32(m) / np.float32(m - 1) if m > 1 else np.float32(1.0)
-    for c in prange(channels):
+    for c in range(channels):
         total = 0.0
         for b in range(batch):
             for s in range(spatial):
@@ -326,10 +326,10 @@ def _caffe_bn_train(x, y, mean, std, mean_sum, variance_sum, fraction, eps):
                 y[b, c, s] = (x[b, c, s] - mean[c]) / std[c]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_bn_global(x, y, mean, std, mean_sum, variance_sum, factor, eps):
     batch, channels, spatial = x.shape
-    for c in prange(channels):
+    for c in range(channels):
         mean[c] = factor * mean_sum[c]
         std[c] = np.float32(math.sqrt(factor * variance_sum[c] + eps))
         for b in range(batch):
@@ -337,11 +337,11 @@ def _caffe_bn_global(x, y, mean, std, mean_sum, variance_sum, factor, eps):
                 y[b, c, s] = (x[b, c, s] - mean[c]) / std[c]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_bn_backward(y, dy, dx, std):
     batch, channels, spatial = y.shape
     inv_count = np.float32(-1.0 / (batch * spatial))  # Dtype(-1. / (num * spatial_dim))
-    for c in prange(channels):
+    for c in range(channels):
         dot = 0.0
         total = 0.0
         for b in range(batch):
@@ -356,10 +356,10 @@ def _caffe_bn_backward(y, dy, dx, std):
                 dx[b, c, s] = (dy[b, c, s] + inv_count * both) / std[c]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _divide_by_channel(dy, dx, std):
     batch, channels, spatial = dy.shape
-    for task in prange(batch * channels):
+    for task in range(batch * channels):
         b = task // channels
         c = task % channels
         for s in range(spatial):
@@ -465,10 +465,10 @@ def caffe_batchnorm_backward(
 # --------------------------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_scale_forward(x, gamma, beta, has_beta, y):
     batch, channels, spatial = x.shape
-    for task in prange(batch * channels):
+    for task in range(batch * channels):
         b = task // channels
         c = task % channels
         for s in range(spatial):
@@ -476,10 +476,10 @@ def _caffe_scale_forward(x, gamma, beta, has_beta, y):
             y[b, c, s] = value + beta[c] if has_beta else value
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_scale_param_grads(x, dy, gamma_diff, beta_diff, has_beta, overwrite_gamma):
     batch, channels, spatial = x.shape
-    for c in prange(channels):
+    for c in range(channels):
         if has_beta:  # BiasLayer: one gemv per image, accumulating (beta = 1)
             for b in range(batch):
                 row = 0.0
@@ -498,10 +498,10 @@ def _caffe_scale_param_grads(x, dy, gamma_diff, beta_diff, has_beta, overwrite_g
             gamma_diff[c] = gamma_diff[c] + np.float32(over_images)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_scale_input_grad(dy, gamma, dx):
     batch, channels, spatial = dy.shape
-    for task in prange(batch * channels):
+    for task in range(batch * channels):
         b = task // channels
         c = task % channels
         for s in range(spatial):
