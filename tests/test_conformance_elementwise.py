@@ -9,31 +9,27 @@ absent. Maximum differences are printed with ``-s`` for the report.
 from __future__ import annotations
 
 import ctypes
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
-from reference import batchnorm as bn_ref
 
 from engine.backends.cpu import activations as act
 from engine.backends.cpu import batchnorm as bn
 from engine.backends.cpu import dropout as drop
 from engine.backends.cpu import softmax as sm
+from tests.reference import batchnorm as bn_ref
 
-LIBRARY = Path(os.environ.get("DARKNET_LIB", "/usr/lib/darknet/libdarknet.so"))
-pytestmark = [
-    pytest.mark.darknet,
-    pytest.mark.skipif(not LIBRARY.exists(), reason="libdarknet not installed"),
-]
+pytestmark = pytest.mark.darknet
 
 F = ctypes.POINTER(ctypes.c_float)
 INT = ctypes.c_int
 
 
 @pytest.fixture(scope="module")
-def lib():
-    library = ctypes.CDLL(str(LIBRARY))
+def lib(libdarknet):
+    """The shared library (loaded by ``tests.libdarknet``, which restores the FP environment
+    that darknet's ``-Ofast`` constructor changes) plus prototypes of its CPU helpers."""
+    library = libdarknet
     signatures = {
         "activate_array": [F, INT, INT],
         "gradient_array": [F, INT, INT, F],
@@ -254,3 +250,116 @@ def test_dropout_against_library_stream(lib):
     ours = x.copy()
     drop.darknet_dropout_forward(ours, draws.astype(np.float32), probability)
     assert report("dropout", ours, theirs) == 0.0
+
+
+NET_CFG = """[net]
+batch={batch}
+subdivisions=1
+height=1
+width=1
+channels={inputs}
+
+[connected]
+output={outputs}
+batch_normalize=1
+activation={activation}
+
+[softmax]
+groups={groups}
+temperature={temperature}
+"""
+
+
+@pytest.mark.parametrize(
+    ("activation", "groups", "temperature"),
+    [("leaky", 1, 1.0), ("logistic", 2, 1.0), ("tanh", 1, 2.0), ("selu", 1, 1.0)],
+)
+def test_connected_batchnorm_softmax_layers_in_a_network(lib, activation, groups, temperature):
+    """A real darknet net ``[connected] batch_normalize=1 activation=X`` + ``[softmax]``: one
+    training forward/backward, then our kernels replay every step from darknet's own buffers
+    (the pre-BN output ``l.x``, the softmax delta) and must reproduce the layer state."""
+    from tests import libdarknet as dn
+
+    batch, inputs, outputs = 5, 7, 6
+    text = NET_CFG.format(
+        batch=batch,
+        inputs=inputs,
+        outputs=outputs,
+        activation=activation,
+        groups=groups,
+        temperature=temperature,
+    )
+    dn.srand(3)
+    theirs = dn.parse_cfg_text(lib, text)
+    net = theirs.contents
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(batch, inputs)).astype(np.float32)
+    truth = np.eye(outputs, dtype=np.float32)[rng.integers(0, outputs, batch)]
+    scales = dn.layer_array(theirs, 0, "scales")
+    scales[:] = rng.uniform(0.5, 1.5, outputs)
+    dn.layer_array(theirs, 0, "biases")[:] = rng.uniform(-0.5, 0.5, outputs)
+    rolling_mean = dn.layer_array(theirs, 0, "rolling_mean").copy()
+    rolling_var = dn.layer_array(theirs, 0, "rolling_variance").copy()
+    saved = [ctypes.cast(q, ctypes.c_void_p).value for q in (net.input, net.truth, net.delta)]
+    try:
+        net.input, net.truth, net.delta, net.train = p(x), p(truth), None, 1
+        lib.forward_network(theirs)
+        lib.backward_network(theirs)
+
+        def their(i, name):
+            return dn.layer_array(theirs, i, name).reshape(batch, outputs).copy()
+
+        code = act.activation_code(activation)
+        out = their(0, "x")  # darknet's copy of the pre-BN connected output
+        x_saved, x_norm = np.empty_like(out), np.empty_like(out)
+        mean, var = np.empty(outputs, np.float32), np.empty(outputs, np.float32)
+        biases = dn.layer_array(theirs, 0, "biases")
+        bn.darknet_batchnorm_forward_train(
+            out, x_saved, x_norm, mean, var, rolling_mean, rolling_var, scales, biases
+        )
+        act.activate(out, code)
+        assert report(f"net {activation} output", out, their(0, "output")) <= 2e-6
+        assert report("net x_norm", x_norm, their(0, "x_norm")) <= 2e-6
+        assert (
+            report(
+                "net rolling_variance", rolling_var, dn.layer_array(theirs, 0, "rolling_variance")
+            )
+            <= 2e-7
+        )
+
+        probabilities = np.empty_like(out)
+        sm.darknet_softmax_forward(their(0, "output"), probabilities, groups, temperature)
+        assert report("net softmax", probabilities, their(1, "output")) <= 1.2e-7
+        delta, loss = np.empty_like(out), np.empty_like(out)
+        cost = sm.darknet_softmax_cross_entropy(their(1, "output"), truth, delta, loss)
+        assert abs(cost - dn.layer_array(theirs, 1, "cost")[0]) <= 2e-6 * max(1.0, cost)
+
+        connected_delta = np.zeros_like(out)
+        sm.darknet_softmax_backward(their(1, "delta"), connected_delta)
+        act.gradient(their(0, "output"), code, connected_delta)
+        bias_updates = np.zeros(outputs, np.float32)
+        scale_updates = np.zeros(outputs, np.float32)
+        scratch = [np.empty(outputs, np.float32) for _ in range(2)]
+        bn.darknet_batchnorm_backward(
+            connected_delta,
+            their(0, "x"),
+            their(0, "x_norm"),
+            dn.layer_array(theirs, 0, "mean").copy(),
+            dn.layer_array(theirs, 0, "variance").copy(),
+            scales,
+            bias_updates,
+            scale_updates,
+            *scratch,
+        )
+        assert report("net delta", connected_delta, their(0, "delta")) <= 2e-6
+        assert (
+            report("net bias_updates", bias_updates, dn.layer_array(theirs, 0, "bias_updates"))
+            <= 2e-6
+        )
+        assert (
+            report("net scale_updates", scale_updates, dn.layer_array(theirs, 0, "scale_updates"))
+            <= 2e-6
+        )
+    finally:
+        net.input, net.truth, net.delta = (ctypes.cast(a, F) for a in saved)
+        lib.free_network(theirs)

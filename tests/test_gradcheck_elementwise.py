@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import activations as act_ref
-from reference import batchnorm as bn_ref
-from reference import softmax as sm_ref
 
 from engine.backends.cpu import activations as act
 from engine.backends.cpu import batchnorm as bn
 from engine.backends.cpu import dropout as drop
 from engine.backends.cpu import softmax as sm
+from tests.reference import activations as act_ref
+from tests.reference import batchnorm as bn_ref
+from tests.reference import softmax as sm_ref
 
 H = 1e-6
 

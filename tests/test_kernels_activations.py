@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import activations as ref
 
 from engine.backends.cpu import activations as act
+from tests.reference import activations as ref
 
 SHAPES = [(1,), (7,), (1, 3, 5, 5), (2, 4, 3, 1), (3, 17)]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import batchnorm as ref
 
 from engine.backends.cpu import batchnorm as bn
 from engine.backends.cpu.activations import KernelArgumentError
+from tests.reference import batchnorm as ref
 
 SHAPES = [(4, 3, 5, 5), (1, 2, 3, 3), (5, 7), (3, 1, 2, 9), (2, 4, 1, 1)]
 

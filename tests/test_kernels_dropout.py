@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import dropout as ref
 
 from engine.backends.cpu import dropout as drop
 from engine.backends.cpu.activations import KernelArgumentError
+from tests.reference import dropout as ref
 
 SHAPES = [(1,), (3, 7), (2, 3, 4, 5)]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import softmax as ref
 
 from engine.backends.cpu import softmax as sm
 from engine.backends.cpu.activations import KernelArgumentError
+from tests.reference import softmax as ref
 
 
 def _close(actual, expected, rtol=2e-6, atol=2e-7):
