@@ -11,6 +11,7 @@ from engine.backends.cpu import CpuBackend
 from engine.network import Network, NetworkError
 from engine.spec import (
     AccuracySpec,
+    ActivationSpec,
     BatchNormSpec,
     ConnectedSpec,
     CostSpec,
@@ -266,3 +267,35 @@ def test_bad_input_and_truth_are_clear_errors():
     first_dropout = NetSpec("f", InputSpec(2, 2, 2), (DropoutSpec(name="0", style="darknet"),))
     with pytest.raises(NetworkError, match="cannot be the first layer"):
         Network(first_dropout, BACKEND, 1, "darknet")
+
+
+@pytest.mark.parametrize(
+    "activation,slope", [("relu", 0.0), ("relu", 0.2), ("logistic", 0.0), ("tanh", 0.0)]
+)
+def test_caffe_activation_layers(activation, slope):
+    spec = NetSpec(
+        "a",
+        InputSpec(4, 1, 1),
+        (
+            fc("ip", 6, order="caffe"),
+            ActivationSpec(name="act", activation=activation, negative_slope=slope),
+        ),
+    )
+    net = Network(spec, BACKEND, 3, "caffe")
+    rng = randomise(net, 11)
+    x = rng.standard_normal((3, 4, 1, 1)).astype(np.float32)
+    y = net.forward(x, train=True).astype(np.float64)
+    z = net.layers[0].output.astype(np.float64)
+    if activation == "relu":
+        want, local = np.maximum(z, 0) + slope * np.minimum(z, 0), np.where(z > 0, 1, slope)
+    elif activation == "logistic":
+        want = 1 / (1 + np.exp(-z))
+        local = want * (1 - want)
+    else:
+        want = np.tanh(z)
+        local = 1 - want**2
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    net.layers[1].delta[...] = dy
+    net.backward()
+    np.testing.assert_allclose(net.layers[0].delta, dy * local, rtol=1e-5, atol=1e-6)
