@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.backends.cpu import activations as act
 from tests.reference import activations as ref
@@ -115,3 +117,20 @@ def test_caffe_sigmoid_and_tanh(shape):
     np.testing.assert_allclose(y, ref.caffe_tanh(x), rtol=0, atol=1.2e-7)
     act.caffe_tanh_backward(y, dy, dx)
     assert _same(dx, ref.caffe_tanh_grad(y, dy))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(sorted(act.DARKNET_ACTIVATIONS)),
+    values=st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=40),
+)
+def test_darknet_activations_property(name, values):
+    """Forward and gradient equal the reference bit for bit on arbitrary float32 inputs."""
+    x = np.array(values, np.float32)
+    expected = ref.darknet_activate(x, name)
+    with np.errstate(all="ignore"):
+        act.activate(x, act.activation_code(name))
+    assert _same(x, expected)
+    delta = np.ones_like(x)
+    act.gradient(x, act.activation_code(name), delta)
+    assert _same(delta, ref.darknet_gradient(x, name))
