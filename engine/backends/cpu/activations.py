@@ -171,7 +171,8 @@ def relie_activate(x):
 @njit(inline="always", cache=True)
 def ramp_activate(x):
     """``x·[x > 0] + .1·x``: the first term in float32, the sum in double."""
-    return np.float32(np.float64(relu_activate(x)) + 0.1 * np.float64(x))
+    positive_part = x * (_F1 if x > 0 else _F0)  # float32, like relu_activate
+    return np.float32(np.float64(positive_part) + 0.1 * np.float64(x))
 
 
 @njit(inline="always", cache=True)
