@@ -24,9 +24,11 @@ def stderr_console():
 
 
 def stdout_console():
+    """A Rich console on stdout; 140 columns wide when stdout is not a terminal (files, pipes)."""
     from rich.console import Console
 
-    return Console(no_color=bool(os.environ.get("NO_COLOR")) or None)
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140
+    return Console(no_color=bool(os.environ.get("NO_COLOR")) or None, width=width)
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:

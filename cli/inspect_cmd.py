@@ -93,8 +93,12 @@ def settings_rows(run) -> list[tuple[str, str, str]]:
 
 
 def _format_value(value: Any) -> str:
+    """Floats as the shortest text that gives back the same float32 (darknet stores float32,
+    so ``momentum=0.8`` shows as 0.8, not 0.800000012)."""
     if isinstance(value, float):
-        return f"{value:.9g}"
+        import numpy as np
+
+        return str(np.float32(value)) if np.isfinite(value) else str(value)
     if isinstance(value, tuple):
         return ",".join(_format_value(v) for v in value) or "—"
     return str(value)
