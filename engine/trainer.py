@@ -1,0 +1,505 @@
+"""One training step, in darknet's or Caffe's loop semantics, on a :class:`~engine.network.Network`.
+
+:class:`Trainer` owns a network, its optimizer, the random stream training continues on and the
+counters (``seen``, ``iteration``). :meth:`Trainer.train_iteration` applies exactly ONE weight
+update; ``engine.train`` builds the loop, events and checkpoints on top of it.
+
+Loop semantics (``--semantics``; the default follows the config's format):
+
+* **darknet** (spec ``darknet.md`` §4, ``network.c:train_network_datum``): per mini-batch of
+  ``Bm`` images ``seen += Bm``, forward, backward (gradients are *summed* into ``grads``, on top
+  of the momentum the last update left there: darknet quirk, nothing zeroes them); the update
+  fires when ``(seen / Bm) % S == 0`` with ``lr = rate(b)``, ``b = seen / (Bm·S)`` evaluated
+  AFTER the increment (the k-th update uses ``b = k``). Loss = ``Σ cost / (S·Bm)``, the mean
+  per-image loss of the ``B = Bm·S`` images.
+* **caffe** (spec ``caffe.md`` §1, ``Solver::Step``): zero the diffs, ``iter_size`` forward/
+  backward passes (diffs accumulate), loss ``= Σ loss / iter_size``, ``lr = rate(iter)`` with
+  ``iter`` the number of updates already applied, ``ApplyUpdate`` (clip → normalise →
+  regularise → update, in :mod:`engine.optim`), ``iter += 1``.
+
+The schedule keeps its own convention (``ScheduleSpec.convention``) whichever loop drives it: a
+darknet schedule is evaluated at the batch number of the update (``b = k`` for the k-th
+update), a Caffe schedule at the number of updates already applied (``k − 1``).
+
+Reported losses are always per image: a darknet net's summed cost is divided by ``Bm``; a Caffe
+net's loss is already a mean (``SoftmaxWithLoss`` ``normalization: VALID``).
+
+Random numbers: darknet nets (``darknet_*`` fillers, darknet dropout) draw from one
+:class:`~engine.rng.DarknetRandom` seeded like ``srand(seed)``: :func:`engine.init.initialise`
+consumes the init draws exactly as ``parse_network_cfg`` does, then the same stream feeds the
+dropout masks (one ``rand_uniform(0, 1)`` per element per training forward) and the ``random``
+lr policy, as in one darknet process. Caffe nets use a NumPy ``Generator`` seeded with ``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.backends.base import Backend
+from engine.checkpoint import WeightsFileError, load_npz_weights, read_darknet_weights
+from engine.init import initialise
+from engine.network import Network, NetworkError
+from engine.optim import Optimizer, OptimizerStateError, UpdateStats, make_optimizer
+from engine.rng import DarknetRandom
+from engine.schedule import caffe_multistep_step, lr_at
+from engine.semantics import with_semantics
+from engine.spec import Framework, RunSpec
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+__all__ = [
+    "EvalResult",
+    "IterationResult",
+    "Trainer",
+    "TrainerStateError",
+    "run_fixed_batch",
+]
+
+
+class TrainerStateError(ValueError):
+    """A saved trainer state does not fit this trainer (missing key, other network, shape)."""
+
+
+@dataclass(frozen=True)
+class IterationResult:
+    """What one weight update did.
+
+    ``iteration``: updates applied so far, this one included (darknet: ``seen / B`` for an
+    aligned run; Caffe ``iter`` after the increment). ``seen``: images seen. ``lr``: the rate
+    this update used. ``loss``: mean per-image loss over the update's images (darknet
+    ``train_network``'s return value; Caffe's ``loss / iter_size``), measured before the update.
+    ``stats``: norms of the update. ``non_finite``: None, or where the first non-finite value
+    appeared: ``"layer NAME"`` (its forward output), ``"blob LAYER/INDEX (name)"`` (a parameter
+    after the update) or ``"loss"``.
+    """
+
+    iteration: int
+    seen: int
+    lr: float
+    loss: float
+    stats: UpdateStats
+    non_finite: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Test-mode results over some batches: mean per-image ``loss``, top-1 ``accuracy``
+    (Caffe's rule: correct when no other class scores ``>=`` the true class; ties count
+    against) and the number of ``images``."""
+
+    loss: float
+    accuracy: float
+    images: int
+
+
+def _load_weight_file(path: str, run: RunSpec) -> tuple[dict[str, np.ndarray], int | None]:
+    """``({"LAYER/INDEX": array}, seen or None)`` from a ``.weights``, ``.npz`` or
+    ``.caffemodel`` file (chosen by suffix; anything else is read as darknet ``.weights``)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npz":
+        return load_npz_weights(path, run.net), None
+    if suffix == ".caffemodel":
+        from engine.caffemodel import read_caffemodel
+
+        return read_caffemodel(path, run.net), None
+    header, arrays = read_darknet_weights(path, run.net)
+    return arrays, header.seen
+
+
+class Trainer:
+    """The training step; see the module docstring.
+
+    ``run``: the resolved spec. ``seed``: darknet ``srand(seed)`` before parsing (init draws,
+    then dropout and the ``random`` policy continue on that stream) or the NumPy seed of Caffe
+    fillers/dropout. ``backend``: default :class:`~engine.backends.cpu.CpuBackend`.
+    ``semantics``: ``"darknet"``/``"caffe"`` loop and update rule (default: the solver's, i.e.
+    the config's format; :func:`engine.semantics.with_semantics` switches the conventions).
+    ``weights``: a ``.weights``/``.npz``/``.caffemodel`` loaded after initialisation (darknet
+    quirk kept: the init draws are consumed even then). ``clear``: ignore the ``.weights``
+    header's ``seen`` (darknet ``-clear``), so the schedule starts at the first batch.
+
+    Attributes: ``network``, ``optimizer``, ``rng`` (the stream dropout draws from), ``seen``
+    (images), ``iteration`` (updates applied), ``images_per_update`` (``Bm·S``),
+    ``semantics``, ``solver`` (under ``semantics``), ``schedule``, ``current_step`` (Caffe
+    ``multistep`` state).
+    """
+
+    def __init__(
+        self,
+        run: RunSpec,
+        *,
+        seed: int = 0,
+        backend: Backend | None = None,
+        semantics: str | None = None,
+        weights: str | None = None,
+        clear: bool = False,
+    ):
+        self.run = run
+        self.semantics: Framework = semantics or run.solver.semantics  # type: ignore[assignment]
+        solver = run.solver
+        if self.semantics != solver.semantics:
+            solver = with_semantics(solver, self.semantics)
+        self.solver = solver
+        self.schedule = run.schedule
+        if backend is None:
+            from engine.backends.cpu import CpuBackend
+
+            backend = CpuBackend()
+        self.backend = backend
+        self.minibatch = solver.minibatch
+        self.accumulate = solver.accumulate
+        self.images_per_update = solver.minibatch * solver.accumulate
+        self.rng: DarknetRandom | np.random.Generator = DarknetRandom(seed)
+        self.network = Network(
+            run.net, backend, solver.minibatch, self.semantics, uniforms=self._uniforms
+        )
+        self.rng = initialise(run.net, self.network.named_blobs, seed=seed)
+        self._policy_rng: DarknetRandom | None = None
+        self.seen = 0
+        self.iteration = 0
+        self.current_step = 0
+        if weights is not None:
+            self.load_weights(weights, clear=clear)
+        self.optimizer: Optimizer = make_optimizer(
+            solver, self.network.segments, self.network.params.size
+        )
+        self._eval_networks: dict[int, Network] = {}
+        self.history: list[IterationResult] = []
+
+    # ---- random streams -----------------------------------------------------------------
+    def _uniforms(self, n: int) -> np.ndarray:
+        """Dropout draws: darknet ``rand_uniform(0, 1)`` per element from the glibc stream
+        (continuing after the init draws), or float32 uniforms from the NumPy generator."""
+        if isinstance(self.rng, DarknetRandom):
+            return self.rng.rand_uniform_array(n, 0.0, 1.0)
+        return self.rng.random(n, dtype=np.float32)
+
+    @property
+    def policy_rng(self) -> DarknetRandom:
+        """The stream darknet's ``random`` lr policy draws from: the training stream for a
+        darknet net (one process), else a ``DarknetRandom(schedule.seed)`` of its own."""
+        if isinstance(self.rng, DarknetRandom):
+            return self.rng
+        if self._policy_rng is None:
+            self._policy_rng = DarknetRandom(self.schedule.seed)
+        return self._policy_rng
+
+    # ---- weights --------------------------------------------------------------------------
+    def load_weights(self, path: str, *, clear: bool = False) -> None:
+        """Copy a parameter file's blobs into the network. A darknet ``.weights`` header
+        also sets ``seen`` (and ``iteration = seen / B``) unless ``clear``."""
+        arrays, seen = _load_weight_file(str(path), self.run)
+        views = dict(self.network.named_blobs())
+        for key, array in arrays.items():
+            if key not in views:
+                raise WeightsFileError(path, f"blob {key} is not a parameter of this network")
+            views[key][...] = array
+        if seen is not None and not clear:
+            self.seen = int(seen)
+            self.iteration = self.seen // self.images_per_update
+
+    # ---- the learning rate ----------------------------------------------------------------
+    def _schedule_index(self, update_number: int) -> int:
+        """The schedule's iteration for the ``update_number``-th update (1-based): darknet
+        batch number ``b = k``, Caffe ``it = k − 1``."""
+        if self.schedule.convention == "darknet":
+            return update_number
+        return max(update_number - 1, 0)
+
+    def _rate(self, update_number: int, *, peek: bool = False) -> float:
+        """``lr`` for the ``update_number``-th update; ``peek`` leaves every state as is."""
+        schedule = self.schedule
+        index = self._schedule_index(update_number)
+        if schedule.convention == "darknet":
+            rand_state = None
+            if schedule.policy == "random":
+                rand_state = self.policy_rng.glibc.copy() if peek else self.policy_rng
+            return lr_at(schedule, index, rand_state=rand_state)
+        if schedule.policy != "multistep":
+            return lr_at(schedule, index)
+        rate = lr_at(schedule, index, current_step=self.current_step)
+        if not peek:
+            self.current_step = caffe_multistep_step(schedule.steps, index, self.current_step)
+        return rate
+
+    def _darknet_passes_to_update(self) -> tuple[int, int]:
+        """``(passes, seen after them)`` until darknet's modulo test fires next."""
+        seen, passes = self.seen, 0
+        while True:
+            seen += self.minibatch
+            passes += 1
+            if (seen // self.minibatch) % self.accumulate == 0:
+                return passes, seen
+
+    def lr(self) -> float:
+        """The rate the next update will use (for display; consumes no random draw — with the
+        ``random`` policy the actual value differs when dropout draws come first)."""
+        if self.semantics == "darknet":
+            _, seen = self._darknet_passes_to_update()
+            return self._rate(seen // self.images_per_update, peek=True)
+        return self._rate(self.iteration + 1, peek=True)
+
+    # ---- one update -------------------------------------------------------------------------
+    def _pass(self, next_batch: Callable[[], Batch]) -> float:
+        """One forward/backward on a fresh mini-batch; returns the per-image loss sum
+        (darknet ``*net.cost``) for a darknet net, the mean loss for a Caffe net."""
+        x, y = next_batch()
+        net = self.network
+        net.set_truth(y)
+        net.forward(x, train=True)
+        net.backward()
+        return float(net.loss)
+
+    def _per_image(self, summed: float, passes: int) -> float:
+        """Mean per-image loss from the sum of ``passes`` pass losses."""
+        if self.network.native == "darknet":
+            # darknet: train_network returns (float) sum / (n·Bm), float32 arithmetic
+            return float(np.float32(summed) / np.float32(passes * self.minibatch))
+        return float(np.float32(summed) / np.float32(passes))
+
+    def train_iteration(self, next_batch: Callable[[], Batch]) -> IterationResult:
+        """Apply ONE weight update. ``next_batch()`` returns ``(images, labels)``: float32
+        ``(Bm, C, H, W)`` images and integer labels ``(Bm,)`` (one-hot for darknet's softmax)
+        or float targets ``(Bm, outputs)``. See the module docstring for both loops."""
+        if self.semantics == "darknet":
+            return self._darknet_iteration(next_batch)
+        return self._caffe_iteration(next_batch)
+
+    def _darknet_iteration(self, next_batch: Callable[[], Batch]) -> IterationResult:
+        summed = np.float32(0)  # darknet: float sum += train_network_datum(net)
+        passes = 0
+        first_bad = None
+        while True:
+            self.seen += self.minibatch
+            passes += 1
+            summed = np.float32(summed + np.float32(self._pass(next_batch)))
+            first_bad = first_bad or self._non_finite_output()
+            if (self.seen // self.minibatch) % self.accumulate == 0:
+                break
+        batch_number = self.seen // self.images_per_update
+        lr = self._rate(batch_number)
+        return self._update(lr, self._per_image(float(summed), passes), first_bad)
+
+    def _caffe_iteration(self, next_batch: Callable[[], Batch]) -> IterationResult:
+        if self.optimizer.zero_grads_needed:
+            self.network.zero_grads()  # Net::ClearParamDiffs
+        summed = np.float32(0)
+        first_bad = None
+        for _ in range(self.accumulate):
+            self.seen += self.minibatch
+            summed = np.float32(summed + np.float32(self._pass(next_batch)))
+            first_bad = first_bad or self._non_finite_output()
+        lr = self._rate(self.iteration + 1)
+        return self._update(lr, self._per_image(float(summed), self.accumulate), first_bad)
+
+    def _update(self, lr: float, loss: float, first_bad: str | None) -> IterationResult:
+        net = self.network
+        stats = self.optimizer.step(net.params, net.grads, lr, self.iteration)
+        self.iteration += 1
+        if first_bad is None and not math.isfinite(loss):
+            first_bad = "loss"
+        first_bad = first_bad or self._non_finite_param()
+        return IterationResult(self.iteration, self.seen, lr, loss, stats, first_bad)
+
+    def _non_finite_output(self) -> str | None:
+        """The first layer whose forward output holds a NaN or an infinity (cheap check on
+        the loss first: a finite loss with a non-finite activation is still reported)."""
+        if math.isfinite(self.network.loss):
+            return None
+        for layer in self.network.layers:
+            if not np.isfinite(self.backend.to_host(layer.output)).all():
+                return f"layer {layer.name}"
+        return None
+
+    def _non_finite_param(self) -> str | None:
+        params = self.backend.to_host(self.network.params)
+        if np.isfinite(params).all():
+            return None
+        for segment in self.network.segments:
+            chunk = params[segment.offset : segment.offset + segment.size]
+            if not np.isfinite(chunk).all():
+                return f"blob {segment.key} ({segment.name})"
+        return "params"  # pragma: no cover - every element belongs to a segment
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def _eval_network(self, batch: int) -> Network:
+        net = self._eval_networks.get(batch)
+        if net is None:
+            net = Network(
+                self.run.net,
+                self.backend,
+                batch,
+                self.semantics,
+                phase="test",
+                share_params_with=self.network,
+            )
+            self._eval_networks[batch] = net
+        return net
+
+    def evaluate(self, batches: Iterable[Batch]) -> EvalResult:
+        """Test-mode forward over ``batches`` of ``(images, integer labels)``: batch-norm uses
+        its running statistics, dropout is the identity, the test phase's layers run (sharing
+        the training network's parameters). Returns the per-image mean loss and top-1
+        accuracy over all images; nothing is updated."""
+        loss_sum = 0.0
+        correct = 0
+        images = 0
+        for x, y in batches:
+            labels = np.asarray(y)
+            net = self._eval_network(int(np.shape(x)[0]))
+            net.set_truth(labels)
+            net.forward(x, train=False)
+            count = net.batch
+            per_image = net.loss / count if net.native == "darknet" else net.loss
+            loss_sum += float(per_image) * count
+            scores = self.backend.to_host(net.output).reshape(count, -1)
+            correct += _top1_correct(scores, labels)
+            images += count
+        if images == 0:
+            return EvalResult(math.nan, math.nan, 0)
+        return EvalResult(loss_sum / images, correct / images, images)
+
+    # ---- state ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray | int | float | str]:
+        """Everything for a bit-exact resume, as NumPy arrays, ints and strings (``np.savez``
+        friendly): ``params``, ``grads`` (darknet quirk: its SGD momentum lives there),
+        ``optim/<name>`` (optimizer state), ``seen``, ``iteration``, ``current_step`` (Caffe
+        multistep), ``semantics``, ``rng`` (JSON of the training stream's state) and
+        ``policy_rng`` (JSON, the separate ``random``-policy stream, ``"null"`` if unused)."""
+        host = self.backend.to_host
+        state: dict[str, np.ndarray | int | float | str] = {
+            "params": host(self.network.params),
+            "grads": host(self.network.grads),
+            "seen": int(self.seen),
+            "iteration": int(self.iteration),
+            "current_step": int(self.current_step),
+            "semantics": self.semantics,
+            "rng": _rng_state_json(self.rng),
+            "policy_rng": "null" if self._policy_rng is None else _rng_state_json(self._policy_rng),
+        }
+        for name, array in self.optimizer.state_arrays().items():
+            state[f"optim/{name}"] = array
+        return state
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Restore what :meth:`state_dict` returned (values may be 0-d arrays, as
+        ``np.load`` gives them). Raises :class:`TrainerStateError` on a mismatch."""
+        for key in ("params", "grads", "seen", "iteration", "semantics", "rng"):
+            if key not in state:
+                raise TrainerStateError(f"trainer state has no {key!r}")
+        semantics = _scalar(state["semantics"], str)
+        if semantics != self.semantics:
+            raise TrainerStateError(
+                f"trainer state was saved under {semantics} semantics, this run uses "
+                f"{self.semantics}"
+            )
+        for key in ("params", "grads"):
+            array = np.asarray(state[key])
+            target = getattr(self.network, key)
+            if array.shape != target.shape:
+                raise TrainerStateError(
+                    f"trainer state {key!r} holds {array.size} floats, this network has "
+                    f"{target.size}: saved for another network?"
+                )
+            self.backend.copy_from_host(array.astype(np.float32), target)
+        optim = {
+            k[len("optim/") :]: np.asarray(v) for k, v in state.items() if k.startswith("optim/")
+        }
+        try:
+            self.optimizer.load_state(optim)
+        except OptimizerStateError as exc:
+            raise TrainerStateError(str(exc)) from None
+        self.seen = _scalar(state["seen"], int)
+        self.iteration = _scalar(state["iteration"], int)
+        self.current_step = _scalar(state.get("current_step", 0), int)
+        _set_rng_state(self.rng, _scalar(state["rng"], str))
+        policy = _scalar(state.get("policy_rng", "null"), str)
+        if policy != "null":
+            self._policy_rng = DarknetRandom(0)
+            _set_rng_state(self._policy_rng, policy)
+
+
+def _top1_correct(scores: np.ndarray, labels: np.ndarray) -> int:
+    """Caffe ``Accuracy`` (top_k 1): an image counts when no other class scores ``>=`` its
+    true class's score."""
+    labels = labels.reshape(-1).astype(np.int64)
+    if labels.size != scores.shape[0]:
+        raise NetworkError(
+            f"evaluate: {labels.size} labels for {scores.shape[0]} images (top-1 accuracy "
+            "needs one integer label per image)"
+        )
+    truth = scores[np.arange(labels.size), labels]
+    better = (scores >= truth[:, None]).sum(axis=1) - 1
+    return int((better < 1).sum())
+
+
+def _rng_state_json(rng: DarknetRandom | np.random.Generator) -> str:
+    if isinstance(rng, DarknetRandom):
+        return json.dumps({"kind": "darknet", **rng.get_state()})
+    return json.dumps({"kind": "numpy", "state": rng.bit_generator.state})
+
+
+def _set_rng_state(rng: DarknetRandom | np.random.Generator, text: str) -> None:
+    try:
+        data = json.loads(text)
+        kind = data.pop("kind")
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise TrainerStateError(f"trainer state 'rng' is not a generator state: {exc}") from None
+    if isinstance(rng, DarknetRandom) and kind == "darknet":
+        rng.set_state(data)
+    elif isinstance(rng, np.random.Generator) and kind == "numpy":
+        rng.bit_generator.state = data["state"]
+    else:
+        raise TrainerStateError(f"trainer state holds a {kind} generator, this run uses another")
+
+
+def _scalar(value: object, kind: type):
+    """An int or str from a Python value or a 0-d NumPy array (as ``np.load`` returns)."""
+    if isinstance(value, np.ndarray):
+        value = value.item()
+    return kind(value)
+
+
+def run_fixed_batch(
+    run: RunSpec,
+    x: np.ndarray,
+    y: np.ndarray,
+    iterations: int,
+    *,
+    seed: int = 0,
+    weights: str | None = None,
+    semantics: str | None = None,
+    clear: bool = False,
+) -> Trainer:
+    """Train ``iterations`` updates on one fixed batch, without shuffling, and return the
+    trainer (its ``history`` attribute lists the :class:`IterationResult` of each update).
+
+    ``x``/``y`` hold a multiple of ``Bm`` images; mini-batches are taken in order, ``Bm`` rows
+    at a time, wrapping around (darknet ``train_network`` on a ``data`` of ``B`` rows: every
+    update sees rows ``0 … B−1`` in order).
+    """
+    trainer = Trainer(run, seed=seed, weights=weights, semantics=semantics, clear=clear)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.asarray(y)
+    bm = trainer.minibatch
+    if x.shape[0] == 0 or x.shape[0] % bm or y.shape[0] != x.shape[0]:
+        raise NetworkError(
+            f"fixed batch: {x.shape[0]} images and {y.shape[0]} labels; need the same "
+            f"number, a positive multiple of the mini-batch {bm}"
+        )
+    chunks = x.shape[0] // bm
+    cursor = [0]
+
+    def next_batch() -> Batch:
+        start = (cursor[0] % chunks) * bm
+        cursor[0] += 1
+        return x[start : start + bm], y[start : start + bm]
+
+    trainer.history.extend(trainer.train_iteration(next_batch) for _ in range(iterations))
+    return trainer
