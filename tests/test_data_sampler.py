@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from engine.data import BatchSampler, DataError, load_mean_file
+from engine.data import BatchSampler, DataError, compute_image_mean, load_mean_file, mean_for
 from engine.data.dataset import Dataset
 from engine.data.protobuf import encode_blob
 from engine.spec import DataSourceSpec
@@ -183,3 +183,23 @@ def test_buffers_are_preallocated_and_reused():
 def test_crop_larger_than_image():
     with pytest.raises(DataError, match="crop size 9 exceeds the 4×4 images"):
         BatchSampler(make_dataset(), DataSourceSpec(crop_size=9))
+
+
+def test_compute_image_mean_matches_caffe_float_arithmetic():
+    dataset = make_dataset(count=9, shape=(3, 2, 2))
+    mean = compute_image_mean(dataset)
+    sums = dataset.images.astype(np.int64).sum(axis=0).astype(np.float32)
+    np.testing.assert_array_equal(mean, sums / np.float32(9))
+    assert mean.dtype == np.float32
+
+
+def test_missing_mean_file_falls_back_to_the_training_mean(tmp_path):
+    train = make_dataset(count=6, shape=(3, 4, 4))
+    source = DataSourceSpec(batch_size=6, mean_file=str(tmp_path / "examples/mean.binaryproto"))
+    mean, note = mean_for(source, train)
+    assert "does not exist" in note and "compute_image_mean" in note
+    images, _ = BatchSampler(train, source, mean=mean).next_batch()
+    np.testing.assert_array_equal(images, train.images.astype(np.float32) - mean)
+    (tmp_path / "real.binaryproto").write_bytes(encode_blob(np.ones((1, 3, 4, 4), np.float32)))
+    kept, no_note = mean_for(DataSourceSpec(mean_file=str(tmp_path / "real.binaryproto")), train)
+    assert no_note is None and (kept == 1).all()

@@ -7,6 +7,8 @@ Public API (other parts of the engine rely on these names):
   (e.g. Caffe's missing ``examples/mnist/mnist_train_lmdb`` → ``mnist``);
 * :func:`probe_shape` — (C, H, W) of a source without loading it;
 * :class:`BatchSampler` — float32 batches preprocessed per the framework, resumable state;
+  :func:`mean_for` — the mean to subtract (computed from the training set, as Caffe's
+  ``compute_image_mean`` would, when a config's ``mean.binaryproto`` is missing);
 * :func:`fetch_dataset`, :func:`verify_dataset` — the download cache;
 * :class:`DataError`, :class:`DatasetNotFound`, :class:`DownloadError`.
 
@@ -22,7 +24,7 @@ from engine.data.dataset import Dataset
 from engine.data.errors import DataError, DatasetNotFound, DownloadError
 from engine.data.fetch import fetch_dataset, verify_dataset
 from engine.data.resolve import open_dataset, probe_shape, resolve_source
-from engine.data.sampler import BatchSampler, load_mean_file
+from engine.data.sampler import BatchSampler, compute_image_mean, load_mean_file, mean_for
 
 __all__ = [
     "CATALOG",
@@ -32,8 +34,10 @@ __all__ = [
     "Dataset",
     "DatasetNotFound",
     "DownloadError",
+    "compute_image_mean",
     "fetch_dataset",
     "load_mean_file",
+    "mean_for",
     "open_dataset",
     "probe_shape",
     "resolve_source",

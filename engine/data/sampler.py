@@ -79,6 +79,35 @@ def mean_image(source: DataSourceSpec, shape: tuple[int, int, int]) -> np.ndarra
     return None
 
 
+def compute_image_mean(dataset: Dataset) -> np.ndarray:
+    """The per-pixel mean image, as Caffe's ``tools/compute_image_mean.cpp`` computes it.
+
+    Caffe sums the uint8 pixels into a float blob and divides by the image count in float.
+    The sums of up to 65 793 images of 255 are integers below 2^24, so they are exact in
+    float32, and ``float32(sum) / float32(count)`` reproduces the tool's values bit for bit.
+    """
+    total = np.zeros(dataset.shape, dtype=np.float64)
+    for start in range(0, len(dataset), 4096):
+        total += dataset.images[start : start + 4096].sum(axis=0, dtype=np.float64)
+    return total.astype(np.float32) / np.float32(len(dataset))
+
+
+def mean_for(source: DataSourceSpec, train: Dataset) -> tuple[np.ndarray | None, str | None]:
+    """The mean a source subtracts, and a note when it had to be computed.
+
+    A ``mean_file`` that does not exist here (Caffe's CIFAR-10 example points at
+    ``examples/cifar10/mean.binaryproto``) is replaced by :func:`compute_image_mean` of the
+    training set, which is what ``compute_image_mean`` would have written.
+    """
+    if source.mean_file and not source.mean_values and not Path(source.mean_file).exists():
+        note = (
+            f"{source.mean_file} does not exist: using the mean image of the {train.name} "
+            "training set, computed as Caffe's compute_image_mean does"
+        )
+        return compute_image_mean(train), note
+    return mean_image(source, train.shape), None
+
+
 def darknet_divisor(scale: float) -> float:
     """The divisor darknet's ``pixel / 255.`` uses for a given scale (255 for 1/255)."""
     inverse = 1.0 / float(scale)
@@ -93,6 +122,8 @@ class BatchSampler:
     random (TRAIN) or centre (TEST) crops. ``shuffle`` (from the spec unless overridden): random
     sampling with replacement (darknet) or sequential wrapping order (Caffe).
     ``prescaled`` datasets (float ``.npz``) are copied as given (crop and mirror still apply).
+    ``mean``: a mean image (C×H×W) or per-channel mean (C×1×1) to use instead of the spec's
+    (e.g. from :func:`mean_for` when the mean file is missing).
     """
 
     def __init__(
@@ -105,6 +136,7 @@ class BatchSampler:
         seed: int = 0,
         batch_size: int | None = None,
         shuffle: bool | None = None,
+        mean: np.ndarray | None = None,
     ):
         if len(dataset) == 0:
             raise DataError(dataset.path or dataset.name, "the dataset has no images")
@@ -125,7 +157,12 @@ class BatchSampler:
                 str(source.origin), f"crop size {self.crop} exceeds the {height}×{width} images"
             )
         self.scale = np.float32(source.scale)
-        self.mean = None if dataset.prescaled else mean_image(source, dataset.shape)
+        if dataset.prescaled:
+            self.mean = None
+        elif mean is not None:
+            self.mean = np.asarray(mean, dtype=np.float32).reshape(channels, *mean.shape[-2:])
+        else:
+            self.mean = mean_image(source, dataset.shape)
         self.divisor = darknet_divisor(source.scale) if framework == "darknet" else None
         self.seed = seed
         self.rng = np.random.Generator(np.random.PCG64(seed))
