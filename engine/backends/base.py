@@ -97,6 +97,10 @@ class Backend:
         """``out[...] = src``."""
         raise NotImplementedError
 
+    def permute_copy(self, src: Array, out: Array, axes: tuple[int, ...]) -> None:
+        """``out[...] = src.transpose(axes)`` (``out`` contiguous)."""
+        raise NotImplementedError
+
     # ---- dense algebra --------------------------------------------------------------------
     def matmul(self, a: Array, b: Array, out: Array) -> None:
         """``out = a @ b`` (broadcast over stacked leading axes)."""
@@ -120,15 +124,15 @@ class Backend:
 
     # ---- convolution ----------------------------------------------------------------------
     def im2col(self, x, col, kernel, stride, pad, dilation, out_hw) -> None:
-        """``x (B,C,H,W)`` → ``col (B,G,K,N)``, zero padding (``engine.backends.cpu.conv``)."""
+        """``x (B,C,H,W)`` → ``col (G,K,B·N)``, zero padding (``engine.backends.cpu.conv``)."""
         raise NotImplementedError
 
     def col2im_add(self, col, dx, kernel, stride, pad, dilation, out_hw) -> None:
-        """``dx (B,C,H,W) +=`` fold of ``col (B,G,K,N)``."""
+        """``dx (B,C,H,W) +=`` fold of ``col (G,K,B·N)``."""
         raise NotImplementedError
 
     def flat_as_col(self, x, col) -> None:
-        """darknet's 1×1 shortcut: the input memory read as ``(K, N)`` per group."""
+        """darknet's 1×1 shortcut: the input memory read as ``(K, N)`` per image and group."""
         raise NotImplementedError
 
     def flat_as_col_add(self, col, dx) -> None:

@@ -1,10 +1,12 @@
 """Convolution layer (darknet ``[convolutional]`` with its batch norm and activation; Caffe
 ``Convolution``).
 
-Forward per image and group: ``y = W_g · im2col(x_g)`` (BLAS), then darknet batch norm (the
-biases are the BN shift) or ``+ bias``, then darknet's activation in place. Backward: activation
+Forward: ``col = im2col(x)`` laid out ``(G, K, B·N)`` so each group is ONE BLAS GEMM over the
+whole batch, ``y_g = W_g · col_g`` (then permuted to NCHW), then darknet batch norm (the biases
+are the BN shift) or ``+ bias``, then darknet's activation in place. Backward: activation
 gradient from the output, BN backward or ``Σ delta`` into the bias gradient,
-``dW_g += Σ_images delta_g · colᵀ``, and ``dx += col2im(W_gᵀ · delta_g)``.
+``dW_g += alpha · delta_g · col_gᵀ`` and ``dx += col2im(W_gᵀ · delta_g)``. darknet and Caffe run
+one GEMM per image; the sums are the same up to float32 summation order.
 """
 
 from __future__ import annotations
@@ -18,17 +20,22 @@ from engine.layers.base import (
 from engine.shapes import LayerShape
 from engine.spec import ConvSpec
 
+# (B, G, m, N) ↔ (G, m, B, N)
+_TO_GROUP_MAJOR = (1, 2, 0, 3)
+_TO_BATCH_MAJOR = (2, 0, 1, 3)
+
 
 class ConvLayer(Layer):
-    """See the module docstring. ``col`` (``(B, G, K, N)``) is kept from forward to backward."""
+    """See the module docstring. ``col`` (``(G, K, B·N)``) is kept from forward to backward;
+    the GEMM result and ``W_gᵀ·delta_g`` live in the network's shared workspace."""
 
     def __init__(self, shape: LayerShape, ctx: LayerContext):
         super().__init__(shape, ctx)
         spec: ConvSpec = shape.layer
-        batch, (c, h, w), (f, oh, ow) = ctx.batch, shape.input, shape.output
+        batch, (c, _, _), (f, oh, ow) = ctx.batch, shape.input, shape.output
         groups = spec.groups
         self.k = (c // groups) * spec.kernel_h * spec.kernel_w
-        self.n = oh * ow
+        n = oh * ow
         m = f // groups
         self.geometry = (
             (spec.kernel_h, spec.kernel_w),
@@ -37,52 +44,47 @@ class ConvLayer(Layer):
             spec.dilation,
             (oh, ow),
         )
-        self.col_shape = (batch, groups, self.k, self.n)
-        one_by_one = spec.kernel_h == 1 and spec.kernel_w == 1
         steps = (spec.stride_h, spec.stride_w, spec.pad_h, spec.pad_w)
-        plain = one_by_one and steps == (1, 1, 0, 0)
-        # a 1×1 stride-1 unpadded conv reads the input itself as the column matrix
-        self.col_is_input = plain and (h, w) == (oh, ow)
+        one_by_one = spec.kernel_h == 1 and spec.kernel_w == 1
         # darknet quirk: its CPU 1×1 shortcut ignores stride and padding (garbage, but kept)
-        self.flat_quirk = spec.darknet_1x1_shortcut and one_by_one and not self.col_is_input
+        self.flat_quirk = spec.darknet_1x1_shortcut and one_by_one and steps != (1, 1, 0, 0)
         backend = ctx.backend
-        self.col = None if self.col_is_input else backend.zeros(self.col_shape)
+        self.col = backend.zeros((groups, self.k, batch * n))
+        self.col_t = self.col.swapaxes(1, 2)
         self.weights = ctx.params["weights"].reshape(groups, m, self.k)
         self.weights_t = self.weights.swapaxes(1, 2)
         self.dweights = ctx.grads["weights"].reshape(groups, m, self.k)
-        self.wgrad_stack = backend.zeros((batch, groups, m, self.k))
-        self.wgrad_sum = backend.zeros((groups, m, self.k))
+        self.wgrad_scratch = backend.zeros((groups, m, self.k))
         bias_name = "biases" if spec.param_order == "darknet" else "bias"
         self.bias = ctx.params.get(bias_name)
         self.dbias = ctx.grads.get(bias_name)
-        self.out4 = self.output.reshape(batch, groups, m, self.n)
-        self.out3 = self.output.reshape(batch, f, self.n)
-        self.delta4 = self.delta.reshape(batch, groups, m, self.n)
-        self.delta3 = self.delta.reshape(batch, f, self.n)
+        self.out4 = self.output.reshape(batch, groups, m, n)
+        self.out3 = self.output.reshape(batch, f, n)
+        self.delta4 = self.delta.reshape(batch, groups, m, n)
+        self.delta3 = self.delta.reshape(batch, f, n)
+        self.gm_shape = (groups, m, batch, n)
+        self.gemm_shape = (groups, m, batch * n)
         self.bn = darknet_bn_state(ctx, f, self.out3.shape) if spec.batch_normalize else None
         self.act = DarknetActivation(backend, spec.activation)
-        self.col_delta = None
+        self.gm = self.gemm = self.col_delta = None
 
     def workspace_size(self) -> int:
-        return self.col_shape[0] * self.col_shape[1] * self.k * self.n
+        return self.col.size + self.output.size
 
     def bind_workspace(self, workspace) -> None:
-        size = self.workspace_size()
-        self.col_delta = workspace[:size].reshape(self.col_shape)
-
-    def _columns(self, x):
-        if self.col_is_input:
-            return x.reshape(self.col_shape)
-        if self.flat_quirk:
-            self.backend.flat_as_col(x, self.col)
-        else:
-            self.backend.im2col(x, self.col, *self.geometry)
-        return self.col
+        size = self.col.size
+        self.col_delta = workspace[:size].reshape(self.col.shape)
+        self.gm = workspace[size : size + self.output.size].reshape(self.gm_shape)
+        self.gemm = self.gm.reshape(self.gemm_shape)
 
     def forward(self, x, train: bool) -> None:
         backend = self.backend
-        col = self._columns(x)
-        backend.matmul(self.weights, col, self.out4)
+        if self.flat_quirk:
+            backend.flat_as_col(x, self.col)
+        else:
+            backend.im2col(x, self.col, *self.geometry)
+        backend.matmul(self.weights, self.col, self.gemm)
+        backend.permute_copy(self.gm, self.out4, _TO_BATCH_MAJOR)
         if self.bn is not None:
             backend.darknet_bn_forward(self.out3, self.bn, train)
         elif self.bias is not None:
@@ -97,15 +99,12 @@ class ConvLayer(Layer):
             backend.darknet_bn_backward(self.delta3, self.bn, alpha)
         elif self.bias is not None:
             backend.bias_grad(self.delta3, self.dbias, alpha)
-        col = x.reshape(self.col_shape) if self.col_is_input else self.col
-        backend.matmul(self.delta4, col.swapaxes(2, 3), self.wgrad_stack)
-        backend.sum_leading_add(self.wgrad_stack, self.dweights, self.wgrad_sum, alpha)
+        backend.permute_copy(self.delta4, self.gm, _TO_GROUP_MAJOR)
+        backend.matmul_add(self.gemm, self.col_t, self.dweights, self.wgrad_scratch, alpha)
         if dx is None:
             return
-        backend.matmul(self.weights_t, self.delta4, self.col_delta)
-        if self.col_is_input:
-            backend.accumulate(dx.reshape(self.col_shape), self.col_delta, 1.0)
-        elif self.flat_quirk:
+        backend.matmul(self.weights_t, self.gemm, self.col_delta)
+        if self.flat_quirk:
             backend.flat_as_col_add(self.col_delta, dx)
         else:
             backend.col2im_add(self.col_delta, dx, *self.geometry)

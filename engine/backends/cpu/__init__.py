@@ -8,11 +8,19 @@ kernels in ``activations.py``, ``batchnorm.py``, ``dropout.py`` and ``softmax.py
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from engine.backends.base import Backend, BackendError
-from engine.backends.cpu import activations, batchnorm, blas, conv, dropout, pool, softmax
+from engine.backends.cpu import (
+    activations,
+    batchnorm,
+    blas,
+    conv,
+    dropout,
+    pool,
+    softmax,
+    threads,
+)
 
 
 class CpuBackend(Backend):
@@ -21,8 +29,8 @@ class CpuBackend(Backend):
 
     name = "cpu"
 
-    #: below this many floats in the largest activation, kernels run on one thread: Numba's
-    #: parallel launch costs more than small layers take (and competes with BLAS threads)
+    #: below this many floats in the largest activation, kernels and BLAS run on one thread:
+    #: a parallel launch costs more than small layers take (see ``threads``)
     PARALLEL_MIN_WORK = 1 << 18
 
     def __init__(self, threads: int | None = None) -> None:
@@ -32,14 +40,14 @@ class CpuBackend(Backend):
         self.threads = threads
 
     def configure(self, work: int) -> None:
-        """Set the calling thread's Numba thread count (results do not depend on it: every
-        parallel iteration owns its output)."""
+        """Set the Numba and BLAS thread counts (kernel results do not depend on them: every
+        parallel iteration owns its output; BLAS may sum in another order)."""
         if self.threads is not None:
-            numba.set_num_threads(self.threads)
+            threads.set_threads(self.threads)
         elif work < self.PARALLEL_MIN_WORK:
-            numba.set_num_threads(1)
+            threads.set_threads(1)
         else:
-            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+            threads.set_threads(threads.max_threads())
 
     def _zeroed(self, tag: str, size: int) -> np.ndarray:
         """A cached zero-filled scratch vector (allocated once per tag and size)."""
@@ -68,6 +76,9 @@ class CpuBackend(Backend):
 
     def copy(self, src, out):
         np.copyto(out, src)
+
+    def permute_copy(self, src, out, axes):
+        np.copyto(out, src.transpose(axes))
 
     # ---- dense algebra --------------------------------------------------------------------
     matmul = staticmethod(blas.matmul)

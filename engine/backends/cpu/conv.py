@@ -2,11 +2,13 @@
 
 Layouts (NCHW, float32, C-contiguous):
 
-* ``x``: ``(B, C, H, W)``; ``col``: ``(B, G, K, N)`` with ``K = (C/G)·kh·kw`` rows ordered
-  ``(c_in_group·kh + ky)·kw + kx`` (darknet's and Caffe's im2col row order) and ``N = out_h·out_w``
-  columns ordered ``y·out_w + x``;
-* ``col[b, g, row, y·out_w + x] = x[b, g·C/G + c, y·s_h − p_h + ky·d, x·s_w − p_w + kx·d]``, or 0
-  outside the image: cross-correlation with symmetric zero padding, as both frameworks.
+* ``x``: ``(B, C, H, W)``; ``col``: ``(G, K, B·N)`` with ``K = (C/G)·kh·kw`` rows ordered
+  ``(c_in_group·kh + ky)·kw + kx`` (darknet's and Caffe's im2col row order) and ``B·N`` columns
+  ordered ``b·N + y·out_w + x`` (``N = out_h·out_w``): every image's columns side by side, so one
+  GEMM per group covers the whole batch (darknet and Caffe run one GEMM per image; only the
+  summation order differs);
+* ``col[g, row, b·N + y·out_w + x] = x[b, g·C/G + c, y·s_h − p_h + ky·d, x·s_w − p_w + kx·d]``,
+  or 0 outside the image: cross-correlation with symmetric zero padding, as both frameworks.
 
 Parallel loops run over ``(image, input channel)`` pairs: each iteration owns its rows of ``col``
 (im2col) or its plane of ``dx`` (col2im), so results do not depend on the thread count.
@@ -21,7 +23,8 @@ from numba import njit, prange
 @njit(parallel=True, cache=True)
 def _im2col(x, col, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
     batch, channels, height, width = x.shape
-    groups = col.shape[1]
+    groups = col.shape[0]
+    n = out_h * out_w
     per_group = channels // groups
     for task in prange(batch * channels):
         b = task // channels
@@ -37,15 +40,16 @@ def _im2col(x, col, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
                     for ox in range(out_w):
                         ix = ox * sw - pw + kx * dil
                         if inside_y and ix >= 0 and ix < width:
-                            col[b, g, row, oy * out_w + ox] = x[b, ci, iy, ix]
+                            col[g, row, b * n + oy * out_w + ox] = x[b, ci, iy, ix]
                         else:
-                            col[b, g, row, oy * out_w + ox] = 0.0
+                            col[g, row, b * n + oy * out_w + ox] = 0.0
 
 
 @njit(parallel=True, cache=True)
 def _col2im_add(col, dx, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
     batch, channels, height, width = dx.shape
-    groups = col.shape[1]
+    groups = col.shape[0]
+    n = out_h * out_w
     per_group = channels // groups
     for task in prange(batch * channels):
         b = task // channels
@@ -62,16 +66,17 @@ def _col2im_add(col, dx, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
                     for ox in range(out_w):
                         ix = ox * sw - pw + kx * dil
                         if ix >= 0 and ix < width:
-                            dx[b, ci, iy, ix] += col[b, g, row, oy * out_w + ox]
+                            dx[b, ci, iy, ix] += col[g, row, b * n + oy * out_w + ox]
 
 
 @njit(parallel=True, cache=True)
-def _flat_reinterpret(x, col):
+def _flat_reinterpret(x, col, batch):
     # darknet quirk: the 1×1 shortcut hands the group's input straight to gemm as a K×N matrix
     # with row stride N, whatever the stride and padding; reads past the image continue into
     # the next image (past the last one: 0 here, undefined in darknet).
     flat = x.reshape(-1)
-    batch, groups, rows, n = col.shape
+    groups, rows, columns = col.shape
+    n = columns // batch
     per_image = flat.size // batch
     per_group = per_image // groups
     for task in prange(batch * groups):
@@ -81,13 +86,14 @@ def _flat_reinterpret(x, col):
         for r in range(rows):
             for j in range(n):
                 k = start + r * n + j
-                col[b, g, r, j] = flat[k] if k < flat.size else 0.0
+                col[g, r, b * n + j] = flat[k] if k < flat.size else 0.0
 
 
-@njit(parallel=True, cache=True)
-def _flat_reinterpret_add(col, dx):
+@njit(cache=True)
+def _flat_reinterpret_add(col, dx, batch):
     flat = dx.reshape(-1)
-    batch, groups, rows, n = col.shape
+    groups, rows, columns = col.shape
+    n = columns // batch
     per_image = flat.size // batch
     per_group = per_image // groups
     # serial over images: with the darknet quirk a group's reads may overlap the next image
@@ -98,7 +104,7 @@ def _flat_reinterpret_add(col, dx):
                 for j in range(n):
                     k = start + r * n + j
                     if k < flat.size:
-                        flat[k] += col[b, g, r, j]
+                        flat[k] += col[g, r, b * n + j]
 
 
 @njit(parallel=True, cache=True)
@@ -132,7 +138,7 @@ def im2col(
     dilation: int,
     out_hw: tuple[int, int],
 ) -> None:
-    """Unfold ``x (B,C,H,W)`` into ``col (B,G,K,N)`` (module docstring); zeros outside."""
+    """Unfold ``x (B,C,H,W)`` into ``col (G,K,B·N)`` (module docstring); zeros outside."""
     _im2col(x, col, kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], dilation, *out_hw)
 
 
@@ -145,7 +151,7 @@ def col2im_add(
     dilation: int,
     out_hw: tuple[int, int],
 ) -> None:
-    """Fold ``col (B,G,K,N)`` back and **add** into ``dx (B,C,H,W)`` (darknet ``col2im_cpu``
+    """Fold ``col (G,K,B·N)`` back and **add** into ``dx (B,C,H,W)`` (darknet ``col2im_cpu``
     and Caffe ``col2im`` both accumulate; cells in the padding are dropped)."""
     _col2im_add(
         col, dx, kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], dilation, *out_hw
@@ -154,14 +160,16 @@ def col2im_add(
 
 def flat_as_col(x: np.ndarray, col: np.ndarray) -> None:
     """darknet quirk (1×1 convolution shortcut, ``size == 1``): use the input memory itself as
-    the ``K × N`` matrix, ignoring stride and padding: ``col[b,g,r,j] = flat(x)[start + r·N + j]``
-    with ``start`` the group's first input value."""
-    _flat_reinterpret(x, col)
+    the ``K × N`` matrix, ignoring stride and padding:
+    ``col[g, r, b·N + j] = flat(x)[start + r·N + j]`` with ``start`` the group's first input
+    value in image ``b``."""
+    _flat_reinterpret(x, col, x.shape[0])
 
 
 def flat_as_col_add(col: np.ndarray, dx: np.ndarray) -> None:
-    """Transpose of :func:`flat_as_col`: ``flat(dx)[start + r·N + j] += col[b,g,r,j]``."""
-    _flat_reinterpret_add(col, dx)
+    """Transpose of :func:`flat_as_col`: ``flat(dx)[start + r·N + j] += col[g, r, b·N + j]``
+    (serial: with the quirk a group's reads may overlap the next image's)."""
+    _flat_reinterpret_add(col, dx, dx.shape[0])
 
 
 def bias_add(y: np.ndarray, bias: np.ndarray) -> None:
