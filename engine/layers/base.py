@@ -11,7 +11,7 @@ accumulate ``grad_alpha · Σ_images delta ⊗ input`` into the network's flat `
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,7 +44,6 @@ class LayerContext:
     source_output: Array | None
     source_delta: Array | None
     uniforms: UniformSource
-    extra: dict = field(default_factory=dict)
 
 
 class Layer:
