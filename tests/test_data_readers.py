@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import pickle
 
 import numpy as np
@@ -360,3 +362,19 @@ def test_missing_cifar_names_the_archive(tmp_path, monkeypatch):
 def test_unknown_split(tmp_path):
     with pytest.raises(DataError, match="unknown split 'dev'"):
         open_dataset("synthetic-digits", "dev")
+
+
+def test_fashion_files_are_not_taken_for_mnist(tmp_path, monkeypatch):
+    from engine.data import catalog as catalog_module
+
+    write_mnist_split(tmp_path, "t10k", 3)
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    fashion = catalog_module.CATALOG["fashion-mnist"]
+    digest = hashlib.md5(labels.read_bytes()).hexdigest()
+    patched = {**fashion.checksums, labels.name: (("md5", digest),)}
+    monkeypatch.setitem(
+        catalog_module.CATALOG, "fashion-mnist", dataclasses.replace(fashion, checksums=patched)
+    )
+    with pytest.raises(DataError, match="these are fashion-mnist files, not mnist"):
+        open_dataset("mnist", "test", data_dir=str(tmp_path))
+    assert len(open_dataset("fashion-mnist", "test", data_dir=str(tmp_path))) == 3

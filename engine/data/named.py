@@ -118,6 +118,22 @@ def _load_files(entry: CatalogEntry, found: Located) -> tuple[np.ndarray, np.nda
     return read_cifar_pickle(batches, label_key=key, classes=entry.classes)
 
 
+def _check_identity(entry: CatalogEntry, found: Located) -> None:
+    """Refuse another dataset's files under this name (MNIST and Fashion-MNIST share file
+    names): the small label file is compared with the other datasets' checksums."""
+    from engine.data.checksums import matches
+
+    labels = found.files["labels"][0]
+    others = [o for o in CATALOG.values() if o.kind == entry.kind and o.name != entry.name]
+    for other in others:
+        if matches(labels, other.checksums.get(labels.name, ())):
+            raise DataError(
+                str(labels),
+                f"these are {other.name} files, not {entry.name} (the label file has "
+                f"{other.name}'s checksum); open them as {other.name}",
+            )
+
+
 def _label_names(entry: CatalogEntry, found: Located) -> tuple[str, ...]:
     """Class names from the dataset's own metadata when present, else the catalog's."""
     folder = found.folder
@@ -148,6 +164,8 @@ def load_catalog_dataset(
     found = locate_split(entry, split, data_dir, only=only)
     if found is None:
         raise _not_found(entry, split, data_dir)
+    if entry.kind == "idx":
+        _check_identity(entry, found)
     images, labels = _load_files(entry, found)
     if size is not None:
         images, labels = images[:size], labels[:size]
