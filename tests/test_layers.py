@@ -242,11 +242,18 @@ def test_stop_backward_leaves_earlier_layers_without_gradient():
     assert not net.grad("1", 1).any() and not net.grad("0", 1).any()
 
 
-def test_cross_semantics_rescales_gradients():
-    """A darknet net under Caffe rules: grads = +∂(mean loss)/∂θ = −(1/B)·darknet's sum."""
+@pytest.mark.parametrize("batch_normalize", [False, True])
+def test_cross_semantics_rescales_gradients(batch_normalize):
+    """A darknet net under Caffe rules: grads = +∂(mean loss)/∂θ = −(1/B)·darknet's sum
+    (with batch norm the bias/scale updates go through the backend's scratch path)."""
+    spec = NetSpec(
+        "x",
+        InputSpec(3, 1, 1),
+        (fc("0", 4, batch_normalize=batch_normalize), SoftmaxSpec(name="1")),
+    )
     grads = {}
     for semantics in ("darknet", "caffe"):
-        net = Network(softmax_net(False), BACKEND, 2, semantics)
+        net = Network(spec, BACKEND, 2, semantics)
         rng = randomise(net, 10)
         net.set_truth(np.array([2, 1]))
         net.forward(rng.standard_normal((2, 3, 1, 1)).astype(np.float32), train=True)
