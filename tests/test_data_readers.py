@@ -378,3 +378,11 @@ def test_fashion_files_are_not_taken_for_mnist(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="these are fashion-mnist files, not mnist"):
         open_dataset("mnist", "test", data_dir=str(tmp_path))
     assert len(open_dataset("fashion-mnist", "test", data_dir=str(tmp_path))) == 3
+
+
+def test_labels_are_int64_for_every_named_source(tmp_path):
+    write_mnist_split(tmp_path, "train", 3)
+    write_cifar10_folder(tmp_path / "c", per_batch=2)
+    assert open_dataset("mnist", data_dir=str(tmp_path)).labels.dtype == np.int64
+    assert open_dataset("cifar10", "test", data_dir=str(tmp_path / "c")).labels.dtype == np.int64
+    assert open_dataset("synthetic-digits", size=5).labels.dtype == np.int64

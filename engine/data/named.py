@@ -167,6 +167,7 @@ def load_catalog_dataset(
     if entry.kind == "idx":
         _check_identity(entry, found)
     images, labels = _load_files(entry, found)
+    labels = np.asarray(labels, dtype=np.int64)  # uint8 on disk; int64 for every consumer
     if size is not None:
         images, labels = images[:size], labels[:size]
     files = ", ".join(str(p) for paths in found.files.values() for p in paths)
