@@ -386,3 +386,13 @@ def test_labels_are_int64_for_every_named_source(tmp_path):
     assert open_dataset("mnist", data_dir=str(tmp_path)).labels.dtype == np.int64
     assert open_dataset("cifar10", "test", data_dir=str(tmp_path / "c")).labels.dtype == np.int64
     assert open_dataset("synthetic-digits", size=5).labels.dtype == np.int64
+
+
+def test_leveldb_folder_is_named_as_unsupported(tmp_path):
+    folder = tmp_path / "mnist_train_leveldb"
+    folder.mkdir()
+    (folder / "CURRENT").write_text("MANIFEST-000001\n")
+    (folder / "000005.ldb").write_bytes(b"\0")
+    with pytest.raises(DataError, match="LevelDB database, which is not supported") as info:
+        open_dataset(str(folder))
+    assert info.value.path == str(folder)

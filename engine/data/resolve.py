@@ -179,6 +179,12 @@ def _open_folder(folder: Path, split: str, size: int | None) -> Dataset:
     from engine.data.named import load_catalog_dataset
 
     kind = _folder_kind(folder)
+    if kind is None and (folder / "CURRENT").is_file() and any(folder.glob("*.ldb")):
+        raise DataError(
+            str(folder),
+            "this is a LevelDB database, which is not supported; rebuild it as LMDB "
+            "(Caffe's converters take --backend=lmdb)",
+        )
     if kind is None:
         raise DataError(
             str(folder),
