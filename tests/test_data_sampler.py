@@ -203,3 +203,17 @@ def test_missing_mean_file_falls_back_to_the_training_mean(tmp_path):
     (tmp_path / "real.binaryproto").write_bytes(encode_blob(np.ones((1, 3, 4, 4), np.float32)))
     kept, no_note = mean_for(DataSourceSpec(mean_file=str(tmp_path / "real.binaryproto")), train)
     assert no_note is None and (kept == 1).all()
+
+
+def test_missing_mean_file_train_sampler_computes_and_test_sampler_reuses(tmp_path):
+    train = make_dataset(count=8, shape=(3, 4, 4), seed=1)
+    test = make_dataset(count=4, shape=(3, 4, 4), seed=2)
+    source = DataSourceSpec(batch_size=4, mean_file=str(tmp_path / "cifar_mean.binaryproto"))
+    with pytest.raises(DataError, match="no such mean file"):
+        BatchSampler(test, source, phase="test")
+    train_sampler = BatchSampler(train, source, phase="train")
+    assert train_sampler.notes and "compute_image_mean" in train_sampler.notes[0]
+    test_sampler = BatchSampler(test, source, phase="test")
+    images, _ = test_sampler.next_batch()
+    expected = test.images.astype(np.float32) - compute_image_mean(train)
+    np.testing.assert_array_equal(images, expected)

@@ -33,6 +33,9 @@ from engine.spec import DataSourceSpec
 
 Phase = Literal["train", "test"]
 
+# mean_file path → the mean computed in its place from a training set (see BatchSampler).
+_COMPUTED_MEANS: dict[str, np.ndarray] = {}
+
 
 def load_mean_file(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:
     """Read a Caffe ``mean.binaryproto`` (a BlobProto 1×C×H×W) as float32 C×H×W.
@@ -122,8 +125,10 @@ class BatchSampler:
     random (TRAIN) or centre (TEST) crops. ``shuffle`` (from the spec unless overridden): random
     sampling with replacement (darknet) or sequential wrapping order (Caffe).
     ``prescaled`` datasets (float ``.npz``) are copied as given (crop and mirror still apply).
-    ``mean``: a mean image (C×H×W) or per-channel mean (C×1×1) to use instead of the spec's
-    (e.g. from :func:`mean_for` when the mean file is missing).
+    ``mean``: a mean image (C×H×W) or per-channel mean (C×1×1) to use instead of the spec's.
+    When the spec's ``mean_file`` does not exist, a TRAIN sampler computes the mean of its
+    dataset (:func:`mean_for`) and remembers it for that path; a TEST sampler created later
+    with the same ``mean_file`` reuses it. ``notes`` says when this happened.
     """
 
     def __init__(
@@ -157,6 +162,9 @@ class BatchSampler:
                 str(source.origin), f"crop size {self.crop} exceeds the {height}×{width} images"
             )
         self.scale = np.float32(source.scale)
+        self.notes: list[str] = []
+        if mean is None and not dataset.prescaled:
+            mean = self._missing_mean_file(source, dataset, phase)
         if dataset.prescaled:
             self.mean = None
         elif mean is not None:
@@ -171,6 +179,24 @@ class BatchSampler:
         self.images = np.empty((self.batch_size, channels, out_h, out_w), dtype=np.float32)
         self.labels = np.empty(self.batch_size, dtype=np.int64)
         self._lut = self._lookup_table()
+
+    def _missing_mean_file(
+        self, source: DataSourceSpec, dataset: Dataset, phase: Phase
+    ) -> np.ndarray | None:
+        """The training mean standing in for a missing ``mean_file`` (None if it exists)."""
+        path = source.mean_file
+        if not path or source.mean_values or Path(path).exists():
+            return None
+        if phase == "train":
+            mean, note = mean_for(source, dataset)
+            assert mean is not None and note is not None
+            _COMPUTED_MEANS[path] = mean
+            self.notes.append(note)
+            return mean
+        if path in _COMPUTED_MEANS:
+            self.notes.append(f"{path} does not exist: using the training set's mean image")
+            return _COMPUTED_MEANS[path]
+        raise DataError(path, "no such mean file (and no training set to compute it from)")
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
