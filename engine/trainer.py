@@ -267,9 +267,11 @@ class Trainer:
         """Apply ONE weight update. ``next_batch()`` returns ``(images, labels)``: float32
         ``(Bm, C, H, W)`` images and integer labels ``(Bm,)`` (one-hot for darknet's softmax)
         or float targets ``(Bm, outputs)``. See the module docstring for both loops."""
-        if self.semantics == "darknet":
-            return self._darknet_iteration(next_batch)
-        return self._caffe_iteration(next_batch)
+        # a diverging run is reported through ``non_finite``, not NumPy warnings
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if self.semantics == "darknet":
+                return self._darknet_iteration(next_batch)
+            return self._caffe_iteration(next_batch)
 
     def _darknet_iteration(self, next_batch: Callable[[], Batch]) -> IterationResult:
         summed = np.float32(0)  # darknet: float sum += train_network_datum(net)
