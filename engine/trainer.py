@@ -199,7 +199,7 @@ class Trainer:
         for key, array in arrays.items():
             if key not in views:
                 raise WeightsFileError(path, f"blob {key} is not a parameter of this network")
-            views[key][...] = array
+            self.backend.copy_from_host(np.asarray(array, dtype=np.float32), views[key])
         if seen is not None and not clear:
             self.seen = int(seen)
             self.iteration = self.seen // self.images_per_update

@@ -17,7 +17,10 @@ Skipped where libdarknet is not installed.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +300,25 @@ def test_resume_from_darknet_weights_continues_the_schedule(libdarknet, tmp_path
     cleared = Trainer(run, seed=case.seed, weights=str(path), clear=True)
     assert (cleared.seen, cleared.iteration) == (0, 0)
     assert cleared.lr() == pytest.approx(0.1, rel=1e-6)
+
+
+REPO_CFGS = ("quickstart.cfg", "mnist_lenet.cfg", "cifar_small.cfg")
+
+
+@pytest.mark.parametrize("cfg_name", REPO_CFGS)
+def test_example_configs_train_like_darknet(libdarknet, cfg_name):
+    """The shipped example cfgs (batch cut to 8 to stay fast), 5 updates each."""
+    path = Path(__file__).resolve().parent.parent / "configs" / cfg_name
+    text = re.sub(r"(?m)^batch=\d+$", "batch=8", path.read_text())
+    run = load_config(cfg_name, text=text)
+    chw = (run.net.input.channels, run.net.input.height, run.net.input.width)
+    classes = math.prod(infer_shapes(run.net)[-1].output)  # the softmax width
+    case = Case(text, chw, classes, 17)
+    x, y = fixed_batch(case, run.solver.minibatch * run.solver.accumulate)
+    theirs = train_darknet(libdarknet, case, run.net, x, y, 5)
+    trainer = run_fixed_batch(run, x, y, 5, seed=case.seed)
+    np.testing.assert_allclose([r.loss for r in trainer.history], theirs.losses, atol=TOLERANCE)
+    blobs = dict(trainer.network.named_blobs())
+    for key, expected in theirs.blobs.items():
+        diff = float(np.max(np.abs(blobs[key] - expected)))
+        assert diff <= TOLERANCE, f"{cfg_name}: blob {key} differs by {diff:.3g}"
