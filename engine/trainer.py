@@ -43,7 +43,7 @@ import numpy as np
 
 from engine.backends.base import Backend
 from engine.checkpoint import WeightsFileError, load_npz_weights, read_darknet_weights
-from engine.init import initialise
+from engine.init import allocate_blobs, initialise
 from engine.network import Network, NetworkError
 from engine.optim import Optimizer, OptimizerStateError, UpdateStats, make_optimizer
 from engine.rng import DarknetRandom
@@ -159,7 +159,7 @@ class Trainer:
         self.network = Network(
             run.net, backend, solver.minibatch, self.semantics, uniforms=self._uniforms
         )
-        self.rng = initialise(run.net, self.network.named_blobs, seed=seed)
+        self.rng = self._initialise(seed)
         self._policy_rng: DarknetRandom | None = None
         self.seen = 0
         self.iteration = 0
@@ -171,6 +171,15 @@ class Trainer:
         )
         self._eval_networks: dict[int, Network] = {}
         self.history: list[IterationResult] = []
+
+    def _initialise(self, seed: int) -> DarknetRandom | np.random.Generator:
+        """Fill every blob by its filler (host arrays, then copied to the device); returns
+        the generator training continues on (see :func:`engine.init.initialise`)."""
+        blobs = allocate_blobs(self.run.net)
+        rng = initialise(self.run.net, blobs, seed=seed)
+        for key, view in self.network.named_blobs():
+            self.backend.copy_from_host(blobs[key], view)
+        return rng
 
     # ---- random streams -----------------------------------------------------------------
     def _uniforms(self, n: int) -> np.ndarray:
