@@ -31,6 +31,7 @@ from engine.spec import (
     SolverSpec,
 )
 from engine.trainer import Trainer, TrainerStateError, run_fixed_batch
+from tests.reference.training import train_linear_softmax
 
 DARKNET_LINEAR = """[net]
 batch={batch}
@@ -202,6 +203,41 @@ def test_constant_rate_makes_the_two_momentum_styles_agree_and_a_step_separates_
     )
     apart = np.abs(weights("steps", "darknet") - weights("steps", "caffe")).max()
     assert apart > 1e-3
+
+
+@pytest.mark.parametrize(("net_kind", "semantics", "bias_decay"), PAIRINGS)
+def test_five_updates_with_momentum_accumulation_and_a_rate_change_match_the_reference(
+    net_kind, semantics, bias_decay
+):
+    """Momentum .9, two passes per update, a schedule that changes the rate: every pairing
+    against the float64 transcription of its loop (tests/reference/training.py)."""
+    if net_kind == "darknet":
+        run = darknet_run(batch=4, subdivisions=2, momentum=0.9, policy="steps")
+        rates = [0.5, 0.05, 0.05, 0.05, 0.05]  # steps=2, scales=.1: rate(b = k)
+    else:
+        run = caffe_run(minibatch=2, iter_size=2, momentum=0.9, policy="step")
+        rates = [0.5 * 0.5**k for k in range(5)]  # stepsize 1, gamma .5: rate(it = k - 1)
+    x, y = batch_of(4, seed=14)
+    trainer = Trainer(run, seed=2, semantics=semantics)
+    w0, b0 = weights_and_bias(trainer)
+    next_batch, _ = counting(x, y, 2)
+    results = [trainer.train_iteration(next_batch) for _ in range(5)]
+    assert [r.lr for r in results] == pytest.approx(rates, rel=1e-6)
+    w_ref, b_ref = train_linear_softmax(
+        w0,
+        b0,
+        [(x[:2], y[:2]), (x[2:], y[2:])] * 5,
+        rates,
+        passes=2,
+        momentum=0.9,
+        decay=0.01,
+        bias_decay=bias_decay,
+        semantics=semantics,
+    )
+    w5, b5 = weights_and_bias(trainer)
+    np.testing.assert_allclose(w5, w_ref, atol=1e-5)
+    np.testing.assert_allclose(b5, b_ref, atol=1e-5)
+    assert np.abs(w5 - w0).max() > 1e-2  # it moved
 
 
 # ---- loop bookkeeping ------------------------------------------------------------------------
