@@ -322,3 +322,47 @@ def test_example_configs_train_like_darknet(libdarknet, cfg_name):
     for key, expected in theirs.blobs.items():
         diff = float(np.max(np.abs(blobs[key] - expected)))
         assert diff <= TOLERANCE, f"{cfg_name}: blob {key} differs by {diff:.3g}"
+
+
+def test_training_on_from_a_darknet_weights_file_matches_darknet(libdarknet, tmp_path):
+    """N updates from a given ``.weights`` on a fixed batch: darknet ``load_network`` (seen
+    from the header, momentum restarting at 0) against ``run_fixed_batch(weights=...)``; the
+    dropout/random-policy net, so the glibc stream must also line up after the reload."""
+    case = CASES["connected_dropout_random_policy"]
+    run = load_config("dropout.cfg", text=case.cfg)
+    x, y = fixed_batch(case, run.solver.minibatch * run.solver.accumulate)
+    onehot = np.eye(case.classes, dtype=np.float32)[y]
+    data, owners = dn.make_data(x.reshape(x.shape[0], -1), onehot)
+    weights = tmp_path / "start.weights"
+    cfg = tmp_path / "dropout.cfg"
+    cfg.write_text(case.cfg)
+    dn.reset_rand_normal_spare(libdarknet)
+    dn.srand(case.seed)
+    net = dn.parse_cfg_text(libdarknet, case.cfg)
+    try:
+        for _ in range(4):
+            libdarknet.train_network(net, data)
+        libdarknet.save_weights(net, str(weights).encode())
+    finally:
+        libdarknet.free_network(net)
+    dn.reset_rand_normal_spare(libdarknet)
+    dn.srand(case.seed + 100)
+    net = libdarknet.load_network(str(cfg).encode(), str(weights).encode(), 0)
+    try:
+        losses = [float(libdarknet.train_network(net, data)) for _ in range(10)]
+        theirs = {}
+        for shape in infer_shapes(run.net):
+            for index, blob in enumerate(shape.blobs):
+                view = dn.layer_array(net, shape.index, blob.name)
+                theirs[f"{shape.layer.name}/{index}"] = view.copy().reshape(blob.shape)
+        seen = dn.get_seen(net)
+    finally:
+        libdarknet.free_network(net)
+    del owners
+    trainer = run_fixed_batch(run, x, y, 10, seed=case.seed + 100, weights=str(weights))
+    assert trainer.seen == seen == 14 * x.shape[0]
+    np.testing.assert_allclose([r.loss for r in trainer.history], losses, atol=TOLERANCE)
+    blobs = dict(trainer.network.named_blobs())
+    for key, expected in theirs.items():
+        diff = float(np.max(np.abs(blobs[key] - expected)))
+        assert diff <= TOLERANCE, f"blob {key} differs by {diff:.3g}"
