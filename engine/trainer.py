@@ -319,8 +319,8 @@ class Trainer:
         return IterationResult(self.iteration, self.seen, lr, loss, stats, first_bad)
 
     def _non_finite_output(self) -> str | None:
-        """The first layer whose forward output holds a NaN or an infinity (cheap check on
-        the loss first: a finite loss with a non-finite activation is still reported)."""
+        """The first layer whose forward output holds a NaN or an infinity; searched only
+        when the loss is non-finite (a finite loss costs no scan)."""
         if math.isfinite(self.network.loss):
             return None
         for layer in self.network.layers:
