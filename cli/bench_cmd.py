@@ -1,0 +1,160 @@
+"""``dnupdate bench``: training and inference speed of built-in workloads or configs, optionally
+side by side with PyTorch.
+
+The measurement lives in :mod:`engine.bench` (imported inside the command, so ``--help`` stays
+fast); this module only parses options and shows results: a table on stdout (a progress line
+per result on stderr) or, with ``--json``, one JSON object per workload and mode on stdout.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+import typer
+
+from cli.common import EXIT_USAGE, fail
+from cli.main import app
+
+BENCH_HELP = """Measure training and inference speed (images/s).
+
+WORKLOAD is a built-in workload (lenet, cifar-small, cifar-small-bn, mlp; default: all four)
+or a darknet .cfg / Caffe solver file. Each runs on one fixed random batch in a worker process
+of its own: after warm-up, several timed windows; the median images/s is shown with the
+min-max over the windows, GFLOP/s of the GEMMs and their share of a measured sgemm peak,
+the JIT compile time of the first step and the worker's peak RSS.
+
+--vs torch runs the same nets in PyTorch eager mode (when installed), windows interleaved
+with ours, same threads, and shows the ratio ours / PyTorch.
+
+Examples:
+
+  dnupdate bench
+
+  dnupdate bench lenet mlp --threads 1 --json
+
+  dnupdate bench --vs torch
+
+  dnupdate bench configs/mnist_lenet.cfg --windows 3 --iters 5
+"""
+
+
+@app.command("bench", help=BENCH_HELP, no_args_is_help=False)
+def bench(
+    workloads: list[str] = typer.Argument(
+        None, metavar="[WORKLOAD|CONFIG]...", help="Built-in workloads or config files."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", "-t", min=1, help="Threads for Numba and BLAS (default: all cores)."
+    ),
+    iters: int | None = typer.Option(
+        None, "--iters", "-n", min=1, help="Steps per timed window (default: about 0.5 s)."
+    ),
+    windows: int = typer.Option(5, "--windows", "-w", min=1, help="Timed windows per mode."),
+    warmup: int = typer.Option(3, "--warmup", min=1, help="Untimed steps before timing."),
+    vs: str | None = typer.Option(
+        None, "--vs", metavar="torch", help="Compare with another framework (torch)."
+    ),
+    mode: list[str] = typer.Option(
+        [], "--mode", "-m", metavar="train|infer", help="Only these modes (default: both)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="Backend: cpu (or cuda where built)."),
+    cold_cache: bool = typer.Option(
+        False, "--cold-cache", help="Start from an empty JIT cache (compile_s = cold compile)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line on stdout."),
+) -> None:
+    from engine.bench import (
+        BenchError,
+        BenchSettings,
+        default_threads,
+        resolve_workload,
+        run_bench,
+    )
+
+    if vs is not None and vs != "torch":
+        fail(f"--vs {vs}: only 'torch' can be compared", EXIT_USAGE)
+    try:
+        chosen = [resolve_workload(name) for name in workloads or _default_workloads()]
+        settings = BenchSettings(
+            threads=threads or default_threads(),
+            iters=iters,
+            windows=windows,
+            warmup=warmup,
+            vs_torch=vs == "torch",
+            device=device,
+            cold_cache=cold_cache,
+            modes=tuple(mode) or ("train", "infer"),
+        )
+        settings.check()
+        results = []
+        for result in run_bench(chosen, settings):
+            results.append(result)
+            if as_json:
+                print(result.json_line(), flush=True)
+            else:
+                print(_progress_line(result), file=sys.stderr, flush=True)
+    except BenchError as error:
+        fail(str(error))
+    if not as_json:
+        _print_table(results, settings)
+
+
+def _default_workloads() -> list[str]:
+    from engine.bench import BUILTIN_WORKLOADS
+
+    return list(BUILTIN_WORKLOADS)
+
+
+def _progress_line(result) -> str:
+    text = f"{result.workload} {result.mode}: {result.images_per_s:,.0f} images/s"
+    if result.ratio is not None:
+        text += f" (PyTorch {result.torch_images_per_s:,.0f}, ratio {result.ratio:.2f})"
+    return text
+
+
+def _machine() -> str:
+    """The CPU model name (``/proc/cpuinfo``) or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _print_table(results, settings) -> None:
+    from rich.table import Table
+
+    from cli.common import stdout_console
+
+    compare = any(r.ratio is not None for r in results)
+    table = Table(title=f"dnupdate bench — {_machine()}, {settings.threads} thread(s)")
+    for name in ("workload", "mode", "batch", "images/s", "min–max", "GFLOP/s", "of peak"):
+        table.add_column(name, justify="left" if name in ("workload", "mode") else "right")
+    if compare:
+        table.add_column("PyTorch", justify="right")
+        table.add_column("ratio", justify="right")
+    table.add_column("compile s", justify="right")
+    table.add_column("peak RSS MiB", justify="right")
+    for r in results:
+        row = [
+            r.workload,
+            r.mode,
+            str(r.batch),
+            f"{r.images_per_s:,.0f}",
+            f"{r.images_per_s_min:,.0f}–{r.images_per_s_max:,.0f}",
+            f"{r.gflops:.1f}",
+            f"{100 * r.peak_fraction:.0f}%",
+        ]
+        if compare:
+            torch_ips = "" if r.torch_images_per_s is None else f"{r.torch_images_per_s:,.0f}"
+            row += [torch_ips, "" if r.ratio is None else f"{r.ratio:.2f}"]
+        row += [f"{r.compile_s:.2f}", f"{r.peak_rss_mib:.0f}"]
+        table.add_row(*row)
+    peak = next((r.gflops / r.peak_fraction for r in results if r.peak_fraction), None)
+    if peak:
+        table.caption = f"sgemm peak {peak:.0f} GFLOP/s (2048×2048 float32, same threads)"
+    stdout_console().print(table)

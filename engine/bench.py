@@ -1,0 +1,372 @@
+"""Benchmark workloads and their measurement (``dnupdate bench``); never prints.
+
+A workload is a config (darknet ``.cfg`` or Caffe solver) trained on ONE fixed random batch, so
+that only the network's arithmetic is timed (no data loading). Built-in workloads live in
+``configs/bench/``: ``lenet`` (Caffe LeNet, 1×28×28, batch 64, SGD momentum 0.9, decay 5e-4),
+``cifar-small`` and ``cifar-small-bn`` (3×32×32, three 3×3 conv blocks and a 1×1 conv to 10
+classes, global average pooling, batch 128; the second with darknet batch norm) and ``mlp``
+(784-1024-1024-10 ReLU, batch 128).
+
+Measurement (one worker process per workload and framework, so that peak RSS, JIT compile time
+and thread pools are each the workload's own):
+
+* ``train``: one weight update per step (``Trainer.train_iteration``: forward, backward, the
+  fused flat-buffer update); ``infer``: one test-mode forward;
+* after ``warmup`` steps, ``windows`` timed windows of ``iters`` steps each; images/s is
+  ``iters·batch / window time``; the result is the median over the windows and their min–max;
+* with PyTorch (``vs_torch``) the same net runs in eager mode in a second worker, windows
+  interleaved with ours (ours, theirs, theirs, ours, ...) so that machine drift hits both;
+  ``ratio = ours / PyTorch`` is the ratio of the two medians;
+* ``gflops``: the net's GEMM work (conv and connected layers: ``2·M·K·N`` per product; a
+  training step is forward + weight gradient + input gradient, no input gradient for the first
+  layer) times images/s; ``peak_fraction``: that over a measured sgemm peak (NumPy ``matmul``
+  of two 2048×2048 float32 matrices with the same threads);
+* ``compile_s``: time of the first step beyond a steady one (Numba compiles or loads its cache;
+  with ``cold_cache`` the cache directory starts empty, so this is the cold compile time);
+* ``peak_rss_mib``: the worker's peak resident set size.
+
+Threads: ``threads`` caps both Numba's threads (``NUMBA_NUM_THREADS``) and BLAS's
+(``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``), set in the worker's environment before NumPy
+loads, so the two pools never exceed the cores asked for; PyTorch gets
+``torch.set_num_threads(threads)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "BUILTIN_WORKLOADS",
+    "BenchError",
+    "BenchResult",
+    "BenchSettings",
+    "Workload",
+    "default_threads",
+    "gemm_flops",
+    "resolve_workload",
+    "run_bench",
+    "summarise_windows",
+    "torch_available",
+]
+
+#: where the built-in workload configs live (the repository's ``configs/bench``)
+BENCH_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "bench"
+
+
+class BenchError(ValueError):
+    """A benchmark cannot run as asked (unknown workload, missing PyTorch, bad setting)."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named benchmark: ``config`` is a darknet ``.cfg`` or Caffe solver path."""
+
+    name: str
+    config: str
+    description: str
+
+
+BUILTIN_WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload(
+            "lenet",
+            str(BENCH_CONFIG_DIR / "lenet_solver.prototxt"),
+            "Caffe LeNet, 1x28x28, batch 64, SGD momentum 0.9, decay 5e-4 (Caffe rule)",
+        ),
+        Workload(
+            "cifar-small",
+            str(BENCH_CONFIG_DIR / "cifar_small.cfg"),
+            "conv 32/64/128 3x3 leaky + maxpool, 1x1 conv 10, avgpool, softmax; batch 128",
+        ),
+        Workload(
+            "cifar-small-bn",
+            str(BENCH_CONFIG_DIR / "cifar_small_bn.cfg"),
+            "cifar-small with darknet batch norm on the 3x3 convolutions; batch 128",
+        ),
+        Workload(
+            "mlp",
+            str(BENCH_CONFIG_DIR / "mlp.cfg"),
+            "784-1024-1024-10 ReLU, softmax; batch 128 (darknet rule)",
+        ),
+    )
+}
+
+MODES = ("train", "infer")
+
+
+def resolve_workload(name_or_path: str) -> Workload:
+    """A built-in workload by name, or a config file path (its stem names it)."""
+    if name_or_path in BUILTIN_WORKLOADS:
+        workload = BUILTIN_WORKLOADS[name_or_path]
+        if not Path(workload.config).is_file():
+            raise BenchError(
+                f"workload {workload.name}: its config {workload.config} is missing (the "
+                "built-in workloads ship in the repository's configs/bench); pass a config path"
+            )
+        return workload
+    path = Path(name_or_path)
+    if path.is_file():
+        return Workload(path.stem, str(path), f"config {path}")
+    names = ", ".join(BUILTIN_WORKLOADS)
+    raise BenchError(f"no workload or config file {name_or_path!r} (built-in: {names})")
+
+
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def torch_available() -> bool:
+    """Whether PyTorch can be imported (it is optional: ``pip install torch``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Work per image
+# --------------------------------------------------------------------------------------------
+
+
+def gemm_flops(net, phase: str = "train") -> tuple[float, float]:
+    """``(inference, training)`` floating-point operations per image of the net's GEMMs.
+
+    Convolution: ``2·F·K·N`` with ``K = (C/G)·kh·kw``, ``N = out_h·out_w`` (im2col GEMM over
+    all groups); connected: ``2·inputs·outputs``. Training adds the weight gradient (same
+    count) and the input gradient (same count) except for the first layer, which computes no
+    input gradient (darknet's NULL ``net.delta``; Caffe's ``propagate_down`` false for data).
+    Element-wise work (activations, pooling, batch norm, updates) is not counted.
+    """
+    from engine.shapes import infer_shapes
+    from engine.spec import ConnectedSpec, ConvSpec
+
+    forward = training = 0.0
+    for index, shape in enumerate(infer_shapes(net, phase)):
+        layer = shape.layer
+        if isinstance(layer, ConvSpec):
+            c, _, _ = shape.input
+            f, oh, ow = shape.output
+            flops = 2.0 * f * (c // layer.groups) * layer.kernel_h * layer.kernel_w * oh * ow
+        elif isinstance(layer, ConnectedSpec):
+            flops = 2.0 * shape.inputs * layer.outputs
+        else:
+            continue
+        forward += flops
+        training += flops * (2 if index == 0 else 3)
+    return forward, training
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One workload in one mode (see the module docstring for every field). ``torch_*`` and
+    ``ratio`` are None without the PyTorch comparison."""
+
+    workload: str
+    mode: str
+    threads: int
+    batch: int
+    images_per_s: float
+    images_per_s_min: float
+    images_per_s_max: float
+    gflops: float
+    peak_fraction: float
+    compile_s: float
+    peak_rss_mib: float
+    torch_images_per_s: float | None = None
+    ratio: float | None = None
+    device: str = "cpu"
+    windows: tuple[float, ...] = field(default=(), repr=False)
+    torch_windows: tuple[float, ...] = field(default=(), repr=False)
+
+    def as_json(self) -> dict:
+        """The ``--json`` object: the issue's fields, plus ``torch_images_per_s`` and
+        ``ratio`` when PyTorch was compared."""
+        data = asdict(self)
+        for name in ("windows", "torch_windows", "device"):
+            data.pop(name)
+        if self.torch_images_per_s is None:
+            data.pop("torch_images_per_s")
+            data.pop("ratio")
+        for key, value in data.items():
+            if isinstance(value, float):
+                data[key] = round(value, 4)
+        return data
+
+    def json_line(self) -> str:
+        """:meth:`as_json` as one line of JSON."""
+        return json.dumps(self.as_json())
+
+
+def summarise_windows(images_per_s: Sequence[float]) -> tuple[float, float, float]:
+    """``(median, min, max)`` of per-window images/s."""
+    if not images_per_s:
+        raise BenchError("no timed windows")
+    return statistics.median(images_per_s), min(images_per_s), max(images_per_s)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How to measure: ``threads`` (Numba + BLAS; PyTorch's intra-op), ``iters`` steps per
+    timed window (None: about ``window_s`` seconds each, calibrated on the warm-up), ``windows``
+    timed windows per mode, ``warmup`` untimed steps, ``vs_torch``, ``device`` (``cpu`` or a
+    backend name ``engine.backends.get_backend`` knows), ``cold_cache`` (an empty JIT cache
+    directory: ``compile_s`` is then the cold compile), ``modes``, ``seed``."""
+
+    threads: int
+    iters: int | None = None
+    windows: int = 5
+    warmup: int = 3
+    vs_torch: bool = False
+    device: str = "cpu"
+    cold_cache: bool = False
+    window_s: float = 0.5
+    modes: tuple[str, ...] = MODES
+    seed: int = 1
+
+    def check(self) -> None:
+        """Raise :class:`BenchError` for settings that cannot run."""
+        if self.threads < 1:
+            raise BenchError(f"--threads must be at least 1, got {self.threads}")
+        if self.iters is not None and self.iters < 1:
+            raise BenchError(f"--iters must be at least 1, got {self.iters}")
+        if self.windows < 1:
+            raise BenchError(f"--windows must be at least 1, got {self.windows}")
+        if self.warmup < 1:
+            raise BenchError(f"--warmup must be at least 1, got {self.warmup}")
+        for mode in self.modes:
+            if mode not in MODES:
+                raise BenchError(f"unknown mode {mode!r} (train, infer)")
+        if self.vs_torch and not torch_available():
+            raise BenchError(
+                "--vs torch needs PyTorch, which is not installed (it is optional: "
+                "pip install torch; CPU wheels: --index-url https://download.pytorch.org/whl/cpu)"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Orchestration
+# --------------------------------------------------------------------------------------------
+
+
+def worker_environment(threads: int, cache_dir: str | None) -> dict[str, str]:
+    """Environment variables a worker needs before NumPy/Numba load: thread caps for Numba,
+    OpenBLAS and OpenMP (so the pools together never exceed ``threads`` cores), Numba's
+    ``workqueue`` threading layer unless the user chose one (TBB's and OpenMP's workers spin
+    after a parallel region and fight OpenBLAS's spinning workers for the same cores: 5–7×
+    slower LeNet training on 2 cores, measured) and, for a cold-cache run,
+    ``NUMBA_CACHE_DIR``."""
+    env = {
+        "NUMBA_THREADING_LAYER": os.environ.get("NUMBA_THREADING_LAYER", "workqueue"),
+        "NUMBA_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    return env
+
+
+def _interleaved_windows(
+    ours: Callable[[], float], theirs: Callable[[], float] | None, windows: int
+) -> tuple[list[float], list[float]]:
+    """Run ``windows`` windows of each, alternating who goes first (ABBA...)."""
+    mine: list[float] = []
+    other: list[float] = []
+    for index in range(windows):
+        if theirs is None:
+            mine.append(ours())
+        elif index % 2 == 0:
+            mine.append(ours())
+            other.append(theirs())
+        else:
+            other.append(theirs())
+            mine.append(ours())
+    return mine, other
+
+
+def run_bench(workloads: Sequence[Workload], settings: BenchSettings) -> Iterator[BenchResult]:
+    """Measure each workload in each mode; yields one :class:`BenchResult` per workload and
+    mode as soon as it is measured. Raises :class:`BenchError` for bad settings or a
+    workload that fails to build (the worker's message is passed on)."""
+    from engine.bench_worker import WorkerProcess
+
+    settings.check()
+    cache = (
+        tempfile.TemporaryDirectory(prefix="dnupdate-bench-jit-") if settings.cold_cache else None
+    )
+    env = worker_environment(settings.threads, cache.name if cache else None)
+    peak_gflops: float | None = None
+    try:
+        for workload in workloads:
+            ours = WorkerProcess("dnupdate", workload.config, settings, env)
+            theirs = (
+                WorkerProcess("torch", workload.config, settings, env)
+                if settings.vs_torch
+                else None
+            )
+            try:
+                if peak_gflops is None:
+                    peak_gflops = ours.call("sgemm_peak")
+                yield from _measure_workload(workload, settings, ours, theirs, peak_gflops)
+            finally:
+                ours.close()
+                if theirs is not None:
+                    theirs.close()
+    finally:
+        if cache is not None:
+            cache.cleanup()
+
+
+def _measure_workload(workload, settings, ours, theirs, peak_gflops) -> Iterator[BenchResult]:
+    info = ours.call("setup")
+    if theirs is not None:
+        theirs.call("setup")
+    flops = {"infer": info["flops_infer"], "train": info["flops_train"]}
+    for mode in settings.modes:
+        compile_s = ours.call("warmup", mode)
+        if theirs is not None:
+            theirs.call("warmup", mode)
+        iters_ours = settings.iters or ours.call("calibrate", mode)
+        iters_theirs = settings.iters or (theirs.call("calibrate", mode) if theirs else 0)
+        mine, other = _interleaved_windows(
+            lambda m=mode, n=iters_ours: ours.call("window", m, n),
+            None if theirs is None else lambda m=mode, n=iters_theirs: theirs.call("window", m, n),
+            settings.windows,
+        )
+        median, low, high = summarise_windows(mine)
+        torch_median = statistics.median(other) if other else None
+        gflops = flops[mode] * median / 1e9
+        yield BenchResult(
+            workload=workload.name,
+            mode=mode,
+            threads=settings.threads,
+            batch=info["batch"],
+            images_per_s=median,
+            images_per_s_min=low,
+            images_per_s_max=high,
+            gflops=gflops,
+            peak_fraction=gflops / peak_gflops if peak_gflops else 0.0,
+            compile_s=compile_s,
+            peak_rss_mib=ours.call("peak_rss_mib"),
+            torch_images_per_s=torch_median,
+            ratio=None if not torch_median else median / torch_median,
+            device=settings.device,
+            windows=tuple(mine),
+            torch_windows=tuple(other),
+        )

@@ -1,0 +1,222 @@
+"""The same network in PyTorch eager mode, for ``dnupdate bench --vs torch`` (PyTorch is
+optional; this module is imported only inside a benchmark worker that asked for it).
+
+:func:`torch_model` translates a :class:`~engine.spec.NetSpec` layer by layer:
+
+* conv → ``Conv2d`` (no bias under batch norm) [+ ``BatchNorm2d``] [+ activation];
+* connected → ``Flatten`` + ``Linear`` [+ ``BatchNorm1d``] [+ activation];
+* pooling → ``MaxPool2d``/``AvgPool2d`` with the padding and ``ceil_mode`` that reproduce our
+  output size (darknet's and Caffe's rules), global pooling → ``AdaptiveAvg/MaxPool2d(1)``;
+* Caffe BatchNorm (+ Scale) → ``BatchNorm2d`` without (with) the affine part; dropout →
+  ``Dropout``; darknet ``leaky`` → ``LeakyReLU(0.1)``;
+* darknet ``[softmax]`` / Caffe ``SoftmaxWithLoss`` → ``CrossEntropyLoss`` on the logits.
+
+The optimizer is ``torch.optim.SGD`` (momentum, weight decay, Nesterov) or Adam/AdaGrad/
+RMSprop/Adadelta as the solver says; a training step is ``zero_grad``, forward, loss,
+``backward``, ``step`` — PyTorch eager's ordinary loop.
+"""
+
+from __future__ import annotations
+
+from engine.spec import (
+    AccuracySpec,
+    ActivationSpec,
+    BatchNormSpec,
+    ConnectedSpec,
+    ConvSpec,
+    CostSpec,
+    DropoutSpec,
+    NetSpec,
+    PoolSpec,
+    ScaleSpec,
+    SoftmaxLossSpec,
+    SoftmaxSpec,
+    SolverSpec,
+)
+
+DARKNET_LEAKY_SLOPE = 0.1
+
+
+class TorchTranslationError(ValueError):
+    """A layer has no PyTorch counterpart in this translation (named layer and kind)."""
+
+
+def _activation(nn, name: str, negative_slope: float = 0.0):
+    if name == "linear":
+        return None
+    if name == "relu":
+        return nn.LeakyReLU(negative_slope) if negative_slope else nn.ReLU()
+    if name == "leaky":
+        return nn.LeakyReLU(DARKNET_LEAKY_SLOPE)
+    if name == "logistic":
+        return nn.Sigmoid()
+    if name == "tanh":
+        return nn.Tanh()
+    raise TorchTranslationError(f"activation {name!r} has no PyTorch counterpart here")
+
+
+def _pool(nn, torch, spec: PoolSpec, shape):
+    c, h, w = shape.input
+    _, oh, ow = shape.output
+    if spec.global_pooling or ((oh, ow) == (1, 1) and spec.kernel_h in (1, h)):
+        return nn.AdaptiveMaxPool2d(1) if spec.method == "max" else nn.AdaptiveAvgPool2d(1)
+    kind = nn.MaxPool2d if spec.method == "max" else nn.AvgPool2d
+    kernel = (spec.kernel_h, spec.kernel_w)
+    stride = (spec.stride_h, spec.stride_w)
+    pads = {(spec.pad_h, spec.pad_w), (spec.pad_h // 2, spec.pad_w // 2)}
+    probe = torch.zeros((1, c, h, w))
+    for pad in sorted(pads):
+        if 2 * pad[0] > kernel[0] or 2 * pad[1] > kernel[1]:
+            continue
+        for ceil in (False, True):
+            module = kind(kernel, stride, pad, ceil_mode=ceil)
+            if tuple(module(probe).shape[2:]) == (oh, ow):
+                return module
+    raise TorchTranslationError(
+        f"layer {spec.name}: no PyTorch pooling gives {oh}x{ow} from {h}x{w}"
+    )
+
+
+class _ChannelAffine:
+    """Factory of a Caffe ``Scale`` module (``y = γ[c]·x (+ β[c])``)."""
+
+    @staticmethod
+    def make(nn, torch, channels: int, bias: bool):
+        class ChannelAffine(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.gamma = nn.Parameter(torch.ones(channels))
+                self.beta = nn.Parameter(torch.zeros(channels)) if bias else None
+
+            def forward(self, x):
+                view = (1, -1) + (1,) * (x.dim() - 2)
+                y = x * self.gamma.view(view)
+                return y if self.beta is None else y + self.beta.view(view)
+
+        return ChannelAffine()
+
+
+def _layer_modules(nn, torch, shape) -> list:
+    spec = shape.layer
+    if isinstance(spec, ConvSpec):
+        c = shape.input[0]
+        conv = nn.Conv2d(
+            c,
+            spec.filters,
+            (spec.kernel_h, spec.kernel_w),
+            stride=(spec.stride_h, spec.stride_w),
+            padding=(spec.pad_h, spec.pad_w),
+            dilation=spec.dilation,
+            groups=spec.groups,
+            bias=spec.bias and not spec.batch_normalize,
+        )
+        mods = [conv]
+        if spec.batch_normalize:
+            mods.append(nn.BatchNorm2d(spec.filters))
+        return [*mods, _activation(nn, spec.activation)]
+    if isinstance(spec, ConnectedSpec):
+        mods = [nn.Flatten(), nn.Linear(shape.inputs, spec.outputs, bias=spec.bias)]
+        if spec.batch_normalize:
+            mods.append(nn.BatchNorm1d(spec.outputs))
+        return [*mods, _activation(nn, spec.activation)]
+    if isinstance(spec, PoolSpec):
+        return [_pool(nn, torch, spec, shape)]
+    if isinstance(spec, ActivationSpec):
+        return [_activation(nn, spec.activation, spec.negative_slope)]
+    if isinstance(spec, BatchNormSpec):
+        return [nn.BatchNorm2d(shape.input[0], affine=False, eps=spec.eps)]
+    if isinstance(spec, ScaleSpec):
+        return [_ChannelAffine.make(nn, torch, shape.input[0], spec.bias_term)]
+    if isinstance(spec, DropoutSpec):
+        return [nn.Dropout(spec.probability)]
+    if isinstance(spec, SoftmaxSpec | SoftmaxLossSpec | AccuracySpec | CostSpec):
+        return []
+    raise TorchTranslationError(f"layer {spec.name}: kind {spec.kind!r} is not translated")
+
+
+def torch_model(net: NetSpec):
+    """``(model, loss)``: an ``nn.Sequential`` of the net's layers (training phase) and the
+    loss module (``CrossEntropyLoss`` on flattened logits; ``MSELoss`` for a darknet
+    ``[cost]`` net)."""
+    import torch
+    from torch import nn
+
+    from engine.shapes import infer_shapes
+
+    modules = []
+    mse = False
+    for shape in infer_shapes(net, "train"):
+        modules.extend(m for m in _layer_modules(nn, torch, shape) if m is not None)
+        mse = mse or isinstance(shape.layer, CostSpec)
+    modules.append(nn.Flatten())
+    return nn.Sequential(*modules), (nn.MSELoss() if mse else nn.CrossEntropyLoss())
+
+
+def torch_optimizer(model, solver: SolverSpec, lr: float):
+    """The PyTorch optimizer of the solver's rule over ``model``'s parameters."""
+    import torch
+
+    params = model.parameters()
+    opt = solver.optimizer
+    if opt in ("sgd", "nesterov"):
+        return torch.optim.SGD(
+            params,
+            lr=lr,
+            momentum=solver.momentum,
+            weight_decay=solver.decay,
+            nesterov=opt == "nesterov",
+        )
+    if opt == "adam":
+        return torch.optim.Adam(
+            params, lr=lr, betas=(solver.beta1, solver.beta2), eps=solver.eps,
+            weight_decay=solver.decay,
+        )  # fmt: skip
+    if opt == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, eps=solver.eps, weight_decay=solver.decay)
+    if opt == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=lr, alpha=solver.rms_decay, eps=solver.eps, weight_decay=solver.decay
+        )
+    return torch.optim.Adadelta(params, lr=lr, eps=solver.eps, weight_decay=solver.decay)
+
+
+def torch_runner(config_path: str, settings):
+    """A :class:`engine.bench_worker.Runner` for the config's net in PyTorch (threads:
+    ``torch.set_num_threads(settings.threads)``), on one fixed random batch."""
+    import torch
+
+    from engine.bench_worker import Runner
+    from engine.config import load_config
+
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    run = load_config(config_path)
+    net = run.net
+    model, criterion = torch_model(net)
+    optimizer = torch_optimizer(model, run.solver, lr=min(run.schedule.base_lr, 0.01))
+    batch = run.solver.minibatch
+    shape = (batch, net.input.channels, net.input.height, net.input.width)
+    generator = torch.Generator().manual_seed(settings.seed)
+    x = torch.rand(shape, generator=generator)
+    with torch.no_grad():
+        classes = model(x).shape[1]
+    y = torch.randint(0, classes, (batch,), generator=generator)
+    if isinstance(criterion, torch.nn.MSELoss):
+        y = torch.nn.functional.one_hot(y, classes).float()
+    model.train()
+
+    def train() -> None:
+        if not model.training:
+            model.train()
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+    def infer() -> None:
+        if model.training:
+            model.eval()
+        with torch.inference_mode():
+            model(x)
+
+    return Runner({"train": train, "infer": infer}, batch)

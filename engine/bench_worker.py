@@ -1,0 +1,234 @@
+"""The benchmark worker: one process that builds one workload (ours or PyTorch's) and times it
+on request; :class:`WorkerProcess` is the parent's handle.
+
+A worker is a ``spawn`` child started with the thread caps (and, for a cold run, the JIT cache
+directory) in its environment, so they hold before NumPy, OpenBLAS and Numba load. The parent
+sends ``(request, args)`` over a pipe; the worker answers ``("ok", value)`` or
+``("error", message)``. Requests: ``setup``, ``sgemm_peak``, ``warmup``, ``calibrate``,
+``window``, ``peak_rss_mib``, ``stop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import os
+import resource
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+SGEMM_SIZE = 2048
+SGEMM_REPEATS = 5
+
+
+class WorkerProcess:
+    """Parent side: start a worker for ``kind`` (``"dnupdate"`` or ``"torch"``) on the config
+    at ``config_path``; :meth:`call` sends one request and returns its answer."""
+
+    def __init__(self, kind: str, config_path: str, settings, env: dict[str, str]):
+        from engine.bench import BenchError
+
+        self._error = BenchError
+        self.kind = kind
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=worker_main, args=(child, kind, config_path, settings), daemon=True
+        )
+        saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        try:
+            self._process.start()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        child.close()
+
+    def call(self, request: str, *args: Any) -> Any:
+        """Send ``request`` and wait for its answer; a worker error becomes a BenchError."""
+        try:
+            self._conn.send((request, args))
+            status, value = self._conn.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError):
+            code = self._process.exitcode
+            raise self._error(f"the {self.kind} benchmark worker died (exit code {code})") from None
+        if status != "ok":
+            raise self._error(value)
+        return value
+
+    def close(self) -> None:
+        """Stop the worker (politely, then by force)."""
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self._conn.send(("stop", ()))
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Worker side
+# --------------------------------------------------------------------------------------------
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size in MiB (Linux ``ru_maxrss`` is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def sgemm_peak_gflops(size: int = SGEMM_SIZE, repeats: int = SGEMM_REPEATS) -> float:
+    """Best GFLOP/s of ``np.matmul`` on two ``size×size`` float32 matrices (``2·size³`` flops),
+    with the BLAS threads of this process."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.random((size, size), dtype=np.float32)
+    b = rng.random((size, size), dtype=np.float32)
+    out = np.empty((size, size), dtype=np.float32)
+    np.matmul(a, b, out=out)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best / 1e9
+
+
+class Runner:
+    """A workload's two step functions (``train``, ``infer``) and its batch size."""
+
+    def __init__(self, steps: dict[str, Callable[[], None]], batch: int):
+        self.steps = steps
+        self.batch = batch
+
+    def timed(self, mode: str, count: int) -> float:
+        """Seconds for ``count`` steps of ``mode``."""
+        step = self.steps[mode]
+        start = time.perf_counter()
+        for _ in range(count):
+            step()
+        return time.perf_counter() - start
+
+
+def dnupdate_runner(config_path: str, settings) -> Runner:
+    """Our training step (``Trainer.train_iteration`` on one fixed random batch) and test-mode
+    forward, on the backend ``settings.device`` names."""
+    from engine.config import load_config
+    from engine.trainer import Trainer
+
+    run = load_config(config_path)
+    trainer = Trainer(run, seed=settings.seed, backend=_backend(settings.device))
+    net = trainer.network
+    x, y = fixed_batch(net.input_shape, _classes(net), settings.seed)
+    net.set_truth(y)
+
+    def next_batch():
+        return x, y
+
+    def train() -> None:
+        trainer.train_iteration(next_batch)
+
+    def infer() -> None:
+        net.forward(x, train=False)
+
+    return Runner({"train": train, "infer": infer}, net.batch)
+
+
+def _backend(device: str):
+    """The CPU backend, or ``engine.backends.get_backend(device)`` where that exists."""
+    if device == "cpu":
+        from engine.backends.cpu import CpuBackend
+
+        return CpuBackend()
+    from engine import backends
+
+    getter = getattr(backends, "get_backend", None)
+    if getter is None:
+        raise RuntimeError(f"device {device!r}: this build has no backend other than the CPU")
+    return getter(device)
+
+
+def _classes(net) -> int:
+    """The number of classes of the net's output (its last layer's output size per image)."""
+    return max(2, int(net.output.size // net.batch))
+
+
+def fixed_batch(input_shape: tuple[int, ...], classes: int, seed: int):
+    """One random batch: float32 images in [0, 1) and integer labels in ``[0, classes)``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.random(input_shape, dtype=np.float32)
+    y = rng.integers(0, classes, size=input_shape[0]).astype(np.int64)
+    return x, y
+
+
+def worker_main(conn, kind: str, config_path: str, settings) -> None:
+    """The worker loop (see the module docstring)."""
+    state: dict[str, Any] = {}
+    while True:
+        try:
+            request, args = conn.recv()
+        except EOFError:
+            return
+        if request == "stop":
+            conn.send(("ok", None))
+            return
+        try:
+            value = _handle(state, kind, config_path, settings, request, args)
+        except Exception as exc:  # passed to the parent as a message
+            message = f"{kind} worker, {request}: {type(exc).__name__}: {exc}"
+            if os.environ.get("DNUPDATE_BENCH_DEBUG"):
+                message += "\n" + traceback.format_exc()
+            conn.send(("error", message))
+            continue
+        conn.send(("ok", value))
+
+
+def _handle(state, kind, config_path, settings, request, args):
+    if request == "sgemm_peak":
+        return sgemm_peak_gflops()
+    if request == "peak_rss_mib":
+        return peak_rss_mib()
+    if request == "setup":
+        return _setup(state, kind, config_path, settings)
+    runner: Runner = state["runner"]
+    if request == "warmup":
+        (mode,) = args
+        first = runner.timed(mode, 1)
+        runner.timed(mode, max(0, settings.warmup - 1))
+        steady = runner.timed(mode, 1)
+        return max(0.0, first - steady)
+    if request == "calibrate":
+        (mode,) = args
+        seconds = runner.timed(mode, 2) / 2
+        return max(1, math.ceil(settings.window_s / max(seconds, 1e-6)))
+    if request == "window":
+        mode, count = args
+        return count * runner.batch / runner.timed(mode, count)
+    raise ValueError(f"unknown request {request!r}")
+
+
+def _setup(state, kind, config_path, settings) -> dict:
+    from engine.bench import gemm_flops
+    from engine.config import load_config
+
+    if kind == "torch":
+        from engine.bench_torch import torch_runner
+
+        state["runner"] = torch_runner(config_path, settings)
+    else:
+        state["runner"] = dnupdate_runner(config_path, settings)
+    flops_infer, flops_train = gemm_flops(load_config(config_path).net)
+    return {
+        "batch": state["runner"].batch,
+        "flops_infer": flops_infer,
+        "flops_train": flops_train,
+    }

@@ -1,0 +1,236 @@
+"""``dnupdate bench`` and ``engine.bench``: workloads, work counts, result records, the worker
+round trip on a tiny net and the PyTorch comparison's messages. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from engine import bench
+from engine.bench import (
+    BUILTIN_WORKLOADS,
+    BenchError,
+    BenchResult,
+    BenchSettings,
+    gemm_flops,
+    resolve_workload,
+    summarise_windows,
+    worker_environment,
+)
+from engine.config import load_config
+
+runner = CliRunner()
+
+ISSUE_FIELDS = {
+    "workload",
+    "mode",
+    "threads",
+    "batch",
+    "images_per_s",
+    "images_per_s_min",
+    "images_per_s_max",
+    "gflops",
+    "peak_fraction",
+    "compile_s",
+    "peak_rss_mib",
+}
+
+TINY_CFG = """\
+[net]
+batch=4
+subdivisions=1
+height=8
+width=8
+channels=3
+learning_rate=0.01
+momentum=0.9
+decay=0.0005
+max_batches=10
+
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[connected]
+output=5
+activation=linear
+
+[softmax]
+"""
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.cfg"
+    path.write_text(TINY_CFG)
+    return path
+
+
+def test_builtin_workloads_load_with_the_issue_shapes_and_batches():
+    expected = {
+        "lenet": ((1, 28, 28), 64, "caffe"),
+        "cifar-small": ((3, 32, 32), 128, "darknet"),
+        "cifar-small-bn": ((3, 32, 32), 128, "darknet"),
+        "mlp": ((1, 28, 28), 128, "darknet"),
+    }
+    assert set(BUILTIN_WORKLOADS) == set(expected)
+    for name, (chw, batch, semantics) in expected.items():
+        run = load_config(resolve_workload(name).config)
+        net_input = run.net.input
+        assert (net_input.channels, net_input.height, net_input.width) == chw
+        assert run.solver.minibatch == batch and run.solver.accumulate == 1
+        assert run.solver.semantics == semantics
+        assert run.solver.momentum == pytest.approx(0.9)
+        assert run.solver.decay == pytest.approx(5e-4)
+    bn_kinds = [
+        getattr(layer, "batch_normalize", False)
+        for layer in load_config(resolve_workload("cifar-small-bn").config).net.layers
+    ]
+    assert sum(bn_kinds) == 3
+    plain = load_config(resolve_workload("cifar-small").config).net.layers
+    assert not any(getattr(layer, "batch_normalize", False) for layer in plain)
+
+
+def test_resolve_workload_accepts_a_config_path_and_names_builtins_on_error(tiny_cfg):
+    workload = resolve_workload(str(tiny_cfg))
+    assert workload.name == "tiny" and workload.config == str(tiny_cfg)
+    with pytest.raises(BenchError, match="lenet, cifar-small, cifar-small-bn, mlp"):
+        resolve_workload("no-such-workload")
+
+
+def test_gemm_flops_counts_conv_and_connected_products_by_hand(tiny_cfg):
+    net = load_config(str(tiny_cfg)).net
+    conv = 2 * 4 * (3 * 3 * 3) * (8 * 8)  # F·K·N
+    connected = 2 * (4 * 4 * 4) * 5  # maxpool 8→4 (darknet size 2 stride 2)
+    forward, training = gemm_flops(net)
+    assert forward == conv + connected
+    # first layer: forward + weight gradient; later layers also the input gradient
+    assert training == 2 * conv + 3 * connected
+
+
+def test_gemm_flops_of_lenet_matches_the_textbook_count():
+    forward, _ = gemm_flops(load_config(resolve_workload("lenet").config).net)
+    conv1 = 2 * 20 * 25 * 24 * 24
+    conv2 = 2 * 50 * (20 * 25) * 8 * 8
+    ip = 2 * 800 * 500 + 2 * 500 * 10
+    assert forward == conv1 + conv2 + ip
+
+
+def test_summarise_windows_gives_median_and_range():
+    assert summarise_windows([3.0, 1.0, 2.0, 10.0]) == (2.5, 1.0, 10.0)
+    with pytest.raises(BenchError):
+        summarise_windows([])
+
+
+def test_result_json_has_exactly_the_issue_fields_plus_torch_ones_when_compared():
+    base = BenchResult("lenet", "train", 2, 64, 100.0, 90.0, 110.0, 1.5, 0.01, 0.2, 150.0)
+    assert set(base.as_json()) == ISSUE_FIELDS
+    compared = BenchResult(
+        "lenet", "train", 2, 64, 100.0, 90.0, 110.0, 1.5, 0.01, 0.2, 150.0,
+        torch_images_per_s=50.0, ratio=2.0,
+    )  # fmt: skip
+    data = json.loads(compared.json_line())
+    assert set(data) == ISSUE_FIELDS | {"torch_images_per_s", "ratio"}
+    assert data["ratio"] == 2.0
+
+
+def test_worker_environment_caps_every_thread_pool():
+    env = worker_environment(3, None)
+    for key in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        assert env[key] == "3"
+    assert "NUMBA_CACHE_DIR" not in env
+    assert worker_environment(1, "/tmp/x")["NUMBA_CACHE_DIR"] == "/tmp/x"
+
+
+def test_settings_reject_impossible_values():
+    for bad in (
+        BenchSettings(threads=0),
+        BenchSettings(threads=1, iters=0),
+        BenchSettings(threads=1, windows=0),
+        BenchSettings(threads=1, modes=("fit",)),
+    ):
+        with pytest.raises(BenchError):
+            bad.check()
+
+
+def test_vs_torch_without_torch_says_how_to_install(monkeypatch, tiny_cfg):
+    monkeypatch.setattr(bench, "torch_available", lambda: False)
+    result = runner.invoke(app, ["bench", str(tiny_cfg), "--vs", "torch"])
+    assert result.exit_code == 1
+    assert "PyTorch" in result.output and "not installed" in result.output
+    assert "pip install torch" in result.output
+
+
+def test_vs_other_framework_is_a_usage_error(tiny_cfg):
+    result = runner.invoke(app, ["bench", str(tiny_cfg), "--vs", "caffe"])
+    assert result.exit_code == 2
+    assert "only 'torch'" in result.output
+
+
+def test_unknown_workload_is_a_clear_error():
+    result = runner.invoke(app, ["bench", "no-such-workload"])
+    assert result.exit_code == 1
+    assert "no workload or config file 'no-such-workload'" in result.output
+
+
+def _bench_json(*args: str) -> list[dict]:
+    command = [sys.executable, "-c", "from cli.main import app; app()", "bench", *args, "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_bench_json_runs_a_tiny_config_in_both_modes(tiny_cfg):
+    rows = _bench_json(str(tiny_cfg), "--threads", "1", "--windows", "2", "--iters", "2")
+    assert [row["mode"] for row in rows] == ["train", "infer"]
+    for row in rows:
+        assert set(row) == ISSUE_FIELDS
+        assert row["workload"] == "tiny" and row["batch"] == 4 and row["threads"] == 1
+        assert 0 < row["images_per_s_min"] <= row["images_per_s"] <= row["images_per_s_max"]
+        assert row["gflops"] > 0 and row["peak_fraction"] > 0
+        assert row["compile_s"] >= 0 and row["peak_rss_mib"] > 10
+
+
+def test_bench_compares_with_torch_when_installed(tiny_cfg):
+    pytest.importorskip("torch")
+    rows = _bench_json(
+        str(tiny_cfg), "--threads", "1", "--windows", "1", "--iters", "1", "--vs", "torch",
+        "--mode", "train",
+    )  # fmt: skip
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["torch_images_per_s"] > 0
+    assert row["ratio"] == pytest.approx(row["images_per_s"] / row["torch_images_per_s"], 1e-3)
+
+
+def test_torch_translation_reproduces_every_layer_shape():
+    torch = pytest.importorskip("torch")
+    from engine.bench_torch import torch_model
+    from engine.shapes import infer_shapes
+
+    for name in BUILTIN_WORKLOADS:
+        net = load_config(resolve_workload(name).config).net
+        model, _ = torch_model(net)
+        x = torch.zeros((2, net.input.channels, net.input.height, net.input.width))
+        pooled = [s.output for s in infer_shapes(net, "train") if s.layer.kind == "pool"]
+        seen = []
+        for module in model:
+            x = module(x)
+            if "Pool" in type(module).__name__:
+                seen.append(tuple(x.shape[1:]))
+        assert seen == pooled, name
+        assert tuple(x.shape) == (2, 10), name
