@@ -8,4 +8,6 @@ from cli import (
     data_cmd,  # noqa: F401
     inspect_cmd,  # noqa: F401
     lr_schedule_cmd,  # noqa: F401
+    plot_cmd,  # noqa: F401
+    train_cmd,  # noqa: F401
 )

@@ -1,0 +1,401 @@
+"""``dnupdate train``: run a darknet ``.cfg`` or Caffe solver with its framework's loop.
+
+The engine's :class:`engine.train.TrainingSession` yields events; this module sets it up from
+the options, picks the sinks (Rich dashboard or plain lines on stderr, ``--json`` lines on
+stdout), turns SIGINT/SIGTERM into a checkpoint and exit 130, and maps endings to exit codes:
+0 done, 1 bad input (config, data, weights, no CUDA device), 2 usage, 3 diverged,
+130 interrupted.
+
+``--threads N`` sets BLAS threads through ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/
+``MKL_NUM_THREADS`` (read when NumPy loads, which on the command line happens after option
+parsing) and, when NumPy is already loaded, through OpenBLAS's ``openblas_set_num_threads``
+found in the process; Numba's threads through ``NUMBA_NUM_THREADS`` and the CPU backend.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    fail,
+    fail_config,
+    report_diagnostics,
+    stderr_console,
+)
+from cli.main import app
+
+TRAIN_HELP = """Train a network from a darknet .cfg or a Caffe solver (.prototxt/.yaml).
+
+CONFIG may be - to read the config from standard input. The loop follows the config's
+framework (or --semantics): darknet counts images seen, accumulates subdivisions and shows
+avg = .9*avg + .1*loss; Caffe counts iterations, accumulates iter_size passes, tests every
+test_interval for test_iter batches and averages the shown loss over average_loss updates.
+
+Everything goes to a run folder (--out, default runs/<config>-<time>/): the config as given and
+resolved, metrics.jsonl/metrics.csv, checkpoints, state.npz for --resume, final.npz plus
+final.weights (darknet) or final.caffemodel (Caffe), summary.json.
+
+Exit codes: 0 done, 1 bad input (config, data, weights, no CUDA device), 2 usage,
+3 diverged (non-finite loss or weights), 130 interrupted (a checkpoint is written first).
+
+Examples:
+
+  dnupdate train configs/quickstart.cfg
+
+  dnupdate train configs/quickstart.cfg --set learning_rate=0.02 --set batch=32 --json
+
+  dnupdate train configs/lenet_solver.prototxt --data-dir ../shared/data --max-iters 500
+
+  dnupdate train --resume runs/quickstart-20260101-120000 --max-iters 400
+"""
+
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+EXIT_FOR_STATUS = {"done": EXIT_OK, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}
+
+
+class Semantics(StrEnum):
+    darknet = "darknet"
+    caffe = "caffe"
+
+
+class Device(StrEnum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+# --------------------------------------------------------------------------------------------
+# Threads
+# --------------------------------------------------------------------------------------------
+
+
+def limit_threads(threads: int) -> int:
+    """Ask BLAS and Numba for ``threads`` threads; returns the Numba thread count to use
+    (capped at the cores when Numba is already loaded with its default pool)."""
+    for name in BLAS_THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    if "numpy" in sys.modules:
+        _set_loaded_openblas_threads(threads)
+    if "numba" not in sys.modules:
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)
+        return threads
+    return min(threads, os.cpu_count() or threads)
+
+
+def _set_loaded_openblas_threads(threads: int) -> bool:
+    """Call ``openblas_set_num_threads`` in the OpenBLAS this process has loaded (NumPy's
+    wheels bundle one, with a prefixed symbol name). Linux only; False when not found."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return False
+    names = (
+        "openblas_set_num_threads",
+        "scipy_openblas_set_num_threads64_",
+        "openblas_set_num_threads64_",
+        "scipy_openblas_set_num_threads",
+    )
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in names:
+            function = getattr(library, name, None)
+            if function is not None:
+                function(ctypes.c_int(threads))
+                return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# Signals
+# --------------------------------------------------------------------------------------------
+
+
+class StopRequest:
+    """SIGINT/SIGTERM handler: the first signal asks the loop to checkpoint and stop (the
+    loop calls this object after each update and gets the signal's name); a second one
+    aborts at once (KeyboardInterrupt, no checkpoint)."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __call__(self) -> str | None:
+        return self.signal_name
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                return
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Setting up
+# --------------------------------------------------------------------------------------------
+
+
+def _net_file_text(run, config_path: str) -> str | None:
+    """The text of a Caffe solver's separate net file (the file the layers came from)."""
+    files = {layer.origin.file for layer in run.net.layers if layer.origin.file}
+    files.discard(config_path)
+    files.discard("<stdin>")
+    for name in sorted(files):
+        path = Path(name)
+        if path.is_file():
+            return path.read_text(encoding="utf-8", errors="surrogateescape")
+    return None
+
+
+def _load_new(config: str, sets: list[str]):
+    """(RunSpec, overrides, config text) for a new run; ConfigError on bad input."""
+    from engine.config import load_config, parse_overrides, read_config_text
+
+    overrides = parse_overrides(sets)
+    text = read_config_text(config)
+    run = load_config(config, overrides, text=text)
+    return run, tuple(overrides), text
+
+
+def _load_resumed(run_dir: str):
+    """(RunSpec, overrides, saved options, folder) rebuilt from a run folder's files."""
+    from engine.config import load_config
+    from engine.runfolder import RunFolder
+
+    folder = RunFolder.open(run_dir)
+    info = folder.read_run_info()
+    overrides = tuple((str(k), str(v)) for k, v in info.get("overrides", []))
+    text = folder.original_config_text()
+    config_path = info["config_path"]
+    source = "-" if config_path == "<stdin>" else config_path
+    run = load_config(source, overrides, text=text)
+    return run, overrides, info.get("options", {}), folder
+
+
+def _resume_conflicts(config, sets, data, weights, seed, semantics, clear) -> list[str]:
+    given = {
+        "CONFIG": config is not None,
+        "--set": bool(sets),
+        "--data": data is not None,
+        "--weights": weights is not None,
+        "--seed": seed is not None,
+        "--semantics": semantics is not None,
+        "--clear": clear,
+    }
+    return [name for name, present in given.items() if present]
+
+
+def _print_warnings(run) -> None:
+    warnings = [d for d in run.diagnostics if d.severity == "warning"]
+    if warnings:
+        report_diagnostics(warnings)
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+
+
+@app.command("train", help=TRAIN_HELP, no_args_is_help=True)
+def train(
+    config: str | None = typer.Argument(
+        None, metavar="CONFIG", help="darknet .cfg or Caffe solver; - reads standard input."
+    ),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        metavar="NAME|npz:PATH",
+        help="Data for both splits (replaces the config's).",
+    ),
+    data_dir: str | None = typer.Option(
+        None, "--data-dir", help="Dataset folder (default $DNUPDATE_DATA_DIR, then the cache)."
+    ),
+    weights: str | None = typer.Option(
+        None, "--weights", help="Initial weights: darknet .weights, .caffemodel or .npz."
+    ),
+    clear: bool = typer.Option(
+        False, "--clear", help="Ignore the .weights header's images-seen count (darknet -clear)."
+    ),
+    resume: str | None = typer.Option(
+        None, "--resume", metavar="RUN_DIR", help="Continue a run exactly from its last state."
+    ),
+    max_iters: int | None = typer.Option(
+        None, "--max-iters", min=1, help="Stop after N updates in total (schedule unchanged)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of init, dropout, data (0)."),
+    semantics: Semantics | None = typer.Option(
+        None, "--semantics", help="Update rule and loop (default: the config's framework)."
+    ),
+    device: Device = typer.Option(Device.cpu, "--device", help="cpu or cuda."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="BLAS and Numba threads (default: automatic)."
+    ),
+    out: str | None = typer.Option(
+        None, "--out", help="Run folder (default runs/<config-name>-<timestamp>/)."
+    ),
+    sets: list[str] = typer.Option(
+        [], "--set", "-s", metavar="KEY=VALUE", help="Override a config key (its own name)."
+    ),
+    shuffle: bool | None = typer.Option(
+        None, "--shuffle/--no-shuffle", help="Random sampling or reading in order."
+    ),
+    eval_every: int | None = typer.Option(
+        None, "--eval-every", min=0, help="Test every N updates (default test_interval)."
+    ),
+    checkpoint_every: int | None = typer.Option(
+        None, "--checkpoint-every", min=0, help="Checkpoint every N updates (default snapshot)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per event on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display on stderr."),
+) -> None:
+    if resume is None and config is None:
+        fail("give a CONFIG file (or - for standard input), or --resume RUN_DIR", EXIT_USAGE)
+    if resume is not None:
+        conflicts = _resume_conflicts(config, sets, data, weights, seed, semantics, clear)
+        if conflicts:
+            fail(
+                f"--resume takes the config and its options from the run folder; drop "
+                f"{', '.join(conflicts)}",
+                EXIT_USAGE,
+            )
+    numba_threads = limit_threads(threads) if threads else None
+    session, created = _set_up(
+        config=config,
+        resume=resume,
+        sets=sets,
+        out=out,
+        options={
+            "data": data,
+            "data_dir": data_dir,
+            "weights": weights,
+            "clear": clear,
+            "max_iters": max_iters,
+            "seed": 0 if seed is None else seed,
+            "semantics": None if semantics is None else semantics.value,
+            "device": device.value,
+            "threads": numba_threads,
+            "shuffle": shuffle,
+            "eval_every": eval_every,
+            "checkpoint_every": checkpoint_every,
+        },
+    )
+    del created
+    raise typer.Exit(_run(session, as_json=as_json, quiet=quiet))
+
+
+def _set_up(*, config, resume, sets, out, options):
+    """Build the TrainingSession (and its run folder); every bad input exits with code 1."""
+    from engine.checkpoint import WeightsFileError
+    from engine.data import DataError
+    from engine.network import NetworkError
+    from engine.runfolder import RunFolder, RunFolderError, default_run_dir
+    from engine.spec import ConfigError
+    from engine.train import TrainingSession, TrainOptions, TrainSetupError
+    from engine.trainer import TrainerStateError
+
+    bad_input = (
+        DataError,
+        WeightsFileError,
+        NetworkError,
+        RunFolderError,
+        TrainSetupError,
+        TrainerStateError,
+    )
+    created: Path | None = None
+    try:
+        if resume is not None:
+            run, overrides, saved, folder = _load_resumed(resume)
+            keep = {k: options[k] for k in ("max_iters", "device", "threads", "eval_every")}
+            merged = {**saved, **{k: v for k, v in keep.items() if v is not None}}
+            if options["max_iters"] is None:
+                merged["max_iters"] = None
+            train_options = TrainOptions(**merged)
+            _print_warnings(run)
+            session = TrainingSession(run, train_options, folder=folder, resume=True)
+            return session, None
+        run, overrides, text = _load_new(config, sets)
+        _print_warnings(run)
+        target = Path(out) if out else default_run_dir(config)
+        existed = target.exists()
+        folder = RunFolder.create(target)
+        created = None if existed else target
+        session = TrainingSession(
+            run,
+            TrainOptions(**options),
+            folder=folder,
+            overrides=overrides,
+            config_text=text,
+            net_text=_net_file_text(run, run.config_path),
+        )
+        return session, created
+    except ConfigError as exc:
+        _discard(created)
+        fail_config(exc)
+    except bad_input as exc:
+        _discard(created)
+        fail(str(exc), EXIT_BAD_INPUT)
+
+
+def _discard(created: Path | None) -> None:
+    """Remove a run folder this invocation created before the run could start."""
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+
+
+def _run(session, *, as_json: bool, quiet: bool) -> int:
+    """Drive the session's events into the sinks; the exit code of the ending."""
+    from cli.dashboard import make_display
+    from cli.sinks import JsonLinesSink
+
+    sinks = []
+    display = make_display(stderr_console(), quiet=quiet)
+    if display is not None:
+        sinks.append(display)
+    if as_json:
+        sinks.append(JsonLinesSink(sys.stdout))
+    stop = StopRequest()
+    stop.install()
+    status = "done"
+    try:
+        for event in session.events(stop):
+            for sink in sinks:
+                sink.handle(event)
+            if event.kind == "run_finished":
+                status = event.status
+    except KeyboardInterrupt:
+        for sink in sinks:
+            sink.close()
+        print("dnupdate: interrupted twice; stopped without a checkpoint", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        stop.restore()
+    for sink in sinks:
+        sink.close()
+    return EXIT_FOR_STATUS.get(status, EXIT_BAD_INPUT)

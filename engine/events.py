@@ -1,0 +1,234 @@
+"""What a training run reports: small frozen event records, yielded by :func:`engine.train.train`.
+
+The loop never prints; the CLI chooses sinks (the Rich dashboard on stderr, one JSON object per
+event on stdout with ``--json``). Every event has :meth:`Event.to_json`, a plain ``dict`` whose
+``"event"`` member names the event type (the class name in snake case) and whose other members
+are the dataclass fields, JSON-ready: tuples become lists, nested records objects, and
+non-finite floats the strings ``"nan"``, ``"inf"``, ``"-inf"`` so that every line stays strict
+JSON.
+
+The schema (event names and their members) is :data:`EVENT_TYPES` → :func:`schema`; the README
+documents it and a test checks emitted lines against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+#: version of the event schema written into ``run_started`` and ``summary.json``
+SCHEMA_VERSION = 1
+
+
+def json_value(value: Any) -> Any:
+    """A value made strict-JSON-ready: dataclasses → dicts, tuples → lists, NumPy scalars →
+    Python numbers, non-finite floats → ``"nan"``/``"inf"``/``"-inf"`` strings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_value(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted(json_value(v) for v in value)
+    if hasattr(value, "item") and callable(value.item):  # NumPy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every event: ``to_json()`` gives ``{"event": <snake name>, **fields}``."""
+
+    kind: ClassVar[str] = "event"
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict (see the module docstring)."""
+        out: dict[str, Any] = {"event": self.kind}
+        for f in dataclasses.fields(self):
+            out[f.name] = json_value(getattr(self, f.name))
+        return out
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.kind = _snake(cls.__name__)
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    """The run is set up and about to train.
+
+    ``config``: the resolved config (``engine.runfolder.resolved_config``); ``semantics``: the
+    update rule driving it (darknet or caffe); ``start_iteration``: updates already applied
+    (non-zero on ``--resume``); ``max_iter``: the iteration the run stops at;
+    ``images_per_update``: darknet ``batch`` (= minibatch·subdivisions), Caffe
+    ``batch_size·iter_size``; ``smoothed_loss_name``: the metrics name of the smoothed loss
+    (``avg_loss_ema`` or ``smoothed_loss_window<N>``) and ``smoothed_loss_definition`` its
+    formula; ``out_dir``: the run folder (empty without one); ``display_every``: the display
+    interval (Caffe ``display``); ``eval_every``/``checkpoint_every``: test and checkpoint
+    intervals in updates (0 = only at the end).
+    """
+
+    config_path: str
+    format: str
+    semantics: str
+    net: str
+    optimizer: str
+    start_iteration: int
+    max_iter: int
+    images_per_update: int
+    minibatch: int
+    accumulate: int
+    train_images: int
+    test_images: int
+    dataset: str
+    seed: int
+    device: str
+    out_dir: str
+    resumed: bool
+    smoothed_loss_name: str
+    smoothed_loss_definition: str
+    display_every: int
+    eval_every: int
+    checkpoint_every: int
+    config: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class Status(Event):
+    """A message about what the run is doing (e.g. "compiling kernels"); ``busy`` True while a
+    long one-time step runs (the dashboard shows a spinner)."""
+
+    message: str
+    busy: bool = False
+
+
+@dataclass(frozen=True)
+class StepFinished(Event):
+    """One weight update done.
+
+    ``iteration``: updates applied so far (1 after the first update); ``seen``: images seen
+    (darknet's counter; Caffe: ``iteration·images_per_update``); ``epoch = seen / train
+    images``; ``lr``: the rate this update used; ``loss``: the raw loss of the update (darknet:
+    mean per-image loss ``Σ cost / (subdivisions·minibatch)``; Caffe: ``Σ pass losses /
+    iter_size``); ``smoothed_loss``: darknet ``avg = .9·avg + .1·loss`` (first value = first
+    loss) or Caffe's mean of the last ``average_loss`` losses; ``elapsed_s``: wall seconds since
+    the run (or the resumed part) started; ``images_per_s``: training throughput so far.
+    """
+
+    iteration: int
+    seen: int
+    epoch: float
+    lr: float
+    loss: float
+    smoothed_loss: float
+    elapsed_s: float
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class LayerNorms:
+    """Norms of one layer's learnable blobs in one update, aggregated over its blobs:
+    ``w_norm = sqrt(Σ‖w_b‖²)`` before the update, ``dw_norm = sqrt(Σ‖Δw_b‖²)`` of the applied
+    change, ``ratio = dw_norm / w_norm`` (0 when ``w_norm = 0``)."""
+
+    layer: str
+    w_norm: float
+    dw_norm: float
+    ratio: float
+
+
+@dataclass(frozen=True)
+class NormsReported(Event):
+    """Per-layer norms of update ``iteration`` (every update goes to the metrics file; the
+    event is emitted every display interval). ``grad_norm``: Caffe's global gradient L2 norm
+    when ``clip_gradients`` is on (else ``None``); ``clip_scale``: the clip factor applied."""
+
+    iteration: int
+    layers: tuple[LayerNorms, ...]
+    grad_norm: float | None = None
+    clip_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class EvalFinished(Event):
+    """A test pass on the test split: ``loss`` (mean over the test batches) and top-1
+    ``accuracy`` (fraction correct) over ``images`` images, after ``iteration`` updates."""
+
+    iteration: int
+    loss: float
+    accuracy: float
+    images: int
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    """Parameters and full state written after ``iteration`` updates. ``reason``:
+    ``periodic`` (``--checkpoint-every`` / Caffe ``snapshot``), ``final``, ``interrupt``.
+    ``files``: paths written (weights ``.npz``, the state, and at the end
+    ``final.weights``/``final.caffemodel``)."""
+
+    iteration: int
+    reason: str
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Diverged(Event):
+    """A non-finite loss or parameter: ``iteration`` is the update that produced it, ``layer``
+    the first layer with a non-finite value (``"loss"`` when only the loss is), ``what`` a
+    description; ``last_checkpoint`` the last good checkpoint kept (empty when none)."""
+
+    iteration: int
+    layer: str
+    what: str
+    last_checkpoint: str
+
+
+@dataclass(frozen=True)
+class Interrupted(Event):
+    """The run was stopped by a signal (``SIGINT``/``SIGTERM``) after ``iteration`` updates;
+    a checkpoint was written first (``checkpoint``)."""
+
+    iteration: int
+    signal: str
+    checkpoint: str
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    """The run ended. ``status``: ``done``, ``diverged`` or ``interrupted``; ``summary``: the
+    content of ``summary.json`` (final loss and accuracy, images/s, wall time, versions, seed)."""
+
+    status: str
+    iteration: int
+    summary: dict = field(default_factory=dict)
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    RunStarted,
+    Status,
+    StepFinished,
+    NormsReported,
+    EvalFinished,
+    CheckpointSaved,
+    Diverged,
+    Interrupted,
+    RunFinished,
+)
+
+
+def schema() -> dict[str, tuple[str, ...]]:
+    """``{event name: member names}`` for every event type (the ``--json`` contract)."""
+    return {cls.kind: ("event", *(f.name for f in dataclasses.fields(cls))) for cls in EVENT_TYPES}

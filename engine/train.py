@@ -1,0 +1,723 @@
+"""The training loop: a generator of :mod:`engine.events` around :class:`engine.trainer.Trainer`.
+
+:class:`TrainingSession` sets a run up (data, backend, trainer, run folder; every problem raises
+before the first event) and :meth:`TrainingSession.events` runs it, yielding events and never
+printing. Per update it:
+
+1. calls ``Trainer.train_iteration`` (ONE weight update in darknet's or Caffe's loop semantics:
+   subdivisions / ``iter_size``, rate per update, ``seen``);
+2. smooths the loss as the framework displays it (:class:`LossSmoother`: darknet
+   ``avg = .9·avg + .1·loss``, Caffe's ``average_loss`` window);
+3. aggregates the per-segment update norms to layers, appends a metrics row, yields
+   :class:`~engine.events.StepFinished` (and :class:`~engine.events.NormsReported` every
+   display interval);
+4. on a non-finite loss or parameter yields :class:`~engine.events.Diverged` (the last good
+   checkpoint stays) and stops;
+5. tests on the test split every ``eval_every`` updates (Caffe ``test_interval``; also before
+   the first update when ``test_initialization``, and after the last one);
+6. checkpoints every ``checkpoint_every`` updates (Caffe ``snapshot``) and at the end
+   (``final.npz``, ``final.weights`` for darknet nets, ``final.caffemodel`` for Caffe nets);
+7. when ``stop()`` names a signal, checkpoints and yields :class:`~engine.events.Interrupted`.
+
+Resume: the state file holds the trainer state (parameters, gradient buffers — darknet's SGD
+momentum lives there — optimizer state, RNG streams, ``seen``, ``iteration``, Caffe multistep
+step), both samplers' positions and generator states, and the loss smoothing, so that N updates
+straight and k updates + resume to N give identical parameters.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.data import BatchSampler, DataError, Dataset, open_dataset
+from engine.events import (
+    CheckpointSaved,
+    Diverged,
+    EvalFinished,
+    Event,
+    Interrupted,
+    LayerNorms,
+    NormsReported,
+    RunFinished,
+    RunStarted,
+    Status,
+    StepFinished,
+)
+from engine.runfolder import RunFolder, metric_columns, resolved_config, truncate_metrics
+from engine.spec import RunSpec
+
+#: without ``test_iter`` (darknet): test images per periodic test, and for the final test
+PERIODIC_TEST_IMAGES = 1000
+FINAL_TEST_IMAGES = 10000
+
+
+class TrainSetupError(Exception):
+    """A run cannot start: data that does not fit the net, no iteration limit, a device that
+    is not there. ``str()`` names the file or option and the problem."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Command-line choices layered over the config.
+
+    ``data``: a source for both splits (``NAME`` or ``npz:PATH``), replacing the config's;
+    ``max_iters``: stop after this many updates in total (the schedule keeps the config's
+    ``max_batches``/``max_iter``); ``eval_every``/``checkpoint_every``: None = the config's
+    ``test_interval``/``snapshot`` (darknet: a tenth of the run / none), 0 = never (a final
+    test and checkpoint still happen); ``display_every``: None = the config's ``display``;
+    ``shuffle``: None = the config's (darknet samples randomly, Caffe reads in order);
+    ``train_size``/``test_size``: keep only the first N images (synthetic sets: generate N).
+    """
+
+    data: str | None = None
+    data_dir: str | None = None
+    weights: str | None = None
+    clear: bool = False
+    max_iters: int | None = None
+    seed: int = 0
+    semantics: str | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    shuffle: bool | None = None
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    display_every: int | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as stored in ``run.json`` (``--resume`` rebuilds the run from them)."""
+        return dict(self.__dict__)
+
+
+# --------------------------------------------------------------------------------------------
+# Loss smoothing
+# --------------------------------------------------------------------------------------------
+
+
+class LossSmoother:
+    """The smoothed loss each framework displays.
+
+    darknet (``classifier.c:train_classifier``): ``avg`` starts at −1; each update, if
+    ``avg == −1`` then ``avg = loss``; then ``avg = .9·avg + .1·loss`` (so the first value is
+    the first loss). Named ``avg_loss_ema``.
+
+    Caffe (``Solver::UpdateSmoothedLoss``): while fewer than ``N = average_loss`` losses are
+    kept, ``smoothed = (smoothed·(n−1) + loss)/n``; then the oldest is replaced,
+    ``smoothed += (loss − losses[k])/N`` with ``k = (updates so far) mod N``. Named
+    ``smoothed_loss_window<N>``. (Caffe resets the window when a run resumes; here it is part
+    of the saved state, so the curve continues.)
+    """
+
+    def __init__(self, semantics: str, average_loss: int = 1) -> None:
+        self.semantics = semantics
+        self.window = max(int(average_loss), 1)
+        self.value = -1.0 if semantics == "darknet" else 0.0
+        self.losses: list[float] = []
+        self.count = 0
+
+    @property
+    def name(self) -> str:
+        """The metrics column name, after the definition."""
+        if self.semantics == "darknet":
+            return "avg_loss_ema"
+        return f"smoothed_loss_window{self.window}"
+
+    @property
+    def definition(self) -> str:
+        if self.semantics == "darknet":
+            return "darknet avg = .9*avg + .1*loss (first avg = first loss)"
+        return f"Caffe average_loss: mean of the last {self.window} losses"
+
+    def update(self, loss: float) -> float:
+        """Fold in one update's loss; returns the smoothed value."""
+        if self.semantics == "darknet":
+            # darknet: float avg_loss; if (avg_loss == -1) avg_loss = loss; (float arithmetic)
+            avg = np.float32(loss) if self.value == -1.0 else np.float32(self.value)
+            self.value = float(np.float32(avg * np.float32(0.9) + np.float32(loss) * 0.1))
+        elif len(self.losses) < self.window:
+            self.losses.append(loss)
+            n = len(self.losses)
+            self.value = (self.value * (n - 1) + loss) / n
+        else:
+            k = self.count % self.window
+            self.value += (loss - self.losses[k]) / self.window
+            self.losses[k] = loss
+        self.count += 1
+        return self.value
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "losses": list(self.losses), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value = float(state["value"])
+        self.losses = [float(v) for v in state["losses"]]
+        self.count = int(state["count"])
+
+
+# --------------------------------------------------------------------------------------------
+# Per-layer norms
+# --------------------------------------------------------------------------------------------
+
+
+class LayerNormTable:
+    """Aggregates per-segment norms (:class:`engine.optim.UpdateStats`) to layers:
+    ``‖w‖_layer = sqrt(Σ_b ‖w_b‖²)`` over the layer's learnable blobs b, likewise ``‖Δw‖``, and
+    ``ratio = ‖Δw‖/‖w‖`` (0 when ``‖w‖ = 0``). Running statistics are not learnable and left
+    out."""
+
+    def __init__(self, segments) -> None:
+        names: list[str] = []
+        members: dict[str, list[int]] = {}
+        for index, segment in enumerate(segments):
+            if not segment.learnable:
+                continue
+            if segment.layer not in members:
+                names.append(segment.layer)
+                members[segment.layer] = []
+            members[segment.layer].append(index)
+        self.layers = names
+        self._members = [np.array(members[name], dtype=np.int64) for name in names]
+
+    def norms(self, stats) -> tuple[LayerNorms, ...]:
+        """The per-layer norms of one update."""
+        weights = np.asarray(stats.weight_norms, dtype=np.float64)
+        steps = np.asarray(stats.step_norms, dtype=np.float64)
+        out = []
+        for name, index in zip(self.layers, self._members, strict=True):
+            w = float(np.sqrt(np.sum(weights[index] ** 2)))
+            dw = float(np.sqrt(np.sum(steps[index] ** 2)))
+            out.append(LayerNorms(name, w, dw, dw / w if w > 0 else 0.0))
+        return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Setting up
+# --------------------------------------------------------------------------------------------
+
+
+def make_backend(device: str = "cpu", threads: int | None = None):
+    """The backend for ``--device``: ``cpu`` (Numba threads = ``threads``, None = automatic)
+    or ``cuda`` when ``engine.backends.cuda`` is present and ``is_available()``; otherwise
+    :class:`TrainSetupError` saying which is missing."""
+    if device == "cpu":
+        from engine.backends.cpu import CpuBackend
+
+        return CpuBackend(threads=threads)
+    if device != "cuda":
+        raise TrainSetupError(f"--device: unknown device {device!r} (use cpu or cuda)")
+    try:
+        from engine.backends import cuda
+    except ImportError as exc:
+        raise TrainSetupError(
+            f"--device cuda: the CUDA backend is not available in this installation ({exc})"
+        ) from None
+    available = getattr(cuda, "is_available", lambda: False)
+    if not available():
+        raise TrainSetupError(
+            "--device cuda: no CUDA device found (set NUMBA_ENABLE_CUDASIM=1 to use the simulator)"
+        )
+    backend_class = getattr(cuda, "CudaBackend", None)
+    if backend_class is None:
+        raise TrainSetupError("--device cuda: the CUDA backend has no CudaBackend class")
+    return backend_class()
+
+
+def _open_split(run: RunSpec, options: TrainOptions, split: str) -> Dataset | None:
+    source_spec = run.data.train if split == "train" else run.data.test
+    source = options.data or (source_spec.source if source_spec else None)
+    if split == "test" and source is None:
+        return None
+    size = options.train_size if split == "train" else options.test_size
+    return open_dataset(source, split, options.data_dir, size=size)
+
+
+def _check_shape(run: RunSpec, sampler: BatchSampler, dataset: Dataset) -> None:
+    want = (run.net.input.channels, run.net.input.height, run.net.input.width)
+    if sampler.output_shape != want:
+        have = "×".join(map(str, sampler.output_shape))
+        raise TrainSetupError(
+            f"{dataset.path or dataset.name}: images are {have} (C×H×W) but the network "
+            f"{run.net.name} expects {'×'.join(map(str, want))}"
+        )
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages that decide the numbers."""
+    out = {"python": platform.python_version()}
+    for name in ("dnupdate", "numpy", "numba", "numba-cuda"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _default_eval_every(run: RunSpec, max_iter: int) -> int:
+    if run.solver.test_interval > 0:
+        return run.solver.test_interval
+    if run.format == "darknet":
+        return max(max_iter // 10, 1)
+    return 0
+
+
+def _nonfinite_layer(where: str) -> str:
+    """The layer named in ``IterationResult.non_finite`` (``"layer 3"``,
+    ``"blob conv1/0 (weights)"``, ``"loss"``)."""
+    if where.startswith("layer "):
+        return where.removeprefix("layer ")
+    if where.startswith("blob "):
+        return where.removeprefix("blob ").split("/", 1)[0]
+    return where
+
+
+# --------------------------------------------------------------------------------------------
+# The session
+# --------------------------------------------------------------------------------------------
+
+
+class TrainingSession:
+    """One run, set up and ready to produce events (see the module docstring).
+
+    ``run``: the resolved spec; ``options``: command-line choices; ``folder``: where files go
+    (None: nothing is written); ``resume``: continue from ``folder``'s state file;
+    ``overrides``/``config_text``/``net_text``: saved into a new run folder.
+    Raises :class:`TrainSetupError`, :class:`engine.data.DataError`,
+    :class:`engine.checkpoint.WeightsFileError`, :class:`engine.network.NetworkError`,
+    :class:`engine.spec.ConfigError` or :class:`engine.runfolder.RunFolderError`.
+    """
+
+    def __init__(
+        self,
+        run: RunSpec,
+        options: TrainOptions,
+        *,
+        folder: RunFolder | None = None,
+        resume: bool = False,
+        overrides: tuple[tuple[str, str], ...] = (),
+        config_text: str | None = None,
+        net_text: str | None = None,
+    ) -> None:
+        from engine.trainer import Trainer
+
+        self.run = run
+        self.options = options
+        self.folder = folder
+        self.resumed = resume
+        self.backend = make_backend(options.device, options.threads)
+        self.trainer = Trainer(
+            run,
+            seed=options.seed,
+            backend=self.backend,
+            semantics=options.semantics,
+            weights=None if resume else options.weights,
+            clear=options.clear,
+        )
+        self.semantics = self.trainer.semantics
+        self._open_data()
+        self.max_iter = options.max_iters or self.trainer.solver.max_iter
+        if self.max_iter <= 0:
+            raise TrainSetupError(
+                f"{run.config_path}: no iteration limit (max_batches / max_iter is 0); "
+                "set one in the config or give --max-iters"
+            )
+        self.smoother = LossSmoother(self.semantics, self.trainer.solver.average_loss)
+        self.norm_table = LayerNormTable(self.trainer.network.segments)
+        self.eval_every = (
+            _default_eval_every(run, self.max_iter)
+            if options.eval_every is None
+            else options.eval_every
+        )
+        snapshot = run.solver.snapshot
+        self.checkpoint_every = (
+            options.checkpoint_every if options.checkpoint_every is not None else snapshot
+        )
+        self.display_every = options.display_every or run.solver.display or 1
+        self.previous_elapsed = 0.0
+        self.last_eval: EvalFinished | None = None
+        self.last_checkpoint = ""
+        self._last_loss: float | None = None
+        self._last_lr: float | None = None
+        if folder is not None:
+            self._prepare_folder(overrides, config_text, net_text)
+
+    # ---- data --------------------------------------------------------------------------------
+    def _open_data(self) -> None:
+        run, options = self.run, self.options
+        self.train_set = _open_split(run, options, "train")
+        train_spec = run.data.train
+        self.train_sampler = BatchSampler(
+            self.train_set,
+            train_spec,
+            framework=run.format,
+            phase="train",
+            seed=options.seed,
+            batch_size=self.trainer.minibatch,
+            shuffle=options.shuffle,
+        )
+        _check_shape(run, self.train_sampler, self.train_set)
+        self.test_set = _open_split(run, options, "test")
+        self.test_sampler = None
+        if self.test_set is not None:
+            test_spec = run.data.test or train_spec
+            self.test_sampler = BatchSampler(
+                self.test_set,
+                test_spec,
+                framework=run.format,
+                phase="test",
+                seed=options.seed + 1,
+                shuffle=False,
+            )
+            _check_shape(run, self.test_sampler, self.test_set)
+
+    # ---- the folder --------------------------------------------------------------------------
+    def _prepare_folder(self, overrides, config_text: str | None, net_text: str | None) -> None:
+        folder = self.folder
+        assert folder is not None
+        if self.resumed:
+            self._load_state()
+            truncate_metrics(folder.path, self.trainer.iteration)
+        else:
+            folder.write_config(
+                self.run.config_path,
+                config_text or "",
+                resolved_config(self.run, overrides),
+                net_text,
+            )
+            folder.write_run_info(
+                {
+                    "config_path": self.run.config_path,
+                    "overrides": [list(item) for item in overrides],
+                    "options": self.options.to_json(),
+                    "versions": package_versions(),
+                }
+            )
+        columns = metric_columns(self.norm_table.layers, self.smoother.name)
+        folder.open_metrics(columns)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The full resume state (trainer, samplers, smoothing, elapsed time, last test)."""
+        state: dict[str, Any] = {
+            f"trainer.{key}": value for key, value in self.trainer.state_dict().items()
+        }
+        state["sampler.train"] = self.train_sampler.state_dict()
+        if self.test_sampler is not None:
+            state["sampler.test"] = self.test_sampler.state_dict()
+        state["smoother"] = self.smoother.state_dict()
+        state["elapsed_s"] = self.previous_elapsed + self._session_seconds()
+        state["last_eval"] = None if self.last_eval is None else self.last_eval.to_json()
+        return state
+
+    def _load_state(self) -> None:
+        folder = self.folder
+        assert folder is not None
+        state = folder.load_state()
+        trainer_state = {
+            key.removeprefix("trainer."): value
+            for key, value in state.items()
+            if key.startswith("trainer.")
+        }
+        self.trainer.load_state_dict(trainer_state)
+        self.train_sampler.load_state_dict(state["sampler.train"])
+        if self.test_sampler is not None and "sampler.test" in state:
+            self.test_sampler.load_state_dict(state["sampler.test"])
+        self.smoother.load_state_dict(state["smoother"])
+        self.previous_elapsed = float(state.get("elapsed_s", 0.0))
+        last = state.get("last_eval")
+        if last:
+            self.last_eval = EvalFinished(
+                last["iteration"], _float(last["loss"]), _float(last["accuracy"]), last["images"]
+            )
+        self.last_checkpoint = str(folder.state_path)
+
+    # ---- events ------------------------------------------------------------------------------
+    def _session_seconds(self) -> float:
+        return time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
+
+    def started_event(self) -> RunStarted:
+        """The :class:`RunStarted` event of this session."""
+        trainer, run = self.trainer, self.run
+        return RunStarted(
+            config_path=run.config_path,
+            format=run.format,
+            semantics=self.semantics,
+            net=run.net.name,
+            optimizer=trainer.solver.optimizer,
+            start_iteration=trainer.iteration,
+            max_iter=self.max_iter,
+            images_per_update=trainer.images_per_update,
+            minibatch=trainer.minibatch,
+            accumulate=trainer.accumulate,
+            train_images=len(self.train_set),
+            test_images=0 if self.test_set is None else len(self.test_set),
+            dataset=self.train_set.description or self.train_set.name,
+            seed=self.options.seed,
+            device=self.options.device,
+            out_dir="" if self.folder is None else str(self.folder.path),
+            resumed=self.resumed,
+            smoothed_loss_name=self.smoother.name,
+            smoothed_loss_definition=self.smoother.definition,
+            display_every=self.display_every,
+            eval_every=self.eval_every,
+            checkpoint_every=self.checkpoint_every,
+            config=resolved_config(run),
+            versions=package_versions(),
+        )
+
+    def events(self, stop: Callable[[], str | None] = lambda: None) -> Iterator[Event]:
+        """Run to ``max_iter`` (or divergence, or ``stop()`` returning a signal name),
+        yielding events. Files are written as it goes when a folder was given."""
+        self._t0 = time.perf_counter()
+        self._images = 0
+        yield self.started_event()
+        trainer = self.trainer
+        solver = trainer.solver
+        yield Status("preparing kernels (compiled once, cached afterwards)", busy=True)
+        if (
+            trainer.iteration == 0
+            and self.eval_every > 0
+            and solver.test_initialization
+            and self.test_sampler is not None
+        ):
+            yield self._evaluate()
+        first = True
+        while trainer.iteration < self.max_iter:
+            signal_name = stop()
+            if signal_name:
+                yield from self._interrupt(signal_name)
+                return
+            result = trainer.train_iteration(self.train_sampler.next_batch)
+            self._images += trainer.images_per_update
+            if first:
+                first = False
+                yield Status("training", busy=False)
+            yield from self._after_update(result)
+            if result.non_finite is not None:
+                yield from self._diverge(result)
+                return
+            if (
+                self.eval_every > 0
+                and trainer.iteration % self.eval_every == 0
+                and trainer.iteration < self.max_iter  # the last test is _finish's
+            ):
+                yield self._evaluate()
+            if (
+                self.checkpoint_every > 0
+                and trainer.iteration % self.checkpoint_every == 0
+                and trainer.iteration < self.max_iter
+            ):
+                yield self._checkpoint("periodic")
+        signal_name = stop()
+        if signal_name:
+            yield from self._interrupt(signal_name)
+            return
+        yield from self._finish()
+
+    def _after_update(self, result) -> Iterator[Event]:
+        smoothed = self.smoother.update(result.loss)
+        self._last_loss, self._last_lr = result.loss, result.lr
+        seconds = self._session_seconds()
+        elapsed = self.previous_elapsed + seconds
+        epoch = result.seen / max(len(self.train_set), 1)
+        speed = self._images / seconds if seconds > 0 else 0.0
+        norms = self.norm_table.norms(result.stats)
+        if self.folder is not None and self.folder.metrics is not None:
+            row: dict[str, Any] = {
+                "kind": "train",
+                "iteration": result.iteration,
+                "seen": result.seen,
+                "epoch": epoch,
+                "lr": result.lr,
+                "loss": result.loss,
+                self.smoother.name: smoothed,
+                "time_s": elapsed,
+            }
+            for layer in norms:
+                row[f"{layer.layer}.w_norm"] = layer.w_norm
+                row[f"{layer.layer}.dw_norm"] = layer.dw_norm
+                row[f"{layer.layer}.ratio"] = layer.ratio
+            self.folder.metrics.append(row)
+        yield StepFinished(
+            result.iteration, result.seen, epoch, result.lr, result.loss, smoothed, elapsed, speed
+        )
+        last = result.iteration >= self.max_iter
+        if result.iteration % self.display_every == 0 or result.iteration == 1 or last:
+            stats = result.stats
+            yield NormsReported(result.iteration, norms, stats.grad_norm, stats.clip_scale)
+
+    def _test_batches_iter(self, final: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Caffe: ``test_iter`` batches from where the last test stopped (the test net's data
+        cursor persists). Otherwise the first :data:`PERIODIC_TEST_IMAGES` test images
+        (:data:`FINAL_TEST_IMAGES` for the final test), the last batch cut short."""
+        sampler = self.test_sampler
+        assert sampler is not None
+        if self.run.solver.test_iter > 0:
+            for _ in range(self.run.solver.test_iter):
+                yield sampler.next_batch()
+            return
+        limit = FINAL_TEST_IMAGES if final else PERIODIC_TEST_IMAGES
+        remaining = min(len(sampler.dataset), limit)
+        sampler.position = 0
+        while remaining > 0:
+            images, labels = sampler.next_batch()
+            take = min(remaining, len(labels))
+            yield images[:take], labels[:take]
+            remaining -= take
+
+    def _evaluate(self, final: bool = False) -> EvalFinished:
+        result = self.trainer.evaluate(self._test_batches_iter(final))
+        iteration = self.trainer.iteration
+        event = EvalFinished(iteration, result.loss, result.accuracy, result.images)
+        self.last_eval = event
+        if self.folder is not None and self.folder.metrics is not None:
+            self.folder.metrics.append(
+                {
+                    "kind": "test",
+                    "iteration": iteration,
+                    "seen": self.trainer.seen,
+                    "epoch": self.trainer.seen / max(len(self.train_set), 1),
+                    "time_s": self.previous_elapsed + self._session_seconds(),
+                    "test_loss": result.loss,
+                    "test_accuracy": result.accuracy,
+                    "test_images": result.images,
+                }
+            )
+        return event
+
+    # ---- checkpoints and endings ------------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        host = self.backend.to_host
+        return {key: host(view) for key, view in self.trainer.network.named_blobs()}
+
+    def _checkpoint(self, reason: str) -> CheckpointSaved:
+        from engine.checkpoint import save_npz_weights
+
+        files: list[str] = []
+        iteration = self.trainer.iteration
+        if self.folder is not None:
+            path = self.folder.checkpoint_path(iteration)
+            save_npz_weights(path, self.run.net, self._arrays())
+            files.append(str(path))
+            files.append(str(self.folder.save_state(self.state_dict())))
+            self.last_checkpoint = str(path)
+        return CheckpointSaved(iteration, reason, tuple(files))
+
+    def _final_files(self) -> list[str]:
+        from engine.checkpoint import save_npz_weights, write_darknet_weights
+
+        folder = self.folder
+        if folder is None:
+            return []
+        arrays = self._arrays()
+        files = []
+        final_npz = folder.path / "final.npz"
+        save_npz_weights(final_npz, self.run.net, arrays)
+        files.append(str(final_npz))
+        if self.run.format == "darknet":
+            path = folder.path / "final.weights"
+            write_darknet_weights(path, self.run.net, arrays, self.trainer.seen)
+            files.append(str(path))
+        else:
+            written = _write_caffemodel(folder.path / "final.caffemodel", self.run, arrays)
+            files += written
+        files.append(str(folder.save_state(self.state_dict())))
+        self.last_checkpoint = str(final_npz)
+        return files
+
+    def _finish(self) -> Iterator[Event]:
+        trainer = self.trainer
+        if (
+            self.test_sampler is not None
+            and self.eval_every >= 0
+            and (self.last_eval is None or self.last_eval.iteration != trainer.iteration)
+        ):
+            yield self._evaluate(final=True)
+        files = self._final_files()
+        if files:
+            yield CheckpointSaved(trainer.iteration, "final", tuple(files))
+        yield self._finished("done")
+
+    def _diverge(self, result) -> Iterator[Event]:
+        where = result.non_finite or "loss"
+        layer = _nonfinite_layer(where)
+        what = f"non-finite value in {where} at iteration {result.iteration}"
+        if where == "loss":
+            what = f"non-finite loss ({result.loss}) at iteration {result.iteration}"
+        yield Diverged(result.iteration, layer, what, self.last_checkpoint)
+        yield self._finished("diverged", last_good=self.last_checkpoint)
+
+    def _interrupt(self, signal_name: str) -> Iterator[Event]:
+        saved = self._checkpoint("interrupt")
+        yield saved
+        yield Interrupted(self.trainer.iteration, signal_name, self.last_checkpoint)
+        yield self._finished("interrupted")
+
+    def summary(self, status: str, last_good: str = "") -> dict[str, Any]:
+        """The content of ``summary.json``."""
+        seconds = self._session_seconds()
+        trainer = self.trainer
+        summary = {
+            "status": status,
+            "config_path": self.run.config_path,
+            "net": self.run.net.name,
+            "semantics": self.semantics,
+            "iteration": trainer.iteration,
+            "max_iter": self.max_iter,
+            "seen": trainer.seen,
+            "final_loss": self._last_loss,
+            "final_lr": self._last_lr,
+            "smoothed_loss_name": self.smoother.name,
+            "final_smoothed_loss": None if self.smoother.count == 0 else self.smoother.value,
+            "test_loss": None if self.last_eval is None else self.last_eval.loss,
+            "test_accuracy": None if self.last_eval is None else self.last_eval.accuracy,
+            "test_images": None if self.last_eval is None else self.last_eval.images,
+            "test_iteration": None if self.last_eval is None else self.last_eval.iteration,
+            "images_per_s": self._images / seconds if seconds > 0 else 0.0,
+            "wall_time_s": self.previous_elapsed + seconds,
+            "session_wall_time_s": seconds,
+            "seed": self.options.seed,
+            "device": self.options.device,
+            "versions": package_versions(),
+            "last_checkpoint": last_good or self.last_checkpoint,
+        }
+        return summary
+
+    def _finished(self, status: str, last_good: str = "") -> RunFinished:
+        summary = self.summary(status, last_good)
+        if self.folder is not None:
+            self.folder.write_summary(summary)
+            self.folder.close()
+        return RunFinished(status, self.trainer.iteration, summary)
+
+
+def _float(value: Any) -> float:
+    """A float from a JSON value (non-finite values are stored as "nan"/"inf"/"-inf")."""
+    return float(value)
+
+
+def _write_caffemodel(path: Path, run: RunSpec, arrays: dict[str, np.ndarray]) -> list[str]:
+    """``final.caffemodel`` (binary ``NetParameter``, Caffe can load it)."""
+    from engine.caffemodel import write_caffemodel
+
+    write_caffemodel(path, run.net, arrays)
+    return [str(path)]
+
+
+__all__ = [
+    "DataError",
+    "LayerNormTable",
+    "LossSmoother",
+    "TrainOptions",
+    "TrainSetupError",
+    "TrainingSession",
+    "make_backend",
+    "package_versions",
+]
