@@ -14,8 +14,8 @@ reading, as protobuf does with unknown fields::
                                int32 num = 1, channels = 2, height = 3, width = 4; /* legacy */ }
     message BlobShape        { repeated int64 dim = 1 [packed]; }
 
-Wire format: varint keys ``(field << 3) | wire_type``; repeated scalars are accepted packed
-(one length-delimited payload) and unpacked (one entry per value), as protobuf requires.
+Wire format and ``BlobProto`` codec: :mod:`engine.protobuf_wire` (repeated scalars are accepted
+packed and unpacked, as protobuf requires).
 
 Mapping onto a net (Caffe ``Net::CopyTrainedLayersFrom``): layers are matched **by name**,
 blobs by index in the layer's framework order (:func:`engine.shapes.param_blobs`: Caffe
@@ -34,12 +34,19 @@ layers keep darknet's blob order and are typed ``Darknet*`` (Caffe itself cannot
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from engine.checkpoint import ArraySource, WeightsFileError, as_mapping, atomic_write
+from engine.protobuf_wire import (
+    BlobProto,
+    WireError,
+    decode_blob_proto,
+    encode_blob_proto,
+    iter_fields,
+    length_delimited,
+)
 from engine.shapes import infer_shapes
 from engine.spec import LayerSpec, NetSpec
 
@@ -65,25 +72,13 @@ _DARKNET_TYPES = {
 # V1LayerParameter.LayerType values of the layers that carry blobs (for messages only).
 _V1_TYPES = {4: "Convolution", 14: "InnerProduct", 39: "Deconvolution"}
 
-_MASK64 = (1 << 64) - 1
-
 
 class CaffeModelError(WeightsFileError):
     """A ``.caffemodel`` is malformed or does not fit the network (file, layer, shapes)."""
 
 
-class _Truncated(ValueError):
-    """Raised inside the decoder; turned into a :class:`CaffeModelError` with the file name."""
-
-
-@dataclass(frozen=True)
-class CaffeBlob:
-    """One ``BlobProto``: ``shape`` (from ``BlobShape`` or the legacy 4 dims), ``data``
-    (float32, flat), ``legacy`` (True when the shape came from ``num/channels/height/width``)."""
-
-    shape: tuple[int, ...]
-    data: np.ndarray
-    legacy: bool = False
+# One ``BlobProto``: shape, flat float32 data, and whether the shape came from the legacy dims.
+CaffeBlob = BlobProto
 
 
 @dataclass(frozen=True)
@@ -105,133 +100,14 @@ class CaffeModel:
 
 
 # --------------------------------------------------------------------------------------------
-# Wire format
-# --------------------------------------------------------------------------------------------
-
-
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise _Truncated("the data ends inside a varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise _Truncated("a varint is longer than 10 bytes")
-
-
-def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
-    """``(field number, wire type, value)``: an int for varint/fixed fields, a zero-copy
-    view for length-delimited ones."""
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            if pos + size > end:
-                raise _Truncated(f"field {number}: the data ends inside a {size}-byte value")
-            value, pos = int.from_bytes(buf[pos : pos + size], "little"), pos + size
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            if pos + length > end:
-                raise _Truncated(
-                    f"field {number}: {length} bytes announced, {end - pos} left in the message"
-                )
-            value, pos = buf[pos : pos + length], pos + length
-        else:
-            raise _Truncated(f"field {number}: unsupported wire type {wire} (not a caffemodel?)")
-        yield number, wire, value
-
-
-def _key(number: int, wire: int) -> bytes:
-    return _encode_varint((number << 3) | wire)
-
-
-def _encode_varint(value: int) -> bytes:
-    value &= _MASK64
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if not value:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
-
-
-def _length_delimited(number: int, payload: bytes) -> bytes:
-    return _key(number, 2) + _encode_varint(len(payload)) + payload
-
-
-def _signed(value: int, bits: int = 64) -> int:
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
-# --------------------------------------------------------------------------------------------
 # Decoding
 # --------------------------------------------------------------------------------------------
-
-
-def _repeated(chunks: list[tuple[int, int | memoryview]], dtype: str) -> np.ndarray:
-    """A repeated float (``<f4``) or double (``<f8``) field, packed or not."""
-    size = np.dtype(dtype).itemsize
-    parts = [
-        bytes(v) if wire == 2 else int(v).to_bytes(size, "little")  # type: ignore[arg-type]
-        for wire, v in chunks
-    ]
-    joined = b"".join(parts)
-    if len(joined) % size:
-        raise _Truncated(f"a packed {dtype} array has {len(joined)} bytes")
-    return np.frombuffer(joined, dtype=dtype)
-
-
-def _decode_dims(buf: memoryview) -> list[int]:
-    dims: list[int] = []
-    for number, wire, value in _fields(buf):
-        if number != 1:
-            continue
-        if wire == 2:
-            pos, view = 0, value  # type: ignore[assignment]
-            while pos < len(view):  # type: ignore[arg-type]
-                dim, pos = _varint(view, pos)  # type: ignore[arg-type]
-                dims.append(_signed(dim))
-        elif wire == 0:
-            dims.append(_signed(value))  # type: ignore[arg-type]
-    return dims
-
-
-def _decode_blob(buf: memoryview) -> CaffeBlob:
-    legacy = {1: 0, 2: 0, 3: 0, 4: 0}
-    dims: list[int] | None = None
-    floats: list[tuple[int, int | memoryview]] = []
-    doubles: list[tuple[int, int | memoryview]] = []
-    for number, wire, value in _fields(buf):
-        if number in legacy and wire == 0:
-            legacy[number] = _signed(value, 32)  # type: ignore[arg-type]
-        elif number == 5 and wire in (2, 5):
-            floats.append((wire, value))
-        elif number == 8 and wire in (1, 2):
-            doubles.append((wire, value))
-        elif number == 7 and wire == 2:
-            dims = (dims or []) + _decode_dims(value)  # type: ignore[arg-type]
-    data = _repeated(floats, "<f4") if floats else _repeated(doubles, "<f8")
-    if dims is not None:
-        return CaffeBlob(tuple(dims), data.astype(np.float32))
-    return CaffeBlob(tuple(legacy[i] for i in (1, 2, 3, 4)), data.astype(np.float32), True)
 
 
 def _decode_layer(buf: memoryview, name_field: int, type_field: int, blob_field: int):
     """``(name, type, blobs, nested V0 layer or None)`` of one layer message."""
     name, kind, blobs, nested = "", "", [], None
-    for number, wire, value in _fields(buf):
+    for number, wire, value in iter_fields(buf):
         if number == name_field and wire == 2:
             name = bytes(value).decode("utf-8", "replace")  # type: ignore[arg-type]
         elif number == type_field and wire == 2:
@@ -239,7 +115,7 @@ def _decode_layer(buf: memoryview, name_field: int, type_field: int, blob_field:
         elif number == type_field and wire == 0:
             kind = _V1_TYPES.get(int(value), f"V1 type {value}")  # type: ignore[arg-type]
         elif number == blob_field and wire == 2:
-            blobs.append(_decode_blob(value))  # type: ignore[arg-type]
+            blobs.append(decode_blob_proto(value))  # type: ignore[arg-type]
         elif number == 1 and wire == 2 and name_field == 4:
             nested = value  # V1LayerParameter.layer: a V0LayerParameter
     return name, kind, blobs, nested
@@ -263,13 +139,13 @@ def decode_caffemodel(data: bytes, path: str | os.PathLike = "<bytes>") -> Caffe
     buf = memoryview(data)
     name = ""
     layers: list[CaffeLayer] = []
-    fields = _fields(buf)
+    fields = iter_fields(buf)
     while True:
         try:
             number, wire, value = next(fields)
         except StopIteration:
             break
-        except _Truncated as exc:
+        except WireError as exc:
             where = f"after layer '{layers[-1].name}'" if layers else "before the first layer"
             raise CaffeModelError(
                 path, f"truncated or not a .caffemodel ({where}): {exc}"
@@ -281,7 +157,7 @@ def decode_caffemodel(data: bytes, path: str | os.PathLike = "<bytes>") -> Caffe
             continue
         try:
             layers.append(_layer_from(value, 2 if number == 100 else 1))  # type: ignore[arg-type]
-        except _Truncated as exc:
+        except WireError as exc:
             raise CaffeModelError(
                 path, f"malformed layer #{len(layers) + 1} of the file: {exc}"
             ) from None
@@ -293,27 +169,14 @@ def decode_caffemodel(data: bytes, path: str | os.PathLike = "<bytes>") -> Caffe
 # --------------------------------------------------------------------------------------------
 
 
-def _encode_blob(blob: CaffeBlob) -> bytes:
-    out = bytearray()
-    if blob.legacy:
-        for number, dim in zip((1, 2, 3, 4), blob.shape, strict=True):
-            out += _key(number, 0) + _encode_varint(dim)
-    payload = np.ascontiguousarray(blob.data, dtype="<f4").tobytes()
-    out += _length_delimited(5, payload)
-    if not blob.legacy:
-        dims = b"".join(_encode_varint(d) for d in blob.shape)
-        out += _length_delimited(7, _length_delimited(1, dims) if dims else b"")
-    return bytes(out)
-
-
 def encode_caffemodel(model: CaffeModel) -> bytes:
     """Serialize ``model`` as a ``NetParameter`` (``name``, then one ``layer`` (100) per
     layer with ``name``, ``type`` and ``blobs``; blob data packed)."""
-    out = bytearray(_length_delimited(1, model.name.encode()))
+    out = bytearray(length_delimited(1, model.name.encode()))
     for layer in model.layers:
-        body = _length_delimited(1, layer.name.encode()) + _length_delimited(2, layer.type.encode())
-        body += b"".join(_length_delimited(7, _encode_blob(b)) for b in layer.blobs)
-        out += _length_delimited(100, body)
+        body = length_delimited(1, layer.name.encode()) + length_delimited(2, layer.type.encode())
+        body += b"".join(length_delimited(7, encode_blob_proto(b)) for b in layer.blobs)
+        out += length_delimited(100, body)
     return bytes(out)
 
 
