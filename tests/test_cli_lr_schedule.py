@@ -196,8 +196,8 @@ def test_output_csv_and_svg(tmp_path):
     assert "<svg" in svg.read_text()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is not None, reason="has matplotlib")
-def test_png_without_matplotlib_says_how_to_get_it(tmp_path):
+def test_png_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib → ImportError
     result = invoke(*STEPS_OPTIONS, "--output", str(tmp_path / "lr.png"))
     assert result.exit_code == 1
     assert "matplotlib" in result.stderr and "dnupdate[plot]" in result.stderr
