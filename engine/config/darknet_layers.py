@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from engine.config.darknet_options import OptionTable
 from engine.spec import (
@@ -124,9 +125,17 @@ class LayerContext:
         return False
 
     def positive(self, key: str, value: int) -> bool:
-        if value >= 1:
+        """``value >= 1``, else an error on ``key``."""
+        return self._at_least(key, value, 1)
+
+    def non_negative(self, key: str, value: int) -> bool:
+        """``value >= 0``, else an error on ``key``."""
+        return self._at_least(key, value, 0)
+
+    def _at_least(self, key: str, value: int, bound: int) -> bool:
+        if value >= bound:
             return True
-        self.table.error(key, f"{key} must be >= 1, got {value}")
+        self.table.error(key, f"{key} must be >= {bound}, got {value}")
         return False
 
 
@@ -186,6 +195,18 @@ def read_common(ctx: LayerContext) -> CommonKeys:
     return common
 
 
+def spec_fields(ctx: LayerContext, common: CommonKeys) -> dict[str, Any]:
+    """The fields every layer spec takes from its section: name (the layer index, as darknet
+    numbers layers), origin, and the common ``stopbackward``/``dontsave``/``dontload`` keys."""
+    return {
+        "name": ctx.name,
+        "origin": ctx.origin,
+        "stop_backward": common.stop_backward,
+        "dontsave": common.dontsave,
+        "dontload": common.dontload,
+    }
+
+
 def batchnorm_params(lr: float) -> tuple[ParamMult, ...]:
     """darknet BN blobs: scales (learned, never decayed), rolling mean/variance (not learned)."""
     return (ParamMult(lr, 0.0), ParamMult(0.0, 0.0), ParamMult(0.0, 0.0))
@@ -211,9 +232,7 @@ def parse_convolutional(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpe
         padding = c_div(size, 2)  # darknet quirk: pad=1 means padding = size/2, always
     valid = all(ctx.positive(k, v) for k, v in (("filters", filters), ("size", size)))
     valid = ctx.positive("stride", stride) and ctx.positive("groups", groups) and valid
-    if padding < 0:
-        t.error("padding", f"padding must be >= 0, got {padding}")
-        valid = False
+    valid = ctx.non_negative("padding", padding) and valid
     if not ctx.require_image() or not valid:
         return None
     h, w, c = ctx.shape.h, ctx.shape.w, ctx.shape.c
@@ -232,11 +251,7 @@ def parse_convolutional(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpe
     lr = common.lr_scale
     params = (ParamMult(lr, 0.0), *(batchnorm_params(lr) if batch_normalize else ()))
     spec = ConvSpec(
-        name=ctx.name,
-        origin=ctx.origin,
-        stop_backward=common.stop_backward,
-        dontsave=common.dontsave,
-        dontload=common.dontload,
+        **spec_fields(ctx, common),
         param_order="darknet",
         filters=filters,
         kernel_h=size,
@@ -272,11 +287,7 @@ def parse_connected(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, S
         return None
     lr = common.lr_scale
     spec = ConnectedSpec(
-        name=ctx.name,
-        origin=ctx.origin,
-        stop_backward=common.stop_backward,
-        dontsave=common.dontsave,
-        dontload=common.dontload,
+        **spec_fields(ctx, common),
         param_order="darknet",
         outputs=outputs,
         batch_normalize=batch_normalize,
@@ -299,9 +310,7 @@ def parse_maxpool(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Sha
     size = t.get_int("size", stride)
     padding = t.get_int("padding", size - 1)
     valid = ctx.positive("stride", stride) and ctx.positive("size", size)
-    if padding < 0:
-        t.error("padding", f"padding must be >= 0, got {padding}")
-        valid = False
+    valid = ctx.non_negative("padding", padding) and valid
     if not ctx.require_image() or not valid:
         return None
     h, w = ctx.shape.h, ctx.shape.w
@@ -309,11 +318,7 @@ def parse_maxpool(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Sha
         t.error("size", f"size={size} is larger than the input {h}x{w} (+{padding} padding)")
         return None
     spec = PoolSpec(
-        name=ctx.name,
-        origin=ctx.origin,
-        stop_backward=common.stop_backward,
-        dontsave=common.dontsave,
-        dontload=common.dontload,
+        **spec_fields(ctx, common),
         method="max",
         kernel_h=size,
         kernel_w=size,
@@ -333,11 +338,7 @@ def parse_avgpool(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Sha
     if not ctx.require_image():
         return None
     spec = PoolSpec(
-        name=ctx.name,
-        origin=ctx.origin,
-        stop_backward=common.stop_backward,
-        dontsave=common.dontsave,
-        dontload=common.dontload,
+        **spec_fields(ctx, common),
         method="ave",
         global_pooling=True,
         size_rule="floor",
@@ -360,11 +361,7 @@ def parse_dropout(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Sha
         t.error("probability", f"probability must be in [0, 1), got {probability:g}")
         return None
     spec = DropoutSpec(
-        name=ctx.name,
-        origin=ctx.origin,
-        stop_backward=common.stop_backward,
-        dontsave=common.dontsave,
-        dontload=common.dontload,
+        **spec_fields(ctx, common),
         probability=probability,
         style="darknet",
     )
@@ -392,11 +389,7 @@ def parse_softmax(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Sha
         t.error("groups", f"groups={groups} does not divide the {inputs} inputs")
         return None
     spec = SoftmaxSpec(
-        name=ctx.name,
-        origin=ctx.origin,
-        stop_backward=common.stop_backward,
-        dontsave=common.dontsave,
-        dontload=common.dontload,
+        **spec_fields(ctx, common),
         groups=groups,
         temperature=temperature,
         noloss=noloss,
@@ -421,11 +414,7 @@ def parse_cost(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape]
     warn_if_set(ctx, "noobj", t.get_float("noobj", 1.0), 1.0, "GPU only")
     warn_if_set(ctx, "thresh", t.get_float("thresh", 0.0), 0.0, "GPU only")
     spec = CostSpec(
-        name=ctx.name,
-        origin=ctx.origin,
-        stop_backward=common.stop_backward,
-        dontsave=common.dontsave,
-        dontload=common.dontload,
+        **spec_fields(ctx, common),
         cost_type=cost_type,
         scale=scale,
     )
@@ -445,11 +434,7 @@ def parse_batchnorm(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, S
         "behaviour for it has no darknet reference"
     )
     spec = BatchNormSpec(
-        name=ctx.name,
-        origin=ctx.origin,
-        stop_backward=common.stop_backward,
-        dontsave=common.dontsave,
-        dontload=common.dontload,
+        **spec_fields(ctx, common),
         style="darknet",
     )
     return spec, ctx.shape
