@@ -67,8 +67,12 @@ class LayerReader:
     def take(self, msg: Msg, key: str, spec_field: str, convert: Callable = lambda v: v):
         """Copy ``msg.key`` (or its proto default) into ``spec_field``; return the raw value."""
         value = msg.get(key)
-        self.put(spec_field, convert(value), msg.origin_of(key) if msg.has(key) else DEFAULT)
+        self.put(spec_field, convert(value), msg.origin_or_default(key))
         return value
+
+    def take_optional(self, msg: Msg, key: str, spec_field: str) -> None:
+        """Copy ``msg.key`` into ``spec_field``, or None when it is unset (no proto default)."""
+        self.put(spec_field, msg.get(key) if msg.has(key) else None, msg.origin_or_default(key))
 
     def param(self, key: str) -> Msg:
         """The layer's ``key`` sub-message (an empty one with defaults when unset)."""
@@ -107,7 +111,7 @@ def read_filler(reader: LayerReader, msg: Msg, default: FillerSpec = FillerSpec(
 
 def take_filler(reader: LayerReader, msg: Msg, key: str, spec_field: str, default=FillerSpec()):
     """Read filler ``msg.key`` into ``spec_field`` (``default`` when the block is absent)."""
-    origin = msg.origin_of(key) if msg.has(key) else DEFAULT
+    origin = msg.origin_or_default(key)
     reader.put(spec_field, read_filler(reader, msg.get(key), default), origin)
 
 
@@ -149,6 +153,18 @@ def _conv_pair(reader: LayerReader, p: Msg, rep: str, h: str, w: str, default: i
     return values[0], values[-1] if len(values) > 1 else values[0], p.origin_of(rep)
 
 
+def _take_weights_and_bias(reader: LayerReader, p: Msg) -> None:
+    """The part Convolution and InnerProduct share: ``bias_term``, ``weight_filler``,
+    ``bias_filler`` and the param blocks of their 1 or 2 blobs (Caffe order weights, bias; no
+    activation of their own)."""
+    bias = reader.take(p, "bias_term", "bias")
+    reader.put("param_order", "caffe")
+    reader.put("activation", "linear")
+    take_filler(reader, p, "weight_filler", "weight_filler")
+    take_filler(reader, p, "bias_filler", "bias_filler")
+    take_params(reader, 2 if bias else 1)
+
+
 # --------------------------------------------------------------------------------------------
 # Builders
 # --------------------------------------------------------------------------------------------
@@ -179,18 +195,13 @@ def build_convolution(reader: LayerReader) -> LayerSpec:
     dilations = p.get("dilation") or [1]
     if len(set(dilations)) > 1 or dilations[0] <= 0:
         reader.error(p.origin_of("dilation"), "dilation", "one positive dilation is supported")
-    reader.put("dilation", dilations[0], p.origin_of("dilation") if p.has("dilation") else DEFAULT)
+    reader.put("dilation", dilations[0], p.origin_or_default("dilation"))
     group = reader.take(p, "group", "groups")
     if group <= 0 or p.get("num_output") % group:
         reader.error(p.origin_of("group"), "group", "num_output must be divisible by group")
     if p.get("axis") != 1:
         reader.error(p.origin_of("axis"), "axis", "only axis 1 (channels) is supported")
-    bias = reader.take(p, "bias_term", "bias")
-    reader.put("param_order", "caffe")
-    reader.put("activation", "linear")
-    take_filler(reader, p, "weight_filler", "weight_filler")
-    take_filler(reader, p, "bias_filler", "bias_filler")
-    take_params(reader, 2 if bias else 1)
+    _take_weights_and_bias(reader, p)
     return reader.make(ConvSpec)
 
 
@@ -203,12 +214,7 @@ def build_inner_product(reader: LayerReader) -> LayerSpec:
         reader.error(p.origin_of("axis"), "axis", "only axis 1 is supported")
     if p.get("transpose"):
         reader.error(p.origin_of("transpose"), "transpose", "transpose: true is not supported")
-    bias = reader.take(p, "bias_term", "bias")
-    reader.put("param_order", "caffe")
-    reader.put("activation", "linear")
-    take_filler(reader, p, "weight_filler", "weight_filler")
-    take_filler(reader, p, "bias_filler", "bias_filler")
-    take_params(reader, 2 if bias else 1)
+    _take_weights_and_bias(reader, p)
     return reader.make(ConnectedSpec)
 
 
@@ -221,7 +227,7 @@ def _pool_pair(reader: LayerReader, p: Msg, one: str, h: str, w: str, required: 
     if required and not p.has(one):
         reader.error(p.origin, one, f"{one} (or {h} and {w}) is required")
     value = p.get(one)
-    return value, value, p.origin_of(one) if p.has(one) else DEFAULT
+    return value, value, p.origin_or_default(one)
 
 
 def build_pooling(reader: LayerReader) -> LayerSpec:
@@ -315,12 +321,7 @@ def build_batch_norm(reader: LayerReader) -> LayerSpec:
     with nonzero ``lr_mult`` is fatal.
     """
     p = reader.param("batch_norm_param")
-    use_global = p.get("use_global_stats") if p.has("use_global_stats") else None
-    reader.put(
-        "use_global_stats",
-        use_global,
-        p.origin_of("use_global_stats") if p.has("use_global_stats") else DEFAULT,
-    )
+    reader.take_optional(p, "use_global_stats", "use_global_stats")
     reader.take(p, "moving_average_fraction", "moving_average_fraction")
     reader.take(p, "eps", "eps")
     reader.put("style", "caffe")
@@ -365,16 +366,11 @@ def _normalization(reader: LayerReader, p: Msg) -> None:
         reader.put("normalization", "valid")
 
 
-def _ignore_label(reader: LayerReader, p: Msg) -> None:
-    value = p.get("ignore_label") if p.has("ignore_label") else None
-    reader.put("ignore_label", value, p.origin_of("ignore_label") if value is not None else DEFAULT)
-
-
 def build_softmax_loss(reader: LayerReader) -> LayerSpec:
     """``SoftmaxWithLoss`` → ``-log(max(p_label, FLT_MIN)) / normalizer``, loss weight 1."""
     p = reader.param("loss_param")
     _normalization(reader, p)
-    _ignore_label(reader, p)
+    reader.take_optional(p, "ignore_label", "ignore_label")
     softmax = reader.param("softmax_param")
     if softmax.get("axis") != 1:
         reader.error(softmax.origin_of("axis"), "axis", "only softmax axis 1 is supported")
@@ -394,7 +390,7 @@ def build_accuracy(reader: LayerReader) -> LayerSpec:
         reader.error(p.origin_of("top_k"), "top_k", "top_k must be >= 1")
     if p.get("axis") != 1:
         reader.error(p.origin_of("axis"), "axis", "only axis 1 is supported")
-    _ignore_label(reader, p)
+    reader.take_optional(p, "ignore_label", "ignore_label")
     return reader.make(AccuracySpec)
 
 

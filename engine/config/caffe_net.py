@@ -357,15 +357,15 @@ def build_net(
         prefix = f"net.layers.{len(specs)}."
         for spec_field in fields(spec):
             origins[prefix + spec_field.name] = reader.origins.get(spec_field.name, DEFAULT)
-        origins[prefix + "name"] = layer.origin_of("name") if layer.has("name") else DEFAULT
+        origins[prefix + "name"] = layer.origin_or_default("name")
         origins[prefix + "origin"] = layer.origin
         rule = "include" if layer.has("include") else "exclude"
-        origins[prefix + "phases"] = layer.origin_of(rule) if layer.has(rule) else DEFAULT
+        origins[prefix + "phases"] = layer.origin_or_default(rule)
         specs.append(spec)
     if shape is None:
         return None
     _check_mean_values(sources, shape, data_layers, reporter)
-    origins["net.name"] = net.origin_of("name") if net.has("name") else DEFAULT
+    origins["net.name"] = net.origin_or_default("name")
     origins["net.input"] = shape_origin
     classes = next((s.outputs for s in reversed(specs) if isinstance(s, ConnectedSpec)), 0)
     data = DataSpec(
@@ -417,4 +417,4 @@ def _data_origins(origins: dict[str, Origin], phase: str, layer: Msg) -> None:
         origins[prefix + spec_field] = where
     if layer.get("type") == "Input":
         p = layer.get("input_param")
-        origins[prefix + "batch_size"] = p.origin_of("shape") if p.has("shape") else DEFAULT
+        origins[prefix + "batch_size"] = p.origin_or_default("shape")

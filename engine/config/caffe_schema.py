@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from engine.config.prototxt import TextMessage, TextScalar
-from engine.spec import ConfigError, Diagnostic, Origin
+from engine.spec import DEFAULT, ConfigError, Diagnostic, Origin
 
 # --------------------------------------------------------------------------------------------
 # Diagnostics
@@ -475,6 +475,10 @@ class Msg:
         if origins:
             return origins[min(index, len(origins) - 1)]
         return self.origin
+
+    def origin_or_default(self, name: str) -> Origin:
+        """Where the field was written, or ``DEFAULT`` when it is unset (a spec origin)."""
+        return self.origin_of(name) if self.has(name) else DEFAULT
 
     def add(self, name: str, value, origin: Origin) -> None:
         """Append one value of the field."""

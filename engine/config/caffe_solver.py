@@ -126,10 +126,6 @@ def apply_overrides(
         solver.set(key, values, OVERRIDE)
 
 
-def _origin(solver: Msg, key: str) -> Origin:
-    return solver.origin_of(key) if solver.has(key) else DEFAULT
-
-
 # --------------------------------------------------------------------------------------------
 # Schedule
 # --------------------------------------------------------------------------------------------
@@ -193,7 +189,9 @@ def schedule_from_solver(solver: Msg) -> tuple[ScheduleSpec, dict[str, Origin]]:
         steps=tuple(solver.get("stepvalue")),
         max_iter=solver.get("max_iter"),
     )
-    origins = {f"schedule.{name}": _origin(solver, key) for name, key in SCHEDULE_FIELDS.items()}
+    origins = {
+        f"schedule.{name}": solver.origin_or_default(key) for name, key in SCHEDULE_FIELDS.items()
+    }
     return spec, origins
 
 
@@ -222,8 +220,8 @@ def _optimizer(solver: Msg, reporter: Reporter) -> tuple[str, Origin]:
             f"Unknown solver type: {name!r} (known types: {', '.join(SOLVER_TYPES)})"
             + close_matches(name, SOLVER_TYPES),
         )
-        return "sgd", _origin(solver, "type")
-    return SOLVER_TYPES[name], _origin(solver, "type")
+        return "sgd", solver.origin_or_default("type")
+    return SOLVER_TYPES[name], solver.origin_or_default("type")
 
 
 def check_solver(solver: Msg, optimizer: str, has_test_nets: bool, reporter: Reporter) -> None:
@@ -290,11 +288,13 @@ def solver_from_msg(
         grad_reduction="mean",
         **copies,
     )
-    origins = {f"solver.{name}": _origin(solver, key) for name, key in SOLVER_COPIES.items()}
+    origins = {
+        f"solver.{name}": solver.origin_or_default(key) for name, key in SOLVER_COPIES.items()
+    }
     origins["solver.optimizer"] = optimizer_origin
     origins["solver.minibatch"] = minibatch[1]
-    origins["solver.test_iter"] = _origin(solver, "test_iter")
-    origins["solver.snapshot_prefix"] = _origin(solver, "snapshot_prefix")
+    origins["solver.test_iter"] = solver.origin_or_default("test_iter")
+    origins["solver.snapshot_prefix"] = solver.origin_or_default("snapshot_prefix")
     for name in ("semantics", "momentum_style", "grad_reduction"):
         origins[f"solver.{name}"] = DEFAULT
     return spec, origins
