@@ -650,7 +650,14 @@ class TrainingSession:
         layer = _nonfinite_layer(where)
         what = f"non-finite value in {where} at iteration {result.iteration}"
         if where == "loss":
-            what = f"non-finite loss ({result.loss}) at iteration {result.iteration}"
+            # every activation finite but the loss is not (e.g. -log 0): name the loss layer
+            losses = [item for item in self.trainer.network.layers if item.has_loss]
+            layer = losses[0].name if losses else "loss"
+            kind = losses[0].spec.kind if losses else "loss"
+            what = (
+                f"non-finite loss ({result.loss}) in layer {layer} ({kind}) at iteration "
+                f"{result.iteration}"
+            )
         yield Diverged(result.iteration, layer, what, self.last_checkpoint)
         yield self._finished("diverged", last_good=self.last_checkpoint)
 
