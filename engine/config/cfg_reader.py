@@ -18,6 +18,7 @@ The grammar, exactly as darknet reads it:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from engine.config.darknet_diagnostics import DiagnosticSink
@@ -63,6 +64,15 @@ def split_lines(text: str) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return lines
+
+
+def content_lines(text: str) -> Iterator[tuple[int, str]]:
+    """``(line number, stripped line)`` for every line darknet interprets: empty lines and
+    whole-line ``#``/``;`` comments are skipped."""
+    for number, raw in enumerate(split_lines(text), start=1):
+        stripped = strip_line(raw)
+        if stripped and not stripped.startswith(COMMENT_STARTS):
+            yield number, stripped
 
 
 def parse_option_line(stripped: str, number: int, path: str, sink: DiagnosticSink):
@@ -126,10 +136,7 @@ def read_cfg(path: str, text: str, sink: DiagnosticSink) -> list[CfgSection]:
     """Read a sectioned ``.cfg`` text into sections, recording diagnostics in ``sink``."""
     warn_crlf(text, path, sink)
     sections: list[CfgSection] = []
-    for number, raw in enumerate(split_lines(text), start=1):
-        stripped = strip_line(raw)
-        if not stripped or stripped.startswith(COMMENT_STARTS):
-            continue
+    for number, stripped in content_lines(text):
         if stripped.startswith("["):
             sections.append(CfgSection(stripped, number))
             continue
@@ -155,10 +162,7 @@ def read_data_options(path: str, text: str, sink: DiagnosticSink) -> list[CfgOpt
     without sections. A section header line is an error."""
     warn_crlf(text, path, sink)
     options: list[CfgOption] = []
-    for number, raw in enumerate(split_lines(text), start=1):
-        stripped = strip_line(raw)
-        if not stripped or stripped.startswith(COMMENT_STARTS):
-            continue
+    for number, stripped in content_lines(text):
         if stripped.startswith("["):
             sink.error(path, number, None, f"a .data file has no sections, found {stripped}")
             continue
