@@ -288,7 +288,7 @@ class Network:
 
     def _accept_input(self, x) -> Array:
         if (
-            isinstance(x, np.ndarray)
+            isinstance(x, type(self.params))  # a device array of this backend: used in place
             and x.dtype == np.float32
             and x.flags.c_contiguous
             and x.size == math.prod(self.input_shape)

@@ -4,8 +4,10 @@ All parameters live in one flat float32 buffer ``params`` with gradients ``grads
 layout and a segment table (one segment per blob: ``offset``, ``size``, ``lr_mult``,
 ``decay_mult``, ``learnable``). :func:`make_optimizer` turns a ``SolverSpec`` and that table
 into an :class:`Optimizer` whose :meth:`Optimizer.step` runs ONE fused kernel pass over the
-buffer (``engine.backends.cpu.update.fused_update``), with the per-segment rates and decays
-passed as arrays. Non-learnable segments (batch-norm running statistics) are never touched.
+buffer (the backend's ``fused_update``: ``engine.backends.cpu.update.fused_update`` on the CPU),
+with the per-segment rates and decays passed as arrays. The optimizer state lives on the
+backend's device, next to ``params``. Non-learnable segments (batch-norm running statistics)
+are never touched.
 
 Gradient conventions (what the network leaves in ``grads`` before :meth:`Optimizer.step`):
 
@@ -34,6 +36,7 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.backends.base import Backend
 from engine.backends.cpu import update as kernels
 from engine.spec import SolverSpec
 
@@ -236,7 +239,13 @@ class Optimizer:
     darknet Adam zeroes it itself).
     """
 
-    def __init__(self, solver: SolverSpec, segments: Sequence[ParamSegment], total_size: int):
+    def __init__(
+        self,
+        solver: SolverSpec,
+        segments: Sequence[ParamSegment],
+        total_size: int,
+        backend: Backend | None = None,
+    ):
         validate_solver(solver)
         self.solver = solver
         self.total_size = int(total_size)
@@ -245,10 +254,30 @@ class Optimizer:
         self.rule = self._rule_code()
         self.zero_grads_needed = not self.darknet
         self.t = 0  # darknet Adam: net.t, the number of updates applied by this optimizer
+        self._bind(backend)
+
+    def _bind(self, backend: Backend | None) -> None:
+        """Run on ``backend`` (default: the CPU backend), with zeroed state on its device."""
+        if backend is None:
+            from engine.backends.cpu import CpuBackend
+
+            backend = CpuBackend()
+        self.backend = backend
         self._state = self._new_state()
-        empty = np.zeros(0, dtype=F32)
+        empty = backend.zeros((0,))
         self._state_a = self._state.get("history", self._state.get("adam_m", empty))
         self._state_b = self._state.get("history2", self._state.get("adam_v", empty))
+
+    def _follow(self, params) -> None:
+        """Move to the backend owning ``params`` when they live on another device (an
+        optimizer made without ``backend=``), carrying the state over."""
+        if isinstance(params, type(self._state_a)):
+            return
+        from engine.backends import backend_for
+
+        state = self.state_arrays()
+        self._bind(backend_for(params))
+        self.load_state(state)
 
     # ---- construction ---------------------------------------------------------------------
     def _rule_code(self) -> int:
@@ -260,14 +289,14 @@ class Optimizer:
         return _CAFFE_RULES[s.optimizer]
 
     def _new_state(self) -> dict[str, np.ndarray]:
-        n = self.total_size
+        n, zeros = (self.total_size,), self.backend.zeros
         if self.darknet:
             if self.rule == kernels.RULE_DARKNET_SGD:
                 return {}  # darknet quirk: the momentum lives in ``grads`` (save it with them)
-            return {"adam_m": np.zeros(n, F32), "adam_v": np.zeros(n, F32)}
-        state = {"history": np.zeros(n, F32)}
+            return {"adam_m": zeros(n), "adam_v": zeros(n)}
+        state = {"history": zeros(n)}
         if self.solver.optimizer in _TWO_HISTORIES:
-            state["history2"] = np.zeros(n, F32)
+            state["history2"] = zeros(n)
         return state
 
     # ---- per-step scalars -----------------------------------------------------------------
@@ -336,7 +365,7 @@ class Optimizer:
             return None, None
         tab = self.table
         per_blob = np.zeros(tab.offsets.size, dtype=np.float64)
-        kernels.segment_sumsq(grads, tab.offsets, tab.sizes, tab.grad_on, per_blob)
+        self.backend.segment_sumsq(grads, tab.offsets, tab.sizes, tab.grad_on, per_blob)
         sumsq = F32(0)
         for blob_sumsq in per_blob.astype(F32):  # Dtype sumsq_diff += blob->sumsq_diff()
             sumsq = F32(sumsq + blob_sumsq)
@@ -353,6 +382,7 @@ class Optimizer:
         float32). ``iteration``: updates already applied (Caffe ``iter``; Caffe Adam uses
         ``t = iteration + 1``). darknet Adam counts its own ``t`` (darknet ``net.t``)."""
         self._check_buffers(params, grads)
+        self._follow(params)
         grad_norm = clip_scale = None
         if self.darknet:
             if self.rule == kernels.RULE_DARKNET_ADAM:
@@ -365,7 +395,7 @@ class Optimizer:
         tab = self.table
         step_sq = np.zeros(tab.offsets.size, dtype=np.float64)
         weight_sq = np.zeros(tab.offsets.size, dtype=np.float64)
-        kernels.fused_update(
+        self.backend.fused_update(
             self.rule,
             params,
             grads,
@@ -408,7 +438,7 @@ class Optimizer:
         darknet SGD: empty — darknet quirk: its momentum is the ``grads`` buffer itself, which
         a checkpoint must save for an exact resume.
         """
-        state = {name: arr.copy() for name, arr in self._state.items()}
+        state = {name: self.backend.to_host(arr) for name, arr in self._state.items()}
         if self.rule == kernels.RULE_DARKNET_ADAM:
             state["adam_t"] = np.array([self.t], dtype=np.int64)
         return state
@@ -430,7 +460,7 @@ class Optimizer:
                     f"{ref.dtype}{list(ref.shape)}"
                 )
         for name, arr in self._state.items():
-            arr[...] = state[name]
+            self.backend.copy_from_host(np.asarray(state[name]), arr)
         if "adam_t" in expected:
             self.t = int(np.asarray(state["adam_t"])[0])
 
@@ -443,15 +473,20 @@ def caffe_adam_correction(beta1: float, beta2: float, t: int) -> np.float32:
 
 
 def make_optimizer(
-    solver: SolverSpec, segments: Sequence[ParamSegment], total_size: int
+    solver: SolverSpec,
+    segments: Sequence[ParamSegment],
+    total_size: int,
+    backend: Backend | None = None,
 ) -> Optimizer:
     """The update rule of ``solver`` over a flat buffer of ``total_size`` floats described by
-    ``segments`` (learnable ones are updated with their ``lr_mult``/``decay_mult``).
+    ``segments`` (learnable ones are updated with their ``lr_mult``/``decay_mult``), run by
+    ``backend``'s fused update (default: the CPU backend; an optimizer handed device arrays of
+    another backend moves its state there on the first step).
 
     Raises :class:`SolverError` for settings the rule rejects (e.g. Caffe AdaGrad with
     momentum) and :class:`SegmentError` for a table that does not fit the buffer.
     """
-    return Optimizer(solver, segments, total_size)
+    return Optimizer(solver, segments, total_size, backend)
 
 
 # --------------------------------------------------------------------------------------------

@@ -254,3 +254,41 @@ class Backend:
     def accuracy(self, x, labels, top_k: int, ignore_label) -> float:
         """Caffe ``Accuracy``: ties count against."""
         raise NotImplementedError
+
+    # ---- update and per-segment reductions (segment tables and outputs are host arrays) ---
+    def fused_update(
+        self,
+        rule,
+        params,
+        grads,
+        state_a,
+        state_b,
+        seg_offsets,
+        seg_sizes,
+        seg_lr,
+        seg_decay,
+        seg_grad_on,
+        coef,
+        step_sq,
+        weight_sq,
+    ) -> None:
+        """One update of ``rule`` over every segment of the flat device buffers, in place:
+        the contract of ``engine.backends.cpu.update.fused_update`` (rule codes, coefficient
+        slots). ``seg_*``, ``coef`` and the float64 outputs ``step_sq``/``weight_sq``
+        (``Σ(Δw)²``, ``Σw²`` per segment) are host arrays."""
+        raise NotImplementedError
+
+    def segment_sumsq(self, values, seg_offsets, seg_sizes, seg_on, out) -> None:
+        """``out[s] = Σ values²`` over segment ``s`` (float64), 0 where ``seg_on[s] = 0``
+        (Caffe's ClipGradients norm); ``out`` and the table are host arrays."""
+        raise NotImplementedError
+
+    def segment_sum_squares(self, buffer, offsets, lengths, out) -> None:
+        """``out[k] = Σ buffer[offsets[k] : offsets[k] + lengths[k]]²`` in float64 (per-layer
+        norms; ``engine.backends.cpu.reduce``); ``out`` and the table are host arrays."""
+        raise NotImplementedError
+
+    def first_nonfinite_segment(self, buffer, offsets, lengths, flags) -> int:
+        """Index of the first segment holding a NaN or ±inf, or −1; host int8 ``flags``
+        receive 1 for every non-finite segment."""
+        raise NotImplementedError

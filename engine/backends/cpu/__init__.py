@@ -18,8 +18,10 @@ from engine.backends.cpu import (
     conv,
     dropout,
     pool,
+    reduce,
     softmax,
     threads,
+    update,
 )
 
 
@@ -252,3 +254,9 @@ class CpuBackend(Backend):
 
     def accuracy(self, x, labels, top_k, ignore_label):
         return softmax.caffe_accuracy(x, labels, top_k, ignore_label)
+
+    # ---- update and per-segment reductions ------------------------------------------------
+    fused_update = staticmethod(update.fused_update)
+    segment_sumsq = staticmethod(update.segment_sumsq)
+    segment_sum_squares = staticmethod(reduce.segment_sum_squares)
+    first_nonfinite_segment = staticmethod(reduce.first_nonfinite_segment)
