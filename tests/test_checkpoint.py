@@ -22,38 +22,12 @@ from engine.checkpoint import (
 from engine.init import allocate_blobs
 from engine.spec import (
     BatchNormSpec,
-    ConnectedSpec,
     ConvSpec,
-    FillerSpec,
     InputSpec,
     NetSpec,
     PoolSpec,
 )
-
-
-def dk_conv(name, filters, size, *, bn=False, **kw):
-    return ConvSpec(
-        name=name,
-        param_order="darknet",
-        filters=filters,
-        kernel_h=size,
-        kernel_w=size,
-        batch_normalize=bn,
-        weight_filler=FillerSpec(type="darknet_conv"),
-        **kw,
-    )
-
-
-def dk_connected(name, outputs, *, bn=False, **kw):
-    return ConnectedSpec(
-        name=name,
-        param_order="darknet",
-        outputs=outputs,
-        batch_normalize=bn,
-        weight_filler=FillerSpec(type="darknet_connected"),
-        **kw,
-    )
-
+from tests.darknet_fixtures import dk_connected, dk_conv
 
 # input 2×3×3 → conv 3 filters 1×1 (BN) → maxpool → connected 4 (BN) → [batchnorm]
 NET = NetSpec(

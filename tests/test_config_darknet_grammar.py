@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import load_config
 from engine.config.cfg_reader import read_cfg, strip_line
-from engine.config.darknet import load_darknet
 from engine.config.darknet_diagnostics import DiagnosticSink
 from engine.spec import ConfigError
+from tests.darknet_fixtures import cfg_errors, f32, load_cfg
 
 NET = "[net]\nheight=8\nwidth=8\nchannels=1\nmax_batches=10\n"
 TAIL = "[connected]\noutput=2\nactivation=linear\n[softmax]\n"
-
-
-def f32(value: float) -> float:
-    return struct.unpack("f", struct.pack("f", value))[0]
-
-
-def load(text: str, overrides=(), path: str = "t.cfg"):
-    return load_darknet(path, text, overrides)
-
-
-def errors_of(text: str, overrides=()) -> list:
-    with pytest.raises(ConfigError) as info:
-        load(text, overrides)
-    return [d for d in info.value.diagnostics if d.severity == "error"]
 
 
 def warnings_for(spec, key: str) -> list:
@@ -38,7 +22,7 @@ def warnings_for(spec, key: str) -> list:
 
 def test_whitespace_anywhere_is_removed():
     text = NET + "learn ing_rate = 0 .25\t\npolicy = st eps\nsteps = 10, 20\nscales=.5 , .5\n"
-    spec = load(text + TAIL)
+    spec = load_cfg(text + TAIL)
     assert spec.schedule.base_lr == 0.25
     assert spec.schedule.policy == "steps"
     assert spec.schedule.steps == (10, 20)
@@ -47,14 +31,14 @@ def test_whitespace_anywhere_is_removed():
 
 def test_whole_line_comments_hash_and_semicolon_are_skipped():
     text = NET + "# learning_rate=0.5\n  ; momentum=0.1\nlearning_rate=0.125\n" + TAIL
-    spec = load(text)
+    spec = load_cfg(text)
     assert spec.schedule.base_lr == 0.125
     assert spec.solver.momentum == f32(0.9)
     assert not spec.diagnostics
 
 
 def test_inline_hash_in_number_is_read_as_atoi_with_a_warning():
-    spec = load(NET + "batch=64 # images\n" + TAIL)
+    spec = load_cfg(NET + "batch=64 # images\n" + TAIL)
     assert spec.solver.minibatch == 64
     (warning,) = warnings_for(spec, "batch")
     assert warning.severity == "warning"
@@ -63,21 +47,21 @@ def test_inline_hash_in_number_is_read_as_atoi_with_a_warning():
 
 
 def test_inline_hash_in_string_makes_an_unknown_activation_which_falls_back_to_relu():
-    spec = load(NET + "[connected]\noutput=2\nactivation=leaky # slope .1\n[softmax]\n")
+    spec = load_cfg(NET + "[connected]\noutput=2\nactivation=leaky # slope .1\n[softmax]\n")
     assert spec.net.layers[0].activation == "relu"
     (warning,) = warnings_for(spec, "activation")
     assert warning.line == 8 and "leaky#slope.1" in warning.message
 
 
 def test_first_duplicate_wins_and_the_later_one_is_reported():
-    spec = load(NET + "learning_rate=0.5\nlearning_rate=0.25\n" + TAIL)
+    spec = load_cfg(NET + "learning_rate=0.5\nlearning_rate=0.25\n" + TAIL)
     assert spec.schedule.base_lr == 0.5
     (warning,) = warnings_for(spec, "learning_rate")
     assert warning.line == 7 and "line 6" in warning.message
 
 
 def test_duplicate_in_a_layer_section_first_wins():
-    spec = load(NET + "[connected]\noutput=3\noutput=7\nactivation=linear\n[softmax]\n")
+    spec = load_cfg(NET + "[connected]\noutput=3\noutput=7\nactivation=linear\n[softmax]\n")
     assert spec.net.layers[0].outputs == 3
     assert [d.line for d in warnings_for(spec, "output")] == [8]
 
@@ -85,7 +69,7 @@ def test_duplicate_in_a_layer_section_first_wins():
 def test_crlf_file_reads_like_lf_with_one_warning_and_no_error():
     lf = NET + "activation=x\n" + "[convolutional]\nfilters=4\nsize=3\nactivation=leaky\n" + TAIL
     crlf = lf.replace("\n", "\r\n")
-    plain, windows = load(lf), load(crlf)
+    plain, windows = load_cfg(lf), load_cfg(crlf)
     assert windows.net == plain.net
     assert windows.solver == plain.solver
     crlf_warnings = [d for d in windows.diagnostics if "CR" in d.message]
@@ -94,14 +78,14 @@ def test_crlf_file_reads_like_lf_with_one_warning_and_no_error():
 
 
 def test_key_with_empty_value_is_ignored_with_a_diagnostic():
-    spec = load(NET + "momentum=\n" + TAIL)
+    spec = load_cfg(NET + "momentum=\n" + TAIL)
     assert spec.solver.momentum == f32(0.9)
     (warning,) = warnings_for(spec, "momentum")
     assert warning.line == 6 and "no value" in warning.message
 
 
 def test_line_without_equals_is_a_key_without_value_so_the_default_is_used():
-    spec = load(NET + "[convolutional]\nfilters=2\nsize=3\npad\npad=1\n" + TAIL)
+    spec = load_cfg(NET + "[convolutional]\nfilters=2\nsize=3\npad\npad=1\n" + TAIL)
     conv = spec.net.layers[0]
     # darknet quirk: the first 'pad' (no value) wins the lookup, so pad=1 is never read
     assert conv.pad_h == 0
@@ -112,27 +96,27 @@ def test_line_without_equals_is_a_key_without_value_so_the_default_is_used():
 
 
 def test_key_before_any_section_is_an_error_with_its_line():
-    (error,) = errors_of("\n# header\nbatch=1\n" + NET + TAIL)
+    (error,) = cfg_errors("\n# header\nbatch=1\n" + NET + TAIL)
     assert (error.file, error.line, error.key) == ("t.cfg", 3, "batch")
 
 
 def test_first_section_must_be_net():
-    (error,) = errors_of("[convolutional]\nfilters=1\n" + NET + TAIL)
+    (error,) = cfg_errors("[convolutional]\nfilters=1\n" + NET + TAIL)
     assert error.line == 1 and "[net] or [network]" in error.message
 
 
 def test_network_is_an_alias_of_net():
-    spec = load(NET.replace("[net]", "[network]") + TAIL)
+    spec = load_cfg(NET.replace("[net]", "[network]") + TAIL)
     assert spec.net.input.height == 8
 
 
 def test_net_with_inline_comment_is_not_net():
-    (error, *_) = errors_of("[net] # main\nheight=8\n" + TAIL)
+    (error, *_) = cfg_errors("[net] # main\nheight=8\n" + TAIL)
     assert error.line == 1 and "[net]#main" in error.message
 
 
 def test_empty_file_is_an_error():
-    (error,) = errors_of("# nothing\n\n")
+    (error,) = cfg_errors("# nothing\n\n")
     assert "no sections" in error.message
 
 
@@ -185,8 +169,8 @@ def spaced(draw, text: str) -> str:
 @given(data=st.data(), key=KEYS, value=VALUES)
 def test_spaces_and_tabs_anywhere_never_change_the_value(data, key, value):
     line = data.draw(spaced(f"{key}={value}"))
-    spaced_spec = load(NET + line + "\n" + TAIL)
-    plain_spec = load(NET + f"{key}={value}\n" + TAIL)
+    spaced_spec = load_cfg(NET + line + "\n" + TAIL)
+    plain_spec = load_cfg(NET + f"{key}={value}\n" + TAIL)
     assert spaced_spec.schedule == plain_spec.schedule
     assert spaced_spec.solver == plain_spec.solver
 
@@ -196,7 +180,7 @@ def test_spaces_and_tabs_anywhere_never_change_the_value(data, key, value):
 def test_first_occurrence_wins_and_comment_lines_are_inert(values, comment):
     comment_line = "#" + comment.replace("\n", " ").replace("\r", " ")
     lines = [f"learning_rate={v}\n{comment_line}\n" for v in values]
-    spec = load(NET + "".join(lines) + TAIL)
+    spec = load_cfg(NET + "".join(lines) + TAIL)
     assert spec.schedule.base_lr == f32(float(values[0]))
     duplicates = [d for d in spec.diagnostics if d.key == "learning_rate"]
     assert len(duplicates) == len(values) - 1
@@ -207,7 +191,7 @@ def test_first_occurrence_wins_and_comment_lines_are_inert(values, comment):
 def test_trailing_garbage_reads_the_numeric_prefix_with_a_warning(number, garbage):
     if garbage[0] in ".,":
         garbage = "#" + garbage
-    spec = load(NET + f"burn_in={number}{garbage}\n" + TAIL)
+    spec = load_cfg(NET + f"burn_in={number}{garbage}\n" + TAIL)
     assert spec.schedule.burn_in == number
     assert any(d.key == "burn_in" and "trailing" in d.message for d in spec.diagnostics)
 
@@ -244,7 +228,7 @@ def random_cfg(draw) -> str:
 @given(text=random_cfg())
 def test_any_text_gives_a_spec_or_a_config_error_never_a_crash(text):
     try:
-        spec = load(text)
+        spec = load_cfg(text)
     except ConfigError as error:
         assert any(d.severity == "error" for d in error.diagnostics)
         assert all(d.file == "t.cfg" and d.message for d in error.diagnostics)

@@ -31,42 +31,18 @@ from engine.spec import (
     Origin,
     ScaleSpec,
 )
+from tests.darknet_fixtures import dk_connected, dk_conv
 
 # --------------------------------------------------------------------------------------------
 # darknet
 # --------------------------------------------------------------------------------------------
 
 
-def dk_conv(name, filters, size, *, groups=1, bn=False):
-    return ConvSpec(
-        name=name,
-        param_order="darknet",
-        filters=filters,
-        kernel_h=size,
-        kernel_w=size,
-        pad_h=size // 2,
-        pad_w=size // 2,
-        groups=groups,
-        batch_normalize=bn,
-        weight_filler=FillerSpec(type="darknet_conv"),
-    )
-
-
-def dk_connected(name, outputs, *, bn=False):
-    return ConnectedSpec(
-        name=name,
-        param_order="darknet",
-        outputs=outputs,
-        batch_normalize=bn,
-        weight_filler=FillerSpec(type="darknet_connected"),
-    )
-
-
 DARKNET_NET = NetSpec(
     "dk",
     InputSpec(3, 6, 5),
     (
-        dk_conv("0", 5, 3, bn=True),  # 135 weights: odd, leaves the spare pending
+        dk_conv("0", 5, 3, bn=True, pad=1),  # 135 weights: odd, leaves the spare pending
         dk_conv("1", 5, 1, groups=5),  # 5 weights
         dk_connected("2", 4, bn=True),
     ),
@@ -160,7 +136,7 @@ def test_darknet_scale_uses_integer_fan_then_double_sqrt():
 
 
 def test_darknet_weight_statistics_follow_the_scales():
-    net = NetSpec("big", InputSpec(16, 8, 8), (dk_conv("0", 64, 3), dk_connected("1", 200)))
+    net = NetSpec("big", InputSpec(16, 8, 8), (dk_conv("0", 64, 3, pad=1), dk_connected("1", 200)))
     blobs = allocate_blobs(net)
     initialise(net, blobs, seed=1)
     assert abs(blobs["0/1"].std() / math.sqrt(2 / 144) - 1) < 0.03
