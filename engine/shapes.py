@@ -111,15 +111,19 @@ def darknet_pool_out(size: int, kernel: int, stride: int, padding_total: int) ->
     return c_div(size + padding_total - kernel, stride) + 1
 
 
-def caffe_pool_out(size: int, kernel: int, stride: int, pad: int, rounding: str) -> int:
+def caffe_pool_out(
+    size: int, kernel: int, stride: int, pad: int, rounding: str, padded: bool | None = None
+) -> int:
     """Caffe pooling output size with its CEIL/FLOOR rounding and the padded clip rule.
 
     Caffe quirk: the default rounding is CEIL, so a 3/2 pool over 32 gives 16, not 15; and only
-    when ``pad > 0`` is a last window starting at or past ``in + pad`` dropped.
+    when the layer is padded is a last window starting at or past ``in + pad`` dropped.
+    ``padded``: whether EITHER axis has padding (``pooling_layer.cpp: Reshape`` guards the
+    clip of both axes with ``if (pad_h_ || pad_w_)``); default ``pad > 0``.
     """
     ratio = (size + 2 * pad - kernel) / stride
     pooled = (math.ceil(ratio) if rounding == "ceil" else math.floor(ratio)) + 1
-    if pad > 0 and (pooled - 1) * stride >= size + pad:
+    if (pad > 0 if padded is None else padded) and (pooled - 1) * stride >= size + pad:
         pooled -= 1
     return pooled
 
@@ -137,8 +141,9 @@ def pool_geometry(layer: PoolSpec, c: int, h: int, w: int) -> tuple[int, int, in
         oh = darknet_pool_out(h, kh, layer.stride_h, layer.pad_h)
         ow = darknet_pool_out(w, kw, layer.stride_w, layer.pad_w)
         return kh, kw, c_div(layer.pad_h, 2), c_div(layer.pad_w, 2), oh, ow
-    oh = caffe_pool_out(h, kh, layer.stride_h, layer.pad_h, layer.size_rule)
-    ow = caffe_pool_out(w, kw, layer.stride_w, layer.pad_w, layer.size_rule)
+    padded = layer.pad_h != 0 or layer.pad_w != 0  # Caffe quirk: one guard for both axes
+    oh = caffe_pool_out(h, kh, layer.stride_h, layer.pad_h, layer.size_rule, padded)
+    ow = caffe_pool_out(w, kw, layer.stride_w, layer.pad_w, layer.size_rule, padded)
     return kh, kw, layer.pad_h, layer.pad_w, oh, ow
 
 
