@@ -19,11 +19,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from engine.data.synthetic_chunks import chunk_streams, generate_chunked
+
 SIDE = 28
-CHUNK = 1024
 FIELD = 96  # distance-field resolution over glyph space [-0.25, 1.25]^2
 FIELD_LO, FIELD_HI = -0.25, 1.25
-SPLIT_CODES = {"train": 0, "test": 1}
 
 
 def _arc(cx: float, cy: float, rx: float, ry: float, a0: float, a1: float) -> list:
@@ -94,10 +94,7 @@ def distance_fields() -> np.ndarray:
 
 def _chunk(seed: int, split_code: int, chunk: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Render ``count`` samples of chunk ``chunk``: (uint8 count×28×28, labels int64)."""
-    params_rng, noise_rng = (
-        np.random.default_rng(s)
-        for s in np.random.SeedSequence([seed, split_code, chunk, 0xD161]).spawn(2)
-    )
+    params_rng, noise_rng = chunk_streams(seed, split_code, chunk, 0xD161)
     u = params_rng.random((count, 16)).astype(np.float32)
     labels = np.minimum((u[:, 0] * 10).astype(np.int64), 9)
     variant = labels * 2 + (u[:, 1] < 0.5)
@@ -155,12 +152,4 @@ def generate_digits(
     size: int, seed: int = 0, split: str = "train"
 ) -> tuple[np.ndarray, np.ndarray]:
     """``size`` synthetic digits: (uint8 size×1×28×28, int64 labels in 0..9)."""
-    split_code = SPLIT_CODES.get(split, 2)
-    images = np.empty((size, 1, SIDE, SIDE), dtype=np.uint8)
-    labels = np.empty(size, dtype=np.int64)
-    for chunk, start in enumerate(range(0, size, CHUNK)):
-        count = min(CHUNK, size - start)
-        chunk_images, chunk_labels = _chunk(seed, split_code, chunk, CHUNK)
-        images[start : start + count, 0] = chunk_images[:count]
-        labels[start : start + count] = chunk_labels[:count]
-    return images, labels
+    return generate_chunked(size, seed, split, _chunk, (1, SIDE, SIDE))

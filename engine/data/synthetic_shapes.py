@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.data.synthetic_chunks import chunk_streams, generate_chunked
+
 SIDE = 32
-CHUNK = 1024
-SPLIT_CODES = {"train": 0, "test": 1}
 CLASS_NAMES = (
     "disk",
     "square",
@@ -85,10 +85,7 @@ def _colours(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _chunk(seed: int, split_code: int, chunk: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    params_rng, noise_rng = (
-        np.random.default_rng(s)
-        for s in np.random.SeedSequence([seed, split_code, chunk, 0x5A9E]).spawn(2)
-    )
+    params_rng, noise_rng = chunk_streams(seed, split_code, chunk, 0x5A9E)
     u = params_rng.random((count, 16)).astype(np.float32)
     labels = np.minimum((u[:, 0] * 10).astype(np.int64), 9)
     theta = u[:, 1] * np.float32(2 * np.pi)
@@ -121,12 +118,4 @@ def generate_shapes(
     size: int, seed: int = 0, split: str = "train"
 ) -> tuple[np.ndarray, np.ndarray]:
     """``size`` synthetic shapes: (uint8 size×3×32×32, int64 labels in 0..9)."""
-    split_code = SPLIT_CODES.get(split, 2)
-    images = np.empty((size, 3, SIDE, SIDE), dtype=np.uint8)
-    labels = np.empty(size, dtype=np.int64)
-    for chunk, start in enumerate(range(0, size, CHUNK)):
-        count = min(CHUNK, size - start)
-        chunk_images, chunk_labels = _chunk(seed, split_code, chunk, CHUNK)
-        images[start : start + count] = chunk_images[:count]
-        labels[start : start + count] = chunk_labels[:count]
-    return images, labels
+    return generate_chunked(size, seed, split, _chunk, (3, SIDE, SIDE))
