@@ -28,6 +28,12 @@ Examples:
 """
 
 
+def _bn_and_activation(layer) -> str:
+    """The suffix conv and connected layers share: `` +BN`` and the activation unless linear."""
+    bn = " +BN" if layer.batch_normalize else ""
+    return bn + (f" {layer.activation}" if layer.activation != "linear" else "")
+
+
 def layer_summary(layer) -> str:
     """A one-line description of a layer's settings in our own vocabulary."""
     from engine import spec
@@ -40,18 +46,9 @@ def layer_summary(layer) -> str:
             )
         if layer.groups > 1:
             text += f" groups {layer.groups}"
-        if layer.batch_normalize:
-            text += " +BN"
-        if layer.activation != "linear":
-            text += f" {layer.activation}"
-        return text
+        return text + _bn_and_activation(layer)
     if isinstance(layer, spec.ConnectedSpec):
-        text = f"{layer.outputs}"
-        if layer.batch_normalize:
-            text += " +BN"
-        if layer.activation != "linear":
-            text += f" {layer.activation}"
-        return text
+        return f"{layer.outputs}{_bn_and_activation(layer)}"
     if isinstance(layer, spec.PoolSpec):
         if layer.global_pooling:
             return f"{layer.method} global"
