@@ -38,7 +38,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.checkpoint import ArraySource, WeightsFileError, as_mapping, atomic_write
+from engine.checkpoint import (
+    ArraySource,
+    WeightsFileError,
+    as_mapping,
+    atomic_write,
+    blob_key,
+    checked_array,
+    read_file_bytes,
+)
 from engine.protobuf_wire import (
     BlobProto,
     WireError,
@@ -205,12 +213,7 @@ def read_caffemodel(path: str | os.PathLike, net_spec: NetSpec) -> dict[str, np.
     left out of the result). Raises :class:`CaffeModelError` when the file cannot be read, is
     malformed, shares no layer with the net, or a layer's blobs do not fit."""
     path = str(path)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as exc:
-        raise CaffeModelError(path, exc.strerror or str(exc)) from None
-    model = decode_caffemodel(data, path)
+    model = decode_caffemodel(read_file_bytes(path, CaffeModelError), path)
     by_name = {layer.name: layer for layer in model.layers}  # later duplicates win, as Caffe
     arrays: dict[str, np.ndarray] = {}
     wanted = [s for s in infer_shapes(net_spec) if s.blobs]
@@ -254,7 +257,7 @@ def _layer_arrays(path: str, name: str, blobs, stored: CaffeLayer) -> dict[str, 
                 f"{what}: the file has {have.data.size} values for shape {list(want.shape)} "
                 f"({want.size} expected); truncated blob",
             )
-        out[f"{name}/{index}"] = have.data.reshape(want.shape).copy()
+        out[blob_key(name, index)] = have.data.reshape(want.shape).copy()
     return out
 
 
@@ -268,17 +271,10 @@ def net_to_caffemodel(net_spec: NetSpec, arrays: ArraySource, *, path: str = "")
             continue
         blobs = []
         for index, blob in enumerate(shape.blobs):
-            key = f"{shape.layer.name}/{index}"
-            if key not in arrays:
-                raise CaffeModelError(path, f"no array for layer {shape.layer.name} blob {key}")
-            array = np.asarray(arrays[key], dtype=np.float32)
-            if array.shape != blob.shape:
-                raise CaffeModelError(
-                    path,
-                    f"layer {shape.layer.name} blob {index} '{blob.name}' has shape "
-                    f"{list(array.shape)}, the network needs {list(blob.shape)}",
-                )
-            blobs.append(CaffeBlob(blob.shape, array.ravel()))
+            what = f"layer {shape.layer.name} blob {index} '{blob.name}'"
+            key = blob_key(shape.layer.name, index)
+            array = checked_array(path, arrays, key, blob.shape, what, CaffeModelError)
+            blobs.append(CaffeBlob(blob.shape, np.asarray(array, dtype=np.float32).ravel()))
         layers.append(CaffeLayer(shape.layer.name, _type_name(shape.layer), tuple(blobs)))
     return CaffeModel(net_spec.name, tuple(layers))
 

@@ -187,6 +187,14 @@ def darknet_layout(
 # --------------------------------------------------------------------------------------------
 
 
+def read_file_bytes(path: str, error: type[WeightsFileError] = WeightsFileError) -> bytes:
+    """The whole file; an OS error (missing, unreadable) raises ``error`` naming ``path``."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise error(path, exc.strerror or str(exc)) from None
+
+
 def _read_header(path: str, data: bytes) -> WeightsHeader:
     if len(data) < 12:
         raise WeightsFileError(
@@ -236,10 +244,7 @@ def read_darknet_weights(
     (unless ``allow_trailing``).
     """
     path = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise WeightsFileError(path, exc.strerror or str(exc)) from None
+    data = read_file_bytes(path)
     header = _read_header(path, data)
     layout = darknet_layout(net_spec, purpose="load", path=path)
     expected = header.nbytes + sum(b.nbytes for b in layout)
@@ -311,16 +316,22 @@ def as_mapping(arrays: ArraySource) -> Mapping[str, np.ndarray]:
     return arrays if isinstance(arrays, Mapping) else dict(arrays)
 
 
-def _checked_array(
-    path: str, arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...], what: str
+def checked_array(
+    path: str,
+    arrays: Mapping[str, np.ndarray],
+    key: str,
+    shape: tuple[int, ...],
+    what: str,
+    error: type[WeightsFileError] = WeightsFileError,
 ) -> np.ndarray:
+    """``arrays[key]`` as an array of exactly ``shape``; a missing key or another shape raises
+    ``error`` for ``path``, describing the blob as ``what``."""
     if key not in arrays:
-        raise WeightsFileError(path, f"no array for {what} (key {key!r})")
+        raise error(path, f"no array for {what} (key {key!r})")
     array = np.asarray(arrays[key])
     if array.shape != shape:
-        raise WeightsFileError(
-            path, f"{what} (key {key!r}) has shape {array.shape}, the network needs {shape}"
-        )
+        message = f"{what} (key {key!r}) has shape {array.shape}, the network needs {shape}"
+        raise error(path, message)
     return array
 
 
@@ -353,7 +364,7 @@ def write_darknet_weights(
     chunks = [header.to_bytes()]
     for blob in darknet_layout(net_spec, purpose="save", path=path):
         what = f"layer {blob.layer} ({blob.kind}) blob '{blob.name}'"
-        array = _checked_array(path, arrays, blob.key, blob.shape, what)
+        array = checked_array(path, arrays, blob.key, blob.shape, what)
         if blob.transposable and header.transpose:
             array = array.T
         chunks.append(np.ascontiguousarray(array, dtype=_FLOAT).tobytes())
@@ -382,7 +393,7 @@ def save_npz_weights(path: str | os.PathLike, net_spec: NetSpec, arrays: ArraySo
     path = str(path)
     arrays = as_mapping(arrays)
     members = {
-        key: np.ascontiguousarray(_checked_array(path, arrays, key, shape, what), np.float32)
+        key: np.ascontiguousarray(checked_array(path, arrays, key, shape, what), np.float32)
         for key, (what, shape) in _all_blobs(net_spec).items()
     }
     atomic_write(path, lambda handle: np.savez(handle, **members))
@@ -414,7 +425,7 @@ def load_npz_weights(
         raise WeightsFileError(path, f"cannot read as .npz: {exc}") from None
     out: dict[str, np.ndarray] = {}
     for key, (what, shape) in expected.items():
-        array = _checked_array(path, loaded, key, shape, what)
+        array = checked_array(path, loaded, key, shape, what)
         if not np.issubdtype(array.dtype, np.floating):
             raise WeightsFileError(path, f"{what} (key {key!r}) has dtype {array.dtype}")
         out[key] = array.astype(np.float32)
