@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,7 +329,3 @@ def write_plain_svg(
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
