@@ -325,10 +325,13 @@ class Network:
     def _total_loss(self) -> float:
         if not self._loss_layers:
             return 0.0
-        total = sum(layer.loss for layer in self._loss_layers)
         if self.native == "darknet":
+            total = sum(layer.loss for layer in self._loss_layers)
             return total / len(self._loss_layers)
-        return total
+        caffe_total = np.float32(0.0)  # Net::ForwardFromTo: Dtype loss += layer_loss
+        for layer in self._loss_layers:
+            caffe_total = np.float32(caffe_total + np.float32(layer.loss))
+        return float(caffe_total)
 
     def backward(self) -> None:
         """Back-propagate the last forward's deltas in reverse layer order, accumulating

@@ -48,3 +48,72 @@ def test_pool_without_any_padding_keeps_the_ceil_overhang():
     spec = PoolSpec(name="p", method="max", kernel_h=2, kernel_w=2, stride_h=3, stride_w=3)
     _, _, _, _, out_h, out_w = pool_geometry(spec, 1, 6, 6)
     assert (out_h, out_w) == (_caffe_pooled(6, 2, 3, 0, False),) * 2 == (3, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# layer.hpp: Layer::Forward — loss += caffe_cpu_dot(count, top_data, loss_weights) (float);
+# net.cpp: Net::ForwardFromTo — Dtype loss += layer_loss (float)
+# --------------------------------------------------------------------------------------------
+
+
+def _two_loss_net(weights: tuple[float, float]):
+    from engine.backends.cpu import CpuBackend
+    from engine.network import Network
+    from engine.spec import ConnectedSpec, InputSpec, NetSpec, SoftmaxLossSpec
+
+    spec = NetSpec(
+        "c",
+        InputSpec(3, 1, 1),
+        (
+            ConnectedSpec(name="ip", outputs=5, param_order="caffe", activation="linear"),
+            SoftmaxLossSpec(name="loss_a", loss_weight=weights[0]),
+            SoftmaxLossSpec(name="loss_b", loss_weight=weights[1], normalization="none"),
+        ),
+    )
+    net = Network(spec, CpuBackend(), 4, "caffe")
+    rng = np.random.default_rng(3)
+    view = net.blob("ip", 0)
+    view[...] = rng.standard_normal(view.shape).astype(F32)
+    return net, rng.standard_normal((4, 3, 1, 1)).astype(F32)
+
+
+def test_caffe_loss_weight_and_loss_sum_are_float32():
+    from engine.backends.cpu.softmax import caffe_softmax_loss_forward
+
+    weights = (0.1, 0.3)
+    net, x = _two_loss_net(weights)
+    labels = np.array([0, 2, 4, 1])
+    net.set_truth(labels)
+    logits = np.ascontiguousarray(net.forward(x, train=True).reshape(4, 5, 1))
+    prob = np.zeros_like(logits)
+    raw_a = F32(caffe_softmax_loss_forward(logits, labels, prob, "valid"))
+    raw_b = F32(caffe_softmax_loss_forward(logits, labels, prob, "none"))
+    # top value × float loss_weight (a one-element sdot), summed into a float
+    weighted = [F32(raw * F32(w)) for raw, w in zip((raw_a, raw_b), weights, strict=True)]
+    want = F32(F32(F32(0) + weighted[0]) + weighted[1])
+    assert [layer.loss for layer in net.layers[1:]] == [float(v) for v in weighted]
+    assert net.loss == float(want)
+
+
+# --------------------------------------------------------------------------------------------
+# split_layer.cpp: SplitLayer::Backward_cpu — a blob read by several layers gets the SUM of
+# their diffs (caffe_add of the first two tops, caffe_axpy for the rest); Net::Init inserts
+# the split whenever two losses take the same bottom.
+# --------------------------------------------------------------------------------------------
+
+
+def test_two_caffe_losses_on_one_blob_sum_their_gradients():
+    net, x = _two_loss_net((1.0, 0.5))
+    labels = np.array([0, 2, 4, 1])
+    net.set_truth(labels)
+    logits = net.forward(x, train=True).reshape(4, 5)
+    # softmax_loss_layer.cpp: SoftmaxWithLossLayer::Backward_cpu in float32: (p − onehot)·
+    # (loss_weight / normalizer), with the net's own probabilities
+    prob = net.layers[1].prob.reshape(4, 5)
+    onehot = np.eye(5, dtype=F32)[labels]
+    diff_a = (prob - onehot) * (F32(1.0) / F32(4))  # VALID: 4 labelled positions
+    diff_b = (prob - onehot) * (F32(0.5) / F32(1))  # NONE
+    assert np.isfinite(logits).all()
+    net.zero_grads()
+    net.backward()
+    np.testing.assert_array_equal(net.layers[0].delta.reshape(4, 5), diff_a + diff_b)

@@ -14,6 +14,8 @@ not feed the next layer.
 
 from __future__ import annotations
 
+import numpy as np
+
 from engine.layers.base import Layer, LayerContext
 from engine.shapes import LayerShape
 from engine.spec import AccuracySpec, CostSpec, SoftmaxLossSpec, SoftmaxSpec
@@ -101,7 +103,11 @@ def _class_view(array, batch: int, channels: int):
 
 class SoftmaxLossLayer(TruthLayer):
     """Caffe ``SoftmaxWithLoss``: classes on axis 1, ``inner`` = H·W positions; labels int32
-    ``(B, inner)``. The reported loss is ``loss_weight · loss``."""
+    ``(B, inner)``. The reported loss is ``loss_weight · loss`` as a float32 product (Caffe
+    ``Layer::Forward``: a one-element ``caffe_cpu_dot`` of the top and its loss weight).
+    Backward ADDS its diff into the input's: several losses reading one blob sum their
+    gradients, as the ``Split`` layer Caffe inserts there does (``SplitLayer::Backward_cpu``;
+    with three or more, Caffe adds in layer order, here in reverse: float rounding only)."""
 
     is_sink = True
     has_loss = True
@@ -113,6 +119,7 @@ class SoftmaxLossLayer(TruthLayer):
         channels = shape.input[0]
         self.x_shape = (ctx.batch, channels, shape.input[1] * shape.input[2])
         self.prob = ctx.backend.zeros(self.x_shape)
+        self.diff = ctx.backend.zeros(self.x_shape)
         self.normalization = spec.normalization
         self.ignore_label = spec.ignore_label
         self.loss_weight = spec.loss_weight
@@ -124,7 +131,7 @@ class SoftmaxLossLayer(TruthLayer):
         raw = self.backend.softmax_loss_forward(
             x.reshape(self.x_shape), self.truth, self.prob, self.normalization, self.ignore_label
         )
-        self.loss = self.loss_weight * raw
+        self.loss = float(np.float32(raw) * np.float32(self.loss_weight))
         self.backend.fill(self.output, self.loss)
 
     def backward(self, x, dx) -> None:
@@ -132,11 +139,12 @@ class SoftmaxLossLayer(TruthLayer):
             self.backend.softmax_loss_backward(
                 self.prob,
                 self.truth,
-                dx.reshape(self.x_shape),
+                self.diff,
                 self.normalization,
                 self.ignore_label,
                 self.loss_weight,
             )
+            self.backend.accumulate(dx.reshape(self.x_shape), self.diff, 1.0)
 
 
 class AccuracyLayer(TruthLayer):
