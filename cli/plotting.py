@@ -89,6 +89,19 @@ def _limits(values: list[np.ndarray], pad_fraction: float = 0.0) -> tuple[float,
     return bottom, high + pad
 
 
+def _drawn_points(curves: Sequence[Curve], log_y: bool):
+    """What the terminal and plain-SVG plots draw: each curve decimated to
+    ``MAX_DRAWN_POINTS`` (marked points kept), ``log10`` applied when ``log_y``, non-finite
+    points dropped; with the x range and the y range (padded 2%)."""
+    drawn = []
+    for curve in curves:
+        x, y = decimate(curve.x, curve.y, [m.x for m in curve.markers], MAX_DRAWN_POINTS)
+        drawn.append(_finite(x.astype(np.float64), _transform(y, log_y)))
+    x_range = _limits([x for x, _ in drawn])
+    y_range = _limits([y for _, y in drawn], 0.02)
+    return drawn, x_range, y_range
+
+
 def terminal_plot(
     curves: Sequence[Curve],
     *,
@@ -110,13 +123,7 @@ def terminal_plot(
     figure.with_colors = color
     figure.x_label, figure.y_label = x_label, ("log10 " + y_label) if log_y else y_label
     markers = _unique_markers(curves)
-    drawn = []
-    for curve in curves:
-        keep = [m.x for m in curve.markers]
-        x, y = decimate(curve.x, curve.y, keep, MAX_DRAWN_POINTS)
-        drawn.append(_finite(x.astype(np.float64), _transform(y, log_y)))
-    x_low, x_high = _limits([x for x, _ in drawn])
-    y_low, y_high = _limits([y for _, y in drawn], 0.02)
+    drawn, (x_low, x_high), (y_low, y_high) = _drawn_points(curves, log_y)
     figure.set_x_limits(min_=x_low, max_=x_high)
     figure.set_y_limits(min_=y_low, max_=y_high)
     for marker in markers[:MAX_MARKERS]:
@@ -280,12 +287,7 @@ def write_plain_svg(
 ) -> None:
     """A dependency-free SVG: polylines, dashed marker lines, axis ranges as text."""
     width, height, margin = 900, 480, 60 + 14 * max(len(title.splitlines()) - 1, 0)
-    drawn = []
-    for curve in curves:
-        x, y = decimate(curve.x, curve.y, [m.x for m in curve.markers], 4000)
-        drawn.append(_finite(x.astype(np.float64), _transform(y, log_y)))
-    x_low, x_high = _limits([x for x, _ in drawn])
-    y_low, y_high = _limits([y for _, y in drawn], 0.02)
+    drawn, (x_low, x_high), (y_low, y_high) = _drawn_points(curves, log_y)
 
     def sx(v: float) -> float:
         return margin + (v - x_low) / (x_high - x_low) * (width - 2 * margin)
