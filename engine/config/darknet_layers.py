@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.config.darknet_options import OptionTable
+from engine.shapes import c_div, conv_out, darknet_pool_out
 from engine.spec import (
     BatchNormSpec,
     ConnectedSpec,
@@ -149,12 +150,6 @@ class CommonKeys:
     lr_scale: float
 
 
-def c_div(numerator: int, denominator: int) -> int:
-    """C integer division (truncates toward zero)."""
-    quotient = abs(numerator) // abs(denominator)
-    return quotient if (numerator >= 0) == (denominator > 0) else -quotient
-
-
 def read_activation(ctx: LayerContext) -> str:
     """``get_activation``: exact names; unknown → relu with darknet's message."""
     name = ctx.table.get_str("activation", "logistic")
@@ -269,8 +264,7 @@ def parse_convolutional(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpe
         params=(*params, ParamMult(lr, 1.0)),
         darknet_1x1_shortcut=size == 1,
     )
-    out_h = (h + 2 * padding - size) // stride + 1
-    out_w = (w + 2 * padding - size) // stride + 1
+    out_h, out_w = conv_out(h, size, stride, padding), conv_out(w, size, stride, padding)
     return spec, Shape(out_h, out_w, filters, out_h * out_w * filters)
 
 
@@ -328,8 +322,8 @@ def parse_maxpool(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Sha
         pad_w=padding,
         size_rule="darknet",
     )
-    out_h = (h + padding - size) // stride + 1
-    out_w = (w + padding - size) // stride + 1
+    out_h = darknet_pool_out(h, size, stride, padding)
+    out_w = darknet_pool_out(w, size, stride, padding)
     return spec, Shape(out_h, out_w, ctx.shape.c, out_h * out_w * ctx.shape.c)
 
 
