@@ -357,10 +357,16 @@ class Trainer:
         """Test-mode forward over ``batches`` of ``(images, integer labels)``: batch-norm uses
         its running statistics, dropout is the identity, the test phase's layers run (sharing
         the training network's parameters). Returns the per-image mean loss and top-1
-        accuracy over all images; nothing is updated."""
+        accuracy over all images; nothing is updated.
+
+        A Caffe net tested on batches of one size reports what ``Solver::Test`` prints: per
+        output, the float32 sum over the batches of each batch's value (the loss; the
+        accuracy as the float quotient ``correct / count``) divided by the number of batches.
+        """
         loss_sum = 0.0
         correct = 0
         images = 0
+        per_batch: list[tuple[int, float, int]] = []  # (images, loss, correct)
         for x, y in batches:
             labels = np.asarray(y)
             net = self._eval_network(int(np.shape(x)[0]))
@@ -370,10 +376,14 @@ class Trainer:
             per_image = net.loss / count if net.native == "darknet" else net.loss
             loss_sum += float(per_image) * count
             scores = self.backend.to_host(net.output).reshape(count, -1)
-            correct += _top1_correct(scores, labels)
+            hits = _top1_correct(scores, labels)
+            correct += hits
             images += count
+            per_batch.append((count, float(per_image), hits))
         if images == 0:
             return EvalResult(math.nan, math.nan, 0)
+        if self.network.native == "caffe" and len({n for n, _, _ in per_batch}) == 1:
+            return _caffe_test_means(per_batch, images)
         return EvalResult(loss_sum / images, correct / images, images)
 
     # ---- state ----------------------------------------------------------------------------
@@ -434,6 +444,18 @@ class Trainer:
         if policy != "null":
             self._policy_rng = DarknetRandom(0)
             _set_rng_state(self._policy_rng, policy)
+
+
+def _caffe_test_means(per_batch: list[tuple[int, float, int]], images: int) -> EvalResult:
+    """``Solver::Test``: ``Σ_f32 value_i / test_iter`` for the loss and for the accuracy,
+    whose per-batch value is ``AccuracyLayer::Forward_cpu``'s float ``accuracy / count``."""
+    f32 = np.float32
+    loss_sum, accuracy_sum = f32(0.0), f32(0.0)
+    for count, loss, hits in per_batch:
+        loss_sum = f32(loss_sum + f32(loss))
+        accuracy_sum = f32(accuracy_sum + f32(hits) / f32(count))
+    batches = f32(len(per_batch))
+    return EvalResult(float(loss_sum / batches), float(accuracy_sum / batches), images)
 
 
 def _top1_correct(scores: np.ndarray, labels: np.ndarray) -> int:

@@ -117,3 +117,60 @@ def test_two_caffe_losses_on_one_blob_sum_their_gradients():
     net.zero_grads()
     net.backward()
     np.testing.assert_array_equal(net.layers[0].delta.reshape(4, 5), diff_a + diff_b)
+
+
+# --------------------------------------------------------------------------------------------
+# solver.cpp: Solver::Test — each output is Σ over the test_iter batches of its (float) value,
+# accumulated in a float, then divided by test_iter; accuracy_layer.cpp: Forward_cpu gives
+# each batch's value as the float quotient accuracy / count.
+# --------------------------------------------------------------------------------------------
+
+
+def _caffe_run():
+    from engine.spec import (
+        ConnectedSpec,
+        FillerSpec,
+        InputSpec,
+        NetSpec,
+        RunSpec,
+        ScheduleSpec,
+        SoftmaxLossSpec,
+        SolverSpec,
+    )
+
+    net = NetSpec(
+        "linear",
+        InputSpec(3, 1, 1),
+        (
+            ConnectedSpec(name="ip", outputs=4, weight_filler=FillerSpec("gaussian", std=1.0)),
+            SoftmaxLossSpec(name="loss"),
+        ),
+    )
+    solver = SolverSpec(semantics="caffe", optimizer="sgd", minibatch=3)
+    schedule = ScheduleSpec(convention="caffe", policy="fixed", base_lr=0.1)
+    return RunSpec("caffe", "linear.prototxt", net, solver, schedule)
+
+
+def test_caffe_test_scores_are_float_means_of_per_batch_values():
+    from engine.trainer import Trainer
+
+    trainer = Trainer(_caffe_run(), seed=4)
+    rng = np.random.default_rng(11)
+    batches = [
+        (rng.standard_normal((3, 3, 1, 1)).astype(F32), rng.integers(0, 4, size=3))
+        for _ in range(7)
+    ]
+    loss_sum, acc_sum = F32(0), F32(0)
+    net = trainer._eval_network(3)
+    for x, y in batches:
+        net.set_truth(y)
+        net.forward(x, train=False)
+        scores = net.output.reshape(3, 4)
+        truth = scores[np.arange(3), y]
+        correct = sum(int((scores[i] >= truth[i]).sum() - 1 < 1) for i in range(3))
+        loss_sum = F32(loss_sum + F32(net.loss))
+        acc_sum = F32(acc_sum + F32(F32(correct) / F32(3)))
+    result = trainer.evaluate(batches)
+    assert result.images == 21
+    assert result.loss == float(F32(loss_sum / F32(7)))
+    assert result.accuracy == float(F32(acc_sum / F32(7)))
