@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from engine.data.errors import DataError
+from engine.data.errors import DataError, check_label_range
 
 PIXELS = 3 * 32 * 32
 
@@ -24,16 +24,6 @@ PIXELS = 3 * 32 * 32
 def record_size(label_bytes: int) -> int:
     """Bytes per binary record: the label bytes plus 3×32×32 pixels."""
     return label_bytes + PIXELS
-
-
-def _check_labels(path: Path, labels: np.ndarray, classes: int, offset: int = 0) -> None:
-    if labels.size and int(labels.max()) >= classes:
-        bad = int(np.argmax(labels >= classes))
-        raise DataError(
-            str(path),
-            f"label out of range: record {offset + bad} has label {int(labels[bad])}, "
-            f"expected 0..{classes - 1}",
-        )
 
 
 def _records(path: Path, label_bytes: int) -> np.ndarray:
@@ -65,7 +55,7 @@ def read_cifar_binary(
     """
     parts = [_records(Path(p), label_bytes) for p in paths]
     for path, part in zip(paths, parts, strict=True):
-        _check_labels(Path(path), part[:, label_index], classes)
+        check_label_range(path, part[:, label_index], classes, "record")
     if len(parts) == 1:
         records = parts[0]
         return records[:, label_bytes:].reshape(-1, 3, 32, 32), records[:, label_index]
@@ -136,7 +126,7 @@ def read_cifar_pickle(
             )
         if batch_labels.size and int(batch_labels.min()) < 0:
             raise DataError(str(path), "label out of range: negative label")
-        _check_labels(Path(path), batch_labels, classes)
+        check_label_range(path, batch_labels, classes, "record")
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(batch_labels)
     return np.concatenate(images), np.concatenate(labels)

@@ -6,6 +6,12 @@ line with no traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
 
 class DataError(Exception):
     """A data file or source is missing, unreadable or malformed.
@@ -42,3 +48,15 @@ class DownloadError(DataError):
         if hint:
             text += "\n" + hint
         super().__init__(filename, text)
+
+
+def check_label_range(path: str | Path, labels: np.ndarray, classes: int, unit: str) -> None:
+    """Every label must be below ``classes``: the first that is not raises :class:`DataError`
+    naming its position (``"<unit> <index>"``, e.g. ``record 3``), its value and the range."""
+    if labels.size and int(labels.max()) >= classes:
+        bad = int((labels >= classes).argmax())
+        raise DataError(
+            str(path),
+            f"label out of range: {unit} {bad} has label {int(labels[bad])}, "
+            f"expected 0..{classes - 1}",
+        )

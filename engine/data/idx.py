@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.errors import DataError
+from engine.data.errors import DataError, check_label_range
 
 IDX_UBYTE = 0x08
 IMAGE_MAGIC = 0x00000803
@@ -104,13 +104,7 @@ def read_idx_images(path: str | Path) -> np.ndarray:
 def read_idx_labels(path: str | Path, classes: int) -> np.ndarray:
     """IDX label file → uint8 array N; every label must be below ``classes``."""
     labels = read_idx(path, LABEL_MAGIC)
-    if labels.size and int(labels.max()) >= classes:
-        bad = int(np.argmax(labels >= classes))
-        raise DataError(
-            str(path),
-            f"label out of range: item {bad} has label {int(labels[bad])}, "
-            f"expected 0..{classes - 1}",
-        )
+    check_label_range(path, labels, classes, "item")
     return labels
 
 
