@@ -15,6 +15,9 @@ Two conventions (``ScheduleSpec.convention``):
   ``rate``; ``pow(float, float)`` and ``exp(float)`` (inv, poly, sigmoid) are the float
   overloads (``powf``/``expf``), modelled as the correctly rounded float32 result, which glibc's
   ``powf``/``expf`` return in all the cases we tested; every other operation is float32.
+  Judgment: the float overloads are visible to Caffe's unqualified ``pow``/``exp`` only through
+  the ``#include <math.h>`` of ``mkl_alternate.hpp`` with libstdc++ >= 6 (whose ``math.h``
+  does ``using std::pow``); a GCC 5 build calls ``pow(double, double)`` and rounds once.
 
 Extras (ours, in the schedule's own convention): AlexeyAB's ``sgdr`` (darknet only,
 AlexeyAB's source form with integer cycles), ``cosine`` annealing with warm restarts
