@@ -165,6 +165,40 @@ CIFAR100_FOLDERS = (
 )  # fmt: skip
 
 
+def _idx_entry(
+    name: str,
+    title: str,
+    label_names: tuple[str, ...],
+    folders: tuple[str, ...],
+    gz_md5: dict[str, str],
+    raw_md5: dict[str, str],
+    mirrors: tuple[str, ...],
+    *,
+    homepage: str,
+    system_dirs: tuple[str, ...] = (),
+) -> CatalogEntry:
+    """An MNIST-layout dataset: 60000/10000 1×28×28 images in four IDX files, fetched as
+    ``.gz`` from ``mirrors``."""
+    return CatalogEntry(
+        name=name,
+        title=title,
+        kind="idx",
+        shape=(1, 28, 28),
+        classes=10,
+        counts={"train": 60000, "test": 10000},
+        label_names=label_names,
+        folders=folders,
+        cache_folder=name,
+        files=_idx_layout(),
+        checksums=_idx_checksums(gz_md5, raw_md5),
+        downloads=tuple(
+            Download(f"{base}.gz", (("md5", md5),), mirrors) for base, md5 in gz_md5.items()
+        ),
+        system_dirs=system_dirs,
+        homepage=homepage,
+    )
+
+
 def _cifar100(name: str, title: str, classes: int) -> CatalogEntry:
     return CatalogEntry(
         name=name,
@@ -193,42 +227,26 @@ def _cifar100(name: str, title: str, classes: int) -> CatalogEntry:
 
 
 CATALOG: dict[str, CatalogEntry] = {
-    "mnist": CatalogEntry(
-        name="mnist",
-        title="MNIST handwritten digits (LeCun, Cortes, Burges)",
-        kind="idx",
-        shape=(1, 28, 28),
-        classes=10,
-        counts={"train": 60000, "test": 10000},
-        label_names=tuple(str(d) for d in range(10)),
-        folders=("", "mnist", "MNIST/raw", "MNIST"),
-        cache_folder="mnist",
-        files=_idx_layout(),
-        checksums=_idx_checksums(MNIST_GZ_MD5, MNIST_RAW_MD5),
-        downloads=tuple(
-            Download(f"{base}.gz", (("md5", md5),), MNIST_MIRRORS)
-            for base, md5 in MNIST_GZ_MD5.items()
-        ),
+    "mnist": _idx_entry(
+        "mnist",
+        "MNIST handwritten digits (LeCun, Cortes, Burges)",
+        tuple(str(d) for d in range(10)),
+        ("", "mnist", "MNIST/raw", "MNIST"),
+        MNIST_GZ_MD5,
+        MNIST_RAW_MD5,
+        MNIST_MIRRORS,
         homepage="http://yann.lecun.com/exdb/mnist/",
     ),
-    "fashion-mnist": CatalogEntry(
-        name="fashion-mnist",
-        title="Fashion-MNIST clothing images (Zalando Research)",
-        kind="idx",
-        shape=(1, 28, 28),
-        classes=10,
-        counts={"train": 60000, "test": 10000},
-        label_names=FASHION_NAMES,
-        folders=("", "fashion-mnist", "FashionMNIST/raw", "fashion"),
-        cache_folder="fashion-mnist",
-        files=_idx_layout(),
-        checksums=_idx_checksums(FASHION_GZ_MD5, FASHION_RAW_MD5),
-        downloads=tuple(
-            Download(f"{base}.gz", (("md5", md5),), FASHION_MIRRORS)
-            for base, md5 in FASHION_GZ_MD5.items()
-        ),
-        system_dirs=("/usr/share/datasets/fashion-mnist",),
+    "fashion-mnist": _idx_entry(
+        "fashion-mnist",
+        "Fashion-MNIST clothing images (Zalando Research)",
+        FASHION_NAMES,
+        ("", "fashion-mnist", "FashionMNIST/raw", "fashion"),
+        FASHION_GZ_MD5,
+        FASHION_RAW_MD5,
+        FASHION_MIRRORS,
         homepage="https://github.com/zalandoresearch/fashion-mnist",
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
     ),
     "cifar10": CatalogEntry(
         name="cifar10",
