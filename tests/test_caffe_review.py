@@ -174,3 +174,39 @@ def test_caffe_test_scores_are_float_means_of_per_batch_values():
     assert result.images == 21
     assert result.loss == float(F32(loss_sum / F32(7)))
     assert result.accuracy == float(F32(acc_sum / F32(7)))
+
+
+def test_auxiliary_caffe_loss_adds_to_the_main_path_gradient():
+    # ip1 → aux loss (a sink on ip1) → ip2 → loss: ip1's diff is the split's sum of ip2's
+    # backward (dy·W) and the auxiliary loss's diff (SplitLayer::Backward_cpu).
+    from engine.backends.cpu import CpuBackend
+    from engine.network import Network
+    from engine.spec import ConnectedSpec, InputSpec, NetSpec, SoftmaxLossSpec
+
+    spec = NetSpec(
+        "aux",
+        InputSpec(3, 1, 1),
+        (
+            ConnectedSpec(name="ip1", outputs=4, param_order="caffe", activation="linear"),
+            SoftmaxLossSpec(name="aux", loss_weight=0.3),
+            ConnectedSpec(name="ip2", outputs=4, param_order="caffe", activation="linear"),
+            SoftmaxLossSpec(name="loss"),
+        ),
+    )
+    net = Network(spec, CpuBackend(), 2, "caffe")
+    rng = np.random.default_rng(5)
+    for layer in ("ip1", "ip2"):
+        view = net.blob(layer, 0)
+        view[...] = rng.standard_normal(view.shape).astype(F32)
+    labels = np.array([1, 3])
+    net.set_truth(labels)
+    net.forward(rng.standard_normal((2, 3, 1, 1)).astype(F32), train=True)
+    net.zero_grads()
+    net.backward()
+    onehot = np.eye(4, dtype=F32)[labels]
+    aux = (net.layers[1].prob.reshape(2, 4) - onehot) * (F32(0.3) / F32(2))
+    main = (net.layers[3].prob.reshape(2, 4) - onehot) * (F32(1.0) / F32(2))
+    through_ip2 = main.astype(np.float64) @ net.blob("ip2", 0).astype(np.float64)
+    np.testing.assert_allclose(
+        net.layers[0].delta.reshape(2, 4), through_ip2 + aux, rtol=1e-6, atol=1e-7
+    )
