@@ -46,11 +46,17 @@ def net_text(body: str, last: str) -> str:
     return 'name: "n"\n' + DATA + body + IP % last + LOSS % "ip"
 
 
-def write_run(tmp_path: Path, body: str = "", last: str = "data", solver: str = SOLVER):
-    (tmp_path / "net.prototxt").write_text(net_text(body, last))
+def write_net(tmp_path: Path, net: str, solver: str = SOLVER) -> Path:
+    """Write ``net`` as ``net.prototxt`` and ``solver`` (which names it) as
+    ``solver.prototxt``; return the solver's path."""
+    (tmp_path / "net.prototxt").write_text(net)
     path = tmp_path / "solver.prototxt"
     path.write_text(solver)
     return path
+
+
+def write_run(tmp_path: Path, body: str = "", last: str = "data", solver: str = SOLVER):
+    return write_net(tmp_path, net_text(body, last), solver)
 
 
 def load(tmp_path: Path, body: str = "", last: str = "data", solver: str = SOLVER, sets=()):
@@ -246,9 +252,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
   loss_weight: 2 loss_param { normalize: false ignore_label: -1 } }
 """
     )
-    (tmp_path / "net.prototxt").write_text(solver_net)
-    (tmp_path / "solver.prototxt").write_text(SOLVER)
-    run = load_config(str(tmp_path / "solver.prototxt"))
+    run = load_config(str(write_net(tmp_path, solver_net)))
     acc, loss = layer(run, "acc"), layer(run, "loss")
     assert (acc.top_k, acc.ignore_label, acc.phases) == (5, 3, frozenset({"test"}))
     assert (loss.normalization, loss.ignore_label, loss.loss_weight) == ("batch_size", -1, 2.0)
@@ -263,9 +267,7 @@ def test_normalization(tmp_path, param, expected):
     text = 'name: "n"\n' + DATA + IP % "data"
     text += f"""layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label"
   loss_param {{ {param} }} }}"""
-    (tmp_path / "net.prototxt").write_text(text)
-    (tmp_path / "solver.prototxt").write_text(SOLVER)
-    assert layer(load_config(str(tmp_path / "solver.prototxt")), "loss").normalization == expected
+    assert layer(load_config(str(write_net(tmp_path, text))), "loss").normalization == expected
 
 
 def test_exclude_rule_and_phases(tmp_path):
@@ -302,9 +304,7 @@ layer { name: "d" type: "Data" top: "data" top: "label"
         + IP % "data"
         + LOSS % "ip"
     )
-    (tmp_path / "net.prototxt").write_text(net)
-    (tmp_path / "solver.prototxt").write_text(SOLVER)
-    run = load_config(str(tmp_path / "solver.prototxt"))
+    run = load_config(str(write_net(tmp_path, net)))
     source = run.data.train
     assert run.net.input == InputSpec(3, 24, 24)
     assert source.mean_file == str(tmp_path / "mean.binaryproto")
@@ -324,9 +324,7 @@ def test_mean_values_are_kept(tmp_path):
         + IP % "data"
         + LOSS % "ip"
     )
-    (tmp_path / "net.prototxt").write_text(net)
-    (tmp_path / "solver.prototxt").write_text(SOLVER)
-    run = load_config(str(tmp_path / "solver.prototxt"))
+    run = load_config(str(write_net(tmp_path, net)))
     assert run.data.train.mean_values == (104.0, 117.0, 123.0)
     assert run.data.train.mean_file is None
 
@@ -339,9 +337,7 @@ def test_input_layer_shape(tmp_path):
         + IP % "data"
         + LOSS % "ip"
     )
-    (tmp_path / "net.prototxt").write_text(net)
-    (tmp_path / "solver.prototxt").write_text(SOLVER)
-    run = load_config(str(tmp_path / "solver.prototxt"))
+    run = load_config(str(write_net(tmp_path, net)))
     assert run.net.input == InputSpec(2, 9, 7)
     assert run.solver.minibatch == 16 and run.data.train.source is None
 
@@ -349,9 +345,7 @@ def test_input_layer_shape(tmp_path):
 def test_deprecated_net_input_fields(tmp_path):
     net = 'input: "data"\ninput_dim: 4\ninput_dim: 1\ninput_dim: 5\ninput_dim: 6\n'
     net += IP % "data"
-    (tmp_path / "net.prototxt").write_text(net)
-    (tmp_path / "solver.prototxt").write_text(SOLVER)
-    run = load_config(str(tmp_path / "solver.prototxt"))
+    run = load_config(str(write_net(tmp_path, net)))
     assert run.net.input == InputSpec(1, 5, 6) and run.solver.minibatch == 4
 
 
@@ -370,9 +364,7 @@ def test_probe_shape_is_used_for_unknown_sources(tmp_path, monkeypatch):
         + IP % "data"
         + LOSS % "ip"
     )
-    (tmp_path / "net.prototxt").write_text(net)
-    (tmp_path / "solver.prototxt").write_text(SOLVER)
-    run = load_config(str(tmp_path / "solver.prototxt"))
+    run = load_config(str(write_net(tmp_path, net)))
     assert seen == ["files.txt"]
     assert run.net.input == InputSpec(2, 6, 6)
     assert (run.data.train.backend, run.data.train.shuffle, run.solver.minibatch) == (
@@ -389,10 +381,9 @@ def test_unknown_source_shape_is_an_error(tmp_path, monkeypatch):
         + IP % "data"
         + LOSS % "ip"
     )
-    (tmp_path / "net.prototxt").write_text(net)
-    (tmp_path / "solver.prototxt").write_text(SOLVER)
+    solver_path = write_net(tmp_path, net)
     with pytest.raises(ConfigError) as info:
-        load_config(str(tmp_path / "solver.prototxt"))
+        load_config(str(solver_path))
     (error,) = [d for d in info.value.diagnostics if d.severity == "error"]
     assert "cannot tell the input shape of source 'mystery_lmdb'" in error.message
     assert (error.line, error.key) == (2, "source")
@@ -500,9 +491,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" }
 def test_v1_net_is_upgraded(tmp_path):
     runs = []
     for text in (V1_NET, V2_NET):
-        (tmp_path / "net.prototxt").write_text(text)
-        (tmp_path / "solver.prototxt").write_text(SOLVER)
-        runs.append(load_config(str(tmp_path / "solver.prototxt")))
+        runs.append(load_config(str(write_net(tmp_path, text))))
     v1, v2 = runs
     assert strip_origins(v1.net) == strip_origins(v2.net)
     assert strip_origins(v1.data) == strip_origins(v2.data)
