@@ -210,3 +210,46 @@ def test_auxiliary_caffe_loss_adds_to_the_main_path_gradient():
     np.testing.assert_allclose(
         net.layers[0].delta.reshape(2, 4), through_ip2 + aux, rtol=1e-6, atol=1e-7
     )
+
+
+# --------------------------------------------------------------------------------------------
+# sgd_solver.cpp: SGDSolver::GetLearningRate — CHECK_GE(gamma, 0) in the step, exp, inv,
+# multistep and sigmoid branches (fatal before the first update)
+# --------------------------------------------------------------------------------------------
+
+_NET = """name: "n"
+layer { name: "d" type: "Data" top: "data" top: "label"
+  data_param { source: "mnist" batch_size: 8 backend: LMDB } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 10 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+
+
+def _load_solver(tmp_path, lines: str):
+    from engine.config import load_config
+
+    (tmp_path / "net.prototxt").write_text(_NET)
+    path = tmp_path / "solver.prototxt"
+    path.write_text('net: "net.prototxt"\nbase_lr: 0.1\n' + lines)
+    return load_config(str(path))
+
+
+def test_negative_gamma_is_fatal_for_every_policy_caffe_checks(tmp_path):
+    import pytest
+
+    from engine.spec import ConfigError
+
+    for policy, extra in (
+        ("exp", ""),
+        ("inv", "power: 0.75\n"),
+        ("multistep", "stepvalue: 5\n"),
+        ("step", "stepsize: 5\n"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            _load_solver(tmp_path, f'lr_policy: "{policy}"\ngamma: -0.5\n{extra}')
+        errors = [d for d in info.value.diagnostics if d.severity == "error"]
+        assert [d.key for d in errors] == ["gamma"], policy
+        assert errors[0].line == 4
+    # poly and fixed do not check gamma
+    assert _load_solver(tmp_path, 'lr_policy: "poly"\ngamma: -0.5\nmax_iter: 9\n').schedule

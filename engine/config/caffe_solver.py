@@ -152,15 +152,15 @@ def check_schedule(solver: Msg, reporter: Reporter) -> None:
             + hint,
         )
         return
-    if policy in ("step", "sigmoid"):
-        if solver.get("stepsize") <= 0:
-            reporter.error(
-                solver.origin_of("stepsize") if solver.has("stepsize") else where,
-                "stepsize",
-                f"lr_policy {policy!r} needs stepsize > 0",
-            )
-        if solver.get("gamma") < 0:
-            reporter.error(solver.origin_of("gamma"), "gamma", f"{policy!r} needs gamma >= 0")
+    if policy in ("step", "sigmoid") and solver.get("stepsize") <= 0:
+        reporter.error(
+            solver.origin_of("stepsize") if solver.has("stepsize") else where,
+            "stepsize",
+            f"lr_policy {policy!r} needs stepsize > 0",
+        )
+    # GetLearningRate: CHECK_GE(gamma, 0) in these branches (not in fixed or poly)
+    if policy in ("step", "exp", "inv", "multistep", "sigmoid") and solver.get("gamma") < 0:
+        reporter.error(solver.origin_of("gamma"), "gamma", f"{policy!r} needs gamma >= 0")
     steps = solver.get("stepvalue")
     for index in range(1, len(steps)):
         if steps[index] <= steps[index - 1]:
