@@ -54,11 +54,8 @@ from engine.spec import (
 
 # The [net] keys that define a learning-rate schedule (plus batch/subdivisions, which turn
 # batches into images seen).
-DARKNET_SCHEDULE_KEYS: frozenset[str] = frozenset(SCHEDULE_FIELDS) | {
-    "batch",
-    "subdivisions",
-    "time_steps",
-}
+_BATCH_KEYS = ("batch", "subdivisions", "time_steps")
+DARKNET_SCHEDULE_KEYS: frozenset[str] = frozenset(SCHEDULE_FIELDS) | set(_BATCH_KEYS)
 DARKNET_NET_KEYS: frozenset[str] = KNOWN_NET_KEYS
 
 Override = tuple[str, str]
@@ -155,17 +152,16 @@ def parse_layers(
         ctx = LayerContext(index, kind, table, shape or Shape(1, 1, 1, 1), previous)
         common = read_common(ctx)
         built = LAYER_PARSERS[kind](ctx, common) if shape is not None else None
-        if shape is not None and built is None:
-            shape = None
-        elif built is not None:
-            layer, shape = built
-            layers.append(layer)
-            if shapes is not None:
-                shapes.append(shape)
-            origins.update(layer_origins(kind, ctx))
-        if shape is not None:
-            warn_unused(table)  # after an unbuildable layer its keys went unread on purpose
         previous = kind
+        if built is None:
+            shape = None  # no unused-key warnings: an unbuildable layer reads keys partly
+            continue
+        layer, shape = built
+        layers.append(layer)
+        if shapes is not None:
+            shapes.append(shape)
+        origins.update(layer_origins(kind, ctx))
+        warn_unused(table)
     if not sections:
         sink.error(path, None, None, "the network has no layers after [net]")
     return layers, origins
@@ -234,7 +230,7 @@ def darknet_schedule_with_diagnostics(
     check_override_keys(override_map, DARKNET_SCHEDULE_KEYS)
     sink = DiagnosticSink()
     table = OptionTable("--set", CfgSection("[net]", 0), sink, override_map)
-    for key in ("batch", "subdivisions", "time_steps"):
+    for key in _BATCH_KEYS:
         if table.has(key):
             table.get_int(key, 1)
     schedule = read_schedule(table)
