@@ -159,6 +159,18 @@ def _blobs(layer, named: list[tuple[str, tuple[int, ...], bool]]) -> tuple[BlobS
     )
 
 
+def _darknet_bn(n: int, present: bool = True) -> list[tuple[str, tuple[int, ...], bool]]:
+    """darknet's batch-norm blobs of ``n`` channels: ``scales`` (learned), ``rolling_mean``
+    and ``rolling_variance`` (not learned); none when not ``present``."""
+    if not present:
+        return []
+    return [
+        ("scales", (n,), True),
+        ("rolling_mean", (n,), False),
+        ("rolling_variance", (n,), False),
+    ]
+
+
 def param_blobs(layer: LayerSpec, input_shape: Shape3) -> tuple[BlobSpec, ...]:
     """A layer's parameter blobs in its framework's order (the ``.npz`` ``LAYER/INDEX`` order).
 
@@ -173,38 +185,19 @@ def param_blobs(layer: LayerSpec, input_shape: Shape3) -> tuple[BlobSpec, ...]:
         n = layer.filters
         weights = ("weights", (n, c // layer.groups, layer.kernel_h, layer.kernel_w), True)
         if layer.param_order == "darknet":
-            named = [("biases", (n,), True)]
-            if layer.batch_normalize:
-                named += [
-                    ("scales", (n,), True),
-                    ("rolling_mean", (n,), False),
-                    ("rolling_variance", (n,), False),
-                ]
+            named = [("biases", (n,), True), *_darknet_bn(n, layer.batch_normalize)]
             return _blobs(layer, [*named, weights])
         return _blobs(layer, [weights] + ([("bias", (n,), True)] if layer.bias else []))
     if isinstance(layer, ConnectedSpec):
         n, k = layer.outputs, math.prod(input_shape)
         if layer.param_order == "darknet":
             named = [("biases", (n,), True), ("weights", (n, k), True)]
-            if layer.batch_normalize:
-                named += [
-                    ("scales", (n,), True),
-                    ("rolling_mean", (n,), False),
-                    ("rolling_variance", (n,), False),
-                ]
-            return _blobs(layer, named)
+            return _blobs(layer, [*named, *_darknet_bn(n, layer.batch_normalize)])
         named = [("weights", (n, k), True)] + ([("bias", (n,), True)] if layer.bias else [])
         return _blobs(layer, named)
     if isinstance(layer, BatchNormSpec):
         if layer.style == "darknet":
-            return _blobs(
-                layer,
-                [
-                    ("scales", (c,), True),
-                    ("rolling_mean", (c,), False),
-                    ("rolling_variance", (c,), False),
-                ],
-            )
+            return _blobs(layer, _darknet_bn(c))
         return _blobs(
             layer, [("mean", (c,), False), ("variance", (c,), False), ("scale_factor", (1,), False)]
         )
