@@ -30,11 +30,12 @@ remaining blobs (batch-norm scales and statistics) are constants.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from engine.checkpoint import ArraySource, as_mapping, blob_key
 from engine.rng import DarknetRandom
 from engine.shapes import BlobSpec, infer_shapes
 from engine.spec import (
@@ -58,11 +59,6 @@ CAFFE_FILLERS = frozenset(
 
 ONE = FillerSpec(type="constant", value=1.0)
 ZERO = FillerSpec(type="constant", value=0.0)
-
-BlobSource = (
-    Mapping[str, np.ndarray]
-    | Callable[[], Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]]
-)
 
 
 @dataclass(frozen=True)
@@ -106,7 +102,7 @@ def init_plan(net_spec: NetSpec) -> list[BlobInit]:
         entries = []
         for index, blob in enumerate(shape.blobs):
             filler, field = _layer_fillers(shape.layer, blob)
-            key = f"{shape.layer.name}/{index}"
+            key = blob_key(shape.layer.name, index)
             entries.append(BlobInit(key, shape.layer, blob, filler, field))
         plan.extend(sorted(entries, key=lambda e: _FIELD_ORDER[e.field]))
     return plan
@@ -116,7 +112,7 @@ def allocate_blobs(net_spec: NetSpec) -> dict[str, np.ndarray]:
     """Zeroed float32 arrays for every parameter blob, keyed ``"LAYER/INDEX"`` (framework
     order), e.g. for :func:`initialise` before a network owns the buffers."""
     return {
-        f"{shape.layer.name}/{index}": np.zeros(blob.shape, dtype=np.float32)
+        blob_key(shape.layer.name, index): np.zeros(blob.shape, dtype=np.float32)
         for shape in infer_shapes(net_spec)
         for index, blob in enumerate(shape.blobs)
     }
@@ -139,15 +135,9 @@ def init_framework(net_spec: NetSpec) -> Framework:
     return "caffe"
 
 
-def _blob_mapping(blobs: BlobSource) -> Mapping[str, np.ndarray]:
-    if callable(blobs):
-        blobs = blobs()
-    return blobs if isinstance(blobs, Mapping) else dict(blobs)
-
-
 def initialise(
     net_spec: NetSpec,
-    blobs: BlobSource,
+    blobs: ArraySource,
     *,
     seed: int,
     framework_rng: DarknetRandom | np.random.Generator | None = None,
@@ -166,7 +156,7 @@ def initialise(
     ``DarknetRandom`` for darknet nets (dropout draws come after the init draws), the NumPy
     ``Generator`` for Caffe nets.
     """
-    arrays = _blob_mapping(blobs)
+    arrays = as_mapping(blobs)
     darknet_rng = framework_rng if isinstance(framework_rng, DarknetRandom) else None
     numpy_rng = framework_rng if isinstance(framework_rng, np.random.Generator) else None
     darknet_rng = darknet_rng or DarknetRandom(seed)
