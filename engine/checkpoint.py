@@ -137,7 +137,7 @@ def blob_key(layer_name: str, index: int) -> str:
     return f"{layer_name}/{index}"
 
 
-def _has_darknet_layout(layer) -> bool:
+def has_darknet_layout(layer) -> bool:
     """Whether a layer's blobs are stored in darknet's order (conv, connected, batchnorm)."""
     if isinstance(layer, ConvSpec | ConnectedSpec):
         return layer.param_order == "darknet"
@@ -160,7 +160,7 @@ def darknet_layout(
         layer = shape.layer
         if not shape.blobs:
             continue
-        if not _has_darknet_layout(layer):
+        if not has_darknet_layout(layer):
             raise WeightsFileError(
                 path or f"<net {net_spec.name}>",
                 f"layer {layer.name} ({layer.kind}, {layer.origin}) has parameters in Caffe's "

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.checkpoint import ArraySource, as_mapping, blob_key
+from engine.checkpoint import ArraySource, as_mapping, blob_key, has_darknet_layout
 from engine.rng import DarknetRandom
 from engine.shapes import BlobSpec, infer_shapes
 from engine.spec import (
@@ -128,9 +128,7 @@ def init_framework(net_spec: NetSpec) -> Framework:
     for layer in net_spec.layers:
         if isinstance(layer, DropoutSpec) and layer.style == "darknet":
             return "darknet"
-        if getattr(layer, "param_order", "caffe") == "darknet":
-            return "darknet"
-        if isinstance(layer, BatchNormSpec) and layer.style == "darknet":
+        if has_darknet_layout(layer):
             return "darknet"
     return "caffe"
 
