@@ -313,12 +313,12 @@ def _darknet_rates(
     if burning.any():
         rates[burning] = _darknet_burn_in(schedule, batches[burning])
     rest = ~burning
-    if rest.any():
-        policy = _DARKNET_POLICY_FUNCS[schedule.policy]
-        if schedule.policy == "random":
-            rates[rest] = _darknet_random(schedule, draws)
-        else:
-            rates[rest] = policy(schedule, batches[rest])
+    if not rest.any():
+        return rates
+    if schedule.policy == "random":  # stateful: the glibc draws, not the batch numbers
+        rates[rest] = _darknet_random(schedule, draws)
+    else:
+        rates[rest] = _DARKNET_POLICY_FUNCS[schedule.policy](schedule, batches[rest])
     return rates
 
 
@@ -460,7 +460,6 @@ _DARKNET_POLICY_FUNCS = {
     "exp": _darknet_exp,
     "poly": _darknet_poly,
     "sigmoid": _darknet_sigmoid,
-    "random": None,
     "sgdr": _darknet_sgdr,
     "cosine": _darknet_cosine,
 }
