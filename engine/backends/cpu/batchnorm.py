@@ -307,6 +307,8 @@ def _caffe_bn_train(x, y, mean, std, mean_sum, variance_sum, fraction, eps):
     # `Dtype bias_correction_factor = m > 1 ? Dtype(m)/(m-1) : 1` (float division)
     correction = np.float32(m) / np.float32(m - 1) if m > 1 else np.float32(1.0)
     for c in range(channels):
+        # Judgment: Caffe takes the mean (and the variance) with two gemv, Σ_b (f32(1/m)·Σ_s x),
+        # in its BLAS's float order; here one float64 sum divided by m, rounded once.
         total = 0.0
         for b in range(batch):
             for s in range(spatial):

@@ -11,6 +11,15 @@ multiply-add). These kernels are therefore compiled **without** ``fastmath`` (wh
 LLVM to contract into FMA and to re-associate). All scalars arrive as float32 so that no
 operation is silently promoted to float64.
 
+Judgment (Caffe, where its result depends on the BLAS/libm it was linked with; checked
+against ``sgd_solver.cpp`` and the other solvers, ``math_functions.cpp`` and
+``mkl_alternate.hpp``): ``caffe_cpu_axpby`` is ``sscal`` then ``saxpy``, taken as two roundings
+(OpenBLAS's FMA kernels fuse ``saxpy``; a GPU build's ``SGDUpdate`` is contracted to FMA by
+nvcc); ``caffe_powx(g, 2)`` (glibc ``powf``) is taken as ``g·g`` and ``caffe_powx(h, .5)`` as
+``sqrt(h)`` (they agree except, possibly, on exact rounding ties of ``g·g``); the clip norm's
+``cblas_sdot`` is a float64 sum rounded per blob (:func:`segment_sumsq`), not BLAS's float
+partial sums.
+
 The per-element steps are plain Python functions (``*_element``) compiled here with
 ``njit(inline="always")``; a CUDA backend can compile the same functions as device functions.
 
