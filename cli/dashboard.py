@@ -88,6 +88,13 @@ class RunView:
         elif kind == "eval_finished":
             self.last_eval = event
 
+    def layer_kinds(self) -> dict[str, str]:
+        """``{layer name: kind}`` from the resolved config of ``run_started``."""
+        if self.started is None:
+            return {}
+        layers = self.started.config.get("net", {}).get("layers", [])
+        return {str(item.get("name")): str(item.get("kind")) for item in layers}
+
     def eta_seconds(self) -> float:
         """Remaining time from the session's pace so far."""
         if self.step is None or self.started is None:
@@ -212,10 +219,13 @@ class Dashboard:
         self._last_refresh = 0.0
         self._started = False
         self._spinner = None
+        self._finished = None
 
     def handle(self, event) -> None:
         self.view.update(event)
         kind = event.kind
+        if kind == "run_finished":
+            self._finished = event
         if not self._started:
             self.live.start()
             self._started = True
@@ -232,6 +242,8 @@ class Dashboard:
             self.live.update(self.render(), refresh=True)
             self.live.stop()
             self._started = False
+            if self._finished is not None:
+                self.console.print(summary_line(self._finished))
 
     def _event_line(self, event):
         from rich.text import Text
@@ -306,7 +318,12 @@ class Dashboard:
             definition = s.smoothed_loss_definition if s else ""
             grid.add_row(name, _g(step.smoothed_loss), definition)
             grid.add_row("lr", _g(step.lr, 6), "rate the last update used")
-            grid.add_row("loss trend", sparkline(self.view.losses), "raw loss, last 60 updates")
+            length = max(10, min(SPARK_LENGTH, self.console.width - 50))
+            grid.add_row(
+                "loss trend",
+                sparkline(self.view.losses, length),
+                f"raw loss, last {min(length, len(self.view.losses))} updates",
+            )
         if test is not None:
             grid.add_row(
                 "test accuracy",
@@ -329,8 +346,10 @@ class Dashboard:
         table.add_column("‖w‖ (before)", justify="right")
         table.add_column("‖Δw‖ (applied)", justify="right")
         table.add_column("‖Δw‖/‖w‖", justify="right")
+        kinds = self.view.layer_kinds()
         for layer in norms.layers[:MAX_TABLE_LAYERS]:
-            table.add_row(layer.layer, _g(layer.w_norm), _g(layer.dw_norm), f"{layer.ratio:.2e}")
+            name = f"{layer.layer} ({kinds[layer.layer]})" if layer.layer in kinds else layer.layer
+            table.add_row(name, _g(layer.w_norm), _g(layer.dw_norm), f"{layer.ratio:.2e}")
         if len(norms.layers) > MAX_TABLE_LAYERS:
             table.add_row(f"(+{len(norms.layers) - MAX_TABLE_LAYERS} more)", "", "", "")
         if norms.grad_norm is not None:
