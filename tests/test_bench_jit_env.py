@@ -3,6 +3,9 @@ cache folder for a read-only install; user settings always win."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from engine.backends import jit_env
@@ -35,3 +38,27 @@ def test_writable_probe_looks_at_the_pycache_folder(tmp_path: Path):
     assert jit_env._writable(tmp_path)
     (tmp_path / "__pycache__").mkdir()
     assert jit_env._writable(tmp_path)
+
+
+def _threading_layer_in_fresh_process(env: dict[str, str]) -> str:
+    code = (
+        "import engine.backends.cpu, numba, numpy as np\n"
+        "from numba import njit, prange\n"
+        "@njit(parallel=True)\n"
+        "def bump(a):\n"
+        "    for i in prange(a.size):\n"
+        "        a[i] += 1\n"
+        "bump(np.zeros(4))\n"
+        "print(numba.threading_layer())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_importing_the_backends_selects_workqueue_unless_the_user_chose():
+    base = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    assert _threading_layer_in_fresh_process(base) == "workqueue"
+    chosen = _threading_layer_in_fresh_process({**base, "NUMBA_THREADING_LAYER": "omp"})
+    assert chosen == "omp"

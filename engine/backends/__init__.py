@@ -9,6 +9,9 @@ import os
 from dataclasses import dataclass
 
 from engine.backends.base import Backend, BackendError
+from engine.backends.jit_env import configure_numba_environment
+
+configure_numba_environment()  # before any backend imports Numba (engine.backends.jit_env)
 
 BACKEND_NAMES = ("cpu", "cuda")
 
