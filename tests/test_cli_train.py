@@ -309,3 +309,16 @@ def test_subprocess_exit_codes_for_bad_input_and_divergence(tiny):
         env=env,
     )
     assert diverged.returncode == 3, diverged.stderr
+
+
+def test_readme_documents_every_event_and_member():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = {
+        line.split("|")[1].strip().strip("`"): line
+        for line in readme.splitlines()
+        if line.startswith("| `") and line.count("|") >= 3
+    }
+    for name, members in schema().items():
+        assert name in rows, f"README has no row for event {name}"
+        for member in members[1:]:
+            assert f"`{member}`" in rows[name], f"README row {name} lacks {member}"
