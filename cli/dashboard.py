@@ -147,6 +147,8 @@ class PlainLines:
     def _on_status(self, e) -> None:
         if e.busy:
             self._print(e.message + " ...")
+        elif e.message != "training":
+            self._print(e.message)
 
     def _on_step_finished(self, e) -> None:
         started = self.view.started

@@ -275,6 +275,7 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per event on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display on stderr."),
 ) -> None:
+    """Train (see TRAIN_HELP); exits 0 done, 1 bad input, 2 usage, 3 diverged, 130 stopped."""
     if resume is None and config is None:
         fail("give a CONFIG file (or - for standard input), or --resume RUN_DIR", EXIT_USAGE)
     if resume is not None:
@@ -286,27 +287,30 @@ def train(
                 EXIT_USAGE,
             )
     numba_threads = limit_threads(threads) if threads else None
-    session, created = _set_up(
-        config=config,
-        resume=resume,
-        sets=sets,
-        out=out,
-        options={
-            "data": data,
-            "data_dir": data_dir,
-            "weights": weights,
-            "clear": clear,
-            "max_iters": max_iters,
-            "seed": 0 if seed is None else seed,
-            "semantics": None if semantics is None else semantics.value,
-            "device": device.value,
-            "threads": numba_threads,
-            "shuffle": shuffle,
-            "eval_every": eval_every,
-            "checkpoint_every": checkpoint_every,
-        },
-    )
-    del created
+    try:
+        session = _set_up(
+            config=config,
+            resume=resume,
+            sets=sets,
+            out=out,
+            options={
+                "data": data,
+                "data_dir": data_dir,
+                "weights": weights,
+                "clear": clear,
+                "max_iters": max_iters,
+                "seed": 0 if seed is None else seed,
+                "semantics": None if semantics is None else semantics.value,
+                "device": device.value,
+                "threads": numba_threads,
+                "shuffle": shuffle,
+                "eval_every": eval_every,
+                "checkpoint_every": checkpoint_every,
+            },
+        )
+    except KeyboardInterrupt:
+        print("dnupdate: interrupted before training started", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     raise typer.Exit(_run(session, as_json=as_json, quiet=quiet))
 
 
@@ -332,21 +336,21 @@ def _set_up(*, config, resume, sets, out, options):
     try:
         if resume is not None:
             run, overrides, saved, folder = _load_resumed(resume)
-            keep = {k: options[k] for k in ("max_iters", "device", "threads", "eval_every")}
-            merged = {**saved, **{k: v for k, v in keep.items() if v is not None}}
-            if options["max_iters"] is None:
-                merged["max_iters"] = None
+            # this machine's choices; max_iters None = the config's end, not the last stop
+            merged = {**saved, "max_iters": options["max_iters"]}
+            merged.update({k: options[k] for k in ("device", "threads")})
+            if options["eval_every"] is not None:
+                merged["eval_every"] = options["eval_every"]
             train_options = TrainOptions(**merged)
             _print_warnings(run)
-            session = TrainingSession(run, train_options, folder=folder, resume=True)
-            return session, None
+            return TrainingSession(run, train_options, folder=folder, resume=True)
         run, overrides, text = _load_new(config, sets)
         _print_warnings(run)
         target = Path(out) if out else default_run_dir(config)
         existed = target.exists()
         folder = RunFolder.create(target)
         created = None if existed else target
-        session = TrainingSession(
+        return TrainingSession(
             run,
             TrainOptions(**options),
             folder=folder,
@@ -354,7 +358,6 @@ def _set_up(*, config, resume, sets, out, options):
             config_text=text,
             net_text=_net_file_text(run, run.config_path),
         )
-        return session, created
     except ConfigError as exc:
         _discard(created)
         fail_config(exc)

@@ -480,6 +480,12 @@ class TrainingSession:
         yield self.started_event()
         trainer = self.trainer
         solver = trainer.solver
+        if trainer.iteration >= self.max_iter:
+            yield Status(
+                f"nothing to train: {trainer.iteration} updates already done ({trainer.seen} "
+                f"images seen), the run stops at {self.max_iter}"
+                + (" (a .weights header's seen counts; --clear ignores it)" if trainer.seen else "")
+            )
         yield Status("preparing kernels (compiled once, cached afterwards)", busy=True)
         if (
             trainer.iteration == 0
