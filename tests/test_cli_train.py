@@ -322,3 +322,25 @@ def test_readme_documents_every_event_and_member():
         assert name in rows, f"README has no row for event {name}"
         for member in members[1:]:
             assert f"`{member}`" in rows[name], f"README row {name} lacks {member}"
+
+
+def test_weights_header_seen_sets_the_start_and_clear_resets_it(tiny):
+    data = ["--data", f"npz:{tiny.data}", "-q", "--json"]
+    first = tiny.root / "first"
+    assert train(str(tiny.darknet), *data, "--max-iters", "3", "--out", str(first)).exit_code == 0
+    weights = str(first / "final.weights")
+    kept = train(str(tiny.darknet), *data, "--weights", weights, "--out", str(tiny.root / "a"))
+    assert kept.exit_code == 0, kept.output
+    started = json_events(kept.stdout)[0]
+    assert started["start_iteration"] == 3  # seen = 24 images = 3 batches of 8
+    steps = [e for e in json_events(kept.stdout) if e["event"] == "step_finished"]
+    assert [s["iteration"] for s in steps] == [4, 5, 6, 7, 8]
+    cleared = train(
+        str(tiny.darknet), *data, "--weights", weights, "--clear", "--out", str(tiny.root / "b")
+    )
+    assert json_events(cleared.stdout)[0]["start_iteration"] == 0
+    npz = train(
+        str(tiny.darknet), *data, "--weights", str(first / "final.npz"), "--max-iters", "1",
+        "--out", str(tiny.root / "c"),
+    )  # fmt: skip
+    assert npz.exit_code == 0 and json_events(npz.stdout)[0]["start_iteration"] == 0
