@@ -253,3 +253,28 @@ def test_negative_gamma_is_fatal_for_every_policy_caffe_checks(tmp_path):
         assert errors[0].line == 4
     # poly and fixed do not check gamma
     assert _load_solver(tmp_path, 'lr_policy: "poly"\ngamma: -0.5\nmax_iter: 9\n').schedule
+
+
+# --------------------------------------------------------------------------------------------
+# upgrade_proto.cpp: UpgradeNetDataTransformation — a V1 data layer's data_param.scale (and
+# mean_file, crop_size, mirror) is moved with transform_param->set_*: it REPLACES a value the
+# layer's transform_param already had.
+# --------------------------------------------------------------------------------------------
+
+
+def test_v1_data_param_transform_fields_replace_transform_param(tmp_path):
+    from engine.config import load_config
+
+    net = """name: "n"
+layers { name: "d" type: DATA top: "data" top: "label"
+  transform_param { scale: 0.25 mirror: false }
+  data_param { source: "mnist" batch_size: 8 backend: LMDB scale: 0.5 mirror: true } }
+layers { name: "ip" type: INNER_PRODUCT bottom: "data" top: "ip"
+  inner_product_param { num_output: 10 } }
+layers { name: "loss" type: SOFTMAX_LOSS bottom: "ip" bottom: "label" }
+"""
+    (tmp_path / "net.prototxt").write_text(net)
+    path = tmp_path / "solver.prototxt"
+    path.write_text('net: "net.prototxt"\nbase_lr: 0.1\nlr_policy: "fixed"\n')
+    source = load_config(str(path)).data.train
+    assert (source.scale, source.mirror) == (0.5, True)

@@ -55,7 +55,8 @@ def _v1_params(v1: Msg, layer: Msg) -> None:
 
 
 def _v1_data_transform(layer: Msg) -> None:
-    """V1 data layers kept preprocessing in ``data_param``; it moves to ``transform_param``."""
+    """V1 data layers kept preprocessing in ``data_param``; it moves to ``transform_param``,
+    replacing a value already there (``UpgradeNetDataTransformation`` uses ``set_*``)."""
     if not layer.has("data_param"):
         return
     data = layer.get("data_param")
@@ -66,8 +67,7 @@ def _v1_data_transform(layer: Msg) -> None:
     if not layer.has("transform_param"):
         layer.add("transform_param", transform, data.origin)
     for name in moved:
-        if not transform.has(name):
-            _copy(data, transform, name)
+        transform.set(name, data.all(name), data.origin_of(name))
         del data.values[name], data.origins[name]
 
 
