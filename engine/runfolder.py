@@ -27,6 +27,7 @@ rewrite.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -66,10 +67,24 @@ class RunFolderError(Exception):
         super().__init__(f"{self.path}: {message}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(path: str | os.PathLike) -> None:
+    """Give a file written through a temporary file the mode a plain ``open`` would
+    (``0o666 & ~umask``): ``mkstemp`` creates it readable by its owner only."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o666 & ~_umask())
+
+
 def write_text(path: Path, text: str) -> None:
     """Write UTF-8 text atomically (temporary file, fsync, rename)."""
     data = text.encode("utf-8", errors="surrogateescape")
     atomic_write(path, lambda handle: handle.write(data))
+    publish(path)
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -113,6 +128,7 @@ def save_state(path: Path, state: Mapping[str, Any]) -> None:
     text = json.dumps(meta, sort_keys=True).encode("utf-8")
     arrays[_META_KEY] = np.frombuffer(text, dtype=np.uint8)
     atomic_write(path, lambda handle: np.savez(handle, **arrays))
+    publish(path)
 
 
 def load_state(path: Path) -> dict[str, Any]:

@@ -51,7 +51,13 @@ from engine.events import (
     Status,
     StepFinished,
 )
-from engine.runfolder import RunFolder, metric_columns, resolved_config, truncate_metrics
+from engine.runfolder import (
+    RunFolder,
+    metric_columns,
+    publish,
+    resolved_config,
+    truncate_metrics,
+)
 from engine.spec import RunSpec
 
 #: without ``test_iter`` (darknet): test images per periodic test, and for the final test
@@ -611,6 +617,7 @@ class TrainingSession:
         if self.folder is not None:
             path = self.folder.checkpoint_path(iteration)
             save_npz_weights(path, self.run.net, self._arrays())
+            publish(path)
             files.append(str(path))
             files.append(str(self.folder.save_state(self.state_dict())))
             self.last_checkpoint = str(path)
@@ -635,6 +642,8 @@ class TrainingSession:
             written = _write_caffemodel(folder.path / "final.caffemodel", self.run, arrays)
             files += written
         files.append(str(folder.save_state(self.state_dict())))
+        for written in files:
+            publish(written)
         self.last_checkpoint = str(final_npz)
         return files
 
