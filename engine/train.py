@@ -616,12 +616,31 @@ class TrainingSession:
         iteration = self.trainer.iteration
         if self.folder is not None:
             path = self.folder.checkpoint_path(iteration)
-            save_npz_weights(path, self.run.net, self._arrays())
-            publish(path)
+            arrays = self._arrays()
+            save_npz_weights(path, self.run.net, arrays)
             files.append(str(path))
+            files += self._framework_snapshot(arrays, iteration)
             files.append(str(self.folder.save_state(self.state_dict())))
+            for written in files:
+                publish(written)
             self.last_checkpoint = str(path)
         return CheckpointSaved(iteration, reason, tuple(files))
+
+    def _framework_snapshot(self, arrays: dict[str, np.ndarray], iteration: int) -> list[str]:
+        """The parameters in the framework's own file, next to the checkpoint: darknet
+        ``<cfg>_<N>.weights``; Caffe ``<snapshot_prefix name>_iter_<N>.caffemodel``
+        (``Solver::Snapshot``'s name, kept inside the run folder)."""
+        from engine.checkpoint import write_darknet_weights
+
+        assert self.folder is not None
+        folder = self.folder.path / "checkpoints"
+        stem = Path(self.run.config_path).stem if self.run.config_path != "<stdin>" else "net"
+        if self.run.format == "darknet":
+            path = folder / f"{stem}_{iteration}.weights"
+            write_darknet_weights(path, self.run.net, arrays, self.trainer.seen)
+            return [str(path)]
+        prefix = Path(self.run.solver.snapshot_prefix).name or stem
+        return _write_caffemodel(folder / f"{prefix}_iter_{iteration}.caffemodel", self.run, arrays)
 
     def _final_files(self) -> list[str]:
         from engine.checkpoint import save_npz_weights, write_darknet_weights

@@ -263,7 +263,9 @@ def test_events_follow_the_schema_and_metrics_have_every_update(tiny):
 
 def test_caffe_loop_tests_on_schedule_and_smooths_over_average_loss(tiny):
     out = tiny.root / "caffe"
-    events = run_all(tiny.caffe, out)
+    events = run_all(tiny.caffe, out, checkpoint_every=4)
+    # Caffe's snapshot name: <snapshot_prefix, default the solver's path>_iter_<N>.caffemodel
+    assert (out / "checkpoints" / "tiny_solver_iter_4.caffemodel").exists()
     evals = [e for e in events if e.kind == "eval_finished"]
     # test_initialization, then every test_interval = 3, then the final one at max_iter = 8
     assert [e.iteration for e in evals] == [0, 3, 6, 8]
@@ -370,6 +372,7 @@ def test_a_stop_request_checkpoints_and_ends_interrupted(tiny):
     assert events[-1].status == "interrupted" and events[-2].iteration == 2
     assert int(load_state(out / "state.npz")["trainer.iteration"]) == 2
     assert (out / "checkpoints" / "iter_000002.npz").exists()
+    assert (out / "checkpoints" / "tiny_2.weights").exists()  # darknet's <cfg>_<N>.weights
 
 
 def test_no_iteration_limit_is_a_setup_error(tiny):
