@@ -275,6 +275,24 @@ def _default_eval_every(run: RunSpec, max_iter: int) -> int:
     return 0
 
 
+def _absolute(path: str | None) -> str | None:
+    """An existing file or folder as an absolute path (so ``--resume`` works from any
+    folder); anything else (a dataset name, ``<stdin>``) unchanged."""
+    if not path:
+        return path
+    prefix = "npz:" if path.startswith("npz:") else ""
+    candidate = Path(path.removeprefix(prefix))
+    return prefix + str(candidate.resolve()) if candidate.exists() else path
+
+
+def _portable_options(options: TrainOptions) -> dict[str, Any]:
+    """The options for ``run.json``, with relative paths made absolute."""
+    saved = options.to_json()
+    for key in ("data", "data_dir", "weights"):
+        saved[key] = _absolute(saved[key])
+    return saved
+
+
 def _nonfinite_layer(where: str) -> str:
     """The layer named in ``IterationResult.non_finite`` (``"layer 3"``,
     ``"blob conv1/0 (weights)"``, ``"loss"``)."""
@@ -400,9 +418,9 @@ class TrainingSession:
             )
             folder.write_run_info(
                 {
-                    "config_path": self.run.config_path,
+                    "config_path": _absolute(self.run.config_path),
                     "overrides": [list(item) for item in overrides],
-                    "options": self.options.to_json(),
+                    "options": _portable_options(self.options),
                     "versions": package_versions(),
                 }
             )

@@ -344,3 +344,16 @@ def test_weights_header_seen_sets_the_start_and_clear_resets_it(tiny):
         "--out", str(tiny.root / "c"),
     )  # fmt: skip
     assert npz.exit_code == 0 and json_events(npz.stdout)[0]["start_iteration"] == 0
+
+
+def test_resume_from_another_folder_finds_relative_config_and_data(tiny, monkeypatch):
+    split = tiny.root / "split"
+    args = ["tiny_solver.prototxt", "--max-iters", "2", "--out", str(split), "-q"]
+    assert train(*args).exit_code == 0  # relative solver path, relative net and data paths
+    elsewhere = tiny.root / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = train("--resume", str(split), "--max-iters", "4", "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((split / "summary.json").read_text())
+    assert summary["iteration"] == 4
