@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import IO, Protocol
@@ -29,13 +31,36 @@ class JsonLinesSink:
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stdout
+        self.broken = False
 
     def handle(self, event) -> None:
-        self.stream.write(json.dumps(event.to_json(), allow_nan=False) + "\n")
-        self.stream.flush()
+        if self.broken:
+            return
+        try:
+            self.stream.write(json.dumps(event.to_json(), allow_nan=False) + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            # the reader went away (``| head``): keep training, stop writing, and point the
+            # descriptor at /dev/null so that the interpreter's final flush does not fail
+            self.broken = True
+            _silence(self.stream)
 
     def close(self) -> None:
-        self.stream.flush()
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self.broken = True
+                _silence(self.stream)
+
+
+def _silence(stream: IO[str]) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
 
 
 def fan_out(events: Iterable, sinks: Sequence[Sink]):

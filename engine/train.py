@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.data import BatchSampler, DataError, Dataset, open_dataset
+from engine.data import BatchSampler, Dataset, open_dataset
 from engine.events import (
     CheckpointSaved,
     Diverged,
@@ -771,7 +771,6 @@ def _write_caffemodel(path: Path, run: RunSpec, arrays: dict[str, np.ndarray]) -
 
 
 __all__ = [
-    "DataError",
     "LayerNormTable",
     "LossSmoother",
     "TrainOptions",
