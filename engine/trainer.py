@@ -361,12 +361,14 @@ class Trainer:
 
         A Caffe net tested on batches of one size reports what ``Solver::Test`` prints: per
         output, the float32 sum over the batches of each batch's value (the loss; the
-        accuracy as the float quotient ``correct / count``) divided by the number of batches.
+        accuracy as the float quotient ``correct / count``: the net's first ``Accuracy``
+        layer's output, with its ``top_k`` and ``ignore_label``, when it has one) divided by
+        the number of batches.
         """
         loss_sum = 0.0
         correct = 0
         images = 0
-        per_batch: list[tuple[int, float, int]] = []  # (images, loss, correct)
+        per_batch: list[tuple[int, float, float]] = []  # (images, loss, Caffe accuracy)
         for x, y in batches:
             labels = np.asarray(y)
             net = self._eval_network(int(np.shape(x)[0]))
@@ -379,7 +381,7 @@ class Trainer:
             hits = _top1_correct(scores, labels)
             correct += hits
             images += count
-            per_batch.append((count, float(per_image), hits))
+            per_batch.append((count, float(per_image), _caffe_accuracy(net, hits)))
         if images == 0:
             return EvalResult(math.nan, math.nan, 0)
         if self.network.native == "caffe" and len({n for n, _, _ in per_batch}) == 1:
@@ -446,14 +448,22 @@ class Trainer:
             _set_rng_state(self._policy_rng, policy)
 
 
-def _caffe_test_means(per_batch: list[tuple[int, float, int]], images: int) -> EvalResult:
-    """``Solver::Test``: ``Σ_f32 value_i / test_iter`` for the loss and for the accuracy,
-    whose per-batch value is ``AccuracyLayer::Forward_cpu``'s float ``accuracy / count``."""
+def _caffe_accuracy(net: Network, hits: int) -> float:
+    """One batch's accuracy as Caffe's ``AccuracyLayer::Forward_cpu`` gives it: the net's
+    first ``Accuracy`` layer's float ``accuracy / count``, else ``f32(hits) / f32(batch)``."""
+    for layer in net.layers:
+        if layer.spec.kind == "accuracy":
+            return float(layer.value)
+    return float(np.float32(hits) / np.float32(net.batch))
+
+
+def _caffe_test_means(per_batch: list[tuple[int, float, float]], images: int) -> EvalResult:
+    """``Solver::Test``: ``Σ_f32 value_i / test_iter`` for the loss and for the accuracy."""
     f32 = np.float32
     loss_sum, accuracy_sum = f32(0.0), f32(0.0)
-    for count, loss, hits in per_batch:
+    for _, loss, accuracy in per_batch:
         loss_sum = f32(loss_sum + f32(loss))
-        accuracy_sum = f32(accuracy_sum + f32(hits) / f32(count))
+        accuracy_sum = f32(accuracy_sum + f32(accuracy))
     batches = f32(len(per_batch))
     return EvalResult(float(loss_sum / batches), float(accuracy_sum / batches), images)
 

@@ -126,8 +126,9 @@ def test_two_caffe_losses_on_one_blob_sum_their_gradients():
 # --------------------------------------------------------------------------------------------
 
 
-def _caffe_run():
+def _caffe_run(accuracy_top_k: int | None = None):
     from engine.spec import (
+        AccuracySpec,
         ConnectedSpec,
         FillerSpec,
         InputSpec,
@@ -138,14 +139,14 @@ def _caffe_run():
         SolverSpec,
     )
 
-    net = NetSpec(
-        "linear",
-        InputSpec(3, 1, 1),
-        (
-            ConnectedSpec(name="ip", outputs=4, weight_filler=FillerSpec("gaussian", std=1.0)),
-            SoftmaxLossSpec(name="loss"),
-        ),
-    )
+    layers = [
+        ConnectedSpec(name="ip", outputs=4, weight_filler=FillerSpec("gaussian", std=1.0)),
+        SoftmaxLossSpec(name="loss"),
+    ]
+    if accuracy_top_k is not None:
+        test_only = frozenset({"test"})
+        layers.append(AccuracySpec(name="acc", top_k=accuracy_top_k, phases=test_only))
+    net = NetSpec("linear", InputSpec(3, 1, 1), tuple(layers))
     solver = SolverSpec(semantics="caffe", optimizer="sgd", minibatch=3)
     schedule = ScheduleSpec(convention="caffe", policy="fixed", base_lr=0.1)
     return RunSpec("caffe", "linear.prototxt", net, solver, schedule)
@@ -278,3 +279,25 @@ layers { name: "loss" type: SOFTMAX_LOSS bottom: "ip" bottom: "label" }
     path.write_text('net: "net.prototxt"\nbase_lr: 0.1\nlr_policy: "fixed"\n')
     source = load_config(str(path)).data.train
     assert (source.scale, source.mirror) == (0.5, True)
+
+
+def test_caffe_test_accuracy_is_the_nets_accuracy_layer_output():
+    # Solver::Test reports the Accuracy layer's top (top_k: 2 here), not a top-1 of our own.
+    from engine.trainer import Trainer
+
+    trainer = Trainer(_caffe_run(accuracy_top_k=2), seed=4)
+    rng = np.random.default_rng(12)
+    batches = [
+        (rng.standard_normal((3, 3, 1, 1)).astype(F32), rng.integers(0, 4, size=3))
+        for _ in range(5)
+    ]
+    acc_sum = F32(0)
+    net = trainer._eval_network(3)
+    for x, y in batches:
+        net.set_truth(y)
+        net.forward(x, train=False)
+        scores = net.output.reshape(3, 4)
+        truth = scores[np.arange(3), y]
+        correct = sum(int((scores[i] >= truth[i]).sum() - 1 < 2) for i in range(3))
+        acc_sum = F32(acc_sum + F32(F32(correct) / F32(3)))
+    assert trainer.evaluate(batches).accuracy == float(F32(acc_sum / F32(5)))
