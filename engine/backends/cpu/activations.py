@@ -407,14 +407,31 @@ def darknet_gradient(y, code):
 
 @njit(cache=True)
 def _activate_array(x, code):
-    for i in range(x.size):
-        x[i] = darknet_activate(x[i], code)
+    # leaky and relu get loops of their own: without the per-element switch the loop
+    # vectorises (leaky: 4.2M floats 28.7 → 0.6 ms); the same scalar functions, same results
+    if code == LEAKY:
+        for i in range(x.size):
+            x[i] = leaky_activate(x[i])
+    elif code == RELU:
+        for i in range(x.size):
+            x[i] = relu_activate(x[i])
+    else:
+        for i in range(x.size):
+            x[i] = darknet_activate(x[i], code)
 
 
 @njit(cache=True)
 def _gradient_array(y, code, delta):
-    for i in range(y.size):
-        delta[i] = delta[i] * darknet_gradient(y[i], code)
+    # see _activate_array: switch hoisted out of the loop for the common activations
+    if code == LEAKY:
+        for i in range(y.size):
+            delta[i] = delta[i] * leaky_gradient(y[i])
+    elif code == RELU:
+        for i in range(y.size):
+            delta[i] = delta[i] * relu_gradient(y[i])
+    else:
+        for i in range(y.size):
+            delta[i] = delta[i] * darknet_gradient(y[i], code)
 
 
 def activate(x: np.ndarray, code: int) -> None:
