@@ -61,7 +61,7 @@ def unavailable_reason() -> str:
         return (
             "numba-cuda is not installed (install the 'cuda' extra: pip install 'dnupdate[cuda]')"
         )
-    return "no CUDA driver or GPU found (numba.cuda.is_available() is False)"
+    return "no CUDA driver or GPU found by numba-cuda"
 
 
 def list_devices() -> list[CudaDevice]:
