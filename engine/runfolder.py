@@ -10,6 +10,8 @@ Layout (``--out DIR``, default ``runs/<config-name>-<YYYYmmdd-HHMMSS>/``)::
     metrics.jsonl / metrics.csv             one row per update (kind "train") and per test
                                             pass (kind "test"); appended on resume
     checkpoints/iter_<N>.npz                parameters after N updates, keyed "LAYER/INDEX"
+    checkpoints/<cfg>_<N>.weights           the same in darknet's file (darknet nets), or
+    checkpoints/<prefix>_iter_<N>.caffemodel  in Caffe's (Caffe nets)
     state.npz                               the latest good full state (parameters, gradient
                                             and optimizer buffers, RNG states, iteration, seen,
                                             data positions, loss smoothing): --resume reads it

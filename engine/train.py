@@ -15,8 +15,10 @@ printing. Per update it:
    checkpoint stays) and stops;
 5. tests on the test split every ``eval_every`` updates (Caffe ``test_interval``; also before
    the first update when ``test_initialization``, and after the last one);
-6. checkpoints every ``checkpoint_every`` updates (Caffe ``snapshot``) and at the end
-   (``final.npz``, ``final.weights`` for darknet nets, ``final.caffemodel`` for Caffe nets);
+6. checkpoints every ``checkpoint_every`` updates (Caffe ``snapshot``: ``iter_<N>.npz`` plus
+   darknet ``<cfg>_<N>.weights`` or Caffe ``<prefix>_iter_<N>.caffemodel``, and the full
+   state) and at the end (``final.npz``, ``final.weights`` for darknet nets,
+   ``final.caffemodel`` for Caffe nets);
 7. when ``stop()`` names a signal, checkpoints and yields :class:`~engine.events.Interrupted`.
 
 Resume: the state file holds the trainer state (parameters, gradient buffers — darknet's SGD
