@@ -45,6 +45,15 @@ def _im2col(x, col, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
                             col[g, row, b * n + oy * out_w + ox] = 0.0
 
 
+@njit(inline="always")
+def _inside_columns(shift, stride, width, out_w):
+    """``[first, end)``: the output columns ``ox`` whose input column ``ox·stride + shift``
+    lies in ``[0, width)`` (the rest read the zero padding)."""
+    first = max(0, -(shift // stride))  # ceil(−shift / stride)
+    end = min(out_w, max(first, -((shift - width) // stride)))  # ceil((width − shift) / stride)
+    return first, end
+
+
 @njit(parallel=True, cache=True)
 def _col2im_add(col, dx, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
     batch, channels, height, width = dx.shape
@@ -59,14 +68,15 @@ def _col2im_add(col, dx, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
         for ky in range(kh):
             for kx in range(kw):
                 row = (c * kh + ky) * kw + kx
+                shift = kx * dil - pw
+                first, end = _inside_columns(shift, sw, width, out_w)
                 for oy in range(out_h):
                     iy = oy * sh - ph + ky * dil
                     if iy < 0 or iy >= height:
                         continue
-                    for ox in range(out_w):
-                        ix = ox * sw - pw + kx * dil
-                        if ix >= 0 and ix < width:
-                            dx[b, ci, iy, ix] += col[g, row, b * n + oy * out_w + ox]
+                    base = b * n + oy * out_w
+                    for ox in range(first, end):
+                        dx[b, ci, iy, ox * sw + shift] += col[g, row, base + ox]
 
 
 @njit(parallel=True, cache=True)
