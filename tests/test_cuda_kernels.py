@@ -56,7 +56,7 @@ def test_copy_accumulate_scale():
         b.accumulate(out, src, 0.7)
         b.copy(out, src)
 
-    compare_backends(arrays, call, rtol=0, atol=0)
+    compare_backends(arrays, call, rtol=1e-6, atol=1e-7)  # a GPU may fuse y + a·x (FMA)
 
 
 # ---- GEMM ---------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_bias_add_and_grad():
         b.bias_add(y, bias)
         b.bias_grad(y, grad, -1.0)
 
-    compare_backends(arrays, call, rtol=0, atol=0)
+    compare_backends(arrays, call, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(
@@ -428,7 +428,7 @@ def test_fused_update(name, rule, coefficients):
     arrays["b_state"] = arrays.pop("b")
     compare_backends(arrays, call, rtol=1e-6, atol=1e-7)
     for cpu_norm, gpu_norm in zip(norms["cpu"], norms["cuda"], strict=True):
-        np.testing.assert_allclose(gpu_norm, cpu_norm, rtol=1e-12)
+        np.testing.assert_allclose(gpu_norm, cpu_norm, rtol=1e-6)
 
 
 def test_segment_norms_and_nonfinite():
