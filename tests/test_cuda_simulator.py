@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ("tests/test_cuda_kernels.py", "tests/test_cuda_training.py")
+MODULES = (
+    "tests/test_cuda_kernels.py",
+    "tests/test_cuda_layers.py",
+    "tests/test_cuda_training.py",
+)
 
 
 @pytest.mark.skipif(
