@@ -25,7 +25,8 @@ from engine.backends.cpu import batchnorm as cpu_bn
 from engine.backends.cpu import dropout as cpu_dropout
 from engine.backends.cpu import softmax as cpu_softmax
 from engine.backends.cpu.activations import LINEAR
-from engine.backends.cuda import channels, elementwise, gemm, losses, segments, spatial
+from engine.backends.cuda import channels, elementwise, gemm, segments, spatial
+from engine.backends.cuda import losses as loss_kernels
 from engine.backends.cuda.arrays import (
     CudaArray,
     DeviceArrayError,
@@ -350,29 +351,31 @@ class CudaBackend(Backend):
     # ---- losses ---------------------------------------------------------------------------
     def _scalar_sum(self, values) -> float:
         result = self._device_scratch("sum", (1,), np.float32)
-        losses.sequential_sum[1, 1](values, result)
+        loss_kernels.sequential_sum[1, 1](values, result)
         return float(result.copy_to_host()[0])
 
-    def darknet_softmax(self, x, y, truth, delta, losses_out, groups, temperature):
+    def darknet_softmax(self, x, y, truth, delta, losses, groups, temperature):
         batch = x.shape[0] if x.ndim > 1 else 1
         inputs = x.size // max(batch, 1)
         if groups < 1 or inputs % groups:
             raise BackendError(f"{inputs} inputs cannot be split into {groups} groups")
         rows = batch * groups
-        losses.darknet_softmax[grid(rows)](
+        loss_kernels.darknet_softmax[grid(rows)](
             x.flat, y.flat, rows, inputs // groups, _f32(temperature)
         )
         if truth is None:
             return 0.0
-        losses.darknet_cross_entropy[grid(y.size)](y.flat, truth.flat, delta.flat, losses_out.flat)
-        return self._scalar_sum(losses_out.flat)
+        loss_kernels.darknet_cross_entropy[grid(y.size)](
+            y.flat, truth.flat, delta.flat, losses.flat
+        )
+        return self._scalar_sum(losses.flat)
 
     def darknet_cost(self, x, truth, errors, delta, cost_type):
         try:
             code = cpu_softmax.cost_code(cost_type)
         except ValueError as exc:
             raise BackendError(str(exc)) from exc
-        losses.darknet_cost[grid(x.size)](x.flat, truth.flat, delta.flat, errors.flat, code)
+        loss_kernels.darknet_cost[grid(x.size)](x.flat, truth.flat, delta.flat, errors.flat, code)
         return self._scalar_sum(errors.flat)
 
     @staticmethod
@@ -398,10 +401,10 @@ class CudaBackend(Backend):
     def softmax_loss_forward(self, x, labels, prob, normalization, ignore_label):
         x3, p3 = _bcs(x), _bcs(prob)
         outer, _, inner = x3.shape
-        losses.caffe_softmax[grid(outer * inner)](x3, p3)
+        loss_kernels.caffe_softmax[grid(outer * inner)](x3, p3)
         result = self._device_scratch("nll", (2,), np.float64)
         mode = cpu_softmax.normalization_code(normalization)
-        losses.caffe_nll[1, 1](
+        loss_kernels.caffe_nll[1, 1](
             p3, self._labels(labels, outer, inner), self._ignore(ignore_label), mode, result
         )
         return self._checked_result(result, labels)
@@ -412,9 +415,9 @@ class CudaBackend(Backend):
         labels2 = self._labels(labels, outer, inner)
         ignore = self._ignore(ignore_label)
         count = self._device_scratch("valid", (1,), np.int64)
-        losses.count_valid[1, 1](labels2, ignore, count)
+        loss_kernels.count_valid[1, 1](labels2, ignore, count)
         mode = cpu_softmax.normalization_code(normalization)
-        losses.caffe_softmax_loss_grad[grid(prob.size)](
+        loss_kernels.caffe_softmax_loss_grad[grid(prob.size)](
             p3, labels2, dx3, ignore, mode, _f32(loss_weight), count
         )
 
@@ -422,7 +425,7 @@ class CudaBackend(Backend):
         x3 = _bcs(x)
         outer, _, inner = x3.shape
         result = self._device_scratch("accuracy", (2,), np.float64)
-        losses.caffe_accuracy[1, 1](
+        loss_kernels.caffe_accuracy[1, 1](
             x3, self._labels(labels, outer, inner), top_k, self._ignore(ignore_label), result
         )
         return self._checked_result(result, labels)
