@@ -156,5 +156,8 @@ def _print_table(results, settings) -> None:
         table.add_row(*row)
     peak = next((r.gflops / r.peak_fraction for r in results if r.peak_fraction), None)
     if peak:
-        table.caption = f"sgemm peak {peak:.0f} GFLOP/s (2048×2048 float32, same threads)"
+        core = next((r.blas_core for r in results if r.blas_core), "")
+        table.caption = f"sgemm peak {peak:.0f} GFLOP/s (2048×2048 float32, same threads)" + (
+            f"; OpenBLAS core {core}" if core else ""
+        )
     stdout_console().print(table)

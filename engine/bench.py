@@ -174,7 +174,8 @@ def gemm_flops(net, phase: str = "train") -> tuple[float, float]:
 @dataclass(frozen=True)
 class BenchResult:
     """One workload in one mode (see the module docstring for every field). ``torch_*`` and
-    ``ratio`` are None without the PyTorch comparison."""
+    ``ratio`` are None without the PyTorch comparison; ``blas_core`` is the kernel set NumPy's
+    OpenBLAS chose (display only, not in the JSON)."""
 
     workload: str
     mode: str
@@ -190,6 +191,7 @@ class BenchResult:
     torch_images_per_s: float | None = None
     ratio: float | None = None
     device: str = "cpu"
+    blas_core: str = ""
     windows: tuple[float, ...] = field(default=(), repr=False)
     torch_windows: tuple[float, ...] = field(default=(), repr=False)
 
@@ -197,7 +199,7 @@ class BenchResult:
         """The ``--json`` object: the issue's fields, plus ``torch_images_per_s`` and
         ``ratio`` when PyTorch was compared."""
         data = asdict(self)
-        for name in ("windows", "torch_windows", "device"):
+        for name in ("windows", "torch_windows", "device", "blas_core"):
             data.pop(name)
         if self.torch_images_per_s is None:
             data.pop("torch_images_per_s")
@@ -311,7 +313,7 @@ def run_bench(workloads: Sequence[Workload], settings: BenchSettings) -> Iterato
         tempfile.TemporaryDirectory(prefix="dnupdate-bench-jit-") if settings.cold_cache else None
     )
     env = worker_environment(settings.threads, cache.name if cache else None)
-    peak_gflops: float | None = None
+    peak: tuple[float, str] | None = None
     try:
         for workload in workloads:
             ours = WorkerProcess("dnupdate", workload.config, settings, env)
@@ -321,9 +323,9 @@ def run_bench(workloads: Sequence[Workload], settings: BenchSettings) -> Iterato
                 else None
             )
             try:
-                if peak_gflops is None:
-                    peak_gflops = ours.call("sgemm_peak")
-                yield from _measure_workload(workload, settings, ours, theirs, peak_gflops)
+                if peak is None:
+                    peak = tuple(ours.call("sgemm_peak"))
+                yield from _measure_workload(workload, settings, ours, theirs, peak)
             finally:
                 ours.close()
                 if theirs is not None:
@@ -333,7 +335,8 @@ def run_bench(workloads: Sequence[Workload], settings: BenchSettings) -> Iterato
             cache.cleanup()
 
 
-def _measure_workload(workload, settings, ours, theirs, peak_gflops) -> Iterator[BenchResult]:
+def _measure_workload(workload, settings, ours, theirs, peak) -> Iterator[BenchResult]:
+    peak_gflops, blas_core = peak
     info = ours.call("setup")
     if theirs is not None:
         theirs.call("setup")
@@ -367,6 +370,7 @@ def _measure_workload(workload, settings, ours, theirs, peak_gflops) -> Iterator
             torch_images_per_s=torch_median,
             ratio=None if not torch_median else median / torch_median,
             device=settings.device,
+            blas_core=blas_core,
             windows=tuple(mine),
             torch_windows=tuple(other),
         )

@@ -4,6 +4,7 @@ round trip on a tiny net and the PyTorch comparison's messages. No timing is ass
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -234,3 +235,33 @@ def test_torch_translation_reproduces_every_layer_shape():
                 seen.append(tuple(x.shape[1:]))
         assert seen == pooled, name
         assert tuple(x.shape) == (2, 10), name
+
+
+def test_blas_core_name_is_a_word_or_empty():
+    from engine.bench_worker import blas_core_name
+
+    name = blas_core_name()
+    assert name == "" or name.isidentifier()
+
+
+def test_device_without_a_backend_is_a_clear_error(tiny_cfg):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    command = [
+        sys.executable, "-c", "from cli.main import app; app()", "bench", str(tiny_cfg),
+        "--device", "no-such-device", "--windows", "1", "--iters", "1", "--warmup", "1",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 1
+    assert "no-such-device" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_table_output_names_every_workload_and_mode(tiny_cfg):
+    command = [
+        sys.executable, "-c", "from cli.main import app; app()", "bench", str(tiny_cfg),
+        "--threads", "1", "--windows", "1", "--iters", "1", "--warmup", "1",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "tiny" in done.stdout and "train" in done.stdout and "infer" in done.stdout
+    assert "sgemm peak" in done.stdout
+    assert "tiny train:" in done.stderr  # progress lines go to stderr
