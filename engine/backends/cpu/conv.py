@@ -20,6 +20,15 @@ import numpy as np
 from numba import njit, prange
 
 
+@njit(inline="always")
+def _inside_columns(shift, stride, width, out_w):
+    """``[first, end)``: the output columns ``ox`` whose input column ``ox·stride + shift``
+    lies in ``[0, width)`` (the rest read the zero padding)."""
+    first = max(0, -(shift // stride))  # ceil(−shift / stride)
+    end = min(out_w, max(first, -((shift - width) // stride)))  # ceil((width − shift) / stride)
+    return first, end
+
+
 @njit(parallel=True, cache=True)
 def _im2col(x, col, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
     batch, channels, height, width = x.shape
@@ -34,24 +43,22 @@ def _im2col(x, col, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
         for ky in range(kh):
             for kx in range(kw):
                 row = (c * kh + ky) * kw + kx
+                shift = kx * dil - pw
+                first, end = _inside_columns(shift, sw, width, out_w)
                 for oy in range(out_h):
                     iy = oy * sh - ph + ky * dil
-                    inside_y = iy >= 0 and iy < height
-                    for ox in range(out_w):
-                        ix = ox * sw - pw + kx * dil
-                        if inside_y and ix >= 0 and ix < width:
-                            col[g, row, b * n + oy * out_w + ox] = x[b, ci, iy, ix]
-                        else:
-                            col[g, row, b * n + oy * out_w + ox] = 0.0
-
-
-@njit(inline="always")
-def _inside_columns(shift, stride, width, out_w):
-    """``[first, end)``: the output columns ``ox`` whose input column ``ox·stride + shift``
-    lies in ``[0, width)`` (the rest read the zero padding)."""
-    first = max(0, -(shift // stride))  # ceil(−shift / stride)
-    end = min(out_w, max(first, -((shift - width) // stride)))  # ceil((width − shift) / stride)
-    return first, end
+                    dst = col[g, row, b * n + oy * out_w : b * n + (oy + 1) * out_w]
+                    if iy < 0 or iy >= height:
+                        dst[:] = 0.0
+                        continue
+                    src = x[b, ci, iy]
+                    dst[:first] = 0.0  # left padding
+                    if sw == 1:  # a slice copy (vectorised)
+                        dst[first:end] = src[first + shift : end + shift]
+                    else:
+                        for ox in range(first, end):
+                            dst[ox] = src[ox * sw + shift]
+                    dst[end:] = 0.0  # right padding
 
 
 @njit(parallel=True, cache=True)
