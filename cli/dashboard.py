@@ -346,14 +346,16 @@ class Dashboard:
         )
         table.add_column("layer")
         table.add_column("‖w‖ (before)", justify="right")
+        table.add_column("‖g‖ (gradient)", justify="right")
         table.add_column("‖Δw‖ (applied)", justify="right")
         table.add_column("‖Δw‖/‖w‖", justify="right")
         kinds = self.view.layer_kinds()
         for layer in norms.layers[:MAX_TABLE_LAYERS]:
             name = f"{layer.layer} ({kinds[layer.layer]})" if layer.layer in kinds else layer.layer
-            table.add_row(name, _g(layer.w_norm), _g(layer.dw_norm), f"{layer.ratio:.2e}")
+            grad = "-" if layer.g_norm is None else _g(layer.g_norm)
+            table.add_row(name, _g(layer.w_norm), grad, _g(layer.dw_norm), f"{layer.ratio:.2e}")
         if len(norms.layers) > MAX_TABLE_LAYERS:
-            table.add_row(f"(+{len(norms.layers) - MAX_TABLE_LAYERS} more)", "", "", "")
+            table.add_row(f"(+{len(norms.layers) - MAX_TABLE_LAYERS} more)", "", "", "", "")
         if norms.grad_norm is not None:
             scale = "" if norms.clip_scale is None else f", clipped x{norms.clip_scale:.3g}"
             table.caption = f"global gradient norm {_g(norms.grad_norm)}{scale}"

@@ -141,12 +141,17 @@ class StepFinished(Event):
 class LayerNorms:
     """Norms of one layer's learnable blobs in one update, aggregated over its blobs:
     ``w_norm = sqrt(Σ‖w_b‖²)`` before the update, ``dw_norm = sqrt(Σ‖Δw_b‖²)`` of the applied
-    change, ``ratio = dw_norm / w_norm`` (0 when ``w_norm = 0``)."""
+    change, ``ratio = dw_norm / w_norm`` (0 when ``w_norm = 0``), ``g_norm = sqrt(Σ‖g_b‖²)``
+    of this update's gradient, sign-free: darknet the sum over the batch's images of
+    ``−∂L/∂θ`` (without the momentum darknet carries in its gradient buffer), Caffe the
+    accumulated diff divided by ``iter_size`` (before clipping, normalisation and
+    regularisation); None when not measured."""
 
     layer: str
     w_norm: float
     dw_norm: float
     ratio: float
+    g_norm: float | None = None
 
 
 @dataclass(frozen=True)

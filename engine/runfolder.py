@@ -57,7 +57,7 @@ _META_KEY = "__meta__"
 #: the leading CSV columns; per-layer columns follow (``<layer>.w_norm`` ...), then test ones
 BASE_COLUMNS = ("kind", "iteration", "seen", "epoch", "lr", "loss")
 TEST_COLUMNS = ("test_loss", "test_accuracy", "test_images")
-LAYER_FIELDS = ("w_norm", "dw_norm", "ratio")
+LAYER_FIELDS = ("w_norm", "g_norm", "dw_norm", "ratio")
 
 
 class RunFolderError(Exception):
@@ -155,7 +155,7 @@ def load_state(path: Path) -> dict[str, Any]:
 
 def metric_columns(layers: Sequence[str], smoothed_name: str) -> list[str]:
     """CSV header: base columns, the smoothed loss (named after its definition), wall time,
-    ``<layer>.w_norm``/``.dw_norm``/``.ratio`` per layer, then the test columns."""
+    ``<layer>.w_norm``/``.g_norm``/``.dw_norm``/``.ratio`` per layer, then the test columns."""
     columns = [*BASE_COLUMNS, smoothed_name, "time_s"]
     for layer in layers:
         columns += [f"{layer}.{name}" for name in LAYER_FIELDS]

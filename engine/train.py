@@ -8,9 +8,9 @@ printing. Per update it:
    subdivisions / ``iter_size``, rate per update, ``seen``);
 2. smooths the loss as the framework displays it (:class:`LossSmoother`: darknet
    ``avg = .9·avg + .1·loss``, Caffe's ``average_loss`` window);
-3. aggregates the per-segment update norms to layers, appends a metrics row, yields
-   :class:`~engine.events.StepFinished` (and :class:`~engine.events.NormsReported` every
-   display interval);
+3. aggregates the per-segment norms (weights, gradient, update) to layers, appends a
+   metrics row, yields :class:`~engine.events.StepFinished` (and
+   :class:`~engine.events.NormsReported` every display interval);
 4. on a non-finite loss or parameter yields :class:`~engine.events.Diverged` (the last good
    checkpoint stays) and stops;
 5. tests on the test split every ``eval_every`` updates (Caffe ``test_interval``; also before
@@ -177,8 +177,9 @@ class LossSmoother:
 
 
 class LayerNormTable:
-    """Aggregates per-segment norms (:class:`engine.optim.UpdateStats`) to layers:
-    ``‖w‖_layer = sqrt(Σ_b ‖w_b‖²)`` over the layer's learnable blobs b, likewise ``‖Δw‖``, and
+    """Aggregates per-segment norms (:class:`engine.optim.UpdateStats` and
+    ``IterationResult.grad_norms``) to layers: ``‖w‖_layer = sqrt(Σ_b ‖w_b‖²)`` over the layer's
+    learnable blobs b, likewise ``‖Δw‖`` and the gradient norm ``‖g‖``, and
     ``ratio = ‖Δw‖/‖w‖`` (0 when ``‖w‖ = 0``). Running statistics are not learnable and left
     out."""
 
@@ -195,16 +196,24 @@ class LayerNormTable:
         self.layers = names
         self._members = [np.array(members[name], dtype=np.int64) for name in names]
 
-    def norms(self, stats) -> tuple[LayerNorms, ...]:
-        """The per-layer norms of one update."""
+    def norms(self, stats, grad_norms: np.ndarray | None = None) -> tuple[LayerNorms, ...]:
+        """The per-layer norms of one update; ``grad_norms``: per-segment gradient norms
+        (``g_norm`` is None without them)."""
         weights = np.asarray(stats.weight_norms, dtype=np.float64)
         steps = np.asarray(stats.step_norms, dtype=np.float64)
+        grads = None if grad_norms is None else np.asarray(grad_norms, dtype=np.float64)
         out = []
         for name, index in zip(self.layers, self._members, strict=True):
-            w = float(np.sqrt(np.sum(weights[index] ** 2)))
-            dw = float(np.sqrt(np.sum(steps[index] ** 2)))
-            out.append(LayerNorms(name, w, dw, dw / w if w > 0 else 0.0))
+            w = _quadrature(weights, index)
+            dw = _quadrature(steps, index)
+            g = None if grads is None else _quadrature(grads, index)
+            out.append(LayerNorms(name, w, dw, dw / w if w > 0 else 0.0, g))
         return tuple(out)
+
+
+def _quadrature(norms: np.ndarray, index: np.ndarray) -> float:
+    """``sqrt(Σ_i norms[index_i]²)``: the L2 norm of several blobs from their own norms."""
+    return float(np.sqrt(np.sum(norms[index] ** 2)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,7 +569,7 @@ class TrainingSession:
         elapsed = self.previous_elapsed + seconds
         epoch = result.seen / max(len(self.train_set), 1)
         speed = self._images / seconds if seconds > 0 else 0.0
-        norms = self.norm_table.norms(result.stats)
+        norms = self.norm_table.norms(result.stats, result.grad_norms)
         if self.folder is not None and self.folder.metrics is not None:
             row: dict[str, Any] = {
                 "kind": "train",
@@ -574,6 +583,7 @@ class TrainingSession:
             }
             for layer in norms:
                 row[f"{layer.layer}.w_norm"] = layer.w_norm
+                row[f"{layer.layer}.g_norm"] = layer.g_norm
                 row[f"{layer.layer}.dw_norm"] = layer.dw_norm
                 row[f"{layer.layer}.ratio"] = layer.ratio
             self.folder.metrics.append(row)

@@ -76,7 +76,11 @@ class IterationResult:
     ``train_network``'s return value; Caffe's ``loss / iter_size``), measured before the update.
     ``stats``: norms of the update. ``non_finite``: None, or where the first non-finite value
     appeared: ``"layer NAME"`` (its forward output), ``"blob LAYER/INDEX (name)"`` (a parameter
-    after the update) or ``"loss"``.
+    after the update) or ``"loss"``. ``grad_norms``: per segment (segment-table order, 0 for
+    non-learnable ones) the L2 norm of this update's gradient, sign-free: darknet semantics
+    ``‖Σ_B −∂L/∂θ‖`` (what this update's backward passes added to the buffer, without the
+    momentum carried in it), Caffe ``‖Σ_passes diff / iter_size‖`` (before clip / normalise /
+    regularise); see :meth:`Trainer._gradient_norms`.
     """
 
     iteration: int
@@ -85,6 +89,7 @@ class IterationResult:
     loss: float
     stats: UpdateStats
     non_finite: str | None = None
+    grad_norms: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,7 @@ class Trainer:
         )
         self._eval_networks: dict[int, Network] = {}
         self.history: list[IterationResult] = []
+        self._prepare_gradient_norms()
 
     def _initialise(self, seed: int) -> DarknetRandom | np.random.Generator:
         """Fill every blob by its filler (host arrays, then copied to the device); returns
@@ -254,6 +260,50 @@ class Trainer:
             return self._rate(seen // self.images_per_update, peek=True)
         return self._rate(self.iteration + 1, peek=True)
 
+    # ---- gradient norms ---------------------------------------------------------------------
+    def _prepare_gradient_norms(self) -> None:
+        """Allocate once what :meth:`_gradient_norms` needs: the segment table (non-learnable
+        segments get length 0, hence norm 0), the float64 host output and, when the loop
+        does not zero the gradient buffer (darknet), a device copy of the carried buffer."""
+        segments = self.network.segments
+        self._norm_offsets = np.array([s.offset for s in segments], dtype=np.int64)
+        self._norm_lengths = np.array(
+            [s.size if s.learnable else 0 for s in segments], dtype=np.int64
+        )
+        self._norm_sumsq = np.zeros(len(segments), dtype=np.float64)
+        self._grad_carry = None
+        if not self.optimizer.zero_grads_needed:
+            self._grad_carry = self.backend.zeros(self.network.grads.shape)
+
+    def _remember_carry(self) -> None:
+        """Before the first backward of an update: snapshot the gradient buffer. darknet
+        quirk: nothing zeroes it, it still holds ``m·U_prev`` (SGD momentum) when the
+        passes start adding ``Σ −∂L/∂θ`` on top."""
+        if self._grad_carry is not None:
+            self.backend.copy(self.network.grads, self._grad_carry)
+
+    def _gradient_norms(self) -> np.ndarray:
+        """Per-segment L2 norm of this update's gradient, before the optimizer runs.
+
+        darknet (buffer not zeroed): ``‖grads − carry‖`` with ``carry`` the snapshot taken
+        before the first backward, i.e. ``‖Σ_B −∂L/∂θ‖`` over the ``B = Bm·S`` images; the
+        difference is formed in float32 on the buffers (``f32(carry + G) − carry``), so it
+        differs from ``G`` by float32 rounding of the carried momentum. Caffe: ``‖Σ_passes
+        diff‖ / iter_size``, the norm of the mean gradient Caffe's ``ApplyUpdate`` starts
+        from. Reductions run on the device (``Backend.segment_sum_squares``)."""
+        buffer = self.network.grads
+        divisor = 1.0
+        if self._grad_carry is not None:
+            # carry ← carry − grads = −(this update's gradient); the sign does not matter
+            self.backend.accumulate(self._grad_carry, buffer, -1.0)
+            buffer = self._grad_carry
+        else:
+            divisor = float(self.accumulate)
+        self.backend.segment_sum_squares(
+            buffer, self._norm_offsets, self._norm_lengths, self._norm_sumsq
+        )
+        return np.sqrt(self._norm_sumsq) / divisor
+
     # ---- one update -------------------------------------------------------------------------
     def _pass(self, next_batch: Callable[[], Batch]) -> float:
         """One forward/backward on a fresh mini-batch; returns the per-image loss sum
@@ -286,6 +336,7 @@ class Trainer:
         summed = np.float32(0)  # darknet: float sum += train_network_datum(net)
         passes = 0
         first_bad = None
+        self._remember_carry()
         while True:
             self.seen += self.minibatch
             passes += 1
@@ -300,6 +351,7 @@ class Trainer:
     def _caffe_iteration(self, next_batch: Callable[[], Batch]) -> IterationResult:
         if self.optimizer.zero_grads_needed:
             self.network.zero_grads()  # Net::ClearParamDiffs
+        self._remember_carry()
         summed = np.float32(0)
         first_bad = None
         for _ in range(self.accumulate):
@@ -311,12 +363,15 @@ class Trainer:
 
     def _update(self, lr: float, loss: float, first_bad: str | None) -> IterationResult:
         net = self.network
+        grad_norms = self._gradient_norms()
         stats = self.optimizer.step(net.params, net.grads, lr, self.iteration)
         self.iteration += 1
         if first_bad is None and not math.isfinite(loss):
             first_bad = "loss"
         first_bad = first_bad or self._non_finite_param()
-        return IterationResult(self.iteration, self.seen, lr, loss, stats, first_bad)
+        return IterationResult(
+            self.iteration, self.seen, lr, loss, stats, first_bad, grad_norms=grad_norms
+        )
 
     def _non_finite_output(self) -> str | None:
         """The first layer whose forward output holds a NaN or an infinity; searched only

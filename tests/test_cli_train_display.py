@@ -59,7 +59,10 @@ def events(max_iter: int = 10):
         yield StepFinished(iteration, 8 * iteration, iteration / 12, 0.1, loss, loss, 0.1, 80.0)
         yield NormsReported(
             iteration,
-            (LayerNorms("conv1", 1.5, 0.015, 0.01), LayerNorms("ip1", 3.0, 0.3, 0.1)),
+            (
+                LayerNorms("conv1", 1.5, 0.015, 0.01, 0.0625),
+                LayerNorms("ip1", 3.0, 0.3, 0.1, 12.25),
+            ),
         )
         if iteration % 5 == 0:
             yield EvalFinished(iteration, 0.5, 0.75, 96)
@@ -91,6 +94,7 @@ def test_dashboard_shows_progress_losses_lr_accuracy_and_the_layer_table():
     assert "test accuracy" in text and "0.75" in text
     assert "per-layer norms, update 10" in text
     assert "conv1" in text and "ip1" in text and "1.00e-01" in text
+    assert "‖g‖ (gradient)" in text and "0.0625" in text and "12.25" in text
     assert "checkpoint (final) after 10 updates" in text
 
 

@@ -227,6 +227,9 @@ def test_layer_norms_combine_blob_norms_in_quadrature_and_skip_running_statistic
     assert (a.layer, a.w_norm, a.dw_norm) == ("a", 5.0, pytest.approx(0.5))
     assert a.ratio == pytest.approx(0.1)
     assert (b.layer, b.w_norm, b.ratio) == ("b", 0.0, 0.0)
+    assert a.g_norm is None  # no gradient norms given
+    a, b = table.norms(stats, np.array([1.0, 2.0, 7.0, 0.5]))
+    assert a.g_norm == pytest.approx(np.sqrt(5.0)) and b.g_norm == 0.5  # running stats left out
 
 
 # ---- the loop --------------------------------------------------------------------------------
@@ -252,8 +255,10 @@ def test_events_follow_the_schema_and_metrics_have_every_update(tiny):
     rows = read_metrics(out)
     train = [r for r in rows if r["kind"] == "train"]
     assert [r["iteration"] for r in train] == list(range(1, 9))
-    assert {"avg_loss_ema", "0.w_norm", "0.dw_norm", "0.ratio", "3.ratio"} <= set(train[0])
-    assert all(r["0.w_norm"] > 0 and r["0.dw_norm"] > 0 for r in train)
+    assert {"avg_loss_ema", "0.w_norm", "0.g_norm", "0.dw_norm", "3.ratio"} <= set(train[0])
+    assert all(r["0.w_norm"] > 0 and r["0.dw_norm"] > 0 and r["0.g_norm"] > 0 for r in train)
+    reported = [e for e in events if e.kind == "norms_reported"]
+    assert reported and all(layer.g_norm > 0 for e in reported for layer in e.layers)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "done" and summary["iteration"] == 8
     assert summary["final_loss"] == pytest.approx(steps[-1].loss)

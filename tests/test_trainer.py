@@ -443,3 +443,45 @@ def test_run_fixed_batch_rejects_a_batch_that_does_not_split_into_minibatches():
     x, y = batch_of(3)
     with pytest.raises(NetworkError, match="multiple of the mini-batch 4"):
         run_fixed_batch(darknet_run(), x, y, 1)
+
+
+# ---- per-segment gradient norms (IterationResult.grad_norms) ----------------------------------
+def _expected_gradient(trainer, passes, semantics):
+    """NumPy: this update's gradient from the weights before it, per blob key: darknet
+    ``Σ_images (t − p) xᵀ`` over every pass; Caffe ``Σ_passes mean_images (p − t) xᵀ / passes``."""
+    w, b = weights_and_bias(trainer)
+    gw, gb = np.zeros_like(w), np.zeros_like(b)
+    for x, y in passes:
+        x = x.reshape(x.shape[0], -1).astype(np.float64)
+        p = np.exp(x @ w.T + b)
+        p /= p.sum(axis=1, keepdims=True)
+        delta = np.eye(w.shape[0])[y] - p
+        scale = 1.0 if semantics == "darknet" else -1.0 / (x.shape[0] * len(passes))
+        gw, gb = gw + scale * delta.T @ x, gb + scale * delta.sum(axis=0)
+    if trainer.network.native == "darknet":
+        return {"0/1": gw, "0/0": gb}
+    return {"ip/0": gw, "ip/1": gb}
+
+
+@pytest.mark.parametrize("semantics", ["darknet", "caffe"])
+def test_gradient_norms_are_this_updates_gradient_without_the_carried_momentum(semantics):
+    """darknet (momentum .9, 2 subdivisions): ‖Σ_B −∂L/∂θ‖ of each update, not of the buffer
+    that also holds m·U_prev (the caffe case: iter_size 2, the norm of the mean diff,
+    ``Solver::ApplyUpdate``'s input before ClipGradients/Normalize/Regularize)."""
+    if semantics == "darknet":
+        run = darknet_run(batch=4, subdivisions=2, momentum=0.9, policy="constant")
+    else:
+        run = caffe_run(minibatch=2, iter_size=2, momentum=0.9)
+    x, y = batch_of(4, seed=21)
+    trainer = Trainer(run, seed=5)
+    next_batch, _ = counting(x, y, 2)
+    keys = [s.key for s in trainer.network.segments]
+    carried = 0.0
+    for _ in range(3):
+        expected = _expected_gradient(trainer, [(x[:2], y[:2]), (x[2:], y[2:])], semantics)
+        result = trainer.train_iteration(next_batch)
+        assert result.grad_norms is not None and result.grad_norms.shape == (len(keys),)
+        for key, norm in zip(keys, result.grad_norms, strict=True):
+            assert norm == pytest.approx(np.linalg.norm(expected[key]), rel=1e-5, abs=1e-6)
+        carried = max(carried, float(np.abs(trainer.backend.to_host(trainer.network.grads)).max()))
+    assert carried > 0  # darknet: the buffer carries momentum; Caffe: the last diff
