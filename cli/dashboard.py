@@ -16,6 +16,8 @@ import time
 from collections import deque
 from typing import IO
 
+from engine.train import display_label
+
 REFRESH_SECONDS = 0.25
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_LENGTH = 60
@@ -153,13 +155,17 @@ class PlainLines:
     def _on_step_finished(self, e) -> None:
         started = self.view.started
         every = started.display_every if started else 1
+        semantics = started.semantics if started else "darknet"
         last = started is not None and e.iteration >= started.max_iter
-        if e.iteration % every and e.iteration != 1 and not last:
+        label = display_label(semantics, e.iteration, every)
+        if label is None and not last:
             return
+        if label is None:  # the last update, off the display grid: the framework's number
+            label = display_label(semantics, e.iteration, 1)
         name = started.smoothed_loss_name if started else "smoothed"
         total = started.max_iter if started else "?"
         self._print(
-            f"iter {e.iteration}/{total} epoch {e.epoch:.3f}: loss {_g(e.loss)}, "
+            f"iter {label}/{total} epoch {e.epoch:.3f}: loss {_g(e.loss)}, "
             f"{name} {_g(e.smoothed_loss)}, lr {_g(e.lr, 6)}, {e.images_per_s:.0f} img/s, "
             f"{format_seconds(e.elapsed_s)} elapsed, ETA {format_seconds(self.view.eta_seconds())}"
         )

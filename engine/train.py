@@ -172,6 +172,29 @@ class LossSmoother:
 
 
 # --------------------------------------------------------------------------------------------
+# Display numbering
+# --------------------------------------------------------------------------------------------
+
+
+def display_label(semantics: str, iteration: int, every: int) -> int | None:
+    """The iteration number the framework's display line carries for update ``iteration``
+    (1-based), or None when the framework shows no line for it.
+
+    darknet (``classifier.c``: ``printf("%ld, %.3f: ...", get_current_batch(net), ...)`` after
+    ``train_network``): the update's own batch number; shown every ``every`` updates and for
+    the first. Caffe (``Solver::Step``): "Iteration k, loss = …" and ApplyUpdate's
+    "Iteration k, lr = …" are logged while ``iter_ = k``, from the forward/backward of the
+    update that makes ``iter_`` k + 1 (and with the rate ``rate(k)`` that update uses), when
+    ``k % display == 0``: update ``iteration`` is shown as ``iteration − 1``.
+    """
+    every = max(int(every), 1)
+    if semantics == "caffe":
+        label = iteration - 1
+        return label if label % every == 0 else None
+    return iteration if iteration % every == 0 or iteration == 1 else None
+
+
+# --------------------------------------------------------------------------------------------
 # Per-layer norms
 # --------------------------------------------------------------------------------------------
 
@@ -591,7 +614,7 @@ class TrainingSession:
             result.iteration, result.seen, epoch, result.lr, result.loss, smoothed, elapsed, speed
         )
         last = result.iteration >= self.max_iter
-        if result.iteration % self.display_every == 0 or result.iteration == 1 or last:
+        if display_label(self.semantics, result.iteration, self.display_every) is not None or last:
             stats = result.stats
             yield NormsReported(result.iteration, norms, stats.grad_norm, stats.clip_scale)
 
@@ -788,6 +811,7 @@ __all__ = [
     "TrainOptions",
     "TrainSetupError",
     "TrainingSession",
+    "display_label",
     "make_backend",
     "package_versions",
 ]

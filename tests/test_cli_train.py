@@ -109,8 +109,9 @@ def test_plain_lines_when_stderr_is_not_a_terminal(tiny):
     err = result.stderr
     assert "\x1b[" not in err  # no cursor movement or colour in a log file
     lines = [line for line in err.splitlines() if line.startswith("iter ")]
-    # Caffe display = 2: updates 1, 2, 4, 6, 8 (the first and the last always)
-    assert [line.split()[1] for line in lines] == ["1/8", "2/8", "4/8", "6/8", "8/8"]
+    # Caffe display = 2, numbered as Solver::Step logs "Iteration k" (the forward of update
+    # k + 1): updates 1, 3, 5, 7 as 0, 2, 4, 6; the last update (8) always, as 7
+    assert [line.split()[1] for line in lines] == ["0/8", "2/8", "4/8", "6/8", "7/8"]
     assert "smoothed_loss_window3" in lines[0]
     assert "test after 8 updates: accuracy" in err
     assert err.strip().splitlines()[-1].startswith("done after 8 updates")

@@ -1,0 +1,95 @@
+"""engine.train against BVLC/caffe ``solver.cpp``: display numbering (``Solver::Step``), the
+float32 smoothed loss (``Solver::UpdateSmoothedLoss``), when ``Solver::Solve``/``Step`` test,
+and the seed (``SolverParameter.random_seed``). Tiny nets and data written by the tests."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from cli.dashboard import PlainLines
+from engine.train import display_label
+from tests.test_train_loop import TINY_NET, Tiny, caffe_config, run_all, write_quadrants
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Tiny:
+    data = write_quadrants(tmp_path / "quadrants.npz")
+    return Tiny(tmp_path, data, tmp_path / "unused.cfg", caffe_config(tmp_path, data))
+
+
+SOLVER = """net: "{net}"
+{test}
+base_lr: 0.01
+momentum: 0.9
+weight_decay: 0.0005
+lr_policy: "inv"
+gamma: 0.0001
+power: 0.75
+display: {display}
+average_loss: {average_loss}
+max_iter: {max_iter}
+{extra}
+"""
+
+
+def caffe_solver(
+    folder: Path,
+    data: Path,
+    *,
+    max_iter: int,
+    display: int = 100,
+    test: str = "",
+    average_loss: int = 1,
+    extra: str = "",
+) -> Path:
+    """A Caffe solver on the tiny net with MNIST's lenet_solver schedule (inv, 0.01, 1e-4, .75)."""
+    net = folder / "tiny_net.prototxt"
+    net.write_text(TINY_NET.format(train=data, test=data, batch=4))
+    solver = folder / "solver.prototxt"
+    solver.write_text(
+        SOLVER.format(
+            net=net.name,
+            test=test,
+            display=display,
+            average_loss=average_loss,
+            max_iter=max_iter,
+            extra=extra,
+        )
+    )
+    return solver
+
+
+# ---- (2) display numbering: Solver::Step logs "Iteration k" before ++iter_ ----------------------
+
+
+def test_display_label_follows_each_frameworks_numbering():
+    # Caffe: update k+1's forward is displayed as "Iteration k" when k % display == 0
+    assert [display_label("caffe", i, 100) for i in (1, 2, 100, 101, 201)] == [
+        0,
+        None,
+        None,
+        100,
+        200,
+    ]
+    # darknet: the batch number after the update, every display interval and the first
+    assert [display_label("darknet", i, 100) for i in (1, 2, 100, 101)] == [1, None, 100, None]
+
+
+def test_caffe_display_line_matches_the_mnist_log_lr_at_iteration_100(tiny):
+    """BVLC/caffe examples/mnist (lenet_solver: inv, base_lr .01, gamma 1e-4, power .75) logs
+    "Iteration 100, lr = 0.00992565": ApplyUpdate prints rate() with iter_ = 100, i.e. the
+    rate of the 101st update."""
+    config = caffe_solver(tiny.root, tiny.data, max_iter=101)
+    stream = io.StringIO()
+    plain = PlainLines(stream)
+    events = run_all(config, None, data=f"npz:{tiny.data}")
+    for event in events:
+        plain.handle(event)
+    lines = [line for line in stream.getvalue().splitlines() if line.startswith("iter ")]
+    assert [line.split()[1] for line in lines] == ["0/101", "100/101"]
+    assert "lr 0.00992565," in lines[1]
+    norms = [e.iteration for e in events if e.kind == "norms_reported"]
+    assert norms == [1, 101]  # the updates whose forward Caffe displays
