@@ -118,9 +118,10 @@ class LossSmoother:
     ``avg == −1`` then ``avg = loss``; then ``avg = .9·avg + .1·loss`` (so the first value is
     the first loss). Named ``avg_loss_ema``.
 
-    Caffe (``Solver::UpdateSmoothedLoss``): while fewer than ``N = average_loss`` losses are
-    kept, ``smoothed = (smoothed·(n−1) + loss)/n``; then the oldest is replaced,
-    ``smoothed += (loss − losses[k])/N`` with ``k = (updates so far) mod N``. Named
+    Caffe (``Solver::UpdateSmoothedLoss``, float32 throughout as ``Dtype = float``): while
+    fewer than ``N = average_loss`` losses are kept, ``smoothed = (smoothed·(n−1) + loss)/n``;
+    then the oldest is replaced, ``smoothed += (loss − losses[k])/N`` with
+    ``k = (updates so far) mod N``. Named
     ``smoothed_loss_window<N>``. (Caffe resets the window when a run resumes; here it is part
     of the saved state, so the curve continues.)
     """
@@ -151,16 +152,24 @@ class LossSmoother:
             # darknet: float avg_loss; if (avg_loss == -1) avg_loss = loss; (float arithmetic)
             avg = np.float32(loss) if self.value == -1.0 else np.float32(self.value)
             self.value = float(np.float32(avg * np.float32(0.9) + np.float32(loss) * 0.1))
-        elif len(self.losses) < self.window:
-            self.losses.append(loss)
-            n = len(self.losses)
-            self.value = (self.value * (n - 1) + loss) / n
         else:
-            k = self.count % self.window
-            self.value += (loss - self.losses[k]) / self.window
-            self.losses[k] = loss
+            self.value = self._caffe_update(np.float32(loss))
         self.count += 1
         return self.value
+
+    def _caffe_update(self, loss: np.float32) -> float:
+        """``Solver::UpdateSmoothedLoss`` with ``Dtype = float``: every operation rounds to
+        float32 (the int counts converted to float first)."""
+        f32 = np.float32
+        value = f32(self.value)
+        if len(self.losses) < self.window:
+            self.losses.append(float(loss))
+            n = len(self.losses)
+            return float(f32(f32(f32(value * f32(n - 1)) + loss) / f32(n)))
+        k = self.count % self.window
+        step = f32(f32(loss - f32(self.losses[k])) / f32(self.window))
+        self.losses[k] = float(loss)
+        return float(f32(value + step))
 
     def state_dict(self) -> dict[str, Any]:
         return {"value": self.value, "losses": list(self.losses), "count": self.count}

@@ -7,10 +7,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cli.dashboard import PlainLines
-from engine.train import display_label
+from engine.train import LossSmoother, display_label
 from tests.test_train_loop import TINY_NET, Tiny, caffe_config, run_all, write_quadrants
 
 
@@ -93,3 +94,47 @@ def test_caffe_display_line_matches_the_mnist_log_lr_at_iteration_100(tiny):
     assert "lr 0.00992565," in lines[1]
     norms = [e.iteration for e in events if e.kind == "norms_reported"]
     assert norms == [1, 101]  # the updates whose forward Caffe displays
+
+
+# ---- (1) Solver::UpdateSmoothedLoss in float32 --------------------------------------------------
+
+
+def caffe_update_smoothed_loss(losses: list[float], average_loss: int) -> list[float]:
+    """BVLC/caffe ``Solver<float>::UpdateSmoothedLoss`` transcribed with NumPy float32 scalars:
+    ``smoothed_loss_ = (smoothed_loss_ * (size - 1) + loss) / size`` while filling, then
+    ``smoothed_loss_ += (loss - losses_[idx]) / average_loss``."""
+    f32 = np.float32
+    kept: list[np.float32] = []
+    smoothed = f32(0)
+    out = []
+    for index, loss in enumerate(losses):
+        loss = f32(loss)
+        if len(kept) < average_loss:
+            kept.append(loss)
+            size = len(kept)
+            smoothed = f32(f32(f32(smoothed * f32(size - 1)) + loss) / f32(size))
+        else:
+            idx = index % average_loss
+            smoothed = f32(smoothed + f32(f32(loss - kept[idx]) / f32(average_loss)))
+            kept[idx] = loss
+        out.append(float(smoothed))
+    return out
+
+
+def test_caffe_smoothed_loss_rounds_every_operation_to_float32():
+    losses = [float(v) for v in np.random.default_rng(7).uniform(0.1, 2.5, 40).astype(np.float32)]
+    smoother = LossSmoother("caffe", average_loss=7)
+    got = [smoother.update(loss) for loss in losses]
+    assert got == caffe_update_smoothed_loss(losses, 7)
+    # the float64 recurrence drifts away from it: the test can tell the two apart
+    value, window, double = 0.0, [], []
+    for index, loss in enumerate(losses):
+        if len(window) < 7:
+            window.append(loss)
+            value = (value * (len(window) - 1) + loss) / len(window)
+        else:
+            value += (loss - window[index % 7]) / 7
+            window[index % 7] = loss
+        double.append(value)
+    assert got != double
+    assert got == pytest.approx(double, rel=1e-5)
