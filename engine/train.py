@@ -14,7 +14,9 @@ printing. Per update it:
 4. on a non-finite loss or parameter yields :class:`~engine.events.Diverged` (the last good
    checkpoint stays) and stops;
 5. tests on the test split every ``eval_every`` updates (Caffe ``test_interval``; also before
-   the first update when ``test_initialization``, and after the last one);
+   the first update when ``test_initialization``, and after the last one: always for a
+   darknet config, only when ``iter % test_interval == 0`` for a Caffe one, as
+   ``Solver::Solve``);
 6. checkpoints every ``checkpoint_every`` updates (Caffe ``snapshot``: ``iter_<N>.npz`` plus
    darknet ``<cfg>_<N>.weights`` or Caffe ``<prefix>_iter_<N>.caffemodel``, and the full
    state) and at the end (``final.npz``, ``final.weights`` for darknet nets,
@@ -80,7 +82,9 @@ class TrainOptions:
     ``max_iters``: stop after this many updates in total (the schedule keeps the config's
     ``max_batches``/``max_iter``); ``eval_every``/``checkpoint_every``: None = the config's
     ``test_interval``/``snapshot`` (darknet: a tenth of the run / none), 0 = never (a final
-    test and checkpoint still happen); ``display_every``: None = the config's ``display``;
+    checkpoint still happens, and for a darknet config a final test; a Caffe config tests at
+    the end only when ``max_iter`` is a multiple of the interval, as ``Solver::Solve``);
+    ``display_every``: None = the config's ``display``;
     ``shuffle``: None = the config's (darknet samples randomly, Caffe reads in order);
     ``train_size``/``test_size``: keep only the first N images (synthetic sets: generate N).
     """
@@ -728,13 +732,22 @@ class TrainingSession:
         self.last_checkpoint = str(final_npz)
         return files
 
+    def _final_test_due(self) -> bool:
+        """Whether the run ends with a test. Caffe configs (``Solver::Solve``): only when
+        ``iter % test_interval == 0`` (never with ``test_interval`` 0); darknet configs, which
+        have no test schedule of their own: always (on up to :data:`FINAL_TEST_IMAGES`)."""
+        iteration = self.trainer.iteration
+        if self.test_sampler is None or self.eval_every < 0:
+            return False
+        if self.last_eval is not None and self.last_eval.iteration == iteration:
+            return False
+        if self.run.format == "caffe":
+            return self.eval_every > 0 and iteration % self.eval_every == 0
+        return True
+
     def _finish(self) -> Iterator[Event]:
         trainer = self.trainer
-        if (
-            self.test_sampler is not None
-            and self.eval_every >= 0
-            and (self.last_eval is None or self.last_eval.iteration != trainer.iteration)
-        ):
+        if self._final_test_due():
             yield self._evaluate(final=True)
         files = self._final_files()
         if files:

@@ -138,3 +138,26 @@ def test_caffe_smoothed_loss_rounds_every_operation_to_float32():
         double.append(value)
     assert got != double
     assert got == pytest.approx(double, rel=1e-5)
+
+
+# ---- (3) Solver::Solve: the final test only when iter_ % test_interval == 0 ----------------
+
+
+@pytest.mark.parametrize(("max_iter", "tests"), [(6, [3, 6]), (7, [3, 6])])
+def test_caffe_run_ends_with_a_test_only_on_the_test_interval(tiny, max_iter, tests):
+    config = caffe_solver(
+        tiny.root, tiny.data, max_iter=max_iter, test="test_iter: 1\ntest_interval: 3"
+    )
+    events = run_all(config, None, data=f"npz:{tiny.data}")
+    # test_initialization (default true) adds iteration 0
+    assert [e.iteration for e in events if e.kind == "eval_finished"] == [0, *tests]
+    assert events[-1].summary["test_iteration"] == 6
+
+
+def test_darknet_config_still_ends_with_a_test(tmp_path):
+    from tests.test_train_loop import darknet_config
+
+    data = write_quadrants(tmp_path / "q.npz")
+    events = run_all(darknet_config(tmp_path, max_batches=5), None, data=f"npz:{data}")
+    evals = [e.iteration for e in events if e.kind == "eval_finished"]
+    assert evals[-1] == 5
