@@ -285,12 +285,21 @@ def make_backend(device: str = "cpu", threads: int | None = None):
 
 
 def _open_split(run: RunSpec, options: TrainOptions, split: str) -> Dataset | None:
+    """The dataset of ``split``; None for a test split the run does not test on: none
+    configured, or a Caffe config without ``test_iter`` (see :func:`caffe_tests_disabled`)."""
     source_spec = run.data.train if split == "train" else run.data.test
     source = options.data or (source_spec.source if source_spec else None)
-    if split == "test" and source is None:
+    if split == "test" and (source is None or caffe_tests_disabled(run)):
         return None
     size = options.train_size if split == "train" else options.test_size
     return open_dataset(source, split, options.data_dir, size=size)
+
+
+def caffe_tests_disabled(run: RunSpec) -> bool:
+    """A Caffe config with ``test_iter`` unset or 0 never tests: ``Solver::InitTestNets``
+    makes one test net per ``test_iter`` entry, so without one ``TestAll`` has nothing to run
+    (even with a TEST-phase data layer, ``test_interval`` or ``--eval-every``)."""
+    return run.format == "caffe" and run.solver.test_iter <= 0
 
 
 def _check_shape(run: RunSpec, sampler: BatchSampler, dataset: Dataset) -> None:
@@ -407,6 +416,8 @@ class TrainingSession:
             if options.eval_every is None
             else options.eval_every
         )
+        if self.test_sampler is None:
+            self.eval_every = 0  # nothing to test on (or a Caffe config without test_iter)
         snapshot = run.solver.snapshot
         self.checkpoint_every = (
             options.checkpoint_every if options.checkpoint_every is not None else snapshot

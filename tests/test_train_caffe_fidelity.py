@@ -161,3 +161,15 @@ def test_darknet_config_still_ends_with_a_test(tmp_path):
     events = run_all(darknet_config(tmp_path, max_batches=5), None, data=f"npz:{data}")
     evals = [e.iteration for e in events if e.kind == "eval_finished"]
     assert evals[-1] == 5
+
+
+# ---- (5) Solver::InitTestNets: no test_iter, no test net, no test --------------------------------
+
+
+@pytest.mark.parametrize("test", ["", "test_iter: 0\ntest_interval: 2", "test_interval: 2"])
+def test_caffe_config_without_test_iter_never_tests(tiny, test):
+    config = caffe_solver(tiny.root, tiny.data, max_iter=4, test=test)
+    events = run_all(config, None, data=f"npz:{tiny.data}", eval_every=2)
+    assert not [e for e in events if e.kind == "eval_finished"]
+    assert events[0].test_images == 0 and events[0].eval_every == 0
+    assert events[-1].status == "done" and events[-1].summary["test_accuracy"] is None
