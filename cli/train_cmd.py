@@ -249,7 +249,11 @@ def train(
     max_iters: int | None = typer.Option(
         None, "--max-iters", min=1, help="Stop after N updates in total (schedule unchanged)."
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of init, dropout, data (0)."),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        help="Seed of init, dropout, data (default: the config's random_seed, else 0).",
+    ),
     semantics: Semantics | None = typer.Option(
         None, "--semantics", help="Update rule and loop (default: the config's framework)."
     ),
@@ -299,7 +303,7 @@ def train(
                 "weights": weights,
                 "clear": clear,
                 "max_iters": max_iters,
-                "seed": 0 if seed is None else seed,
+                "seed": seed,  # None: the config's random_seed / seed=, else 0
                 "semantics": None if semantics is None else semantics.value,
                 "device": device.value,
                 "threads": numba_threads,

@@ -86,7 +86,8 @@ class TrainOptions:
     the end only when ``max_iter`` is a multiple of the interval, as ``Solver::Solve``);
     ``display_every``: None = the config's ``display``;
     ``shuffle``: None = the config's (darknet samples randomly, Caffe reads in order);
-    ``train_size``/``test_size``: keep only the first N images (synthetic sets: generate N).
+    ``train_size``/``test_size``: keep only the first N images (synthetic sets: generate N);
+    ``seed``: None = the config's (see :func:`resolve_seed`).
     """
 
     data: str | None = None
@@ -94,7 +95,7 @@ class TrainOptions:
     weights: str | None = None
     clear: bool = False
     max_iters: int | None = None
-    seed: int = 0
+    seed: int | None = None
     semantics: str | None = None
     device: str = "cpu"
     threads: int | None = None
@@ -295,6 +296,17 @@ def _open_split(run: RunSpec, options: TrainOptions, split: str) -> Dataset | No
     return open_dataset(source, split, options.data_dir, size=size)
 
 
+def resolve_seed(seed: int | None, run: RunSpec) -> int:
+    """The run's seed: ``--seed`` when given, else the config's (Caffe ``random_seed``,
+    darknet ``seed=``: ``SolverSpec.random_seed``) when it is set (``>= 0``; Caffe's default
+    −1 means "from the clock", which a reproducible simulator does not do), else 0."""
+    if seed is not None:
+        return int(seed)
+    if run.solver.random_seed >= 0:
+        return int(run.solver.random_seed)
+    return 0
+
+
 def caffe_tests_disabled(run: RunSpec) -> bool:
     """A Caffe config with ``test_iter`` unset or 0 never tests: ``Solver::InitTestNets``
     makes one test net per ``test_iter`` entry, so without one ``TestAll`` has nothing to run
@@ -393,9 +405,10 @@ class TrainingSession:
         self.folder = folder
         self.resumed = resume
         self.backend = make_backend(options.device, options.threads)
+        self.seed = resolve_seed(options.seed, run)
         self.trainer = Trainer(
             run,
-            seed=options.seed,
+            seed=self.seed,
             backend=self.backend,
             semantics=options.semantics,
             weights=None if resume else options.weights,
@@ -441,7 +454,7 @@ class TrainingSession:
             train_spec,
             framework=run.format,
             phase="train",
-            seed=options.seed,
+            seed=self.seed,
             batch_size=self.trainer.minibatch,
             shuffle=options.shuffle,
         )
@@ -455,7 +468,7 @@ class TrainingSession:
                 test_spec,
                 framework=run.format,
                 phase="test",
-                seed=options.seed + 1,
+                seed=self.seed + 1,
                 shuffle=False,
             )
             _check_shape(run, self.test_sampler, self.test_set)
@@ -541,7 +554,7 @@ class TrainingSession:
             train_images=len(self.train_set),
             test_images=0 if self.test_set is None else len(self.test_set),
             dataset=self.train_set.description or self.train_set.name,
-            seed=self.options.seed,
+            seed=self.seed,
             device=self.options.device,
             out_dir="" if self.folder is None else str(self.folder.path),
             resumed=self.resumed,
@@ -810,7 +823,7 @@ class TrainingSession:
             "images_per_s": self._images / seconds if seconds > 0 else 0.0,
             "wall_time_s": self.previous_elapsed + seconds,
             "session_wall_time_s": seconds,
-            "seed": self.options.seed,
+            "seed": self.seed,
             "device": self.options.device,
             "versions": package_versions(),
             "last_checkpoint": last_good or self.last_checkpoint,
@@ -844,7 +857,9 @@ __all__ = [
     "TrainOptions",
     "TrainSetupError",
     "TrainingSession",
+    "caffe_tests_disabled",
     "display_label",
     "make_backend",
     "package_versions",
+    "resolve_seed",
 ]

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from cli.dashboard import PlainLines
-from engine.train import LossSmoother, display_label
-from tests.test_train_loop import TINY_NET, Tiny, caffe_config, run_all, write_quadrants
+from engine.config import load_config
+from engine.train import LossSmoother, display_label, resolve_seed
+from tests.test_train_loop import TINY_NET, Tiny, caffe_config, run_all, session, write_quadrants
 
 
 @pytest.fixture
@@ -173,3 +174,37 @@ def test_caffe_config_without_test_iter_never_tests(tiny, test):
     assert not [e for e in events if e.kind == "eval_finished"]
     assert events[0].test_images == 0 and events[0].eval_every == 0
     assert events[-1].status == "done" and events[-1].summary["test_accuracy"] is None
+
+
+# ---- (6) SolverParameter.random_seed / darknet seed=: --seed > config > 0 ----------------
+
+
+def _initial_params(config: Path, data: Path, **options) -> tuple[int, np.ndarray]:
+    live = session(config, None, data=f"npz:{data}", **options)
+    return live.started_event().seed, live.backend.to_host(live.trainer.network.params)
+
+
+def test_the_configs_random_seed_is_used_when_no_seed_is_given(tiny):
+    """Caffe ``Solver::Init``: ``if (param_.random_seed() >= 0) Caffe::set_random_seed(...)``."""
+    seeded = caffe_solver(tiny.root, tiny.data, max_iter=2, extra="random_seed: 5")
+    seed, params = _initial_params(seeded, tiny.data)
+    assert seed == 5
+    np.testing.assert_array_equal(params, _initial_params(seeded, tiny.data, seed=5)[1])
+    assert not np.array_equal(params, _initial_params(seeded, tiny.data, seed=0)[1])
+    # --seed wins over the config
+    assert _initial_params(seeded, tiny.data, seed=9)[0] == 9
+    # Caffe's default -1 (from the clock) is not reproducible: the simulator uses 0
+    unseeded = caffe_solver(tiny.root, tiny.data, max_iter=2)
+    assert _initial_params(unseeded, tiny.data)[0] == 0
+
+
+def test_a_darknet_seed_key_seeds_the_run(tmp_path):
+    from tests.test_train_loop import darknet_config
+
+    data = write_quadrants(tmp_path / "q.npz")
+    config = darknet_config(tmp_path, extra="seed=11")
+    assert resolve_seed(None, load_config(str(config))) == 11
+    assert resolve_seed(3, load_config(str(config))) == 3
+    seed, params = _initial_params(config, data)
+    assert seed == 11
+    np.testing.assert_array_equal(params, _initial_params(config, data, seed=11)[1])
