@@ -574,7 +574,6 @@ class TrainingSession:
         self._images = 0
         yield self.started_event()
         trainer = self.trainer
-        solver = trainer.solver
         if trainer.iteration >= self.max_iter:
             yield Status(
                 f"nothing to train: {trainer.iteration} updates already done ({trainer.seen} "
@@ -582,12 +581,7 @@ class TrainingSession:
                 + (" (a .weights header's seen counts; --clear ignores it)" if trainer.seen else "")
             )
         yield Status("preparing kernels (compiled once, cached afterwards)", busy=True)
-        if (
-            trainer.iteration == 0
-            and self.eval_every > 0
-            and solver.test_initialization
-            and self.test_sampler is not None
-        ):
+        if self._initial_test_due():
             yield self._evaluate()
         first = True
         while trainer.iteration < self.max_iter:
@@ -621,6 +615,23 @@ class TrainingSession:
             yield from self._interrupt(signal_name)
             return
         yield from self._finish()
+
+    def _initial_test_due(self) -> bool:
+        """The test before the first update of this session (``Solver::Step``'s test at the
+        top of its loop: ``iter_ % test_interval == 0 && (iter_ > 0 || test_initialization)``).
+        From scratch: with ``test_initialization``. Resumed: a Caffe config tests at once
+        when the iteration is a multiple of the interval (Caffe tests again after a restore,
+        e.g. at 4000 in the CIFAR-10 quick lr1 resume); a darknet config does not."""
+        trainer = self.trainer
+        if self.test_sampler is None or self.eval_every <= 0:
+            return False
+        if trainer.iteration == 0:
+            return trainer.solver.test_initialization
+        return (
+            self.run.format == "caffe"
+            and trainer.iteration < self.max_iter  # else _finish tests (or not)
+            and trainer.iteration % self.eval_every == 0
+        )
 
     def _after_update(self, result) -> Iterator[Event]:
         smoothed = self.smoother.update(result.loss)

@@ -208,3 +208,35 @@ def test_a_darknet_seed_key_seeds_the_run(tmp_path):
     seed, params = _initial_params(config, data)
     assert seed == 11
     np.testing.assert_array_equal(params, _initial_params(config, data, seed=11)[1])
+
+
+# ---- (4) Solver::Step after a restore: test at once when iter_ % test_interval == 0 -----------
+
+
+def test_a_resumed_caffe_run_tests_at_once_on_the_test_interval(tiny):
+    """``Solver::Step`` tests at the top of its loop when ``iter_ % test_interval == 0`` and
+    ``iter_ > 0``: a run restored at 6 (interval 3) tests at 6 before its first update."""
+    out = tiny.root / "run"
+    first = run_all(tiny.caffe, out, max_iters=6)
+    assert [e.iteration for e in first if e.kind == "eval_finished"] == [0, 3, 6]
+    resumed = run_all(tiny.caffe, out, resume=True, max_iters=8)
+    kinds = [e.kind for e in resumed]
+    assert kinds.index("eval_finished") < kinds.index("step_finished")
+    assert [e.iteration for e in resumed if e.kind == "eval_finished"] == [6]  # none at 8
+    # off the interval (resumed at 4): no test before the first update
+    other = tiny.root / "other"
+    run_all(tiny.caffe, other, max_iters=4)
+    again = run_all(tiny.caffe, other, resume=True, max_iters=8)
+    assert [e.iteration for e in again if e.kind == "eval_finished"] == [6]
+
+
+def test_a_resumed_darknet_run_does_not_test_at_once(tmp_path):
+    from tests.test_train_loop import darknet_config
+
+    data = write_quadrants(tmp_path / "q.npz")
+    config = darknet_config(tmp_path)  # max_batches 8: a test every update (a tenth, at least 1)
+    out = tmp_path / "run"
+    run_all(config, out, data=f"npz:{data}", max_iters=4)
+    resumed = run_all(config, out, resume=True, data=f"npz:{data}", max_iters=6)
+    kinds = [e.kind for e in resumed]
+    assert kinds.index("step_finished") < kinds.index("eval_finished")
