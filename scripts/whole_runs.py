@@ -9,8 +9,9 @@ publishes:
 * ``cifar``: Caffe's CIFAR-10 quick solver to 5,000 iterations, as ``train_quick.sh`` runs it:
   4,000 iterations at lr 0.001, then 1,000 at 0.0001 (there a resume with the ``_lr1``
   solver, momentum history kept; here one run with ``multistep`` at 4,000 and ``gamma`` 0.1,
-  the same schedule up to the rounding of 0.001·0.1 against 0.0001). Trained on the five training batches, tested on the 1,000 test images provided
-  (``test_iter`` 10 × 100). Caffe reports 0.7533 on the full 10,000-image test set.
+  the same schedule up to the rounding of 0.001·0.1 against 0.0001). Trained on the five
+  training batches, tested on the 1,000 test images provided (``test_iter`` 10 × 100).
+  Caffe reports 0.7533 on the full 10,000-image test set.
 * ``darknet``: the darknet LeNet-style cfg (``configs/mnist_lenet.cfg``) on MNIST, 10,000 updates.
 
 Usage::
