@@ -46,14 +46,16 @@ def _blas_setter():
 _blas_threads: list[int | None] = [None]
 
 
-def set_threads(count: int) -> None:
-    """Use ``count`` threads for Numba kernels (this thread) and BLAS (the process)."""
+def set_threads(count: int, blas: int | None = None) -> None:
+    """Use ``count`` threads for Numba kernels (this thread) and ``blas`` (default ``count``)
+    for BLAS (the process)."""
     numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
-    if _blas_threads[0] != count:
+    blas = count if blas is None else blas
+    if _blas_threads[0] != blas:
         setter = _blas_setter()
         if setter is not None:
-            setter(max(1, count))
-        _blas_threads[0] = count
+            setter(max(1, blas))
+        _blas_threads[0] = blas
 
 
 def max_threads() -> int:
