@@ -781,13 +781,43 @@ class TrainingSession:
         return True
 
     def _finish(self) -> Iterator[Event]:
-        trainer = self.trainer
-        if self._final_test_due():
-            yield self._evaluate(final=True)
+        """The end of a run. darknet config: the final test, then the final files. Caffe
+        config, in ``Solver::Solve``'s order: the final snapshot, then (when
+        ``iter % display == 0``) one more training-phase forward, then the test (when
+        ``iter % test_interval == 0``)."""
+        if self.run.format == "caffe":
+            yield from self._final_checkpoint()
+            yield from self._caffe_display_forward()
+            if self._final_test_due():
+                yield self._evaluate(final=True)
+        else:
+            if self._final_test_due():
+                yield self._evaluate(final=True)
+            yield from self._final_checkpoint()
+        yield self._finished("done")
+
+    def _final_checkpoint(self) -> Iterator[Event]:
         files = self._final_files()
         if files:
-            yield CheckpointSaved(trainer.iteration, "final", tuple(files))
-        yield self._finished("done")
+            yield CheckpointSaved(self.trainer.iteration, "final", tuple(files))
+
+    def _caffe_display_forward(self) -> Iterator[Event]:
+        """``Solver::Solve`` after the last update, when ``display`` is set and
+        ``iter % display == 0``: ``net_->Forward(&loss)`` on the next training batch (BatchNorm
+        running statistics and dropout draws advance as in training; no gradient, no update),
+        ``UpdateSmoothedLoss(loss)`` and the log line "Iteration <iter>, loss = <smoothed>".
+        Runs after the final files are written (Caffe snapshots before it), so a resumed run
+        continues from the state without it."""
+        every = self.options.display_every or self.run.solver.display
+        iteration = self.trainer.iteration
+        if not every or iteration % every:
+            return
+        loss = self.trainer.forward_loss(self.train_sampler.next_batch)
+        smoothed = self.smoother.update(loss)
+        yield Status(
+            f"iteration {iteration}, {self.smoother.name} {smoothed:.6g} (Caffe's extra "
+            f"training-phase forward after the last update, loss {loss:.6g})"
+        )
 
     def _diverge(self, result) -> Iterator[Event]:
         where = result.non_finite or "loss"

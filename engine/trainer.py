@@ -373,6 +373,18 @@ class Trainer:
             self.iteration, self.seen, lr, loss, stats, first_bad, grad_norms=grad_norms
         )
 
+    def forward_loss(self, next_batch: Callable[[], Batch]) -> float:
+        """One training-phase forward without backward or update (Caffe ``Net::Forward``, as
+        ``Solver::Solve`` runs it after the last update when it is time to display): batch
+        norm running statistics and dropout draws advance as in a training pass, gradients,
+        ``seen`` and ``iteration`` stay. Returns the mean per-image loss."""
+        x, y = next_batch()
+        net = self.network
+        net.set_truth(y)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            net.forward(x, train=True)
+        return self._per_image(float(net.loss), 1)
+
     def _non_finite_output(self) -> str | None:
         """The first layer whose forward output holds a NaN or an infinity; searched only
         when the loss is non-finite (a finite loss costs no scan)."""

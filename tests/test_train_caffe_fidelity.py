@@ -240,3 +240,41 @@ def test_a_resumed_darknet_run_does_not_test_at_once(tmp_path):
     resumed = run_all(config, out, resume=True, data=f"npz:{data}", max_iters=6)
     kinds = [e.kind for e in resumed]
     assert kinds.index("step_finished") < kinds.index("eval_finished")
+
+
+# ---- (3, note) Solver::Solve: one more training forward when iter_ % display == 0 -------------
+
+BN_LAYER = """layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "pool1\""""
+
+
+def _bn_session(tiny: Tiny, *, max_iter: int, display: int):
+    config = caffe_solver(tiny.root, tiny.data, max_iter=max_iter, display=display)
+    net = tiny.root / "tiny_net.prototxt"
+    net.write_text(net.read_text().replace('layer { name: "pool1"', BN_LAYER))
+    live = session(config, tiny.root / f"run{max_iter}", data=f"npz:{tiny.data}")
+    return live, list(live.events())
+
+
+def _bn_blobs(arrays) -> list[np.ndarray]:
+    return [np.asarray(arrays[key]) for key in sorted(arrays) if key.startswith("bn1/")]
+
+
+@pytest.mark.parametrize(("max_iter", "extra"), [(4, True), (5, False)])
+def test_caffe_runs_one_more_training_forward_after_the_last_update_when_displaying(
+    tiny, max_iter, extra
+):
+    live, events = _bn_session(tiny, max_iter=max_iter, display=2)
+    status = [e.message for e in events if e.kind == "status" and "extra" in e.message]
+    assert len(status) == (1 if extra else 0)
+    kinds = [e.kind for e in events]
+    if extra:  # after the final snapshot (Caffe snapshots first)
+        assert kinds.index("checkpoint_saved") < kinds.index("status", kinds.index("step_finished"))
+    steps = [e for e in events if e.kind == "step_finished"]
+    summary = events[-1].summary
+    assert (summary["final_smoothed_loss"] != steps[-1].smoothed_loss) == extra
+    saved = _bn_blobs(np.load(live.folder.path / "final.npz"))
+    now = _bn_blobs(dict(live.trainer.network.named_blobs()))
+    assert len(saved) == 3  # mean sum, variance sum, scale factor
+    moved = any(not np.array_equal(a, b) for a, b in zip(saved, now, strict=True))
+    assert moved == extra  # the forward moved the BatchNorm running sums, after the snapshot
