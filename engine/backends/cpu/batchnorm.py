@@ -421,6 +421,23 @@ def _divide_by_channel(dy, dx, std):
             dx[b, c, s] = dy[b, c, s] / std[c]
 
 
+def _caffe_bn_views(x, y, mean, std, mean_sum, variance_sum, scale_factor):
+    """Checked ``(B, C, spatial)`` views of ``x`` and ``y`` for the Caffe BatchNorm forwards,
+    after checking the ``(C,)`` scratch/blob vectors and the one-element scale factor."""
+    x3 = _as_bcs(x, "x")
+    channels = x3.shape[1]
+    y3 = _check_like(y, "y", x3)
+    for name, vector in (
+        ("mean", mean),
+        ("std", std),
+        ("mean_sum", mean_sum),
+        ("variance_sum", variance_sum),
+    ):
+        _check_vector(vector, name, channels)
+    _check_vector(scale_factor, "scale_factor", 1)
+    return x3, y3
+
+
 def caffe_batchnorm_forward_train(
     x: np.ndarray,
     y: np.ndarray,
@@ -442,17 +459,7 @@ def caffe_batchnorm_forward_train(
     Scratch ``(C,)``: ``mean`` and ``std`` receive the batch mean and ``sqrt(var + eps)``;
     keep ``std`` (and ``y``, Caffe's ``x_norm_`` cache) for :func:`caffe_batchnorm_backward`.
     """
-    x3 = _as_bcs(x, "x")
-    channels = x3.shape[1]
-    y3 = _check_like(y, "y", x3)
-    for name, vector in (
-        ("mean", mean),
-        ("std", std),
-        ("mean_sum", mean_sum),
-        ("variance_sum", variance_sum),
-    ):
-        _check_vector(vector, name, channels)
-    _check_vector(scale_factor, "scale_factor", 1)
+    x3, y3 = _caffe_bn_views(x, y, mean, std, mean_sum, variance_sum, scale_factor)
     fraction = np.float32(moving_average_fraction)
     scale_factor[0] = scale_factor[0] * fraction
     scale_factor[0] = scale_factor[0] + np.float32(1.0)
@@ -475,17 +482,7 @@ def caffe_batchnorm_forward_global(
     ``std = sqrt(f·V + eps)``, ``y = (x − mean)/std``. Blobs are not modified. Scratch as in
     :func:`caffe_batchnorm_forward_train`.
     """
-    x3 = _as_bcs(x, "x")
-    channels = x3.shape[1]
-    y3 = _check_like(y, "y", x3)
-    for name, vector in (
-        ("mean", mean),
-        ("std", std),
-        ("mean_sum", mean_sum),
-        ("variance_sum", variance_sum),
-    ):
-        _check_vector(vector, name, channels)
-    _check_vector(scale_factor, "scale_factor", 1)
+    x3, y3 = _caffe_bn_views(x, y, mean, std, mean_sum, variance_sum, scale_factor)
     s = scale_factor[0]
     factor = np.float32(0.0) if s == 0 else np.float32(1.0) / s
     _caffe_bn_global(x3, y3, mean, std, mean_sum, variance_sum, factor, np.float32(eps))
