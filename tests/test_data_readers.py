@@ -86,6 +86,32 @@ def test_idx_header_count_larger_than_data(tmp_path):
         read_idx_images(path)
 
 
+@pytest.mark.parametrize(
+    ("data_bytes", "message"),
+    [(35, r"truncated: header says 9×2×2 \(36 bytes of data\) but only 35"), (37, "but 37 bytes")],
+)
+def test_gzip_idx_data_count_checked(tmp_path, data_bytes, message):
+    """A gzipped file decompressed into the preallocated array still reports short or long
+    data with the header's shape and the byte counts actually present."""
+    path = tmp_path / "x-idx3-ubyte.gz"
+    head = bytes([0, 0, 8, 3]) + (9).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2
+    path.write_bytes(gzip.compress(head + bytes(range(data_bytes))))
+    from engine.data.idx import read_idx_images
+
+    with pytest.raises(DataError, match=message):
+        read_idx_images(path)
+
+
+def test_gzip_idx_decompressed_into_writable_array(tmp_path):
+    images = random_images(7, (5, 4))
+    write_idx(tmp_path / "x-idx3-ubyte.gz", images)
+    from engine.data.idx import read_idx_images
+
+    got = read_idx_images(tmp_path / "x-idx3-ubyte.gz")
+    assert got.shape == (7, 1, 5, 4) and got.dtype == np.uint8 and got.flags.writeable
+    assert np.array_equal(got[:, 0], images)
+
+
 def test_idx_label_out_of_range(tmp_path):
     write_mnist_split(tmp_path, "train", 4, gz=True)
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.array([1, 2, 12, 3], dtype=np.uint8))

@@ -20,21 +20,39 @@ IMAGE_MAGIC = 0x00000803
 LABEL_MAGIC = 0x00000801
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped when the name ends in ``.gz``."""
+def _gzip_errors(path: Path, exc: BaseException) -> DataError:
+    """The :class:`DataError` for an exception raised while reading ``path``."""
+    if isinstance(exc, FileNotFoundError):
+        return DataError(str(path), "no such file")
+    if isinstance(exc, EOFError):
+        return DataError(str(path), "truncated gzip stream (file cut short)")
+    if isinstance(exc, (gzip.BadGzipFile, zlib.error)):
+        return DataError(str(path), f"not a valid gzip file ({exc})")
+    return DataError(str(path), str(exc))
+
+
+def _read_gzip_idx(path: Path, expected_magic: int) -> tuple[tuple[int, ...], np.ndarray, int]:
+    """Gunzip ``path`` straight into its final array: the header first, then ``readinto`` a
+    preallocated uint8 array of the header's size (no temporary copy of the whole file).
+
+    Returns ``(dims, data, available)`` where ``available`` counts the data bytes that follow
+    the header (more than ``data.size`` when the file has trailing bytes).
+    """
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(str(path), "no such file") from None
-    except EOFError:
-        raise DataError(str(path), "truncated gzip stream (file cut short)") from None
-    except (gzip.BadGzipFile, zlib.error) as exc:
-        raise DataError(str(path), f"not a valid gzip file ({exc})") from None
-    except OSError as exc:
-        raise DataError(str(path), str(exc)) from None
+        with gzip.open(path, "rb") as handle:
+            dims = _header(path, handle.read(4 + 4 * (expected_magic & 0xFF)), expected_magic)
+            data = np.empty(int(np.prod(dims, dtype=np.int64)), dtype=np.uint8)
+            view = memoryview(data)
+            filled = 0
+            while filled < data.size:
+                count = handle.readinto(view[filled:])
+                if not count:
+                    break
+                filled += count
+            extra = len(handle.read(1)) if filled == data.size else 0
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _gzip_errors(path, exc) from None
+    return dims, data.reshape(dims), filled + extra
 
 
 def _header(path: Path, head: bytes, expected_magic: int) -> tuple[int, ...]:
@@ -55,15 +73,15 @@ def _header(path: Path, head: bytes, expected_magic: int) -> tuple[int, ...]:
 
 
 def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
-    """Read an IDX uint8 array (memory-mapped when the file is not gzipped).
+    """Read an IDX uint8 array (memory-mapped when the file is not gzipped; a gzipped file
+    is decompressed straight into one preallocated array).
 
     Raises :class:`DataError` on a bad magic number, a truncated file or trailing bytes.
     """
     path = Path(path)
+    data = None
     if path.suffix == ".gz":
-        raw = _read_bytes(path)
-        dims = _header(path, raw[: 4 + 4 * (expected_magic & 0xFF)], expected_magic)
-        offset, available = 4 + 4 * len(dims), len(raw) - 4 - 4 * len(dims)
+        dims, data, available = _read_gzip_idx(path, expected_magic)
     else:
         try:
             size = path.stat().st_size
@@ -87,8 +105,8 @@ def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
             f"count mismatch: header says {shape_text} ({needed} bytes of data) "
             f"but {available} bytes follow",
         )
-    if path.suffix == ".gz":
-        return np.frombuffer(raw, dtype=np.uint8, count=needed, offset=offset).reshape(dims)
+    if data is not None:
+        return data
     if needed == 0:
         return np.zeros(dims, dtype=np.uint8)
     return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=dims)
