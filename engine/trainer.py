@@ -177,6 +177,7 @@ class Trainer:
         self._eval_networks: dict[int, Network] = {}
         self.history: list[IterationResult] = []
         self._prepare_gradient_norms()
+        self._prepare_finite_check()
 
     def _initialise(self, seed: int) -> DarknetRandom | np.random.Generator:
         """Fill every blob by its filler (host arrays, then copied to the device); returns
@@ -368,7 +369,7 @@ class Trainer:
         self.iteration += 1
         if first_bad is None and not math.isfinite(loss):
             first_bad = "loss"
-        first_bad = first_bad or self._non_finite_param()
+        first_bad = first_bad or self._non_finite_param(stats)
         return IterationResult(
             self.iteration, self.seen, lr, loss, stats, first_bad, grad_norms=grad_norms
         )
@@ -395,15 +396,38 @@ class Trainer:
                 return f"layer {layer.name}"
         return None
 
-    def _non_finite_param(self) -> str | None:
-        params = self.backend.to_host(self.network.params)
-        if np.isfinite(params).all():
+    def _prepare_finite_check(self) -> None:
+        """The segments :meth:`_non_finite_param` must scan itself: those the optimizer does
+        not update (non-learnable: batch-norm running statistics), whose step norm says
+        nothing about their values."""
+        segments = self.network.segments
+        self._scan_index = np.array(
+            [i for i, s in enumerate(segments) if not s.learnable], dtype=np.int64
+        )
+        self._scan_offsets = np.array([segments[i].offset for i in self._scan_index], np.int64)
+        self._scan_lengths = np.array([segments[i].size for i in self._scan_index], np.int64)
+        self._scan_flags = np.zeros(self._scan_index.size, dtype=np.int8)
+
+    def _non_finite_param(self, stats: UpdateStats) -> str | None:
+        """The first segment (in table order) holding a NaN or ±inf after the update.
+
+        A learnable segment is non-finite exactly when its ``step_norms`` entry is: the fused
+        update accumulates ``Σ (f64(w_new) − f64(w))²`` over the segment, which is NaN/inf as
+        soon as one ``w`` or ``w_new`` is and finite otherwise (float32 values squared cannot
+        overflow float64). The other segments are scanned on the device buffer
+        (``Backend.first_nonfinite_segment``); nothing is copied to the host."""
+        bad = np.flatnonzero(~np.isfinite(stats.step_norms))
+        first = int(bad[0]) if bad.size else len(self.network.segments)
+        if self._scan_index.size and (self._scan_index[0] < first):
+            found = self.backend.first_nonfinite_segment(
+                self.network.params, self._scan_offsets, self._scan_lengths, self._scan_flags
+            )
+            if found >= 0:
+                first = min(first, int(self._scan_index[found]))
+        if first == len(self.network.segments):
             return None
-        for segment in self.network.segments:
-            chunk = params[segment.offset : segment.offset + segment.size]
-            if not np.isfinite(chunk).all():
-                return f"blob {segment.key} ({segment.name})"
-        return "params"  # pragma: no cover - every element belongs to a segment
+        segment = self.network.segments[first]
+        return f"blob {segment.key} ({segment.name})"
 
     # ---- evaluation -----------------------------------------------------------------------
     def _eval_network(self, batch: int) -> Network:

@@ -485,3 +485,91 @@ def test_gradient_norms_are_this_updates_gradient_without_the_carried_momentum(s
             assert norm == pytest.approx(np.linalg.norm(expected[key]), rel=1e-5, abs=1e-6)
         carried = max(carried, float(np.abs(trainer.backend.to_host(trainer.network.grads)).max()))
     assert carried > 0  # darknet: the buffer carries momentum; Caffe: the last diff
+
+
+DARKNET_BATCHNORM = """[net]
+batch=4
+subdivisions=1
+height=4
+width=4
+channels=1
+learning_rate=0.1
+momentum=0.9
+decay=0.0005
+policy=constant
+max_batches=100
+
+[convolutional]
+batch_normalize=1
+filters=2
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[connected]
+output=3
+activation=linear
+
+[softmax]
+"""
+
+
+def _host_scan(trainer: Trainer) -> str | None:
+    """Reference: copy the parameters and name the first segment holding a NaN or ±inf."""
+    params = np.array(trainer.network.params, dtype=np.float32)
+    for seg in trainer.network.segments:
+        if not np.isfinite(params[seg.offset : seg.offset + seg.size]).all():
+            return f"blob {seg.key} ({seg.name})"
+    return None
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_param_check_agrees_with_a_host_scan_for_every_segment(value):
+    """Every segment, learnable (read from the update's step norms) or not (batch-norm
+    rolling statistics, scanned on the buffer), poisoned alone and together with a later
+    one: the check names the same first blob as copying and scanning all parameters."""
+    run = load_config("bn.cfg", text=DARKNET_BATCHNORM)
+    x, y = batch_of(4, seed=3, chw=(1, 4, 4))
+    y = np.eye(3, dtype=np.float32)[y]
+    segments = Trainer(run, seed=0).network.segments
+    assert any(not s.learnable for s in segments) and any(s.learnable for s in segments)
+    for index, later in [(i, j) for i in range(len(segments)) for j in (None, len(segments) - 1)]:
+        trainer = Trainer(run, seed=0)
+        assert trainer.train_iteration(lambda: (x, y)).non_finite is None
+        net = trainer.network
+        for poisoned in {index, later} - {None}:
+            seg = segments[poisoned]
+            net.params[seg.offset + seg.size // 2] = value
+        stats = trainer.optimizer.step(net.params, net.grads, 0.1, trainer.iteration)
+        expected = f"blob {segments[index].key} ({segments[index].name})"
+        assert _host_scan(trainer) == expected
+        assert trainer._non_finite_param(stats) == expected, (index, later)
+
+
+def test_poisoned_rolling_mean_is_reported_by_train_iteration():
+    """A NaN in a batch-norm rolling mean (not read by a training forward, not updated by
+    the optimizer) still surfaces in ``IterationResult.non_finite``."""
+    run = load_config("bn.cfg", text=DARKNET_BATCHNORM)
+    x, y = batch_of(4, seed=3, chw=(1, 4, 4))
+    y = np.eye(3, dtype=np.float32)[y]
+    trainer = Trainer(run, seed=0)
+    seg = next(s for s in trainer.network.segments if not s.learnable)
+    trainer.network.params[seg.offset] = np.nan
+    result = trainer.train_iteration(lambda: (x, y))
+    assert result.non_finite == f"blob {seg.key} ({seg.name})"
+
+
+def test_update_that_overflows_finite_weights_is_reported():
+    """Finite weights before the update, ±inf after it (float32 overflow in ``w + step``):
+    named through the step norm although the weight norm before the update is finite."""
+    run = load_config("bn.cfg", text=DARKNET_BATCHNORM)
+    trainer = Trainer(run, seed=0)
+    net = trainer.network
+    seg = next(s for s in net.segments if s.learnable and s.size > 1)
+    net.params[seg.offset + 1] = np.float32(3.4e38)
+    net.grads[seg.offset + 1] = np.float32(3e38)
+    stats = trainer.optimizer.step(net.params, net.grads, 0.1, trainer.iteration)
+    assert np.isfinite(stats.weight_norms).all()
+    assert np.isinf(net.params[seg.offset + 1])
+    assert trainer._non_finite_param(stats) == f"blob {seg.key} ({seg.name})" == _host_scan(trainer)
