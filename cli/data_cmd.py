@@ -19,6 +19,11 @@ data_app = typer.Typer(
     help=(
         "Datasets: list the known ones, fetch them into the cache, verify checksums, describe "
         "one. Data directory: --data-dir, else $DNUPDATE_DATA_DIR, else the user cache folder."
+        "\n\nExamples:\n\n"
+        "  dnupdate data list\n\n"
+        "  dnupdate data info mnist --data-dir ../shared/data/mnist\n\n"
+        "  dnupdate data verify cifar10 --data-dir ~/datasets\n\n"
+        "  dnupdate data fetch fashion-mnist"
     ),
     no_args_is_help=True,
 )
@@ -40,7 +45,14 @@ def list_datasets(
     data_dir: str | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line on stdout."),
 ) -> None:
-    """List the named datasets and whether each is on this machine."""
+    """List the named datasets and whether each is on this machine.
+
+    Examples:
+
+      dnupdate data list
+
+      dnupdate data list --data-dir ../shared/data --json
+    """
     from engine.data import CATALOG
     from engine.data.locate import cache_root
     from engine.data.named import locate_split
@@ -130,7 +142,14 @@ def fetch(
     ),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds before a stalled mirror fails."),
 ) -> None:
-    """Download a dataset into the data directory, verifying every file's checksum."""
+    """Download a dataset into the data directory, verifying every file's checksum.
+
+    Examples:
+
+      dnupdate data fetch fashion-mnist
+
+      dnupdate data fetch mnist --data-dir ~/datasets --mirror https://example.org/mnist/
+    """
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -169,7 +188,14 @@ def verify(
     name: str = typer.Argument(..., help="Dataset name (see `dnupdate data list`)."),
     data_dir: str | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
 ) -> None:
-    """Check a dataset's files against their published checksums (exit 1 on any problem)."""
+    """Check a dataset's files against their published checksums (exit 1 on any problem).
+
+    Examples:
+
+      dnupdate data verify cifar10 --data-dir ~/datasets
+
+      dnupdate data verify mnist --data-dir ../shared/data
+    """
     from engine.data import DataError, verify_dataset
 
     try:
@@ -241,7 +267,16 @@ def info(
     size: int | None = typer.Option(None, "--size", help="Image count (synthetic sets)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per split on stdout."),
 ) -> None:
-    """Open a dataset and report its counts, image shape, label histogram and files."""
+    """Open a dataset and report its counts, image shape, label histogram and files.
+
+    Examples:
+
+      dnupdate data info mnist --data-dir ../shared/data/mnist
+
+      dnupdate data info synthetic-digits --split test --size 1000 --json
+
+      dnupdate data info npz:batch.npz
+    """
     from engine.data import CATALOG, DataError, open_dataset, resolve_source
 
     try:

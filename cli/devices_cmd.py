@@ -22,7 +22,14 @@ def _gib(size: int) -> str:
 def devices(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
-    """List the CPU and the CUDA devices that ``--device cpu|cuda`` can use."""
+    """List the CPU and the CUDA devices that --device cpu|cuda can use.
+
+    Examples:
+
+      dnupdate devices
+
+      dnupdate devices --json
+    """
     from engine.backends import cpu_info
     from engine.backends import cuda as cuda_backend
 

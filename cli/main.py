@@ -14,7 +14,13 @@ app = typer.Typer(
     name="dnupdate",
     help=(
         "Train small conv/FC networks exactly the way darknet and Caffe update their weights, "
-        "and watch it happen."
+        "and watch it happen.\n\n"
+        "Examples:\n\n"
+        "  dnupdate train configs/quickstart.cfg\n\n"
+        "  dnupdate lr-schedule configs/quickstart.cfg --plot\n\n"
+        "  dnupdate inspect configs/lenet_solver.prototxt\n\n"
+        "  dnupdate train configs/lenet_solver.prototxt --data-dir ../shared/data\n\n"
+        "  dnupdate <command> --help"
     ),
     no_args_is_help=True,
     add_completion=True,

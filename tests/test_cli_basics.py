@@ -34,3 +34,25 @@ def test_help_does_not_import_numba():
         "assert 'numpy' not in sys.modules, 'numpy imported by --help'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_every_help_shows_examples():
+    commands = [
+        [],
+        ["train"],
+        ["plot"],
+        ["lr-schedule"],
+        ["inspect"],
+        ["bench"],
+        ["devices"],
+        ["data"],
+        ["data", "list"],
+        ["data", "fetch"],
+        ["data", "verify"],
+        ["data", "info"],
+    ]
+    for command in commands:
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0, command
+        assert "Examples:" in result.output, command
+        assert f"dnupdate {' '.join(command)}".strip() in result.output.split("Examples:")[1]
