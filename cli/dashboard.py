@@ -113,6 +113,14 @@ class RunView:
 # --------------------------------------------------------------------------------------------
 
 
+def diverged_line(event) -> str:
+    """``DIVERGED: <what> (layer L); last good checkpoint: <file>``; the layer is left out
+    when ``what`` already names it (a non-finite loss names its loss layer)."""
+    kept = event.last_checkpoint or "none written yet"
+    layer = "" if f"layer {event.layer}" in event.what else f" (layer {event.layer})"
+    return f"DIVERGED: {event.what}{layer}; last good checkpoint: {kept}"
+
+
 class PlainLines:
     """One line per display interval, and per test/checkpoint/ending (no colour, no cursor
     movement: safe for files and batch-job logs)."""
@@ -181,8 +189,7 @@ class PlainLines:
             self._print(f"checkpoint ({e.reason}) after {e.iteration} updates: {e.files[0]}")
 
     def _on_diverged(self, e) -> None:
-        kept = e.last_checkpoint or "none written yet"
-        self._print(f"DIVERGED: {e.what} (layer {e.layer}); last good checkpoint: {kept}")
+        self._print(diverged_line(e))
 
     def _on_interrupted(self, e) -> None:
         self._print(
@@ -260,11 +267,7 @@ class Dashboard:
             target = event.files[0] if event.files else "(no run folder)"
             return Text(f"checkpoint ({event.reason}) after {event.iteration} updates: {target}")
         if event.kind == "diverged":
-            kept = event.last_checkpoint or "none written yet"
-            return Text(
-                f"DIVERGED: {event.what} (layer {event.layer}); last good checkpoint: {kept}",
-                style="bold red",
-            )
+            return Text(diverged_line(event), style="bold red")
         return Text(f"interrupted by {event.signal}; checkpoint: {event.checkpoint}")
 
     # ---- rendering ----------------------------------------------------------------------------

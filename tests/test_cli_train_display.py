@@ -8,10 +8,11 @@ import json
 
 from rich.console import Console
 
-from cli.dashboard import Dashboard, PlainLines, make_display, sparkline
+from cli.dashboard import Dashboard, PlainLines, diverged_line, make_display, sparkline
 from cli.sinks import JsonLinesSink
 from engine.events import (
     CheckpointSaved,
+    Diverged,
     EvalFinished,
     LayerNorms,
     NormsReported,
@@ -129,3 +130,13 @@ def test_json_lines_sink_writes_strict_json_per_event():
     assert first["event"] == "step_finished" and first["loss"] == "nan"
     assert first["smoothed_loss"] == "inf"
     assert json.loads(lines[1])["event"] == "run_started"
+
+
+def test_diverged_line_names_the_layer_once():
+    loss = Diverged(18, "5", "non-finite loss (inf) in layer 5 (softmax) at iteration 18", None)
+    line = diverged_line(loss)
+    assert line.count("layer 5") == 1
+    assert line.endswith("last good checkpoint: none written yet")
+    param = Diverged(7, "conv1", "non-finite value in conv1/0 at iteration 7", "runs/x/a.npz")
+    line = diverged_line(param)
+    assert "(layer conv1)" in line and line.endswith("runs/x/a.npz")
