@@ -252,7 +252,7 @@ def train(
     seed: int | None = typer.Option(
         None,
         "--seed",
-        help="Seed of init, dropout, data (default: the config's random_seed, else 0).",
+        help="Seed of init, dropout, data (default: Caffe random_seed / darknet seed=, else 0).",
     ),
     semantics: Semantics | None = typer.Option(
         None, "--semantics", help="Update rule and loop (default: the config's framework)."

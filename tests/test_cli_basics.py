@@ -56,3 +56,8 @@ def test_every_help_shows_examples():
         assert result.exit_code == 0, command
         assert "Examples:" in result.output, command
         assert f"dnupdate {' '.join(command)}".strip() in result.output.split("Examples:")[1]
+
+
+def test_train_help_names_both_config_seeds():
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert "random_seed" in result.output and "seed=" in result.output
