@@ -687,6 +687,7 @@ class TrainingSession:
 
     def _evaluate(self, final: bool = False) -> EvalFinished:
         result = self.trainer.evaluate(self._test_batches_iter(final))
+        self.trainer.release_eval_networks()  # tests are rare: keep only the train net's buffers
         iteration = self.trainer.iteration
         event = EvalFinished(iteration, result.loss, result.accuracy, result.images)
         self.last_eval = event

@@ -444,6 +444,13 @@ class Trainer:
             self._eval_networks[batch] = net
         return net
 
+    def release_eval_networks(self) -> None:
+        """Drop the cached test-phase networks (their activations, im2col buffers and
+        workspace; the parameters belong to the training network). The next
+        :meth:`evaluate` builds them again, so between tests a run holds only the training
+        network's buffers; nothing a result or a resume depends on lives in them."""
+        self._eval_networks.clear()
+
     def evaluate(self, batches: Iterable[Batch]) -> EvalResult:
         """Test-mode forward over ``batches`` of ``(images, integer labels)``: batch-norm uses
         its running statistics, dropout is the identity, the test phase's layers run (sharing
