@@ -573,3 +573,19 @@ def test_update_that_overflows_finite_weights_is_reported():
     assert np.isfinite(stats.weight_norms).all()
     assert np.isinf(net.params[seg.offset + 1])
     assert trainer._non_finite_param(stats) == f"blob {seg.key} ({seg.name})" == _host_scan(trainer)
+
+
+def test_release_eval_networks_then_evaluate_again_gives_the_same_result():
+    """The test-phase networks hold no state: dropped after a test (as the training loop
+    does) and rebuilt, they give bit-identical results and leave the training state alone."""
+    run = caffe_run()
+    trainer = Trainer(run, seed=0)
+    x, y = batch_of(6, seed=5)
+    trainer.train_iteration(lambda: (x[:4], y[:4]))
+    state = trainer.state_dict()
+    before = trainer.evaluate([(x[:3], y[:3]), (x[3:], y[3:])])
+    trainer.release_eval_networks()
+    assert not trainer._eval_networks
+    after = trainer.evaluate([(x[:3], y[:3]), (x[3:], y[3:])])
+    assert (after.loss, after.accuracy, after.images) == (before.loss, before.accuracy, 6)
+    assert trainer.state_dict()["params"].tobytes() == state["params"].tobytes()
