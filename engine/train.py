@@ -567,12 +567,28 @@ class TrainingSession:
             versions=package_versions(),
         )
 
+    def data_notes(self) -> list[str]:
+        """What the user should know about the data, once each: a dataset stand-in (e.g. only
+        CIFAR-10's first 1,000 test images present) or a computed mean image (Caffe's
+        ``mean.binaryproto`` missing)."""
+        notes: list[str] = []
+        sources = [self.train_set, self.train_sampler]
+        if self.test_sampler is not None:
+            sources += [self.test_set, self.test_sampler]
+        for source in sources:
+            for note in getattr(source, "notes", ()):
+                if note not in notes:
+                    notes.append(note)
+        return notes
+
     def events(self, stop: Callable[[], str | None] = lambda: None) -> Iterator[Event]:
         """Run to ``max_iter`` (or divergence, or ``stop()`` returning a signal name),
         yielding events. Files are written as it goes when a folder was given."""
         self._t0 = time.perf_counter()
         self._images = 0
         yield self.started_event()
+        for note in self.data_notes():
+            yield Status(note)
         trainer = self.trainer
         if trainer.iteration >= self.max_iter:
             yield Status(

@@ -407,3 +407,23 @@ def test_cuda_without_a_device_is_a_setup_error(tiny):
         assert "cuda" in str(exc).lower()
     else:  # a CUDA device (or the simulator) is present here
         assert backend is not None
+
+
+def test_data_notes_reach_the_event_stream_once(tiny):
+    """A Caffe net whose mean_file is missing trains on the computed training-set mean, and the
+    run says so in status events right after run_started (each distinct note once)."""
+    net = tiny.caffe.parent / "tiny_net.prototxt"
+    net.write_text(
+        net.read_text().replace(
+            "transform_param { scale: 0.00390625 }",
+            'transform_param { scale: 0.00390625 mean_file: "no_such_mean.binaryproto" }',
+        )
+    )
+    events = run_all(tiny.caffe, None, max_iters=1, eval_every=0)
+    assert events[0].__class__.__name__ == "RunStarted"
+    messages = [e.message for e in events if e.__class__.__name__ == "Status"]
+    mean_notes = [m for m in messages if "no_such_mean.binaryproto" in m]
+    assert mean_notes and all("mean image" in m for m in mean_notes), messages
+    assert len(mean_notes) == len(set(mean_notes))
+    assert "quadrants.npz" in mean_notes[0]  # the training set whose mean is used
+    assert messages.index(mean_notes[0]) < messages.index("training")
