@@ -85,41 +85,14 @@ def limit_threads(threads: int) -> int:
     (capped at the cores when Numba is already loaded with its default pool)."""
     for name in BLAS_THREAD_VARIABLES:
         os.environ[name] = str(threads)
-    if "numpy" in sys.modules:
-        _set_loaded_openblas_threads(threads)
+    if "numpy" in sys.modules:  # too late for the variables: tell the loaded OpenBLAS
+        from engine.backends.openblas import set_blas_threads
+
+        set_blas_threads(threads)
     if "numba" not in sys.modules:
         os.environ["NUMBA_NUM_THREADS"] = str(threads)
         return threads
     return min(threads, os.cpu_count() or threads)
-
-
-def _set_loaded_openblas_threads(threads: int) -> bool:
-    """Call ``openblas_set_num_threads`` in the OpenBLAS this process has loaded (NumPy's
-    wheels bundle one, with a prefixed symbol name). Linux only; False when not found."""
-    import ctypes
-
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
-    except OSError:
-        return False
-    names = (
-        "openblas_set_num_threads",
-        "scipy_openblas_set_num_threads64_",
-        "openblas_set_num_threads64_",
-        "scipy_openblas_set_num_threads",
-    )
-    for path in sorted(paths):
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in names:
-            function = getattr(library, name, None)
-            if function is not None:
-                function(ctypes.c_int(threads))
-                return True
-    return False
 
 
 # --------------------------------------------------------------------------------------------

@@ -101,35 +101,11 @@ def sgemm_peak_gflops(size: int = SGEMM_SIZE, repeats: int = SGEMM_REPEATS) -> f
     return 2.0 * size**3 / best / 1e9
 
 
-_CORENAME_SYMBOLS = (
-    "scipy_openblas_get_corename64_",
-    "scipy_openblas_get_corename",
-    "openblas_get_corename64_",
-    "openblas_get_corename",
-)
-
-
 def blas_core_name() -> str:
-    """The kernel set NumPy's bundled OpenBLAS chose for this CPU (``openblas_get_corename``:
-    ``Haswell``, ``SkylakeX``, ``Zen``...; ``OPENBLAS_CORETYPE`` overrides it at load), or ``""``
-    where NumPy uses another BLAS."""
-    import ctypes
-    import glob
+    """The kernel set NumPy's OpenBLAS chose for this CPU (see ``engine.backends.openblas``)."""
+    from engine.backends.openblas import core_name
 
-    import numpy as np
-
-    folder = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in sorted(glob.glob(os.path.join(folder, "*openblas*.so*"))):
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for symbol in _CORENAME_SYMBOLS:
-            getter = getattr(library, symbol, None)
-            if getter is not None:
-                getter.restype = ctypes.c_char_p
-                return getter().decode(errors="replace")
-    return ""
+    return core_name()
 
 
 class Runner:

@@ -9,39 +9,9 @@ alone: ``OPENBLAS_NUM_THREADS`` still works).
 
 from __future__ import annotations
 
-import ctypes
-import glob
-import os
-from functools import lru_cache
-
 import numba
-import numpy as np
 
-_SETTERS = (
-    "scipy_openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads",
-    "openblas_set_num_threads64_",
-    "openblas_set_num_threads",
-)
-
-
-@lru_cache(maxsize=1)
-def _blas_setter():
-    """The bundled OpenBLAS's thread-count setter, or None."""
-    folder = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in sorted(glob.glob(os.path.join(folder, "*openblas*.so*"))):
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _SETTERS:
-            setter = getattr(library, name, None)
-            if setter is not None:
-                setter.argtypes = [ctypes.c_int]
-                setter.restype = None
-                return setter
-    return None
-
+from engine.backends.openblas import set_blas_threads
 
 _blas_threads: list[int | None] = [None]
 
@@ -52,9 +22,7 @@ def set_threads(count: int, blas: int | None = None) -> None:
     numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
     blas = count if blas is None else blas
     if _blas_threads[0] != blas:
-        setter = _blas_setter()
-        if setter is not None:
-            setter(max(1, blas))
+        set_blas_threads(blas)
         _blas_threads[0] = blas
 
 
