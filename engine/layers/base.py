@@ -118,3 +118,25 @@ class DarknetActivation:
     def backward(self, y: Array, delta: Array) -> None:
         if not self.linear:
             self._gradient(y, self.code, delta)
+
+
+class DarknetEpilogue:
+    """The tail darknet's convolutional and connected layers share (``forward_*_layer``):
+    batch norm (its biases are the BN shift) or a plain bias add, then the activation in place;
+    backward in reverse order: activation gradient from the output, then the BN or bias
+    gradient. Needs ``backend``, ``bn``, ``bias``/``dbias``, ``act``, ``output``/``out3``,
+    ``delta``/``delta3`` and ``grad_alpha`` on the layer."""
+
+    def epilogue_forward(self, train: bool) -> None:
+        if self.bn is not None:
+            self.backend.darknet_bn_forward(self.out3, self.bn, train)
+        elif self.bias is not None:
+            self.backend.bias_add(self.out3, self.bias)
+        self.act.forward(self.output)
+
+    def epilogue_backward(self) -> None:
+        self.act.backward(self.output, self.delta)
+        if self.bn is not None:
+            self.backend.darknet_bn_backward(self.delta3, self.bn, self.grad_alpha)
+        elif self.bias is not None:
+            self.backend.bias_grad(self.delta3, self.dbias, self.grad_alpha)

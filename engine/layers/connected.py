@@ -7,12 +7,18 @@ bias gradient, ``dW += alpha·deltaᵀ·x``, ``dx += delta·W``.
 
 from __future__ import annotations
 
-from engine.layers.base import DarknetActivation, Layer, LayerContext, darknet_bn_state
+from engine.layers.base import (
+    DarknetActivation,
+    DarknetEpilogue,
+    Layer,
+    LayerContext,
+    darknet_bn_state,
+)
 from engine.shapes import LayerShape
 from engine.spec import ConnectedSpec
 
 
-class ConnectedLayer(Layer):
+class ConnectedLayer(DarknetEpilogue, Layer):
     """See the module docstring."""
 
     def __init__(self, shape: LayerShape, ctx: LayerContext):
@@ -40,20 +46,12 @@ class ConnectedLayer(Layer):
     def forward(self, x, train: bool) -> None:
         backend = self.backend
         backend.matmul(x.reshape(self.in_shape), self.weights_t, self.out2)
-        if self.bn is not None:
-            backend.darknet_bn_forward(self.out3, self.bn, train)
-        elif self.bias is not None:
-            backend.bias_add(self.out3, self.bias)
-        self.act.forward(self.output)
+        self.epilogue_forward(train)
 
     def backward(self, x, dx) -> None:
         backend = self.backend
         alpha = self.grad_alpha
-        self.act.backward(self.output, self.delta)
-        if self.bn is not None:
-            backend.darknet_bn_backward(self.delta3, self.bn, alpha)
-        elif self.bias is not None:
-            backend.bias_grad(self.delta3, self.dbias, alpha)
+        self.epilogue_backward()
         x2 = x.reshape(self.in_shape)
         backend.matmul_add(self.delta2_t, x2, self.dweights, self.wgrad_scratch, alpha)
         if dx is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from engine.layers.base import (
     DarknetActivation,
+    DarknetEpilogue,
     Layer,
     LayerContext,
     darknet_bn_state,
@@ -25,7 +26,7 @@ _TO_GROUP_MAJOR = (1, 2, 0, 3)
 _TO_BATCH_MAJOR = (2, 0, 1, 3)
 
 
-class ConvLayer(Layer):
+class ConvLayer(DarknetEpilogue, Layer):
     """See the module docstring. ``col`` (``(G, K, B·N)``) is kept from forward to backward;
     the GEMM result and ``W_gᵀ·delta_g`` live in the network's shared workspace."""
 
@@ -85,20 +86,12 @@ class ConvLayer(Layer):
             backend.im2col(x, self.col, *self.geometry)
         backend.matmul(self.weights, self.col, self.gemm)
         backend.permute_copy(self.gm, self.out4, _TO_BATCH_MAJOR)
-        if self.bn is not None:
-            backend.darknet_bn_forward(self.out3, self.bn, train)
-        elif self.bias is not None:
-            backend.bias_add(self.out3, self.bias)
-        self.act.forward(self.output)
+        self.epilogue_forward(train)
 
     def backward(self, x, dx) -> None:
         backend = self.backend
         alpha = self.grad_alpha
-        self.act.backward(self.output, self.delta)
-        if self.bn is not None:
-            backend.darknet_bn_backward(self.delta3, self.bn, alpha)
-        elif self.bias is not None:
-            backend.bias_grad(self.delta3, self.dbias, alpha)
+        self.epilogue_backward()
         backend.permute_copy(self.delta4, self.gm, _TO_GROUP_MAJOR)
         backend.matmul_add(self.gemm, self.col_t, self.dweights, self.wgrad_scratch, alpha)
         if dx is None:
