@@ -13,6 +13,23 @@ from tests.reference.conv import conv_backward, conv_forward, darknet_1x1_shortc
 
 BACKEND = CpuBackend()
 
+
+class BatchedConvBackend(CpuBackend):
+    """The CPU backend with the per-image convolution turned off: the whole-batch im2col +
+    matmul strategy (the CUDA backend's, and the fallback without OpenBLAS)."""
+
+    def conv_image_chunks(self, batch, chunk_floats):
+        return 0
+
+
+class OneChunkBackend(CpuBackend):
+    """Per-image convolution with the whole batch in one chunk (one partial weight sum)."""
+
+    IMAGE_CHUNKS = 1
+
+
+BACKENDS = {"per-image": BACKEND, "one-chunk": OneChunkBackend(), "batched": BatchedConvBackend()}
+
 # (batch, C, H, W, filters, k, stride, pad, groups, dilation)
 CASES = [
     (1, 1, 5, 5, 1, 3, 1, 0, 1, 1),
@@ -50,10 +67,10 @@ def head_for(c):
     return ConvSpec(name="identity", filters=c, kernel_h=1, kernel_w=1, bias=False)
 
 
-def build(case, order="caffe", bias=True):
+def build(case, order="caffe", bias=True, backend=BACKEND):
     batch = case[0]
     spec = conv_net(case, order, bias)
-    net = Network(spec, BACKEND, batch=batch, semantics="caffe")
+    net = Network(spec, backend, batch=batch, semantics="caffe")
     rng = np.random.default_rng(sum(case))
     net.blob("identity", 0)[...] = np.eye(case[1], dtype=np.float32)[:, :, None, None]
     for key, view in net.named_blobs():
@@ -63,10 +80,11 @@ def build(case, order="caffe", bias=True):
     return net, x, rng
 
 
+@pytest.mark.parametrize("strategy", list(BACKENDS))
 @pytest.mark.parametrize("case", CASES)
-def test_conv_forward_and_backward_match_reference(case):
+def test_conv_forward_and_backward_match_reference(case, strategy):
     _, _, _, _, _, _, s, p, g, d = case
-    net, x, rng = build(case)
+    net, x, rng = build(case, backend=BACKENDS[strategy])
     w, b = net.blob("conv", 0), net.blob("conv", 1)
     y = net.forward(x, train=True)
     want = conv_forward(x, w, b, (s, s), (p, p), g, d)
@@ -79,6 +97,28 @@ def test_conv_forward_and_backward_match_reference(case):
     np.testing.assert_allclose(net.grad("conv", 0), dw, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(net.grad("conv", 1), db, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(net.layers[0].delta, dx, rtol=1e-4, atol=1e-4)
+
+
+def test_strategies_pick_as_documented():
+    case = (4, 3, 8, 8, 5, 3, 1, 1, 1, 1)
+    assert build(case, backend=BACKENDS["batched"])[0].layers[-1].chunks == 0
+    assert build(case, backend=BACKENDS["one-chunk"])[0].layers[-1].chunks == 1
+    assert build(case)[0].layers[-1].chunks in (0, 4)  # 0 only without OpenBLAS
+
+
+def test_per_image_results_do_not_depend_on_the_thread_count():
+    """Chunks are fixed by the shapes; each chunk's images are summed in order, then the chunk
+    partial sums in chunk order: 1 and 2 threads give the same bits."""
+    case = (12, 6, 10, 10, 8, 3, 1, 1, 2, 1)
+    results = []
+    for count in (1, 2):
+        net, x, rng = build(case, backend=CpuBackend(threads=count))
+        y = net.forward(x, train=True).copy()
+        net.layers[-1].delta[...] = rng.standard_normal(y.shape).astype(np.float32)
+        net.backward()
+        results.append((y, net.grads.copy(), net.layers[0].delta.copy()))
+    for first, second in zip(*results, strict=True):
+        assert np.array_equal(first, second)
 
 
 def test_darknet_order_and_sign_convention():

@@ -123,6 +123,27 @@ class Backend:
         raise NotImplementedError
 
     # ---- convolution ----------------------------------------------------------------------
+    def conv_image_chunks(self, batch: int, chunk_floats: int) -> int:
+        """How many chunks of consecutive images the per-image convolution
+        (:meth:`conv_forward_images`) splits a batch into, given the scratch floats one chunk
+        needs; 0 where the backend has none (layers then unfold the whole batch and call
+        :meth:`matmul`). The count must depend on the shapes only, never on the thread count:
+        it fixes the summation order of the weight gradient."""
+        return 0
+
+    def conv_forward_images(self, x, weights, out, col, kernel, stride, pad, dilation, out_hw):
+        """``out (B,G·m,N)``: ``W_g · im2col(x_b)_g`` image by image; ``col (P,K,N)`` scratch
+        (``engine.backends.cpu.conv_images``)."""
+        raise NotImplementedError
+
+    def conv_backward_images(
+        self, x, weights, delta, dweights, dx, col, dcol, partial, alpha,
+        kernel, stride, pad, dilation, out_hw,
+    ) -> None:  # fmt: skip
+        """``dweights += alpha·Σ_b delta_b·im2col(x_b)ᵀ``; ``dx += col2im(Wᵀ·delta_b)`` unless
+        ``dx`` is None; ``col``/``dcol (P,K,N)`` and ``partial (P,G,m,K)`` scratch."""
+        raise NotImplementedError
+
     def im2col(self, x, col, kernel, stride, pad, dilation, out_hw) -> None:
         """``x (B,C,H,W)`` → ``col (G,K,B·N)``, zero padding (``engine.backends.cpu.conv``)."""
         raise NotImplementedError

@@ -27,8 +27,15 @@ _TO_BATCH_MAJOR = (2, 0, 1, 3)
 
 
 class ConvLayer(DarknetEpilogue, Layer):
-    """See the module docstring. ``col`` (``(G, K, B·N)``) is kept from forward to backward;
-    the GEMM result and ``W_gᵀ·delta_g`` live in the network's shared workspace."""
+    """See the module docstring. Two strategies, picked by the backend:
+
+    * per image (CPU with OpenBLAS): ``backend.conv_forward_images``/``conv_backward_images``
+      unfold and multiply image by image on every core, chunk scratch in the network's shared
+      workspace; the columns are unfolded again in backward instead of being kept;
+    * whole batch (CUDA, darknet's 1×1 quirk, a NumPy without OpenBLAS): ``col``
+      (``(G, K, B·N)``) is unfolded once per forward and kept for backward; the GEMM result
+      and ``W_gᵀ·delta_g`` live in the shared workspace.
+    """
 
     def __init__(self, shape: LayerShape, ctx: LayerContext):
         super().__init__(shape, ctx)
@@ -50,29 +57,46 @@ class ConvLayer(DarknetEpilogue, Layer):
         # darknet quirk: its CPU 1×1 shortcut ignores stride and padding (garbage, but kept)
         self.flat_quirk = spec.darknet_1x1_shortcut and one_by_one and steps != (1, 1, 0, 0)
         backend = ctx.backend
-        self.col = backend.zeros((groups, self.k, batch * n))
-        self.col_t = self.col.swapaxes(1, 2)
         self.weights = ctx.params["weights"].reshape(groups, m, self.k)
         self.weights_t = self.weights.swapaxes(1, 2)
         self.dweights = ctx.grads["weights"].reshape(groups, m, self.k)
-        self.wgrad_scratch = backend.zeros((groups, m, self.k))
         bias_name = "biases" if spec.param_order == "darknet" else "bias"
         self.bias = ctx.params.get(bias_name)
         self.dbias = ctx.grads.get(bias_name)
-        self.out4 = self.output.reshape(batch, groups, m, n)
         self.out3 = self.output.reshape(batch, f, n)
-        self.delta4 = self.delta.reshape(batch, groups, m, n)
         self.delta3 = self.delta.reshape(batch, f, n)
-        self.gm_shape = (groups, m, batch, n)
-        self.gemm_shape = (groups, m, batch * n)
         self.bn = darknet_bn_state(ctx, f, self.out3.shape) if spec.batch_normalize else None
         self.act = DarknetActivation(backend, spec.activation)
+        # per image: scratch per chunk = col + dcol (K×N each) + the weight-gradient partial
+        self.chunk_shapes = ((self.k, n), (self.k, n), (groups, m, self.k))
+        chunk_floats = 2 * self.k * n + groups * m * self.k
+        self.chunks = 0 if self.flat_quirk else backend.conv_image_chunks(batch, chunk_floats)
+        self.col = self.col_t = self.wgrad_scratch = None
+        if not self.chunks:
+            self.col = backend.zeros((groups, self.k, batch * n))
+            self.col_t = self.col.swapaxes(1, 2)
+            self.wgrad_scratch = backend.zeros((groups, m, self.k))
+        self.out4 = self.output.reshape(batch, groups, m, n)
+        self.delta4 = self.delta.reshape(batch, groups, m, n)
+        self.gm_shape = (groups, m, batch, n)
+        self.gemm_shape = (groups, m, batch * n)
         self.gm = self.gemm = self.col_delta = None
+        self.chunk_col = self.chunk_dcol = self.partial = None
 
     def workspace_size(self) -> int:
+        if self.chunks:
+            return self.chunks * sum(_size(shape) for shape in self.chunk_shapes)
         return self.col.size + self.output.size
 
     def bind_workspace(self, workspace) -> None:
+        if self.chunks:
+            views, start = [], 0
+            for shape in self.chunk_shapes:
+                size = self.chunks * _size(shape)
+                views.append(workspace[start : start + size].reshape(self.chunks, *shape))
+                start += size
+            self.chunk_col, self.chunk_dcol, self.partial = views
+            return
         size = self.col.size
         self.col_delta = workspace[:size].reshape(self.col.shape)
         self.gm = workspace[size : size + self.output.size].reshape(self.gm_shape)
@@ -80,18 +104,27 @@ class ConvLayer(DarknetEpilogue, Layer):
 
     def forward(self, x, train: bool) -> None:
         backend = self.backend
-        if self.flat_quirk:
-            backend.flat_as_col(x, self.col)
+        if self.chunks:
+            backend.conv_forward_images(x, self.weights, self.out3, self.chunk_col, *self.geometry)
         else:
-            backend.im2col(x, self.col, *self.geometry)
-        backend.matmul(self.weights, self.col, self.gemm)
-        backend.permute_copy(self.gm, self.out4, _TO_BATCH_MAJOR)
+            if self.flat_quirk:
+                backend.flat_as_col(x, self.col)
+            else:
+                backend.im2col(x, self.col, *self.geometry)
+            backend.matmul(self.weights, self.col, self.gemm)
+            backend.permute_copy(self.gm, self.out4, _TO_BATCH_MAJOR)
         self.epilogue_forward(train)
 
     def backward(self, x, dx) -> None:
         backend = self.backend
         alpha = self.grad_alpha
         self.epilogue_backward()
+        if self.chunks:
+            backend.conv_backward_images(
+                x, self.weights, self.delta3, self.dweights, dx, self.chunk_col,
+                self.chunk_dcol, self.partial, alpha, *self.geometry,
+            )  # fmt: skip
+            return
         backend.permute_copy(self.delta4, self.gm, _TO_GROUP_MAJOR)
         backend.matmul_add(self.gemm, self.col_t, self.dweights, self.wgrad_scratch, alpha)
         if dx is None:
@@ -101,3 +134,10 @@ class ConvLayer(DarknetEpilogue, Layer):
             backend.flat_as_col_add(self.col_delta, dx)
         else:
             backend.col2im_add(self.col_delta, dx, *self.geometry)
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    size = 1
+    for extent in shape:
+        size *= extent
+    return size

@@ -16,9 +16,11 @@ from engine.backends.cpu import (
     batchnorm,
     blas,
     conv,
+    conv_images,
     dropout,
     pool,
     reduce,
+    sgemm,
     softmax,
     threads,
     update,
@@ -32,7 +34,7 @@ class CpuBackend(Backend):
     name = "cpu"
 
     #: below this many floats in the largest activation, Numba kernels run on one thread: a
-    #: parallel launch costs more than small layers take (BLAS keeps its threads; ``threads``)
+    #: parallel launch costs more than small layers take (large GEMMs still use every thread)
     PARALLEL_MIN_WORK = 1 << 18
 
     def __init__(self, threads: int | None = None) -> None:
@@ -42,16 +44,14 @@ class CpuBackend(Backend):
         self.threads = threads
 
     def configure(self, work: int) -> None:
-        """Set the Numba and BLAS thread counts (kernel results do not depend on them: every
-        parallel iteration owns its output; BLAS may sum in another order)."""
-        if self.threads is not None:
-            threads.set_threads(self.threads)
-        elif work < self.PARALLEL_MIN_WORK:
-            # BLAS keeps every thread: OpenBLAS runs small GEMMs on one thread by itself, and
-            # a small net's large GEMMs (the MLP's 128x784x1024) gain 1.4x from a second core
-            threads.set_threads(1, blas=threads.max_threads())
-        else:
-            threads.set_threads(threads.max_threads())
+        """Set the Numba thread count for the kernels, and keep OpenBLAS itself on one thread:
+        GEMMs are tiled over Numba's threads (:mod:`~engine.backends.cpu.blas`) and the
+        per-image convolution calls ``sgemm`` from every thread at once. Kernel results do not
+        depend on the thread counts: every parallel iteration owns its output."""
+        count = min(self.threads or threads.max_threads(), threads.max_threads())
+        small = self.threads is None and work < self.PARALLEL_MIN_WORK
+        blas.set_gemm_threads(count)
+        threads.set_threads(1 if small else count, blas=1 if sgemm.AVAILABLE else count)
 
     def _zeroed(self, tag: str, size: int) -> np.ndarray:
         """A cached zero-filled scratch vector (allocated once per tag and size)."""
@@ -94,6 +94,31 @@ class CpuBackend(Backend):
         out *= np.float32(factor)
 
     # ---- convolution and pooling ----------------------------------------------------------
+    #: the per-image convolution splits a batch into at most this many chunks of consecutive
+    #: images (each with its own scratch and weight-gradient partial sum): enough to keep 16
+    #: cores busy; fixed so that results do not depend on the thread count
+    IMAGE_CHUNKS = 16
+    #: ... and gives all chunks together at most this much scratch (bytes)
+    IMAGE_SCRATCH_BYTES = 64 << 20
+
+    def conv_image_chunks(self, batch, chunk_floats):
+        if not sgemm.AVAILABLE:
+            return 0
+        fit = self.IMAGE_SCRATCH_BYTES // (4 * max(1, chunk_floats))
+        return max(1, min(self.IMAGE_CHUNKS, batch, fit))
+
+    def conv_forward_images(self, x, weights, out, col, kernel, stride, pad, dilation, out_hw):
+        conv_images.conv_forward(x, weights, out, col, kernel, stride, pad, dilation, out_hw)
+
+    def conv_backward_images(
+        self, x, weights, delta, dweights, dx, col, dcol, partial, alpha,
+        kernel, stride, pad, dilation, out_hw,
+    ):  # fmt: skip
+        conv_images.conv_backward(
+            x, weights, delta, dweights, dx, col, dcol, partial, alpha,
+            kernel, stride, pad, dilation, out_hw,
+        )  # fmt: skip
+
     im2col = staticmethod(conv.im2col)
     col2im_add = staticmethod(conv.col2im_add)
     flat_as_col = staticmethod(conv.flat_as_col)

@@ -1,19 +1,141 @@
-"""GEMM through NumPy's BLAS (``sgemm``) into preallocated outputs.
+"""GEMM into preallocated outputs: OpenBLAS ``sgemm`` on one thread per tile, tiles shared
+out by Numba's threads.
 
-``np.matmul(a, b, out=c)`` on C-contiguous float32 operands (stacked or not) dispatches to the
-BLAS ``sgemm`` of NumPy's build; transposed operands are passed as views (``.swapaxes``) so no
-copy is made by us.
+The CPU backend keeps OpenBLAS itself single-threaded (:mod:`engine.backends.cpu.threads`):
+the per-image convolution calls ``sgemm`` from every Numba thread at once, and OpenBLAS's
+own workers spin for a while after each threaded GEMM, fighting those threads for the cores.
+So a large GEMM here is split into row or column tiles (:func:`_tiles`), one ``sgemm`` call
+each, run in parallel by Numba. Every output element is still one ``sgemm`` dot product over
+the whole ``K`` (tiling splits ``M`` or ``N``, never ``K``), so tiles change no result.
+Operands may be transposed views (``.T``, ``.swapaxes``): they go to BLAS as ``Trans`` with
+their own leading dimension, uncopied. Where NumPy has no OpenBLAS (MKL, Accelerate),
+``np.matmul`` does the work instead.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import config, get_num_threads, njit, prange, set_num_threads
+
+from engine.backends.cpu.sgemm import AVAILABLE, NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
+
+_F32 = 4
+#: a GEMM below this many multiply-adds runs as one call (a parallel launch costs more)
+TILE_MIN_WORK = 1 << 20
+#: tile edges fall on multiples of this (OpenBLAS's register blocking)
+TILE_ALIGN = 16
+
+_gemm_threads = [1]
+
+
+def set_gemm_threads(count: int) -> None:
+    """Threads a large GEMM is tiled over (the backend's thread count, even where the small
+    kernels of a small network run on one)."""
+    _gemm_threads[0] = max(1, count)
+
+
+@njit(inline="always")
+def _edge(j, tiles, extent):
+    """Start of tile ``j`` of ``tiles`` over ``extent``, on a :data:`TILE_ALIGN` boundary."""
+    if j >= tiles:
+        return extent
+    return min(extent, (j * extent // tiles + TILE_ALIGN // 2) // TILE_ALIGN * TILE_ALIGN)
+
+
+@njit(parallel=True, cache=True)
+def _tiled_sgemm(
+    ta, tb, m, n, k, alpha, a, lda, a_step, b, ldb, b_step, beta, c, ldc, c_step, stack, tiles,
+    split_rows,
+):  # fmt: skip
+    for t in prange(stack * tiles):
+        s = t // tiles
+        j = t % tiles
+        a_s = a + s * a_step * _F32
+        b_s = b + s * b_step * _F32
+        c_s = c + s * c_step * _F32
+        if split_rows:
+            lo = _edge(j, tiles, m)
+            hi = _edge(j + 1, tiles, m)
+            if hi > lo:
+                a_off = lo * lda if ta == NO_TRANS else lo
+                cblas_sgemm(
+                    ROW_MAJOR, ta, tb, hi - lo, n, k, alpha, a_s + a_off * _F32, lda,
+                    b_s, ldb, beta, c_s + lo * ldc * _F32, ldc,
+                )  # fmt: skip
+        else:
+            lo = _edge(j, tiles, n)
+            hi = _edge(j + 1, tiles, n)
+            if hi > lo:
+                b_off = lo if tb == NO_TRANS else lo * ldb
+                cblas_sgemm(
+                    ROW_MAJOR, ta, tb, m, hi - lo, k, alpha, a_s, lda,
+                    b_s + b_off * _F32, ldb, beta, c_s + lo * _F32, ldc,
+                )  # fmt: skip
+
+
+def _layout(matrix: np.ndarray) -> tuple[int, int] | None:
+    """``(trans, leading dimension)`` of a 2-D float32 view for row-major ``sgemm``, or None
+    when neither axis is contiguous."""
+    rows, cols = matrix.shape
+    row_stride, col_stride = (stride // _F32 for stride in matrix.strides)
+    if min(matrix.strides) < 0 or (rows > 1 and row_stride == 0) or (cols > 1 and col_stride == 0):
+        return None
+    if col_stride == 1 or cols == 1:
+        return NO_TRANS, max(row_stride if rows > 1 else cols, cols, 1)
+    if row_stride == 1 or rows == 1:
+        return TRANS, max(col_stride if cols > 1 else rows, rows, 1)
+    return None
+
+
+def _stack_step(array: np.ndarray) -> int:
+    return array.strides[0] // _F32 if array.ndim == 3 and array.shape[0] > 1 else 0
+
+
+def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float, beta: float) -> bool:
+    """``out = alpha·(a @ b) + beta·out`` through :func:`_tiled_sgemm`; False (nothing done)
+    where the operands do not suit BLAS (no OpenBLAS, strides, dtype)."""
+    if not AVAILABLE or out.dtype != np.float32 or a.dtype != np.float32:
+        return False
+    if b.dtype != np.float32 or a.ndim != out.ndim or b.ndim != out.ndim or out.ndim not in (2, 3):
+        return False
+    stack = out.shape[0] if out.ndim == 3 else 1
+    a2, b2, c2 = (x[0] if x.ndim == 3 else x for x in (a, b, out))
+    la, lb, lc = _layout(a2), _layout(b2), _layout(c2)
+    if la is None or lb is None or lc is None or lc[0] != NO_TRANS:
+        return False
+    if out.ndim == 3 and (a.shape[0] != stack or b.shape[0] != stack):
+        return False
+    m, k = a2.shape
+    n = b2.shape[1]
+    if m == 0 or n == 0:
+        return True
+    if k == 0:
+        out *= np.float32(beta)
+        return True
+    threads = _gemm_threads[0]
+    split_rows = m >= n
+    longest = m if split_rows else n
+    tiles = 1
+    if threads > 1 and m * n * k >= TILE_MIN_WORK:
+        tiles = max(1, min(threads, longest // TILE_ALIGN))
+    previous = get_num_threads()
+    wanted = min(tiles, config.NUMBA_NUM_THREADS)
+    if previous < wanted:
+        set_num_threads(wanted)
+    _tiled_sgemm(
+        la[0], lb[0], m, n, k, np.float32(alpha), a2.ctypes.data, la[1], _stack_step(a),
+        b2.ctypes.data, lb[1], _stack_step(b), np.float32(beta), c2.ctypes.data, lc[1],
+        _stack_step(out), stack, tiles, split_rows,
+    )  # fmt: skip
+    if previous < wanted:
+        set_num_threads(previous)
+    return True
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """``out = a @ b`` (beta = 0), broadcasting over leading (stack) axes."""
-    np.matmul(a, b, out=out)
+    """``out = a @ b`` (beta = 0), 2-D or stacked 3-D."""
+    if not _gemm(a, b, out, 1.0, 0.0):
+        np.matmul(a, b, out=out)
 
 
 def accumulate(out: np.ndarray, value: np.ndarray, alpha: float) -> None:
@@ -30,9 +152,10 @@ def matmul_add(
     a: np.ndarray, b: np.ndarray, out: np.ndarray, scratch: np.ndarray, alpha: float = 1.0
 ) -> None:
     """``out += alpha · (a @ b)`` (beta = 1 GEMM, as darknet's and Caffe's weight-gradient
-    GEMMs); ``scratch`` has ``out``'s shape."""
-    np.matmul(a, b, out=scratch)
-    accumulate(out, scratch, alpha)
+    GEMMs); ``scratch`` has ``out``'s shape (used only where BLAS is not reached directly)."""
+    if not _gemm(a, b, out, alpha, 1.0):
+        np.matmul(a, b, out=scratch)
+        accumulate(out, scratch, alpha)
 
 
 def sum_leading_add(stack: np.ndarray, out: np.ndarray, scratch: np.ndarray, alpha: float) -> None:

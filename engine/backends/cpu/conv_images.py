@@ -1,0 +1,218 @@
+"""Convolution one image at a time on every core (CPU, Numba + OpenBLAS ``sgemm``).
+
+darknet (``forward_convolutional_layer``) and Caffe (``BaseConvolutionLayer``) unfold and
+multiply one image at a time: ``col = im2col(x_b)``, ``y_b = W·col`` per group. So do these
+kernels, with the batch split into ``P`` fixed chunks of consecutive images that the threads
+share out (``prange``); each chunk has its own ``K × N`` column buffer, small enough to stay in
+the core's cache between the unfold and the GEMM, and calls OpenBLAS single-threaded
+(:mod:`engine.backends.cpu.sgemm`). The output lands in NCHW directly.
+
+Backward, per image and group, with the columns unfolded again (cheaper than keeping a batch's
+worth of them from forward):
+
+* ``dW_p (+)= delta_b · colᵀ`` into the chunk's own partial sum, then
+  ``dW += alpha · Σ_p dW_p`` summed in chunk order ``p = 0, 1, …`` — so the result does not
+  depend on the thread count (darknet adds image after image into ``weight_updates``; the
+  float32 sums differ only in order);
+* ``dx_b += col2im(W_gᵀ · delta_b)``.
+
+A 1×1 convolution with stride 1 and no padding needs no unfolding (``col`` is the input
+itself, as Caffe's ``is_1x1_`` and darknet's ``size == 1`` shortcut), and its input gradient is
+one GEMM adding straight into ``dx`` (``beta = 1``).
+
+Layouts: ``x``/``dx`` ``(B, C, H, W)``; ``weights``/``dweights`` ``(G, m, K)`` with
+``K = (C/G)·kh·kw`` in darknet's and Caffe's im2col row order ``(c·kh + ky)·kw + kx``;
+``out``/``delta`` ``(B, G·m, N)``; scratch ``col``/``dcol`` ``(P, K, N)``, ``partial``
+``(P, G, m, K)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from engine.backends.cpu.conv import _inside_columns
+from engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
+
+_F32_SIZE = 4
+
+
+@njit(inline="always")
+def _chunk(p, chunks, batch):
+    """Images ``[first, end)`` of chunk ``p`` (consecutive, sizes differing by at most one)."""
+    return p * batch // chunks, (p + 1) * batch // chunks
+
+
+@njit(cache=True)
+def _unfold(x, col, c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
+    """``col[(c·kh + ky)·kw + kx, oy·out_w + ox] = x[c0 + c, oy·sh − ph + ky·d, ox·sw − pw +
+    kx·d]`` for one image ``x (C, H, W)`` and one group's ``K / (kh·kw)`` channels from ``c0``;
+    0 outside the image."""
+    height, width = x.shape[1], x.shape[2]
+    channels = col.shape[0] // (kh * kw)
+    for c in range(channels):
+        plane = x[c0 + c]
+        for ky in range(kh):
+            for kx in range(kw):
+                row = col[(c * kh + ky) * kw + kx]
+                shift = kx * dil - pw
+                first, end = _inside_columns(shift, sw, width, out_w)
+                for oy in range(out_h):
+                    iy = oy * sh - ph + ky * dil
+                    dst = row[oy * out_w : (oy + 1) * out_w]
+                    if iy < 0 or iy >= height:
+                        dst[:] = 0.0
+                        continue
+                    src = plane[iy]
+                    dst[:first] = 0.0
+                    if sw == 1:
+                        dst[first:end] = src[first + shift : end + shift]
+                    else:
+                        for ox in range(first, end):
+                            dst[ox] = src[ox * sw + shift]
+                    dst[end:] = 0.0
+
+
+@njit(cache=True)
+def _fold_add(col, dx, c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
+    """Transpose of :func:`_unfold`: ``dx[c0 + c, iy, ix] += col[row, column]`` (cells in the
+    padding dropped), rows in order, as darknet's ``col2im_cpu``."""
+    height, width = dx.shape[1], dx.shape[2]
+    channels = col.shape[0] // (kh * kw)
+    for c in range(channels):
+        plane = dx[c0 + c]
+        for ky in range(kh):
+            for kx in range(kw):
+                row = col[(c * kh + ky) * kw + kx]
+                shift = kx * dil - pw
+                first, end = _inside_columns(shift, sw, width, out_w)
+                for oy in range(out_h):
+                    iy = oy * sh - ph + ky * dil
+                    if iy < 0 or iy >= height:
+                        continue
+                    dst = plane[iy]
+                    base = oy * out_w
+                    for ox in range(first, end):
+                        dst[ox * sw + shift] += row[base + ox]
+
+
+@njit(parallel=True, cache=True)
+def _forward(x, weights, out, col, kh, kw, sh, sw, ph, pw, dil, out_h, out_w, direct):
+    batch, channels = x.shape[0], x.shape[1]
+    groups, m, k = weights.shape
+    n = out_h * out_w
+    chunks = col.shape[0]
+    per_group = channels // groups
+    for p in prange(chunks):
+        first, end = _chunk(p, chunks, batch)
+        for b in range(first, end):
+            for g in range(groups):
+                if direct:
+                    source = x[b, g * per_group].ctypes.data
+                else:
+                    _unfold(x[b], col[p], g * per_group, kh, kw, sh, sw, ph, pw, dil, out_h, out_w)
+                    source = col[p].ctypes.data
+                cblas_sgemm(
+                    ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k,
+                    np.float32(1.0), weights[g].ctypes.data, k, source, n,
+                    np.float32(0.0), out[b, g * m].ctypes.data, n,
+                )  # fmt: skip
+
+
+@njit(parallel=True, cache=True)
+def _backward(
+    x, weights, delta, dx, col, dcol, partial, kh, kw, sh, sw, ph, pw, dil, out_h, out_w, direct
+):
+    batch, channels = x.shape[0], x.shape[1]
+    groups, m, k = weights.shape
+    n = out_h * out_w
+    chunks = col.shape[0]
+    per_group = channels // groups
+    want_dx = dx.size > 0
+    for p in prange(chunks):
+        first, end = _chunk(p, chunks, batch)
+        for b in range(first, end):
+            beta = np.float32(0.0) if b == first else np.float32(1.0)
+            for g in range(groups):
+                c0 = g * per_group
+                if direct:
+                    source = x[b, c0].ctypes.data
+                else:
+                    _unfold(x[b], col[p], c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w)
+                    source = col[p].ctypes.data
+                delta_g = delta[b, g * m].ctypes.data
+                # dW_p[g] (m×K) (+)= delta_g (m×N) · colᵀ (N×K)
+                cblas_sgemm(
+                    ROW_MAJOR, NO_TRANS, TRANS, m, k, n,
+                    np.float32(1.0), delta_g, n, source, n,
+                    beta, partial[p, g].ctypes.data, k,
+                )  # fmt: skip
+                if not want_dx:
+                    continue
+                if direct:  # dx_b[group] (K×N) += W_gᵀ (K×m) · delta_g (m×N)
+                    cblas_sgemm(
+                        ROW_MAJOR, TRANS, NO_TRANS, k, n, m,
+                        np.float32(1.0), weights[g].ctypes.data, k, delta_g, n,
+                        np.float32(1.0), dx[b, c0].ctypes.data, n,
+                    )  # fmt: skip
+                else:  # dcol (K×N) = W_gᵀ · delta_g, folded back into dx_b
+                    cblas_sgemm(
+                        ROW_MAJOR, TRANS, NO_TRANS, k, n, m,
+                        np.float32(1.0), weights[g].ctypes.data, k, delta_g, n,
+                        np.float32(0.0), dcol[p].ctypes.data, n,
+                    )  # fmt: skip
+                    _fold_add(dcol[p], dx[b], c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w)
+
+
+@njit(parallel=True, cache=True)
+def _reduce_partials(partial, dweights, alpha, chunks):
+    """``dW += alpha · Σ_{p < chunks} partial[p]``, summed in chunk order (thread-count free)."""
+    flat = partial.reshape(partial.shape[0], -1)
+    out = dweights.reshape(-1)
+    a = np.float32(alpha)
+    size = out.size
+    block = 4096
+    for start in prange((size + block - 1) // block):
+        lo = start * block
+        hi = min(size, lo + block)
+        for i in range(lo, hi):
+            total = flat[0, i]
+            for p in range(1, chunks):
+                total += flat[p, i]
+            out[i] += a * total
+
+
+def is_direct(kernel, stride, pad, dilation) -> bool:
+    """A 1×1 convolution, stride 1, no padding: the input is its own column matrix."""
+    return kernel == (1, 1) and stride == (1, 1) and pad == (0, 0)
+
+
+def conv_forward(x, weights, out, col, kernel, stride, pad, dilation, out_hw) -> None:
+    """``out[b, g·m:(g+1)·m] = W_g · im2col(x_b)_g`` for every image (module docstring);
+    ``col`` ``(P, K, N)`` is scratch (its first axis sets the chunk count)."""
+    direct = is_direct(kernel, stride, pad, dilation)
+    _forward(
+        x, weights, out.reshape(out.shape[0], out.shape[1], -1), col,
+        kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], dilation,
+        out_hw[0], out_hw[1], direct,
+    )  # fmt: skip
+
+
+def conv_backward(
+    x, weights, delta, dweights, dx, col, dcol, partial, alpha, kernel, stride, pad, dilation,
+    out_hw,
+) -> None:  # fmt: skip
+    """``dweights += alpha · Σ_b delta_b · im2col(x_b)ᵀ`` and, unless ``dx`` is None,
+    ``dx += col2im(Wᵀ · delta_b)`` (module docstring). ``col``/``dcol`` ``(P, K, N)`` and
+    ``partial`` ``(P, G, m, K)`` are scratch."""
+    direct = is_direct(kernel, stride, pad, dilation)
+    batch = x.shape[0]
+    chunks = min(col.shape[0], batch)
+    if dx is None:
+        dx = np.empty((0, 0, 0, 0), dtype=np.float32)
+    _backward(
+        x, weights, delta.reshape(batch, delta.shape[1], -1), dx, col[:chunks], dcol[:chunks],
+        partial[:chunks], kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], dilation,
+        out_hw[0], out_hw[1], direct,
+    )  # fmt: skip
+    _reduce_partials(partial, dweights, alpha, chunks)
