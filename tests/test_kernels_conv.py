@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -104,6 +106,33 @@ def test_strategies_pick_as_documented():
     assert build(case, backend=BACKENDS["batched"])[0].layers[-1].chunks == 0
     assert build(case, backend=BACKENDS["one-chunk"])[0].layers[-1].chunks == 1
     assert build(case)[0].layers[-1].chunks in (0, 4)  # 0 only without OpenBLAS
+
+
+@pytest.mark.parametrize("activation", ["leaky", "relu", "logistic", "elu", "linear"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_bias_and_activation_match_the_layer_epilogue(activation, bias):
+    """Per image, the darknet tail (``+ bias``, activation; backward: gradient from the output,
+    bias sums) rides along the GEMMs; the whole-batch path runs it as separate passes."""
+    case = (5, 3, 7, 7, 4, 3, 1, 1, 1, 1)
+    spec = conv_net(case, order="darknet", bias=bias)
+    conv = replace(spec.layers[-1], activation=activation)
+    spec = replace(spec, layers=(spec.layers[0], conv))
+    results = []
+    for strategy in ("per-image", "batched"):
+        net = Network(spec, BACKENDS[strategy], batch=5, semantics="darknet")
+        assert net.layers[-1].fused_tail == (strategy == "per-image")
+        rng = np.random.default_rng(11)
+        net.blob("identity", 0)[...] = np.eye(3, dtype=np.float32)[:, :, None, None]
+        for key, view in net.named_blobs():
+            if not key.startswith("identity"):
+                view[...] = rng.standard_normal(view.shape).astype(np.float32)
+        x = rng.standard_normal((5, 3, 7, 7)).astype(np.float32)
+        y = net.forward(x, train=True).copy()
+        net.layers[-1].delta[...] = rng.standard_normal(y.shape).astype(np.float32)
+        net.backward()
+        results.append((y, net.layers[-1].delta.copy(), net.grads.copy(), net.layers[0].delta))
+    for fused, separate in zip(*results, strict=True):
+        np.testing.assert_allclose(fused, separate, rtol=2e-5, atol=2e-5)
 
 
 def test_per_image_results_do_not_depend_on_the_thread_count():

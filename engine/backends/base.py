@@ -131,17 +131,24 @@ class Backend:
         it fixes the summation order of the weight gradient."""
         return 0
 
-    def conv_forward_images(self, x, weights, out, col, kernel, stride, pad, dilation, out_hw):
-        """``out (B,G·m,N)``: ``W_g · im2col(x_b)_g`` image by image; ``col (P,K,N)`` scratch
+    def conv_forward_images(
+        self, x, weights, out, col, kernel, stride, pad, dilation, out_hw, bias=None,
+        activation=None,
+    ) -> None:  # fmt: skip
+        """``out (B,G·m,N)``: ``W_g · im2col(x_b)_g`` image by image, then (given) ``+ bias``
+        and the darknet ``activation`` (code) on each image; ``col (P,K,N)`` scratch
         (``engine.backends.cpu.conv_images``)."""
         raise NotImplementedError
 
     def conv_backward_images(
         self, x, weights, delta, dweights, dx, col, dcol, partial, alpha,
-        kernel, stride, pad, dilation, out_hw,
+        kernel, stride, pad, dilation, out_hw, output=None, activation=None, dbias=None,
+        bias_partial=None,
     ) -> None:  # fmt: skip
-        """``dweights += alpha·Σ_b delta_b·im2col(x_b)ᵀ``; ``dx += col2im(Wᵀ·delta_b)`` unless
-        ``dx`` is None; ``col``/``dcol (P,K,N)`` and ``partial (P,G,m,K)`` scratch."""
+        """First (given) ``delta ← delta·g(output)`` and ``dbias += alpha·Σ delta`` per image;
+        then ``dweights += alpha·Σ_b delta_b·im2col(x_b)ᵀ``; ``dx += col2im(Wᵀ·delta_b)``
+        unless ``dx`` is None; ``col``/``dcol (P,K,N)``, ``partial (P,G,m,K)`` and
+        ``bias_partial (P,F)`` scratch."""
         raise NotImplementedError
 
     def im2col(self, x, col, kernel, stride, pad, dilation, out_hw) -> None:

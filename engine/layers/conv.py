@@ -67,10 +67,14 @@ class ConvLayer(DarknetEpilogue, Layer):
         self.delta3 = self.delta.reshape(batch, f, n)
         self.bn = darknet_bn_state(ctx, f, self.out3.shape) if spec.batch_normalize else None
         self.act = DarknetActivation(backend, spec.activation)
-        # per image: scratch per chunk = col + dcol (K×N each) + the weight-gradient partial
-        self.chunk_shapes = ((self.k, n), (self.k, n), (groups, m, self.k))
-        chunk_floats = 2 * self.k * n + groups * m * self.k
+        # per image: scratch per chunk = col + dcol (K×N each), the weight-gradient partial
+        # sum and the bias-gradient one (F; used when the tail is fused: no batch norm)
+        self.chunk_shapes = ((self.k, n), (self.k, n), (groups, m, self.k), (f,))
+        chunk_floats = 2 * self.k * n + groups * m * self.k + f
         self.chunks = 0 if self.flat_quirk else backend.conv_image_chunks(batch, chunk_floats)
+        # without batch norm, bias and activation ride along image by image (in cache)
+        self.fused_tail = bool(self.chunks) and self.bn is None
+        self.act_code = None if self.act.linear else self.act.code
         self.col = self.col_t = self.wgrad_scratch = None
         if not self.chunks:
             self.col = backend.zeros((groups, self.k, batch * n))
@@ -81,7 +85,7 @@ class ConvLayer(DarknetEpilogue, Layer):
         self.gm_shape = (groups, m, batch, n)
         self.gemm_shape = (groups, m, batch * n)
         self.gm = self.gemm = self.col_delta = None
-        self.chunk_col = self.chunk_dcol = self.partial = None
+        self.chunk_col = self.chunk_dcol = self.partial = self.bias_partial = None
 
     def workspace_size(self) -> int:
         if self.chunks:
@@ -95,7 +99,7 @@ class ConvLayer(DarknetEpilogue, Layer):
                 size = self.chunks * _size(shape)
                 views.append(workspace[start : start + size].reshape(self.chunks, *shape))
                 start += size
-            self.chunk_col, self.chunk_dcol, self.partial = views
+            self.chunk_col, self.chunk_dcol, self.partial, self.bias_partial = views
             return
         size = self.col.size
         self.col_delta = workspace[:size].reshape(self.col.shape)
@@ -104,6 +108,12 @@ class ConvLayer(DarknetEpilogue, Layer):
 
     def forward(self, x, train: bool) -> None:
         backend = self.backend
+        if self.fused_tail:
+            backend.conv_forward_images(
+                x, self.weights, self.out3, self.chunk_col, *self.geometry,
+                bias=self.bias, activation=self.act_code,
+            )  # fmt: skip
+            return
         if self.chunks:
             backend.conv_forward_images(x, self.weights, self.out3, self.chunk_col, *self.geometry)
         else:
@@ -118,6 +128,13 @@ class ConvLayer(DarknetEpilogue, Layer):
     def backward(self, x, dx) -> None:
         backend = self.backend
         alpha = self.grad_alpha
+        if self.fused_tail:
+            backend.conv_backward_images(
+                x, self.weights, self.delta3, self.dweights, dx, self.chunk_col,
+                self.chunk_dcol, self.partial, alpha, *self.geometry, output=self.output,
+                activation=self.act_code, dbias=self.dbias, bias_partial=self.bias_partial,
+            )  # fmt: skip
+            return
         self.epilogue_backward()
         if self.chunks:
             backend.conv_backward_images(

@@ -107,18 +107,8 @@ class CpuBackend(Backend):
         fit = self.IMAGE_SCRATCH_BYTES // (4 * max(1, chunk_floats))
         return max(1, min(self.IMAGE_CHUNKS, batch, fit))
 
-    def conv_forward_images(self, x, weights, out, col, kernel, stride, pad, dilation, out_hw):
-        conv_images.conv_forward(x, weights, out, col, kernel, stride, pad, dilation, out_hw)
-
-    def conv_backward_images(
-        self, x, weights, delta, dweights, dx, col, dcol, partial, alpha,
-        kernel, stride, pad, dilation, out_hw,
-    ):  # fmt: skip
-        conv_images.conv_backward(
-            x, weights, delta, dweights, dx, col, dcol, partial, alpha,
-            kernel, stride, pad, dilation, out_hw,
-        )  # fmt: skip
-
+    conv_forward_images = staticmethod(conv_images.conv_forward)
+    conv_backward_images = staticmethod(conv_images.conv_backward)
     im2col = staticmethod(conv.im2col)
     col2im_add = staticmethod(conv.col2im_add)
     flat_as_col = staticmethod(conv.flat_as_col)

@@ -31,6 +31,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from engine.backends.cpu.activations import (
+    LEAKY,
+    LINEAR,
+    RELU,
+    darknet_activate,
+    darknet_gradient,
+    leaky_activate,
+    leaky_gradient,
+    relu_activate,
+    relu_gradient,
+)
 from engine.backends.cpu.conv import _inside_columns
 from engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
 
@@ -96,8 +107,57 @@ def _fold_add(col, dx, c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
                         dst[ox * sw + shift] += row[base + ox]
 
 
+@njit(cache=True)
+def _bias_activate(y, bias, code):
+    """darknet's tail for one image ``y (F, N)`` without batch norm: ``y += bias[f]`` (if
+    ``bias`` is not empty), then ``y = act(y)`` — two float32 roundings, as ``add_bias`` then
+    ``activate_array``, done while the image is in cache. leaky and relu get loops of their
+    own (no per-element switch: they vectorise)."""
+    for f in range(y.shape[0]):
+        row = y[f]
+        if bias.size > 0:
+            v = bias[f]
+            for j in range(row.size):
+                row[j] += v
+        if code == LEAKY:
+            for j in range(row.size):
+                row[j] = leaky_activate(row[j])
+        elif code == RELU:
+            for j in range(row.size):
+                row[j] = relu_activate(row[j])
+        elif code != LINEAR:
+            for j in range(row.size):
+                row[j] = darknet_activate(row[j], code)
+
+
+@njit(cache=True)
+def _gradient_bias_sums(y, delta, sums, code, first):
+    """darknet's backward tail for one image: ``delta ← delta·g(y)`` (``gradient_array``, from
+    the output ``y``), then ``sums[f] (+)= Σ_j delta[f, j]`` (``backward_bias``: the image's
+    plane summed first, then added; ``first`` starts the sums); ``sums`` empty: no bias."""
+    for f in range(delta.shape[0]):
+        row = delta[f]
+        out = y[f]
+        if code == LEAKY:
+            for j in range(row.size):
+                row[j] = row[j] * leaky_gradient(out[j])
+        elif code == RELU:
+            for j in range(row.size):
+                row[j] = row[j] * relu_gradient(out[j])
+        elif code != LINEAR:
+            for j in range(row.size):
+                row[j] = row[j] * darknet_gradient(out[j], code)
+        if sums.size > 0:
+            total = np.float32(0.0)
+            for j in range(row.size):
+                total += row[j]
+            sums[f] = total if first else sums[f] + total
+
+
 @njit(parallel=True, cache=True)
-def _forward(x, weights, out, col, kh, kw, sh, sw, ph, pw, dil, out_h, out_w, direct):
+def _forward(
+    x, weights, out, col, kh, kw, sh, sw, ph, pw, dil, out_h, out_w, direct, bias, code, tail
+):
     batch, channels = x.shape[0], x.shape[1]
     groups, m, k = weights.shape
     n = out_h * out_w
@@ -117,12 +177,15 @@ def _forward(x, weights, out, col, kh, kw, sh, sw, ph, pw, dil, out_h, out_w, di
                     np.float32(1.0), weights[g].ctypes.data, k, source, n,
                     np.float32(0.0), out[b, g * m].ctypes.data, n,
                 )  # fmt: skip
+            if tail:
+                _bias_activate(out[b], bias, code)
 
 
 @njit(parallel=True, cache=True)
 def _backward(
-    x, weights, delta, dx, col, dcol, partial, kh, kw, sh, sw, ph, pw, dil, out_h, out_w, direct
-):
+    x, weights, delta, dx, col, dcol, partial, kh, kw, sh, sw, ph, pw, dil, out_h, out_w, direct,
+    y, code, bias_partial, tail,
+):  # fmt: skip
     batch, channels = x.shape[0], x.shape[1]
     groups, m, k = weights.shape
     n = out_h * out_w
@@ -133,6 +196,8 @@ def _backward(
         first, end = _chunk(p, chunks, batch)
         for b in range(first, end):
             beta = np.float32(0.0) if b == first else np.float32(1.0)
+            if tail:
+                _gradient_bias_sums(y[b], delta[b], bias_partial[p], code, b == first)
             for g in range(groups):
                 c0 = g * per_group
                 if direct:
@@ -187,32 +252,53 @@ def is_direct(kernel, stride, pad, dilation) -> bool:
     return kernel == (1, 1) and stride == (1, 1) and pad == (0, 0)
 
 
-def conv_forward(x, weights, out, col, kernel, stride, pad, dilation, out_hw) -> None:
+_NO_FLOATS = np.empty(0, dtype=np.float32)
+
+
+def conv_forward(
+    x, weights, out, col, kernel, stride, pad, dilation, out_hw, bias=None, activation=None
+) -> None:
     """``out[b, g·m:(g+1)·m] = W_g · im2col(x_b)_g`` for every image (module docstring);
-    ``col`` ``(P, K, N)`` is scratch (its first axis sets the chunk count)."""
+    ``col`` ``(P, K, N)`` is scratch (its first axis sets the chunk count). With ``bias``
+    and/or ``activation`` (a darknet code), darknet's tail without batch norm follows each
+    image: ``y = act(y + bias)``."""
     direct = is_direct(kernel, stride, pad, dilation)
+    code = LINEAR if activation is None else activation
+    bias = _NO_FLOATS if bias is None else bias
+    tail = bias.size > 0 or code != LINEAR
     _forward(
         x, weights, out.reshape(out.shape[0], out.shape[1], -1), col,
         kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], dilation,
-        out_hw[0], out_hw[1], direct,
+        out_hw[0], out_hw[1], direct, bias, code, tail,
     )  # fmt: skip
 
 
 def conv_backward(
     x, weights, delta, dweights, dx, col, dcol, partial, alpha, kernel, stride, pad, dilation,
-    out_hw,
+    out_hw, output=None, activation=None, dbias=None, bias_partial=None,
 ) -> None:  # fmt: skip
     """``dweights += alpha · Σ_b delta_b · im2col(x_b)ᵀ`` and, unless ``dx`` is None,
     ``dx += col2im(Wᵀ · delta_b)`` (module docstring). ``col``/``dcol`` ``(P, K, N)`` and
-    ``partial`` ``(P, G, m, K)`` are scratch."""
+    ``partial`` ``(P, G, m, K)`` are scratch. With ``activation`` (darknet code; needs the
+    layer ``output``) and/or ``dbias`` (needs ``bias_partial`` ``(P, F)`` scratch), darknet's
+    backward tail without batch norm runs first on each image: ``delta ← delta·g(y)`` (in
+    place, as darknet) and ``dbias += alpha·Σ delta``."""
     direct = is_direct(kernel, stride, pad, dilation)
     batch = x.shape[0]
     chunks = min(col.shape[0], batch)
+    delta3 = delta.reshape(batch, delta.shape[1], -1)
+    code = LINEAR if activation is None else activation
+    tail = dbias is not None or code != LINEAR
+    y = delta3 if output is None else output.reshape(delta3.shape)
+    no_bias = np.empty((chunks, 0), dtype=np.float32)
+    sums = no_bias if dbias is None else bias_partial[:chunks]
     if dx is None:
         dx = np.empty((0, 0, 0, 0), dtype=np.float32)
     _backward(
-        x, weights, delta.reshape(batch, delta.shape[1], -1), dx, col[:chunks], dcol[:chunks],
-        partial[:chunks], kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], dilation,
-        out_hw[0], out_hw[1], direct,
+        x, weights, delta3, dx, col[:chunks], dcol[:chunks], partial[:chunks],
+        kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], dilation,
+        out_hw[0], out_hw[1], direct, y, code, sums, tail,
     )  # fmt: skip
     _reduce_partials(partial, dweights, alpha, chunks)
+    if dbias is not None:
+        _reduce_partials(bias_partial, dbias, alpha, chunks)
