@@ -1,12 +1,15 @@
 """Convolution layer (darknet ``[convolutional]`` with its batch norm and activation; Caffe
 ``Convolution``).
 
-Forward: ``col = im2col(x)`` laid out ``(G, K, B·N)`` so each group is ONE BLAS GEMM over the
-whole batch, ``y_g = W_g · col_g`` (then permuted to NCHW), then darknet batch norm (the biases
+Forward: per image and group ``y_g = W_g · im2col(x_b)_g``, then darknet batch norm (the biases
 are the BN shift) or ``+ bias``, then darknet's activation in place. Backward: activation
 gradient from the output, BN backward or ``Σ delta`` into the bias gradient,
-``dW_g += alpha · delta_g · col_gᵀ`` and ``dx += col2im(W_gᵀ · delta_g)``. darknet and Caffe run
-one GEMM per image; the sums are the same up to float32 summation order.
+``dW_g += alpha · delta_g · colᵀ`` and ``dx += col2im(W_gᵀ · delta_g)``.
+
+On the CPU (with OpenBLAS) this runs image by image as darknet and Caffe do, on every core at
+once (``engine.backends.cpu.conv_images``), with bias and activation fused into the same pass
+when there is no batch norm. Elsewhere the whole batch is unfolded into one matrix per group and
+multiplied by one GEMM (the CUDA backend). The float32 sums are the same up to summation order.
 """
 
 from __future__ import annotations
