@@ -134,3 +134,130 @@ def test_darknet_activations_property(name, values):
     delta = np.ones_like(x)
     act.gradient(x, act.activation_code(name), delta)
     assert _same(delta, ref.darknet_gradient(x, name))
+
+
+# ---- arrays spanning several parallel blocks (act.BLOCK floats each), ragged last block ----
+
+BIG = 3 * act.BLOCK + 77
+
+
+@pytest.fixture
+def two_threads():
+    """Run with (up to) two Numba threads, so arrays of more than one block take the
+    block-parallel driver; the previous count is restored afterwards."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    yield
+    numba.set_num_threads(before)
+
+
+def _threads(count):
+    import numba
+
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+
+
+@pytest.mark.parametrize("name", sorted(act.DARKNET_ACTIVATIONS))
+def test_darknet_blocks_match_reference(name, two_threads):
+    x = _inputs((BIG,), seed=5)
+    expected = ref.darknet_activate(x, name)
+    with np.errstate(all="ignore"):
+        act.activate(x, act.activation_code(name))
+    assert _same(x, expected), name
+    delta = np.random.default_rng(6).normal(size=x.shape).astype(np.float32)
+    want = delta * ref.darknet_gradient(x, name)
+    act.gradient(x, act.activation_code(name), delta)
+    assert _same(delta, want), name
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.1])
+def test_caffe_blocks_match_reference(slope, two_threads):
+    x = _inputs((BIG,), seed=7)
+    dy = np.random.default_rng(8).normal(size=x.shape).astype(np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    act.caffe_relu_forward(x, y, slope)
+    assert _same(y, ref.caffe_relu(x, slope))
+    act.caffe_relu_backward(x, dy, dx, slope)
+    assert _same(dx, ref.caffe_relu_grad(x, dy, slope))
+    act.caffe_sigmoid_forward(x, y)
+    assert _same(y, ref.caffe_sigmoid(x))
+    act.caffe_sigmoid_backward(y, dy, dx)
+    assert _same(dx, ref.caffe_sigmoid_grad(y, dy))
+    act.caffe_tanh_forward(x, y)
+    np.testing.assert_allclose(y, ref.caffe_tanh(x), rtol=0, atol=1.2e-7)
+    act.caffe_tanh_backward(y, dy, dx)
+    assert _same(dx, ref.caffe_tanh_grad(y, dy))
+    in_place = x.copy()  # y aliasing x, and dx aliasing dy, across block boundaries
+    act.caffe_relu_forward(in_place, in_place, slope)
+    assert _same(in_place, ref.caffe_relu(x, slope))
+    grad = dy.copy()
+    act.caffe_relu_backward(x, grad, grad, slope)
+    assert _same(grad, ref.caffe_relu_grad(x, dy, slope))
+
+
+@pytest.mark.parametrize("name", ["leaky", "logistic", "stair", "selu"])
+def test_results_do_not_depend_on_thread_count(name):
+    """The serial loop (one thread) and the block-parallel driver agree bit for bit."""
+    import numba
+
+    before = numba.get_num_threads()
+    x = _inputs((BIG,), seed=9)
+    d = np.random.default_rng(10).normal(size=x.shape).astype(np.float32)
+    results = []
+    try:
+        for count in (1, 2):
+            _threads(count)
+            y, delta = x.copy(), d.copy()
+            with np.errstate(all="ignore"):
+                act.activate(y, act.activation_code(name))
+            act.gradient(y, act.activation_code(name), delta)
+            out = np.empty_like(x)
+            act.caffe_sigmoid_forward(x, out)
+            results.append((y, delta, out))
+    finally:
+        numba.set_num_threads(before)
+    for one, two in zip(results[0], results[1], strict=True):
+        assert _same(one, two)
+
+
+def test_block_driver_itself_matches_serial_loops():
+    """``_blocks`` called directly (covered even where Numba has a single thread) equals
+    the public functions on one thread, for every operation it dispatches."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        x = _inputs((BIG,), seed=11)
+        dy = np.random.default_rng(12).normal(size=x.shape).astype(np.float32)
+        slope = np.float32(0.1)
+        for name in sorted(act.DARKNET_ACTIVATIONS):
+            code = act.activation_code(name)
+            want, got = x.copy(), x.copy()
+            with np.errstate(all="ignore"):
+                act.activate(want, code)
+                act._blocks(act._ACTIVATE, code, got, got, got, slope)
+            assert _same(got, want), name
+            want_d, got_d = dy.copy(), dy.copy()
+            act.gradient(want, code, want_d)
+            act._blocks(act._GRADIENT, code, want, got_d, got_d, slope)
+            assert _same(got_d, want_d), name
+        forward = [
+            (act._RELU_FORWARD, lambda o: act.caffe_relu_forward(x, o, slope)),
+            (act._SIGMOID_FORWARD, lambda o: act.caffe_sigmoid_forward(x, o)),
+            (act._TANH_FORWARD, lambda o: act.caffe_tanh_forward(x, o)),
+        ]
+        backward = [
+            (act._RELU_BACKWARD, lambda o: act.caffe_relu_backward(x, dy, o, slope)),
+            (act._SIGMOID_BACKWARD, lambda o: act.caffe_sigmoid_backward(x, dy, o)),
+            (act._TANH_BACKWARD, lambda o: act.caffe_tanh_backward(x, dy, o)),
+        ]
+        for op, run in forward + backward:
+            want, got = np.empty_like(x), np.empty_like(x)
+            run(want)
+            act._blocks(op, 0, x, got if (op, run) in forward else dy, got, slope)
+            assert _same(got, want), op
+    finally:
+        numba.set_num_threads(before)
