@@ -9,7 +9,16 @@ from engine.backends.cpu import batchnorm as bn
 from engine.backends.cpu.activations import KernelArgumentError
 from tests.reference import batchnorm as ref
 
-SHAPES = [(4, 3, 5, 5), (1, 2, 3, 3), (5, 7), (3, 1, 2, 9), (2, 4, 1, 1)]
+#: the last two have full blocks of ``bn.LANES`` channels (the unrolled parallel path)
+SHAPES = [
+    (4, 3, 5, 5),
+    (1, 2, 3, 3),
+    (5, 7),
+    (3, 1, 2, 9),
+    (2, 4, 1, 1),
+    (3, 8, 4, 4),
+    (2, 19, 3, 3),
+]
 
 
 def _data(shape, seed=0):

@@ -22,8 +22,12 @@ biased variance for normalising, ``s ← λs + 1``, ``M ← λM + mean``, ``V �
 Caffe keeps it in ``variance_``. Caffe's reductions are BLAS ``gemv`` calls whose summation order
 is the BLAS build's; here they accumulate in double and round once.
 
-Scratch buffers are passed in by the caller (shapes given in each docstring); nothing here
-allocates on the hot path. Loops are serial (per channel, in darknet's order).
+Scratch buffers are passed in by the caller (shapes given in each docstring); the kernels
+allocate only a few per-block accumulators. Parallel loops (``prange``) run over channels (or
+blocks of :data:`LANES` channels) where a channel's statistics are summed, and over ``(image,
+channel)`` planes for the element-wise passes. Every iteration owns its channels' outputs and
+each channel is summed in the same order as the serial loop (darknet's order), so results are
+bit-identical whatever the thread count.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from engine.backends.cpu.activations import KernelArgumentError
 
@@ -101,37 +105,68 @@ def _statistics_block(x, mean, variance, c0, lanes, totals, squares):
         variance[c0 + k] = squares[k] * var_scale
 
 
-@njit(cache=True)
-def _darknet_statistics(x, mean, variance):
-    channels = x.shape[1]
-    totals = np.zeros(LANES, dtype=np.float32)
-    squares = np.zeros(LANES, dtype=np.float32)
-    for c0 in range(0, channels, LANES):
-        if channels - c0 >= LANES:  # a constant lane count: the compiler unrolls the lanes
-            _statistics_block(x, mean, variance, c0, LANES, totals, squares)
-        else:
-            _statistics_block(x, mean, variance, c0, channels - c0, totals, squares)
-
-
-@njit(cache=True)
-def _darknet_rolling(rolling, stat):
-    for c in range(rolling.shape[0]):
-        rolling[c] = rolling[c] * _ROLLING_KEEP
-        rolling[c] = rolling[c] + _ROLLING_TAKE * stat[c]
-
-
-@njit(cache=True)
-def _darknet_normalize_affine(out, x, x_norm, mean, variance, scales, biases, keep_x_norm):
-    batch, channels, spatial = out.shape
-    for task in range(batch * channels):
-        b = task // channels
-        c = task % channels
+@njit(inline="always")
+def _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, keep_x_norm):
+    batch, _, spatial = out.shape
+    for k in range(lanes):
+        c = c0 + k
         denominator = math.sqrt(np.float64(variance[c])) + np.float64(_DARKNET_NORMALIZE_EPS)
-        for s in range(spatial):
-            normalized = np.float32(np.float64(x[b, c, s] - mean[c]) / denominator)
-            if keep_x_norm:
-                x_norm[b, c, s] = normalized
-            out[b, c, s] = normalized * scales[c] + biases[c]
+        for b in range(batch):
+            for s in range(spatial):
+                normalized = np.float32(np.float64(x[b, c, s] - mean[c]) / denominator)
+                if keep_x_norm:
+                    x_norm[b, c, s] = normalized
+                out[b, c, s] = normalized * scales[c] + biases[c]
+
+
+@njit(inline="always")
+def _forward_block(
+    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, c0,
+    lanes,
+):  # fmt: skip
+    """Channels ``[c0, c0 + lanes)`` of :func:`_darknet_forward`."""
+    batch, _, spatial = out.shape
+    if train:
+        for b in range(batch):
+            for k in range(lanes):
+                for s in range(spatial):
+                    x[b, c0 + k, s] = out[b, c0 + k, s]
+        totals = np.zeros(LANES, dtype=np.float32)
+        squares = np.zeros(LANES, dtype=np.float32)
+        _statistics_block(x, mean, variance, c0, lanes, totals, squares)
+        for k in range(lanes):  # scal_cpu(.99) then axpy_cpu(.01), float32
+            c = c0 + k
+            rolling_mean[c] = rolling_mean[c] * _ROLLING_KEEP
+            rolling_mean[c] = rolling_mean[c] + _ROLLING_TAKE * mean[c]
+            rolling_variance[c] = rolling_variance[c] * _ROLLING_KEEP
+            rolling_variance[c] = rolling_variance[c] + _ROLLING_TAKE * variance[c]
+    _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, train)
+
+
+@njit(parallel=True, cache=True)
+def _darknet_forward(
+    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train
+):  # fmt: skip
+    """Training (``train``): ``x ← out``, batch statistics, rolling update, normalise with the
+    batch statistics. Inference: normalise ``out`` in place with ``mean``/``variance`` (the
+    caller passes the rolling statistics there). Parallel over the full blocks of ``LANES``
+    channels (a constant lane count: the compiler unrolls the lanes); the remaining
+    ``C mod LANES`` channels are :func:`_darknet_forward_tail`'s."""
+    for block in prange(out.shape[1] // LANES):
+        _forward_block(out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales,
+                       biases, train, block * LANES, LANES)  # fmt: skip
+
+
+@njit(cache=True)
+def _darknet_forward_tail(
+    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train
+):  # fmt: skip
+    """The last ``C mod LANES`` channels of :func:`_darknet_forward` (serial: a kernel of its
+    own keeps the variable-lane code out of the parallel kernel, whose compile time grows
+    with its body, and compiles only for such channel counts)."""
+    c0 = out.shape[1] // LANES * LANES
+    _forward_block(out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales,
+                   biases, train, c0, out.shape[1] - c0)  # fmt: skip
 
 
 @njit(inline="always")
@@ -185,36 +220,35 @@ def _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas
                 )
 
 
+@njit(parallel=True, cache=True)
+def _darknet_bn_backward(delta, x, x_norm, mean, variance, scales, updates, deltas):
+    """Parallel over the full blocks of ``LANES`` channels (a block owns its channels' deltas
+    and per-channel outputs); the remaining channels are :func:`_darknet_bn_backward_tail`'s."""
+    for block in prange(delta.shape[1] // LANES):
+        acc = (
+            np.zeros(LANES, dtype=np.float32),
+            np.zeros(LANES, dtype=np.float32),
+            np.zeros(LANES, dtype=np.float32),
+            np.zeros(LANES, dtype=np.float32),
+        )
+        _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas,
+                           block * LANES, LANES, acc)  # fmt: skip
+
+
 @njit(cache=True)
-def _darknet_bn_backward(
-    delta,
-    x,
-    x_norm,
-    mean,
-    variance,
-    scales,
-    bias_updates,
-    scale_updates,
-    mean_delta,
-    variance_delta,
-):
+def _darknet_bn_backward_tail(delta, x, x_norm, mean, variance, scales, updates, deltas):
+    """The last ``C mod LANES`` channels of :func:`_darknet_bn_backward` (serial, as
+    :func:`_darknet_forward_tail`)."""
     channels = delta.shape[1]
-    updates = (bias_updates, scale_updates)
-    deltas = (mean_delta, variance_delta)
+    c0 = channels // LANES * LANES
     acc = (
         np.zeros(LANES, dtype=np.float32),
         np.zeros(LANES, dtype=np.float32),
         np.zeros(LANES, dtype=np.float32),
         np.zeros(LANES, dtype=np.float32),
     )
-    for c0 in range(0, channels, LANES):
-        lanes = LANES if channels - c0 >= LANES else channels - c0
-        if lanes == LANES:  # a constant lane count: the compiler unrolls the lanes
-            _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas, c0,
-                               LANES, acc)  # fmt: skip
-        else:
-            _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas, c0,
-                               lanes, acc)  # fmt: skip
+    _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas, c0,
+                       channels - c0, acc)  # fmt: skip
 
 
 def darknet_batchnorm_forward_train(
@@ -253,12 +287,10 @@ def darknet_batchnorm_forward_train(
         ("biases", biases),
     ):
         _check_vector(vector, name, channels)
-    np.copyto(x3, out3)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        _darknet_statistics(x3, mean, variance)
-    _darknet_rolling(rolling_mean, mean)
-    _darknet_rolling(rolling_variance, variance)
-    _darknet_normalize_affine(out3, x3, norm3, mean, variance, scales, biases, True)
+    args = (out3, x3, norm3, mean, variance, rolling_mean, rolling_variance, scales, biases, True)
+    _darknet_forward(*args)
+    if channels % LANES:
+        _darknet_forward_tail(*args)
 
 
 def darknet_batchnorm_forward_infer(
@@ -283,9 +315,11 @@ def darknet_batchnorm_forward_infer(
         ("biases", biases),
     ):
         _check_vector(vector, name, channels)
-    _darknet_normalize_affine(
-        out3, out3, out3, rolling_mean, rolling_variance, scales, biases, False
-    )
+    args = (out3, out3, out3, rolling_mean, rolling_variance, rolling_mean, rolling_variance,
+            scales, biases, False)  # fmt: skip
+    _darknet_forward(*args)
+    if channels % LANES:
+        _darknet_forward_tail(*args)
 
 
 def darknet_batchnorm_backward(
@@ -334,18 +368,11 @@ def darknet_batchnorm_backward(
         ("variance_delta", variance_delta),
     ):
         _check_vector(vector, name, channels)
-    _darknet_bn_backward(
-        delta3,
-        x3,
-        norm3,
-        mean,
-        variance,
-        scales,
-        bias_updates,
-        scale_updates,
-        mean_delta,
-        variance_delta,
-    )
+    args = (delta3, x3, norm3, mean, variance, scales, (bias_updates, scale_updates),
+            (mean_delta, variance_delta))  # fmt: skip
+    _darknet_bn_backward(*args)
+    if channels % LANES:
+        _darknet_bn_backward_tail(*args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,13 +380,13 @@ def darknet_batchnorm_backward(
 # --------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def _caffe_bn_train(x, y, mean, std, mean_sum, variance_sum, fraction, eps):
     batch, channels, spatial = x.shape
     m = batch * spatial
     # `Dtype bias_correction_factor = m > 1 ? Dtype(m)/(m-1) : 1` (float division)
     correction = np.float32(m) / np.float32(m - 1) if m > 1 else np.float32(1.0)
-    for c in range(channels):
+    for c in prange(channels):
         # Judgment: Caffe takes the mean (and the variance) with two gemv, Σ_b (f32(1/m)·Σ_s x),
         # in its BLAS's float order; here one float64 sum divided by m, rounded once.
         total = 0.0
@@ -382,21 +409,17 @@ def _caffe_bn_train(x, y, mean, std, mean_sum, variance_sum, fraction, eps):
 
 
 @njit(cache=True)
-def _caffe_bn_global(x, y, mean, std, mean_sum, variance_sum, factor, eps):
-    batch, channels, spatial = x.shape
-    for c in range(channels):
+def _caffe_global_statistics(mean, std, mean_sum, variance_sum, factor, eps):
+    for c in range(mean.shape[0]):
         mean[c] = factor * mean_sum[c]
         std[c] = np.float32(math.sqrt(factor * variance_sum[c] + eps))
-        for b in range(batch):
-            for s in range(spatial):
-                y[b, c, s] = (x[b, c, s] - mean[c]) / std[c]
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def _caffe_bn_backward(y, dy, dx, std):
     batch, channels, spatial = y.shape
     inv_count = np.float32(-1.0 / (batch * spatial))  # Dtype(-1. / (num * spatial_dim))
-    for c in range(channels):
+    for c in prange(channels):
         dot = 0.0
         total = 0.0
         for b in range(batch):
@@ -411,14 +434,34 @@ def _caffe_bn_backward(y, dy, dx, std):
                 dx[b, c, s] = (dy[b, c, s] + inv_count * both) / std[c]
 
 
-@njit(cache=True)
-def _divide_by_channel(dy, dx, std):
-    batch, channels, spatial = dy.shape
-    for task in range(batch * channels):
-        b = task // channels
+#: :func:`_channel_affine` operations (one parallel kernel serves every per-channel affine
+#: pass of the Caffe layers: a parallel kernel costs compile time of its own)
+_CENTER_DIVIDE = 0  # y = (x − a[c]) / b[c]
+_DIVIDE = 1  # y = x / b[c]
+_SCALE = 2  # y = a[c]·x
+_SCALE_SHIFT = 3  # y = a[c]·x + b[c]
+
+
+@njit(parallel=True, cache=True)
+def _channel_affine(x, y, a, b, op):
+    """``y[i, c, :] = op(x[i, c, :], a[c], b[c])`` in float32, parallel over ``(image,
+    channel)`` planes (``y`` may be ``x``)."""
+    batch, channels, spatial = x.shape
+    for task in prange(batch * channels):
+        i = task // channels
         c = task % channels
-        for s in range(spatial):
-            dx[b, c, s] = dy[b, c, s] / std[c]
+        if op == _CENTER_DIVIDE:
+            for s in range(spatial):
+                y[i, c, s] = (x[i, c, s] - a[c]) / b[c]
+        elif op == _DIVIDE:
+            for s in range(spatial):
+                y[i, c, s] = x[i, c, s] / b[c]
+        elif op == _SCALE:
+            for s in range(spatial):
+                y[i, c, s] = a[c] * x[i, c, s]
+        else:
+            for s in range(spatial):
+                y[i, c, s] = a[c] * x[i, c, s] + b[c]
 
 
 def _caffe_bn_views(x, y, mean, std, mean_sum, variance_sum, scale_factor):
@@ -485,7 +528,8 @@ def caffe_batchnorm_forward_global(
     x3, y3 = _caffe_bn_views(x, y, mean, std, mean_sum, variance_sum, scale_factor)
     s = scale_factor[0]
     factor = np.float32(0.0) if s == 0 else np.float32(1.0) / s
-    _caffe_bn_global(x3, y3, mean, std, mean_sum, variance_sum, factor, np.float32(eps))
+    _caffe_global_statistics(mean, std, mean_sum, variance_sum, factor, np.float32(eps))
+    _channel_affine(x3, y3, mean, std, _CENTER_DIVIDE)
 
 
 def caffe_batchnorm_backward(
@@ -506,7 +550,7 @@ def caffe_batchnorm_backward(
     dx3 = _check_like(dx, "dx", dy3)
     _check_vector(std, "std", channels)
     if use_global_stats:
-        _divide_by_channel(dy3, dx3, std)
+        _channel_affine(dy3, dx3, std, std, _DIVIDE)
         return
     y3 = _check_like(y, "y", dy3)
     _caffe_bn_backward(y3, dy3, dx3, std)
@@ -517,21 +561,10 @@ def caffe_batchnorm_backward(
 # --------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
-def _caffe_scale_forward(x, gamma, beta, has_beta, y):
-    batch, channels, spatial = x.shape
-    for task in range(batch * channels):
-        b = task // channels
-        c = task % channels
-        for s in range(spatial):
-            value = gamma[c] * x[b, c, s]
-            y[b, c, s] = value + beta[c] if has_beta else value
-
-
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def _caffe_scale_param_grads(x, dy, gamma_diff, beta_diff, has_beta, overwrite_gamma):
     batch, channels, spatial = x.shape
-    for c in range(channels):
+    for c in prange(channels):
         if has_beta:  # BiasLayer: one gemv per image, accumulating (beta = 1)
             for b in range(batch):
                 row = 0.0
@@ -550,16 +583,6 @@ def _caffe_scale_param_grads(x, dy, gamma_diff, beta_diff, has_beta, overwrite_g
             gamma_diff[c] = gamma_diff[c] + np.float32(over_images)
 
 
-@njit(cache=True)
-def _caffe_scale_input_grad(dy, gamma, dx):
-    batch, channels, spatial = dy.shape
-    for task in range(batch * channels):
-        b = task // channels
-        c = task % channels
-        for s in range(spatial):
-            dx[b, c, s] = gamma[c] * dy[b, c, s]
-
-
 def caffe_scale_forward(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray | None, y: np.ndarray
 ) -> None:
@@ -574,7 +597,10 @@ def caffe_scale_forward(
     _check_vector(gamma, "gamma", channels)
     if beta is not None:
         _check_vector(beta, "beta", channels)
-    _caffe_scale_forward(x3, gamma, gamma if beta is None else beta, beta is not None, y3)
+    if beta is None:
+        _channel_affine(x3, y3, gamma, gamma, _SCALE)
+    else:
+        _channel_affine(x3, y3, gamma, beta, _SCALE_SHIFT)
 
 
 def caffe_scale_overwrites_gamma_diff(batch: int, channels: int, spatial: int) -> bool:
@@ -616,4 +642,4 @@ def caffe_scale_backward(
         x3, dy3, gamma_diff, beta_diff if has_beta else gamma_diff, has_beta, overwrite
     )
     if dx is not None:
-        _caffe_scale_input_grad(dy3, gamma, _check_like(dx, "dx", x3))
+        _channel_affine(dy3, _check_like(dx, "dx", x3), gamma, gamma, _SCALE)

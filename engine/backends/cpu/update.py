@@ -3,7 +3,9 @@
 Every update rule of :mod:`engine.optim` runs through :func:`fused_update`: it walks the
 segments (one per learnable blob) and, inside each, the elements, applying the rule's
 per-element step with the segment's own rate and decay, and accumulating per-segment squared
-norms of the applied step and of the weights in the same pass.
+norms of the applied step and of the weights in the same pass. The pass runs in parallel over
+fixed-size blocks of each segment (:data:`BLOCK`); the blocks' partial norms are added in block
+order, so nothing depends on the thread count.
 
 Float32 fidelity: every operation is one float32 operation rounded on its own, in the order
 the framework's CPU code performs it (``y + (a·x)`` is two roundings, never a fused
@@ -30,7 +32,7 @@ kernel's calling convention; :mod:`engine.optim` builds them from a ``SolverSpec
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 F32 = np.float32
 
@@ -271,22 +273,132 @@ def _caffe_step(rule, g, h, h2, rate, coef):
     return step, h, h2
 
 
+#: elements per parallel iteration of :func:`fused_update` (64 KiB of each float32 buffer): a
+#: segment is cut into blocks of this size from its own start, so the blocks, and the norms'
+#: partial sums, do not depend on the thread count
+BLOCK = 1 << 14
+
+
+def _block_table(
+    seg_offsets: np.ndarray, seg_sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The blocks of the segments: ``first[s]``, the first block of segment ``s`` (the total at
+    ``first[-1]``), and each block's segment, start and stop (NumPy: nothing to compile)."""
+    counts = (seg_sizes + BLOCK - 1) // BLOCK
+    first = np.zeros(seg_sizes.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=first[1:])
+    owner = np.repeat(np.arange(seg_sizes.size, dtype=np.int64), counts)
+    starts = seg_offsets[owner] + (np.arange(first[-1], dtype=np.int64) - first[owner]) * BLOCK
+    stops = np.minimum(starts + BLOCK, (seg_offsets + seg_sizes)[owner])
+    return first, owner, starts, stops
+
+
 @njit(cache=True)
+def _add_blocks(first, partial, step_sq, weight_sq):
+    """Each segment's norms: its blocks' partial sums added in block order."""
+    for s in range(first.size - 1):
+        step_acc = 0.0
+        weight_acc = 0.0
+        for j in range(first[s], first[s + 1]):
+            step_acc += partial[j, 0]
+            weight_acc += partial[j, 1]
+        step_sq[s] = step_acc
+        weight_sq[s] = weight_acc
+
+
+@njit(cache=True)
+def _darknet_block(rule, params, grads, state_a, state_b, start, stop, rate, decay, coef):
+    """A darknet rule's step on ``[start, stop)`` (one segment's rate and decay); returns the
+    block's ``(Σ(Δw)², Σw²)`` summed in index order."""
+    k = _as_tuple(coef)
+    momentum = k[K_MOMENTUM]
+    step_acc = 0.0
+    weight_acc = 0.0
+    for i in range(start, stop):
+        w = params[i]
+        if rule == RULE_DARKNET_SGD:
+            w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
+            grads[i] = u
+        else:
+            w_new, m, v = _darknet_adam(w, grads[i], state_a[i], state_b[i], rate, decay, k)
+            state_a[i] = m
+            state_b[i] = v
+            grads[i] = F32(0.0)
+        params[i] = w_new
+        delta_w = np.float64(w_new) - np.float64(w)
+        step_acc += delta_w * delta_w
+        weight_acc += np.float64(w) * np.float64(w)
+    return step_acc, weight_acc
+
+
+@njit(cache=True)
+def _caffe_block(
+    rule, params, grads, state_a, state_b, start, stop, rate, decay, grad_on, coef
+):  # fmt: skip
+    """A Caffe rule's step on ``[start, stop)``, as :func:`_darknet_block`."""
+    k = _as_tuple(coef)
+    step_acc = 0.0
+    weight_acc = 0.0
+    for i in range(start, stop):
+        w = params[i]
+        g = grads[i] if grad_on else F32(0.0)
+        g = _caffe_prepare(g, w, decay, k)
+        h2 = state_b[i] if state_b.size > 0 else F32(0.0)
+        step, h, h2 = _caffe_step(rule, g, state_a[i], h2, rate, k)
+        state_a[i] = h
+        if state_b.size > 0:
+            state_b[i] = h2
+        grads[i] = step
+        w_new = w - step
+        params[i] = w_new
+        delta_w = np.float64(w_new) - np.float64(w)
+        step_acc += delta_w * delta_w
+        weight_acc += np.float64(w) * np.float64(w)
+    return step_acc, weight_acc
+
+
+@njit(parallel=True, cache=True)
+def _darknet_update(
+    rule, params, grads, state_a, state_b, owner, starts, stops, seg_lr, seg_decay, coef, partial
+):  # fmt: skip
+    for j in prange(owner.size):
+        s = owner[j]
+        step_acc, weight_acc = _darknet_block(rule, params, grads, state_a, state_b,
+                                              starts[j], stops[j], seg_lr[s],
+                                              seg_decay[s], coef)  # fmt: skip
+        partial[j, 0] = step_acc
+        partial[j, 1] = weight_acc
+
+
+@njit(parallel=True, cache=True)
+def _caffe_update(
+    rule, params, grads, state_a, state_b, owner, starts, stops, seg_lr, seg_decay, seg_grad_on,
+    coef, partial,
+):  # fmt: skip
+    for j in prange(owner.size):
+        s = owner[j]
+        step_acc, weight_acc = _caffe_block(rule, params, grads, state_a, state_b,
+                                            starts[j], stops[j], seg_lr[s],
+                                            seg_decay[s], seg_grad_on[s] != 0, coef)  # fmt: skip
+        partial[j, 0] = step_acc
+        partial[j, 1] = weight_acc
+
+
 def fused_update(
-    rule,
-    params,
-    grads,
-    state_a,
-    state_b,
-    seg_offsets,
-    seg_sizes,
-    seg_lr,
-    seg_decay,
-    seg_grad_on,
-    coef,
-    step_sq,
-    weight_sq,
-):
+    rule: int,
+    params: np.ndarray,
+    grads: np.ndarray,
+    state_a: np.ndarray,
+    state_b: np.ndarray,
+    seg_offsets: np.ndarray,
+    seg_sizes: np.ndarray,
+    seg_lr: np.ndarray,
+    seg_decay: np.ndarray,
+    seg_grad_on: np.ndarray,
+    coef: np.ndarray,
+    step_sq: np.ndarray,
+    weight_sq: np.ndarray,
+) -> None:
     """Apply one update of ``rule`` to every segment of the flat buffers, in place.
 
     ``params``/``grads``/``state_a``/``state_b``: float32, same layout (``state_*`` may be
@@ -300,43 +412,28 @@ def fused_update(
     carries the momentum); darknet Adam zeroes ``grads``; Caffe leaves the applied step in
     ``grads`` (``w ← w − diff``, as ``Net::Update``). ``step_sq[s]``/``weight_sq[s]`` receive
     Σ(Δw)² and Σw² (weights before the update), accumulated in float64.
+
+    Parallel over blocks of :data:`BLOCK` elements inside the segments (elements are
+    independent, so every value written is the serial loop's). Each block sums its squares in
+    index order; a segment's blocks are then added in block order. A segment of at most
+    ``BLOCK`` elements thus gets the serial sum exactly; a longer one the same float64 sum
+    re-associated at block boundaries (last-bit differences from one sequential sum, the same
+    whatever the thread count).
+
+    The darknet and the Caffe rules are two kernels: a parallel kernel's compile time grows
+    with its body (Numba optimises the body once more for each parallel wrapper layer), and a
+    run compiles only its own family.
     """
-    k = _as_tuple(coef)
-    momentum = k[K_MOMENTUM]
-    for s in range(seg_offsets.size):
-        start = seg_offsets[s]
-        stop = start + seg_sizes[s]
-        rate = seg_lr[s]
-        decay = seg_decay[s]
-        grad_on = seg_grad_on[s] != 0
-        step_acc = 0.0
-        weight_acc = 0.0
-        for i in range(start, stop):
-            w = params[i]
-            if rule == RULE_DARKNET_SGD:
-                w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
-                grads[i] = u
-            elif rule == RULE_DARKNET_ADAM:
-                w_new, m, v = _darknet_adam(w, grads[i], state_a[i], state_b[i], rate, decay, k)
-                state_a[i] = m
-                state_b[i] = v
-                grads[i] = F32(0.0)
-            else:
-                g = grads[i] if grad_on else F32(0.0)
-                g = _caffe_prepare(g, w, decay, k)
-                h2 = state_b[i] if state_b.size > 0 else F32(0.0)
-                step, h, h2 = _caffe_step(rule, g, state_a[i], h2, rate, k)
-                state_a[i] = h
-                if state_b.size > 0:
-                    state_b[i] = h2
-                grads[i] = step
-                w_new = w - step
-            params[i] = w_new
-            delta_w = np.float64(w_new) - np.float64(w)
-            step_acc += delta_w * delta_w
-            weight_acc += np.float64(w) * np.float64(w)
-        step_sq[s] = step_acc
-        weight_sq[s] = weight_acc
+    first, owner, starts, stops = _block_table(seg_offsets, seg_sizes)
+    partial = np.empty((owner.size, 2), dtype=np.float64)
+    blocks = (owner, starts, stops)
+    if rule in (RULE_DARKNET_SGD, RULE_DARKNET_ADAM):
+        _darknet_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay, coef,
+                        partial)  # fmt: skip
+    else:
+        _caffe_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay,
+                      seg_grad_on, coef, partial)  # fmt: skip
+    _add_blocks(first, partial, step_sq, weight_sq)
 
 
 @njit(cache=True)

@@ -1,0 +1,140 @@
+"""The fused update (engine.backends.cpu.update.fused_update) on segments longer than one
+parallel block: every rule against its per-element functions applied to whole NumPy arrays
+(float32, one rounding per operation, as the kernel), bit for bit; the norms as block sums
+added in block order; and nothing depends on the thread count."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from engine.backends.cpu import update as up
+
+f32 = np.float32
+B = up.BLOCK
+#: short segments, an empty one, exact multiples of a block and a block plus a little
+SIZES = np.array([3, 2 * B + 5, 0, B, 17, B + 1, 2], dtype=np.int64)
+OFFSETS = np.concatenate([[0], np.cumsum(SIZES)[:-1]]).astype(np.int64)
+TOTAL = int(SIZES.sum())
+
+RULES = {
+    "darknet_sgd": (up.RULE_DARKNET_SGD, 0),
+    "darknet_adam": (up.RULE_DARKNET_ADAM, 2),
+    "caffe_sgd": (up.RULE_CAFFE_SGD, 1),
+    "caffe_sgd_lr_outside": (up.RULE_CAFFE_SGD_LR_OUTSIDE, 1),
+    "caffe_nesterov": (up.RULE_CAFFE_NESTEROV, 1),
+    "caffe_adagrad": (up.RULE_CAFFE_ADAGRAD, 1),
+    "caffe_rmsprop": (up.RULE_CAFFE_RMSPROP, 1),
+    "caffe_adadelta": (up.RULE_CAFFE_ADADELTA, 2),
+    "caffe_adam": (up.RULE_CAFFE_ADAM, 2),
+}
+COEF = up.pack_coefficients(
+    momentum=0.9, one_minus_momentum=f32(1) - f32(0.9), beta2=0.999,
+    one_minus_beta2=f32(1) - f32(0.999), eps=1e-6, correction1=0.19, correction2=0.002,
+    one_plus_momentum=f32(1) + f32(0.9), clip_on=1, clip_scale=0.75, norm_on=1, norm_scale=0.5,
+)  # fmt: skip
+
+
+def _inputs(states: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    params = rng.normal(0, 1, TOTAL).astype(f32)
+    grads = rng.normal(0, 0.1, TOTAL).astype(f32)
+    a = rng.uniform(0, 0.1, TOTAL).astype(f32) if states >= 1 else np.zeros(0, f32)
+    b = rng.uniform(0, 0.1, TOTAL).astype(f32) if states >= 2 else np.zeros(0, f32)
+    lr = rng.uniform(0.001, 0.1, SIZES.size).astype(f32)
+    decay = np.where(np.arange(SIZES.size) % 2, f32(0), f32(-0.0005)).astype(f32)
+    grad_on = np.ones(SIZES.size, np.int8)
+    grad_on[-2] = 0
+    return params, grads, a, b, lr, decay, grad_on
+
+
+def _run(rule, inputs):
+    params, grads, a, b, lr, decay, grad_on = (x.copy() for x in inputs)
+    step_sq, weight_sq = np.zeros(SIZES.size), np.zeros(SIZES.size)
+    up.fused_update(rule, params, grads, a, b, OFFSETS, SIZES, lr, decay, grad_on, COEF,
+                    step_sq, weight_sq)  # fmt: skip
+    return params, grads, a, b, step_sq, weight_sq
+
+
+def _expected(rule, inputs):
+    """The element functions on whole segments (NumPy float32 arrays)."""
+    params, grads, a, b, lr, decay, grad_on = (x.copy() for x in inputs)
+    k = tuple(COEF)
+    step_sq, weight_sq = np.zeros(SIZES.size), np.zeros(SIZES.size)
+    for s, (start, size) in enumerate(zip(OFFSETS, SIZES, strict=True)):
+        seg = slice(start, start + size)
+        w = params[seg].copy()
+        if rule == up.RULE_DARKNET_SGD:
+            w_new, grads[seg] = up.darknet_sgd_element(w, grads[seg], lr[s], decay[s], k[0])
+        elif rule == up.RULE_DARKNET_ADAM:
+            w_new, a[seg], b[seg] = up.darknet_adam_element(
+                w, grads[seg], a[seg], b[seg], lr[s], decay[s], k
+            )
+            grads[seg] = 0
+        else:
+            g = grads[seg] if grad_on[s] else np.zeros(size, f32)
+            g = up.caffe_prepared_gradient(g, w, decay[s], k)
+            h2 = b[seg] if b.size else np.zeros(size, f32)
+            step, h, h2 = up._caffe_step.py_func(rule, g, a[seg], h2, lr[s], k)
+            a[seg] = h
+            if b.size:
+                b[seg] = h2
+            grads[seg] = step
+            w_new = w - step
+        params[seg] = w_new
+        # per block, in index order (a sequential float64 sum: cumsum), then block by block
+        for norms, values in (
+            (step_sq, np.square(w_new.astype(np.float64) - w.astype(np.float64))),
+            (weight_sq, np.square(w.astype(np.float64))),
+        ):
+            total = 0.0
+            for j in range(0, size, B):
+                total += np.cumsum(values[j : j + B])[-1]
+            norms[s] = total
+    return params, grads, a, b, step_sq, weight_sq
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_every_rule_on_multi_block_segments(name):
+    rule, states = RULES[name]
+    inputs = _inputs(states)
+    got, want = _run(rule, inputs), _expected(rule, inputs)
+    for label, g, w in zip(("params", "grads", "a", "b", "step", "weight"), got, want, strict=True):
+        assert g.tobytes() == w.tobytes(), label
+    # the block sums differ from one sequential sum in the last bits only
+    for norms, values in ((got[5], inputs[0].astype(np.float64) ** 2),):
+        for s, (start, size) in enumerate(zip(OFFSETS, SIZES, strict=True)):
+            sequential = np.cumsum(values[start : start + size])[-1] if size else 0.0
+            assert norms[s] == pytest.approx(sequential, rel=1e-12)
+            if size <= B:
+                assert norms[s] == sequential
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_update_does_not_depend_on_threads(name):
+    rule, states = RULES[name]
+    inputs = _inputs(states, seed=1)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _run(rule, inputs)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = _run(rule, inputs)
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, two, strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_no_segments_and_empty_segments():
+    empty = np.zeros(0, f32)
+    none = np.zeros(0, np.int64)
+    up.fused_update(up.RULE_CAFFE_SGD, empty, empty, empty, empty, none, none, empty, empty,
+                    np.zeros(0, np.int8), COEF, np.zeros(0), np.zeros(0))  # fmt: skip
+    step_sq, weight_sq = np.full(2, 7.0), np.full(2, 7.0)
+    w = np.ones(3, f32)
+    up.fused_update(up.RULE_DARKNET_SGD, w, np.ones(3, f32), empty, empty,
+                    np.array([0, 3], np.int64), np.array([3, 0], np.int64), np.ones(2, f32),
+                    np.zeros(2, f32), np.ones(2, np.int8), COEF, step_sq, weight_sq)  # fmt: skip
+    assert weight_sq.tolist() == [3.0, 0.0] and step_sq[1] == 0.0
