@@ -268,12 +268,13 @@ class BenchSettings:
 def worker_environment(threads: int, cache_dir: str | None) -> dict[str, str]:
     """Environment variables a worker needs before NumPy/Numba load: thread caps for Numba,
     OpenBLAS and OpenMP (so the pools together never exceed ``threads`` cores), Numba's
-    ``workqueue`` threading layer unless the user chose one (TBB's and OpenMP's workers spin
-    after a parallel region and fight OpenBLAS's spinning workers for the same cores: 5–7×
-    slower LeNet training on 2 cores, measured) and, for a cold-cache run,
-    ``NUMBA_CACHE_DIR``."""
+    threading layer unless the user chose one (``tbb`` where usable, else ``workqueue``:
+    ``engine.backends.jit_env``) and, for a cold-cache run, ``NUMBA_CACHE_DIR``."""
+    from engine.backends.jit_env import default_threading_layer
+
+    layer = os.environ.get("NUMBA_THREADING_LAYER") or default_threading_layer()
     env = {
-        "NUMBA_THREADING_LAYER": os.environ.get("NUMBA_THREADING_LAYER", "workqueue"),
+        "NUMBA_THREADING_LAYER": layer,
         "NUMBA_NUM_THREADS": str(threads),
         "OPENBLAS_NUM_THREADS": str(threads),
         "OMP_NUM_THREADS": str(threads),

@@ -11,11 +11,26 @@ from pathlib import Path
 from engine.backends import jit_env
 
 
-def test_defaults_pick_workqueue_and_keep_the_in_tree_cache_when_writable(tmp_path: Path):
-    env: dict[str, str] = {}
-    chosen = jit_env.configure_numba_environment(env, source_dir=tmp_path, writable=lambda _: True)
-    assert chosen == {"NUMBA_THREADING_LAYER": "workqueue"}
-    assert env == chosen
+def test_defaults_pick_the_threading_layer_and_keep_the_in_tree_cache_when_writable(
+    tmp_path: Path,
+):
+    for layer in ("tbb", "workqueue"):
+        env: dict[str, str] = {}
+        chosen = jit_env.configure_numba_environment(
+            env,
+            source_dir=tmp_path,
+            writable=lambda _: True,
+            threading_layer=lambda layer=layer: layer,
+        )
+        assert chosen == {"NUMBA_THREADING_LAYER": layer}
+        assert env == chosen
+
+
+def test_tbb_when_numba_can_load_it_else_workqueue(monkeypatch):
+    assert jit_env.default_threading_layer() in ("tbb", "workqueue")
+    monkeypatch.setattr(jit_env.importlib.util, "find_spec", lambda name: None)
+    assert not jit_env.tbb_usable()
+    assert jit_env.default_threading_layer() == "workqueue"
 
 
 def test_read_only_install_sends_the_cache_to_the_user_cache_folder(tmp_path: Path):
@@ -57,8 +72,8 @@ def _threading_layer_in_fresh_process(env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-def test_importing_the_backends_selects_workqueue_unless_the_user_chose():
+def test_importing_the_backends_selects_tbb_or_workqueue_unless_the_user_chose():
     base = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
-    assert _threading_layer_in_fresh_process(base) == "workqueue"
+    assert _threading_layer_in_fresh_process(base) == jit_env.default_threading_layer()
     chosen = _threading_layer_in_fresh_process({**base, "NUMBA_THREADING_LAYER": "omp"})
     assert chosen == "omp"

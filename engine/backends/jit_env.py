@@ -2,12 +2,16 @@
 applies them on import, before any backend imports Numba). Each one yields to a value the user
 already set in the environment.
 
-* ``NUMBA_THREADING_LAYER=workqueue``: Numba's own thread pool. TBB's and OpenMP's workers
-  spin-wait after a parallel region, and OpenBLAS's workers spin after a GEMM; on a machine
-  with as many threads as cores the two kinds of spinning workers fight for the cores
-  (measured on 2 cores: LeNet training 5–7× slower with ``tbb``/``omp`` than with
-  ``workqueue``, all other settings equal). Our kernels never nest parallel regions and one
-  thread launches them, which is what ``workqueue`` supports.
+* ``NUMBA_THREADING_LAYER``: ``tbb`` where Numba can load TBB (:func:`tbb_usable`), else
+  ``workqueue``, never OpenMP. The CPU backend keeps OpenBLAS on one thread and tiles GEMMs
+  over Numba's threads itself (``engine.backends.cpu.blas``), so no second pool of spinning
+  workers competes for the cores (when OpenBLAS ran its own threads, TBB's and OpenMP's
+  spinning workers made LeNet training 5–7× slower on 2 cores). TBB then starts a parallel
+  region far faster than ``workqueue``, whose sleeping workers take long to wake on a VM: on 2
+  vCPUs a parallel loop gained nothing under ``workqueue`` until it ran ~30 ms, while TBB
+  scaled ~1.9× from 0.5 ms (LeNet's convolutions: 3.1 vs 5.8 ms forward). GNU OpenMP's workers
+  spin ~8 ms at every region's end. Our kernels never nest parallel regions and one thread
+  launches them, which is all ``workqueue`` supports.
 * ``NUMBA_CACHE_DIR``: the JIT cache lives next to the sources (``__pycache__``) when that
   folder is writable; when the install directory is read-only it goes to the user cache
   folder (``platformdirs.user_cache_dir("dnupdate")/numba``), so a second run still starts
@@ -17,13 +21,41 @@ already set in the environment.
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 
-THREADING_LAYER = "workqueue"
+FALLBACK_THREADING_LAYER = "workqueue"
 BACKENDS_DIR = Path(__file__).resolve().parent
+#: the oldest TBB interface Numba's ``tbbpool`` accepts (``numba/np/ufunc/parallel.py``)
+TBB_MIN_INTERFACE = 12060
+
+
+def tbb_usable() -> bool:
+    """Whether Numba's TBB threading layer would load, checked without importing Numba: load
+    its ``tbbpool`` extension library (which pulls in ``libtbb`` by its own search path) and
+    ask TBB its interface version, as Numba does."""
+    spec = importlib.util.find_spec("numba")
+    if spec is None or spec.origin is None:
+        return False
+    pools = sorted((Path(spec.origin).parent / "np" / "ufunc").glob("tbbpool*.so"))
+    if not pools:
+        return False
+    try:
+        ctypes.CDLL(str(pools[0]))
+        version = ctypes.CDLL("libtbb.so.12").TBB_runtime_interface_version
+    except (OSError, AttributeError):
+        return False
+    version.restype = ctypes.c_int
+    return version() >= TBB_MIN_INTERFACE
+
+
+def default_threading_layer() -> str:
+    """``tbb`` where usable, else ``workqueue`` (module docstring)."""
+    return "tbb" if tbb_usable() else FALLBACK_THREADING_LAYER
 
 
 def user_jit_cache_dir() -> str:
@@ -45,6 +77,7 @@ def configure_numba_environment(
     *,
     source_dir: Path = BACKENDS_DIR,
     writable: Callable[[Path], bool] = _writable,
+    threading_layer: Callable[[], str] = default_threading_layer,
 ) -> dict[str, str]:
     """Set the defaults of the module docstring in ``environ`` (default ``os.environ``) where
     the user has not; returns what was set. Does nothing once Numba is imported (its settings
@@ -54,7 +87,7 @@ def configure_numba_environment(
     if environ is None and "numba" in sys.modules:
         return chosen
     if "NUMBA_THREADING_LAYER" not in env:
-        chosen["NUMBA_THREADING_LAYER"] = THREADING_LAYER
+        chosen["NUMBA_THREADING_LAYER"] = threading_layer()
     if "NUMBA_CACHE_DIR" not in env and not all(
         writable(folder) for folder in (source_dir / "cpu", source_dir / "cuda") if folder.is_dir()
     ):

@@ -231,20 +231,25 @@ def _backward(
 
 @njit(parallel=True, cache=True)
 def _reduce_partials(partial, dweights, alpha, chunks):
-    """``dW += alpha · Σ_{p < chunks} partial[p]``, summed in chunk order (thread-count free)."""
+    """``dW += alpha · Σ_{p < chunks} partial[p]``, each element summed in chunk order
+    ``p = 0, 1, …`` (thread-count free); blocks of elements run in parallel, the chunk loop
+    outside the element loop so that it vectorises."""
     flat = partial.reshape(partial.shape[0], -1)
     out = dweights.reshape(-1)
     a = np.float32(alpha)
     size = out.size
-    block = 4096
+    block = 2048
     for start in prange((size + block - 1) // block):
         lo = start * block
         hi = min(size, lo + block)
-        for i in range(lo, hi):
-            total = flat[0, i]
-            for p in range(1, chunks):
-                total += flat[p, i]
-            out[i] += a * total
+        total = flat[0, lo:hi].copy()
+        for p in range(1, chunks):
+            row = flat[p, lo:hi]
+            for i in range(hi - lo):
+                total[i] += row[i]
+        target = out[lo:hi]
+        for i in range(hi - lo):
+            target[i] += a * total[i]
 
 
 def is_direct(kernel, stride, pad, dilation) -> bool:
