@@ -54,34 +54,49 @@ def _chunk(p, chunks, batch):
     return p * batch // chunks, (p + 1) * batch // chunks
 
 
+@njit(inline="always")
+def _u(index):
+    """An index known to be ≥ 0, as unsigned: Numba then drops its negative-index wraparound
+    test, which otherwise keeps these copy loops from vectorising (3–4× slower)."""
+    return np.uint64(index)
+
+
 @njit(cache=True)
 def _unfold(x, col, c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
     """``col[(c·kh + ky)·kw + kx, oy·out_w + ox] = x[c0 + c, oy·sh − ph + ky·d, ox·sw − pw +
     kx·d]`` for one image ``x (C, H, W)`` and one group's ``K / (kh·kw)`` channels from ``c0``;
-    0 outside the image."""
+    0 outside the image. Flat indices, so each output row segment is one plain loop."""
     height, width = x.shape[1], x.shape[2]
+    source = x.reshape(-1)
+    target = col.reshape(-1)
+    n = out_h * out_w
+    plane = height * width
     channels = col.shape[0] // (kh * kw)
+    zero = np.float32(0.0)
     for c in range(channels):
-        plane = x[c0 + c]
         for ky in range(kh):
             for kx in range(kw):
-                row = col[(c * kh + ky) * kw + kx]
+                row = ((c * kh + ky) * kw + kx) * n
                 shift = kx * dil - pw
                 first, end = _inside_columns(shift, sw, width, out_w)
                 for oy in range(out_h):
                     iy = oy * sh - ph + ky * dil
-                    dst = row[oy * out_w : (oy + 1) * out_w]
+                    d = row + oy * out_w
                     if iy < 0 or iy >= height:
-                        dst[:] = 0.0
+                        for ox in range(out_w):
+                            target[_u(d + ox)] = zero
                         continue
-                    src = plane[iy]
-                    dst[:first] = 0.0
+                    for ox in range(first):  # left padding
+                        target[_u(d + ox)] = zero
+                    start = (c0 + c) * plane + iy * width + shift
                     if sw == 1:
-                        dst[first:end] = src[first + shift : end + shift]
+                        for ox in range(first, end):
+                            target[_u(d + ox)] = source[_u(start + ox)]
                     else:
                         for ox in range(first, end):
-                            dst[ox] = src[ox * sw + shift]
-                    dst[end:] = 0.0
+                            target[_u(d + ox)] = source[_u(start + ox * sw)]
+                    for ox in range(end, out_w):  # right padding
+                        target[_u(d + ox)] = zero
 
 
 @njit(cache=True)
@@ -89,22 +104,29 @@ def _fold_add(col, dx, c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
     """Transpose of :func:`_unfold`: ``dx[c0 + c, iy, ix] += col[row, column]`` (cells in the
     padding dropped), rows in order, as darknet's ``col2im_cpu``."""
     height, width = dx.shape[1], dx.shape[2]
+    target = dx.reshape(-1)
+    source = col.reshape(-1)
+    n = out_h * out_w
+    plane = height * width
     channels = col.shape[0] // (kh * kw)
     for c in range(channels):
-        plane = dx[c0 + c]
         for ky in range(kh):
             for kx in range(kw):
-                row = col[(c * kh + ky) * kw + kx]
+                row = ((c * kh + ky) * kw + kx) * n
                 shift = kx * dil - pw
                 first, end = _inside_columns(shift, sw, width, out_w)
                 for oy in range(out_h):
                     iy = oy * sh - ph + ky * dil
                     if iy < 0 or iy >= height:
                         continue
-                    dst = plane[iy]
-                    base = oy * out_w
-                    for ox in range(first, end):
-                        dst[ox * sw + shift] += row[base + ox]
+                    d = row + oy * out_w
+                    start = (c0 + c) * plane + iy * width + shift
+                    if sw == 1:
+                        for ox in range(first, end):
+                            target[_u(start + ox)] += source[_u(d + ox)]
+                    else:
+                        for ox in range(first, end):
+                            target[_u(start + ox * sw)] += source[_u(d + ox)]
 
 
 @njit(cache=True)
