@@ -147,7 +147,7 @@ class Backend:
     ) -> None:  # fmt: skip
         """First (given) ``delta ← delta·g(output)`` and ``dbias += alpha·Σ delta`` per image;
         then ``dweights += alpha·Σ_b delta_b·im2col(x_b)ᵀ``; ``dx += col2im(Wᵀ·delta_b)``
-        unless ``dx`` is None; ``col``/``dcol (P,K,N)``, ``partial (P,G,m,K)`` and
+        unless ``dx`` is None; ``col``/``dcol (P,K,N)``, ``partial (P,G,K,m)`` and
         ``bias_partial (P,F)`` scratch."""
         raise NotImplementedError
 

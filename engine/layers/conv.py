@@ -72,7 +72,7 @@ class ConvLayer(DarknetEpilogue, Layer):
         self.act = DarknetActivation(backend, spec.activation)
         # per image: scratch per chunk = col + dcol (K×N each), the weight-gradient partial
         # sum and the bias-gradient one (F; used when the tail is fused: no batch norm)
-        self.chunk_shapes = ((self.k, n), (self.k, n), (groups, m, self.k), (f,))
+        self.chunk_shapes = ((self.k, n), (self.k, n), (groups, self.k, m), (f,))
         chunk_floats = 2 * self.k * n + groups * m * self.k + f
         self.chunks = 0 if self.flat_quirk else backend.conv_image_chunks(batch, chunk_floats)
         # without batch norm, bias and activation ride along image by image (in cache)
