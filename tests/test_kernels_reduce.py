@@ -31,6 +31,27 @@ def test_sum_squares_and_norms_match_float64():
     np.testing.assert_allclose(out, np.sqrt(expected), rtol=1e-12)
 
 
+def test_large_segments_sum_in_blocks_whatever_the_thread_count():
+    import numba
+
+    rng = np.random.default_rng(1)
+    offsets, lengths = _segments([3 * red.BLOCK + 17, 5, red.BLOCK, 2 * red.BLOCK - 1])
+    buffer = rng.normal(size=int(lengths.sum())).astype(np.float32)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(threads)
+        out = np.empty(4, np.float64)
+        red.segment_sum_squares(buffer, offsets, lengths, out)
+        results.append(out)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert np.array_equal(results[0], results[1])
+    expected = [
+        float(np.sum(buffer[o : o + n].astype(np.float64) ** 2))
+        for o, n in zip(offsets, lengths, strict=True)
+    ]
+    np.testing.assert_allclose(results[0], expected, rtol=1e-12)
+
+
 def test_segments_may_be_any_subset_in_any_order():
     buffer = np.arange(10, dtype=np.float32)
     offsets = np.array([8, 0], np.int64)
