@@ -175,6 +175,22 @@ class Backend:
         """``grad[c] += alpha·Σ_{b,j} delta[b,c,j]``."""
         raise NotImplementedError
 
+    def darknet_tail_forward(self, y, bias, code) -> None:
+        """darknet's layer tail without batch norm, ``y (B,C,N) ← act(y + bias[c])``
+        (``add_bias`` then ``activate_array``); ``bias`` None: none, ``code`` None: linear."""
+        if bias is not None:
+            self.bias_add(y, bias)
+        if code is not None:
+            self.activate(y, code)
+
+    def darknet_tail_backward(self, y, delta, dbias, code, alpha: float) -> None:
+        """``delta ← delta·g(y)`` (``gradient_array``, from the output) then
+        ``dbias[c] += alpha·Σ delta[:, c]`` (``backward_bias``); None skips either."""
+        if code is not None:
+            self.activation_gradient(y, code, delta)
+        if dbias is not None:
+            self.bias_grad(delta, dbias, alpha)
+
     # ---- pooling --------------------------------------------------------------------------
     def maxpool_forward(self, x, y, argmax, kernel, stride, offset) -> None:
         """Max over clipped windows, first maximum wins; ``argmax`` int32 plane index."""

@@ -108,6 +108,8 @@ class DarknetActivation:
     def __init__(self, backend: Backend, activation: str):
         self.linear = activation == "linear"
         self.code = 0 if self.linear else backend.activation_code(activation)
+        #: the code for fused kernels: None for linear
+        self.tail_code = None if self.linear else self.code
         self._activate = backend.activate
         self._gradient = backend.activation_gradient
 
@@ -128,15 +130,18 @@ class DarknetEpilogue:
     ``delta``/``delta3`` and ``grad_alpha`` on the layer."""
 
     def epilogue_forward(self, train: bool) -> None:
-        if self.bn is not None:
-            self.backend.darknet_bn_forward(self.out3, self.bn, train)
-        elif self.bias is not None:
-            self.backend.bias_add(self.out3, self.bias)
+        if self.bn is None:  # bias and activation in one pass
+            self.backend.darknet_tail_forward(self.out3, self.bias, self.act.tail_code)
+            return
+        self.backend.darknet_bn_forward(self.out3, self.bn, train)
         self.act.forward(self.output)
 
     def epilogue_backward(self) -> None:
+        if self.bn is None:
+            dbias = None if self.bias is None else self.dbias
+            self.backend.darknet_tail_backward(
+                self.out3, self.delta3, dbias, self.act.tail_code, self.grad_alpha
+            )
+            return
         self.act.backward(self.output, self.delta)
-        if self.bn is not None:
-            self.backend.darknet_bn_backward(self.delta3, self.bn, self.grad_alpha)
-        elif self.bias is not None:
-            self.backend.bias_grad(self.delta3, self.dbias, self.grad_alpha)
+        self.backend.darknet_bn_backward(self.delta3, self.bn, self.grad_alpha)
