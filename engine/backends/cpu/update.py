@@ -306,81 +306,29 @@ def _add_blocks(first, partial, step_sq, weight_sq):
         weight_sq[s] = weight_acc
 
 
-#: independent float64 accumulators per norm in a block (element ``i`` adds to lane
-#: ``(i − start) % NORM_LANES``; lanes are added in order at the block's end): one chain would
-#: leave the loop waiting on the adder's latency
-NORM_LANES = 8
-
-
-@njit(inline="always")
-def _lane_totals(step_lanes, weight_lanes):
-    step_acc = 0.0
-    weight_acc = 0.0
-    for lane in range(NORM_LANES):
-        step_acc += step_lanes[lane]
-        weight_acc += weight_lanes[lane]
-    return step_acc, weight_acc
-
-
-@njit(inline="always")
-def _darknet_element(rule, params, grads, state_a, state_b, i, rate, decay, momentum, k):
-    """One element's darknet step; returns ``((Δw)², w²)`` in float64."""
-    w = params[i]
-    if rule == RULE_DARKNET_SGD:
-        w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
-        grads[i] = u
-    else:
-        w_new, m, v = _darknet_adam(w, grads[i], state_a[i], state_b[i], rate, decay, k)
-        state_a[i] = m
-        state_b[i] = v
-        grads[i] = F32(0.0)
-    params[i] = w_new
-    delta_w = np.float64(w_new) - np.float64(w)
-    return delta_w * delta_w, np.float64(w) * np.float64(w)
-
-
 @njit(cache=True)
 def _darknet_block(rule, params, grads, state_a, state_b, start, stop, rate, decay, coef):
     """A darknet rule's step on ``[start, stop)`` (one segment's rate and decay); returns the
-    block's ``(Σ(Δw)², Σw²)`` in float64, over :data:`NORM_LANES` lanes (a constant-count
-    inner loop, so the compiler unrolls it and keeps the lanes in registers)."""
+    block's ``(Σ(Δw)², Σw²)`` summed in index order."""
     k = _as_tuple(coef)
     momentum = k[K_MOMENTUM]
-    step_lanes = np.zeros(NORM_LANES)
-    weight_lanes = np.zeros(NORM_LANES)
-    full = start + (stop - start) // NORM_LANES * NORM_LANES
-    for base in range(start, full, NORM_LANES):
-        for lane in range(NORM_LANES):
-            sq_step, sq_w = _darknet_element(
-                rule, params, grads, state_a, state_b, base + lane, rate, decay, momentum, k
-            )
-            step_lanes[lane] += sq_step
-            weight_lanes[lane] += sq_w
-    for i in range(full, stop):
-        sq_step, sq_w = _darknet_element(
-            rule, params, grads, state_a, state_b, i, rate, decay, momentum, k
-        )
-        step_lanes[i - full] += sq_step
-        weight_lanes[i - full] += sq_w
-    return _lane_totals(step_lanes, weight_lanes)
-
-
-@njit(inline="always")
-def _caffe_element(rule, params, grads, state_a, state_b, i, rate, decay, grad_on, k):
-    """One element's Caffe step; returns ``((Δw)², w²)`` in float64."""
-    w = params[i]
-    g = grads[i] if grad_on else F32(0.0)
-    g = _caffe_prepare(g, w, decay, k)
-    h2 = state_b[i] if state_b.size > 0 else F32(0.0)
-    step, h, h2 = _caffe_step(rule, g, state_a[i], h2, rate, k)
-    state_a[i] = h
-    if state_b.size > 0:
-        state_b[i] = h2
-    grads[i] = step
-    w_new = w - step
-    params[i] = w_new
-    delta_w = np.float64(w_new) - np.float64(w)
-    return delta_w * delta_w, np.float64(w) * np.float64(w)
+    step_acc = 0.0
+    weight_acc = 0.0
+    for i in range(start, stop):
+        w = params[i]
+        if rule == RULE_DARKNET_SGD:
+            w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
+            grads[i] = u
+        else:
+            w_new, m, v = _darknet_adam(w, grads[i], state_a[i], state_b[i], rate, decay, k)
+            state_a[i] = m
+            state_b[i] = v
+            grads[i] = F32(0.0)
+        params[i] = w_new
+        delta_w = np.float64(w_new) - np.float64(w)
+        step_acc += delta_w * delta_w
+        weight_acc += np.float64(w) * np.float64(w)
+    return step_acc, weight_acc
 
 
 @njit(cache=True)
@@ -389,23 +337,24 @@ def _caffe_block(
 ):  # fmt: skip
     """A Caffe rule's step on ``[start, stop)``, as :func:`_darknet_block`."""
     k = _as_tuple(coef)
-    step_lanes = np.zeros(NORM_LANES)
-    weight_lanes = np.zeros(NORM_LANES)
-    full = start + (stop - start) // NORM_LANES * NORM_LANES
-    for base in range(start, full, NORM_LANES):
-        for lane in range(NORM_LANES):
-            sq_step, sq_w = _caffe_element(
-                rule, params, grads, state_a, state_b, base + lane, rate, decay, grad_on, k
-            )
-            step_lanes[lane] += sq_step
-            weight_lanes[lane] += sq_w
-    for i in range(full, stop):
-        sq_step, sq_w = _caffe_element(
-            rule, params, grads, state_a, state_b, i, rate, decay, grad_on, k
-        )
-        step_lanes[i - full] += sq_step
-        weight_lanes[i - full] += sq_w
-    return _lane_totals(step_lanes, weight_lanes)
+    step_acc = 0.0
+    weight_acc = 0.0
+    for i in range(start, stop):
+        w = params[i]
+        g = grads[i] if grad_on else F32(0.0)
+        g = _caffe_prepare(g, w, decay, k)
+        h2 = state_b[i] if state_b.size > 0 else F32(0.0)
+        step, h, h2 = _caffe_step(rule, g, state_a[i], h2, rate, k)
+        state_a[i] = h
+        if state_b.size > 0:
+            state_b[i] = h2
+        grads[i] = step
+        w_new = w - step
+        params[i] = w_new
+        delta_w = np.float64(w_new) - np.float64(w)
+        step_acc += delta_w * delta_w
+        weight_acc += np.float64(w) * np.float64(w)
+    return step_acc, weight_acc
 
 
 @njit(parallel=True, cache=True)
