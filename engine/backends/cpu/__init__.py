@@ -22,7 +22,6 @@ from engine.backends.cpu import (
     reduce,
     sgemm,
     softmax,
-    tail,
     threads,
     update,
 )
@@ -116,8 +115,6 @@ class CpuBackend(Backend):
     flat_as_col_add = staticmethod(conv.flat_as_col_add)
     bias_add = staticmethod(conv.bias_add)
     bias_grad = staticmethod(conv.bias_grad)
-    darknet_tail_forward = staticmethod(tail.tail_forward)
-    darknet_tail_backward = staticmethod(tail.tail_backward)
     maxpool_forward = staticmethod(pool.maxpool_forward)
     maxpool_backward = staticmethod(pool.maxpool_backward)
     avepool_forward = staticmethod(pool.avepool_forward)

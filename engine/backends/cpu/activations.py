@@ -583,10 +583,24 @@ def _blocks(op, code, a, b, c, slope):
             _caffe_tanh_backward(a_part, b_part, c_part)
 
 
+#: the loops worth the threads: transcendental math per element. leaky, relu and linear are
+#: memory-bound (one core already moves ~60 GB/s through them; two threads measured 5–10%
+#: slower), so they never pay for compiling :func:`_blocks` (~1.4 s cold)
+_COMPUTE_BOUND_OPS = (_SIGMOID_FORWARD, _SIGMOID_BACKWARD, _TANH_FORWARD, _TANH_BACKWARD)
+_MEMORY_BOUND_CODES = (LEAKY, RELU, LINEAR)
+
+
+def _worth_threads(op: int, code: int) -> bool:
+    if op in (_ACTIVATE, _GRADIENT):
+        return code not in _MEMORY_BOUND_CODES
+    return op in _COMPUTE_BOUND_OPS
+
+
 def _elementwise(op: int, code: int, a, b, c, slope) -> None:
-    """Run array loop ``op``: on the threads in blocks when the arrays span more than one
-    block and more than one thread is set, else the serial loop itself (no parallel launch)."""
-    if a.size > BLOCK and numba.get_num_threads() > 1:
+    """Run array loop ``op``: on the threads in blocks when the loop is compute-bound, the
+    arrays span more than one block and more than one thread is set, else the serial loop
+    itself (no parallel launch)."""
+    if a.size > BLOCK and numba.get_num_threads() > 1 and _worth_threads(op, code):
         _blocks(op, code, a, b, c, slope)
     elif op == _ACTIVATE:
         _activate_array(a, code)

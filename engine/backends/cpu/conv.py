@@ -127,43 +127,23 @@ def _flat_reinterpret_add(col, dx, batch):
 @njit(parallel=True, cache=True)
 def _bias_add(y, bias):
     batch, channels, n = y.shape
-    for task in prange(batch * channels):
-        b = task // channels
-        c = task % channels
-        v = bias[c]
-        for j in range(n):
-            y[b, c, j] += v
-
-
-#: channels whose float32 sums run side by side in :func:`_bias_grad` (each channel's sum in
-#: the same order; independent chains hide the adder's latency)
-BIAS_LANES = 8
-
-
-@njit(inline="always")
-def _channel_sums(delta, totals, c0, lanes):
-    batch, _, n = delta.shape
-    for k in range(lanes):
-        totals[k] = 0.0
-    for b in range(batch):
-        for j in range(n):
-            for k in range(lanes):
-                totals[k] += delta[b, c0 + k, j]
+    for b in prange(batch):  # one task per image (a connected layer's N is 1)
+        for c in range(channels):
+            v = bias[c]
+            for j in range(n):
+                y[b, c, j] += v
 
 
 @njit(parallel=True, cache=True)
 def _bias_grad(delta, grad, alpha):
-    channels = delta.shape[1]
-    for block in prange((channels + BIAS_LANES - 1) // BIAS_LANES):
-        c0 = block * BIAS_LANES
-        lanes = min(BIAS_LANES, channels - c0)
-        totals = np.zeros(BIAS_LANES, dtype=np.float32)
-        if lanes == BIAS_LANES:  # a constant lane count: the compiler unrolls the lanes
-            _channel_sums(delta, totals, c0, BIAS_LANES)
-        else:
-            _channel_sums(delta, totals, c0, lanes)
-        for k in range(lanes):
-            grad[c0 + k] += np.float32(alpha) * totals[k]
+    batch, channels, n = delta.shape
+    a = np.float32(alpha)
+    for c in prange(channels):  # each channel's float32 sum in (b, j) order
+        total = np.float32(0.0)
+        for b in range(batch):
+            for j in range(n):
+                total += delta[b, c, j]
+        grad[c] += a * total
 
 
 def im2col(

@@ -31,19 +31,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.backends.cpu.activations import (
-    LEAKY,
-    LINEAR,
-    RELU,
-    darknet_activate,
-    darknet_gradient,
-    leaky_activate,
-    leaky_gradient,
-    relu_activate,
-    relu_gradient,
-)
+from engine.backends.cpu.activations import LINEAR
 from engine.backends.cpu.conv import _inside_columns
 from engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
+from engine.backends.cpu.tail import image_backward, image_forward
 
 _F32_SIZE = 4
 
@@ -130,163 +121,108 @@ def _fold_add(col, dx, c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
 
 
 @njit(cache=True)
-def _bias_activate(y, bias, code):
-    """darknet's tail for one image ``y (F, N)`` without batch norm: ``y += bias[f]`` (if
-    ``bias`` is not empty), then ``y = act(y)`` — two float32 roundings, as ``add_bias`` then
-    ``activate_array``, done while the image is in cache. leaky and relu get loops of their
-    own (no per-element switch: they vectorise)."""
-    for f in range(y.shape[0]):
-        row = y[f]
-        if bias.size > 0:
-            v = bias[f]
-            for j in range(row.size):
-                row[j] += v
-        if code == LEAKY:
-            for j in range(row.size):
-                row[j] = leaky_activate(row[j])
-        elif code == RELU:
-            for j in range(row.size):
-                row[j] = relu_activate(row[j])
-        elif code != LINEAR:
-            for j in range(row.size):
-                row[j] = darknet_activate(row[j], code)
+def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, code, tail):
+    """Images ``[first, end)`` of the forward pass, with one chunk's ``col (K, N)``."""
+    kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
+    per_group = x.shape[1] // weights.shape[0]
+    groups, m, k = weights.shape
+    n = out_h * out_w
+    for b in range(first, end):
+        for g in range(groups):
+            if direct:
+                source = x[b, g * per_group].ctypes.data
+            else:
+                _unfold(x[b], col, g * per_group, kh, kw, sh, sw, ph, pw, dil, out_h, out_w)
+                source = col.ctypes.data
+            cblas_sgemm(
+                ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k,
+                np.float32(1.0), weights[g].ctypes.data, k, source, n,
+                np.float32(0.0), out[b, g * m].ctypes.data, n,
+            )  # fmt: skip
+        if tail:
+            image_forward(out[b], bias, code)
+
+
+# The parallel kernels only hand chunks to serial kernels: Numba compiles a parallel loop's
+# body several times over (the kernel and its parallel wrappers), so the work lives outside.
+@njit(parallel=True, cache=True)
+def _forward(x, weights, out, col, geometry, direct, bias, code, tail):
+    chunks = col.shape[0]
+    for p in prange(chunks):
+        first, end = _chunk(p, chunks, x.shape[0])
+        _forward_images(x, weights, out, col[p], first, end, geometry, direct, bias, code, tail)
 
 
 @njit(cache=True)
-def _gradient_bias_sums(y, delta, sums, code, first):
-    """darknet's backward tail for one image: ``delta ← delta·g(y)`` (``gradient_array``, from
-    the output ``y``), then ``sums[f] (+)= Σ_j delta[f, j]`` (``backward_bias``: the image's
-    plane summed first, then added; ``first`` starts the sums); ``sums`` empty: no bias."""
-    for f in range(delta.shape[0]):
-        row = delta[f]
-        out = y[f]
-        if code == LEAKY:
-            for j in range(row.size):
-                row[j] = row[j] * leaky_gradient(out[j])
-        elif code == RELU:
-            for j in range(row.size):
-                row[j] = row[j] * relu_gradient(out[j])
-        elif code != LINEAR:
-            for j in range(row.size):
-                row[j] = row[j] * darknet_gradient(out[j], code)
-        if sums.size > 0:
-            total = np.float32(0.0)
-            for j in range(row.size):
-                total += row[j]
-            sums[f] = total if first else sums[f] + total
-
-
-@njit(parallel=True, cache=True)
-def _forward(
-    x, weights, out, col, kh, kw, sh, sw, ph, pw, dil, out_h, out_w, direct, bias, code, tail
-):
-    batch, channels = x.shape[0], x.shape[1]
-    groups, m, k = weights.shape
-    n = out_h * out_w
-    chunks = col.shape[0]
-    per_group = channels // groups
-    for p in prange(chunks):
-        first, end = _chunk(p, chunks, batch)
-        for b in range(first, end):
-            for g in range(groups):
-                if direct:
-                    source = x[b, g * per_group].ctypes.data
-                else:
-                    _unfold(x[b], col[p], g * per_group, kh, kw, sh, sw, ph, pw, dil, out_h, out_w)
-                    source = col[p].ctypes.data
-                cblas_sgemm(
-                    ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k,
-                    np.float32(1.0), weights[g].ctypes.data, k, source, n,
-                    np.float32(0.0), out[b, g * m].ctypes.data, n,
-                )  # fmt: skip
-            if tail:
-                _bias_activate(out[b], bias, code)
-
-
-@njit(parallel=True, cache=True)
-def _backward(
-    x, weights, delta, dx, col, dcol, partial, kh, kw, sh, sw, ph, pw, dil, out_h, out_w, direct,
-    y, code, bias_partial, tail,
+def _backward_images(
+    x, weights, delta, dx, col, dcol, partial, sums, first, end, geometry, direct, y, code, tail
 ):  # fmt: skip
-    batch, channels = x.shape[0], x.shape[1]
+    """Images ``[first, end)`` of the backward pass, into one chunk's ``partial (G, K, m)``
+    and bias ``sums``, with its ``col``/``dcol (K, N)``."""
+    kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
+    per_group = x.shape[1] // weights.shape[0]
     groups, m, k = weights.shape
     n = out_h * out_w
-    chunks = col.shape[0]
-    per_group = channels // groups
     want_dx = dx.size > 0
-    for p in prange(chunks):
-        first, end = _chunk(p, chunks, batch)
-        for b in range(first, end):
-            beta = np.float32(0.0) if b == first else np.float32(1.0)
-            if tail:
-                _gradient_bias_sums(y[b], delta[b], bias_partial[p], code, b == first)
-            for g in range(groups):
-                c0 = g * per_group
-                if direct:
-                    source = x[b, c0].ctypes.data
-                else:
-                    _unfold(x[b], col[p], c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w)
-                    source = col[p].ctypes.data
-                delta_g = delta[b, g * m].ctypes.data
-                # dW_p[g]ᵀ (K×m) (+)= col (K×N) · delta_gᵀ (N×m): this orientation runs
-                # 10–25% faster in OpenBLAS than delta_g · colᵀ; transposed back in the sum
+    for b in range(first, end):
+        beta = np.float32(0.0) if b == first else np.float32(1.0)
+        if tail:
+            image_backward(y[b], delta[b], sums, code, b == first)
+        for g in range(groups):
+            c0 = g * per_group
+            if direct:
+                source = x[b, c0].ctypes.data
+            else:
+                _unfold(x[b], col, c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w)
+                source = col.ctypes.data
+            delta_g = delta[b, g * m].ctypes.data
+            # dW_p[g]ᵀ (K×m) (+)= col (K×N) · delta_gᵀ (N×m): this orientation runs 10–25%
+            # faster in OpenBLAS than delta_g · colᵀ; transposed back in the sum
+            cblas_sgemm(
+                ROW_MAJOR, NO_TRANS, TRANS, k, m, n,
+                np.float32(1.0), source, n, delta_g, n,
+                beta, partial[g].ctypes.data, m,
+            )  # fmt: skip
+            if not want_dx:
+                continue
+            if direct:  # dx_b[group] (K×N) += W_gᵀ (K×m) · delta_g (m×N)
                 cblas_sgemm(
-                    ROW_MAJOR, NO_TRANS, TRANS, k, m, n,
-                    np.float32(1.0), source, n, delta_g, n,
-                    beta, partial[p, g].ctypes.data, m,
+                    ROW_MAJOR, TRANS, NO_TRANS, k, n, m,
+                    np.float32(1.0), weights[g].ctypes.data, k, delta_g, n,
+                    np.float32(1.0), dx[b, c0].ctypes.data, n,
                 )  # fmt: skip
-                if not want_dx:
-                    continue
-                if direct:  # dx_b[group] (K×N) += W_gᵀ (K×m) · delta_g (m×N)
-                    cblas_sgemm(
-                        ROW_MAJOR, TRANS, NO_TRANS, k, n, m,
-                        np.float32(1.0), weights[g].ctypes.data, k, delta_g, n,
-                        np.float32(1.0), dx[b, c0].ctypes.data, n,
-                    )  # fmt: skip
-                else:  # dcol (K×N) = W_gᵀ · delta_g, folded back into dx_b
-                    cblas_sgemm(
-                        ROW_MAJOR, TRANS, NO_TRANS, k, n, m,
-                        np.float32(1.0), weights[g].ctypes.data, k, delta_g, n,
-                        np.float32(0.0), dcol[p].ctypes.data, n,
-                    )  # fmt: skip
-                    _fold_add(dcol[p], dx[b], c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w)
+            else:  # dcol (K×N) = W_gᵀ · delta_g, folded back into dx_b
+                cblas_sgemm(
+                    ROW_MAJOR, TRANS, NO_TRANS, k, n, m,
+                    np.float32(1.0), weights[g].ctypes.data, k, delta_g, n,
+                    np.float32(0.0), dcol.ctypes.data, n,
+                )  # fmt: skip
+                _fold_add(dcol, dx[b], c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w)
 
 
 @njit(parallel=True, cache=True)
-def _sum_chunks(partial, chunks):
-    """``partial[0] ← partial[0] + partial[1] + … + partial[chunks − 1]``, each element summed
-    in chunk order (so the total does not depend on the thread count); blocks of elements run
-    in parallel, the chunk loop outside the element loop so that it vectorises."""
-    flat = partial.reshape(partial.shape[0], -1)
-    size = flat.shape[1]
-    block = 2048
-    for start in prange((size + block - 1) // block):
-        lo = start * block
-        hi = min(size, lo + block)
-        total = flat[0, lo:hi]
-        for p in range(1, chunks):
-            row = flat[p, lo:hi]
-            for i in range(hi - lo):
-                total[i] += row[i]
+def _backward(x, weights, delta, dx, col, dcol, partial, sums, geometry, direct, y, code, tail):
+    chunks = col.shape[0]
+    for p in prange(chunks):
+        first, end = _chunk(p, chunks, x.shape[0])
+        _backward_images(
+            x, weights, delta, dx, col[p], dcol[p], partial[p], sums[p], first, end, geometry,
+            direct, y, code, tail,
+        )  # fmt: skip
 
 
-@njit(parallel=True, cache=True)
-def _add_transposed(out, total, alpha):
-    """``out[g, i, j] += alpha · total[g, j, i]`` (the weight gradient from its transpose)."""
-    groups, rows, cols = out.shape
-    a = np.float32(alpha)
-    for task in prange(groups * rows):
-        g = task // rows
-        i = task % rows
-        for j in range(cols):
-            out[g, i, j] += a * total[g, j, i]
-
-
-@njit(cache=True)
-def _add_scaled(out, total, alpha):
-    a = np.float32(alpha)
-    for i in range(out.size):
-        out[i] += a * total[i]
+def _add_chunk_sums(partial: np.ndarray, out: np.ndarray, alpha: float, transposed: bool):
+    """``out += alpha · Σ_p partial[p]`` (``partial[p]ᵀ`` per group when ``transposed``):
+    NumPy's sum over the chunk axis adds the chunks in order, whatever the thread count."""
+    total = partial[0] if partial.shape[0] == 1 else np.sum(partial, axis=0)
+    if transposed:
+        total = total.swapaxes(-1, -2)
+    if alpha == 1.0:
+        np.add(out, total, out=out)
+    elif alpha == -1.0:
+        np.subtract(out, total, out=out)
+    else:
+        out += np.float32(alpha) * total
 
 
 def is_direct(kernel, stride, pad, dilation) -> bool:
@@ -308,11 +244,9 @@ def conv_forward(
     code = LINEAR if activation is None else activation
     bias = _NO_FLOATS if bias is None else bias
     tail = bias.size > 0 or code != LINEAR
-    _forward(
-        x, weights, out.reshape(out.shape[0], out.shape[1], -1), col,
-        kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], dilation,
-        out_hw[0], out_hw[1], direct, bias, code, tail,
-    )  # fmt: skip
+    geometry = (*kernel, *stride, *pad, dilation, *out_hw)
+    out3 = out.reshape(out.shape[0], out.shape[1], -1)
+    _forward(x, weights, out3, col, geometry, direct, bias, code, tail)
 
 
 def conv_backward(
@@ -336,13 +270,11 @@ def conv_backward(
     sums = no_bias if dbias is None else bias_partial[:chunks]
     if dx is None:
         dx = np.empty((0, 0, 0, 0), dtype=np.float32)
+    geometry = (*kernel, *stride, *pad, dilation, *out_hw)
     _backward(
-        x, weights, delta3, dx, col[:chunks], dcol[:chunks], partial[:chunks],
-        kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], dilation,
-        out_hw[0], out_hw[1], direct, y, code, sums, tail,
+        x, weights, delta3, dx, col[:chunks], dcol[:chunks], partial[:chunks], sums, geometry,
+        direct, y, code, tail,
     )  # fmt: skip
-    _sum_chunks(partial, chunks)
-    _add_transposed(dweights, partial[0], alpha)
+    _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True)
     if dbias is not None:
-        _sum_chunks(bias_partial, chunks)
-        _add_scaled(dbias, bias_partial[0], alpha)
+        _add_chunk_sums(bias_partial[:chunks], dbias, alpha, transposed=False)

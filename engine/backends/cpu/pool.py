@@ -132,11 +132,13 @@ def _ave_window(i, stride, pad, k, size):
     return max(start, 0), min(end, size), count
 
 
-@njit(parallel=True, cache=True)
+# average pooling is serial: darknet's global [avgpool] is microseconds of work, and the
+# parallel builds cost ~1.5 s of cold compile
+@njit(cache=True)
 def _ave_forward(x, y, kh, kw, sh, sw, ph, pw):
     batch, channels, height, width = x.shape
     out_h, out_w = y.shape[2], y.shape[3]
-    for task in prange(batch * channels):
+    for task in range(batch * channels):
         b = task // channels
         c = task % channels
         for i in range(out_h):
@@ -150,11 +152,11 @@ def _ave_forward(x, y, kh, kw, sh, sw, ph, pw):
                 y[b, c, i, j] = total / np.float32(nh * nw)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _ave_backward(dy, dx, kh, kw, sh, sw, ph, pw):
     batch, channels, height, width = dx.shape
     out_h, out_w = dy.shape[2], dy.shape[3]
-    for task in prange(batch * channels):
+    for task in range(batch * channels):
         b = task // channels
         c = task % channels
         for i in range(out_h):

@@ -24,7 +24,7 @@ sums (BLAS ``gemv`` in Caffe, order unknown) accumulate in double here.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from engine.backends.cpu.activations import KernelArgumentError, as_flat_float32, check_same_size
 
@@ -101,11 +101,13 @@ def _darknet_softmax_row(x, out, start, n, temperature):
         out[start + i] = out[start + i] / total
 
 
-@njit(parallel=True, cache=True)
+# softmax kernels are serial: a batch of class scores is microseconds of work, and a parallel
+# build costs ~0.5 s of cold compile each
+@njit(cache=True)
 def _darknet_softmax(x, out, batch, groups, temperature):
     inputs = x.size // batch
     n = inputs // groups
-    for task in prange(batch * groups):
+    for task in range(batch * groups):
         b = task // groups
         g = task % groups
         _darknet_softmax_row(x, out, b * inputs + g * n, n, temperature)
@@ -122,9 +124,9 @@ def _darknet_cross_entropy(p, truth, delta, loss):
     return cost
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _axpy(alpha, x, y):
-    for i in prange(x.size):
+    for i in range(x.size):
         y[i] = y[i] + alpha * x[i]
 
 
@@ -275,10 +277,10 @@ def _check_labels(labels2: np.ndarray, classes: int, ignore: int) -> None:
         )
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _caffe_softmax(x, prob):
     outer, channels, inner = x.shape
-    for task in prange(outer * inner):
+    for task in range(outer * inner):
         i = task // inner
         k = task % inner
         largest = x[i, 0, k]
