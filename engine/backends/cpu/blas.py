@@ -1,23 +1,24 @@
 """GEMM into preallocated outputs: OpenBLAS ``sgemm`` on one thread per tile, tiles shared
-out by Numba's threads.
+out to the backend's threads.
 
 The CPU backend keeps OpenBLAS itself single-threaded (:mod:`engine.backends.cpu.threads`):
-the per-image convolution calls ``sgemm`` from every Numba thread at once, and OpenBLAS's
-own workers spin for a while after each threaded GEMM, fighting those threads for the cores.
-So a large GEMM here is split into row or column tiles (:func:`_tiles`), one ``sgemm`` call
-each, run in parallel by Numba. Every output element is still one ``sgemm`` dot product over
-the whole ``K`` (tiling splits ``M`` or ``N``, never ``K``), so tiles change no result.
-Operands may be transposed views (``.T``, ``.swapaxes``): they go to BLAS as ``Trans`` with
-their own leading dimension, uncopied. Where NumPy has no OpenBLAS (MKL, Accelerate),
-``np.matmul`` does the work instead.
+the per-image convolution calls ``sgemm`` from every thread at once, and OpenBLAS's own
+workers spin for a while after each threaded GEMM, fighting those threads for the cores. So a
+large GEMM here is split into row or column tiles, one ``sgemm`` call each (through ctypes,
+which releases the GIL), shared out to the threads (``engine.backends.cpu.share``). Every
+output element is still one ``sgemm`` dot product over the whole ``K`` (tiling splits ``M``
+or ``N``, never ``K``), so tiles change no result. Operands may be transposed views (``.T``,
+``.swapaxes``): they go to BLAS as ``Trans`` with their own leading dimension, uncopied. Where
+NumPy has no OpenBLAS (MKL, Accelerate), ``np.matmul`` does the work instead.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import config, get_num_threads, njit, prange, set_num_threads
+from numba import njit
 
-from engine.backends.cpu.sgemm import AVAILABLE, NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
+from engine.backends.cpu.sgemm import AVAILABLE, NO_TRANS, ROW_MAJOR, TRANS, sgemm_from_python
+from engine.backends.cpu.share import share_out
 
 _F32 = 4
 #: a GEMM below this many multiply-adds runs as one call (a parallel launch costs more)
@@ -34,43 +35,36 @@ def set_gemm_threads(count: int) -> None:
     _gemm_threads[0] = max(1, count)
 
 
-@njit(inline="always")
-def _edge(j, tiles, extent):
+def _edge(j: int, tiles: int, extent: int) -> int:
     """Start of tile ``j`` of ``tiles`` over ``extent``, on a :data:`TILE_ALIGN` boundary."""
     if j >= tiles:
         return extent
     return min(extent, (j * extent // tiles + TILE_ALIGN // 2) // TILE_ALIGN * TILE_ALIGN)
 
 
-@njit(parallel=True, cache=True)
-def _tiled_sgemm(
-    ta, tb, m, n, k, alpha, a, lda, a_step, b, ldb, b_step, beta, c, ldc, c_step, stack, tiles,
-    split_rows,
-):  # fmt: skip
-    for t in prange(stack * tiles):
-        s = t // tiles
-        j = t % tiles
-        a_s = a + s * a_step * _F32
-        b_s = b + s * b_step * _F32
-        c_s = c + s * c_step * _F32
+def _run_calls(first: int, end: int, calls: list[tuple]) -> None:
+    for call in calls[first:end]:
+        sgemm_from_python(*call)
+
+
+def _tile_calls(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, tiles, split_rows):
+    """The ``sgemm`` argument tuples of one matrix product split into ``tiles`` row or column
+    tiles (addresses in bytes)."""
+    calls = []
+    for j in range(tiles):
         if split_rows:
-            lo = _edge(j, tiles, m)
-            hi = _edge(j + 1, tiles, m)
+            lo, hi = _edge(j, tiles, m), _edge(j + 1, tiles, m)
             if hi > lo:
                 a_off = lo * lda if ta == NO_TRANS else lo
-                cblas_sgemm(
-                    ROW_MAJOR, ta, tb, hi - lo, n, k, alpha, a_s + a_off * _F32, lda,
-                    b_s, ldb, beta, c_s + lo * ldc * _F32, ldc,
-                )  # fmt: skip
+                calls.append((ROW_MAJOR, ta, tb, hi - lo, n, k, alpha, a + a_off * _F32, lda,
+                              b, ldb, beta, c + lo * ldc * _F32, ldc))  # fmt: skip
         else:
-            lo = _edge(j, tiles, n)
-            hi = _edge(j + 1, tiles, n)
+            lo, hi = _edge(j, tiles, n), _edge(j + 1, tiles, n)
             if hi > lo:
                 b_off = lo if tb == NO_TRANS else lo * ldb
-                cblas_sgemm(
-                    ROW_MAJOR, ta, tb, m, hi - lo, k, alpha, a_s, lda,
-                    b_s + b_off * _F32, ldb, beta, c_s + lo * _F32, ldc,
-                )  # fmt: skip
+                calls.append((ROW_MAJOR, ta, tb, m, hi - lo, k, alpha, a, lda,
+                              b + b_off * _F32, ldb, beta, c + lo * _F32, ldc))  # fmt: skip
+    return calls
 
 
 def _layout(matrix: np.ndarray) -> tuple[int, int] | None:
@@ -92,7 +86,8 @@ def _stack_step(array: np.ndarray) -> int:
 
 
 def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float, beta: float) -> bool:
-    """``out = alpha·(a @ b) + beta·out`` through :func:`_tiled_sgemm`; False (nothing done)
+    """``out = alpha·(a @ b) + beta·out`` as row or column tiles shared out to the threads;
+    False (nothing done)
     where the operands do not suit BLAS (no OpenBLAS, strides, dtype)."""
     if not AVAILABLE or out.dtype != np.float32 or a.dtype != np.float32:
         return False
@@ -118,17 +113,15 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float, beta: flo
     tiles = 1
     if threads > 1 and m * n * k >= TILE_MIN_WORK:
         tiles = max(1, min(threads, longest // TILE_ALIGN))
-    previous = get_num_threads()
-    wanted = min(tiles, config.NUMBA_NUM_THREADS)
-    if previous < wanted:
-        set_num_threads(wanted)
-    _tiled_sgemm(
-        la[0], lb[0], m, n, k, np.float32(alpha), a2.ctypes.data, la[1], _stack_step(a),
-        b2.ctypes.data, lb[1], _stack_step(b), np.float32(beta), c2.ctypes.data, lc[1],
-        _stack_step(out), stack, tiles, split_rows,
-    )  # fmt: skip
-    if previous < wanted:
-        set_num_threads(previous)
+    calls = []
+    steps = (_stack_step(a), _stack_step(b), _stack_step(out))
+    for s in range(stack):
+        a_s, b_s, c_s = (
+            x.ctypes.data + s * step * _F32 for x, step in zip((a2, b2, c2), steps, strict=True)
+        )
+        calls += _tile_calls(la[0], lb[0], m, n, k, alpha, a_s, la[1], b_s, lb[1], beta, c_s,
+                             lc[1], tiles, split_rows)  # fmt: skip
+    share_out(_run_calls, len(calls), calls, threads=threads)
     return True
 
 

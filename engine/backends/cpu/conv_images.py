@@ -3,9 +3,9 @@
 darknet (``forward_convolutional_layer``) and Caffe (``BaseConvolutionLayer``) unfold and
 multiply one image at a time: ``col = im2col(x_b)``, ``y_b = W·col`` per group. So do these
 kernels, with the batch split into ``P`` fixed chunks of consecutive images that the threads
-share out (:func:`_share_out`); each chunk has its own ``K × N`` column buffer, small enough to
-stay in the core's cache between the unfold and the GEMM, and calls OpenBLAS single-threaded
-(:mod:`engine.backends.cpu.sgemm`). The output lands in NCHW directly.
+share out (``engine.backends.cpu.share``); each chunk has its own ``K × N`` column buffer,
+small enough to stay in the core's cache between the unfold and the GEMM, and calls OpenBLAS
+single-threaded (:mod:`engine.backends.cpu.sgemm`). The output lands in NCHW directly.
 
 Backward, per image and group, with the columns unfolded again (cheaper than keeping a batch's
 worth of them from forward):
@@ -28,14 +28,13 @@ Layouts: ``x``/``dx`` ``(B, C, H, W)``; ``weights``/``dweights`` ``(G, m, K)`` w
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
-from numba import get_num_threads, njit
+from numba import njit
 
 from engine.backends.cpu.activations import LINEAR
 from engine.backends.cpu.conv import _inside_columns
 from engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
+from engine.backends.cpu.share import share_out
 from engine.backends.cpu.tail import image_backward, image_forward
 
 _F32_SIZE = 4
@@ -147,7 +146,7 @@ def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, co
 
 @njit(cache=True, nogil=True)
 def _forward_chunks(p0, p1, x, weights, out, col, geometry, direct, bias, code, tail):
-    """Chunks ``[p0, p1)`` of the forward pass (releases the GIL: see :func:`_share_out`)."""
+    """Chunks ``[p0, p1)`` of the forward pass (releases the GIL: run by ``share_out``)."""
     chunks = col.shape[0]
     for p in range(p0, p1):
         first, end = _chunk(p, chunks, x.shape[0])
@@ -205,7 +204,7 @@ def _backward_images(
 def _backward_chunks(
     p0, p1, x, weights, delta, dx, col, dcol, partial, sums, geometry, direct, y, code, tail
 ):  # fmt: skip
-    """Chunks ``[p0, p1)`` of the backward pass (releases the GIL: see :func:`_share_out`)."""
+    """Chunks ``[p0, p1)`` of the backward pass (releases the GIL: run by ``share_out``)."""
     chunks = col.shape[0]
     for p in range(p0, p1):
         first, end = _chunk(p, chunks, x.shape[0])
@@ -213,32 +212,6 @@ def _backward_chunks(
             x, weights, delta, dx, col[p], dcol[p], partial[p], sums[p], first, end, geometry,
             direct, y, code, tail,
         )  # fmt: skip
-
-
-#: ``(workers, pool)`` of the helper threads, made on first use (one fewer than the threads)
-_pool: list[tuple[int, ThreadPoolExecutor]] = []
-
-
-def _share_out(kernel, chunks: int, *args) -> None:
-    """Run ``kernel(p0, p1, *args)`` over the chunks, split into equal consecutive shares,
-    one per thread (:func:`numba.get_num_threads`); this thread takes the first share.
-
-    Plain Python threads and GIL-free serial kernels, not a ``prange`` loop: Numba compiles a
-    parallel loop's body several times over (~4 s of cold compile for these two kernels),
-    and a share costs ~20 µs to hand out. Which thread runs a chunk changes no result."""
-    threads = max(1, min(get_num_threads(), chunks))
-    if threads == 1:
-        kernel(0, chunks, *args)
-        return
-    if not _pool or _pool[0][0] < threads - 1:
-        pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="dnupdate-conv")
-        _pool[:] = [(threads - 1, pool)]
-    pool = _pool[0][1]
-    bounds = [t * chunks // threads for t in range(threads + 1)]
-    futures = [pool.submit(kernel, bounds[t], bounds[t + 1], *args) for t in range(1, threads)]
-    kernel(bounds[0], bounds[1], *args)
-    for future in futures:
-        future.result()
 
 
 def _add_chunk_sums(partial: np.ndarray, out: np.ndarray, alpha: float, transposed: bool):
@@ -276,7 +249,7 @@ def conv_forward(
     tail = bias.size > 0 or code != LINEAR
     geometry = (*kernel, *stride, *pad, dilation, *out_hw)
     out3 = out.reshape(out.shape[0], out.shape[1], -1)
-    _share_out(_forward_chunks, col.shape[0], x, weights, out3, col, geometry, direct, bias,
+    share_out(_forward_chunks, col.shape[0], x, weights, out3, col, geometry, direct, bias,
                code, tail)  # fmt: skip
 
 
@@ -302,7 +275,7 @@ def conv_backward(
     if dx is None:
         dx = np.empty((0, 0, 0, 0), dtype=np.float32)
     geometry = (*kernel, *stride, *pad, dilation, *out_hw)
-    _share_out(
+    share_out(
         _backward_chunks, chunks, x, weights, delta3, dx, col[:chunks], dcol[:chunks],
         partial[:chunks], sums, geometry, direct, y, code, tail,
     )  # fmt: skip

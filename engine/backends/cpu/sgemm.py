@@ -35,19 +35,25 @@ _ILP64_NAMES = ("scipy_cblas_sgemm64_", "cblas_sgemm64_")
 _LP64_NAMES = ("scipy_cblas_sgemm", "cblas_sgemm")
 
 
-def _bind() -> tuple[bool, str, types.Type]:
-    for names, symbol, integer in (
-        (_ILP64_NAMES, "dnupdate_cblas_sgemm_ilp64", types.int64),
-        (_LP64_NAMES, "dnupdate_cblas_sgemm_lp64", types.int32),
+def _bind() -> tuple[bool, str, types.Type, object]:
+    for names, symbol, integer, c_integer in (
+        (_ILP64_NAMES, "dnupdate_cblas_sgemm_ilp64", types.int64, ctypes.c_int64),
+        (_LP64_NAMES, "dnupdate_cblas_sgemm_lp64", types.int32, ctypes.c_int),
     ):
         function = openblas_function(names)
         if function is not None:
             llvm.add_symbol(symbol, ctypes.cast(function, ctypes.c_void_p).value)
-            return True, symbol, integer
-    return False, "dnupdate_cblas_sgemm_missing", types.int64
+            # the same entry point for Python callers (ctypes releases the GIL during calls)
+            caller = ctypes.CFUNCTYPE(
+                None, *[ctypes.c_int] * 3, *[c_integer] * 3, ctypes.c_float, ctypes.c_void_p,
+                c_integer, ctypes.c_void_p, c_integer, ctypes.c_float, ctypes.c_void_p,
+                c_integer,
+            )(ctypes.cast(function, ctypes.c_void_p).value)  # fmt: skip
+            return True, symbol, integer, caller
+    return False, "dnupdate_cblas_sgemm_missing", types.int64, None
 
 
-AVAILABLE, SYMBOL, BLAS_INT = _bind()
+AVAILABLE, SYMBOL, BLAS_INT, sgemm_from_python = _bind()
 
 #: ``cblas_sgemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)``:
 #: ``C = alpha·op(A)·op(B) + beta·C`` (row-major, pointers as ``intp``)
