@@ -134,16 +134,34 @@ def _bias_add(y, bias):
                 y[b, c, j] += v
 
 
+#: channels per task of :func:`_bias_grad` when ``N = 1``
+BIAS_BLOCK = 64
+
+
 @njit(parallel=True, cache=True)
 def _bias_grad(delta, grad, alpha):
     batch, channels, n = delta.shape
     a = np.float32(alpha)
-    for c in prange(channels):  # each channel's float32 sum in (b, j) order
-        total = np.float32(0.0)
-        for b in range(batch):
-            for j in range(n):
-                total += delta[b, c, j]
-        grad[c] += a * total
+    # each channel's float32 sum in (b, j) order, whatever the task layout
+    for block in prange((channels + BIAS_BLOCK - 1) // BIAS_BLOCK):
+        c0 = block * BIAS_BLOCK
+        c1 = min(channels, c0 + BIAS_BLOCK)
+        totals = np.zeros(c1 - c0, dtype=np.float32)
+        if n == 1:  # a connected layer: a row per image, channels side by side (vectorises)
+            for b in range(batch):
+                row = delta[b, c0:c1, 0]
+                for k in range(c1 - c0):
+                    totals[k] += row[k]
+        else:
+            for k in range(c1 - c0):
+                total = np.float32(0.0)
+                for b in range(batch):
+                    plane = delta[b, c0 + k]
+                    for j in range(n):
+                        total += plane[j]
+                totals[k] = total
+        for k in range(c1 - c0):
+            grad[c0 + k] += a * totals[k]
 
 
 def im2col(
