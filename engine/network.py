@@ -215,9 +215,35 @@ class Network:
         workspace = self.backend.zeros((max(need, 1),))
         for layer in self.layers:
             layer.bind_workspace(workspace)
+        self._filled = self._deltas_to_zero()
         self._truth_layers = [layer for layer in self.layers if isinstance(layer, TruthLayer)]
         self._truth_buffers = [self._truth_buffer(layer) for layer in self._truth_layers]
         self._loss_layers = [layer for layer in self.layers if layer.has_loss]
+
+    def _deltas_to_zero(self) -> list[bool]:
+        """Per layer, whether forward must zero its delta: yes, unless its only consumer
+        overwrites it in backward (``Layer.assign_dx``), runs backward at all (after the last
+        ``stop_backward``) and no other layer shares the delta's memory (darknet's in-place
+        dropout aliases its producer's)."""
+        layers = self.layers
+        consumers = [0] * len(layers)
+        for source in self.sources:
+            if source >= 0:
+                consumers[source] += 1
+        stops = [index for index, layer in enumerate(layers) if layer.spec.stop_backward]
+        last_stop = max(stops, default=-1)
+        zero = [True] * len(layers)
+        for index, (layer, source) in enumerate(zip(layers, self.sources, strict=True)):
+            if source < 0 or index <= last_stop or consumers[source] != 1:
+                continue
+            delta = layers[source].delta
+            shared = any(
+                other is not layers[source] and _same_memory(other.delta, delta) for other in layers
+            )
+            if not shared and layer.can_assign_dx():
+                layer.assign_dx = True
+                zero[source] = False
+        return zero
 
     def _output_index(self) -> int:
         """darknet: the last layer that is not a ``[cost]``; Caffe: the last non-sink layer."""
@@ -316,8 +342,9 @@ class Network:
         self.backend.configure(self.work)
         fill = self.backend.fill
         layers = self.layers
-        for layer, source in zip(layers, self.sources, strict=True):
-            fill(layer.delta, 0.0)
+        for layer, source, zero in zip(layers, self.sources, self._filled, strict=True):
+            if zero:
+                fill(layer.delta, 0.0)
             layer.forward(x if source < 0 else layers[source].output, train)
         self.loss = self._total_loss()
         return self.output
@@ -408,3 +435,10 @@ def _default_uniforms() -> Callable[[int], np.ndarray]:
         return generator.random(n, dtype=np.float32)
 
     return draw
+
+
+def _same_memory(a: Array, b: Array) -> bool:
+    """Whether two buffers overlap (NumPy arrays), or are the same object (device arrays)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.shares_memory(a, b))
+    return a is b

@@ -12,6 +12,7 @@ from engine.spec import (
     AccuracySpec,
     ConnectedSpec,
     ConvSpec,
+    DropoutSpec,
     InputSpec,
     NetSpec,
     ParamMult,
@@ -167,3 +168,76 @@ def test_deterministic_run_to_run():
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
     assert results[0][2] == results[1][2]
+
+
+# ---- deltas a sole consumer overwrites (Layer.assign_dx) -----------------------------------
+
+
+def assign_net() -> NetSpec:
+    return NetSpec(
+        "assign",
+        InputSpec(3, 10, 10),
+        (
+            ConvSpec(name="c0", filters=4, kernel_h=3, kernel_w=3, pad_h=1, pad_w=1,
+                     param_order="darknet", activation="leaky"),
+            PoolSpec(name="p1", method="max", kernel_h=2, kernel_w=2, stride_h=2, stride_w=2,
+                     pad_h=1, pad_w=1, size_rule="darknet"),
+            ConvSpec(name="c2", filters=6, kernel_h=3, kernel_w=3, pad_h=1, pad_w=1,
+                     param_order="darknet", batch_normalize=True, activation="relu",
+                     params=(ParamMult(1, 0), ParamMult(1, 0), ParamMult(0, 0),
+                             ParamMult(0, 0), ParamMult(1, 1))),
+            ConvSpec(name="c3", filters=5, kernel_h=1, kernel_w=1, param_order="darknet",
+                     activation="logistic"),
+            DropoutSpec(name="d4", probability=0.3, style="darknet"),
+            ConnectedSpec(name="f5", outputs=7, param_order="darknet", activation="leaky"),
+            ConnectedSpec(name="f6", outputs=4, param_order="darknet"),
+            SoftmaxSpec(name="s7"),
+        ),
+    )  # fmt: skip
+
+
+class NoAssignBackend(CpuBackend):
+    maxpool_assigns_dx = False
+
+
+def _train_twice(net: Network, seed: int):
+    rng = np.random.default_rng(seed)
+    for _, view in net.named_blobs():
+        view[...] = rng.uniform(0.1, 1, view.shape).astype(np.float32)
+    truth = np.eye(4, dtype=np.float32)[rng.integers(0, 4, net.batch)]
+    out = []
+    for _ in range(2):
+        x = rng.standard_normal(net.input_shape).astype(np.float32)
+        net.set_truth(truth)
+        net.forward(x, train=True)
+        net.backward()
+        out.append([layer.delta.copy() for layer in net.layers] + [net.grads.copy()])
+    return out
+
+
+def test_sole_consumers_overwrite_their_producers_delta_and_skip_the_zeroing():
+    net = Network(assign_net(), BACKEND, batch=3, semantics="darknet")
+    assigns = {layer.name: layer.assign_dx for layer in net.layers}
+    # c0 reads the input (no dx); d4 aliases c3's delta, so neither d4 nor f5 may overwrite
+    assert assigns == {"c0": False, "p1": True, "c2": True, "c3": True, "d4": False,
+                       "f5": False, "f6": True, "s7": False}  # fmt: skip
+    zeroed = dict(zip((layer.name for layer in net.layers), net._filled, strict=True))
+    assert [name for name, zero in zeroed.items() if not zero] == ["c0", "p1", "c2", "f5"]
+
+
+def test_overwriting_changes_no_bit(monkeypatch):
+    """With every layer adding into zeroed deltas (darknet's way) the same bits come out."""
+    assigned = _train_twice(Network(assign_net(), BACKEND, batch=3, semantics="darknet"), 4)
+    monkeypatch.setattr(Network, "_deltas_to_zero", lambda self: [True] * len(self.layers))
+    added = _train_twice(Network(assign_net(), NoAssignBackend(), batch=3, semantics="darknet"), 4)
+    for step_a, step_b in zip(assigned, added, strict=True):
+        for a, b in zip(step_a, step_b, strict=True):
+            assert np.array_equal(a, b)
+
+
+def test_two_consumers_keep_the_zeroing():
+    net = Network(caffe_net(with_accuracy=True), BACKEND, batch=2, semantics="caffe")
+    names = [layer.name for layer in net.layers]
+    ip1 = names.index("ip1")
+    assert net._filled[ip1]  # read by the loss and by accuracy
+    assert net.layers[names.index("ip1")].assign_dx  # conv1's only consumer

@@ -67,6 +67,8 @@ class Backend:
     """Abstract backend; see the module docstring for conventions. ``name`` is ``"cpu"``…"""
 
     name = "abstract"
+    #: whether ``maxpool_backward(..., assign=True)`` overwrites ``dx`` (``Layer.assign_dx``)
+    maxpool_assigns_dx = False
 
     def configure(self, work: int) -> None:
         """Called at the start of every forward and backward pass with the largest activation
@@ -143,12 +145,12 @@ class Backend:
     def conv_backward_images(
         self, x, weights, delta, dweights, dx, col, dcol, partial, alpha,
         kernel, stride, pad, dilation, out_hw, output=None, activation=None, dbias=None,
-        bias_partial=None,
+        bias_partial=None, assign_dx=False,
     ) -> None:  # fmt: skip
         """First (given) ``delta ← delta·g(output)`` and ``dbias += alpha·Σ delta`` per image;
         then ``dweights += alpha·Σ_b delta_b·im2col(x_b)ᵀ``; ``dx += col2im(Wᵀ·delta_b)``
-        unless ``dx`` is None; ``col``/``dcol (P,K,N)``, ``partial (P,G,K,m)`` and
-        ``bias_partial (P,F)`` scratch."""
+        unless ``dx`` is None (``dx = …`` with ``assign_dx``); ``col``/``dcol (P,K,N)``,
+        ``partial (P,G,K,m)`` and ``bias_partial (P,F)`` scratch."""
         raise NotImplementedError
 
     def im2col(self, x, col, kernel, stride, pad, dilation, out_hw) -> None:

@@ -52,6 +52,11 @@ class Layer:
 
     is_sink = False
     has_loss = False
+    #: set by the network where this layer is its producer's only consumer and
+    #: :meth:`can_assign_dx` holds: backward then *writes* ``dx`` instead of adding into it, and
+    #: the network skips zeroing that delta in forward (darknet zeroes every delta first; with
+    #: one writer, ``0 + v`` and ``v`` are the same float, so results are unchanged)
+    assign_dx = False
 
     def __init__(self, shape: LayerShape, ctx: LayerContext):
         self.shape = shape
@@ -67,6 +72,10 @@ class Layer:
     def workspace_size(self) -> int:
         """Floats of shared scratch this layer needs during backward (0: none)."""
         return 0
+
+    def can_assign_dx(self) -> bool:
+        """Whether :meth:`backward` can overwrite the whole of ``dx`` (see ``assign_dx``)."""
+        return False
 
     def bind_workspace(self, workspace: Array) -> None:
         """Receive the network's shared scratch (at least :meth:`workspace_size` floats)."""

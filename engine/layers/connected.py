@@ -43,6 +43,9 @@ class ConnectedLayer(DarknetEpilogue, Layer):
         self.bn = darknet_bn_state(ctx, outputs, self.out3.shape) if spec.batch_normalize else None
         self.act = DarknetActivation(backend, spec.activation)
 
+    def can_assign_dx(self) -> bool:
+        return True
+
     def forward(self, x, train: bool) -> None:
         backend = self.backend
         backend.matmul(x.reshape(self.in_shape), self.weights_t, self.out2)
@@ -54,7 +57,11 @@ class ConnectedLayer(DarknetEpilogue, Layer):
         self.epilogue_backward()
         x2 = x.reshape(self.in_shape)
         backend.matmul_add(self.delta2_t, x2, self.dweights, self.wgrad_scratch, alpha)
-        if dx is not None:
+        if dx is None:
+            return
+        if self.assign_dx:  # dx = delta·W, no zeroed delta to add into
+            backend.matmul(self.delta2, self.weights, dx.reshape(self.in_shape))
+        else:
             backend.matmul_add(
                 self.delta2, self.weights, dx.reshape(self.in_shape), self.dx_scratch, 1.0
             )

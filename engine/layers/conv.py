@@ -109,6 +109,9 @@ class ConvLayer(DarknetEpilogue, Layer):
         self.gm = workspace[size : size + self.output.size].reshape(self.gm_shape)
         self.gemm = self.gm.reshape(self.gemm_shape)
 
+    def can_assign_dx(self) -> bool:
+        return bool(self.chunks)  # the per-image kernels can; the whole-batch fold adds
+
     def forward(self, x, train: bool) -> None:
         backend = self.backend
         if self.fused_tail:
@@ -136,13 +139,14 @@ class ConvLayer(DarknetEpilogue, Layer):
                 x, self.weights, self.delta3, self.dweights, dx, self.chunk_col,
                 self.chunk_dcol, self.partial, alpha, *self.geometry, output=self.output,
                 activation=self.act_code, dbias=self.dbias, bias_partial=self.bias_partial,
+                assign_dx=self.assign_dx,
             )  # fmt: skip
             return
         self.epilogue_backward()
         if self.chunks:
             backend.conv_backward_images(
                 x, self.weights, self.delta3, self.dweights, dx, self.chunk_col,
-                self.chunk_dcol, self.partial, alpha, *self.geometry,
+                self.chunk_dcol, self.partial, alpha, *self.geometry, assign_dx=self.assign_dx,
             )  # fmt: skip
             return
         backend.permute_copy(self.delta4, self.gm, _TO_GROUP_MAJOR)

@@ -36,10 +36,15 @@ class PoolLayer(Layer):
         else:
             self.backend.avepool_forward(x, self.output, self.kernel, self.stride, self.offset)
 
+    def can_assign_dx(self) -> bool:
+        return self.is_max and self.backend.maxpool_assigns_dx
+
     def backward(self, x, dx) -> None:
         if dx is None:
             return
-        if self.is_max:
+        if self.is_max and self.assign_dx:
+            self.backend.maxpool_backward(self.delta, self.argmax, dx, assign=True)
+        elif self.is_max:
             self.backend.maxpool_backward(self.delta, self.argmax, dx)
         else:
             self.backend.avepool_backward(self.delta, dx, self.kernel, self.stride, self.offset)

@@ -32,6 +32,7 @@ class CpuBackend(Backend):
     every parallel loop iteration owns its output slice)."""
 
     name = "cpu"
+    maxpool_assigns_dx = True
 
     #: below this many floats in the largest activation, Numba kernels run on one thread: a
     #: parallel launch costs more than small layers take (large GEMMs still use every thread)

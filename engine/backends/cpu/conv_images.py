@@ -155,7 +155,8 @@ def _forward_chunks(p0, p1, x, weights, out, col, geometry, direct, bias, code, 
 
 @njit(cache=True)
 def _backward_images(
-    x, weights, delta, dx, col, dcol, partial, sums, first, end, geometry, direct, y, code, tail
+    x, weights, delta, dx, col, dcol, partial, sums, first, end, geometry, direct, y, code, tail,
+    assign,
 ):  # fmt: skip
     """Images ``[first, end)`` of the backward pass, into one chunk's ``partial (G, K, m)``
     and bias ``sums``, with its ``col``/``dcol (K, N)``."""
@@ -185,13 +186,15 @@ def _backward_images(
             )  # fmt: skip
             if not want_dx:
                 continue
-            if direct:  # dx_b[group] (K×N) += W_gᵀ (K×m) · delta_g (m×N)
+            if direct:  # dx_b[group] (K×N) (+)= W_gᵀ (K×m) · delta_g (m×N)
                 cblas_sgemm(
                     ROW_MAJOR, TRANS, NO_TRANS, k, n, m,
                     np.float32(1.0), weights[g].ctypes.data, k, delta_g, n,
-                    np.float32(1.0), dx[b, c0].ctypes.data, n,
+                    np.float32(0.0) if assign else np.float32(1.0), dx[b, c0].ctypes.data, n,
                 )  # fmt: skip
             else:  # dcol (K×N) = W_gᵀ · delta_g, folded back into dx_b
+                if assign:
+                    dx[b, c0 : c0 + per_group] = 0.0
                 cblas_sgemm(
                     ROW_MAJOR, TRANS, NO_TRANS, k, n, m,
                     np.float32(1.0), weights[g].ctypes.data, k, delta_g, n,
@@ -202,7 +205,8 @@ def _backward_images(
 
 @njit(cache=True, nogil=True)
 def _backward_chunks(
-    p0, p1, x, weights, delta, dx, col, dcol, partial, sums, geometry, direct, y, code, tail
+    p0, p1, x, weights, delta, dx, col, dcol, partial, sums, geometry, direct, y, code, tail,
+    assign,
 ):  # fmt: skip
     """Chunks ``[p0, p1)`` of the backward pass (releases the GIL: run by ``share_out``)."""
     chunks = col.shape[0]
@@ -210,7 +214,7 @@ def _backward_chunks(
         first, end = _chunk(p, chunks, x.shape[0])
         _backward_images(
             x, weights, delta, dx, col[p], dcol[p], partial[p], sums[p], first, end, geometry,
-            direct, y, code, tail,
+            direct, y, code, tail, assign,
         )  # fmt: skip
 
 
@@ -255,14 +259,15 @@ def conv_forward(
 
 def conv_backward(
     x, weights, delta, dweights, dx, col, dcol, partial, alpha, kernel, stride, pad, dilation,
-    out_hw, output=None, activation=None, dbias=None, bias_partial=None,
+    out_hw, output=None, activation=None, dbias=None, bias_partial=None, assign_dx=False,
 ) -> None:  # fmt: skip
     """``dweights += alpha · Σ_b delta_b · im2col(x_b)ᵀ`` and, unless ``dx`` is None,
     ``dx += col2im(Wᵀ · delta_b)`` (module docstring). ``col``/``dcol`` ``(P, K, N)`` and
     ``partial`` ``(P, G, K, m)`` are scratch. With ``activation`` (darknet code; needs the
     layer ``output``) and/or ``dbias`` (needs ``bias_partial`` ``(P, F)`` scratch), darknet's
     backward tail without batch norm runs first on each image: ``delta ← delta·g(y)`` (in
-    place, as darknet) and ``dbias += alpha·Σ delta``."""
+    place, as darknet) and ``dbias += alpha·Σ delta``. ``assign_dx``: ``dx = …`` instead of
+    ``+=`` (each image's planes zeroed in cache first; ``Layer.assign_dx``)."""
     direct = is_direct(kernel, stride, pad, dilation)
     batch = x.shape[0]
     chunks = min(col.shape[0], batch)
@@ -277,7 +282,7 @@ def conv_backward(
     geometry = (*kernel, *stride, *pad, dilation, *out_hw)
     share_out(
         _backward_chunks, chunks, x, weights, delta3, dx, col[:chunks], dcol[:chunks],
-        partial[:chunks], sums, geometry, direct, y, code, tail,
+        partial[:chunks], sums, geometry, direct, y, code, tail, assign_dx,
     )  # fmt: skip
     _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True)
     if dbias is not None:

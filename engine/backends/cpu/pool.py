@@ -110,13 +110,15 @@ def _max_forward(x, y, argmax, kh, kw, sh, sw, oh_off, ow_off):
 
 
 @njit(parallel=True, cache=True)
-def _max_backward(dy, argmax, dx):
+def _max_backward(dy, argmax, dx, assign):
     # dx is (batch, channels, height·width): the flat argmax indexes it without a division
     batch, channels = dx.shape[0], dx.shape[1]
     out_h, out_w = dy.shape[2], dy.shape[3]
     for task in prange(batch * channels):
         b = task // channels
         c = task % channels
+        if assign:  # the plane starts from 0 here, in cache, instead of a memset in forward
+            dx[b, c, :] = 0.0
         for i in range(out_h):
             for j in range(out_w):
                 arg = argmax[b, c, i, j]
@@ -183,11 +185,14 @@ def maxpool_forward(
     _max_forward(x, y, argmax, kernel[0], kernel[1], stride[0], stride[1], offset[0], offset[1])
 
 
-def maxpool_backward(dy: np.ndarray, argmax: np.ndarray, dx: np.ndarray) -> None:
-    """``dx[argmax] += dy`` (overlapping windows accumulate; darknet and Caffe)."""
+def maxpool_backward(
+    dy: np.ndarray, argmax: np.ndarray, dx: np.ndarray, assign: bool = False
+) -> None:
+    """``dx[argmax] += dy`` (overlapping windows accumulate; darknet and Caffe); with
+    ``assign``, ``dx`` is zeroed plane by plane first (``Layer.assign_dx``)."""
     batch, channels, height, width = dx.shape
     target = dx if dx.flags.c_contiguous else np.ascontiguousarray(dx)
-    _max_backward(dy, argmax, target.reshape(batch, channels, height * width))  # a view
+    _max_backward(dy, argmax, target.reshape(batch, channels, height * width), assign)
     if target is not dx:
         dx[...] = target
 
