@@ -332,18 +332,18 @@ class Network:
         return self._input_buffer
 
     def forward(self, x, train: bool) -> Array:
-        """Run every layer in order (darknet: each layer's delta is zeroed first); returns
-        :attr:`output`. ``train`` selects batch statistics and active dropout. The loss of
-        the truth set by :meth:`set_truth` is left in :attr:`loss`: darknet's
-        ``Σ layer costs / number of cost layers`` (a sum over the mini-batch), Caffe's
-        ``Σ loss_weight·loss``."""
+        """Run every layer in order (training: each layer's delta is zeroed first, as darknet,
+        except those their only consumer overwrites in backward); returns :attr:`output`.
+        ``train`` selects batch statistics and active dropout. The loss of the truth set by
+        :meth:`set_truth` is left in :attr:`loss`: darknet's ``Σ layer costs / number of cost
+        layers`` (a sum over the mini-batch), Caffe's ``Σ loss_weight·loss``."""
         x = self._accept_input(x)
         self._x = x
         self.backend.configure(self.work)
         fill = self.backend.fill
         layers = self.layers
         for layer, source, zero in zip(layers, self.sources, self._filled, strict=True):
-            if zero:
+            if zero and train:  # a test-mode pass never reads or writes the deltas
                 fill(layer.delta, 0.0)
             layer.forward(x if source < 0 else layers[source].output, train)
         self.loss = self._total_loss()

@@ -96,9 +96,9 @@ class CpuBackend(Backend):
 
     # ---- convolution and pooling ----------------------------------------------------------
     #: the per-image convolution splits a batch into at most this many chunks of consecutive
-    #: images (each with its own scratch and weight-gradient partial sum): enough to keep 16
+    #: images (each with its own scratch and weight-gradient partial sum): enough to keep 8
     #: cores busy; fixed so that results do not depend on the thread count
-    IMAGE_CHUNKS = 16
+    IMAGE_CHUNKS = 8
     #: ... and gives all chunks together at most this much scratch (bytes)
     IMAGE_SCRATCH_BYTES = 64 << 20
 
