@@ -39,7 +39,12 @@ def devices(
     reason = None if gpus or simulator else cuda_backend.unavailable_reason()
     if as_json:
         record = {
-            "cpu": {"cores": cpu.cores, "numba_threads": cpu.numba_threads, "blas": cpu.blas},
+            "cpu": {
+                "cores": cpu.cores,
+                "numba_threads": cpu.numba_threads,
+                "threading_layer": cpu.threading_layer,
+                "blas": cpu.blas,
+            },
             "cuda": [
                 {
                     "index": gpu.index,
@@ -54,7 +59,10 @@ def devices(
         }
         print(json.dumps(record))
         return
-    print(f"CPU: {cpu.cores} cores, {cpu.numba_threads} Numba threads, BLAS {cpu.blas}")
+    print(
+        f"CPU: {cpu.cores} cores, {cpu.numba_threads} Numba threads "
+        f"({cpu.threading_layer} layer), BLAS {cpu.blas}"
+    )
     if simulator:
         print("CUDA: simulator (NUMBA_ENABLE_CUDASIM=1: kernels run as Python threads, slow)")
     for gpu in gpus:

@@ -35,8 +35,13 @@ def test_devices_lists_cpu_and_says_none_without_cuda(monkeypatch):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     cpu = backends.cpu_info()
-    assert lines[0].startswith(f"CPU: {cpu.cores} cores, {cpu.numba_threads} Numba threads")
+    assert lines[0].startswith(
+        f"CPU: {cpu.cores} cores, {cpu.numba_threads} Numba threads ({cpu.threading_layer} layer)"
+    )
+    assert cpu.threading_layer  # what jit_env chose (tbb or workqueue) or the user's choice
     assert lines[-1].startswith("CUDA: none (")
+    record = json.loads(RUNNER.invoke(app, ["devices", "--json"]).output)
+    assert record["cpu"]["threading_layer"] == cpu.threading_layer
 
 
 def test_devices_lists_each_gpu(monkeypatch):

@@ -46,11 +46,13 @@ def backend_for(array) -> Backend:
 
 @dataclass(frozen=True)
 class CpuInfo:
-    """The host: logical ``cores``, Numba's thread count and the BLAS NumPy was built with."""
+    """The host: logical ``cores``, Numba's thread count and threading layer (as configured:
+    ``engine.backends.jit_env``) and the BLAS NumPy was built with."""
 
     cores: int
     numba_threads: int
     blas: str
+    threading_layer: str = ""
 
 
 def cpu_info() -> CpuInfo:
@@ -64,7 +66,8 @@ def cpu_info() -> CpuInfo:
         blas = f"{build.get('name', '?')} {build.get('version', '')}".strip()
     except Exception:
         blas = "unknown"
-    return CpuInfo(os.cpu_count() or 1, int(numba.config.NUMBA_NUM_THREADS), blas)
+    layer = str(numba.config.THREADING_LAYER)
+    return CpuInfo(os.cpu_count() or 1, int(numba.config.NUMBA_NUM_THREADS), blas, layer)
 
 
 __all__ = [
