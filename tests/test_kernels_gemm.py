@@ -51,22 +51,46 @@ def test_stacked_groups_with_transposed_views():
     np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-5, atol=1e-5)
 
 
-def test_tiles_change_no_bit():
-    """Tiling splits M or N, never K: every element is the same single-call dot product."""
-    rng = np.random.default_rng(7)
-    shapes = [((256, 300), (300, 96)), ((40, 500), (500, 700))]  # split rows / split columns
-    for sa, sb in shapes:
-        a = rng.standard_normal(sa, dtype=np.float32)
-        b = rng.standard_normal(sb, dtype=np.float32)
-        results = []
-        for threads in (1, 2, 3):
-            blas.set_gemm_threads(threads)
-            out = np.empty((sa[0], sb[1]), dtype=np.float32)
-            blas.matmul(a, b, out)
-            results.append(out)
-        blas.set_gemm_threads(numba.config.NUMBA_NUM_THREADS)
-        for other in results[1:]:
-            assert np.array_equal(results[0], other)
+@pytest.mark.parametrize(
+    "shape", [(256, 300, 96), (40, 500, 700), (64, 500, 40), (500, 50, 50), (256, 4096, 1),
+              (32, 1152, 64), (100, 2000, 8), (16, 4096, 17)],
+)  # fmt: skip
+@pytest.mark.parametrize("transposed", [False, True])
+def test_thread_count_changes_no_bit(shape, transposed):
+    """Tiles depend on the shape only: OpenBLAS picks kernels by each call's shape, so tiles
+    cut by thread count would sum some elements in another order."""
+    m, k, n = shape
+    rng = np.random.default_rng(m + n)
+    a, b = operand(rng, m, k, transposed), operand(rng, k, n, False)
+    start = rng.standard_normal((m, n), dtype=np.float32)
+    results = []
+    for threads in (1, 2, 3, 8):
+        blas.set_gemm_threads(threads)
+        out, added = np.empty((m, n), dtype=np.float32), start.copy()
+        blas.matmul(a, b, out)
+        blas.matmul_add(a, b, added, np.empty_like(added), 1.0)
+        results.append((out, added))
+    blas.set_gemm_threads(numba.config.NUMBA_NUM_THREADS)
+    for out, added in results[1:]:
+        assert np.array_equal(results[0][0], out)
+        assert np.array_equal(results[0][1], added)
+
+
+def test_tile_count_is_a_function_of_the_shape():
+    assert blas.tile_count(8, 8, 8) == 1  # below TILE_MIN_WORK: one call
+    assert blas.tile_count(128, 1024, 784) == blas.MAX_TILES
+    assert blas.tile_count(20, 4096, 4096) == blas.MAX_TILES
+    assert blas.tile_count(4096, 1, 4096) == blas.MAX_TILES
+
+
+def test_empty_inner_dimension_gives_zeros_or_scales():
+    a, b = np.empty((3, 0), np.float32), np.empty((0, 4), np.float32)
+    out = np.full((3, 4), np.nan, np.float32)
+    blas.matmul(a, b, out)
+    assert not out.any()
+    out = np.full((3, 4), 2.0, np.float32)
+    blas.matmul_add(a, b, out, np.empty_like(out), 1.0)
+    assert (out == 2.0).all()
 
 
 def test_unsuitable_operands_fall_back_to_numpy():

@@ -5,11 +5,13 @@ The CPU backend keeps OpenBLAS itself single-threaded (:mod:`engine.backends.cpu
 the per-image convolution calls ``sgemm`` from every thread at once, and OpenBLAS's own
 workers spin for a while after each threaded GEMM, fighting those threads for the cores. So a
 large GEMM here is split into row or column tiles, one ``sgemm`` call each (through ctypes,
-which releases the GIL), shared out to the threads (``engine.backends.cpu.share``). Every
-output element is still one ``sgemm`` dot product over the whole ``K`` (tiling splits ``M``
-or ``N``, never ``K``), so tiles change no result. Operands may be transposed views (``.T``,
-``.swapaxes``): they go to BLAS as ``Trans`` with their own leading dimension, uncopied. Where
-NumPy has no OpenBLAS (MKL, Accelerate), ``np.matmul`` does the work instead.
+which releases the GIL), shared out to the threads (``engine.backends.cpu.share``). The tiles
+depend on the shape only (:func:`tile_count`), never on the thread count: OpenBLAS picks its
+kernel by each call's shape (small-matrix and matrix-vector kernels sum in other orders than
+the general one), so tiles cut by thread count would change results with ``--threads``.
+Operands may be transposed views (``.T``, ``.swapaxes``): they go to BLAS as ``Trans`` with
+their own leading dimension, uncopied. Where NumPy has no OpenBLAS (MKL, Accelerate),
+``np.matmul`` does the work instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from engine.backends.cpu.share import share_out
 _F32 = 4
 #: a GEMM below this many multiply-adds runs as one call (a parallel launch costs more)
 TILE_MIN_WORK = 1 << 20
+#: the most tiles one GEMM is cut into (enough for 8 threads)
+MAX_TILES = 8
 #: tile edges fall on multiples of this (OpenBLAS's register blocking)
 TILE_ALIGN = 16
 
@@ -67,6 +71,14 @@ def _tile_calls(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, tiles, spl
     return calls
 
 
+def tile_count(m: int, n: int, k: int) -> int:
+    """How many row (``m ≥ n``) or column tiles an ``m×k · k×n`` product is cut into: a
+    function of the shape only, so that results do not depend on the thread count."""
+    if m * n * k < TILE_MIN_WORK:
+        return 1
+    return max(1, min(MAX_TILES, max(m, n) // TILE_ALIGN))
+
+
 def _layout(matrix: np.ndarray) -> tuple[int, int] | None:
     """``(trans, leading dimension)`` of a 2-D float32 view for row-major ``sgemm``, or None
     when neither axis is contiguous."""
@@ -104,15 +116,15 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float, beta: flo
     n = b2.shape[1]
     if m == 0 or n == 0:
         return True
-    if k == 0:
-        out *= np.float32(beta)
+    if k == 0:  # an empty product: C = beta·C (0 where beta is 0, whatever C held)
+        if beta == 0.0:
+            out.fill(0.0)
+        else:
+            out *= np.float32(beta)
         return True
     threads = _gemm_threads[0]
     split_rows = m >= n
-    longest = m if split_rows else n
-    tiles = 1
-    if threads > 1 and m * n * k >= TILE_MIN_WORK:
-        tiles = max(1, min(threads, longest // TILE_ALIGN))
+    tiles = tile_count(m, n, k)
     calls = []
     steps = (_stack_step(a), _stack_step(b), _stack_step(out))
     for s in range(stack):

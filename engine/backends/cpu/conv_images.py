@@ -232,6 +232,14 @@ def _add_chunk_sums(partial: np.ndarray, out: np.ndarray, alpha: float, transpos
         out += np.float32(alpha) * total
 
 
+def _require_contiguous(**arrays) -> None:
+    """The kernels hand raw pointers to BLAS with C-order leading dimensions: refuse other
+    layouts (a reshape would silently work on a copy)."""
+    for name, array in arrays.items():
+        if array is not None and not array.flags.c_contiguous:
+            raise ValueError(f"conv_images: {name} must be C-contiguous")
+
+
 def is_direct(kernel, stride, pad, dilation) -> bool:
     """A 1×1 convolution, stride 1, no padding: the input is its own column matrix."""
     return kernel == (1, 1) and stride == (1, 1) and pad == (0, 0)
@@ -247,6 +255,7 @@ def conv_forward(
     ``col`` ``(P, K, N)`` is scratch (its first axis sets the chunk count). With ``bias``
     and/or ``activation`` (a darknet code), darknet's tail without batch norm follows each
     image: ``y = act(y + bias)``."""
+    _require_contiguous(x=x, weights=weights, out=out, col=col)
     direct = is_direct(kernel, stride, pad, dilation)
     code = LINEAR if activation is None else activation
     bias = _NO_FLOATS if bias is None else bias
@@ -268,6 +277,7 @@ def conv_backward(
     backward tail without batch norm runs first on each image: ``delta ← delta·g(y)`` (in
     place, as darknet) and ``dbias += alpha·Σ delta``. ``assign_dx``: ``dx = …`` instead of
     ``+=`` (each image's planes zeroed in cache first; ``Layer.assign_dx``)."""
+    _require_contiguous(x=x, weights=weights, delta=delta, dweights=dweights, dx=dx, output=output)
     direct = is_direct(kernel, stride, pad, dilation)
     batch = x.shape[0]
     chunks = min(col.shape[0], batch)

@@ -10,6 +10,7 @@ runs a share changes no result: every chunk or tile owns its output.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +18,10 @@ from numba import get_num_threads
 
 #: ``(workers, pool)`` of the helper threads, made on first use (one fewer than the threads)
 _pool: list[tuple[int, ThreadPoolExecutor]] = []
+
+
+# a forked child inherits the pool object but not its threads: start a new one there
+os.register_at_fork(after_in_child=_pool.clear)
 
 
 def _helpers(count: int) -> ThreadPoolExecutor:
@@ -37,6 +42,10 @@ def share_out(kernel: Callable[..., object], count: int, *args, threads: int | N
     pool = _helpers(threads - 1)
     bounds = [t * count // threads for t in range(threads + 1)]
     futures = [pool.submit(kernel, bounds[t], bounds[t + 1], *args) for t in range(1, threads)]
-    kernel(bounds[0], bounds[1], *args)
+    try:
+        kernel(bounds[0], bounds[1], *args)
+    finally:  # never return (or raise) while a helper still writes into the outputs
+        for future in futures:
+            future.exception()
     for future in futures:
         future.result()
