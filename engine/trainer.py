@@ -292,18 +292,14 @@ class Trainer:
         differs from ``G`` by float32 rounding of the carried momentum. Caffe: ``‖Σ_passes
         diff‖ / iter_size``, the norm of the mean gradient Caffe's ``ApplyUpdate`` starts
         from. Reductions run on the device (``Backend.segment_sum_squares``)."""
-        buffer = self.network.grads
-        divisor = 1.0
+        table = (self._norm_offsets, self._norm_lengths, self._norm_sumsq)
         if self._grad_carry is not None:
-            # carry ← carry − grads = −(this update's gradient); the sign does not matter
-            self.backend.accumulate(self._grad_carry, buffer, -1.0)
-            buffer = self._grad_carry
-        else:
-            divisor = float(self.accumulate)
-        self.backend.segment_sum_squares(
-            buffer, self._norm_offsets, self._norm_lengths, self._norm_sumsq
-        )
-        return np.sqrt(self._norm_sumsq) / divisor
+            # Σ (carry − grads)², carry − grads = −(this update's gradient): the sign does not
+            # matter (the carry may be overwritten: it is taken again before the next update)
+            self.backend.segment_sum_squares_change(self._grad_carry, self.network.grads, *table)
+            return np.sqrt(self._norm_sumsq)
+        self.backend.segment_sum_squares(self.network.grads, *table)
+        return np.sqrt(self._norm_sumsq) / float(self.accumulate)
 
     # ---- one update -------------------------------------------------------------------------
     def _pass(self, next_batch: Callable[[], Batch]) -> float:

@@ -99,3 +99,15 @@ def test_bad_segments_are_refused():
         red.segment_sum_squares(
             buffer, np.array([0], np.int64), np.array([3], np.int64), np.empty(1, np.float32)
         )
+
+
+def test_sum_squares_of_a_change_equals_the_sum_squares_of_the_difference():
+    rng = np.random.default_rng(3)
+    offsets, lengths = _segments([2 * red.BLOCK + 5, 0, 17, 300])
+    before = rng.normal(size=int(lengths.sum())).astype(np.float32)
+    after = (before + rng.normal(scale=1e-3, size=before.size)).astype(np.float32)
+    fused, separate = np.empty(4, np.float64), np.empty(4, np.float64)
+    red.segment_sum_squares_change(before, after, offsets, lengths, fused)
+    red.segment_sum_squares(before - after, offsets, lengths, separate)
+    assert np.array_equal(fused, separate)
+    assert fused[1] == 0.0

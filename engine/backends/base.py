@@ -334,6 +334,13 @@ class Backend:
         norms; ``engine.backends.cpu.reduce``); ``out`` and the table are host arrays."""
         raise NotImplementedError
 
+    def segment_sum_squares_change(self, before, after, offsets, lengths, out) -> None:
+        """``out[k] = Σ (before − after)²`` over each segment, the difference formed in
+        float32 and squared in float64. ``before`` may be overwritten with the difference
+        (this default does so, then calls :meth:`segment_sum_squares`)."""
+        self.accumulate(before, after, -1.0)
+        self.segment_sum_squares(before, offsets, lengths, out)
+
     def first_nonfinite_segment(self, buffer, offsets, lengths, flags) -> int:
         """Index of the first segment holding a NaN or ±inf, or −1; host int8 ``flags``
         receive 1 for every non-finite segment."""

@@ -277,4 +277,5 @@ class CpuBackend(Backend):
     fused_update = staticmethod(update.fused_update)
     segment_sumsq = staticmethod(update.segment_sumsq)
     segment_sum_squares = staticmethod(reduce.segment_sum_squares)
+    segment_sum_squares_change = staticmethod(reduce.segment_sum_squares_change)
     first_nonfinite_segment = staticmethod(reduce.first_nonfinite_segment)

@@ -70,6 +70,26 @@ def _block_sum_squares(buffer, starts, stops, partial):
 
 
 @njit(cache=True)
+def _block_sum_squares_change(before, after, starts, stops, partial):
+    for j in range(starts.size):
+        lanes = np.zeros(LANES)
+        start, stop = starts[j], stops[j]
+        full = start + (stop - start) // LANES * LANES
+        for base in range(start, full, LANES):
+            for lane in range(LANES):
+                i = base + lane
+                value = np.float64(before[i] - after[i])  # the float32 difference
+                lanes[lane] += value * value
+        for i in range(full, stop):
+            value = np.float64(before[i] - after[i])
+            lanes[i - full] += value * value
+        total = 0.0
+        for lane in range(LANES):
+            total += lanes[lane]
+        partial[j] = total
+
+
+@njit(cache=True)
 def _add_segment_blocks(first, partial, out):
     for k in range(out.size):
         total = 0.0
@@ -115,6 +135,25 @@ def segment_sum_squares(
     first, starts, stops = _blocks(offsets, lengths)
     partial = np.empty(starts.size, dtype=np.float64)
     _block_sum_squares(flat, starts, stops, partial)
+    _add_segment_blocks(first, partial, out)
+
+
+def segment_sum_squares_change(
+    before: np.ndarray, after: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
+    out: np.ndarray,
+) -> None:  # fmt: skip
+    """``out[k] = Σ f32(before − after)²`` per segment, in float64, as
+    :func:`segment_sum_squares` of the difference (same blocks and lanes, so the same bits)
+    without writing the difference anywhere."""
+    flat, offsets, lengths = _check_segments(before, offsets, lengths)
+    other = as_flat_float32(after, "after")
+    if other.size != flat.size:
+        raise KernelArgumentError("before and after must have the same size")
+    if out.dtype != np.float64 or out.shape != offsets.shape:
+        raise KernelArgumentError(f"out: expected float64 of shape {offsets.shape}")
+    first, starts, stops = _blocks(offsets, lengths)
+    partial = np.empty(starts.size, dtype=np.float64)
+    _block_sum_squares_change(flat, other, starts, stops, partial)
     _add_segment_blocks(first, partial, out)
 
 
