@@ -7,10 +7,10 @@ non-finite values; both are reductions over segments ``buffer[offset : offset + 
 Sums of squares accumulate in float64 (the report is ours, not a framework's, so it is made as
 accurate as cheaply possible). They run over fixed blocks of :data:`BLOCK` elements, each block
 over :data:`LANES` interleaved accumulators added in lane order (one float64 chain would wait
-on the adder's latency: 3x slower), then a segment's blocks added in block order. Serial: at
-~4 GB/s on one core they are a fraction of a millisecond per update on these nets, and parallel
-builds cost cold compile time. The non-finite check runs per segment, stopping at the first
-bad value.
+on the adder's latency: 3x slower), then a segment's blocks added in block order; the blocks
+are shared out to the threads (``engine.backends.cpu.share``: GIL-free serial kernels, no
+parallel build to compile), each writing its own partial sum, so the result does not depend on
+the thread count. The non-finite check runs per segment, stopping at the first bad value.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit
 
 from engine.backends.cpu.activations import KernelArgumentError, as_flat_float32
+from engine.backends.cpu.share import share_out
 
 
 def _check_segments(
@@ -50,9 +51,9 @@ BLOCK = 1 << 15
 LANES = 8
 
 
-@njit(cache=True)
-def _block_sum_squares(buffer, starts, stops, partial):
-    for j in range(starts.size):
+@njit(cache=True, nogil=True)
+def _block_sum_squares(first_block, end_block, buffer, starts, stops, partial):
+    for j in range(first_block, end_block):
         lanes = np.zeros(LANES)
         start, stop = starts[j], stops[j]
         full = start + (stop - start) // LANES * LANES
@@ -69,9 +70,9 @@ def _block_sum_squares(buffer, starts, stops, partial):
         partial[j] = total
 
 
-@njit(cache=True)
-def _block_sum_squares_change(before, after, starts, stops, partial):
-    for j in range(starts.size):
+@njit(cache=True, nogil=True)
+def _block_sum_squares_change(first_block, end_block, before, after, starts, stops, partial):
+    for j in range(first_block, end_block):
         lanes = np.zeros(LANES)
         start, stop = starts[j], stops[j]
         full = start + (stop - start) // LANES * LANES
@@ -134,7 +135,7 @@ def segment_sum_squares(
         raise KernelArgumentError(f"out: expected float64 of shape {offsets.shape}")
     first, starts, stops = _blocks(offsets, lengths)
     partial = np.empty(starts.size, dtype=np.float64)
-    _block_sum_squares(flat, starts, stops, partial)
+    share_out(_block_sum_squares, starts.size, flat, starts, stops, partial)
     _add_segment_blocks(first, partial, out)
 
 
@@ -153,7 +154,7 @@ def segment_sum_squares_change(
         raise KernelArgumentError(f"out: expected float64 of shape {offsets.shape}")
     first, starts, stops = _blocks(offsets, lengths)
     partial = np.empty(starts.size, dtype=np.float64)
-    _block_sum_squares_change(flat, other, starts, stops, partial)
+    share_out(_block_sum_squares_change, starts.size, flat, other, starts, stops, partial)
     _add_segment_blocks(first, partial, out)
 
 
