@@ -37,6 +37,7 @@ import json
 import os
 import statistics
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -285,21 +286,30 @@ def worker_environment(threads: int, cache_dir: str | None) -> dict[str, str]:
     return env
 
 
+#: seconds between two interleaved windows: the workers' idle thread pools (PyTorch's OpenMP,
+#: Numba's TBB) busy-wait a while after their last parallel region, and would otherwise eat
+#: into the start of the other worker's window
+SETTLE_S = 0.2
+
+
 def _interleaved_windows(
-    ours: Callable[[], float], theirs: Callable[[], float] | None, windows: int
+    ours: Callable[[], float],
+    theirs: Callable[[], float] | None,
+    windows: int,
+    settle: Callable[[], None] = lambda: time.sleep(SETTLE_S),
 ) -> tuple[list[float], list[float]]:
-    """Run ``windows`` windows of each, alternating who goes first (ABBA...)."""
+    """Run ``windows`` windows of each, alternating who goes first (ABBA...), with a pause
+    (``settle``) before each window when there are two workers."""
     mine: list[float] = []
     other: list[float] = []
     for index in range(windows):
         if theirs is None:
             mine.append(ours())
-        elif index % 2 == 0:
-            mine.append(ours())
-            other.append(theirs())
-        else:
-            other.append(theirs())
-            mine.append(ours())
+            continue
+        order = (ours, theirs) if index % 2 == 0 else (theirs, ours)
+        for run in order:
+            settle()
+            (mine if run is ours else other).append(run())
     return mine, other
 
 

@@ -265,3 +265,26 @@ def test_table_output_names_every_workload_and_mode(tiny_cfg):
     assert "tiny" in done.stdout and "train" in done.stdout and "infer" in done.stdout
     assert "sgemm peak" in done.stdout
     assert "tiny train:" in done.stderr  # progress lines go to stderr
+
+
+def test_interleaved_windows_alternate_and_settle_between_workers():
+    from engine.bench import _interleaved_windows
+
+    log: list[str] = []
+
+    def runner(name):
+        def run():
+            log.append(name)
+            return float(len(log))
+
+        return run
+
+    mine, other = _interleaved_windows(
+        runner("ours"), runner("theirs"), 3, settle=lambda: log.append("pause")
+    )
+    assert log == ["pause", "ours", "pause", "theirs", "pause", "theirs", "pause", "ours",
+                   "pause", "ours", "pause", "theirs"]  # fmt: skip
+    assert len(mine) == len(other) == 3
+    log.clear()
+    alone, none = _interleaved_windows(runner("ours"), None, 2, settle=lambda: log.append("x"))
+    assert log == ["ours", "ours"] and none == [] and len(alone) == 2
