@@ -596,28 +596,27 @@ def _worth_threads(op: int, code: int) -> bool:
     return op in _COMPUTE_BOUND_OPS
 
 
+#: the serial loop of each operation, as ``(code, a, b, c, slope)`` callables
+_SERIAL = {
+    _ACTIVATE: lambda code, a, b, c, slope: _activate_array(a, code),
+    _GRADIENT: lambda code, a, b, c, slope: _gradient_array(a, code, b),
+    _RELU_FORWARD: lambda code, a, b, c, slope: _caffe_relu_forward(a, b, slope),
+    _RELU_BACKWARD: lambda code, a, b, c, slope: _caffe_relu_backward(a, b, c, slope),
+    _SIGMOID_FORWARD: lambda code, a, b, c, slope: _caffe_sigmoid_forward(a, b),
+    _SIGMOID_BACKWARD: lambda code, a, b, c, slope: _caffe_sigmoid_backward(a, b, c),
+    _TANH_FORWARD: lambda code, a, b, c, slope: _caffe_tanh_forward(a, b),
+    _TANH_BACKWARD: lambda code, a, b, c, slope: _caffe_tanh_backward(a, b, c),
+}
+
+
 def _elementwise(op: int, code: int, a, b, c, slope) -> None:
     """Run array loop ``op``: on the threads in blocks when the loop is compute-bound, the
     arrays span more than one block and more than one thread is set, else the serial loop
     itself (no parallel launch)."""
     if a.size > BLOCK and numba.get_num_threads() > 1 and _worth_threads(op, code):
         _blocks(op, code, a, b, c, slope)
-    elif op == _ACTIVATE:
-        _activate_array(a, code)
-    elif op == _GRADIENT:
-        _gradient_array(a, code, b)
-    elif op == _RELU_FORWARD:
-        _caffe_relu_forward(a, b, slope)
-    elif op == _RELU_BACKWARD:
-        _caffe_relu_backward(a, b, c, slope)
-    elif op == _SIGMOID_FORWARD:
-        _caffe_sigmoid_forward(a, b)
-    elif op == _SIGMOID_BACKWARD:
-        _caffe_sigmoid_backward(a, b, c)
-    elif op == _TANH_FORWARD:
-        _caffe_tanh_forward(a, b)
     else:
-        _caffe_tanh_backward(a, b, c)
+        _SERIAL[op](code, a, b, c, slope)
 
 
 def _pair(a: np.ndarray, a_name: str, b: np.ndarray, b_name: str):

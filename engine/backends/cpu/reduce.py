@@ -99,16 +99,19 @@ def _add_segment_blocks(first, partial, out):
         out[k] = total
 
 
-def _blocks(offsets: np.ndarray, lengths: np.ndarray):
-    """Each segment's first block (``first[k]``; ``first[-1]`` = block count) and every
-    block's ``[start, stop)`` in the buffer."""
-    counts = (lengths + BLOCK - 1) // BLOCK
+def block_table(
+    offsets: np.ndarray, lengths: np.ndarray, block: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed ``block``-element blocks of the segments: ``first[k]``, segment ``k``'s first
+    block (the block count at ``first[-1]``), and each block's segment, start and stop (NumPy:
+    nothing to compile)."""
+    counts = (lengths + block - 1) // block
     first = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(counts, out=first[1:])
     owner = np.repeat(np.arange(lengths.size, dtype=np.int64), counts)
-    starts = offsets[owner] + (np.arange(first[-1], dtype=np.int64) - first[owner]) * BLOCK
-    stops = np.minimum(starts + BLOCK, (offsets + lengths)[owner])
-    return first, starts, stops
+    starts = offsets[owner] + (np.arange(first[-1], dtype=np.int64) - first[owner]) * block
+    stops = np.minimum(starts + block, (offsets + lengths)[owner])
+    return first, owner, starts, stops
 
 
 @njit(cache=True)
@@ -133,7 +136,7 @@ def segment_sum_squares(
     flat, offsets, lengths = _check_segments(buffer, offsets, lengths)
     if out.dtype != np.float64 or out.shape != offsets.shape:
         raise KernelArgumentError(f"out: expected float64 of shape {offsets.shape}")
-    first, starts, stops = _blocks(offsets, lengths)
+    first, _, starts, stops = block_table(offsets, lengths, BLOCK)
     partial = np.empty(starts.size, dtype=np.float64)
     share_out(_block_sum_squares, starts.size, flat, starts, stops, partial)
     _add_segment_blocks(first, partial, out)
@@ -152,7 +155,7 @@ def segment_sum_squares_change(
         raise KernelArgumentError("before and after must have the same size")
     if out.dtype != np.float64 or out.shape != offsets.shape:
         raise KernelArgumentError(f"out: expected float64 of shape {offsets.shape}")
-    first, starts, stops = _blocks(offsets, lengths)
+    first, _, starts, stops = block_table(offsets, lengths, BLOCK)
     partial = np.empty(starts.size, dtype=np.float64)
     share_out(_block_sum_squares_change, starts.size, flat, other, starts, stops, partial)
     _add_segment_blocks(first, partial, out)

@@ -34,6 +34,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from engine.backends.cpu.reduce import block_table
+
 F32 = np.float32
 
 # ---- rule codes ------------------------------------------------------------------------------
@@ -279,20 +281,6 @@ def _caffe_step(rule, g, h, h2, rate, coef):
 BLOCK = 1 << 14
 
 
-def _block_table(
-    seg_offsets: np.ndarray, seg_sizes: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The blocks of the segments: ``first[s]``, the first block of segment ``s`` (the total at
-    ``first[-1]``), and each block's segment, start and stop (NumPy: nothing to compile)."""
-    counts = (seg_sizes + BLOCK - 1) // BLOCK
-    first = np.zeros(seg_sizes.size + 1, dtype=np.int64)
-    np.cumsum(counts, out=first[1:])
-    owner = np.repeat(np.arange(seg_sizes.size, dtype=np.int64), counts)
-    starts = seg_offsets[owner] + (np.arange(first[-1], dtype=np.int64) - first[owner]) * BLOCK
-    stops = np.minimum(starts + BLOCK, (seg_offsets + seg_sizes)[owner])
-    return first, owner, starts, stops
-
-
 @njit(cache=True)
 def _add_blocks(first, partial, step_sq, weight_sq):
     """Each segment's norms: its blocks' partial sums added in block order."""
@@ -424,7 +412,7 @@ def fused_update(
     with its body (Numba optimises the body once more for each parallel wrapper layer), and a
     run compiles only its own family.
     """
-    first, owner, starts, stops = _block_table(seg_offsets, seg_sizes)
+    first, owner, starts, stops = block_table(seg_offsets, seg_sizes, BLOCK)
     partial = np.empty((owner.size, 2), dtype=np.float64)
     blocks = (owner, starts, stops)
     if rule in (RULE_DARKNET_SGD, RULE_DARKNET_ADAM):
