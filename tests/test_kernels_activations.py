@@ -103,12 +103,8 @@ def test_caffe_relu_in_place():
     assert _same(x, expected)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_caffe_sigmoid_and_tanh(shape):
-    x = _inputs(shape)
-    dy = np.random.default_rng(4).normal(size=shape).astype(np.float32)
-    y = np.empty_like(x)
-    dx = np.empty_like(x)
+def _check_sigmoid_and_tanh(x, dy, y, dx):
+    """Caffe Sigmoid and TanH forward/backward against the references (``y``/``dx``: outputs)."""
     act.caffe_sigmoid_forward(x, y)
     assert _same(y, ref.caffe_sigmoid(x))
     act.caffe_sigmoid_backward(y, dy, dx)
@@ -117,6 +113,15 @@ def test_caffe_sigmoid_and_tanh(shape):
     np.testing.assert_allclose(y, ref.caffe_tanh(x), rtol=0, atol=1.2e-7)
     act.caffe_tanh_backward(y, dy, dx)
     assert _same(dx, ref.caffe_tanh_grad(y, dy))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_caffe_sigmoid_and_tanh(shape):
+    x = _inputs(shape)
+    dy = np.random.default_rng(4).normal(size=shape).astype(np.float32)
+    y = np.empty_like(x)
+    dx = np.empty_like(x)
+    _check_sigmoid_and_tanh(x, dy, y, dx)
 
 
 @settings(max_examples=60, deadline=None)
@@ -181,14 +186,7 @@ def test_caffe_blocks_match_reference(slope, two_threads):
     assert _same(y, ref.caffe_relu(x, slope))
     act.caffe_relu_backward(x, dy, dx, slope)
     assert _same(dx, ref.caffe_relu_grad(x, dy, slope))
-    act.caffe_sigmoid_forward(x, y)
-    assert _same(y, ref.caffe_sigmoid(x))
-    act.caffe_sigmoid_backward(y, dy, dx)
-    assert _same(dx, ref.caffe_sigmoid_grad(y, dy))
-    act.caffe_tanh_forward(x, y)
-    np.testing.assert_allclose(y, ref.caffe_tanh(x), rtol=0, atol=1.2e-7)
-    act.caffe_tanh_backward(y, dy, dx)
-    assert _same(dx, ref.caffe_tanh_grad(y, dy))
+    _check_sigmoid_and_tanh(x, dy, y, dx)
     in_place = x.copy()  # y aliasing x, and dx aliasing dy, across block boundaries
     act.caffe_relu_forward(in_place, in_place, slope)
     assert _same(in_place, ref.caffe_relu(x, slope))
