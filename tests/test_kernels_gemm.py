@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 
-from engine.backends.cpu import blas, sgemm
+from engine.backends.cpu import blas, sgemm, share
 
 pytestmark = pytest.mark.skipif(not sgemm.AVAILABLE, reason="NumPy has no OpenBLAS sgemm")
 
@@ -65,12 +64,12 @@ def test_thread_count_changes_no_bit(shape, transposed):
     start = rng.standard_normal((m, n), dtype=np.float32)
     results = []
     for threads in (1, 2, 3, 8):
-        blas.set_gemm_threads(threads)
+        share.set_threads(threads)
         out, added = np.empty((m, n), dtype=np.float32), start.copy()
         blas.matmul(a, b, out)
         blas.matmul_add(a, b, added, np.empty_like(added), 1.0)
         results.append((out, added))
-    blas.set_gemm_threads(numba.config.NUMBA_NUM_THREADS)
+    share.set_threads(None)
     for out, added in results[1:]:
         assert np.array_equal(results[0][0], out)
         assert np.array_equal(results[0][1], added)

@@ -21,6 +21,7 @@ from engine.backends.cpu import (
     pool,
     reduce,
     sgemm,
+    share,
     softmax,
     threads,
     update,
@@ -51,7 +52,7 @@ class CpuBackend(Backend):
         depend on the thread counts: every parallel iteration owns its output."""
         count = min(self.threads or threads.max_threads(), threads.max_threads())
         small = self.threads is None and work < self.PARALLEL_MIN_WORK
-        blas.set_gemm_threads(count)
+        share.set_threads(count)
         threads.set_threads(1 if small else count, blas=1 if sgemm.AVAILABLE else count)
 
     def _zeroed(self, tag: str, size: int) -> np.ndarray:

@@ -30,14 +30,6 @@ MAX_TILES = 8
 #: tile edges fall on multiples of this (OpenBLAS's register blocking)
 TILE_ALIGN = 16
 
-_gemm_threads = [1]
-
-
-def set_gemm_threads(count: int) -> None:
-    """Threads a large GEMM is tiled over (the backend's thread count, even where the small
-    kernels of a small network run on one)."""
-    _gemm_threads[0] = max(1, count)
-
 
 def _edge(j: int, tiles: int, extent: int) -> int:
     """Start of tile ``j`` of ``tiles`` over ``extent``, on a :data:`TILE_ALIGN` boundary."""
@@ -122,7 +114,6 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float, beta: flo
         else:
             out *= np.float32(beta)
         return True
-    threads = _gemm_threads[0]
     split_rows = m >= n
     tiles = tile_count(m, n, k)
     calls = []
@@ -133,7 +124,7 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float, beta: flo
         )
         calls += _tile_calls(la[0], lb[0], m, n, k, alpha, a_s, la[1], b_s, lb[1], beta, c_s,
                              lc[1], tiles, split_rows)  # fmt: skip
-    share_out(_run_calls, len(calls), calls, threads=threads)
+    share_out(_run_calls, len(calls), calls)
     return True
 
 

@@ -18,6 +18,15 @@ from numba import get_num_threads
 
 #: ``(workers, pool)`` of the helper threads, made on first use (one fewer than the threads)
 _pool: list[tuple[int, ThreadPoolExecutor]] = []
+#: the threads :func:`share_out` uses by default (None: Numba's count for the calling thread)
+_threads: list[int | None] = [None]
+
+
+def set_threads(count: int | None) -> None:
+    """Share work out to ``count`` threads from now on (the backend's thread count: large
+    convolutions and GEMMs use every thread even where a small network's element-wise Numba
+    kernels run on one); None: follow Numba's thread count."""
+    _threads[0] = None if count is None else max(1, count)
 
 
 # a forked child inherits the pool object but not its threads: start a new one there
@@ -33,8 +42,9 @@ def _helpers(count: int) -> ThreadPoolExecutor:
 
 def share_out(kernel: Callable[..., object], count: int, *args, threads: int | None = None):
     """Run ``kernel(first, end, *args)`` over ``[0, count)`` split into equal consecutive
-    shares, one per thread (``threads``, default Numba's thread count for this thread)."""
-    threads = get_num_threads() if threads is None else threads
+    shares, one per thread (``threads``, default :func:`set_threads`'s count)."""
+    if threads is None:
+        threads = get_num_threads() if _threads[0] is None else _threads[0]
     threads = max(1, min(threads, count))
     if threads == 1:
         kernel(0, count, *args)
