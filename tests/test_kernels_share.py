@@ -64,3 +64,17 @@ def test_per_image_conv_refuses_non_contiguous_outputs():
     col = np.empty((2, 27, 36), np.float32)
     with pytest.raises(ValueError, match="out must be C-contiguous"):
         conv_images.conv_forward(x, weights, out, col, (3, 3), (1, 1), (1, 1), 1, (6, 6))
+
+
+def test_large_copies_are_shared_out_and_exact():
+    from engine.backends.cpu import CpuBackend
+
+    backend = CpuBackend(threads=2)
+    backend.configure(1 << 30)
+    source = np.random.default_rng(0).random(3 * (1 << 20) + 7, dtype=np.float32)
+    target = np.zeros_like(source)
+    backend.copy(source, target)
+    assert np.array_equal(source, target)
+    strided = np.zeros((2, source.size), np.float32)[0, ::1]  # contiguous row view
+    backend.copy(source, strided)
+    assert np.array_equal(source, strided)

@@ -80,8 +80,20 @@ class CpuBackend(Backend):
     def fill(self, out, value):
         out.fill(value)
 
+    #: a flat copy of at least this many floats is shared out to the threads in blocks
+    #: (NumPy releases the GIL while it copies; darknet's momentum snapshot of a 1.86M-weight
+    #: MLP: 0.58 → ~0.35 ms)
+    PARALLEL_COPY_MIN = 1 << 20
+
     def copy(self, src, out):
-        np.copyto(out, src)
+        if out.size < self.PARALLEL_COPY_MIN or not (
+            src.shape == out.shape and src.flags.c_contiguous and out.flags.c_contiguous
+        ):
+            np.copyto(out, src)
+            return
+        flat_src, flat_out = src.reshape(-1), out.reshape(-1)
+        block = 1 << 18
+        share.share_out(_copy_blocks, -(-out.size // block), flat_src, flat_out, block)
 
     def permute_copy(self, src, out, axes):
         np.copyto(out, src.transpose(axes))
@@ -280,3 +292,7 @@ class CpuBackend(Backend):
     segment_sum_squares = staticmethod(reduce.segment_sum_squares)
     segment_sum_squares_change = staticmethod(reduce.segment_sum_squares_change)
     first_nonfinite_segment = staticmethod(reduce.first_nonfinite_segment)
+
+
+def _copy_blocks(first: int, end: int, src: np.ndarray, out: np.ndarray, block: int) -> None:
+    np.copyto(out[first * block : end * block], src[first * block : end * block])
