@@ -32,93 +32,16 @@ import numpy as np
 from numba import njit
 
 from engine.backends.cpu.activations import LINEAR
-from engine.backends.cpu.conv import _inside_columns
+from engine.backends.cpu.conv import fold_image_add, unfold_image
 from engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
 from engine.backends.cpu.share import share_out
 from engine.backends.cpu.tail import image_backward, image_forward
-
-_F32_SIZE = 4
 
 
 @njit(inline="always")
 def _chunk(p, chunks, batch):
     """Images ``[first, end)`` of chunk ``p`` (consecutive, sizes differing by at most one)."""
     return p * batch // chunks, (p + 1) * batch // chunks
-
-
-@njit(inline="always")
-def _u(index):
-    """An index known to be ≥ 0, as unsigned: Numba then drops its negative-index wraparound
-    test, which otherwise keeps these copy loops from vectorising (3–4× slower)."""
-    return np.uint64(index)
-
-
-@njit(cache=True)
-def _unfold(x, col, c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
-    """``col[(c·kh + ky)·kw + kx, oy·out_w + ox] = x[c0 + c, oy·sh − ph + ky·d, ox·sw − pw +
-    kx·d]`` for one image ``x (C, H, W)`` and one group's ``K / (kh·kw)`` channels from ``c0``;
-    0 outside the image. Flat indices, so each output row segment is one plain loop."""
-    height, width = x.shape[1], x.shape[2]
-    source = x.reshape(-1)
-    target = col.reshape(-1)
-    n = out_h * out_w
-    plane = height * width
-    channels = col.shape[0] // (kh * kw)
-    zero = np.float32(0.0)
-    for c in range(channels):
-        for ky in range(kh):
-            for kx in range(kw):
-                row = ((c * kh + ky) * kw + kx) * n
-                shift = kx * dil - pw
-                first, end = _inside_columns(shift, sw, width, out_w)
-                for oy in range(out_h):
-                    iy = oy * sh - ph + ky * dil
-                    d = row + oy * out_w
-                    if iy < 0 or iy >= height:
-                        for ox in range(out_w):
-                            target[_u(d + ox)] = zero
-                        continue
-                    for ox in range(first):  # left padding
-                        target[_u(d + ox)] = zero
-                    start = (c0 + c) * plane + iy * width + shift
-                    if sw == 1:
-                        for ox in range(first, end):
-                            target[_u(d + ox)] = source[_u(start + ox)]
-                    else:
-                        for ox in range(first, end):
-                            target[_u(d + ox)] = source[_u(start + ox * sw)]
-                    for ox in range(end, out_w):  # right padding
-                        target[_u(d + ox)] = zero
-
-
-@njit(cache=True)
-def _fold_add(col, dx, c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w):
-    """Transpose of :func:`_unfold`: ``dx[c0 + c, iy, ix] += col[row, column]`` (cells in the
-    padding dropped), rows in order, as darknet's ``col2im_cpu``."""
-    height, width = dx.shape[1], dx.shape[2]
-    target = dx.reshape(-1)
-    source = col.reshape(-1)
-    n = out_h * out_w
-    plane = height * width
-    channels = col.shape[0] // (kh * kw)
-    for c in range(channels):
-        for ky in range(kh):
-            for kx in range(kw):
-                row = ((c * kh + ky) * kw + kx) * n
-                shift = kx * dil - pw
-                first, end = _inside_columns(shift, sw, width, out_w)
-                for oy in range(out_h):
-                    iy = oy * sh - ph + ky * dil
-                    if iy < 0 or iy >= height:
-                        continue
-                    d = row + oy * out_w
-                    start = (c0 + c) * plane + iy * width + shift
-                    if sw == 1:
-                        for ox in range(first, end):
-                            target[_u(start + ox)] += source[_u(d + ox)]
-                    else:
-                        for ox in range(first, end):
-                            target[_u(start + ox * sw)] += source[_u(d + ox)]
 
 
 @njit(cache=True)
@@ -133,7 +56,8 @@ def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, co
             if direct:
                 source = x[b, g * per_group].ctypes.data
             else:
-                _unfold(x[b], col, g * per_group, kh, kw, sh, sw, ph, pw, dil, out_h, out_w)
+                unfold_image(x[b], col.reshape(-1), 0, n, k, g * per_group, kh, kw, sh, sw, ph,
+                             pw, dil, out_h, out_w)  # fmt: skip
                 source = col.ctypes.data
             cblas_sgemm(
                 ROW_MAJOR, NO_TRANS, NO_TRANS, m, n, k,
@@ -174,7 +98,8 @@ def _backward_images(
             if direct:
                 source = x[b, c0].ctypes.data
             else:
-                _unfold(x[b], col, c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w)
+                unfold_image(x[b], col.reshape(-1), 0, n, k, c0, kh, kw, sh, sw, ph, pw, dil,
+                             out_h, out_w)  # fmt: skip
                 source = col.ctypes.data
             delta_g = delta[b, g * m].ctypes.data
             # dW_p[g]ᵀ (K×m) (+)= col (K×N) · delta_gᵀ (N×m): this orientation runs 10–25%
@@ -200,7 +125,8 @@ def _backward_images(
                     np.float32(1.0), weights[g].ctypes.data, k, delta_g, n,
                     np.float32(0.0), dcol.ctypes.data, n,
                 )  # fmt: skip
-                _fold_add(dcol, dx[b], c0, kh, kw, sh, sw, ph, pw, dil, out_h, out_w)
+                fold_image_add(dcol.reshape(-1), 0, n, k, dx[b], c0, kh, kw, sh, sw, ph, pw, dil,
+                               out_h, out_w)  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
