@@ -77,7 +77,6 @@ class ConvLayer(DarknetEpilogue, Layer):
         self.chunks = 0 if self.flat_quirk else backend.conv_image_chunks(batch, chunk_floats)
         # without batch norm, bias and activation ride along image by image (in cache)
         self.fused_tail = bool(self.chunks) and self.bn is None
-        self.act_code = None if self.act.linear else self.act.code
         self.col = self.col_t = self.wgrad_scratch = None
         if not self.chunks:
             self.col = backend.zeros((groups, self.k, batch * n))
@@ -117,7 +116,7 @@ class ConvLayer(DarknetEpilogue, Layer):
         if self.fused_tail:
             backend.conv_forward_images(
                 x, self.weights, self.out3, self.chunk_col, *self.geometry,
-                bias=self.bias, activation=self.act_code,
+                bias=self.bias, activation=self.act.tail_code,
             )  # fmt: skip
             return
         if self.chunks:
@@ -138,7 +137,7 @@ class ConvLayer(DarknetEpilogue, Layer):
             backend.conv_backward_images(
                 x, self.weights, self.delta3, self.dweights, dx, self.chunk_col,
                 self.chunk_dcol, self.partial, alpha, *self.geometry, output=self.output,
-                activation=self.act_code, dbias=self.dbias, bias_partial=self.bias_partial,
+                activation=self.act.tail_code, dbias=self.dbias, bias_partial=self.bias_partial,
                 assign_dx=self.assign_dx,
             )  # fmt: skip
             return
