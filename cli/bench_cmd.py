@@ -1,7 +1,8 @@
 """``dnupdate bench``: training and inference speed of built-in workloads or configs, optionally
 side by side with PyTorch.
 
-The measurement lives in :mod:`engine.bench` (imported inside the command, so ``--help`` stays
+The measurement lives in :mod:`engine.bench.measure` (imported inside the command, so ``--help``
+stays
 fast); this module only parses options and shows results: a table on stdout (a progress line
 per result on stderr) or, with ``--json``, one JSON object per workload and mode on stdout.
 """
@@ -14,7 +15,6 @@ import sys
 import typer
 
 from cli.common import EXIT_USAGE, fail
-from cli.main import app
 
 BENCH_HELP = """Measure training and inference speed (images/s).
 
@@ -39,7 +39,6 @@ Examples:
 """
 
 
-@app.command("bench", help=BENCH_HELP, no_args_is_help=False)
 def bench(
     workloads: list[str] = typer.Argument(
         None, metavar="[WORKLOAD|CONFIG]...", help="Built-in workloads or config files."
@@ -64,12 +63,12 @@ def bench(
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line on stdout."),
 ) -> None:
-    from engine.bench import (
+    from engine.bench.measure import run_bench
+    from engine.bench.workloads import (
         BenchError,
         BenchSettings,
         default_threads,
         resolve_workload,
-        run_bench,
     )
 
     if vs is not None and vs != "torch":
@@ -101,7 +100,7 @@ def bench(
 
 
 def _default_workloads() -> list[str]:
-    from engine.bench import BUILTIN_WORKLOADS
+    from engine.bench.workloads import BUILTIN_WORKLOADS
 
     return list(BUILTIN_WORKLOADS)
 

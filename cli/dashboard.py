@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import IO
 
-from engine.train import display_label
+from engine.training.session import display_label
 
 REFRESH_SECONDS = 0.25
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
@@ -202,7 +202,7 @@ class PlainLines:
 
 
 def summary_line(event) -> str:
-    """One line summing up a :class:`engine.events.RunFinished`."""
+    """One line summing up a :class:`engine.training.events.RunFinished`."""
     s = event.summary
     parts = [f"{event.status} after {event.iteration} updates"]
     if s.get("final_loss") is not None:

@@ -12,7 +12,6 @@ import sys
 import typer
 
 from cli.common import EXIT_BAD_INPUT, fail, stderr_console, stdout_console
-from cli.main import app
 
 data_app = typer.Typer(
     name="data",
@@ -27,8 +26,6 @@ data_app = typer.Typer(
     ),
     no_args_is_help=True,
 )
-app.add_typer(data_app, name="data")
-
 DATA_DIR_HELP = (
     "Folder with dataset files (searched first; fetch writes here). "
     "Default: $DNUPDATE_DATA_DIR, else the user cache folder."

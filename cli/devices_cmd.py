@@ -11,14 +11,11 @@ import json
 
 import typer
 
-from cli.main import app
-
 
 def _gib(size: int) -> str:
     return f"{size / 2**30:.1f} GiB" if size else "memory unknown"
 
 
-@app.command("devices")
 def devices(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:

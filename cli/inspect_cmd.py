@@ -10,7 +10,6 @@ from typing import Any
 import typer
 
 from cli.common import EXIT_BAD_INPUT, fail_config, stderr_console, stdout_console
-from cli.main import app
 
 INSPECT_HELP = """Show the resolved config, layer shapes and the exact update rule.
 
@@ -103,7 +102,7 @@ def _format_value(value: Any) -> str:
 
 def layer_rows(run) -> list[dict[str, Any]]:
     """One dict per layer of the union of phases: shapes, parameter counts, FLOPs."""
-    from engine.shapes import infer_shapes
+    from engine.model.shapes import infer_shapes
 
     rows = []
     for shape in infer_shapes(run.net):
@@ -139,8 +138,8 @@ def layer_rows(run) -> list[dict[str, Any]]:
 
 def update_rule_lines(run) -> tuple[list[str], list[str]]:
     """The effective update rule with the config's numbers, and the darknet↔Caffe mapping."""
-    from engine.optim import describe_mapping, effective_update_lines
-    from engine.schedule import first_iteration, lr_at
+    from engine.update.rules import describe_mapping, effective_update_lines
+    from engine.update.schedule import first_iteration, lr_at
 
     lr = lr_at(run.schedule, first_iteration(run.schedule))
     return effective_update_lines(run.solver, lr), describe_mapping(run.solver)
@@ -212,7 +211,6 @@ def _render_text(run, rows, layers, update, mapping, convention) -> None:
         out.print("[bold]Diagnostics[/bold]: none")
 
 
-@app.command("inspect", help=INSPECT_HELP)
 def inspect_command(
     config: str = typer.Argument(
         ..., help="darknet .cfg or Caffe solver (.prototxt/.yaml); - = stdin"
@@ -239,7 +237,7 @@ def inspect_command(
         layers = layer_rows(run)
     except ConfigError as error:
         fail_config(error)
-    from engine.schedule import convention_note
+    from engine.update.schedule import convention_note
 
     update, mapping = update_rule_lines(run)
     convention = convention_note(run.schedule)
@@ -269,6 +267,6 @@ def inspect_command(
 
 def with_semantics(run, semantics: str):
     """The run with its update rule switched to the other framework's conventions."""
-    from engine.semantics import with_semantics as solver_with
+    from engine.update.semantics import with_semantics as solver_with
 
     return dataclasses.replace(run, solver=solver_with(run.solver, semantics))

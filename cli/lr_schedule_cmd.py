@@ -1,7 +1,8 @@
 """``dnupdate lr-schedule``: the learning rate at every iteration of one or more schedules.
 
 Reads schedules from configs (darknet ``.cfg``, Caffe solver prototxt/YAML) or from ``--set``
-options alone, evaluates them with :mod:`engine.schedule` (bit-exact float32 values) and shows
+options alone, evaluates them with :mod:`engine.update.schedule` (bit-exact float32 values) and
+shows
 a milestone table, a terminal plot, CSV or JSON, or writes a PNG/SVG/CSV file.
 
 Startup matters (``lr-schedule`` must start fast): the engine, NumPy and Rich are imported
@@ -19,7 +20,6 @@ from pathlib import Path
 import typer
 
 from cli.common import EXIT_USAGE, fail, fail_config, report_diagnostics
-from cli.main import app
 
 LR_SCHEDULE_HELP = """Show the learning rate at every iteration of a schedule.
 
@@ -64,7 +64,6 @@ class Source:
     updates: int
 
 
-@app.command("lr-schedule", help=LR_SCHEDULE_HELP, no_args_is_help=False)
 def lr_schedule(
     configs: list[str] = typer.Argument(
         None, metavar="CONFIG", help="darknet .cfg or Caffe solver files (optional)."
@@ -141,7 +140,7 @@ def compute_curves(sources: list[Source], iters: int | None) -> list[ScheduleCur
     """Evaluate every schedule over ``N`` updates (darknet b = 1..N, Caffe it = 0..N-1)."""
     import numpy as np
 
-    from engine.schedule import ScheduleError, first_iteration, lr_series, milestones
+    from engine.update.schedule import ScheduleError, first_iteration, lr_series, milestones
 
     curves = []
     for source in sources:
@@ -185,7 +184,7 @@ def emit(curves: list[ScheduleCurve], output_format: OutputFormat, *, plot: bool
 
 
 def print_conventions(curves: list[ScheduleCurve], stream) -> None:
-    from engine.schedule import convention_note
+    from engine.update.schedule import convention_note
 
     notes = dict.fromkeys(convention_note(c.source.schedule) for c in curves)
     for note in notes:
@@ -256,7 +255,7 @@ def print_table(curves: list[ScheduleCurve], console) -> None:
     """Milestones (start, burn-in/warm-up end, steps, restarts, end) side by side."""
     from rich.table import Table
 
-    from engine.schedule import convention_note
+    from engine.update.schedule import convention_note
 
     for curve in curves:
         console.print(
@@ -285,7 +284,7 @@ def milestone_rows(curves: list[ScheduleCurve]) -> list[tuple[str, ...]]:
     """Rows ``(iteration, lr per curve..., events)`` over the union of milestone iterations
     (plus tenths of the run for continuous policies); the middle of a long list is elided."""
     from cli.plotting import format_value
-    from engine.schedule import PIECEWISE_CONSTANT
+    from engine.update.schedule import PIECEWISE_CONSTANT
 
     events: dict[int, list[str]] = {}
     for index, curve in enumerate(curves):

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import typer
 
-from cli import __version__
+from cli import (
+    __version__,
+    bench_cmd,
+    data_cmd,
+    devices_cmd,
+    inspect_cmd,
+    lr_schedule_cmd,
+    plot_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="dnupdate",
@@ -45,8 +54,20 @@ def main(
 
 
 def _register() -> None:
-    """Attach every command module's commands to the app."""
-    from cli import commands  # noqa: F401  (imports register the commands)
+    """Attach every command module's commands to the app, in the order ``--help`` lists them.
+
+    The command modules define plain functions and never import this module, so the imports
+    point one way: ``cli.main`` → ``cli.*_cmd`` → ``cli.common`` (and the engine, lazily).
+    """
+    app.command("bench", help=bench_cmd.BENCH_HELP, no_args_is_help=False)(bench_cmd.bench)
+    app.add_typer(data_cmd.data_app, name="data")
+    app.command("devices")(devices_cmd.devices)
+    app.command("inspect", help=inspect_cmd.INSPECT_HELP)(inspect_cmd.inspect_command)
+    app.command("lr-schedule", help=lr_schedule_cmd.LR_SCHEDULE_HELP, no_args_is_help=False)(
+        lr_schedule_cmd.lr_schedule
+    )
+    app.command("plot", help=plot_cmd.PLOT_HELP, no_args_is_help=True)(plot_cmd.plot)
+    app.command("train", help=train_cmd.TRAIN_HELP, no_args_is_help=True)(train_cmd.train)
 
 
 _register()

@@ -14,7 +14,6 @@ from pathlib import Path
 import typer
 
 from cli.common import EXIT_BAD_INPUT, fail
-from cli.main import app
 
 PLOT_HELP = """Plot a run's loss (raw and smoothed), learning rate and test accuracy.
 
@@ -147,7 +146,7 @@ def _svg_panel(panel: Panel, top: float) -> list[str]:
 
 def write_svg(path: Path, panels: list[Panel], title: str) -> None:
     """The panels stacked in one dependency-free SVG, written atomically."""
-    from engine.runfolder import write_text
+    from engine.training.runfolder import write_text
 
     height = 30 + PANEL_HEIGHT * len(panels)
     parts = [
@@ -195,7 +194,6 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-@app.command("plot", help=PLOT_HELP, no_args_is_help=True)
 def plot(
     run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="A dnupdate train run folder."),
     output: str | None = typer.Option(
@@ -206,7 +204,7 @@ def plot(
     import sys
 
     from cli.plotting import PlotError, color_wanted
-    from engine.runfolder import RunFolderError, read_metrics
+    from engine.training.runfolder import RunFolderError, read_metrics
 
     try:
         rows = read_metrics(run_dir)

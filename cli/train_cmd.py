@@ -1,6 +1,7 @@
 """``dnupdate train``: run a darknet ``.cfg`` or Caffe solver with its framework's loop.
 
-The engine's :class:`engine.train.TrainingSession` yields events; this module sets it up from
+The engine's :class:`engine.training.session.TrainingSession` yields events; this module sets it up
+from
 the options, picks the sinks (Rich dashboard or plain lines on stderr, ``--json`` lines on
 stdout), turns SIGINT/SIGTERM into a checkpoint and exit 130, and maps endings to exit codes:
 0 done, 1 bad input (config, data, weights, no CUDA device), 2 usage, 3 diverged,
@@ -34,7 +35,6 @@ from cli.common import (
     report_diagnostics,
     stderr_console,
 )
-from cli.main import app
 
 TRAIN_HELP = """Train a network from a darknet .cfg or a Caffe solver (.prototxt/.yaml).
 
@@ -160,7 +160,7 @@ def _load_new(config: str, sets: list[str]):
 def _load_resumed(run_dir: str):
     """(RunSpec, overrides, saved options, folder) rebuilt from a run folder's files."""
     from engine.config import load_config
-    from engine.runfolder import RunFolder
+    from engine.training.runfolder import RunFolder
 
     folder = RunFolder.open(run_dir)
     info = folder.read_run_info()
@@ -196,7 +196,6 @@ def _print_warnings(run) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@app.command("train", help=TRAIN_HELP, no_args_is_help=True)
 def train(
     config: str | None = typer.Argument(
         None, metavar="CONFIG", help="darknet .cfg or Caffe solver; - reads standard input."
@@ -293,13 +292,13 @@ def train(
 
 def _set_up(*, config, resume, sets, out, options):
     """Build the TrainingSession (and its run folder); every bad input exits with code 1."""
-    from engine.checkpoint import WeightsFileError
     from engine.data import DataError
-    from engine.network import NetworkError
-    from engine.runfolder import RunFolder, RunFolderError, default_run_dir
+    from engine.formats.weights import WeightsFileError
+    from engine.model.network import NetworkError
     from engine.spec import ConfigError
-    from engine.train import TrainingSession, TrainOptions, TrainSetupError
-    from engine.trainer import TrainerStateError
+    from engine.training.runfolder import RunFolder, RunFolderError, default_run_dir
+    from engine.training.session import TrainingSession, TrainOptions, TrainSetupError
+    from engine.training.step import TrainerStateError
 
     bad_input = (
         DataError,

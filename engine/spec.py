@@ -210,7 +210,7 @@ class ConvSpec(LayerBase):
     ``activation``: darknet activation applied in the layer (``"linear"`` for Caffe).
     ``darknet_1x1_shortcut``: reproduce darknet's CPU shortcut that skips im2col for size 1
     (and so ignores stride and padding).
-    ``param_order``: the framework's blob order (see ``engine.shapes.param_blobs``): darknet
+    ``param_order``: the framework's blob order (see ``engine.model.shapes.param_blobs``): darknet
     ``biases, [scales, rolling_mean, rolling_variance], weights``; Caffe ``weights, bias``.
     ``params``: one ParamMult per blob, in that order.
     """

@@ -31,10 +31,10 @@ DNUPDATE = Path(sys.executable).with_name("dnupdate")
 FIRST_STEPS = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from engine.bench import resolve_workload
-from engine.bench_worker import fixed_batch
+from engine.bench.workloads import resolve_workload
+from engine.bench.runner import fixed_batch
 from engine.config import load_config
-from engine.trainer import Trainer
+from engine.training.step import Trainer
 out = {}
 for name in sys.argv[1].split(","):
     start = time.perf_counter()

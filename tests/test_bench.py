@@ -13,16 +13,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from engine import bench
-from engine.bench import (
+from engine.bench import workloads as bench
+from engine.bench.measure import BenchResult, summarise_windows, worker_environment
+from engine.bench.workloads import (
     BUILTIN_WORKLOADS,
     BenchError,
-    BenchResult,
     BenchSettings,
     gemm_flops,
     resolve_workload,
-    summarise_windows,
-    worker_environment,
 )
 from engine.config import load_config
 
@@ -220,8 +218,8 @@ def test_bench_compares_with_torch_when_installed(tiny_cfg):
 
 def test_torch_translation_reproduces_every_layer_shape():
     torch = pytest.importorskip("torch")
-    from engine.bench_torch import torch_model
-    from engine.shapes import infer_shapes
+    from engine.bench.torch_twin import torch_model
+    from engine.model.shapes import infer_shapes
 
     for name in BUILTIN_WORKLOADS:
         net = load_config(resolve_workload(name).config).net
@@ -238,7 +236,7 @@ def test_torch_translation_reproduces_every_layer_shape():
 
 
 def test_blas_core_name_is_a_word_or_empty():
-    from engine.bench_worker import blas_core_name
+    from engine.bench.worker import blas_core_name
 
     name = blas_core_name()
     assert name == "" or name.isidentifier()
@@ -268,7 +266,7 @@ def test_table_output_names_every_workload_and_mode(tiny_cfg):
 
 
 def test_interleaved_windows_alternate_and_settle_between_workers():
-    from engine.bench import _interleaved_windows
+    from engine.bench.measure import _interleaved_windows
 
     log: list[str] = []
 

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from engine.shapes import pool_geometry
+from engine.model.shapes import pool_geometry
 from engine.spec import PoolSpec
 
 F32 = np.float32
@@ -58,7 +58,7 @@ def test_pool_without_any_padding_keeps_the_ceil_overhang():
 
 def _two_loss_net(weights: tuple[float, float]):
     from engine.backends.cpu import CpuBackend
-    from engine.network import Network
+    from engine.model.network import Network
     from engine.spec import ConnectedSpec, InputSpec, NetSpec, SoftmaxLossSpec
 
     spec = NetSpec(
@@ -153,7 +153,7 @@ def _caffe_run(accuracy_top_k: int | None = None):
 
 
 def test_caffe_test_scores_are_float_means_of_per_batch_values():
-    from engine.trainer import Trainer
+    from engine.training.step import Trainer
 
     trainer = Trainer(_caffe_run(), seed=4)
     rng = np.random.default_rng(11)
@@ -181,7 +181,7 @@ def test_auxiliary_caffe_loss_adds_to_the_main_path_gradient():
     # ip1 → aux loss (a sink on ip1) → ip2 → loss: ip1's diff is the split's sum of ip2's
     # backward (dy·W) and the auxiliary loss's diff (SplitLayer::Backward_cpu).
     from engine.backends.cpu import CpuBackend
-    from engine.network import Network
+    from engine.model.network import Network
     from engine.spec import ConnectedSpec, InputSpec, NetSpec, SoftmaxLossSpec
 
     spec = NetSpec(
@@ -283,7 +283,7 @@ layers { name: "loss" type: SOFTMAX_LOSS bottom: "ip" bottom: "label" }
 
 def test_caffe_test_accuracy_is_the_nets_accuracy_layer_output():
     # Solver::Test reports the Accuracy layer's top (top_k: 2 here), not a top-1 of our own.
-    from engine.trainer import Trainer
+    from engine.training.step import Trainer
 
     trainer = Trainer(_caffe_run(accuracy_top_k=2), seed=4)
     rng = np.random.default_rng(12)

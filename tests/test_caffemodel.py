@@ -1,4 +1,4 @@
-"""``.caffemodel`` read/write (engine.caffemodel).
+"""``.caffemodel`` read/write (engine.formats.caffemodel).
 
 Files are built here byte by byte with a tiny independent protobuf writer (``_pb``), so the
 decoder is checked against the wire format, not against our own encoder. Round trips check the
@@ -13,15 +13,15 @@ import struct
 import numpy as np
 import pytest
 
-from engine.caffemodel import (
+from engine.formats.caffemodel import (
     CaffeModelError,
     decode_caffemodel,
     encode_caffemodel,
     read_caffemodel,
     write_caffemodel,
 )
-from engine.checkpoint import WeightsFileError
-from engine.init import allocate_blobs, initialise
+from engine.formats.weights import WeightsFileError
+from engine.model.initialisation import allocate_blobs, initialise
 from engine.spec import (
     BatchNormSpec,
     ConnectedSpec,

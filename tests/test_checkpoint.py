@@ -1,4 +1,4 @@
-"""darknet ``.weights`` and ``.npz`` parameter files (engine.checkpoint), on files built by
+"""darknet ``.weights`` and ``.npz`` parameter files (engine.formats.weights), on files built by
 hand from the format description (spec darknet.md 10)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from engine.checkpoint import (
+from engine.formats.weights import (
     WeightsFileError,
     WeightsHeader,
     atomic_write,
@@ -19,7 +19,7 @@ from engine.checkpoint import (
     save_npz_weights,
     write_darknet_weights,
 )
-from engine.init import allocate_blobs
+from engine.model.initialisation import allocate_blobs
 from engine.spec import (
     BatchNormSpec,
     ConvSpec,

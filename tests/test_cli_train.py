@@ -17,11 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from engine.caffemodel import read_caffemodel
-from engine.checkpoint import read_darknet_weights
 from engine.config import load_config
-from engine.events import schema
-from engine.trainer import run_fixed_batch
+from engine.formats.caffemodel import read_caffemodel
+from engine.formats.weights import read_darknet_weights
+from engine.training.events import schema
+from engine.training.step import run_fixed_batch
 from tests.test_train_loop import Tiny, caffe_config, darknet_config, write_quadrants
 
 runner = CliRunner()
@@ -244,7 +244,7 @@ def test_resume_of_a_folder_without_a_run_exits_1(tiny):
 
 def test_cuda_without_a_device_exits_1(tiny, monkeypatch):
     monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
-    from engine.train import TrainSetupError, make_backend
+    from engine.training.session import TrainSetupError, make_backend
 
     try:
         make_backend("cuda")

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from cli.dashboard import Dashboard, PlainLines, diverged_line, make_display, sparkline
 from cli.sinks import JsonLinesSink
-from engine.events import (
+from engine.training.events import (
     CheckpointSaved,
     Diverged,
     EvalFinished,

@@ -113,7 +113,7 @@ SHAPE_CFGS = [*EXAMPLES, *(p for p in DEBIAN_CFGS if p.stem in DEBIAN_CLASSIFIER
 
 @pytest.mark.parametrize("path", SHAPE_CFGS, ids=lambda p: p.name)
 def test_parser_shapes_agree_with_engine_shapes(path):
-    shapes_module = pytest.importorskip("engine.shapes")
+    shapes_module = pytest.importorskip("engine.model.shapes")
     from engine.config.darknet import darknet_output_shapes
 
     spec = load_config(str(path))

@@ -1,5 +1,6 @@
 """Initial weights against the real darknet library: ``srand(seed)`` + ``parse_network_cfg``
-in libdarknet versus :func:`engine.init.initialise` with the same seed → byte-identical
+in libdarknet versus :func:`engine.model.initialisation.initialise` with the same seed →
+byte-identical
 float32 arrays for every blob (spec darknet.md 9.4/9.5), and the ``rand()`` stream and the
 Box–Muller spare continue identically afterwards.
 
@@ -14,8 +15,8 @@ import numpy as np
 import pytest
 
 from engine.config import load_config
-from engine.init import allocate_blobs, initialise
-from engine.shapes import infer_shapes
+from engine.model.initialisation import allocate_blobs, initialise
+from engine.model.shapes import infer_shapes
 from engine.spec import (
     BatchNormSpec,
     ConnectedSpec,

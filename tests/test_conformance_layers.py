@@ -16,7 +16,7 @@ import pytest
 
 from engine.backends.cpu import CpuBackend
 from engine.config import load_config
-from engine.network import Network
+from engine.model.network import Network
 from engine.rng import DarknetRandom
 from tests import libdarknet as dn
 

@@ -2,7 +2,8 @@
 
 For each net: the same cfg text goes to libdarknet (``srand(seed)`` + ``parse_network_cfg``,
 then ``train_network`` on one fixed ``data`` of ``B = batch`` rows per update) and to our config
-reader + :class:`engine.trainer.Trainer` with the same seed (initial weights are bit-identical,
+reader + :class:`engine.training.step.Trainer` with the same seed (initial weights are
+bit-identical,
 ``test_conformance_init.py``). After every update the loss is compared, and after the last one
 every parameter blob (weights, biases, BN scales and rolling statistics), the momentum buffers
 (``*_updates`` = our ``grads``) and the ``seen`` counter.
@@ -26,8 +27,8 @@ import numpy as np
 import pytest
 
 from engine.config import load_config
-from engine.shapes import infer_shapes
-from engine.trainer import Trainer, run_fixed_batch
+from engine.model.shapes import infer_shapes
+from engine.training.step import Trainer, run_fixed_batch
 from tests import libdarknet as dn
 
 pytestmark = pytest.mark.darknet

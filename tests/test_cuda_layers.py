@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.network import Network
+from engine.model.network import Network
 from engine.spec import (
     AccuracySpec,
     ActivationSpec,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from engine.config import load_config
-from engine.network import Network
-from engine.optim import make_optimizer
-from engine.trainer import Trainer
+from engine.model.network import Network
+from engine.training.step import Trainer
+from engine.update.rules import make_optimizer
 from tests import libdarknet as dn
 from tests.test_cuda_support import backends, requires_cuda
 from tests.test_optim_conformance import CFG as CONFORMANCE_CFG

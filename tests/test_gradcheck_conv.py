@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from engine.backends.cpu import CpuBackend
-from engine.network import Network
+from engine.model.network import Network
 from engine.spec import (
     ActivationSpec,
     BatchNormSpec,

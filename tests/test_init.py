@@ -1,4 +1,5 @@
-"""Initialisation (engine.init): darknet's draws against an independent transcription of the
+"""Initialisation (engine.model.initialisation): darknet's draws against an independent
+transcription of the
 spec on the C library's own ``rand()``, and Caffe's fillers by their defining properties."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import platform
 import numpy as np
 import pytest
 
-from engine.init import (
+from engine.model.initialisation import (
     allocate_blobs,
     caffe_fans,
     darknet_scale,

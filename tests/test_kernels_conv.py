@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.backends.cpu import CpuBackend
-from engine.network import Network
+from engine.model.network import Network
 from engine.spec import ConnectedSpec, ConvSpec, InputSpec, NetSpec
 from tests.reference.connected import connected_backward, connected_forward
 from tests.reference.conv import conv_backward, conv_forward, darknet_1x1_shortcut_forward

@@ -8,8 +8,8 @@ import pytest
 
 from engine.backends.cpu import CpuBackend
 from engine.backends.cpu import pool as cpu_pool
-from engine.network import Network
-from engine.shapes import pool_geometry
+from engine.model.network import Network
+from engine.model.shapes import pool_geometry
 from engine.spec import ConvSpec, InputSpec, NetSpec, PoolSpec
 from tests.reference.pool import (
     avepool_backward,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.backends.cpu import CpuBackend
-from engine.network import Network, NetworkError
+from engine.model.network import Network, NetworkError
 from engine.spec import (
     AccuracySpec,
     ActivationSpec,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from engine.backends.cpu import CpuBackend
-from engine.network import Network, NetworkError, native_framework
-from engine.shapes import infer_shapes
+from engine.model.network import Network, NetworkError, native_framework
+from engine.model.shapes import infer_shapes
 from engine.spec import (
     AccuracySpec,
     ConnectedSpec,

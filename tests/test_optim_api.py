@@ -1,4 +1,4 @@
-"""``engine.optim`` API: exact resume through ``state_arrays``/``load_state``, validation
+"""``engine.update.rules`` API: exact resume through ``state_arrays``/``load_state``, validation
 errors, segment checks, the norms in ``UpdateStats``, the written-out rule and mapping, and
 a property test of the fused darknet SGD kernel against the NumPy transcription."""
 
@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.optim import (
+from engine.spec import SolverSpec
+from engine.update.rules import (
     OptimizerStateError,
     SegmentError,
     SolverError,
@@ -19,7 +20,6 @@ from engine.optim import (
     effective_update_lines,
     make_optimizer,
 )
-from engine.spec import SolverSpec
 from tests.reference import optim as ref
 from tests.test_optim_rules import Seg, caffe_solver, darknet_solver
 
@@ -253,8 +253,8 @@ def test_example_configs_drive_either_rule(config, semantics):
     from pathlib import Path
 
     from engine.config import load_config
-    from engine.semantics import with_semantics
-    from engine.shapes import infer_shapes
+    from engine.model.shapes import infer_shapes
+    from engine.update.semantics import with_semantics
 
     path = Path(__file__).resolve().parent.parent / config
     if not path.exists():

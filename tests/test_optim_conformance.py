@@ -1,7 +1,7 @@
 """darknet SGD against the real darknet library (``update_network`` in libdarknet).
 
 A cfg with a batch-normalised conv layer and a connected layer with ``learning_rate=0.3`` is
-parsed both by libdarknet and by our config reader; the parameter blobs (``engine.shapes``)
+parsed both by libdarknet and by our config reader; the parameter blobs (``engine.model.shapes``)
 become our segment table, with darknet's multipliers (biases/scales undecayed, the layer lr
 scale as ``lr_mult``). Both sides get the same random ``*_updates`` contributions; after each
 ``update_network`` with a changing ``learning_rate`` the weights, biases, scales and the
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from engine.config import load_config
-from engine.optim import make_optimizer
-from engine.shapes import infer_shapes
+from engine.model.shapes import infer_shapes
+from engine.update.rules import make_optimizer
 from tests import libdarknet as dn
 
 pytestmark = pytest.mark.darknet

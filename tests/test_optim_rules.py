@@ -1,4 +1,4 @@
-"""Each update rule of ``engine.optim`` against the line-by-line NumPy transcriptions in
+"""Each update rule of ``engine.update.rules`` against the line-by-line NumPy transcriptions in
 ``tests/reference/optim.py``, over several iterations with a changing learning rate.
 
 The net is a small segment table with weights, biases at 2× lr, a BN-like scale, a
@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from engine.optim import make_optimizer
 from engine.spec import SolverSpec
+from engine.update.rules import make_optimizer
 from tests.reference import optim as ref
 
 f32 = np.float32

@@ -1,4 +1,5 @@
-"""engine.runfolder: atomic files, state files, metrics (append, partial lines, truncation)."""
+"""engine.training.runfolder: atomic files, state files, metrics (append, partial lines,
+truncation)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.runfolder import (
+from engine.training.runfolder import (
     MetricsLog,
     RunFolder,
     RunFolderError,

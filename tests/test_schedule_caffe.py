@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.schedule import (
+from engine.spec import ScheduleSpec
+from engine.update.schedule import (
     ScheduleError,
     caffe_multistep_sequence,
     caffe_multistep_step,
@@ -22,7 +23,6 @@ from engine.schedule import (
     milestones,
     multistep_trace,
 )
-from engine.spec import ScheduleSpec
 
 f32 = np.float32
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.rng import GlibcRand
-from engine.schedule import lr_at, lr_series, milestones
 from engine.spec import ScheduleSpec
+from engine.update.schedule import lr_at, lr_series, milestones
 
 
 def spec(convention: str, policy: str, **fields) -> ScheduleSpec:

@@ -1,8 +1,8 @@
-"""Shape inference, parameter blobs and size rules (engine.shapes)."""
+"""Shape inference, parameter blobs and size rules (engine.model.shapes)."""
 
 import pytest
 
-from engine.shapes import (
+from engine.model.shapes import (
     c_div,
     caffe_pool_out,
     conv_out,

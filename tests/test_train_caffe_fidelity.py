@@ -1,4 +1,5 @@
-"""engine.train against BVLC/caffe ``solver.cpp``: display numbering (``Solver::Step``), the
+"""engine.training.session against BVLC/caffe ``solver.cpp``: display numbering (``Solver::Step``),
+the
 float32 smoothed loss (``Solver::UpdateSmoothedLoss``), when ``Solver::Solve``/``Step`` test,
 and the seed (``SolverParameter.random_seed``). Tiny nets and data written by the tests."""
 
@@ -12,7 +13,7 @@ import pytest
 
 from cli.dashboard import PlainLines
 from engine.config import load_config
-from engine.train import LossSmoother, display_label, resolve_seed
+from engine.training.session import LossSmoother, display_label, resolve_seed
 from tests.test_train_loop import TINY_NET, Tiny, caffe_config, run_all, session, write_quadrants
 
 

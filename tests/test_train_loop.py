@@ -1,4 +1,4 @@
-"""engine.train: the loop's events, loss smoothing, per-layer norms, tests, checkpoints,
+"""engine.training.session: the loop's events, loss smoothing, per-layer norms, tests, checkpoints,
 divergence, interruption and bit-exact resume — on tiny nets and a few hundred images written
 by the tests themselves (no downloads, no real datasets)."""
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from engine.config import load_config
-from engine.events import schema
-from engine.runfolder import RunFolder, load_state, read_metrics
-from engine.train import LayerNormTable, LossSmoother, TrainingSession, TrainOptions
+from engine.training.events import schema
+from engine.training.runfolder import RunFolder, load_state, read_metrics
+from engine.training.session import LayerNormTable, LossSmoother, TrainingSession, TrainOptions
 
 # ---- fixtures shared with the CLI tests -------------------------------------------------------
 
@@ -382,7 +382,7 @@ def test_a_stop_request_checkpoints_and_ends_interrupted(tiny):
 
 
 def test_no_iteration_limit_is_a_setup_error(tiny):
-    from engine.train import TrainSetupError
+    from engine.training.session import TrainSetupError
 
     config = darknet_config(tiny.root, max_batches=0)
     with pytest.raises(TrainSetupError, match="max-iters"):
@@ -390,7 +390,7 @@ def test_no_iteration_limit_is_a_setup_error(tiny):
 
 
 def test_data_of_the_wrong_shape_is_a_setup_error(tiny):
-    from engine.train import TrainSetupError
+    from engine.training.session import TrainSetupError
 
     other = tiny.root / "wide.npz"
     np.savez(other, x=np.zeros((8, 1, 5, 7), np.uint8), y=np.zeros(8, np.int64))
@@ -399,7 +399,7 @@ def test_data_of_the_wrong_shape_is_a_setup_error(tiny):
 
 
 def test_cuda_without_a_device_is_a_setup_error(tiny):
-    from engine.train import TrainSetupError, make_backend
+    from engine.training.session import TrainSetupError, make_backend
 
     try:
         backend = make_backend("cuda")

@@ -1,4 +1,4 @@
-"""engine.trainer: the training step under both loop semantics, without libdarknet.
+"""engine.training.step: the training step under both loop semantics, without libdarknet.
 
 Hand computations (float64 NumPy) check one update of a linear softmax classifier under every
 pairing of net and semantics: darknet semantics sums ``−∂L/∂θ`` over the images and scales by
@@ -15,10 +15,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from engine.caffemodel import write_caffemodel
-from engine.checkpoint import save_npz_weights, write_darknet_weights
 from engine.config import load_config
-from engine.network import NetworkError
+from engine.formats.caffemodel import write_caffemodel
+from engine.formats.weights import save_npz_weights, write_darknet_weights
+from engine.model.network import NetworkError
 from engine.spec import (
     ConnectedSpec,
     DropoutSpec,
@@ -30,7 +30,7 @@ from engine.spec import (
     SoftmaxLossSpec,
     SolverSpec,
 )
-from engine.trainer import Trainer, TrainerStateError, run_fixed_batch
+from engine.training.step import Trainer, TrainerStateError, run_fixed_batch
 from tests.reference.training import train_linear_softmax
 
 DARKNET_LINEAR = """[net]

@@ -18,7 +18,7 @@ from engine.spec import DEFAULT, Origin, ScheduleSpec, SolverSpec
 OVERRIDE = Origin("--set")
 
 CAFFE_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
-# dnupdate extras a Caffe solver may name (engine.schedule implements them); Caffe itself
+# dnupdate extras a Caffe solver may name (engine.update.schedule implements them); Caffe itself
 # would stop with "Unknown learning rate policy", so they come with a warning.
 EXTRA_POLICIES = ("cosine",)
 SCHEDULE_FIELDS = {

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.config.darknet_options import OptionTable
-from engine.shapes import c_div, conv_out, darknet_pool_out
+from engine.model.shapes import c_div, conv_out, darknet_pool_out
 from engine.spec import (
     BatchNormSpec,
     ConnectedSpec,

@@ -2,10 +2,10 @@
 
 Checksums are the published values (MNIST and Fashion-MNIST: the md5s torchvision checks and the
 MNIST home page's files; CIFAR: the archives' md5s from the CIFAR page, torchvision's per-batch
-md5s for the Python version) plus values recorded in ``/work/shared/data/README.md`` for the
-binary CIFAR-10 batches (md5 of the verified files, and the git blob SHA-1 of the genuine
-``test_batch.bin``). A ``.gz`` is also accepted when its *decompressed* bytes have the
-published md5 (Debian's ``dataset-fashion-mnist`` ships recompressed files).
+md5s for the Python version) plus values recorded in ``../shared/data/README.md`` (beside the
+repository) for the binary CIFAR-10 batches (md5 of the verified files, and the git blob SHA-1
+of the genuine ``test_batch.bin``). A ``.gz`` is also accepted when its *decompressed* bytes have
+the published md5 (Debian's ``dataset-fashion-mnist`` ships recompressed files).
 """
 
 from __future__ import annotations

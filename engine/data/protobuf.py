@@ -1,6 +1,6 @@
 """Caffe's ``Datum`` (LMDB records) and ``BlobProto`` (``mean.binaryproto``) messages.
 
-The wire format and the ``BlobProto`` codec live in :mod:`engine.protobuf_wire` (the
+The wire format and the ``BlobProto`` codec live in :mod:`engine.formats.protobuf_wire` (the
 ``.caffemodel`` reader shares them); this module adds ``Datum`` and the array-level blob helpers
 the data readers use. Caffe's message (``caffe.proto``)::
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.protobuf_wire import (
+from engine.formats.protobuf_wire import (
     BlobProto,
     WireError,
     decode_blob_proto,
@@ -87,7 +87,7 @@ def encode_datum(
 
 def decode_blob(buf: bytes) -> tuple[tuple[int, ...], np.ndarray]:
     """Parse a serialized BlobProto: (shape, float32 data); see
-    :func:`engine.protobuf_wire.decode_blob_proto` for the shape and data rules."""
+    :func:`engine.formats.protobuf_wire.decode_blob_proto` for the shape and data rules."""
     blob = decode_blob_proto(buf)
     return blob.shape, blob.data
 

@@ -4,7 +4,7 @@ Slow and obvious on purpose: one blob at a time, the frameworks' own helper func
 (darknet ``axpy_cpu``/``scal_cpu``; Caffe ``caffe_cpu_axpby``, ``caffe_powx``, ...) written
 out with float32 NumPy operations, each rounded on its own (no FMA).
 
-Sources (see ``/work/shared/spec/darknet.md`` §6, ``caffe.md`` §5):
+Sources (see ``../shared/spec/darknet.md`` §6, ``caffe.md`` §5):
 
 * darknet ``convolutional_layer.c:update_convolutional_layer`` and
   ``connected_layer.c:update_connected_layer`` (CPU SGD); ``blas_kernels.cu:adam_update_gpu``

@@ -2,7 +2,8 @@
 
 Window ``(i, j)`` of an output plane covers rows ``[i·s_h − off_h, i·s_h − off_h + k_h)`` and
 columns likewise, clipped to the image. ``off`` is darknet's ``padding/2`` or Caffe's ``pad``
-(``engine.shapes.pool_geometry``). Each parallel iteration owns one ``(image, channel)`` plane.
+(``engine.model.shapes.pool_geometry``). Each parallel iteration owns one ``(image, channel)``
+plane.
 
 Max pooling has a fast path for 2×2 stride 2 windows lying inside the image (the usual max
 pool; every window when the size is even and there is no padding): no clipping and unsigned

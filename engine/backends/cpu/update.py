@@ -1,6 +1,6 @@
 """Fused parameter-update kernels: one pass over the flat parameter buffer per update.
 
-Every update rule of :mod:`engine.optim` runs through :func:`fused_update`: it walks the
+Every update rule of :mod:`engine.update.rules` runs through :func:`fused_update`: it walks the
 segments (one per learnable blob) and, inside each, the elements, applying the rule's
 per-element step with the segment's own rate and decay, and accumulating per-segment squared
 norms of the applied step and of the weights in the same pass. The pass runs in parallel over
@@ -26,7 +26,7 @@ The per-element steps are plain Python functions (``*_element``) compiled here w
 ``njit(inline="always")``; a CUDA backend can compile the same functions as device functions.
 
 Rule codes (``RULE_*``) and coefficient slots (``K_*``, see :func:`pack_coefficients`) are the
-kernel's calling convention; :mod:`engine.optim` builds them from a ``SolverSpec``.
+kernel's calling convention; :mod:`engine.update.rules` builds them from a ``SolverSpec``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The fused parameter update and the per-segment reductions on the GPU.
 
-:func:`fused_update` runs every update rule of ``engine.optim`` in one launch: grid axis y is
+:func:`fused_update` runs every update rule of ``engine.update.rules`` in one launch: grid axis y is
 the segment (one learnable blob), grid axis x and the threads stride over its elements. The
 per-element step is the CPU backend's own Python function (``darknet_sgd_element``,
 ``caffe_adam_element``, … in ``engine.backends.cpu.update``) compiled for the device, with the

@@ -1,15 +1,15 @@
 """Pooling layer: max (darknet ``[maxpool]`` and Caffe MAX) and average (darknet global
 ``[avgpool]``, Caffe AVE with its divisor rule, ``global_pooling``).
 
-Window sizes, offsets and output sizes come from :func:`engine.shapes.pool_geometry`.
+Window sizes, offsets and output sizes come from :func:`engine.model.shapes.pool_geometry`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.layers.base import Layer, LayerContext
-from engine.shapes import LayerShape, pool_geometry
+from engine.model.layers.base import Layer, LayerContext
+from engine.model.shapes import LayerShape, pool_geometry
 from engine.spec import PoolSpec
 
 

@@ -14,14 +14,14 @@ multiplied by one GEMM (the CUDA backend). The float32 sums are the same up to s
 
 from __future__ import annotations
 
-from engine.layers.base import (
+from engine.model.layers.base import (
     DarknetActivation,
     DarknetEpilogue,
     Layer,
     LayerContext,
     darknet_bn_state,
 )
-from engine.shapes import LayerShape
+from engine.model.shapes import LayerShape
 from engine.spec import ConvSpec
 
 # (B, G, m, N) ↔ (G, m, B, N)

@@ -18,6 +18,7 @@ RMSprop/Adadelta as the solver says; a training step is ``zero_grad``, forward, 
 
 from __future__ import annotations
 
+from engine.bench.runner import Runner
 from engine.spec import (
     AccuracySpec,
     ActivationSpec,
@@ -141,7 +142,7 @@ def torch_model(net: NetSpec):
     import torch
     from torch import nn
 
-    from engine.shapes import infer_shapes
+    from engine.model.shapes import infer_shapes
 
     modules = []
     mse = False
@@ -181,11 +182,10 @@ def torch_optimizer(model, solver: SolverSpec, lr: float):
 
 
 def torch_runner(config_path: str, settings):
-    """A :class:`engine.bench_worker.Runner` for the config's net in PyTorch (threads:
+    """A :class:`engine.bench.runner.Runner` for the config's net in PyTorch (threads:
     ``torch.set_num_threads(settings.threads)``), on one fixed random batch."""
     import torch
 
-    from engine.bench_worker import Runner
     from engine.config import load_config
 
     torch.set_num_threads(settings.threads)

@@ -1,4 +1,5 @@
-"""The training loop: a generator of :mod:`engine.events` around :class:`engine.trainer.Trainer`.
+"""The training loop: a generator of :mod:`engine.training.events` around
+:class:`engine.training.step.Trainer`.
 
 :class:`TrainingSession` sets a run up (data, backend, trainer, run folder; every problem raises
 before the first event) and :meth:`TrainingSession.events` runs it, yielding events and never
@@ -9,9 +10,9 @@ printing. Per update it:
 2. smooths the loss as the framework displays it (:class:`LossSmoother`: darknet
    ``avg = .9·avg + .1·loss``, Caffe's ``average_loss`` window);
 3. aggregates the per-segment norms (weights, gradient, update) to layers, appends a
-   metrics row, yields :class:`~engine.events.StepFinished` (and
-   :class:`~engine.events.NormsReported` every display interval);
-4. on a non-finite loss or parameter yields :class:`~engine.events.Diverged` (the last good
+   metrics row, yields :class:`~engine.training.events.StepFinished` (and
+   :class:`~engine.training.events.NormsReported` every display interval);
+4. on a non-finite loss or parameter yields :class:`~engine.training.events.Diverged` (the last good
    checkpoint stays) and stops;
 5. tests on the test split every ``eval_every`` updates (Caffe ``test_interval``; also before
    the first update when ``test_initialization``, and after the last one: always for a
@@ -21,7 +22,8 @@ printing. Per update it:
    darknet ``<cfg>_<N>.weights`` or Caffe ``<prefix>_iter_<N>.caffemodel``, and the full
    state) and at the end (``final.npz``, ``final.weights`` for darknet nets,
    ``final.caffemodel`` for Caffe nets);
-7. when ``stop()`` names a signal, checkpoints and yields :class:`~engine.events.Interrupted`.
+7. when ``stop()`` names a signal, checkpoints and yields
+:class:`~engine.training.events.Interrupted`.
 
 Resume: the state file holds the trainer state (parameters, gradient buffers — darknet's SGD
 momentum lives there — optimizer state, RNG streams, ``seen``, ``iteration``, Caffe multistep
@@ -42,7 +44,8 @@ from typing import Any
 import numpy as np
 
 from engine.data import BatchSampler, Dataset, open_dataset
-from engine.events import (
+from engine.spec import RunSpec
+from engine.training.events import (
     CheckpointSaved,
     Diverged,
     EvalFinished,
@@ -55,14 +58,13 @@ from engine.events import (
     Status,
     StepFinished,
 )
-from engine.runfolder import (
+from engine.training.runfolder import (
     RunFolder,
     metric_columns,
     publish,
     resolved_config,
     truncate_metrics,
 )
-from engine.spec import RunSpec
 
 #: without ``test_iter`` (darknet): test images per periodic test, and for the final test
 PERIODIC_TEST_IMAGES = 1000
@@ -214,7 +216,7 @@ def display_label(semantics: str, iteration: int, every: int) -> int | None:
 
 
 class LayerNormTable:
-    """Aggregates per-segment norms (:class:`engine.optim.UpdateStats` and
+    """Aggregates per-segment norms (:class:`engine.update.rules.UpdateStats` and
     ``IterationResult.grad_norms``) to layers: ``‖w‖_layer = sqrt(Σ_b ‖w_b‖²)`` over the layer's
     learnable blobs b, likewise ``‖Δw‖`` and the gradient norm ``‖g‖``, and
     ``ratio = ‖Δw‖/‖w‖`` (0 when ``‖w‖ = 0``). Running statistics are not learnable and left
@@ -383,8 +385,8 @@ class TrainingSession:
     (None: nothing is written); ``resume``: continue from ``folder``'s state file;
     ``overrides``/``config_text``/``net_text``: saved into a new run folder.
     Raises :class:`TrainSetupError`, :class:`engine.data.DataError`,
-    :class:`engine.checkpoint.WeightsFileError`, :class:`engine.network.NetworkError`,
-    :class:`engine.spec.ConfigError` or :class:`engine.runfolder.RunFolderError`.
+    :class:`engine.formats.weights.WeightsFileError`, :class:`engine.model.network.NetworkError`,
+    :class:`engine.spec.ConfigError` or :class:`engine.training.runfolder.RunFolderError`.
     """
 
     def __init__(
@@ -398,7 +400,7 @@ class TrainingSession:
         config_text: str | None = None,
         net_text: str | None = None,
     ) -> None:
-        from engine.trainer import Trainer
+        from engine.training.step import Trainer
 
         self.run = run
         self.options = options
@@ -728,7 +730,7 @@ class TrainingSession:
         return {key: host(view) for key, view in self.trainer.network.named_blobs()}
 
     def _checkpoint(self, reason: str) -> CheckpointSaved:
-        from engine.checkpoint import save_npz_weights
+        from engine.formats.weights import save_npz_weights
 
         files: list[str] = []
         iteration = self.trainer.iteration
@@ -748,7 +750,7 @@ class TrainingSession:
         """The parameters in the framework's own file, next to the checkpoint: darknet
         ``<cfg>_<N>.weights``; Caffe ``<snapshot_prefix name>_iter_<N>.caffemodel``
         (``Solver::Snapshot``'s name, kept inside the run folder)."""
-        from engine.checkpoint import write_darknet_weights
+        from engine.formats.weights import write_darknet_weights
 
         assert self.folder is not None
         folder = self.folder.path / "checkpoints"
@@ -761,7 +763,7 @@ class TrainingSession:
         return _write_caffemodel(folder / f"{prefix}_iter_{iteration}.caffemodel", self.run, arrays)
 
     def _final_files(self) -> list[str]:
-        from engine.checkpoint import save_npz_weights, write_darknet_weights
+        from engine.formats.weights import save_npz_weights, write_darknet_weights
 
         folder = self.folder
         if folder is None:
@@ -903,7 +905,7 @@ def _float(value: Any) -> float:
 
 def _write_caffemodel(path: Path, run: RunSpec, arrays: dict[str, np.ndarray]) -> list[str]:
     """``final.caffemodel`` (binary ``NetParameter``, Caffe can load it)."""
-    from engine.caffemodel import write_caffemodel
+    from engine.formats.caffemodel import write_caffemodel
 
     write_caffemodel(path, run.net, arrays)
     return [str(path)]

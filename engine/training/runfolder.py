@@ -19,7 +19,7 @@ Layout (``--out DIR``, default ``runs/<config-name>-<YYYYmmdd-HHMMSS>/``)::
     summary.json                            final loss/accuracy, images/s, wall time, versions
 
 Atomicity: every file except the two metrics files is written to a temporary file in the same
-folder, flushed, fsynced and renamed over its name (:func:`engine.checkpoint.atomic_write`), so
+folder, flushed, fsynced and renamed over its name (:func:`engine.formats.weights.atomic_write`), so
 a reader (or a crash) sees either the old or the whole new file. The metrics files are
 append-only: each row is one ``write`` of a whole line on a file opened for appending, and
 they are fsynced whenever a checkpoint is written; on resume, rows after the checkpoint's
@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.checkpoint import atomic_write
-from engine.events import json_value
+from engine.formats.weights import atomic_write
+from engine.training.events import json_value
 
 STATE_FILE = "state.npz"
 RUN_FILE = "run.json"

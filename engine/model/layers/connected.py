@@ -7,14 +7,14 @@ bias gradient, ``dW += alpha·deltaᵀ·x``, ``dx += delta·W``.
 
 from __future__ import annotations
 
-from engine.layers.base import (
+from engine.model.layers.base import (
     DarknetActivation,
     DarknetEpilogue,
     Layer,
     LayerContext,
     darknet_bn_state,
 )
-from engine.shapes import LayerShape
+from engine.model.shapes import LayerShape
 from engine.spec import ConnectedSpec
 
 

@@ -8,8 +8,8 @@ True outside training) it normalises with ``M/s`` and ``V/s``. Scale: ``y = γ·
 from __future__ import annotations
 
 from engine.backends.base import CaffeBNState
-from engine.layers.base import Layer, LayerContext, error
-from engine.shapes import LayerShape
+from engine.model.layers.base import Layer, LayerContext, error
+from engine.model.shapes import LayerShape
 from engine.spec import BatchNormSpec, ScaleSpec
 
 

@@ -4,7 +4,7 @@ preallocated activations and deltas, forward in order and backward in reverse.
 Buffers (all device arrays of the chosen backend):
 
 * ``params``: ONE flat float32 array holding every blob of every layer, in layer order and, per
-  layer, in the framework's blob order (``engine.shapes.param_blobs``); ``grads`` has the same
+  layer, in the framework's blob order (``engine.model.shapes.param_blobs``); ``grads`` has the same
   layout. ``segments`` lists ``(key "LAYER/INDEX", offset, size, shape, lr_mult, decay_mult,
   learnable)`` for the update rules, norms and checkpoints. Running statistics (darknet
   ``rolling_mean``/``rolling_variance``, Caffe BatchNorm sums) are non-learnable segments of
@@ -12,7 +12,7 @@ Buffers (all device arrays of the chosen backend):
 * one output and one delta array per layer, shaped ``(batch, C, H, W)``, allocated once; darknet
   ``[dropout]`` aliases its producer's (darknet quirk: it works in place).
 
-Gradient convention (``grad_sign``), as the update rules of ``engine.optim`` consume it:
+Gradient convention (``grad_sign``), as the update rules of ``engine.update.rules`` consume it:
 
 * ``semantics="darknet"``: ``grad_sign = −1``. ``grads`` accumulates darknet's ``*_updates``:
   ``Σ over the images of −∂L/∂θ``, summed over the mini-batch and over subdivisions — the
@@ -45,8 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.backends.base import Array, Backend
-from engine.layers import Layer, LayerContext, NetworkError, TruthLayer, build_layer
-from engine.shapes import LayerShape, infer_shapes
+from engine.model.layers import Layer, LayerContext, NetworkError, TruthLayer, build_layer
+from engine.model.shapes import LayerShape, infer_shapes
 from engine.spec import (
     ConnectedSpec,
     ConvSpec,

@@ -1,4 +1,4 @@
-"""Benchmark workloads and their measurement (``dnupdate bench``); never prints.
+"""The measurement behind ``dnupdate bench``: workers, interleaved windows, results; never prints.
 
 A workload is a config (darknet ``.cfg`` or Caffe solver) trained on ONE fixed random batch, so
 that only the network's arithmetic is timed (no data loading). Built-in workloads live in
@@ -40,132 +40,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-__all__ = [
-    "BUILTIN_WORKLOADS",
-    "BenchError",
-    "BenchResult",
-    "BenchSettings",
-    "Workload",
-    "default_threads",
-    "gemm_flops",
-    "resolve_workload",
-    "run_bench",
-    "summarise_windows",
-    "torch_available",
-]
-
-#: where the built-in workload configs live (the repository's ``configs/bench``)
-BENCH_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "bench"
-
-
-class BenchError(ValueError):
-    """A benchmark cannot run as asked (unknown workload, missing PyTorch, bad setting)."""
-
-
-@dataclass(frozen=True)
-class Workload:
-    """A named benchmark: ``config`` is a darknet ``.cfg`` or Caffe solver path."""
-
-    name: str
-    config: str
-    description: str
-
-
-BUILTIN_WORKLOADS: dict[str, Workload] = {
-    w.name: w
-    for w in (
-        Workload(
-            "lenet",
-            str(BENCH_CONFIG_DIR / "lenet_solver.prototxt"),
-            "Caffe LeNet, 1x28x28, batch 64, SGD momentum 0.9, decay 5e-4 (Caffe rule)",
-        ),
-        Workload(
-            "cifar-small",
-            str(BENCH_CONFIG_DIR / "cifar_small.cfg"),
-            "conv 32/64/128 3x3 leaky + maxpool, 1x1 conv 10, avgpool, softmax; batch 128",
-        ),
-        Workload(
-            "cifar-small-bn",
-            str(BENCH_CONFIG_DIR / "cifar_small_bn.cfg"),
-            "cifar-small with darknet batch norm on the 3x3 convolutions; batch 128",
-        ),
-        Workload(
-            "mlp",
-            str(BENCH_CONFIG_DIR / "mlp.cfg"),
-            "784-1024-1024-10 ReLU, softmax; batch 128 (darknet rule)",
-        ),
-    )
-}
-
-MODES = ("train", "infer")
-
-
-def resolve_workload(name_or_path: str) -> Workload:
-    """A built-in workload by name, or a config file path (its stem names it)."""
-    if name_or_path in BUILTIN_WORKLOADS:
-        workload = BUILTIN_WORKLOADS[name_or_path]
-        if not Path(workload.config).is_file():
-            raise BenchError(
-                f"workload {workload.name}: its config {workload.config} is missing (the "
-                "built-in workloads ship in the repository's configs/bench); pass a config path"
-            )
-        return workload
-    path = Path(name_or_path)
-    if path.is_file():
-        return Workload(path.stem, str(path), f"config {path}")
-    names = ", ".join(BUILTIN_WORKLOADS)
-    raise BenchError(f"no workload or config file {name_or_path!r} (built-in: {names})")
-
-
-def default_threads() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def torch_available() -> bool:
-    """Whether PyTorch can be imported (it is optional: ``pip install torch``)."""
-    import importlib.util
-
-    return importlib.util.find_spec("torch") is not None
-
-
-# --------------------------------------------------------------------------------------------
-# Work per image
-# --------------------------------------------------------------------------------------------
-
-
-def gemm_flops(net, phase: str = "train") -> tuple[float, float]:
-    """``(inference, training)`` floating-point operations per image of the net's GEMMs.
-
-    Convolution: ``2·F·K·N`` with ``K = (C/G)·kh·kw``, ``N = out_h·out_w`` (im2col GEMM over
-    all groups); connected: ``2·inputs·outputs``. Training adds the weight gradient (same
-    count) and the input gradient (same count) except for the first layer, which computes no
-    input gradient (darknet's NULL ``net.delta``; Caffe's ``propagate_down`` false for data).
-    Element-wise work (activations, pooling, batch norm, updates) is not counted.
-    """
-    from engine.shapes import infer_shapes
-    from engine.spec import ConnectedSpec, ConvSpec
-
-    forward = training = 0.0
-    for index, shape in enumerate(infer_shapes(net, phase)):
-        layer = shape.layer
-        if isinstance(layer, ConvSpec):
-            c, _, _ = shape.input
-            f, oh, ow = shape.output
-            flops = 2.0 * f * (c // layer.groups) * layer.kernel_h * layer.kernel_w * oh * ow
-        elif isinstance(layer, ConnectedSpec):
-            flops = 2.0 * shape.inputs * layer.outputs
-        else:
-            continue
-        forward += flops
-        training += flops * (2 if index == 0 else 3)
-    return forward, training
-
+from engine.bench.worker import WorkerProcess
+from engine.bench.workloads import BenchError, BenchSettings, Workload
 
 # --------------------------------------------------------------------------------------------
 # Results
@@ -220,45 +97,6 @@ def summarise_windows(images_per_s: Sequence[float]) -> tuple[float, float, floa
     if not images_per_s:
         raise BenchError("no timed windows")
     return statistics.median(images_per_s), min(images_per_s), max(images_per_s)
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    """How to measure: ``threads`` (Numba + BLAS; PyTorch's intra-op), ``iters`` steps per
-    timed window (None: about ``window_s`` seconds each, calibrated on the warm-up), ``windows``
-    timed windows per mode, ``warmup`` untimed steps, ``vs_torch``, ``device`` (``cpu`` or a
-    backend name ``engine.backends.get_backend`` knows), ``cold_cache`` (an empty JIT cache
-    directory: ``compile_s`` is then the cold compile), ``modes``, ``seed``."""
-
-    threads: int
-    iters: int | None = None
-    windows: int = 5
-    warmup: int = 3
-    vs_torch: bool = False
-    device: str = "cpu"
-    cold_cache: bool = False
-    window_s: float = 0.5
-    modes: tuple[str, ...] = MODES
-    seed: int = 1
-
-    def check(self) -> None:
-        """Raise :class:`BenchError` for settings that cannot run."""
-        if self.threads < 1:
-            raise BenchError(f"--threads must be at least 1, got {self.threads}")
-        if self.iters is not None and self.iters < 1:
-            raise BenchError(f"--iters must be at least 1, got {self.iters}")
-        if self.windows < 1:
-            raise BenchError(f"--windows must be at least 1, got {self.windows}")
-        if self.warmup < 1:
-            raise BenchError(f"--warmup must be at least 1, got {self.warmup}")
-        for mode in self.modes:
-            if mode not in MODES:
-                raise BenchError(f"unknown mode {mode!r} (train, infer)")
-        if self.vs_torch and not torch_available():
-            raise BenchError(
-                "--vs torch needs PyTorch, which is not installed (it is optional: "
-                "pip install torch; CPU wheels: --index-url https://download.pytorch.org/whl/cpu)"
-            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,8 +155,6 @@ def run_bench(workloads: Sequence[Workload], settings: BenchSettings) -> Iterato
     """Measure each workload in each mode; yields one :class:`BenchResult` per workload and
     mode as soon as it is measured. Raises :class:`BenchError` for bad settings or a
     workload that fails to build (the worker's message is passed on)."""
-    from engine.bench_worker import WorkerProcess
-
     settings.check()
     cache = (
         tempfile.TemporaryDirectory(prefix="dnupdate-bench-jit-") if settings.cold_cache else None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.backends.base import Array, Backend, DarknetBNState
-from engine.shapes import LayerShape
+from engine.model.shapes import LayerShape
 
 
 class NetworkError(ValueError):
@@ -30,7 +30,7 @@ UniformSource = Callable[[int], np.ndarray]
 class LayerContext:
     """What a layer needs at build time.
 
-    ``params``/``grads``: the layer's blob views by blob name (``engine.shapes`` names).
+    ``params``/``grads``: the layer's blob views by blob name (``engine.model.shapes`` names).
     ``grad_alpha``: factor on every parameter-gradient accumulation (sign convention).
     ``source_output``/``source_delta``: the producer's buffers (darknet dropout aliases them).
     ``uniforms``: draws ``n`` float32 uniforms in ``[0, 1)`` (dropout masks).

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.layers.base import Layer, LayerContext, error
-from engine.shapes import LayerShape
+from engine.model.layers.base import Layer, LayerContext, error
+from engine.model.shapes import LayerShape
 from engine.spec import DropoutSpec
 
 

@@ -17,8 +17,10 @@ import os
 import resource
 import time
 import traceback
-from collections.abc import Callable
 from typing import Any
+
+from engine.bench.runner import Runner, dnupdate_runner
+from engine.bench.workloads import BenchError, gemm_flops
 
 SGEMM_SIZE = 2048
 SGEMM_REPEATS = 5
@@ -29,8 +31,6 @@ class WorkerProcess:
     at ``config_path``; :meth:`call` sends one request and returns its answer."""
 
     def __init__(self, kind: str, config_path: str, settings, env: dict[str, str]):
-        from engine.bench import BenchError
-
         self._error = BenchError
         self.kind = kind
         context = multiprocessing.get_context("spawn")
@@ -108,75 +108,6 @@ def blas_core_name() -> str:
     return core_name()
 
 
-class Runner:
-    """A workload's two step functions (``train``, ``infer``) and its batch size."""
-
-    def __init__(self, steps: dict[str, Callable[[], None]], batch: int):
-        self.steps = steps
-        self.batch = batch
-
-    def timed(self, mode: str, count: int) -> float:
-        """Seconds for ``count`` steps of ``mode``."""
-        step = self.steps[mode]
-        start = time.perf_counter()
-        for _ in range(count):
-            step()
-        return time.perf_counter() - start
-
-
-def dnupdate_runner(config_path: str, settings) -> Runner:
-    """Our training step (``Trainer.train_iteration`` on one fixed random batch) and test-mode
-    forward, on the backend ``settings.device`` names."""
-    from engine.config import load_config
-    from engine.trainer import Trainer
-
-    run = load_config(config_path)
-    trainer = Trainer(run, seed=settings.seed, backend=_backend(settings.device))
-    net = trainer.network
-    x, y = fixed_batch(net.input_shape, _classes(net), settings.seed)
-    net.set_truth(y)
-
-    def next_batch():
-        return x, y
-
-    def train() -> None:
-        trainer.train_iteration(next_batch)
-
-    def infer() -> None:
-        net.forward(x, train=False)
-
-    return Runner({"train": train, "infer": infer}, net.batch)
-
-
-def _backend(device: str):
-    """The CPU backend, or ``engine.backends.get_backend(device)`` where that exists."""
-    if device == "cpu":
-        from engine.backends.cpu import CpuBackend
-
-        return CpuBackend()
-    from engine import backends
-
-    getter = getattr(backends, "get_backend", None)
-    if getter is None:
-        raise RuntimeError(f"device {device!r}: this build has no backend other than the CPU")
-    return getter(device)
-
-
-def _classes(net) -> int:
-    """The number of classes of the net's output (its last layer's output size per image)."""
-    return max(2, int(net.output.size // net.batch))
-
-
-def fixed_batch(input_shape: tuple[int, ...], classes: int, seed: int):
-    """One random batch: float32 images in [0, 1) and integer labels in ``[0, classes)``."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    x = rng.random(input_shape, dtype=np.float32)
-    y = rng.integers(0, classes, size=input_shape[0]).astype(np.int64)
-    return x, y
-
-
 def worker_main(conn, kind: str, config_path: str, settings) -> None:
     """The worker loop (see the module docstring)."""
     state: dict[str, Any] = {}
@@ -224,11 +155,10 @@ def _handle(state, kind, config_path, settings, request, args):
 
 
 def _setup(state, kind, config_path, settings) -> dict:
-    from engine.bench import gemm_flops
     from engine.config import load_config
 
     if kind == "torch":
-        from engine.bench_torch import torch_runner
+        from engine.bench.torch_twin import torch_runner
 
         state["runner"] = torch_runner(config_path, settings)
     else:

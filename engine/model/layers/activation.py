@@ -7,8 +7,8 @@ TanH from the output, as Caffe).
 from __future__ import annotations
 
 from engine.backends.base import BackendError
-from engine.layers.base import Layer, LayerContext, error
-from engine.shapes import LayerShape
+from engine.model.layers.base import Layer, LayerContext, error
+from engine.model.shapes import LayerShape
 from engine.spec import ActivationSpec
 
 

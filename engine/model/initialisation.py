@@ -1,7 +1,7 @@
 """Parameter initialisation: darknet's bit for bit, and Caffe's fillers.
 
 Every parameter blob (keyed ``"LAYER/INDEX"`` in framework order, see
-:func:`engine.shapes.param_blobs`) is filled by a :class:`~engine.spec.FillerSpec`:
+:func:`engine.model.shapes.param_blobs`) is filled by a :class:`~engine.spec.FillerSpec`:
 
 * darknet (spec ``darknet.md`` 9.4/9.5), bit-exact with glibc ``rand()``: one
   :class:`~engine.rng.DarknetRandom` seeded like ``srand(seed)``, layers in cfg order, each
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.checkpoint import ArraySource, as_mapping, blob_key, has_darknet_layout
+from engine.model.blobs import ArraySource, as_mapping, blob_key, has_darknet_layout
+from engine.model.shapes import BlobSpec, infer_shapes
 from engine.rng import DarknetRandom
-from engine.shapes import BlobSpec, infer_shapes
 from engine.spec import (
     BatchNormSpec,
     ConfigError,

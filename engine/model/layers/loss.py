@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.layers.base import Layer, LayerContext
-from engine.shapes import LayerShape
+from engine.model.layers.base import Layer, LayerContext
+from engine.model.shapes import LayerShape
 from engine.spec import AccuracySpec, CostSpec, SoftmaxLossSpec, SoftmaxSpec
 
 

@@ -14,11 +14,12 @@ reading, as protobuf does with unknown fields::
                                int32 num = 1, channels = 2, height = 3, width = 4; /* legacy */ }
     message BlobShape        { repeated int64 dim = 1 [packed]; }
 
-Wire format and ``BlobProto`` codec: :mod:`engine.protobuf_wire` (repeated scalars are accepted
+Wire format and ``BlobProto`` codec: :mod:`engine.formats.protobuf_wire` (repeated scalars are
+accepted
 packed and unpacked, as protobuf requires).
 
 Mapping onto a net (Caffe ``Net::CopyTrainedLayersFrom``): layers are matched **by name**,
-blobs by index in the layer's framework order (:func:`engine.shapes.param_blobs`: Caffe
+blobs by index in the layer's framework order (:func:`engine.model.shapes.param_blobs`: Caffe
 Convolution/InnerProduct ``weights, bias``; BatchNorm ``mean, variance, scale_factor``; Scale
 ``gamma[, beta]``). File layers the net does not have are ignored, net layers missing from the
 file keep their initial values (fine-tuning), as in Caffe. A blob with ``shape`` must match
@@ -38,16 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.checkpoint import (
-    ArraySource,
-    WeightsFileError,
-    as_mapping,
-    atomic_write,
-    blob_key,
-    checked_array,
-    read_file_bytes,
-)
-from engine.protobuf_wire import (
+from engine.formats.protobuf_wire import (
     BlobProto,
     WireError,
     decode_blob_proto,
@@ -55,7 +47,14 @@ from engine.protobuf_wire import (
     iter_fields,
     length_delimited,
 )
-from engine.shapes import infer_shapes
+from engine.formats.weights import (
+    WeightsFileError,
+    atomic_write,
+    checked_array,
+    read_file_bytes,
+)
+from engine.model.blobs import ArraySource, as_mapping, blob_key
+from engine.model.shapes import infer_shapes
 from engine.spec import LayerSpec, NetSpec
 
 __all__ = [

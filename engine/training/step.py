@@ -1,8 +1,9 @@
-"""One training step, in darknet's or Caffe's loop semantics, on a :class:`~engine.network.Network`.
+"""One training step, in darknet's or Caffe's loop semantics, on a
+:class:`~engine.model.network.Network`.
 
 :class:`Trainer` owns a network, its optimizer, the random stream training continues on and the
 counters (``seen``, ``iteration``). :meth:`Trainer.train_iteration` applies exactly ONE weight
-update; ``engine.train`` builds the loop, events and checkpoints on top of it.
+update; ``engine.training.session`` builds the loop, events and checkpoints on top of it.
 
 Loop semantics (``--semantics``; the default follows the config's format):
 
@@ -15,7 +16,7 @@ Loop semantics (``--semantics``; the default follows the config's format):
 * **caffe** (spec ``caffe.md`` §1, ``Solver::Step``): zero the diffs, ``iter_size`` forward/
   backward passes (diffs accumulate), loss ``= Σ loss / iter_size``, ``lr = rate(iter)`` with
   ``iter`` the number of updates already applied, ``ApplyUpdate`` (clip → normalise →
-  regularise → update, in :mod:`engine.optim`), ``iter += 1``.
+  regularise → update, in :mod:`engine.update.rules`), ``iter += 1``.
 
 The schedule keeps its own convention (``ScheduleSpec.convention``) whichever loop drives it: a
 darknet schedule is evaluated at the batch number of the update (``b = k`` for the k-th
@@ -25,7 +26,8 @@ Reported losses are always per image: a darknet net's summed cost is divided by 
 net's loss is already a mean (``SoftmaxWithLoss`` ``normalization: VALID``).
 
 Random numbers: darknet nets (``darknet_*`` fillers, darknet dropout) draw from one
-:class:`~engine.rng.DarknetRandom` seeded like ``srand(seed)``: :func:`engine.init.initialise`
+:class:`~engine.rng.DarknetRandom` seeded like ``srand(seed)``:
+:func:`engine.model.initialisation.initialise`
 consumes the init draws exactly as ``parse_network_cfg`` does, then the same stream feeds the
 dropout masks (one ``rand_uniform(0, 1)`` per element per training forward) and the ``random``
 lr policy, as in one darknet process. Caffe nets use a NumPy ``Generator`` seeded with ``seed``.
@@ -42,14 +44,14 @@ from pathlib import Path
 import numpy as np
 
 from engine.backends.base import Backend
-from engine.checkpoint import WeightsFileError, load_npz_weights, read_darknet_weights
-from engine.init import allocate_blobs, initialise
-from engine.network import Network, NetworkError
-from engine.optim import Optimizer, OptimizerStateError, UpdateStats, make_optimizer
+from engine.formats.weights import WeightsFileError, load_npz_weights, read_darknet_weights
+from engine.model.initialisation import allocate_blobs, initialise
+from engine.model.network import Network, NetworkError
 from engine.rng import DarknetRandom
-from engine.schedule import caffe_multistep_step, lr_at
-from engine.semantics import with_semantics
 from engine.spec import Framework, RunSpec
+from engine.update.rules import Optimizer, OptimizerStateError, UpdateStats, make_optimizer
+from engine.update.schedule import caffe_multistep_step, lr_at
+from engine.update.semantics import with_semantics
 
 Batch = tuple[np.ndarray, np.ndarray]
 
@@ -110,7 +112,7 @@ def _load_weight_file(path: str, run: RunSpec) -> tuple[dict[str, np.ndarray], i
     if suffix == ".npz":
         return load_npz_weights(path, run.net), None
     if suffix == ".caffemodel":
-        from engine.caffemodel import read_caffemodel
+        from engine.formats.caffemodel import read_caffemodel
 
         return read_caffemodel(path, run.net), None
     header, arrays = read_darknet_weights(path, run.net)
@@ -124,7 +126,7 @@ class Trainer:
     then dropout and the ``random`` policy continue on that stream) or the NumPy seed of Caffe
     fillers/dropout. ``backend``: default :class:`~engine.backends.cpu.CpuBackend`.
     ``semantics``: ``"darknet"``/``"caffe"`` loop and update rule (default: the solver's, i.e.
-    the config's format; :func:`engine.semantics.with_semantics` switches the conventions).
+    the config's format; :func:`engine.update.semantics.with_semantics` switches the conventions).
     ``weights``: a ``.weights``/``.npz``/``.caffemodel`` loaded after initialisation (darknet
     quirk kept: the init draws are consumed even then). ``clear``: ignore the ``.weights``
     header's ``seen`` (darknet ``-clear``), so the schedule starts at the first batch.
@@ -181,7 +183,7 @@ class Trainer:
 
     def _initialise(self, seed: int) -> DarknetRandom | np.random.Generator:
         """Fill every blob by its filler (host arrays, then copied to the device); returns
-        the generator training continues on (see :func:`engine.init.initialise`)."""
+        the generator training continues on (see :func:`engine.model.initialisation.initialise`)."""
         blobs = allocate_blobs(self.run.net)
         rng = initialise(self.run.net, blobs, seed=seed)
         for key, view in self.network.named_blobs():

@@ -1,26 +1,26 @@
 """Layers: one module per kind, each a class with ``forward(x, train)`` and ``backward(x, dx)``
-calling only :class:`engine.backends.base.Backend` methods (see :mod:`engine.layers.base`).
+calling only :class:`engine.backends.base.Backend` methods (see :mod:`engine.model.layers.base`).
 
-:func:`build_layer` maps a resolved :class:`engine.shapes.LayerShape` to its layer class.
+:func:`build_layer` maps a resolved :class:`engine.model.shapes.LayerShape` to its layer class.
 """
 
 from __future__ import annotations
 
-from engine.layers.activation import ActivationLayer
-from engine.layers.base import Layer, LayerContext, NetworkError, error
-from engine.layers.connected import ConnectedLayer
-from engine.layers.conv import ConvLayer
-from engine.layers.dropout import DropoutLayer
-from engine.layers.loss import (
+from engine.model.layers.activation import ActivationLayer
+from engine.model.layers.base import Layer, LayerContext, NetworkError, error
+from engine.model.layers.connected import ConnectedLayer
+from engine.model.layers.conv import ConvLayer
+from engine.model.layers.dropout import DropoutLayer
+from engine.model.layers.loss import (
     AccuracyLayer,
     DarknetCostLayer,
     DarknetSoftmaxLayer,
     SoftmaxLossLayer,
     TruthLayer,
 )
-from engine.layers.normalization import BatchNormLayer, ScaleLayer
-from engine.layers.pool import PoolLayer
-from engine.shapes import LayerShape
+from engine.model.layers.normalization import BatchNormLayer, ScaleLayer
+from engine.model.layers.pool import PoolLayer
+from engine.model.shapes import LayerShape
 
 LAYER_CLASSES: dict[str, type[Layer]] = {
     "conv": ConvLayer,

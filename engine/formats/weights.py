@@ -8,7 +8,7 @@ little-endian:
   ``minor < 1000``, otherwise as a 4-byte ``int`` (16-byte header instead of 20);
 * body: for every layer in cfg order (``dontsave`` layers skipped when writing, ``dontload``
   layers when reading) its float32 blobs in darknet's order, which is the order
-  :func:`engine.shapes.param_blobs` gives for darknet layers:
+  :func:`engine.model.shapes.param_blobs` gives for darknet layers:
 
   - convolutional: ``biases[n]``, [``scales``, ``rolling_mean``, ``rolling_variance``],
     ``weights[n][c/groups][size][size]``;
@@ -40,15 +40,16 @@ import contextlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from engine.shapes import infer_shapes
-from engine.spec import BatchNormSpec, ConnectedSpec, ConvSpec, NetSpec
+from engine.model.blobs import ArraySource, as_mapping, blob_key, has_darknet_layout
+from engine.model.shapes import infer_shapes
+from engine.spec import NetSpec
 
 _FLOAT = np.dtype("<f4")
 _SIZE_T_MAX = (1 << 64) - 1
@@ -130,18 +131,6 @@ class StoredBlob:
     @property
     def nbytes(self) -> int:
         return 4 * self.size
-
-
-def blob_key(layer_name: str, index: int) -> str:
-    """The ``"LAYER/INDEX"`` key of a layer's ``index``-th blob (framework order)."""
-    return f"{layer_name}/{index}"
-
-
-def has_darknet_layout(layer) -> bool:
-    """Whether a layer's blobs are stored in darknet's order (conv, connected, batchnorm)."""
-    if isinstance(layer, ConvSpec | ConnectedSpec):
-        return layer.param_order == "darknet"
-    return isinstance(layer, BatchNormSpec) and layer.style == "darknet"
 
 
 def darknet_layout(
@@ -299,21 +288,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-
-
-ArraySource = (
-    Mapping[str, np.ndarray]
-    | Iterable[tuple[str, np.ndarray]]
-    | Callable[[], Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]]
-)
-
-
-def as_mapping(arrays: ArraySource) -> Mapping[str, np.ndarray]:
-    """``{"LAYER/INDEX": array}`` from a mapping, ``(key, array)`` pairs, or a callable
-    returning either (e.g. ``Network.named_blobs``)."""
-    if callable(arrays):
-        arrays = arrays()
-    return arrays if isinstance(arrays, Mapping) else dict(arrays)
 
 
 def checked_array(

@@ -18,9 +18,10 @@ Gradient conventions (what the network leaves in ``grads`` before :meth:`Optimiz
   zeroes ``grads`` before each iteration (``Net::ClearParamDiffs``).
 
 Float32 arithmetic follows the frameworks' CPU code operation by operation (see
-``/work/shared/spec/darknet.md`` §6 and ``caffe.md`` §5): darknet ``η = f32(lr·scale)``,
-``α = f32(η/B)``, ``δ = f32(−decay·B)``; Caffe ``local_rate = f32(rate·lr_mult)``,
-``local_decay = f32(weight_decay·decay_mult)``; every element operation rounded on its own.
+``../shared/spec/darknet.md`` §6 and ``caffe.md`` §5, beside the repository): darknet
+``η = f32(lr·scale)``, ``α = f32(η/B)``, ``δ = f32(−decay·B)``; Caffe
+``local_rate = f32(rate·lr_mult)``, ``local_decay = f32(weight_decay·decay_mult)``; every element
+operation rounded on its own.
 
 Deliberate difference: pjreddie darknet's CPU build silently runs SGD when ``adam=1``; here
 darknet Adam always runs the formula of darknet's GPU path (``adam_update_gpu``), on the CPU.

@@ -1,6 +1,6 @@
 """The protobuf wire format, by hand, and Caffe's ``BlobProto`` message built on it.
 
-Shared by the ``.caffemodel`` reader/writer (:mod:`engine.caffemodel`) and the data readers
+Shared by the ``.caffemodel`` reader/writer (:mod:`engine.formats.caffemodel`) and the data readers
 (:mod:`engine.data.protobuf`: LMDB ``Datum`` records, ``mean.binaryproto``).
 
 Wire format (developers.google.com/protocol-buffers/docs/encoding): each field is a varint key

@@ -1,4 +1,5 @@
-"""What a training run reports: small frozen event records, yielded by :func:`engine.train.train`.
+"""What a training run reports: small frozen event records, yielded by
+:func:`engine.training.session.train`.
 
 The loop never prints; the CLI chooses sinks (the Rich dashboard on stderr, one JSON object per
 event on stdout with ``--json``). Every event has :meth:`Event.to_json`, a plain ``dict`` whose
@@ -67,7 +68,8 @@ class Event:
 class RunStarted(Event):
     """The run is set up and about to train.
 
-    ``config``: the resolved config (``engine.runfolder.resolved_config``); ``semantics``: the
+    ``config``: the resolved config (``engine.training.runfolder.resolved_config``); ``semantics``:
+    the
     update rule driving it (darknet or caffe); ``start_iteration``: updates already applied
     (non-zero on ``--resume``); ``max_iter``: the iteration the run stops at;
     ``images_per_update``: darknet ``batch`` (= minibatch·subdivisions), Caffe
