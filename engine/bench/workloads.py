@@ -9,8 +9,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-#: where the built-in workload configs live (the repository's ``configs/bench``)
-BENCH_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "bench"
+from engine.config.builtin import configs_dir
+
+#: where the built-in workload configs live (``configs/bench``, shipped in the wheel too)
+BENCH_CONFIG_DIR = configs_dir() / "bench"
 
 
 class BenchError(ValueError):
@@ -62,7 +64,7 @@ def resolve_workload(name_or_path: str) -> Workload:
         if not Path(workload.config).is_file():
             raise BenchError(
                 f"workload {workload.name}: its config {workload.config} is missing (the "
-                "built-in workloads ship in the repository's configs/bench); pass a config path"
+                "built-in workloads ship in configs/bench); pass a config path"
             )
         return workload
     path = Path(name_or_path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.config.builtin import builtin_names, locate_config
 from engine.spec import ConfigError, Diagnostic, Framework, RunSpec, ScheduleSpec
 
 Override = tuple[str, str]
@@ -55,7 +56,9 @@ def detect_format(path: str, text: str) -> Framework:
 
 
 def read_config_text(path: str) -> str:
-    """Read a config file (``-`` = standard input) as text, or raise a ConfigError."""
+    """Read a config file (``-`` = standard input, a built-in name such as ``quickstart``: the
+    shipped file, :mod:`engine.config.builtin`) as text, or raise a ConfigError."""
+    path = locate_config(path)
     if path == "-":
         import sys
 
@@ -63,7 +66,8 @@ def read_config_text(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8", errors="surrogateescape")
     except FileNotFoundError:
-        raise ConfigError([Diagnostic("error", path, None, None, "no such file")]) from None
+        message = "no such file (nor a built-in config: " + ", ".join(builtin_names()) + ")"
+        raise ConfigError([Diagnostic("error", path, None, None, message)]) from None
     except IsADirectoryError:
         raise ConfigError([Diagnostic("error", path, None, None, "is a directory")]) from None
     except OSError as exc:
@@ -77,7 +81,9 @@ def load_config(
     text: str | None = None,
 ) -> RunSpec:
     """Parse a config into a RunSpec, applying ``--set`` overrides (the config's own key
-    names). ``path == "-"`` reads standard input (``text`` may be given instead)."""
+    names). ``path == "-"`` reads standard input (``text`` may be given instead); a built-in
+    name reads the shipped config (:func:`engine.config.builtin.locate_config`)."""
+    path = locate_config(path)
     if text is None:
         text = read_config_text(path)
     display_path = "<stdin>" if path == "-" else path
