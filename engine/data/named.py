@@ -186,21 +186,30 @@ def load_catalog_dataset(
 
 @lru_cache(maxsize=4)
 def _synthetic(name: str, split: str, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic set: this process's cache, else the disk cache (engine.data.synthetic_cache),
+    else generated."""
+    from engine.data.synthetic_cache import cached_generate
+
     if name == "synthetic-digits":
-        from engine.data.synthetic_digits import generate_digits
+        from engine.data import synthetic_digits as generator
 
-        images, labels = generate_digits(size, seed, split)
+        shape = (1, generator.SIDE, generator.SIDE)
+        generate = lambda: generator.generate_digits(size, seed, split)  # noqa: E731
     else:
-        from engine.data.synthetic_shapes import generate_shapes
+        from engine.data import synthetic_shapes as generator
 
-        images, labels = generate_shapes(size, seed, split)
+        shape = (3, generator.SIDE, generator.SIDE)
+        generate = lambda: generator.generate_shapes(size, seed, split)  # noqa: E731
+    images, labels = cached_generate(
+        name, generator.GENERATOR_VERSION, split, seed, size, shape, generate
+    )
     images.flags.writeable = False
     labels.flags.writeable = False
     return images, labels
 
 
 def load_synthetic(name: str, split: str, seed: int, size: int | None) -> Dataset:
-    """Generate (or reuse from this process's cache) a synthetic set."""
+    """A synthetic set, generated once and then read from the disk cache."""
     entry = CATALOG[name]
     count = entry.counts[split] if size is None else size
     if count < 0:

@@ -22,6 +22,8 @@ import numpy as np
 from engine.data.synthetic_chunks import chunk_streams, generate_chunked
 
 SIDE = 28
+#: part of the disk cache's key (engine.data.synthetic_cache): bump it when the images change
+GENERATOR_VERSION = 1
 FIELD = 96  # distance-field resolution over glyph space [-0.25, 1.25]^2
 FIELD_LO, FIELD_HI = -0.25, 1.25
 

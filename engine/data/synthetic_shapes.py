@@ -17,6 +17,8 @@ import numpy as np
 from engine.data.synthetic_chunks import chunk_streams, generate_chunked
 
 SIDE = 32
+#: part of the disk cache's key (engine.data.synthetic_cache): bump it when the images change
+GENERATOR_VERSION = 1
 CLASS_NAMES = (
     "disk",
     "square",
