@@ -124,7 +124,9 @@ class _ProgressSink:
         elif isinstance(event, DownloadProgress):
             self.progress.update(self.tasks[event.filename], completed=event.done)
         elif isinstance(event, MirrorFailed):
-            self.console.print(f"[yellow]{event.url}: {event.reason}; trying the next mirror")
+            self.console.print(  # soft wrap: a URL is never broken across lines
+                f"[yellow]{event.url}: {event.reason}; trying the next mirror", soft_wrap=True
+            )
         elif isinstance(event, FileReady):
             how = "already present and verified" if event.cached else "downloaded and verified"
             self.console.print(f"{event.filename}: {how}")

@@ -207,3 +207,48 @@ def test_fetch_with_every_mirror_down_says_where_to_place_files(tmp_path, monkey
     text = str(info.value)
     assert "cannot connect" in text and str(tmp_path / "mnist") in text
     assert not any(tmp_path.rglob("*.gz"))
+
+
+def test_offline_fetch_names_every_file_and_leaves_no_empty_folder(tmp_path, monkeypatch):
+    mnist = catalog_module.CATALOG["mnist"]
+    dead = unused_port_url()
+    patched = CatalogEntry(
+        **{**mnist.__dict__, "downloads": tuple(
+            Download(d.filename, d.checksums, (dead,)) for d in mnist.downloads
+        )}
+    )  # fmt: skip
+    monkeypatch.setitem(catalog_module.CATALOG, "mnist", patched)
+    target = tmp_path / "new" / "deeper"
+    with pytest.raises(DownloadError) as info:
+        fetch_dataset("mnist", target)
+    text = str(info.value)
+    for name in ("train-images", "train-labels", "t10k-images", "t10k-labels"):
+        assert f"{name}-idx" in text  # the test files too
+    assert "dnupdate data fetch" not in text  # not the command that just failed
+    assert not (tmp_path / "new").exists()  # the folders it made are gone again
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    with pytest.raises(DownloadError):
+        fetch_dataset("mnist", kept)
+    assert kept.is_dir() and not any(kept.iterdir())  # the user's own folder stays
+
+
+def test_offline_cli_fetch_never_breaks_a_url_across_lines(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    mnist = catalog_module.CATALOG["mnist"]
+    dead = unused_port_url() + "/a-rather-long-mirror-path/" + "x" * 60 + "/"
+    patched = CatalogEntry(
+        **{**mnist.__dict__, "downloads": tuple(
+            Download(d.filename, d.checksums, (dead,)) for d in mnist.downloads
+        )}
+    )  # fmt: skip
+    monkeypatch.setitem(catalog_module.CATALOG, "mnist", patched)
+    monkeypatch.setenv("COLUMNS", "60")
+    result = CliRunner().invoke(app, ["data", "fetch", "mnist", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    tried = [line for line in result.stderr.splitlines() if "trying the next mirror" in line]
+    assert tried and all("x" * 60 in line for line in tried)  # whole, however narrow
+    assert "Traceback" not in result.output

@@ -89,8 +89,18 @@ def fetch_dataset(
             for path in (p for paths in (found.files.values() if found else ()) for p in paths):
                 (on_event or (lambda _e: None))(FileReady(path.name, path, cached=True))
         return target
+    made = _missing_folders(target)
+    try:
+        _download_all(entry, target, data_dir, mirrors, on_event, timeout)
+    except BaseException:
+        _remove_if_empty(made)
+        raise
+    return target
+
+
+def _download_all(entry, target, data_dir, mirrors, on_event, timeout) -> None:
+    hint = placement_hint(entry, data_dir, suggest_fetch=False)  # fetch is what just failed
     for item in entry.downloads:
-        hint = placement_hint(entry, "train", data_dir)
         path = download_file(
             item.filename,
             target,
@@ -103,7 +113,25 @@ def fetch_dataset(
         if item.archive_dir:
             extract_archive(path, item.archive_dir, target / item.archive_dir)
             path.unlink()
-    return target
+
+
+def _missing_folders(target: Path) -> list[Path]:
+    """``target`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for folder in (target, *target.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed fetch created, deepest first, where nothing is in them."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a partial download is kept for resuming) or already gone
+            return
 
 
 def _manifest_checksums(path: Path) -> tuple[tuple[str, str], ...]:

@@ -74,22 +74,27 @@ def locate_split(
     return None
 
 
-def placement_hint(entry: CatalogEntry, split: str, data_dir: str | Path | None) -> str:
-    """What to place where, and the command that downloads it (for offline users)."""
+def placement_hint(
+    entry: CatalogEntry, data_dir: str | Path | None, *, suggest_fetch: bool = True
+) -> str:
+    """What to place where, every file of both splits (training needs the test files too), and
+    (``suggest_fetch``) the command that downloads them — not when that command just failed."""
     target = write_root(data_dir) / entry.cache_folder
     if entry.kind == "idx":
-        names = ", ".join(entry.files[split][role][0] for role in ("images", "labels"))
-        where = f"Place {names} in {target}"
+        names = [
+            entry.files[split][role][0] for split in entry.files for role in entry.files[split]
+        ]
+        where = f"Place {', '.join(names)} in {target}"
     else:
         archive = entry.downloads[0]
         where = (
             f"Download {archive.filename} from {archive.mirrors[0]} and extract it so that "
             f"{target / archive.archive_dir} holds its files"
         )
-    return (
-        f"{where} (or pass --data-dir DIR, or set DNUPDATE_DATA_DIR), "
-        f"or download it with: dnupdate data fetch {entry.name}"
-    )
+    hint = f"{where} (or pass --data-dir DIR, or set DNUPDATE_DATA_DIR)"
+    if suggest_fetch:
+        hint += f", or download it with: dnupdate data fetch {entry.name}"
+    return hint
 
 
 def _not_found(entry: CatalogEntry, split: str, data_dir: str | Path | None) -> DatasetNotFound:
@@ -97,7 +102,7 @@ def _not_found(entry: CatalogEntry, split: str, data_dir: str | Path | None) -> 
     problem = f"the {split} split is not on this machine"
     if searched:
         problem += f" (searched {searched})"
-    return DatasetNotFound(entry.name, problem, placement_hint(entry, split, data_dir))
+    return DatasetNotFound(entry.name, problem, placement_hint(entry, data_dir))
 
 
 def _load_files(entry: CatalogEntry, found: Located) -> tuple[np.ndarray, np.ndarray]:
