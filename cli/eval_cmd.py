@@ -135,7 +135,9 @@ def _from_run_folder(run_dir: str, checkpoint: str | None, seed: int | None, com
         path, iteration = run_checkpoint(run_dir, checkpoint)
     except ConfigError as error:
         fail_config(error)
-    except (RunFolderError, KeyError, OSError, ValueError) as exc:
+    except RunFolderError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    except (KeyError, OSError, ValueError) as exc:
         fail(f"{run_dir}: cannot read the run folder ({exc})", EXIT_BAD_INPUT)
     chosen = {k: v for k, v in common.items() if v is not None}
     return run, EvalOptions(
