@@ -193,6 +193,26 @@ IMAGE_SUFFIXES = (".png", ".svg")
 SUFFIXES = (*IMAGE_SUFFIXES, ".csv")
 
 
+def check_output(path: Path, suffixes: Sequence[str] = SUFFIXES) -> str:
+    """The lower-case suffix of ``path`` when a file of that type can be written here; else
+    :class:`PlotError` (an unsupported type, or PNG without matplotlib). Commands call it
+    before printing anything, so a bad ``--output`` fails first, not after the output."""
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        names = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}"
+        raise PlotError(f"{path}: unsupported output type '{suffix}' (use {names})")
+    if suffix == ".png":
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise PlotError(
+                f"{path}: writing PNG needs matplotlib, an optional extra: "
+                "pip install 'dnupdate[plot]' (or: uv sync --extra plot). "
+                ".svg and .csv work without it."
+            ) from None
+    return suffix
+
+
 def write_plot_file(
     path: Path,
     curves: Sequence[Curve],
@@ -204,24 +224,16 @@ def write_plot_file(
 ) -> None:
     """Write ``.png``/``.svg`` (matplotlib; SVG without it falls back to a plain writer) or
     ``.csv`` (long format ``curve,x,y``; ``x,y`` with one curve)."""
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise PlotError(f"{path}: unsupported output type '{suffix}' (use .png, .svg or .csv)")
+    suffix = check_output(path)
     if suffix == ".csv":
         with open(path, "w", newline="", encoding="utf-8") as f:
             write_csv(f, curves, x_label=x_label, y_label=y_label)
         return
     try:
         import matplotlib
-    except ImportError:
-        if suffix == ".svg":
-            write_plain_svg(path, curves, title=title, log_y=log_y, x_label=x_label)
-            return
-        raise PlotError(
-            f"{path}: writing PNG needs matplotlib, an optional extra: "
-            "pip install 'dnupdate[plot]' (or: uv sync --extra plot). "
-            ".svg and .csv work without it."
-        ) from None
+    except ImportError:  # only .svg gets here without matplotlib (see check_output)
+        write_plain_svg(path, curves, title=title, log_y=log_y, x_label=x_label)
+        return
     matplotlib.use("Agg")
     _write_matplotlib(path, curves, title=title, log_y=log_y, x_label=x_label, y_label=y_label)
 
