@@ -57,7 +57,7 @@ def test_run_folder_eval_agrees_with_the_runs_final_test(trained):
     report = eval_json(str(run))
     assert report["weights"].endswith("final.npz") and report["iteration"] == 8
     assert report["images"] == summary["test_images"] == 96
-    assert report["loss"] == pytest.approx(summary["test_loss"], rel=1e-6)
+    assert report["loss"] == summary["test_loss"]  # the same test pass, bit for bit
     assert report["top1"] == summary["test_accuracy"]
     confusion = np.array(report["confusion"])
     assert confusion.shape == (4, 4) and confusion.sum() == 96

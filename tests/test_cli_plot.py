@@ -182,7 +182,7 @@ def test_svg_has_axes_ticks_labels_and_test_points(tmp_path):
     assert svg.count("<circle") == 4 + 4  # the test loss and the test accuracy points
 
 
-def test_log_loss_in_the_terminal_and_png(tmp_path):
+def test_log_loss_in_the_terminal(tmp_path):
     write_run(tmp_path / "run", norm_rows())
     result = runner.invoke(app, ["plot", str(tmp_path / "run"), "--log"], env={"NO_COLOR": "1"})
     assert result.exit_code == 0 and "log10 loss" in result.stdout
