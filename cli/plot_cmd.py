@@ -15,12 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 
 from cli.common import EXIT_BAD_INPUT, EXIT_USAGE, fail
-from cli.plotting import Curve
+
+if TYPE_CHECKING:  # NumPy and cli.plotting load lazily: --help stays light
+    import numpy as np
+
+    from cli.plotting import Curve
 
 PLOT_HELP = """Plot runs' loss, learning rate, test accuracy and per-layer norms.
 
@@ -70,6 +74,8 @@ class Run:
 
 
 def _series(rows: list[dict], kind: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     xs, ys = [], []
     for row in rows:
         if row.get("kind") != kind or row.get(key) is None:
@@ -82,6 +88,8 @@ def _series(rows: list[dict], kind: str, key: str) -> tuple[np.ndarray, np.ndarr
 def _curve(label: str, rows: list[dict], kind: str, key: str) -> Curve | None:
     """The ``key`` values of ``kind`` rows against the iteration (None when there are none);
     test values get points."""
+    from cli.plotting import Curve
+
     x, y = _series(rows, kind, key)
     return Curve(label, x, y, points=kind == "test") if len(x) else None
 
@@ -233,6 +241,7 @@ def write_png(path: Path, panels: list[Panel], title: str) -> None:
     """The panels as a PNG through matplotlib (Agg): log scales and test points as in the
     SVG; :func:`cli.plotting.check_output` has made sure matplotlib is there."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
