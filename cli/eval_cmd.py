@@ -17,24 +17,19 @@ import typer
 
 from cli.common import EXIT_BAD_INPUT, EXIT_USAGE, fail, fail_config, report_diagnostics
 
-EVAL_HELP = """Test a trained model: loss, top-1 (and top-5 with more than 5 classes), per-class
-accuracy and the confusion matrix, without training.
-
-TARGET is a config (darknet .cfg or Caffe solver) with --weights FILE, or a run folder written
-by dnupdate train (its final.npz, else its latest checkpoint; --checkpoint N or FILE picks
-another). Every test image is used once, in order, preprocessed as the run's tests are; an
-image whose scores are not all finite counts as a wrong answer.
-
-Examples:
-
-  dnupdate eval configs/quickstart.cfg --weights runs/quickstart-20260101-120000/final.weights
-
-  dnupdate eval runs/quickstart-20260101-120000
-
-  dnupdate eval runs/quickstart-20260101-120000 --checkpoint 200 --json
-
-  dnupdate eval configs/lenet_solver.prototxt --weights lenet_iter_10000.caffemodel
-"""
+EVAL_HELP = (
+    "Test a trained model: loss, top-1 (and top-5 with more than 5 classes), per-class "
+    "accuracy and the confusion matrix, without training.\n\n"
+    "CONFIG|RUN_DIR is a config (darknet .cfg or Caffe solver) with --weights FILE, or a run "
+    "folder written by dnupdate train (its final.npz, else its latest checkpoint; --checkpoint "
+    "N or FILE picks another). Every test image is used once, in order, preprocessed as the "
+    "run's tests are; an image whose scores are not all finite counts as a wrong answer.\n\n"
+    "Examples:\n\n"
+    "  dnupdate eval runs/quickstart-20260101-120000\n\n"
+    "  dnupdate eval runs/quickstart-20260101-120000 --checkpoint 200 --json\n\n"
+    "  dnupdate eval configs/quickstart.cfg --weights final.weights\n\n"
+    "  dnupdate eval configs/lenet_solver.prototxt --weights lenet_iter_10000.caffemodel"
+)
 
 #: the confusion matrix is shown as a table up to this many classes (always in --json)
 MAX_MATRIX_CLASSES = 20
@@ -57,23 +52,32 @@ def eval_command(
         None, "--data", metavar="NAME|npz:PATH", help="Test data (replaces the config's)."
     ),
     data_dir: str | None = typer.Option(
-        None, "--data-dir", help="Dataset folder (default $DNUPDATE_DATA_DIR, then the cache)."
+        None,
+        "--data-dir",
+        metavar="DIR",
+        help="Dataset folder (default $DNUPDATE_DATA_DIR, then the cache).",
     ),
     images: int | None = typer.Option(
-        None, "--images", min=1, help="Test only the first N images (default: all)."
+        None, "--images", min=1, metavar="N", help="Test only the first N images (default: all)."
     ),
     sets: list[str] = typer.Option(
         [], "--set", "-s", metavar="KEY=VALUE", help="Override a config key (CONFIG only)."
     ),
     semantics: str | None = typer.Option(
-        None, "--semantics", help="darknet or caffe layer conventions (CONFIG only)."
+        None,
+        "--semantics",
+        metavar="darknet|caffe",
+        help="Layer and loss conventions (CONFIG only; default: the config's).",
     ),
     seed: int | None = typer.Option(
-        None, "--seed", help="Seed of a Caffe TEST mirror (default: the config's, else 0)."
+        None,
+        "--seed",
+        metavar="S",
+        help="Seed of a Caffe TEST mirror (default: the config's, else 0).",
     ),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("cpu", "--device", metavar="cpu|cuda", help="Where to run."),
     threads: int | None = typer.Option(
-        None, "--threads", min=1, help="BLAS and Numba threads (default: automatic)."
+        None, "--threads", min=1, metavar="N", help="BLAS and Numba threads (default: automatic)."
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:

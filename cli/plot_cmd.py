@@ -26,22 +26,19 @@ if TYPE_CHECKING:  # NumPy and cli.plotting load lazily: --help stays light
 
     from cli.plotting import Curve
 
-PLOT_HELP = """Plot runs' loss, learning rate, test accuracy and per-layer norms.
-
-Each RUN_DIR is a folder written by dnupdate train (it may still be running); with several,
-their curves are overlaid and labelled by run name and differing settings. Panels: loss (raw,
-smoothed, test), learning rate, test accuracy, and per layer the weight norm, the gradient
-norm and the update ratio. Without --output the plots are drawn in the terminal; --output
-FILE.svg or FILE.png writes them to a file (PNG needs matplotlib).
-
-Examples:
-
-  dnupdate plot runs/quickstart-20260101-120000
-
-  dnupdate plot runs/quickstart-20260101-120000 --output curves.svg --log
-
-  dnupdate plot runs/lr-0.05 runs/lr-0.02 --output compare.svg
-"""
+PLOT_HELP = (
+    "Plot runs' loss, learning rate, test accuracy and per-layer norms.\n\n"
+    "Each RUN_DIR is a folder written by dnupdate train (it may still be running); with "
+    "several, their curves are overlaid and labelled by run name and differing settings. "
+    "Panels: loss (raw, smoothed, test), learning rate, test accuracy, and per layer the "
+    "weight norm, the gradient norm and the update ratio. Without --output the plots are drawn "
+    "in the terminal; --output FILE.svg or FILE.png writes them to a file (PNG needs "
+    "matplotlib).\n\n"
+    "Examples:\n\n"
+    "  dnupdate plot runs/quickstart-20260101-120000\n\n"
+    "  dnupdate plot runs/quickstart-20260101-120000 --output curves.svg --log\n\n"
+    "  dnupdate plot runs/lr-0.05 runs/lr-0.02 --output compare.svg"
+)
 
 #: the per-layer panels: (metrics field, title, y label, log scale)
 NORM_PANELS = (
