@@ -48,3 +48,13 @@ def fail_config(error) -> NoReturn:
     """Report a ConfigError's diagnostics and exit with code 1."""
     report_diagnostics(error.diagnostics)
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def machine_format(as_json: bool, output_format: str, default: str) -> str:
+    """The one rule for machine output flags: ``--json`` on every command that has machine
+    output means JSON on stdout; a command with more formats also has ``--format NAME``, of
+    which ``--json`` is the short form (``--format json``). Both naming different formats is
+    a usage error (exit 2)."""
+    if as_json and output_format not in (default, "json"):
+        fail(f"--json and --format {output_format} ask for different outputs: give one", EXIT_USAGE)
+    return "json" if as_json else output_format

@@ -9,7 +9,13 @@ from typing import Any
 
 import typer
 
-from cli.common import EXIT_BAD_INPUT, fail_config, stderr_console, stdout_console
+from cli.common import (
+    EXIT_BAD_INPUT,
+    fail_config,
+    machine_format,
+    stderr_console,
+    stdout_console,
+)
 
 INSPECT_HELP = """Show the resolved config, layer shapes and the exact update rule.
 
@@ -222,6 +228,7 @@ def inspect_command(
         None, "--semantics", help="Update rule: darknet or caffe (default: the config's)."
     ),
     output_format: str = typer.Option("text", "--format", help="text or json."),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     """Show the resolved spec, layer table, update rule and diagnostics of a config."""
     from engine.config import load_config, parse_overrides
@@ -229,6 +236,7 @@ def inspect_command(
 
     if output_format not in ("text", "json"):
         raise typer.BadParameter("must be text or json", param_hint="--format")
+    output_format = machine_format(as_json, output_format, "text")
     try:
         run = load_config(config, parse_overrides(set_))
         if semantics is not None:

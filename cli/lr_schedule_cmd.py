@@ -19,7 +19,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import EXIT_USAGE, fail, fail_config, report_diagnostics
+from cli.common import EXIT_USAGE, fail, fail_config, machine_format, report_diagnostics
 
 LR_SCHEDULE_HELP = """Show the learning rate at every iteration of a schedule.
 
@@ -79,12 +79,16 @@ def lr_schedule(
         OutputFormat.table, "--format", "-f", help="table (milestones), csv or json."
     ),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write the plot or values to a .png, .svg or .csv file."
+        None, "--output", "-o", help="Write the plot or values to a .png, .svg, .csv or .json file."
     ),
     log_y: bool = typer.Option(False, "--log", help="Logarithmic lr axis in plots."),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
 ) -> None:
     from engine.spec import ConfigError
 
+    output_format = OutputFormat(machine_format(as_json, output_format.value, "table"))
+    if output is not None:
+        check_output_file(output)  # before anything is printed
     try:
         sources = load_sources(configs or [], sets)
     except ConfigError as error:
@@ -334,12 +338,27 @@ def print_plot(curves: list[ScheduleCurve], stream, *, log_y: bool) -> None:
     print_conventions(curves, stream)
 
 
+def check_output_file(path: Path) -> None:
+    """Exit 1 at once when ``--output`` names a type that cannot be written here."""
+    from cli.plotting import SUFFIXES, PlotError, check_output
+
+    try:
+        check_output(path, (*SUFFIXES, ".json"))
+    except PlotError as error:
+        fail(str(error))
+
+
 def write_file(path: Path, curves: list[ScheduleCurve], *, log_y: bool) -> None:
+    """``.json``: the ``--format json`` document; else a plot or CSV (cli.plotting)."""
     from cli.plotting import PlotError, write_plot_file
 
     title = "\n".join(describe(c.source.schedule) for c in curves)
     try:
-        write_plot_file(path, to_plot_curves(curves), title=title, log_y=log_y)
+        if path.suffix.lower() == ".json":
+            with open(path, "w", encoding="utf-8") as stream:
+                print_json(curves, stream)
+        else:
+            write_plot_file(path, to_plot_curves(curves), title=title, log_y=log_y)
     except PlotError as error:
         fail(str(error))
     except OSError as error:

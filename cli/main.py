@@ -13,6 +13,7 @@ from cli import (
     bench_cmd,
     data_cmd,
     devices_cmd,
+    eval_cmd,
     inspect_cmd,
     lr_schedule_cmd,
     plot_cmd,
@@ -62,6 +63,7 @@ def _register() -> None:
     app.command("bench", help=bench_cmd.BENCH_HELP, no_args_is_help=False)(bench_cmd.bench)
     app.add_typer(data_cmd.data_app, name="data")
     app.command("devices")(devices_cmd.devices)
+    app.command("eval", help=eval_cmd.EVAL_HELP, no_args_is_help=True)(eval_cmd.eval_command)
     app.command("inspect", help=inspect_cmd.INSPECT_HELP)(inspect_cmd.inspect_command)
     app.command("lr-schedule", help=lr_schedule_cmd.LR_SCHEDULE_HELP, no_args_is_help=False)(
         lr_schedule_cmd.lr_schedule

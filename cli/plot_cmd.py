@@ -1,59 +1,94 @@
-"""``dnupdate plot RUN_DIR``: loss (raw and smoothed), lr and test accuracy against iteration.
+"""``dnupdate plot RUN_DIR [RUN_DIR...]``: a run's curves against the iteration, or several
+runs overlaid.
 
-Reads the run folder's ``metrics.jsonl`` (a run still in progress works: a row being written is
-skipped) and draws three panels in the terminal (plotille), or writes them to one ``.svg``
-(hand-written, no dependency) or ``.png`` (matplotlib, an optional extra).
+Reads each run folder's ``metrics.jsonl`` (a run still in progress works: a row being written
+is skipped) and draws six panels: loss (raw, smoothed, test; ``--log`` for a log scale),
+learning rate, test accuracy, and per layer ‖w‖, ‖g‖ and ‖Δw‖/‖w‖ (log scale: the ratio spans
+decades). Test values, sparse, get a dot at each point. In the terminal (plotille), or to one
+``.svg`` (the built-in writer of :mod:`cli.plotting`: axes, ticks, labels, legend; no
+dependency) or ``.png`` (matplotlib, an optional extra). With several runs, each curve is
+labelled by its run: the folder name and the settings in which the runs differ (``--set``
+overrides, seed, semantics, data, config), and the loss panel leaves out the noisy raw loss.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from cli.common import EXIT_BAD_INPUT, fail
+from cli.common import EXIT_BAD_INPUT, EXIT_USAGE, fail
 
-PLOT_HELP = """Plot a run's loss (raw and smoothed), learning rate and test accuracy.
+if TYPE_CHECKING:  # NumPy and cli.plotting load lazily: --help stays light
+    import numpy as np
 
-RUN_DIR is a folder written by dnupdate train (it may still be running). Without --output the
-plots are drawn in the terminal; --output FILE.svg or FILE.png writes them to a file (PNG
-needs matplotlib).
+    from cli.plotting import Curve
 
-Examples:
+PLOT_HELP = (
+    "Plot runs' loss, learning rate, test accuracy and per-layer norms.\n\n"
+    "Each RUN_DIR is a folder written by dnupdate train (it may still be running); with "
+    "several, their curves are overlaid and labelled by run name and differing settings. "
+    "Panels: loss (raw, smoothed, test), learning rate, test accuracy, and per layer the "
+    "weight norm, the gradient norm and the update ratio. Without --output the plots are drawn "
+    "in the terminal; --output FILE.svg or FILE.png writes them to a file (PNG needs "
+    "matplotlib).\n\n"
+    "Examples:\n\n"
+    "  dnupdate plot runs/quickstart-20260101-120000\n\n"
+    "  dnupdate plot runs/quickstart-20260101-120000 --output curves.svg --log\n\n"
+    "  dnupdate plot runs/lr-0.05 runs/lr-0.02 --output compare.svg"
+)
 
-  dnupdate plot runs/quickstart-20260101-120000
-
-  dnupdate plot runs/quickstart-20260101-120000 --output curves.svg
-"""
-
-PANEL_WIDTH, PANEL_HEIGHT, MARGIN = 900, 260, 70
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e")
+#: the per-layer panels: (metrics field, title, y label, log scale)
+NORM_PANELS = (
+    ("w_norm", "weight norm ‖w‖ per layer (before the update)", "‖w‖", False),
+    ("g_norm", "gradient norm ‖g‖ per layer", "‖g‖", False),
+    ("ratio", "update ratio ‖Δw‖/‖w‖ per layer", "‖Δw‖/‖w‖", True),
+)
 
 
 @dataclass(frozen=True)
 class Panel:
-    """One plot: a title, a y label and its curves (label, x values, y values)."""
+    """One plot: a title, a y label, its curves and whether its y axis is logarithmic."""
 
     title: str
     y_label: str
-    curves: tuple[tuple[str, list[float], list[float]], ...]
+    curves: tuple[Curve, ...]
+    log_y: bool = False
 
     @property
     def empty(self) -> bool:
-        return not any(xs for _, xs, _ in self.curves)
+        return not any(len(curve.x) for curve in self.curves)
 
 
-def _series(rows: list[dict], kind: str, key: str) -> tuple[list[float], list[float]]:
+@dataclass(frozen=True)
+class Run:
+    """One run's metrics rows and the label its curves carry."""
+
+    label: str
+    rows: list[dict]
+
+
+def _series(rows: list[dict], kind: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     xs, ys = [], []
     for row in rows:
-        if row.get("kind") != kind or key not in row or row[key] is None:
+        if row.get("kind") != kind or row.get(key) is None:
             continue
-        value = row[key]
         xs.append(float(row["iteration"]))
-        ys.append(float(value))  # non-finite values are stored as "nan"/"inf"
-    return xs, ys
+        ys.append(float(row[key]))  # non-finite values are stored as "nan"/"inf"
+    return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+
+
+def _curve(label: str, rows: list[dict], kind: str, key: str) -> Curve | None:
+    """The ``key`` values of ``kind`` rows against the iteration (None when there are none);
+    test values get points."""
+    from cli.plotting import Curve
+
+    x, y = _series(rows, kind, key)
+    return Curve(label, x, y, points=kind == "test") if len(x) else None
 
 
 def smoothed_key(rows: list[dict]) -> str | None:
@@ -65,168 +100,208 @@ def smoothed_key(rows: list[dict]) -> str | None:
     return None
 
 
-def panels_from_rows(rows: list[dict]) -> list[Panel]:
-    """Loss (raw + smoothed), lr, and test accuracy panels from metrics rows."""
-    loss = [("loss (raw)", *_series(rows, "train", "loss"))]
-    smooth = smoothed_key(rows)
-    if smooth:
-        loss.append((smooth, *_series(rows, "train", smooth)))
-    test_loss = _series(rows, "test", "test_loss")
-    if test_loss[0]:
-        loss.append(("test loss", *test_loss))
+def layer_names(rows: list[dict]) -> list[str]:
+    """The layers with norm columns (``<layer>.w_norm``), in column order."""
+    names: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            if key.endswith(".w_norm"):
+                names.setdefault(key[: -len(".w_norm")])
+    return list(names)
+
+
+def panels_from_runs(runs: list[Run], log_loss: bool = False) -> list[Panel]:
+    """The six panels (see the module docstring) of one run or several overlaid."""
+    several = len(runs) > 1
+
+    def named(run: Run, what: str) -> str:
+        return f"{run.label}: {what}" if several else what
+
+    loss, lr, accuracy = [], [], []
+    norms: dict[str, list] = {field: [] for field, *_ in NORM_PANELS}
+    for run in runs:
+        rows, smooth = run.rows, smoothed_key(run.rows)
+        if not several:
+            loss.append(_curve(named(run, "loss (raw)"), rows, "train", "loss"))
+        if smooth:
+            loss.append(_curve(named(run, smooth), rows, "train", smooth))
+        loss.append(_curve(named(run, "test loss"), rows, "test", "test_loss"))
+        lr.append(_curve(named(run, "lr"), rows, "train", "lr"))
+        accuracy.append(_curve(named(run, "top-1"), rows, "test", "test_accuracy"))
+        for field in norms:
+            for layer in layer_names(rows):
+                label = named(run, f"layer {layer}")
+                norms[field].append(_curve(label, rows, "train", f"{layer}.{field}"))
+
+    def kept(curves: list) -> tuple[Curve, ...]:
+        return tuple(curve for curve in curves if curve is not None)
+
     return [
-        Panel("loss", "loss", tuple(loss)),
-        Panel("learning rate", "lr", (("lr", *_series(rows, "train", "lr")),)),
-        Panel("test accuracy", "accuracy", (("top-1", *_series(rows, "test", "test_accuracy")),)),
+        Panel("loss", "loss", kept(loss), log_loss),
+        Panel("learning rate", "lr", kept(lr)),
+        Panel("test accuracy", "accuracy", kept(accuracy)),
+        *(Panel(title, y, kept(norms[field]), log) for field, title, y, log in NORM_PANELS),
     ]
 
 
-def _terminal(panels: list[Panel], color: bool) -> str:
-    import numpy as np
+# ---- runs and their labels -------------------------------------------------------------------
 
-    from cli.plotting import Curve, terminal_plot
+
+def run_settings(run_dir: Path) -> dict[str, str]:
+    """What a run was trained with, from its ``run.json``: the ``--set`` overrides, seed,
+    semantics, data and config file (empty when the folder has no ``run.json``)."""
+    from engine.training.runfolder import RunFolderError, read_json
+
+    try:
+        info = read_json(run_dir / "run.json")
+    except (RunFolderError, OSError, ValueError):
+        return {}
+    if not isinstance(info, dict):
+        return {}
+    settings = {str(k): str(v) for k, v in info.get("overrides", [])}
+    options = info.get("options") or {}
+    for key in ("seed", "semantics", "data"):
+        if options.get(key) is not None:
+            settings.setdefault(key, str(options[key]))
+    if info.get("config_path"):
+        settings["config"] = Path(str(info["config_path"])).name
+    return settings
+
+
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """Each run's folder name, plus ``key=value`` for the settings in which the runs differ
+    (a setting one run lacks counts as different)."""
+    settings = [run_settings(path) for path in run_dirs]
+    keys = sorted({key for s in settings for key in s})
+    differing = [key for key in keys if len({s.get(key) for s in settings}) > 1]
+    labels = []
+    for path, s in zip(run_dirs, settings, strict=True):
+        name = path.resolve().name
+        shown = ", ".join(f"{key}={s[key]}" for key in differing if key in s)
+        labels.append(f"{name} ({shown})" if shown and len(run_dirs) > 1 else name)
+    return labels
+
+
+def _terminal(panels: list[Panel], color: bool) -> str:
+    from cli.plotting import terminal_plot
 
     out = []
     for panel in panels:
         if panel.empty:
             out.append(f"{panel.title}: no values yet")
             continue
-        curves = [
-            Curve(label, np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
-            for label, xs, ys in panel.curves
-            if xs
-        ]
         out.append(panel.title)
-        out.append(terminal_plot(curves, height=12, color=color, y_label=panel.y_label))
+        out.append(
+            terminal_plot(
+                panel.curves, height=12, color=color, y_label=panel.y_label, log_y=panel.log_y
+            )
+        )
     return "\n".join(out)
 
 
 # ---- files -----------------------------------------------------------------------------------
 
 
-def _finite_pairs(xs: list[float], ys: list[float]) -> list[tuple[float, float]]:
-    return [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(y)]
-
-
-def _svg_panel(panel: Panel, top: float) -> list[str]:
-    pairs = [_finite_pairs(xs, ys) for _, xs, ys in panel.curves]
-    flat = [p for curve in pairs for p in curve]
-    parts = [f'<text x="{MARGIN}" y="{top + 18}" font-weight="bold">{panel.title}</text>']
-    if not flat:
-        return [*parts, f'<text x="{MARGIN}" y="{top + 40}">no values yet</text>']
-    x_low, x_high = min(p[0] for p in flat), max(p[0] for p in flat)
-    y_low, y_high = min(p[1] for p in flat), max(p[1] for p in flat)
-    x_span, y_span = (x_high - x_low) or 1.0, (y_high - y_low) or 1.0
-    inner_w, inner_h = PANEL_WIDTH - 2 * MARGIN, PANEL_HEIGHT - 70
-
-    def sx(v: float) -> float:
-        return MARGIN + (v - x_low) / x_span * inner_w
-
-    def sy(v: float) -> float:
-        return top + 30 + inner_h - (v - y_low) / y_span * inner_h
-
-    parts.append(
-        f'<rect x="{MARGIN}" y="{top + 30}" width="{inner_w}" height="{inner_h}" '
-        'fill="none" stroke="#ccc"/>'
-    )
-    for index, ((label, _, _), curve) in enumerate(zip(panel.curves, pairs, strict=True)):
-        colour = PALETTE[index % len(PALETTE)]
-        points = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in curve)
-        parts.append(f'<polyline fill="none" stroke="{colour}" points="{points}"/>')
-        parts.append(
-            f'<text x="{PANEL_WIDTH - MARGIN - 220}" y="{top + 18 + 14 * index}" '
-            f'fill="{colour}">{label}</text>'
-        )
-    parts.append(
-        f'<text x="{MARGIN}" y="{top + PANEL_HEIGHT - 22}" font-size="11">iteration '
-        f"{x_low:g} … {x_high:g}; {panel.y_label} {y_low:.4g} … {y_high:.4g}</text>"
-    )
-    return parts
-
-
 def write_svg(path: Path, panels: list[Panel], title: str) -> None:
-    """The panels stacked in one dependency-free SVG, written atomically."""
+    """The panels stacked in one SVG (the built-in writer, with axes), written atomically."""
+    from cli.plotting import SVG_LEFT, _escape, svg_document, svg_panel
     from engine.training.runfolder import write_text
 
-    height = 30 + PANEL_HEIGHT * len(panels)
+    lines = title.splitlines()[:6]
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{PANEL_WIDTH}" height="{height}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<rect width="{PANEL_WIDTH}" height="{height}" fill="white"/>',
-        f'<text x="{MARGIN}" y="20">{_escape(title)}</text>',
+        f'<text x="{SVG_LEFT}" y="{18 + 14 * row}">{_escape(line)}</text>'
+        for row, line in enumerate(lines)
     ]
-    for index, panel in enumerate(panels):
-        parts += _svg_panel(panel, 30 + index * PANEL_HEIGHT)
-    write_text(path, "\n".join([*parts, "</svg>"]) + "\n")
+    top = 14.0 + 14 * len(lines)
+    for panel in panels:
+        if panel.empty:
+            parts += [
+                f'<text x="{SVG_LEFT}" y="{top + 18}" font-weight="bold">{panel.title}</text>',
+                f'<text x="{SVG_LEFT}" y="{top + 38}">no values yet</text>',
+            ]
+            top += 50
+            continue
+        drawn, height = svg_panel(
+            panel.curves,
+            top=top,
+            title=panel.title,
+            x_label="iteration",
+            y_label=panel.y_label,
+            log_y=panel.log_y,
+        )
+        parts += drawn
+        top += height
+    write_text(path, svg_document(top + 10, parts))
 
 
 def write_png(path: Path, panels: list[Panel], title: str) -> None:
-    """The panels as a PNG through matplotlib (Agg); PlotError without matplotlib."""
-    from cli.plotting import PlotError
+    """The panels as a PNG through matplotlib (Agg): log scales and test points as in the
+    SVG; :func:`cli.plotting.check_output` has made sure matplotlib is there."""
+    import matplotlib
+    import numpy as np
 
-    try:
-        import matplotlib
-    except ImportError:
-        raise PlotError(
-            f"{path}: writing PNG needs matplotlib, an optional extra "
-            "(pip install 'dnupdate[plot]'); .svg works without it"
-        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), dpi=120)
-    for axis, panel in zip(axes, panels, strict=True):
-        for label, xs, ys in panel.curves:
-            axis.plot(xs, ys, label=label, linewidth=1.0)
+    figure, axes = plt.subplots(len(panels), 1, figsize=(10, 2.8 * len(panels)), dpi=120)
+    for axis, panel in zip(np.atleast_1d(axes), panels, strict=True):
+        for curve in panel.curves:
+            style = {"marker": "o", "markersize": 3} if curve.points else {}
+            axis.plot(curve.x, curve.y, label=curve.label, linewidth=1.0, **style)
+        if panel.log_y and not panel.empty:
+            axis.set_yscale("log")
         axis.set_title(panel.title, fontsize=9)
         axis.set_ylabel(panel.y_label)
+        axis.set_xlabel("iteration")
         axis.grid(alpha=0.3)
         if len(panel.curves) > 1:
-            axis.legend(fontsize=7)
-    axes[-1].set_xlabel("iteration")
+            axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.05 / len(panels)))
     figure.savefig(path)
     plt.close(figure)
 
 
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def plot(
-    run_dir: str = typer.Argument(..., metavar="RUN_DIR", help="A dnupdate train run folder."),
+    run_dirs: list[str] = typer.Argument(
+        ..., metavar="RUN_DIR...", help="dnupdate train run folders (several are overlaid)."
+    ),
     output: str | None = typer.Option(
         None, "--output", "-o", metavar="FILE", help="Write .svg or .png instead of drawing."
     ),
+    log_loss: bool = typer.Option(False, "--log", help="Logarithmic loss axis."),
 ) -> None:
-    """Plot a run's curves (see PLOT_HELP)."""
+    """Plot runs' curves (see PLOT_HELP)."""
     import sys
 
-    from cli.plotting import PlotError, color_wanted
+    from cli.plotting import PlotError, check_output, color_wanted
     from engine.training.runfolder import RunFolderError, read_metrics
 
-    try:
-        rows = read_metrics(run_dir)
-    except RunFolderError as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
-    panels = panels_from_rows(rows)
-    title = f"{run_dir}: {sum(1 for r in rows if r.get('kind') == 'train')} updates"
-    if output is None:
+    path = None if output is None else Path(output)
+    if path is not None:
+        try:
+            check_output(path, (".svg", ".png"))
+        except PlotError as exc:
+            fail(str(exc), EXIT_USAGE if path.suffix.lower() != ".png" else EXIT_BAD_INPUT)
+    runs = []
+    labels = run_labels([Path(d) for d in run_dirs])
+    for run_dir, label in zip(run_dirs, labels, strict=True):
+        try:
+            runs.append(Run(label, read_metrics(run_dir)))
+        except RunFolderError as exc:
+            fail(str(exc), EXIT_BAD_INPUT)
+    panels = panels_from_runs(runs, log_loss)
+    names = labels if len(runs) > 1 else run_dirs
+    title = "\n".join(
+        f"{name}: {sum(1 for r in run.rows if r.get('kind') == 'train')} updates"
+        for name, run in zip(names, runs, strict=True)
+    )
+    if path is None:
         print(title)
         print(_terminal(panels, color_wanted(sys.stdout)))
         return
-    path = Path(output)
-    suffix = path.suffix.lower()
     try:
-        if suffix == ".svg":
-            write_svg(path, panels, title)
-        elif suffix == ".png":
-            write_png(path, panels, title)
-        else:
-            fail(f"{output}: unsupported output type '{suffix}' (use .svg or .png)", 2)
-    except PlotError as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
+        (write_svg if path.suffix.lower() == ".svg" else write_png)(path, panels, title)
     except OSError as exc:
         fail(f"{output}: {exc.strerror or exc}", EXIT_BAD_INPUT)
     print(f"wrote {path}", file=sys.stderr)

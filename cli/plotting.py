@@ -39,12 +39,14 @@ class Marker:
 
 @dataclass(frozen=True)
 class Curve:
-    """One series: ``y`` against ``x`` (equal-length 1-D arrays), with its markers."""
+    """One series: ``y`` against ``x`` (equal-length 1-D arrays), with its vertical marker
+    lines; ``points``: also draw a dot at each value (sparse series such as tests)."""
 
     label: str
     x: np.ndarray
     y: np.ndarray
     markers: tuple[Marker, ...] = field(default=())
+    points: bool = False  # sparse values (tests): a dot at each point
 
 
 def decimate(x: np.ndarray, y: np.ndarray, keep: Sequence[float] = (), limit: int = 0):
@@ -135,7 +137,10 @@ def terminal_plot(
             continue
         lc = TERMINAL_COLORS[index % len(TERMINAL_COLORS)]
         figure.plot(x.tolist(), y.tolist(), lc=lc)
-        if tag_curves:
+        if curves[index].points:  # sparse values: mark each one (with its tag without colour)
+            mark = CURVE_MARKS[index % len(CURVE_MARKS)] if tag_curves else "o"
+            figure.scatter(x.tolist(), y.tolist(), lc=lc, marker=mark)
+        elif tag_curves:
             picks = np.linspace(0, len(x) - 1, min(len(x), 12)).astype(np.int64)
             mark = CURVE_MARKS[index % len(CURVE_MARKS)]
             figure.scatter(x[picks].tolist(), y[picks].tolist(), marker=mark)
@@ -193,6 +198,26 @@ IMAGE_SUFFIXES = (".png", ".svg")
 SUFFIXES = (*IMAGE_SUFFIXES, ".csv")
 
 
+def check_output(path: Path, suffixes: Sequence[str] = SUFFIXES) -> str:
+    """The lower-case suffix of ``path`` when a file of that type can be written here; else
+    :class:`PlotError` (an unsupported type, or PNG without matplotlib). Commands call it
+    before printing anything, so a bad ``--output`` fails first, not after the output."""
+    suffix = path.suffix.lower()
+    if suffix not in suffixes:
+        names = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}"
+        raise PlotError(f"{path}: unsupported output type '{suffix}' (use {names})")
+    if suffix == ".png":
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise PlotError(
+                f"{path}: writing PNG needs matplotlib, an optional extra: "
+                "pip install 'dnupdate[plot]' (or: uv sync --extra plot). "
+                ".svg and .csv work without it."
+            ) from None
+    return suffix
+
+
 def write_plot_file(
     path: Path,
     curves: Sequence[Curve],
@@ -204,24 +229,16 @@ def write_plot_file(
 ) -> None:
     """Write ``.png``/``.svg`` (matplotlib; SVG without it falls back to a plain writer) or
     ``.csv`` (long format ``curve,x,y``; ``x,y`` with one curve)."""
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise PlotError(f"{path}: unsupported output type '{suffix}' (use .png, .svg or .csv)")
+    suffix = check_output(path)
     if suffix == ".csv":
         with open(path, "w", newline="", encoding="utf-8") as f:
             write_csv(f, curves, x_label=x_label, y_label=y_label)
         return
     try:
         import matplotlib
-    except ImportError:
-        if suffix == ".svg":
-            write_plain_svg(path, curves, title=title, log_y=log_y, x_label=x_label)
-            return
-        raise PlotError(
-            f"{path}: writing PNG needs matplotlib, an optional extra: "
-            "pip install 'dnupdate[plot]' (or: uv sync --extra plot). "
-            ".svg and .csv work without it."
-        ) from None
+    except ImportError:  # only .svg gets here without matplotlib (see check_output)
+        write_plain_svg(path, curves, title=title, log_y=log_y, x_label=x_label, y_label=y_label)
+        return
     matplotlib.use("Agg")
     _write_matplotlib(path, curves, title=title, log_y=log_y, x_label=x_label, y_label=y_label)
 
@@ -232,7 +249,8 @@ def _write_matplotlib(path: Path, curves, *, title, log_y, x_label, y_label) -> 
     figure, axes = plt.subplots(figsize=(9, 4.8), dpi=120)
     for curve in curves:
         x, y = decimate(curve.x, curve.y, [m.x for m in curve.markers], 20000)
-        axes.plot(x, y, label=curve.label, linewidth=1.2, drawstyle="steps-post")
+        style = {"marker": "o", "markersize": 3} if curve.points else {"drawstyle": "steps-post"}
+        axes.plot(x, y, label=curve.label, linewidth=1.2, **style)
     for marker in _unique_markers(curves)[:MAX_MARKERS]:
         axes.axvline(marker.x, color="0.6", linewidth=0.8, linestyle="--")
         axes.annotate(
@@ -283,50 +301,164 @@ def format_value(value: float) -> str:
 
 
 def write_plain_svg(
-    path: Path, curves: Sequence[Curve], *, title: str, log_y: bool, x_label: str
+    path: Path, curves: Sequence[Curve], *, title: str, log_y: bool, x_label: str, y_label="lr"
 ) -> None:
-    """A dependency-free SVG: polylines, dashed marker lines, axis ranges as text."""
-    width, height, margin = 900, 480, 60 + 14 * max(len(title.splitlines()) - 1, 0)
+    """A dependency-free SVG of one panel (see :func:`svg_panel`), the title above it."""
+    lines = title.splitlines()[:3]
+    top = 10 + 14 * len(lines)
+    parts, height = svg_panel(
+        curves, top=top, title="", x_label=x_label, y_label=y_label, log_y=log_y
+    )
+    header = [
+        f'<text x="{SVG_LEFT}" y="{16 + 14 * row}" font-size="11">{_escape(line)}</text>'
+        for row, line in enumerate(lines)
+    ]
+    path.write_text(svg_document(top + height, [*header, *parts]), encoding="utf-8")
+
+
+# ---- the built-in SVG writer -------------------------------------------------------------------
+
+SVG_WIDTH, SVG_LEFT, SVG_LEGEND = 1120, 80, 380  # figure width, y-axis room, legend column
+SVG_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
+SVG_TICKS = 5
+
+
+def svg_document(height: float, parts: Sequence[str]) -> str:
+    """The SVG text around ``parts``: white background, sans-serif 12 px."""
+    head = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH}" height="{height:.0f}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{SVG_WIDTH}" height="{height:.0f}" fill="white"/>',
+    ]
+    return "\n".join([*head, *parts, "</svg>"]) + "\n"
+
+
+def nice_ticks(low: float, high: float, count: int = SVG_TICKS) -> tuple[list[float], float]:
+    """About ``count`` round tick values in ``[low, high]`` (steps 1, 2, 2.5 or 5 × 10^k)
+    and the step."""
+    span = high - low
+    if not (math.isfinite(span) and span > 0):
+        return [low], 1.0
+    magnitude = 10.0 ** math.floor(math.log10(span / count))
+    step = magnitude
+    for factor in (1.0, 2.0, 2.5, 5.0, 10.0):
+        step = factor * magnitude
+        if span / step <= count:
+            break
+    first = math.ceil(low / step - 1e-9)
+    last = math.floor(high / step + 1e-9)
+    return [k * step for k in range(first, last + 1)], step
+
+
+def tick_label(value: float, step: float) -> str:
+    """A tick value with just the decimals its step needs (``0.25``, ``1500``, ``2e-05``)."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 1e6 or step < 1e-4:
+        return f"{value:.3g}"
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    if round(step / 10.0 ** math.floor(math.log10(step) + 1e-9), 6) == 2.5:
+        decimals += 1
+    return f"{value:.{decimals}f}"
+
+
+def _y_ticks(low: float, high: float, log_y: bool) -> list[tuple[float, str]]:
+    """(position in plotted units, label): on a log axis the decades inside the range (or
+    round values of log10 y when it spans less than two), labelled as y itself."""
+    if log_y:
+        decades = list(range(math.ceil(low), math.floor(high) + 1))
+        if len(decades) >= 2:
+            every = max(1, math.ceil(len(decades) / 8))
+            return [(float(e), f"{10.0**e:g}") for e in decades[::every]]
+        round_values = [
+            m * 10.0**e
+            for e in range(math.floor(low), math.ceil(high) + 1)
+            for m in (1, 2, 5)
+            if low <= math.log10(m * 10.0**e) <= high
+        ]
+        if len(round_values) >= 2:
+            return [(math.log10(v), f"{v:g}") for v in round_values]
+        return [(v, f"{10.0**v:.3g}") for v in nice_ticks(low, high)[0]]
+    ticks, step = nice_ticks(low, high)
+    return [(v, tick_label(v, step)) for v in ticks]
+
+
+def svg_panel(
+    curves: Sequence[Curve],
+    *,
+    top: float,
+    title: str,
+    x_label: str,
+    y_label: str,
+    log_y: bool = False,
+) -> tuple[list[str], float]:
+    """One plot with axes: a frame, x and y ticks with round labels and grid lines, axis
+    labels, polylines (decimated, non-finite points dropped; ``log10`` when ``log_y``, points
+    ``<= 0`` dropped), dots on ``points`` curves, dashed marker lines, and a legend column.
+    Returns the SVG elements and the panel's height."""
+    height = max(260.0, 90.0 + 15.0 * len(curves))
+    left, right = SVG_LEFT, SVG_WIDTH - SVG_LEGEND
+    plot_top, plot_bottom = top + 26, top + height - 46
     drawn, (x_low, x_high), (y_low, y_high) = _drawn_points(curves, log_y)
 
     def sx(v: float) -> float:
-        return margin + (v - x_low) / (x_high - x_low) * (width - 2 * margin)
+        return left + (v - x_low) / ((x_high - x_low) or 1.0) * (right - left)
 
     def sy(v: float) -> float:
-        return height - margin - (v - y_low) / (y_high - y_low) * (height - 2 * margin)
+        return plot_bottom - (v - y_low) / ((y_high - y_low) or 1.0) * (plot_bottom - plot_top)
 
-    palette = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd")
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'font-family="sans-serif" font-size="12">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-    ]
+    parts = []
+    if title:
+        parts.append(f'<text x="{left}" y="{top + 16}" font-weight="bold">{_escape(title)}</text>')
+    x_ticks, x_step = nice_ticks(x_low, x_high)
+    for value in x_ticks:
+        px = sx(value)
+        parts += [
+            f'<line x1="{px:.1f}" y1="{plot_top}" x2="{px:.1f}" y2="{plot_bottom}" stroke="#eee"/>',
+            f'<line x1="{px:.1f}" y1="{plot_bottom}" x2="{px:.1f}" y2="{plot_bottom + 5}" '
+            'stroke="#333"/>',
+            f'<text x="{px:.1f}" y="{plot_bottom + 18}" text-anchor="middle" font-size="11">'
+            f"{tick_label(value, x_step)}</text>",
+        ]
+    for value, label in _y_ticks(y_low, y_high, log_y):
+        py = sy(value)
+        parts += [
+            f'<line x1="{left}" y1="{py:.1f}" x2="{right}" y2="{py:.1f}" stroke="#eee"/>',
+            f'<line x1="{left - 5}" y1="{py:.1f}" x2="{left}" y2="{py:.1f}" stroke="#333"/>',
+            f'<text x="{left - 8}" y="{py + 4:.1f}" text-anchor="end" font-size="11">'
+            f"{_escape(label)}</text>",
+        ]
     parts += [
-        f'<text x="{margin}" y="{16 + 14 * row}" font-size="11">{_escape(line)}</text>'
-        for row, line in enumerate(title.splitlines()[:3])
+        f'<rect x="{left}" y="{plot_top}" width="{right - left}" '
+        f'height="{plot_bottom - plot_top}" fill="none" stroke="#333"/>',
+        f'<text x="{(left + right) / 2:.1f}" y="{plot_bottom + 36}" text-anchor="middle">'
+        f"{_escape(x_label)}</text>",
+        f'<text x="16" y="{(plot_top + plot_bottom) / 2:.1f}" text-anchor="middle" '
+        f'transform="rotate(-90 16 {(plot_top + plot_bottom) / 2:.1f})">'
+        f"{_escape(y_label + (' (log scale)' if log_y else ''))}</text>",
     ]
     for marker in _unique_markers(curves)[:MAX_MARKERS]:
         if x_low <= marker.x <= x_high:
             px = sx(marker.x)
             parts.append(
-                f'<line x1="{px:.1f}" y1="{margin}" x2="{px:.1f}" y2="{height - margin}" '
+                f'<line x1="{px:.1f}" y1="{plot_top}" x2="{px:.1f}" y2="{plot_bottom}" '
                 'stroke="#999" stroke-dasharray="4 3"/>'
             )
-    for index, (x, y) in enumerate(drawn):
-        points = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(x, y, strict=True))
-        colour = palette[index % len(palette)]
-        parts.append(f'<polyline fill="none" stroke="{colour}" points="{points}"/>')
+    for index, (curve, (x, y)) in enumerate(zip(curves, drawn, strict=True)):
+        colour = SVG_PALETTE[index % len(SVG_PALETTE)]
+        points = [(sx(a), sy(b)) for a, b in zip(x.tolist(), y.tolist(), strict=True)]
+        if len(points) > 1:
+            text = " ".join(f"{a:.1f},{b:.1f}" for a, b in points)
+            parts.append(f'<polyline fill="none" stroke="{colour}" points="{text}"/>')
+        if curve.points or len(points) == 1:
+            parts += [
+                f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{colour}"/>' for a, b in points
+            ]
         parts.append(
-            f'<text x="{width - margin - 200}" y="{margin + 16 * index}" fill="{colour}">'
-            f"{_escape(curves[index].label)}</text>"
+            f'<text x="{right + 14}" y="{plot_top + 10 + 15 * index}" fill="{colour}">'
+            f"{_escape(curve.label)}</text>"
         )
-    y_name = "log10 lr" if log_y else "lr"
-    parts += [
-        f'<text x="{margin}" y="{height - 20}">{_escape(x_label)} {x_low:g} … {x_high:g}</text>',
-        f'<text x="{margin}" y="{margin - 8}">{y_name} {y_low:.4g} … {y_high:.4g}</text>',
-        "</svg>",
-    ]
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return parts, height
 
 
 def _escape(text: str) -> str:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from cli.plot_cmd import panels_from_rows
+from cli.plot_cmd import Run, panels_from_runs, run_labels
+from cli.plotting import nice_ticks, tick_label
 
 runner = CliRunner()
 
@@ -41,13 +43,16 @@ def write_run(folder, data: list[dict], partial: str = "") -> None:
 
 
 def test_panels_hold_raw_and_smoothed_loss_lr_and_accuracy():
-    loss, lr, accuracy = panels_from_rows(rows())
-    labels = [label for label, _, _ in loss.curves]
+    loss, lr, accuracy, *norms = panels_from_runs([Run("run", rows())])
+    labels = [curve.label for curve in loss.curves]
     assert labels == ["loss (raw)", "avg_loss_ema", "test loss"]
-    assert loss.curves[0][1] == [float(i) for i in range(1, 21)]
-    assert lr.curves[0][2][9:11] == [0.1, 0.01]
-    assert accuracy.curves[0][1] == [5.0, 10.0, 15.0, 20.0]
-    assert accuracy.curves[0][2] == [0.25, 0.5, 0.75, 1.0]
+    assert loss.curves[0].x.tolist() == [float(i) for i in range(1, 21)]
+    assert lr.curves[0].y[9:11].tolist() == [0.1, 0.01]
+    assert accuracy.curves[0].x.tolist() == [5.0, 10.0, 15.0, 20.0]
+    assert accuracy.curves[0].y.tolist() == [0.25, 0.5, 0.75, 1.0]
+    assert [c.points for c in loss.curves] == [False, False, True]  # test values get dots
+    assert accuracy.curves[0].points
+    assert [panel.empty for panel in norms] == [True, True, True]  # no norm columns here
 
 
 def test_terminal_plot_of_a_run_in_progress(tmp_path):
@@ -99,3 +104,119 @@ def test_png_needs_matplotlib(tmp_path):
         write_run(tmp_path / "run", rows(2))
         result = runner.invoke(app, ["plot", str(tmp_path / "run"), "-o", str(tmp_path / "a.png")])
         assert result.exit_code == 0 and (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ---- several runs, norm panels, --log, axes ----------------------------------------------------
+
+
+def norm_rows(updates: int = 12, scale: float = 1.0) -> list[dict]:
+    """Train rows with two layers' norm columns (as metrics.jsonl holds them)."""
+    out = rows(updates)
+    for row in out:
+        if row["kind"] == "train":
+            for layer, size in (("conv1", 1.0), ("ip1", 3.0)):
+                step = row["iteration"]
+                row[f"{layer}.w_norm"] = size + 0.01 * step
+                row[f"{layer}.g_norm"] = scale * size / step
+                row[f"{layer}.dw_norm"] = scale * 1e-3 * size / step
+                row[f"{layer}.ratio"] = row[f"{layer}.dw_norm"] / row[f"{layer}.w_norm"]
+    return out
+
+
+def write_full_run(folder, data, overrides, seed=None) -> None:
+    write_run(folder, data)
+    info = {
+        "config_path": "/x/configs/quickstart.cfg",
+        "overrides": [list(pair) for pair in overrides],
+        "options": {"seed": seed, "semantics": None, "data": None, "max_iters": 12},
+    }
+    (folder / "run.json").write_text(json.dumps(info))
+
+
+def test_norm_panels_per_layer_with_a_log_ratio():
+    panels = panels_from_runs([Run("run", norm_rows())])
+    titles = [panel.title for panel in panels]
+    assert titles[3:] == [
+        "weight norm ‖w‖ per layer (before the update)",
+        "gradient norm ‖g‖ per layer",
+        "update ratio ‖Δw‖/‖w‖ per layer",
+    ]
+    w, g, ratio = panels[3:]
+    assert [c.label for c in w.curves] == ["layer conv1", "layer ip1"]
+    assert g.curves[1].y[0] == 3.0 and ratio.log_y and not w.log_y
+    assert ratio.curves[0].y[1] == pytest.approx(5e-4 / 1.02)
+
+
+def test_several_runs_are_labelled_by_name_and_differing_overrides(tmp_path):
+    a, b = tmp_path / "lr-a", tmp_path / "lr-b"
+    write_full_run(a, norm_rows(), [("learning_rate", "0.1"), ("batch", "8")], seed=1)
+    write_full_run(b, norm_rows(10, 2.0), [("learning_rate", "0.02"), ("batch", "8")], seed=1)
+    assert run_labels([a, b]) == ["lr-a (learning_rate=0.1)", "lr-b (learning_rate=0.02)"]
+    target = tmp_path / "both.svg"
+    result = runner.invoke(app, ["plot", str(a), str(b), "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    svg = target.read_text()
+    assert "lr-a (learning_rate=0.1): 12 updates" in svg
+    assert "lr-b (learning_rate=0.02): 10 updates" in svg
+    assert "lr-b (learning_rate=0.02): layer ip1" in svg
+    assert "loss (raw)" not in svg  # several runs: smoothed and test loss only
+    # loss: 2 smoothed + 2 test; lr 2; accuracy 2; three norm panels × 2 runs × 2 layers
+    assert svg.count("<polyline") == 4 + 2 + 2 + 3 * 4
+    terminal = runner.invoke(app, ["plot", str(a), str(b)], env={"NO_COLOR": "1"})
+    assert terminal.exit_code == 0, terminal.output
+    assert "lr-a (learning_rate=0.1): avg_loss_ema" in terminal.stdout
+    assert "update ratio ‖Δw‖/‖w‖ per layer" in terminal.stdout
+
+
+def test_svg_has_axes_ticks_labels_and_test_points(tmp_path):
+    write_run(tmp_path / "run", norm_rows(20))
+    target = tmp_path / "one.svg"
+    result = runner.invoke(app, ["plot", str(tmp_path / "run"), "-o", str(target), "--log"])
+    assert result.exit_code == 0, result.output
+    svg = target.read_text()
+    assert svg.count(">iteration</text>") == 6  # every panel has its x label
+    assert "loss (log scale)</text>" in svg and "‖Δw‖/‖w‖ (log scale)</text>" in svg
+    ticks = re.findall(r'font-size="11">([^<]+)</text>', svg)
+    assert {"0", "5", "10", "15", "20"} <= set(ticks)  # round x ticks
+    assert not [t for t in ticks if re.search(r"\.\d*000$", t)]  # no 38.375000-style labels
+    assert svg.count("<circle") == 4 + 4  # the test loss and the test accuracy points
+
+
+def test_log_loss_in_the_terminal(tmp_path):
+    write_run(tmp_path / "run", norm_rows())
+    result = runner.invoke(app, ["plot", str(tmp_path / "run"), "--log"], env={"NO_COLOR": "1"})
+    assert result.exit_code == 0 and "log10 loss" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "ticks", "labels"),
+    [
+        (0.0, 38.375, [0, 10, 20, 30], ["0", "10", "20", "30"]),
+        (1.0, 300.0, [100, 200, 300], ["100", "200", "300"]),
+        (0.0, 0.001, [0, 0.0002, 0.0004, 0.0006, 0.0008, 0.001], None),
+        (0.0, 1.0, [0, 0.2, 0.4, 0.6, 0.8, 1.0], ["0", "0.2", "0.4", "0.6", "0.8", "1.0"]),
+        (0.0, 1.2, [0, 0.25, 0.5, 0.75, 1.0], ["0", "0.25", "0.50", "0.75", "1.00"]),
+    ],
+)
+def test_nice_ticks_are_round(low, high, ticks, labels):
+    values, step = nice_ticks(low, high)
+    assert values == pytest.approx(ticks)
+    if labels is not None:
+        assert [tick_label(v, step) for v in values] == labels
+
+
+def test_plain_svg_of_lr_schedule_has_axes_too(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # the built-in writer
+    target = tmp_path / "lr.svg"
+    result = runner.invoke(
+        app,
+        ["lr-schedule", "--set", "policy=steps", "--set", "learning_rate=0.1",
+         "--set", "steps=100,200", "--set", "scales=.1,.1", "--set", "max_batches=300",
+         "--output", str(target)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    svg = target.read_text()
+    assert ">iteration</text>" in svg and ">lr</text>" in svg
+    assert {"100", "200", "300"} <= set(re.findall(r'font-size="11">([^<]+)</text>', svg))

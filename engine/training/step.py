@@ -449,7 +449,11 @@ class Trainer:
         network's buffers; nothing a result or a resume depends on lives in them."""
         self._eval_networks.clear()
 
-    def evaluate(self, batches: Iterable[Batch]) -> EvalResult:
+    def evaluate(
+        self,
+        batches: Iterable[Batch],
+        observe: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    ) -> EvalResult:
         """Test-mode forward over ``batches`` of ``(images, integer labels)``: batch-norm uses
         its running statistics, dropout is the identity, the test phase's layers run (sharing
         the training network's parameters). Returns the per-image mean loss and top-1
@@ -460,6 +464,10 @@ class Trainer:
         accuracy as the float quotient ``correct / count``: the net's first ``Accuracy``
         layer's output, with its ``top_k`` and ``ignore_label``, when it has one) divided by
         the number of batches.
+
+        ``observe(scores, labels)``, when given, sees each batch's host copy of the output
+        scores (images × outputs) and its labels (``dnupdate eval`` builds its confusion matrix
+        from them).
         """
         loss_sum = 0.0
         correct = 0
@@ -474,6 +482,8 @@ class Trainer:
             per_image = net.loss / count if net.native == "darknet" else net.loss
             loss_sum += float(per_image) * count
             scores = self.backend.to_host(net.output).reshape(count, -1)
+            if observe is not None:
+                observe(scores, labels)
             hits = _top1_correct(scores, labels)
             correct += hits
             images += count

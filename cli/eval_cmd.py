@@ -1,0 +1,244 @@
+"""``dnupdate eval``: test a trained model without training (Caffe's ``caffe test -weights``,
+darknet's ``classifier valid``).
+
+The engine side is :mod:`engine.training.evaluate` (the engine's one test pass, plus the
+confusion matrix); this module resolves the command line, renders the result as Rich tables on
+stdout (or one JSON object with ``--json``) and reports bad input on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import typer
+
+from cli.common import EXIT_BAD_INPUT, EXIT_USAGE, fail, fail_config, report_diagnostics
+
+EVAL_HELP = (
+    "Test a trained model: loss, top-1 (and top-5 with more than 5 classes), per-class "
+    "accuracy and the confusion matrix, without training.\n\n"
+    "CONFIG|RUN_DIR is a config (darknet .cfg or Caffe solver) with --weights FILE, or a run "
+    "folder written by dnupdate train (its final.npz, else its latest checkpoint; --checkpoint "
+    "N or FILE picks another). Every test image is used once, in order, preprocessed as the "
+    "run's tests are; an image whose scores are not all finite counts as a wrong answer.\n\n"
+    "Examples:\n\n"
+    "  dnupdate eval runs/quickstart-20260101-120000\n\n"
+    "  dnupdate eval runs/quickstart-20260101-120000 --checkpoint 200 --json\n\n"
+    "  dnupdate eval configs/quickstart.cfg --weights final.weights\n\n"
+    "  dnupdate eval configs/lenet_solver.prototxt --weights lenet_iter_10000.caffemodel"
+)
+
+#: the confusion matrix is shown as a table up to this many classes (always in --json)
+MAX_MATRIX_CLASSES = 20
+
+
+def eval_command(
+    target: str = typer.Argument(
+        ..., metavar="CONFIG|RUN_DIR", help="A config file, or a dnupdate train run folder."
+    ),
+    weights: str | None = typer.Option(
+        None, "--weights", metavar="FILE", help="darknet .weights, .caffemodel or .npz to test."
+    ),
+    checkpoint: str | None = typer.Option(
+        None,
+        "--checkpoint",
+        metavar="N|FILE",
+        help="With RUN_DIR: checkpoints/iter_<N>.npz or a file (default final.npz).",
+    ),
+    data: str | None = typer.Option(
+        None, "--data", metavar="NAME|npz:PATH", help="Test data (replaces the config's)."
+    ),
+    data_dir: str | None = typer.Option(
+        None,
+        "--data-dir",
+        metavar="DIR",
+        help="Dataset folder (default $DNUPDATE_DATA_DIR, then the cache).",
+    ),
+    images: int | None = typer.Option(
+        None, "--images", min=1, metavar="N", help="Test only the first N images (default: all)."
+    ),
+    sets: list[str] = typer.Option(
+        [], "--set", "-s", metavar="KEY=VALUE", help="Override a config key (CONFIG only)."
+    ),
+    semantics: str | None = typer.Option(
+        None,
+        "--semantics",
+        metavar="darknet|caffe",
+        help="Layer and loss conventions (CONFIG only; default: the config's).",
+    ),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        metavar="S",
+        help="Seed of a Caffe TEST mirror (default: the config's, else 0).",
+    ),
+    device: str = typer.Option("cpu", "--device", metavar="cpu|cuda", help="Where to run."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, metavar="N", help="BLAS and Numba threads (default: automatic)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """Test a model (see EVAL_HELP); exits 0, 1 bad input, 2 usage."""
+    from engine.training.evaluate import EvalOptions
+
+    if semantics is not None and semantics not in ("darknet", "caffe"):
+        fail(f"--semantics: {semantics!r} is not darknet or caffe", EXIT_USAGE)
+    common = dict(data=data, data_dir=data_dir, images=images, device=device, threads=threads)
+    if Path(target).is_dir():
+        given = [n for n, v in (("--weights", weights), ("--set", sets)) if v]
+        given += ["--semantics"] if semantics is not None else []
+        if given:
+            fail(
+                f"{target} is a run folder: its config and weights come from it; drop "
+                f"{', '.join(given)} (pick a checkpoint with --checkpoint)",
+                EXIT_USAGE,
+            )
+        run, options = _from_run_folder(target, checkpoint, seed, common)
+    else:
+        if checkpoint is not None:
+            fail("--checkpoint needs a RUN_DIR; with a CONFIG give --weights FILE", EXIT_USAGE)
+        if weights is None:
+            fail(f"give --weights FILE to test with {target} (or a RUN_DIR)", EXIT_USAGE)
+        run = _load_config(target, sets, semantics)
+        options = EvalOptions(weights=weights, seed=seed, semantics=semantics, **common)
+    evaluation = _evaluate(run, options)
+    for line in messages(evaluation):
+        print(line, file=sys.stderr)
+    if as_json:
+        print(json.dumps(evaluation.to_json()))
+    else:
+        render(evaluation)
+
+
+def _load_config(config: str, sets: list[str], semantics: str | None):
+    """The RunSpec of ``config`` with ``--set`` applied; warnings to stderr, errors exit 1."""
+    from engine.config import load_config, parse_overrides
+    from engine.spec import ConfigError
+
+    try:
+        run = load_config(config, parse_overrides(sets))
+    except ConfigError as error:
+        fail_config(error)
+    report_diagnostics(d for d in run.diagnostics if d.severity == "warning")
+    return run
+
+
+def _from_run_folder(run_dir: str, checkpoint: str | None, seed: int | None, common: dict):
+    """(RunSpec, EvalOptions) of a run folder: its config, overrides, data, semantics and seed
+    as trained, the command line's data choices on top."""
+    from cli.train_cmd import _load_resumed
+    from engine.spec import ConfigError
+    from engine.training.evaluate import EvalOptions, run_checkpoint
+    from engine.training.runfolder import RunFolderError
+
+    try:
+        run, _, saved, _ = _load_resumed(run_dir)
+        path, iteration = run_checkpoint(run_dir, checkpoint)
+    except ConfigError as error:
+        fail_config(error)
+    except RunFolderError as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+    except (KeyError, OSError, ValueError) as exc:
+        fail(f"{run_dir}: cannot read the run folder ({exc})", EXIT_BAD_INPUT)
+    chosen = {k: v for k, v in common.items() if v is not None}
+    return run, EvalOptions(
+        weights=str(path),
+        iteration=iteration,
+        data=chosen.get("data", saved.get("data")),
+        data_dir=chosen.get("data_dir", saved.get("data_dir")),
+        images=common["images"] or saved.get("test_size"),
+        semantics=saved.get("semantics"),
+        seed=saved.get("seed") if seed is None else seed,
+        device=common["device"],
+        threads=common["threads"],
+    )
+
+
+def _evaluate(run, options):
+    """Run the test pass; bad input exits 1 with the file and the problem."""
+    from engine.data import DataError
+    from engine.formats.weights import WeightsFileError
+    from engine.model.network import NetworkError
+    from engine.training.evaluate import evaluate_model
+    from engine.training.session import TrainSetupError
+
+    try:
+        return evaluate_model(run, options)
+    except (DataError, WeightsFileError, NetworkError, TrainSetupError) as exc:
+        fail(str(exc), EXIT_BAD_INPUT)
+
+
+# ---- rendering ---------------------------------------------------------------------------------
+
+
+def _fraction(value: float | None) -> str:
+    """Accuracies as a run's test line shows them (4 significant digits)."""
+    return "-" if value is None or math.isnan(value) else f"{value:.4g}"
+
+
+def headline(evaluation) -> list[str]:
+    """The lines above the tables: what was tested, on what, and the overall figures."""
+    e = evaluation
+    after = "" if e.iteration is None else f" (after {e.iteration} updates)"
+    hits = int(e.confusion.trace())
+    lines = [
+        f"eval {e.config_path} with {e.weights}{after}, {e.semantics} semantics",
+        f"data {e.dataset}: {e.images} test images, {e.classes} classes",
+        f"loss {e.loss:.5g}; top-1 accuracy {_fraction(e.top1)} ({hits}/{e.images})"
+        + ("" if e.top5 is None else f"; top-5 accuracy {_fraction(e.top5)}"),
+    ]
+    return lines
+
+
+def messages(evaluation) -> list[str]:
+    """What goes to stderr: the data notes and a warning about non-finite scores."""
+    lines = [f"note: {note}" for note in evaluation.notes]
+    bad = int(evaluation.non_finite.sum())
+    if bad:
+        lines.append(
+            f"warning: {bad} of {evaluation.images} images gave non-finite scores (NaN or "
+            "inf); they count as wrong answers"
+        )
+    return lines
+
+
+def class_table(evaluation):
+    """Per class: images, correct, accuracy (non-finite when any) and, up to
+    :data:`MAX_MATRIX_CLASSES` classes, the confusion row (columns: predicted class)."""
+    from rich.table import Table
+
+    e = evaluation
+    matrix = e.classes <= MAX_MATRIX_CLASSES
+    caption = "rows: true class" + ("; columns 0…: predicted class" if matrix else "")
+    table = Table(title="per class", caption=caption, show_edge=False)
+    table.add_column("class")
+    for name in ("images", "correct", "accuracy"):
+        table.add_column(name, justify="right")
+    show_bad = bool(e.non_finite.sum())
+    if show_bad:
+        table.add_column("non-finite", justify="right")
+    if matrix:
+        for k in range(e.classes):
+            table.add_column(str(k), justify="right")
+    totals, accuracy = e.class_images(), e.class_accuracy()
+    for k in range(e.classes):
+        cells = [e.class_name(k), str(totals[k]), str(e.confusion[k, k]), _fraction(accuracy[k])]
+        cells += [str(e.non_finite[k])] if show_bad else []
+        cells += [str(v) for v in e.confusion[k]] if matrix else []
+        table.add_row(*cells)
+    return table
+
+
+def render(evaluation) -> None:
+    """The headline and the per-class table on stdout."""
+    from cli.common import stdout_console
+
+    console = stdout_console()
+    for line in headline(evaluation):
+        console.print(line, highlight=False, markup=False)
+    console.print(class_table(evaluation))
+    if evaluation.classes > MAX_MATRIX_CLASSES:
+        console.print(f"({evaluation.classes} classes: the confusion matrix is in --json)")
