@@ -172,7 +172,9 @@ def _load_resumed(run_dir: str):
     return run, overrides, info.get("options", {}), folder
 
 
-def _resume_conflicts(config, sets, data, weights, seed, semantics, clear) -> list[str]:
+def _resume_conflicts(
+    config, sets, data, weights, seed, semantics, clear, allow_nonfinite=False
+) -> list[str]:
     given = {
         "CONFIG": config is not None,
         "--set": bool(sets),
@@ -181,6 +183,7 @@ def _resume_conflicts(config, sets, data, weights, seed, semantics, clear) -> li
         "--seed": seed is not None,
         "--semantics": semantics is not None,
         "--clear": clear,
+        "--allow-nonfinite": allow_nonfinite,
     }
     return [name for name, present in given.items() if present]
 
@@ -214,6 +217,11 @@ def train(
     ),
     clear: bool = typer.Option(
         False, "--clear", help="Ignore the .weights header's images-seen count (darknet -clear)."
+    ),
+    allow_nonfinite: bool = typer.Option(
+        False,
+        "--allow-nonfinite",
+        help="Load --weights holding NaN/inf (with a warning) instead of refusing them.",
     ),
     resume: str | None = typer.Option(
         None, "--resume", metavar="RUN_DIR", help="Continue a run exactly from its last state."
@@ -255,7 +263,9 @@ def train(
     if resume is None and config is None:
         fail("give a CONFIG file (or - for standard input), or --resume RUN_DIR", EXIT_USAGE)
     if resume is not None:
-        conflicts = _resume_conflicts(config, sets, data, weights, seed, semantics, clear)
+        conflicts = _resume_conflicts(
+            config, sets, data, weights, seed, semantics, clear, allow_nonfinite
+        )
         if conflicts:
             fail(
                 f"--resume takes the config and its options from the run folder; drop "
@@ -274,6 +284,7 @@ def train(
                 "data_dir": data_dir,
                 "weights": weights,
                 "clear": clear,
+                "allow_nonfinite": allow_nonfinite,
                 "max_iters": max_iters,
                 "seed": seed,  # None: the config's random_seed / seed=, else 0
                 "semantics": None if semantics is None else semantics.value,

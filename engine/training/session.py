@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from engine.data import BatchSampler, Dataset, open_dataset
+from engine.data.errors import check_label_range
 from engine.spec import RunSpec
 from engine.training.events import (
     CheckpointSaved,
@@ -89,13 +90,15 @@ class TrainOptions:
     ``display_every``: None = the config's ``display``;
     ``shuffle``: None = the config's (darknet samples randomly, Caffe reads in order);
     ``train_size``/``test_size``: keep only the first N images (synthetic sets: generate N);
-    ``seed``: None = the config's (see :func:`resolve_seed`).
+    ``seed``: None = the config's (see :func:`resolve_seed`);
+    ``allow_nonfinite``: load ``weights`` holding NaN/inf with a warning instead of refusing.
     """
 
     data: str | None = None
     data_dir: str | None = None
     weights: str | None = None
     clear: bool = False
+    allow_nonfinite: bool = False
     max_iters: int | None = None
     seed: int | None = None
     semantics: str | None = None
@@ -326,6 +329,20 @@ def _check_shape(run: RunSpec, sampler: BatchSampler, dataset: Dataset) -> None:
         )
 
 
+def _check_labels(network, dataset: Dataset) -> None:
+    """Every label must name one of the network's outputs (``0 <= label < outputs``), checked
+    before training: a label past them would otherwise stop the run at its first (or final)
+    test with no state written. Raises :class:`engine.data.DataError` naming the first."""
+    outputs = int(np.prod(network.output.shape[1:]))
+    check_label_range(
+        dataset.path or dataset.name,
+        np.asarray(dataset.labels),
+        outputs,
+        "item",
+        f" (the network {network.spec.name} has {outputs} outputs)",
+    )
+
+
 def package_versions() -> dict[str, str]:
     """Versions of Python and the packages that decide the numbers."""
     out = {"python": platform.python_version()}
@@ -415,6 +432,7 @@ class TrainingSession:
             semantics=options.semantics,
             weights=None if resume else options.weights,
             clear=options.clear,
+            allow_nonfinite=options.allow_nonfinite,
         )
         self.semantics = self.trainer.semantics
         self._open_data()
@@ -461,6 +479,7 @@ class TrainingSession:
             shuffle=options.shuffle,
         )
         _check_shape(run, self.train_sampler, self.train_set)
+        _check_labels(self.trainer.network, self.train_set)
         self.test_set = _open_split(run, options, "test")
         self.test_sampler = None
         if self.test_set is not None:
@@ -474,6 +493,7 @@ class TrainingSession:
                 shuffle=False,
             )
             _check_shape(run, self.test_sampler, self.test_set)
+            _check_labels(self.trainer.network, self.test_set)
 
     # ---- the folder --------------------------------------------------------------------------
     def _prepare_folder(self, overrides, config_text: str | None, net_text: str | None) -> None:
@@ -574,7 +594,7 @@ class TrainingSession:
         CIFAR-10's first 1,000 test images present) or a computed mean image (Caffe's
         ``mean.binaryproto`` missing)."""
         notes: list[str] = []
-        sources = [self.train_set, self.train_sampler]
+        sources = [self.trainer, self.train_set, self.train_sampler]
         if self.test_sampler is not None:
             sources += [self.test_set, self.test_sampler]
         for source in sources:
