@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,17 @@ import numpy as np
 from engine.data.errors import DataError, check_pixels
 
 CHANNEL_COUNTS = (1, 3, 4)
+
+#: what reading a damaged archive raises (zipfile, zlib, NumPy's header parser; a damaged
+#: compression-method field gives NotImplementedError)
+_READ_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+)
 
 #: bytes per read when checking a memory-mapped member's CRC-32
 _CRC_PIECE = 1 << 20
@@ -37,7 +49,7 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except FileNotFoundError:
         raise DataError(str(path), "no such file") from None
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _READ_ERRORS as exc:
         raise DataError(str(path), f"not a valid .npz archive ({exc})") from None
 
 
@@ -46,7 +58,7 @@ def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path):
     try:
         with archive.open(info) as handle:
             return _read_npy_header(handle)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except _READ_ERRORS as exc:
         raise DataError(str(path), f"array '{info.filename}' is unreadable ({exc})") from None
 
 
@@ -79,7 +91,7 @@ def _verify_crc(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, nam
         with archive.open(info) as handle:
             while handle.read(_CRC_PIECE):
                 pass
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+    except _READ_ERRORS as exc:
         raise DataError(str(path), f"array '{name}' is damaged ({exc})") from None
 
 
@@ -104,7 +116,7 @@ def _load_member(archive: zipfile.ZipFile, path: Path, name: str) -> np.ndarray:
     try:
         with archive.open(info) as handle:
             return np.lib.format.read_array(handle, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except _READ_ERRORS as exc:
         raise DataError(str(path), f"array '{name}' is unreadable ({exc})") from None
 
 

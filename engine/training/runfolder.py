@@ -328,11 +328,13 @@ def _csv_iteration(path: Path, row: list[str], position: int, number: int) -> in
 def truncate_metrics(folder: Path, iteration: int) -> None:
     """Drop rows after ``iteration`` from both metrics files (atomic rewrite), so that a run
     resumed from the checkpoint at ``iteration`` does not repeat rows; a last row cut short
-    (no newline) goes too. A damaged line raises :class:`RunFolderError` naming it."""
+    (no newline) goes too. Both files are read and checked before either is rewritten: a
+    damaged line raises :class:`RunFolderError` naming it, with both files as they were."""
+    rewrites: list[tuple[Path, str]] = []
     jsonl = folder / METRICS_JSONL
     if jsonl.exists():
         kept = [row for row in read_metrics(jsonl) if row.get("iteration", 0) <= iteration]
-        write_text(jsonl, "".join(json.dumps(row) + "\n" for row in kept))
+        rewrites.append((jsonl, "".join(json.dumps(row) + "\n" for row in kept)))
     table = folder / METRICS_CSV
     if table.exists():
         rows = _csv_rows(table)
@@ -345,7 +347,9 @@ def truncate_metrics(folder: Path, iteration: int) -> None:
             ]
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows([rows[0], *body])
-            write_text(table, buffer.getvalue())
+            rewrites.append((table, buffer.getvalue()))
+    for path, text in rewrites:
+        write_text(path, text)
 
 
 def resolved_config(run: Any, overrides: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
