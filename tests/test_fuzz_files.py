@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -378,6 +378,7 @@ def test_resume_of_a_damaged_run_folder_exits_0_or_1_and_loses_nothing(
     result = runner.invoke(app, ["train", "--resume", str(folder), "-q"], env={"NO_COLOR": "1"})
     assert result.exit_code in (0, 1), (result.output, result.exception)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    event(f"exit {result.exit_code}")  # --hypothesis-show-statistics shows the mix
     if result.exit_code == 1:
         assert result.stderr.strip() and "Traceback" not in result.stderr
         assert _snapshot(folder) == before  # a refused resume writes nothing

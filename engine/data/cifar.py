@@ -107,7 +107,9 @@ def read_cifar_pickle_file(path: str | Path) -> dict:
         raise DataError(str(path), f"not a CIFAR Python batch ({problem})") from None
     if not isinstance(raw, dict):
         raise DataError(str(path), "not a CIFAR Python batch (not a dict)")
-    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+    return {
+        (k.decode("utf-8", "replace") if isinstance(k, bytes) else k): v for k, v in raw.items()
+    }
 
 
 def read_cifar_pickle(
