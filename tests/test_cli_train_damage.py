@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -291,3 +292,31 @@ def test_the_lock_of_a_killed_run_is_taken_over_and_reported(tiny):
     assert result.exit_code == 0, result.output
     assert f"previous run (pid {holder.pid}" in result.stdout
     assert (out / "run.lock").read_text() == ""  # released cleanly at the end
+
+
+def test_kill_9_then_resume_is_byte_identical_and_takes_the_lock_over(tiny):
+    """A run killed with SIGKILL right after a checkpoint resumes to the same final.npz as a
+    straight run, removing the temporaries and taking the dead run's lock over."""
+    config = darknet_config(tiny.root, max_batches=100)  # long enough to be killed mid-way
+    args = [str(config), "--data", f"npz:{tiny.data}", "--eval-every", "0", "-q"]
+    straight, killed = tiny.root / "straight", tiny.root / "killed"
+    assert train(*args, "--out", str(straight)).exit_code == 0
+    dnupdate = str(Path(sys.executable).with_name("dnupdate"))
+    command = [dnupdate, "train", *args, "--out", str(killed)]
+    process = subprocess.Popen([*command, "--checkpoint-every", "1"], cwd=ROOT)
+    state = killed / "checkpoints" / "iter_000002.state.npz"
+    try:
+        for _ in range(6000):  # poll up to a minute for the checkpoint at 2
+            if state.exists() or process.poll() is not None:
+                break
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL and state.exists()
+    (killed / "checkpoints" / ".iter_000009.npz.abc.tmp").write_bytes(b"")  # as a killed write
+    result = train("--resume", str(killed), "--json", "-q")
+    assert result.exit_code == 0, result.output
+    assert (straight / "final.npz").read_bytes() == (killed / "final.npz").read_bytes()
+    assert not list(killed.rglob("*.tmp"))
+    assert f"previous run (pid {process.pid}" in result.stdout
