@@ -161,18 +161,26 @@ def _load_resumed(run_dir: str):
     """(RunSpec, overrides, saved options, folder) rebuilt from a run folder's files."""
     from engine.config import load_config
     from engine.training.runfolder import RunFolder
+    from engine.training.session import TrainOptions
 
     folder = RunFolder.open(run_dir)
-    info = folder.read_run_info()
-    overrides = tuple((str(k), str(v)) for k, v in info.get("overrides", []))
-    text = folder.original_config_text()
-    config_path = info["config_path"]
-    source = "-" if config_path == "<stdin>" else config_path
-    run = load_config(source, overrides, text=text)
-    return run, overrides, info.get("options", {}), folder
+    try:
+        info = folder.read_run_info()
+        saved = TrainOptions.check_saved(info.get("options", {}), str(folder.path / "run.json"))
+        overrides = tuple((str(k), str(v)) for k, v in info.get("overrides", []))
+        text = folder.original_config_text()
+        config_path = info["config_path"]
+        source = "-" if config_path == "<stdin>" else config_path
+        run = load_config(source, overrides, text=text)
+    except BaseException:
+        folder.unlock()
+        raise
+    return run, overrides, saved, folder
 
 
-def _resume_conflicts(config, sets, data, weights, seed, semantics, clear) -> list[str]:
+def _resume_conflicts(
+    config, sets, data, weights, seed, semantics, clear, allow_nonfinite=False
+) -> list[str]:
     given = {
         "CONFIG": config is not None,
         "--set": bool(sets),
@@ -181,6 +189,7 @@ def _resume_conflicts(config, sets, data, weights, seed, semantics, clear) -> li
         "--seed": seed is not None,
         "--semantics": semantics is not None,
         "--clear": clear,
+        "--allow-nonfinite": allow_nonfinite,
     }
     return [name for name, present in given.items() if present]
 
@@ -214,6 +223,11 @@ def train(
     ),
     clear: bool = typer.Option(
         False, "--clear", help="Ignore the .weights header's images-seen count (darknet -clear)."
+    ),
+    allow_nonfinite: bool = typer.Option(
+        False,
+        "--allow-nonfinite",
+        help="Load --weights holding NaN/inf (with a warning) instead of refusing them.",
     ),
     resume: str | None = typer.Option(
         None, "--resume", metavar="RUN_DIR", help="Continue a run exactly from its last state."
@@ -255,7 +269,9 @@ def train(
     if resume is None and config is None:
         fail("give a CONFIG file (or - for standard input), or --resume RUN_DIR", EXIT_USAGE)
     if resume is not None:
-        conflicts = _resume_conflicts(config, sets, data, weights, seed, semantics, clear)
+        conflicts = _resume_conflicts(
+            config, sets, data, weights, seed, semantics, clear, allow_nonfinite
+        )
         if conflicts:
             fail(
                 f"--resume takes the config and its options from the run folder; drop "
@@ -274,6 +290,7 @@ def train(
                 "data_dir": data_dir,
                 "weights": weights,
                 "clear": clear,
+                "allow_nonfinite": allow_nonfinite,
                 "max_iters": max_iters,
                 "seed": seed,  # None: the config's random_seed / seed=, else 0
                 "semantics": None if semantics is None else semantics.value,
@@ -309,6 +326,7 @@ def _set_up(*, config, resume, sets, out, options):
         TrainerStateError,
     )
     created: Path | None = None
+    folder = None
     try:
         if resume is not None:
             run, overrides, saved, folder = _load_resumed(resume)
@@ -323,9 +341,8 @@ def _set_up(*, config, resume, sets, out, options):
         run, overrides, text = _load_new(config, sets)
         _print_warnings(run)
         target = Path(out) if out else default_run_dir(config)
-        existed = target.exists()
         folder = RunFolder.create(target)
-        created = None if existed else target
+        created = target if folder.created else None
         return TrainingSession(
             run,
             TrainOptions(**options),
@@ -335,15 +352,21 @@ def _set_up(*, config, resume, sets, out, options):
             net_text=_net_file_text(run, run.config_path),
         )
     except ConfigError as exc:
-        _discard(created)
+        _release(folder, created)
         fail_config(exc)
     except bad_input as exc:
-        _discard(created)
+        _release(folder, created)
         fail(str(exc), EXIT_BAD_INPUT)
+    except BaseException:
+        _release(folder, created)
+        raise
 
 
-def _discard(created: Path | None) -> None:
-    """Remove a run folder this invocation created before the run could start."""
+def _release(folder, created: Path | None) -> None:
+    """Unlock the run folder of a run that could not start, and remove it when this
+    invocation created it (never a folder another run made or holds)."""
+    if folder is not None:
+        folder.unlock()
     if created is not None:
         shutil.rmtree(created, ignore_errors=True)
 

@@ -422,3 +422,95 @@ def test_leveldb_folder_is_named_as_unsupported(tmp_path):
     with pytest.raises(DataError, match="LevelDB database, which is not supported") as info:
         open_dataset(str(folder))
     assert info.value.path == str(folder)
+
+
+# ------------------------------------------------------- damaged files (issue 18, items 7, 8)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_header_claiming_billions_of_images_is_refused_before_allocating(tmp_path, gz):
+    images = tmp_path / ("huge-idx3-ubyte" + (".gz" if gz else ""))
+    head = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (2**31 - 1, 28, 28))
+    data = head + bytes(784)
+    images.write_bytes(gzip.compress(data) if gz else data)
+    with pytest.raises(DataError, match="2147483647×28×28") as info:
+        read_idx_pair(images, tmp_path / "labels", classes=10)
+    assert info.value.path == str(images)
+
+
+def test_idx_dimensions_whose_product_overflows_int64_are_refused(tmp_path):
+    head = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (2**32 - 1,) * 3)
+    (tmp_path / "big").write_bytes(head + bytes(16))
+    with pytest.raises(DataError, match="truncated"):
+        read_idx_pair(tmp_path / "big", tmp_path / "labels", classes=10)
+
+
+def test_non_utf8_cifar_names_file_is_named(tmp_path):
+    write_cifar10_folder(tmp_path, per_batch=2)
+    (tmp_path / "batches.meta.txt").write_bytes(b"airplane\n\xff\xfeauto\n")
+    with pytest.raises(DataError, match=r"not UTF-8 text \(byte 0xff at offset 9\)") as info:
+        open_dataset(str(tmp_path), "train")
+    assert info.value.path.endswith("batches.meta.txt")
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        (np.array([10, 10]), r"'classes' is int64 with shape \(2,\)"),
+        (np.array(10.7), "'classes' is float64"),
+        (np.array(-1), "'classes' is -1"),
+    ],
+)
+def test_npz_classes_must_be_one_integer(tmp_path, classes, message):
+    x, y = np.zeros((2, 1, 4, 4), np.uint8), np.array([0, 1])
+    np.savez(tmp_path / "bad.npz", x=x, y=y, classes=classes)
+    with pytest.raises(DataError, match=message):
+        read_npz(tmp_path / "bad.npz")
+
+
+def test_npy_header_shape_overflowing_int64_is_refused(tmp_path):
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    shape = (2**40, 2**40, 4, 4)  # the product overflows int64
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": shape}
+    )
+    path = tmp_path / "bad.npz"
+    with zipfile.ZipFile(path, "w") as archive:  # valid CRCs: only the shape lies
+        archive.writestr("x.npy", header.getvalue() + bytes(32))
+        archive.writestr("y.npy", b"")
+    with pytest.raises(DataError, match="array 'x' is damaged or truncated"):
+        read_npz(path)
+
+
+def test_npz_member_with_a_bad_crc_is_refused_even_memory_mapped(tmp_path):
+    path = tmp_path / "flip.npz"
+    x = np.full((2, 1, 200, 200), 7, np.uint8)  # larger than zipfile's first read
+    np.savez(path, x=x, y=np.array([0, 1]))
+    data = bytearray(path.read_bytes())
+    position = data.index(bytes(x.reshape(-1)))  # the stored pixels
+    data[position + 70000] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"array 'x' is damaged \(Bad CRC-32"):
+        read_npz(path)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 1e30])
+def test_non_finite_or_huge_float_pixels_name_the_file_and_first_bad_index(tmp_path, value):
+    x = np.zeros((5, 1, 4, 4), np.float32)
+    x[3, 0, 2, 1] = value
+    x[4, 0, 0, 0] = value
+    np.savez(tmp_path / "px.npz", x=x, y=np.zeros(5, np.int64))
+    with pytest.raises(DataError, match=r"bad pixel: item 3 pixel \(0, 2, 1\)") as info:
+        read_npz(tmp_path / "px.npz")
+    assert info.value.path == str(tmp_path / "px.npz")
+
+
+def test_lmdb_float_records_are_checked_for_bad_pixels(tmp_path):
+    images = np.zeros((3, 1, 2, 2), np.float32)
+    images[1, 0, 1, 1] = np.nan
+    write_lmdb(tmp_path / "db", images, np.array([0, 1, 0]))
+    with pytest.raises(DataError, match=r"bad pixel: record 1 pixel \(0, 1, 1\) is nan"):
+        read_lmdb(tmp_path / "db")

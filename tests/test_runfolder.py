@@ -122,6 +122,9 @@ def test_create_refuses_a_folder_holding_a_run_and_open_needs_one(tmp_path):
     folder = RunFolder.create(tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints").is_dir()
     folder.save_state({"iteration": 1})
+    with pytest.raises(RunFolderError, match="in use by another run"):
+        RunFolder.create(tmp_path / "run")  # still locked by `folder`
+    folder.close()
     with pytest.raises(RunFolderError, match="--resume"):
         RunFolder.create(tmp_path / "run")
     with pytest.raises(RunFolderError, match="no such run folder"):

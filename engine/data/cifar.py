@@ -9,6 +9,7 @@ Python version: pickled dicts with ``data`` (N×3072 uint8, same plane order) an
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,15 +94,22 @@ def read_cifar_pickle_file(path: str | Path) -> dict:
     """Load one Python-version CIFAR batch as a dict with ``str`` keys."""
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            raw = _ArrayOnlyUnpickler(handle, encoding="bytes").load()
-    except FileNotFoundError:
-        raise DataError(str(path), "no such file") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
-        raise DataError(str(path), f"not a CIFAR Python batch ({exc or 'truncated'})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        missing = isinstance(exc, FileNotFoundError)
+        raise DataError(str(path), "no such file" if missing else str(exc.strerror)) from None
+    try:
+        # from memory: a damaged length field then asks for at most the file's size (reading
+        # from the file object, the unpickler preallocates whatever length the bytes claim)
+        raw = _ArrayOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as exc:
+        problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise DataError(str(path), f"not a CIFAR Python batch ({problem})") from None
     if not isinstance(raw, dict):
         raise DataError(str(path), "not a CIFAR Python batch (not a dict)")
-    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
+    return {
+        (k.decode("utf-8", "replace") if isinstance(k, bytes) else k): v for k, v in raw.items()
+    }
 
 
 def read_cifar_pickle(

@@ -8,6 +8,7 @@ big-endian uint32 dimensions, then the data in row-major order. Images are ``0x0
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -22,6 +23,11 @@ LABEL_MAGIC = 0x00000801
 
 #: bytes per ``readinto`` call when gunzipping
 _READ_PIECE = 1 << 20
+
+#: deflate's largest expansion: one compressed byte never yields more than 1032 (RFC 1951
+#: length codes; zlib's technical details), so a gzip file of ``n`` bytes holds at most this
+#: many times ``n`` bytes of data; a header asking for more is refused before allocating
+_DEFLATE_MAX_RATIO = 1032
 
 
 def _gzip_errors(path: Path, exc: BaseException) -> DataError:
@@ -45,7 +51,8 @@ def _read_gzip_idx(path: Path, expected_magic: int) -> tuple[tuple[int, ...], np
     try:
         with gzip.open(path, "rb") as handle:
             dims = _header(path, handle.read(4 + 4 * (expected_magic & 0xFF)), expected_magic)
-            data = np.empty(int(np.prod(dims, dtype=np.int64)), dtype=np.uint8)
+            _check_gzip_can_hold(path, dims)
+            data = np.empty(math.prod(dims), dtype=np.uint8)
             view = memoryview(data)
             filled = 0
             while filled < data.size:
@@ -59,6 +66,20 @@ def _read_gzip_idx(path: Path, expected_magic: int) -> tuple[tuple[int, ...], np
     except (OSError, EOFError, zlib.error) as exc:
         raise _gzip_errors(path, exc) from None
     return dims, data.reshape(dims), filled + extra
+
+
+def _check_gzip_can_hold(path: Path, dims: tuple[int, ...]) -> None:
+    """Refuse a header whose data cannot fit in the compressed file (at most
+    :data:`_DEFLATE_MAX_RATIO` bytes per compressed byte), before any allocation."""
+    needed = math.prod(dims)
+    limit = _DEFLATE_MAX_RATIO * path.stat().st_size
+    if needed > limit:
+        shape_text = "×".join(str(d) for d in dims)
+        raise DataError(
+            str(path),
+            f"truncated or damaged: header says {shape_text} ({needed} bytes of data), more "
+            f"than a gzip file of {path.stat().st_size} bytes can hold (at most {limit})",
+        )
 
 
 def _header(path: Path, head: bytes, expected_magic: int) -> tuple[int, ...]:
@@ -93,11 +114,11 @@ def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
             size = path.stat().st_size
             with path.open("rb") as handle:
                 head = handle.read(4 + 4 * (expected_magic & 0xFF))
-        except FileNotFoundError:
-            raise DataError(str(path), "no such file") from None
+        except OSError as exc:
+            raise _gzip_errors(path, exc) from None
         dims = _header(path, head, expected_magic)
         offset, available = 4 + 4 * len(dims), size - 4 - 4 * len(dims)
-    needed = int(np.prod(dims, dtype=np.int64))
+    needed = math.prod(dims)  # Python ints: 3 uint32 dimensions may overflow int64
     shape_text = "×".join(str(d) for d in dims)
     if available < needed:
         raise DataError(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.errors import DataError
+from engine.data.errors import DataError, check_pixels
 from engine.data.protobuf import Datum, WireError, decode_datum, encode_datum
 
 
@@ -101,6 +101,7 @@ def read_lmdb(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     finally:
         env.close()
     assert images is not None and labels is not None
+    check_pixels(path, images, "record")
     if int(labels.min()) < 0:
         bad = int(np.argmax(labels < 0))
         raise DataError(str(path), f"label out of range: record {bad} has label {labels[bad]}")

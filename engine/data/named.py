@@ -139,6 +139,21 @@ def _check_identity(entry: CatalogEntry, found: Located) -> None:
             )
 
 
+def _read_names(path: Path) -> str:
+    """A class-names file as UTF-8 text; unreadable or not UTF-8 raises :class:`DataError`
+    naming the file and the first bad byte's offset."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            str(path),
+            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "fix or delete it (without it the catalog's class names are used)",
+        ) from None
+    except OSError as exc:
+        raise DataError(str(path), exc.strerror or str(exc)) from None
+
+
 def _label_names(entry: CatalogEntry, found: Located) -> tuple[str, ...]:
     """Class names from the dataset's own metadata when present, else the catalog's."""
     folder = found.folder
@@ -148,7 +163,7 @@ def _label_names(entry: CatalogEntry, found: Located) -> tuple[str, ...]:
         "cifar100-coarse": "coarse_label_names.txt",
     }.get(entry.name)
     if meta_txt and (folder / meta_txt).is_file():
-        names = [n.strip() for n in (folder / meta_txt).read_text().splitlines() if n.strip()]
+        names = [n.strip() for n in _read_names(folder / meta_txt).splitlines() if n.strip()]
         if len(names) == entry.classes:
             return tuple(names)
     if entry.kind == "cifar100" and (folder / "meta").is_file():

@@ -10,14 +10,30 @@ memory-mapped; compressed members (``np.savez_compressed``) are read into memory
 
 from __future__ import annotations
 
+import math
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from engine.data.errors import DataError
+from engine.data.errors import DataError, check_pixels
 
 CHANNEL_COUNTS = (1, 3, 4)
+
+#: what reading a damaged archive raises (zipfile, zlib, NumPy's header parser; a damaged
+#: compression-method field gives NotImplementedError)
+_READ_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+)
+
+#: bytes per read when checking a memory-mapped member's CRC-32
+_CRC_PIECE = 1 << 20
 
 
 def _member(archive: zipfile.ZipFile, path: Path, name: str) -> zipfile.ZipInfo:
@@ -33,7 +49,7 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except FileNotFoundError:
         raise DataError(str(path), "no such file") from None
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _READ_ERRORS as exc:
         raise DataError(str(path), f"not a valid .npz archive ({exc})") from None
 
 
@@ -42,7 +58,7 @@ def _header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path):
     try:
         with archive.open(info) as handle:
             return _read_npy_header(handle)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except _READ_ERRORS as exc:
         raise DataError(str(path), f"array '{info.filename}' is unreadable ({exc})") from None
 
 
@@ -68,21 +84,39 @@ def _stored_offset(path: Path, info: zipfile.ZipInfo) -> int | None:
         return handle.tell()
 
 
+def _verify_crc(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, name: str) -> None:
+    """Read a member through :mod:`zipfile` in pieces, which checks its CRC-32 at the end: a
+    memory-mapped member is otherwise never checked (a flipped bit would train silently)."""
+    try:
+        with archive.open(info) as handle:
+            while handle.read(_CRC_PIECE):
+                pass
+    except _READ_ERRORS as exc:
+        raise DataError(str(path), f"array '{name}' is damaged ({exc})") from None
+
+
 def _load_member(archive: zipfile.ZipFile, path: Path, name: str) -> np.ndarray:
     info = _member(archive, path, name)
     shape, fortran, dtype = _header(archive, info, path)
+    count = math.prod(shape)  # Python ints: a damaged header's product may overflow int64
+    if min(shape, default=0) < 0 or count * dtype.itemsize > info.file_size:
+        raise DataError(
+            str(path),
+            f"array '{name}' is damaged or truncated: its header says shape {shape} of "
+            f"{dtype} ({count * dtype.itemsize} bytes), the member holds {info.file_size}",
+        )
     offset = None if fortran or dtype.hasobject else _stored_offset(path, info)
-    count = int(np.prod(shape, dtype=np.int64))
     if offset is not None:
         if offset + count * dtype.itemsize > path.stat().st_size:
             raise DataError(str(path), f"array '{name}' is truncated")
+        _verify_crc(archive, info, path, name)
         if count == 0:
             return np.zeros(shape, dtype=dtype)
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
     try:
         with archive.open(info) as handle:
             return np.lib.format.read_array(handle, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except _READ_ERRORS as exc:
         raise DataError(str(path), f"array '{name}' is unreadable ({exc})") from None
 
 
@@ -121,6 +155,20 @@ def probe_npz_shape(path: str | Path) -> tuple[int, int, int]:
     return shape[1], shape[2], shape[3]
 
 
+def _declared_classes(path: Path, value: np.ndarray) -> int:
+    """The ``classes`` member: one non-negative integer (a 0-d or 1-element integer array; a
+    float such as 10.7, a list such as [10, 10] or a negative count is refused)."""
+    if value.size != 1 or not np.issubdtype(value.dtype, np.integer):
+        raise DataError(
+            str(path),
+            f"'classes' is {value.dtype} with shape {value.shape}; expected one integer",
+        )
+    classes = int(value.reshape(-1)[0])
+    if classes < 0:
+        raise DataError(str(path), f"'classes' is {classes}; expected a non-negative count")
+    return classes
+
+
 def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     """Read (images N×C×H×W, labels N int64, classes) from an ``.npz`` archive."""
     path = Path(path)
@@ -128,7 +176,7 @@ def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         x = _load_member(archive, path, "x")
         y = _load_member(archive, path, "y")
         declared = (
-            int(np.asarray(_load_member(archive, path, "classes")))
+            _declared_classes(path, _load_member(archive, path, "classes"))
             if "classes.npy" in archive.namelist()
             else None
         )
@@ -136,6 +184,7 @@ def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
         raise DataError(str(path), f"'x' has shape {x.shape}; expected N×C×H×W or N×H×W×C")
     if x.dtype not in (np.uint8, np.float32):
         raise DataError(str(path), f"'x' is {x.dtype}; expected uint8 or float32")
+    check_pixels(path, x)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):

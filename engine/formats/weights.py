@@ -384,19 +384,20 @@ def load_npz_weights(
     path = str(path)
     expected = _all_blobs(net_spec)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise WeightsFileError(path, "not an .npz archive (a single .npy array?)")
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise WeightsFileError(path, "not an .npz archive (a single .npy array?)")
+        with npz:
             extra = sorted(set(npz.files) - set(expected))
             if strict and extra:
                 raise WeightsFileError(
                     path, f"members that are not blobs of this network: {', '.join(extra)}"
                 )
             loaded = {key: npz[key] for key in expected if key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, WeightsFileError):
             raise
-        raise WeightsFileError(path, f"cannot read as .npz: {exc}") from None
+        raise WeightsFileError(path, f"cannot read as .npz: {exc or 'empty file'}") from None
     out: dict[str, np.ndarray] = {}
     for key, (what, shape) in expected.items():
         array = checked_array(path, loaded, key, shape, what)
@@ -404,3 +405,30 @@ def load_npz_weights(
             raise WeightsFileError(path, f"{what} (key {key!r}) has dtype {array.dtype}")
         out[key] = array.astype(np.float32)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------
+
+
+def first_nonfinite(arrays: Mapping[str, np.ndarray]) -> tuple[str, tuple[int, ...], float] | None:
+    """``(key, index, value)`` of the first NaN or ±inf, blobs in the mapping's order, or None."""
+    for key, array in arrays.items():
+        values = np.asarray(array)
+        finite = np.isfinite(values)
+        if not finite.all():
+            index = np.unravel_index(int((~finite).argmax()), values.shape)
+            where = tuple(int(i) for i in index)
+            return key, where, float(values[where])
+    return None
+
+
+def nonfinite_message(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """What :func:`first_nonfinite` found, as a sentence (None when every value is finite)."""
+    found = first_nonfinite(arrays)
+    if found is None:
+        return None
+    key, index, value = found
+    count = sum(int((~np.isfinite(np.asarray(a))).sum()) for a in arrays.values())
+    return f"blob {key} holds {value} at index {list(index)} ({count} non-finite values in all)"

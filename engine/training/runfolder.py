@@ -18,6 +18,11 @@ Layout (``--out DIR``, default ``runs/<config-name>-<YYYYmmdd-HHMMSS>/``)::
     final.npz (+ final.weights | final.caffemodel)   the parameters at the end
     summary.json                            final loss/accuracy, images/s, wall time, versions
 
+    checkpoints/iter_<N>.state.npz          the full state at that checkpoint:
+                                            ``--resume RUN/checkpoints/iter_<N>.npz`` starts there
+    run.lock                                held (``flock``) by the run using the folder; holds
+                                            its pid, host and start time (empty once released)
+
 Atomicity: every file except the two metrics files is written to a temporary file in the same
 folder, flushed, fsynced and renamed over its name (:func:`engine.formats.weights.atomic_write`), so
 a reader (or a crash) sees either the old or the whole new file. The metrics files are
@@ -25,18 +30,28 @@ append-only: each row is one ``write`` of a whole line on a file opened for appe
 they are fsynced whenever a checkpoint is written; on resume, rows after the checkpoint's
 iteration (written by a run that died between checkpoints) are dropped first, by an atomic
 rewrite.
+
+Damage: ``--resume`` checks what it reads (``run.json``'s fields and types, the state's
+members, keys, types and iteration, the metrics' lines) and refuses a damaged folder with
+:class:`RunFolderError` naming the file and the damage, and, when the state is what is damaged,
+the newest earlier checkpoint whose state is intact. Temporary files left by a killed writer
+(``.<name>.<random>.tmp``) are removed on resume, once the folder's lock is held.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
 import re
+import socket
 import time
-from collections.abc import Mapping, Sequence
+import zipfile
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +67,20 @@ METRICS_CSV = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 RESOLVED_FILE = "config.resolved.json"
 CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = "run.lock"
 _META_KEY = "__meta__"
+#: a checkpoint's full state, next to its parameters ``iter_<N>.npz``
+STATE_SUFFIX = ".state.npz"
+#: files a run writes over; a folder (or anything not a file) in their place is damage
+WRITTEN_FILES = (
+    STATE_FILE,
+    SUMMARY_FILE,
+    METRICS_JSONL,
+    METRICS_CSV,
+    "final.npz",
+    "final.weights",
+    "final.caffemodel",
+)
 
 #: the leading CSV columns; per-layer columns follow (``<layer>.w_norm`` ...), then test ones
 BASE_COLUMNS = ("kind", "iteration", "seen", "epoch", "lr", "loss")
@@ -134,17 +162,28 @@ def save_state(path: Path, state: Mapping[str, Any]) -> None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """Read a state written by :func:`save_state` (arrays and JSON values merged)."""
+    """Read a state written by :func:`save_state` (arrays and JSON values merged). A missing,
+    truncated, bit-flipped (CRC-32) or otherwise unreadable file raises :class:`RunFolderError`
+    saying which; so does a ``__meta__`` member that is not a UTF-8 JSON object."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except FileNotFoundError:
         raise RunFolderError(path, "no state file (was a checkpoint ever written?)") from None
-    except (OSError, ValueError) as exc:
-        raise RunFolderError(path, f"cannot read the state file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise RunFolderError(
+            path, f"damaged: cannot read the state file ({exc or 'empty'})"
+        ) from None
+    except AttributeError:  # np.load gave a plain array: not an archive
+        raise RunFolderError(path, "damaged: not an .npz archive") from None
     if _META_KEY not in arrays:
         raise RunFolderError(path, "not a dnupdate state file (no __meta__ member)")
-    meta = json.loads(arrays.pop(_META_KEY).tobytes().decode("utf-8"))
+    try:
+        meta = json.loads(arrays.pop(_META_KEY).tobytes().decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise RunFolderError(path, f"damaged: its __meta__ member is not JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise RunFolderError(path, "damaged: its __meta__ member is not a JSON object")
     return {**meta, **arrays}
 
 
@@ -181,8 +220,7 @@ class MetricsLog:
     def _check_header(self) -> None:
         if not self.csv_path.exists() or self.csv_path.stat().st_size == 0:
             return
-        with open(self.csv_path, encoding="utf-8", newline="") as handle:
-            header = next(csv.reader(handle), [])
+        header = next(iter(_csv_rows(self.csv_path)), [])
         if header != self.columns:
             raise RunFolderError(
                 self.csv_path, "its columns differ from this network's (another net's run?)"
@@ -226,47 +264,92 @@ def _csv_value(value: Any) -> str:
     return str(value)
 
 
+def _read_utf8(path: Path, what: str) -> str:
+    """A metrics file's text; missing, unreadable or not UTF-8 raises :class:`RunFolderError`."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise RunFolderError(path, f"no {what} (not a run folder?)") from None
+    except UnicodeDecodeError as exc:
+        raise RunFolderError(
+            path, f"damaged: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x})"
+        ) from None
+    except OSError as exc:
+        raise RunFolderError(path, exc.strerror or str(exc)) from None
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a ``metrics.jsonl`` (or of the run folder holding one). A last line without
-    its newline (a row being written by a live run) is skipped."""
+    its newline (a row being written by a live run) is skipped. A line that is not a JSON
+    object with an integer ``iteration`` raises :class:`RunFolderError` naming it."""
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_JSONL
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunFolderError(path, "no metrics file (not a run folder?)") from None
-    except OSError as exc:
-        raise RunFolderError(path, str(exc)) from None
+    text = _read_utf8(path, "metrics file")
     rows = []
     lines = text.split("\n")
     for number, line in enumerate(lines[:-1], 1):  # the part after the last "\n" is partial
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError as exc:
             raise RunFolderError(path, f"line {number} is not JSON ({exc})") from None
+        if not isinstance(row, dict) or type(row.get("iteration", 0)) is not int:
+            raise RunFolderError(
+                path,
+                f"line {number} is not a metrics row (a JSON object with an integer "
+                f"'iteration'): {line[:80]}",
+            )
+        rows.append(row)
     return rows
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    """A metrics CSV's complete rows: a last line without its newline (a row cut short by a
+    crash) is left out, as :func:`read_metrics` does."""
+    text = _read_utf8(path, "metrics table")
+    complete = text[: text.rfind("\n") + 1]
+    try:
+        return list(csv.reader(io.StringIO(complete, newline="")))
+    except csv.Error as exc:
+        raise RunFolderError(path, f"damaged: not CSV ({exc})") from None
+
+
+def _csv_iteration(path: Path, row: list[str], position: int, number: int) -> int:
+    try:
+        return int(row[position])
+    except (IndexError, ValueError):
+        raise RunFolderError(
+            path, f"line {number} is not a metrics row (no integer iteration): {','.join(row)[:80]}"
+        ) from None
 
 
 def truncate_metrics(folder: Path, iteration: int) -> None:
     """Drop rows after ``iteration`` from both metrics files (atomic rewrite), so that a run
-    resumed from the checkpoint at ``iteration`` does not repeat rows."""
+    resumed from the checkpoint at ``iteration`` does not repeat rows; a last row cut short
+    (no newline) goes too. Both files are read and checked before either is rewritten: a
+    damaged line raises :class:`RunFolderError` naming it, with both files as they were."""
+    rewrites: list[tuple[Path, str]] = []
     jsonl = folder / METRICS_JSONL
     if jsonl.exists():
-        kept = [row for row in read_metrics(jsonl) if int(row.get("iteration", 0)) <= iteration]
-        write_text(jsonl, "".join(json.dumps(row) + "\n" for row in kept))
+        kept = [row for row in read_metrics(jsonl) if row.get("iteration", 0) <= iteration]
+        rewrites.append((jsonl, "".join(json.dumps(row) + "\n" for row in kept)))
     table = folder / METRICS_CSV
     if table.exists():
-        with open(table, encoding="utf-8", newline="") as handle:
-            rows = list(csv.reader(handle))
+        rows = _csv_rows(table)
         if rows:
             position = rows[0].index("iteration") if "iteration" in rows[0] else 1
-            body = [r for r in rows[1:] if len(r) > position and int(r[position]) <= iteration]
+            body = [
+                row
+                for number, row in enumerate(rows[1:], 2)
+                if _csv_iteration(table, row, position, number) <= iteration
+            ]
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows([rows[0], *body])
-            write_text(table, buffer.getvalue())
+            rewrites.append((table, buffer.getvalue()))
+    for path, text in rewrites:
+        write_text(path, text)
 
 
 def resolved_config(run: Any, overrides: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
@@ -292,39 +375,167 @@ def resolved_config(run: Any, overrides: Sequence[tuple[str, str]] = ()) -> dict
 # --------------------------------------------------------------------------------------------
 
 
+def _lock_holder(text: str) -> str:
+    """``pid N on host H since T`` from a lock file's JSON content (or the raw text)."""
+    try:
+        info = json.loads(text)
+        return f"pid {info['pid']} on host {info['host']} since {info['started']}"
+    except (ValueError, TypeError, KeyError):
+        return f"unreadable lock content {text[:80]!r}"
+
+
+def _temporaries(folder: Path) -> list[Path]:
+    """Temporary files :func:`atomic_write` leaves when its process is killed mid-write
+    (``.<name>.<random>.tmp``), in the folder and its ``checkpoints/``."""
+    found: list[Path] = []
+    for place in (folder, folder / CHECKPOINT_DIR):
+        if place.is_dir():
+            found += [p for p in place.glob(".*.tmp") if p.is_file()]
+    return sorted(found)
+
+
 class RunFolder:
     """One run's folder (see the module docstring). Create it with :meth:`create` for a new
-    run or :meth:`open` for ``--resume``."""
+    run or :meth:`open` for ``--resume``; either takes the folder's lock (``run.lock``,
+    ``flock``, held until :meth:`close` or the process ends).
+
+    ``notes``: what the user should be told once (a stale lock, temporary files removed).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.metrics: MetricsLog | None = None
+        self.notes: list[str] = []
+        self.resume_state: Path = self.path / STATE_FILE
+        self.created = False  # whether :meth:`create` made the folder
+        self._lock_fd: int | None = None
+
+    # ---- locking ------------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the folder's exclusive lock: ``flock(LOCK_EX | LOCK_NB)`` on ``run.lock``, then
+        write this process's pid, host and start time into it. Held by another live process:
+        :class:`RunFolderError` naming it. The OS drops a lock when its process dies (kill -9
+        included), so a lock file whose content was never cleared belonged to a run that did
+        not end cleanly: that is noted, and the lock taken over."""
+        path = self.path / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise RunFolderError(path, f"cannot open the lock file ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+            os.close(fd)
+            raise RunFolderError(
+                self.path,
+                f"in use by another run ({_lock_holder(holder)}); wait for it to end or "
+                "use another --out",
+            ) from None
+        previous = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        if previous:
+            self.notes.append(
+                f"{path}: the previous run ({_lock_holder(previous)}) ended without releasing "
+                "the folder (killed?); lock taken over"
+            )
+        mine = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+        )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, mine.encode("utf-8") + b"\n", 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Clear the lock file's content (a clean release) and drop the lock. The file stays:
+        removing it would let a run waiting on the old inode and a new one both "hold" it."""
+        if self._lock_fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._lock_fd, 0)
+        os.close(self._lock_fd)  # closing the descriptor releases the flock
+        self._lock_fd = None
 
     # ---- setting up -------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path) -> RunFolder:
-        """Make the folder (and ``checkpoints/``); an existing folder holding a run is an
-        error (resume it with ``--resume`` or pick another ``--out``)."""
+        """Make the folder (and ``checkpoints/``) and lock it; an existing folder holding a
+        run is an error (resume it with ``--resume`` or pick another ``--out``), and so is
+        a folder locked by a live run. ``created`` says whether this call made the folder."""
         path = Path(path)
-        if (path / STATE_FILE).exists() or (path / METRICS_JSONL).exists():
-            raise RunFolderError(
-                path, "already holds a run; use --resume to continue it or another --out"
-            )
         try:
+            existed = path.is_dir()
             (path / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunFolderError(path, f"cannot create the run folder ({exc})") from None
-        return cls(path)
+        folder = cls(path)
+        folder.created = not existed
+        folder.lock()
+        if (path / STATE_FILE).exists() or (path / METRICS_JSONL).exists():
+            folder.unlock()
+            raise RunFolderError(
+                path, "already holds a run; use --resume to continue it or another --out"
+            )
+        return folder
 
     @classmethod
     def open(cls, path: str | Path) -> RunFolder:
-        """An existing run folder, for ``--resume``: it must hold ``run.json``."""
+        """An existing run folder, for ``--resume``, locked and checked (see
+        :meth:`check_resumable`). ``path`` is the folder, or one of its checkpoints
+        ``RUN/checkpoints/iter_<N>.npz`` to resume from that checkpoint's full state."""
         path = Path(path)
+        state = None
+        if path.is_file() and path.parent.name == CHECKPOINT_DIR:
+            state = path.with_name(path.name.removesuffix(".npz") + STATE_SUFFIX)
+            if not state.is_file():
+                raise RunFolderError(
+                    path, f"this checkpoint has no full state ({state.name}) to resume from"
+                )
+            path = path.parent.parent
         if not path.is_dir():
             raise RunFolderError(path, "no such run folder")
         if not (path / RUN_FILE).exists():
             raise RunFolderError(path, f"not a dnupdate run folder (no {RUN_FILE})")
-        return cls(path)
+        folder = cls(path)
+        folder.created = False
+        if state is not None:
+            folder.resume_state = state
+        folder.lock()
+        try:
+            folder.check_resumable()
+        except RunFolderError:
+            folder.unlock()
+            raise
+        return folder
+
+    def check_resumable(self) -> None:
+        """Before a resume: what the run will write over must be files (a folder named
+        ``summary.json`` is damage), ``checkpoints/`` is recreated when deleted, and the
+        temporary files of a killed writer are removed (the lock is held: no live writer)."""
+        for name in WRITTEN_FILES:
+            target = self.path / name
+            if (target.exists() or target.is_symlink()) and not target.is_file():
+                raise RunFolderError(
+                    target, "damaged: not a file (a folder or other object in its place)"
+                )
+        checkpoints = self.path / CHECKPOINT_DIR
+        if checkpoints.exists() and not checkpoints.is_dir():
+            raise RunFolderError(checkpoints, "damaged: not a folder")
+        if not checkpoints.exists():
+            checkpoints.mkdir()
+            self.notes.append(f"{checkpoints}: was missing (deleted?); recreated")
+        removed = 0
+        for temporary in _temporaries(self.path):
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+                removed += 1
+        if removed:
+            self.notes.append(
+                f"{self.path}: removed {removed} temporary file(s) left by an interrupted write"
+            )
 
     def write_config(
         self, config_path: str, text: str, resolved: Mapping[str, Any], net_text: str | None
@@ -342,12 +553,31 @@ class RunFolder:
         write_json(self.path / RUN_FILE, info)
 
     def read_run_info(self) -> dict[str, Any]:
-        return read_json(self.path / RUN_FILE)
+        """``run.json``, checked: an object with a string ``config_path``, ``overrides`` as
+        ``[key, value]`` string pairs and an ``options`` object; else :class:`RunFolderError`."""
+        path = self.path / RUN_FILE
+        info = read_json(path)
+        if not isinstance(info, dict):
+            raise RunFolderError(path, "damaged: not a JSON object")
+        if not isinstance(info.get("config_path"), str):
+            raise RunFolderError(path, "damaged: 'config_path' is missing or not a string")
+        overrides = info.get("overrides", [])
+        if not isinstance(overrides, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(v, str) for v in p)
+            for p in overrides
+        ):
+            raise RunFolderError(path, "damaged: 'overrides' is not a list of [key, value] pairs")
+        if not isinstance(info.get("options", {}), dict):
+            raise RunFolderError(path, "damaged: 'options' is not an object")
+        return info
 
     def original_config_text(self) -> str:
         """The saved original config text."""
         for candidate in sorted(self.path.glob("config.original*")):
-            return candidate.read_text(encoding="utf-8", errors="surrogateescape")
+            try:
+                return candidate.read_text(encoding="utf-8", errors="surrogateescape")
+            except OSError as exc:
+                raise RunFolderError(candidate, f"cannot read ({exc.strerror})") from None
         raise RunFolderError(self.path, "no config.original* file")
 
     def open_metrics(self, columns: Sequence[str]) -> MetricsLog:
@@ -363,18 +593,44 @@ class RunFolder:
     def checkpoint_path(self, iteration: int) -> Path:
         return self.path / CHECKPOINT_DIR / f"iter_{iteration:06d}.npz"
 
+    def checkpoint_state_path(self, iteration: int) -> Path:
+        """The full state written with checkpoint ``iteration`` (``iter_<N>.state.npz``)."""
+        return self.path / CHECKPOINT_DIR / f"iter_{iteration:06d}{STATE_SUFFIX}"
+
     def has_state(self) -> bool:
         return self.state_path.exists()
 
-    def save_state(self, state: Mapping[str, Any]) -> Path:
-        """Replace ``state.npz`` atomically (after syncing the metrics files)."""
+    def save_state(self, state: Mapping[str, Any], iteration: int | None = None) -> Path:
+        """Replace ``state.npz`` atomically (after syncing the metrics files); with
+        ``iteration``, first keep the same state as that checkpoint's ``iter_<N>.state.npz``
+        (what ``--resume RUN/checkpoints/iter_<N>.npz`` starts from)."""
         if self.metrics is not None:
             self.metrics.sync()
+        if iteration is not None:
+            save_state(self.checkpoint_state_path(iteration), state)
         save_state(self.state_path, state)
         return self.state_path
 
     def load_state(self) -> dict[str, Any]:
-        return load_state(self.state_path)
+        """The state to resume from (``state.npz``, or the checkpoint's given to :meth:`open`)."""
+        return load_state(self.resume_state)
+
+    def intact_checkpoint(self, usable: Callable[[dict[str, Any]], object]) -> Path | None:
+        """The newest checkpoint (``iter_<N>.npz``) other than the one being resumed whose
+        full state loads and passes ``usable`` (which raises on a bad one), or None."""
+        states = sorted((self.path / CHECKPOINT_DIR).glob(f"iter_*{STATE_SUFFIX}"), reverse=True)
+        for state_path in states:
+            if state_path == self.resume_state:
+                continue
+            digits = state_path.name.removeprefix("iter_").removesuffix(STATE_SUFFIX)
+            if not digits.isdigit():
+                continue
+            try:
+                usable(load_state(state_path))
+            except (RunFolderError, ValueError, TypeError, KeyError):
+                continue
+            return state_path.with_name(f"iter_{digits}.npz")
+        return None
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         path = self.path / SUMMARY_FILE
@@ -384,3 +640,4 @@ class RunFolder:
     def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
+        self.unlock()

@@ -33,6 +33,7 @@ straight and k updates + resume to N give identical parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from engine.data import BatchSampler, Dataset, open_dataset
+from engine.data.errors import check_label_range
 from engine.spec import RunSpec
 from engine.training.events import (
     CheckpointSaved,
@@ -60,6 +62,7 @@ from engine.training.events import (
 )
 from engine.training.runfolder import (
     RunFolder,
+    RunFolderError,
     metric_columns,
     publish,
     resolved_config,
@@ -89,13 +92,15 @@ class TrainOptions:
     ``display_every``: None = the config's ``display``;
     ``shuffle``: None = the config's (darknet samples randomly, Caffe reads in order);
     ``train_size``/``test_size``: keep only the first N images (synthetic sets: generate N);
-    ``seed``: None = the config's (see :func:`resolve_seed`).
+    ``seed``: None = the config's (see :func:`resolve_seed`);
+    ``allow_nonfinite``: load ``weights`` holding NaN/inf with a warning instead of refusing.
     """
 
     data: str | None = None
     data_dir: str | None = None
     weights: str | None = None
     clear: bool = False
+    allow_nonfinite: bool = False
     max_iters: int | None = None
     seed: int | None = None
     semantics: str | None = None
@@ -111,6 +116,26 @@ class TrainOptions:
     def to_json(self) -> dict[str, Any]:
         """The options as stored in ``run.json`` (``--resume`` rebuilds the run from them)."""
         return dict(self.__dict__)
+
+    @classmethod
+    def check_saved(cls, saved: dict[str, Any], where: str) -> dict[str, Any]:
+        """``run.json``'s options, checked against the fields: a known name and a value of the
+        field's type (``bool``, ``int``, ``str``, or null where the field allows None); else
+        :class:`RunFolderError` for ``where`` naming the option."""
+        fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        kinds = {"bool": (bool,), "int": (int,), "str": (str,)}
+        for name, value in saved.items():
+            if name not in fields:
+                raise RunFolderError(where, f"damaged: unknown option {name!r} in 'options'")
+            allowed = fields[name].replace(" ", "").split("|")
+            if value is None and "None" in allowed:
+                continue
+            types = tuple(t for kind in allowed for t in kinds.get(kind, ()))
+            if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+                raise RunFolderError(
+                    where, f"damaged: option {name!r} is {value!r}, expected {fields[name]}"
+                )
+        return saved
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,6 +351,20 @@ def _check_shape(run: RunSpec, sampler: BatchSampler, dataset: Dataset) -> None:
         )
 
 
+def _check_labels(network, dataset: Dataset) -> None:
+    """Every label must name one of the network's outputs (``0 <= label < outputs``), checked
+    before training: a label past them would otherwise stop the run at its first (or final)
+    test with no state written. Raises :class:`engine.data.DataError` naming the first."""
+    outputs = int(np.prod(network.output.shape[1:]))
+    check_label_range(
+        dataset.path or dataset.name,
+        np.asarray(dataset.labels),
+        outputs,
+        "item",
+        f" (the network {network.spec.name} has {outputs} outputs)",
+    )
+
+
 def package_versions() -> dict[str, str]:
     """Versions of Python and the packages that decide the numbers."""
     out = {"python": platform.python_version()}
@@ -415,6 +454,7 @@ class TrainingSession:
             semantics=options.semantics,
             weights=None if resume else options.weights,
             clear=options.clear,
+            allow_nonfinite=options.allow_nonfinite,
         )
         self.semantics = self.trainer.semantics
         self._open_data()
@@ -461,6 +501,7 @@ class TrainingSession:
             shuffle=options.shuffle,
         )
         _check_shape(run, self.train_sampler, self.train_set)
+        _check_labels(self.trainer.network, self.train_set)
         self.test_set = _open_split(run, options, "test")
         self.test_sampler = None
         if self.test_set is not None:
@@ -474,6 +515,7 @@ class TrainingSession:
                 shuffle=False,
             )
             _check_shape(run, self.test_sampler, self.test_set)
+            _check_labels(self.trainer.network, self.test_set)
 
     # ---- the folder --------------------------------------------------------------------------
     def _prepare_folder(self, overrides, config_text: str | None, net_text: str | None) -> None:
@@ -514,9 +556,51 @@ class TrainingSession:
         return state
 
     def _load_state(self) -> None:
+        """Restore the folder's resume state; a damaged one raises :class:`RunFolderError`
+        saying what is damaged and which earlier checkpoint is intact."""
         folder = self.folder
         assert folder is not None
-        state = folder.load_state()
+        try:
+            state = folder.load_state()
+            self._check_state(state)
+            self._restore(state)
+        except RunFolderError as exc:
+            raise RunFolderError(exc.path, exc.message + self._earlier_checkpoint()) from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            message = f"damaged: {type(exc).__name__}: {exc}" + self._earlier_checkpoint()
+            raise RunFolderError(folder.resume_state, message) from None
+        self.last_checkpoint = str(folder.resume_state)
+
+    def _check_state(self, state: dict[str, Any]) -> None:
+        """A loaded state's members have the types a state written by :meth:`state_dict`
+        has, counters are not negative, and the parameters fit this network; else
+        ``ValueError`` naming the member."""
+        for key in ("trainer.params", "trainer.grads"):
+            value = state.get(key)
+            if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
+                raise ValueError(f"member {key!r} is missing or not a float array")
+        if state["trainer.params"].shape != self.trainer.network.params.shape:
+            raise ValueError("member 'trainer.params' does not fit this network")
+        for key in ("trainer.seen", "trainer.iteration", "trainer.current_step"):
+            value = state.get(key, 0)
+            if type(value) is not int or value < 0:
+                raise ValueError(f"member {key!r} is {value!r}; expected an integer >= 0")
+        for key in ("trainer.semantics", "trainer.rng"):
+            if not isinstance(state.get(key), str):
+                raise ValueError(f"member {key!r} is missing or not a string")
+        for key in ("sampler.train", "smoother"):
+            if not isinstance(state.get(key), dict):
+                raise ValueError(f"member {key!r} is missing or not an object")
+        elapsed = state.get("elapsed_s", 0.0)
+        if type(elapsed) not in (int, float) or not elapsed >= 0:
+            raise ValueError(f"member 'elapsed_s' is {elapsed!r}; expected seconds >= 0")
+        last = state.get("last_eval")
+        if last is not None and not (
+            isinstance(last, dict) and {"iteration", "loss", "accuracy", "images"} <= set(last)
+        ):
+            raise ValueError("member 'last_eval' is not a test result")
+
+    def _restore(self, state: dict[str, Any]) -> None:
         trainer_state = {
             key.removeprefix("trainer."): value
             for key, value in state.items()
@@ -531,9 +615,20 @@ class TrainingSession:
         last = state.get("last_eval")
         if last:
             self.last_eval = EvalFinished(
-                last["iteration"], _float(last["loss"]), _float(last["accuracy"]), last["images"]
+                int(last["iteration"]),
+                _float(last["loss"]),
+                _float(last["accuracy"]),
+                int(last["images"]),
             )
-        self.last_checkpoint = str(folder.state_path)
+
+    def _earlier_checkpoint(self) -> str:
+        """The sentence offering the newest intact checkpoint to resume from (or saying that
+        none is left)."""
+        assert self.folder is not None
+        found = self.folder.intact_checkpoint(self._check_state)
+        if found is None:
+            return "; no checkpoint with an intact full state is left to resume from"
+        return f"; an earlier checkpoint is intact: dnupdate train --resume {found}"
 
     # ---- events ------------------------------------------------------------------------------
     def _session_seconds(self) -> float:
@@ -574,7 +669,7 @@ class TrainingSession:
         CIFAR-10's first 1,000 test images present) or a computed mean image (Caffe's
         ``mean.binaryproto`` missing)."""
         notes: list[str] = []
-        sources = [self.train_set, self.train_sampler]
+        sources = [self.folder, self.trainer, self.train_set, self.train_sampler]
         if self.test_sampler is not None:
             sources += [self.test_set, self.test_sampler]
         for source in sources:
@@ -740,7 +835,8 @@ class TrainingSession:
             save_npz_weights(path, self.run.net, arrays)
             files.append(str(path))
             files += self._framework_snapshot(arrays, iteration)
-            files.append(str(self.folder.save_state(self.state_dict())))
+            state_file = self.folder.save_state(self.state_dict(), iteration)
+            files += [str(self.folder.checkpoint_state_path(iteration)), str(state_file)]
             for written in files:
                 publish(written)
             self.last_checkpoint = str(path)

@@ -44,7 +44,12 @@ from pathlib import Path
 import numpy as np
 
 from engine.backends.base import Backend
-from engine.formats.weights import WeightsFileError, load_npz_weights, read_darknet_weights
+from engine.formats.weights import (
+    WeightsFileError,
+    load_npz_weights,
+    nonfinite_message,
+    read_darknet_weights,
+)
 from engine.model.initialisation import allocate_blobs, initialise
 from engine.model.network import Network, NetworkError
 from engine.rng import DarknetRandom
@@ -146,8 +151,10 @@ class Trainer:
         semantics: str | None = None,
         weights: str | None = None,
         clear: bool = False,
+        allow_nonfinite: bool = False,
     ):
         self.run = run
+        self.notes: list[str] = []  # what the user should be told once (e.g. a loud warning)
         self.semantics: Framework = semantics or run.solver.semantics  # type: ignore[assignment]
         solver = run.solver
         if self.semantics != solver.semantics:
@@ -172,7 +179,7 @@ class Trainer:
         self.iteration = 0
         self.current_step = 0
         if weights is not None:
-            self.load_weights(weights, clear=clear)
+            self.load_weights(weights, clear=clear, allow_nonfinite=allow_nonfinite)
         self.optimizer: Optimizer = make_optimizer(
             solver, self.network.segments, self.network.params.size
         )
@@ -209,10 +216,22 @@ class Trainer:
         return self._policy_rng
 
     # ---- weights --------------------------------------------------------------------------
-    def load_weights(self, path: str, *, clear: bool = False) -> None:
+    def load_weights(
+        self, path: str, *, clear: bool = False, allow_nonfinite: bool = False
+    ) -> None:
         """Copy a parameter file's blobs into the network. A darknet ``.weights`` header
-        also sets ``seen`` (and ``iteration = seen / B``) unless ``clear``."""
+        also sets ``seen`` (and ``iteration = seen / B``) unless ``clear``. A NaN or ±inf
+        value is a :class:`WeightsFileError` naming the blob and index (such weights make
+        every test score "correct" and a run that ends at once writes them back out);
+        ``allow_nonfinite`` loads them anyway with a warning in :attr:`notes`."""
         arrays, seen = _load_weight_file(str(path), self.run)
+        problem = nonfinite_message(arrays)
+        if problem is not None and not allow_nonfinite:
+            raise WeightsFileError(
+                path, f"non-finite weights: {problem}; --allow-nonfinite loads them anyway"
+            )
+        if problem is not None:
+            self.notes.append(f"WARNING: {path}: non-finite weights loaded: {problem}")
         views = dict(self.network.named_blobs())
         for key, array in arrays.items():
             if key not in views:
