@@ -238,7 +238,7 @@ def render(evaluation) -> None:
 
     console = stdout_console()
     for line in headline(evaluation):
-        console.print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(class_table(evaluation))
     if evaluation.classes > MAX_MATRIX_CLASSES:
         console.print(f"({evaluation.classes} classes: the confusion matrix is in --json)")
