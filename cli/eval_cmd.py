@@ -79,6 +79,11 @@ def eval_command(
     threads: int | None = typer.Option(
         None, "--threads", min=1, metavar="N", help="BLAS and Numba threads (default: automatic)."
     ),
+    allow_nonfinite: bool = typer.Option(
+        False,
+        "--allow-nonfinite",
+        help="Test weights holding NaN/inf anyway (their non-finite scores count as wrong).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Test a model (see EVAL_HELP); exits 0, 1 bad input, 2 usage."""
@@ -86,7 +91,14 @@ def eval_command(
 
     if semantics is not None and semantics not in ("darknet", "caffe"):
         fail(f"--semantics: {semantics!r} is not darknet or caffe", EXIT_USAGE)
-    common = dict(data=data, data_dir=data_dir, images=images, device=device, threads=threads)
+    common = dict(
+        data=data,
+        data_dir=data_dir,
+        images=images,
+        device=device,
+        threads=threads,
+        allow_nonfinite=allow_nonfinite,
+    )
     if Path(target).is_dir():
         given = [n for n, v in (("--weights", weights), ("--set", sets)) if v]
         given += ["--semantics"] if semantics is not None else []
@@ -129,13 +141,13 @@ def _load_config(config: str, sets: list[str], semantics: str | None):
 def _from_run_folder(run_dir: str, checkpoint: str | None, seed: int | None, common: dict):
     """(RunSpec, EvalOptions) of a run folder: its config, overrides, data, semantics and seed
     as trained, the command line's data choices on top."""
-    from cli.train_cmd import _load_resumed
+    from cli.train_cmd import run_from_folder
     from engine.spec import ConfigError
     from engine.training.evaluate import EvalOptions, run_checkpoint
-    from engine.training.runfolder import RunFolderError
+    from engine.training.runfolder import RunFolder, RunFolderError
 
     try:
-        run, _, saved, _ = _load_resumed(run_dir)
+        run, _, saved = run_from_folder(RunFolder.read(run_dir))
         path, iteration = run_checkpoint(run_dir, checkpoint)
     except ConfigError as error:
         fail_config(error)
@@ -154,6 +166,7 @@ def _from_run_folder(run_dir: str, checkpoint: str | None, seed: int | None, com
         seed=saved.get("seed") if seed is None else seed,
         device=common["device"],
         threads=common["threads"],
+        allow_nonfinite=common["allow_nonfinite"],
     )
 
 

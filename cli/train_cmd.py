@@ -158,24 +158,32 @@ def _load_new(config: str, sets: list[str]):
 
 
 def _load_resumed(run_dir: str):
-    """(RunSpec, overrides, saved options, folder) rebuilt from a run folder's files."""
-    from engine.config import load_config
+    """(RunSpec, overrides, saved options, folder) rebuilt from a run folder's files; the
+    folder is locked for the resumed run."""
     from engine.training.runfolder import RunFolder
-    from engine.training.session import TrainOptions
 
     folder = RunFolder.open(run_dir)
     try:
-        info = folder.read_run_info()
-        saved = TrainOptions.check_saved(info.get("options", {}), str(folder.path / "run.json"))
-        overrides = tuple((str(k), str(v)) for k, v in info.get("overrides", []))
-        text = folder.original_config_text()
-        config_path = info["config_path"]
-        source = "-" if config_path == "<stdin>" else config_path
-        run = load_config(source, overrides, text=text)
+        run, overrides, saved = run_from_folder(folder)
     except BaseException:
         folder.unlock()
         raise
     return run, overrides, saved, folder
+
+
+def run_from_folder(folder):
+    """(RunSpec, overrides, saved options) of a run folder: its config as given, with the
+    run's overrides; ConfigError, RunFolderError or KeyError/ValueError on damage."""
+    from engine.config import load_config
+    from engine.training.session import TrainOptions
+
+    info = folder.read_run_info()
+    saved = TrainOptions.check_saved(info.get("options", {}), str(folder.path / "run.json"))
+    overrides = tuple((str(k), str(v)) for k, v in info.get("overrides", []))
+    text = folder.original_config_text()
+    config_path = info["config_path"]
+    source = "-" if config_path == "<stdin>" else config_path
+    return load_config(source, overrides, text=text), overrides, saved
 
 
 def _resume_conflicts(

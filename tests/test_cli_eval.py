@@ -102,7 +102,7 @@ def test_nan_weights_are_wrong_answers_with_a_warning(trained, tmp_path):
     np.savez(bad, **arrays)
     result = invoke(
         "eval", str(trained["cfg"]), "--weights", str(bad), "--data", f"npz:{trained['data']}",
-        "--json",
+        "--json", "--allow-nonfinite",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -186,3 +186,26 @@ def test_eval_as_a_subprocess_writes_plain_json(trained):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["images"] == 96
+
+
+def test_nan_weights_are_refused_without_allow_nonfinite(trained, tmp_path):
+    final = np.load(trained["root"] / "dk" / "final.npz")
+    bad = tmp_path / "nan.npz"
+    np.savez(bad, **{key: np.full_like(final[key], np.nan) for key in final.files})
+    result = invoke(
+        "eval", str(trained["cfg"]), "--weights", str(bad), "--data", f"npz:{trained['data']}"
+    )
+    assert result.exit_code == 1 and "--allow-nonfinite" in result.stderr
+
+
+def test_a_run_folder_locked_by_a_live_run_can_be_evaluated(trained):
+    from engine.training.runfolder import RunFolder
+
+    folder = RunFolder.open(trained["root"] / "dk")  # as a resumed run holds it
+    try:
+        result = invoke("eval", str(trained["root"] / "dk"), "--json")
+        assert result.exit_code == 0, result.output
+        latest = invoke("eval", str(trained["root"] / "dk"), "--checkpoint", "4", "--json")
+        assert latest.exit_code == 0, latest.output
+    finally:
+        folder.unlock()

@@ -39,7 +39,13 @@ from engine.data import BatchSampler, Dataset, open_dataset
 from engine.data.errors import DataError
 from engine.data.sampler import mean_for
 from engine.spec import DataSourceSpec, RunSpec
-from engine.training.runfolder import CHECKPOINT_DIR, SUMMARY_FILE, RunFolderError, read_json
+from engine.training.runfolder import (
+    CHECKPOINT_DIR,
+    SUMMARY_FILE,
+    RunFolderError,
+    parameter_checkpoints,
+    read_json,
+)
 from engine.training.session import (
     TrainSetupError,
     _check_shape,
@@ -68,7 +74,8 @@ class EvalOptions:
     source (``NAME``, ``npz:PATH``, a folder); ``images``: test only the first N images;
     ``seed``: None = the config's (a Caffe TEST ``mirror`` draws from it, as a run's tests);
     ``iteration``: the update count the weights were saved after, when the caller knows it
-    (a run folder's checkpoint), else the ``.weights`` header's.
+    (a run folder's checkpoint), else the ``.weights`` header's; ``allow_nonfinite``: load
+    weights holding NaN/inf (refused otherwise, as by ``train``).
     """
 
     weights: str
@@ -80,6 +87,7 @@ class EvalOptions:
     threads: int | None = None
     seed: int | None = None
     iteration: int | None = None
+    allow_nonfinite: bool = False
 
 
 @dataclass(frozen=True)
@@ -276,6 +284,7 @@ def evaluate_model(run: RunSpec, options: EvalOptions) -> Evaluation:
         backend=make_backend(options.device, options.threads),
         semantics=options.semantics,
         weights=options.weights,
+        allow_nonfinite=options.allow_nonfinite,
     )
     sampler, dataset = _test_sampler(run, options, seed)
     network = trainer.network
@@ -324,14 +333,15 @@ def run_checkpoint(run_dir: str | Path, checkpoint: str | None) -> tuple[Path, i
             summary = folder / SUMMARY_FILE
             info = read_json(summary) if summary.is_file() else {}
             return final, info.get("iteration") if isinstance(info, dict) else None
-        saved = sorted(checkpoints.glob("iter_*.npz"))
+        saved = parameter_checkpoints(folder)
         if not saved:
             raise RunFolderError(folder, "holds no final.npz and no checkpoints/iter_*.npz yet")
-        return saved[-1], _iteration_of(saved[-1])
+        iteration, path = saved[-1]
+        return path, iteration
     if checkpoint.isdigit():
         path = checkpoints / f"iter_{int(checkpoint):06d}.npz"
         if not path.is_file():
-            have = ", ".join(str(_iteration_of(p)) for p in sorted(checkpoints.glob("iter_*.npz")))
+            have = ", ".join(str(n) for n, _ in parameter_checkpoints(folder))
             raise RunFolderError(
                 folder, f"no checkpoint after {int(checkpoint)} updates (have: {have or 'none'})"
             )

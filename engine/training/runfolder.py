@@ -88,6 +88,17 @@ TEST_COLUMNS = ("test_loss", "test_accuracy", "test_images")
 LAYER_FIELDS = ("w_norm", "g_norm", "dw_norm", "ratio")
 
 
+def parameter_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(N, checkpoints/iter_<N>.npz)`` of a run folder, oldest first: the parameter files
+    only (not the ``iter_<N>.state.npz`` full states beside them)."""
+    found = []
+    for path in (Path(run_dir) / CHECKPOINT_DIR).glob("iter_*.npz"):
+        digits = path.name.removeprefix("iter_").removesuffix(".npz")
+        if digits.isdigit():
+            found.append((int(digits), path))
+    return sorted(found)
+
+
 class RunFolderError(Exception):
     """A run folder cannot be created, read or resumed: ``path`` and what is wrong."""
 
@@ -509,6 +520,19 @@ class RunFolder:
         except RunFolderError:
             folder.unlock()
             raise
+        return folder
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunFolder:
+        """An existing run folder, to read only (``dnupdate eval``): not locked, so a run still
+        writing it may be read; nothing in it is changed or cleaned."""
+        path = Path(path)
+        if not path.is_dir():
+            raise RunFolderError(path, "no such run folder")
+        if not (path / RUN_FILE).exists():
+            raise RunFolderError(path, f"not a dnupdate run folder (no {RUN_FILE})")
+        folder = cls(path)
+        folder.created = False
         return folder
 
     def check_resumable(self) -> None:
