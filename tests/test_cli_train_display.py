@@ -8,7 +8,14 @@ import json
 
 from rich.console import Console
 
-from cli.dashboard import Dashboard, PlainLines, diverged_line, make_display, sparkline
+from cli.dashboard import (
+    Dashboard,
+    EndingLines,
+    PlainLines,
+    diverged_line,
+    make_display,
+    sparkline,
+)
 from cli.sinks import JsonLinesSink
 from engine.training.events import (
     CheckpointSaved,
@@ -106,7 +113,8 @@ def test_plain_lines_follow_the_display_interval():
         plain.handle(event)
     lines = stream.getvalue().splitlines()
     iters = [line.split()[1] for line in lines if line.startswith("iter ")]
-    assert iters == ["1/10", "3/10", "6/10", "9/10", "10/10"]
+    assert iters == ["1", "3", "6", "9", "10"]
+    assert "iter 10 (update 10/10)" in stream.getvalue()
     assert sum(line.startswith("test after") for line in lines) == 2
     assert lines[-1].startswith("done after 10 updates")
     assert "\x1b" not in stream.getvalue()
@@ -117,7 +125,7 @@ def test_make_display_picks_by_terminal_and_quiet():
     pipe = Console(file=io.StringIO(), force_terminal=False)
     assert isinstance(make_display(tty, quiet=False), Dashboard)
     assert isinstance(make_display(pipe, quiet=False), PlainLines)
-    assert make_display(tty, quiet=True) is None
+    assert isinstance(make_display(tty, quiet=True), EndingLines)
 
 
 def test_json_lines_sink_writes_strict_json_per_event():

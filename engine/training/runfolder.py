@@ -56,7 +56,13 @@ _META_KEY = "__meta__"
 
 #: the leading CSV columns; per-layer columns follow (``<layer>.w_norm`` ...), then test ones
 BASE_COLUMNS = ("kind", "iteration", "seen", "epoch", "lr", "loss")
-TEST_COLUMNS = ("test_loss", "test_accuracy", "test_images")
+TEST_COLUMNS = (
+    "test_loss",
+    "test_accuracy",
+    "test_images",
+    "test_distinct_images",
+    "test_non_finite",
+)
 LAYER_FIELDS = ("w_norm", "g_norm", "dw_norm", "ratio")
 
 
@@ -250,12 +256,32 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def truncate_metrics(folder: Path, iteration: int) -> None:
-    """Drop rows after ``iteration`` from both metrics files (atomic rewrite), so that a run
-    resumed from the checkpoint at ``iteration`` does not repeat rows."""
+def _row_kept(kind: str, label: int, iteration: int, train_label_offset: int) -> bool:
+    """Whether a metrics row belongs to the first ``iteration`` updates: a test row numbered
+    ``label`` tests the weights after ``label`` updates; a training row numbered ``label`` is
+    update ``label + train_label_offset`` (1 under Caffe's 0-based ``it``, 0 under darknet's
+    batch number)."""
+    if kind == "train":
+        return label + train_label_offset <= iteration
+    return label <= iteration
+
+
+def truncate_metrics(folder: Path, iteration: int, *, train_label_offset: int = 0) -> None:
+    """Drop rows after ``iteration`` updates from both metrics files (atomic rewrite), so that
+    a run resumed from the checkpoint at ``iteration`` does not repeat rows (see
+    :func:`_row_kept`)."""
     jsonl = folder / METRICS_JSONL
     if jsonl.exists():
-        kept = [row for row in read_metrics(jsonl) if int(row.get("iteration", 0)) <= iteration]
+        kept = [
+            row
+            for row in read_metrics(jsonl)
+            if _row_kept(
+                str(row.get("kind", "train")),
+                int(row.get("iteration", 0)),
+                iteration,
+                train_label_offset,
+            )
+        ]
         write_text(jsonl, "".join(json.dumps(row) + "\n" for row in kept))
     table = folder / METRICS_CSV
     if table.exists():
@@ -263,7 +289,13 @@ def truncate_metrics(folder: Path, iteration: int) -> None:
             rows = list(csv.reader(handle))
         if rows:
             position = rows[0].index("iteration") if "iteration" in rows[0] else 1
-            body = [r for r in rows[1:] if len(r) > position and int(r[position]) <= iteration]
+            kind = rows[0].index("kind") if "kind" in rows[0] else 0
+            body = [
+                r
+                for r in rows[1:]
+                if len(r) > position
+                and _row_kept(r[kind], int(r[position]), iteration, train_label_offset)
+            ]
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows([rows[0], *body])
             write_text(table, buffer.getvalue())
