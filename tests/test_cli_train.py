@@ -329,6 +329,8 @@ def test_subprocess_exit_codes_for_bad_input_and_divergence(tiny):
         env=env,
     )
     assert diverged.returncode == 3, diverged.stderr
+    # --quiet silences progress, not why the run stopped
+    assert "DIVERGED: non-finite" in diverged.stderr and "diverged after" in diverged.stderr
 
 
 def test_readme_documents_every_event_and_member():
