@@ -453,7 +453,7 @@ class Dashboard:
 
         norms = self.view.norms
         table = Table(
-            title=f"per-layer norms, update {norms.iteration}",
+            title=f"per-layer norms, iteration {norms.iteration}",
             title_justify="left",
             show_edge=False,
             pad_edge=False,

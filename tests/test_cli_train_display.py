@@ -100,7 +100,7 @@ def test_dashboard_shows_progress_losses_lr_accuracy_and_the_layer_table():
     assert "avg_loss_ema" in text and "darknet avg = .9*avg + .1*loss" in text
     assert "raw loss of the last update" in text and "lr" in text
     assert "test accuracy" in text and "0.75" in text
-    assert "per-layer norms, update 10" in text
+    assert "per-layer norms, iteration 10" in text
     assert "conv1" in text and "ip1" in text and "1.00e-01" in text
     assert "‖g‖ (gradient)" in text and "0.0625" in text and "12.25" in text
     assert "checkpoint (final) after 10 updates" in text
