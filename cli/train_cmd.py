@@ -252,6 +252,7 @@ def train(
         None,
         "--display-every",
         min=1,
+        metavar="N",
         help="Plain log line every N updates (default: Caffe display; darknet every update).",
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per event on stdout."),

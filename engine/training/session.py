@@ -15,15 +15,19 @@ printing. Per update it:
 4. on a non-finite loss or parameter yields :class:`~engine.training.events.Diverged` (the last good
    checkpoint stays) and stops;
 5. tests on the test split every ``eval_every`` updates (Caffe ``test_interval``; also before
-   the first update when ``test_initialization``, and after the last one: always for a
-   darknet config, only when ``iter % test_interval == 0`` for a Caffe one, as
-   ``Solver::Solve``);
+   the first update when ``test_initialization``), and the final weights at the end, however
+   the run ends (a Caffe config in ``Solver::Solve``'s place, after the final snapshot, with a
+   status where Solve itself would not test), unless ``--eval-every 0``;
 6. checkpoints every ``checkpoint_every`` updates (Caffe ``snapshot``: ``iter_<N>.npz`` plus
    darknet ``<cfg>_<N>.weights`` or Caffe ``<prefix>_iter_<N>.caffemodel``, and the full
    state) and at the end (``final.npz``, ``final.weights`` for darknet nets,
    ``final.caffemodel`` for Caffe nets);
-7. when ``stop()`` names a signal, checkpoints and yields
-:class:`~engine.training.events.Interrupted`.
+7. when ``stop()`` names a signal, checkpoints, yields
+   :class:`~engine.training.events.Interrupted` and tests the weights it stopped with.
+
+Numbering: every event and metrics row numbers an update as the framework does
+(:func:`iteration_label`: darknet's batch number, Caffe's 0-based ``it``); tests and
+checkpoints by the updates applied. Speed: :class:`Throughput` (steady state, start-up apart).
 
 Resume: the state file holds the trainer state (parameters, gradient buffers — darknet's SGD
 momentum lives there — optimizer state, RNG streams, ``seen``, ``iteration``, Caffe multistep
@@ -89,9 +93,10 @@ class TrainOptions:
     ``max_iters``: stop after this many updates in total (the schedule keeps the config's
     ``max_batches``/``max_iter``); ``eval_every``/``checkpoint_every``: None = the config's
     ``test_interval``/``snapshot`` (darknet: a tenth of the run / none), 0 = never (a final
-    checkpoint still happens, and for a darknet config a final test; a Caffe config tests at
-    the end only when ``max_iter`` is a multiple of the interval, as ``Solver::Solve``);
-    ``display_every``: None = the config's ``display``;
+    checkpoint still happens; ``eval_every`` 0 given here also skips the test of the final
+    weights every other run ends with, see ``TrainingSession._final_test_due``);
+    ``display_every``: None = the config's ``display`` (the console's interval only: Caffe's
+    extra forward after the last update follows the config's ``display``);
     ``shuffle``: None = the config's (darknet samples randomly, Caffe reads in order);
     ``train_size``/``test_size``: keep only the first N images (synthetic sets: generate N);
     ``seed``: None = the config's (see :func:`resolve_seed`).
