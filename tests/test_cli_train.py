@@ -115,7 +115,7 @@ def test_plain_lines_when_stderr_is_not_a_terminal(tiny):
     assert lines[0].startswith("iter 0 (update 1/8)")
     assert lines[-1].startswith("iter 7 (update 8/8)")
     assert "smoothed_loss_window3" in lines[0]
-    assert "Caffe numbering: iteration it = updates applied before the update" in err
+    assert "Caffe convention: iteration it = updates applied before the update" in err
     assert "test after 6 updates: accuracy" in err  # test_interval 3
     # 8 % 3 != 0: Caffe would not test at the end, dnupdate does and says so
     assert "Caffe's Solve would not test here" in err

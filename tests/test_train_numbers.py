@@ -76,7 +76,8 @@ def test_metrics_join_lr_schedule_on_iteration(tiny, kind):
     assert [e["updates"] for e in steps] == list(range(1, 9))
     started = json_events(result.stdout)[0]
     assert started["convention"] == kind
-    assert started["iteration_convention"].startswith(f"{kind.replace('c', 'C', 1)} numbering")
+    name = {"caffe": "Caffe", "darknet": "darknet"}[kind]
+    assert started["iteration_convention"].startswith(f"{name} convention: iteration")
 
 
 def test_a_resumed_caffe_run_keeps_the_numbering_without_repeats(tiny):

@@ -295,13 +295,13 @@ def iteration_convention(convention: str) -> str:
     """:func:`iteration_label`'s rule in one sentence, for headers."""
     if convention == "caffe":
         return (
-            "Caffe numbering: iteration it = updates applied before the update (0-based); "
+            "Caffe convention: iteration it = updates applied before the update (0-based); "
             "training row it is the update from it to it+1 updates, with lr rate(it) and the loss "
             "of the weights after it updates (Caffe's 'Iteration it'); tests and checkpoints at "
             "it are of the weights after it updates"
         )
     return (
-        "darknet numbering: iteration b = batch number seen/batch after the update (1-based); "
+        "darknet convention: iteration b = batch number seen/batch after the update (1-based); "
         "training row b is the b-th update, with lr rate(b); tests and checkpoints at b are of "
         "the weights after b updates"
     )
