@@ -169,7 +169,7 @@ def test_a_nan_net_is_never_reported_accurate(tiny, kind):
 
 
 def test_throughput_leaves_out_startup_and_pauses(monkeypatch):
-    clock = iter([0.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 15.0])
+    clock = iter([0.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 17.0])
     monkeypatch.setattr("engine.training.session.time.perf_counter", lambda: next(clock))
     timer = Throughput(images_per_update=100)
     timer.start()  # t = 0
@@ -183,6 +183,9 @@ def test_throughput_leaves_out_startup_and_pauses(monkeypatch):
     # two updates of 100 images in 14 - 10 - 1 (the test) = 3 s
     assert timer.images_per_s() == pytest.approx(200 / 3)
     assert timer.eta_seconds(7) == pytest.approx(7 * 4 / 2)  # recent pace, test included
+    with timer.paused():  # t = 15 .. 17: a pause no update follows (an interrupted run's test)
+        pass
+    assert timer.images_per_s() == pytest.approx(200 / 3)
 
 
 def test_speed_figures_agree_between_events_summary_and_console(tiny):

@@ -222,6 +222,7 @@ class Throughput:
         self.steady_t0 = 0.0
         self.steady_updates = 0
         self.paused_s = 0.0
+        self._pending_pause = 0.0  # counts once an update follows it
         self.last_t = 0.0
         self.recent: deque[tuple[float, int]] = deque(maxlen=self.RECENT_UPDATES)
 
@@ -239,18 +240,21 @@ class Throughput:
             self.steady_t0 = now
         else:
             self.steady_updates += 1
+            self.paused_s += self._pending_pause
+        self._pending_pause = 0.0
         self.last_t = now
         self.recent.append((now, updates))
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        """Time spent inside is left out of the steady-state rate (tests, checkpoints)."""
+        """Time spent inside is left out of the steady-state rate (tests, checkpoints) once
+        an update follows it (a pause after the last update lies outside the measured span)."""
         start = time.perf_counter()
         try:
             yield
         finally:
             if self.startup_s is not None:
-                self.paused_s += time.perf_counter() - start
+                self._pending_pause += time.perf_counter() - start
 
     def images_per_s(self) -> float | None:
         """Steady-state images per second; None before a second update."""
