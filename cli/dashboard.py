@@ -133,11 +133,14 @@ def eval_warnings(e) -> list[str]:
     statistics warming up."""
     out = []
     if e.non_finite:
-        text = f"{e.non_finite} of {e.images} predictions had non-finite scores, counted wrong"
+        text = f"{e.non_finite} of {e.images} predictions had non-finite scores"
         if e.framework_accuracy is not None:
-            text += f" (the framework's Accuracy would report {_g(e.framework_accuracy, 4)})"
+            text += (
+                ", counted wrong (the framework's own Accuracy would report "
+                f"{_g(e.framework_accuracy, 4)})"
+            )
         else:
-            text += " unless darknet's top_k picks the label"
+            text += " (scored as the framework scores them, e.g. darknet top_k still picks one)"
         out.append(text)
     weight = e.rolling_stats_weight
     if weight is not None and weight >= ROLLING_WARMUP_SHOWN:
