@@ -22,6 +22,9 @@ REFRESH_SECONDS = 0.25
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_LENGTH = 60
 MAX_TABLE_LAYERS = 16
+#: a test line says darknet's batch-norm statistics are warming up while their zero start
+#: still weighs this much (``EvalFinished.rolling_stats_weight``)
+ROLLING_WARMUP_SHOWN = 0.05
 
 
 def sparkline(values, length: int = SPARK_LENGTH) -> str:
@@ -98,14 +101,63 @@ class RunView:
         return {str(item.get("name")): str(item.get("kind")) for item in layers}
 
     def eta_seconds(self) -> float:
-        """Remaining time from the session's pace so far."""
-        if self.step is None or self.started is None:
+        """Remaining time as the engine estimates it (``StepFinished.eta_s``: the recent
+        pace); NaN while unknown."""
+        if self.step is None or self.step.eta_s is None:
             return float("nan")
-        done = self.step.iteration - self.start_iteration
-        seconds = time.perf_counter() - self.t0
-        if done <= 0:
-            return float("nan")
-        return (self.started.max_iter - self.step.iteration) * seconds / done
+        return self.step.eta_s
+
+
+def updates_of(step) -> int:
+    """Updates applied after a ``step_finished`` event (``updates``, or ``iteration`` for
+    events without it)."""
+    return step.iteration if step.updates is None else step.updates
+
+
+def speed_text(images_per_s) -> str:
+    """``4012 img/s``, or ``- img/s`` before the steady-state rate is known."""
+    return "- img/s" if images_per_s is None else f"{images_per_s:.0f} img/s"
+
+
+def images_text(e) -> str:
+    """``1000 images``, or ``10000 predictions over 1000 distinct images`` when Caffe's
+    ``test_iter`` wrapped around the test set."""
+    distinct = e.images if e.distinct_images is None else e.distinct_images
+    if distinct < e.images:
+        return f"{e.images} predictions over {distinct} distinct images"
+    return f"{e.images} images"
+
+
+def eval_warnings(e) -> list[str]:
+    """What makes a test figure unlike the usual: non-finite scores, darknet's batch-norm
+    statistics warming up."""
+    out = []
+    if e.non_finite:
+        text = f"{e.non_finite} of {e.images} predictions had non-finite scores"
+        if e.framework_accuracy is not None:
+            text += (
+                ", counted wrong (the framework's own Accuracy would report "
+                f"{_g(e.framework_accuracy, 4)})"
+            )
+        else:
+            text += " (scored as the framework scores them, e.g. darknet top_k still picks one)"
+        out.append(text)
+    weight = e.rolling_stats_weight
+    if weight is not None and weight >= ROLLING_WARMUP_SHOWN:
+        out.append(
+            "batch-norm rolling statistics still warming up (they start at 0 as in darknet; "
+            f"the zero start still weighs {weight:.0%}), so test figures lag training"
+        )
+    return out
+
+
+def eval_line(e) -> str:
+    """The plain line of an ``eval_finished`` event, with its warnings."""
+    text = (
+        f"test after {e.iteration} updates: accuracy {_g(e.accuracy, 4)}, loss {_g(e.loss)} "
+        f"({images_text(e)})"
+    )
+    return text + "".join(f"; WARNING: {w}" for w in eval_warnings(e))
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,6 +203,8 @@ class PlainLines:
         )
         self._print(f"data: {e.dataset}; {e.train_images} train / {e.test_images} test images")
         self._print(f"{e.smoothed_loss_name} = {e.smoothed_loss_definition}")
+        if e.iteration_convention:
+            self._print(e.iteration_convention)
         if e.out_dir:
             self._print(f"run folder: {e.out_dir}")
 
@@ -163,26 +217,22 @@ class PlainLines:
     def _on_step_finished(self, e) -> None:
         started = self.view.started
         every = started.display_every if started else 1
-        semantics = started.semantics if started else "darknet"
-        last = started is not None and e.iteration >= started.max_iter
-        label = display_label(semantics, e.iteration, every)
-        if label is None and not last:
+        convention = started.convention if started else "darknet"
+        updates = updates_of(e)
+        last = started is not None and updates >= started.max_iter
+        if display_label(convention, updates, every) is None and not last:
             return
-        if label is None:  # the last update, off the display grid: the framework's number
-            label = display_label(semantics, e.iteration, 1)
         name = started.smoothed_loss_name if started else "smoothed"
         total = started.max_iter if started else "?"
         self._print(
-            f"iter {label}/{total} epoch {e.epoch:.3f}: loss {_g(e.loss)}, "
-            f"{name} {_g(e.smoothed_loss)}, lr {_g(e.lr, 6)}, {e.images_per_s:.0f} img/s, "
-            f"{format_seconds(e.elapsed_s)} elapsed, ETA {format_seconds(self.view.eta_seconds())}"
+            f"iter {e.iteration} (update {updates}/{total}) epoch {e.epoch:.3f}: "
+            f"loss {_g(e.loss)}, {name} {_g(e.smoothed_loss)}, lr {_g(e.lr, 6)}, "
+            f"{speed_text(e.images_per_s)}, {format_seconds(e.elapsed_s)} elapsed, "
+            f"ETA {format_seconds(self.view.eta_seconds())}"
         )
 
     def _on_eval_finished(self, e) -> None:
-        self._print(
-            f"test after {e.iteration} updates: accuracy {_g(e.accuracy, 4)}, loss {_g(e.loss)} "
-            f"({e.images} images)"
-        )
+        self._print(eval_line(e))
 
     def _on_checkpoint_saved(self, e) -> None:
         if e.files:
@@ -202,16 +252,46 @@ class PlainLines:
 
 
 def summary_line(event) -> str:
-    """One line summing up a :class:`engine.training.events.RunFinished`."""
+    """One line summing up a :class:`engine.training.events.RunFinished`: the figures of
+    ``summary.json``; a test of older weights than the final ones is named as such."""
     s = event.summary
     parts = [f"{event.status} after {event.iteration} updates"]
     if s.get("final_loss") is not None:
         parts.append(f"loss {_g(s['final_loss'])}")
     if s.get("test_accuracy") is not None:
-        parts.append(f"test accuracy {_g(s['test_accuracy'], 4)}")
-    parts.append(f"{s.get('images_per_s', 0):.0f} img/s")
+        accuracy = _g(s["test_accuracy"], 4)
+        tested = s.get("test_iteration")
+        if tested is None or tested == event.iteration:
+            parts.append(f"test accuracy {accuracy}")
+        else:
+            parts.append(f"last test after {tested} updates: accuracy {accuracy}")
+    if s.get("images_per_s") is not None:
+        speed = f"{s['images_per_s']:.0f} img/s"
+        if s.get("startup_s") is not None:
+            speed += f" (after {s['startup_s']:.1f} s of start-up and kernel compilation)"
+        parts.append(speed)
     parts.append(f"{format_seconds(s.get('wall_time_s', 0.0))} wall time")
     return "; ".join(parts)
+
+
+class EndingLines(PlainLines):
+    """``--quiet``: no progress, but why the run stopped still goes to stderr (the divergence,
+    the interruption and the final summary line)."""
+
+    def _on_run_started(self, e) -> None:
+        return
+
+    def _on_status(self, e) -> None:
+        return
+
+    def _on_step_finished(self, e) -> None:
+        return
+
+    def _on_eval_finished(self, e) -> None:
+        return
+
+    def _on_checkpoint_saved(self, e) -> None:
+        return
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,6 +315,8 @@ class Dashboard:
         self._started = False
         self._spinner = None
         self._finished = None
+        self._ending = False  # past the last update: lines wait until the live view stops
+        self._pending: list = []
 
     def handle(self, event) -> None:
         self.view.update(event)
@@ -244,8 +326,16 @@ class Dashboard:
         if not self._started:
             self.live.start()
             self._started = True
-        if kind in ("checkpoint_saved", "diverged", "interrupted"):
-            self.live.console.print(self._event_line(event))
+        if kind in ("diverged", "interrupted") or (
+            kind == "checkpoint_saved" and event.reason != "periodic"
+        ):
+            self._ending = True
+        line = self._event_line(event)
+        if line is not None:
+            if self._ending:
+                self._pending.append(line)  # below the final view, not above it
+            else:
+                self.live.console.print(line)
         forced = kind in ("status", "eval_finished", "run_finished", "diverged", "run_started")
         now = time.perf_counter()
         if forced or now - self._last_refresh >= REFRESH_SECONDS:
@@ -254,21 +344,33 @@ class Dashboard:
 
     def close(self) -> None:
         if self._started:
+            self.view.busy = False
             self.live.update(self.render(), refresh=True)
             self.live.stop()
             self._started = False
+            for line in self._pending:
+                self.console.print(line)
+            self._pending.clear()
             if self._finished is not None:
                 self.console.print(summary_line(self._finished))
 
     def _event_line(self, event):
+        """The log line an event prints above (or, at the end, below) the live view."""
         from rich.text import Text
 
-        if event.kind == "checkpoint_saved":
+        kind = event.kind
+        if kind == "checkpoint_saved":
             target = event.files[0] if event.files else "(no run folder)"
             return Text(f"checkpoint ({event.reason}) after {event.iteration} updates: {target}")
-        if event.kind == "diverged":
+        if kind == "diverged":
             return Text(diverged_line(event), style="bold red")
-        return Text(f"interrupted by {event.signal}; checkpoint: {event.checkpoint}")
+        if kind == "interrupted":
+            return Text(f"interrupted by {event.signal}; checkpoint: {event.checkpoint}")
+        if kind == "status" and not event.busy and event.message != "training":
+            return Text(event.message, style="dim")
+        if kind == "eval_finished" and (self._ending or eval_warnings(event)):
+            return Text(eval_line(event), style="yellow" if eval_warnings(event) else "")
+        return None
 
     # ---- rendering ----------------------------------------------------------------------------
     def render(self):
@@ -296,6 +398,8 @@ class Dashboard:
         text.append("dnupdate train ", style="bold")
         text.append(f"{s.config_path} · net {s.net} · {s.semantics} semantics · {s.optimizer}")
         text.append(f"\n{s.dataset}", style="dim")
+        if s.iteration_convention:
+            text.append(f"\n{s.iteration_convention}", style="dim")
         if s.out_dir:
             text.append(f"\nrun folder {s.out_dir}", style="dim")
         return text
@@ -306,13 +410,14 @@ class Dashboard:
 
         s, step = self.view.started, self.view.step
         total = s.max_iter if s else 1
-        done = step.iteration if step else (s.start_iteration if s else 0)
+        done = updates_of(step) if step else (s.start_iteration if s else 0)
         grid = Table.grid(padding=(0, 1))
         bar = ProgressBar(total=max(total, 1), completed=done, width=40)
+        label = f"iter {step.iteration}" if step else ""
         epoch = f"epoch {step.epoch:.3f}" if step else "epoch 0"
-        speed = f"{step.images_per_s:.0f} img/s" if step else "- img/s"
+        speed = speed_text(step.images_per_s if step else None)
         eta = format_seconds(self.view.eta_seconds())
-        grid.add_row(bar, f"{done}/{total}", epoch, f"ETA {eta}", speed)
+        grid.add_row(bar, f"{done}/{total} updates", label, epoch, f"ETA {eta}", speed)
         return grid
 
     def _numbers(self):
@@ -320,26 +425,29 @@ class Dashboard:
 
         s, step, test = self.view.started, self.view.step, self.view.last_eval
         grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold")
-        grid.add_column()
-        grid.add_column(style="dim")
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(no_wrap=True)  # the sparkline keeps its newest points: never cut
+        grid.add_column(style="dim", overflow="fold")  # definitions wrap instead
         if step is not None:
             grid.add_row("loss", _g(step.loss), "raw loss of the last update (per image)")
             name = s.smoothed_loss_name if s else "smoothed"
             definition = s.smoothed_loss_definition if s else ""
             grid.add_row(name, _g(step.smoothed_loss), definition)
             grid.add_row("lr", _g(step.lr, 6), "rate the last update used")
-            length = max(10, min(SPARK_LENGTH, self.console.width - 50))
+            # room left by the name column (~15) and a definition column of at least 30
+            length = max(10, min(SPARK_LENGTH, self.console.width - 49))
             grid.add_row(
                 "loss trend",
                 sparkline(self.view.losses, length),
                 f"raw loss, last {min(length, len(self.view.losses))} updates",
             )
         if test is not None:
+            warned = " (see the warning above)" if eval_warnings(test) else ""
             grid.add_row(
                 "test accuracy",
                 _g(test.accuracy, 4),
-                f"top-1 after {test.iteration} updates, {test.images} images, loss {_g(test.loss)}",
+                f"top-1 after {test.iteration} updates, {images_text(test)}, "
+                f"loss {_g(test.loss)}{warned}",
             )
         return grid
 
@@ -348,7 +456,7 @@ class Dashboard:
 
         norms = self.view.norms
         table = Table(
-            title=f"per-layer norms, update {norms.iteration}",
+            title=f"per-layer norms, iteration {norms.iteration}",
             title_justify="left",
             show_edge=False,
             pad_edge=False,
@@ -372,10 +480,10 @@ class Dashboard:
 
 
 def make_display(console, *, quiet: bool):
-    """The display for this console: None when quiet, the Rich dashboard on a terminal,
-    plain lines otherwise."""
+    """The display for this console: when quiet only the ending lines (why the run stopped),
+    the Rich dashboard on a terminal, plain lines otherwise."""
     if quiet:
-        return None
+        return EndingLines(console.file)
     if console.is_terminal:
         return Dashboard(console)
     return PlainLines(console.file)

@@ -270,8 +270,17 @@ def train(
     checkpoint_every: int | None = typer.Option(
         None, "--checkpoint-every", min=0, help="Checkpoint every N updates (default snapshot)."
     ),
+    display_every: int | None = typer.Option(
+        None,
+        "--display-every",
+        min=1,
+        metavar="N",
+        help="Plain log line every N updates (default: Caffe display; darknet every update).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per event on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display on stderr."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress on stderr; the ending line still shows."
+    ),
 ) -> None:
     """Train (see TRAIN_HELP); exits 0 done, 1 bad input, 2 usage, 3 diverged, 130 stopped."""
     if resume is None and config is None:
@@ -307,6 +316,7 @@ def train(
                 "shuffle": shuffle,
                 "eval_every": eval_every,
                 "checkpoint_every": checkpoint_every,
+                "display_every": display_every,
             },
         )
     except KeyboardInterrupt:
@@ -341,11 +351,14 @@ def _set_up(*, config, resume, sets, out, options):
             # this machine's choices; max_iters None = the config's end, not the last stop
             merged = {**saved, "max_iters": options["max_iters"]}
             merged.update({k: options[k] for k in ("device", "threads")})
-            if options["eval_every"] is not None:
-                merged["eval_every"] = options["eval_every"]
+            for key in ("eval_every", "display_every"):
+                if options[key] is not None:
+                    merged[key] = options[key]
             train_options = TrainOptions(**merged)
             _print_warnings(run)
-            return TrainingSession(run, train_options, folder=folder, resume=True)
+            return TrainingSession(
+                run, train_options, folder=folder, resume=True, overrides=overrides
+            )
         run, overrides, text = _load_new(config, sets)
         _print_warnings(run)
         target = Path(out) if out else default_run_dir(config)
@@ -393,16 +406,22 @@ def _run(session, *, as_json: bool, quiet: bool) -> int:
     stop = StopRequest()
     stop.install()
     status = "done"
+    saved = ""  # the checkpoint a first signal wrote
     try:
         for event in session.events(stop):
             for sink in sinks:
                 sink.handle(event)
             if event.kind == "run_finished":
                 status = event.status
+            elif event.kind == "interrupted":
+                saved = event.checkpoint
     except KeyboardInterrupt:
         for sink in sinks:
             sink.close()
-        print("dnupdate: interrupted twice; stopped without a checkpoint", file=sys.stderr)
+        if saved:
+            print(f"dnupdate: interrupted twice; checkpoint written: {saved}", file=sys.stderr)
+        else:
+            print("dnupdate: interrupted twice; stopped without a checkpoint", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         stop.restore()

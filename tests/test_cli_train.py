@@ -111,19 +111,26 @@ def test_plain_lines_when_stderr_is_not_a_terminal(tiny):
     lines = [line for line in err.splitlines() if line.startswith("iter ")]
     # Caffe display = 2, numbered as Solver::Step logs "Iteration k" (the forward of update
     # k + 1): updates 1, 3, 5, 7 as 0, 2, 4, 6; the last update (8) always, as 7
-    assert [line.split()[1] for line in lines] == ["0/8", "2/8", "4/8", "6/8", "7/8"]
+    assert [line.split()[1] for line in lines] == ["0", "2", "4", "6", "7"]
+    assert lines[0].startswith("iter 0 (update 1/8)")
+    assert lines[-1].startswith("iter 7 (update 8/8)")
     assert "smoothed_loss_window3" in lines[0]
-    assert "test after 6 updates: accuracy" in err  # test_interval 3; 8 % 3 != 0: no final test
-    assert "test after 8 updates" not in err
+    assert "Caffe convention: iteration it = updates applied before the update" in err
+    assert "test after 6 updates: accuracy" in err  # test_interval 3
+    # 8 % 3 != 0: Caffe would not test at the end, dnupdate does and says so
+    assert "Caffe's Solve would not test here" in err
+    assert "test after 8 updates: accuracy" in err
     assert err.strip().splitlines()[-1].startswith("done after 8 updates")
 
 
-def test_quiet_prints_nothing_but_keeps_the_json(tiny):
+def test_quiet_prints_only_the_ending_line(tiny):
     result = train(
         str(tiny.darknet), "--data", f"npz:{tiny.data}", "--out", str(tiny.root / "r"), "-q"
     )
     assert result.exit_code == 0
-    assert result.stderr == "" and result.stdout == ""
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [result.stderr.strip()]  # one line
+    assert result.stderr.startswith("done after 8 updates; loss ")
 
 
 def test_set_overrides_use_the_configs_own_keys(tiny):
@@ -289,11 +296,22 @@ def test_sigint_writes_a_checkpoint_and_exits_130(tiny):
     assert process.returncode == 130, err
     events = [json.loads(line) for line in rest.splitlines() if line.strip()]
     names = [e["event"] for e in events]
-    assert names[-3:] == ["checkpoint_saved", "interrupted", "run_finished"]
-    assert events[-2]["signal"] == "SIGINT"
+    # the checkpoint, the interruption, then a test of the weights it stopped with
+    assert names[-5:] == [
+        "checkpoint_saved",
+        "interrupted",
+        "status",
+        "eval_finished",
+        "run_finished",
+    ]
+    interrupted = next(e for e in events if e["event"] == "interrupted")
+    assert interrupted["signal"] == "SIGINT"
     assert (out / "state.npz").is_file()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and summary["iteration"] == events[-2]["iteration"]
+    assert summary["status"] == "interrupted" and summary["iteration"] == interrupted["iteration"]
+    assert summary["test_iteration"] == interrupted["iteration"] and summary["test_is_final"]
+    # --quiet still says why the run stopped, on stderr
+    assert "interrupted by SIGINT" in err and "interrupted after" in err
 
 
 def test_subprocess_exit_codes_for_bad_input_and_divergence(tiny):
@@ -311,6 +329,8 @@ def test_subprocess_exit_codes_for_bad_input_and_divergence(tiny):
         env=env,
     )
     assert diverged.returncode == 3, diverged.stderr
+    # --quiet silences progress, not why the run stopped
+    assert "DIVERGED: non-finite" in diverged.stderr and "diverged after" in diverged.stderr
 
 
 def test_readme_documents_every_event_and_member():

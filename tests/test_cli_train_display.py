@@ -8,7 +8,14 @@ import json
 
 from rich.console import Console
 
-from cli.dashboard import Dashboard, PlainLines, diverged_line, make_display, sparkline
+from cli.dashboard import (
+    Dashboard,
+    EndingLines,
+    PlainLines,
+    diverged_line,
+    make_display,
+    sparkline,
+)
 from cli.sinks import JsonLinesSink
 from engine.training.events import (
     CheckpointSaved,
@@ -93,7 +100,7 @@ def test_dashboard_shows_progress_losses_lr_accuracy_and_the_layer_table():
     assert "avg_loss_ema" in text and "darknet avg = .9*avg + .1*loss" in text
     assert "raw loss of the last update" in text and "lr" in text
     assert "test accuracy" in text and "0.75" in text
-    assert "per-layer norms, update 10" in text
+    assert "per-layer norms, iteration 10" in text
     assert "conv1" in text and "ip1" in text and "1.00e-01" in text
     assert "‖g‖ (gradient)" in text and "0.0625" in text and "12.25" in text
     assert "checkpoint (final) after 10 updates" in text
@@ -106,7 +113,8 @@ def test_plain_lines_follow_the_display_interval():
         plain.handle(event)
     lines = stream.getvalue().splitlines()
     iters = [line.split()[1] for line in lines if line.startswith("iter ")]
-    assert iters == ["1/10", "3/10", "6/10", "9/10", "10/10"]
+    assert iters == ["1", "3", "6", "9", "10"]
+    assert "iter 10 (update 10/10)" in stream.getvalue()
     assert sum(line.startswith("test after") for line in lines) == 2
     assert lines[-1].startswith("done after 10 updates")
     assert "\x1b" not in stream.getvalue()
@@ -117,7 +125,7 @@ def test_make_display_picks_by_terminal_and_quiet():
     pipe = Console(file=io.StringIO(), force_terminal=False)
     assert isinstance(make_display(tty, quiet=False), Dashboard)
     assert isinstance(make_display(pipe, quiet=False), PlainLines)
-    assert make_display(tty, quiet=True) is None
+    assert isinstance(make_display(tty, quiet=True), EndingLines)
 
 
 def test_json_lines_sink_writes_strict_json_per_event():

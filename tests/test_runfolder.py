@@ -71,7 +71,7 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
 def test_metrics_append_to_both_files_with_fixed_columns(tmp_path):
     columns = metric_columns(["conv1", "ip1"], "avg_loss_ema")
     assert columns[:6] == ["kind", "iteration", "seen", "epoch", "lr", "loss"]
-    assert "conv1.w_norm" in columns and "ip1.ratio" in columns and columns[-1] == "test_images"
+    assert "conv1.w_norm" in columns and "ip1.ratio" in columns and columns[-1] == "test_non_finite"
     assert columns.index("conv1.g_norm") == columns.index("conv1.w_norm") + 1
     log = MetricsLog(tmp_path, columns)
     log.append({"kind": "train", "iteration": 1, "loss": 2.5, "conv1.w_norm": 0.1})

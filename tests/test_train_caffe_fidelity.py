@@ -92,10 +92,15 @@ def test_caffe_display_line_matches_the_mnist_log_lr_at_iteration_100(tiny):
     for event in events:
         plain.handle(event)
     lines = [line for line in stream.getvalue().splitlines() if line.startswith("iter ")]
-    assert [line.split()[1] for line in lines] == ["0/101", "100/101"]
+    assert [line.split()[1] for line in lines] == ["0", "100"]
+    assert lines[1].startswith("iter 100 (update 101/101)")
     assert "lr 0.00992565," in lines[1]
+    # every output numbers the update as Caffe does: it = 100 is the 101st update
+    steps = [e for e in events if e.kind == "step_finished"]
+    assert steps[100].iteration == 100 and steps[100].updates == 101
+    assert f"{steps[100].lr:.6g}" == "0.00992565"
     norms = [e.iteration for e in events if e.kind == "norms_reported"]
-    assert norms == [1, 101]  # the updates whose forward Caffe displays
+    assert norms == [0, 100]  # the updates whose forward Caffe displays
 
 
 # ---- (1) Solver::UpdateSmoothedLoss in float32 --------------------------------------------------
@@ -142,18 +147,31 @@ def test_caffe_smoothed_loss_rounds_every_operation_to_float32():
     assert got == pytest.approx(double, rel=1e-5)
 
 
-# ---- (3) Solver::Solve: the final test only when iter_ % test_interval == 0 ----------------
+# ---- (3) Solver::Solve's final test (iter_ % test_interval == 0), and dnupdate's own ---------
 
 
-@pytest.mark.parametrize(("max_iter", "tests"), [(6, [3, 6]), (7, [3, 6])])
+@pytest.mark.parametrize(("max_iter", "tests"), [(6, [3, 6]), (7, [3, 6, 7])])
 def test_caffe_run_ends_with_a_test_only_on_the_test_interval(tiny, max_iter, tests):
     config = caffe_solver(
         tiny.root, tiny.data, max_iter=max_iter, test="test_iter: 1\ntest_interval: 3"
     )
     events = run_all(config, None, data=f"npz:{tiny.data}")
-    # test_initialization (default true) adds iteration 0
+    # test_initialization (default true) adds iteration 0; the run always ends with a test of
+    # its final weights, in Solve's order (after the final snapshot); where Solve would not
+    # run it (7 % 3 != 0) a status says so
     assert [e.iteration for e in events if e.kind == "eval_finished"] == [0, *tests]
-    assert events[-1].summary["test_iteration"] == 6
+    assert events[-1].summary["test_iteration"] == max_iter
+    assert events[-1].summary["test_is_final"] is True
+    notes = [e for e in events if e.kind == "status" and "Solve would not test" in e.message]
+    assert len(notes) == (max_iter % 3 != 0)
+
+
+def test_eval_every_0_skips_the_final_test_and_the_summary_says_which_test_it_holds(tiny):
+    config = caffe_solver(tiny.root, tiny.data, max_iter=4, test="test_iter: 1\ntest_interval: 3")
+    events = run_all(config, None, data=f"npz:{tiny.data}", eval_every=0)
+    assert [e.iteration for e in events if e.kind == "eval_finished"] == []
+    summary = events[-1].summary
+    assert summary["test_iteration"] is None and summary["test_is_final"] is False
 
 
 def test_darknet_config_still_ends_with_a_test(tmp_path):
@@ -223,12 +241,13 @@ def test_a_resumed_caffe_run_tests_at_once_on_the_test_interval(tiny):
     resumed = run_all(tiny.caffe, out, resume=True, max_iters=8)
     kinds = [e.kind for e in resumed]
     assert kinds.index("eval_finished") < kinds.index("step_finished")
-    assert [e.iteration for e in resumed if e.kind == "eval_finished"] == [6]  # none at 8
+    # and a test of the final weights at 8, which Caffe would not run (8 % 3 != 0)
+    assert [e.iteration for e in resumed if e.kind == "eval_finished"] == [6, 8]
     # off the interval (resumed at 4): no test before the first update
     other = tiny.root / "other"
     run_all(tiny.caffe, other, max_iters=4)
     again = run_all(tiny.caffe, other, resume=True, max_iters=8)
-    assert [e.iteration for e in again if e.kind == "eval_finished"] == [6]
+    assert [e.iteration for e in again if e.kind == "eval_finished"] == [6, 8]
 
 
 def test_a_resumed_darknet_run_does_not_test_at_once(tmp_path):

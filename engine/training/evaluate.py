@@ -178,10 +178,11 @@ def _number(value: float) -> float | None:
 class _Counter:
     """Accumulates the confusion matrix, non-finite images and top-k hits batch by batch."""
 
-    def __init__(self, classes: int) -> None:
+    def __init__(self, classes: int, framework: str = "caffe") -> None:
         self.confusion = np.zeros((classes, classes), dtype=np.int64)
         self.non_finite = np.zeros(classes, dtype=np.int64)
         self.top_k_hits = 0
+        self.framework = framework
 
     def __call__(self, scores: np.ndarray, labels: np.ndarray) -> None:
         labels = np.asarray(labels).reshape(-1).astype(np.int64)
@@ -198,8 +199,13 @@ class _Counter:
         finite = np.isfinite(scores).all(axis=1)
         np.add.at(self.non_finite, labels[~finite], 1)
         scores, labels = scores[finite].astype(np.float64), labels[finite]
-        better = _better_count(scores, labels)
-        np.add.at(self.confusion, (labels, _predictions(scores, labels, better)), 1)
+        if self.framework == "darknet":
+            better = _ahead_count(scores, labels)
+            predicted = np.argmax(scores, axis=1)  # darknet's top_k: the first of equal maxima
+        else:
+            better = _better_count(scores, labels)
+            predicted = _predictions(scores, labels, better)
+        np.add.at(self.confusion, (labels, predicted), 1)
         self.top_k_hits += int((better < TOP_K).sum())
 
 
@@ -208,6 +214,16 @@ def _better_count(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     ``num_better_predictions``)."""
     truth = scores[np.arange(labels.size), labels]
     return (scores >= truth[:, None]).sum(axis=1) - 1
+
+
+def _ahead_count(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per image, the classes darknet's ``top_k`` ranks before the true one: those scoring
+    more, and those scoring the same with a lower index (its pick moves on only for ``>``)."""
+    truth = scores[np.arange(labels.size), labels]
+    earlier = np.arange(scores.shape[1])[None, :] < labels[:, None]
+    return (scores > truth[:, None]).sum(axis=1) + ((scores == truth[:, None]) & earlier).sum(
+        axis=1
+    )
 
 
 def _predictions(scores: np.ndarray, labels: np.ndarray, better: np.ndarray) -> np.ndarray:
@@ -288,7 +304,7 @@ def evaluate_model(run: RunSpec, options: EvalOptions) -> Evaluation:
     )
     sampler, dataset = _test_sampler(run, options, seed)
     network = trainer.network
-    counter = _Counter(int(np.prod(network.shapes[network.output_index].output)))
+    counter = _Counter(int(np.prod(network.shapes[network.output_index].output)), network.native)
     try:
         result = trainer.evaluate(_every_image_once(sampler), counter)
     except DataError as exc:

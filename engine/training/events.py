@@ -73,7 +73,11 @@ class RunStarted(Event):
     update rule driving it (darknet or caffe); ``start_iteration``: updates already applied
     (non-zero on ``--resume``); ``max_iter``: the iteration the run stops at;
     ``images_per_update``: darknet ``batch`` (= minibatch·subdivisions), Caffe
-    ``batch_size·iter_size``; ``smoothed_loss_name``: the metrics name of the smoothed loss
+    ``batch_size·iter_size``; ``convention``: how every ``iteration`` of this run is numbered
+    (``darknet``: the batch number ``b``, the k-th update is ``b = k``; ``caffe``: ``it``, the
+    updates applied before this one, the k-th update is ``it = k − 1``; tests and checkpoints
+    are numbered by the updates applied in both) and ``iteration_convention`` that rule in
+    words; ``smoothed_loss_name``: the metrics name of the smoothed loss
     (``avg_loss_ema`` or ``smoothed_loss_window<N>``) and ``smoothed_loss_definition`` its
     formula; ``out_dir``: the run folder (empty without one); ``display_every``: the display
     interval (Caffe ``display``); ``eval_every``/``checkpoint_every``: test and checkpoint
@@ -105,6 +109,8 @@ class RunStarted(Event):
     config: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    convention: str = "darknet"
+    iteration_convention: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,13 +126,21 @@ class Status(Event):
 class StepFinished(Event):
     """One weight update done.
 
-    ``iteration``: updates applied so far (1 after the first update); ``seen``: images seen
+    ``iteration``: the update's number in the run's convention (``RunStarted.convention``:
+    darknet batch number ``b = k`` for the k-th update, Caffe ``it = k − 1``; the schedule's
+    index of the rate it used, so ``lr-schedule`` rows join on it); ``updates``: updates
+    applied so far, this one included (k); ``seen``: images seen
     (darknet's counter; Caffe: ``iteration·images_per_update``); ``epoch = seen / train
     images``; ``lr``: the rate this update used; ``loss``: the raw loss of the update (darknet:
     mean per-image loss ``Σ cost / (subdivisions·minibatch)``; Caffe: ``Σ pass losses /
     iter_size``); ``smoothed_loss``: darknet ``avg = .9·avg + .1·loss`` (first value = first
     loss) or Caffe's mean of the last ``average_loss`` losses; ``elapsed_s``: wall seconds since
-    the run (or the resumed part) started; ``images_per_s``: training throughput so far.
+    the run (or the resumed part) started; ``images_per_s``: steady-state training throughput
+    of this session, images of the updates after its first over their wall time, tests and
+    checkpoints excluded (None until a second update: the first includes kernel compilation
+    and set-up, reported as ``startup_s`` in ``summary.json``); ``eta_s``: seconds to
+    ``max_iter`` at the pace of the last updates (tests and checkpoints included; None until
+    two updates are timed).
     """
 
     iteration: int
@@ -136,7 +150,9 @@ class StepFinished(Event):
     loss: float
     smoothed_loss: float
     elapsed_s: float
-    images_per_s: float
+    images_per_s: float | None
+    updates: int | None = None
+    eta_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -158,7 +174,8 @@ class LayerNorms:
 
 @dataclass(frozen=True)
 class NormsReported(Event):
-    """Per-layer norms of update ``iteration`` (every update goes to the metrics file; the
+    """Per-layer norms of update ``iteration`` (numbered as ``StepFinished.iteration``;
+    every update goes to the metrics file; the
     event is emitted every display interval). ``grad_norm``: Caffe's global gradient L2 norm
     when ``clip_gradients`` is on (else ``None``); ``clip_scale``: the clip factor applied."""
 
@@ -170,13 +187,28 @@ class NormsReported(Event):
 
 @dataclass(frozen=True)
 class EvalFinished(Event):
-    """A test pass on the test split: ``loss`` (mean over the test batches) and top-1
-    ``accuracy`` (fraction correct) over ``images`` images, after ``iteration`` updates."""
+    """A test pass on the test split, of the weights after ``iteration`` updates: ``loss``
+    (mean over the test batches) and top-1 ``accuracy`` (fraction correct) over ``images``
+    predictions, made on ``distinct_images`` different images (fewer when Caffe's
+    ``test_iter`` wraps around the test set).
+
+    ``non_finite``: predictions whose scores held a NaN or an infinity. They are never counted
+    as correct where the framework would (Caffe's Accuracy counts one whose every comparison
+    with NaN is false); darknet's ``top_k`` picks a class for them, which counts when it is the
+    label. ``framework_accuracy``: the accuracy the framework itself would print, when it
+    differs from ``accuracy`` (else None). ``rolling_stats_weight``: darknet batch norm only:
+    the weight ``0.99^n`` the zero start of the rolling mean/variance still carries after
+    ``n`` training passes (darknet tests with them as they are; None when the net has none or
+    its statistics came from a weights file)."""
 
     iteration: int
     loss: float
     accuracy: float
     images: int
+    distinct_images: int | None = None
+    non_finite: int = 0
+    framework_accuracy: float | None = None
+    rolling_stats_weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -193,7 +225,8 @@ class CheckpointSaved(Event):
 
 @dataclass(frozen=True)
 class Diverged(Event):
-    """A non-finite loss or parameter: ``iteration`` is the update that produced it, ``layer``
+    """A non-finite loss or parameter: ``iteration`` is the update that produced it (numbered
+    as ``StepFinished.iteration``), ``layer``
     the first layer with a non-finite value (``"loss"`` when only the loss is), ``what`` a
     description; ``last_checkpoint`` the last good checkpoint kept (empty when none)."""
 

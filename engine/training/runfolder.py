@@ -84,7 +84,13 @@ WRITTEN_FILES = (
 
 #: the leading CSV columns; per-layer columns follow (``<layer>.w_norm`` ...), then test ones
 BASE_COLUMNS = ("kind", "iteration", "seen", "epoch", "lr", "loss")
-TEST_COLUMNS = ("test_loss", "test_accuracy", "test_images")
+TEST_COLUMNS = (
+    "test_loss",
+    "test_accuracy",
+    "test_images",
+    "test_distinct_images",
+    "test_non_finite",
+)
 LAYER_FIELDS = ("w_norm", "g_norm", "dw_norm", "ratio")
 
 
@@ -336,25 +342,51 @@ def _csv_iteration(path: Path, row: list[str], position: int, number: int) -> in
         ) from None
 
 
-def truncate_metrics(folder: Path, iteration: int) -> None:
-    """Drop rows after ``iteration`` from both metrics files (atomic rewrite), so that a run
-    resumed from the checkpoint at ``iteration`` does not repeat rows; a last row cut short
-    (no newline) goes too. Both files are read and checked before either is rewritten: a
-    damaged line raises :class:`RunFolderError` naming it, with both files as they were."""
+def _row_kept(kind: str, label: int, iteration: int, train_label_offset: int) -> bool:
+    """Whether a metrics row belongs to the first ``iteration`` updates: a test row numbered
+    ``label`` tests the weights after ``label`` updates; a training row numbered ``label`` is
+    update ``label + train_label_offset`` (1 under Caffe's 0-based ``it``, 0 under darknet's
+    batch number)."""
+    if kind == "train":
+        return label + train_label_offset <= iteration
+    return label <= iteration
+
+
+def truncate_metrics(folder: Path, iteration: int, *, train_label_offset: int = 0) -> None:
+    """Drop rows after ``iteration`` updates from both metrics files (atomic rewrite; see
+    :func:`_row_kept`), so that a run resumed from the checkpoint at ``iteration`` does not
+    repeat rows; a last row cut short (no newline) goes too. Both files are read and checked
+    before either is rewritten: a damaged line raises :class:`RunFolderError` naming it, with
+    both files as they were."""
     rewrites: list[tuple[Path, str]] = []
     jsonl = folder / METRICS_JSONL
     if jsonl.exists():
-        kept = [row for row in read_metrics(jsonl) if row.get("iteration", 0) <= iteration]
+        kept = [
+            row
+            for row in read_metrics(jsonl)
+            if _row_kept(
+                str(row.get("kind", "train")),
+                int(row.get("iteration", 0)),
+                iteration,
+                train_label_offset,
+            )
+        ]
         rewrites.append((jsonl, "".join(json.dumps(row) + "\n" for row in kept)))
     table = folder / METRICS_CSV
     if table.exists():
         rows = _csv_rows(table)
         if rows:
             position = rows[0].index("iteration") if "iteration" in rows[0] else 1
+            kind = rows[0].index("kind") if "kind" in rows[0] else 0
             body = [
                 row
                 for number, row in enumerate(rows[1:], 2)
-                if _csv_iteration(table, row, position, number) <= iteration
+                if _row_kept(
+                    row[kind] if len(row) > kind else "train",
+                    _csv_iteration(table, row, position, number),
+                    iteration,
+                    train_label_offset,
+                )
             ]
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows([rows[0], *body])

@@ -15,15 +15,19 @@ printing. Per update it:
 4. on a non-finite loss or parameter yields :class:`~engine.training.events.Diverged` (the last good
    checkpoint stays) and stops;
 5. tests on the test split every ``eval_every`` updates (Caffe ``test_interval``; also before
-   the first update when ``test_initialization``, and after the last one: always for a
-   darknet config, only when ``iter % test_interval == 0`` for a Caffe one, as
-   ``Solver::Solve``);
+   the first update when ``test_initialization``), and the final weights at the end, however
+   the run ends (a Caffe config in ``Solver::Solve``'s place, after the final snapshot, with a
+   status where Solve itself would not test), unless ``--eval-every 0``;
 6. checkpoints every ``checkpoint_every`` updates (Caffe ``snapshot``: ``iter_<N>.npz`` plus
    darknet ``<cfg>_<N>.weights`` or Caffe ``<prefix>_iter_<N>.caffemodel``, and the full
    state) and at the end (``final.npz``, ``final.weights`` for darknet nets,
    ``final.caffemodel`` for Caffe nets);
-7. when ``stop()`` names a signal, checkpoints and yields
-:class:`~engine.training.events.Interrupted`.
+7. when ``stop()`` names a signal, checkpoints, yields
+   :class:`~engine.training.events.Interrupted` and tests the weights it stopped with.
+
+Numbering: every event and metrics row numbers an update as the framework does
+(:func:`iteration_label`: darknet's batch number, Caffe's 0-based ``it``); tests and
+checkpoints by the updates applied. Speed: :class:`Throughput` (steady state, start-up apart).
 
 Resume: the state file holds the trainer state (parameters, gradient buffers — darknet's SGD
 momentum lives there — optimizer state, RNG streams, ``seen``, ``iteration``, Caffe multistep
@@ -36,7 +40,9 @@ from __future__ import annotations
 import dataclasses
 import platform
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -44,10 +50,13 @@ from typing import Any
 
 import numpy as np
 
-from engine.data import BatchSampler, Dataset, open_dataset
+from engine.data import CATALOG, BatchSampler, DataError, Dataset, open_dataset, resolve_source
+from engine.data.catalog import canonical_name
 from engine.data.errors import check_label_range
+from engine.model.network import native_framework
 from engine.spec import RunSpec
 from engine.training.events import (
+    SCHEMA_VERSION,
     CheckpointSaved,
     Diverged,
     EvalFinished,
@@ -87,9 +96,10 @@ class TrainOptions:
     ``max_iters``: stop after this many updates in total (the schedule keeps the config's
     ``max_batches``/``max_iter``); ``eval_every``/``checkpoint_every``: None = the config's
     ``test_interval``/``snapshot`` (darknet: a tenth of the run / none), 0 = never (a final
-    checkpoint still happens, and for a darknet config a final test; a Caffe config tests at
-    the end only when ``max_iter`` is a multiple of the interval, as ``Solver::Solve``);
-    ``display_every``: None = the config's ``display``;
+    checkpoint still happens; ``eval_every`` 0 given here also skips the test of the final
+    weights every other run ends with, see ``TrainingSession._final_test_due``);
+    ``display_every``: None = the config's ``display`` (the console's interval only: Caffe's
+    extra forward after the last update follows the config's ``display``);
     ``shuffle``: None = the config's (darknet samples randomly, Caffe reads in order);
     ``train_size``/``test_size``: keep only the first N images (synthetic sets: generate N);
     ``seed``: None = the config's (see :func:`resolve_seed`);
@@ -213,26 +223,135 @@ class LossSmoother:
 
 
 # --------------------------------------------------------------------------------------------
+# Throughput
+# --------------------------------------------------------------------------------------------
+
+
+class Throughput:
+    """The speed figures of one session, the same in every output (console, ``--json``,
+    ``summary.json``).
+
+    ``startup_s``: from the session's start to the end of its first update: set-up, kernel
+    compilation (Numba compiles on first use), an initial test, the first update itself.
+    ``images_per_s``: steady state, the images of the updates after the first over the wall
+    time from the end of the first update to the end of the last, less the time spent in
+    tests and checkpoints. ``eta_seconds``: the remaining updates at the pace of the last
+    :data:`RECENT_UPDATES` (tests and checkpoints included, as they will recur)."""
+
+    RECENT_UPDATES = 20
+
+    def __init__(self, images_per_update: int) -> None:
+        self.images_per_update = images_per_update
+        self.t0: float | None = None
+        self.startup_s: float | None = None
+        self.steady_t0 = 0.0
+        self.steady_updates = 0
+        self.paused_s = 0.0
+        self._pending_pause = 0.0  # counts once an update follows it
+        self.last_t = 0.0
+        self.recent: deque[tuple[float, int]] = deque(maxlen=self.RECENT_UPDATES)
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def session_seconds(self) -> float:
+        return 0.0 if self.t0 is None else time.perf_counter() - self.t0
+
+    def update_done(self, updates: int) -> None:
+        """Record the end of an update; ``updates``: updates applied so far."""
+        now = time.perf_counter()
+        if self.startup_s is None:
+            self.startup_s = now - (self.t0 if self.t0 is not None else now)
+            self.steady_t0 = now
+        else:
+            self.steady_updates += 1
+            self.paused_s += self._pending_pause
+        self._pending_pause = 0.0
+        self.last_t = now
+        self.recent.append((now, updates))
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside is left out of the steady-state rate (tests, checkpoints) once
+        an update follows it (a pause after the last update lies outside the measured span)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.startup_s is not None:
+                self._pending_pause += time.perf_counter() - start
+
+    def images_per_s(self) -> float | None:
+        """Steady-state images per second; None before a second update."""
+        seconds = self.last_t - self.steady_t0 - self.paused_s
+        if self.steady_updates == 0 or seconds <= 0:
+            return None
+        return self.steady_updates * self.images_per_update / seconds
+
+    def eta_seconds(self, remaining_updates: int) -> float | None:
+        """Seconds for ``remaining_updates`` at the recent pace; None before two updates."""
+        if remaining_updates <= 0:
+            return 0.0
+        if len(self.recent) < 2:
+            return None
+        (t_first, u_first), (t_last, u_last) = self.recent[0], self.recent[-1]
+        if u_last <= u_first:
+            return None
+        return remaining_updates * (t_last - t_first) / (u_last - u_first)
+
+
+# --------------------------------------------------------------------------------------------
 # Display numbering
 # --------------------------------------------------------------------------------------------
 
 
-def display_label(semantics: str, iteration: int, every: int) -> int | None:
-    """The iteration number the framework's display line carries for update ``iteration``
-    (1-based), or None when the framework shows no line for it.
+def iteration_label(convention: str, updates: int) -> int:
+    """The number the framework gives the ``updates``-th update (1-based), the one every
+    output of a run uses (console, metrics, ``--json``, ``lr-schedule``, ``plot``).
+
+    darknet (``convention="darknet"``): the batch number ``b = seen/batch`` after the update,
+    ``b = k`` for the k-th update, which uses ``rate(b)`` (``seen`` is incremented before the
+    update) and which darknet's log line (``classifier.c``: ``get_current_batch(net)`` after
+    ``train_network``) and its ``<cfg>_<b>.weights`` carry. Caffe: ``it = k − 1``, the updates
+    already applied; the k-th update uses ``rate(it)`` and Caffe logs it as "Iteration it" (its
+    loss is the forward of the weights after ``it`` updates). Tests and checkpoints are numbered
+    by the updates applied in both (Caffe "Iteration 500, Testing net" tests the weights after
+    500 updates)."""
+    return updates - 1 if convention == "caffe" else updates
+
+
+def iteration_convention(convention: str) -> str:
+    """:func:`iteration_label`'s rule in one sentence, for headers."""
+    if convention == "caffe":
+        return (
+            "Caffe convention: iteration it = updates applied before the update (0-based); "
+            "training row it is the update from it to it+1 updates, with lr rate(it) and the loss "
+            "of the weights after it updates (Caffe's 'Iteration it'); tests and checkpoints at "
+            "it are of the weights after it updates"
+        )
+    return (
+        "darknet convention: iteration b = batch number seen/batch after the update (1-based); "
+        "training row b is the b-th update, with lr rate(b); tests and checkpoints at b are of "
+        "the weights after b updates"
+    )
+
+
+def display_label(convention: str, updates: int, every: int) -> int | None:
+    """The iteration number the framework's display line carries for update ``updates``
+    (1-based, :func:`iteration_label`), or None when the framework shows no line for it.
 
     darknet (``classifier.c``: ``printf("%ld, %.3f: ...", get_current_batch(net), ...)`` after
     ``train_network``): the update's own batch number; shown every ``every`` updates and for
     the first. Caffe (``Solver::Step``): "Iteration k, loss = …" and ApplyUpdate's
     "Iteration k, lr = …" are logged while ``iter_ = k``, from the forward/backward of the
     update that makes ``iter_`` k + 1 (and with the rate ``rate(k)`` that update uses), when
-    ``k % display == 0``: update ``iteration`` is shown as ``iteration − 1``.
+    ``k % display == 0``: update ``updates`` is shown as ``updates − 1``.
     """
     every = max(int(every), 1)
-    if semantics == "caffe":
-        label = iteration - 1
+    label = iteration_label(convention, updates)
+    if convention == "caffe":
         return label if label % every == 0 else None
-    return iteration if iteration % every == 0 or iteration == 1 else None
+    return label if label % every == 0 or label == 1 else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,15 +431,38 @@ def make_backend(device: str = "cpu", threads: int | None = None):
     return backend_class()
 
 
+def _split_source(run: RunSpec, options: TrainOptions, split: str) -> str | None:
+    """The data source of ``split``: ``--data``, else the config's."""
+    source_spec = run.data.train if split == "train" else run.data.test
+    return options.data or (source_spec.source if source_spec else None)
+
+
 def _open_split(run: RunSpec, options: TrainOptions, split: str) -> Dataset | None:
     """The dataset of ``split``; None for a test split the run does not test on: none
     configured, or a Caffe config without ``test_iter`` (see :func:`caffe_tests_disabled`)."""
-    source_spec = run.data.train if split == "train" else run.data.test
-    source = options.data or (source_spec.source if source_spec else None)
+    source = _split_source(run, options, split)
     if split == "test" and (source is None or caffe_tests_disabled(run)):
         return None
     size = options.train_size if split == "train" else options.test_size
     return open_dataset(source, split, options.data_dir, size=size)
+
+
+def substitution_note(source: str | None, split: str, data_dir: str | None) -> str | None:
+    """A note when a config's data path is not there and the catalog dataset its name refers
+    to stands in (Caffe's ``examples/mnist/mnist_train_lmdb`` → ``mnist``, see
+    :func:`engine.data.resolve_source`); None when the source was read as given."""
+    if not source or canonical_name(source.strip()) or source.startswith("npz:"):
+        return None
+    try:
+        resolved = resolve_source(source, split, data_dir)
+    except DataError:
+        return None
+    if resolved not in CATALOG:
+        return None
+    return (
+        f"{source} is not a dataset folder here: reading the {split} split of {resolved}, "
+        "the dataset its name refers to"
+    )
 
 
 def resolve_seed(seed: int | None, run: RunSpec) -> int:
@@ -457,6 +599,8 @@ class TrainingSession:
             allow_nonfinite=options.allow_nonfinite,
         )
         self.semantics = self.trainer.semantics
+        self.convention = self.trainer.schedule.convention  # how iterations are numbered
+        self.overrides = tuple(overrides)
         self._open_data()
         self.max_iter = options.max_iters or self.trainer.solver.max_iter
         if self.max_iter <= 0:
@@ -483,6 +627,9 @@ class TrainingSession:
         self.last_checkpoint = ""
         self._last_loss: float | None = None
         self._last_lr: float | None = None
+        self._last_label: int | None = None  # iteration label of the last training row
+        self._smoothed_label: int | None = None
+        self.timer = Throughput(self.trainer.images_per_update)
         if folder is not None:
             self._prepare_folder(overrides, config_text, net_text)
 
@@ -523,7 +670,9 @@ class TrainingSession:
         assert folder is not None
         if self.resumed:
             self._load_state()
-            truncate_metrics(folder.path, self.trainer.iteration)
+            # Caffe numbers a training row by the updates before it (it = k - 1)
+            offset = 1 if self.convention == "caffe" else 0
+            truncate_metrics(folder.path, self.trainer.iteration, train_label_offset=offset)
         else:
             folder.write_config(
                 self.run.config_path,
@@ -614,11 +763,17 @@ class TrainingSession:
         self.previous_elapsed = float(state.get("elapsed_s", 0.0))
         last = state.get("last_eval")
         if last:
+            framework = last.get("framework_accuracy")
+            weight = last.get("rolling_stats_weight")
             self.last_eval = EvalFinished(
                 int(last["iteration"]),
                 _float(last["loss"]),
                 _float(last["accuracy"]),
                 int(last["images"]),
+                distinct_images=last.get("distinct_images"),
+                non_finite=int(last.get("non_finite", 0)),
+                framework_accuracy=None if framework is None else _float(framework),
+                rolling_stats_weight=None if weight is None else _float(weight),
             )
 
     def _earlier_checkpoint(self) -> str:
@@ -632,7 +787,7 @@ class TrainingSession:
 
     # ---- events ------------------------------------------------------------------------------
     def _session_seconds(self) -> float:
-        return time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
+        return self.timer.session_seconds()
 
     def started_event(self) -> RunStarted:
         """The :class:`RunStarted` event of this session."""
@@ -660,8 +815,10 @@ class TrainingSession:
             display_every=self.display_every,
             eval_every=self.eval_every,
             checkpoint_every=self.checkpoint_every,
-            config=resolved_config(run),
+            config=resolved_config(run, self.overrides),
             versions=package_versions(),
+            convention=self.convention,
+            iteration_convention=iteration_convention(self.convention),
         )
 
     def data_notes(self) -> list[str]:
@@ -669,31 +826,37 @@ class TrainingSession:
         CIFAR-10's first 1,000 test images present) or a computed mean image (Caffe's
         ``mean.binaryproto`` missing)."""
         notes: list[str] = []
+        subjects: set[str] = set()
+        for split in ("train", "test") if self.test_set is not None else ("train",):
+            source = _split_source(self.run, self.options, split)
+            note = substitution_note(source, split, self.options.data_dir)
+            if note is not None:
+                notes.append(note)
         sources = [self.folder, self.trainer, self.train_set, self.train_sampler]
         if self.test_sampler is not None:
             sources += [self.test_set, self.test_sampler]
         for source in sources:
             for note in getattr(source, "notes", ()):
-                if note not in notes:
+                # one line per missing file: the TRAIN and TEST samplers both report a missing
+                # mean file (in two wordings); the first, the fuller one, says it
+                subject = note.split(" does not exist:", 1)[0]
+                if note not in notes and subject not in subjects:
                     notes.append(note)
+                    subjects.add(subject)
         return notes
 
     def events(self, stop: Callable[[], str | None] = lambda: None) -> Iterator[Event]:
         """Run to ``max_iter`` (or divergence, or ``stop()`` returning a signal name),
         yielding events. Files are written as it goes when a folder was given."""
-        self._t0 = time.perf_counter()
-        self._images = 0
+        self.timer.start()
         yield self.started_event()
         for note in self.data_notes():
             yield Status(note)
         trainer = self.trainer
         if trainer.iteration >= self.max_iter:
-            yield Status(
-                f"nothing to train: {trainer.iteration} updates already done ({trainer.seen} "
-                f"images seen), the run stops at {self.max_iter}"
-                + (" (a .weights header's seen counts; --clear ignores it)" if trainer.seen else "")
-            )
-        yield Status("preparing kernels (compiled once, cached afterwards)", busy=True)
+            yield Status(self._nothing_to_train())
+        else:
+            yield Status("preparing kernels (compiled once, cached afterwards)", busy=True)
         if self._initial_test_due():
             yield self._evaluate()
         first = True
@@ -703,7 +866,7 @@ class TrainingSession:
                 yield from self._interrupt(signal_name)
                 return
             result = trainer.train_iteration(self.train_sampler.next_batch)
-            self._images += trainer.images_per_update
+            self.timer.update_done(trainer.iteration)
             if first:
                 first = False
                 yield Status("training", busy=False)
@@ -716,18 +879,34 @@ class TrainingSession:
                 and trainer.iteration % self.eval_every == 0
                 and trainer.iteration < self.max_iter  # the last test is _finish's
             ):
-                yield self._evaluate()
+                with self.timer.paused():
+                    yield self._evaluate()
             if (
                 self.checkpoint_every > 0
                 and trainer.iteration % self.checkpoint_every == 0
                 and trainer.iteration < self.max_iter
             ):
-                yield self._checkpoint("periodic")
+                with self.timer.paused():
+                    yield self._checkpoint("periodic")
         signal_name = stop()
         if signal_name:
             yield from self._interrupt(signal_name)
             return
         yield from self._finish()
+
+    def _nothing_to_train(self) -> str:
+        """The status of a session that starts at or past its end (a finished run resumed,
+        or ``.weights`` whose ``seen`` is past ``max_batches``)."""
+        trainer = self.trainer
+        text = (
+            f"nothing to train: {trainer.iteration} updates already done ({trainer.seen} images "
+            f"seen), the run stops at {self.max_iter}"
+        )
+        if self.resumed:
+            return text + " (give --max-iters N to go on)"
+        if self.options.weights and trainer.seen and not self.options.clear:
+            return text + " (the .weights header's seen counts; --clear ignores it)"
+        return text
 
     def _initial_test_due(self) -> bool:
         """The test before the first update of this session (``Solver::Step``'s test at the
@@ -748,16 +927,19 @@ class TrainingSession:
 
     def _after_update(self, result) -> Iterator[Event]:
         smoothed = self.smoother.update(result.loss)
+        label = iteration_label(self.convention, result.iteration)
         self._last_loss, self._last_lr = result.loss, result.lr
+        self._last_label = self._smoothed_label = label
         seconds = self._session_seconds()
         elapsed = self.previous_elapsed + seconds
         epoch = result.seen / max(len(self.train_set), 1)
-        speed = self._images / seconds if seconds > 0 else 0.0
+        speed = self.timer.images_per_s()
+        eta = self.timer.eta_seconds(self.max_iter - result.iteration)
         norms = self.norm_table.norms(result.stats, result.grad_norms)
         if self.folder is not None and self.folder.metrics is not None:
             row: dict[str, Any] = {
                 "kind": "train",
-                "iteration": result.iteration,
+                "iteration": label,
                 "seen": result.seen,
                 "epoch": epoch,
                 "lr": result.lr,
@@ -772,12 +954,21 @@ class TrainingSession:
                 row[f"{layer.layer}.ratio"] = layer.ratio
             self.folder.metrics.append(row)
         yield StepFinished(
-            result.iteration, result.seen, epoch, result.lr, result.loss, smoothed, elapsed, speed
+            label,
+            result.seen,
+            epoch,
+            result.lr,
+            result.loss,
+            smoothed,
+            elapsed,
+            speed,
+            updates=result.iteration,
+            eta_s=eta,
         )
         last = result.iteration >= self.max_iter
-        if display_label(self.semantics, result.iteration, self.display_every) is not None or last:
+        if display_label(self.convention, result.iteration, self.display_every) is not None or last:
             stats = result.stats
-            yield NormsReported(result.iteration, norms, stats.grad_norm, stats.clip_scale)
+            yield NormsReported(label, norms, stats.grad_norm, stats.clip_scale)
 
     def _test_batches_iter(self, final: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Caffe: ``test_iter`` batches from where the last test stopped (the test net's data
@@ -802,7 +993,17 @@ class TrainingSession:
         result = self.trainer.evaluate(self._test_batches_iter(final))
         self.trainer.release_eval_networks()  # tests are rare: keep only the train net's buffers
         iteration = self.trainer.iteration
-        event = EvalFinished(iteration, result.loss, result.accuracy, result.images)
+        assert self.test_set is not None
+        event = EvalFinished(
+            iteration,
+            result.loss,
+            result.accuracy,
+            result.images,
+            distinct_images=min(result.images, len(self.test_set)),
+            non_finite=result.non_finite,
+            framework_accuracy=result.framework_accuracy,
+            rolling_stats_weight=self._rolling_stats_weight(),
+        )
         self.last_eval = event
         if self.folder is not None and self.folder.metrics is not None:
             self.folder.metrics.append(
@@ -815,9 +1016,25 @@ class TrainingSession:
                     "test_loss": result.loss,
                     "test_accuracy": result.accuracy,
                     "test_images": result.images,
+                    "test_distinct_images": event.distinct_images,
+                    "test_non_finite": event.non_finite,
                 }
             )
         return event
+
+    def _rolling_stats_weight(self) -> float | None:
+        """darknet batch norm: ``0.99^n``, the weight its rolling mean and variance still give
+        their zero start after ``n`` training passes (darknet quirk: ``rolling = .99·rolling
+        + .01·batch statistic`` from 0, with no correction, and tests use them as they are, so
+        early tests see inflated activations: test loss ``inf``, constant accuracy). None for
+        nets without darknet batch norm, or whose statistics came from a weights file."""
+        net = self.run.net
+        if self.options.weights or native_framework(net) != "darknet":
+            return None
+        if not any(getattr(layer, "batch_normalize", False) for layer in net.layers):
+            return None
+        passes = self.trainer.seen // max(self.trainer.minibatch, 1)
+        return float(0.99**passes)
 
     # ---- checkpoints and endings ------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -883,17 +1100,38 @@ class TrainingSession:
         return files
 
     def _final_test_due(self) -> bool:
-        """Whether the run ends with a test. Caffe configs (``Solver::Solve``): only when
-        ``iter % test_interval == 0`` (never with ``test_interval`` 0); darknet configs, which
-        have no test schedule of their own: always (on up to :data:`FINAL_TEST_IMAGES`)."""
+        """Whether the run ends with a test of its final weights: always (so that the reported
+        accuracy is of the weights the run ends with) unless ``--eval-every 0`` asked for none,
+        there is no test data (or a Caffe config without ``test_iter``), or the last test is
+        already of these weights. Caffe's own rule (``Solver::Solve``: only when ``iter %
+        test_interval == 0``) decides nothing but a note: where it would not test, a status
+        says the test is dnupdate's."""
         iteration = self.trainer.iteration
-        if self.test_sampler is None or self.eval_every < 0:
+        if self.test_sampler is None or self.options.eval_every == 0:
             return False
-        if self.last_eval is not None and self.last_eval.iteration == iteration:
-            return False
-        if self.run.format == "caffe":
-            return self.eval_every > 0 and iteration % self.eval_every == 0
-        return True
+        return self.last_eval is None or self.last_eval.iteration != iteration
+
+    def _caffe_would_test(self) -> bool:
+        """``Solver::Solve``'s own final test: ``iter % test_interval == 0``."""
+        return self.eval_every > 0 and self.trainer.iteration % self.eval_every == 0
+
+    def _final_test(self) -> Iterator[Event]:
+        """The test of the final weights (see :meth:`_final_test_due`), said to be an addition
+        where the framework would not run it."""
+        if not self._final_test_due():
+            return
+        if self.run.format == "caffe" and not self._caffe_would_test():
+            interval = self.eval_every
+            why = (
+                f"iteration {self.trainer.iteration} is not a multiple of test_interval {interval}"
+                if interval > 0
+                else "test_interval is 0"
+            )
+            yield Status(
+                f"testing the final weights (Caffe's Solve would not test here: {why}; "
+                "--eval-every 0 skips it)"
+            )
+        yield self._evaluate(final=True)
 
     def _finish(self) -> Iterator[Event]:
         """The end of a run. darknet config: the final test, then the final files. Caffe
@@ -903,11 +1141,9 @@ class TrainingSession:
         if self.run.format == "caffe":
             yield from self._final_checkpoint()
             yield from self._caffe_display_forward()
-            if self._final_test_due():
-                yield self._evaluate(final=True)
+            yield from self._final_test()
         else:
-            if self._final_test_due():
-                yield self._evaluate(final=True)
+            yield from self._final_test()
             yield from self._final_checkpoint()
         yield self._finished("done")
 
@@ -923,12 +1159,13 @@ class TrainingSession:
         ``UpdateSmoothedLoss(loss)`` and the log line "Iteration <iter>, loss = <smoothed>".
         Runs after the final files are written (Caffe snapshots before it), so a resumed run
         continues from the state without it."""
-        every = self.options.display_every or self.run.solver.display
+        every = self.run.solver.display  # the config's (--display-every is only the console's)
         iteration = self.trainer.iteration
         if not every or iteration % every:
             return
         loss = self.trainer.forward_loss(self.train_sampler.next_batch)
         smoothed = self.smoother.update(loss)
+        self._smoothed_label = iteration  # Caffe logs it as "Iteration <iter>"
         yield Status(
             f"iteration {iteration}, {self.smoother.name} {smoothed:.6g} (Caffe's extra "
             f"training-phase forward after the last update, loss {loss:.6g})"
@@ -937,54 +1174,101 @@ class TrainingSession:
     def _diverge(self, result) -> Iterator[Event]:
         where = result.non_finite or "loss"
         layer = _nonfinite_layer(where)
-        what = f"non-finite value in {where} at iteration {result.iteration}"
+        label = iteration_label(self.convention, result.iteration)
+        at = _update_words(label, result.iteration)
+        what = f"non-finite value in {where} at {at}"
         if where == "loss":
             # every activation finite but the loss is not (e.g. -log 0): name the loss layer
             losses = [item for item in self.trainer.network.layers if item.has_loss]
             layer = losses[0].name if losses else "loss"
             kind = losses[0].spec.kind if losses else "loss"
-            what = (
-                f"non-finite loss ({result.loss}) in layer {layer} ({kind}) at iteration "
-                f"{result.iteration}"
-            )
-        yield Diverged(result.iteration, layer, what, self.last_checkpoint)
+            what = f"non-finite loss ({result.loss}) in layer {layer} ({kind}) at {at}"
+        yield Diverged(label, layer, what, self.last_checkpoint)
         yield self._finished("diverged", last_good=self.last_checkpoint)
 
     def _interrupt(self, signal_name: str) -> Iterator[Event]:
         saved = self._checkpoint("interrupt")
         yield saved
         yield Interrupted(self.trainer.iteration, signal_name, self.last_checkpoint)
+        if self._final_test_due():
+            yield Status(
+                f"testing the weights after {self.trainer.iteration} updates (a second "
+                "signal skips it; the checkpoint is written)",
+                busy=True,
+            )
+            try:
+                event = self._evaluate(final=True)
+            except KeyboardInterrupt:  # the second signal (cli/train_cmd.StopRequest)
+                yield Status("final test skipped: stopped by a second signal")
+            else:
+                yield event
         yield self._finished("interrupted")
 
     def summary(self, status: str, last_good: str = "") -> dict[str, Any]:
         """The content of ``summary.json``."""
         seconds = self._session_seconds()
         trainer = self.trainer
+        test = self.last_eval
         summary = {
             "status": status,
             "config_path": self.run.config_path,
             "net": self.run.net.name,
             "semantics": self.semantics,
+            "convention": self.convention,
+            "iteration_convention": iteration_convention(self.convention),
             "iteration": trainer.iteration,
             "max_iter": self.max_iter,
             "seen": trainer.seen,
             "final_loss": self._last_loss,
             "final_lr": self._last_lr,
+            "loss_iteration": self._last_label,
             "smoothed_loss_name": self.smoother.name,
             "final_smoothed_loss": None if self.smoother.count == 0 else self.smoother.value,
-            "test_loss": None if self.last_eval is None else self.last_eval.loss,
-            "test_accuracy": None if self.last_eval is None else self.last_eval.accuracy,
-            "test_images": None if self.last_eval is None else self.last_eval.images,
-            "test_iteration": None if self.last_eval is None else self.last_eval.iteration,
-            "images_per_s": self._images / seconds if seconds > 0 else 0.0,
+            "smoothed_loss_iteration": self._smoothed_label,
+            "test_loss": None if test is None else test.loss,
+            "test_accuracy": None if test is None else test.accuracy,
+            "test_images": None if test is None else test.images,
+            "test_distinct_images": None if test is None else test.distinct_images,
+            "test_non_finite": None if test is None else test.non_finite,
+            "test_iteration": None if test is None else test.iteration,
+            "test_is_final": test is not None and test.iteration == trainer.iteration,
+            "images_per_s": self.timer.images_per_s(),
+            "startup_s": self.timer.startup_s,
             "wall_time_s": self.previous_elapsed + seconds,
             "session_wall_time_s": seconds,
             "seed": self.seed,
             "device": self.options.device,
+            "overrides": [f"{key}={value}" for key, value in self.overrides],
+            "hyperparameters": self.hyperparameters(),
+            "config_values": dict(self.run.raw),
             "versions": package_versions(),
             "last_checkpoint": last_good or self.last_checkpoint,
+            "schema_version": SCHEMA_VERSION,
         }
         return summary
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The resolved values a results table compares runs by, in our own names (the
+        config's own keys are ``config_values``)."""
+        solver, schedule = self.trainer.solver, self.trainer.schedule
+        return {
+            "optimizer": solver.optimizer,
+            "base_lr": schedule.base_lr,
+            "lr_policy": schedule.policy,
+            "momentum": solver.momentum,
+            "decay": solver.decay,
+            "images_per_update": self.trainer.images_per_update,
+            "minibatch": solver.minibatch,
+            "accumulate": solver.accumulate,
+            "max_iter": self.max_iter,
+            "schedule_max_iter": schedule.max_iter,
+            "seed": self.seed,
+            "semantics": self.semantics,
+            "eval_every": self.eval_every,
+            "train_images": len(self.train_set),
+            "test_images": 0 if self.test_set is None else len(self.test_set),
+            "dataset": self.train_set.description or self.train_set.name,
+        }
 
     def _finished(self, status: str, last_good: str = "") -> RunFinished:
         summary = self.summary(status, last_good)
@@ -992,6 +1276,13 @@ class TrainingSession:
             self.folder.write_summary(summary)
             self.folder.close()
         return RunFinished(status, self.trainer.iteration, summary)
+
+
+def _update_words(label: int, updates: int) -> str:
+    """``iteration L`` (and ``(update k)`` where the convention numbers it otherwise)."""
+    if label == updates:
+        return f"iteration {label}"
+    return f"iteration {label} (update {updates})"
 
 
 def _float(value: Any) -> float:

@@ -102,12 +102,22 @@ class IterationResult:
 @dataclass(frozen=True)
 class EvalResult:
     """Test-mode results over some batches: mean per-image ``loss``, top-1 ``accuracy``
-    (Caffe's rule: correct when no other class scores ``>=`` the true class; ties count
-    against) and the number of ``images``."""
+    and the number of ``images`` (predictions).
+
+    Top-1 follows the net's framework: darknet ``top_k`` (``utils.c``: the first class whose
+    score no later class beats with ``>``; correct when it is the label), Caffe ``Accuracy``
+    (correct when no other class scores ``>=`` the true class; ties count against).
+    ``non_finite``: predictions whose scores hold a NaN or an infinity. darknet's ``top_k``
+    still picks a class for them (every ``>`` with NaN is false), which is kept; Caffe's rule
+    would count them correct (every ``>=`` with NaN is false, so nothing "beats" the label),
+    which is not: here they are wrong, and ``framework_accuracy`` holds the figure Caffe would
+    print (None when it equals ``accuracy``)."""
 
     loss: float
     accuracy: float
     images: int
+    non_finite: int = 0
+    framework_accuracy: float | None = None
 
 
 def _load_weight_file(path: str, run: RunSpec) -> tuple[dict[str, np.ndarray], int | None]:
@@ -489,29 +499,52 @@ class Trainer:
         from them).
         """
         loss_sum = 0.0
-        correct = 0
-        images = 0
-        per_batch: list[tuple[int, float, float]] = []  # (images, loss, Caffe accuracy)
+        correct = framework_correct = non_finite = images = 0
+        # (images, loss, accuracy, the framework's accuracy) per batch
+        per_batch: list[tuple[int, float, float, float]] = []
         for x, y in batches:
             labels = np.asarray(y)
             net = self._eval_network(int(np.shape(x)[0]))
             net.set_truth(labels)
-            net.forward(x, train=False)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                net.forward(x, train=False)
             count = net.batch
             per_image = net.loss / count if net.native == "darknet" else net.loss
             loss_sum += float(per_image) * count
             scores = self.backend.to_host(net.output).reshape(count, -1)
             if observe is not None:
                 observe(scores, labels)
-            hits = _top1_correct(scores, labels)
+            bad = ~np.isfinite(scores).all(axis=1)
+            non_finite += int(bad.sum())
+            # a non-finite prediction is a wrong answer; the framework's own rule (darknet's
+            # top_k picks some class, Caffe's Accuracy may count it) is kept as framework_hits
+            top1 = _darknet_top1_correct if net.native == "darknet" else _top1_correct
+            hits = top1(scores, labels, wrong=bad)
+            framework_hits = top1(scores, labels)
             correct += hits
+            framework_correct += framework_hits
             images += count
-            per_batch.append((count, float(per_image), _caffe_accuracy(net, hits)))
+            per_batch.append(
+                (
+                    count,
+                    float(per_image),
+                    _caffe_accuracy(net, hits),
+                    _caffe_accuracy(net, framework_hits, framework=True),
+                )
+            )
         if images == 0:
             return EvalResult(math.nan, math.nan, 0)
-        if self.network.native == "caffe" and len({n for n, _, _ in per_batch}) == 1:
-            return _caffe_test_means(per_batch, images)
-        return EvalResult(loss_sum / images, correct / images, images)
+        if self.network.native == "caffe" and len({n for n, *_ in per_batch}) == 1:
+            return _caffe_test_means(per_batch, images, non_finite)
+        framework = framework_correct / images
+        accuracy = correct / images
+        return EvalResult(
+            loss_sum / images,
+            accuracy,
+            images,
+            non_finite,
+            None if framework == accuracy else framework,
+        )
 
     # ---- state ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray | int | float | str]:
@@ -573,38 +606,76 @@ class Trainer:
             _set_rng_state(self._policy_rng, policy)
 
 
-def _caffe_accuracy(net: Network, hits: int) -> float:
+def _caffe_accuracy(net: Network, hits: int, *, framework: bool = False) -> float:
     """One batch's accuracy as Caffe's ``AccuracyLayer::Forward_cpu`` gives it: the net's
-    first ``Accuracy`` layer's float ``accuracy / count``, else ``f32(hits) / f32(batch)``."""
+    first ``Accuracy`` layer's float ``accuracy / count``, else ``f32(hits) / f32(batch)``.
+    ``framework``: Caffe's own figure, predictions with non-finite scores counted as Caffe
+    counts them (see :class:`EvalResult`); else those count as wrong."""
     for layer in net.layers:
         if layer.spec.kind == "accuracy":
-            return float(layer.value)
+            return float(layer.framework_value if framework else layer.value)
     return float(np.float32(hits) / np.float32(net.batch))
 
 
-def _caffe_test_means(per_batch: list[tuple[int, float, float]], images: int) -> EvalResult:
+def _caffe_test_means(
+    per_batch: list[tuple[int, float, float, float]], images: int, non_finite: int
+) -> EvalResult:
     """``Solver::Test``: ``Σ_f32 value_i / test_iter`` for the loss and for the accuracy."""
     f32 = np.float32
-    loss_sum, accuracy_sum = f32(0.0), f32(0.0)
-    for _, loss, accuracy in per_batch:
+    loss_sum, accuracy_sum, framework_sum = f32(0.0), f32(0.0), f32(0.0)
+    for _, loss, accuracy, framework in per_batch:
         loss_sum = f32(loss_sum + f32(loss))
         accuracy_sum = f32(accuracy_sum + f32(accuracy))
+        framework_sum = f32(framework_sum + f32(framework))
     batches = f32(len(per_batch))
-    return EvalResult(float(loss_sum / batches), float(accuracy_sum / batches), images)
+    accuracy, caffe = float(accuracy_sum / batches), float(framework_sum / batches)
+    return EvalResult(
+        float(loss_sum / batches),
+        accuracy,
+        images,
+        non_finite,
+        None if caffe == accuracy else caffe,
+    )
 
 
-def _top1_correct(scores: np.ndarray, labels: np.ndarray) -> int:
-    """Caffe ``Accuracy`` (top_k 1): an image counts when no other class scores ``>=`` its
-    true class's score."""
+def _labels_for(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     labels = labels.reshape(-1).astype(np.int64)
     if labels.size != scores.shape[0]:
         raise NetworkError(
             f"evaluate: {labels.size} labels for {scores.shape[0]} images (top-1 accuracy "
             "needs one integer label per image)"
         )
+    return labels
+
+
+def _top1_correct(scores: np.ndarray, labels: np.ndarray, wrong: np.ndarray | None = None) -> int:
+    """Caffe ``Accuracy`` (top_k 1): an image counts when no other class scores ``>=`` its
+    true class's score; images flagged in ``wrong`` never count."""
+    labels = _labels_for(scores, labels)
     truth = scores[np.arange(labels.size), labels]
     better = (scores >= truth[:, None]).sum(axis=1) - 1
-    return int((better < 1).sum())
+    hit = better < 1
+    if wrong is not None:
+        hit &= ~wrong
+    return int(hit.sum())
+
+
+def _darknet_top1_correct(
+    scores: np.ndarray, labels: np.ndarray, wrong: np.ndarray | None = None
+) -> int:
+    """darknet ``top_k(pred, classes, 1, indexes)`` then ``indexes[0] == class``: the pick
+    starts at class 0 and moves to a later class only when it scores strictly more (``>``),
+    so ties go to the first class and NaN scores never win nor lose a comparison (a
+    prediction of all NaN picks class 0); images flagged in ``wrong`` never count."""
+    labels = _labels_for(scores, labels)
+    rows = np.arange(labels.size)
+    best = np.zeros(labels.size, dtype=np.int64)
+    for column in range(1, scores.shape[1]):
+        best = np.where(scores[:, column] > scores[rows, best], column, best)
+    hit = best == labels
+    if wrong is not None:
+        hit &= ~wrong
+    return int(hit.sum())
 
 
 def _rng_state_json(rng: DarknetRandom | np.random.Generator) -> str:

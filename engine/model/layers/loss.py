@@ -148,8 +148,11 @@ class SoftmaxLossLayer(TruthLayer):
 
 
 class AccuracyLayer(TruthLayer):
-    """Caffe ``Accuracy`` (top_k, ties count against, ignore_label); ``value`` holds the
-    fraction correct of the last forward."""
+    """Caffe ``Accuracy`` (top_k, ties count against, ignore_label). ``framework_value``
+    holds the fraction correct of the last forward as Caffe computes it; ``value`` the same
+    with positions whose scores hold a NaN or an infinity counted as wrong (Caffe quirk:
+    every ``>=`` against NaN is false, so no class "beats" the label and a NaN net scores 1),
+    and ``non_finite`` their number."""
 
     is_sink = True
     truth_kind = "label"
@@ -162,12 +165,41 @@ class AccuracyLayer(TruthLayer):
         self.top_k = spec.top_k
         self.ignore_label = spec.ignore_label
         self.value = 0.0
+        self.framework_value = 0.0
+        self.non_finite = 0
 
     def forward(self, x, train: bool) -> None:
-        if self.truth is not None:
-            self.value = self.backend.accuracy(
-                x.reshape(self.x_shape), self.truth, self.top_k, self.ignore_label
+        if self.truth is None:
+            return
+        self.framework_value = self.value = self.backend.accuracy(
+            x.reshape(self.x_shape), self.truth, self.top_k, self.ignore_label
+        )
+        scores = np.asarray(self.backend.to_host(x)).reshape(self.x_shape)
+        bad = ~np.isfinite(scores).all(axis=1)  # (batch, positions)
+        self.non_finite = int(bad.sum())
+        if self.non_finite:
+            labels = np.asarray(self.backend.to_host(self.truth)).reshape(bad.shape)
+            self.value = _accuracy_counting_non_finite_wrong(
+                scores, labels, bad, self.top_k, self.ignore_label
             )
 
     def backward(self, x, dx) -> None:
         """Accuracy has no gradient."""
+
+
+def _accuracy_counting_non_finite_wrong(
+    scores: np.ndarray, labels: np.ndarray, bad: np.ndarray, top_k: int, ignore: int | None
+) -> float:
+    """Caffe's ``Accuracy`` (``#{k : score_k >= score_label} − 1 < top_k`` per position,
+    ignored labels left out of the count) with the ``bad`` positions counted as wrong, as
+    the float32 quotient ``correct / count`` (0 when every position is ignored)."""
+    labels = labels.astype(np.int64)
+    valid = np.ones(labels.shape, dtype=bool) if ignore is None else labels != ignore
+    safe = np.where(valid, labels, 0)
+    truth = np.take_along_axis(scores, safe[:, None, :], axis=1)  # (batch, 1, positions)
+    better = (scores >= truth).sum(axis=1) - 1
+    correct = (better < top_k) & valid & ~bad
+    count = int(valid.sum())
+    if count == 0:
+        return 0.0
+    return float(np.float32(correct.sum()) / np.float32(count))
