@@ -133,14 +133,9 @@ def eval_warnings(e) -> list[str]:
     statistics warming up."""
     out = []
     if e.non_finite:
-        text = f"{e.non_finite} of {e.images} predictions had non-finite scores"
-        if e.framework_accuracy is not None:
-            text += (
-                ", counted wrong (the framework's own Accuracy would report "
-                f"{_g(e.framework_accuracy, 4)})"
-            )
-        else:
-            text += " (scored as the framework scores them, e.g. darknet top_k still picks one)"
+        text = f"{e.non_finite} of {e.images} predictions had non-finite scores, counted wrong"
+        if e.framework_accuracy is not None:  # Caffe's Accuracy, darknet's top_k
+            text += f" (the framework's own rule would report {_g(e.framework_accuracy, 4)})"
         out.append(text)
     weight = e.rolling_stats_weight
     if weight is not None and weight >= ROLLING_WARMUP_SHOWN:
