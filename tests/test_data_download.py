@@ -193,15 +193,17 @@ def test_fetch_cifar_extracts_archive_safely_and_verifies(tmp_path, tiny_catalog
     assert [c.status for c in verify_dataset("cifar10")].count("mismatch") == 1
 
 
-def test_fetch_with_every_mirror_down_says_where_to_place_files(tmp_path, monkeypatch):
+def mnist_with_mirror(monkeypatch, mirror: str) -> None:
+    """The catalog's MNIST with ``mirror`` as its only download mirror."""
     mnist = catalog_module.CATALOG["mnist"]
-    dead = unused_port_url()
-    patched = CatalogEntry(
-        **{**mnist.__dict__, "downloads": tuple(
-            Download(d.filename, d.checksums, (dead,)) for d in mnist.downloads
-        )}
-    )  # fmt: skip
-    monkeypatch.setitem(catalog_module.CATALOG, "mnist", patched)
+    downloads = tuple(Download(d.filename, d.checksums, (mirror,)) for d in mnist.downloads)
+    monkeypatch.setitem(
+        catalog_module.CATALOG, "mnist", CatalogEntry(**{**mnist.__dict__, "downloads": downloads})
+    )
+
+
+def test_fetch_with_every_mirror_down_says_where_to_place_files(tmp_path, monkeypatch):
+    mnist_with_mirror(monkeypatch, unused_port_url())
     with pytest.raises(DownloadError) as info:
         fetch_dataset("mnist", tmp_path)
     text = str(info.value)
@@ -210,14 +212,7 @@ def test_fetch_with_every_mirror_down_says_where_to_place_files(tmp_path, monkey
 
 
 def test_offline_fetch_names_every_file_and_leaves_no_empty_folder(tmp_path, monkeypatch):
-    mnist = catalog_module.CATALOG["mnist"]
-    dead = unused_port_url()
-    patched = CatalogEntry(
-        **{**mnist.__dict__, "downloads": tuple(
-            Download(d.filename, d.checksums, (dead,)) for d in mnist.downloads
-        )}
-    )  # fmt: skip
-    monkeypatch.setitem(catalog_module.CATALOG, "mnist", patched)
+    mnist_with_mirror(monkeypatch, unused_port_url())
     target = tmp_path / "new" / "deeper"
     with pytest.raises(DownloadError) as info:
         fetch_dataset("mnist", target)
@@ -238,14 +233,7 @@ def test_offline_cli_fetch_never_breaks_a_url_across_lines(tmp_path, monkeypatch
 
     from cli.main import app
 
-    mnist = catalog_module.CATALOG["mnist"]
-    dead = unused_port_url() + "/a-rather-long-mirror-path/" + "x" * 60 + "/"
-    patched = CatalogEntry(
-        **{**mnist.__dict__, "downloads": tuple(
-            Download(d.filename, d.checksums, (dead,)) for d in mnist.downloads
-        )}
-    )  # fmt: skip
-    monkeypatch.setitem(catalog_module.CATALOG, "mnist", patched)
+    mnist_with_mirror(monkeypatch, unused_port_url() + "/a-long-mirror-path/" + "x" * 60 + "/")
     monkeypatch.setenv("COLUMNS", "60")
     result = CliRunner().invoke(app, ["data", "fetch", "mnist", "--data-dir", str(tmp_path)])
     assert result.exit_code == 1

@@ -538,12 +538,7 @@ class RunFolder:
                     path, f"this checkpoint has no full state ({state.name}) to resume from"
                 )
             path = path.parent.parent
-        if not path.is_dir():
-            raise RunFolderError(path, "no such run folder")
-        if not (path / RUN_FILE).exists():
-            raise RunFolderError(path, f"not a dnupdate run folder (no {RUN_FILE})")
-        folder = cls(path)
-        folder.created = False
+        folder = cls.read(path)
         if state is not None:
             folder.resume_state = state
         folder.lock()
