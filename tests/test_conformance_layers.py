@@ -325,7 +325,9 @@ def test_forward_backward_match_libdarknet(libdarknet, name):
     assert diffs[worst] < 2e-5, (worst, diffs[worst], diffs)
 
 
-@pytest.mark.parametrize("name", ["conv_batchnorm", "connected_batchnorm", "dropout"])
+@pytest.mark.parametrize(
+    "name", ["conv_batchnorm", "connected_batchnorm", "dropout", "graph_residual_1x1_route"]
+)
 def test_inference_forward_matches_libdarknet(libdarknet, name):
     """``train = 0``: batch norm with the rolling statistics, dropout the identity."""
     diffs = run_pair(libdarknet, name, train=False)

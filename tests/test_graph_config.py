@@ -135,3 +135,35 @@ def test_inspect_shows_each_layers_inputs(tmp_path):
     assert layers[3]["output"] == [8, 8, 8]
     text = CliRunner().invoke(app, ["inspect", str(path)]).stdout
     assert "reads" in text and "1,0" in text
+
+
+def test_cifar_resnet_is_he_et_als_resnet20():
+    """configs/cifar_resnet.cfg: 19 convolutions + 1 fully connected layer, nine identity
+    shortcuts (two across a stride-2 stage: darknet's subsample-and-zero-pad rule), 0.27M
+    parameters, 10 classes, trains with He et al.'s solver numbers."""
+    from pathlib import Path
+
+    from engine.config import load_config
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "cifar_resnet.cfg"
+    run = load_config(str(path))
+    assert not [d for d in run.diagnostics if d.severity == "warning"]
+    shapes = infer_shapes(run.net)
+    kinds = [s.layer.kind for s in shapes]
+    assert kinds.count("conv") == 19 and kinds.count("connected") == 1
+    shortcuts = [s for s in shapes if s.layer.kind == "shortcut"]
+    assert len(shortcuts) == 9
+    assert all(int(s.layer.source) == s.index - 3 for s in shortcuts)
+    across = [s for s in shortcuts if shapes[int(s.layer.source)].output != s.output]
+    assert [(shapes[int(s.layer.source)].output, s.output) for s in across] == [
+        ((16, 32, 32), (32, 16, 16)),
+        ((32, 16, 16), (64, 8, 8)),
+    ]
+    assert sum(s.param_count for s in shapes) == 269_722
+    assert shapes[-1].output == (10, 1, 1)
+    assert (run.schedule.base_lr, run.solver.momentum, run.solver.decay) == (
+        pytest.approx(0.1),
+        pytest.approx(0.9),
+        pytest.approx(1e-4),
+    )
+    assert run.solver.batch == 128 and run.schedule.steps == (32000, 48000)

@@ -311,7 +311,7 @@ def shortcut_geometry(source: Shape3, out: Shape3) -> ShortcutGeometry | None:
     return ShortcutGeometry(max(1, stride), max(1, sample), min(c1, c2), min(h1, h2), min(w1, w2))
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Produced:
     """What an earlier layer (or the input, position -1) hands on: shape, image flag."""
 
@@ -367,8 +367,8 @@ def infer_shapes(net: NetSpec, phase: str | None = None) -> list[LayerShape]:
     non-positive, groups do not divide, an image layer follows a flat one, or a layer reads
     a layer that is not before it.
     """
-    produced = {-1: _Produced((net.input.channels, net.input.height, net.input.width), True)}
-    produced[-1].image = net.input.height > 0 and net.input.width > 0
+    net_input = (net.input.channels, net.input.height, net.input.width)
+    produced = {-1: _Produced(net_input, net.input.height > 0 and net.input.width > 0)}
     positions: dict[str, int] = {}
     chain = -1
     result: list[LayerShape] = []
