@@ -439,7 +439,8 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class NetSpec:
-    """A sequential network: layers run in order; each consumes the previous one's output."""
+    """A network: layers run in order; each consumes the previous one's output, except the
+    graph layers (:class:`ShortcutSpec`, :class:`RouteSpec`), which name the layers they read."""
 
     name: str
     input: InputSpec

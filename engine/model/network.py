@@ -1,5 +1,12 @@
-"""A sequential network built from a :class:`~engine.spec.NetSpec`: flat parameter buffers,
-preallocated activations and deltas, forward in order and backward in reverse.
+"""A network built from a :class:`~engine.spec.NetSpec`: flat parameter buffers,
+preallocated activations and deltas, forward in file order and backward in reverse.
+
+The network is a graph: each layer reads the outputs of its ``bottoms``
+(``engine.model.shapes.LayerShape.bottoms``), the chain input (the last non-sink layer before
+it, or the network input) first, then any others (``[shortcut]``'s ``from``, ``[route]``'s
+``layers``). Backward runs every layer once in reverse file order and each consumer adds its
+share into its producers' deltas, so a delta read by several layers collects all their shares
+in darknet's order (the later consumer first). A chain is the one-input case.
 
 Buffers (all device arrays of the chosen backend):
 
