@@ -167,3 +167,26 @@ def test_cifar_resnet_is_he_et_als_resnet20():
         pytest.approx(1e-4),
     )
     assert run.solver.batch == 128 and run.schedule.steps == (32000, 48000)
+
+
+DEBIAN = "/usr/share/darknet/cfg"
+GRAPH_CFGS = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50",
+    "resnext101-32x4d", "resnext152-32x4d", "darknet53", "darknet53_448", "densenet201",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", GRAPH_CFGS)
+def test_debians_residual_and_dense_cfgs_give_a_full_report(name):
+    from pathlib import Path
+
+    path = Path(DEBIAN) / f"{name}.cfg"
+    if not path.exists():
+        pytest.skip("Debian's darknet package is not installed")
+    result = CliRunner().invoke(app, ["inspect", str(path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    layers = json.loads(result.stdout)["layers"]
+    kinds = {row["kind"] for row in layers}
+    assert kinds & {"shortcut", "route"}
+    softmax = [row for row in layers if row["kind"] == "softmax"]  # resnet101 adds a [cost]
+    assert len(softmax) == 1 and softmax[0]["output"] == [1000, 1, 1]
