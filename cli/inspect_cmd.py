@@ -79,7 +79,22 @@ def layer_summary(layer) -> str:
         return f"{layer.style}, λ={layer.moving_average_fraction:g}, eps={layer.eps:g}"
     if isinstance(layer, spec.ScaleSpec):
         return "γ, β" if layer.bias_term else "γ"
+    if isinstance(layer, spec.ShortcutSpec):
+        weights = (
+            ""
+            if (layer.alpha, layer.beta) == (1.0, 1.0)
+            else (f" {layer.alpha:g}·prev + {layer.beta:g}·from")
+        )
+        act = f" {layer.activation}" if layer.activation != "linear" else ""
+        return f"+ layer {layer.source}{weights}{act}"
+    if isinstance(layer, spec.RouteSpec):
+        return "concat " + ",".join(layer.sources)
     return ""
+
+
+def input_names(shapes, shape) -> list[str]:
+    """The names of the layers a layer reads (``input``: the network input), chain first."""
+    return [shapes[b].layer.name if b >= 0 else "input" for b in shape.bottoms]
 
 
 def settings_rows(run) -> list[tuple[str, str, str]]:
@@ -111,7 +126,8 @@ def layer_rows(run) -> list[dict[str, Any]]:
     from engine.model.shapes import infer_shapes
 
     rows = []
-    for shape in infer_shapes(run.net):
+    shapes = infer_shapes(run.net)
+    for shape in shapes:
         layer = shape.layer
         rows.append(
             {
@@ -121,6 +137,7 @@ def layer_rows(run) -> list[dict[str, Any]]:
                 "settings": layer_summary(layer),
                 "phases": sorted(layer.phases),
                 "input": list(shape.input),
+                "inputs": input_names(shapes, shape),
                 "output": list(shape.output),
                 "params": shape.param_count,
                 "stored": shape.stored_count,
@@ -178,6 +195,7 @@ def _render_text(run, rows, layers, update, mapping, convention) -> None:
         ("name", "left"),
         ("type", "left"),
         ("settings", "left"),
+        ("reads", "left"),
         ("input", "right"),
         ("output", "right"),
         ("params", "right"),
@@ -191,6 +209,7 @@ def _render_text(run, rows, layers, update, mapping, convention) -> None:
             row["name"],
             row["kind"] + phase,
             row["settings"],
+            ",".join(row["inputs"]),
             _shape_text(row["input"]),
             _shape_text(row["output"]),
             f"{row['params']:,}",
@@ -199,7 +218,7 @@ def _render_text(run, rows, layers, update, mapping, convention) -> None:
     total_params = sum(r["params"] for r in layers)
     total_flops = sum(r["flops"] for r in layers)
     table.add_section()
-    table.add_row("", "total", "", "", "", "", f"{total_params:,}", f"{total_flops / 1e6:.3f}")
+    table.add_row("", "total", "", "", "", "", "", f"{total_params:,}", f"{total_flops / 1e6:.3f}")
     out.print(table)
 
     out.print("[bold]Update rule[/bold] (with this config's numbers)")

@@ -381,6 +381,36 @@ class AccuracySpec(LayerBase):
     ignore_label: int | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ShortcutSpec(LayerBase):
+    """A residual sum (darknet ``[shortcut]``) of two earlier outputs.
+
+    Inputs: the previous layer's output ``x`` (the chain input) and the output ``a`` of layer
+    ``source`` (a layer name; darknet names layers by their index). Forward, as darknet's
+    ``shortcut_cpu``: ``y = x``, then over the overlapping region
+    ``y[k, j·sample, i·sample] = alpha·y + beta·a[k, j·stride, i·stride]`` with
+    ``stride = max(1, w_a/w_y)``, ``sample = max(1, w_y/w_a)`` and the smaller channel count,
+    then ``activation`` in place. The output keeps the previous layer's shape.
+    """
+
+    kind: Literal["shortcut"] = "shortcut"
+    source: str
+    alpha: float = 1.0
+    beta: float = 1.0
+    activation: str = "linear"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouteSpec(LayerBase):
+    """A channel concatenation (darknet ``[route]``) of the outputs of the layers named in
+    ``sources``, in that order (one source: a copy). Per image, the sources' flat outputs are
+    laid end to end; when every source has the same H×W this is a concat along channels,
+    otherwise the output is a flat vector (darknet sets ``out_h = out_w = out_c = 0``)."""
+
+    kind: Literal["route"] = "route"
+    sources: tuple[str, ...]
+
+
 LayerSpec = (
     ConvSpec
     | ConnectedSpec
@@ -393,6 +423,8 @@ LayerSpec = (
     | CostSpec
     | SoftmaxLossSpec
     | AccuracySpec
+    | ShortcutSpec
+    | RouteSpec
 )
 
 
@@ -407,7 +439,8 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class NetSpec:
-    """A sequential network: layers run in order; each consumes the previous one's output."""
+    """A network: layers run in order; each consumes the previous one's output, except the
+    graph layers (:class:`ShortcutSpec`, :class:`RouteSpec`), which name the layers they read."""
 
     name: str
     input: InputSpec

@@ -27,6 +27,8 @@ KIND_TO_TYPE = {
     "softmax": "SOFTMAX",
     "cost": "COST",
     "batchnorm": "BATCHNORM",
+    "shortcut": "SHORTCUT",
+    "route": "ROUTE",
 }
 
 NET = "[net]\nbatch=4\nheight=10\nwidth=10\nchannels=3\nmax_batches=20\n"
@@ -59,6 +61,14 @@ EDGE_CASES = {
     "temperature=2\n[cost]\ntype=smooth\nscale=.5\n",
     "dontsave": NET + "[convolutional]\nbatch_normalize=1\ngroups=3\nfilters=6\ndontsave=1\n"
     "dontload=1\n[batchnorm]\n[avgpool]\n[softmax]\n",
+    # graph layers: relative and absolute indices, shortcut across sizes and channel counts
+    # (darknet's stride/sample rule), routes of one or several layers, a flat route
+    "graph": NET + "[convolutional]\nfilters=4\nsize=3\npad=1\n[convolutional]\nfilters=6\n"
+    "size=3\nstride=2\npad=1\n[shortcut]\nfrom=0\nactivation=leaky\nalpha=.5\nbeta=2\n"
+    "[convolutional]\nfilters=3\nsize=1\n[shortcut]\nfrom=-4\n[route]\nlayers=-1,1\n"
+    "[route]\nlayers=0\n[route]\nlayers=1, -2,4\n[connected]\noutput=3\n[softmax]\n",
+    "graph_flat_route": NET + "[convolutional]\nfilters=2\nsize=3\npad=1\n[maxpool]\nsize=2\n"
+    "stride=2\n[route]\nlayers=-1,-2\n[connected]\noutput=2\n[softmax]\n",
 }
 
 
@@ -149,6 +159,11 @@ def assert_layer_matches(lay, ours, shape) -> None:
     if kind == "cost":
         assert binding.COST_TYPES[lay.cost_type] == ours.cost_type
         assert lay.scale == ours.scale
+    if kind == "shortcut":
+        assert (str(lay.index), lay.alpha, lay.beta) == (ours.source, ours.alpha, ours.beta)
+        assert binding.ACTIVATIONS.split()[lay.activation].lower() == ours.activation
+    if kind == "route":
+        assert tuple(str(lay.input_layers[i]) for i in range(lay.n)) == ours.sources
 
 
 @pytest.mark.parametrize("name, text", cases(), ids=[name for name, _ in cases()])

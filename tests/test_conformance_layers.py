@@ -164,6 +164,78 @@ temperature=2
 type=sse
 """,
     ),
+    # graph layers: layer 0 feeds a 1x1 conv and a shortcut (darknet's 1x1 backward overwrites
+    # its delta), a shortcut from a larger layer (stride 2, fewer channels), a route concat
+    "graph_residual_1x1_route": (
+        (3, 8, 8),
+        """
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+pad=1
+activation=leaky
+[convolutional]
+filters=4
+size=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+pad=1
+activation=linear
+[shortcut]
+from=0
+activation=leaky
+alpha=.5
+beta=1.5
+[convolutional]
+filters=6
+size=3
+stride=2
+pad=1
+activation=leaky
+[shortcut]
+from=-2
+[route]
+layers=-1,-2
+[convolutional]
+filters=3
+size=1
+activation=linear
+[avgpool]
+[softmax]
+""",
+    ),
+    # a shortcut from a smaller layer (sample 2, fewer channels), a copy route, a flat route
+    "graph_upsample_flat_route": (
+        (3, 8, 8),
+        """
+[convolutional]
+filters=2
+size=3
+pad=1
+activation=leaky
+[convolutional]
+filters=5
+size=3
+stride=2
+pad=1
+activation=leaky
+[route]
+layers=0
+[shortcut]
+from=1
+activation=logistic
+[route]
+layers=-1,1
+[connected]
+output=4
+activation=linear
+[softmax]
+""",
+    ),
 }
 
 BATCH = 3
@@ -253,7 +325,9 @@ def test_forward_backward_match_libdarknet(libdarknet, name):
     assert diffs[worst] < 2e-5, (worst, diffs[worst], diffs)
 
 
-@pytest.mark.parametrize("name", ["conv_batchnorm", "connected_batchnorm", "dropout"])
+@pytest.mark.parametrize(
+    "name", ["conv_batchnorm", "connected_batchnorm", "dropout", "graph_residual_1x1_route"]
+)
 def test_inference_forward_matches_libdarknet(libdarknet, name):
     """``train = 0``: batch norm with the rolling statistics, dropout the identity."""
     diffs = run_pair(libdarknet, name, train=False)

@@ -174,6 +174,88 @@ activation=linear
         5,
         3,
     ),
+    # a small residual net: batch norm, subdivisions, shortcuts (one across a stride-2 stage,
+    # fewer channels), a 1x1 conv reading a shortcut another layer also reads, a route
+    "residual_bn_subdiv2_shortcut_route": Case(
+        """[net]
+batch=8
+subdivisions=2
+height=8
+width=8
+channels=3
+learning_rate=0.05
+momentum=0.9
+decay=0.0005
+policy=steps
+steps=5
+scales=.5
+max_batches=100
+
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+pad=1
+activation=linear
+
+[shortcut]
+from=-3
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+pad=1
+activation=linear
+
+[shortcut]
+from=-3
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=1
+activation=leaky
+
+[route]
+layers=-1,-2
+
+[avgpool]
+
+[connected]
+output=3
+activation=linear
+
+[softmax]
+""",
+        (3, 8, 8),
+        3,
+        23,
+    ),
 }
 
 

@@ -59,6 +59,26 @@ def test_copy_accumulate_scale():
     compare_backends(arrays, call, rtol=1e-6, atol=1e-7)  # a GPU may fuse y + a·x (FMA)
 
 
+@pytest.mark.parametrize(
+    ("add_shape", "out_shape"), [((2, 6, 6), (3, 3, 3)), ((3, 2, 2), (2, 4, 4))]
+)
+def test_graph_kernels(add_shape, out_shape):
+    arrays = {
+        "add": normal(2, *add_shape),
+        "out": normal(2, *out_shape),
+        "route": normal(2, 3 * 4 + 5),
+        "delta": normal(2, 3, 2, 2),
+    }
+
+    def call(b, add, out, route, delta):
+        b.shortcut(add, out, 0.5, -1.5)
+        b.shortcut(out, add, 1.0, 2.0)
+        b.route_copy(delta, route, 5)
+        b.route_add(route, delta, 3)
+
+    compare_backends(arrays, call, rtol=1e-6, atol=1e-7)
+
+
 # ---- GEMM ---------------------------------------------------------------------------------
 
 

@@ -19,7 +19,9 @@ from engine.spec import (
     InputSpec,
     NetSpec,
     PoolSpec,
+    RouteSpec,
     ScaleSpec,
+    ShortcutSpec,
     SoftmaxLossSpec,
     SoftmaxSpec,
 )
@@ -77,6 +79,23 @@ VARIANTS = {
             AccuracySpec(name="acc", top_k=2),
         ),
     ),
+    "darknet residual graph: shortcuts across sizes, 1x1 clobber, route": (
+        InputSpec(2, 6, 6),
+        (
+            dn_conv("0", filters=3, kernel_h=3, kernel_w=3, pad_h=1, pad_w=1,
+                    batch_normalize=True, activation="leaky"),
+            dn_conv("1", filters=3, kernel_h=1, kernel_w=1, darknet_1x1_shortcut=True,
+                    activation="leaky"),
+            ShortcutSpec(name="2", source="0", alpha=0.5, beta=1.5, activation="leaky"),
+            dn_conv("3", filters=4, kernel_h=3, kernel_w=3, stride_h=2, stride_w=2, pad_h=1,
+                    pad_w=1, activation="relu"),
+            ShortcutSpec(name="4", source="2"),
+            RouteSpec(name="5", sources=("4", "3")),
+            PoolSpec(name="6", method="ave", global_pooling=True),
+            ConnectedSpec(name="7", outputs=3, param_order=DARKNET),
+            SoftmaxSpec(name="8"),
+        ),
+    ),
 }  # fmt: skip
 
 
@@ -117,6 +136,7 @@ CASES = [
     (NAMES[2], "caffe", True),
     (NAMES[2], "caffe", False),
     (NAMES[2], "darknet", True),  # a Caffe net under darknet's gradient convention
+    (NAMES[3], "darknet", True),
 ]
 
 

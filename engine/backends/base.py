@@ -193,6 +193,21 @@ class Backend:
         if dbias is not None:
             self.bias_grad(delta, dbias, alpha)
 
+    # ---- graph layers ---------------------------------------------------------------------
+    def shortcut(self, add, out, s1: float, s2: float) -> None:
+        """darknet ``shortcut_cpu``: ``out[b,k,j·sample,i·sample] = s1·out + s2·add[b,k,
+        j·stride,i·stride]`` over the overlap of ``add (B,C1,H1,W1)`` and ``out (B,C2,H2,W2)``,
+        ``stride = max(1, W1/W2)``, ``sample = max(1, W2/W1)``."""
+        raise NotImplementedError
+
+    def route_copy(self, src, out, offset: int) -> None:
+        """``out[b, offset:offset+n] = src[b]`` (per-image flat views; ``n`` = src's)."""
+        raise NotImplementedError
+
+    def route_add(self, delta, dx, offset: int) -> None:
+        """``dx[b] += delta[b, offset:offset+n]`` (per-image flat views; ``n`` = dx's)."""
+        raise NotImplementedError
+
     # ---- pooling --------------------------------------------------------------------------
     def maxpool_forward(self, x, y, argmax, kernel, stride, offset) -> None:
         """Max over clipped windows, first maximum wins; ``argmax`` int32 plane index."""

@@ -143,20 +143,25 @@ def parse_layers(
     origins: dict[str, Origin] = {}
     shape: Shape | None = input_shape
     previous: str | None = None
+    earlier: list[Shape | None] = []  # each section's output shape, for [shortcut]/[route]
     for index, section in enumerate(sections):
         kind = classify_section(path, section, sink)
         if kind is None:
             shape = None
+            earlier.append(None)
             continue
         table = OptionTable(path, section, sink)
-        ctx = LayerContext(index, kind, table, shape or Shape(1, 1, 1, 1), previous)
+        ctx = LayerContext(index, kind, table, shape or Shape(1, 1, 1, 1), previous, "padding",
+                           earlier)  # fmt: skip
         common = read_common(ctx)
         built = LAYER_PARSERS[kind](ctx, common) if shape is not None else None
         previous = kind
         if built is None:
             shape = None  # no unused-key warnings: an unbuildable layer reads keys partly
+            earlier.append(None)
             continue
         layer, shape = built
+        earlier.append(shape)
         layers.append(layer)
         if shapes is not None:
             shapes.append(shape)

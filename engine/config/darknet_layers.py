@@ -3,7 +3,10 @@
 
 Supported (the layers a classifier uses): ``[convolutional]``/``[conv]``, ``[connected]``/
 ``[conn]``, ``[maxpool]``/``[max]``, ``[avgpool]``/``[avg]``, ``[dropout]``,
-``[softmax]``/``[soft]``, ``[cost]``, ``[batchnorm]``. Every layer also reads the common keys
+``[softmax]``/``[soft]``, ``[cost]``, ``[batchnorm]``, and the graph layers ``[shortcut]``
+and ``[route]``, which read earlier layers by index (``from=``, ``layers=``: negative values
+count back from the layer itself, others are absolute, as ``parse_shortcut``/``parse_route``
+resolve them). Every layer also reads the common keys
 ``truth``, ``onlyforward``, ``stopbackward``, ``dontsave``, ``dontload``, ``numload``,
 ``dontloadscales``, ``learning_rate`` (a multiplier of the net rate, default 1) and ``smooth``.
 
@@ -15,11 +18,12 @@ layer receives the previous ``out_h, out_w, out_c`` and ``outputs``; softmax and
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.config.darknet_options import OptionTable
-from engine.model.shapes import c_div, conv_out, darknet_pool_out
+from engine.config.darknet_values import c_atoi
+from engine.model.shapes import c_div, conv_out, darknet_pool_out, shortcut_geometry
 from engine.spec import (
     BatchNormSpec,
     ConnectedSpec,
@@ -31,6 +35,8 @@ from engine.spec import (
     Origin,
     ParamMult,
     PoolSpec,
+    RouteSpec,
+    ShortcutSpec,
     SoftmaxSpec,
 )
 
@@ -54,17 +60,19 @@ SECTION_ALIASES = {
     "soft": "softmax",
     "cost": "cost",
     "batchnorm": "batchnorm",
+    "shortcut": "shortcut",
+    "route": "route",
 }
 SUPPORTED_SECTIONS = (
     "[convolutional]", "[connected]", "[maxpool]", "[avgpool]", "[dropout]", "[softmax]",
-    "[cost]", "[batchnorm]",
+    "[cost]", "[batchnorm]", "[shortcut]", "[route]",
 )  # fmt: skip
 # Section types darknet's string_to_layer_type knows that dnupdate does not train.
 UNSUPPORTED_SECTIONS = frozenset(
     {
-        "shortcut", "crop", "detection", "region", "yolo", "iseg", "local", "deconv",
+        "crop", "detection", "region", "yolo", "iseg", "local", "deconv",
         "deconvolutional", "activation", "logistic", "l2norm", "crnn", "gru", "lstm", "rnn",
-        "reorg", "lrn", "normalization", "route", "upsample",
+        "reorg", "lrn", "normalization", "upsample",
     }
 )  # fmt: skip
 NET_SECTIONS = frozenset({"net", "network"})
@@ -91,7 +99,10 @@ class Shape:
 
 @dataclass
 class LayerContext:
-    """One layer section being parsed: its index, options and the incoming shape."""
+    """One layer section being parsed: its index, options and the incoming shape.
+
+    ``earlier``: the output shape of every earlier layer section by index (None where that
+    section could not be built), for the layers that read earlier layers by index."""
 
     index: int
     section_name: str
@@ -99,6 +110,7 @@ class LayerContext:
     shape: Shape
     previous: str | None
     pad_key: str = "padding"
+    earlier: list[Shape | None] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -150,9 +162,9 @@ class CommonKeys:
     lr_scale: float
 
 
-def read_activation(ctx: LayerContext) -> str:
+def read_activation(ctx: LayerContext, default: str = "logistic") -> str:
     """``get_activation``: exact names; unknown → relu with darknet's message."""
-    name = ctx.table.get_str("activation", "logistic")
+    name = ctx.table.get_str("activation", default)
     assert name is not None
     if name in ACTIVATIONS:
         return name
@@ -434,6 +446,99 @@ def parse_batchnorm(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, S
     return spec, ctx.shape
 
 
+def resolve_index(ctx: LayerContext, key: str, text: str) -> int | None:
+    """One darknet layer reference: ``atoi(text)``, plus the layer's own index when negative
+    (``if(index < 0) index = params.index + index``). It must name a built earlier layer
+    (darknet reads whatever memory an out-of-range index points at)."""
+    number, rest = c_atoi(text)
+    if number is None:
+        ctx.table.error(key, f"{key}: '{text}' is not a layer index")
+        return None
+    if rest:
+        ctx.table.warning(key, f"{key}: '{text}' reads as {number} (atoi ignores '{rest}')")
+    index = ctx.index + number if number < 0 else number
+    if not 0 <= index < ctx.index:
+        ctx.table.error(
+            key,
+            f"{key}={number} points at layer {index}, but layer {ctx.index} can only read "
+            f"layers 0..{ctx.index - 1}",
+        )
+        return None
+    return index
+
+
+def _earlier(ctx: LayerContext, index: int) -> Shape | None:
+    return ctx.earlier[index] if index < len(ctx.earlier) else None
+
+
+def parse_shortcut(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
+    """``parse_shortcut``: ``from`` (required), activation linear, alpha 1, beta 1. Output:
+    the previous layer's shape; ``from`` may differ in size by darknet's stride/sample rule
+    (the smaller channel count is added)."""
+    t = ctx.table
+    text = t.get_str("from", None)
+    activation = read_activation(ctx, "linear")
+    alpha, beta = t.get_float("alpha", 1.0), t.get_float("beta", 1.0)
+    if text is None:
+        ctx.section_error("[shortcut] needs from= (darknet crashes without it)")
+        return None
+    index = resolve_index(ctx, "from", text)
+    if index is None or not ctx.require_image():
+        return None
+    source = _earlier(ctx, index)
+    if source is None:
+        return None  # the source layer's own error is reported
+    if not source.is_image:
+        t.error("from", f"from={text}: layer {index} does not output an image")
+        return None
+    shape = ctx.shape
+    if shortcut_geometry((source.c, source.h, source.w), (shape.c, shape.h, shape.w)) is None:
+        t.error(
+            "from",
+            f"from={text}: layer {index} ({source.w}x{source.h}x{source.c}) and the previous "
+            f"layer ({shape.w}x{shape.h}x{shape.c}) differ in width and height by different "
+            "ratios (darknet asserts stride == h1/h2)",
+        )
+        return None
+    spec = ShortcutSpec(
+        **spec_fields(ctx, common),
+        source=str(index),
+        alpha=alpha,
+        beta=beta,
+        activation=activation,
+    )
+    return spec, shape
+
+
+def parse_route(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
+    """``parse_route``: ``layers`` (required), a comma list of indices. Output: the sources'
+    outputs end to end; ``out_c`` adds up when every source has the first one's
+    ``out_w``/``out_h``, else ``out_h = out_w = out_c = 0`` (a flat vector)."""
+    text = ctx.table.get_str("layers", None)
+    if text is None:
+        ctx.section_error('[route] needs layers= (darknet: "Route Layer must specify input '
+                          'layers")')  # fmt: skip
+        return None
+    indices = [resolve_index(ctx, "layers", part) for part in text.split(",")]
+    if any(index is None for index in indices):
+        return None
+    shapes = [_earlier(ctx, index) for index in indices if index is not None]
+    if any(shape is None for shape in shapes):
+        return None
+    first = shapes[0]
+    assert first is not None
+    outputs = sum(shape.outputs for shape in shapes if shape is not None)
+    channels = first.c
+    for shape in shapes[1:]:
+        assert shape is not None
+        same = shape.w == first.w and shape.h == first.h
+        channels = channels + shape.c if same and channels else 0
+    spec = RouteSpec(**spec_fields(ctx, common), sources=tuple(str(i) for i in indices))
+    if channels == 0:
+        return spec, Shape.flat(outputs)
+    return spec, Shape(first.h, first.w, channels, outputs)
+
+
 LayerParser = Callable[[LayerContext, CommonKeys], "tuple[LayerSpec, Shape] | None"]
 LAYER_PARSERS: dict[str, LayerParser] = {
     "convolutional": parse_convolutional,
@@ -444,6 +549,8 @@ LAYER_PARSERS: dict[str, LayerParser] = {
     "softmax": parse_softmax,
     "cost": parse_cost,
     "batchnorm": parse_batchnorm,
+    "shortcut": parse_shortcut,
+    "route": parse_route,
 }
 
 # Spec field → the cfg key it came from, per layer kind (for RunSpec.origins).
@@ -465,6 +572,8 @@ LAYER_FIELD_KEYS: dict[str, dict[str, str]] = {
     "softmax": {"groups": "groups", "temperature": "temperature", "noloss": "noloss"},
     "cost": {"cost_type": "type", "scale": "scale"},
     "batchnorm": {},
+    "shortcut": {"source": "from", "alpha": "alpha", "beta": "beta", "activation": "activation"},
+    "route": {"sources": "layers"},
 }  # fmt: skip
 COMMON_FIELD_KEYS = {
     "stop_backward": "stopbackward",

@@ -1,5 +1,12 @@
-"""A sequential network built from a :class:`~engine.spec.NetSpec`: flat parameter buffers,
-preallocated activations and deltas, forward in order and backward in reverse.
+"""A network built from a :class:`~engine.spec.NetSpec`: flat parameter buffers,
+preallocated activations and deltas, forward in file order and backward in reverse.
+
+The network is a graph: each layer reads the outputs of its ``bottoms``
+(``engine.model.shapes.LayerShape.bottoms``), the chain input (the last non-sink layer before
+it, or the network input) first, then any others (``[shortcut]``'s ``from``, ``[route]``'s
+``layers``). Backward runs every layer once in reverse file order and each consumer adds its
+share into its producers' deltas, so a delta read by several layers collects all their shares
+in darknet's order (the later consumer first). A chain is the one-input case.
 
 Buffers (all device arrays of the chosen backend):
 
@@ -187,13 +194,16 @@ class Network:
         return buffer[segment.offset : segment.offset + segment.size].reshape(segment.shape)
 
     def _build_layers(self) -> None:
+        """One layer object per shape; each reads its ``bottoms`` (the chain input first,
+        ``-1`` = the network input). ``sources`` keeps each layer's chain input."""
         self.layers: list[Layer] = []
-        self.sources: list[int] = []
-        current = -1
+        self.bottoms = [shape.bottoms for shape in self.shapes]
+        self.sources = [bottoms[0] for bottoms in self.bottoms]
         for shape in self.shapes:
             name = shape.layer.name
             keys = {s.name: s.key for s in self.segments if s.layer == name}
-            source_layer = self.layers[current] if current >= 0 else None
+            producers = [self.layers[b] if b >= 0 else None for b in shape.bottoms]
+            source_layer = producers[0]
             ctx = LayerContext(
                 backend=self.backend,
                 batch=self.batch,
@@ -203,12 +213,9 @@ class Network:
                 source_output=None if source_layer is None else source_layer.output,
                 source_delta=None if source_layer is None else source_layer.delta,
                 uniforms=self._draw_uniforms,
+                bottoms=tuple(_buffers(producer) for producer in producers),
             )
-            layer = build_layer(shape, ctx)
-            self.layers.append(layer)
-            self.sources.append(current)
-            if not layer.is_sink:
-                current = len(self.layers) - 1
+            self.layers.append(build_layer(shape, ctx))
         self.output_index = self._output_index()
         self.work = max(layer.output.size for layer in self.layers)
         need = max(layer.workspace_size() for layer in self.layers)
@@ -224,17 +231,24 @@ class Network:
         """Per layer, whether forward must zero its delta: yes, unless its only consumer
         overwrites it in backward (``Layer.assign_dx``), runs backward at all (after the last
         ``stop_backward``) and no other layer shares the delta's memory (darknet's in-place
-        dropout aliases its producer's)."""
+        dropout aliases its producer's). Every bottom of every layer counts as a consumer: a
+        delta several layers add into is always zeroed. A layer that clobbers its input delta
+        (darknet's 1×1 convolution) is told to do so (``Layer.clear_dx``) where its producer
+        has other consumers."""
         layers = self.layers
         consumers = [0] * len(layers)
-        for source in self.sources:
-            if source >= 0:
-                consumers[source] += 1
+        for bottoms in self.bottoms:
+            for bottom in bottoms:
+                if bottom >= 0:
+                    consumers[bottom] += 1
         stops = [index for index, layer in enumerate(layers) if layer.spec.stop_backward]
         last_stop = max(stops, default=-1)
         zero = [True] * len(layers)
         for index, (layer, source) in enumerate(zip(layers, self.sources, strict=True)):
-            if source < 0 or index <= last_stop or consumers[source] != 1:
+            if source < 0 or index <= last_stop:
+                continue
+            if consumers[source] != 1:
+                self._clear_if_clobbering(layer)
                 continue
             delta = layers[source].delta
             shared = any(
@@ -244,6 +258,17 @@ class Network:
                 layer.assign_dx = True
                 zero[source] = False
         return zero
+
+    def _clear_if_clobbering(self, layer: Layer) -> None:
+        if not layer.clobbers_dx:
+            return
+        if getattr(layer, "flat_quirk", False):
+            raise NetworkError(
+                f"{layer.spec.origin}: layer {layer.name}: a darknet 1x1 convolution with "
+                "stride or padding (its CPU quirk overwrites part of the input delta) cannot "
+                "read a layer that other layers also read"
+            )
+        layer.clear_dx = True
 
     def _output_index(self) -> int:
         """darknet: the last layer that is not a ``[cost]``; Caffe: the last non-sink layer."""
@@ -435,6 +460,11 @@ def _default_uniforms() -> Callable[[int], np.ndarray]:
         return generator.random(n, dtype=np.float32)
 
     return draw
+
+
+def _buffers(producer: Layer | None) -> tuple[Array | None, Array | None]:
+    """``(output, delta)`` of a producer, ``(None, None)`` for the network input."""
+    return (None, None) if producer is None else (producer.output, producer.delta)
 
 
 def _same_memory(a: Array, b: Array) -> bool:

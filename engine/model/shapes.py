@@ -10,7 +10,15 @@ Output-size rules (C integer division truncates toward zero, which :func:`c_div`
 * darknet maxpool: ``out = (in + padding - size) / stride + 1`` with ``padding`` the total;
 * Caffe pooling (CEIL): ``out = ceil((in + 2*pad - k) / stride) + 1``, then minus one when padded
   and the last window would start at or past ``in + pad`` (FLOOR uses floor);
-* global pooling and darknet ``[avgpool]``: ``1×1``.
+* global pooling and darknet ``[avgpool]``: ``1×1``;
+* darknet ``[shortcut]``: the previous layer's shape (the ``from`` layer may differ: darknet's
+  stride/sample rule, :func:`shortcut_geometry`);
+* darknet ``[route]``: channels add up when every source has the same H×W, else a flat vector.
+
+Networks are graphs: each :class:`LayerShape` lists its ``bottoms``, the positions (in the
+returned list) of the layers whose outputs it reads, ``-1`` for the network input. A chain
+layer reads the last non-sink layer before it; ``[shortcut]`` reads that and its ``source``;
+``[route]`` reads its ``sources``.
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ from engine.spec import (
     NetSpec,
     ParamMult,
     PoolSpec,
+    RouteSpec,
     ScaleSpec,
+    ShortcutSpec,
     SoftmaxLossSpec,
     SoftmaxSpec,
 )
@@ -65,6 +75,9 @@ class LayerShape:
     ``image_out``: whether the output is image-shaped (darknet's softmax and cost layers, and
     Caffe's InnerProduct/loss layers, produce flat vectors that no conv or pool may follow).
     ``flops``: floating-point operations of one sample's forward pass (a multiply-add counts 2).
+    ``bottoms``: positions in :func:`infer_shapes`' list of the layers this one reads (``-1``:
+    the network input), the chain input first; ``input`` is the first bottom's shape (a
+    route's is its own concatenated output).
     """
 
     index: int
@@ -74,6 +87,7 @@ class LayerShape:
     blobs: tuple[BlobSpec, ...]
     flops: int
     image_out: bool
+    bottoms: tuple[int, ...] = (-1,)
 
     @property
     def inputs(self) -> int:
@@ -268,27 +282,117 @@ def _layer_shape(layer: LayerSpec, shape: Shape3, image_in: bool) -> tuple[Shape
     raise _error(layer, f"unknown layer kind {type(layer).__name__}")
 
 
+@dataclass(frozen=True)
+class ShortcutGeometry:
+    """darknet ``shortcut_cpu``'s index rule between the ``from`` output ``(c1, h1, w1)`` and
+    the shortcut's output ``(c2, h2, w2)``: ``stride = max(1, w1/w2)``, ``sample =
+    max(1, w2/w1)`` (C integer division), and the overlap ``min(c) × min(h) × min(w)``.
+    Element ``(k, j, i)`` of the overlap adds ``from[k, j·stride, i·stride]`` into
+    ``out[k, j·sample, i·sample]``."""
+
+    stride: int
+    sample: int
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def overlap(self) -> int:
+        return self.channels * self.height * self.width
+
+
+def shortcut_geometry(source: Shape3, out: Shape3) -> ShortcutGeometry | None:
+    """The :class:`ShortcutGeometry` of adding ``source`` into ``out``, or None where darknet
+    asserts (``stride == h1/h2`` and ``sample == h2/h1`` must hold before clamping to 1)."""
+    (c1, h1, w1), (c2, h2, w2) = source, out
+    stride, sample = w1 // w2, w2 // w1
+    if stride != h1 // h2 or sample != h2 // h1:
+        return None
+    return ShortcutGeometry(max(1, stride), max(1, sample), min(c1, c2), min(h1, h2), min(w1, w2))
+
+
+@dataclass(frozen=True)
+class _Produced:
+    """What an earlier layer (or the input, position -1) hands on: shape, image flag."""
+
+    shape: Shape3
+    image: bool
+
+
+def _resolve_bottom(layer: LayerSpec, name: str, positions: dict[str, int]) -> int:
+    position = positions.get(name)
+    if position is None:
+        raise _error(layer, f"reads layer {name!r}, which is not an earlier layer of this net")
+    return position
+
+
+def _graph_shape(
+    layer: ShortcutSpec | RouteSpec,
+    chain: int,
+    produced: dict[int, _Produced],
+    positions: dict[str, int],
+) -> tuple[tuple[int, ...], Shape3, Shape3, int, bool]:
+    """``(bottoms, input, output, flops, image_out)`` of a shortcut or route layer."""
+    if isinstance(layer, ShortcutSpec):
+        source = _resolve_bottom(layer, layer.source, positions)
+        prev, add = produced[chain], produced[source]
+        if not (prev.image and add.image):
+            raise _error(layer, "both inputs of a shortcut must be images (C×H×W)")
+        geometry = shortcut_geometry(add.shape, prev.shape)
+        if geometry is None:
+            raise _error(
+                layer,
+                f"layer {layer.source} ({'×'.join(map(str, add.shape))}) cannot be added to "
+                f"{'×'.join(map(str, prev.shape))}: darknet needs the same width and height "
+                "ratio (it asserts stride == h1/h2)",
+            )
+        flops = 3 * geometry.overlap + math.prod(prev.shape)
+        return (chain, source), prev.shape, prev.shape, flops, True
+    if not layer.sources:
+        raise _error(layer, "a route needs at least one source layer")
+    bottoms = tuple(_resolve_bottom(layer, name, positions) for name in layer.sources)
+    shapes = [produced[b].shape for b in bottoms]
+    total = sum(math.prod(shape) for shape in shapes)
+    first = shapes[0]
+    if all(shape[1:] == first[1:] for shape in shapes) and all(produced[b].image for b in bottoms):
+        out: Shape3 = (sum(shape[0] for shape in shapes), first[1], first[2])
+        return bottoms, out, out, 0, True
+    return bottoms, (total, 1, 1), (total, 1, 1), 0, False
+
+
 def infer_shapes(net: NetSpec, phase: str | None = None) -> list[LayerShape]:
     """Propagate shapes through the net (layers of ``phase`` only, or all when None).
 
     Raises :class:`ConfigError` naming the layer's file and line when a size becomes
-    non-positive, groups do not divide, or an image layer follows a flat one.
+    non-positive, groups do not divide, an image layer follows a flat one, or a layer reads
+    a layer that is not before it.
     """
-    shape: Shape3 = (net.input.channels, net.input.height, net.input.width)
-    image = net.input.height > 0 and net.input.width > 0
+    net_input = (net.input.channels, net.input.height, net.input.width)
+    produced = {-1: _Produced(net_input, net.input.height > 0 and net.input.width > 0)}
+    positions: dict[str, int] = {}
+    chain = -1
     result: list[LayerShape] = []
     for index, layer in enumerate(net.layers):
         if phase is not None and phase not in layer.phases:
             continue
-        out, flops, image_out = _layer_shape(layer, shape, image)
+        if isinstance(layer, ShortcutSpec | RouteSpec):
+            bottoms, shape, out, flops, image_out = _graph_shape(layer, chain, produced, positions)
+        else:
+            bottoms, shape = (chain,), produced[chain].shape
+            out, flops, image_out = _layer_shape(layer, shape, produced[chain].image)
         if min(out) <= 0:
             raise _error(
                 layer,
                 f"output would be {'×'.join(map(str, out))} for input {'×'.join(map(str, shape))}",
             )
+        position = len(result)
         result.append(
-            LayerShape(index, layer, shape, out, param_blobs(layer, shape), flops, image_out)
+            LayerShape(
+                index, layer, shape, out, param_blobs(layer, shape), flops, image_out, bottoms
+            )
         )
+        produced[position] = _Produced(out, image_out)
+        positions[layer.name] = position
         if not isinstance(layer, SoftmaxLossSpec | AccuracySpec):
-            shape, image = out, image_out
+            chain = position
     return result

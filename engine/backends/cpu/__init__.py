@@ -18,6 +18,7 @@ from engine.backends.cpu import (
     conv,
     conv_images,
     dropout,
+    graph,
     pool,
     reduce,
     sgemm,
@@ -133,6 +134,11 @@ class CpuBackend(Backend):
     maxpool_backward = staticmethod(pool.maxpool_backward)
     avepool_forward = staticmethod(pool.avepool_forward)
     avepool_backward = staticmethod(pool.avepool_backward)
+
+    # ---- graph layers ---------------------------------------------------------------------
+    shortcut = staticmethod(graph.shortcut)
+    route_copy = staticmethod(graph.route_copy)
+    route_add = staticmethod(graph.route_add)
 
     # ---- activations ----------------------------------------------------------------------
     def activation_code(self, activation):

@@ -16,6 +16,8 @@ kernels never do; the simulator runs the Python source and has no FMA.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import cuda
 
@@ -25,7 +27,7 @@ from engine.backends.cpu import batchnorm as cpu_bn
 from engine.backends.cpu import dropout as cpu_dropout
 from engine.backends.cpu import softmax as cpu_softmax
 from engine.backends.cpu.activations import LINEAR
-from engine.backends.cuda import channels, elementwise, gemm, segments, spatial
+from engine.backends.cuda import channels, elementwise, gemm, graph, segments, spatial
 from engine.backends.cuda import losses as loss_kernels
 from engine.backends.cuda.arrays import (
     CudaArray,
@@ -181,6 +183,21 @@ class CudaBackend(Backend):
 
     def bias_grad(self, delta, grad, alpha):
         channels.bias_grad[grid(delta.shape[1])](_bcs(delta), grad.flat, _f32(alpha))
+
+    # ---- graph layers ---------------------------------------------------------------------
+    def shortcut(self, add, out, s1, s2):
+        work = math.prod(min(a, b) for a, b in zip(add.shape, out.shape, strict=True))
+        graph.shortcut[grid(work)](add.dev, out.dev, _f32(s1), _f32(s2))
+
+    def route_copy(self, src, out, offset):
+        batch = src.shape[0]
+        n, total = src.size // batch, out.size // batch
+        graph.route_copy[grid(src.size)](src.flat, out.flat, batch, n, total, offset)
+
+    def route_add(self, delta, dx, offset):
+        batch = dx.shape[0]
+        n, total = dx.size // batch, delta.size // batch
+        graph.route_add[grid(dx.size)](delta.flat, dx.flat, batch, n, total, offset)
 
     # ---- pooling --------------------------------------------------------------------------
     def maxpool_forward(self, x, y, argmax, kernel, stride, offset):

@@ -11,6 +11,7 @@ from engine.model.layers.base import Layer, LayerContext, NetworkError, error
 from engine.model.layers.connected import ConnectedLayer
 from engine.model.layers.conv import ConvLayer
 from engine.model.layers.dropout import DropoutLayer
+from engine.model.layers.graph import RouteLayer, ShortcutLayer
 from engine.model.layers.loss import (
     AccuracyLayer,
     DarknetCostLayer,
@@ -34,6 +35,8 @@ LAYER_CLASSES: dict[str, type[Layer]] = {
     "cost": DarknetCostLayer,
     "softmax_loss": SoftmaxLossLayer,
     "accuracy": AccuracyLayer,
+    "shortcut": ShortcutLayer,
+    "route": RouteLayer,
 }
 
 
@@ -59,7 +62,9 @@ __all__ = [
     "LayerContext",
     "NetworkError",
     "PoolLayer",
+    "RouteLayer",
     "ScaleLayer",
+    "ShortcutLayer",
     "SoftmaxLossLayer",
     "TruthLayer",
     "build_layer",

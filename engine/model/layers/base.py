@@ -34,6 +34,8 @@ class LayerContext:
     ``grad_alpha``: factor on every parameter-gradient accumulation (sign convention).
     ``source_output``/``source_delta``: the producer's buffers (darknet dropout aliases them).
     ``uniforms``: draws ``n`` float32 uniforms in ``[0, 1)`` (dropout masks).
+    ``bottoms``: ``(output, delta)`` of every producer the layer reads, chain input first
+    (``(None, None)`` for the network input), for layers with several inputs.
     """
 
     backend: Backend
@@ -44,6 +46,7 @@ class LayerContext:
     source_output: Array | None
     source_delta: Array | None
     uniforms: UniformSource
+    bottoms: tuple[tuple[Array | None, Array | None], ...] = ()
 
 
 class Layer:
@@ -57,6 +60,12 @@ class Layer:
     #: the network skips zeroing that delta in forward (darknet zeroes every delta first; with
     #: one writer, ``0 + v`` and ``v`` are the same float, so results are unchanged)
     assign_dx = False
+    #: darknet quirk (its 1×1 convolution): backward *overwrites* ``dx`` even where other
+    #: layers reading the same producer have already added into it (True on such layers)
+    clobbers_dx = False
+    #: set by the network when the producer has several consumers and this layer clobbers:
+    #: backward then overwrites ``dx`` as darknet does (where it would otherwise add)
+    clear_dx = False
 
     def __init__(self, shape: LayerShape, ctx: LayerContext):
         self.shape = shape

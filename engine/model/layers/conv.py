@@ -59,6 +59,9 @@ class ConvLayer(DarknetEpilogue, Layer):
         one_by_one = spec.kernel_h == 1 and spec.kernel_w == 1
         # darknet quirk: its CPU 1×1 shortcut ignores stride and padding (garbage, but kept)
         self.flat_quirk = spec.darknet_1x1_shortcut and one_by_one and steps != (1, 1, 0, 0)
+        # darknet quirk: its 1×1 backward GEMM writes the input delta with beta = 0, wiping
+        # what later layers reading the same input (a [shortcut], a [route]) added before it
+        self.clobbers_dx = spec.darknet_1x1_shortcut and one_by_one
         backend = ctx.backend
         self.weights = ctx.params["weights"].reshape(groups, m, self.k)
         self.weights_t = self.weights.swapaxes(1, 2)
@@ -138,14 +141,15 @@ class ConvLayer(DarknetEpilogue, Layer):
                 x, self.weights, self.delta3, self.dweights, dx, self.chunk_col,
                 self.chunk_dcol, self.partial, alpha, *self.geometry, output=self.output,
                 activation=self.act.tail_code, dbias=self.dbias, bias_partial=self.bias_partial,
-                assign_dx=self.assign_dx,
+                assign_dx=self.assign_dx or self.clear_dx,
             )  # fmt: skip
             return
         self.epilogue_backward()
         if self.chunks:
             backend.conv_backward_images(
                 x, self.weights, self.delta3, self.dweights, dx, self.chunk_col,
-                self.chunk_dcol, self.partial, alpha, *self.geometry, assign_dx=self.assign_dx,
+                self.chunk_dcol, self.partial, alpha, *self.geometry,
+                assign_dx=self.assign_dx or self.clear_dx,
             )  # fmt: skip
             return
         backend.permute_copy(self.delta4, self.gm, _TO_GROUP_MAJOR)
@@ -153,6 +157,8 @@ class ConvLayer(DarknetEpilogue, Layer):
         if dx is None:
             return
         backend.matmul(self.weights_t, self.gemm, self.col_delta)
+        if self.clear_dx:  # darknet's 1×1 overwrite (the network rules out the flat quirk)
+            backend.fill(dx, 0.0)
         if self.flat_quirk:
             backend.flat_as_col_add(self.col_delta, dx)
         else:

@@ -1,0 +1,80 @@
+"""Layers that read several earlier outputs: darknet ``[shortcut]`` and ``[route]``.
+
+A layer's inputs are its ``bottoms`` (``engine.model.shapes.LayerShape.bottoms``): the chain
+input first, handed to ``forward``/``backward`` as ``x``/``dx`` like any layer, the others taken
+from the build context (``LayerContext.bottoms``: each producer's output and delta).
+
+``[shortcut]`` (``shortcut_layer.c``), with ``x`` the previous layer's output and ``a`` the
+``from`` layer's:
+
+* forward: ``y = x``; ``y = alpha·y + beta·a`` over the overlap (``Backend.shortcut``); then
+  the activation in place. darknet quirk: where the shapes differ, the cells outside the
+  overlap keep ``x`` unscaled by ``alpha``;
+* backward: ``delta ← delta·g(y)``; ``dx += alpha·delta`` over the WHOLE output (darknet
+  quirk: even the cells forward did not scale); ``da += beta·delta`` over the overlap
+  (``shortcut_cpu`` with the index map read backwards). The previous layer's delta is
+  updated first, then the ``from`` layer's, as darknet does.
+
+``[route]`` (``route_layer.c``): forward copies each source's per-image output into its
+column range; backward adds each range back into the source's delta, in source order.
+"""
+
+from __future__ import annotations
+
+import math
+
+from engine.model.layers.base import DarknetActivation, Layer, LayerContext, error
+from engine.model.shapes import LayerShape
+from engine.spec import RouteSpec, ShortcutSpec
+
+
+class ShortcutLayer(Layer):
+    """See the module docstring."""
+
+    def __init__(self, shape: LayerShape, ctx: LayerContext):
+        super().__init__(shape, ctx)
+        spec: ShortcutSpec = shape.layer
+        if len(ctx.bottoms) != 2 or ctx.bottoms[1][0] is None:
+            raise error(shape, "a shortcut reads the previous layer and one earlier layer")
+        self.add_output, self.add_delta = ctx.bottoms[1]
+        self.alpha, self.beta = spec.alpha, spec.beta
+        self.act = DarknetActivation(ctx.backend, spec.activation)
+
+    def forward(self, x, train: bool) -> None:
+        backend = self.backend
+        backend.copy(x, self.output)
+        backend.shortcut(self.add_output, self.output, self.alpha, self.beta)
+        self.act.forward(self.output)
+
+    def backward(self, x, dx) -> None:
+        backend = self.backend
+        self.act.backward(self.output, self.delta)
+        if dx is not None:
+            backend.accumulate(dx, self.delta, self.alpha)
+        if self.add_delta is not None:
+            backend.shortcut(self.delta, self.add_delta, 1.0, self.beta)
+
+
+class RouteLayer(Layer):
+    """See the module docstring."""
+
+    def __init__(self, shape: LayerShape, ctx: LayerContext):
+        super().__init__(shape, ctx)
+        spec: RouteSpec = shape.layer
+        if len(ctx.bottoms) != len(spec.sources) or any(o is None for o, _ in ctx.bottoms):
+            raise error(shape, "a route reads earlier layers only")
+        self.sources = ctx.bottoms
+        offsets, offset = [], 0
+        for output, _ in ctx.bottoms:
+            offsets.append(offset)
+            offset += math.prod(output.shape[1:])
+        self.offsets = tuple(offsets)
+
+    def forward(self, x, train: bool) -> None:
+        for (output, _), offset in zip(self.sources, self.offsets, strict=True):
+            self.backend.route_copy(output, self.output, offset)
+
+    def backward(self, x, dx) -> None:
+        for (_, delta), offset in zip(self.sources, self.offsets, strict=True):
+            if delta is not None:
+                self.backend.route_add(self.delta, delta, offset)

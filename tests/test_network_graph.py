@@ -1,0 +1,135 @@
+"""Networks as graphs: a layer reads several earlier outputs, backward adds every consumer's
+delta into its producer's, and the optimisation that skips zeroing a delta its only consumer
+overwrites stays off where a producer has several consumers. darknet's 1×1 convolution
+overwrites its input delta (a quirk the network reproduces)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.backends.cpu import CpuBackend
+from engine.model.network import Network, NetworkError
+from engine.spec import (
+    ConnectedSpec,
+    ConvSpec,
+    InputSpec,
+    NetSpec,
+    PoolSpec,
+    RouteSpec,
+    ShortcutSpec,
+    SoftmaxSpec,
+)
+
+
+def conv(name, filters, size=3, stride=1, **kw) -> ConvSpec:
+    pad = size // 2
+    return ConvSpec(name=name, param_order="darknet", filters=filters, kernel_h=size,
+                    kernel_w=size, stride_h=stride, stride_w=stride, pad_h=pad, pad_w=pad,
+                    darknet_1x1_shortcut=size == 1, **kw)  # fmt: skip
+
+
+def residual_net(first_size: int = 3, plain_first: bool = False) -> NetSpec:
+    """0 conv → 1 conv (size ``first_size``) → 2 conv → 3 shortcut(from 0) → 4 conv/2 →
+    5 shortcut(from 3) → 6 route(5, 4) → avgpool → connected → softmax: layer 0 has two
+    consumers (1 and 3), layer 3 two (4 and 5), layer 4 two (5 and 6). ``plain_first``:
+    layer 0 linear without batch norm (its own backward leaves its delta as it is)."""
+    first = {"activation": "linear"} if plain_first else {"batch_normalize": True,
+                                                          "activation": "leaky"}  # fmt: skip
+    return NetSpec(
+        "res",
+        InputSpec(3, 8, 8),
+        (
+            conv("0", 4, **first),
+            conv("1", 4, size=first_size, activation="linear" if plain_first else "leaky"),
+            conv("2", 4, activation="linear"),
+            ShortcutSpec(name="3", source="0", activation="leaky", alpha=0.5, beta=1.5),
+            conv("4", 6, stride=2, activation="relu"),
+            ShortcutSpec(name="5", source="3"),
+            RouteSpec(name="6", sources=("5", "4")),
+            PoolSpec(name="7", method="ave", global_pooling=True, size_rule="floor"),
+            ConnectedSpec(name="8", outputs=3, param_order="darknet"),
+            SoftmaxSpec(name="9"),
+        ),
+    )
+
+
+def run(spec: NetSpec, passes: int = 2) -> tuple[Network, np.ndarray]:
+    rng = np.random.default_rng(3)
+    net = Network(spec, CpuBackend(), 2, "darknet")
+    values = rng.normal(0, 0.3, net.params.size).astype(np.float32)
+    for segment in net.segments:
+        if not segment.learnable:
+            values[segment.offset : segment.offset + segment.size] = 1.0
+    net.params[...] = values
+    x = rng.random((2, 3, 8, 8), dtype=np.float32)
+    net.set_truth(np.array([0, 2]))
+    for _ in range(passes):
+        net.zero_grads()
+        net.forward(x, train=True)
+        net.backward()
+    return net, net.grads.copy()
+
+
+def test_bottoms_follow_the_graph_and_shared_deltas_are_zeroed():
+    net, _ = run(residual_net(), passes=1)
+    assert net.bottoms[:7] == [(-1,), (0,), (1,), (2, 0), (3,), (4, 3), (5, 4)]
+    # several consumers: always zeroed in forward, whatever the chain consumer can do
+    assert net._filled[0] and net._filled[3] and net._filled[4]
+    assert net.layers[1].assign_dx is False and net.layers[4].assign_dx is False
+
+
+def test_skipped_zeroing_gives_the_same_gradients_as_zeroing_every_delta(monkeypatch):
+    """Two passes each (the second sees the deltas the first left): the same gradients as a
+    network that zeroes every delta, as darknet does."""
+    _, optimised = run(residual_net())
+    monkeypatch.setattr(Network, "_deltas_to_zero", lambda self: [True] * len(self.layers))
+    net, plain = run(residual_net())
+    assert all(net._filled)
+    np.testing.assert_array_equal(optimised, plain)
+
+
+def test_darknet_1x1_convolution_overwrites_a_shared_input_delta():
+    """Layer 0 feeds the 1×1 conv 1 and the shortcut 3: darknet's 1×1 backward GEMM writes
+    layer 0's delta with beta 0, so the shortcut's ``beta·delta`` is lost; layer 0's delta is
+    exactly ``Wᵀ·delta₁``."""
+    net, _ = run(residual_net(first_size=1, plain_first=True), passes=1)
+    conv1 = net.layers[1]
+    assert conv1.clear_dx
+    weights = net.blob("1", 1).reshape(4, 4)
+    expected = np.einsum("fc,bfn->bcn", weights, conv1.delta.reshape(2, 4, 64))
+    got = net.layers[0].delta.reshape(2, 4, 64)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_shortcut_deltas_reach_both_producers():
+    """With a 3×3 conv after layer 0, layer 0's delta is conv 1's input gradient PLUS the
+    shortcut's ``beta·delta`` (same size: the whole array); the shortcut's chain producer
+    (layer 2, linear, no batch norm) gets ``alpha·delta`` and nothing else."""
+    net, _ = run(residual_net(plain_first=True), passes=1)
+    shortcut = net.layers[3]
+    np.testing.assert_array_equal(net.layers[2].delta, np.float32(0.5) * shortcut.delta)
+    conv1 = net.layers[1]
+    alone = np.zeros_like(net.layers[0].delta)
+    conv1.backward(net.layers[0].output, alone)  # conv 1's input gradient by itself
+    np.testing.assert_allclose(
+        net.layers[0].delta, alone + np.float32(1.5) * shortcut.delta, rtol=1e-6, atol=1e-7
+    )
+    assert np.abs(alone).max() > 0 and np.abs(shortcut.delta).max() > 0
+
+
+def test_flat_quirk_1x1_with_stride_cannot_read_a_shared_layer():
+    spec = NetSpec(
+        "q",
+        InputSpec(2, 4, 4),
+        (
+            conv("0", 2),
+            conv("1", 2, size=1, stride=2),
+            conv("2", 2, stride=2),
+            ShortcutSpec(name="3", source="0"),
+            ConnectedSpec(name="4", outputs=2, param_order="darknet"),
+            SoftmaxSpec(name="5"),
+        ),
+    )
+    with pytest.raises(NetworkError, match="1x1 convolution with stride"):
+        Network(spec, CpuBackend(), 1, "darknet")
