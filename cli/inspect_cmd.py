@@ -137,11 +137,14 @@ def layer_rows(run) -> list[dict[str, Any]]:
 
 
 def update_rule_lines(run) -> tuple[list[str], list[str]]:
-    """The effective update rule with the config's numbers, and the darknet↔Caffe mapping."""
+    """The effective update rule with the config's numbers (the first update's rate), and the
+    darknet↔Caffe mapping. ``lr_series`` evaluates one iteration with the schedule's own state
+    (darknet ``random`` draws from a fresh glibc stream seeded with the config's seed)."""
     from engine.update.rules import describe_mapping, effective_update_lines
-    from engine.update.schedule import first_iteration, lr_at
+    from engine.update.schedule import first_iteration, lr_series
 
-    lr = lr_at(run.schedule, first_iteration(run.schedule))
+    first = first_iteration(run.schedule)
+    lr = float(lr_series(run.schedule, first, first)[0])
     return effective_update_lines(run.solver, lr), describe_mapping(run.solver)
 
 
