@@ -160,3 +160,145 @@ def test_config_error_is_a_config_error_for_load_config(tmp_path):
     path.write_text(cfg().replace("momentum=0.9", "momentum=nan"))
     with pytest.raises(ConfigError):
         load_config(str(path))
+
+
+# ---- Caffe: prototxt and YAML readers (items 3, 4, 12, 14) ---------------------------------
+
+CAFFE_NET = """name: "n"
+layer { name: "d" type: "Data" top: "data" top: "label"
+  data_param { source: "mnist" batch_size: 8 backend: LMDB } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+  inner_product_param { num_output: 10 } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }
+"""
+CAFFE_SOLVER = 'net: "net.prototxt"\nbase_lr: 0.1\nlr_policy: "fixed"\nmax_iter: 10\n'
+
+
+def caffe_errors(tmp_path, solver: str, name: str = "solver.prototxt", overrides=()):
+    (tmp_path / "net.prototxt").write_text(CAFFE_NET)
+    path = tmp_path / name
+    path.write_text(solver, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), overrides)
+    return [d for d in info.value.diagnostics if d.severity == "error"]
+
+
+@pytest.mark.parametrize("digit", ["٣", "６４", "0.٥"])
+def test_prototxt_unicode_digit_is_a_clean_error_naming_the_key(tmp_path, digit):
+    (error,) = caffe_errors(tmp_path, CAFFE_SOLVER.replace("0.1", digit))
+    assert (error.line, error.key) == (2, "base_lr")
+    assert "ASCII digit" in error.message or "invalid number" in error.message
+
+
+@pytest.mark.parametrize("escape", ["\\U0011ffff", "\\ud800"])
+def test_prototxt_escape_outside_unicode_is_a_clean_error(tmp_path, escape):
+    (error,) = caffe_errors(tmp_path, CAFFE_SOLVER + f'snapshot_prefix: "{escape}"\n')
+    assert (error.line, error.key) == (5, "snapshot_prefix")
+
+
+def test_prototxt_deep_nesting_is_a_clean_error(tmp_path):
+    (error,) = caffe_errors(tmp_path, CAFFE_SOLVER + "a {" * 600 + "}" * 600)
+    assert error.line == 5 and "nested" in error.message
+
+
+def test_prototxt_5000_digit_integer_is_out_of_range_not_a_crash(tmp_path):
+    (error,) = caffe_errors(tmp_path, CAFFE_SOLVER.replace("10", "9" * 5000))
+    assert error.key == "max_iter"
+
+
+def test_prototxt_unexpected_character_names_the_field_it_interrupts(tmp_path):
+    (error,) = caffe_errors(tmp_path, CAFFE_SOLVER.replace("0.1", "0.1 @"))
+    assert (error.line, error.key) == (2, "base_lr")
+    assert "unexpected character '@'" in error.message
+
+
+@pytest.mark.parametrize(
+    "net, words",
+    [("x" * 300 + ".prototxt", "not found"), ("/dev/zero", "not a regular file")],
+)
+def test_net_path_too_long_or_a_device_is_a_clean_error(tmp_path, net, words):
+    (error,) = caffe_errors(tmp_path, CAFFE_SOLVER.replace("net.prototxt", net))
+    assert (error.line, error.key) == (1, "net")
+    assert words in error.message
+
+
+@pytest.mark.parametrize(
+    "yaml_text, key",
+    [
+        ("loop: &l {a: *l}\n", "a"),
+        ("net_param: &n {layer: [*n]}\n", "layer"),
+    ],
+)
+def test_recursive_yaml_aliases_are_a_clean_error(tmp_path, yaml_text, key):
+    (error,) = caffe_errors(tmp_path, yaml_text, name="solver.yaml")
+    assert (error.line, error.key) == (1, key)
+    assert "recursive YAML alias" in error.message
+
+
+def test_yaml_1000_deep_list_is_a_clean_error(tmp_path):
+    (error,) = caffe_errors(tmp_path, "a: " + "[" * 1000 + "]" * 1000 + "\n", name="s.yaml")
+    assert error.line == 1 and "nested" in error.message
+
+
+def test_yaml_alias_bomb_is_refused(tmp_path):
+    lines = ["l0: &l0 {" + ", ".join(f"k{i}: 1" for i in range(10)) + "}"]
+    for level in range(1, 8):
+        items = ", ".join(f"k{i}: *l{level - 1}" for i in range(10))
+        lines.append(f"l{level}: &l{level} {{{items}}}")
+    (error,) = caffe_errors(tmp_path, "\n".join(lines) + "\n", name="s.yaml")
+    assert "expand" in error.message
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("base_lr", "nan"),
+        ("base_lr", "inf"),
+        ("momentum", "-1e999"),
+        ("weight_decay", "inf"),
+        ("clip_gradients", "nan"),
+        ("momentum2", "inf"),
+        ("base_lr", "1e39"),
+    ],
+)
+def test_non_finite_caffe_hyper_parameters_are_errors_in_file_and_set(tmp_path, key, value):
+    solver = CAFFE_SOLVER.replace("base_lr: 0.1\n", "") + f"{key}: {value}\n"
+    (error,) = caffe_errors(tmp_path, solver)
+    assert (error.line, error.key) == (4, key)
+    (error,) = caffe_errors(tmp_path, CAFFE_SOLVER, overrides=[(key, value)])
+    assert (error.file, error.key) == ("--set", key)
+
+
+def test_negative_caffe_base_lr_is_a_warning(tmp_path):
+    (tmp_path / "net.prototxt").write_text(CAFFE_NET)
+    path = tmp_path / "solver.prototxt"
+    path.write_text(CAFFE_SOLVER.replace("0.1", "-1"))
+    run = load_config(str(path))
+    assert any(d.key == "base_lr" and "negative" in d.message for d in run.diagnostics)
+
+
+# ---- item 14: every config error has FILE:LINE: error [KEY] --------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, line, key",
+    [
+        ("", 1, "net"),
+        ("# nothing\n", 1, "net"),
+        ("[conv]\nfilters=1\n", 1, "conv"),
+        (cfg() + "[shortcut]\nfrom=-3\n", 14, "shortcut"),
+        (cfg() + "[net]\n", 14, "net"),
+        (cfg() + "[convolutoinal]\n", 14, "convolutoinal"),
+    ],
+)
+def test_darknet_section_errors_name_line_and_key(text, line, key):
+    errors = cfg_errors(text)
+    assert (errors[0].line, errors[0].key) == (line, key), errors
+
+
+def test_cli_reports_the_promised_form(tmp_path):
+    path = tmp_path / "s.cfg"
+    path.write_text(cfg() + "[shortcut]\n")
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"{path}:14: error [shortcut]: unsupported layer type")

@@ -60,13 +60,11 @@ def read_config_text(path: str) -> str:
         import sys
 
         return sys.stdin.read()
+    from engine.config.files import UnreadableFile, read_config_file
+
     try:
-        return Path(path).read_text(encoding="utf-8", errors="surrogateescape")
-    except FileNotFoundError:
-        raise ConfigError([Diagnostic("error", path, None, None, "no such file")]) from None
-    except IsADirectoryError:
-        raise ConfigError([Diagnostic("error", path, None, None, "is a directory")]) from None
-    except OSError as exc:
+        return read_config_file(path)
+    except UnreadableFile as exc:
         raise ConfigError([Diagnostic("error", path, None, None, str(exc))]) from None
 
 

@@ -12,6 +12,7 @@ Public API (called by ``engine.config``): :func:`load_caffe`, :data:`CAFFE_SCHED
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from engine.config.caffe_solver import (
     solver_from_msg,
 )
 from engine.config.caffe_yaml import looks_like_yaml, parse_yaml
+from engine.config.files import UnreadableFile, read_config_file
 from engine.config.prototxt import TextMessage, parse_text_format
 from engine.spec import ConfigError, Diagnostic, Origin, RunSpec, ScheduleSpec
 
@@ -60,7 +62,8 @@ def _reject_bare_net(tree: TextMessage, path: str) -> None:
             "this is a net definition, not a solver; point dnupdate at the solver file "
             '(which names this net with net: "...")'
         )
-        raise ConfigError([Diagnostic("error", path, None, None, message)])
+        layer = next(f for f in tree.fields if f.name in ("layer", "layers"))
+        raise ConfigError([Diagnostic("error", path, layer.line, layer.name, message)])
 
 
 def _net_states(solver: Msg, net: Msg) -> dict[str, NetState]:
@@ -83,16 +86,16 @@ def _read_net_file(solver: Msg, key: str, solver_path: str, reporter: Reporter):
     Caffe does), read and parse it."""
     name = solver.get(key)
     where = solver.origin_of(key)
-    candidates = [Path(solver_path).parent / name, Path(name)]
-    found = next((c for c in candidates if c.is_file()), None)
+    candidates = [str(Path(solver_path).parent / name), name]
+    found = next((c for c in candidates if os.path.exists(c)), None)
     if found is None:
-        tried = " or ".join(dict.fromkeys(str(c) for c in candidates))
+        tried = " or ".join(dict.fromkeys(candidates))
         reporter.error(where, key, f"net file {name!r} not found (looked for {tried})")
         return None, ""
-    net_path = str(found)
+    net_path = found
     try:
-        text = found.read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError as exc:
+        text = read_config_file(net_path)
+    except UnreadableFile as exc:
         reporter.error(where, key, f"cannot read net file {net_path}: {exc}")
         return None, ""
     tree = parse_tree(net_path, text)
