@@ -9,7 +9,15 @@ from typing import Any
 
 import typer
 
-from cli.common import EXIT_BAD_INPUT, fail_config, stderr_console, stdout_console
+from cli.common import (
+    EXIT_BAD_INPUT,
+    clip_text,
+    diagnostic_lines,
+    fail,
+    fail_config,
+    stderr_console,
+    stdout_console,
+)
 
 INSPECT_HELP = """Show the resolved config, layer shapes and the exact update rule.
 
@@ -96,8 +104,8 @@ def _format_value(value: Any) -> str:
 
         return str(np.float32(value)) if np.isfinite(value) else str(value)
     if isinstance(value, tuple):
-        return ",".join(_format_value(v) for v in value) or "—"
-    return str(value)
+        return clip_text(",".join(_format_value(v) for v in value) or "—")
+    return clip_text(str(value))
 
 
 def layer_rows(run) -> list[dict[str, Any]]:
@@ -110,7 +118,7 @@ def layer_rows(run) -> list[dict[str, Any]]:
         rows.append(
             {
                 "index": shape.index,
-                "name": layer.name,
+                "name": clip_text(layer.name, 80),
                 "kind": layer.kind,
                 "settings": layer_summary(layer),
                 "phases": sorted(layer.phases),
@@ -119,11 +127,11 @@ def layer_rows(run) -> list[dict[str, Any]]:
                 "params": shape.param_count,
                 "stored": shape.stored_count,
                 "flops": shape.flops,
-                "origin": str(layer.origin),
+                "origin": clip_text(str(layer.origin)),
                 "blobs": [
                     {
                         "key": f"{layer.name}/{i}",
-                        "name": b.name,
+                        "name": clip_text(b.name, 80),
                         "shape": list(b.shape),
                         "learnable": b.learnable,
                         "lr_mult": b.mult.lr_mult,
@@ -154,19 +162,23 @@ def _shape_text(shape: list[int]) -> str:
 
 
 def _render_text(run, rows, layers, update, mapping, convention) -> None:
+    """Config values are escaped (a layer named ``[/]`` is text, not Rich markup)."""
+    from rich.markup import escape
     from rich.table import Table
 
     out = stdout_console()
     out.print(
-        f"[bold]{run.config_path}[/bold]  format [cyan]{run.format}[/cyan]  "
-        f"semantics [cyan]{run.solver.semantics}[/cyan]  net [cyan]{run.net.name}[/cyan]  "
+        f"[bold]{escape(clip_text(run.config_path))}[/bold]  format [cyan]{run.format}[/cyan]  "
+        f"semantics [cyan]{run.solver.semantics}[/cyan]  "
+        f"net [cyan]{escape(clip_text(run.net.name, 80))}[/cyan]  "
         f"input {run.net.input.channels}×{run.net.input.height}×{run.net.input.width}"
     )
     settings = Table(title="Resolved settings", title_justify="left", show_edge=False)
     for column in ("field", "value", "origin"):
         settings.add_column(column)
     for key, value, origin in rows:
-        settings.add_row(key, value, origin, style="dim" if origin == "default" else None)
+        style = "dim" if origin == "default" else None
+        settings.add_row(key, escape(value), escape(origin), style=style)
     out.print(settings)
 
     table = Table(title="Layers", title_justify="left", show_edge=False)
@@ -185,9 +197,9 @@ def _render_text(run, rows, layers, update, mapping, convention) -> None:
         phase = "" if len(row["phases"]) == 2 else f" [{row['phases'][0]}]"
         table.add_row(
             str(row["index"]),
-            row["name"],
+            escape(row["name"]),
             row["kind"] + phase,
-            row["settings"],
+            escape(row["settings"]),
             _shape_text(row["input"]),
             _shape_text(row["output"]),
             f"{row['params']:,}",
@@ -208,8 +220,8 @@ def _render_text(run, rows, layers, update, mapping, convention) -> None:
     out.print(f"[bold]Schedule[/bold]: {convention}", highlight=False)
     if run.diagnostics:
         out.print(f"[bold]Diagnostics[/bold] ({len(run.diagnostics)})")
-        for diagnostic in run.diagnostics:
-            out.print(f"  {diagnostic}", highlight=False, markup=False)
+        for line in diagnostic_lines(run.diagnostics):
+            out.print(f"  {line}", highlight=False, markup=False)
     else:
         out.print("[bold]Diagnostics[/bold]: none")
 
@@ -240,9 +252,12 @@ def inspect_command(
         layers = layer_rows(run)
     except ConfigError as error:
         fail_config(error)
-    from engine.update.schedule import convention_note
+    from engine.update.schedule import ScheduleError, convention_note
 
-    update, mapping = update_rule_lines(run)
+    try:
+        update, mapping = update_rule_lines(run)
+    except ScheduleError as error:  # the readers reject what cannot be evaluated; a backstop
+        fail(f"{run.config_path}: {error}")
     convention = convention_note(run.schedule)
     if output_format == "json":
         document = {
@@ -258,7 +273,7 @@ def inspect_command(
             "update_rule": update,
             "mapping": mapping,
             "schedule_convention": convention,
-            "diagnostics": [str(d) for d in run.diagnostics],
+            "diagnostics": diagnostic_lines(run.diagnostics),
         }
         print(json.dumps(document, indent=2))
         return

@@ -302,3 +302,51 @@ def test_cli_reports_the_promised_form(tmp_path):
     result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 1
     assert result.stderr.startswith(f"{path}:14: error [shortcut]: unsupported layer type")
+
+
+# ---- item 13: diagnostics are capped and echoed values clipped -----------------------------
+
+
+def test_a_field_repeated_100000_times_prints_a_handful_of_lines(tmp_path):
+    (tmp_path / "net.prototxt").write_text(CAFFE_NET)
+    path = tmp_path / "solver.prototxt"
+    path.write_text(CAFFE_SOLVER + "foo: 1\n" * 100_000)
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 1
+    assert len(result.output) < 5_000
+    assert "… and 99,995 more errors [foo] like 'unknown field 'foo'" in result.stderr
+
+
+def test_a_5_mb_value_is_not_echoed_in_full(tmp_path):
+    path = tmp_path / "long.cfg"
+    path.write_text(cfg().replace("batch=4", "batch=4x" + "y" * 5_000_000))
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 0
+    assert len(result.output) < 20_000
+    assert "more characters)" in result.output
+
+
+def test_clip_text_escapes_binary_and_cuts_long_text():
+    from cli.common import clip_text
+
+    assert clip_text("a\x00b\udcff\n") == "a\\x00b\\xff\\n"
+    assert clip_text("x" * 310, 300) == "x" * 300 + "… (10 more characters)"
+
+
+def test_many_different_diagnostics_are_capped_in_all():
+    from cli.common import MAX_DIAGNOSTICS, diagnostic_lines
+    from engine.spec import Diagnostic
+
+    many = [Diagnostic("warning", "f", i, f"k{i}", "m") for i in range(1000)]
+    lines = diagnostic_lines(many)
+    assert len(lines) == MAX_DIAGNOSTICS + 1
+    assert lines[-1] == "… and 900 more diagnostics"
+
+
+def test_a_layer_named_like_rich_markup_prints_as_text(tmp_path):
+    (tmp_path / "net.prototxt").write_text(CAFFE_NET.replace('name: "ip"', 'name: "[/]x[bold"'))
+    path = tmp_path / "solver.prototxt"
+    path.write_text(CAFFE_SOLVER)
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "[/]x[bold" in result.stdout
