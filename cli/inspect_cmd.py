@@ -156,12 +156,26 @@ def update_rule_lines(run) -> tuple[list[str], list[str]]:
     return effective_update_lines(run.solver, lr), describe_mapping(run.solver)
 
 
+def memory_line(run) -> tuple[str, int]:
+    """One line estimating training memory (see ``engine.model.shapes``) and the byte count."""
+    from engine.model.shapes import estimate_training_memory, format_bytes, infer_shapes
+
+    batch = run.solver.minibatch
+    estimate = estimate_training_memory(infer_shapes(run.net), batch, run.solver.optimizer)
+    text = (
+        f"about {format_bytes(estimate.total)} at batch {batch} (parameters, gradients and "
+        f"history {format_bytes(estimate.parameters)}, activations and deltas "
+        f"{format_bytes(estimate.activations)}, conv scratch {format_bytes(estimate.scratch)})"
+    )
+    return text, estimate.total
+
+
 def _shape_text(shape: list[int]) -> str:
     c, h, w = shape
     return f"{c}" if h == 1 and w == 1 else f"{c}×{h}×{w}"
 
 
-def _render_text(run, rows, layers, update, mapping, convention) -> None:
+def _render_text(run, rows, layers, update, mapping, convention, memory) -> None:
     """Config values are escaped (a layer named ``[/]`` is text, not Rich markup)."""
     from rich.markup import escape
     from rich.table import Table
@@ -218,6 +232,7 @@ def _render_text(run, rows, layers, update, mapping, convention) -> None:
     for line in mapping:
         out.print(f"  {line}", highlight=False)
     out.print(f"[bold]Schedule[/bold]: {convention}", highlight=False)
+    out.print(f"[bold]Memory[/bold] (training): {memory}", highlight=False)
     if run.diagnostics:
         out.print(f"[bold]Diagnostics[/bold] ({len(run.diagnostics)})")
         for line in diagnostic_lines(run.diagnostics):
@@ -250,6 +265,7 @@ def inspect_command(
             run = with_semantics(run, semantics)
         rows = settings_rows(run)
         layers = layer_rows(run)
+        memory, memory_bytes = memory_line(run)
     except ConfigError as error:
         fail_config(error)
     from engine.update.schedule import ScheduleError, convention_note
@@ -273,11 +289,12 @@ def inspect_command(
             "update_rule": update,
             "mapping": mapping,
             "schedule_convention": convention,
+            "memory_bytes": memory_bytes,
             "diagnostics": diagnostic_lines(run.diagnostics),
         }
         print(json.dumps(document, indent=2))
         return
-    _render_text(run, rows, layers, update, mapping, convention)
+    _render_text(run, rows, layers, update, mapping, convention, memory)
     if any(d.severity == "error" for d in run.diagnostics):
         stderr_console().print("config has errors")
         raise typer.Exit(EXIT_BAD_INPUT)

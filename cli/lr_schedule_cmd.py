@@ -115,7 +115,7 @@ def load_sources(configs: list[str], sets: list[str]) -> list[Source]:
         return [Source("--set options", schedule, schedule.max_iter)]
     sources = []
     for path in configs:
-        run = load_config(path, overrides)
+        run = load_config(path, overrides, check_memory=False)
         warnings = [d for d in run.diagnostics if d.severity == "warning"]
         report_diagnostics(warnings)
         updates = run.solver.max_iter or run.schedule.max_iter

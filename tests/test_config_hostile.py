@@ -350,3 +350,58 @@ def test_a_layer_named_like_rich_markup_prints_as_text(tmp_path):
     result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 0, result.output
     assert "[/]x[bold" in result.stdout
+
+
+# ---- item 11: memory estimated before training ---------------------------------------------
+
+HUGE_FC = "[net]\nbatch=1\nheight=28\nwidth=28\nchannels=1\n[connected]\noutput=2147483647\n"
+
+
+def test_inspect_refuses_a_net_that_needs_tib_naming_the_layer_and_figure(tmp_path):
+    path = tmp_path / "fc.cfg"
+    path.write_text(HUGE_FC + "[softmax]\n")
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"{path}:6: error [0]: layer 0: training would need about")
+    assert "TiB" in result.stderr
+
+
+def test_train_refuses_it_before_creating_the_run_folder(tmp_path):
+    path = tmp_path / "fc.cfg"
+    path.write_text(HUGE_FC + "[softmax]\n")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(path), "--out", str(out)])
+    assert result.exit_code == 1 and "TiB" in result.stderr
+    assert not out.exists()
+
+
+def test_lr_schedule_does_not_need_the_memory(tmp_path):
+    path = tmp_path / "fc.cfg"
+    path.write_text(HUGE_FC.replace("batch=1", "batch=1\nmax_batches=10") + "[softmax]\n")
+    result = runner.invoke(app, ["lr-schedule", str(path)])
+    assert result.exit_code == 0, result.output
+
+
+def test_memory_estimate_counts_parameters_activations_and_scratch():
+    from engine.model.shapes import estimate_training_memory, infer_shapes
+
+    run = load_cfg(
+        "[net]\nbatch=2\nheight=5\nwidth=5\nchannels=1\n"
+        "[convolutional]\nfilters=3\nsize=3\nstride=1\npad=1\nactivation=linear\n"
+        "[connected]\noutput=4\nactivation=linear\n[softmax]\n"
+    )
+    estimate = estimate_training_memory(infer_shapes(run.net), 2, "sgd")
+    conv_params, fc_params = 3 * 9 + 3, 75 * 4 + 4
+    assert estimate.parameters == 4 * 3 * (conv_params + fc_params)  # value, gradient, momentum
+    assert estimate.activations == 4 * 2 * 2 * (75 + 4 + 4)  # output + delta, batch 2
+    assert estimate.scratch == 4 * 9 * 25  # one image's 3×3 columns over 5×5 outputs
+
+
+def test_inspect_json_reports_the_memory_estimate(tmp_path):
+    import json
+
+    path = tmp_path / "c.cfg"
+    path.write_text(cfg())
+    result = runner.invoke(app, ["inspect", str(path), "--format", "json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["memory_bytes"] > 0

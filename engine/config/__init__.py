@@ -73,19 +73,30 @@ def load_config(
     overrides: Sequence[Override] = (),
     *,
     text: str | None = None,
+    check_memory: bool = True,
 ) -> RunSpec:
     """Parse a config into a RunSpec, applying ``--set`` overrides (the config's own key
-    names). ``path == "-"`` reads standard input (``text`` may be given instead)."""
+    names). ``path == "-"`` reads standard input (``text`` may be given instead).
+
+    With ``check_memory`` (the default), a net whose training would need more memory than
+    this machine has is a ConfigError naming its largest layer (``[connected] output=
+    2147483647`` asks for TiB): ``train`` refuses it before creating anything."""
     if text is None:
         text = read_config_text(path)
     display_path = "<stdin>" if path == "-" else path
     if detect_format(path, text) == "darknet":
         from engine.config.darknet import load_darknet
 
-        return load_darknet(display_path, text, overrides)
-    from engine.config.caffe import load_caffe
+        run = load_darknet(display_path, text, overrides)
+    else:
+        from engine.config.caffe import load_caffe
 
-    return load_caffe(display_path, text, overrides)
+        run = load_caffe(display_path, text, overrides)
+    if check_memory:
+        from engine.model.shapes import check_training_memory
+
+        check_training_memory(run.net, run.solver.minibatch, run.solver.optimizer)
+    return run
 
 
 def schedule_from_options(overrides: Sequence[Override]) -> ScheduleSpec:
