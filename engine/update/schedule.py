@@ -152,9 +152,11 @@ def lr_points(schedule: ScheduleSpec, iterations: np.ndarray) -> np.ndarray:
     first = int(its[0])
     _check_iteration(schedule, first)
     if schedule.convention == "darknet" and schedule.policy == "random":
-        last = int(its[-1])
-        _check_random_walk(last - first + 1)
-        return lr_series(schedule, first, last)[its - first]
+        out = np.empty(its.shape, dtype=np.float32)
+        for chunk_its, rates in iter_lr_chunks(schedule, first, int(its[-1])):
+            inside = (its >= chunk_its[0]) & (its <= chunk_its[-1])
+            out[inside] = rates[its[inside] - chunk_its[0]]
+        return out
     if schedule.convention == "darknet":
         rates = _darknet_rates(schedule, its.astype(np.uint64), None)
     else:
@@ -162,7 +164,7 @@ def lr_points(schedule: ScheduleSpec, iterations: np.ndarray) -> np.ndarray:
     return _apply_warmup(schedule, its, rates)
 
 
-RANDOM_WALK_LIMIT = 10_000_000  # darknet 'random': draws walked to reach an iteration
+RANDOM_WALK_LIMIT = 2_000_000  # darknet 'random': draws walked to reach an iteration
 CHUNK = 1 << 16  # iterations evaluated at once when streaming
 
 
