@@ -168,7 +168,9 @@ def _load_resumed(run_dir: str):
     text = folder.original_config_text()
     config_path = info["config_path"]
     source = "-" if config_path == "<stdin>" else config_path
-    run = load_config(source, overrides, text=text)
+    saved = sorted(folder.path.glob("config.original*"))  # problems are in the saved copy
+    shown = str(saved[0]) if saved else None
+    run = load_config(source, overrides, text=text, shown_as=shown)
     return run, overrides, info.get("options", {}), folder
 
 

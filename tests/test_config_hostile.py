@@ -405,3 +405,21 @@ def test_inspect_json_reports_the_memory_estimate(tmp_path):
     result = runner.invoke(app, ["inspect", str(path), "--format", "json"])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["memory_bytes"] > 0
+
+
+# ---- item 14: a garbled saved config is reported against the saved copy --------------------
+
+
+def test_resume_reports_a_garbled_saved_config_against_the_run_folders_copy(tmp_path):
+    from tests.test_train_loop import darknet_config, write_quadrants
+
+    data = write_quadrants(tmp_path / "quadrants.npz")
+    config = darknet_config(tmp_path)
+    out = tmp_path / "run"
+    args = ["train", str(config), "--data", f"npz:{data}", "--max-iters", "1", "--out", str(out)]
+    assert runner.invoke(app, [*args, "-q"]).exit_code == 0
+    saved = out / "config.original.cfg"
+    saved.write_text(saved.read_text().replace("[net]", "[net]\nmomentum=nan", 1))
+    result = runner.invoke(app, ["train", "--resume", str(out), "-q"])
+    assert result.exit_code == 1
+    assert f"{saved}:2: error [momentum]: 'nan' is NaN" in result.stderr, result.stderr

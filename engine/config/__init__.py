@@ -14,6 +14,7 @@ Public API:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,13 +75,34 @@ def load_config(
     *,
     text: str | None = None,
     check_memory: bool = True,
+    shown_as: str | None = None,
 ) -> RunSpec:
     """Parse a config into a RunSpec, applying ``--set`` overrides (the config's own key
     names). ``path == "-"`` reads standard input (``text`` may be given instead).
 
     With ``check_memory`` (the default), a net whose training would need more memory than
     this machine has is a ConfigError naming its largest layer (``[connected] output=
-    2147483647`` asks for TiB): ``train`` refuses it before creating anything."""
+    2147483647`` asks for TiB): ``train`` refuses it before creating anything.
+
+    ``shown_as`` names the file that diagnostics about the config text report (a run folder's
+    saved ``config.original.cfg`` read for ``--resume``, rather than the original path whose
+    file may since have changed); relative paths still resolve from ``path``."""
+    if shown_as is None:
+        return _load(path, overrides, text, check_memory)
+    shown = "<stdin>" if path == "-" else path
+    try:
+        run = _load(path, overrides, text, check_memory)
+    except ConfigError as error:
+        raise ConfigError(_relabel(error.diagnostics, shown, shown_as)) from None
+    return dataclasses.replace(run, diagnostics=_relabel(run.diagnostics, shown, shown_as))
+
+
+def _relabel(diagnostics, old: str, new: str) -> tuple[Diagnostic, ...]:
+    return tuple(dataclasses.replace(d, file=new) if d.file == old else d for d in diagnostics)
+
+
+def _load(path: str, overrides: Sequence[Override], text: str | None, check_memory: bool):
+    """:func:`load_config` without relabelling."""
     if text is None:
         text = read_config_text(path)
     display_path = "<stdin>" if path == "-" else path
