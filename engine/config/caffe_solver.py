@@ -20,6 +20,7 @@ from engine.config.caffe_schema import (
     not_finite_problem,
 )
 from engine.config.caffe_yaml import loose_scalar
+from engine.config.key_names import other_framework_hint
 from engine.spec import DEFAULT, Origin, ScheduleSpec, SolverSpec
 
 OVERRIDE = Origin("--set")
@@ -111,7 +112,7 @@ def apply_overrides(
     for key, text in overrides:
         definition = SOLVER.get(key) if key in names else None
         if definition is None:
-            hint = close_matches(key, names)
+            hint = other_framework_hint(key, "caffe") or close_matches(key, names)
             reporter.error(OVERRIDE, key, f"unknown solver key {key!r}{hint}")
             continue
         if definition.type == "message":
