@@ -611,7 +611,7 @@ def _darknet_sgdr(schedule: ScheduleSpec, batches: np.ndarray) -> np.ndarray:
 
 def _darknet_cosine(schedule: ScheduleSpec, batches: np.ndarray) -> np.ndarray:
     """Cosine annealing with warm restarts, counted from the first update (b = 1)."""
-    return _cosine_restarts(schedule, batches.astype(np.int64) - 1)
+    return _cosine_restarts(schedule, batches.astype(np.int64) - 1 - cosine_delay(schedule))
 
 
 _DARKNET_POLICY_FUNCS = {
@@ -700,7 +700,7 @@ def _caffe_sigmoid(schedule: ScheduleSpec, its: np.ndarray) -> np.ndarray:
 
 def _caffe_cosine(schedule: ScheduleSpec, its: np.ndarray) -> np.ndarray:
     """Cosine annealing with warm restarts, counted from it = 0."""
-    return _cosine_restarts(schedule, its)
+    return _cosine_restarts(schedule, its - cosine_delay(schedule))
 
 
 _CAFFE_POLICY_FUNCS = {
@@ -717,6 +717,17 @@ _CAFFE_POLICY_FUNCS = {
 # --------------------------------------------------------------------------------------------
 # Extras shared by both conventions
 # --------------------------------------------------------------------------------------------
+
+
+def cosine_delay(schedule: ScheduleSpec) -> int:
+    """Updates by which ``cosine`` starts late: ``warmup - 1`` (0 without warm-up).
+
+    Our composition (as timm's ``CosineLRScheduler`` with ``warmup_prefix=True``): warm up to
+    the base rate, then start the cosine, so update ``warmup`` has exactly ``base_lr`` and
+    the first cycle counts from there. (AlexeyAB's ``burn_in`` instead replaces ``sgdr``
+    during burn-in and SGDR keeps counting from batch 0, like timm's default.) Other
+    policies keep their own iteration numbers (steps at the iterations the config names)."""
+    return max(schedule.warmup - 1, 0) if schedule.policy == "cosine" else 0
 
 
 def _cosine_cycles(schedule: ScheduleSpec, last: int) -> _Cycles:
@@ -747,7 +758,9 @@ def _cosine_restarts(schedule: ScheduleSpec, updates: np.ndarray) -> np.ndarray:
 
 def _apply_warmup(schedule: ScheduleSpec, iterations: np.ndarray, rates: np.ndarray) -> np.ndarray:
     """Linear warm-up (ours): the u-th update (u = 1, 2, ...) uses ``rate * u / warmup`` while
-    ``u < warmup``, so the first update is never 0; composed after burn-in and the policy."""
+    ``u < warmup``, so the first update is never 0; composed after burn-in and the policy.
+    For ``cosine`` the policy starts after the warm-up (:func:`cosine_delay`), so ``rate`` is
+    the base rate there and the warm-up climbs to it."""
     if schedule.warmup <= 0:
         return rates.astype(np.float32)
     updates = np.asarray(iterations, dtype=np.int64) - first_iteration(schedule) + 1
@@ -781,8 +794,10 @@ def _structural_points(
         starts, omitted = _sgdr_cycles(schedule, last).restarts(last - 1, limit)
         points.extend((start + 1, "restart") for start in starts if policy_start < start + 1)
     elif schedule.policy == "cosine":
-        starts, omitted = _cosine_cycles(schedule, last - first).restarts(last - first, limit)
-        points.extend((first + start, "restart") for start in starts)
+        delay = cosine_delay(schedule)
+        span = last - first - delay
+        starts, omitted = _cosine_cycles(schedule, max(span, 0)).restarts(span, limit)
+        points.extend((first + delay + start, "restart") for start in starts)
     elif schedule.policy == "sigmoid" and first <= schedule.step <= last:
         points.append((schedule.step, "midpoint"))
     return points, omitted
