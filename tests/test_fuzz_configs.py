@@ -30,7 +30,8 @@ from engine.spec import ConfigError, RunSpec
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
-MAX_OUTPUT = 256_000  # bytes of stdout + stderr one fuzzed call may print
+MAX_OUTPUT = 256_000  # bytes of stdout + stderr one fuzzed call may print, plus
+PER_LINE = 500  # per input line (a net of 1,000 layers legitimately prints 1,000 table rows)
 HANG_SECONDS = 60  # a guard against hangs, not a timing assertion
 
 # ---- seeds ---------------------------------------------------------------------------------
@@ -269,8 +270,9 @@ def hang_guard(seconds: int = HANG_SECONDS):
         signal.signal(signal.SIGALRM, previous)
 
 
-def check_cli(args: list[str]) -> None:
-    """Exit 0 or 1, no exception escaping the command, bounded output."""
+def check_cli(args: list[str], lines: int = 0) -> None:
+    """Exit 0 or 1, no exception escaping the command, output bounded by the input's number
+    of ``lines`` (never by its length: a 5 MB line is not echoed)."""
     with hang_guard():
         result = runner.invoke(app, args)
     escaped = result.exception
@@ -279,7 +281,7 @@ def check_cli(args: list[str]) -> None:
     assert result.exit_code in (0, 1), (result.exit_code, result.output[-2000:])
     assert "Traceback" not in result.output
     size = len(result.stdout_bytes) + len(result.stderr_bytes or b"")
-    assert size < MAX_OUTPUT, f"{args[0]} printed {size:,} bytes"
+    assert size < MAX_OUTPUT + PER_LINE * lines, f"{args[0]} printed {size:,} bytes"
     if result.exit_code == 1:
         assert result.stderr.strip(), "exit 1 says why on stderr"
 
@@ -295,11 +297,12 @@ def check_load(path: Path) -> None:
     assert isinstance(run, RunSpec)
 
 
-def check_all(path: Path) -> None:
+def check_all(path: Path, *others: Path) -> None:
+    lines = sum(p.read_bytes().count(b"\n") for p in (path, *others))
     check_load(path)
-    check_cli(["inspect", str(path)])
-    check_cli(["inspect", str(path), "--format", "json"])
-    check_cli(["lr-schedule", str(path), "--iters", "300"])
+    check_cli(["inspect", str(path)], lines)
+    check_cli(["inspect", str(path), "--format", "json"], lines)
+    check_cli(["lr-schedule", str(path), "--iters", "300"], lines)
 
 
 FUZZ = settings(
@@ -336,7 +339,7 @@ def test_fuzzed_caffe_solver_and_net_exit_0_or_1(data):
             net_bytes = data.draw(mutate(net), label="net")
         solver_path.write_bytes(solver_bytes)
         net_path.write_bytes(net_bytes)
-        check_all(solver_path)
+        check_all(solver_path, net_path)
 
 
 @settings(FUZZ, max_examples=60)
