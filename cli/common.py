@@ -37,11 +37,69 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
-def report_diagnostics(diagnostics: Iterable, *, file=None) -> None:
-    """Print diagnostics, one per line, ``file:line: severity [key]: message``."""
-    out = file or sys.stderr
+MAX_SAME_DIAGNOSTIC = 5  # lines shown of one repeated problem (same severity, key, message)
+MAX_DIAGNOSTICS = 100  # lines shown in all
+MAX_ECHO_CHARS = 300  # characters of one diagnostic or echoed value
+
+
+def _printable(char: str) -> bool:
+    return char.isprintable() and not 0xD800 <= ord(char) <= 0xDFFF
+
+
+def _escaped(char: str) -> str:
+    """``\\xNN`` for a byte that was not UTF-8 (kept as a surrogate by ``surrogateescape``),
+    else the character's Python escape (``\\n``, ``\\x00``, ``\\ud800``)."""
+    if 0xDC80 <= ord(char) <= 0xDCFF:
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return char.encode("unicode_escape").decode("ascii")
+
+
+def clip_text(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """``text`` made safe to print and bounded: control characters and undecodable bytes
+    (surrogates from a binary file) escaped, and anything past ``limit`` characters cut with
+    ``… (N more characters)``."""
+    head = text[:limit]
+    if not all(_printable(char) for char in head):
+        head = "".join(char if _printable(char) else _escaped(char) for char in head)
+    if len(text) > limit:
+        head += f"… ({len(text) - limit:,} more characters)"
+    return head
+
+
+def diagnostic_lines(diagnostics: Iterable) -> list[str]:
+    """Diagnostics as lines ``file:line: severity [key]: message``, each clipped
+    (:func:`clip_text`), at most :data:`MAX_SAME_DIAGNOSTIC` of one repeated problem and
+    :data:`MAX_DIAGNOSTICS` in all; what is left out is counted (``… and 99,990 more``)."""
+    lines: list[str] = []
+    repeats: dict[tuple, int] = {}
+    hidden_repeats: dict[tuple, int] = {}
+    hidden = 0
     for diagnostic in diagnostics:
-        print(str(diagnostic), file=out)
+        group = (diagnostic.severity, diagnostic.key, diagnostic.message)
+        repeats[group] = repeats.get(group, 0) + 1
+        if repeats[group] > MAX_SAME_DIAGNOSTIC:
+            hidden_repeats[group] = hidden_repeats.get(group, 0) + 1
+        elif len(lines) >= MAX_DIAGNOSTICS:
+            hidden += 1
+        else:
+            lines.append(clip_text(str(diagnostic)))
+    for (severity, key, message), count in hidden_repeats.items():
+        if len(lines) >= MAX_DIAGNOSTICS:
+            hidden += count
+            continue
+        about = f" [{clip_text(key, 60)}]" if key else ""
+        lines.append(f"… and {count:,} more {severity}s{about} like '{clip_text(message, 80)}'")
+    if hidden:
+        lines.append(f"… and {hidden:,} more diagnostics")
+    return lines
+
+
+def report_diagnostics(diagnostics: Iterable, *, file=None) -> None:
+    """Print diagnostics, one per line, ``file:line: severity [key]: message``, capped and
+    clipped as :func:`diagnostic_lines` says."""
+    out = file or sys.stderr
+    for line in diagnostic_lines(diagnostics):
+        print(line, file=out)
 
 
 def fail_config(error) -> NoReturn:

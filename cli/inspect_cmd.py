@@ -11,6 +11,9 @@ import typer
 
 from cli.common import (
     EXIT_BAD_INPUT,
+    clip_text,
+    diagnostic_lines,
+    fail,
     fail_config,
     machine_format,
     stderr_console,
@@ -117,8 +120,8 @@ def _format_value(value: Any) -> str:
 
         return str(np.float32(value)) if np.isfinite(value) else str(value)
     if isinstance(value, tuple):
-        return ",".join(_format_value(v) for v in value) or "—"
-    return str(value)
+        return clip_text(",".join(_format_value(v) for v in value) or "—")
+    return clip_text(str(value))
 
 
 def layer_rows(run) -> list[dict[str, Any]]:
@@ -132,7 +135,7 @@ def layer_rows(run) -> list[dict[str, Any]]:
         rows.append(
             {
                 "index": shape.index,
-                "name": layer.name,
+                "name": clip_text(layer.name, 80),
                 "kind": layer.kind,
                 "settings": layer_summary(layer),
                 "phases": sorted(layer.phases),
@@ -142,11 +145,11 @@ def layer_rows(run) -> list[dict[str, Any]]:
                 "params": shape.param_count,
                 "stored": shape.stored_count,
                 "flops": shape.flops,
-                "origin": str(layer.origin),
+                "origin": clip_text(str(layer.origin)),
                 "blobs": [
                     {
                         "key": f"{layer.name}/{i}",
-                        "name": b.name,
+                        "name": clip_text(b.name, 80),
                         "shape": list(b.shape),
                         "learnable": b.learnable,
                         "lr_mult": b.mult.lr_mult,
@@ -160,12 +163,29 @@ def layer_rows(run) -> list[dict[str, Any]]:
 
 
 def update_rule_lines(run) -> tuple[list[str], list[str]]:
-    """The effective update rule with the config's numbers, and the darknet↔Caffe mapping."""
+    """The effective update rule with the config's numbers (the first update's rate), and the
+    darknet↔Caffe mapping. ``lr_series`` evaluates one iteration with the schedule's own state
+    (darknet ``random`` draws from a fresh glibc stream seeded with the config's seed)."""
     from engine.update.rules import describe_mapping, effective_update_lines
-    from engine.update.schedule import first_iteration, lr_at
+    from engine.update.schedule import first_iteration, lr_series
 
-    lr = lr_at(run.schedule, first_iteration(run.schedule))
+    first = first_iteration(run.schedule)
+    lr = float(lr_series(run.schedule, first, first)[0])
     return effective_update_lines(run.solver, lr), describe_mapping(run.solver)
+
+
+def memory_line(run) -> tuple[str, int]:
+    """One line estimating training memory (see ``engine.model.shapes``) and the byte count."""
+    from engine.model.shapes import estimate_training_memory, format_bytes, infer_shapes
+
+    batch = run.solver.minibatch
+    estimate = estimate_training_memory(infer_shapes(run.net), batch, run.solver.optimizer)
+    text = (
+        f"about {format_bytes(estimate.total)} at batch {batch} (parameters, gradients and "
+        f"history {format_bytes(estimate.parameters)}, activations and deltas "
+        f"{format_bytes(estimate.activations)}, conv scratch {format_bytes(estimate.scratch)})"
+    )
+    return text, estimate.total
 
 
 def _shape_text(shape: list[int]) -> str:
@@ -173,20 +193,24 @@ def _shape_text(shape: list[int]) -> str:
     return f"{c}" if h == 1 and w == 1 else f"{c}×{h}×{w}"
 
 
-def _render_text(run, rows, layers, update, mapping, convention) -> None:
+def _render_text(run, rows, layers, update, mapping, convention, memory) -> None:
+    """Config values are escaped (a layer named ``[/]`` is text, not Rich markup)."""
+    from rich.markup import escape
     from rich.table import Table
 
     out = stdout_console()
     out.print(
-        f"[bold]{run.config_path}[/bold]  format [cyan]{run.format}[/cyan]  "
-        f"semantics [cyan]{run.solver.semantics}[/cyan]  net [cyan]{run.net.name}[/cyan]  "
+        f"[bold]{escape(clip_text(run.config_path))}[/bold]  format [cyan]{run.format}[/cyan]  "
+        f"semantics [cyan]{run.solver.semantics}[/cyan]  "
+        f"net [cyan]{escape(clip_text(run.net.name, 80))}[/cyan]  "
         f"input {run.net.input.channels}×{run.net.input.height}×{run.net.input.width}"
     )
     settings = Table(title="Resolved settings", title_justify="left", show_edge=False)
     for column in ("field", "value", "origin"):
         settings.add_column(column)
     for key, value, origin in rows:
-        settings.add_row(key, value, origin, style="dim" if origin == "default" else None)
+        style = "dim" if origin == "default" else None
+        settings.add_row(key, escape(value), escape(origin), style=style)
     out.print(settings)
 
     table = Table(title="Layers", title_justify="left", show_edge=False)
@@ -206,10 +230,10 @@ def _render_text(run, rows, layers, update, mapping, convention) -> None:
         phase = "" if len(row["phases"]) == 2 else f" [{row['phases'][0]}]"
         table.add_row(
             str(row["index"]),
-            row["name"],
+            escape(row["name"]),
             row["kind"] + phase,
-            row["settings"],
-            ",".join(row["inputs"]),
+            escape(row["settings"]),
+            escape(",".join(row["inputs"])),
             _shape_text(row["input"]),
             _shape_text(row["output"]),
             f"{row['params']:,}",
@@ -228,10 +252,11 @@ def _render_text(run, rows, layers, update, mapping, convention) -> None:
     for line in mapping:
         out.print(f"  {line}", highlight=False)
     out.print(f"[bold]Schedule[/bold]: {convention}", highlight=False)
+    out.print(f"[bold]Memory[/bold] (training): {memory}", highlight=False)
     if run.diagnostics:
         out.print(f"[bold]Diagnostics[/bold] ({len(run.diagnostics)})")
-        for diagnostic in run.diagnostics:
-            out.print(f"  {diagnostic}", highlight=False, markup=False)
+        for line in diagnostic_lines(run.diagnostics):
+            out.print(f"  {line}", highlight=False, markup=False)
     else:
         out.print("[bold]Diagnostics[/bold]: none")
 
@@ -262,11 +287,15 @@ def inspect_command(
             run = with_semantics(run, semantics)
         rows = settings_rows(run)
         layers = layer_rows(run)
+        memory, memory_bytes = memory_line(run)
     except ConfigError as error:
         fail_config(error)
-    from engine.update.schedule import convention_note
+    from engine.update.schedule import ScheduleError, convention_note
 
-    update, mapping = update_rule_lines(run)
+    try:
+        update, mapping = update_rule_lines(run)
+    except ScheduleError as error:  # the readers reject what cannot be evaluated; a backstop
+        fail(f"{run.config_path}: {error}")
     convention = convention_note(run.schedule)
     if output_format == "json":
         document = {
@@ -282,11 +311,12 @@ def inspect_command(
             "update_rule": update,
             "mapping": mapping,
             "schedule_convention": convention,
-            "diagnostics": [str(d) for d in run.diagnostics],
+            "memory_bytes": memory_bytes,
+            "diagnostics": diagnostic_lines(run.diagnostics),
         }
         print(json.dumps(document, indent=2))
         return
-    _render_text(run, rows, layers, update, mapping, convention)
+    _render_text(run, rows, layers, update, mapping, convention, memory)
     if any(d.severity == "error" for d in run.diagnostics):
         stderr_console().print("config has errors")
         raise typer.Exit(EXIT_BAD_INPUT)

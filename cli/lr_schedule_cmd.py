@@ -119,7 +119,7 @@ def load_sources(configs: list[str], sets: list[str]) -> list[Source]:
         return [Source("--set options", schedule, schedule.max_iter)]
     sources = []
     for path in configs:
-        run = load_config(path, overrides)
+        run = load_config(path, overrides, check_memory=False)
         warnings = [d for d in run.diagnostics if d.severity == "warning"]
         report_diagnostics(warnings)
         updates = run.solver.max_iter or run.schedule.max_iter
@@ -130,21 +130,53 @@ def load_sources(configs: list[str], sets: list[str]) -> list[Source]:
 # ---- evaluation ------------------------------------------------------------------------------
 
 
+EXACT_LIMIT = 1_000_000  # up to this many updates every rate is computed for table and plot
+PLOT_SAMPLES = 4096  # iterations evaluated for the plot of a longer schedule
+MILESTONE_LIMIT = 1000  # step/restart points kept at each end of a long list
+
+
 @dataclass(frozen=True)
 class ScheduleCurve:
-    """A schedule evaluated over its iterations, with its milestones."""
+    """A schedule over ``first..last`` with its milestones. ``iterations``/``rates`` hold
+    every iteration up to :data:`EXACT_LIMIT` updates, else a sample (evenly spaced, plus
+    each milestone, the iteration before it and the tenths of the run) so that memory and
+    time stay bounded; CSV and JSON stream every iteration (:func:`iter_lr_chunks`).
+    ``omitted``: step/restart points left out of ``milestones`` (see ``MILESTONE_LIMIT``)."""
 
     source: Source
+    first: int
+    last: int
     iterations: object  # np.ndarray[int64]
     rates: object  # np.ndarray[float32]
     milestones: list[tuple[int, float, str]]
+    omitted: int = 0
+
+    @property
+    def updates(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def sampled(self) -> bool:
+        return len(self.iterations) < self.updates
+
+    def tenth(self, k: int) -> int:
+        """The iteration ``k/10`` of the way through the run."""
+        return self.first + self.updates * k // 10
+
+    def rate_at(self, iteration: int) -> float | None:
+        """The rate at ``iteration`` when it was evaluated (always for milestones and
+        tenths), else None."""
+        import numpy as np
+
+        index = int(np.searchsorted(self.iterations, iteration))
+        if index < len(self.iterations) and int(self.iterations[index]) == iteration:
+            return float(self.rates[index])
+        return None
 
 
 def compute_curves(sources: list[Source], iters: int | None) -> list[ScheduleCurve]:
     """Evaluate every schedule over ``N`` updates (darknet b = 1..N, Caffe it = 0..N-1)."""
-    import numpy as np
-
-    from engine.update.schedule import ScheduleError, first_iteration, lr_series, milestones
+    from engine.update.schedule import ScheduleError, first_iteration
 
     curves = []
     for source in sources:
@@ -155,15 +187,41 @@ def compute_curves(sources: list[Source], iters: int | None) -> list[ScheduleCur
                 "pass --iters N"
             )
         first = first_iteration(source.schedule)
-        last = first + updates - 1
         try:
-            rates = lr_series(source.schedule, first, last)
-            marks = milestones(source.schedule, last)
+            curves.append(evaluate_curve(source, first, first + updates - 1))
         except ScheduleError as error:
             fail(f"{source.label}: {error}")
-        iterations = np.arange(first, last + 1, dtype=np.int64)
-        curves.append(ScheduleCurve(source, iterations, rates, marks))
     return curves
+
+
+def evaluate_curve(source: Source, first: int, last: int) -> ScheduleCurve:
+    """Milestones (analytic) and the rates of every iteration, or of a sample."""
+    import numpy as np
+
+    from engine.update.schedule import lr_points, lr_series, milestones_with_count
+
+    schedule = source.schedule
+    marks, omitted = milestones_with_count(schedule, last, limit=MILESTONE_LIMIT)
+    if last - first + 1 <= EXACT_LIMIT:
+        iterations = np.arange(first, last + 1, dtype=np.int64)
+        rates = lr_series(schedule, first, last)
+    else:
+        iterations = sample_iterations(first, last, [it for it, _, _ in marks])
+        rates = lr_points(schedule, iterations)
+    return ScheduleCurve(source, first, last, iterations, rates, marks, omitted)
+
+
+def sample_iterations(first: int, last: int, marks: list[int]):
+    """Sorted distinct iterations: :data:`PLOT_SAMPLES` evenly spaced, each mark and the one
+    before it (so steps stay sharp in plots), and the tenths of the run."""
+    import numpy as np
+
+    updates = last - first + 1
+    even = np.linspace(first, last, PLOT_SAMPLES).round().astype(np.int64)
+    tenths = [first + updates * k // 10 for k in range(1, 10)]
+    around = [m - 1 for m in marks if m > first]
+    extra = np.array([*marks, *around, *tenths], dtype=np.int64)
+    return np.unique(np.concatenate([even, extra]))
 
 
 # ---- output ----------------------------------------------------------------------------------
@@ -196,10 +254,24 @@ def print_conventions(curves: list[ScheduleCurve], stream) -> None:
 
 
 def print_csv(curves: list[ScheduleCurve], stream) -> None:
-    """``iteration,lr`` (one schedule) or ``config,iteration,lr`` (several)."""
-    from cli.plotting import write_csv
+    """``iteration,lr`` (one schedule) or ``config,iteration,lr`` (several), every iteration,
+    streamed chunk by chunk (bounded memory however long the schedule)."""
+    import csv
 
-    write_csv(stream, to_plot_curves(curves))
+    from cli.plotting import format_value
+    from engine.update.schedule import ScheduleError, iter_lr_chunks
+
+    writer = csv.writer(stream, lineterminator="\n")
+    several = len(curves) > 1
+    writer.writerow(["config", "iteration", "lr"] if several else ["iteration", "lr"])
+    for curve in curves:
+        try:
+            for its, rates in iter_lr_chunks(curve.source.schedule, curve.first, curve.last):
+                values = [format_value(v) for v in rates.tolist()]
+                for it, value in zip(its.tolist(), values, strict=True):
+                    writer.writerow([curve.source.label, it, value] if several else [it, value])
+        except ScheduleError as error:
+            fail(f"{curve.source.label}: {error}")
 
 
 def json_number(value: float) -> float | None:
@@ -210,16 +282,25 @@ def json_number(value: float) -> float | None:
 
 
 def print_json(curves: list[ScheduleCurve], stream) -> None:
-    """A list of ``{"iteration", "lr"}`` objects (plus ``"config"`` with several)."""
+    """A list of ``{"iteration", "lr"}`` objects (plus ``"config"`` with several), written
+    as ``json.dump`` would, streamed chunk by chunk."""
+    from engine.update.schedule import ScheduleError, iter_lr_chunks
+
     several = len(curves) > 1
-    rows = []
+    stream.write("[")
+    separator = ""
     for curve in curves:
-        for it, lr in zip(curve.iterations.tolist(), curve.rates.tolist(), strict=True):
-            row = {"config": curve.source.label} if several else {}
-            row.update(iteration=it, lr=json_number(lr))
-            rows.append(row)
-    json.dump(rows, stream)
-    stream.write("\n")
+        try:
+            chunks = iter_lr_chunks(curve.source.schedule, curve.first, curve.last)
+            for its, rates in chunks:
+                for it, lr in zip(its.tolist(), rates.tolist(), strict=True):
+                    row = {"config": curve.source.label} if several else {}
+                    row.update(iteration=it, lr=json_number(lr))
+                    stream.write(separator + json.dumps(row))
+                    separator = ", "
+        except ScheduleError as error:
+            fail(f"{curve.source.label}: {error}")
+    stream.write("]\n")
 
 
 def describe(schedule) -> str:
@@ -277,10 +358,11 @@ def print_table(curves: list[ScheduleCurve], console) -> None:
     console.print(table)
     for curve in curves:
         rates = curve.rates
+        where = f" at the {len(rates):,} iterations sampled" if curve.sampled else ""
         console.print(
-            f"{curve.source.label}: {len(rates)} updates, iterations "
-            f"{int(curve.iterations[0])}..{int(curve.iterations[-1])}, "
-            f"lr from {float(rates.min()):.9g} to {float(rates.max()):.9g}"
+            f"{curve.source.label}: {curve.updates:,} updates, iterations "
+            f"{curve.first}..{curve.last}, "
+            f"lr from {float(rates.min()):.9g} to {float(rates.max()):.9g}{where}"
         )
 
 
@@ -297,22 +379,26 @@ def milestone_rows(curves: list[ScheduleCurve]) -> list[tuple[str, ...]]:
             events.setdefault(it, []).append(tag)
         if curve.source.schedule.policy not in PIECEWISE_CONSTANT:
             # a continuous curve changes every iteration: show it at tenths of the run too
-            iterations = curve.iterations
             for tenth in range(1, 10):
-                events.setdefault(int(iterations[len(iterations) * tenth // 10]), [])
+                events.setdefault(curve.tenth(tenth), [])
     rows = []
     for it in sorted(events):
         cells = []
         for curve in curves:
-            offset = it - int(curve.iterations[0])
-            inside = 0 <= offset < len(curve.rates)
-            cells.append(format_value(float(curve.rates[offset])) if inside else "")
+            rate = curve.rate_at(it) if curve.first <= it <= curve.last else None
+            cells.append("" if rate is None else format_value(rate))
         rows.append((str(it), *cells, ", ".join(events[it])))
-    if len(rows) > MAX_TABLE_ROWS:
+    omitted = sum(curve.omitted for curve in curves)
+    if len(rows) > MAX_TABLE_ROWS or omitted:
         half = MAX_TABLE_ROWS // 2
-        skipped = len(rows) - 2 * half
-        gap = ("…", *([""] * len(curves)), f"({skipped} more milestones)")
-        rows = [*rows[:half], gap, *rows[-half:]]
+        skipped = max(len(rows) - 2 * half, 0)
+        note = f"({skipped} more milestones)" if skipped else ""
+        if omitted:
+            note = (note + " " if note else "") + (
+                f"({omitted:,} more step/restart points not evaluated)"
+            )
+        gap = ("…", *([""] * len(curves)), note)
+        rows = [*rows[:half], gap, *rows[-half:]] if skipped else [*rows[:half], gap, *rows[half:]]
     return rows
 
 
@@ -353,6 +439,14 @@ def write_file(path: Path, curves: list[ScheduleCurve], *, log_y: bool) -> None:
     from cli.plotting import PlotError, write_plot_file
 
     title = "\n".join(describe(c.source.schedule) for c in curves)
+    if path.suffix.lower() == ".csv":  # every iteration, streamed (plots use the sample)
+        try:
+            with open(path, "w", newline="", encoding="utf-8") as stream:
+                print_csv(curves, stream)
+        except OSError as error:
+            fail(f"{path}: {error.strerror or error}")
+        print(f"wrote {path}", file=sys.stderr)
+        return
     try:
         if path.suffix.lower() == ".json":
             with open(path, "w", encoding="utf-8") as stream:

@@ -183,7 +183,9 @@ def run_from_folder(folder):
     text = folder.original_config_text()
     config_path = info["config_path"]
     source = "-" if config_path == "<stdin>" else config_path
-    return load_config(source, overrides, text=text), overrides, saved
+    copies = sorted(folder.path.glob("config.original*"))  # problems are in the saved copy
+    shown = str(copies[0]) if copies else None
+    return load_config(source, overrides, text=text, shown_as=shown), overrides, saved
 
 
 def _resume_conflicts(

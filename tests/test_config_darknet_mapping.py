@@ -441,7 +441,7 @@ def test_no_layers_is_an_error():
 
 def test_every_error_is_collected():
     errors = cfg_errors(IMAGE + "momentum=x\n[convolutional]\nsize=0\n[crop]\n")
-    assert {e.key for e in errors} == {"momentum", "size", None}
+    assert {e.key for e in errors} == {"momentum", "size", "crop"}
 
 
 # -- overrides ------------------------------------------------------------------------------

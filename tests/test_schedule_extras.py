@@ -118,3 +118,20 @@ def test_darknet_series_equals_pointwise(
     pointwise = [lr_at(schedule, b, rand_state=stream) for b in range(first, first + count)]
     assert series.dtype == np.float32
     np.testing.assert_array_equal(series, np.float32(pointwise))
+
+
+@pytest.mark.parametrize("convention", ["darknet", "caffe"])
+def test_warmup_with_cosine_climbs_to_the_base_rate_then_starts_the_cosine(convention):
+    """Issue 17 item 14 (timm's warmup_prefix=True): update u < W uses base·u/W, update W
+    the base rate, and the cosine's first cycle counts from there."""
+    schedule = spec(
+        convention, "cosine", max_iter=40, cycle=10, cycle_mult=1.0, warmup=5, lr_min=0.0
+    )
+    first = 1 if convention == "darknet" else 0
+    rates = lr_series(schedule, first, first + 24)
+    cosine = [0.05 * (1 + math.cos(math.pi * t / 10)) for t in range(10)]
+    expected = [0.1 * u / 5 for u in range(1, 5)] + cosine + cosine + [0.1]
+    np.testing.assert_allclose(rates, np.float32(expected), rtol=1e-6)
+    marks = {it: reason for it, _, reason in milestones(schedule, first + 24)}
+    assert marks[first + 4] == "warm-up end"
+    assert marks[first + 14] == "restart" and marks[first + 24] == "restart"

@@ -14,6 +14,7 @@ Public API:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,15 +64,15 @@ def read_config_text(path: str) -> str:
         import sys
 
         return sys.stdin.read()
+    from engine.config.files import UnreadableFile, read_config_file
+
     try:
-        return Path(path).read_text(encoding="utf-8", errors="surrogateescape")
-    except FileNotFoundError:
-        message = "no such file (nor a built-in config: " + ", ".join(builtin_names()) + ")"
+        return read_config_file(path)
+    except UnreadableFile as exc:
+        message = str(exc)
+        if message == "no such file":
+            message += " (nor a built-in config: " + ", ".join(builtin_names()) + ")"
         raise ConfigError([Diagnostic("error", path, None, None, message)]) from None
-    except IsADirectoryError:
-        raise ConfigError([Diagnostic("error", path, None, None, "is a directory")]) from None
-    except OSError as exc:
-        raise ConfigError([Diagnostic("error", path, None, None, str(exc))]) from None
 
 
 def load_config(
@@ -79,10 +80,36 @@ def load_config(
     overrides: Sequence[Override] = (),
     *,
     text: str | None = None,
+    check_memory: bool = True,
+    shown_as: str | None = None,
 ) -> RunSpec:
     """Parse a config into a RunSpec, applying ``--set`` overrides (the config's own key
     names). ``path == "-"`` reads standard input (``text`` may be given instead); a built-in
-    name reads the shipped config (:func:`engine.config.builtin.locate_config`)."""
+    name reads the shipped config (:func:`engine.config.builtin.locate_config`).
+
+    With ``check_memory`` (the default), a net whose training would need more memory than
+    this machine has is a ConfigError naming its largest layer (``[connected] output=
+    2147483647`` asks for TiB): ``train`` refuses it before creating anything.
+
+    ``shown_as`` names the file that diagnostics about the config text report (a run folder's
+    saved ``config.original.cfg`` read for ``--resume``, rather than the original path whose
+    file may since have changed); relative paths still resolve from ``path``."""
+    if shown_as is None:
+        return _load(path, overrides, text, check_memory)
+    shown = "<stdin>" if path == "-" else path
+    try:
+        run = _load(path, overrides, text, check_memory)
+    except ConfigError as error:
+        raise ConfigError(_relabel(error.diagnostics, shown, shown_as)) from None
+    return dataclasses.replace(run, diagnostics=_relabel(run.diagnostics, shown, shown_as))
+
+
+def _relabel(diagnostics, old: str, new: str) -> tuple[Diagnostic, ...]:
+    return tuple(dataclasses.replace(d, file=new) if d.file == old else d for d in diagnostics)
+
+
+def _load(path: str, overrides: Sequence[Override], text: str | None, check_memory: bool):
+    """:func:`load_config` without relabelling."""
     path = locate_config(path)
     if text is None:
         text = read_config_text(path)
@@ -90,10 +117,16 @@ def load_config(
     if detect_format(path, text) == "darknet":
         from engine.config.darknet import load_darknet
 
-        return load_darknet(display_path, text, overrides)
-    from engine.config.caffe import load_caffe
+        run = load_darknet(display_path, text, overrides)
+    else:
+        from engine.config.caffe import load_caffe
 
-    return load_caffe(display_path, text, overrides)
+        run = load_caffe(display_path, text, overrides)
+    if check_memory:
+        from engine.model.shapes import check_training_memory
+
+        check_training_memory(run.net, run.solver.minibatch, run.solver.optimizer)
+    return run
 
 
 def schedule_from_options(overrides: Sequence[Override]) -> ScheduleSpec:

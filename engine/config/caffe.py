@@ -12,11 +12,13 @@ Public API (called by ``engine.config``): :func:`load_caffe`, :data:`CAFFE_SCHED
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from engine.config.caffe_net import BuiltNet, NetState, build_net
-from engine.config.caffe_schema import SOLVER, Msg, Reporter, validate
+from engine.config.caffe_schema import SOLVER, FieldDef, Msg, Reporter, convert_scalar, validate
 from engine.config.caffe_solver import (
     CAFFE_SCHEDULE_KEYS,
     OVERRIDE,
@@ -26,13 +28,15 @@ from engine.config.caffe_solver import (
     schedule_from_solver,
     solver_from_msg,
 )
-from engine.config.caffe_yaml import looks_like_yaml, parse_yaml
+from engine.config.caffe_yaml import looks_like_yaml, loose_scalar, parse_yaml
+from engine.config.files import UnreadableFile, read_config_file
 from engine.config.prototxt import TextMessage, parse_text_format
 from engine.spec import ConfigError, Diagnostic, Origin, RunSpec, ScheduleSpec
 
 __all__ = ["CAFFE_SCHEDULE_KEYS", "caffe_schedule_from_options", "load_caffe"]
 
 YAML_SUFFIXES = (".yaml", ".yml")
+BATCH_SIZE_FIELD = FieldDef("uint32")
 TEXT_SUFFIXES = (".prototxt", ".pt", ".pbtxt", ".txt")
 NET_SOURCES = ("net", "net_param", "train_net", "train_net_param")
 
@@ -60,7 +64,8 @@ def _reject_bare_net(tree: TextMessage, path: str) -> None:
             "this is a net definition, not a solver; point dnupdate at the solver file "
             '(which names this net with net: "...")'
         )
-        raise ConfigError([Diagnostic("error", path, None, None, message)])
+        layer = next(f for f in tree.fields if f.name in ("layer", "layers"))
+        raise ConfigError([Diagnostic("error", path, layer.line, layer.name, message)])
 
 
 def _net_states(solver: Msg, net: Msg) -> dict[str, NetState]:
@@ -83,16 +88,16 @@ def _read_net_file(solver: Msg, key: str, solver_path: str, reporter: Reporter):
     Caffe does), read and parse it."""
     name = solver.get(key)
     where = solver.origin_of(key)
-    candidates = [Path(solver_path).parent / name, Path(name)]
-    found = next((c for c in candidates if c.is_file()), None)
+    candidates = [str(Path(solver_path).parent / name), name]
+    found = next((c for c in candidates if os.path.exists(c)), None)
     if found is None:
-        tried = " or ".join(dict.fromkeys(str(c) for c in candidates))
+        tried = " or ".join(dict.fromkeys(candidates))
         reporter.error(where, key, f"net file {name!r} not found (looked for {tried})")
         return None, ""
-    net_path = str(found)
+    net_path = found
     try:
-        text = found.read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError as exc:
+        text = read_config_file(net_path)
+    except UnreadableFile as exc:
         reporter.error(where, key, f"cannot read net file {net_path}: {exc}")
         return None, ""
     tree = parse_tree(net_path, text)
@@ -125,6 +130,32 @@ def load_net(solver: Msg, solver_path: str, reporter: Reporter) -> tuple[Msg | N
     return _read_net_file(solver, key, solver_path, reporter)
 
 
+# --set keys that change the net rather than the solver.
+NET_OVERRIDES = frozenset({"batch_size"})
+
+
+def with_batch_size(built: BuiltNet, text: str, reporter: Reporter) -> BuiltNet:
+    """``--set batch_size=N``: the TRAIN data layer's ``batch_size`` (``data_param``,
+    ``hdf5_data_param`` or an ``Input`` shape's first dimension) becomes N; the TEST layer
+    keeps its own."""
+    value, problem = convert_scalar(loose_scalar(text, None), BATCH_SIZE_FIELD)
+    if problem is None and value <= 0:
+        problem = "must be > 0"
+    if problem is not None:
+        reporter.error(OVERRIDE, "batch_size", f"bad value for 'batch_size': {problem}")
+        return built
+    data = built.data
+    train = dataclasses.replace(data.train, batch_size=value)
+    test = train if data.test is data.train else data.test
+    origins = {**built.origins, "data.train.batch_size": OVERRIDE}
+    return dataclasses.replace(
+        built,
+        data=dataclasses.replace(data, train=train, test=test),
+        minibatch=(value, OVERRIDE),
+        origins=origins,
+    )
+
+
 def load_caffe(path: str, text: str, overrides: Sequence[tuple[str, str]]) -> RunSpec:
     """A Caffe solver (text format or YAML) plus ``--set`` overrides → RunSpec.
 
@@ -135,6 +166,8 @@ def load_caffe(path: str, text: str, overrides: Sequence[tuple[str, str]]) -> Ru
     tree = parse_tree(path, text)
     _reject_bare_net(tree, path)
     solver = validate(tree, "SolverParameter", path, reporter)
+    net_overrides = [(k, v) for k, v in overrides if k in NET_OVERRIDES]
+    overrides = [(k, v) for k, v in overrides if k not in NET_OVERRIDES]
     apply_overrides(solver, overrides, reporter)
     check_schedule(solver, reporter)
     if solver.has("weights"):
@@ -148,6 +181,9 @@ def load_caffe(path: str, text: str, overrides: Sequence[tuple[str, str]]) -> Ru
     built: BuiltNet | None = None
     if net_msg is not None:
         built = build_net(net_msg, net_path, _net_states(solver, net_msg), reporter)
+    if built is not None:
+        for _, value in net_overrides:
+            built = with_batch_size(built, value, reporter)
     reporter.check()
     if built is None:  # pragma: no cover - build_net reports an error whenever it gives up
         raise ConfigError(reporter.items)

@@ -11,6 +11,7 @@ suggestion), wrong scalar types, enum names that do not exist, and a singular fi
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -60,8 +61,16 @@ class Reporter:
 
 
 def close_matches(word: str, candidates: Iterable[str]) -> str:
-    """``"; did you mean 'a' or 'b'?"`` for the closest candidates, or ``""``."""
-    by_lower = {c.lower(): c for c in sorted(candidates)}
+    """``"; did you mean 'a' or 'b'?"`` for the closest candidates, or ``""`` (memoised: a
+    file repeating one unknown field 100,000 times must not run difflib 100,000 times)."""
+    if len(word) > 100:  # no field name is that long; difflib would be slow for nothing
+        return ""
+    return _close_matches(word, tuple(sorted(candidates)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _close_matches(word: str, candidates: tuple[str, ...]) -> str:
+    by_lower = {c.lower(): c for c in candidates}
     found = [by_lower[f] for f in difflib.get_close_matches(word.lower(), by_lower, 3, 0.6)]
     if not found:
         return ""
@@ -618,9 +627,31 @@ class _Validator:
             self.reporter.error(where, name, f"{name!r} {problem}")
             return None
         typed, problem = convert_scalar(value, definition)
+        if problem is None:
+            problem = not_finite_problem(typed, definition)
+            typed = None if problem else typed
         if problem is not None:
             self.reporter.error(where, name, f"bad value for {name!r} in {context}: {problem}")
         return typed
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def not_finite_problem(value: object, definition: FieldDef) -> str | None:
+    """Why a float value is refused: NaN, ±inf, or past float32's range for a ``float`` field
+    (which protobuf stores as inf). Caffe accepts them (protobuf parses ``nan``/``inf``), but
+    no hyper-parameter means anything as one: a NaN ``base_lr`` makes every weight NaN at the
+    first update, which would look like divergence."""
+    if definition.type not in ("float", "double") or not isinstance(value, float):
+        return None
+    if math.isnan(value):
+        return "NaN is not a finite number"
+    if math.isinf(value):
+        return f"{value} is not a finite number"
+    if definition.type == "float" and abs(value) > FLOAT32_MAX:
+        return f"{value:g} overflows float32 (the field's type) to infinity"
+    return None
 
 
 def validate(tree: TextMessage, type_name: str, file: str, reporter: Reporter) -> Msg:

@@ -11,8 +11,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.config.caffe_schema import SOLVER, Msg, Reporter, close_matches, convert_scalar
+from engine.config.caffe_schema import (
+    SOLVER,
+    Msg,
+    Reporter,
+    close_matches,
+    convert_scalar,
+    not_finite_problem,
+)
 from engine.config.caffe_yaml import loose_scalar
+from engine.config.key_names import other_framework_hint
 from engine.spec import DEFAULT, Origin, ScheduleSpec, SolverSpec
 
 OVERRIDE = Origin("--set")
@@ -104,7 +112,7 @@ def apply_overrides(
     for key, text in overrides:
         definition = SOLVER.get(key) if key in names else None
         if definition is None:
-            hint = close_matches(key, names)
+            hint = other_framework_hint(key, "caffe") or close_matches(key, names)
             reporter.error(OVERRIDE, key, f"unknown solver key {key!r}{hint}")
             continue
         if definition.type == "message":
@@ -113,6 +121,8 @@ def apply_overrides(
         values = []
         for item in _override_values(text, definition.repeated):
             value, problem = convert_scalar(loose_scalar(item, None), definition)
+            if problem is None:
+                problem = not_finite_problem(value, definition)
             if problem is not None:
                 reporter.error(OVERRIDE, key, f"bad value for {key!r}: {problem}")
                 break
@@ -161,6 +171,13 @@ def check_schedule(solver: Msg, reporter: Reporter) -> None:
     # GetLearningRate: CHECK_GE(gamma, 0) in these branches (not in fixed or poly)
     if policy in ("step", "exp", "inv", "multistep", "sigmoid") and solver.get("gamma") < 0:
         reporter.error(solver.origin_of("gamma"), "gamma", f"{policy!r} needs gamma >= 0")
+    if solver.get("base_lr") < 0:
+        reporter.warn(
+            solver.origin_of("base_lr"),
+            "base_lr",
+            f"base_lr={solver.get('base_lr'):g} is negative: Caffe accepts it and every "
+            "update climbs the loss instead of descending it",
+        )
     steps = solver.get("stepvalue")
     for index in range(1, len(steps)):
         if steps[index] <= steps[index - 1]:

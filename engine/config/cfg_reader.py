@@ -164,7 +164,7 @@ def read_data_options(path: str, text: str, sink: DiagnosticSink) -> list[CfgOpt
     options: list[CfgOption] = []
     for number, stripped in content_lines(text):
         if stripped.startswith("["):
-            sink.error(path, number, None, f"a .data file has no sections, found {stripped}")
+            sink.error(path, number, stripped.strip("[]")[:40], "a .data file has no sections")
             continue
         option = parse_option_line(stripped, number, path, sink)
         if option is not None:

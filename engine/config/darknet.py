@@ -77,10 +77,17 @@ def network_name(path: str) -> str:
     return path.strip("<>") if path.startswith("<") else Path(path).stem
 
 
+def section_key(section: CfgSection) -> str:
+    """The key a diagnostic about a whole section names: its type without brackets,
+    shortened (a garbled header can be a whole long line)."""
+    name = section.name
+    return name if len(name) <= 40 else name[:40] + "…"
+
+
 def check_first_section(path: str, sections: list[CfgSection], sink: DiagnosticSink) -> bool:
     """darknet: the first section must be ``[net]`` or ``[network]``."""
     if not sections:
-        sink.error(path, None, None, "no sections: a darknet cfg starts with [net]")
+        sink.error(path, 1, "net", "no sections: a darknet cfg starts with [net]")
         return False
     first = sections[0]
     if first.name in NET_SECTIONS:
@@ -88,7 +95,7 @@ def check_first_section(path: str, sections: list[CfgSection], sink: DiagnosticS
     sink.error(
         path,
         first.line,
-        None,
+        section_key(first),
         f"first section is {first.type}: it must be [net] or [network] (darknet: "
         '"First section must be [net] or [network]")',
     )
@@ -117,15 +124,15 @@ def classify_section(path: str, section: CfgSection, sink: DiagnosticSink) -> st
             sink.error(
                 path,
                 section.line,
-                None,
+                section_key(section),
                 f"unsupported layer type {section.type} (darknet knows it, dnupdate trains "
                 f"classifiers only: {', '.join(SUPPORTED_SECTIONS)})",
             )
             return None
         if name in NET_SECTIONS:
-            sink.error(path, section.line, None, f"a second {section.type} section")
+            sink.error(path, section.line, name, f"a second {section.type} section")
             return None
-    sink.error(path, section.line, None, unknown_section_message(section))
+    sink.error(path, section.line, section_key(section), unknown_section_message(section))
     return None
 
 
@@ -135,6 +142,7 @@ def parse_layers(
     input_shape: Shape,
     sink: DiagnosticSink,
     shapes: list[Shape] | None = None,
+    net_line: int | None = None,
 ) -> tuple[list[LayerSpec], dict[str, Origin]]:
     """Parse the layer sections in order, passing shapes along as darknet's parser does
     (each built layer's output shape is appended to ``shapes`` when given). After a layer
@@ -168,7 +176,7 @@ def parse_layers(
         origins.update(layer_origins(kind, ctx))
         warn_unused(table)
     if not sections:
-        sink.error(path, None, None, "the network has no layers after [net]")
+        sink.error(path, net_line, "net", "the network has no layers after [net]")
     return layers, origins
 
 
@@ -208,7 +216,9 @@ def parse_darknet(
     net_options = read_net(net_table)
     data = read_data(net_table, net_options.solver.minibatch, base_directory(path))
     shape = input_shape_of(net_options.input, net_options.input_is_image)
-    layers, layer_origin_map = parse_layers(path, sections[1:], shape, sink, shapes)
+    layers, layer_origin_map = parse_layers(
+        path, sections[1:], shape, sink, shapes, sections[0].line
+    )
     sink.raise_if_errors()
     origins = {**net_options.origins, **layer_origin_map}
     origins["data.train.source"] = origins["data.test.source"] = data.train.origin

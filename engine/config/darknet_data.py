@@ -18,6 +18,7 @@ from engine.config.cfg_reader import read_data_options
 from engine.config.darknet_diagnostics import DiagnosticSink
 from engine.config.darknet_options import OptionTable
 from engine.config.darknet_values import c_atoi, float32
+from engine.config.files import UnreadableFile, read_config_file
 from engine.spec import DEFAULT, DataSourceSpec, DataSpec, Origin
 
 # Built-in dataset names and their number of classes.
@@ -44,7 +45,7 @@ def resolve_path(value: str, base_dir: Path | None) -> str:
     if os.path.isabs(value) or base_dir is None or os.path.exists(value):
         return value
     candidate = base_dir / value
-    return str(candidate) if candidate.exists() else value
+    return str(candidate) if os.path.exists(candidate) else value
 
 
 def is_path_like(value: str) -> bool:
@@ -54,8 +55,8 @@ def is_path_like(value: str) -> bool:
 def read_data_file(path: str, where: Origin, sink: DiagnosticSink) -> tuple[str, str | None, int]:
     """(train source, valid source or None, classes) from a darknet ``.data`` file."""
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError as exc:
+        text = read_config_file(path)
+    except UnreadableFile as exc:
         sink.error(where.file, where.line, "data", f"cannot read .data file {path}: {exc}")
         return path, None, 0
     options = {}

@@ -11,14 +11,22 @@ class DiagnosticSink:
 
     def __init__(self) -> None:
         self.items: list[Diagnostic] = []
+        self._seen: set[Diagnostic] = set()
+
+    def _add(self, diagnostic: Diagnostic) -> None:
+        """Record once: a key looked up twice (``max_batches`` by the schedule and the
+        solver) must not report the same problem twice."""
+        if diagnostic not in self._seen:
+            self._seen.add(diagnostic)
+            self.items.append(diagnostic)
 
     def error(self, file: str, line: int | None, key: str | None, message: str) -> None:
         """Record an error (the read will fail)."""
-        self.items.append(Diagnostic("error", file, line, key, message))
+        self._add(Diagnostic("error", file, line, key, message))
 
     def warning(self, file: str, line: int | None, key: str | None, message: str) -> None:
         """Record a warning (reported, the read goes on)."""
-        self.items.append(Diagnostic("warning", file, line, key, message))
+        self._add(Diagnostic("warning", file, line, key, message))
 
     @property
     def has_errors(self) -> bool:

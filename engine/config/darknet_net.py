@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from engine.config.darknet_options import OVERRIDE_FILE, OptionTable
 from engine.config.darknet_schedule import CONDITIONAL_KEYS, SCHEDULE_FIELDS, read_schedule
 from engine.config.darknet_values import float32
+from engine.config.key_names import other_framework_hint
 from engine.spec import ConfigError, Diagnostic, InputSpec, Origin, ScheduleSpec, SolverSpec
 
 # Every [net] key pjreddie's parse_net_options reads.
@@ -88,8 +89,10 @@ def check_override_keys(overrides: Mapping[str, str], known: frozenset[str]) -> 
     for key in overrides:
         if key in known:
             continue
-        close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        close = difflib.get_close_matches(key[:100], sorted(known), n=3, cutoff=0.6)
+        hint = other_framework_hint(key, "darknet")
+        if not hint and close:
+            hint = f"; did you mean {', '.join(close)}?"
         diagnostics.append(
             Diagnostic(
                 "error",

@@ -7,11 +7,19 @@ up before the file. Every value keeps its :class:`engine.spec.Origin`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from engine.config.cfg_reader import CfgOption, CfgSection
 from engine.config.darknet_diagnostics import DiagnosticSink
-from engine.config.darknet_values import INT32_MAX, INT32_MIN, c_atof, c_atoi, float32
+from engine.config.darknet_values import (
+    INT32_MAX,
+    INT32_MIN,
+    c_atof,
+    c_atoi,
+    float32,
+    non_ascii_digit,
+)
 from engine.spec import DEFAULT, Origin
 
 OVERRIDE_FILE = "--set"
@@ -117,7 +125,11 @@ class OptionTable:
 
     def get_float(self, key: str, default: float) -> float:
         """``option_find_float``: ``atof`` of the value rounded to float32, or the default
-        (also rounded to float32, as darknet stores it in a ``float``)."""
+        (also rounded to float32, as darknet stores it in a ``float``).
+
+        ``nan``, ``inf`` and values past float32's range (``1e39`` → inf) are errors: darknet's
+        ``atof`` accepts them, but no hyper-parameter is meaningful as one (a NaN rate makes
+        every weight NaN at the first update, which would look like divergence)."""
         value, _, line = self.find(key)
         if value is None:
             return float32(default)
@@ -125,7 +137,12 @@ class OptionTable:
         if not self._check_number(key, line, value, number, rest, "a number", default):
             return float32(default)
         assert number is not None
-        return float32(number)
+        rounded = float32(number)
+        if not math.isfinite(rounded):
+            file, where = self._where(key, line)
+            self.sink.error(file, where, key, not_finite_message(value, number))
+            return float32(default)
+        return rounded
 
     def get_flag(self, key: str) -> bool:
         """An int key used as a boolean (darknet tests ``if (x)``): nonzero is true."""
@@ -135,9 +152,7 @@ class OptionTable:
         """Report a value that is not (only) a number. Returns False when it has none."""
         file, where = self._where(key, line)
         if number is None:
-            self.sink.error(
-                file, where, key, f"'{value}' is not {what} (darknet would silently read 0)"
-            )
+            self.sink.error(file, where, key, not_a_number_message(value, what))
             return False
         if rest:
             if file == OVERRIDE_FILE:
@@ -162,3 +177,23 @@ class OptionTable:
             for key, option in self.first.items()
             if key not in self.used and option.value is not None
         ]
+
+
+def not_a_number_message(value: str, what: str) -> str:
+    """'... is not an integer', naming a non-ASCII digit (which C's atoi/atof do not read)."""
+    digit = non_ascii_digit(value)
+    if digit is not None:
+        return (
+            f"'{value}' is not {what}: {digit!r} is not an ASCII digit (darknet's atoi/atof "
+            "read only 0-9, so darknet would silently read 0)"
+        )
+    return f"'{value}' is not {what} (darknet would silently read 0)"
+
+
+def not_finite_message(value: str, number: float) -> str:
+    """Why a non-finite (or float32-overflowing) value is refused."""
+    if math.isnan(number):
+        return f"'{value}' is NaN: a hyper-parameter must be a finite number"
+    if math.isinf(number):
+        return f"'{value}' is infinite: a hyper-parameter must be a finite number"
+    return f"'{value}' overflows float32 (darknet's float) to infinity"

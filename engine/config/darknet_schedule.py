@@ -16,8 +16,10 @@ Extensions beyond pjreddie, documented as such:
 
 from __future__ import annotations
 
-from engine.config.darknet_options import OptionTable
-from engine.config.darknet_values import c_atof, c_atoi, float32
+import math
+
+from engine.config.darknet_options import OptionTable, not_a_number_message, not_finite_message
+from engine.config.darknet_values import INT32_MAX, INT32_MIN, c_atof, c_atoi, float32
 from engine.spec import ScheduleSpec
 
 PJREDDIE_POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random")
@@ -118,7 +120,10 @@ def read_list_int(table: OptionTable, key: str, item: str) -> int:
     """One ``atoi`` list entry; no digits → error, trailing garbage → warning."""
     number, rest = c_atoi(item)
     if number is None:
-        table.error(key, f"entry '{item}' is not an integer (darknet would read 0)")
+        table.error(key, "entry " + not_a_number_message(item, "an integer"))
+        return 0
+    if not INT32_MIN <= number <= INT32_MAX:
+        table.error(key, f"entry '{item}' does not fit in a C int")
         return 0
     if rest:
         table.warning(key, f"trailing '{rest}' after {number} is ignored, as atoi does")
@@ -129,7 +134,10 @@ def read_list_float(table: OptionTable, key: str, item: str) -> float:
     """One ``atof`` list entry; no number → error, trailing garbage → warning."""
     number, rest = c_atof(item)
     if number is None:
-        table.error(key, f"entry '{item}' is not a number (darknet would read 0)")
+        table.error(key, "entry " + not_a_number_message(item, "a number"))
+        return 0.0
+    if not math.isfinite(float32(number)):
+        table.error(key, "entry " + not_finite_message(item, number))
         return 0.0
     if rest:
         table.warning(key, f"trailing '{rest}' after {number!r} is ignored, as atof does")
@@ -160,7 +168,9 @@ def read_schedule(table: OptionTable) -> ScheduleSpec:
         fields["lr_min"] = table.get_float("learning_rate_min", 1e-5)
     warmup = table.get_int("warmup", 0)
     seed = table.get_int("seed", 0)
-    warn_schedule_quirks(table, policy, burn_in, max_batches, warmup, fields)
+    warn_schedule_quirks(
+        table, policy, burn_in, max_batches, warmup, {**fields, "base_lr": base_lr}
+    )
     return ScheduleSpec(
         convention="darknet",
         policy=policy,
@@ -177,7 +187,27 @@ def read_schedule(table: OptionTable) -> ScheduleSpec:
 def warn_schedule_quirks(
     table: OptionTable, policy: str, burn_in: int, max_batches: int, warmup: int, fields: dict
 ) -> None:
-    """Warnings for schedule values darknet accepts but that rarely mean what users think."""
+    """Errors for schedule values darknet cannot evaluate (it would crash or loop), and
+    warnings for values it accepts but that rarely mean what users think."""
+    base_lr = fields.get("base_lr", 0.0)
+    if base_lr < 0:
+        table.warning(
+            "learning_rate",
+            f"learning_rate={base_lr:g} is negative: darknet accepts it and every update "
+            "climbs the loss instead of descending it",
+        )
+    if policy == "step" and fields.get("step") == 0:
+        table.error(
+            "step",
+            "policy=step needs step != 0: darknet computes batch / step and would crash with "
+            "a division by zero (SIGFPE)",
+        )
+    if policy in COSINE_POLICIES and fields.get("cycle_mult", 1.0) < 1:
+        table.error(
+            "sgdr_mult",
+            f"sgdr_mult={fields['cycle_mult']:g} shrinks each cycle until it is 0 "
+            "(AlexeyAB's loop would never end): use sgdr_mult >= 1",
+        )
     if burn_in < 0:
         table.warning(
             "burn_in",

@@ -10,16 +10,22 @@ from __future__ import annotations
 import math
 import re
 import struct
+import unicodedata
 
-INT_PREFIX = re.compile(r"[+-]?\d+")
+# ASCII digits only (re.ASCII): C's atoi/strtod read 0-9, never Unicode digits such as ６ or ٣.
+INT_PREFIX = re.compile(r"[+-]?\d+", re.ASCII)
 FLOAT_PREFIX = re.compile(
     r"[+-]?(?:"
     r"0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?\d+)?"
     r"|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
     r"|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?"
     r"|[nN][aA][nN]"
-    r")"
+    r")",
+    re.ASCII,
 )
+# More digits than any C int/long has: atoi's value is out of range whatever they are (and
+# Python refuses int() of more than 4300 digits).
+MAX_INT_DIGITS = 20
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
@@ -37,7 +43,12 @@ def c_atoi(text: str) -> tuple[int | None, str]:
     match = INT_PREFIX.match(text)
     if match is None:
         return None, text
-    return int(match.group()), text[match.end() :]
+    literal = match.group()
+    digits = literal.lstrip("+-").lstrip("0")
+    if len(digits) > MAX_INT_DIGITS:  # out of any C range: a stand-in of the right sign
+        value = 10**MAX_INT_DIGITS
+        return (-value if literal.startswith("-") else value), text[match.end() :]
+    return int(literal), text[match.end() :]
 
 
 def c_atof(text: str) -> tuple[float | None, str]:
@@ -50,3 +61,12 @@ def c_atof(text: str) -> tuple[float | None, str]:
     body = literal.lstrip("+-")
     value = float.fromhex(literal) if body[:2].lower() == "0x" else float(literal)
     return value, text[match.end() :]
+
+
+def non_ascii_digit(text: str) -> str | None:
+    """The first non-ASCII digit in ``text`` (``６``, ``٣``...), or None. Python's ``int`` and
+    ``float`` read them as digits; C's ``atoi``/``atof`` stop at them (reading 0)."""
+    for char in text:
+        if not char.isascii() and unicodedata.digit(char, None) is not None:
+            return char
+    return None

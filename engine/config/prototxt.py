@@ -22,6 +22,7 @@ Grammar (https://protobuf.dev/reference/protobuf/textformat-spec/; caffe spec se
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
@@ -72,6 +73,11 @@ _NUMBER = re.compile(
 )
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PUNCT = set("{}<>:,;[]-./")
+_DIGITS = "0123456789"
+_DIGITS_SET = set(_DIGITS)  # ASCII only: str.isdigit() is true for ٣ and ６, protobuf's lexer
+# reads 0-9 only
+MAX_DEPTH = 100  # messages nested deeper than this are refused (no Caffe net nests past 4)
+MAX_INT_DIGITS = 40  # longer decimal integers are out of every proto integer's range
 _SIMPLE_ESCAPES = {
     "a": "\a",
     "b": "\b",
@@ -89,7 +95,7 @@ _SIMPLE_ESCAPES = {
 
 @dataclass(frozen=True)
 class _Token:
-    kind: Literal["number", "ident", "string", "punct", "eof"]
+    kind: Literal["number", "ident", "string", "punct", "eof", "bad"]
     text: str
     line: int
     value: str = ""
@@ -123,19 +129,26 @@ class _Lexer:
                 return
 
     def tokens(self) -> list[_Token]:
+        """Every token up to the end, or up to a lexical error, which becomes a ``bad`` token
+        (its message in ``value``) so the parser can name the field it interrupts."""
         out: list[_Token] = []
         while True:
             self._skip_space()
             if self.pos >= len(self.text):
                 out.append(_Token("eof", "end of file", self.line))
                 return out
-            out.append(self._next())
+            try:
+                out.append(self._next())
+            except ConfigError as error:
+                bad = error.diagnostics[0]
+                out.append(_Token("bad", "", bad.line or self.line, bad.message))
+                return out
 
     def _next(self) -> _Token:
         text, start, char = self.text, self.pos, self.text[self.pos]
         if char in "\"'":
             return self._string(char)
-        if char.isdigit() or (char == "." and text[start + 1 : start + 2].isdigit()):
+        if char in _DIGITS or (char == "." and text[start + 1 : start + 2] in _DIGITS_SET):
             match = _NUMBER.match(text, start)
             assert match is not None
             end = match.end()
@@ -152,6 +165,10 @@ class _Lexer:
         if char in _PUNCT:
             self.pos += 1
             return _Token("punct", char, self.line)
+        if unicodedata.digit(char, None) is not None:
+            raise self.error(
+                self.line, f"{char!r} is not an ASCII digit (protobuf reads numbers in 0-9 only)"
+            )
         raise self.error(self.line, f"unexpected character {char!r}")
 
     def _string(self, quote: str) -> _Token:
@@ -187,7 +204,14 @@ class _Lexer:
         if char in patterns:
             digits = re.match(patterns[char], text[pos + 1 : pos + 9])
             if digits:
-                return chr(int(digits.group(), 16)), pos + 1 + len(digits.group())
+                code = int(digits.group(), 16)
+                if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                    raise self.error(
+                        line,
+                        f"escape '\\{char}{digits.group()}' is not a Unicode character "
+                        "(past U+10FFFF, or a surrogate)",
+                    )
+                return chr(code), pos + 1 + len(digits.group())
         raise self.error(line, f"invalid escape sequence '\\{char}' in string")
 
 
@@ -210,6 +234,10 @@ def number_scalar(text: str, line: int | None, negative: bool = False, loose: bo
         if not re.fullmatch(r"0[0-7]+", text):
             raise ValueError(f"invalid octal number {text!r}")
         value, kind = int(text, 8), "int"
+    elif len(text.lstrip("0")) > MAX_INT_DIGITS:
+        # out of range for every integer field (and Python refuses int() past 4300 digits):
+        # a stand-in that the schema reports as out of range (or reads as a huge float)
+        value, kind = 10**MAX_INT_DIGITS, "int"
     else:
         value, kind = int(text), "int"
     return TextScalar(kind, -value if negative else value, sign + text, line, loose)
@@ -223,13 +251,18 @@ class _Parser:
         self.tokens = self.lexer.tokens()
         self.index = 0
         self.file = file
+        self.key: str | None = None  # the field being read (or the last one), for errors
+        self.depth = 0
 
     @property
     def peek(self) -> _Token:
-        return self.tokens[self.index]
+        token = self.tokens[self.index]
+        if token.kind == "bad":
+            raise self.fail(token.value, key=self.key, token=token)
+        return token
 
     def take(self) -> _Token:
-        token = self.tokens[self.index]
+        token = self.peek
         self.index += 1
         return token
 
@@ -241,6 +274,19 @@ class _Parser:
         return ConfigError([Diagnostic("error", self.file, token.line, key, message)])
 
     def message(self, closer: str | None, line: int | None) -> TextMessage:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(
+                f"messages nested more than {MAX_DEPTH} levels deep (dnupdate's limit; Caffe's "
+                "nets nest a few levels)",
+                key=self.key,
+            )
+        try:
+            return self._message_body(closer, line)
+        finally:
+            self.depth -= 1
+
+    def _message_body(self, closer: str | None, line: int | None) -> TextMessage:
         fields: list[TextField] = []
         while True:
             if closer is None and self.peek.kind == "eof":
@@ -262,6 +308,7 @@ class _Parser:
                 raise self.fail(message, token=name_token)
             raise self.fail(f"expected a field name, got {name_token.text!r}", token=name_token)
         name, line = name_token.text, name_token.line
+        self.key = name
         colon = self.at(":")
         if colon:
             self.take()

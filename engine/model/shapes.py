@@ -229,7 +229,7 @@ def _error(layer: LayerSpec, message: str) -> ConfigError:
                 "error",
                 layer.origin.file,
                 layer.origin.line,
-                None,
+                layer.name,
                 f"layer {layer.name}: {message}",
             )
         ]
@@ -396,3 +396,101 @@ def infer_shapes(net: NetSpec, phase: str | None = None) -> list[LayerShape]:
         if not isinstance(layer, SoftmaxLossSpec | AccuracySpec):
             chain = position
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Memory estimate
+# --------------------------------------------------------------------------------------------
+
+FLOAT_BYTES = 4
+OPTIMIZER_SLOTS = {"adam": 2, "adadelta": 2}  # history blobs per parameter (1 for the rest)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """float32 bytes a training run holds at once (a lower bound: NumPy temporaries and the
+    data set are not counted): ``parameters`` (values, gradients, optimizer history),
+    ``activations`` (each layer's output and delta for one minibatch) and ``scratch`` (the
+    largest convolution's per-image column buffer). ``largest`` is the layer holding most."""
+
+    parameters: int
+    activations: int
+    scratch: int
+    largest: LayerShape | None
+    largest_bytes: int
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.activations + self.scratch
+
+
+def _conv_scratch(shape: LayerShape) -> int:
+    """Floats of one image's im2col buffer: ``k_h·k_w·c/groups × out_h·out_w``."""
+    layer = shape.layer
+    if not isinstance(layer, ConvSpec):
+        return 0
+    channels = shape.input[0] // max(layer.groups, 1)
+    return layer.kernel_h * layer.kernel_w * channels * shape.output[1] * shape.output[2]
+
+
+def estimate_training_memory(
+    shapes: list[LayerShape], batch: int, optimizer: str = "sgd"
+) -> MemoryEstimate:
+    """Bytes per :class:`MemoryEstimate`: ``4·(stored + (1 + slots)·learnable)`` for the
+    parameters, ``4·2·batch·outputs`` per layer (output and delta), ``4·`` the largest conv
+    column buffer."""
+    slots = OPTIMIZER_SLOTS.get(optimizer, 1)
+    parameters = activations = scratch = 0
+    largest, largest_bytes = None, -1
+    for shape in shapes:
+        held = FLOAT_BYTES * (shape.stored_count + (1 + slots) * shape.param_count)
+        held_activations = FLOAT_BYTES * 2 * max(batch, 1) * shape.outputs
+        parameters += held
+        activations += held_activations
+        scratch = max(scratch, FLOAT_BYTES * _conv_scratch(shape))
+        if held + held_activations > largest_bytes:
+            largest, largest_bytes = shape, held + held_activations
+    return MemoryEstimate(parameters, activations, scratch, largest, max(largest_bytes, 0))
+
+
+def format_bytes(count: int) -> str:
+    """``1536`` → ``1.50 KiB`` (binary units up to PiB)."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            return f"{value:.0f} B" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    return f"{value:.2f} PiB"
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes, or None where the OS does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_training_memory(
+    net: NetSpec, batch: int, optimizer: str = "sgd", limit: int | None = None
+) -> MemoryEstimate | None:
+    """The estimate for training ``net``; a ConfigError naming the largest layer when it is
+    more than ``limit`` bytes (default: this machine's physical memory). None when the shapes
+    cannot be inferred (those errors are reported by whoever builds the net)."""
+    try:
+        shapes = infer_shapes(net)
+    except ConfigError:
+        return None
+    estimate = estimate_training_memory(shapes, batch, optimizer)
+    limit = physical_memory() if limit is None else limit
+    if limit is not None and estimate.total > limit and estimate.largest is not None:
+        layer = estimate.largest.layer
+        raise _error(
+            layer,
+            f"training would need about {format_bytes(estimate.total)} of memory (this layer "
+            f"alone {format_bytes(estimate.largest_bytes)} at batch {batch}), more than this "
+            f"machine's {format_bytes(limit)}",
+        )
+    return estimate

@@ -136,27 +136,111 @@ def lr_series(
             draws = stream.rand_array(count)
         rates = _darknet_rates(schedule, batches, draws)
     else:
-        steps = None
-        if schedule.policy == "multistep":
-            steps = caffe_multistep_sequence(schedule.steps, last)[first:]
-        rates = _caffe_rates(schedule, iterations, steps)
+        rates = _caffe_rates(schedule, iterations, _multistep_steps_at(schedule, iterations))
     return _apply_warmup(schedule, iterations, rates)
 
 
-def milestones(schedule: ScheduleSpec, n: int) -> list[tuple[int, float, str]]:
+def lr_points(schedule: ScheduleSpec, iterations: np.ndarray) -> np.ndarray:
+    """Rates at the given iterations (sorted, each >= :func:`first_iteration`), as
+    :func:`lr_series` would give them, without evaluating the iterations in between: memory
+    and time grow with ``len(iterations)``, not with their range. Caffe ``multistep`` is the
+    state reached calling every iteration from 0. darknet ``random`` depends on every earlier
+    draw, so it walks the whole range (at most :data:`RANDOM_WALK_LIMIT` iterations)."""
+    its = np.asarray(iterations, dtype=np.int64)
+    if its.size == 0:
+        return np.empty(0, dtype=np.float32)
+    first = int(its[0])
+    _check_iteration(schedule, first)
+    if schedule.convention == "darknet" and schedule.policy == "random":
+        out = np.empty(its.shape, dtype=np.float32)
+        for chunk_its, rates in iter_lr_chunks(schedule, first, int(its[-1])):
+            inside = (its >= chunk_its[0]) & (its <= chunk_its[-1])
+            out[inside] = rates[its[inside] - chunk_its[0]]
+        return out
+    if schedule.convention == "darknet":
+        rates = _darknet_rates(schedule, its.astype(np.uint64), None)
+    else:
+        rates = _caffe_rates(schedule, its, _multistep_steps_at(schedule, its))
+    return _apply_warmup(schedule, its, rates)
+
+
+RANDOM_WALK_LIMIT = 2_000_000  # darknet 'random': draws walked to reach an iteration
+CHUNK = 1 << 16  # iterations evaluated at once when streaming
+
+
+def _check_random_walk(count: int) -> None:
+    if count > RANDOM_WALK_LIMIT:
+        raise ScheduleError(
+            f"darknet's 'random' policy draws once per update, so its rate at an iteration "
+            f"depends on every earlier draw: evaluating {count:,} iterations is more than the "
+            f"{RANDOM_WALK_LIMIT:,} dnupdate walks; pass a smaller --iters"
+        )
+
+
+def iter_lr_chunks(
+    schedule: ScheduleSpec, first: int, last: int, chunk: int = CHUNK
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(iterations, rates)`` for ``first..last`` in pieces of at most ``chunk`` iterations,
+    equal to :func:`lr_series` over the whole range (darknet ``random`` keeps one glibc
+    stream across pieces), in memory bounded by ``chunk``."""
+    stream = None
+    if schedule.convention == "darknet" and schedule.policy == "random":
+        _check_random_walk(last - first + 1)
+        stream = GlibcRand(schedule.seed)
+    for start in range(first, last + 1, chunk):
+        stop = min(start + chunk - 1, last)
+        its = np.arange(start, stop + 1, dtype=np.int64)
+        if stream is None:
+            yield its, lr_points(schedule, its)
+            continue
+        _check_iteration(schedule, start)
+        batches = its.astype(np.uint64)
+        count = int(np.count_nonzero(_burn_in_mask(schedule, batches) == 0))
+        rates = _darknet_rates(schedule, batches, stream.rand_array(count))
+        yield its, _apply_warmup(schedule, its, rates)
+
+
+def _multistep_steps_at(schedule: ScheduleSpec, its: np.ndarray) -> np.ndarray | None:
+    """Caffe ``multistep``'s ``current_step`` after the call at each ``it`` (called every
+    iteration from 0); None for other policies."""
+    if schedule.policy != "multistep":
+        return None
+    points = np.array(_multistep_change_points(schedule.steps), dtype=np.int64)
+    return np.searchsorted(points, its, side="right").astype(np.int64)
+
+
+def milestones(
+    schedule: ScheduleSpec, n: int, *, limit: int | None = None
+) -> list[tuple[int, float, str]]:
     """Iterations (from :func:`first_iteration` to ``n`` inclusive) where the rate changes
     character, as ``(iteration, lr, reason)`` sorted by iteration: the start, the end of
     burn-in / warm-up, every change of a piecewise-constant policy (``"step"``), SGDR/cosine
-    restarts, the sigmoid midpoint, and the end."""
+    restarts, the sigmoid midpoint, and the end.
+
+    Found analytically (no evaluation of the whole range). With ``limit``, a policy with
+    more step or restart points than ``2·limit`` keeps its first and last ``limit``; see
+    :func:`milestones_with_count` for how many were left out."""
+    return milestones_with_count(schedule, n, limit=limit)[0]
+
+
+def milestones_with_count(
+    schedule: ScheduleSpec, n: int, *, limit: int | None = None
+) -> tuple[list[tuple[int, float, str]], int]:
+    """:func:`milestones` and the number of step/restart points left out by ``limit``
+    (whether their rate really changes is not evaluated)."""
     first = first_iteration(schedule)
     if n < first:
-        return []
-    rates = lr_series(schedule, first, n)
+        return [], 0
     found: dict[int, str] = {first: "start"}
-    for iteration, reason in _structural_points(schedule, first, n, rates):
+    points, omitted = _structural_points(schedule, first, n, limit)
+    for iteration, reason in points:
         found.setdefault(iteration, reason)
     found.setdefault(n, "end")
-    return [(it, float(rates[it - first]), found[it]) for it in sorted(found)]
+    its = np.array(sorted(found), dtype=np.int64)
+    rates = lr_points(schedule, its)
+    return [
+        (int(it), float(rate), found[int(it)]) for it, rate in zip(its, rates, strict=True)
+    ], omitted
 
 
 def policy_names(convention: str) -> tuple[str, ...]:
@@ -415,20 +499,100 @@ def _darknet_random(schedule: ScheduleSpec, draws: np.ndarray | None) -> np.ndar
     return _darknet_scaled_pow(schedule, unit, np.float32(schedule.power))
 
 
-def _sgdr_cycles(schedule: ScheduleSpec, last: int) -> list[tuple[int, int]]:
-    """AlexeyAB SGDR cycles ``(start, length)`` covering batch numbers up to ``last``:
+class _Cycles:
+    """Restart cycles ``(start, length)``: explicit while the length changes, then the last
+    explicit cycle repeating (``int(length * mult) == length``), so that a schedule of
+    2³¹ iterations with ``cycle_mult = 1`` costs one entry, not 2³¹."""
+
+    def __init__(self, starts: list[int], lengths: list[int], periodic: bool) -> None:
+        self.starts = np.array(starts, dtype=np.int64)
+        self.lengths = np.array(lengths, dtype=np.int64)
+        self.periodic = periodic
+
+    @property
+    def tail_start(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def tail_length(self) -> int:
+        return int(self.lengths[-1])
+
+    def locate(self, positions: np.ndarray, *, end_inclusive: bool) -> tuple[np.ndarray, ...]:
+        """``(start, length)`` of the cycle holding each position: ``start <= p < end``
+        (cosine) or ``start < p <= end`` (AlexeyAB's sgdr, ``end_inclusive``)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if end_inclusive:
+            ends = self.starts + self.lengths
+            index = np.searchsorted(ends, positions, side="left")
+        else:
+            index = np.searchsorted(self.starts, positions, side="right") - 1
+        index = np.clip(index, 0, len(self.starts) - 1)
+        starts, lengths = self.starts[index], self.lengths[index]
+        if self.periodic:
+            shift = 1 if end_inclusive else 0
+            beyond = positions - shift >= self.tail_start + self.tail_length
+            k = (positions - shift - self.tail_start) // self.tail_length
+            starts = np.where(beyond, self.tail_start + k * self.tail_length, starts)
+        return starts, lengths
+
+    def restarts(self, last: int, limit: int | None) -> tuple[list[int], int]:
+        """Starts of every cycle after the first, up to ``last``; with ``limit``, the first
+        and last ``limit`` of them and the number left out."""
+        explicit = [int(v) for v in self.starts[1:] if v <= last]
+        tail: range = range(0)
+        if self.periodic:
+            begin = self.tail_start + self.tail_length
+            tail = range(begin, last + 1, self.tail_length) if begin <= last else range(0)
+        return _first_and_last(explicit, tail, limit)
+
+
+def _first_and_last(explicit: list[int], tail: range, limit: int | None) -> tuple[list[int], int]:
+    """The values of ``explicit`` then ``tail`` (a range, possibly huge): all of them, or
+    with ``limit`` the first and last ``limit`` and how many were left out."""
+    total = len(explicit) + len(tail)
+    if limit is None or total <= 2 * limit:
+        return explicit + list(tail), 0
+    head = explicit[:limit] + list(tail[: max(0, limit - len(explicit))])
+    if len(tail) >= limit:
+        end = list(tail[len(tail) - limit :])
+    else:
+        end = explicit[len(explicit) - (limit - len(tail)) :] + list(tail)
+    return head + end, total - 2 * limit
+
+
+MAX_CYCLE = 1 << 62  # a cycle longer than any run (int(length * 1e30) fits no int64)
+
+
+def _build_cycles(length: int, mult: float, last: int, *, grow_at_least_one: bool) -> _Cycles:
+    """Cycles from 0 covering ``last``: ``T_{i+1} = int(T_i * mult)`` (at least 1 for
+    cosine; sgdr stops with an error at 0, where AlexeyAB would loop forever)."""
+    starts, lengths = [0], [length]
+    while starts[-1] + lengths[-1] <= last:
+        grown = min(int(lengths[-1] * mult), MAX_CYCLE)
+        if grow_at_least_one:
+            grown = max(grown, 1)
+        elif grown <= 0:
+            raise ScheduleError("'sgdr' cycle_mult makes the cycle length 0")
+        if grown == lengths[-1]:
+            return _Cycles(starts, lengths, periodic=True)
+        starts.append(starts[-1] + lengths[-1])
+        lengths.append(grown)
+    return _Cycles(starts, lengths, periodic=False)
+
+
+def _check_cycle_mult(schedule: ScheduleSpec) -> None:
+    if not math.isfinite(schedule.cycle_mult):
+        raise ScheduleError(f"'{schedule.policy}' needs a finite cycle_mult")
+
+
+def _sgdr_cycles(schedule: ScheduleSpec, last: int) -> _Cycles:
+    """AlexeyAB SGDR cycles covering batch numbers up to ``last``:
     ``while start + cycle < b: start += cycle; cycle *= sgdr_mult`` (integers)."""
     cycle = schedule.cycle or schedule.max_iter
     if cycle <= 0:
         raise ScheduleError("'sgdr' needs a positive cycle (sgdr_cycle or max_batches)")
-    cycles = [(0, cycle)]
-    while cycles[-1][0] + cycles[-1][1] < last:
-        start, length = cycles[-1]
-        grown = int(length * schedule.cycle_mult)
-        if grown <= 0:
-            raise ScheduleError("'sgdr' cycle_mult makes the cycle length 0")
-        cycles.append((start + length, grown))
-    return cycles
+    _check_cycle_mult(schedule)
+    return _build_cycles(cycle, schedule.cycle_mult, last, grow_at_least_one=False)
 
 
 def _darknet_sgdr(schedule: ScheduleSpec, batches: np.ndarray) -> np.ndarray:
@@ -436,12 +600,9 @@ def _darknet_sgdr(schedule: ScheduleSpec, batches: np.ndarray) -> np.ndarray:
     where ``(start, cycle)`` is the cycle with ``start < b <= start + cycle`` (so b at a
     cycle's end gives ``lr_min`` and the next batch restarts at ``lr``)."""
     cycles = _sgdr_cycles(schedule, int(batches.max()))
-    ends = np.array([start + length for start, length in cycles], dtype=np.int64)
-    index = np.minimum(np.searchsorted(ends, batches.astype(np.int64), side="left"), len(ends) - 1)
-    starts = np.array([s for s, _ in cycles], dtype=np.int64)[index]
-    lengths = np.array([n for _, n in cycles], dtype=np.float64)[index]
+    starts, lengths = cycles.locate(batches.astype(np.int64), end_inclusive=True)
     offset = (batches.astype(np.int64) - starts).astype(np.float32).astype(np.float64)
-    angle = offset * _PI_SGDR / lengths
+    angle = offset * _PI_SGDR / lengths.astype(np.float64)
     lr, lr_min = np.float32(schedule.base_lr), np.float32(schedule.lr_min)
     half_span = 0.5 * float(np.float32(lr - lr_min))
     cosine = np.array([math.cos(a) for a in angle.tolist()], dtype=np.float64)
@@ -450,7 +611,7 @@ def _darknet_sgdr(schedule: ScheduleSpec, batches: np.ndarray) -> np.ndarray:
 
 def _darknet_cosine(schedule: ScheduleSpec, batches: np.ndarray) -> np.ndarray:
     """Cosine annealing with warm restarts, counted from the first update (b = 1)."""
-    return _cosine_restarts(schedule, batches.astype(np.int64) - 1)
+    return _cosine_restarts(schedule, batches.astype(np.int64) - 1 - cosine_delay(schedule))
 
 
 _DARKNET_POLICY_FUNCS = {
@@ -539,7 +700,7 @@ def _caffe_sigmoid(schedule: ScheduleSpec, its: np.ndarray) -> np.ndarray:
 
 def _caffe_cosine(schedule: ScheduleSpec, its: np.ndarray) -> np.ndarray:
     """Cosine annealing with warm restarts, counted from it = 0."""
-    return _cosine_restarts(schedule, its)
+    return _cosine_restarts(schedule, its - cosine_delay(schedule))
 
 
 _CAFFE_POLICY_FUNCS = {
@@ -558,18 +719,25 @@ _CAFFE_POLICY_FUNCS = {
 # --------------------------------------------------------------------------------------------
 
 
-def _cosine_cycles(schedule: ScheduleSpec, last: int) -> list[tuple[int, int]]:
-    """Cycles ``(start, length)`` of cosine annealing with warm restarts covering update
-    counts ``0..last``: ``T_0 = cycle`` (or ``max_iter``), ``T_{i+1} = int(T_i * cycle_mult)``."""
+def cosine_delay(schedule: ScheduleSpec) -> int:
+    """Updates by which ``cosine`` starts late: ``warmup - 1`` (0 without warm-up).
+
+    Our composition (as timm's ``CosineLRScheduler`` with ``warmup_prefix=True``): warm up to
+    the base rate, then start the cosine, so update ``warmup`` has exactly ``base_lr`` and
+    the first cycle counts from there. (AlexeyAB's ``burn_in`` instead replaces ``sgdr``
+    during burn-in and SGDR keeps counting from batch 0, like timm's default.) Other
+    policies keep their own iteration numbers (steps at the iterations the config names)."""
+    return max(schedule.warmup - 1, 0) if schedule.policy == "cosine" else 0
+
+
+def _cosine_cycles(schedule: ScheduleSpec, last: int) -> _Cycles:
+    """Cycles of cosine annealing with warm restarts covering update counts ``0..last``:
+    ``T_0 = cycle`` (or ``max_iter``), ``T_{i+1} = int(T_i * cycle_mult)``."""
     length = schedule.cycle or schedule.max_iter
     if length <= 0:
         raise ScheduleError("'cosine' needs a positive cycle length (cycle or max_iter)")
-    cycles = [(0, length)]
-    while cycles[-1][0] + cycles[-1][1] <= last:
-        start, length = cycles[-1]
-        grown = max(int(length * schedule.cycle_mult), 1)
-        cycles.append((start + length, grown))
-    return cycles
+    _check_cycle_mult(schedule)
+    return _build_cycles(length, schedule.cycle_mult, last, grow_at_least_one=True)
 
 
 def _cosine_restarts(schedule: ScheduleSpec, updates: np.ndarray) -> np.ndarray:
@@ -578,10 +746,9 @@ def _cosine_restarts(schedule: ScheduleSpec, updates: np.ndarray) -> np.ndarray:
     float32. ``updates`` counts updates already applied (negative values are clamped)."""
     updates = np.maximum(updates, 0)
     cycles = _cosine_cycles(schedule, int(updates.max()))
-    starts = np.array([s for s, _ in cycles], dtype=np.int64)
-    index = np.searchsorted(starts, updates, side="right") - 1
-    t_cur = (updates - starts[index]).astype(np.float64)
-    t_len = np.array([n for _, n in cycles], dtype=np.float64)[index]
+    starts, lengths = cycles.locate(updates, end_inclusive=False)
+    t_cur = (updates - starts).astype(np.float64)
+    t_len = lengths.astype(np.float64)
     cosine = np.array(
         [math.cos(math.pi * t / n) for t, n in zip(t_cur.tolist(), t_len.tolist(), strict=True)]
     )
@@ -591,7 +758,9 @@ def _cosine_restarts(schedule: ScheduleSpec, updates: np.ndarray) -> np.ndarray:
 
 def _apply_warmup(schedule: ScheduleSpec, iterations: np.ndarray, rates: np.ndarray) -> np.ndarray:
     """Linear warm-up (ours): the u-th update (u = 1, 2, ...) uses ``rate * u / warmup`` while
-    ``u < warmup``, so the first update is never 0; composed after burn-in and the policy."""
+    ``u < warmup``, so the first update is never 0; composed after burn-in and the policy.
+    For ``cosine`` the policy starts after the warm-up (:func:`cosine_delay`), so ``rate`` is
+    the base rate there and the warm-up climbs to it."""
     if schedule.warmup <= 0:
         return rates.astype(np.float32)
     updates = np.asarray(iterations, dtype=np.int64) - first_iteration(schedule) + 1
@@ -605,9 +774,10 @@ def _apply_warmup(schedule: ScheduleSpec, iterations: np.ndarray, rates: np.ndar
 
 
 def _structural_points(
-    schedule: ScheduleSpec, first: int, last: int, rates: np.ndarray
-) -> list[tuple[int, str]]:
-    """Iterations where the schedule changes character (see :func:`milestones`)."""
+    schedule: ScheduleSpec, first: int, last: int, limit: int | None
+) -> tuple[list[tuple[int, str]], int]:
+    """Iterations where the schedule changes character (see :func:`milestones`), found
+    analytically, and how many step/restart points ``limit`` left out."""
     points: list[tuple[int, str]] = []
     if schedule.convention == "darknet" and 0 < schedule.burn_in <= last:
         points.append((max(schedule.burn_in, first), "burn-in end"))
@@ -616,17 +786,54 @@ def _structural_points(
     policy_start = first
     if schedule.convention == "darknet" and schedule.burn_in > 0:
         policy_start = max(first, schedule.burn_in)
+    omitted = 0
     if schedule.policy in PIECEWISE_CONSTANT:
-        changed = np.nonzero(rates[1:] != rates[:-1])[0] + 1 + first
-        points.extend((int(it), "step") for it in changed if it > policy_start)
+        candidates, omitted = _step_candidates(schedule, policy_start, last, limit)
+        points.extend((it, "step") for it in _changed(schedule, candidates, first))
     elif schedule.policy == "sgdr":
-        for start, _ in _sgdr_cycles(schedule, last)[1:]:
-            if policy_start < start + 1 <= last:
-                points.append((start + 1, "restart"))
+        starts, omitted = _sgdr_cycles(schedule, last).restarts(last - 1, limit)
+        points.extend((start + 1, "restart") for start in starts if policy_start < start + 1)
     elif schedule.policy == "cosine":
-        for start, _ in _cosine_cycles(schedule, last - first)[1:]:
-            if first + start <= last:
-                points.append((first + start, "restart"))
+        delay = cosine_delay(schedule)
+        span = last - first - delay
+        starts, omitted = _cosine_cycles(schedule, max(span, 0)).restarts(span, limit)
+        points.extend((first + delay + start, "restart") for start in starts)
     elif schedule.policy == "sigmoid" and first <= schedule.step <= last:
         points.append((schedule.step, "midpoint"))
-    return points
+    return points, omitted
+
+
+def _step_candidates(
+    schedule: ScheduleSpec, after: int, last: int, limit: int | None
+) -> tuple[list[int], int]:
+    """Iterations in ``(after, last]`` where a piecewise-constant rate may change: multiples
+    of the step (darknet ``step``, Caffe ``step``), the ``steps`` thresholds (darknet, compared
+    unsigned) or Caffe ``multistep``'s change points. With ``limit``, the first and last
+    ``limit`` of them and the number left out."""
+    policy = schedule.policy
+    if policy == "step":
+        step = int(_unsigned(schedule.step)) if schedule.convention == "darknet" else schedule.step
+        if step <= 0:
+            return [], 0
+        multiples = range((after // step + 1) * step, last + 1, step)
+        if limit is not None and len(multiples) > 2 * limit:
+            return [*multiples[:limit], *multiples[-limit:]], len(multiples) - 2 * limit
+        return list(multiples), 0
+    if policy == "steps":
+        thresholds = np.maximum.accumulate([int(_unsigned(s)) for s in schedule.steps] or [0])
+        values = sorted({int(t) for t in thresholds if schedule.steps})
+    elif policy == "multistep":
+        values = _multistep_change_points(schedule.steps)
+    else:
+        return [], 0
+    return [v for v in values if after < v <= last], 0
+
+
+def _changed(schedule: ScheduleSpec, candidates: list[int], first: int) -> list[int]:
+    """The candidates whose rate differs from the iteration before."""
+    its = np.array([c for c in candidates if c > first], dtype=np.int64)
+    if its.size == 0:
+        return []
+    before = lr_points(schedule, its - 1)
+    after = lr_points(schedule, its)
+    return [int(it) for it, a, b in zip(its, before, after, strict=True) if a != b]
