@@ -213,14 +213,19 @@ def _render_text(run, rows, layers, update, mapping, convention, memory) -> None
         settings.add_row(key, escape(value), escape(origin), style=style)
     out.print(settings)
 
+    # a chain shows each layer's input shape; a graph (some layer reads other than the layer
+    # before it) shows what each layer reads instead (--json always has both)
+    graph = any(
+        row["inputs"] != ([layers[i - 1]["name"]] if i else ["input"])
+        for i, row in enumerate(layers)
+    )
     table = Table(title="Layers", title_justify="left", show_edge=False)
     for column, justify in (
         ("#", "right"),
         ("name", "left"),
         ("type", "left"),
         ("settings", "left"),
-        ("reads", "left"),
-        ("input", "right"),
+        ("reads" if graph else "input", "left" if graph else "right"),
         ("output", "right"),
         ("params", "right"),
         ("MFLOPs/img", "right"),
@@ -233,8 +238,7 @@ def _render_text(run, rows, layers, update, mapping, convention, memory) -> None
             escape(row["name"]),
             row["kind"] + phase,
             escape(row["settings"]),
-            escape(",".join(row["inputs"])),
-            _shape_text(row["input"]),
+            escape(",".join(row["inputs"])) if graph else _shape_text(row["input"]),
             _shape_text(row["output"]),
             f"{row['params']:,}",
             f"{row['flops'] / 1e6:.3f}",
@@ -242,7 +246,7 @@ def _render_text(run, rows, layers, update, mapping, convention, memory) -> None
     total_params = sum(r["params"] for r in layers)
     total_flops = sum(r["flops"] for r in layers)
     table.add_section()
-    table.add_row("", "total", "", "", "", "", "", f"{total_params:,}", f"{total_flops / 1e6:.3f}")
+    table.add_row("", "total", "", "", "", "", f"{total_params:,}", f"{total_flops / 1e6:.3f}")
     out.print(table)
 
     out.print("[bold]Update rule[/bold] (with this config's numbers)")

@@ -286,7 +286,8 @@ def test_negative_caffe_base_lr_is_a_warning(tmp_path):
         ("", 1, "net"),
         ("# nothing\n", 1, "net"),
         ("[conv]\nfilters=1\n", 1, "conv"),
-        (cfg() + "[shortcut]\nfrom=-3\n", 14, "shortcut"),
+        (cfg() + "[crop]\ncrop_width=3\n", 14, "crop"),
+        (cfg() + "[shortcut]\n", 14, "from"),
         (cfg() + "[net]\n", 14, "net"),
         (cfg() + "[convolutoinal]\n", 14, "convolutoinal"),
     ],
@@ -298,10 +299,10 @@ def test_darknet_section_errors_name_line_and_key(text, line, key):
 
 def test_cli_reports_the_promised_form(tmp_path):
     path = tmp_path / "s.cfg"
-    path.write_text(cfg() + "[shortcut]\n")
+    path.write_text(cfg() + "[crop]\n")
     result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"{path}:14: error [shortcut]: unsupported layer type")
+    assert result.stderr.startswith(f"{path}:14: error [crop]: unsupported layer type")
 
 
 # ---- item 13: diagnostics are capped and echoed values clipped -----------------------------

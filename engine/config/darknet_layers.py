@@ -120,11 +120,14 @@ class LayerContext:
     def origin(self) -> Origin:
         return Origin(self.table.path, self.table.section.line)
 
-    def section_error(self, message: str) -> None:
-        self.table.sink.error(self.table.path, self.table.section.line, None, message)
+    def section_error(self, message: str, key: str | None = None) -> None:
+        """An error at the section's line, under ``key`` (default: the section's name)."""
+        key = key or self.section_name.strip("[]")
+        self.table.sink.error(self.table.path, self.table.section.line, key, message)
 
-    def section_warning(self, message: str) -> None:
-        self.table.sink.warning(self.table.path, self.table.section.line, None, message)
+    def section_warning(self, message: str, key: str | None = None) -> None:
+        key = key or self.section_name.strip("[]")
+        self.table.sink.warning(self.table.path, self.table.section.line, key, message)
 
     def require_image(self) -> bool:
         """darknet: ``if(!(h && w && c)) error("Layer before X layer must output image.")``."""
@@ -480,7 +483,7 @@ def parse_shortcut(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Sh
     activation = read_activation(ctx, "linear")
     alpha, beta = t.get_float("alpha", 1.0), t.get_float("beta", 1.0)
     if text is None:
-        ctx.section_error("[shortcut] needs from= (darknet crashes without it)")
+        ctx.section_error("[shortcut] needs from= (darknet crashes without it)", "from")
         return None
     index = resolve_index(ctx, "from", text)
     if index is None or not ctx.require_image():
@@ -516,8 +519,9 @@ def parse_route(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape
     ``out_w``/``out_h``, else ``out_h = out_w = out_c = 0`` (a flat vector)."""
     text = ctx.table.get_str("layers", None)
     if text is None:
-        ctx.section_error('[route] needs layers= (darknet: "Route Layer must specify input '
-                          'layers")')  # fmt: skip
+        ctx.section_error(
+            '[route] needs layers= (darknet: "Route Layer must specify input layers")', "layers"
+        )
         return None
     indices = [resolve_index(ctx, "layers", part) for part in text.split(",")]
     if any(index is None for index in indices):
