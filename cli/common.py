@@ -48,3 +48,21 @@ def fail_config(error) -> NoReturn:
     """Report a ConfigError's diagnostics and exit with code 1."""
     report_diagnostics(error.diagnostics)
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+LR_SCALING_HELP = (
+    "Rescale every rate when --set changes the batch B from the config's own B0: none, "
+    "linear (× B/B0) or sqrt (× sqrt(B/B0))."
+)
+LR_WARMUP_HELP = "Ramp linearly from the unscaled to the scaled rate over N updates (Goyal)."
+
+
+def scaling_sets(lr_scaling: str | None, lr_warmup: int | None) -> list[str]:
+    """``--lr-scaling``/``--lr-warmup`` as the ``lr_scaling=``/``lr_warmup=`` pseudo-keys that
+    ``engine.config.load_config`` reads among the ``--set`` overrides."""
+    sets = []
+    if lr_scaling is not None:
+        sets.append(f"lr_scaling={lr_scaling}")
+    if lr_warmup is not None:
+        sets.append(f"lr_warmup={lr_warmup}")
+    return sets

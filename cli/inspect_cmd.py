@@ -9,7 +9,15 @@ from typing import Any
 
 import typer
 
-from cli.common import EXIT_BAD_INPUT, fail_config, stderr_console, stdout_console
+from cli.common import (
+    EXIT_BAD_INPUT,
+    LR_SCALING_HELP,
+    LR_WARMUP_HELP,
+    fail_config,
+    scaling_sets,
+    stderr_console,
+    stdout_console,
+)
 
 INSPECT_HELP = """Show the resolved config, layer shapes and the exact update rule.
 
@@ -222,6 +230,10 @@ def inspect_command(
         None, "--semantics", help="Update rule: darknet or caffe (default: the config's)."
     ),
     output_format: str = typer.Option("text", "--format", help="text or json."),
+    lr_scaling: str | None = typer.Option(None, "--lr-scaling", help=LR_SCALING_HELP),
+    lr_warmup: int | None = typer.Option(
+        None, "--lr-warmup", min=0, metavar="N", help=LR_WARMUP_HELP
+    ),
 ) -> None:
     """Show the resolved spec, layer table, update rule and diagnostics of a config."""
     from engine.config import load_config, parse_overrides
@@ -230,7 +242,7 @@ def inspect_command(
     if output_format not in ("text", "json"):
         raise typer.BadParameter("must be text or json", param_hint="--format")
     try:
-        run = load_config(config, parse_overrides(set_))
+        run = load_config(config, parse_overrides([*set_, *scaling_sets(lr_scaling, lr_warmup)]))
         if semantics is not None:
             run = with_semantics(run, semantics)
         rows = settings_rows(run)

@@ -30,9 +30,12 @@ from cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    LR_SCALING_HELP,
+    LR_WARMUP_HELP,
     fail,
     fail_config,
     report_diagnostics,
+    scaling_sets,
     stderr_console,
 )
 
@@ -250,18 +253,25 @@ def train(
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per event on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display on stderr."),
+    lr_scaling: str | None = typer.Option(None, "--lr-scaling", help=LR_SCALING_HELP),
+    lr_warmup: int | None = typer.Option(
+        None, "--lr-warmup", min=0, metavar="N", help=LR_WARMUP_HELP
+    ),
 ) -> None:
     """Train (see TRAIN_HELP); exits 0 done, 1 bad input, 2 usage, 3 diverged, 130 stopped."""
     if resume is None and config is None:
         fail("give a CONFIG file (or - for standard input), or --resume RUN_DIR", EXIT_USAGE)
     if resume is not None:
         conflicts = _resume_conflicts(config, sets, data, weights, seed, semantics, clear)
+        scaling = (("--lr-scaling", lr_scaling), ("--lr-warmup", lr_warmup))
+        conflicts += [name for name, value in scaling if value is not None]
         if conflicts:
             fail(
                 f"--resume takes the config and its options from the run folder; drop "
                 f"{', '.join(conflicts)}",
                 EXIT_USAGE,
             )
+    sets = [*sets, *scaling_sets(lr_scaling, lr_warmup)]
     numba_threads = limit_threads(threads) if threads else None
     try:
         session = _set_up(

@@ -82,11 +82,22 @@ def load_config(
 ) -> RunSpec:
     """Parse a config into a RunSpec, applying ``--set`` overrides (the config's own key
     names). ``path == "-"`` reads standard input (``text`` may be given instead); a built-in
-    name reads the shipped config (:func:`engine.config.builtin.locate_config`)."""
+    name reads the shipped config (:func:`engine.config.builtin.locate_config`). The pseudo-keys
+    ``lr_scaling``/``lr_warmup`` (``--lr-scaling``/``--lr-warmup``) set the batch-size scaling
+    (:mod:`engine.config.scaling`) against the config's own batch."""
     path = locate_config(path)
     if text is None:
         text = read_config_text(path)
     display_path = "<stdin>" if path == "-" else path
+    from engine.config.scaling import apply_scaling, split_scaling
+
+    rest, scaling = split_scaling(overrides)
+    run = _load_format(path, display_path, text, rest)
+    return apply_scaling(run, scaling, lambda: _load_format(path, display_path, text, ()))
+
+
+def _load_format(path: str, display_path: str, text: str, overrides: Sequence[Override]) -> RunSpec:
+    """The darknet or Caffe reader, by :func:`detect_format`."""
     if detect_format(path, text) == "darknet":
         from engine.config.darknet import load_darknet
 
