@@ -16,6 +16,7 @@ from cli import (
     inspect_cmd,
     lr_schedule_cmd,
     plot_cmd,
+    sweep_cmd,
     train_cmd,
 )
 
@@ -67,6 +68,7 @@ def _register() -> None:
         lr_schedule_cmd.lr_schedule
     )
     app.command("plot", help=plot_cmd.PLOT_HELP, no_args_is_help=True)(plot_cmd.plot)
+    app.command("sweep", help=sweep_cmd.SWEEP_HELP, no_args_is_help=True)(sweep_cmd.sweep)
     app.command("train", help=train_cmd.TRAIN_HELP, no_args_is_help=True)(train_cmd.train)
 
 

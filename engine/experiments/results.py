@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.training.events import json_value
 from engine.training.runfolder import RunFolderError, read_json, write_json, write_text
 
 SWEEP_FILE = "sweep.json"
@@ -84,18 +85,8 @@ def write_results(sweep_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> N
     """Rewrite ``results.csv`` and ``results.jsonl`` atomically."""
     folder = Path(sweep_dir)
     write_text(folder / RESULTS_CSV, _csv_text(rows))
-    lines = "".join(json.dumps(_json_ready(item)) + "\n" for item in rows)
+    lines = "".join(json.dumps(json_value(item)) + "\n" for item in rows)
     write_text(folder / RESULTS_JSONL, lines)
-
-
-def _json_ready(item: Mapping[str, Any]) -> dict[str, Any]:
-    """Non-finite floats as the strings ``"nan"``/``"inf"`` (strict JSON, as the run files)."""
-    out = {}
-    for key, value in item.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            value = str(value)
-        out[key] = value
-    return out
 
 
 def read_results(sweep_dir: str | Path) -> list[dict[str, Any]]:

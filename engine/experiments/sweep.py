@@ -47,7 +47,10 @@ class SweepEvent:
     data: dict = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"event": self.kind, "variant": self.variant, **self.data}
+        """Strict-JSON-ready (non-finite floats as ``"nan"``/``"inf"``)."""
+        from engine.training.events import json_value
+
+        return json_value({"event": self.kind, "variant": self.variant, **self.data})
 
 
 @dataclass(frozen=True)
