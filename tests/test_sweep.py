@@ -181,3 +181,24 @@ def test_same_sweep_through_scheduler_gives_identical_results(tiny):
     strip = lambda rows: {n: (r["status"], r["final_loss"], r["test_accuracy"])  # noqa: E731
                           for n, r in rows.items()}  # fmt: skip
     assert strip(_rows(root / "remote")) == strip(_rows(root / "local"))
+
+
+def test_stop_checkpoints_running_variants_and_a_rerun_resumes_them(tiny):
+    from engine.experiments.sweep import plan_sweep, run_sweep
+
+    root, config, data = tiny
+    plan = plan_sweep(str(config), ["learning_rate=0.05,0.1"], seeds=None, sets=[],
+                      options={"data": f"npz:{data}"}, out=root / "stopped")  # fmt: skip
+    # Ctrl-C as soon as the variants are submitted: each sees the stop Event at its first check
+    events = list(run_sweep(plan, workers=2, stop=lambda: "SIGINT"))
+    ended = {e.variant: e.data for e in events if e.kind == "variant_finished"}
+    assert {n: d["status"] for n, d in ended.items()} == {
+        "learning_rate=0.05": "interrupted",
+        "learning_rate=0.1": "interrupted",
+    }
+    for name in ended:
+        assert (root / "stopped" / "runs" / name / "state.npz").exists()
+    events = list(run_sweep(plan, workers=2))
+    started = [e for e in events if e.kind == "variant_started"]
+    assert started and all(e.data["resumed"] for e in started)
+    assert events[-1].data["counts"] == {"done": 2}
