@@ -11,6 +11,7 @@ import typer
 from cli import (
     __version__,
     bench_cmd,
+    compare_cmd,
     data_cmd,
     devices_cmd,
     inspect_cmd,
@@ -61,6 +62,7 @@ def _register() -> None:
     point one way: ``cli.main`` → ``cli.*_cmd`` → ``cli.common`` (and the engine, lazily).
     """
     app.command("bench", help=bench_cmd.BENCH_HELP, no_args_is_help=False)(bench_cmd.bench)
+    app.command("compare", help=compare_cmd.COMPARE_HELP, no_args_is_help=True)(compare_cmd.compare)
     app.add_typer(data_cmd.data_app, name="data")
     app.command("devices")(devices_cmd.devices)
     app.command("inspect", help=inspect_cmd.INSPECT_HELP)(inspect_cmd.inspect_command)
