@@ -130,6 +130,7 @@ def test_sweep_variants_equal_standalone_runs_and_a_rerun_starts_nothing(tiny):
         "learning_rate=1e9": "diverged",
     }
     assert "non-finite" in rows["learning_rate=1e9"]["reason"]
+    assert "learning_rate=1e9: diverged" in result.stderr  # plain lines: not a terminal
     assert rows["learning_rate=0.05"]["run_dir"] == "runs/learning_rate=0.05"
     for column in ("final_loss", "smoothed_loss", "test_loss", "test_accuracy", "wall_s"):
         assert rows["learning_rate=0.05"][column] != ""
@@ -202,3 +203,26 @@ def test_stop_checkpoints_running_variants_and_a_rerun_resumes_them(tiny):
     started = [e for e in events if e.kind == "variant_started"]
     assert started and all(e.data["resumed"] for e in started)
     assert events[-1].data["counts"] == {"done": 2}
+
+
+def test_live_table_shows_each_variants_state_on_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from cli.sweep_cmd import LiveTable
+    from engine.experiments.sweep import SweepEvent
+
+    buffer = io.StringIO()
+    table = LiveTable(Console(file=buffer, force_terminal=True, width=120))
+    names = ["learning_rate=0.05", "learning_rate=0.1"]
+    table.handle(SweepEvent("sweep_started", data={"names": names}))
+    table.handle(SweepEvent("variant_started", names[0], {"iteration": 0, "max_iter": 10}))
+    table.handle(SweepEvent("variant_progress", names[0],
+                            {"iteration": 5, "loss": 1.25, "elapsed_s": 10.0}))  # fmt: skip
+    ended = {"status": "diverged", "final_loss": float("nan")}
+    table.handle(SweepEvent("variant_finished", names[1], ended))
+    table.close()
+    text = buffer.getvalue()
+    assert "5/10" in text and "1.2500" in text and "0:10" in text  # ETA: 10 s for 5 more
+    assert "diverged" in text and "queued" in text
