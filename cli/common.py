@@ -116,3 +116,21 @@ def machine_format(as_json: bool, output_format: str, default: str) -> str:
     if as_json and output_format not in (default, "json"):
         fail(f"--json and --format {output_format} ask for different outputs: give one", EXIT_USAGE)
     return "json" if as_json else output_format
+
+
+LR_SCALING_HELP = (
+    "Rescale every rate when --set changes the batch B from the config's own B0: none, "
+    "linear (× B/B0) or sqrt (× sqrt(B/B0))."
+)
+LR_WARMUP_HELP = "Ramp linearly from the unscaled to the scaled rate over N updates (Goyal)."
+
+
+def scaling_sets(lr_scaling: str | None, lr_warmup: int | None) -> list[str]:
+    """``--lr-scaling``/``--lr-warmup`` as the ``lr_scaling=``/``lr_warmup=`` pseudo-keys that
+    ``engine.config.load_config`` reads among the ``--set`` overrides."""
+    sets = []
+    if lr_scaling is not None:
+        sets.append(f"lr_scaling={lr_scaling}")
+    if lr_warmup is not None:
+        sets.append(f"lr_warmup={lr_warmup}")
+    return sets

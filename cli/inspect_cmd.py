@@ -11,11 +11,14 @@ import typer
 
 from cli.common import (
     EXIT_BAD_INPUT,
+    LR_SCALING_HELP,
+    LR_WARMUP_HELP,
     clip_text,
     diagnostic_lines,
     fail,
     fail_config,
     machine_format,
+    scaling_sets,
     stderr_console,
     stdout_console,
 )
@@ -277,6 +280,10 @@ def inspect_command(
     ),
     output_format: str = typer.Option("text", "--format", help="text or json."),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    lr_scaling: str | None = typer.Option(None, "--lr-scaling", help=LR_SCALING_HELP),
+    lr_warmup: int | None = typer.Option(
+        None, "--lr-warmup", min=0, metavar="N", help=LR_WARMUP_HELP
+    ),
 ) -> None:
     """Show the resolved spec, layer table, update rule and diagnostics of a config."""
     from engine.config import load_config, parse_overrides
@@ -286,7 +293,7 @@ def inspect_command(
         raise typer.BadParameter("must be text or json", param_hint="--format")
     output_format = machine_format(as_json, output_format, "text")
     try:
-        run = load_config(config, parse_overrides(set_))
+        run = load_config(config, parse_overrides([*set_, *scaling_sets(lr_scaling, lr_warmup)]))
         if semantics is not None:
             run = with_semantics(run, semantics)
         rows = settings_rows(run)

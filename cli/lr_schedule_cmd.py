@@ -19,7 +19,16 @@ from pathlib import Path
 
 import typer
 
-from cli.common import EXIT_USAGE, fail, fail_config, machine_format, report_diagnostics
+from cli.common import (
+    EXIT_USAGE,
+    LR_SCALING_HELP,
+    LR_WARMUP_HELP,
+    fail,
+    fail_config,
+    machine_format,
+    report_diagnostics,
+    scaling_sets,
+)
 
 LR_SCHEDULE_HELP = """Show the learning rate at every iteration of a schedule.
 
@@ -83,14 +92,21 @@ def lr_schedule(
     ),
     log_y: bool = typer.Option(False, "--log", help="Logarithmic lr axis in plots."),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    lr_scaling: str | None = typer.Option(None, "--lr-scaling", help=LR_SCALING_HELP),
+    lr_warmup: int | None = typer.Option(
+        None, "--lr-warmup", min=0, metavar="N", help=LR_WARMUP_HELP
+    ),
 ) -> None:
     from engine.spec import ConfigError
 
     output_format = OutputFormat(machine_format(as_json, output_format.value, "table"))
+    scaling = scaling_sets(lr_scaling, lr_warmup)
+    if scaling and not configs:
+        fail("--lr-scaling/--lr-warmup need a CONFIG (its own batch is the reference)", EXIT_USAGE)
     if output is not None:
         check_output_file(output)  # before anything is printed
     try:
-        sources = load_sources(configs or [], sets)
+        sources = load_sources(configs or [], [*sets, *scaling])
     except ConfigError as error:
         fail_config(error)
     curves = compute_curves(sources, iters)

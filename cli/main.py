@@ -11,12 +11,14 @@ import typer
 from cli import (
     __version__,
     bench_cmd,
+    compare_cmd,
     data_cmd,
     devices_cmd,
     eval_cmd,
     inspect_cmd,
     lr_schedule_cmd,
     plot_cmd,
+    sweep_cmd,
     train_cmd,
 )
 
@@ -61,6 +63,7 @@ def _register() -> None:
     point one way: ``cli.main`` → ``cli.*_cmd`` → ``cli.common`` (and the engine, lazily).
     """
     app.command("bench", help=bench_cmd.BENCH_HELP, no_args_is_help=False)(bench_cmd.bench)
+    app.command("compare", help=compare_cmd.COMPARE_HELP, no_args_is_help=True)(compare_cmd.compare)
     app.add_typer(data_cmd.data_app, name="data")
     app.command("devices")(devices_cmd.devices)
     app.command("eval", help=eval_cmd.EVAL_HELP, no_args_is_help=True)(eval_cmd.eval_command)
@@ -69,6 +72,7 @@ def _register() -> None:
         lr_schedule_cmd.lr_schedule
     )
     app.command("plot", help=plot_cmd.PLOT_HELP, no_args_is_help=True)(plot_cmd.plot)
+    app.command("sweep", help=sweep_cmd.SWEEP_HELP, no_args_is_help=True)(sweep_cmd.sweep)
     app.command("train", help=train_cmd.TRAIN_HELP, no_args_is_help=True)(train_cmd.train)
 
 

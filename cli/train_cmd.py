@@ -30,9 +30,12 @@ from cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    LR_SCALING_HELP,
+    LR_WARMUP_HELP,
     fail,
     fail_config,
     report_diagnostics,
+    scaling_sets,
     stderr_console,
 )
 
@@ -283,6 +286,10 @@ def train(
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No progress on stderr; the ending line still shows."
     ),
+    lr_scaling: str | None = typer.Option(None, "--lr-scaling", help=LR_SCALING_HELP),
+    lr_warmup: int | None = typer.Option(
+        None, "--lr-warmup", min=0, metavar="N", help=LR_WARMUP_HELP
+    ),
 ) -> None:
     """Train (see TRAIN_HELP); exits 0 done, 1 bad input, 2 usage, 3 diverged, 130 stopped."""
     if resume is None and config is None:
@@ -291,12 +298,15 @@ def train(
         conflicts = _resume_conflicts(
             config, sets, data, weights, seed, semantics, clear, allow_nonfinite
         )
+        scaling = (("--lr-scaling", lr_scaling), ("--lr-warmup", lr_warmup))
+        conflicts += [name for name, value in scaling if value is not None]
         if conflicts:
             fail(
                 f"--resume takes the config and its options from the run folder; drop "
                 f"{', '.join(conflicts)}",
                 EXIT_USAGE,
             )
+    sets = [*sets, *scaling_sets(lr_scaling, lr_warmup)]
     numba_threads = limit_threads(threads) if threads else None
     try:
         session = _set_up(

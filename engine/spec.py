@@ -116,6 +116,12 @@ class ScheduleSpec:
     ``warmup``: linear warm-up iterations (extra; 0 = none) composed in front of any policy.
     ``seed``: seeds the glibc ``rand()`` stream of darknet's ``random`` policy.
     ``cycle``/``cycle_mult``/``lr_min``: SGDR / cosine annealing with warm restarts.
+    ``lr_scaling``/``reference_batch``/``scaled_batch``/``lr_factor``/``lr_warmup`` (ours,
+    ``--lr-scaling``, ``--lr-warmup``): when the batch B (``scaled_batch``) differs from the
+    config's own ``reference_batch`` B0,
+    every rate is multiplied by ``lr_factor`` = B/B0 (``linear``, Goyal et al.) or sqrt(B/B0)
+    (``sqrt``); ``lr_warmup`` N > 0 ramps the factor linearly from 1 to ``lr_factor`` over the
+    first N updates (Goyal's gradual warm-up: the u-th update uses 1 + (factor − 1)·u/N).
     """
 
     convention: Framework
@@ -134,6 +140,11 @@ class ScheduleSpec:
     cycle: int = 0
     cycle_mult: float = 2.0
     lr_min: float = 0.0
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    reference_batch: int = 0
+    scaled_batch: int = 0
+    lr_factor: float = 1.0
+    lr_warmup: int = 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -417,13 +417,20 @@ RULES = [
      "eps": 1e-6}),
     ("caffe_adam", upd.RULE_CAFFE_ADAM, {"momentum": 0.9, "one_minus_momentum": 0.1,
      "beta2": 0.999, "one_minus_beta2": 0.001, "eps": 1e-8}),
+    ("caffe_adamw", upd.RULE_CAFFE_ADAMW, {"one_minus_momentum": 0.1, "beta2": 0.999,
+     "one_minus_beta2": 0.001, "eps": 1e-8, "correction2": 0.0316, "clip_on": 1,
+     "clip_scale": 0.5}),
+    ("darknet_adamw", upd.RULE_DARKNET_ADAMW, {"one_minus_momentum": 0.6, "beta2": 0.999,
+     "one_minus_beta2": 0.001, "eps": 1e-7, "correction2": 0.0316, "batch": 6}),
 ]  # fmt: skip
+_TWO_STATES = (upd.RULE_DARKNET_ADAM, upd.RULE_CAFFE_ADADELTA, upd.RULE_CAFFE_ADAM,
+               upd.RULE_CAFFE_ADAMW, upd.RULE_DARKNET_ADAMW)  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "rule", "coefficients"), RULES, ids=[r[0] for r in RULES])
 def test_fused_update(name, rule, coefficients):
     size = 23
-    two = rule in (upd.RULE_DARKNET_ADAM, upd.RULE_CAFFE_ADADELTA, upd.RULE_CAFFE_ADAM)
+    two = rule in _TWO_STATES
     one = rule != upd.RULE_DARKNET_SGD
     arrays = {
         "params": normal(size), "grads": normal(size),

@@ -28,11 +28,14 @@ RULES = {
     "caffe_rmsprop": (up.RULE_CAFFE_RMSPROP, 1),
     "caffe_adadelta": (up.RULE_CAFFE_ADADELTA, 2),
     "caffe_adam": (up.RULE_CAFFE_ADAM, 2),
+    "caffe_adamw": (up.RULE_CAFFE_ADAMW, 2),
+    "darknet_adamw": (up.RULE_DARKNET_ADAMW, 2),
 }
 COEF = up.pack_coefficients(
     momentum=0.9, one_minus_momentum=f32(1) - f32(0.9), beta2=0.999,
     one_minus_beta2=f32(1) - f32(0.999), eps=1e-6, correction1=0.19, correction2=0.002,
     one_plus_momentum=f32(1) + f32(0.9), clip_on=1, clip_scale=0.75, norm_on=1, norm_scale=0.5,
+    batch=6,
 )  # fmt: skip
 
 
@@ -72,6 +75,15 @@ def _expected(rule, inputs):
                 w, grads[seg], a[seg], b[seg], lr[s], decay[s], k
             )
             grads[seg] = 0
+        elif rule == up.RULE_DARKNET_ADAMW:
+            g = (-grads[seg]) / k[up.K_BATCH]
+            w_new, a[seg], b[seg] = up.adamw_element(w, g, a[seg], b[seg], lr[s], decay[s], k)
+            grads[seg] = 0
+        elif rule == up.RULE_CAFFE_ADAMW:  # clip and normalise, no Regularize
+            g = grads[seg] if grad_on[s] else np.zeros(size, f32)
+            g = up.caffe_prepared_gradient(g, w, f32(0), k)
+            w_new, a[seg], b[seg] = up.adamw_element(w, g, a[seg], b[seg], lr[s], decay[s], k)
+            grads[seg] = w - w_new
         else:
             g = grads[seg] if grad_on[s] else np.zeros(size, f32)
             g = up.caffe_prepared_gradient(g, w, decay[s], k)

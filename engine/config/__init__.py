@@ -85,7 +85,9 @@ def load_config(
 ) -> RunSpec:
     """Parse a config into a RunSpec, applying ``--set`` overrides (the config's own key
     names). ``path == "-"`` reads standard input (``text`` may be given instead); a built-in
-    name reads the shipped config (:func:`engine.config.builtin.locate_config`).
+    name reads the shipped config (:func:`engine.config.builtin.locate_config`). The pseudo-keys
+    ``lr_scaling``/``lr_warmup`` (``--lr-scaling``/``--lr-warmup``) set the batch-size scaling
+    (:mod:`engine.config.scaling`) against the config's own batch.
 
     With ``check_memory`` (the default), a net whose training would need more memory than
     this machine has is a ConfigError naming its largest layer (``[connected] output=
@@ -110,23 +112,31 @@ def _relabel(diagnostics, old: str, new: str) -> tuple[Diagnostic, ...]:
 
 def _load(path: str, overrides: Sequence[Override], text: str | None, check_memory: bool):
     """:func:`load_config` without relabelling."""
+    from engine.config.scaling import apply_scaling, split_scaling
+
     path = locate_config(path)
     if text is None:
         text = read_config_text(path)
     display_path = "<stdin>" if path == "-" else path
-    if detect_format(path, text) == "darknet":
-        from engine.config.darknet import load_darknet
-
-        run = load_darknet(display_path, text, overrides)
-    else:
-        from engine.config.caffe import load_caffe
-
-        run = load_caffe(display_path, text, overrides)
+    rest, scaling = split_scaling(overrides)
+    run = _load_format(path, display_path, text, rest)
+    run = apply_scaling(run, scaling, lambda: _load_format(path, display_path, text, ()))
     if check_memory:
         from engine.model.shapes import check_training_memory
 
         check_training_memory(run.net, run.solver.minibatch, run.solver.optimizer)
     return run
+
+
+def _load_format(path: str, display_path: str, text: str, overrides: Sequence[Override]) -> RunSpec:
+    """The darknet or Caffe reader, by :func:`detect_format`."""
+    if detect_format(path, text) == "darknet":
+        from engine.config.darknet import load_darknet
+
+        return load_darknet(display_path, text, overrides)
+    from engine.config.caffe import load_caffe
+
+    return load_caffe(display_path, text, overrides)
 
 
 def schedule_from_options(overrides: Sequence[Override]) -> ScheduleSpec:

@@ -48,6 +48,7 @@ SOLVER_TYPES = {
     "RMSProp": "rmsprop",
     "AdaDelta": "adadelta",
     "Adam": "adam",
+    "AdamW": "adamw",  # dnupdate extension (torch.optim.AdamW); BVLC Caffe has no such solver
 }
 # upgrade_proto.cpp: UpgradeSolverType, deprecated enum → registry key.
 SOLVER_TYPE_ENUM = {
@@ -238,6 +239,14 @@ def _optimizer(solver: Msg, reporter: Reporter) -> tuple[str, Origin]:
             + close_matches(name, SOLVER_TYPES),
         )
         return "sgd", solver.origin_or_default("type")
+    if name == "AdamW":
+        reporter.warn(
+            solver.origin_of("type"),
+            "type",
+            "AdamW is a dnupdate extension (BVLC Caffe has no AdamW solver): torch.optim."
+            "AdamW's update, momentum = β1, momentum2 = β2, delta = ε, weight_decay = the "
+            "decoupled λ (θ ← θ·(1 − lr·λ)), not added to the gradient",
+        )
     return SOLVER_TYPES[name], solver.origin_or_default("type")
 
 
@@ -253,6 +262,12 @@ def check_solver(solver: Msg, optimizer: str, has_test_nets: bool, reporter: Rep
         )
     if optimizer == "rmsprop" and not 0 <= solver.get("rms_decay") < 1:
         reporter.error(solver.origin_of("rms_decay"), "rms_decay", "rms_decay must be in [0, 1)")
+    if optimizer == "adamw" and solver.get("regularization_type") == "L1":
+        reporter.error(
+            solver.origin_of("regularization_type"),
+            "regularization_type",
+            "AdamW decays the weights directly (θ ← θ·(1 − lr·λ)); L1 has no AdamW form",
+        )
     if solver.get("regularization_type") not in ("L1", "L2"):
         reporter.error(
             solver.origin_of("regularization_type"),

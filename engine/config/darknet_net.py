@@ -36,7 +36,7 @@ PJREDDIE_NET_KEYS = frozenset(
 # AlexeyAB/darknet's SGDR keys.
 ALEXEYAB_NET_KEYS = frozenset({"sgdr_cycle", "sgdr_mult", "learning_rate_min"})
 # dnupdate extensions: dataset, linear warm-up, rand() seed.
-EXTENSION_NET_KEYS = frozenset({"data", "warmup", "seed"})
+EXTENSION_NET_KEYS = frozenset({"data", "warmup", "seed", "adamw"})
 KNOWN_NET_KEYS = PJREDDIE_NET_KEYS | ALEXEYAB_NET_KEYS | EXTENSION_NET_KEYS
 
 # Keys that change data loading or the GPU path only: read, reported when not at default.
@@ -60,6 +60,7 @@ NET_FIELD_PATHS: dict[str, tuple[str, ...]] = {
     "momentum": ("solver.momentum",),
     "decay": ("solver.decay",),
     "adam": ("solver.optimizer",),
+    "adamw": ("solver.optimizer",),
     "B1": ("solver.beta1",),
     "B2": ("solver.beta2",),
     "eps": ("solver.eps",),
@@ -192,8 +193,22 @@ def read_solver(table: OptionTable, minibatch: int, subdivisions: int) -> Solver
     momentum = table.get_float("momentum", 0.9)
     decay = table.get_float("decay", 0.0001)
     adam = table.get_flag("adam")
+    # dnupdate extension: adamw=1 runs torch.optim.AdamW on the per-image-mean gradient, with
+    # `decay` as AdamW's decoupled λ and B1/B2/eps as its betas and ε
+    adamw = table.get_flag("adamw") if table.has("adamw") else 0
     beta1, beta2, eps = float32(0.9), float32(0.999), float32(1e-7)
-    if adam:
+    if adam and adamw:
+        table.error("adamw", "adam=1 and adamw=1 cannot both be set: pick one update rule")
+    if adamw:
+        beta1 = table.get_float("B1", beta1)
+        beta2 = table.get_float("B2", beta2)
+        eps = table.get_float("eps", eps)
+        table.warning(
+            "adamw",
+            "adamw=1 is a dnupdate extension (no darknet has it): torch.optim.AdamW on the "
+            "per-image-mean gradient, decay = the decoupled λ, rate not divided by batch",
+        )
+    elif adam:
         beta1 = table.get_float("B1", beta1)
         beta2 = table.get_float("B2", beta2)
         eps = table.get_float("eps", eps)
@@ -205,7 +220,7 @@ def read_solver(table: OptionTable, minibatch: int, subdivisions: int) -> Solver
     seed = table.get_int("seed", -1) if table.has("seed") else -1
     return SolverSpec(
         semantics="darknet",
-        optimizer="adam" if adam else "sgd",
+        optimizer="adamw" if adamw else "adam" if adam else "sgd",
         momentum=momentum,
         decay=decay,
         minibatch=minibatch,

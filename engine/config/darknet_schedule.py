@@ -55,9 +55,9 @@ CONDITIONAL_KEYS = {
     "sgdr_cycle": "is read only with policy=sgdr or policy=cosine",
     "sgdr_mult": "is read only with policy=sgdr or policy=cosine",
     "learning_rate_min": "is read only with policy=sgdr or policy=cosine",
-    "B1": "is read only when adam=1",
-    "B2": "is read only when adam=1",
-    "eps": "is read only when adam=1",
+    "B1": "is read only when adam=1 or adamw=1",
+    "B2": "is read only when adam=1 or adamw=1",
+    "eps": "is read only when adam=1 or adamw=1",
 }
 
 

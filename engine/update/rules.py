@@ -1,4 +1,5 @@
-"""Update rules: darknet SGD/Adam and Caffe SGD/Nesterov/AdaGrad/RMSProp/AdaDelta/Adam.
+"""Update rules: darknet SGD/Adam, Caffe SGD/Nesterov/AdaGrad/RMSProp/AdaDelta/Adam, and AdamW
+(``torch.optim.AdamW``, decoupled weight decay) under either semantics.
 
 All parameters live in one flat float32 buffer ``params`` with gradients ``grads`` in the same
 layout and a segment table (one segment per blob: ``offset``, ``size``, ``lr_mult``,
@@ -23,6 +24,14 @@ Float32 arithmetic follows the frameworks' CPU code operation by operation (see
 ``local_rate = f32(rate·lr_mult)``, ``local_decay = f32(weight_decay·decay_mult)``; every element
 operation rounded on its own.
 
+AdamW (Loshchilov & Hutter) follows ``torch.optim.AdamW``'s single-tensor path, not a textbook:
+the scalars are Python doubles cast to float32 where torch casts them (``1 − lr·λ``,
+``−lr/(1 − β1^t)``, ``sqrt(1 − β2^t)``), per blob ``lr = rate·lr_mult`` and
+``λ = weight_decay·decay_mult``; the element steps are in ``engine.backends.cpu.update.
+adamw_element``. Under Caffe semantics the gradient is Caffe's (clipped, ``iter_size``
+-normalised) mean gradient and ``t = iter + 1``; under darknet semantics (extension key
+``adamw=1``) it is ``−Σ/B`` and ``t`` counts the optimizer's own updates.
+
 Deliberate difference: pjreddie darknet's CPU build silently runs SGD when ``adam=1``; here
 darknet Adam always runs the formula of darknet's GPU path (``adam_update_gpu``), on the CPU.
 """
@@ -43,8 +52,8 @@ from engine.spec import SolverSpec
 
 F32 = np.float32
 
-DARKNET_OPTIMIZERS = ("sgd", "adam")
-CAFFE_OPTIMIZERS = ("sgd", "nesterov", "adagrad", "rmsprop", "adadelta", "adam")
+DARKNET_OPTIMIZERS = ("sgd", "adam", "adamw")
+CAFFE_OPTIMIZERS = ("sgd", "nesterov", "adagrad", "rmsprop", "adadelta", "adam", "adamw")
 
 _CAFFE_RULES = {
     "sgd": kernels.RULE_CAFFE_SGD,
@@ -53,9 +62,17 @@ _CAFFE_RULES = {
     "rmsprop": kernels.RULE_CAFFE_RMSPROP,
     "adadelta": kernels.RULE_CAFFE_ADADELTA,
     "adam": kernels.RULE_CAFFE_ADAM,
+    "adamw": kernels.RULE_CAFFE_ADAMW,
+}
+_DARKNET_RULES = {
+    "sgd": kernels.RULE_DARKNET_SGD,
+    "adam": kernels.RULE_DARKNET_ADAM,
+    "adamw": kernels.RULE_DARKNET_ADAMW,
 }
 # Caffe keeps 2 history blobs per parameter for these (history[i], history[n + i]).
-_TWO_HISTORIES = ("adadelta", "adam")
+_TWO_HISTORIES = ("adadelta", "adam", "adamw")
+# Rules that count their own updates (darknet net.t): saved as ``adam_t``.
+_OWN_COUNTER = (kernels.RULE_DARKNET_ADAM, kernels.RULE_DARKNET_ADAMW)
 
 
 class SolverError(ValueError):
@@ -284,7 +301,7 @@ class Optimizer:
     def _rule_code(self) -> int:
         s = self.solver
         if self.darknet:
-            return kernels.RULE_DARKNET_ADAM if s.optimizer == "adam" else kernels.RULE_DARKNET_SGD
+            return _DARKNET_RULES[s.optimizer]
         if s.optimizer == "sgd" and s.momentum_style == "lr_outside":
             return kernels.RULE_CAFFE_SGD_LR_OUTSIDE
         return _CAFFE_RULES[s.optimizer]
@@ -311,6 +328,9 @@ class Optimizer:
             seg_decay = delta * tab.decay_mult  # decay_mult 0 (biases, scales) → no decay axpy
             coef = kernels.pack_coefficients(momentum=F32(s.momentum))
             return eta / batch, seg_decay.astype(F32), coef
+        if self.rule == kernels.RULE_DARKNET_ADAMW:
+            seg_lr, seg_decay, named = self._adamw_scalars(lr, self.t)
+            return seg_lr, seg_decay, kernels.pack_coefficients(batch=batch, **named)
         # darknet quirk: GPU Adam decays every blob (biases and scales too): decay_mult ignored
         b1, b2, t = F32(s.beta1), F32(s.beta2), F32(self.t)
         coef = kernels.pack_coefficients(
@@ -324,9 +344,35 @@ class Optimizer:
         )
         return eta.astype(F32), np.full(eta.shape, delta, dtype=F32), coef
 
+    def _adamw_scalars(self, lr: float, t: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """``(seg_lr, seg_decay, named coefficients)`` of ``torch.optim.AdamW`` at step ``t``.
+
+        Per blob, in double as torch's Python scalars: ``lr_b = lr·lr_mult``,
+        ``λ_b = λ·decay_mult``; ``seg_decay = f32(1 − lr_b·λ_b)`` (``param.mul_``),
+        ``seg_lr = f32(−lr_b/(1 − β1^t))`` (``addcdiv_``'s value); coefficients
+        ``f32(1 − β1)`` (lerp weight), ``f32(β2)``, ``f32(1 − β2)``, ``f32(ε)`` and
+        ``f32(sqrt(1 − β2^t))``.
+        """
+        s, tab = self.solver, self.table
+        lr_b = float(lr) * tab.lr_mult.astype(np.float64)
+        decay_b = float(s.decay) * tab.decay_mult.astype(np.float64)
+        b1, b2 = float(s.beta1), float(s.beta2)
+        bc1, bc2 = 1.0 - b1**t, 1.0 - b2**t
+        named = {
+            "one_minus_momentum": 1.0 - b1,
+            "beta2": b2,
+            "one_minus_beta2": 1.0 - b2,
+            "eps": float(s.eps),
+            "correction2": math.sqrt(bc2),
+        }
+        return (-(lr_b / bc1)).astype(F32), (1.0 - lr_b * decay_b).astype(F32), named
+
     def _caffe_scalars(self, lr: float, iteration: int) -> tuple[np.ndarray, np.ndarray, dict]:
         """``(seg_lr, seg_decay, named coefficients)`` with Caffe's float32 rounding points."""
         s, tab = self.solver, self.table
+        if s.optimizer == "adamw":
+            local_rate, local_decay, named = self._adamw_scalars(lr, iteration + 1)
+            return local_rate, local_decay, self._caffe_stages(named)
         local_rate = F32(lr) * tab.lr_mult
         local_decay = (F32(s.decay) * tab.decay_mult).astype(F32)
         opt = s.optimizer
@@ -352,11 +398,16 @@ class Optimizer:
                 "eps": F32(s.eps),
             }
             local_rate = local_rate * caffe_adam_correction(s.beta1, s.beta2, iteration + 1)
-        if s.grad_reduction == "mean" and s.accumulate != 1:
-            named.update(norm_on=1, norm_scale=F32(1) / F32(s.accumulate))
         if s.regularization == "L1":
             named["l1"] = 1
-        return local_rate.astype(F32), local_decay, named
+        return local_rate.astype(F32), local_decay, self._caffe_stages(named)
+
+    def _caffe_stages(self, named: dict) -> dict:
+        """Add Caffe's ``Normalize`` factor (``iter_size`` > 1 under mean reduction)."""
+        s = self.solver
+        if s.grad_reduction == "mean" and s.accumulate != 1:
+            named.update(norm_on=1, norm_scale=F32(1) / F32(s.accumulate))
+        return named
 
     def _caffe_clip(self, grads: np.ndarray, named: dict) -> tuple[float | None, float | None]:
         """Caffe ``ClipGradients``: global L2 norm over all learnable blobs' raw summed diffs
@@ -386,7 +437,7 @@ class Optimizer:
         self._follow(params)
         grad_norm = clip_scale = None
         if self.darknet:
-            if self.rule == kernels.RULE_DARKNET_ADAM:
+            if self.rule in _OWN_COUNTER:
                 self.t += 1
             seg_lr, seg_decay, coef = self._darknet_scalars(lr)
         else:
@@ -440,7 +491,7 @@ class Optimizer:
         a checkpoint must save for an exact resume.
         """
         state = {name: self.backend.to_host(arr) for name, arr in self._state.items()}
-        if self.rule == kernels.RULE_DARKNET_ADAM:
+        if self.rule in _OWN_COUNTER:
             state["adam_t"] = np.array([self.t], dtype=np.int64)
         return state
 
@@ -501,6 +552,7 @@ _CAFFE_NAMES = {
     "rmsprop": "RMSProp",
     "adadelta": "AdaDelta",
     "adam": "Adam",
+    "adamw": "AdamW",
 }
 
 
@@ -509,12 +561,34 @@ def _n(value: float) -> str:
     return str(F32(value))
 
 
+def adamw_lines(s: SolverSpec, lr: float, gradient: str) -> list[str]:
+    """``torch.optim.AdamW``'s step written out with the solver's numbers at rate ``lr``
+    (``gradient``: how g is formed from the framework's buffer)."""
+    b1, b2, lam = float(s.beta1), float(s.beta2), float(s.decay)
+    return [
+        f"g ← {gradient}",
+        f"W ← W·(1 − lr_b·λ_b),  lr_b = {_n(lr)}·lr_mult, λ_b = {_n(lam)}·decay_mult   "
+        f"(decoupled decay, first update: W·{_n(1.0 - lr * lam)} at lr_mult = decay_mult = 1)",
+        f"m ← m + {_n(1.0 - b1)}·(g − m)   (torch's lerp: = {_n(b1)}·m + {_n(1.0 - b1)}·g);   "
+        f"v ← {_n(b2)}·v + {_n(1.0 - b2)}·g²",
+        f"W ← W − (lr_b/(1 − {_n(b1)}^t))·m / (sqrt(v)/sqrt(1 − {_n(b2)}^t) + {_n(s.eps)})   "
+        "(ε added to the bias-corrected root; no decay in g)",
+    ]
+
+
 def _darknet_update_lines(s: SolverSpec, lr: float) -> list[str]:
     batch = F32(s.batch)
     alpha = F32(F32(lr) / batch)
     delta = F32(-F32(s.decay) * batch)
     m = _n(s.momentum)
     head = f"B = minibatch {s.minibatch} × subdivisions {s.accumulate} = {s.batch} images"
+    if s.optimizer == "adamw":
+        return [
+            f"AdamW (torch.optim.AdamW; dnupdate extension adamw=1), {head}, lr = {_n(lr)}, "
+            "t = 1, 2, …",
+            *adamw_lines(s, lr, f"−(Σ over the B images of −∂L/∂W)/{s.batch}   (mean gradient)"),
+            "d ← 0",
+        ]
     if s.optimizer == "adam":
         b1, b2 = F32(s.beta1), F32(s.beta2)
         return [
@@ -542,7 +616,7 @@ def _caffe_stage_lines(s: SolverSpec) -> list[str]:
         lines.append(f"if ‖g‖₂ > {c} over all blobs: g ← g·{c}/‖g‖₂   (before normalisation)")
     if s.grad_reduction == "mean" and k != 1:
         lines.append(f"g ← g·(1/iter_size = {_n(F32(1) / F32(k))})")
-    if s.decay != 0:
+    if s.decay != 0 and s.optimizer != "adamw":
         term = "sign(W)" if s.regularization == "L1" else "W"
         why = "L1" if s.regularization == "L1" else "L2: the gradient of (λ/2)‖W‖²"
         lines.append(f"g ← g + ({_n(s.decay)}·decay_mult)·{term}   ({why})")
@@ -570,6 +644,8 @@ def _caffe_rule_lines(s: SolverSpec, lr: float) -> list[str]:
             f"h ← {_n(rho)}·h + {_n(F32(1) - rho)}·g²;   Δ ← g·sqrt((h₂ + {eps})/(h + {eps}))",
             f"h₂ ← {_n(rho)}·h₂ + {_n(F32(1) - rho)}·Δ²;   W ← W − {r}·Δ",
         ]
+    if opt == "adamw":
+        return adamw_lines(s, lr, "the gradient above, t = iter + 1")[1:]
     b1, b2 = F32(s.beta1), F32(s.beta2)
     first = caffe_adam_correction(s.beta1, s.beta2, 1)
     return [
@@ -613,6 +689,12 @@ def _darknet_mapping(s: SolverSpec) -> list[str]:
         "the two agree while the lr is constant; after an lr change Caffe's history still "
         "carries the old rate (fading as momentum^k), darknet's u is rescaled at once",
     ]
+    if s.optimizer == "adamw":
+        lines = [
+            _adamw_mapping(s),
+            'as Caffe: type: "AdamW" (dnupdate extension) with weight_decay = λ, momentum = '
+            "B1, momentum2 = B2, delta = eps, base_lr = learning_rate",
+        ]
     if s.optimizer == "adam":
         lines += [
             "darknet Adam vs Caffe Adam: darknet corrects inside the root, "
@@ -623,6 +705,17 @@ def _darknet_mapping(s: SolverSpec) -> list[str]:
         ]
     lines.append("darknet .weights hold no momentum: a darknet resume restarts with U = 0")
     return lines
+
+
+def _adamw_mapping(s: SolverSpec) -> str:
+    """AdamW against the coupled conventions, with the config's λ."""
+    d = _n(s.decay)
+    return (
+        f"AdamW's λ = {d} is decoupled: W shrinks by lr·λ per update and the decay never "
+        f"enters Adam's m and v; Adam + L2 would add {d}·W to g (Caffe weight_decay {d} = 2λ "
+        f"of a loss λ‖W‖² with λ = {_n(F32(s.decay) / F32(2))}; darknet decay {d}·B on the "
+        "summed gradient is the same coupled term)"
+    )
 
 
 def _caffe_mapping(s: SolverSpec) -> list[str]:
@@ -650,6 +743,12 @@ def _caffe_mapping(s: SolverSpec) -> list[str]:
         extras.append(f"the {_CAFFE_NAMES[s.optimizer]} solver")
     if extras:
         lines.append("no darknet counterpart: " + ", ".join(extras))
+    if s.optimizer == "adamw":
+        return [
+            _adamw_mapping(s),
+            "as darknet: adamw=1 in [net] (dnupdate extension) with decay = λ, B1 = momentum, "
+            "B2 = momentum2, eps = delta: the same rule on −Σ/B",
+        ]
     if s.optimizer == "adam":
         lines.append(
             "Caffe Adam: t = iter + 1 from the global counter (continues across resume); "

@@ -21,7 +21,8 @@ Two conventions (``ScheduleSpec.convention``):
 
 Extras (ours, in the schedule's own convention): AlexeyAB's ``sgdr`` (darknet only,
 AlexeyAB's source form with integer cycles), ``cosine`` annealing with warm restarts
-(Loshchilov & Hutter 2017), and a linear ``warmup`` composed in front of any policy.
+(Loshchilov & Hutter 2017), and a linear ``warmup`` composed in front of any policy; batch-size
+scaling (``lr_factor``, with Goyal's gradual ``lr_warmup``) multiplies the result last.
 
 Every function returns the exact float32 value (as a Python float or a float32 array).
 """
@@ -63,16 +64,20 @@ def first_iteration(schedule: ScheduleSpec) -> int:
 
 
 def convention_note(schedule: ScheduleSpec) -> str:
-    """One sentence saying how iterations are counted for this schedule."""
+    """One sentence saying how iterations are counted for this schedule (and a second on the
+    batch-size scaling when there is one, :func:`scaling_note`)."""
     if schedule.convention == "darknet":
-        return (
+        note = (
             "darknet convention: iteration = batch number b = seen/batch; the k-th update "
             "(k = 1, 2, ...) uses rate(b = k), because seen is incremented before the update."
         )
-    return (
-        "Caffe convention: iteration = it, the number of updates already applied; the first "
-        "update uses rate(it = 0), the last of max_iter updates rate(max_iter - 1)."
-    )
+    else:
+        note = (
+            "Caffe convention: iteration = it, the number of updates already applied; the "
+            "first update uses rate(it = 0), the last of max_iter updates rate(max_iter - 1)."
+        )
+    scaling = scaling_note(schedule)
+    return note if scaling is None else f"{note} {scaling}"
 
 
 def lr_at(
@@ -110,7 +115,7 @@ def lr_at(
             )
             steps = np.array([caffe_multistep_step(schedule.steps, iteration, before)])
         rates = _caffe_rates(schedule, np.array([iteration], dtype=np.int64), steps)
-    return float(_apply_warmup(schedule, np.array([iteration]), rates)[0])
+    return float(_apply_extras(schedule, np.array([iteration]), rates)[0])
 
 
 def lr_series(
@@ -137,7 +142,7 @@ def lr_series(
         rates = _darknet_rates(schedule, batches, draws)
     else:
         rates = _caffe_rates(schedule, iterations, _multistep_steps_at(schedule, iterations))
-    return _apply_warmup(schedule, iterations, rates)
+    return _apply_extras(schedule, iterations, rates)
 
 
 def lr_points(schedule: ScheduleSpec, iterations: np.ndarray) -> np.ndarray:
@@ -161,7 +166,7 @@ def lr_points(schedule: ScheduleSpec, iterations: np.ndarray) -> np.ndarray:
         rates = _darknet_rates(schedule, its.astype(np.uint64), None)
     else:
         rates = _caffe_rates(schedule, its, _multistep_steps_at(schedule, its))
-    return _apply_warmup(schedule, its, rates)
+    return _apply_extras(schedule, its, rates)
 
 
 RANDOM_WALK_LIMIT = 2_000_000  # darknet 'random': draws walked to reach an iteration
@@ -197,7 +202,7 @@ def iter_lr_chunks(
         batches = its.astype(np.uint64)
         count = int(np.count_nonzero(_burn_in_mask(schedule, batches) == 0))
         rates = _darknet_rates(schedule, batches, stream.rand_array(count))
-        yield its, _apply_warmup(schedule, its, rates)
+        yield its, _apply_extras(schedule, its, rates)
 
 
 def _multistep_steps_at(schedule: ScheduleSpec, its: np.ndarray) -> np.ndarray | None:
@@ -756,6 +761,55 @@ def _cosine_restarts(schedule: ScheduleSpec, updates: np.ndarray) -> np.ndarray:
     return _f32(lr_min + 0.5 * (lr - lr_min) * (1.0 + cosine))
 
 
+def _apply_extras(schedule: ScheduleSpec, iterations: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """Our warm-up, then the batch-size scaling factor."""
+    return _apply_batch_scaling(schedule, iterations, _apply_warmup(schedule, iterations, rates))
+
+
+def batch_scaling_factors(schedule: ScheduleSpec, iterations: np.ndarray) -> np.ndarray:
+    """The batch-size factor of each iteration's update: ``lr_factor`` (B/B0 or sqrt(B/B0)),
+    ramped as ``1 + (lr_factor − 1)·u/N`` for the u-th update (u = 1, 2, …) while ``u < N =
+    lr_warmup`` (Goyal et al.'s gradual warm-up: from the unscaled rate to the scaled one)."""
+    iterations = np.asarray(iterations, dtype=np.int64)
+    factor = float(schedule.lr_factor)
+    if schedule.lr_warmup <= 0:
+        return np.full(iterations.shape, factor)
+    updates = iterations - first_iteration(schedule) + 1
+    ramp = np.clip(updates, 0, schedule.lr_warmup) / float(schedule.lr_warmup)
+    return 1.0 + (factor - 1.0) * ramp
+
+
+def _apply_batch_scaling(
+    schedule: ScheduleSpec, iterations: np.ndarray, rates: np.ndarray
+) -> np.ndarray:
+    """``rate × factor`` in double, rounded to float32 once (× 1 leaves the rate bit for bit;
+    × 2 and × 4 are exact)."""
+    if schedule.lr_factor == 1.0:
+        return rates
+    factors = batch_scaling_factors(schedule, iterations)
+    return _f32(rates.astype(np.float64) * factors)
+
+
+def scaling_note(schedule: ScheduleSpec) -> str | None:
+    """One sentence: the reference batch B0, the batch B, the factor and the warm-up;
+    ``None`` when no scaling was asked for."""
+    if schedule.lr_scaling == "none" and schedule.lr_warmup <= 0:
+        return None
+    b0, batch, k = schedule.reference_batch, schedule.scaled_batch, float(schedule.lr_factor)
+    rule = {
+        "none": "none (rates unchanged)",
+        "linear": f"linear: × B/B0 = {batch}/{b0}",
+        "sqrt": f"sqrt: × sqrt(B/B0) = sqrt({batch}/{b0})",
+    }[schedule.lr_scaling]
+    text = f"batch-size scaling {rule} = {k:g}; reference batch B0 = {b0}, batch B = {batch}"
+    if schedule.lr_warmup > 0:
+        text += (
+            f"; warm-up over {schedule.lr_warmup} updates from × 1 to × {k:g} "
+            "(u-th update: × 1 + (factor − 1)·u/N)"
+        )
+    return text + "."
+
+
 def _apply_warmup(schedule: ScheduleSpec, iterations: np.ndarray, rates: np.ndarray) -> np.ndarray:
     """Linear warm-up (ours): the u-th update (u = 1, 2, ...) uses ``rate * u / warmup`` while
     ``u < warmup``, so the first update is never 0; composed after burn-in and the policy.
@@ -783,6 +837,9 @@ def _structural_points(
         points.append((max(schedule.burn_in, first), "burn-in end"))
     if schedule.warmup > 0 and first + schedule.warmup - 1 <= last:
         points.append((first + schedule.warmup - 1, "warm-up end"))
+    scaling_ramp = schedule.lr_warmup > 0 and schedule.lr_factor != 1.0
+    if scaling_ramp and first + schedule.lr_warmup - 1 <= last:
+        points.append((first + schedule.lr_warmup - 1, "scaling warm-up end"))
     policy_start = first
     if schedule.convention == "darknet" and schedule.burn_in > 0:
         policy_start = max(first, schedule.burn_in)

@@ -18,17 +18,16 @@ from __future__ import annotations
 import dataclasses
 
 from engine.spec import ConfigError, Diagnostic, Framework, SolverSpec
+from engine.update.rules import DARKNET_OPTIMIZERS
 
 CONVENTIONS: dict[str, dict[str, str]] = {
     "darknet": {"momentum_style": "lr_outside", "grad_reduction": "sum"},
     "caffe": {"momentum_style": "lr_inside", "grad_reduction": "mean"},
 }
 
-DARKNET_OPTIMIZERS = ("sgd", "adam")
-
 
 def with_semantics(solver: SolverSpec, semantics: Framework) -> SolverSpec:
-    """The solver under ``semantics``; darknet knows only SGD and Adam."""
+    """The solver under ``semantics``; darknet knows SGD, Adam and (our extension) AdamW."""
     if semantics not in CONVENTIONS:
         raise ConfigError(
             [Diagnostic("error", "--semantics", None, None, "must be darknet or caffe")]

@@ -333,3 +333,72 @@ class _Updates:
         caffe_add_scalar(eps_hat, val_t)
         caffe_div(val_m, val_t, val_t)
         caffe_cpu_scale(f32(local_rate * correction), val_t, blob.diff)
+
+
+# ============================================================================================
+# torch.optim.AdamW (torch/optim/adamw.py, adam.py: _single_tensor_adam(w), maximize=False,
+# amsgrad=False, capturable=False; ATen CPU kernels for mul_, lerp_, addcmul_, sqrt, div, add_,
+# addcdiv_). Python scalars are doubles; a float32 tensor op casts its scalar to float32.
+# ============================================================================================
+
+
+def torch_lerp_(start: np.ndarray, end: np.ndarray, weight) -> None:
+    """``start.lerp_(end, weight)`` (ATen ``lerp``): ``start + w·(end − start)`` for
+    ``|w| < 0.5``, else ``end − (end − start)·(1 − w)``, with ``w = float(weight)``. (The
+    vectorised CPU kernel fuses the multiply-add; transcribed here unfused.)"""
+    w = f32(weight)
+    if abs(w) < 0.5:
+        start[:] = start + w * (end - start)
+    else:
+        start[:] = end - (end - start) * (f32(1) - w)
+
+
+def torch_adamw_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    step: int,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """One ``torch.optim.AdamW`` step on one tensor (``step`` = the incremented ``step_t``)."""
+    if weight_decay != 0:
+        param[:] = param * f32(1 - lr * weight_decay)  # param.mul_(1 - lr * weight_decay)
+    torch_lerp_(exp_avg, grad, 1 - beta1)  # exp_avg.lerp_(grad, 1 - beta1)
+    # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2): self + value*t1*t2
+    exp_avg_sq[:] = exp_avg_sq * f32(beta2)
+    exp_avg_sq[:] = exp_avg_sq + (f32(1 - beta2) * grad) * grad
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    step_size = lr / bias_correction1
+    bias_correction2_sqrt = math.sqrt(bias_correction2)
+    denom = np.sqrt(exp_avg_sq) / f32(bias_correction2_sqrt)  # (exp_avg_sq.sqrt() / bc2_sqrt)
+    denom = denom + f32(eps)  # .add_(eps)
+    param[:] = param + (f32(-step_size) * exp_avg) / denom  # addcdiv_: self + value*t1/t2
+
+
+def caffe_adamw_update(
+    blobs: list[RefBlob],
+    p: CaffeSolverParams,
+    rate: float,
+    iter_: int,
+    weight_decay: float,
+) -> None:
+    """dnupdate's Caffe ``type: "AdamW"``: Caffe's ClipGradients and Normalize, no Regularize,
+    then ``torch_adamw_step`` per blob with ``lr = rate·lr_mult``, ``λ = weight_decay·
+    decay_mult``, ``t = iter + 1`` (``blob.history = [m, v]``; ``p.momentum`` is β1)."""
+    clip_gradients(blobs, p)
+    for blob in blobs:
+        if not blob.history:
+            blob.history = [np.zeros_like(blob.data), np.zeros_like(blob.data)]
+        normalize(blob, p)
+        torch_adamw_step(
+            blob.data, blob.diff, *blob.history, iter_ + 1,
+            lr=float(rate) * float(f32(blob.lr_mult)), beta1=p.momentum, beta2=p.momentum2,
+            eps=p.delta, weight_decay=weight_decay * float(f32(blob.decay_mult)),
+        )  # fmt: skip

@@ -48,6 +48,8 @@ RULE_CAFFE_RMSPROP = 5
 RULE_CAFFE_ADADELTA = 6
 RULE_CAFFE_ADAM = 7
 RULE_CAFFE_SGD_LR_OUTSIDE = 8
+RULE_DARKNET_ADAMW = 9  # dnupdate extension: torch AdamW on darknet's summed, negated gradient
+RULE_CAFFE_ADAMW = 10  # torch.optim.AdamW on Caffe's (clipped, normalised) mean gradient
 
 # ---- coefficient slots -----------------------------------------------------------------------
 K_MOMENTUM = 0  # darknet/Caffe momentum; AdaDelta rho; RMSProp rms_decay; Adam beta1
@@ -63,7 +65,8 @@ K_NORM_SCALE = 9  # Caffe Normalize factor float32(1/iter_size) (used when K_NOR
 K_NORM_ON = 10
 K_L1 = 11  # Caffe regularization: 0 = L2, 1 = L1
 K_ONE_PLUS_MOMENTUM = 12  # Caffe Nesterov: float32(1 + momentum)
-N_COEFFICIENTS = 13
+K_BATCH = 13  # darknet AdamW: float32(B), the divisor turning the summed gradient into a mean
+N_COEFFICIENTS = 14
 
 _SLOTS = {
     "momentum": K_MOMENTUM,
@@ -79,6 +82,7 @@ _SLOTS = {
     "norm_on": K_NORM_ON,
     "l1": K_L1,
     "one_plus_momentum": K_ONE_PLUS_MOMENTUM,
+    "batch": K_BATCH,
 }
 
 
@@ -229,6 +233,31 @@ def caffe_adam_element(g, m, v, rate_corrected, coef):
     return rate_corrected * q, m, v
 
 
+def adamw_element(w, g, m, v, neg_step_size, decay_factor, coef):
+    """``torch.optim.AdamW``'s single-tensor step (``maximize=False``, ``amsgrad=False``) on one
+    element, each tensor operation rounded to float32 on its own. Returns ``(w, m, v)``.
+
+    * ``param.mul_(1 − lr·λ)``: ``w ← w·decay_factor`` (``decay_factor = f32(1 − lr·λ)``,
+      the product taken in double as Python does);
+    * ``exp_avg.lerp_(g, 1 − β1)``: torch's lerp formula, ``m + w·(g − m)`` for a weight
+      ``w = f32(1 − β1)`` under 0.5, else ``g − (g − m)·(1 − w)`` (torch quirk: not the
+      textbook ``β1·m + (1 − β1)·g``; its vectorised CPU kernel fuses this multiply-add);
+    * ``exp_avg_sq.mul_(β2).addcmul_(g, g, value=1 − β2)``: ``v ← β2·v; v ← v + ((1 − β2)·g)·g``;
+    * ``denom = (exp_avg_sq.sqrt() / sqrt(1 − β2^t)).add_(ε)`` (``K_CORRECTION2`` holds
+      ``f32(sqrt(1 − β2^t))``): ε is added to the bias-CORRECTED root, unlike Caffe's Adam;
+    * ``param.addcdiv_(m, denom, value=−lr/(1 − β1^t))``: ``w ← w + (neg_step_size·m)/denom``.
+    """
+    w = w * decay_factor
+    weight = coef[K_ONE_MINUS_MOMENTUM]
+    m = m + weight * (g - m) if abs(weight) < 0.5 else g - (g - m) * (F32(1.0) - weight)
+    v = v * coef[K_BETA2]
+    v = v + (coef[K_ONE_MINUS_BETA2] * g) * g
+    denom = np.sqrt(v) / coef[K_CORRECTION2]
+    denom = denom + coef[K_EPS]
+    w = w + (neg_step_size * m) / denom
+    return w, m, v
+
+
 _inline = njit(inline="always")
 _darknet_sgd = _inline(darknet_sgd_element)
 _darknet_adam = _inline(darknet_adam_element)
@@ -240,6 +269,7 @@ _caffe_adagrad = _inline(caffe_adagrad_element)
 _caffe_rmsprop = _inline(caffe_rmsprop_element)
 _caffe_adadelta = _inline(caffe_adadelta_element)
 _caffe_adam = _inline(caffe_adam_element)
+_adamw = _inline(adamw_element)
 
 
 # ---- the fused pass --------------------------------------------------------------------------
@@ -251,7 +281,7 @@ def _as_tuple(coef):
     them out of the element loop (array loads could alias the buffers being written)."""
     return (
         coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6],
-        coef[7], coef[8], coef[9], coef[10], coef[11], coef[12],
+        coef[7], coef[8], coef[9], coef[10], coef[11], coef[12], coef[13],
     )  # fmt: skip
 
 
@@ -307,6 +337,14 @@ def _darknet_block(rule, params, grads, state_a, state_b, start, stop, rate, dec
         if rule == RULE_DARKNET_SGD:
             w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
             grads[i] = u
+        elif rule == RULE_DARKNET_ADAMW:
+            # dnupdate's darknet AdamW extension: grads hold darknet's Σ over the B images of
+            # the NEGATIVE gradient, so torch's mean gradient is g = (−d)/B (one division)
+            g = (-grads[i]) / k[K_BATCH]
+            w_new, m, v = _adamw(w, g, state_a[i], state_b[i], rate, decay, k)
+            state_a[i] = m
+            state_b[i] = v
+            grads[i] = F32(0.0)
         else:
             w_new, m, v = _darknet_adam(w, grads[i], state_a[i], state_b[i], rate, decay, k)
             state_a[i] = m
@@ -323,21 +361,29 @@ def _darknet_block(rule, params, grads, state_a, state_b, start, stop, rate, dec
 def _caffe_block(
     rule, params, grads, state_a, state_b, start, stop, rate, decay, grad_on, coef
 ):  # fmt: skip
-    """A Caffe rule's step on ``[start, stop)``, as :func:`_darknet_block`."""
+    """A Caffe rule's step on ``[start, stop)``, as :func:`_darknet_block`. AdamW: Caffe's
+    clip and normalise stages, no ``Regularize`` (``decay`` is AdamW's ``f32(1 − lr·λ)``)."""
     k = _as_tuple(coef)
     step_acc = 0.0
     weight_acc = 0.0
     for i in range(start, stop):
         w = params[i]
         g = grads[i] if grad_on else F32(0.0)
-        g = _caffe_prepare(g, w, decay, k)
-        h2 = state_b[i] if state_b.size > 0 else F32(0.0)
-        step, h, h2 = _caffe_step(rule, g, state_a[i], h2, rate, k)
-        state_a[i] = h
-        if state_b.size > 0:
-            state_b[i] = h2
-        grads[i] = step
-        w_new = w - step
+        if rule == RULE_CAFFE_ADAMW:
+            g = _caffe_prepare(g, w, F32(0.0), k)
+            w_new, m, v = _adamw(w, g, state_a[i], state_b[i], rate, decay, k)
+            state_a[i] = m
+            state_b[i] = v
+            grads[i] = w - w_new
+        else:
+            g = _caffe_prepare(g, w, decay, k)
+            h2 = state_b[i] if state_b.size > 0 else F32(0.0)
+            step, h, h2 = _caffe_step(rule, g, state_a[i], h2, rate, k)
+            state_a[i] = h
+            if state_b.size > 0:
+                state_b[i] = h2
+            grads[i] = step
+            w_new = w - step
         params[i] = w_new
         delta_w = np.float64(w_new) - np.float64(w)
         step_acc += delta_w * delta_w
@@ -393,11 +439,12 @@ def fused_update(
     length-0 arrays for rules without them). Segment ``s`` covers
     ``[seg_offsets[s], seg_offsets[s] + seg_sizes[s])`` with float32 ``seg_lr[s]`` (darknet
     SGD ``α = η/B``; darknet Adam ``η``; Caffe ``local_rate``, times the Adam correction) and
-    ``seg_decay[s]`` (darknet ``δ = −decay·B·decay_mult``; Caffe ``local_decay``);
+    ``seg_decay[s]`` (darknet ``δ = −decay·B·decay_mult``; Caffe ``local_decay``; AdamW:
+    ``seg_lr = f32(−lr·lr_mult/(1 − β1^t))`` and ``seg_decay = f32(1 − lr·lr_mult·λ·decay_mult)``);
     ``seg_grad_on[s] = 0`` makes a Caffe segment's gradient read as 0 (Caffe ``lr_mult: 0``).
 
     After the call: darknet SGD leaves ``m·U`` in ``grads`` (darknet quirk: the gradient buffer
-    carries the momentum); darknet Adam zeroes ``grads``; Caffe leaves the applied step in
+    carries the momentum); darknet Adam/AdamW zero ``grads``; Caffe leaves the applied step in
     ``grads`` (``w ← w − diff``, as ``Net::Update``). ``step_sq[s]``/``weight_sq[s]`` receive
     Σ(Δw)² and Σw² (weights before the update), accumulated in float64.
 
@@ -415,7 +462,7 @@ def fused_update(
     first, owner, starts, stops = block_table(seg_offsets, seg_sizes, BLOCK)
     partial = np.empty((owner.size, 2), dtype=np.float64)
     blocks = (owner, starts, stops)
-    if rule in (RULE_DARKNET_SGD, RULE_DARKNET_ADAM):
+    if rule in (RULE_DARKNET_SGD, RULE_DARKNET_ADAM, RULE_DARKNET_ADAMW):
         _darknet_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay, coef,
                         partial)  # fmt: skip
     else:

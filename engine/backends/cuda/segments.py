@@ -24,9 +24,13 @@ _darknet_sgd = device_function(cpu_update.darknet_sgd_element)
 _darknet_adam = device_function(cpu_update.darknet_adam_element)
 _caffe_prepare = device_function(cpu_update.caffe_prepared_gradient)
 _caffe_step = device_function(cpu_update._caffe_step)
+_adamw = device_function(cpu_update.adamw_element)
 
 RULE_DARKNET_SGD = cpu_update.RULE_DARKNET_SGD
 RULE_DARKNET_ADAM = cpu_update.RULE_DARKNET_ADAM
+RULE_DARKNET_ADAMW = cpu_update.RULE_DARKNET_ADAMW
+RULE_CAFFE_ADAMW = cpu_update.RULE_CAFFE_ADAMW
+K_BATCH = cpu_update.K_BATCH
 K_MOMENTUM = cpu_update.K_MOMENTUM
 _F0 = np.float32(0.0)
 
@@ -48,7 +52,7 @@ def fused_update(
     lanes = cuda.gridDim.x * cuda.blockDim.x
     k = (
         coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6],
-        coef[7], coef[8], coef[9], coef[10], coef[11], coef[12],
+        coef[7], coef[8], coef[9], coef[10], coef[11], coef[12], coef[13],
     )  # fmt: skip
     momentum = k[K_MOMENTUM]
     start = seg_offsets[s]
@@ -68,6 +72,19 @@ def fused_update(
             state_a[i] = m
             state_b[i] = v
             grads[i] = _F0
+        elif rule == RULE_DARKNET_ADAMW:
+            g = (-grads[i]) / k[K_BATCH]  # darknet's Σ of −∂L/∂W → the mean gradient
+            w_new, m, v = _adamw(w, g, state_a[i], state_b[i], rate, decay, k)
+            state_a[i] = m
+            state_b[i] = v
+            grads[i] = _F0
+        elif rule == RULE_CAFFE_ADAMW:
+            g = grads[i] if grad_on else _F0
+            g = _caffe_prepare(g, w, _F0, k)
+            w_new, m, v = _adamw(w, g, state_a[i], state_b[i], rate, decay, k)
+            state_a[i] = m
+            state_b[i] = v
+            grads[i] = w - w_new
         else:
             g = grads[i] if grad_on else _F0
             g = _caffe_prepare(g, w, decay, k)
