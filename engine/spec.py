@@ -201,6 +201,11 @@ class LayerBase:
     ``origin``: the section header / ``layer {`` line.
     ``stop_backward``: darknet ``stopbackward`` (the backward pass stops at this layer).
     ``dontsave``/``dontload``: darknet ``.weights`` skips the layer when writing/reading.
+    ``bottoms``/``tops``: Caffe blob names the layer reads and writes. Empty ``bottoms`` means
+    darknet's chain rule (the previous layer's output, plus a graph layer's named sources);
+    given, each bottom is the output of the LAST earlier layer (in the same phase) with that
+    top (Caffe in-place tops: the last writer wins) or one of the data layer's tops
+    (``NetSpec.input_tops``).
     """
 
     name: str
@@ -209,6 +214,8 @@ class LayerBase:
     stop_backward: bool = False
     dontsave: bool = False
     dontload: bool = False
+    bottoms: tuple[str, ...] = ()
+    tops: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -422,6 +429,111 @@ class RouteSpec(LayerBase):
     sources: tuple[str, ...]
 
 
+@dataclass(frozen=True, kw_only=True)
+class EltwiseSpec(LayerBase):
+    """Caffe ``Eltwise`` over 2+ bottoms of one shape: ``sum`` (``y = Σ coeffs_i·x_i``,
+    coeffs default 1), ``prod`` (``y = Π x_i``; ``stable_prod_grad``: the input gradient is
+    ``dy·Π_{j≠i} x_j``, else ``dy·y/x_i``) or ``max`` (first maximum wins as Caffe's strict
+    ``>``: ties between bottoms 0 and 1 go to bottom 1, later ties to the earlier bottom)."""
+
+    kind: Literal["eltwise"] = "eltwise"
+    operation: Literal["sum", "prod", "max"] = "sum"
+    coeffs: tuple[float, ...] = ()
+    stable_prod_grad: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConcatSpec(LayerBase):
+    """Caffe ``Concat`` along ``axis`` (1: channels, the per-image flat outputs laid end to
+    end; the only axis supported besides a flat input's)."""
+
+    kind: Literal["concat"] = "concat"
+    axis: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReshapeSpec(LayerBase):
+    """Caffe ``Flatten`` (``shape = ()``: ``(C·H·W, 1, 1)``) and ``Reshape`` (``shape``: the
+    per-image dims after the batch, ``0`` = copy the input's dim, ``-1`` = inferred). The data
+    are copied unchanged (same memory order); the gradient flows back the same way."""
+
+    kind: Literal["reshape"] = "reshape"
+    shape: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitSpec(LayerBase):
+    """Caffe ``Split``: every top is a copy of the bottom; backward the tops' diffs add up."""
+
+    kind: Literal["split"] = "split"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SilenceSpec(LayerBase):
+    """Caffe ``Silence``: reads its bottoms, outputs nothing, passes no gradient."""
+
+    kind: Literal["silence"] = "silence"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LRNSpec(LayerBase):
+    """Caffe ``LRN``.
+
+    ``across``: ``y = x·(k + alpha/size·Σ_{c' in window} x_{c'}²)^-beta`` over ``size``
+    channels centred on c (zero-padded). ``within``: ``y = x·(1 + alpha·avg(x²))^-beta``,
+    avg over a size×size window, zero padding (size−1)/2 counted in the divisor (Caffe quirk:
+    ``k`` is ignored there, the shift is 1; Caffe composes Split, Power, AVE pooling, Power
+    and Eltwise PROD).
+    """
+
+    kind: Literal["lrn"] = "lrn"
+    local_size: int = 5
+    alpha: float = 1.0
+    beta: float = 0.75
+    k: float = 1.0
+    region: Literal["across", "within"] = "across"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PowerSpec(LayerBase):
+    """Caffe ``Power``: ``y = (shift + scale·x)^power``."""
+
+    kind: Literal["power"] = "power"
+    power: float = 1.0
+    scale: float = 1.0
+    shift: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaffeSoftmaxSpec(LayerBase):
+    """Caffe ``Softmax`` as a layer (axis 1, per spatial position):
+    ``y_c = exp(x_c − max) / Σ exp(x − max)``; backward ``dx = y·(dy − Σ_c dy·y)``."""
+
+    kind: Literal["caffe_softmax"] = "caffe_softmax"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EuclideanLossSpec(LayerBase):
+    """Caffe ``EuclideanLoss``: ``1/(2N)·Σ (a − b)²`` with N the batch; both bottoms get
+    the gradient (``±loss_weight·(a − b)/N``)."""
+
+    kind: Literal["euclidean_loss"] = "euclidean_loss"
+    loss_weight: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SigmoidCrossEntropyLossSpec(LayerBase):
+    """Caffe ``SigmoidCrossEntropyLoss``: the stable
+    ``−Σ [x·(t − [x≥0]) − log(1 + exp(x − 2x·[x≥0]))] / normalizer``; gradient
+    ``(σ(x) − t)·loss_weight/normalizer``. Caffe quirk: the default ``normalization`` is
+    BATCH_SIZE here (``valid`` only with ``normalize: true``), unlike SoftmaxWithLoss."""
+
+    kind: Literal["sigmoid_ce_loss"] = "sigmoid_ce_loss"
+    normalization: Literal["full", "valid", "batch_size", "none"] = "batch_size"
+    ignore_label: int | None = None
+    loss_weight: float = 1.0
+
+
 LayerSpec = (
     ConvSpec
     | ConnectedSpec
@@ -436,6 +548,16 @@ LayerSpec = (
     | AccuracySpec
     | ShortcutSpec
     | RouteSpec
+    | EltwiseSpec
+    | ConcatSpec
+    | ReshapeSpec
+    | SplitSpec
+    | SilenceSpec
+    | LRNSpec
+    | PowerSpec
+    | CaffeSoftmaxSpec
+    | EuclideanLossSpec
+    | SigmoidCrossEntropyLossSpec
 )
 
 
@@ -456,6 +578,9 @@ class NetSpec:
     name: str
     input: InputSpec
     layers: tuple[LayerSpec, ...]
+    #: Caffe: the data layer's tops (``data``, ``label``, ...), the names layers' ``bottoms``
+    #: use for the network input (the first) and the truth (the others)
+    input_tops: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------

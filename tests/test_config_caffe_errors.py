@@ -195,8 +195,8 @@ def test_bare_net_is_rejected_with_advice(tmp_path):
 @pytest.mark.parametrize(
     ("layer_text", "key", "words"),
     [
-        ('layer { name: "n" type: "LRN" bottom: "data" top: "x" lrn_param { local_size: 3 } }',
-         "type", "unsupported layer type 'LRN'"),
+        ('layer { name: "n" type: "Crop" bottom: "data" top: "x" }',
+         "type", "unsupported layer type 'Crop'"),
         ('layer { name: "n" type: "Convolutoin" bottom: "data" top: "x" }',
          "type", "did you mean 'Convolution'"),
         ('layer { name: "n" type: "Pooling" bottom: "data" top: "x"\n'
@@ -248,16 +248,16 @@ def test_layer_errors_name_file_line_and_key(tmp_path, layer_text, key, words):
     assert first <= error.line <= last
 
 
-def test_broken_chain_names_the_layer_and_line(tmp_path):
+def test_unknown_bottom_names_the_layer_and_line(tmp_path):
     net = net_with('layer { name: "r" type: "ReLU" bottom: "data" top: "data" }', "other")
-    error = the_error(tmp_path, "only sequential nets", net=net)
+    error = the_error(tmp_path, "which no earlier layer produces", net=net)
     assert "'ip'" in error.message and "'other'" in error.message
     assert error.line == layer_line(net, 'bottom: "other"')
 
 
 def test_loss_must_take_the_label(tmp_path):
     net = GOOD_NET.replace('bottom: "ip" bottom: "label"', 'bottom: "ip" bottom: "data"')
-    the_error(tmp_path, "must take the last output and the label", net=net)
+    the_error(tmp_path, "must take the scores and the data layer's label", net=net)
 
 
 def test_net_without_data_layer(tmp_path):

@@ -316,6 +316,47 @@ class Backend:
         """Caffe ``Accuracy``: ties count against."""
         raise NotImplementedError
 
+    # ---- Caffe element-wise and normalisation layers (engine.backends.cpu.caffe_layers) ---
+    def multiply(self, a: Array, b: Array, out: Array) -> None:
+        """``out = a·b`` element-wise (``out`` may be ``a`` or ``b``)."""
+        raise NotImplementedError
+
+    def divide(self, a: Array, b: Array, out: Array) -> None:
+        """``out = a/b`` element-wise."""
+        raise NotImplementedError
+
+    def eltwise_max(self, x: Array, out: Array, mask: Array, index: int) -> None:
+        """Fold bottom ``index`` into Caffe's Eltwise MAX (``mask``: int32 winner index)."""
+        raise NotImplementedError
+
+    def eltwise_max_backward(self, delta: Array, mask: Array, index: int, dx: Array) -> None:
+        """``dx += delta`` where ``mask == index``."""
+        raise NotImplementedError
+
+    def power_forward(self, x, y, power: float, scale: float, shift: float) -> None:
+        """Caffe ``Power``: ``y = (shift + scale·x)^power``."""
+        raise NotImplementedError
+
+    def power_backward(self, x, y, dy, dx, power: float, scale: float, shift: float) -> None:
+        """Caffe ``Power`` backward, adding ``dy·dy/dx`` into ``dx``."""
+        raise NotImplementedError
+
+    def lrn_forward(self, x, scale, y, size: int, alpha: float, beta: float, k: float) -> None:
+        """Caffe ``LRN`` ACROSS_CHANNELS on ``(B, C, H·W)``; ``scale`` is kept for backward."""
+        raise NotImplementedError
+
+    def lrn_backward(self, x, y, scale, dy, dx, size: int, alpha: float, beta: float) -> None:
+        """Caffe ``LRN`` ACROSS_CHANNELS backward, adding into ``dx``."""
+        raise NotImplementedError
+
+    def caffe_softmax_forward(self, x, y) -> None:
+        """Caffe ``Softmax`` over axis 1 of ``(B, C, inner)``."""
+        raise NotImplementedError
+
+    def caffe_softmax_backward(self, y, dy, dx) -> None:
+        """Caffe ``Softmax`` backward, adding ``(dy − Σ dy·y)·y`` into ``dx``."""
+        raise NotImplementedError
+
     # ---- update and per-segment reductions (segment tables and outputs are host arrays) ---
     def fused_update(
         self,

@@ -17,16 +17,26 @@ from engine.spec import (
     AccuracySpec,
     ActivationSpec,
     BatchNormSpec,
+    CaffeSoftmaxSpec,
+    ConcatSpec,
     ConnectedSpec,
     ConvSpec,
     DropoutSpec,
+    EltwiseSpec,
+    EuclideanLossSpec,
     FillerSpec,
     LayerSpec,
+    LRNSpec,
     Origin,
     ParamMult,
     PoolSpec,
+    PowerSpec,
+    ReshapeSpec,
     ScaleSpec,
+    SigmoidCrossEntropyLossSpec,
+    SilenceSpec,
     SoftmaxLossSpec,
+    SplitSpec,
 )
 
 FILLER_TYPES = ("constant", "uniform", "gaussian", "xavier", "msra", "positive_unitball")
@@ -79,7 +89,11 @@ class LayerReader:
         return self.layer.get(key)
 
     def make(self, spec_type: type) -> LayerSpec:
-        """Build the spec from the collected keyword arguments."""
+        """Build the spec from the collected keyword arguments (with the layer's bottom and
+        top blob names)."""
+        for key, spec_field in (("bottom", "bottoms"), ("top", "tops")):
+            values = tuple(self.layer.get(key))
+            self.put(spec_field, values, self.layer.origin_of(key) if values else DEFAULT)
         return spec_type(
             name=self.name, origin=self.layer.origin, phases=self.phases, **self.kwargs
         )
@@ -394,6 +408,128 @@ def build_accuracy(reader: LayerReader) -> LayerSpec:
     return reader.make(AccuracySpec)
 
 
+def build_eltwise(reader: LayerReader) -> LayerSpec:
+    """``Eltwise`` → SUM (with ``coeff``, one per bottom), PROD or MAX."""
+    p = reader.param("eltwise_param")
+    operation = reader.take(p, "operation", "operation", str.lower)
+    coeffs = p.get("coeff")
+    if coeffs and operation != "SUM":
+        reader.error(p.origin_of("coeff"), "coeff", "coeff is for operation SUM only")
+    if coeffs and len(coeffs) != len(reader.layer.get("bottom")):
+        reader.error(p.origin_of("coeff"), "coeff", "give one coeff per bottom")
+    reader.put("coeffs", tuple(coeffs), p.origin_or_default("coeff"))
+    reader.take(p, "stable_prod_grad", "stable_prod_grad")
+    if len(reader.layer.get("bottom")) < 2:
+        reader.error(reader.layer.origin_of("bottom"), "bottom", "Eltwise needs 2+ bottoms")
+    return reader.make(EltwiseSpec)
+
+
+def build_concat(reader: LayerReader) -> LayerSpec:
+    """``Concat`` → channel concatenation (axis 1, or the deprecated ``concat_dim: 1``)."""
+    p = reader.param("concat_param")
+    axis = p.get("axis") if p.has("axis") or not p.has("concat_dim") else p.get("concat_dim")
+    if axis not in (1, -3):
+        key = "axis" if p.has("axis") else "concat_dim"
+        reader.error(p.origin_of(key), key, "only axis 1 (channels) is supported")
+    reader.put("axis", 1, p.origin_or_default("axis"))
+    return reader.make(ConcatSpec)
+
+
+def build_flatten(reader: LayerReader) -> LayerSpec:
+    """``Flatten`` → ``(C·H·W, 1, 1)`` (axis 1 to the end only)."""
+    p = reader.param("flatten_param")
+    if p.get("axis") != 1 or p.get("end_axis") != -1:
+        key = "axis" if p.has("axis") else "end_axis"
+        reader.error(p.origin_of(key), key, "only axis: 1, end_axis: -1 is supported")
+    return reader.make(ReshapeSpec)
+
+
+def build_reshape(reader: LayerReader) -> LayerSpec:
+    """``Reshape`` → per-image dims (the batch dim must be ``0`` or ``-1``: unchanged)."""
+    p = reader.param("reshape_param")
+    if p.get("axis") != 0 or p.get("num_axes") != -1:
+        key = "axis" if p.has("axis") else "num_axes"
+        reader.error(p.origin_of(key), key, "only axis: 0, num_axes: -1 is supported")
+    dims = list(p.get("shape").get("dim"))
+    where = p.origin_of("shape") if p.has("shape") else reader.layer.origin
+    if not dims or dims[0] not in (0, -1) or (dims[0] == -1 and -1 in dims[1:]):
+        reader.error(
+            where, "shape", "the first dim (the batch) must be 0 or -1, with the rest given"
+        )
+    if len(dims) < 2 or len(dims) > 4:
+        reader.error(where, "shape", "give 2 to 4 dims (N, then up to C, H, W)")
+    reader.put("shape", tuple(dims[1:]), where)
+    return reader.make(ReshapeSpec)
+
+
+def build_split(reader: LayerReader) -> LayerSpec:
+    """``Split`` → every top a copy of the bottom."""
+    return reader.make(SplitSpec)
+
+
+def build_silence(reader: LayerReader) -> LayerSpec:
+    """``Silence`` → a sink."""
+    return reader.make(SilenceSpec)
+
+
+def build_lrn(reader: LayerReader) -> LayerSpec:
+    """``LRN`` → ACROSS_CHANNELS (``k + alpha/size·Σx²``) or WITHIN_CHANNEL."""
+    p = reader.param("lrn_param")
+    size = reader.take(p, "local_size", "local_size")
+    if size % 2 == 0 or size <= 0:
+        reader.error(p.origin_of("local_size"), "local_size", "LRN only supports odd values")
+    reader.take(p, "alpha", "alpha")
+    reader.take(p, "beta", "beta")
+    reader.take(p, "k", "k")
+    regions = {"ACROSS_CHANNELS": "across", "WITHIN_CHANNEL": "within"}
+    reader.take(p, "norm_region", "region", regions.get)
+    return reader.make(LRNSpec)
+
+
+def build_power(reader: LayerReader) -> LayerSpec:
+    """``Power`` → ``(shift + scale·x)^power``."""
+    p = reader.param("power_param")
+    for key in ("power", "scale", "shift"):
+        reader.take(p, key, key)
+    return reader.make(PowerSpec)
+
+
+def build_softmax(reader: LayerReader) -> LayerSpec:
+    """``Softmax`` → softmax over the channels (axis 1)."""
+    p = reader.param("softmax_param")
+    if p.get("axis") != 1:
+        reader.error(p.origin_of("axis"), "axis", "only softmax axis 1 is supported")
+    return reader.make(CaffeSoftmaxSpec)
+
+
+def _loss_weight(reader: LayerReader) -> None:
+    weights = reader.layer.get("loss_weight")
+    origin = reader.layer.origin_of("loss_weight") if weights else DEFAULT
+    reader.put("loss_weight", weights[0] if weights else 1.0, origin)
+
+
+def build_euclidean_loss(reader: LayerReader) -> LayerSpec:
+    """``EuclideanLoss`` → ``1/(2N)·Σ(a − b)²``."""
+    _loss_weight(reader)
+    return reader.make(EuclideanLossSpec)
+
+
+def build_sigmoid_ce_loss(reader: LayerReader) -> LayerSpec:
+    """``SigmoidCrossEntropyLoss`` → the stable sum over the normalizer (Caffe quirk:
+    BATCH_SIZE when neither ``normalization`` nor ``normalize`` is given)."""
+    p = reader.param("loss_param")
+    if p.has("normalization"):
+        reader.take(p, "normalization", "normalization", NORMALIZATIONS.get)
+    elif p.has("normalize"):
+        mode = "valid" if p.get("normalize") else "batch_size"
+        reader.put("normalization", mode, p.origin_of("normalize"))
+    else:
+        reader.put("normalization", "batch_size")
+    reader.take_optional(p, "ignore_label", "ignore_label")
+    _loss_weight(reader)
+    return reader.make(SigmoidCrossEntropyLossSpec)
+
+
 BUILDERS: dict[str, Callable[[LayerReader], LayerSpec]] = {
     "Convolution": build_convolution,
     "InnerProduct": build_inner_product,
@@ -406,8 +542,21 @@ BUILDERS: dict[str, Callable[[LayerReader], LayerSpec]] = {
     "Scale": build_scale,
     "SoftmaxWithLoss": build_softmax_loss,
     "Accuracy": build_accuracy,
+    "Eltwise": build_eltwise,
+    "Concat": build_concat,
+    "Flatten": build_flatten,
+    "Reshape": build_reshape,
+    "Split": build_split,
+    "Silence": build_silence,
+    "LRN": build_lrn,
+    "Power": build_power,
+    "Softmax": build_softmax,
+    "EuclideanLoss": build_euclidean_loss,
+    "SigmoidCrossEntropyLoss": build_sigmoid_ce_loss,
 }
-LOSS_TYPES = frozenset({"SoftmaxWithLoss", "Accuracy"})
+LOSS_TYPES = frozenset({"SoftmaxWithLoss", "Accuracy"})  # read the data layer's label
+#: layers with no top (or only a loss top) that no later layer reads
+SINK_TYPES = frozenset({*LOSS_TYPES, "Silence", "EuclideanLoss", "SigmoidCrossEntropyLoss"})
 DATA_TYPES = frozenset({"Data", "Input", "HDF5Data"})
 
 # Every layer type Caffe registers (layer_factory + REGISTER_LAYER_CLASS), for telling an

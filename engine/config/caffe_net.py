@@ -4,8 +4,10 @@
   (``net.cpp: Net::FilterNet``, ``StateMeetsRule``); a layer's ``phases`` are those it is in.
 * Data layers (``Data``, ``Input``, ``HDF5Data``) become the ``DataSpec`` and fix the input
   shape; all other layers become layer specs in file order.
-* The net must be a chain: each layer's first bottom is the previous non-loss layer's top
-  (in place allowed); ``SoftmaxWithLoss``/``Accuracy`` take that output and the label.
+* The net is a graph of named blobs: each bottom must be a top of an earlier layer of the same
+  phase or of the data layer (in-place tops allowed: the last writer wins); a top read by
+  several layers gets their gradients added (Caffe's implicit Split). ``SoftmaxWithLoss``/
+  ``Accuracy`` take scores and the data layer's label.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from engine.config.caffe_layers import (
     CAFFE_LAYER_TYPES,
     DATA_TYPES,
     LOSS_TYPES,
+    SINK_TYPES,
     LayerReader,
 )
 from engine.config.caffe_schema import Msg, Reporter, close_matches
@@ -35,6 +38,7 @@ from engine.spec import (
 )
 
 PHASES = ("train", "test")
+MULTI_BOTTOM_TYPES = frozenset({"Eltwise", "Concat"})
 SHAPES_BY_NAME = (("mnist", (1, 28, 28)), ("cifar", (3, 32, 32)))
 
 
@@ -228,48 +232,54 @@ def input_shape(layer: Msg, source: DataSourceSpec, reporter: Reporter):
 
 
 @dataclass
-class _Chain:
-    """Tracks the blob the next layer must read: the data top, then each layer's top."""
+class _Blobs:
+    """The blobs each phase's net has produced so far (the data layer's tops first), to check
+    that every bottom names an earlier top (``Net::AppendBottom``: "Unknown bottom blob")."""
 
-    current: str
-    label: str | None
+    known: dict[str, set[str]]
+    label_tops: frozenset[str]
     reporter: Reporter
 
-    def step(self, layer: Msg) -> None:
+    def step(self, layer: Msg, phases: frozenset[str]) -> None:
         name, kind = layer.get("name"), layer.get("type")
         bottoms, tops = layer.get("bottom"), layer.get("top")
-        where = layer.origin
         if not bottoms:
-            self.reporter.error(where, "bottom", f"layer {name!r} has no bottom")
+            self.reporter.error(layer.origin, "bottom", f"layer {name!r} has no bottom")
+        for index, bottom in enumerate(bottoms):
+            missing = [phase for phase in sorted(phases) if bottom not in self.known[phase]]
+            if missing:
+                self.reporter.error(
+                    layer.origin_of("bottom", index),
+                    "bottom",
+                    f"layer {name!r} reads blob {bottom!r}, which no earlier layer produces "
+                    f"in the {'/'.join(p.upper() for p in missing)} net",
+                )
+        self._check_label(layer, name, kind, bottoms)
+        if kind not in SINK_TYPES and kind not in MULTI_BOTTOM_TYPES and len(bottoms) > 1:
+            self.reporter.error(
+                layer.origin, "top", f"layer {name!r} ({kind}) must have one bottom and one top"
+            )
+        elif kind not in SINK_TYPES and kind != "Split" and len(tops) != 1:
+            self.reporter.error(layer.origin, "top", f"layer {name!r} must have one top")
+        for phase in phases:
+            self.known[phase].update(tops)
+
+    def _check_label(self, layer: Msg, name: str, kind: str, bottoms: list[str]) -> None:
+        if kind not in LOSS_TYPES:
             return
-        if bottoms[0] != self.current:
+        if not self.label_tops:
+            self.reporter.error(
+                layer.origin,
+                "bottom",
+                f"layer {name!r} needs a label, but the data layer has no second top",
+            )
+        elif len(bottoms) != 2 or bottoms[1] not in self.label_tops:
             self.reporter.error(
                 layer.origin_of("bottom"),
                 "bottom",
-                f"layer {name!r} reads {bottoms[0]!r}, but the previous layer's output is "
-                f"{self.current!r}; only sequential nets are supported",
+                f"layer {name!r} must take the scores and the data layer's label "
+                f"({sorted(self.label_tops)[0]!r}); got {bottoms}",
             )
-        if kind in LOSS_TYPES:
-            if self.label is None:
-                self.reporter.error(
-                    where,
-                    "bottom",
-                    f"layer {name!r} needs a label, but the data layer has no second top",
-                )
-            elif len(bottoms) != 2 or bottoms[1] != self.label:
-                self.reporter.error(
-                    layer.origin_of("bottom"),
-                    "bottom",
-                    f"layer {name!r} must take the last output and the label "
-                    f"({self.current!r}, {self.label!r}); got {bottoms}",
-                )
-            return
-        if len(bottoms) != 1 or len(tops) != 1:
-            self.reporter.error(
-                where, "top", f"layer {name!r} must have one bottom and one top in a chain"
-            )
-        if tops:
-            self.current = tops[0]
 
 
 def _data_layers(layers, reporter: Reporter) -> dict[str, Msg]:
@@ -345,13 +355,14 @@ def build_net(
                 "top",
                 "TRAIN and TEST data layers must produce the same tops",
             )
-    chain = _Chain(tops[0], tops[1] if len(tops) > 1 else None, reporter)
+    known = {phase: set(tops) for phase in PHASES}
+    blobs = _Blobs(known, frozenset(tops[1:]), reporter)
     specs: list[LayerSpec] = []
     origins: dict[str, Origin] = {}
     for layer, phases in layers:
         if layer.get("type") in DATA_TYPES:
             continue
-        chain.step(layer)
+        blobs.step(layer, phases)
         reader = LayerReader(layer, phases, reporter)
         spec = BUILDERS[layer.get("type")](reader)
         prefix = f"net.layers.{len(specs)}."
@@ -376,7 +387,7 @@ def build_net(
     train = data_layers.get("train") or first
     batch_origin = origins.get("data.train.batch_size", train.origin)
     return BuiltNet(
-        net=NetSpec(name=net.get("name"), input=shape, layers=tuple(specs)),
+        net=NetSpec(name=net.get("name"), input=shape, layers=tuple(specs), input_tops=tuple(tops)),
         data=data,
         minibatch=(data.train.batch_size, batch_origin),
         has_test_phase="test" in data_layers,

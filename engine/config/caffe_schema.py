@@ -261,6 +261,12 @@ LAYER = {
     "tanh_param": _m("EngineParameter"),
     "softmax_param": _m("SoftmaxParameter"),
     **{name: _m(ANY) for name in OTHER_LAYER_PARAMS},
+    "concat_param": _m("ConcatParameter"),
+    "eltwise_param": _m("EltwiseParameter"),
+    "flatten_param": _m("FlattenParameter"),
+    "lrn_param": _m("LRNParameter"),
+    "power_param": _m("PowerParameter"),
+    "reshape_param": _m("ReshapeParameter"),
 }
 
 # V1LayerParameter.LayerType (caffe.proto), name → enum number.
@@ -432,6 +438,23 @@ MESSAGES: dict[str, dict[str, FieldDef]] = {
         "normalize": _b(False),
     },
     "AccuracyParameter": {"top_k": _i(1, "uint32"), "axis": _i(1), "ignore_label": _i()},
+    "ConcatParameter": {"axis": _i(1), "concat_dim": _i(1, "uint32")},
+    "EltwiseParameter": {
+        "operation": _e("PROD SUM MAX", "SUM"),
+        "coeff": _r(_f()),
+        "stable_prod_grad": _b(True),
+    },
+    "FlattenParameter": {"axis": _i(1), "end_axis": _i(-1)},
+    "LRNParameter": {
+        "local_size": _i(5, "uint32"),
+        "alpha": _f(1.0),
+        "beta": _f(0.75),
+        "norm_region": _e("ACROSS_CHANNELS WITHIN_CHANNEL"),
+        "k": _f(1.0),
+        "engine": _e(ENGINE),
+    },
+    "PowerParameter": {"power": _f(1.0), "scale": _f(1.0), "shift": _f(0.0)},
+    "ReshapeParameter": {"shape": _m("BlobShape"), "axis": _i(0), "num_axes": _i(-1)},
 }
 
 

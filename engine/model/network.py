@@ -199,10 +199,20 @@ class Network:
         self.layers: list[Layer] = []
         self.bottoms = [shape.bottoms for shape in self.shapes]
         self.sources = [bottoms[0] for bottoms in self.bottoms]
+        # a layer reading the network input as a second (or later) bottom needs it in a fixed
+        # buffer (Caffe: the data top read by several layers, e.g. the autoencoder's Flatten)
+        pinned = any(-1 in bottoms[1:] for bottoms in self.bottoms)
+        if pinned:
+            self._input_buffer = self.backend.zeros(self.input_shape)
+        self._input_pinned = pinned
         for shape in self.shapes:
             name = shape.layer.name
             keys = {s.name: s.key for s in self.segments if s.layer == name}
             producers = [self.layers[b] if b >= 0 else None for b in shape.bottoms]
+            bottoms = [_buffers(producer) for producer in producers]
+            for slot, bottom in enumerate(shape.bottoms):
+                if bottom == -1 and pinned:
+                    bottoms[slot] = (self._input_buffer, None)
             source_layer = producers[0]
             ctx = LayerContext(
                 backend=self.backend,
@@ -213,7 +223,7 @@ class Network:
                 source_output=None if source_layer is None else source_layer.output,
                 source_delta=None if source_layer is None else source_layer.delta,
                 uniforms=self._draw_uniforms,
-                bottoms=tuple(_buffers(producer) for producer in producers),
+                bottoms=tuple(bottoms),
             )
             self.layers.append(build_layer(shape, ctx))
         self.output_index = self._output_index()
@@ -223,7 +233,9 @@ class Network:
         for layer in self.layers:
             layer.bind_workspace(workspace)
         self._filled = self._deltas_to_zero()
-        self._truth_layers = [layer for layer in self.layers if isinstance(layer, TruthLayer)]
+        self._truth_layers = [
+            layer for layer in self.layers if isinstance(layer, TruthLayer) and layer.reads_truth
+        ]
         self._truth_buffers = [self._truth_buffer(layer) for layer in self._truth_layers]
         self._loss_layers = [layer for layer in self.layers if layer.has_loss]
 
@@ -338,13 +350,17 @@ class Network:
         return host.reshape(batch, width)
 
     def _accept_input(self, x) -> Array:
-        if (
+        on_device = (
             isinstance(x, type(self.params))  # a device array of this backend: used in place
             and x.dtype == np.float32
             and x.flags.c_contiguous
             and x.size == math.prod(self.input_shape)
-        ):
+        )
+        if on_device and not self._input_pinned:
             return x.reshape(self.input_shape)
+        if on_device:
+            self.backend.copy(x.reshape(self.input_shape), self._input_buffer)
+            return self._input_buffer
         if x.shape[0] != self.batch or x.size != math.prod(self.input_shape):
             want = "×".join(map(str, self.input_shape))
             raise NetworkError(
@@ -446,10 +462,11 @@ class Network:
         """Scalar outputs of the last forward: each loss layer's loss and each accuracy."""
         out: dict[str, float] = {}
         for layer in self.layers:
+            key = layer.spec.tops[0] if layer.spec.tops else layer.name  # Caffe: the top blob
             if layer.has_loss:
-                out[layer.name] = float(layer.loss)
+                out[key] = float(layer.loss)
             elif hasattr(layer, "value"):
-                out[layer.name] = float(layer.value)
+                out[key] = float(layer.value)
         return out
 
 

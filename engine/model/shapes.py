@@ -14,11 +14,17 @@ Output-size rules (C integer division truncates toward zero, which :func:`c_div`
 * darknet ``[shortcut]``: the previous layer's shape (the ``from`` layer may differ: darknet's
   stride/sample rule, :func:`shortcut_geometry`);
 * darknet ``[route]``: channels add up when every source has the same H×W, else a flat vector.
+* Caffe ``Eltwise``/``Split``/``LRN``/``Power``/``Softmax``: the input's shape; ``Concat``
+  (axis 1): channels add up; ``Flatten``: ``(C·H·W, 1, 1)``; ``Reshape``: its dims (``0`` copies,
+  ``-1`` is inferred); losses, ``Accuracy`` and ``Silence``: ``1×1×1`` sinks.
 
 Networks are graphs: each :class:`LayerShape` lists its ``bottoms``, the positions (in the
 returned list) of the layers whose outputs it reads, ``-1`` for the network input. A chain
 layer reads the last non-sink layer before it; ``[shortcut]`` reads that and its ``source``;
-``[route]`` reads its ``sources``.
+``[route]`` reads its ``sources``. A Caffe layer names its ``bottoms``: each resolves to the
+LAST earlier layer with that top (in-place tops: the last writer wins), the data layer's first
+top to ``-1`` and its other tops (the label) to :data:`LABEL`. A blob read by several layers
+gets all their gradients added up, as the Split layer Caffe inserts there does.
 """
 
 from __future__ import annotations
@@ -30,21 +36,42 @@ from engine.spec import (
     AccuracySpec,
     ActivationSpec,
     BatchNormSpec,
+    CaffeSoftmaxSpec,
+    ConcatSpec,
     ConfigError,
     ConnectedSpec,
     ConvSpec,
     CostSpec,
     Diagnostic,
     DropoutSpec,
+    EltwiseSpec,
+    EuclideanLossSpec,
     LayerSpec,
+    LRNSpec,
     NetSpec,
     ParamMult,
     PoolSpec,
+    PowerSpec,
+    ReshapeSpec,
     RouteSpec,
     ScaleSpec,
     ShortcutSpec,
+    SigmoidCrossEntropyLossSpec,
+    SilenceSpec,
     SoftmaxLossSpec,
     SoftmaxSpec,
+    SplitSpec,
+)
+
+#: the position of the truth (a Caffe data layer's second and later tops) in ``bottoms``
+LABEL = -2
+#: layers whose output no later layer reads by the chain rule (Caffe loss, metric, Silence)
+SINKS = (
+    SoftmaxLossSpec,
+    AccuracySpec,
+    SilenceSpec,
+    EuclideanLossSpec,
+    SigmoidCrossEntropyLossSpec,
 )
 
 Shape3 = tuple[int, int, int]
@@ -271,7 +298,7 @@ def _layer_shape(layer: LayerSpec, shape: Shape3, image_in: bool) -> tuple[Shape
         if count % layer.groups:
             raise _error(layer, f"{count} inputs do not split into {layer.groups} groups")
         return (count, 1, 1), 4 * count, False
-    if isinstance(layer, SoftmaxLossSpec | AccuracySpec):
+    if isinstance(layer, SINKS):
         return (1, 1, 1), 4 * count, False
     if isinstance(layer, CostSpec):
         return shape, 3 * count, False
@@ -279,7 +306,38 @@ def _layer_shape(layer: LayerSpec, shape: Shape3, image_in: bool) -> tuple[Shape
         return shape, count, image_in
     if isinstance(layer, BatchNormSpec | ScaleSpec):
         return shape, 2 * count, image_in
+    if isinstance(layer, LRNSpec):
+        if not image_in:
+            raise _error(layer, "LRN needs an image input (N×C×H×W)")
+        return shape, (2 * layer.local_size + 4) * count, True
+    if isinstance(layer, PowerSpec | CaffeSoftmaxSpec | SplitSpec):
+        return shape, 4 * count, image_in
+    if isinstance(layer, ReshapeSpec):
+        return _reshape(layer, shape), 0, bool(layer.shape) and len(layer.shape) == 3
     raise _error(layer, f"unknown layer kind {type(layer).__name__}")
+
+
+def _reshape(layer: ReshapeSpec, shape: Shape3) -> Shape3:
+    """``Flatten`` (no dims): ``(C·H·W, 1, 1)``; ``Reshape``: per-image dims with ``0`` = the
+    input's dim at that axis and one ``-1`` inferred from the count (``reshape_layer.cpp``)."""
+    count = math.prod(shape)
+    if not layer.shape:
+        return (count, 1, 1)
+    if len(layer.shape) > 3:
+        raise _error(layer, "at most 3 dims after the batch (N×C×H×W) are supported")
+    dims = [shape[i] if d == 0 else d for i, d in enumerate(layer.shape)]
+    known = math.prod(d for d in dims if d != -1)
+    if dims.count(-1) > 1 or min(dims) < -1 or known <= 0:
+        raise _error(layer, f"cannot reshape {'×'.join(map(str, shape))} to {layer.shape}")
+    if -1 in dims:
+        if count % known:
+            raise _error(layer, f"{count} values per image do not divide by {known}")
+        dims[dims.index(-1)] = count // known
+    if math.prod(dims) != count:
+        raise _error(
+            layer, f"reshape to {'×'.join(map(str, dims))} changes the count ({count} values)"
+        )
+    return tuple(dims + [1] * (3 - len(dims)))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -360,6 +418,79 @@ def _graph_shape(
     return bottoms, (total, 1, 1), (total, 1, 1), 0, False
 
 
+_MULTI_INPUT = (
+    EltwiseSpec,
+    ConcatSpec,
+    SilenceSpec,
+    EuclideanLossSpec,
+    SigmoidCrossEntropyLossSpec,
+)
+_LABEL_READERS = (SoftmaxLossSpec, AccuracySpec)
+
+
+def _resolve_blob(layer: LayerSpec, name: str, tops: dict[str, int]) -> int:
+    position = tops.get(name)
+    if position is None:
+        raise _error(
+            layer, f"reads blob {name!r}, which no earlier layer (or the data layer) produces"
+        )
+    return position
+
+
+def _blob_shape(
+    layer: LayerSpec, produced: dict[int, _Produced], tops: dict[str, int]
+) -> tuple[tuple[int, ...], Shape3, Shape3, int, bool]:
+    """``(bottoms, input, output, flops, image_out)`` of a layer with Caffe ``bottoms``."""
+    bottoms = tuple(_resolve_blob(layer, name, tops) for name in layer.bottoms)
+    if isinstance(layer, _LABEL_READERS):
+        if len(bottoms) != 2 or bottoms[1] != LABEL or bottoms[0] == LABEL:
+            raise _error(layer, "reads the scores and the data layer's label (two bottoms)")
+    elif isinstance(layer, EuclideanLossSpec | SigmoidCrossEntropyLossSpec):
+        if len(bottoms) != 2 or bottoms[0] == LABEL:
+            raise _error(layer, "a loss reads two bottoms: the prediction and the target")
+    elif isinstance(layer, EltwiseSpec | ConcatSpec):
+        if len(bottoms) < (2 if isinstance(layer, EltwiseSpec) else 1):
+            raise _error(layer, "needs at least two bottoms")
+    elif not isinstance(layer, SilenceSpec) and len(bottoms) != 1:
+        raise _error(layer, f"reads one bottom, not {len(bottoms)}")
+    if LABEL in bottoms[:1] and not isinstance(layer, SilenceSpec):
+        raise _error(layer, "reads the data layer's label, which only loss layers may read")
+    first = produced[bottoms[0]] if bottoms else _Produced((1, 1, 1), False)
+    if not isinstance(layer, _MULTI_INPUT):
+        out, flops, image_out = _layer_shape(layer, first.shape, first.image)
+        return bottoms, first.shape, out, flops, image_out
+    return (bottoms, first.shape, *_multi_shape(layer, [produced[b] for b in bottoms], bottoms))
+
+
+def _multi_shape(
+    layer: LayerSpec, inputs: list[_Produced], bottoms: tuple[int, ...]
+) -> tuple[Shape3, int, bool]:
+    """Output, FLOPs and image flag of Eltwise, Concat (axis 1), Silence and the two-input
+    losses (``CHECK_EQ`` of Caffe's ``Reshape``: same shape / same count)."""
+    first = inputs[0] if inputs else _Produced((1, 1, 1), False)
+    count = math.prod(first.shape)
+    if isinstance(layer, SilenceSpec):
+        return (1, 1, 1), 0, False
+    if isinstance(layer, EuclideanLossSpec | SigmoidCrossEntropyLossSpec):
+        if bottoms[1] != LABEL and math.prod(inputs[1].shape) != count:
+            raise _error(layer, "both bottoms must have the same number of values per image")
+        return (1, 1, 1), 4 * count, False
+    if isinstance(layer, EltwiseSpec):
+        if any(p.shape != first.shape for p in inputs):
+            shapes = ", ".join("×".join(map(str, p.shape)) for p in inputs)
+            raise _error(layer, f"all bottoms must have the same shape, got {shapes}")
+        if layer.coeffs and len(layer.coeffs) != len(inputs):
+            raise _error(layer, "give one coeff per bottom")
+        return first.shape, len(inputs) * count, first.image
+    assert isinstance(layer, ConcatSpec)
+    if all(p.image for p in inputs) and all(p.shape[1:] == first.shape[1:] for p in inputs):
+        return (sum(p.shape[0] for p in inputs), *first.shape[1:]), 0, True
+    if not any(p.image for p in inputs):
+        return (sum(math.prod(p.shape) for p in inputs), 1, 1), 0, False
+    shapes = ", ".join("×".join(map(str, p.shape)) for p in inputs)
+    raise _error(layer, f"bottoms to concatenate along channels differ in H×W: {shapes}")
+
+
 def infer_shapes(net: NetSpec, phase: str | None = None) -> list[LayerShape]:
     """Propagate shapes through the net (layers of ``phase`` only, or all when None).
 
@@ -369,13 +500,19 @@ def infer_shapes(net: NetSpec, phase: str | None = None) -> list[LayerShape]:
     """
     net_input = (net.input.channels, net.input.height, net.input.width)
     produced = {-1: _Produced(net_input, net.input.height > 0 and net.input.width > 0)}
+    produced[LABEL] = _Produced((1, 1, 1), False)
     positions: dict[str, int] = {}
+    tops = {name: (-1 if i == 0 else LABEL) for i, name in enumerate(net.input_tops)}
     chain = -1
     result: list[LayerShape] = []
     for index, layer in enumerate(net.layers):
         if phase is not None and phase not in layer.phases:
             continue
-        if isinstance(layer, ShortcutSpec | RouteSpec):
+        if layer.bottoms:
+            bottoms, shape, out, flops, image_out = _blob_shape(layer, produced, tops)
+        elif isinstance(layer, _MULTI_INPUT):
+            raise _error(layer, "needs its bottoms named")
+        elif isinstance(layer, ShortcutSpec | RouteSpec):
             bottoms, shape, out, flops, image_out = _graph_shape(layer, chain, produced, positions)
         else:
             bottoms, shape = (chain,), produced[chain].shape
@@ -393,7 +530,9 @@ def infer_shapes(net: NetSpec, phase: str | None = None) -> list[LayerShape]:
         )
         produced[position] = _Produced(out, image_out)
         positions[layer.name] = position
-        if not isinstance(layer, SoftmaxLossSpec | AccuracySpec):
+        for top in layer.tops:
+            tops[top] = position
+        if not isinstance(layer, SINKS):
             chain = position
     return result
 

@@ -15,6 +15,7 @@ from engine.backends.cpu import (
     activations,
     batchnorm,
     blas,
+    caffe_layers,
     conv,
     conv_images,
     dropout,
@@ -291,6 +292,18 @@ class CpuBackend(Backend):
 
     def accuracy(self, x, labels, top_k, ignore_label):
         return softmax.caffe_accuracy(x, labels, top_k, ignore_label)
+
+    # ---- Caffe element-wise and normalisation layers --------------------------------------
+    multiply = staticmethod(caffe_layers.multiply)
+    divide = staticmethod(caffe_layers.divide)
+    eltwise_max = staticmethod(caffe_layers.eltwise_max)
+    eltwise_max_backward = staticmethod(caffe_layers.eltwise_max_backward)
+    power_forward = staticmethod(caffe_layers.power_forward)
+    power_backward = staticmethod(caffe_layers.power_backward)
+    lrn_forward = staticmethod(caffe_layers.lrn_forward)
+    lrn_backward = staticmethod(caffe_layers.lrn_backward)
+    caffe_softmax_forward = staticmethod(caffe_layers.caffe_softmax_forward)
+    caffe_softmax_backward = staticmethod(caffe_layers.caffe_softmax_backward)
 
     # ---- update and per-segment reductions ------------------------------------------------
     fused_update = staticmethod(update.fused_update)

@@ -27,6 +27,7 @@ from engine.backends.cpu import batchnorm as cpu_bn
 from engine.backends.cpu import dropout as cpu_dropout
 from engine.backends.cpu import softmax as cpu_softmax
 from engine.backends.cpu.activations import LINEAR
+from engine.backends.cuda import caffe_layers as caffe_kernels
 from engine.backends.cuda import channels, elementwise, gemm, graph, segments, spatial
 from engine.backends.cuda import losses as loss_kernels
 from engine.backends.cuda.arrays import (
@@ -446,6 +447,49 @@ class CudaBackend(Backend):
             x3, self._labels(labels, outer, inner), top_k, self._ignore(ignore_label), result
         )
         return self._checked_result(result, labels)
+
+    # ---- Caffe element-wise and normalisation layers --------------------------------------
+    def multiply(self, a, b, out):
+        caffe_kernels.multiply[grid(out.size)](a.flat, b.flat, out.flat)
+
+    def divide(self, a, b, out):
+        caffe_kernels.divide[grid(out.size)](a.flat, b.flat, out.flat)
+
+    def eltwise_max(self, x, out, mask, index):
+        caffe_kernels.eltwise_max[grid(out.size)](x.flat, out.flat, mask.flat, index)
+
+    def eltwise_max_backward(self, delta, mask, index, dx):
+        caffe_kernels.eltwise_max_backward[grid(dx.size)](delta.flat, mask.flat, index, dx.flat)
+
+    def power_forward(self, x, y, power, scale, shift):
+        caffe_kernels.power_forward[grid(y.size)](
+            x.flat, y.flat, _f32(power), _f32(scale), _f32(shift)
+        )
+
+    def power_backward(self, x, y, dy, dx, power, scale, shift):
+        caffe_kernels.power_backward[grid(dx.size)](
+            x.flat, y.flat, dy.flat, dx.flat, _f32(power), _f32(scale), _f32(shift)
+        )
+
+    def lrn_forward(self, x, scale, y, size, alpha, beta, k):
+        batch, _, hw = x.shape
+        alpha_over_size = _f32(_f32(alpha) / _f32(size))
+        caffe_kernels.lrn_forward[grid(batch * hw)](
+            x.dev, scale.dev, y.dev, size, alpha_over_size, _f32(beta), _f32(k)
+        )
+
+    def lrn_backward(self, x, y, scale, dy, dx, size, alpha, beta):
+        batch, _, hw = x.shape
+        cache_ratio = _f32(2.0 * float(alpha) * float(beta) / size)
+        caffe_kernels.lrn_backward[grid(batch * hw)](
+            x.dev, y.dev, scale.dev, dy.dev, dx.dev, size, cache_ratio, _f32(beta)
+        )
+
+    def caffe_softmax_forward(self, x, y):
+        caffe_kernels.softmax_forward[grid(x.shape[0] * x.shape[2])](x.dev, y.dev)
+
+    def caffe_softmax_backward(self, y, dy, dx):
+        caffe_kernels.softmax_backward[grid(y.shape[0] * y.shape[2])](y.dev, dy.dev, dx.dev)
 
     # ---- update and per-segment reductions ------------------------------------------------
     def _lane_scratch(self, tag: str, count: int):

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from engine.model.layers.activation import ActivationLayer
 from engine.model.layers.base import Layer, LayerContext, NetworkError, error
+from engine.model.layers.caffe_graph import ConcatLayer, EltwiseLayer, ReshapeLayer, SilenceLayer
+from engine.model.layers.caffe_loss import EuclideanLossLayer, SigmoidCrossEntropyLossLayer
+from engine.model.layers.caffe_norm import CaffeSoftmaxLayer, LRNLayer, PowerLayer
 from engine.model.layers.connected import ConnectedLayer
 from engine.model.layers.conv import ConvLayer
 from engine.model.layers.dropout import DropoutLayer
@@ -37,6 +40,16 @@ LAYER_CLASSES: dict[str, type[Layer]] = {
     "accuracy": AccuracyLayer,
     "shortcut": ShortcutLayer,
     "route": RouteLayer,
+    "eltwise": EltwiseLayer,
+    "concat": ConcatLayer,
+    "reshape": ReshapeLayer,
+    "split": ReshapeLayer,
+    "silence": SilenceLayer,
+    "lrn": LRNLayer,
+    "power": PowerLayer,
+    "caffe_softmax": CaffeSoftmaxLayer,
+    "euclidean_loss": EuclideanLossLayer,
+    "sigmoid_ce_loss": SigmoidCrossEntropyLossLayer,
 }
 
 

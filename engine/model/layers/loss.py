@@ -25,6 +25,8 @@ class TruthLayer(Layer):
     """A layer that reads the network's truth (set by :meth:`set_truth` before forward)."""
 
     truth_kind = "float"  # "float": targets shaped like the input; "label": int32 class ids
+    #: whether the layer reads the truth at all (a Caffe loss may read another layer instead)
+    reads_truth = True
 
     def __init__(self, shape: LayerShape, ctx: LayerContext):
         super().__init__(shape, ctx)
