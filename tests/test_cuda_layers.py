@@ -150,3 +150,34 @@ def test_layers_agree_across_backends(variant, semantics, train):
             found["cuda"][key], expected, rtol=1e-5, atol=1e-6, err_msg=f"{variant}: {key}"
         )
     assert np.any(found["cuda"]["grads"] != 0) == train
+
+
+def _caffe_graph_nets() -> dict[str, NetSpec]:
+    from engine.spec import CaffeSoftmaxSpec, LRNSpec, PowerSpec
+    from tests.test_caffe_layers import _graph_net
+
+    lrn = NetSpec(
+        "lrn across + power + softmax",
+        InputSpec(5, 3, 3),
+        (
+            ConvSpec(name="c", filters=6, kernel_h=1, kernel_w=1, bottoms=("data",), tops=("c",)),
+            LRNSpec(name="lrn", local_size=5, alpha=0.5, k=2.0, bottoms=("c",), tops=("n",)),
+            PowerSpec(name="pw", power=2.0, scale=0.5, shift=1.0, bottoms=("n",), tops=("p",)),
+            CaffeSoftmaxSpec(name="sm", bottoms=("p",), tops=("s",)),
+            ConnectedSpec(name="ip", outputs=3, bottoms=("s",), tops=("ip",)),
+            SoftmaxLossSpec(name="loss", bottoms=("ip", "label"), tops=("loss",)),
+        ),
+        input_tops=("data", "label"),
+    )
+    return {"graph": _graph_net(), "lrn": lrn}
+
+
+@pytest.mark.parametrize("name", ["graph", "lrn"])
+def test_caffe_graph_layers_agree_across_backends(name):
+    spec = _caffe_graph_nets()[name]
+    found = {key: run_network(b, spec, "caffe", True) for key, b in backends().items()}
+    for key, expected in found["cpu"].items():
+        np.testing.assert_allclose(
+            found["cuda"][key], expected, rtol=1e-5, atol=1e-6, err_msg=f"{name}: {key}"
+        )
+    assert np.any(found["cuda"]["grads"] != 0)
