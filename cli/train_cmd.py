@@ -290,8 +290,50 @@ def train(
     lr_warmup: int | None = typer.Option(
         None, "--lr-warmup", min=0, metavar="N", help=LR_WARMUP_HELP
     ),
+    precision: str | None = typer.Option(
+        None,
+        "--precision",
+        metavar="fp32|fp16|bf16",
+        help="Simulated storage precision of weights, outputs, deltas, gradients (fp32).",
+    ),
+    loss_scale: str | None = typer.Option(
+        None,
+        "--loss-scale",
+        metavar="none|dynamic|VALUE",
+        help="Loss scaling: none, dynamic (torch GradScaler) or a static VALUE.",
+    ),
+    scale_init: float | None = typer.Option(
+        None, "--scale-init", help="Dynamic loss scale's start (65536)."
+    ),
+    scale_growth: float | None = typer.Option(
+        None, "--scale-growth", help="Dynamic scale's growth factor (2)."
+    ),
+    scale_backoff: float | None = typer.Option(
+        None, "--scale-backoff", help="Dynamic scale's factor on overflow (0.5)."
+    ),
+    scale_growth_interval: int | None = typer.Option(
+        None,
+        "--scale-growth-interval",
+        min=1,
+        metavar="N",
+        help="Grow the dynamic scale after N clean updates (2000).",
+    ),
+    master_weights: bool | None = typer.Option(
+        None,
+        "--master-weights/--no-master-weights",
+        help="Update a float32 master copy (default) or the low-precision weights.",
+    ),
 ) -> None:
     """Train (see TRAIN_HELP); exits 0 done, 1 bad input, 2 usage, 3 diverged, 130 stopped."""
+    mixed = {
+        "precision": precision,
+        "loss_scale": loss_scale,
+        "scale_init": scale_init,
+        "scale_growth": scale_growth,
+        "scale_backoff": scale_backoff,
+        "scale_growth_interval": scale_growth_interval,
+        "master_weights": None if master_weights is None else int(master_weights),
+    }
     if resume is None and config is None:
         fail("give a CONFIG file (or - for standard input), or --resume RUN_DIR", EXIT_USAGE)
     if resume is not None:
@@ -300,6 +342,7 @@ def train(
         )
         scaling = (("--lr-scaling", lr_scaling), ("--lr-warmup", lr_warmup))
         conflicts += [name for name, value in scaling if value is not None]
+        conflicts += ["--" + k.replace("_", "-") for k, v in mixed.items() if v is not None]
         if conflicts:
             fail(
                 f"--resume takes the config and its options from the run folder; drop "
@@ -307,6 +350,7 @@ def train(
                 EXIT_USAGE,
             )
     sets = [*sets, *scaling_sets(lr_scaling, lr_warmup)]
+    sets += [f"{key}={value}" for key, value in mixed.items() if value is not None]
     numba_threads = limit_threads(threads) if threads else None
     try:
         session = _set_up(

@@ -672,6 +672,40 @@ class DataSpec:
 
 
 # --------------------------------------------------------------------------------------------
+# Simulated mixed precision
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """Simulated storage precision and loss scaling (``--precision``, ``--loss-scale``, ...;
+    darknet ``[net] loss_scale=``; see ``engine.training.mixed`` for the model).
+
+    ``precision``: the storage format of weights used by forward/backward, layer outputs,
+    deltas and weight gradients (``fp32``: the plain float32 engine, nothing rounded).
+    ``loss_scale``: ``none``; ``static`` (``scale`` fixed: AlexeyAB darknet's ``loss_scale``,
+    whose arithmetic the darknet SGD rule follows: ``lr/S``, ``decay·B·S``, scaled momentum);
+    ``dynamic`` (``torch.amp.GradScaler``: start at ``scale``, ×``backoff`` on a non-finite
+    gradient (update skipped), ×``growth`` after ``growth_interval`` clean updates).
+    ``master_weights``: the update runs on a float32 master copy (False: the weights
+    themselves stay in the low precision, so a too-small update is really lost).
+    """
+
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    loss_scale: Literal["none", "static", "dynamic"] = "none"
+    scale: float = 1.0
+    growth: float = 2.0
+    backoff: float = 0.5
+    growth_interval: int = 2000
+    master_weights: bool = True
+
+    @property
+    def active(self) -> bool:
+        """Whether anything differs from the plain float32 engine."""
+        return self.precision != "fp32" or self.loss_scale != "none" or not self.master_weights
+
+
+# --------------------------------------------------------------------------------------------
 # The whole run
 # --------------------------------------------------------------------------------------------
 
@@ -691,6 +725,7 @@ class RunSpec:
     solver: SolverSpec
     schedule: ScheduleSpec
     data: DataSpec = DataSpec()
+    precision: PrecisionSpec = PrecisionSpec()
     origins: dict[str, Origin] = field(default_factory=dict, compare=False, hash=False)
     raw: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     diagnostics: tuple[Diagnostic, ...] = ()

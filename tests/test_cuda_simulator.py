@@ -20,6 +20,7 @@ MODULES = (
     "tests/test_cuda_kernels.py",
     "tests/test_cuda_layers.py",
     "tests/test_cuda_training.py",
+    "tests/test_cuda_precision.py",
 )
 
 

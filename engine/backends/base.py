@@ -401,3 +401,18 @@ class Backend:
         """Index of the first segment holding a NaN or ±inf, or −1; host int8 ``flags``
         receive 1 for every non-finite segment."""
         raise NotImplementedError
+
+    # ---- simulated storage precision (engine.backends.cpu.precision) ----------------------
+    def round_storage(
+        self, buffer, offsets, lengths, code: int, counts, flush_nonfinite: bool = False
+    ) -> None:
+        """Round each segment ``buffer[offsets[s] : offsets[s] + lengths[s]]`` in place to
+        storage format ``code`` (``FP32``/``FP16``/``BF16``: round to nearest even, subnormals,
+        overflow to ±inf, NaN kept); host int64 ``counts[s] = (non-zero before, of those zero
+        after, non-finite after)``. ``flush_nonfinite`` stores 0 for a non-finite result."""
+        raise NotImplementedError
+
+    def lost_updates(self, before, after, offsets, lengths, code: int, store: bool, counts) -> None:
+        """Per segment, host int64 ``counts[s] = (elements with after ≠ before, of those with
+        round(after) = round(before))``; ``store`` rounds ``after`` in place."""
+        raise NotImplementedError

@@ -112,6 +112,7 @@ def _relabel(diagnostics, old: str, new: str) -> tuple[Diagnostic, ...]:
 
 def _load(path: str, overrides: Sequence[Override], text: str | None, check_memory: bool):
     """:func:`load_config` without relabelling."""
+    from engine.config.precision import apply_precision, split_precision
     from engine.config.scaling import apply_scaling, split_scaling
 
     path = locate_config(path)
@@ -119,8 +120,10 @@ def _load(path: str, overrides: Sequence[Override], text: str | None, check_memo
         text = read_config_text(path)
     display_path = "<stdin>" if path == "-" else path
     rest, scaling = split_scaling(overrides)
+    rest, precision = split_precision(rest)
     run = _load_format(path, display_path, text, rest)
     run = apply_scaling(run, scaling, lambda: _load_format(path, display_path, text, ()))
+    run = apply_precision(run, precision, text)
     if check_memory:
         from engine.model.shapes import check_training_memory
 

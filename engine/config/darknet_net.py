@@ -33,10 +33,14 @@ PJREDDIE_NET_KEYS = frozenset(
         "steps", "scales", "gamma", "max_batches",
     }
 )  # fmt: skip
-# AlexeyAB/darknet's SGDR keys.
-ALEXEYAB_NET_KEYS = frozenset({"sgdr_cycle", "sgdr_mult", "learning_rate_min"})
-# dnupdate extensions: dataset, linear warm-up, rand() seed.
-EXTENSION_NET_KEYS = frozenset({"data", "warmup", "seed", "adamw"})
+# AlexeyAB/darknet's SGDR keys and its static loss scale (engine.config.precision reads it).
+ALEXEYAB_NET_KEYS = frozenset({"sgdr_cycle", "sgdr_mult", "learning_rate_min", "loss_scale"})
+# dnupdate extensions: dataset, linear warm-up, rand() seed, AdamW; simulated mixed precision
+# (precision, scale_*, master_weights: read by engine.config.precision).
+EXTENSION_NET_KEYS = frozenset(
+    {"data", "warmup", "seed", "adamw", "precision", "scale_init", "scale_growth"}
+    | {"scale_backoff", "scale_growth_interval", "master_weights"}
+)
 KNOWN_NET_KEYS = PJREDDIE_NET_KEYS | ALEXEYAB_NET_KEYS | EXTENSION_NET_KEYS
 
 # Keys that change data loading or the GPU path only: read, reported when not at default.

@@ -170,6 +170,10 @@ class Network:
         self._build_layers()
         self.loss = 0.0
         self._x: Array | None = None
+        #: simulated storage precision (``engine.training.mixed.StorageHooks``): None runs the
+        #: plain float32 engine; else ``storage.output(index, layer)`` is called after each
+        #: layer's forward and ``storage.delta(index, layer)`` before each layer's backward
+        self.storage = None
 
     # ---- construction ---------------------------------------------------------------------
     def _allocate_parameters(self, other: Network | None) -> None:
@@ -383,10 +387,15 @@ class Network:
         self.backend.configure(self.work)
         fill = self.backend.fill
         layers = self.layers
-        for layer, source, zero in zip(layers, self.sources, self._filled, strict=True):
+        storage = self.storage
+        for index, (layer, source, zero) in enumerate(
+            zip(layers, self.sources, self._filled, strict=True)
+        ):
             if zero and train:  # a test-mode pass never reads or writes the deltas
                 fill(layer.delta, 0.0)
             layer.forward(x if source < 0 else layers[source].output, train)
+            if storage is not None:
+                storage.output(index, layer)
         self.loss = self._total_loss()
         return self.output
 
@@ -408,11 +417,14 @@ class Network:
         if self._x is None:
             raise NetworkError(f"network {self.spec.name}: backward() before forward()")
         layers = self.layers
+        storage = self.storage
         self.backend.configure(self.work)
         for index in range(len(layers) - 1, -1, -1):
             layer = layers[index]
             if layer.spec.stop_backward:
                 break
+            if storage is not None:
+                storage.delta(index, layer)
             source = self.sources[index]
             if source < 0:
                 layer.backward(self._x, None)

@@ -186,6 +186,41 @@ class NormsReported(Event):
 
 
 @dataclass(frozen=True)
+class LayerPrecision:
+    """One layer's simulated-precision measurements in one update (fractions in [0, 1]; None
+    where the layer has no such values): ``grad_underflow``: of its weight-gradient values
+    non-zero in float32, the share that round to zero in the storage format;
+    ``delta_underflow``: the same over its output deltas (all passes of the update);
+    ``update_lost``: of its weights whose float32 update is non-zero, the share whose stored
+    low-precision value does not change (with master weights: what would have been lost)."""
+
+    layer: str
+    grad_underflow: float | None = None
+    delta_underflow: float | None = None
+    update_lost: float | None = None
+
+
+@dataclass(frozen=True)
+class PrecisionReported(Event):
+    """Simulated mixed precision, every update of a run with ``--precision`` other than fp32,
+    a loss scale or ``--no-master-weights`` (numbered as ``StepFinished.iteration``).
+    ``precision``: the storage format; ``loss_scale``: the scale this update's backward used
+    (1 without scaling); ``overflow``: a weight gradient was non-finite (``skipped``: the
+    update was skipped, GradScaler's rule; AlexeyAB's static scale zeroes the values and
+    updates); ``skipped_updates``: updates skipped so far in the run; ``next_scale``: the scale
+    the next update uses; ``layers``: per layer, :class:`LayerPrecision`."""
+
+    iteration: int
+    precision: str
+    loss_scale: float
+    overflow: bool
+    skipped: bool
+    skipped_updates: int
+    next_scale: float
+    layers: tuple[LayerPrecision, ...] = ()
+
+
+@dataclass(frozen=True)
 class EvalFinished(Event):
     """A test pass on the test split, of the weights after ``iteration`` updates: ``loss``
     (mean over the test batches) and top-1 ``accuracy`` (fraction correct) over ``images``
@@ -261,6 +296,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Status,
     StepFinished,
     NormsReported,
+    PrecisionReported,
     EvalFinished,
     CheckpointSaved,
     Diverged,

@@ -63,13 +63,16 @@ from engine.training.events import (
     Event,
     Interrupted,
     LayerNorms,
+    LayerPrecision,
     NormsReported,
+    PrecisionReported,
     RunFinished,
     RunStarted,
     Status,
     StepFinished,
 )
 from engine.training.runfolder import (
+    TEST_COLUMNS,
     RunFolder,
     RunFolderError,
     metric_columns,
@@ -689,6 +692,9 @@ class TrainingSession:
                 }
             )
         columns = metric_columns(self.norm_table.layers, self.smoother.name)
+        if self.trainer.mixed is not None:  # precision columns go before the test ones
+            cut = columns.index(TEST_COLUMNS[0])
+            columns[cut:cut] = self.trainer.mixed.column_names()
         folder.open_metrics(columns)
 
     def state_dict(self) -> dict[str, Any]:
@@ -952,6 +958,8 @@ class TrainingSession:
                 row[f"{layer.layer}.g_norm"] = layer.g_norm
                 row[f"{layer.layer}.dw_norm"] = layer.dw_norm
                 row[f"{layer.layer}.ratio"] = layer.ratio
+            if result.precision is not None:
+                row.update(result.precision.columns())
             self.folder.metrics.append(row)
         yield StepFinished(
             label,
@@ -965,10 +973,36 @@ class TrainingSession:
             updates=result.iteration,
             eta_s=eta,
         )
+        if result.precision is not None:
+            yield self._precision_event(label, result.precision)
         last = result.iteration >= self.max_iter
         if display_label(self.convention, result.iteration, self.display_every) is not None or last:
             stats = result.stats
             yield NormsReported(label, norms, stats.grad_norm, stats.clip_scale)
+
+    def _precision_event(self, label: int, report) -> PrecisionReported:
+        """The :class:`PrecisionReported` of one update (the metrics row's numbers)."""
+        names = list(dict.fromkeys([*report.delta_underflow, *report.grad_underflow]))
+        layers = tuple(
+            LayerPrecision(
+                name,
+                report.grad_underflow.get(name),
+                report.delta_underflow.get(name),
+                report.update_lost.get(name),
+            )
+            for name in names
+        )
+        scaler = self.trainer.mixed.scaler
+        return PrecisionReported(
+            label,
+            self.run.precision.precision,
+            report.loss_scale,
+            report.overflow,
+            report.skipped,
+            scaler.skipped,
+            scaler.scale,
+            layers,
+        )
 
     def _test_batches_iter(self, final: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Caffe: ``test_iter`` batches from where the last test stopped (the test net's data
@@ -1245,7 +1279,25 @@ class TrainingSession:
             "last_checkpoint": last_good or self.last_checkpoint,
             "schema_version": SCHEMA_VERSION,
         }
+        if trainer.mixed is not None:
+            summary["precision"] = self._precision_summary()
         return summary
+
+    def _precision_summary(self) -> dict[str, Any]:
+        """``summary.json``'s ``precision``: the model's settings, the updates skipped and the
+        final scale (the one the next update would use) and its growth tracker."""
+        spec, scaler = self.run.precision, self.trainer.mixed.scaler
+        return {
+            "precision": spec.precision,
+            "loss_scale_mode": scaler.mode,
+            "master_weights": spec.master_weights,
+            "skipped_updates": scaler.skipped,
+            "final_scale": scaler.scale,
+            "growth_tracker": scaler.tracker,
+            "scale_growth": spec.growth,
+            "scale_backoff": spec.backoff,
+            "scale_growth_interval": spec.growth_interval,
+        }
 
     def hyperparameters(self) -> dict[str, Any]:
         """The resolved values a results table compares runs by, in our own names (the

@@ -54,7 +54,9 @@ from engine.model.initialisation import allocate_blobs, initialise
 from engine.model.network import Network, NetworkError
 from engine.rng import DarknetRandom
 from engine.spec import Framework, RunSpec
+from engine.training.mixed import MixedPrecision, PrecisionReport, attach_output_rounding
 from engine.update.rules import Optimizer, OptimizerStateError, UpdateStats, make_optimizer
+from engine.update.scaler import ScalerStateError
 from engine.update.schedule import caffe_multistep_step, lr_at
 from engine.update.semantics import with_semantics
 
@@ -87,7 +89,8 @@ class IterationResult:
     non-learnable ones) the L2 norm of this update's gradient, sign-free: darknet semantics
     ``‖Σ_B −∂L/∂θ‖`` (what this update's backward passes added to the buffer, without the
     momentum carried in it), Caffe ``‖Σ_passes diff / iter_size‖`` (before clip / normalise /
-    regularise); see :meth:`Trainer._gradient_norms`.
+    regularise); see :meth:`Trainer._gradient_norms`. ``precision``: the mixed-precision
+    measurements of this update (None for a plain float32 run).
     """
 
     iteration: int
@@ -97,6 +100,7 @@ class IterationResult:
     stats: UpdateStats
     non_finite: str | None = None
     grad_norms: np.ndarray | None = None
+    precision: PrecisionReport | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,10 @@ class Trainer:
         self.history: list[IterationResult] = []
         self._prepare_gradient_norms()
         self._prepare_finite_check()
+        self.mixed: MixedPrecision | None = None
+        if run.precision.active:  # fp32 without scaling: none of it exists (bit-identical)
+            darknet_sgd = self.semantics == "darknet" and solver.optimizer == "sgd"
+            self.mixed = MixedPrecision(run.precision, self.network, darknet_sgd)
 
     def _initialise(self, seed: int) -> DarknetRandom | np.random.Generator:
         """Fill every blob by its filler (host arrays, then copied to the device); returns
@@ -364,7 +372,7 @@ class Trainer:
         summed = np.float32(0)  # darknet: float sum += train_network_datum(net)
         passes = 0
         first_bad = None
-        self._remember_carry()
+        self._begin_update()
         while True:
             self.seen += self.minibatch
             passes += 1
@@ -379,7 +387,7 @@ class Trainer:
     def _caffe_iteration(self, next_batch: Callable[[], Batch]) -> IterationResult:
         if self.optimizer.zero_grads_needed:
             self.network.zero_grads()  # Net::ClearParamDiffs
-        self._remember_carry()
+        self._begin_update()
         summed = np.float32(0)
         first_bad = None
         for _ in range(self.accumulate):
@@ -389,7 +397,61 @@ class Trainer:
         lr = self._rate(self.iteration + 1)
         return self._update(lr, self._per_image(float(summed), self.accumulate), first_bad)
 
+    def _begin_update(self) -> None:
+        """Before an update's first pass: the darknet carry snapshot and, under simulated
+        precision, the working weights; the gradient buffer then starts from 0 so the passes
+        leave exactly this update's (scaled) gradient in it (the carry is added back later)."""
+        self._remember_carry()
+        if self.mixed is not None:
+            self.mixed.begin()
+            if self._grad_carry is not None:
+                self.network.zero_grads()
+
+    def _mixed_update(self, lr: float, loss: float, first_bad: str | None) -> IterationResult:
+        """One update under simulated precision (``engine.training.mixed``): the master
+        weights back, gradients rounded and checked, unscaled (GradScaler) or left scaled
+        (AlexeyAB), the darknet carry added back, the rule run unless skipped, the lost
+        updates counted and the scaler updated."""
+        mixed, net, backend = self.mixed, self.network, self.backend
+        assert mixed is not None
+        mixed.end_passes()
+        scale = mixed.scaler.scale
+        nonfinite = mixed.round_gradients(net.grads)
+        skipped = nonfinite > 0 and mixed.skips_on_overflow
+        segments = len(net.segments)
+        table = (self._norm_offsets, self._norm_lengths, self._norm_sumsq)
+        if skipped:  # nothing moves: Δw = 0; ‖w‖ as it stands, no gradient norm reported
+            grad_norms = np.zeros(segments)
+            backend.segment_sum_squares(net.params, *table)
+            stats = UpdateStats(np.zeros(segments), np.sqrt(self._norm_sumsq))
+            if self._grad_carry is not None:  # the momentum stays as it was (GradScaler)
+                backend.copy(self._grad_carry, net.grads)
+        else:
+            if mixed.unscales:
+                backend.scale(net.grads, float(mixed.scaler.inv_scale))
+            backend.segment_sum_squares(net.grads, *table)
+            grad_norms = np.sqrt(self._norm_sumsq) / mixed.rule_scale
+            if self._grad_carry is None:
+                grad_norms = grad_norms / float(self.accumulate)
+            else:
+                backend.accumulate(net.grads, self._grad_carry, 1.0)
+            stats = self.optimizer.step(
+                net.params, net.grads, lr, self.iteration, loss_scale=mixed.rule_scale
+            )
+            mixed.count_lost()
+        mixed.scaler.update(skipped)
+        report = mixed.report(scale, nonfinite, skipped)
+        self.iteration += 1
+        if first_bad is None and not math.isfinite(loss):
+            first_bad = "loss"
+        first_bad = first_bad or self._non_finite_param(stats)
+        return IterationResult(
+            self.iteration, self.seen, lr, loss, stats, first_bad, grad_norms, report
+        )
+
     def _update(self, lr: float, loss: float, first_bad: str | None) -> IterationResult:
+        if self.mixed is not None:
+            return self._mixed_update(lr, loss, first_bad)
         net = self.network
         grad_norms = self._gradient_norms()
         stats = self.optimizer.step(net.params, net.grads, lr, self.iteration)
@@ -468,6 +530,8 @@ class Trainer:
                 phase="test",
                 share_params_with=self.network,
             )
+            if self.mixed is not None:
+                attach_output_rounding(net, self.run.precision)
             self._eval_networks[batch] = net
         return net
 
@@ -479,6 +543,17 @@ class Trainer:
         self._eval_networks.clear()
 
     def evaluate(
+        self,
+        batches: Iterable[Batch],
+        observe: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    ) -> EvalResult:
+        """:meth:`_evaluate`; under simulated precision on the rounded working weights."""
+        if self.mixed is None:
+            return self._evaluate(batches, observe)
+        with self.mixed.working_weights():
+            return self._evaluate(batches, observe)
+
+    def _evaluate(
         self,
         batches: Iterable[Batch],
         observe: Callable[[np.ndarray, np.ndarray], None] | None = None,
@@ -566,6 +641,9 @@ class Trainer:
         }
         for name, array in self.optimizer.state_arrays().items():
             state[f"optim/{name}"] = array
+        if self.mixed is not None:
+            for name, value in self.mixed.scaler.state_dict().items():
+                state[f"scaler/{name}"] = value
         return state
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
@@ -604,6 +682,12 @@ class Trainer:
         if policy != "null":
             self._policy_rng = DarknetRandom(0)
             _set_rng_state(self._policy_rng, policy)
+        scaler = {k[len("scaler/") :]: v for k, v in state.items() if k.startswith("scaler/")}
+        if self.mixed is not None and scaler:
+            try:
+                self.mixed.scaler.load_state_dict(scaler)
+            except ScalerStateError as exc:
+                raise TrainerStateError(str(exc)) from None
 
 
 def _caffe_accuracy(net: Network, hits: int, *, framework: bool = False) -> float:

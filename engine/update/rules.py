@@ -318,12 +318,22 @@ class Optimizer:
         return state
 
     # ---- per-step scalars -----------------------------------------------------------------
-    def _darknet_scalars(self, lr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(seg_lr, seg_decay, coef)`` with darknet's float32 rounding points."""
+    def _darknet_scalars(
+        self, lr: float, loss_scale: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(seg_lr, seg_decay, coef)`` with darknet's float32 rounding points.
+
+        ``loss_scale`` S (SGD only): AlexeyAB darknet's static loss scale
+        (``update_convolutional_layer_gpu``): ``η = f32(f32(lr·scale)/S)``, the decay axpy
+        ``f32(f32(−decay·batch)·S)``; the momentum buffer then holds S-scaled values and the
+        scale cancels in exact arithmetic. S = 1 leaves every number as it was."""
         s, tab = self.solver, self.table
         batch = F32(s.batch)
         eta = F32(lr) * tab.lr_mult  # learning_rate · l.learning_rate_scale
         delta = (-F32(s.decay)) * batch  # −decay·batch
+        if self.rule == kernels.RULE_DARKNET_SGD and loss_scale != 1.0:
+            eta = (eta / F32(loss_scale)).astype(F32)  # learning_rate_init·scale / loss_scale
+            delta = F32(delta * F32(loss_scale))  # −decay·batch·loss_scale
         if self.rule == kernels.RULE_DARKNET_SGD:
             seg_decay = delta * tab.decay_mult  # decay_mult 0 (biases, scales) → no decay axpy
             coef = kernels.pack_coefficients(momentum=F32(s.momentum))
@@ -429,17 +439,26 @@ class Optimizer:
         return float(norm), float(scale)
 
     # ---- public API -----------------------------------------------------------------------
-    def step(self, params: np.ndarray, grads: np.ndarray, lr: float, iteration: int) -> UpdateStats:
+    def step(
+        self,
+        params: np.ndarray,
+        grads: np.ndarray,
+        lr: float,
+        iteration: int,
+        loss_scale: float = 1.0,
+    ) -> UpdateStats:
         """Apply one update in place with learning rate ``lr`` (the schedule's value; used as
         float32). ``iteration``: updates already applied (Caffe ``iter``; Caffe Adam uses
-        ``t = iteration + 1``). darknet Adam counts its own ``t`` (darknet ``net.t``)."""
+        ``t = iteration + 1``). darknet Adam counts its own ``t`` (darknet ``net.t``).
+        ``loss_scale``: AlexeyAB's static scale, darknet SGD only (see
+        :meth:`_darknet_scalars`); every other rule is given unscaled gradients."""
         self._check_buffers(params, grads)
         self._follow(params)
         grad_norm = clip_scale = None
         if self.darknet:
             if self.rule in _OWN_COUNTER:
                 self.t += 1
-            seg_lr, seg_decay, coef = self._darknet_scalars(lr)
+            seg_lr, seg_decay, coef = self._darknet_scalars(lr, loss_scale)
         else:
             seg_lr, seg_decay, named = self._caffe_scalars(lr, iteration)
             grad_norm, clip_scale = self._caffe_clip(grads, named)

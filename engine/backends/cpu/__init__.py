@@ -21,6 +21,7 @@ from engine.backends.cpu import (
     dropout,
     graph,
     pool,
+    precision,
     reduce,
     sgemm,
     share,
@@ -311,6 +312,13 @@ class CpuBackend(Backend):
     segment_sum_squares = staticmethod(reduce.segment_sum_squares)
     segment_sum_squares_change = staticmethod(reduce.segment_sum_squares_change)
     first_nonfinite_segment = staticmethod(reduce.first_nonfinite_segment)
+
+    # ---- simulated storage precision ------------------------------------------------------
+    def round_storage(self, buffer, offsets, lengths, code, counts, flush_nonfinite=False):
+        precision.round_segments(buffer, offsets, lengths, code, counts, flush_nonfinite)
+
+    def lost_updates(self, before, after, offsets, lengths, code, store, counts):
+        precision.lost_update_segments(before, after, offsets, lengths, code, store, counts)
 
 
 def _copy_blocks(first: int, end: int, src: np.ndarray, out: np.ndarray, block: int) -> None:

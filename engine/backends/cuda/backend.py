@@ -28,7 +28,15 @@ from engine.backends.cpu import dropout as cpu_dropout
 from engine.backends.cpu import softmax as cpu_softmax
 from engine.backends.cpu.activations import LINEAR
 from engine.backends.cuda import caffe_layers as caffe_kernels
-from engine.backends.cuda import channels, elementwise, gemm, graph, segments, spatial
+from engine.backends.cuda import (
+    channels,
+    elementwise,
+    gemm,
+    graph,
+    precision,
+    segments,
+    spatial,
+)
 from engine.backends.cuda import losses as loss_kernels
 from engine.backends.cuda.arrays import (
     CudaArray,
@@ -552,3 +560,29 @@ class CudaBackend(Backend):
         flags[...] = (seen > 0).astype(flags.dtype)
         bad = np.flatnonzero(seen > 0)
         return int(bad[0]) if bad.size else -1
+
+    # ---- simulated storage precision ------------------------------------------------------
+    def _segment_counts(self, kernel, arrays, offsets, lengths, args, counts) -> None:
+        """Launch ``kernel`` over a segment table, its counts summed on the device."""
+        count = len(offsets)
+        if count == 0:
+            return
+        device_counts = cuda.to_device(np.zeros(counts.shape, dtype=np.int64))
+        work = max(int(np.max(lengths)), 1)
+        kernel[grid(work)](
+            *arrays, self._to_device(offsets, np.int64), self._to_device(lengths, np.int64),
+            *args, device_counts,
+        )  # fmt: skip
+        counts[...] = device_counts.copy_to_host()
+
+    def round_storage(self, buffer, offsets, lengths, code, counts, flush_nonfinite=False):
+        self._segment_counts(
+            precision.round_segments, (buffer.flat,), offsets, lengths,
+            (int(code), bool(flush_nonfinite)), counts,
+        )  # fmt: skip
+
+    def lost_updates(self, before, after, offsets, lengths, code, store, counts):
+        self._segment_counts(
+            precision.lost_update_segments, (before.flat, after.flat), offsets, lengths,
+            (int(code), bool(store)), counts,
+        )  # fmt: skip

@@ -1,0 +1,183 @@
+"""Storage rounding for simulated mixed precision (CPU, Numba): float32 → float16 / bfloat16.
+
+A simulated low-precision value is kept in a float32 array, holding exactly the number the
+real format would store. :func:`round_storage` is the per-element rule (written once; the CUDA
+backend compiles the same function for the device): IEEE round to nearest, ties to even, with
+gradual underflow (subnormals), overflow to ±inf and NaN kept NaN.
+
+* ``FP16`` (binary16: 1/5/10 bits): a magnitude ≥ 65520 (65504 plus half an ulp) becomes
+  ±inf; below 2^-14 the spacing is the subnormal step 2^-24, so a magnitude ≤ 2^-25 becomes
+  ±0 (2^-25 itself is a tie and goes to the even neighbour, 0).
+* ``BF16`` (the top 16 bits of a float32: 1/8/7 bits): 8 significant bits at every exponent,
+  the float32 subnormal step 2^-133 below 2^-126; a value that rounds to 2^128 is ±inf
+  (FLT_MAX rounds up to inf, as the bit rule ``bits + 0x7FFF + lsb`` does).
+* ``FP32``: the identity.
+
+The arithmetic runs in float64, where every step is exact: with ``a = |x|`` and ``2^(e-1) ≤ a
+< 2^e`` (``math.frexp``), the spacing is ``ulp = 2^(e-1-p)`` for ``p`` fraction bits (never
+below the format's subnormal step), and ``round_half_even(a/ulp)·ulp`` is the stored value.
+No bit reinterpretation is needed, so the same source runs on the CPU and as a CUDA device
+function.
+
+Array kernels work over segments ``values[offset : offset + length]`` of a flat float32 buffer
+and count, per segment, what the measurements of ``engine.training`` need (see
+:func:`round_segments`, :func:`lost_update_segments`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from engine.backends.cpu.activations import KernelArgumentError, as_flat_float32
+
+FP32 = 0
+FP16 = 1
+BF16 = 2
+
+#: the storage codes by format name (``engine.spec.PrecisionSpec.precision``)
+CODES = {"fp32": FP32, "fp16": FP16, "bf16": BF16}
+
+_FP16_OVERFLOW = 65520.0  # 65504 + half an ulp (16): this and above round to inf
+_FP16_MIN_NORMAL = 2.0**-14
+_FP16_SUBNORMAL_STEP = 2.0**-24
+_BF16_MIN_NORMAL = 2.0**-126
+_BF16_SUBNORMAL_STEP = 2.0**-133
+
+
+@njit(inline="always")
+def _round_half_even(t):
+    """``t`` (a non-negative float64) rounded to the nearest integer, ties to even."""
+    f = math.floor(t)
+    r = t - f
+    if r > 0.5 or (r == 0.5 and f - 2.0 * math.floor(0.5 * f) == 1.0):
+        f += 1.0
+    return f
+
+
+@njit(inline="always")
+def _round_magnitude(a, fraction_bits, min_normal, subnormal_step):
+    """A finite magnitude ``a`` (float64) rounded to ``fraction_bits`` bits, ties to even;
+    below ``min_normal`` to a multiple of ``subnormal_step``."""
+    if a == 0.0:
+        return a
+    if a < min_normal:
+        step = subnormal_step
+    else:
+        _, e = math.frexp(a)  # a = m·2^e, 0.5 <= m < 1
+        step = math.ldexp(1.0, e - 1 - fraction_bits)
+    return _round_half_even(a / step) * step
+
+
+@njit(inline="always")
+def round_storage(x, code):
+    """The float32 value format ``code`` stores for float32 ``x`` (see the module docstring)."""
+    if code == FP32 or x != x:  # NaN stays NaN
+        return x
+    d = float(x)
+    a = abs(d)
+    if a == math.inf:
+        return x
+    if code == FP16:
+        if a >= _FP16_OVERFLOW:
+            r = math.inf
+        else:
+            r = _round_magnitude(a, 10, _FP16_MIN_NORMAL, _FP16_SUBNORMAL_STEP)
+    else:
+        r = _round_magnitude(a, 7, _BF16_MIN_NORMAL, _BF16_SUBNORMAL_STEP)
+    return np.float32(math.copysign(r, d))  # exact (or ±inf for a bf16 value rounded to 2^128)
+
+
+@njit(cache=True)
+def _round_segments(values, offsets, lengths, code, flush_nonfinite, counts):
+    for s in range(offsets.size):
+        nonzero = 0
+        flushed = 0
+        nonfinite = 0
+        for i in range(offsets[s], offsets[s] + lengths[s]):
+            x = values[i]
+            r = round_storage(x, code)
+            if x != 0.0:
+                nonzero += 1
+                if r == 0.0:
+                    flushed += 1
+            if not math.isfinite(r):
+                nonfinite += 1
+                if flush_nonfinite:
+                    r = np.float32(0.0)
+            values[i] = r
+        counts[s, 0] = nonzero
+        counts[s, 1] = flushed
+        counts[s, 2] = nonfinite
+
+
+@njit(cache=True)
+def _lost_update_segments(before, after, offsets, lengths, code, store, counts):
+    for s in range(offsets.size):
+        changed = 0
+        lost = 0
+        for i in range(offsets[s], offsets[s] + lengths[s]):
+            w = before[i]
+            v = after[i]
+            r = round_storage(v, code)
+            if v != w:
+                changed += 1
+                if r == round_storage(w, code):
+                    lost += 1
+            if store:
+                after[i] = r
+        counts[s, 0] = changed
+        counts[s, 1] = lost
+
+
+def _table(flat: np.ndarray, offsets, lengths, counts, width: int):
+    offsets = np.asarray(offsets, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if offsets.shape != lengths.shape or offsets.ndim != 1:
+        raise KernelArgumentError("offsets and lengths must be 1-D arrays of the same length")
+    if offsets.size and (offsets.min() < 0 or (offsets + lengths).max() > flat.size):
+        raise KernelArgumentError(f"a segment lies outside the buffer of {flat.size} elements")
+    if counts.shape != (offsets.size, width) or counts.dtype != np.int64:
+        shape = (offsets.size, width)
+        raise KernelArgumentError(f"counts must be an int64 array of shape {shape}")
+    return offsets, lengths
+
+
+def round_segments(
+    values: np.ndarray,
+    offsets,
+    lengths,
+    code: int,
+    counts: np.ndarray,
+    flush_nonfinite: bool = False,
+) -> None:
+    """Round every segment of ``values`` in place to format ``code``; per segment ``s``:
+    ``counts[s] = (values ≠ 0 before, of those = 0 after: flushed to zero, non-finite after)``.
+    ``flush_nonfinite``: a non-finite result is stored as 0 (AlexeyAB's ``reset_nan_and_inf``),
+    still counted."""
+    flat = as_flat_float32(values, "values")
+    offsets, lengths = _table(flat, offsets, lengths, counts, 3)
+    _round_segments(flat, offsets, lengths, int(code), bool(flush_nonfinite), counts)
+
+
+def lost_update_segments(
+    before: np.ndarray,
+    after: np.ndarray,
+    offsets,
+    lengths,
+    code: int,
+    store: bool,
+    counts: np.ndarray,
+) -> None:
+    """Per segment ``s``: ``counts[s] = (weights with after ≠ before, of those with
+    round(after) = round(before))``: the update is non-zero yet the stored low-precision weight
+    does not move. ``store``: ``after`` is replaced by ``round(after)`` (weights kept in the low
+    precision, no master copy)."""
+    flat_before = as_flat_float32(before, "before")
+    flat_after = as_flat_float32(after, "after")
+    if flat_before.size != flat_after.size:
+        raise KernelArgumentError("before and after must have the same size")
+    offsets, lengths = _table(flat_after, offsets, lengths, counts, 2)
+    _lost_update_segments(flat_before, flat_after, offsets, lengths, int(code), bool(store), counts)
