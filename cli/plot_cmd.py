@@ -20,24 +20,25 @@ from typing import TYPE_CHECKING
 import typer
 
 from cli.common import EXIT_BAD_INPUT, EXIT_USAGE, fail
+from cli.help_format import help_text
 
 if TYPE_CHECKING:  # NumPy and cli.plotting load lazily: --help stays light
     import numpy as np
 
     from cli.plotting import Curve
 
-PLOT_HELP = (
-    "Plot runs' loss, learning rate, test accuracy and per-layer norms.\n\n"
-    "Each RUN_DIR is a folder written by dnupdate train (it may still be running); with "
-    "several, their curves are overlaid and labelled by run name and differing settings. "
-    "Panels: loss (raw, smoothed, test), learning rate, test accuracy, and per layer the "
-    "weight norm, the gradient norm and the update ratio. Without --output the plots are drawn "
-    "in the terminal; --output FILE.svg or FILE.png writes them to a file (PNG needs "
-    "matplotlib).\n\n"
-    "Examples:\n\n"
-    "  dnupdate plot runs/quickstart-20260101-120000\n\n"
-    "  dnupdate plot runs/quickstart-20260101-120000 --output curves.svg --log\n\n"
-    "  dnupdate plot runs/lr-0.05 runs/lr-0.02 --output compare.svg"
+PLOT_HELP = help_text(
+    "Plot runs' loss, learning rate, test accuracy and per-layer norms.",
+    """Each RUN_DIR is a folder written by dnupdate train (it may still be running); with
+    several, their curves are overlaid and labelled by run name and differing settings.
+    Panels: loss (raw, smoothed, test), learning rate, test accuracy, and per layer the weight
+    norm, the gradient norm and the update ratio. Without --output the plots are drawn in the
+    terminal; --output FILE.svg or FILE.png writes them to a file (PNG needs matplotlib).""",
+    examples=(
+        "dnupdate plot runs/quickstart-20260101-120000",
+        "dnupdate plot runs/quickstart-20260101-120000 --output curves.svg --log",
+        "dnupdate plot runs/lr-0.05 runs/lr-0.02 --output compare.svg",
+    ),
 )
 
 #: the per-layer panels: (metrics field, title, y label, log scale)
@@ -264,7 +265,7 @@ def write_png(path: Path, panels: list[Panel], title: str) -> None:
 
 def plot(
     run_dirs: list[str] = typer.Argument(
-        ..., metavar="RUN_DIR...", help="dnupdate train run folders (several are overlaid)."
+        ..., metavar="RUN_DIR", help="dnupdate train run folders (several are overlaid)."
     ),
     output: str | None = typer.Option(
         None, "--output", "-o", metavar="FILE", help="Write .svg or .png instead of drawing."

@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import sys
-from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -30,52 +29,57 @@ from cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    LR_SCALING_HELP,
-    LR_WARMUP_HELP,
+    Device,
+    Semantics,
+    checkpoint_every_option,
+    data_dir_option,
+    data_option,
+    device_option,
+    eval_every_option,
     fail,
     fail_config,
+    json_option,
+    lr_scaling_option,
+    lr_warmup_option,
+    max_iters_option,
+    out_option,
+    quiet_option,
     report_diagnostics,
     scaling_sets,
+    seed_option,
+    semantics_option,
+    set_option,
+    shuffle_option,
     stderr_console,
+    threads_option,
+    weights_option,
 )
+from cli.help_format import help_text
 
-TRAIN_HELP = """Train a network from a darknet .cfg or a Caffe solver (.prototxt/.yaml).
-
-CONFIG may be - to read the config from standard input. The loop follows the config's
-framework (or --semantics): darknet counts images seen, accumulates subdivisions and shows
-avg = .9*avg + .1*loss; Caffe counts iterations, accumulates iter_size passes, tests every
-test_interval for test_iter batches and averages the shown loss over average_loss updates.
-
-Everything goes to a run folder (--out, default runs/<config>-<time>/): the config as given and
-resolved, metrics.jsonl/metrics.csv, checkpoints, state.npz for --resume, final.npz plus
-final.weights (darknet) or final.caffemodel (Caffe), summary.json.
-
-Exit codes: 0 done, 1 bad input (config, data, weights, no CUDA device), 2 usage,
-3 diverged (non-finite loss or weights), 130 interrupted (a checkpoint is written first).
-
-Examples:
-
-  dnupdate train configs/quickstart.cfg
-
-  dnupdate train configs/quickstart.cfg --set learning_rate=0.02 --set batch=32 --json
-
-  dnupdate train configs/lenet_solver.prototxt --data-dir ../shared/data --max-iters 500
-
-  dnupdate train --resume runs/quickstart-20260101-120000 --max-iters 400
-"""
+TRAIN_HELP = help_text(
+    "Train a network from a darknet .cfg or a Caffe solver (.prototxt/.yaml).",
+    """CONFIG may be - to read the config from standard input. The loop follows the config's
+    framework (or --semantics): darknet counts images seen, accumulates subdivisions and shows
+    avg = .9*avg + .1*loss; Caffe counts iterations, accumulates iter_size passes, tests every
+    test_interval for test_iter batches and averages the shown loss over average_loss
+    updates.""",
+    """Everything goes to a run folder (--out, default runs/CONFIG-TIME): the config as given
+    and resolved, metrics.jsonl and metrics.csv, checkpoints, state.npz for --resume,
+    final.npz plus final.weights (darknet) or final.caffemodel (Caffe), summary.json.""",
+    """Exit codes: 0 done, 1 bad input (config, data, weights, no CUDA device), 2 usage,
+    3 diverged (non-finite loss or weights), 130 interrupted (a checkpoint is written
+    first).""",
+    examples=(
+        "dnupdate train configs/quickstart.cfg",
+        "dnupdate train configs/quickstart.cfg --set learning_rate=0.02 --json",
+        """dnupdate train configs/lenet_solver.prototxt --data-dir ../shared/data \\
+          --max-iters 500""",
+        "dnupdate train --resume runs/quickstart-20260101-120000 --max-iters 400",
+    ),
+)
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 EXIT_FOR_STATUS = {"done": EXIT_OK, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}
-
-
-class Semantics(StrEnum):
-    darknet = "darknet"
-    caffe = "caffe"
-
-
-class Device(StrEnum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,18 +226,9 @@ def train(
     config: str | None = typer.Argument(
         None, metavar="CONFIG", help="darknet .cfg or Caffe solver; - reads standard input."
     ),
-    data: str | None = typer.Option(
-        None,
-        "--data",
-        metavar="NAME|npz:PATH",
-        help="Data for both splits (replaces the config's).",
-    ),
-    data_dir: str | None = typer.Option(
-        None, "--data-dir", help="Dataset folder (default $DNUPDATE_DATA_DIR, then the cache)."
-    ),
-    weights: str | None = typer.Option(
-        None, "--weights", help="Initial weights: darknet .weights, .caffemodel or .npz."
-    ),
+    data: str | None = data_option(),
+    data_dir: str | None = data_dir_option(),
+    weights: str | None = weights_option(),
     clear: bool = typer.Option(
         False, "--clear", help="Ignore the .weights header's images-seen count (darknet -clear)."
     ),
@@ -245,36 +240,16 @@ def train(
     resume: str | None = typer.Option(
         None, "--resume", metavar="RUN_DIR", help="Continue a run exactly from its last state."
     ),
-    max_iters: int | None = typer.Option(
-        None, "--max-iters", min=1, help="Stop after N updates in total (schedule unchanged)."
-    ),
-    seed: int | None = typer.Option(
-        None,
-        "--seed",
-        help="Seed of init, dropout, data (default: Caffe random_seed / darknet seed=, else 0).",
-    ),
-    semantics: Semantics | None = typer.Option(
-        None, "--semantics", help="Update rule and loop (default: the config's framework)."
-    ),
-    device: Device = typer.Option(Device.cpu, "--device", help="cpu or cuda."),
-    threads: int | None = typer.Option(
-        None, "--threads", min=1, help="BLAS and Numba threads (default: automatic)."
-    ),
-    out: str | None = typer.Option(
-        None, "--out", help="Run folder (default runs/<config-name>-<timestamp>/)."
-    ),
-    sets: list[str] = typer.Option(
-        [], "--set", "-s", metavar="KEY=VALUE", help="Override a config key (its own name)."
-    ),
-    shuffle: bool | None = typer.Option(
-        None, "--shuffle/--no-shuffle", help="Random sampling or reading in order."
-    ),
-    eval_every: int | None = typer.Option(
-        None, "--eval-every", min=0, help="Test every N updates (default test_interval)."
-    ),
-    checkpoint_every: int | None = typer.Option(
-        None, "--checkpoint-every", min=0, help="Checkpoint every N updates (default snapshot)."
-    ),
+    max_iters: int | None = max_iters_option(),
+    seed: int | None = seed_option(),
+    semantics: Semantics | None = semantics_option(),
+    device: Device = device_option(),
+    threads: int | None = threads_option(),
+    out: str | None = out_option("Run folder (default: runs/CONFIG-TIME)."),
+    sets: list[str] = set_option(),
+    shuffle: bool | None = shuffle_option(),
+    eval_every: int | None = eval_every_option(),
+    checkpoint_every: int | None = checkpoint_every_option(),
     display_every: int | None = typer.Option(
         None,
         "--display-every",
@@ -282,14 +257,10 @@ def train(
         metavar="N",
         help="Plain log line every N updates (default: Caffe display; darknet every update).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per event on stdout."),
-    quiet: bool = typer.Option(
-        False, "--quiet", "-q", help="No progress on stderr; the ending line still shows."
-    ),
-    lr_scaling: str | None = typer.Option(None, "--lr-scaling", help=LR_SCALING_HELP),
-    lr_warmup: int | None = typer.Option(
-        None, "--lr-warmup", min=0, metavar="N", help=LR_WARMUP_HELP
-    ),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
+    lr_scaling: str | None = lr_scaling_option(),
+    lr_warmup: int | None = lr_warmup_option(),
 ) -> None:
     """Train (see TRAIN_HELP); exits 0 done, 1 bad input, 2 usage, 3 diverged, 130 stopped."""
     if resume is None and config is None:
