@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from typing import Any, NoReturn
 
@@ -30,6 +31,35 @@ def stdout_console():
 
     width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140
     return Console(no_color=bool(os.environ.get("NO_COLOR")) or None, width=width)
+
+
+@contextlib.contextmanager
+def busy(console, message: str) -> Iterator[None]:
+    """A spinner saying ``message`` on a terminal while the block runs (a long silent step:
+    generating a synthetic set, loading a dataset); nothing on other consoles or with
+    ``console`` None (``--quiet``)."""
+    if console is None or not console.is_terminal:
+        yield
+        return
+    with console.status(message, spinner="dots"):
+        yield
+
+
+def data_status(source: str | None, split: str, data_dir: str | None) -> str:
+    """What opening ``source`` will do, for :func:`busy`: a synthetic set is generated the
+    first time and read from the data cache afterwards; a named dataset or file is loaded."""
+    from engine.data import CATALOG, DataError, resolve_source
+
+    if not source:
+        return "opening the data"
+    try:
+        name = resolve_source(source, split, data_dir)
+    except DataError:
+        return f"opening {clip_text(source, 80)}"
+    entry = CATALOG.get(name)
+    if entry is not None and entry.synthetic:
+        return f"preparing {name} ({split}; generated once, then cached)"
+    return f"loading {clip_text(str(name), 80)} ({split})"
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
@@ -75,6 +105,16 @@ def is_binary_text(text: str) -> bool:
     return not all(_printable(char) or char == "\t" for char in text)
 
 
+def _clipped(diagnostic, limit: int) -> str:
+    """``file:line: severity [key]: message`` with the part after the location clipped to
+    ``limit`` characters (a long path never eats the message)."""
+    text = str(diagnostic)
+    where = diagnostic.file if diagnostic.line is None else f"{diagnostic.file}:{diagnostic.line}"
+    if not text.startswith(where):
+        return clip_text(text, limit)
+    return clip_text(where) + clip_text(text[len(where) :], limit)
+
+
 def diagnostic_lines(diagnostics: Iterable) -> list[str]:
     """Diagnostics as lines ``file:line: severity [key]: message``, each clipped
     (:func:`clip_text`), at most :data:`MAX_SAME_DIAGNOSTIC` of one repeated problem,
@@ -100,7 +140,7 @@ def diagnostic_lines(diagnostics: Iterable) -> list[str]:
         elif len(lines) >= MAX_DIAGNOSTICS:
             hidden += 1
         else:
-            lines.append(clip_text(str(diagnostic), limit))
+            lines.append(_clipped(diagnostic, limit))
     for (severity, key, message), count in hidden_repeats.items():
         if len(lines) >= MAX_DIAGNOSTICS:
             hidden += count

@@ -13,7 +13,9 @@ import typer
 
 from cli.common import (
     EXIT_BAD_INPUT,
+    busy,
     data_dir_option,
+    data_status,
     fail,
     json_option,
     stderr_console,
@@ -298,9 +300,12 @@ def info(
         _data_error(exc)
     splits = ("train",) if single else ("train", "test") if split == "all" else (split,)
     records, errors = [], []
+    console = stderr_console()
     for one in splits:
         try:
-            records.append(_split_record(open_dataset(name, one, data_dir, seed=seed, size=size)))
+            with busy(console, data_status(name, one, data_dir)):
+                dataset = open_dataset(name, one, data_dir, seed=seed, size=size)
+            records.append(_split_record(dataset))
         except DataError as exc:
             errors.append(str(exc))
     for record in records:

@@ -183,9 +183,7 @@ def schedule_diagnostics(error):
     from engine.spec import ConfigError
 
     keys = schedule_keys()
-    kept = [
-        d for d in error.diagnostics if d.severity == "error" or concerns_schedule(d, keys)
-    ]
+    kept = [d for d in error.diagnostics if d.severity == "error" or concerns_schedule(d, keys)]
     return ConfigError(in_line_order(kept))
 
 

@@ -31,9 +31,11 @@ from cli.common import (
     EXIT_USAGE,
     Device,
     Semantics,
+    busy,
     checkpoint_every_option,
     data_dir_option,
     data_option,
+    data_status,
     device_option,
     eval_every_option,
     fail,
@@ -285,6 +287,7 @@ def train(
             resume=resume,
             sets=sets,
             out=out,
+            console=None if quiet else stderr_console(),
             options={
                 "data": data,
                 "data_dir": data_dir,
@@ -308,8 +311,10 @@ def train(
     raise typer.Exit(_run(session, as_json=as_json, quiet=quiet))
 
 
-def _set_up(*, config, resume, sets, out, options):
-    """Build the TrainingSession (and its run folder); every bad input exits with code 1."""
+def _set_up(*, config, resume, sets, out, options, console=None):
+    """Build the TrainingSession (and its run folder); every bad input exits with code 1.
+    Opening the data (generating a synthetic set the first time) can take seconds: a spinner
+    on ``console`` says so meanwhile."""
     from engine.data import DataError
     from engine.formats.weights import WeightsFileError
     from engine.model.network import NetworkError
@@ -339,22 +344,24 @@ def _set_up(*, config, resume, sets, out, options):
                     merged[key] = options[key]
             train_options = TrainOptions(**merged)
             _print_warnings(run)
-            return TrainingSession(
-                run, train_options, folder=folder, resume=True, overrides=overrides
-            )
+            with busy(console, _setup_status(run, merged)):
+                return TrainingSession(
+                    run, train_options, folder=folder, resume=True, overrides=overrides
+                )
         run, overrides, text = _load_new(config, sets)
         _print_warnings(run)
         target = Path(out) if out else default_run_dir(config)
         folder = RunFolder.create(target)
         created = target if folder.created else None
-        return TrainingSession(
-            run,
-            TrainOptions(**options),
-            folder=folder,
-            overrides=overrides,
-            config_text=text,
-            net_text=_net_file_text(run, run.config_path),
-        )
+        with busy(console, _setup_status(run, options)):
+            return TrainingSession(
+                run,
+                TrainOptions(**options),
+                folder=folder,
+                overrides=overrides,
+                config_text=text,
+                net_text=_net_file_text(run, run.config_path),
+            )
     except ConfigError as exc:
         _release(folder, created)
         fail_config(exc)
@@ -364,6 +371,12 @@ def _set_up(*, config, resume, sets, out, options):
     except BaseException:
         _release(folder, created)
         raise
+
+
+def _setup_status(run, options: dict) -> str:
+    """The spinner's text while the session is built: what opening the training data does."""
+    source = options.get("data") or run.data.train.source
+    return data_status(source, "train", options.get("data_dir"))
 
 
 def _release(folder, created: Path | None) -> None:
