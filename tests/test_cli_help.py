@@ -99,7 +99,7 @@ def test_flags_show_no_metavar_and_options_show_theirs():
 
 def test_usage_lines_name_arguments_plainly():
     assert "dnupdate eval [OPTIONS] CONFIG|RUN_DIR" in render_help(["eval"])
-    assert "dnupdate plot [OPTIONS] RUN_DIR..." in render_help(["plot"])
+    assert "dnupdate plot [OPTIONS] RUN_DIR|SWEEP_DIR..." in render_help(["plot"])
     assert "dnupdate bench [OPTIONS] [WORKLOAD|CONFIG]..." in render_help(["bench"])
     assert "dnupdate lr-schedule [OPTIONS] [CONFIG]..." in render_help(["lr-schedule"])
     assert "dnupdate train [OPTIONS] [CONFIG]" in render_help(["train"])
