@@ -14,9 +14,11 @@ import sys
 
 import typer
 
-from cli.common import EXIT_USAGE, fail
+from cli.common import EXIT_USAGE, device_option, fail, json_option, threads_option
+from cli.help_format import help_from_doc
 
-BENCH_HELP = """Measure training and inference speed (images/s).
+BENCH_HELP = help_from_doc(
+    """Measure training and inference speed (images/s).
 
 WORKLOAD is a built-in workload (lenet, cifar-small, cifar-small-bn, mlp; default: all four)
 or a darknet .cfg / Caffe solver file. Each runs on one fixed random batch in a worker process
@@ -37,31 +39,41 @@ Examples:
 
   dnupdate bench configs/mnist_lenet.cfg --windows 3 --iters 5
 """
+)
 
 
 def bench(
     workloads: list[str] = typer.Argument(
-        None, metavar="[WORKLOAD|CONFIG]...", help="Built-in workloads or config files."
+        None, metavar="WORKLOAD|CONFIG", help="Built-in workloads or config files."
     ),
-    threads: int | None = typer.Option(
-        None, "--threads", "-t", min=1, help="Threads for Numba and BLAS (default: all cores)."
+    threads: int | None = threads_option(
+        "Threads for Numba and BLAS (default: all cores).", short=True
     ),
     iters: int | None = typer.Option(
-        None, "--iters", "-n", min=1, help="Steps per timed window (default: about 0.5 s)."
+        None,
+        "--iters",
+        "-n",
+        min=1,
+        metavar="N",
+        help="Steps per timed window (default: about 0.5 s).",
     ),
-    windows: int = typer.Option(5, "--windows", "-w", min=1, help="Timed windows per mode."),
-    warmup: int = typer.Option(3, "--warmup", min=1, help="Untimed steps before timing."),
+    windows: int = typer.Option(
+        5, "--windows", "-w", min=1, metavar="N", help="Timed windows per mode."
+    ),
+    warmup: int = typer.Option(
+        3, "--warmup", min=1, metavar="N", help="Untimed steps before timing."
+    ),
     vs: str | None = typer.Option(
         None, "--vs", metavar="torch", help="Compare with another framework (torch)."
     ),
     mode: list[str] = typer.Option(
         [], "--mode", "-m", metavar="train|infer", help="Only these modes (default: both)."
     ),
-    device: str = typer.Option("cpu", "--device", help="Backend: cpu (or cuda where built)."),
+    device: str = device_option("Backend: cpu (or cuda where built)."),
     cold_cache: bool = typer.Option(
         False, "--cold-cache", help="Start from an empty JIT cache (compile_s = cold compile)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line on stdout."),
+    as_json: bool = json_option("One JSON object per workload and mode on stdout."),
 ) -> None:
     from engine.bench.measure import run_bench
     from engine.bench.workloads import (

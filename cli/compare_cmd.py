@@ -9,9 +9,27 @@ import sys
 
 import typer
 
-from cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, fail, fail_config
+from cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    data_dir_option,
+    data_option,
+    fail,
+    fail_config,
+    json_option,
+    max_iters_option,
+    out_option,
+    quiet_option,
+    seed_option,
+    set_option,
+    threads_option,
+)
+from cli.help_format import help_from_doc
 
-COMPARE_HELP = """Train variants of one config side by side and measure where they part.
+COMPARE_HELP = help_from_doc(
+    """Train variants of one config side by side and measure where they part.
 
 Every variant starts from the same initial parameters and sees the same batches in the same
 order; after each update it shows each variant's loss and ‖θ_a − θ_v‖/‖θ_a‖ against the
@@ -20,12 +38,16 @@ first variant (per layer in the files). A variant's OPTIONS are --semantics, --s
 
 Examples:
 
-  dnupdate compare configs/mnist_lenet.cfg --variant darknet='--semantics darknet' \\
-    --variant caffe='--semantics caffe' --set steps=20 --set scales=.1 --max-iters 40
+  dnupdate compare configs/mnist_lenet.cfg \\
+    --variant darknet='--semantics darknet' \\
+    --variant caffe='--semantics caffe' --set steps=20 --set scales=.1 \\
+    --max-iters 40
 
-  dnupdate compare configs/lenet_solver.prototxt --variant adam='--set type=Adam' \\
-    --variant adamw='--set type=AdamW' --max-iters 100 --out compare-adam
+  dnupdate compare configs/lenet_solver.prototxt \\
+    --variant adam='--set type=Adam' --variant adamw='--set type=AdamW' \\
+    --max-iters 100 --out compare-adam
 """
+)
 
 
 def _line(step: dict) -> str:
@@ -49,19 +71,25 @@ def _finished_line(data: dict) -> str:
 
 def compare(
     config: str = typer.Argument(..., metavar="CONFIG", help="darknet .cfg or Caffe solver."),
-    variants: list[str] = typer.Option([], "--variant", "-v", metavar="NAME='OPTIONS'"),
-    sets: list[str] = typer.Option(
-        [], "--set", "-s", metavar="KEY=VALUE", help="For every variant."
+    variants: list[str] = typer.Option(
+        [],
+        "--variant",
+        "-v",
+        metavar="NAME=OPTIONS",
+        help="A variant: its name and its options in quotes (repeatable; two or more).",
     ),
-    max_iters: int | None = typer.Option(None, "--max-iters", min=1, help="Stop after N updates."),
-    data: str | None = typer.Option(None, "--data", metavar="NAME|npz:PATH", help="Data."),
-    data_dir: str | None = typer.Option(None, "--data-dir", help="Dataset folder."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of init and data order."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Numba/BLAS threads."),
-    every: int | None = typer.Option(None, "--every", min=1, help="Print every N updates."),
-    out: str | None = typer.Option(None, "--out", help="Write compare.csv/.jsonl to DIR."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per event on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No lines on stderr."),
+    sets: list[str] = set_option("Override a config key for every variant (repeatable)."),
+    max_iters: int | None = max_iters_option("Stop after N updates."),
+    data: str | None = data_option(),
+    data_dir: str | None = data_dir_option(),
+    seed: int | None = seed_option("Seed of init and data order, the same for every variant."),
+    threads: int | None = threads_option(),
+    every: int | None = typer.Option(
+        None, "--every", min=1, metavar="N", help="Print every N updates."
+    ),
+    out: str | None = out_option("Write compare.csv and compare.jsonl to DIR."),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option("No lines on stderr."),
 ) -> None:
     """Compare variants (see COMPARE_HELP); exits 0, 1 bad input, 2 usage, 130 stopped."""
     from cli.sinks import JsonLinesSink

@@ -11,25 +11,62 @@ import sys
 
 import typer
 
-from cli.common import EXIT_BAD_INPUT, fail, stderr_console, stdout_console
+from cli.common import (
+    EXIT_BAD_INPUT,
+    busy,
+    data_dir_option,
+    data_status,
+    fail,
+    json_option,
+    stderr_console,
+    stdout_console,
+)
+from cli.help_format import HelpCommand, HelpGroup, help_text
 
-data_app = typer.Typer(
-    name="data",
-    help=(
-        "Datasets: list the known ones, fetch them into the cache, verify checksums, describe "
-        "one. Data directory: --data-dir, else $DNUPDATE_DATA_DIR, else the user cache folder."
-        "\n\nExamples:\n\n"
-        "  dnupdate data list\n\n"
-        "  dnupdate data info mnist --data-dir ../shared/data/mnist\n\n"
-        "  dnupdate data verify cifar10 --data-dir ~/datasets\n\n"
-        "  dnupdate data fetch fashion-mnist"
+DATA_HELP = help_text(
+    "Datasets: list the known ones, fetch them into the cache, verify checksums, describe one.",
+    "Data directory: --data-dir, else $DNUPDATE_DATA_DIR, else the user cache folder.",
+    examples=(
+        "dnupdate data list",
+        "dnupdate data info mnist --data-dir ../shared/data/mnist",
+        "dnupdate data verify cifar10 --data-dir ~/datasets",
+        "dnupdate data fetch fashion-mnist",
     ),
-    no_args_is_help=True,
+)
+LIST_HELP = help_text(
+    "List the named datasets and whether each is on this machine.",
+    examples=("dnupdate data list", "dnupdate data list --data-dir ../shared/data --json"),
+)
+FETCH_HELP = help_text(
+    "Download a dataset into the data directory, verifying every file's checksum.",
+    examples=(
+        "dnupdate data fetch fashion-mnist",
+        """dnupdate data fetch mnist --data-dir ~/datasets \\
+          --mirror https://example.org/mnist/""",
+    ),
+)
+VERIFY_HELP = help_text(
+    "Check a dataset's files against their published checksums (exit 1 on any problem).",
+    examples=(
+        "dnupdate data verify cifar10 --data-dir ~/datasets",
+        "dnupdate data verify mnist --data-dir ../shared/data",
+    ),
+)
+INFO_HELP = help_text(
+    "Open a dataset and report its counts, image shape, label histogram and files.",
+    examples=(
+        "dnupdate data info mnist --data-dir ../shared/data/mnist",
+        "dnupdate data info synthetic-digits --split test --size 1000 --json",
+        "dnupdate data info npz:batch.npz",
+    ),
 )
 DATA_DIR_HELP = (
-    "Folder with dataset files (searched first; fetch writes here). "
-    "Default: $DNUPDATE_DATA_DIR, else the user cache folder."
+    "Folder with the dataset files, searched first; fetch writes here (default: "
+    "$DNUPDATE_DATA_DIR, else the user cache folder)."
 )
+NAME_HELP = "Dataset name (see dnupdate data list)."
+
+data_app = typer.Typer(name="data", help=DATA_HELP, no_args_is_help=True, cls=HelpGroup)
 
 
 def _data_error(exc: Exception) -> None:
@@ -37,19 +74,12 @@ def _data_error(exc: Exception) -> None:
     fail(str(exc), EXIT_BAD_INPUT)
 
 
-@data_app.command("list")
+@data_app.command("list", help=LIST_HELP, cls=HelpCommand)
 def list_datasets(
-    data_dir: str | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line on stdout."),
+    data_dir: str | None = data_dir_option(DATA_DIR_HELP),
+    as_json: bool = json_option("One JSON object per dataset on stdout."),
 ) -> None:
-    """List the named datasets and whether each is on this machine.
-
-    Examples:
-
-      dnupdate data list
-
-      dnupdate data list --data-dir ../shared/data --json
-    """
+    """List the named datasets and whether each is on this machine."""
     from engine.data import CATALOG
     from engine.data.locate import cache_root
     from engine.data.named import locate_split
@@ -132,23 +162,21 @@ class _ProgressSink:
             self.console.print(f"{event.filename}: {how}")
 
 
-@data_app.command("fetch")
+@data_app.command("fetch", help=FETCH_HELP, cls=HelpCommand)
 def fetch(
-    name: str = typer.Argument(..., help="Dataset name (see `dnupdate data list`)."),
-    data_dir: str | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    name: str = typer.Argument(..., metavar="NAME", help=NAME_HELP),
+    data_dir: str | None = data_dir_option(DATA_DIR_HELP),
     mirror: list[str] = typer.Option(
-        [], "--mirror", help="Base URL tried before the canonical mirrors (repeatable)."
+        [],
+        "--mirror",
+        metavar="URL",
+        help="Base URL tried before the canonical mirrors (repeatable).",
     ),
-    timeout: float = typer.Option(30.0, "--timeout", help="Seconds before a stalled mirror fails."),
+    timeout: float = typer.Option(
+        30.0, "--timeout", metavar="SECONDS", help="Seconds before a stalled mirror fails."
+    ),
 ) -> None:
-    """Download a dataset into the data directory, verifying every file's checksum.
-
-    Examples:
-
-      dnupdate data fetch fashion-mnist
-
-      dnupdate data fetch mnist --data-dir ~/datasets --mirror https://example.org/mnist/
-    """
+    """Download a dataset into the data directory, verifying every file's checksum."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -182,19 +210,12 @@ def fetch(
     print(folder)
 
 
-@data_app.command("verify")
+@data_app.command("verify", help=VERIFY_HELP, cls=HelpCommand)
 def verify(
-    name: str = typer.Argument(..., help="Dataset name (see `dnupdate data list`)."),
-    data_dir: str | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    name: str = typer.Argument(..., metavar="NAME", help=NAME_HELP),
+    data_dir: str | None = data_dir_option(DATA_DIR_HELP),
 ) -> None:
-    """Check a dataset's files against their published checksums (exit 1 on any problem).
-
-    Examples:
-
-      dnupdate data verify cifar10 --data-dir ~/datasets
-
-      dnupdate data verify mnist --data-dir ../shared/data
-    """
+    """Check a dataset's files against their published checksums (exit 1 on any problem)."""
     from engine.data import DataError, verify_dataset
 
     try:
@@ -257,25 +278,20 @@ def _print_split(record: dict) -> None:
         console.print(f"  [yellow]note:[/] {note}")
 
 
-@data_app.command("info")
+@data_app.command("info", help=INFO_HELP, cls=HelpCommand)
 def info(
-    name: str = typer.Argument(..., help="Dataset name, npz:PATH, .npz file or LMDB folder."),
-    data_dir: str | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
-    split: str = typer.Option("all", "--split", help="train, test or all."),
-    seed: int = typer.Option(0, "--seed", help="Generator seed (synthetic sets)."),
-    size: int | None = typer.Option(None, "--size", help="Image count (synthetic sets)."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per split on stdout."),
+    name: str = typer.Argument(
+        ..., metavar="NAME", help="Dataset name, npz:FILE, .npz file or LMDB folder."
+    ),
+    data_dir: str | None = data_dir_option(DATA_DIR_HELP),
+    split: str = typer.Option("all", "--split", metavar="train|test|all", help="Split(s) to open."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Generator seed (synthetic sets)."),
+    size: int | None = typer.Option(
+        None, "--size", metavar="N", help="Image count (synthetic sets)."
+    ),
+    as_json: bool = json_option("One JSON object per split on stdout."),
 ) -> None:
-    """Open a dataset and report its counts, image shape, label histogram and files.
-
-    Examples:
-
-      dnupdate data info mnist --data-dir ../shared/data/mnist
-
-      dnupdate data info synthetic-digits --split test --size 1000 --json
-
-      dnupdate data info npz:batch.npz
-    """
+    """Open a dataset and report its counts, image shape, label histogram and files."""
     from engine.data import CATALOG, DataError, open_dataset, resolve_source
 
     try:
@@ -284,9 +300,12 @@ def info(
         _data_error(exc)
     splits = ("train",) if single else ("train", "test") if split == "all" else (split,)
     records, errors = [], []
+    console = stderr_console()
     for one in splits:
         try:
-            records.append(_split_record(open_dataset(name, one, data_dir, seed=seed, size=size)))
+            with busy(console, data_status(name, one, data_dir)):
+                dataset = open_dataset(name, one, data_dir, seed=seed, size=size)
+            records.append(_split_record(dataset))
         except DataError as exc:
             errors.append(str(exc))
     for record in records:

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import json
 
-import typer
+from cli.common import json_option
+from cli.help_format import help_text
+
+DEVICES_HELP = help_text(
+    "List the CPU and the CUDA devices that --device cpu|cuda can use.",
+    examples=("dnupdate devices", "dnupdate devices --json"),
+)
 
 
 def _gib(size: int) -> str:
@@ -17,16 +23,9 @@ def _gib(size: int) -> str:
 
 
 def devices(
-    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    as_json: bool = json_option("One JSON object on stdout."),
 ) -> None:
-    """List the CPU and the CUDA devices that --device cpu|cuda can use.
-
-    Examples:
-
-      dnupdate devices
-
-      dnupdate devices --json
-    """
+    """List the CPU and the CUDA devices (see DEVICES_HELP)."""
     from engine.backends import cpu_info
     from engine.backends import cuda as cuda_backend
 

@@ -15,20 +15,38 @@ from pathlib import Path
 
 import typer
 
-from cli.common import EXIT_BAD_INPUT, EXIT_USAGE, fail, fail_config, report_diagnostics
+from cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_USAGE,
+    data_dir_option,
+    data_option,
+    device_option,
+    fail,
+    fail_config,
+    json_option,
+    report_diagnostics,
+    seed_option,
+    semantics_option,
+    set_option,
+    threads_option,
+    weights_option,
+)
+from cli.help_format import help_text
 
-EVAL_HELP = (
+EVAL_HELP = help_text(
     "Test a trained model: loss, top-1 (and top-5 with more than 5 classes), per-class "
-    "accuracy and the confusion matrix, without training.\n\n"
-    "CONFIG|RUN_DIR is a config (darknet .cfg or Caffe solver) with --weights FILE, or a run "
-    "folder written by dnupdate train (its final.npz, else its latest checkpoint; --checkpoint "
-    "N or FILE picks another). Every test image is used once, in order, preprocessed as the "
-    "run's tests are; an image whose scores are not all finite counts as a wrong answer.\n\n"
-    "Examples:\n\n"
-    "  dnupdate eval runs/quickstart-20260101-120000\n\n"
-    "  dnupdate eval runs/quickstart-20260101-120000 --checkpoint 200 --json\n\n"
-    "  dnupdate eval configs/quickstart.cfg --weights final.weights\n\n"
-    "  dnupdate eval configs/lenet_solver.prototxt --weights lenet_iter_10000.caffemodel"
+    "accuracy and the confusion matrix, without training.",
+    """CONFIG|RUN_DIR is a config (darknet .cfg or Caffe solver) with --weights FILE, or a run
+    folder written by dnupdate train (its final.npz, else its latest checkpoint; --checkpoint
+    N or FILE picks another). Every test image is used once, in order, preprocessed as the
+    run's tests are; an image whose scores are not all finite counts as a wrong answer.""",
+    examples=(
+        "dnupdate eval runs/quickstart-20260101-120000",
+        "dnupdate eval runs/quickstart-20260101-120000 --checkpoint 200 --json",
+        "dnupdate eval configs/quickstart.cfg --weights final.weights",
+        """dnupdate eval configs/lenet_solver.prototxt \\
+          --weights lenet_iter_10000.caffemodel""",
+    ),
 )
 
 #: the confusion matrix is shown as a table up to this many classes (always in --json)
@@ -39,52 +57,33 @@ def eval_command(
     target: str = typer.Argument(
         ..., metavar="CONFIG|RUN_DIR", help="A config file, or a dnupdate train run folder."
     ),
-    weights: str | None = typer.Option(
-        None, "--weights", metavar="FILE", help="darknet .weights, .caffemodel or .npz to test."
-    ),
+    weights: str | None = weights_option("darknet .weights, .caffemodel or .npz to test."),
     checkpoint: str | None = typer.Option(
         None,
         "--checkpoint",
         metavar="N|FILE",
-        help="With RUN_DIR: checkpoints/iter_<N>.npz or a file (default final.npz).",
+        help="With RUN_DIR: checkpoints/iter_N.npz or a file (default: final.npz).",
     ),
-    data: str | None = typer.Option(
-        None, "--data", metavar="NAME|npz:PATH", help="Test data (replaces the config's)."
+    data: str | None = data_option(
+        "Test data instead of the config's: a dataset name or npz:FILE."
     ),
-    data_dir: str | None = typer.Option(
-        None,
-        "--data-dir",
-        metavar="DIR",
-        help="Dataset folder (default $DNUPDATE_DATA_DIR, then the cache).",
-    ),
+    data_dir: str | None = data_dir_option(),
     images: int | None = typer.Option(
         None, "--images", min=1, metavar="N", help="Test only the first N images (default: all)."
     ),
-    sets: list[str] = typer.Option(
-        [], "--set", "-s", metavar="KEY=VALUE", help="Override a config key (CONFIG only)."
+    sets: list[str] = set_option("Override a config key (CONFIG only; repeatable)."),
+    semantics: str | None = semantics_option(
+        "Layer and loss conventions (CONFIG only; default: the config's)."
     ),
-    semantics: str | None = typer.Option(
-        None,
-        "--semantics",
-        metavar="darknet|caffe",
-        help="Layer and loss conventions (CONFIG only; default: the config's).",
-    ),
-    seed: int | None = typer.Option(
-        None,
-        "--seed",
-        metavar="S",
-        help="Seed of a Caffe TEST mirror (default: the config's, else 0).",
-    ),
-    device: str = typer.Option("cpu", "--device", metavar="cpu|cuda", help="Where to run."),
-    threads: int | None = typer.Option(
-        None, "--threads", min=1, metavar="N", help="BLAS and Numba threads (default: automatic)."
-    ),
+    seed: int | None = seed_option("Seed of a Caffe TEST mirror (default: the config's, else 0)."),
+    device: str = device_option(),
+    threads: int | None = threads_option(),
     allow_nonfinite: bool = typer.Option(
         False,
         "--allow-nonfinite",
         help="Test weights holding NaN/inf anyway (their non-finite scores count as wrong).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    as_json: bool = json_option("One JSON object on stdout."),
 ) -> None:
     """Test a model (see EVAL_HELP); exits 0, 1 bad input, 2 usage."""
     from engine.training.evaluate import EvalOptions

@@ -11,19 +11,24 @@ import typer
 
 from cli.common import (
     EXIT_BAD_INPUT,
-    LR_SCALING_HELP,
-    LR_WARMUP_HELP,
     clip_text,
     diagnostic_lines,
     fail,
     fail_config,
+    json_option,
+    lr_scaling_option,
+    lr_warmup_option,
     machine_format,
     scaling_sets,
+    semantics_option,
+    set_option,
     stderr_console,
     stdout_console,
 )
+from cli.help_format import help_from_doc
 
-INSPECT_HELP = """Show the resolved config, layer shapes and the exact update rule.
+INSPECT_HELP = help_from_doc(
+    """Show the resolved config, layer shapes and the exact update rule.
 
 Prints every setting with its origin (file:line, --set or default), the layer table (output
 shape, parameters, FLOPs per image), the update rule written out with the config's own numbers,
@@ -33,10 +38,11 @@ Examples:
 
   dnupdate inspect configs/lenet_solver.prototxt
 
-  dnupdate inspect configs/mnist_lenet.cfg --set batch=128 --set subdivisions=2
+  dnupdate inspect configs/mnist_lenet.cfg -s batch=128 -s subdivisions=2
 
-  dnupdate inspect configs/cifar10_quick_solver.prototxt --format json | jq .layers
+  dnupdate inspect configs/cifar10_quick_solver.prototxt --json | jq .layers
 """
+)
 
 
 def _bn_and_activation(layer) -> str:
@@ -270,20 +276,18 @@ def _render_text(run, rows, layers, update, mapping, convention, memory) -> None
 
 def inspect_command(
     config: str = typer.Argument(
-        ..., help="darknet .cfg or Caffe solver (.prototxt/.yaml); - = stdin"
+        ..., metavar="CONFIG", help="darknet .cfg or Caffe solver (.prototxt/.yaml); - = stdin."
     ),
-    set_: list[str] = typer.Option(
-        [], "--set", help="Override a config key, in the config's own names (KEY=VALUE)."
+    set_: list[str] = set_option(),
+    semantics: str | None = semantics_option(
+        "Update rule: darknet or caffe (default: the config's)."
     ),
-    semantics: str | None = typer.Option(
-        None, "--semantics", help="Update rule: darknet or caffe (default: the config's)."
+    output_format: str = typer.Option(
+        "text", "--format", metavar="text|json", help="Output format."
     ),
-    output_format: str = typer.Option("text", "--format", help="text or json."),
-    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
-    lr_scaling: str | None = typer.Option(None, "--lr-scaling", help=LR_SCALING_HELP),
-    lr_warmup: int | None = typer.Option(
-        None, "--lr-warmup", min=0, metavar="N", help=LR_WARMUP_HELP
-    ),
+    as_json: bool = json_option("Same as --format json."),
+    lr_scaling: str | None = lr_scaling_option(),
+    lr_warmup: int | None = lr_warmup_option(),
 ) -> None:
     """Show the resolved spec, layer table, update rule and diagnostics of a config."""
     from engine.config import load_config, parse_overrides

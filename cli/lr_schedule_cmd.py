@@ -21,16 +21,20 @@ import typer
 
 from cli.common import (
     EXIT_USAGE,
-    LR_SCALING_HELP,
-    LR_WARMUP_HELP,
     fail,
     fail_config,
+    json_option,
+    lr_scaling_option,
+    lr_warmup_option,
     machine_format,
     report_diagnostics,
     scaling_sets,
+    set_option,
 )
+from cli.help_format import help_from_doc
 
-LR_SCHEDULE_HELP = """Show the learning rate at every iteration of a schedule.
+LR_SCHEDULE_HELP = help_from_doc(
+    """Show the learning rate at every iteration of a schedule.
 
 CONFIG is a darknet .cfg or a Caffe solver (.prototxt/.yaml); give several to compare them
 (curves overlaid, values side by side), or none and describe the schedule with --set options
@@ -54,6 +58,7 @@ Examples:
 
   dnupdate lr-schedule a.cfg b.cfg --output compare.png
 """
+)
 
 MAX_TABLE_ROWS = 40
 
@@ -77,25 +82,30 @@ def lr_schedule(
     configs: list[str] = typer.Argument(
         None, metavar="CONFIG", help="darknet .cfg or Caffe solver files (optional)."
     ),
-    sets: list[str] = typer.Option(
-        [], "--set", "-s", metavar="KEY=VALUE", help="Override or define a schedule key."
-    ),
+    sets: list[str] = set_option("Override or define a schedule key (repeatable)."),
     iters: int | None = typer.Option(
-        None, "--iters", "-n", min=1, help="Number of updates (default: max iterations)."
+        None,
+        "--iters",
+        "-n",
+        min=1,
+        metavar="N",
+        help="Number of updates (default: the config's max iterations).",
     ),
     plot: bool = typer.Option(False, "--plot", help="Draw the curve in the terminal."),
     output_format: OutputFormat = typer.Option(
         OutputFormat.table, "--format", "-f", help="table (milestones), csv or json."
     ),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write the plot or values to a .png, .svg, .csv or .json file."
+        None,
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write the plot or values to a .png, .svg, .csv or .json file.",
     ),
     log_y: bool = typer.Option(False, "--log", help="Logarithmic lr axis in plots."),
-    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
-    lr_scaling: str | None = typer.Option(None, "--lr-scaling", help=LR_SCALING_HELP),
-    lr_warmup: int | None = typer.Option(
-        None, "--lr-warmup", min=0, metavar="N", help=LR_WARMUP_HELP
-    ),
+    as_json: bool = json_option("Same as --format json."),
+    lr_scaling: str | None = lr_scaling_option(),
+    lr_warmup: int | None = lr_warmup_option(),
 ) -> None:
     from engine.spec import ConfigError
 
@@ -108,7 +118,7 @@ def lr_schedule(
     try:
         sources = load_sources(configs or [], [*sets, *scaling])
     except ConfigError as error:
-        fail_config(error)
+        fail_config(schedule_diagnostics(error))
     curves = compute_curves(sources, iters)
     emit(curves, output_format, plot=plot, log_y=log_y)
     if output is not None:
@@ -137,10 +147,60 @@ def load_sources(configs: list[str], sets: list[str]) -> list[Source]:
     for path in configs:
         run = load_config(path, overrides, check_memory=False)
         warnings = [d for d in run.diagnostics if d.severity == "warning"]
-        report_diagnostics(warnings)
+        report_schedule_warnings(path, warnings)
         updates = run.solver.max_iter or run.schedule.max_iter
         sources.append(Source(path, run.schedule, updates))
     return sources
+
+
+def schedule_keys() -> frozenset[str]:
+    """The keys a schedule is made of, in both frameworks' names (the config loaders' own
+    lists), plus the batch-size scaling pseudo-keys."""
+    from engine.config.caffe import CAFFE_SCHEDULE_KEYS, NET_OVERRIDES
+    from engine.config.darknet import DARKNET_SCHEDULE_KEYS
+    from engine.config.scaling import SCALING_KEYS
+
+    return CAFFE_SCHEDULE_KEYS | DARKNET_SCHEDULE_KEYS | NET_OVERRIDES | set(SCALING_KEYS)
+
+
+def concerns_schedule(diagnostic, keys: frozenset[str]) -> bool:
+    """Whether a diagnostic is about the schedule: its key is a schedule key, or so close to
+    one that it may be a misspelling (``learning_rat``); augmentation, layer and data
+    warnings are not."""
+    import difflib
+
+    key = (diagnostic.key or "").strip("[]")
+    return key in keys or bool(difflib.get_close_matches(key, keys, n=1, cutoff=0.8))
+
+
+def in_line_order(diagnostics: list) -> list:
+    """Diagnostics sorted by file, then line (those without a line first in their file)."""
+    return sorted(diagnostics, key=lambda d: (d.file, d.line if d.line is not None else -1))
+
+
+def schedule_diagnostics(error):
+    """A ConfigError keeping its errors and the warnings about the schedule, in line order."""
+    from engine.spec import ConfigError
+
+    keys = schedule_keys()
+    kept = [d for d in error.diagnostics if d.severity == "error" or concerns_schedule(d, keys)]
+    return ConfigError(in_line_order(kept))
+
+
+def report_schedule_warnings(path: str, warnings: list) -> None:
+    """Print the warnings that concern the schedule, in file and line order, and count the
+    others (``dnupdate inspect`` lists them all)."""
+    keys = schedule_keys()
+    shown = in_line_order([d for d in warnings if concerns_schedule(d, keys)])
+    report_diagnostics(shown)
+    hidden = len(warnings) - len(shown)
+    if hidden:
+        noun = "warning" if hidden == 1 else "warnings"
+        print(
+            f"{path}: {hidden} {noun} about settings other than the schedule not shown "
+            f"(dnupdate inspect {path} lists them)",
+            file=sys.stderr,
+        )
 
 
 # ---- evaluation ------------------------------------------------------------------------------
@@ -375,11 +435,22 @@ def print_table(curves: list[ScheduleCurve], console) -> None:
     for curve in curves:
         rates = curve.rates
         where = f" at the {len(rates):,} iterations sampled" if curve.sampled else ""
-        console.print(
-            f"{curve.source.label}: {curve.updates:,} updates, iterations "
-            f"{curve.first}..{curve.last}, "
-            f"lr from {float(rates.min()):.9g} to {float(rates.max()):.9g}{where}"
-        )
+        console.print(range_line(curve, where))
+
+
+def range_line(curve: ScheduleCurve, where: str = "") -> str:
+    """``N updates, iterations a..b, lr X at the start → Y at the end (min A, max B)``: the
+    start and end rates, then the extremes (a warm-up or a restart puts them elsewhere)."""
+    from cli.plotting import format_value
+
+    start, end = curve.rate_at(curve.first), curve.rate_at(curve.last)
+    low, high = float(curve.rates.min()), float(curve.rates.max())
+    ends = f"lr {format_value(start)} at the start → {format_value(end)} at the end"
+    return (
+        f"{curve.source.label}: {curve.updates:,} updates, iterations "
+        f"{curve.first}..{curve.last}, {ends} "
+        f"(min {format_value(low)}, max {format_value(high)}{where})"
+    )
 
 
 def milestone_rows(curves: list[ScheduleCurve]) -> list[tuple[str, ...]]:

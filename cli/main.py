@@ -21,19 +21,22 @@ from cli import (
     sweep_cmd,
     train_cmd,
 )
+from cli.help_format import HelpCommand, HelpGroup, help_text
 
 app = typer.Typer(
     name="dnupdate",
-    help=(
+    help=help_text(
         "Train small conv/FC networks exactly the way darknet and Caffe update their weights, "
-        "and watch it happen.\n\n"
-        "Examples:\n\n"
-        "  dnupdate train configs/quickstart.cfg\n\n"
-        "  dnupdate lr-schedule configs/quickstart.cfg --plot\n\n"
-        "  dnupdate inspect configs/lenet_solver.prototxt\n\n"
-        "  dnupdate train configs/lenet_solver.prototxt --data-dir ../shared/data\n\n"
-        "  dnupdate <command> --help"
+        "and watch it happen.",
+        "Run dnupdate COMMAND --help for a command's options and examples.",
+        examples=(
+            "dnupdate train configs/quickstart.cfg",
+            "dnupdate lr-schedule configs/quickstart.cfg --plot",
+            "dnupdate inspect configs/lenet_solver.prototxt",
+            "dnupdate train configs/lenet_solver.prototxt --data-dir ../shared/data",
+        ),
     ),
+    cls=HelpGroup,
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -62,18 +65,20 @@ def _register() -> None:
     The command modules define plain functions and never import this module, so the imports
     point one way: ``cli.main`` → ``cli.*_cmd`` → ``cli.common`` (and the engine, lazily).
     """
-    app.command("bench", help=bench_cmd.BENCH_HELP, no_args_is_help=False)(bench_cmd.bench)
-    app.command("compare", help=compare_cmd.COMPARE_HELP, no_args_is_help=True)(compare_cmd.compare)
-    app.add_typer(data_cmd.data_app, name="data")
-    app.command("devices")(devices_cmd.devices)
-    app.command("eval", help=eval_cmd.EVAL_HELP, no_args_is_help=True)(eval_cmd.eval_command)
-    app.command("inspect", help=inspect_cmd.INSPECT_HELP)(inspect_cmd.inspect_command)
-    app.command("lr-schedule", help=lr_schedule_cmd.LR_SCHEDULE_HELP, no_args_is_help=False)(
-        lr_schedule_cmd.lr_schedule
+    commands = (
+        ("bench", bench_cmd.bench, bench_cmd.BENCH_HELP, False),
+        ("compare", compare_cmd.compare, compare_cmd.COMPARE_HELP, True),
+        ("devices", devices_cmd.devices, devices_cmd.DEVICES_HELP, False),
+        ("eval", eval_cmd.eval_command, eval_cmd.EVAL_HELP, True),
+        ("inspect", inspect_cmd.inspect_command, inspect_cmd.INSPECT_HELP, False),
+        ("lr-schedule", lr_schedule_cmd.lr_schedule, lr_schedule_cmd.LR_SCHEDULE_HELP, False),
+        ("plot", plot_cmd.plot, plot_cmd.PLOT_HELP, True),
+        ("sweep", sweep_cmd.sweep, sweep_cmd.SWEEP_HELP, True),
+        ("train", train_cmd.train, train_cmd.TRAIN_HELP, True),
     )
-    app.command("plot", help=plot_cmd.PLOT_HELP, no_args_is_help=True)(plot_cmd.plot)
-    app.command("sweep", help=sweep_cmd.SWEEP_HELP, no_args_is_help=True)(sweep_cmd.sweep)
-    app.command("train", help=train_cmd.TRAIN_HELP, no_args_is_help=True)(train_cmd.train)
+    for name, function, help_, no_args_is_help in commands:
+        app.command(name, help=help_, no_args_is_help=no_args_is_help, cls=HelpCommand)(function)
+    app.add_typer(data_cmd.data_app, name="data")
 
 
 _register()

@@ -20,24 +20,28 @@ from typing import TYPE_CHECKING
 import typer
 
 from cli.common import EXIT_BAD_INPUT, EXIT_USAGE, fail
+from cli.help_format import help_text
 
 if TYPE_CHECKING:  # NumPy and cli.plotting load lazily: --help stays light
     import numpy as np
 
     from cli.plotting import Curve
 
-PLOT_HELP = (
-    "Plot runs' loss, learning rate, test accuracy and per-layer norms.\n\n"
-    "Each RUN_DIR is a folder written by dnupdate train (it may still be running); with "
-    "several, their curves are overlaid and labelled by run name and differing settings. "
-    "Panels: loss (raw, smoothed, test), learning rate, test accuracy, and per layer the "
-    "weight norm, the gradient norm and the update ratio. Without --output the plots are drawn "
-    "in the terminal; --output FILE.svg or FILE.png writes them to a file (PNG needs "
-    "matplotlib).\n\n"
-    "Examples:\n\n"
-    "  dnupdate plot runs/quickstart-20260101-120000\n\n"
-    "  dnupdate plot runs/quickstart-20260101-120000 --output curves.svg --log\n\n"
-    "  dnupdate plot runs/lr-0.05 runs/lr-0.02 --output compare.svg"
+PLOT_HELP = help_text(
+    "Plot runs' loss, learning rate, test accuracy and per-layer norms.",
+    """Each RUN_DIR is a folder written by dnupdate train (it may still be running); with
+    several, their curves are overlaid and labelled by run name and differing settings. A
+    SWEEP_DIR (written by dnupdate sweep) stands for its variants: their loss, learning rate
+    and test accuracy overlaid, each labelled by its grid values.
+    Panels: loss (raw, smoothed, test), learning rate, test accuracy, and per layer the weight
+    norm, the gradient norm and the update ratio. Without --output the plots are drawn in the
+    terminal; --output FILE.svg or FILE.png writes them to a file (PNG needs matplotlib).""",
+    examples=(
+        "dnupdate plot runs/quickstart-20260101-120000",
+        "dnupdate plot runs/quickstart-20260101-120000 --output curves.svg --log",
+        "dnupdate plot runs/lr-0.05 runs/lr-0.02 --output compare.svg",
+        "dnupdate plot sweeps/lr-batch --output sweep.svg",
+    ),
 )
 
 #: the per-layer panels: (metrics field, title, y label, log scale)
@@ -182,6 +186,76 @@ def run_labels(run_dirs: list[Path]) -> list[str]:
     return labels
 
 
+# ---- sweeps ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A run folder to plot, with its label when it is a sweep's variant (else None: the
+    label comes from :func:`run_labels`)."""
+
+    path: Path
+    label: str | None = None
+
+
+def sweep_variants(sweep_dir: Path) -> tuple[list[Target], list[str]] | None:
+    """A sweep folder's variants that have started (their run folders hold metrics), each
+    labelled by its grid values (``learning_rate=0.05, batch=32``), and the names of those
+    not started yet; None when ``sweep_dir`` holds no ``sweep.json``."""
+    from engine.experiments.results import SWEEP_FILE
+    from engine.training.runfolder import RunFolderError, read_json
+
+    if not (sweep_dir / SWEEP_FILE).is_file():
+        return None
+    try:
+        info = read_json(sweep_dir / SWEEP_FILE)
+    except (RunFolderError, OSError, ValueError) as exc:
+        fail(f"{sweep_dir / SWEEP_FILE}: {exc}", EXIT_BAD_INPUT)
+    variants = info.get("variants") if isinstance(info, dict) else None
+    if not isinstance(variants, list):
+        fail(f"{sweep_dir / SWEEP_FILE}: no variants listed", EXIT_BAD_INPUT)
+    targets, waiting = [], []
+    for variant in variants:
+        name = str(variant.get("name", ""))
+        path = sweep_dir / str(variant.get("run_dir") or f"runs/{name}")
+        values = variant.get("values") or {}
+        label = ", ".join(f"{key}={value}" for key, value in values.items()) or name
+        if any(path.glob("metrics.*")):
+            targets.append(Target(path, label))
+        else:
+            waiting.append(name)
+    return targets, waiting
+
+
+def expand_targets(run_dirs: list[str]) -> tuple[list[Target], list[str], bool]:
+    """The run folders to plot: each RUN_DIR as given, each SWEEP_DIR as its started
+    variants. Also the notes on variants not started, and whether any sweep was given."""
+    targets: list[Target] = []
+    notes: list[str] = []
+    any_sweep = False
+    for given in run_dirs:
+        expanded = sweep_variants(Path(given))
+        if expanded is None:
+            targets.append(Target(Path(given)))
+            continue
+        any_sweep = True
+        variants, waiting = expanded
+        if not variants:
+            fail(f"{given}: no variant of this sweep has started yet", EXIT_BAD_INPUT)
+        prefix = f"{Path(given).resolve().name}: " if len(run_dirs) > 1 else ""
+        targets += [Target(t.path, f"{prefix}{t.label}") for t in variants]
+        if waiting:
+            notes.append(f"{given}: {len(waiting)} variant(s) not started yet, not plotted")
+    return targets, notes, any_sweep
+
+
+def target_labels(targets: list[Target]) -> list[str]:
+    """Sweep variants keep their grid labels; plain runs get :func:`run_labels`'s."""
+    if all(t.label is None for t in targets):
+        return run_labels([t.path for t in targets])
+    return [t.label or t.path.resolve().name for t in targets]
+
+
 def _terminal(panels: list[Panel], color: bool) -> str:
     from cli.plotting import terminal_plot
 
@@ -264,7 +338,9 @@ def write_png(path: Path, panels: list[Panel], title: str) -> None:
 
 def plot(
     run_dirs: list[str] = typer.Argument(
-        ..., metavar="RUN_DIR...", help="dnupdate train run folders (several are overlaid)."
+        ...,
+        metavar="RUN_DIR|SWEEP_DIR",
+        help="dnupdate train run folders or dnupdate sweep folders (all overlaid).",
     ),
     output: str | None = typer.Option(
         None, "--output", "-o", metavar="FILE", help="Write .svg or .png instead of drawing."
@@ -283,15 +359,20 @@ def plot(
             check_output(path, (".svg", ".png"))
         except PlotError as exc:
             fail(str(exc), EXIT_USAGE if path.suffix.lower() != ".png" else EXIT_BAD_INPUT)
+    targets, notes, any_sweep = expand_targets(run_dirs)
+    labels = target_labels(targets)
     runs = []
-    labels = run_labels([Path(d) for d in run_dirs])
-    for run_dir, label in zip(run_dirs, labels, strict=True):
+    for target, label in zip(targets, labels, strict=True):
         try:
-            runs.append(Run(label, read_metrics(run_dir)))
+            runs.append(Run(label, read_metrics(target.path)))
         except RunFolderError as exc:
             fail(str(exc), EXIT_BAD_INPUT)
+    for note in notes:
+        print(f"dnupdate: {note}", file=sys.stderr)
     panels = panels_from_runs(runs, log_loss)
-    names = labels if len(runs) > 1 else run_dirs
+    if any_sweep:  # a sweep's variants: loss, learning rate, test accuracy (no layer norms)
+        panels = panels[: len(panels) - len(NORM_PANELS)]
+    names = labels if len(runs) > 1 else [str(t.path) for t in targets]
     title = "\n".join(
         f"{name}: {sum(1 for r in run.rows if r.get('kind') == 'train')} updates"
         for name, run in zip(names, runs, strict=True)

@@ -120,14 +120,20 @@ def terminal_plot(
 
     columns = width or max(40, min(shutil_columns() - 20, 120))
     figure = plotille.Figure()
-    figure.width, figure.height = columns, height
     figure.color_mode = "names"
     figure.with_colors = color
     figure.x_label, figure.y_label = x_label, ("log10 " + y_label) if log_y else y_label
     markers = _unique_markers(curves)
-    drawn, (x_low, x_high), (y_low, y_high) = _drawn_points(curves, log_y)
+    drawn, x_range, y_range = _drawn_points(curves, log_y)
+    # plotille labels every row and every 10th column: make each of those a round value
+    x_low, x_step, x_cells = round_axis(*x_range, max(columns // 10, 4))
+    y_low, y_step, y_cells = round_axis(*y_range, height, ROW_STEPS)
+    x_high, y_high = x_low + x_cells * x_step, y_low + y_cells * y_step
+    figure.width, figure.height = 10 * x_cells, y_cells
     figure.set_x_limits(min_=x_low, max_=x_high)
     figure.set_y_limits(min_=y_low, max_=y_high)
+    figure.x_ticks_fkt = lambda value, _next: tick_label(round(value / x_step) * x_step, x_step)
+    figure.y_ticks_fkt = lambda value, _next: tick_label(round(value / y_step) * y_step, y_step)
     for marker in markers[:MAX_MARKERS]:
         if x_low <= marker.x <= x_high:
             figure.axvline((marker.x - x_low) / (x_high - x_low), lc=MARKER_COLOR)
@@ -350,14 +356,42 @@ def nice_ticks(low: float, high: float, count: int = SVG_TICKS) -> tuple[list[fl
     return [k * step for k in range(first, last + 1)], step
 
 
+ROUND_STEPS = (1.0, 2.0, 2.5, 5.0)  # steps between labelled ticks: 1, 2, 2.5 or 5 × 10^k
+ROW_STEPS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)  # finer: rows are all labelled
+
+
+def round_axis(
+    low: float, high: float, max_cells: int, factors: Sequence[float] = ROUND_STEPS
+) -> tuple[float, float, int]:
+    """An axis of equal cells whose every boundary is a round number, covering
+    ``[low, high]`` in at most ``max_cells`` cells: ``(start, step, cells)`` with the step
+    ``factor × 10^k`` (the smallest that fits) and the start a multiple of it. The terminal
+    plot labels each boundary, so its ticks read 0, 50, 100 or 0.003, 0.006 instead of
+    50.833333."""
+    span = high - low
+    if not (math.isfinite(span) and span > 0 and max_cells > 0):
+        return low, (span / max(max_cells, 1)) or 1.0, max(max_cells, 1)
+    magnitude = 10.0 ** math.floor(math.log10(span / max_cells))
+    for scale in (magnitude, 10.0 * magnitude, 100.0 * magnitude):
+        for factor in factors:
+            step = factor * scale
+            start = math.floor(low / step + 1e-9) * step
+            cells = max(1, math.ceil((high - start) / step - 1e-9))
+            if cells <= max_cells:
+                return start, step, cells
+    return low, span / max_cells, max_cells  # not reached: 100 × magnitude always fits
+
+
 def tick_label(value: float, step: float) -> str:
     """A tick value with just the decimals its step needs (``0.25``, ``1500``, ``2e-05``)."""
     if value == 0:
         return "0"
     if abs(value) >= 1e6 or step < 1e-4:
         return f"{value:.3g}"
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
-    if round(step / 10.0 ** math.floor(math.log10(step) + 1e-9), 6) == 2.5:
+    exponent = math.floor(math.log10(step) + 1e-9)
+    decimals = max(0, -exponent)
+    mantissa = round(step / 10.0**exponent, 6)  # 1.5, 2.5: one more decimal than 1, 2, 5
+    if mantissa != round(mantissa) and exponent <= 0:
         decimals += 1
     return f"{value:.{decimals}f}"
 

@@ -21,16 +21,33 @@ from cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    LR_SCALING_HELP,
-    LR_WARMUP_HELP,
+    checkpoint_every_option,
+    data_dir_option,
+    data_option,
+    device_option,
+    eval_every_option,
     fail,
     fail_config,
+    json_option,
+    lr_scaling_option,
+    lr_warmup_option,
+    max_iters_option,
+    out_option,
+    quiet_option,
     scaling_sets,
+    seed_option,
+    semantics_option,
+    set_option,
+    shuffle_option,
     stderr_console,
     stdout_console,
+    threads_option,
+    weights_option,
 )
+from cli.help_format import help_from_doc
 
-SWEEP_HELP = """Train every combination of --grid values (× --seeds) on a Dask cluster.
+SWEEP_HELP = help_from_doc(
+    """Train every combination of --grid values (× --seeds) on a Dask cluster.
 
 Each variant is an ordinary run (DIR/runs/<variant>/, the same files and numbers as
 'dnupdate train' with those --set values); DIR/results.csv and results.jsonl hold one row per
@@ -40,8 +57,8 @@ semantics, seed, lr_scaling, lr_warmup, optimizer (type for Caffe).
 
 Examples:
 
-  dnupdate sweep configs/quickstart.cfg --grid learning_rate=0.01,0.05 --grid batch=32,64 \\
-    --max-iters 20 --workers 2 --out sweeps/lr-batch
+  dnupdate sweep configs/quickstart.cfg --grid learning_rate=0.01,0.05 \\
+    --grid batch=32,64 --max-iters 20 --workers 2 --out sweeps/lr-batch
 
   dnupdate sweep configs/mnist_lenet.cfg --grid batch=64,256,1024 \\
     --grid lr_scaling=none,linear,sqrt --seeds 3 --data-dir ../shared/data
@@ -51,6 +68,7 @@ Examples:
 
   dnupdate sweep --summary sweeps/lr-batch
 """
+)
 
 REFRESH_S = 0.25
 
@@ -224,63 +242,40 @@ def sweep(
         None, metavar="CONFIG", help="darknet .cfg or Caffe solver."
     ),
     grid: list[str] = typer.Option(
-        [], "--grid", "-g", metavar="KEY=V1,V2,…", help="Values of one key."
+        [], "--grid", "-g", metavar="KEY=V1,V2", help="Values of one key (repeatable)."
     ),
     seeds: int | None = typer.Option(
-        None, "--seeds", min=1, help="N seeds per combination (seed, seed+1, …)."
+        None, "--seeds", min=1, metavar="N", help="N seeds per combination (seed, seed+1, …)."
     ),
     workers: int | None = typer.Option(
-        None, "--workers", min=1, help="Local worker processes (default: cores/2)."
+        None, "--workers", min=1, metavar="N", help="Local worker processes (default: cores/2)."
     ),
     scheduler: str | None = typer.Option(
-        None, "--scheduler", metavar="tcp://HOST:PORT|FILE", help="Use an existing Dask cluster."
+        None,
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Use an existing Dask cluster: tcp://HOST:PORT or a scheduler file.",
     ),
-    out: str | None = typer.Option(
-        None, "--out", help="Sweep folder (default runs/sweep-<config>)."
-    ),
+    out: str | None = out_option("Sweep folder (default: runs/sweep-CONFIG)."),
     summary: str | None = typer.Option(
         None, "--summary", metavar="DIR", help="Print DIR's results, best first."
     ),
-    data: str | None = typer.Option(
-        None, "--data", metavar="NAME|npz:PATH", help="Data for both splits."
-    ),
-    data_dir: str | None = typer.Option(
-        None, "--data-dir", help="Dataset folder (on every worker)."
-    ),
-    weights: str | None = typer.Option(
-        None, "--weights", help="Initial weights for every variant."
-    ),
-    max_iters: int | None = typer.Option(
-        None, "--max-iters", min=1, help="Stop each variant after N updates."
-    ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed (the first of --seeds)."),
-    semantics: str | None = typer.Option(
-        None, "--semantics", help="darknet or caffe for every variant."
-    ),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    threads: int | None = typer.Option(
-        None, "--threads", min=1, help="Numba/BLAS threads per variant."
-    ),
-    sets: list[str] = typer.Option(
-        [], "--set", "-s", metavar="KEY=VALUE", help="Override for every variant."
-    ),
-    shuffle: bool | None = typer.Option(
-        None, "--shuffle/--no-shuffle", help="Random sampling or in order."
-    ),
-    eval_every: int | None = typer.Option(
-        None, "--eval-every", min=0, help="Test every N updates."
-    ),
-    checkpoint_every: int | None = typer.Option(
-        None, "--checkpoint-every", min=0, help="Checkpoint every N."
-    ),
-    lr_scaling: str | None = typer.Option(None, "--lr-scaling", help=LR_SCALING_HELP),
-    lr_warmup: int | None = typer.Option(
-        None, "--lr-warmup", min=0, metavar="N", help=LR_WARMUP_HELP
-    ),
-    as_json: bool = typer.Option(
-        False, "--json", help="One JSON object per sweep event on stdout."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No display on stderr."),
+    data: str | None = data_option(),
+    data_dir: str | None = data_dir_option("Folder with the dataset files (on every worker)."),
+    weights: str | None = weights_option("Initial weights for every variant."),
+    max_iters: int | None = max_iters_option("Stop each variant after N updates."),
+    seed: int | None = seed_option("Seed (the first of --seeds)."),
+    semantics: str | None = semantics_option("darknet or caffe for every variant."),
+    device: str = device_option(),
+    threads: int | None = threads_option("Numba and BLAS threads per variant."),
+    sets: list[str] = set_option("Override a config key for every variant (repeatable)."),
+    shuffle: bool | None = shuffle_option(),
+    eval_every: int | None = eval_every_option(),
+    checkpoint_every: int | None = checkpoint_every_option(),
+    lr_scaling: str | None = lr_scaling_option(),
+    lr_warmup: int | None = lr_warmup_option(),
+    as_json: bool = json_option("One JSON object per sweep event on stdout."),
+    quiet: bool = quiet_option("No display on stderr."),
 ) -> None:
     """Run a sweep (see SWEEP_HELP); exits 0 when every variant ran (whatever its status),
     1 bad input, 2 usage, 130 interrupted."""

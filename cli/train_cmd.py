@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import sys
-from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -30,52 +29,59 @@ from cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    LR_SCALING_HELP,
-    LR_WARMUP_HELP,
+    Device,
+    Semantics,
+    busy,
+    checkpoint_every_option,
+    data_dir_option,
+    data_option,
+    data_status,
+    device_option,
+    eval_every_option,
     fail,
     fail_config,
+    json_option,
+    lr_scaling_option,
+    lr_warmup_option,
+    max_iters_option,
+    out_option,
+    quiet_option,
     report_diagnostics,
     scaling_sets,
+    seed_option,
+    semantics_option,
+    set_option,
+    shuffle_option,
     stderr_console,
+    threads_option,
+    weights_option,
 )
+from cli.help_format import help_text
 
-TRAIN_HELP = """Train a network from a darknet .cfg or a Caffe solver (.prototxt/.yaml).
-
-CONFIG may be - to read the config from standard input. The loop follows the config's
-framework (or --semantics): darknet counts images seen, accumulates subdivisions and shows
-avg = .9*avg + .1*loss; Caffe counts iterations, accumulates iter_size passes, tests every
-test_interval for test_iter batches and averages the shown loss over average_loss updates.
-
-Everything goes to a run folder (--out, default runs/<config>-<time>/): the config as given and
-resolved, metrics.jsonl/metrics.csv, checkpoints, state.npz for --resume, final.npz plus
-final.weights (darknet) or final.caffemodel (Caffe), summary.json.
-
-Exit codes: 0 done, 1 bad input (config, data, weights, no CUDA device), 2 usage,
-3 diverged (non-finite loss or weights), 130 interrupted (a checkpoint is written first).
-
-Examples:
-
-  dnupdate train configs/quickstart.cfg
-
-  dnupdate train configs/quickstart.cfg --set learning_rate=0.02 --set batch=32 --json
-
-  dnupdate train configs/lenet_solver.prototxt --data-dir ../shared/data --max-iters 500
-
-  dnupdate train --resume runs/quickstart-20260101-120000 --max-iters 400
-"""
+TRAIN_HELP = help_text(
+    "Train a network from a darknet .cfg or a Caffe solver (.prototxt/.yaml).",
+    """CONFIG may be - to read the config from standard input. The loop follows the config's
+    framework (or --semantics): darknet counts images seen, accumulates subdivisions and shows
+    avg = .9*avg + .1*loss; Caffe counts iterations, accumulates iter_size passes, tests every
+    test_interval for test_iter batches and averages the shown loss over average_loss
+    updates.""",
+    """Everything goes to a run folder (--out, default runs/CONFIG-TIME): the config as given
+    and resolved, metrics.jsonl and metrics.csv, checkpoints, state.npz for --resume,
+    final.npz plus final.weights (darknet) or final.caffemodel (Caffe), summary.json.""",
+    """Exit codes: 0 done, 1 bad input (config, data, weights, no CUDA device), 2 usage,
+    3 diverged (non-finite loss or weights), 130 interrupted (a checkpoint is written
+    first).""",
+    examples=(
+        "dnupdate train configs/quickstart.cfg",
+        "dnupdate train configs/quickstart.cfg --set learning_rate=0.02 --json",
+        """dnupdate train configs/lenet_solver.prototxt --data-dir ../shared/data \\
+          --max-iters 500""",
+        "dnupdate train --resume runs/quickstart-20260101-120000 --max-iters 400",
+    ),
+)
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 EXIT_FOR_STATUS = {"done": EXIT_OK, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}
-
-
-class Semantics(StrEnum):
-    darknet = "darknet"
-    caffe = "caffe"
-
-
-class Device(StrEnum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,22 +224,16 @@ def _print_warnings(run) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+PRECISION_PANEL = "Mixed precision (simulated)"
+
+
 def train(
     config: str | None = typer.Argument(
         None, metavar="CONFIG", help="darknet .cfg or Caffe solver; - reads standard input."
     ),
-    data: str | None = typer.Option(
-        None,
-        "--data",
-        metavar="NAME|npz:PATH",
-        help="Data for both splits (replaces the config's).",
-    ),
-    data_dir: str | None = typer.Option(
-        None, "--data-dir", help="Dataset folder (default $DNUPDATE_DATA_DIR, then the cache)."
-    ),
-    weights: str | None = typer.Option(
-        None, "--weights", help="Initial weights: darknet .weights, .caffemodel or .npz."
-    ),
+    data: str | None = data_option(),
+    data_dir: str | None = data_dir_option(),
+    weights: str | None = weights_option(),
     clear: bool = typer.Option(
         False, "--clear", help="Ignore the .weights header's images-seen count (darknet -clear)."
     ),
@@ -245,36 +245,16 @@ def train(
     resume: str | None = typer.Option(
         None, "--resume", metavar="RUN_DIR", help="Continue a run exactly from its last state."
     ),
-    max_iters: int | None = typer.Option(
-        None, "--max-iters", min=1, help="Stop after N updates in total (schedule unchanged)."
-    ),
-    seed: int | None = typer.Option(
-        None,
-        "--seed",
-        help="Seed of init, dropout, data (default: Caffe random_seed / darknet seed=, else 0).",
-    ),
-    semantics: Semantics | None = typer.Option(
-        None, "--semantics", help="Update rule and loop (default: the config's framework)."
-    ),
-    device: Device = typer.Option(Device.cpu, "--device", help="cpu or cuda."),
-    threads: int | None = typer.Option(
-        None, "--threads", min=1, help="BLAS and Numba threads (default: automatic)."
-    ),
-    out: str | None = typer.Option(
-        None, "--out", help="Run folder (default runs/<config-name>-<timestamp>/)."
-    ),
-    sets: list[str] = typer.Option(
-        [], "--set", "-s", metavar="KEY=VALUE", help="Override a config key (its own name)."
-    ),
-    shuffle: bool | None = typer.Option(
-        None, "--shuffle/--no-shuffle", help="Random sampling or reading in order."
-    ),
-    eval_every: int | None = typer.Option(
-        None, "--eval-every", min=0, help="Test every N updates (default test_interval)."
-    ),
-    checkpoint_every: int | None = typer.Option(
-        None, "--checkpoint-every", min=0, help="Checkpoint every N updates (default snapshot)."
-    ),
+    max_iters: int | None = max_iters_option(),
+    seed: int | None = seed_option(),
+    semantics: Semantics | None = semantics_option(),
+    device: Device = device_option(),
+    threads: int | None = threads_option(),
+    out: str | None = out_option("Run folder (default: runs/CONFIG-TIME)."),
+    sets: list[str] = set_option(),
+    shuffle: bool | None = shuffle_option(),
+    eval_every: int | None = eval_every_option(),
+    checkpoint_every: int | None = checkpoint_every_option(),
     display_every: int | None = typer.Option(
         None,
         "--display-every",
@@ -282,34 +262,44 @@ def train(
         metavar="N",
         help="Plain log line every N updates (default: Caffe display; darknet every update).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per event on stdout."),
-    quiet: bool = typer.Option(
-        False, "--quiet", "-q", help="No progress on stderr; the ending line still shows."
-    ),
-    lr_scaling: str | None = typer.Option(None, "--lr-scaling", help=LR_SCALING_HELP),
-    lr_warmup: int | None = typer.Option(
-        None, "--lr-warmup", min=0, metavar="N", help=LR_WARMUP_HELP
-    ),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
+    lr_scaling: str | None = lr_scaling_option(),
+    lr_warmup: int | None = lr_warmup_option(),
     precision: str | None = typer.Option(
         None,
         "--precision",
         metavar="fp32|fp16|bf16",
         help="Simulated storage precision of weights, outputs, deltas, gradients (fp32).",
+        rich_help_panel=PRECISION_PANEL,
     ),
     loss_scale: str | None = typer.Option(
         None,
         "--loss-scale",
-        metavar="none|dynamic|VALUE",
-        help="Loss scaling: none, dynamic (torch GradScaler) or a static VALUE.",
+        metavar="MODE",
+        help="Loss scaling: none, dynamic (torch GradScaler) or a static value.",
+        rich_help_panel=PRECISION_PANEL,
     ),
     scale_init: float | None = typer.Option(
-        None, "--scale-init", help="Dynamic loss scale's start (65536)."
+        None,
+        "--scale-init",
+        metavar="S",
+        help="Dynamic loss scale's start (65536).",
+        rich_help_panel=PRECISION_PANEL,
     ),
     scale_growth: float | None = typer.Option(
-        None, "--scale-growth", help="Dynamic scale's growth factor (2)."
+        None,
+        "--scale-growth",
+        metavar="F",
+        help="Dynamic scale's growth factor (2).",
+        rich_help_panel=PRECISION_PANEL,
     ),
     scale_backoff: float | None = typer.Option(
-        None, "--scale-backoff", help="Dynamic scale's factor on overflow (0.5)."
+        None,
+        "--scale-backoff",
+        metavar="F",
+        help="Dynamic scale's factor on overflow (0.5).",
+        rich_help_panel=PRECISION_PANEL,
     ),
     scale_growth_interval: int | None = typer.Option(
         None,
@@ -317,14 +307,24 @@ def train(
         min=1,
         metavar="N",
         help="Grow the dynamic scale after N clean updates (2000).",
+        rich_help_panel=PRECISION_PANEL,
     ),
-    master_weights: bool | None = typer.Option(
-        None,
-        "--master-weights/--no-master-weights",
-        help="Update a float32 master copy (default) or the low-precision weights.",
+    master_weights: bool = typer.Option(
+        False,
+        "--master-weights",
+        help="Update a float32 master copy of the weights (the default).",
+        rich_help_panel=PRECISION_PANEL,
+    ),
+    no_master_weights: bool = typer.Option(
+        False,
+        "--no-master-weights",
+        help="Update the low-precision weights themselves (lost updates are real).",
+        rich_help_panel=PRECISION_PANEL,
     ),
 ) -> None:
     """Train (see TRAIN_HELP); exits 0 done, 1 bad input, 2 usage, 3 diverged, 130 stopped."""
+    if master_weights and no_master_weights:
+        fail("--master-weights and --no-master-weights: give one", EXIT_USAGE)
     mixed = {
         "precision": precision,
         "loss_scale": loss_scale,
@@ -332,7 +332,7 @@ def train(
         "scale_growth": scale_growth,
         "scale_backoff": scale_backoff,
         "scale_growth_interval": scale_growth_interval,
-        "master_weights": None if master_weights is None else int(master_weights),
+        "master_weights": 1 if master_weights else 0 if no_master_weights else None,
     }
     if resume is None and config is None:
         fail("give a CONFIG file (or - for standard input), or --resume RUN_DIR", EXIT_USAGE)
@@ -358,6 +358,7 @@ def train(
             resume=resume,
             sets=sets,
             out=out,
+            console=None if quiet else stderr_console(),
             options={
                 "data": data,
                 "data_dir": data_dir,
@@ -381,8 +382,10 @@ def train(
     raise typer.Exit(_run(session, as_json=as_json, quiet=quiet))
 
 
-def _set_up(*, config, resume, sets, out, options):
-    """Build the TrainingSession (and its run folder); every bad input exits with code 1."""
+def _set_up(*, config, resume, sets, out, options, console=None):
+    """Build the TrainingSession (and its run folder); every bad input exits with code 1.
+    Opening the data (generating a synthetic set the first time) can take seconds: a spinner
+    on ``console`` says so meanwhile."""
     from engine.data import DataError
     from engine.formats.weights import WeightsFileError
     from engine.model.network import NetworkError
@@ -412,22 +415,24 @@ def _set_up(*, config, resume, sets, out, options):
                     merged[key] = options[key]
             train_options = TrainOptions(**merged)
             _print_warnings(run)
-            return TrainingSession(
-                run, train_options, folder=folder, resume=True, overrides=overrides
-            )
+            with busy(console, _setup_status(run, merged)):
+                return TrainingSession(
+                    run, train_options, folder=folder, resume=True, overrides=overrides
+                )
         run, overrides, text = _load_new(config, sets)
         _print_warnings(run)
         target = Path(out) if out else default_run_dir(config)
         folder = RunFolder.create(target)
         created = target if folder.created else None
-        return TrainingSession(
-            run,
-            TrainOptions(**options),
-            folder=folder,
-            overrides=overrides,
-            config_text=text,
-            net_text=_net_file_text(run, run.config_path),
-        )
+        with busy(console, _setup_status(run, options)):
+            return TrainingSession(
+                run,
+                TrainOptions(**options),
+                folder=folder,
+                overrides=overrides,
+                config_text=text,
+                net_text=_net_file_text(run, run.config_path),
+            )
     except ConfigError as exc:
         _release(folder, created)
         fail_config(exc)
@@ -437,6 +442,12 @@ def _set_up(*, config, resume, sets, out, options):
     except BaseException:
         _release(folder, created)
         raise
+
+
+def _setup_status(run, options: dict) -> str:
+    """The spinner's text while the session is built: what opening the training data does."""
+    source = options.get("data") or run.data.train.source
+    return data_status(source, "train", options.get("data_dir"))
 
 
 def _release(folder, created: Path | None) -> None:

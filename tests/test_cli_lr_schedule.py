@@ -244,3 +244,63 @@ def test_lr_schedule_does_not_import_numba(tmp_path):
         "assert 'numba' not in sys.modules, 'numba imported by lr-schedule'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=tmp_path)
+
+
+# ---- issue 17 item 21: only the schedule's diagnostics, in line order; clear range; ticks ----
+
+AUGMENTED_CFG = DARKNET_CFG.replace(
+    "max_batches=60\n", "max_batches=60\nangle=7\nsaturation=1.5\nhue=.1\nlearning_rat=0.2\n"
+)
+
+
+def test_only_schedule_warnings_are_shown_and_the_rest_counted(tmp_path):
+    config = tmp_path / "aug.cfg"
+    config.write_text(AUGMENTED_CFG)
+    result = invoke(str(config))
+    assert result.exit_code == 0, result.output
+    assert "angle" not in result.stderr and "saturation" not in result.stderr
+    assert "[learning_rat]" in result.stderr  # a likely misspelling of a schedule key stays
+    assert "3 warnings about settings other than the schedule not shown" in result.stderr
+    assert f"dnupdate inspect {config}" in result.stderr
+
+
+def test_diagnostics_of_a_failing_config_come_in_line_order(tmp_path):
+    config = tmp_path / "bad.cfg"
+    text = AUGMENTED_CFG.replace("scales=.5,.1", "scales=.5")
+    config.write_text(text)
+    result = invoke(str(config))
+    assert result.exit_code == 1
+    lines = [int(line.split(":")[1]) for line in result.stderr.splitlines() if line]
+    assert lines == sorted(lines) and len(lines) >= 2, result.stderr
+    assert "angle" not in result.stderr
+
+
+def test_range_line_names_start_end_min_and_max():
+    result = invoke(*STEPS_OPTIONS, "--set", "burn_in=50")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "lr from" not in text
+    assert "at the start → 0.00100000005 at the end" in text
+    assert "lr 1.59999995e-08 at the start" in text  # burn-in starts near 0
+    assert "(min 1.59999995e-08, max 0.100000001)" in text
+
+
+@pytest.mark.parametrize(
+    "options",
+    [STEPS_OPTIONS, LENET_OPTIONS, [*LENET_OPTIONS, "--log"], [*STEPS_OPTIONS, "--iters", "97"]],
+)
+def test_plot_ticks_are_round_numbers(options):
+    """Every labelled tick of the terminal plot is a short round number (no 38.375000)."""
+    result = runner.invoke(app, ["lr-schedule", *options, "--plot"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    y_labels = [line.split("|")[0].strip() for line in lines if "|" in line and "⠀" in line]
+    x_axis = next(i for i, line in enumerate(lines) if line.startswith("-----------|-"))
+    x_labels = lines[x_axis + 1].split("|", 1)[1].split()
+    for label in [*y_labels, *x_labels]:
+        assert len(label.lstrip("-").replace(".", "")) <= 6, label
+        float(label)  # a number
+    steps = np.diff([float(v) for v in x_labels])
+    assert np.allclose(steps, steps[0]) and steps[0] > 0
+    mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
+    assert round(float(mantissa), 6) in (1.0, 2.0, 2.5, 5.0)

@@ -220,3 +220,56 @@ def test_plain_svg_of_lr_schedule_has_axes_too(tmp_path, monkeypatch):
     svg = target.read_text()
     assert ">iteration</text>" in svg and ">lr</text>" in svg
     assert {"100", "200", "300"} <= set(re.findall(r'font-size="11">([^<]+)</text>', svg))
+
+
+# ---- issue 15: plot SWEEP_DIR overlays the variants --------------------------------------
+
+
+def sweep_folder(tmp_path):
+    """A sweep folder as ``dnupdate sweep`` lays it out (sweep.json from the engine's own
+    plan), two variants with metrics and one not started yet."""
+    from engine.experiments.results import write_sweep_info
+    from engine.experiments.sweep import plan_sweep
+    from tests.test_train_loop import darknet_config
+
+    config = darknet_config(tmp_path, max_batches=20)
+    out = tmp_path / "sweep"
+    plan = plan_sweep(str(config), ["learning_rate=0.05,0.1,0.2", "batch=4"], seeds=None,
+                      sets=[], options={}, out=out)  # fmt: skip
+    write_sweep_info(out, plan.info())
+    for scale, name in ((1.0, "learning_rate=0.05,batch=4"), (0.5, "learning_rate=0.1,batch=4")):
+        data = [{**row, "loss": row.get("loss", 0) * scale} for row in rows()]
+        write_run(out / "runs" / name, data)
+    return out
+
+
+def test_plot_of_a_sweep_overlays_its_variants_labelled_by_grid_values(tmp_path):
+    sweep = sweep_folder(tmp_path)
+    result = runner.invoke(app, ["plot", str(sweep)], env={"NO_COLOR": "1", "COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    assert "learning_rate=0.05, batch=4" in result.stdout
+    assert "learning_rate=0.1, batch=4" in result.stdout
+    assert "learning_rate=0.2" not in result.stdout  # not started: not plotted, but said
+    assert "1 variant(s) not started yet, not plotted" in result.stderr
+    for title in ("loss", "learning rate", "test accuracy"):
+        assert f"\n{title}\n" in result.stdout
+    assert "per layer" not in result.stdout  # a sweep's plot leaves out the layer norms
+
+
+def test_plot_of_a_sweep_to_svg_names_every_variant(tmp_path):
+    sweep = sweep_folder(tmp_path)
+    out = tmp_path / "sweep.svg"
+    result = runner.invoke(app, ["plot", str(sweep), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    svg = out.read_text()
+    assert "learning_rate=0.05, batch=4: top-1" in svg
+    assert "learning_rate=0.1, batch=4: lr" in svg
+
+
+def test_plot_of_a_sweep_with_no_started_variant_exits_1(tmp_path):
+    sweep = sweep_folder(tmp_path)
+    for run in (sweep / "runs").iterdir():
+        (run / "metrics.jsonl").unlink()
+    result = runner.invoke(app, ["plot", str(sweep)])
+    assert result.exit_code == 1
+    assert "no variant of this sweep has started yet" in result.output
