@@ -229,3 +229,19 @@ def test_quickstart_fp16_dynamic_learns_and_the_scale_moves_by_the_rule(tmp_path
     reported = [e for e in events if e["event"] == "precision_reported"]
     assert [e["loss_scale"] for e in reported] == scales
     assert summary["precision"]["final_scale"] == reported[-1]["next_scale"]
+
+
+def test_master_weights_flags_reach_the_run_and_exclude_each_other(tmp_path):
+    both = runner.invoke(app, ["train", "quickstart", "--master-weights", "--no-master-weights"])
+    assert both.exit_code == 2 and "give one" in both.output
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "train", "quickstart", "--precision", "fp16", "--no-master-weights",
+            "--max-iters", "2", "--out", str(out), "--quiet", "--eval-every", "0",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "run.json").read_text())
+    assert ["master_weights", "0"] in info["overrides"]
