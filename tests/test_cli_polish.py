@@ -75,7 +75,8 @@ def test_data_info_on_a_pipe_shows_no_spinner(tmp_path, monkeypatch):
 
 def test_train_says_what_it_loads_before_the_first_update(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    data = write_quadrants(tmp_path / "quadrants.npz")
+    write_quadrants(tmp_path / "quadrants.npz")
+    data = "quadrants.npz"  # relative: the status line stays short whatever tmp_path is
     config = darknet_config(tmp_path)
     buffer = io.StringIO()
     monkeypatch.setattr("cli.train_cmd.stderr_console", terminal_console(buffer))
