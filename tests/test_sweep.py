@@ -63,11 +63,23 @@ def test_names_are_filesystem_safe():
     (["a=1", "a=2"], None, "given twice"),
     (["a=1,1"], None, "repeated"),
     (["seed=1,2"], 2, "not both"),
-    (["precision=fp16"], None, "does not exist yet"),
 ])  # fmt: skip
 def test_bad_grids_are_named(items, seeds, needle):
     with pytest.raises(GridError, match=needle):
         make_variants(parse_grid(items), framework="darknet", seeds=seeds)
+
+
+def test_precision_is_a_grid_key_passed_as_the_options_set_it(tmp_path):
+    from engine.config import load_config
+
+    variants = make_variants(parse_grid(["precision=fp32,fp16", "loss_scale=dynamic"]),
+                             framework="darknet")  # fmt: skip
+    assert [v.sets for v in variants] == [
+        (("precision", "fp32"), ("loss_scale", "dynamic")),
+        (("precision", "fp16"), ("loss_scale", "dynamic")),
+    ]
+    run = load_config("quickstart", list(variants[1].sets))
+    assert run.precision.precision == "fp16" and run.precision.loss_scale == "dynamic"
 
 
 def test_interrupted_variant_resumes_to_the_straight_runs_bytes(tiny):

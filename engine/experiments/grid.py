@@ -2,10 +2,11 @@
 
 ``KEY`` is any ``--set`` key of the config (passed on as ``--set KEY=V``), or one of our own:
 ``semantics`` and ``seed`` (training options), ``lr_scaling``/``lr_warmup`` (the batch-size
-scaling pseudo-keys of :mod:`engine.config.scaling`), ``optimizer`` (Caffe: ``--set type=V``;
-darknet: ``sgd`` → ``adam=0``, ``adam`` → ``adam=1``, ``adamw`` → ``adamw=1``) and ``type``
-(Caffe's own key). A variant's name is its grid values, ``learning_rate=0.05,batch=32``, made
-filesystem-safe.
+scaling pseudo-keys of :mod:`engine.config.scaling`), ``precision``, ``loss_scale``, … (the
+mixed-precision keys of :mod:`engine.config.precision`, as ``--precision`` sets them),
+``optimizer`` (Caffe: ``--set type=V``; darknet: ``sgd`` → ``adam=0``, ``adam`` → ``adam=1``,
+``adamw`` → ``adamw=1``) and ``type`` (Caffe's own key). A variant's name is its grid values,
+``learning_rate=0.05,batch=32``, made filesystem-safe.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ DARKNET_OPTIMIZER_SETS = {
     "adam": (("adam", "1"),),
     "adamw": (("adamw", "1"),),
 }
-UNSUPPORTED_KEYS = {"precision": "--precision does not exist yet in this version"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
 MAX_NAME = 120
 
@@ -51,8 +51,6 @@ def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
         values = [v.strip() for v in text.split(",") if v.strip()]
         if not sep or not key or not values:
             raise GridError(f"--grid {item!r}: expected KEY=V1,V2,… (e.g. learning_rate=0.01,0.05)")
-        if key in UNSUPPORTED_KEYS:
-            raise GridError(f"--grid {key}: {UNSUPPORTED_KEYS[key]}")
         if any(key == other for other, _ in grid):
             raise GridError(f"--grid {key} is given twice; list all its values in one --grid")
         if len(set(values)) != len(values):
