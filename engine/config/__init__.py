@@ -7,6 +7,8 @@ key, raised inside :class:`engine.spec.ConfigError` when any of them is an error
 Public API:
 
 * :func:`load_config` — a config file (or its text) plus ``--set`` overrides → ``RunSpec``;
+* :func:`load_schedule` — a config's schedule alone (its solver or ``[net]``; the net is not
+  built), for ``dnupdate lr-schedule``;
 * :func:`schedule_from_options` — ``--set`` options alone → ``ScheduleSpec`` (for
   ``dnupdate lr-schedule`` without a file); the framework is told by the key names;
 * :func:`detect_format`.
@@ -137,6 +139,43 @@ def _load_format(path: str, display_path: str, text: str, overrides: Sequence[Ov
     from engine.config.caffe import load_caffe
 
     return load_caffe(display_path, text, overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigSchedule:
+    """What ``dnupdate lr-schedule`` needs from a config: the schedule, the number of updates
+    the config asks for (darknet ``max_batches``, Caffe ``max_iter``; 0 when unset) and the
+    warnings about the keys read."""
+
+    schedule: ScheduleSpec
+    updates: int
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def load_schedule(path: str, overrides: Sequence[Override] = ()) -> ConfigSchedule:
+    """A config's learning-rate schedule from its Caffe solver or darknet ``[net]`` alone: a net
+    that cannot be built (a missing or unreadable net file, an unknown data source, a layer
+    dnupdate lacks) is not the schedule's business. With ``--lr-scaling``/``--lr-warmup``
+    (the pseudo-keys ``lr_scaling``/``lr_warmup``) the whole config is loaded, since the
+    reference batch of a Caffe config is its net's data layer ``batch_size``."""
+    from engine.config.scaling import split_scaling
+
+    if split_scaling(overrides)[1]:
+        run = load_config(path, overrides, check_memory=False)
+        updates = run.solver.max_iter or run.schedule.max_iter
+        return ConfigSchedule(run.schedule, updates, run.diagnostics)
+    path = locate_config(path)
+    text = read_config_text(path)
+    shown = "<stdin>" if path == "-" else path
+    if detect_format(path, text) == "darknet":
+        from engine.config.darknet import darknet_schedule_of_cfg
+
+        schedule, diagnostics = darknet_schedule_of_cfg(shown, text, overrides)
+    else:
+        from engine.config.caffe import caffe_schedule_of_solver
+
+        schedule, diagnostics = caffe_schedule_of_solver(shown, text, overrides)
+    return ConfigSchedule(schedule, schedule.max_iter, diagnostics)
 
 
 def schedule_from_options(overrides: Sequence[Override]) -> ScheduleSpec:
