@@ -84,6 +84,7 @@ def load_config(
     text: str | None = None,
     check_memory: bool = True,
     shown_as: str | None = None,
+    data: str | None = None,
 ) -> RunSpec:
     """Parse a config into a RunSpec, applying ``--set`` overrides (the config's own key
     names). ``path == "-"`` reads standard input (``text`` may be given instead); a built-in
@@ -97,12 +98,15 @@ def load_config(
 
     ``shown_as`` names the file that diagnostics about the config text report (a run folder's
     saved ``config.original.cfg`` read for ``--resume``, rather than the original path whose
-    file may since have changed); relative paths still resolve from ``path``."""
+    file may since have changed); relative paths still resolve from ``path``.
+
+    ``data`` (``--data``) replaces the config's data source where that decides the input shape
+    (a Caffe ``Data``/``HDF5Data`` layer's source); darknet's shape is ``[net]``'s."""
     if shown_as is None:
-        return _load(path, overrides, text, check_memory)
+        return _load(path, overrides, text, check_memory, data)
     shown = "<stdin>" if path == "-" else path
     try:
-        run = _load(path, overrides, text, check_memory)
+        run = _load(path, overrides, text, check_memory, data)
     except ConfigError as error:
         raise ConfigError(_relabel(error.diagnostics, shown, shown_as)) from None
     return dataclasses.replace(run, diagnostics=_relabel(run.diagnostics, shown, shown_as))
@@ -112,7 +116,13 @@ def _relabel(diagnostics, old: str, new: str) -> tuple[Diagnostic, ...]:
     return tuple(dataclasses.replace(d, file=new) if d.file == old else d for d in diagnostics)
 
 
-def _load(path: str, overrides: Sequence[Override], text: str | None, check_memory: bool):
+def _load(
+    path: str,
+    overrides: Sequence[Override],
+    text: str | None,
+    check_memory: bool,
+    data: str | None = None,
+):
     """:func:`load_config` without relabelling."""
     from engine.config.scaling import apply_scaling, split_scaling
 
@@ -121,8 +131,8 @@ def _load(path: str, overrides: Sequence[Override], text: str | None, check_memo
         text = read_config_text(path)
     display_path = "<stdin>" if path == "-" else path
     rest, scaling = split_scaling(overrides)
-    run = _load_format(path, display_path, text, rest)
-    run = apply_scaling(run, scaling, lambda: _load_format(path, display_path, text, ()))
+    run = _load_format(path, display_path, text, rest, data)
+    run = apply_scaling(run, scaling, lambda: _load_format(path, display_path, text, (), data))
     if check_memory:
         from engine.model.shapes import check_training_memory
 
@@ -130,7 +140,13 @@ def _load(path: str, overrides: Sequence[Override], text: str | None, check_memo
     return run
 
 
-def _load_format(path: str, display_path: str, text: str, overrides: Sequence[Override]) -> RunSpec:
+def _load_format(
+    path: str,
+    display_path: str,
+    text: str,
+    overrides: Sequence[Override],
+    data: str | None = None,
+) -> RunSpec:
     """The darknet or Caffe reader, by :func:`detect_format`."""
     if detect_format(path, text) == "darknet":
         from engine.config.darknet import load_darknet
@@ -138,7 +154,7 @@ def _load_format(path: str, display_path: str, text: str, overrides: Sequence[Ov
         return load_darknet(display_path, text, overrides)
     from engine.config.caffe import load_caffe
 
-    return load_caffe(display_path, text, overrides)
+    return load_caffe(display_path, text, overrides, data=data)
 
 
 @dataclasses.dataclass(frozen=True)

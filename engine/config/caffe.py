@@ -161,8 +161,11 @@ def with_batch_size(built: BuiltNet, text: str, reporter: Reporter) -> BuiltNet:
     )
 
 
-def load_caffe(path: str, text: str, overrides: Sequence[tuple[str, str]]) -> RunSpec:
-    """A Caffe solver (text format or YAML) plus ``--set`` overrides → RunSpec.
+def load_caffe(
+    path: str, text: str, overrides: Sequence[tuple[str, str]], *, data: str | None = None
+) -> RunSpec:
+    """A Caffe solver (text format or YAML) plus ``--set`` overrides → RunSpec. ``data``
+    (``--data``) replaces the data layers' sources when the input shape is resolved.
 
     Raises :class:`engine.spec.ConfigError` with every diagnostic when anything is wrong;
     warnings ride along in ``RunSpec.diagnostics``.
@@ -185,7 +188,7 @@ def load_caffe(path: str, text: str, overrides: Sequence[tuple[str, str]]) -> Ru
     net_msg, net_path = load_net(solver, path, reporter)
     built: BuiltNet | None = None
     if net_msg is not None:
-        built = build_net(net_msg, net_path, _net_states(solver, net_msg), reporter)
+        built = build_net(net_msg, net_path, _net_states(solver, net_msg), reporter, data)
     if built is not None:
         for _, value in net_overrides:
             built = with_batch_size(built, value, reporter)

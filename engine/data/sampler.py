@@ -15,6 +15,11 @@ byte values, so the sampler divides).
 
 Order: darknet samples with replacement (``rand() % N`` per image, ``shuffle=True``); Caffe
 reads records in order and wraps at the end, so batches straddle epochs (``shuffle=False``).
+Caffe's ``HDF5Data`` with ``shuffle: true`` (``hdf5_data_layer.cpp``) permutes instead: the
+file order at the start and at each wrap past the last file, and each file's rows whenever the
+file is (re)loaded; batches still straddle files and epochs. The sampler does the same with
+its own generator, one permutation of files and rows per pass (seeded by the run's seed and
+the pass number).
 The random draws come from a NumPy PCG64 generator (not Caffe's or darknet's stream), whose
 state is part of :meth:`BatchSampler.state_dict`, so a resumed run continues bit-exactly.
 """
@@ -154,6 +159,10 @@ class BatchSampler:
                 str(source.origin), f"batch size must be positive, got {self.batch_size}"
             )
         self.shuffle = source.shuffle if shuffle is None else shuffle
+        # Caffe HDF5Data shuffle: permutations per pass, not draws with replacement
+        self.permuted = bool(self.shuffle and framework == "caffe" and dataset.segments)
+        self.epoch = 0
+        self._order: tuple[int, np.ndarray] | None = None
         self.mirror = source.mirror
         channels, height, width = dataset.shape
         self.crop = int(source.crop_size)
@@ -224,11 +233,40 @@ class BatchSampler:
     def next_indices(self) -> np.ndarray:
         """Indices of the next batch; advances the position (Caffe) or the generator (darknet)."""
         count = len(self.dataset)
+        if self.permuted:
+            return self._permuted_indices(count)
         if self.shuffle:
             return self.rng.integers(0, count, size=self.batch_size)
         indices = (self.position + np.arange(self.batch_size)) % count
         self.position = int((self.position + self.batch_size) % count)
         return indices
+
+    def pass_order(self, epoch: int) -> np.ndarray:
+        """The row order of pass ``epoch`` in Caffe's HDF5Data shuffle: the files in a random
+        order, each file's rows in a random order (see the module docstring)."""
+        if self._order is not None and self._order[0] == epoch:
+            return self._order[1]
+        rng = np.random.Generator(np.random.PCG64([self.seed, epoch]))
+        segments = self.dataset.segments
+        starts = np.concatenate(([0], np.cumsum(segments[:-1]))).astype(np.int64)
+        files = rng.permutation(len(segments))
+        order = np.concatenate([starts[f] + rng.permutation(segments[f]) for f in files])
+        self._order = (epoch, order.astype(np.int64))
+        return self._order[1]
+
+    def _permuted_indices(self, count: int) -> np.ndarray:
+        """The next batch of the pass-by-pass permuted stream (straddling passes)."""
+        out = np.empty(self.batch_size, dtype=np.int64)
+        filled = 0
+        while filled < self.batch_size:
+            order = self.pass_order(self.epoch)
+            take = min(self.batch_size - filled, count - self.position)
+            out[filled : filled + take] = order[self.position : self.position + take]
+            filled += take
+            self.position += take
+            if self.position == count:
+                self.position, self.epoch = 0, self.epoch + 1
+        return out
 
     def _convert(self, raw: np.ndarray) -> np.ndarray:
         """Pixel values → float32 (C×H×W or batch), before crop and mirror."""
@@ -282,9 +320,10 @@ class BatchSampler:
         return self._convert(pixels)
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable state: position, generator state, seed."""
+        """JSON-serialisable state: position, pass (HDF5 shuffle), generator state, seed."""
         return {
             "position": self.position,
+            "epoch": self.epoch,
             "seed": self.seed,
             "rng": self.rng.bit_generator.state,
         }
@@ -293,4 +332,6 @@ class BatchSampler:
         """Restore a state from :meth:`state_dict` (same dataset and settings assumed)."""
         self.position = int(state["position"]) % len(self.dataset)
         self.seed = int(state.get("seed", self.seed))
+        self.epoch = int(state.get("epoch", 0))
+        self._order = None
         self.rng.bit_generator.state = state["rng"]
