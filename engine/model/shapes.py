@@ -13,7 +13,10 @@ Output-size rules (C integer division truncates toward zero, which :func:`c_div`
 * global pooling and darknet ``[avgpool]``: ``1×1``;
 * darknet ``[shortcut]``: the previous layer's shape (the ``from`` layer may differ: darknet's
   stride/sample rule, :func:`shortcut_geometry`);
-* darknet ``[route]``: channels add up when every source has the same H×W, else a flat vector.
+* darknet ``[route]``: channels add up when every source has the same H×W, else a flat vector;
+* darknet ``[reorg]``: ``(C·s², H/s, W/s)``, reversed ``(C/s², H·s, W·s)``, ``flatten`` the
+  same shape, ``extra`` a flat ``C·H·W + extra`` (:func:`reorg_shape`);
+* darknet ``[crop]``: ``(C, crop_height, crop_width)``.
 
 Networks are graphs: each :class:`LayerShape` lists its ``bottoms``, the positions (in the
 returned list) of the layers whose outputs it reads, ``-1`` for the network input. A chain
@@ -34,12 +37,14 @@ from engine.spec import (
     ConnectedSpec,
     ConvSpec,
     CostSpec,
+    CropSpec,
     Diagnostic,
     DropoutSpec,
     LayerSpec,
     NetSpec,
     ParamMult,
     PoolSpec,
+    ReorgSpec,
     RouteSpec,
     ScaleSpec,
     ShortcutSpec,
@@ -254,7 +259,7 @@ def _layer_shape(layer: LayerSpec, shape: Shape3, image_in: bool) -> tuple[Shape
     """Output shape, forward FLOPs per sample and whether the output is image-shaped."""
     c, h, w = shape
     count = c * h * w
-    if isinstance(layer, ConvSpec | PoolSpec) and not image_in:
+    if isinstance(layer, ConvSpec | PoolSpec | ReorgSpec | CropSpec) and not image_in:
         raise _error(layer, "the layer before must output an image (C×H×W), not a flat vector")
     if isinstance(layer, ConvSpec):
         out, flops = _conv_shape(layer, c, h, w)
@@ -279,7 +284,35 @@ def _layer_shape(layer: LayerSpec, shape: Shape3, image_in: bool) -> tuple[Shape
         return shape, count, image_in
     if isinstance(layer, BatchNormSpec | ScaleSpec):
         return shape, 2 * count, image_in
+    if isinstance(layer, ReorgSpec):
+        out, image = reorg_shape(layer, shape)
+        return out, count, image
+    if isinstance(layer, CropSpec):
+        if not (0 < layer.crop_height <= h and 0 < layer.crop_width <= w):
+            raise _error(
+                layer, f"a {layer.crop_height}×{layer.crop_width} crop does not fit a {h}×{w} image"
+            )
+        return (c, layer.crop_height, layer.crop_width), 2 * count, True
     raise _error(layer, f"unknown layer kind {type(layer).__name__}")
+
+
+def reorg_shape(layer: ReorgSpec, shape: Shape3) -> tuple[Shape3, bool]:
+    """Output shape and image flag of a ``[reorg]`` (``make_reorg_layer``). darknet computes
+    the shape with C integer division and ``reorg_cpu`` then walks the whole input, so the
+    sizes must divide exactly (else darknet writes past its output or divides by zero):
+    ``H``, ``W`` by ``s`` (``reverse=0``) and ``C`` by ``s²`` (both directions)."""
+    c, h, w = shape
+    s = layer.stride
+    if layer.mode == "extra":
+        return (c * h * w + layer.extra, 1, 1), False
+    if layer.mode == "flatten":
+        return shape, True
+    if s < 1 or c % (s * s) or (not layer.reverse and (h % s or w % s)):
+        need = f"C={c} by {s * s}" + ("" if layer.reverse else f" and H×W={h}×{w} by {s}")
+        raise _error(layer, f"reorg stride {s} needs {need} (darknet would read out of bounds)")
+    if layer.reverse:
+        return (c // (s * s), h * s, w * s), True
+    return (c * s * s, h // s, w // s), True
 
 
 @dataclass(frozen=True)

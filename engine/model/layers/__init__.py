@@ -21,6 +21,7 @@ from engine.model.layers.loss import (
 )
 from engine.model.layers.normalization import BatchNormLayer, ScaleLayer
 from engine.model.layers.pool import PoolLayer
+from engine.model.layers.reshape import CropLayer, ReorgLayer
 from engine.model.shapes import LayerShape
 
 LAYER_CLASSES: dict[str, type[Layer]] = {
@@ -37,6 +38,8 @@ LAYER_CLASSES: dict[str, type[Layer]] = {
     "accuracy": AccuracyLayer,
     "shortcut": ShortcutLayer,
     "route": RouteLayer,
+    "reorg": ReorgLayer,
+    "crop": CropLayer,
 }
 
 
@@ -55,6 +58,7 @@ __all__ = [
     "BatchNormLayer",
     "ConnectedLayer",
     "ConvLayer",
+    "CropLayer",
     "DarknetCostLayer",
     "DarknetSoftmaxLayer",
     "DropoutLayer",
@@ -62,6 +66,7 @@ __all__ = [
     "LayerContext",
     "NetworkError",
     "PoolLayer",
+    "ReorgLayer",
     "RouteLayer",
     "ScaleLayer",
     "ShortcutLayer",
