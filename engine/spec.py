@@ -564,6 +564,26 @@ class SolverSpec:
 
 
 @dataclass(frozen=True)
+class DarknetAugmentSpec:
+    """darknet's classifier data augmentation (``[net]`` keys, ``train_classifier``), applied
+    by the sampler when the data images are larger than the net (``width``×``height``):
+    ``min_ratio``/``max_ratio`` (default ``min_crop``/``max_crop`` ÷ ``width``: the random
+    shorter-side size), ``angle`` (degrees), ``aspect``, ``hue``, ``saturation``, ``exposure``;
+    see :mod:`engine.data.darknet_augment`. ``center`` (darknet: centre-crop in training too)."""
+
+    width: int
+    height: int
+    min_ratio: float = 1.0
+    max_ratio: float = 2.0
+    angle: float = 0.0
+    aspect: float = 1.0
+    hue: float = 0.0
+    saturation: float = 1.0
+    exposure: float = 1.0
+    center: bool = False
+
+
+@dataclass(frozen=True)
 class DataSourceSpec:
     """Where one split's images come from and how they are preprocessed.
 
@@ -571,6 +591,7 @@ class DataSourceSpec:
     (Caffe LMDB directory, ``.npz``, darknet list file) or ``None`` (resolved later).
     Preprocessing is ``(pixel - mean) * scale`` (Caffe ``transform_param``; darknet uses
     ``scale = 1/255`` and no mean). ``shuffle``: darknet samples randomly, Caffe reads in order.
+    ``augment``: darknet's crop/augmentation, used when the images are larger than the net.
     """
 
     source: str | None = None
@@ -583,6 +604,7 @@ class DataSourceSpec:
     crop_size: int = 0
     shuffle: bool = False
     origin: Origin = DEFAULT
+    augment: DarknetAugmentSpec | None = None
 
 
 @dataclass(frozen=True)

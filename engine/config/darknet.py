@@ -15,6 +15,7 @@ together in one :class:`engine.spec.ConfigError`, warnings travel in ``RunSpec.d
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Sequence
 from pathlib import Path
@@ -216,6 +217,12 @@ def parse_darknet(
     net_table = OptionTable(path, sections[0], sink, override_map)
     net_options = read_net(net_table)
     data = read_data(net_table, net_options.solver.minibatch, base_directory(path))
+    if net_options.input_is_image:  # darknet's crop/augmentation for larger data images
+        data = dataclasses.replace(
+            data,
+            train=dataclasses.replace(data.train, augment=net_options.augment),
+            test=dataclasses.replace(data.test, augment=net_options.augment),
+        )
     shape = input_shape_of(net_options.input, net_options.input_is_image)
     layers, layer_origin_map = parse_layers(
         path, sections[1:], shape, sink, shapes, sections[0].line

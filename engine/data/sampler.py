@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from engine.data.darknet_augment import augment_train, center_crop
+from engine.data.darknet_augment import describe as describe_augment
 from engine.data.dataset import Dataset
 from engine.data.errors import DataError
 from engine.data.protobuf import WireError, decode_blob
@@ -122,6 +124,25 @@ def darknet_divisor(scale: float) -> float:
     return float(round(inverse)) if abs(inverse - round(inverse)) < 1e-3 else inverse
 
 
+def _darknet_augment(source: DataSourceSpec, dataset: Dataset, framework: str):
+    """The darknet augmentation spec when it applies (a darknet config whose net is smaller
+    than the data images), else None; a non-square net is refused (darknet's training crop is
+    ``width×width``, :mod:`engine.data.darknet_augment`)."""
+    spec = source.augment
+    _, height, width = dataset.shape
+    if framework != "darknet" or spec is None:
+        return None
+    if (height, width) == (spec.height, spec.width) or height < spec.height or width < spec.width:
+        return None
+    if spec.height != spec.width:
+        raise DataError(
+            dataset.path or dataset.name,
+            f"images are {height}×{width}, the net {spec.height}×{spec.width}: darknet's "
+            "classifier crop is square (width×width); give the net equal height and width",
+        )
+    return spec
+
+
 class BatchSampler:
     """Fills a preallocated float32 batch (and int64 labels) from a dataset.
 
@@ -165,6 +186,7 @@ class BatchSampler:
         self._order: tuple[int, np.ndarray] | None = None
         self.mirror = source.mirror
         channels, height, width = dataset.shape
+        self.augment = _darknet_augment(source, dataset, framework)
         self.crop = int(source.crop_size)
         if self.crop and (self.crop > height or self.crop > width):
             raise DataError(
@@ -185,6 +207,10 @@ class BatchSampler:
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.position = 0
         out_h, out_w = (self.crop, self.crop) if self.crop else (height, width)
+        if self.augment is not None:
+            out_h, out_w = self.augment.height, self.augment.width
+            if phase == "train":
+                self.notes.append(describe_augment(self.augment, dataset.shape))
         self.images = np.empty((self.batch_size, channels, out_h, out_w), dtype=np.float32)
         self.labels = np.empty(self.batch_size, dtype=np.int64)
         self._lut = self._lookup_table()
@@ -298,6 +324,9 @@ class BatchSampler:
         indices = self.next_indices()
         raw = self.dataset.images[indices]
         self.labels[:] = self.dataset.labels[indices]
+        if self.augment is not None:
+            self.images[:] = self._augmented(raw)
+            return self.images, self.labels
         if not self.crop and not self.mirror:
             self.images[:] = self._convert(raw)
             return self.images, self.labels
@@ -310,6 +339,16 @@ class BatchSampler:
             values = self._convert_window(raw[row][window], window)
             self.images[row] = values[:, :, ::-1] if flip else values
         return self.images, self.labels
+
+    def _augmented(self, raw: np.ndarray) -> np.ndarray:
+        """darknet's classifier augmentation (train) or centre crop (test) of a raw batch
+        (bytes → ``byte/255`` first, as ``load_image_color``)."""
+        images = self._convert(raw)
+        spec = self.augment
+        assert spec is not None
+        if self.phase == "train":
+            return augment_train(images, self.rng, spec)
+        return center_crop(images, spec.height, spec.width)
 
     def _convert_window(self, pixels: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
         """Convert one cropped image; a per-pixel mean is cropped at the same offsets."""

@@ -507,6 +507,21 @@ def _check_labels(network, dataset: Dataset) -> None:
     )
 
 
+def class_count_note(network, dataset: Dataset) -> str | None:
+    """A warning when the net has more outputs than the data has classes (Debian's 1000-class
+    ImageNet cfgs on CIFAR-10): the extra outputs are never a right answer."""
+    outputs = int(np.prod(network.output.shape[1:]))
+    if not dataset.classes or outputs <= dataset.classes:
+        return None
+    return (
+        f"warning: the network {network.spec.name} has {outputs} outputs but "
+        f"{dataset.name} has {dataset.classes} classes: outputs {dataset.classes}.."
+        f"{outputs - 1} are never a right answer (the net still trains and reports "
+        f"accuracy); give its last layer {dataset.classes} outputs for a {dataset.classes}-class "
+        "net"
+    )
+
+
 def package_versions() -> dict[str, str]:
     """Versions of Python and the packages that decide the numbers."""
     out = {"python": platform.python_version()}
@@ -649,6 +664,9 @@ class TrainingSession:
         )
         _check_shape(run, self.train_sampler, self.train_set)
         _check_labels(self.trainer.network, self.train_set)
+        note = class_count_note(self.trainer.network, self.train_set)
+        if note:
+            self.train_sampler.notes.append(note)
         self.test_set = _open_split(run, options, "test")
         self.test_sampler = None
         if self.test_set is not None:
