@@ -208,3 +208,12 @@ def test_config_notes_say_when_the_augmentation_keys_apply():
     notes = {d.key: d.message for d in run.diagnostics}
     assert "larger than the net" in notes["hue"] and "larger than the net" in notes["max_crop"]
     assert run.data.train.augment.min_ratio == pytest.approx(8 / 6)
+
+
+def test_data_smaller_than_a_darknet_net_suggests_the_size(tmp_path):
+    cfg = tmp_path / "c.cfg"
+    cfg.write_text(CFG.format(size=10, batches=1, outputs=10))
+    args = [str(cfg), "--data", f"npz:{write_data(tmp_path)}", "--out", str(tmp_path / "r")]
+    result = runner.invoke(app, ["train", *args, "--eval-every", "0"])
+    assert result.exit_code == 1
+    assert "--set height=8 --set width=8" in result.stderr

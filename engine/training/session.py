@@ -487,9 +487,13 @@ def _check_shape(run: RunSpec, sampler: BatchSampler, dataset: Dataset) -> None:
     want = (run.net.input.channels, run.net.input.height, run.net.input.width)
     if sampler.output_shape != want:
         have = "×".join(map(str, sampler.output_shape))
+        hint = ""
+        if run.format == "darknet" and sampler.output_shape[0] == want[0]:
+            _, height, width = sampler.output_shape
+            hint = f" (give the net the data's size: --set height={height} --set width={width})"
         raise TrainSetupError(
             f"{dataset.path or dataset.name}: images are {have} (C×H×W) but the network "
-            f"{run.net.name} expects {'×'.join(map(str, want))}"
+            f"{run.net.name} expects {'×'.join(map(str, want))}{hint}"
         )
 
 
