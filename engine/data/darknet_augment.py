@@ -173,15 +173,13 @@ def describe(spec: DarknetAugmentSpec, image: tuple[int, int, int]) -> str:
     """One line saying what the sampler does to ``image``-shaped data for this spec."""
     low, high = sorted(crop_range(spec))
     parts = [f"shorter side scaled to {low}" + (f"..{high}" if high != low else "")]
-    parts += [f"aspect ×1/{spec.aspect:g}..{spec.aspect:g}"] if spec.aspect != 1 else []
+    parts += [f"aspect ×{_factors(spec.aspect)}"] if spec.aspect != 1 else []
     parts += [f"rotation ±{spec.angle:g}°"] if spec.angle else []
     parts += ["random translation", "flip 1/2"]
     if image[0] == 3:
         parts += [f"hue ±{spec.hue:g}"] if spec.hue else []
-        parts += [f"saturation ×1/{spec.saturation:g}..{spec.saturation:g}"] * (
-            spec.saturation != 1
-        )
-        parts += [f"exposure ×1/{spec.exposure:g}..{spec.exposure:g}"] * (spec.exposure != 1)
+        parts += [f"saturation ×{_factors(spec.saturation)}"] * (spec.saturation != 1)
+        parts += [f"exposure ×{_factors(spec.exposure)}"] * (spec.exposure != 1)
     train = "centre square resized, flip 1/2" if spec.center else ", ".join(parts)
     c, h, w = image
     return (
@@ -190,6 +188,12 @@ def describe(spec: DarknetAugmentSpec, image: tuple[int, int, int]) -> str:
         f"the centre {min(h, w)}×{min(h, w)} square resized to {spec.height}×{spec.width} "
         "(center_crop_image)"
     )
+
+
+def _factors(s: float) -> str:
+    """The range ``rand_scale(s)`` draws from: ``min(s, 1/s)..max(s, 1/s)``."""
+    low, high = sorted((s, 1 / s))
+    return f"{low:.3g}..{high:.3g}"
 
 
 def resize_image(images: np.ndarray, h: int, w: int) -> np.ndarray:
