@@ -113,6 +113,9 @@ def test_data_option_replaces_the_source_and_its_shape(h5net):
     folder, _, _ = h5net
     write_net(folder, source="elsewhere/missing.txt")
     write_h5(folder / "other.h5", 12, shape=(3, 2, 2))
+    write_h5(folder / "mnist_like.h5", 4, shape=(2, 3, 3))  # a name is no shape for h5 files
+    run = load_config("solver.prototxt", data="h5:mnist_like.h5")
+    assert (run.net.input.channels, run.net.input.height, run.net.input.width) == (2, 3, 3)
     with pytest.raises(Exception, match=r"missing\.txt"):
         load_config("solver.prototxt")
     run = load_config("solver.prototxt", data="h5:other.h5")

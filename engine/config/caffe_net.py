@@ -217,7 +217,8 @@ def input_shape(layer: Msg, source: DataSourceSpec, reporter: Reporter, data: st
         reporter.error(where, "shape", "Input needs a shape { dim: N dim: C dim: H dim: W }")
         return None, where
     name = data or source.source or ""
-    by_name = kind == "Data" or data  # an HDF5Data list's name says nothing of its shape
+    is_h5 = name.startswith("h5:") or name.lower().endswith((".h5", ".hdf5"))
+    by_name = (kind == "Data" or data) and not is_h5  # an h5 file's name says nothing of it
     shape = next((s for key, s in SHAPES_BY_NAME if key in name.lower()), None) if by_name else None
     why = ""
     if shape is None and name:
