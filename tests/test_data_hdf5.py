@@ -285,3 +285,14 @@ def test_train_on_a_hostile_h5_exits_1_naming_file_and_dataset(h5net):
     result = runner.invoke(app, ["inspect", "solver.prototxt"])
     assert result.exit_code == 1 and "part0.h5" in result.stderr
     assert "not a readable HDF5 file" in result.stderr
+
+
+def test_eval_of_an_hdf5_net_whose_source_moved_takes_the_shape_from_data(h5net):
+    folder, _, _ = h5net
+    result = runner.invoke(app, ["train", "solver.prototxt", "--out", "run", "-q"])
+    assert result.exit_code == 0, result.output
+    write_net(folder, source="moved/away.txt")
+    args = ["solver.prototxt", "--weights", "run/final.npz", "--data", "h5:part1.h5", "--json"]
+    result = runner.invoke(app, ["eval", *args])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[-1])["top1"] > 0.9
