@@ -113,7 +113,7 @@ def eval_command(
             fail("--checkpoint needs a RUN_DIR; with a CONFIG give --weights FILE", EXIT_USAGE)
         if weights is None:
             fail(f"give --weights FILE to test with {target} (or a RUN_DIR)", EXIT_USAGE)
-        run = _load_config(target, sets, semantics)
+        run = _load_config(target, sets, semantics, data)
         options = EvalOptions(weights=weights, seed=seed, semantics=semantics, **common)
     evaluation = _evaluate(run, options)
     for line in messages(evaluation):
@@ -124,13 +124,14 @@ def eval_command(
         render(evaluation)
 
 
-def _load_config(config: str, sets: list[str], semantics: str | None):
-    """The RunSpec of ``config`` with ``--set`` applied; warnings to stderr, errors exit 1."""
+def _load_config(config: str, sets: list[str], semantics: str | None, data: str | None = None):
+    """The RunSpec of ``config`` with ``--set`` applied (``data``: ``--data``, which decides a
+    Caffe data layer's input shape in place of its source); warnings to stderr, errors exit 1."""
     from engine.config import load_config, parse_overrides
     from engine.spec import ConfigError
 
     try:
-        run = load_config(config, parse_overrides(sets))
+        run = load_config(config, parse_overrides(sets), data=data)
     except ConfigError as error:
         fail_config(error)
     report_diagnostics(d for d in run.diagnostics if d.severity == "warning")

@@ -101,6 +101,19 @@ def layer_summary(layer) -> str:
         return f"+ layer {layer.source}{weights}{act}"
     if isinstance(layer, spec.RouteSpec):
         return "concat " + ",".join(layer.sources)
+    if isinstance(layer, spec.ReorgSpec):
+        if layer.mode == "extra":
+            return f"flat copy + {layer.extra} zeros"
+        way = " reverse" if layer.reverse else ""
+        return f"flatten{way}" if layer.mode == "flatten" else f"/{layer.stride}{way}"
+    if isinstance(layer, spec.CropSpec):
+        extras = [
+            "flip" if layer.flip else "",
+            f"sat {layer.saturation:g}" if layer.saturation != 1 else "",
+            f"exp {layer.exposure:g}" if layer.exposure != 1 else "",
+            "" if layer.noadjust else "2x−1",
+        ]
+        return " ".join(["random crop", *filter(None, extras)])
     return ""
 
 

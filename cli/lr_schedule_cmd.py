@@ -130,7 +130,7 @@ def lr_schedule(
 
 def load_sources(configs: list[str], sets: list[str]) -> list[Source]:
     """Schedules from each config (with ``--set`` overrides), or from the options alone."""
-    from engine.config import load_config, parse_overrides, schedule_from_options
+    from engine.config import load_schedule, parse_overrides, schedule_from_options
 
     overrides = parse_overrides(sets)
     if not configs:
@@ -145,11 +145,10 @@ def load_sources(configs: list[str], sets: list[str]) -> list[Source]:
         return [Source("--set options", schedule, schedule.max_iter)]
     sources = []
     for path in configs:
-        run = load_config(path, overrides, check_memory=False)
-        warnings = [d for d in run.diagnostics if d.severity == "warning"]
+        found = load_schedule(path, overrides)
+        warnings = [d for d in found.diagnostics if d.severity == "warning"]
         report_schedule_warnings(path, warnings)
-        updates = run.solver.max_iter or run.schedule.max_iter
-        sources.append(Source(path, run.schedule, updates))
+        sources.append(Source(path, found.schedule, found.updates))
     return sources
 
 

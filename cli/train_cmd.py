@@ -156,13 +156,14 @@ def _net_file_text(run, config_path: str) -> str | None:
     return None
 
 
-def _load_new(config: str, sets: list[str]):
-    """(RunSpec, overrides, config text) for a new run; ConfigError on bad input."""
+def _load_new(config: str, sets: list[str], data: str | None = None):
+    """(RunSpec, overrides, config text) for a new run; ConfigError on bad input. ``data``
+    (``--data``) decides a Caffe data layer's input shape in place of its source."""
     from engine.config import load_config, parse_overrides, read_config_text
 
     overrides = parse_overrides(sets)
     text = read_config_text(config)
-    run = load_config(config, overrides, text=text)
+    run = load_config(config, overrides, text=text, data=data)
     return run, tuple(overrides), text
 
 
@@ -194,7 +195,8 @@ def run_from_folder(folder):
     source = "-" if config_path == "<stdin>" else config_path
     copies = sorted(folder.path.glob("config.original*"))  # problems are in the saved copy
     shown = str(copies[0]) if copies else None
-    return load_config(source, overrides, text=text, shown_as=shown), overrides, saved
+    run = load_config(source, overrides, text=text, shown_as=shown, data=saved.get("data"))
+    return run, overrides, saved
 
 
 def _resume_conflicts(
@@ -419,7 +421,7 @@ def _set_up(*, config, resume, sets, out, options, console=None):
                 return TrainingSession(
                     run, train_options, folder=folder, resume=True, overrides=overrides
                 )
-        run, overrides, text = _load_new(config, sets)
+        run, overrides, text = _load_new(config, sets, options["data"])
         _print_warnings(run)
         target = Path(out) if out else default_run_dir(config)
         folder = RunFolder.create(target)

@@ -534,6 +534,50 @@ class SigmoidCrossEntropyLossSpec(LayerBase):
     loss_weight: float = 1.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReorgSpec(LayerBase):
+    """darknet ``[reorg]`` (``reorg_layer.c``), a permutation of the previous image's values.
+
+    ``mode``: ``"reorg"`` (``stride``, ``reverse``), ``"flatten"`` (C×H×W ↔ H×W×C memory
+    order; ``reverse`` picks the direction) or ``"extra"`` (a flat copy followed by ``extra``
+    zeros). The ``reorg`` index map is darknet's CPU code ``reorg_cpu``, including its quirk:
+    ``reverse=0`` calls it with ``forward=0``, so the output is the inverse map read over the
+    INPUT's W×H×C; see :mod:`engine.backends.cpu.reshape`. Output shape: ``reverse=0`` →
+    ``(C·s², H/s, W/s)``, ``reverse=1`` → ``(C/s², H·s, W·s)``; ``flatten`` keeps the shape;
+    ``extra`` gives ``C·H·W + extra`` flat values. darknet quirk: the backward pass ASSIGNS the
+    previous layer's delta (``reorg_cpu``/``copy_cpu`` write, they do not add).
+    """
+
+    kind: Literal["reorg"] = "reorg"
+    stride: int = 1
+    reverse: bool = False
+    mode: Literal["reorg", "flatten", "extra"] = "reorg"
+    extra: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CropSpec(LayerBase):
+    """darknet ``[crop]`` (``crop_layer.c``): a ``crop_height``×``crop_width`` window of the
+    previous image, mapped to ``2·x − 1`` (``noadjust``: ``x``).
+
+    Training (darknet's CPU ``forward_crop_layer``): one random offset and, with ``flip``, one
+    random horizontal flip per BATCH (not per image); test: the centre window
+    ``((H − h)/2, (W − w)/2)`` (C integer division), no flip. ``saturation``/``exposure``
+    (darknet applies them only on the GPU, ``levels_image_kernel``): when not 1 and the image
+    has 3 channels, each training image's HSV saturation and value are multiplied by a random
+    factor in ``[1, s]`` or its reciprocal. darknet quirk: the backward pass sends no gradient
+    to the layers before the crop.
+    """
+
+    kind: Literal["crop"] = "crop"
+    crop_height: int
+    crop_width: int
+    flip: bool = False
+    saturation: float = 1.0
+    exposure: float = 1.0
+    noadjust: bool = False
+
+
 LayerSpec = (
     ConvSpec
     | ConnectedSpec
@@ -558,6 +602,8 @@ LayerSpec = (
     | CaffeSoftmaxSpec
     | EuclideanLossSpec
     | SigmoidCrossEntropyLossSpec
+    | ReorgSpec
+    | CropSpec
 )
 
 
@@ -643,6 +689,26 @@ class SolverSpec:
 
 
 @dataclass(frozen=True)
+class DarknetAugmentSpec:
+    """darknet's classifier data augmentation (``[net]`` keys, ``train_classifier``), applied
+    by the sampler when the data images are larger than the net (``width``×``height``):
+    ``min_ratio``/``max_ratio`` (default ``min_crop``/``max_crop`` ÷ ``width``: the random
+    shorter-side size), ``angle`` (degrees), ``aspect``, ``hue``, ``saturation``, ``exposure``;
+    see :mod:`engine.data.darknet_augment`. ``center`` (darknet: centre-crop in training too)."""
+
+    width: int
+    height: int
+    min_ratio: float = 1.0
+    max_ratio: float = 2.0
+    angle: float = 0.0
+    aspect: float = 1.0
+    hue: float = 0.0
+    saturation: float = 1.0
+    exposure: float = 1.0
+    center: bool = False
+
+
+@dataclass(frozen=True)
 class DataSourceSpec:
     """Where one split's images come from and how they are preprocessed.
 
@@ -650,6 +716,7 @@ class DataSourceSpec:
     (Caffe LMDB directory, ``.npz``, darknet list file) or ``None`` (resolved later).
     Preprocessing is ``(pixel - mean) * scale`` (Caffe ``transform_param``; darknet uses
     ``scale = 1/255`` and no mean). ``shuffle``: darknet samples randomly, Caffe reads in order.
+    ``augment``: darknet's crop/augmentation, used when the images are larger than the net.
     """
 
     source: str | None = None
@@ -662,6 +729,7 @@ class DataSourceSpec:
     crop_size: int = 0
     shuffle: bool = False
     origin: Origin = DEFAULT
+    augment: DarknetAugmentSpec | None = None
 
 
 @dataclass(frozen=True)

@@ -304,3 +304,67 @@ def test_plot_ticks_are_round_numbers(options):
     assert np.allclose(steps, steps[0]) and steps[0] > 0
     mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
     assert round(float(mantissa), 6) in (1.0, 2.0, 2.5, 5.0)
+
+
+# ---- the schedule needs only the solver / [net] (issue 13) ------------------------------------
+
+UNREADABLE_NETS = {
+    "missing net file": None,
+    "unknown data source": """name: "h5"
+layer { name: "data" type: "HDF5Data" top: "data" top: "label"
+        hdf5_data_param { source: "nowhere/list.txt" batch_size: 4 } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 2 } }
+""",
+    "unknown layer": """name: "odd"
+layer { name: "data" type: "Input" top: "data"
+        input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }
+layer { name: "x" type: "NoSuchLayer" bottom: "data" top: "x" }
+""",
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE_NETS))
+def test_caffe_solver_gives_its_schedule_whatever_its_net(case, tmp_path):
+    """A solver whose net cannot be built (missing, unknown source, unknown layer) still has a
+    schedule: the same rates as a solver over a good net."""
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "tiny_net.prototxt").write_text(CAFFE_NET)
+    (good / "solver.prototxt").write_text(CAFFE_SOLVER)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    if UNREADABLE_NETS[case] is not None:
+        (bad / "tiny_net.prototxt").write_text(UNREADABLE_NETS[case])
+    (bad / "solver.prototxt").write_text(CAFFE_SOLVER)
+    expected = invoke(str(good / "solver.prototxt"), "--format", "csv")
+    result = invoke(str(bad / "solver.prototxt"), "--format", "csv")
+    assert expected.exit_code == 0, expected.output
+    assert result.exit_code == 0, result.output
+    assert result.stdout == expected.stdout
+    assert len(parse_csv(result.stdout)) == 51  # header + it = 0..49
+    assert "Traceback" not in result.output
+
+
+def test_darknet_schedule_ignores_layers_and_non_schedule_keys(tmp_path):
+    """A cfg with a layer dnupdate cannot build and a non-schedule [net] key it would warn
+    about still gives the schedule of its [net], without warnings irrelevant to it."""
+    cfg = tmp_path / "odd.cfg"
+    cfg.write_text(DARKNET_CFG.replace("[softmax]", "[yolo]\nmask=0\n\n[softmax]") + "\n")
+    cfg.write_text(cfg.read_text().replace("channels=1", "channels=1\nhue=.1\nbogus_key=3"))
+    plain = tmp_path / "plain.cfg"
+    plain.write_text(DARKNET_CFG)
+    result = invoke(str(cfg), "--format", "csv")
+    expected = invoke(str(plain), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == expected.stdout
+    assert "hue" not in result.stderr and "bogus_key" not in result.stderr
+    assert "yolo" not in result.stderr
+
+
+def test_schedule_errors_are_still_reported(tmp_path):
+    """Only the net is skipped: a bad schedule key in the solver is still an error."""
+    (tmp_path / "solver.prototxt").write_text(CAFFE_SOLVER.replace("gamma: 0.5", "gamma: x"))
+    result = invoke(str(tmp_path / "solver.prototxt"))
+    assert result.exit_code == 1
+    assert "gamma" in result.stderr and "Traceback" not in result.output

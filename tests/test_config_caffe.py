@@ -365,7 +365,7 @@ def test_probe_shape_is_used_for_unknown_sources(tmp_path, monkeypatch):
         + LOSS % "ip"
     )
     run = load_config(str(write_net(tmp_path, net)))
-    assert seen == ["files.txt"]
+    assert seen == ["h5:files.txt"]  # HDF5Data sources are read as h5: sources
     assert run.net.input == InputSpec(2, 6, 6)
     assert (run.data.train.backend, run.data.train.shuffle, run.solver.minibatch) == (
         "hdf5", True, 3

@@ -404,7 +404,7 @@ def test_unused_field_is_a_warning_with_file_line_key():
 
 
 def test_unsupported_layer_types_are_errors_naming_file_and_line():
-    errors = cfg_errors(IMAGE + "[connected]\n[yolo]\nmask=0\n[reorg]\nstride=2\n[softmax]\n")
+    errors = cfg_errors(IMAGE + "[connected]\n[yolo]\nmask=0\n[upsample]\nstride=2\n[softmax]\n")
     assert [(e.file, e.line) for e in errors] == [("t.cfg", 7), ("t.cfg", 9)]
     assert "unsupported layer type [yolo]" in errors[0].message
     assert "darknet knows it" in errors[0].message
@@ -440,8 +440,8 @@ def test_no_layers_is_an_error():
 
 
 def test_every_error_is_collected():
-    errors = cfg_errors(IMAGE + "momentum=x\n[convolutional]\nsize=0\n[crop]\n")
-    assert {e.key for e in errors} == {"momentum", "size", "crop"}
+    errors = cfg_errors(IMAGE + "momentum=x\n[convolutional]\nsize=0\n[upsample]\n")
+    assert {e.key for e in errors} == {"momentum", "size", "upsample"}
 
 
 # -- overrides ------------------------------------------------------------------------------

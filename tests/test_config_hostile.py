@@ -299,10 +299,10 @@ def test_darknet_section_errors_name_line_and_key(text, line, key):
 
 def test_cli_reports_the_promised_form(tmp_path):
     path = tmp_path / "s.cfg"
-    path.write_text(cfg() + "[crop]\n")
+    path.write_text(cfg() + "[upsample]\n")
     result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"{path}:14: error [crop]: unsupported layer type")
+    assert result.stderr.startswith(f"{path}:14: error [upsample]: unsupported layer type")
 
 
 # ---- item 13: diagnostics are capped and echoed values clipped -----------------------------

@@ -256,6 +256,61 @@ activation=linear
         3,
         23,
     ),
+    # [reorg] in a residual net with batch norm and subdivisions: space-to-depth (darknet's
+    # inverse map), back, and a shortcut around both; its backward assigns the delta of a
+    # layer the shortcut also reads
+    "residual_bn_subdiv2_reorg": Case(
+        """[net]
+batch=6
+subdivisions=2
+height=8
+width=8
+channels=3
+learning_rate=0.05
+momentum=0.9
+decay=0.0005
+policy=poly
+power=2
+max_batches=50
+
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+pad=1
+activation=leaky
+
+[reorg]
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+pad=1
+activation=leaky
+
+[reorg]
+stride=2
+reverse=1
+
+[shortcut]
+from=0
+activation=leaky
+
+[reorg]
+extra=2
+
+[connected]
+output=3
+activation=linear
+
+[softmax]
+""",
+        (3, 8, 8),
+        3,
+        31,
+    ),
 }
 
 

@@ -473,3 +473,29 @@ def test_segment_norms_and_nonfinite():
     assert np.isnan(found["cuda"][0][2])
     assert found["cuda"][1] == found["cpu"][1] == 2
     assert found["cuda"][2].tolist() == [0, 0, 1, 0]
+
+
+# ---- [reorg] and [crop] ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("forward", [False, True])
+def test_reorg_kernel(forward):
+    arrays = {"x": normal(2, 8, 4, 2), "out": normal(2, 8, 4, 2)}
+
+    def call(b, x, out):
+        b.reorg(x, out, 2, 4, 8, 2, forward)
+
+    compare_backends(arrays, call, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_crop_kernel(colour):
+    x = np.abs(normal(2, 3, 5, 6)) % 1
+    x[0, :, 1, 2] = 0.5  # grey
+    factors = np.float32([[1.3, 0.8], [0.7, 1.2]]) if colour else np.zeros((0, 2), np.float32)
+    arrays = {"x": x, "out": normal(2, 3, 3, 4)}
+
+    def call(b, x, out):
+        b.crop_forward(x, out, 1, 2, True, 2.0, -1.0, factors)
+
+    compare_backends(arrays, call, rtol=1e-6, atol=1e-6)

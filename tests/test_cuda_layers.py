@@ -15,10 +15,12 @@ from engine.spec import (
     ConnectedSpec,
     ConvSpec,
     CostSpec,
+    CropSpec,
     DropoutSpec,
     InputSpec,
     NetSpec,
     PoolSpec,
+    ReorgSpec,
     RouteSpec,
     ScaleSpec,
     ShortcutSpec,
@@ -96,6 +98,20 @@ VARIANTS = {
             SoftmaxSpec(name="8"),
         ),
     ),
+    "darknet crop (flip, recolour) + reorg modes": (
+        InputSpec(3, 6, 6),
+        (
+            CropSpec(name="0", crop_height=4, crop_width=4, flip=True, saturation=1.5,
+                     exposure=1.4),
+            dn_conv("1", filters=8, kernel_h=3, kernel_w=3, pad_h=1, pad_w=1, activation="leaky"),
+            ReorgSpec(name="2", stride=2),
+            ReorgSpec(name="3", stride=2, reverse=True),
+            ReorgSpec(name="4", mode="flatten"),
+            ReorgSpec(name="5", mode="extra", extra=2),
+            ConnectedSpec(name="6", outputs=3, param_order=DARKNET),
+            SoftmaxSpec(name="7"),
+        ),
+    ),
 }  # fmt: skip
 
 
@@ -137,6 +153,8 @@ CASES = [
     (NAMES[2], "caffe", False),
     (NAMES[2], "darknet", True),  # a Caffe net under darknet's gradient convention
     (NAMES[3], "darknet", True),
+    (NAMES[4], "darknet", True),
+    (NAMES[4], "darknet", False),
 ]
 
 

@@ -1,9 +1,9 @@
 """Fuzz suite for damaged files (issue 18): data files (IDX raw and gzipped, CIFAR binary and
-pickle, npz with uint8 and float32 images, LMDB-free), parameter files for ``--weights``
-(darknet ``.weights``, ``.npz``, ``.caffemodel``) and whole run folders for ``--resume``, each
-damaged by byte-level operators (truncation, bit flips, inserted and overwritten garbage,
-zeroed runs) and, for run folders, by file-level ones (deleted, replaced by a folder, garbage
-JSON/CSV lines, wrong JSON types, a state with wrong member types).
+pickle, npz with uint8 and float32 images, HDF5Data ``.h5`` files, LMDB-free), parameter files
+for ``--weights`` (darknet ``.weights``, ``.npz``, ``.caffemodel``) and whole run folders for
+``--resume``, each damaged by byte-level operators (truncation, bit flips, inserted and
+overwritten garbage, zeroed runs) and, for run folders, by file-level ones (deleted, replaced
+by a folder, garbage JSON/CSV lines, wrong JSON types, a state with wrong member types).
 
 The properties: a reader returns a consistent dataset or raises its typed error
 (:class:`engine.data.DataError`, :class:`engine.formats.weights.WeightsFileError`); ``dnupdate
@@ -184,6 +184,44 @@ def test_train_on_a_damaged_npz_exits_0_or_1(data_files, tmp_path, operations):
     assert not isinstance(result.exception, Exception) or isinstance(
         result.exception, SystemExit
     ), result.exception
+
+
+@pytest.fixture(scope="module")
+def h5_files(tmp_path_factory) -> dict[str, Path]:
+    """Two small HDF5Data files: contiguous float64 data, and chunked gzip float32 data."""
+    import h5py
+
+    root = tmp_path_factory.mktemp("h5")
+    rng = np.random.default_rng(0)
+    with h5py.File(root / "plain.h5", "w") as handle:
+        handle["data"] = rng.normal(size=(6, 1, 4, 4))
+        handle["label"] = (np.arange(6) % 3).astype(np.float32).reshape(6, 1)
+    with h5py.File(root / "chunked.h5", "w") as handle:
+        data = rng.normal(size=(6, 2, 3, 3)).astype(np.float32)
+        handle.create_dataset("data", data=data, chunks=(2, 2, 3, 3), compression="gzip")
+        handle.create_dataset("label", data=np.arange(6) % 2, chunks=(3,))
+    return {"plain.h5": root / "plain.h5", "chunked.h5": root / "chunked.h5"}
+
+
+@fuzz(60)
+@given(kind=st.sampled_from(["plain.h5", "chunked.h5"]), operations=damages)
+def test_damaged_h5_files_read_consistently_or_raise_data_error(
+    h5_files, tmp_path, kind, operations
+):
+    """HDF5Data files damaged byte by byte: a consistent float set or a DataError naming the
+    file (never another exception)."""
+    from engine.data.hdf5 import read_h5
+
+    target = damaged_copy(h5_files[kind], tmp_path / kind, operations)
+    try:
+        images, labels, classes, rows, _ = read_h5(f"h5:{target}")
+    except DataError as exc:
+        assert str(target) in str(exc)
+        return
+    assert images.dtype == np.float32 and images.ndim == 4
+    assert images.shape[0] == labels.shape[0] == sum(rows)
+    assert np.isfinite(images).all()
+    assert 0 <= int(labels.min()) <= int(labels.max()) < classes
 
 
 def test_open_dataset_of_a_damaged_idx_folder_is_a_data_error(data_files, tmp_path):

@@ -208,6 +208,20 @@ class Backend:
         """``dx[b] += delta[b, offset:offset+n]`` (per-image flat views; ``n`` = dx's)."""
         raise NotImplementedError
 
+    # ---- reorg and crop -------------------------------------------------------------------
+    def reorg(self, x, out, w: int, h: int, c: int, stride: int, forward: bool) -> None:
+        """darknet ``reorg_cpu(x, w, h, c, batch, stride, forward, out)`` on contiguous arrays
+        of ``batch·c·h·w`` values (``engine.backends.cpu.reshape``); assigns every element."""
+        raise NotImplementedError
+
+    def crop_forward(
+        self, x, out, top: int, left: int, flip: bool, scale: float, trans: float, colour
+    ) -> None:
+        """darknet ``forward_crop_layer``: ``out[b,k,i,j] = scale·x[b,k,top+i,col] + trans``
+        (``col`` mirrored when ``flip``); ``colour`` ``(B, 2)`` recolours 3-channel pixels
+        first (saturation, exposure), ``(0, 2)`` for none (``engine.backends.cpu.reshape``)."""
+        raise NotImplementedError
+
     # ---- pooling --------------------------------------------------------------------------
     def maxpool_forward(self, x, y, argmax, kernel, stride, offset) -> None:
         """Max over clipped windows, first maximum wins; ``argmax`` int32 plane index."""

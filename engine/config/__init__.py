@@ -7,6 +7,8 @@ key, raised inside :class:`engine.spec.ConfigError` when any of them is an error
 Public API:
 
 * :func:`load_config` — a config file (or its text) plus ``--set`` overrides → ``RunSpec``;
+* :func:`load_schedule` — a config's schedule alone (its solver or ``[net]``; the net is not
+  built), for ``dnupdate lr-schedule``;
 * :func:`schedule_from_options` — ``--set`` options alone → ``ScheduleSpec`` (for
   ``dnupdate lr-schedule`` without a file); the framework is told by the key names;
 * :func:`detect_format`.
@@ -82,6 +84,7 @@ def load_config(
     text: str | None = None,
     check_memory: bool = True,
     shown_as: str | None = None,
+    data: str | None = None,
 ) -> RunSpec:
     """Parse a config into a RunSpec, applying ``--set`` overrides (the config's own key
     names). ``path == "-"`` reads standard input (``text`` may be given instead); a built-in
@@ -95,12 +98,15 @@ def load_config(
 
     ``shown_as`` names the file that diagnostics about the config text report (a run folder's
     saved ``config.original.cfg`` read for ``--resume``, rather than the original path whose
-    file may since have changed); relative paths still resolve from ``path``."""
+    file may since have changed); relative paths still resolve from ``path``.
+
+    ``data`` (``--data``) replaces the config's data source where that decides the input shape
+    (a Caffe ``Data``/``HDF5Data`` layer's source); darknet's shape is ``[net]``'s."""
     if shown_as is None:
-        return _load(path, overrides, text, check_memory)
+        return _load(path, overrides, text, check_memory, data)
     shown = "<stdin>" if path == "-" else path
     try:
-        run = _load(path, overrides, text, check_memory)
+        run = _load(path, overrides, text, check_memory, data)
     except ConfigError as error:
         raise ConfigError(_relabel(error.diagnostics, shown, shown_as)) from None
     return dataclasses.replace(run, diagnostics=_relabel(run.diagnostics, shown, shown_as))
@@ -110,7 +116,13 @@ def _relabel(diagnostics, old: str, new: str) -> tuple[Diagnostic, ...]:
     return tuple(dataclasses.replace(d, file=new) if d.file == old else d for d in diagnostics)
 
 
-def _load(path: str, overrides: Sequence[Override], text: str | None, check_memory: bool):
+def _load(
+    path: str,
+    overrides: Sequence[Override],
+    text: str | None,
+    check_memory: bool,
+    data: str | None = None,
+):
     """:func:`load_config` without relabelling."""
     from engine.config.precision import apply_precision, split_precision
     from engine.config.scaling import apply_scaling, split_scaling
@@ -121,8 +133,8 @@ def _load(path: str, overrides: Sequence[Override], text: str | None, check_memo
     display_path = "<stdin>" if path == "-" else path
     rest, scaling = split_scaling(overrides)
     rest, precision = split_precision(rest)
-    run = _load_format(path, display_path, text, rest)
-    run = apply_scaling(run, scaling, lambda: _load_format(path, display_path, text, ()))
+    run = _load_format(path, display_path, text, rest, data)
+    run = apply_scaling(run, scaling, lambda: _load_format(path, display_path, text, (), data))
     run = apply_precision(run, precision, text)
     if check_memory:
         from engine.model.shapes import check_training_memory
@@ -131,7 +143,13 @@ def _load(path: str, overrides: Sequence[Override], text: str | None, check_memo
     return run
 
 
-def _load_format(path: str, display_path: str, text: str, overrides: Sequence[Override]) -> RunSpec:
+def _load_format(
+    path: str,
+    display_path: str,
+    text: str,
+    overrides: Sequence[Override],
+    data: str | None = None,
+) -> RunSpec:
     """The darknet or Caffe reader, by :func:`detect_format`."""
     if detect_format(path, text) == "darknet":
         from engine.config.darknet import load_darknet
@@ -139,7 +157,44 @@ def _load_format(path: str, display_path: str, text: str, overrides: Sequence[Ov
         return load_darknet(display_path, text, overrides)
     from engine.config.caffe import load_caffe
 
-    return load_caffe(display_path, text, overrides)
+    return load_caffe(display_path, text, overrides, data=data)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigSchedule:
+    """What ``dnupdate lr-schedule`` needs from a config: the schedule, the number of updates
+    the config asks for (darknet ``max_batches``, Caffe ``max_iter``; 0 when unset) and the
+    warnings about the keys read."""
+
+    schedule: ScheduleSpec
+    updates: int
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def load_schedule(path: str, overrides: Sequence[Override] = ()) -> ConfigSchedule:
+    """A config's learning-rate schedule from its Caffe solver or darknet ``[net]`` alone: a net
+    that cannot be built (a missing or unreadable net file, an unknown data source, a layer
+    dnupdate lacks) is not the schedule's business. With ``--lr-scaling``/``--lr-warmup``
+    (the pseudo-keys ``lr_scaling``/``lr_warmup``) the whole config is loaded, since the
+    reference batch of a Caffe config is its net's data layer ``batch_size``."""
+    from engine.config.scaling import split_scaling
+
+    if split_scaling(overrides)[1]:
+        run = load_config(path, overrides, check_memory=False)
+        updates = run.solver.max_iter or run.schedule.max_iter
+        return ConfigSchedule(run.schedule, updates, run.diagnostics)
+    path = locate_config(path)
+    text = read_config_text(path)
+    shown = "<stdin>" if path == "-" else path
+    if detect_format(path, text) == "darknet":
+        from engine.config.darknet import darknet_schedule_of_cfg
+
+        schedule, diagnostics = darknet_schedule_of_cfg(shown, text, overrides)
+    else:
+        from engine.config.caffe import caffe_schedule_of_solver
+
+        schedule, diagnostics = caffe_schedule_of_solver(shown, text, overrides)
+    return ConfigSchedule(schedule, schedule.max_iter, diagnostics)
 
 
 def schedule_from_options(overrides: Sequence[Override]) -> ScheduleSpec:

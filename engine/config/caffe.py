@@ -33,7 +33,12 @@ from engine.config.files import UnreadableFile, read_config_file
 from engine.config.prototxt import TextMessage, parse_text_format
 from engine.spec import ConfigError, Diagnostic, Origin, RunSpec, ScheduleSpec
 
-__all__ = ["CAFFE_SCHEDULE_KEYS", "caffe_schedule_from_options", "load_caffe"]
+__all__ = [
+    "CAFFE_SCHEDULE_KEYS",
+    "caffe_schedule_from_options",
+    "caffe_schedule_of_solver",
+    "load_caffe",
+]
 
 YAML_SUFFIXES = (".yaml", ".yml")
 BATCH_SIZE_FIELD = FieldDef("uint32")
@@ -156,8 +161,11 @@ def with_batch_size(built: BuiltNet, text: str, reporter: Reporter) -> BuiltNet:
     )
 
 
-def load_caffe(path: str, text: str, overrides: Sequence[tuple[str, str]]) -> RunSpec:
-    """A Caffe solver (text format or YAML) plus ``--set`` overrides → RunSpec.
+def load_caffe(
+    path: str, text: str, overrides: Sequence[tuple[str, str]], *, data: str | None = None
+) -> RunSpec:
+    """A Caffe solver (text format or YAML) plus ``--set`` overrides → RunSpec. ``data``
+    (``--data``) replaces the data layers' sources when the input shape is resolved.
 
     Raises :class:`engine.spec.ConfigError` with every diagnostic when anything is wrong;
     warnings ride along in ``RunSpec.diagnostics``.
@@ -180,7 +188,7 @@ def load_caffe(path: str, text: str, overrides: Sequence[tuple[str, str]]) -> Ru
     net_msg, net_path = load_net(solver, path, reporter)
     built: BuiltNet | None = None
     if net_msg is not None:
-        built = build_net(net_msg, net_path, _net_states(solver, net_msg), reporter)
+        built = build_net(net_msg, net_path, _net_states(solver, net_msg), reporter, data)
     if built is not None:
         for _, value in net_overrides:
             built = with_batch_size(built, value, reporter)
@@ -205,6 +213,23 @@ def load_caffe(path: str, text: str, overrides: Sequence[tuple[str, str]]) -> Ru
         raw=raw_values(solver),
         diagnostics=reporter.warnings(),
     )
+
+
+def caffe_schedule_of_solver(
+    path: str, text: str, overrides: Sequence[tuple[str, str]]
+) -> tuple[ScheduleSpec, tuple[Diagnostic, ...]]:
+    """The schedule of a Caffe solver without its net (``dnupdate lr-schedule``): the solver is
+    parsed, validated and overridden as by :func:`load_caffe`, but ``net``/``net_param`` are
+    not read, so a net that is missing, unreadable or fed by an unknown source still gives its
+    schedule. ``--set batch_size`` (a net key) is accepted and changes nothing here."""
+    reporter = Reporter(fallback=Origin(path))
+    tree = parse_tree(path, text)
+    _reject_bare_net(tree, path)
+    solver = validate(tree, "SolverParameter", path, reporter)
+    apply_overrides(solver, [(k, v) for k, v in overrides if k not in NET_OVERRIDES], reporter)
+    check_schedule(solver, reporter)
+    reporter.check()
+    return schedule_from_solver(solver)[0], reporter.warnings()
 
 
 def caffe_schedule_from_options(overrides: Sequence[tuple[str, str]]) -> ScheduleSpec:

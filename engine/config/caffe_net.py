@@ -156,6 +156,15 @@ def _transform(layer: Msg, net_dir: Path, reporter: Reporter) -> dict[str, objec
     }
 
 
+def _h5_source(source: str, tops: list[str]) -> str:
+    """An HDF5Data ``source`` list read into ``tops`` → the ``h5:`` data source that names
+    them (:mod:`engine.data.hdf5`; the data layer may not import engine.data at load time,
+    so the text form is built here: ``h5:PATH``, plus ``#DATA,LABEL`` for other top names)."""
+    names = (list(tops) + ["data", "label"][len(tops) :])[:2]
+    suffix = "" if names == ["data", "label"] else "#" + ",".join(names)
+    return "h5:" + source + suffix
+
+
 def data_source(layer: Msg, net_dir: Path, reporter: Reporter) -> DataSourceSpec:
     """A data layer → DataSourceSpec (source, batch size, backend, preprocessing)."""
     kind, origin = layer.get("type"), layer.origin
@@ -167,8 +176,9 @@ def data_source(layer: Msg, net_dir: Path, reporter: Reporter) -> DataSourceSpec
         p = layer.get("hdf5_data_param")
         if p.get("batch_size") <= 0:
             reporter.error(p.origin_of("batch_size"), "batch_size", "batch_size must be > 0")
+        source = p.get("source")
         return DataSourceSpec(
-            source=p.get("source") or None,
+            source=_h5_source(source, layer.get("top")) if source else None,
             batch_size=p.get("batch_size"),
             backend="hdf5",
             shuffle=p.get("shuffle"),
@@ -189,13 +199,14 @@ def data_source(layer: Msg, net_dir: Path, reporter: Reporter) -> DataSourceSpec
     )
 
 
-def input_shape(layer: Msg, source: DataSourceSpec, reporter: Reporter):
+def input_shape(layer: Msg, source: DataSourceSpec, reporter: Reporter, data: str | None = None):
     """(InputSpec, Origin) from a data layer, or (None, origin) after reporting why not.
 
     ``Input``: ``input_param { shape { dim: N dim: C dim: H dim: W } }`` (or N, D).
     ``Data``: (C, H, W) from the source name (``mnist`` → 1×28×28, ``cifar`` → 3×32×32) or
     ``engine.data.probe_shape``; ``crop_size`` replaces H and W.
-    ``HDF5Data``: from ``probe_shape`` only.
+    ``HDF5Data``: from ``probe_shape`` only (the data dataset of its first file).
+    ``data`` (``--data``, replacing the layer's source): the shape of that source instead.
     """
     kind = layer.get("type")
     if kind == "Input":
@@ -209,15 +220,18 @@ def input_shape(layer: Msg, source: DataSourceSpec, reporter: Reporter):
             return InputSpec(dims[1], 1, 1), where
         reporter.error(where, "shape", "Input needs a shape { dim: N dim: C dim: H dim: W }")
         return None, where
-    name = source.source or ""
-    shape = next((s for key, s in SHAPES_BY_NAME if key in name.lower()), None)
+    name = data or source.source or ""
+    is_h5 = name.startswith("h5:") or name.lower().endswith((".h5", ".hdf5"))
+    by_name = (kind == "Data" or data) and not is_h5  # an h5 file's name says nothing of it
+    shape = next((s for key, s in SHAPES_BY_NAME if key in name.lower()), None) if by_name else None
     why = ""
     if shape is None and name:
         shape, why = _probe_shape(name)
     param = layer.get("data_param" if kind == "Data" else "hdf5_data_param")
     where = param.origin_of("source") if param.has("source") else layer.origin
     if shape is None:
-        reporter.error(where, "source", f"cannot tell the input shape of source {name!r}{why}")
+        given = f"--data {name!r}" if data else f"source {name!r}"
+        reporter.error(where, "source", f"cannot tell the input shape of {given}{why}")
         return None, where
     channels, height, width = shape
     if source.crop_size:
@@ -321,9 +335,14 @@ def _check_type(layer: Msg, reporter: Reporter) -> bool:
 
 
 def build_net(
-    net: Msg, net_file: str, states: dict[str, NetState], reporter: Reporter
+    net: Msg,
+    net_file: str,
+    states: dict[str, NetState],
+    reporter: Reporter,
+    data: str | None = None,
 ) -> BuiltNet | None:
-    """Map a NetParameter; returns None when errors make the result meaningless."""
+    """Map a NetParameter; returns None when errors make the result meaningless. ``data``
+    (``--data``) replaces the data layers' sources for the input shape."""
     layers = []
     for layer in net_layers(net, reporter):
         phases = layer_phases(layer, states, reporter)
@@ -343,7 +362,9 @@ def build_net(
     net_dir = Path(net_file).parent
     sources = {phase: data_source(layer, net_dir, reporter) for phase, layer in data_layers.items()}
     first = data_layers.get("train") or data_layers["test"]
-    shape, shape_origin = input_shape(first, sources.get("train") or sources["test"], reporter)
+    shape, shape_origin = input_shape(
+        first, sources.get("train") or sources["test"], reporter, data
+    )
     tops = first.get("top")
     if not tops:
         reporter.error(first.origin, "top", "the data layer has no top")

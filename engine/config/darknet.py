@@ -15,6 +15,7 @@ together in one :class:`engine.spec.ConfigError`, warnings travel in ``RunSpec.d
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from engine.config.darknet_layers import (
 from engine.config.darknet_net import (
     KNOWN_NET_KEYS,
     check_override_keys,
+    read_minibatch,
     read_net,
     warn_unread_keys,
 )
@@ -215,6 +217,12 @@ def parse_darknet(
     net_table = OptionTable(path, sections[0], sink, override_map)
     net_options = read_net(net_table)
     data = read_data(net_table, net_options.solver.minibatch, base_directory(path))
+    if net_options.input_is_image:  # darknet's crop/augmentation for larger data images
+        data = dataclasses.replace(
+            data,
+            train=dataclasses.replace(data.train, augment=net_options.augment),
+            test=dataclasses.replace(data.test, augment=net_options.augment),
+        )
     shape = input_shape_of(net_options.input, net_options.input_is_image)
     layers, layer_origin_map = parse_layers(
         path, sections[1:], shape, sink, shapes, sections[0].line
@@ -250,6 +258,27 @@ def darknet_schedule_with_diagnostics(
             table.get_int(key, 1)
     schedule = read_schedule(table)
     warn_unread_keys(table)
+    sink.raise_if_errors()
+    return schedule, sink.warnings
+
+
+def darknet_schedule_of_cfg(
+    path: str, text: str, overrides: Sequence[Override]
+) -> tuple[ScheduleSpec, tuple[Diagnostic, ...]]:
+    """The schedule of a cfg from its ``[net]`` section alone (``dnupdate lr-schedule``): the
+    layer sections are not read, so a net that cannot be built still gives its schedule. Reads
+    the same keys, with the same defaults and diagnostics, as :func:`load_darknet` does for the
+    schedule (``batch``/``subdivisions``, the policy keys, ``max_batches``); other ``[net]`` keys
+    are neither checked nor warned about. ``--set`` keys must still be ``[net]`` keys."""
+    override_map = overrides_dict(overrides)
+    check_override_keys(override_map, KNOWN_NET_KEYS)
+    sink = DiagnosticSink()
+    sections = read_cfg(path, text, sink)
+    if not check_first_section(path, sections, sink):
+        sink.raise_if_errors()
+    table = OptionTable(path, sections[0], sink, override_map)
+    read_minibatch(table)
+    schedule = read_schedule(table)
     sink.raise_if_errors()
     return schedule, sink.warnings
 

@@ -3,10 +3,10 @@
 
 Supported (the layers a classifier uses): ``[convolutional]``/``[conv]``, ``[connected]``/
 ``[conn]``, ``[maxpool]``/``[max]``, ``[avgpool]``/``[avg]``, ``[dropout]``,
-``[softmax]``/``[soft]``, ``[cost]``, ``[batchnorm]``, and the graph layers ``[shortcut]``
-and ``[route]``, which read earlier layers by index (``from=``, ``layers=``: negative values
-count back from the layer itself, others are absolute, as ``parse_shortcut``/``parse_route``
-resolve them). Every layer also reads the common keys
+``[softmax]``/``[soft]``, ``[cost]``, ``[batchnorm]``, ``[reorg]``, ``[crop]``, and the graph
+layers ``[shortcut]`` and ``[route]``, which read earlier layers by index (``from=``,
+``layers=``: negative values count back from the layer itself, others are absolute, as
+``parse_shortcut``/``parse_route`` resolve them). Every layer also reads the common keys
 ``truth``, ``onlyforward``, ``stopbackward``, ``dontsave``, ``dontload``, ``numload``,
 ``dontloadscales``, ``learning_rate`` (a multiplier of the net rate, default 1) and ``smooth``.
 
@@ -29,12 +29,14 @@ from engine.spec import (
     ConnectedSpec,
     ConvSpec,
     CostSpec,
+    CropSpec,
     DropoutSpec,
     FillerSpec,
     LayerSpec,
     Origin,
     ParamMult,
     PoolSpec,
+    ReorgSpec,
     RouteSpec,
     ShortcutSpec,
     SoftmaxSpec,
@@ -62,17 +64,19 @@ SECTION_ALIASES = {
     "batchnorm": "batchnorm",
     "shortcut": "shortcut",
     "route": "route",
+    "reorg": "reorg",
+    "crop": "crop",
 }
 SUPPORTED_SECTIONS = (
     "[convolutional]", "[connected]", "[maxpool]", "[avgpool]", "[dropout]", "[softmax]",
-    "[cost]", "[batchnorm]", "[shortcut]", "[route]",
+    "[cost]", "[batchnorm]", "[shortcut]", "[route]", "[reorg]", "[crop]",
 )  # fmt: skip
 # Section types darknet's string_to_layer_type knows that dnupdate does not train.
 UNSUPPORTED_SECTIONS = frozenset(
     {
-        "crop", "detection", "region", "yolo", "iseg", "local", "deconv",
+        "detection", "region", "yolo", "iseg", "local", "deconv",
         "deconvolutional", "activation", "logistic", "l2norm", "crnn", "gru", "lstm", "rnn",
-        "reorg", "lrn", "normalization", "upsample",
+        "lrn", "normalization", "upsample",
     }
 )  # fmt: skip
 NET_SECTIONS = frozenset({"net", "network"})
@@ -543,6 +547,87 @@ def parse_route(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape
     return spec, Shape(first.h, first.w, channels, outputs)
 
 
+def parse_reorg(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
+    """``parse_reorg``: stride 1, reverse 0, flatten 0, extra 0 (the last three read quietly).
+    darknet's forward tries flatten, then extra, then reverse; its backward tries flatten,
+    then REVERSE, then extra, so ``extra`` with ``reverse`` runs different maps each way: an
+    error here. ``flatten`` with ``stride`` ≠ 1 sizes the output by the stride but copies the
+    whole input (darknet writes past its buffer): an error too."""
+    t = ctx.table
+    stride = t.get_int("stride", 1)
+    reverse, flatten, extra = (t.get_int(k, 0) for k in ("reverse", "flatten", "extra"))
+    if not ctx.require_image() or not ctx.positive("stride", stride):
+        return None
+    if extra and reverse and not flatten:
+        t.error("extra", "extra with reverse: darknet's forward copies, its backward reorgs")
+        return None
+    if flatten and stride != 1:
+        t.error("flatten", "flatten needs stride=1 (darknet writes past the output otherwise)")
+        return None
+    if extra < 0:
+        t.error("extra", f"extra must be >= 0, got {extra}")
+        return None
+    mode = "flatten" if flatten else "extra" if extra else "reorg"
+    c, h, w = ctx.shape.c, ctx.shape.h, ctx.shape.w
+    s = stride
+    if mode == "reorg" and (c % (s * s) or (not reverse and (h % s or w % s))):
+        need = f"c={c} by {s * s}" + ("" if reverse else f" and h×w={h}×{w} by {s}")
+        t.error("stride", f"stride={s} needs {need}: darknet's reorg_cpu would read out of "
+                "bounds (or divide by zero)")  # fmt: skip
+        return None
+    spec = ReorgSpec(
+        **spec_fields(ctx, common), stride=s, reverse=bool(reverse), mode=mode, extra=extra
+    )
+    if mode == "extra":
+        return spec, Shape.flat(ctx.shape.outputs + extra)
+    if mode == "flatten":
+        return spec, ctx.shape
+    out = (h * s, w * s, c // (s * s)) if reverse else (h // s, w // s, c * s * s)
+    return spec, Shape(out[0], out[1], out[2], out[0] * out[1] * out[2])
+
+
+def parse_crop(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
+    """``parse_crop``: crop_height 1, crop_width 1, flip 0, angle 0, saturation 1, exposure 1,
+    noadjust 0 (quiet), shift 0. ``angle`` (rotation) and ``shift`` (GPU-only colour shift)
+    are not simulated: a warning when set. ``saturation``/``exposure`` apply to 3-channel
+    images only (darknet's GPU kernel reads three channels): a warning otherwise."""
+    t = ctx.table
+    height, width = t.get_int("crop_height", 1), t.get_int("crop_width", 1)
+    flip = t.get_int("flip", 0)
+    angle = t.get_float("angle", 0.0)
+    saturation, exposure = t.get_float("saturation", 1.0), t.get_float("exposure", 1.0)
+    noadjust = t.get_int("noadjust", 0)
+    shift = t.get_float("shift", 0.0)
+    if not ctx.require_image():
+        return None
+    h, w, c = ctx.shape.h, ctx.shape.w, ctx.shape.c
+    if not (0 < height <= h and 0 < width <= w):
+        key = "crop_height" if not 0 < height <= h else "crop_width"
+        t.error(key, f"a {height}×{width} crop does not fit the {h}×{w} image before it")
+        return None
+    for key, value in (("saturation", saturation), ("exposure", exposure)):
+        if value <= 0:
+            t.error(key, f"{key} must be > 0, got {value:g}")
+            return None
+    warn_if_set(ctx, "angle", angle, 0.0, "random rotation (darknet's GPU crop) is not simulated")
+    warn_if_set(ctx, "shift", shift, 0.0, "the GPU-only colour shift is not simulated")
+    if c != 3 and (saturation != 1.0 or exposure != 1.0):
+        t.warning("saturation" if saturation != 1.0 else "exposure",
+                  f"saturation/exposure need 3 channels (darknet's GPU kernel reads RGB); "
+                  f"the {c}-channel image is not recoloured")  # fmt: skip
+        saturation = exposure = 1.0
+    spec = CropSpec(
+        **spec_fields(ctx, common),
+        crop_height=height,
+        crop_width=width,
+        flip=bool(flip),
+        saturation=saturation,
+        exposure=exposure,
+        noadjust=bool(noadjust),
+    )
+    return spec, Shape(height, width, c, height * width * c)
+
+
 LayerParser = Callable[[LayerContext, CommonKeys], "tuple[LayerSpec, Shape] | None"]
 LAYER_PARSERS: dict[str, LayerParser] = {
     "convolutional": parse_convolutional,
@@ -555,6 +640,8 @@ LAYER_PARSERS: dict[str, LayerParser] = {
     "batchnorm": parse_batchnorm,
     "shortcut": parse_shortcut,
     "route": parse_route,
+    "reorg": parse_reorg,
+    "crop": parse_crop,
 }
 
 # Spec field → the cfg key it came from, per layer kind (for RunSpec.origins).
@@ -578,6 +665,11 @@ LAYER_FIELD_KEYS: dict[str, dict[str, str]] = {
     "batchnorm": {},
     "shortcut": {"source": "from", "alpha": "alpha", "beta": "beta", "activation": "activation"},
     "route": {"sources": "layers"},
+    "reorg": {"stride": "stride", "reverse": "reverse", "extra": "extra"},
+    "crop": {
+        "crop_height": "crop_height", "crop_width": "crop_width", "flip": "flip",
+        "saturation": "saturation", "exposure": "exposure", "noadjust": "noadjust",
+    },
 }  # fmt: skip
 COMMON_FIELD_KEYS = {
     "stop_backward": "stopbackward",

@@ -21,7 +21,15 @@ from engine.config.darknet_options import OVERRIDE_FILE, OptionTable
 from engine.config.darknet_schedule import CONDITIONAL_KEYS, SCHEDULE_FIELDS, read_schedule
 from engine.config.darknet_values import float32
 from engine.config.key_names import other_framework_hint
-from engine.spec import ConfigError, Diagnostic, InputSpec, Origin, ScheduleSpec, SolverSpec
+from engine.spec import (
+    ConfigError,
+    DarknetAugmentSpec,
+    Diagnostic,
+    InputSpec,
+    Origin,
+    ScheduleSpec,
+    SolverSpec,
+)
 
 # Every [net] key pjreddie's parse_net_options reads.
 PJREDDIE_NET_KEYS = frozenset(
@@ -86,6 +94,7 @@ class NetOptions:
     schedule: ScheduleSpec
     origins: dict[str, Origin] = field(default_factory=dict)
     raw: dict[str, str] = field(default_factory=dict)
+    augment: DarknetAugmentSpec | None = None
 
 
 def check_override_keys(overrides: Mapping[str, str], known: frozenset[str]) -> None:
@@ -174,22 +183,51 @@ def read_input(table: OptionTable) -> tuple[InputSpec, bool]:
     return InputSpec(inputs, 1, 1), False
 
 
-def read_augmentation(table: OptionTable, width: int) -> None:
-    """Read darknet's augmentation/GPU keys (so they are not unused) and warn about those set
-    to something other than darknet's default: dnupdate does not apply them."""
+# [net] keys of darknet's classifier augmentation that dnupdate simulates when the data images
+# are larger than the net (engine.data.darknet_augment), with darknet's defaults
+AUGMENT_DEFAULTS = {"angle": 0.0, "aspect": 1.0, "saturation": 1.0, "exposure": 1.0, "hue": 0.0}
+AUGMENT_NOTE = (
+    "applied only when the data images are larger than the net (darknet's classifier crop "
+    "and augmentation, simulated by the sampler); at the net's own size it is ignored"
+)
+
+
+def read_augmentation(table: OptionTable, spec: InputSpec, is_image: bool) -> DarknetAugmentSpec:
+    """darknet's augmentation keys (``parse_net_options``: ``max_crop`` = 2·width,
+    ``min_crop`` = width, ``max_ratio``/``min_ratio`` = crop ÷ width, ``center``, ``angle``,
+    ``aspect``, ``hue``, ``saturation``, ``exposure``, all read quietly) → the spec the sampler
+    applies to images larger than the net; a key set to a non-default value gets a note saying
+    when it applies. ``random``, ``notruth``, ``clip`` (detection/GPU) are not applied."""
+    width = spec.width if is_image else 0
     max_crop = table.get_int("max_crop", width * 2)
     min_crop = table.get_int("min_crop", width)
-    if width:
-        table.get_float("max_ratio", max_crop / width)
-        table.get_float("min_ratio", min_crop / width)
-    for key, default in NOT_APPLIED_DEFAULTS.items():
-        value = table.get_int(key, 0) if isinstance(default, int) else table.get_float(key, 0)
-        if table.has(key) and value != default:
-            table.warning(key, f"{key}={value:g} is not applied by dnupdate (darknet: data "
-                          "augmentation / random resize / GPU-only); it is ignored")  # fmt: skip
+    ratios = (
+        table.get_float("min_ratio", float32(min_crop) / float32(width)) if width else 1.0,
+        table.get_float("max_ratio", float32(max_crop) / float32(width)) if width else 2.0,
+    )
+    values = {key: table.get_float(key, default) for key, default in AUGMENT_DEFAULTS.items()}
+    center = table.get_int("center", 0)
+    for key, default in {**AUGMENT_DEFAULTS, "center": 0}.items():
+        if table.has(key) and (center if key == "center" else values[key]) != default:
+            table.warning(key, f"{key}: {AUGMENT_NOTE}")
     for key in ("max_crop", "min_crop", "max_ratio", "min_ratio"):
         if table.has(key):
-            table.warning(key, f"{key} (random crop augmentation) is not applied by dnupdate")
+            table.warning(key, f"{key} (random crop size): {AUGMENT_NOTE}")
+    for key, default in NOT_APPLIED_DEFAULTS.items():
+        if key in AUGMENT_DEFAULTS or key == "center":
+            continue
+        value = table.get_int(key, 0) if isinstance(default, int) else table.get_float(key, 0)
+        if table.has(key) and value != default:
+            table.warning(key, f"{key}={value:g} is not applied by dnupdate (darknet: random "
+                          "resize / detection / GPU-only); it is ignored")  # fmt: skip
+    return DarknetAugmentSpec(
+        width=spec.width,
+        height=spec.height,
+        min_ratio=float(ratios[0]),
+        max_ratio=float(ratios[1]),
+        center=bool(center),
+        **values,
+    )
 
 
 def read_solver(table: OptionTable, minibatch: int, subdivisions: int) -> SolverSpec:
@@ -278,7 +316,7 @@ def read_net(table: OptionTable) -> NetOptions:
     """Resolve a ``[net]``/``[network]`` section (its OptionTable carries the overrides)."""
     minibatch, subdivisions = read_minibatch(table)
     input_spec, is_image = read_input(table)
-    read_augmentation(table, input_spec.width if is_image else 0)
+    augment = read_augmentation(table, input_spec, is_image)
     solver = read_solver(table, minibatch, subdivisions)
     schedule = read_schedule(table)
     table.get_str("data", None)
@@ -291,4 +329,4 @@ def read_net(table: OptionTable) -> NetOptions:
     origins = net_origins(table)
     if not is_image and table.has("inputs"):
         origins["net.input.channels"] = table.origin("inputs")
-    return NetOptions(input_spec, is_image, solver, schedule, origins, raw_values(table))
+    return NetOptions(input_spec, is_image, solver, schedule, origins, raw_values(table), augment)

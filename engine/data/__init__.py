@@ -14,7 +14,8 @@ Public API (other parts of the engine rely on these names):
 
 Dataset names: ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100`` (fine labels),
 ``cifar100-coarse``, ``synthetic-digits``, ``synthetic-shapes``; ``npz:PATH`` or a ``.npz``
-path; an LMDB directory; a folder holding one of the named datasets' files.
+path; ``h5:PATH`` (an ``.h5`` file or Caffe's list of them, :mod:`engine.data.hdf5`); an LMDB
+directory; a folder holding one of the named datasets' files.
 """
 
 from __future__ import annotations

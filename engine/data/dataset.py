@@ -21,6 +21,8 @@ class Dataset:
     ``prescaled``: the images are floats to be used exactly as given (``.npz`` float32): the
     sampler applies no scale and no mean to them (crop and mirror still apply).
     ``notes``: facts a user should see (e.g. a partial test set was used).
+    ``segments``: rows per source file, in order, for sources read as several files that
+    Caffe shuffles file by file (HDF5Data); empty otherwise.
     """
 
     name: str
@@ -34,6 +36,7 @@ class Dataset:
     label_names: tuple[str, ...] = ()
     prescaled: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    segments: tuple[int, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:

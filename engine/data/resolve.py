@@ -1,10 +1,11 @@
 """From a config's data source to a :class:`Dataset`: name resolution, shape probing, opening.
 
 A source is a catalog name (``mnist``, ``cifar10``, ``synthetic-digits``, ...), ``npz:PATH`` or
-a ``.npz`` path, a Caffe LMDB directory, a folder holding a dataset's files, or a darknet
-``.data`` file. Caffe examples point at ``examples/mnist/mnist_train_lmdb`` and
-``examples/cifar10/cifar10_train_lmdb``; when such a path does not exist here it resolves, by
-its name, to the catalog dataset (``mnist``, ``cifar10``).
+a ``.npz`` path, ``h5:PATH`` or a ``.h5`` path (Caffe's HDF5Data input, :mod:`engine.data.hdf5`),
+a Caffe LMDB directory, a folder holding a dataset's files, or a darknet ``.data`` file. Caffe
+examples point at ``examples/mnist/mnist_train_lmdb`` and ``examples/cifar10/cifar10_train_lmdb``;
+when such a path does not exist here it resolves, by its name, to the catalog dataset
+(``mnist``, ``cifar10``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ from pathlib import Path
 from engine.data.catalog import CATALOG, canonical_name, split_name
 from engine.data.dataset import Dataset
 from engine.data.errors import DataError
+from engine.data.hdf5 import (
+    H5_PREFIX,
+    H5Source,
+    is_h5_source,
+    parse_h5_source,
+    probe_h5_shape,
+    read_h5,
+)
 from engine.data.lmdb_source import is_lmdb_dir, probe_lmdb_shape, read_lmdb
 from engine.data.npz import probe_npz_shape, read_npz
 
@@ -107,6 +116,8 @@ def resolve_source(source: str | None, split: str = "train", data_dir: str | Non
     name = canonical_name(source)
     if name:
         return name
+    if is_h5_source(source):
+        return _resolve_h5(source, data_dir)
     if source.startswith(NPZ_PREFIX) or source.lower().endswith(".npz"):
         raw = source.removeprefix(NPZ_PREFIX)
         path = _existing(raw, data_dir)
@@ -133,12 +144,26 @@ def resolve_source(source: str | None, split: str = "train", data_dir: str | Non
     raise _unknown(source)
 
 
+def _resolve_h5(source: str, data_dir: str | None) -> str:
+    """``h5:PATH[#DATA,LABEL]`` with PATH made an existing file (as given, or under
+    ``data_dir``)."""
+    parsed = parse_h5_source(source)
+    path = _existing(parsed.path, data_dir)
+    if path is None or not path.is_file():
+        raise DataError(parsed.path, "no such file (an h5: source: an .h5 file or a list of them)")
+    return H5Source(str(path), parsed.data, parsed.label).text()
+
+
 def probe_shape(source: str) -> tuple[int, int, int] | None:
     """(C, H, W) of a source's images without loading them, or None when it cannot be told.
 
     Catalog names give their fixed shape; ``.npz`` files their ``x`` header; LMDB directories
-    their first record; dataset folders the shape of the dataset found in them.
+    their first record; dataset folders the shape of the dataset found in them; ``h5:``
+    sources the data dataset of their first file. A damaged ``h5:`` source raises its
+    :class:`DataError` (naming the file and dataset) rather than returning None.
     """
+    if is_h5_source(source.strip()):
+        return probe_h5_shape(resolve_source(source))
     try:
         resolved = resolve_source(source)
         if resolved in CATALOG:
@@ -194,6 +219,37 @@ def _open_folder(folder: Path, split: str, size: int | None) -> Dataset:
     return load_catalog_dataset(kind, split, folder, size, only=True)
 
 
+def _open_h5(resolved: str, split: str, size: int | None) -> Dataset:
+    """An ``h5:`` source as a float dataset used as given (``prescaled``)."""
+    images, labels, classes, rows, files = read_h5(resolved)
+    if size is not None:
+        images, labels = images[:size], labels[:size]
+        rows = _first_rows(rows, size)
+    path = parse_h5_source(resolved).path
+    return Dataset(
+        name=Path(path).name,
+        images=images,
+        labels=labels,
+        classes=classes,
+        description=f"HDF5 {path}: {len(labels)} rows of float32 in {len(files)} file(s)",
+        split=split,
+        path=path,
+        prescaled=True,
+        segments=rows,
+    )
+
+
+def _first_rows(rows: tuple[int, ...], size: int) -> tuple[int, ...]:
+    """Rows per file when only the first ``size`` rows are kept."""
+    kept = []
+    for count in rows:
+        if size <= 0:
+            break
+        kept.append(min(count, size))
+        size -= count
+    return tuple(kept)
+
+
 def open_dataset(
     name_or_path: str,
     split: str = "train",
@@ -221,6 +277,8 @@ def open_dataset(
         if CATALOG[resolved].synthetic:
             return load_synthetic(resolved, split, seed, size)
         return load_catalog_dataset(resolved, split, data_dir, size)
+    if resolved.startswith(H5_PREFIX):
+        return _open_h5(resolved, split, size)
     if resolved.startswith(NPZ_PREFIX):
         path = Path(resolved.removeprefix(NPZ_PREFIX))
         images, labels, classes = read_npz(path)

@@ -15,6 +15,11 @@ byte values, so the sampler divides).
 
 Order: darknet samples with replacement (``rand() % N`` per image, ``shuffle=True``); Caffe
 reads records in order and wraps at the end, so batches straddle epochs (``shuffle=False``).
+Caffe's ``HDF5Data`` with ``shuffle: true`` (``hdf5_data_layer.cpp``) permutes instead: the
+file order at the start and at each wrap past the last file, and each file's rows whenever the
+file is (re)loaded; batches still straddle files and epochs. The sampler does the same with
+its own generator, one permutation of files and rows per pass (seeded by the run's seed and
+the pass number).
 The random draws come from a NumPy PCG64 generator (not Caffe's or darknet's stream), whose
 state is part of :meth:`BatchSampler.state_dict`, so a resumed run continues bit-exactly.
 """
@@ -26,6 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from engine.data.darknet_augment import augment_train, center_crop
+from engine.data.darknet_augment import describe as describe_augment
 from engine.data.dataset import Dataset
 from engine.data.errors import DataError
 from engine.data.protobuf import WireError, decode_blob
@@ -117,6 +124,25 @@ def darknet_divisor(scale: float) -> float:
     return float(round(inverse)) if abs(inverse - round(inverse)) < 1e-3 else inverse
 
 
+def _darknet_augment(source: DataSourceSpec, dataset: Dataset, framework: str):
+    """The darknet augmentation spec when it applies (a darknet config whose net is smaller
+    than the data images), else None; a non-square net is refused (darknet's training crop is
+    ``width×width``, :mod:`engine.data.darknet_augment`)."""
+    spec = source.augment
+    _, height, width = dataset.shape
+    if framework != "darknet" or spec is None:
+        return None
+    if (height, width) == (spec.height, spec.width) or height < spec.height or width < spec.width:
+        return None
+    if spec.height != spec.width:
+        raise DataError(
+            dataset.path or dataset.name,
+            f"images are {height}×{width}, the net {spec.height}×{spec.width}: darknet's "
+            "classifier crop is square (width×width); give the net equal height and width",
+        )
+    return spec
+
+
 class BatchSampler:
     """Fills a preallocated float32 batch (and int64 labels) from a dataset.
 
@@ -154,8 +180,13 @@ class BatchSampler:
                 str(source.origin), f"batch size must be positive, got {self.batch_size}"
             )
         self.shuffle = source.shuffle if shuffle is None else shuffle
+        # Caffe HDF5Data shuffle: permutations per pass, not draws with replacement
+        self.permuted = bool(self.shuffle and framework == "caffe" and dataset.segments)
+        self.epoch = 0
+        self._order: tuple[int, np.ndarray] | None = None
         self.mirror = source.mirror
         channels, height, width = dataset.shape
+        self.augment = _darknet_augment(source, dataset, framework)
         self.crop = int(source.crop_size)
         if self.crop and (self.crop > height or self.crop > width):
             raise DataError(
@@ -176,6 +207,10 @@ class BatchSampler:
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self.position = 0
         out_h, out_w = (self.crop, self.crop) if self.crop else (height, width)
+        if self.augment is not None:
+            out_h, out_w = self.augment.height, self.augment.width
+            if phase == "train":
+                self.notes.append(describe_augment(self.augment, dataset.shape))
         self.images = np.empty((self.batch_size, channels, out_h, out_w), dtype=np.float32)
         self.labels = np.empty(self.batch_size, dtype=np.int64)
         self._lut = self._lookup_table()
@@ -224,11 +259,40 @@ class BatchSampler:
     def next_indices(self) -> np.ndarray:
         """Indices of the next batch; advances the position (Caffe) or the generator (darknet)."""
         count = len(self.dataset)
+        if self.permuted:
+            return self._permuted_indices(count)
         if self.shuffle:
             return self.rng.integers(0, count, size=self.batch_size)
         indices = (self.position + np.arange(self.batch_size)) % count
         self.position = int((self.position + self.batch_size) % count)
         return indices
+
+    def pass_order(self, epoch: int) -> np.ndarray:
+        """The row order of pass ``epoch`` in Caffe's HDF5Data shuffle: the files in a random
+        order, each file's rows in a random order (see the module docstring)."""
+        if self._order is not None and self._order[0] == epoch:
+            return self._order[1]
+        rng = np.random.Generator(np.random.PCG64([self.seed, epoch]))
+        segments = self.dataset.segments
+        starts = np.concatenate(([0], np.cumsum(segments[:-1]))).astype(np.int64)
+        files = rng.permutation(len(segments))
+        order = np.concatenate([starts[f] + rng.permutation(segments[f]) for f in files])
+        self._order = (epoch, order.astype(np.int64))
+        return self._order[1]
+
+    def _permuted_indices(self, count: int) -> np.ndarray:
+        """The next batch of the pass-by-pass permuted stream (straddling passes)."""
+        out = np.empty(self.batch_size, dtype=np.int64)
+        filled = 0
+        while filled < self.batch_size:
+            order = self.pass_order(self.epoch)
+            take = min(self.batch_size - filled, count - self.position)
+            out[filled : filled + take] = order[self.position : self.position + take]
+            filled += take
+            self.position += take
+            if self.position == count:
+                self.position, self.epoch = 0, self.epoch + 1
+        return out
 
     def _convert(self, raw: np.ndarray) -> np.ndarray:
         """Pixel values → float32 (C×H×W or batch), before crop and mirror."""
@@ -260,6 +324,9 @@ class BatchSampler:
         indices = self.next_indices()
         raw = self.dataset.images[indices]
         self.labels[:] = self.dataset.labels[indices]
+        if self.augment is not None:
+            self.images[:] = self._augmented(raw)
+            return self.images, self.labels
         if not self.crop and not self.mirror:
             self.images[:] = self._convert(raw)
             return self.images, self.labels
@@ -273,6 +340,16 @@ class BatchSampler:
             self.images[row] = values[:, :, ::-1] if flip else values
         return self.images, self.labels
 
+    def _augmented(self, raw: np.ndarray) -> np.ndarray:
+        """darknet's classifier augmentation (train) or centre crop (test) of a raw batch
+        (bytes → ``byte/255`` first, as ``load_image_color``)."""
+        images = self._convert(raw)
+        spec = self.augment
+        assert spec is not None
+        if self.phase == "train":
+            return augment_train(images, self.rng, spec)
+        return center_crop(images, spec.height, spec.width)
+
     def _convert_window(self, pixels: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
         """Convert one cropped image; a per-pixel mean is cropped at the same offsets."""
         if self.mean is not None and self.mean.shape[1:] != (1, 1) and not self.dataset.prescaled:
@@ -282,9 +359,10 @@ class BatchSampler:
         return self._convert(pixels)
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable state: position, generator state, seed."""
+        """JSON-serialisable state: position, pass (HDF5 shuffle), generator state, seed."""
         return {
             "position": self.position,
+            "epoch": self.epoch,
             "seed": self.seed,
             "rng": self.rng.bit_generator.state,
         }
@@ -293,4 +371,6 @@ class BatchSampler:
         """Restore a state from :meth:`state_dict` (same dataset and settings assumed)."""
         self.position = int(state["position"]) % len(self.dataset)
         self.seed = int(state.get("seed", self.seed))
+        self.epoch = int(state.get("epoch", 0))
+        self._order = None
         self.rng.bit_generator.state = state["rng"]

@@ -13,10 +13,13 @@ Output-size rules (C integer division truncates toward zero, which :func:`c_div`
 * global pooling and darknet ``[avgpool]``: ``1×1``;
 * darknet ``[shortcut]``: the previous layer's shape (the ``from`` layer may differ: darknet's
   stride/sample rule, :func:`shortcut_geometry`);
-* darknet ``[route]``: channels add up when every source has the same H×W, else a flat vector.
+* darknet ``[route]``: channels add up when every source has the same H×W, else a flat vector;
 * Caffe ``Eltwise``/``Split``/``LRN``/``Power``/``Softmax``: the input's shape; ``Concat``
   (axis 1): channels add up; ``Flatten``: ``(C·H·W, 1, 1)``; ``Reshape``: its dims (``0`` copies,
-  ``-1`` is inferred); losses, ``Accuracy`` and ``Silence``: ``1×1×1`` sinks.
+  ``-1`` is inferred); losses, ``Accuracy`` and ``Silence``: ``1×1×1`` sinks;
+* darknet ``[reorg]``: ``(C·s², H/s, W/s)``, reversed ``(C/s², H·s, W·s)``, ``flatten`` the
+  same shape, ``extra`` a flat ``C·H·W + extra`` (:func:`reorg_shape`);
+* darknet ``[crop]``: ``(C, crop_height, crop_width)``.
 
 Networks are graphs: each :class:`LayerShape` lists its ``bottoms``, the positions (in the
 returned list) of the layers whose outputs it reads, ``-1`` for the network input. A chain
@@ -42,6 +45,7 @@ from engine.spec import (
     ConnectedSpec,
     ConvSpec,
     CostSpec,
+    CropSpec,
     Diagnostic,
     DropoutSpec,
     EltwiseSpec,
@@ -53,6 +57,7 @@ from engine.spec import (
     PoolSpec,
     PowerSpec,
     ReshapeSpec,
+    ReorgSpec,
     RouteSpec,
     ScaleSpec,
     ShortcutSpec,
@@ -281,7 +286,7 @@ def _layer_shape(layer: LayerSpec, shape: Shape3, image_in: bool) -> tuple[Shape
     """Output shape, forward FLOPs per sample and whether the output is image-shaped."""
     c, h, w = shape
     count = c * h * w
-    if isinstance(layer, ConvSpec | PoolSpec) and not image_in:
+    if isinstance(layer, ConvSpec | PoolSpec | ReorgSpec | CropSpec) and not image_in:
         raise _error(layer, "the layer before must output an image (C×H×W), not a flat vector")
     if isinstance(layer, ConvSpec):
         out, flops = _conv_shape(layer, c, h, w)
@@ -314,6 +319,15 @@ def _layer_shape(layer: LayerSpec, shape: Shape3, image_in: bool) -> tuple[Shape
         return shape, 4 * count, image_in
     if isinstance(layer, ReshapeSpec):
         return _reshape(layer, shape), 0, bool(layer.shape) and len(layer.shape) == 3
+    if isinstance(layer, ReorgSpec):
+        out, image = reorg_shape(layer, shape)
+        return out, count, image
+    if isinstance(layer, CropSpec):
+        if not (0 < layer.crop_height <= h and 0 < layer.crop_width <= w):
+            raise _error(
+                layer, f"a {layer.crop_height}×{layer.crop_width} crop does not fit a {h}×{w} image"
+            )
+        return (c, layer.crop_height, layer.crop_width), 2 * count, True
     raise _error(layer, f"unknown layer kind {type(layer).__name__}")
 
 
@@ -338,6 +352,25 @@ def _reshape(layer: ReshapeSpec, shape: Shape3) -> Shape3:
             layer, f"reshape to {'×'.join(map(str, dims))} changes the count ({count} values)"
         )
     return tuple(dims + [1] * (3 - len(dims)))  # type: ignore[return-value]
+
+
+def reorg_shape(layer: ReorgSpec, shape: Shape3) -> tuple[Shape3, bool]:
+    """Output shape and image flag of a ``[reorg]`` (``make_reorg_layer``). darknet computes
+    the shape with C integer division and ``reorg_cpu`` then walks the whole input, so the
+    sizes must divide exactly (else darknet writes past its output or divides by zero):
+    ``H``, ``W`` by ``s`` (``reverse=0``) and ``C`` by ``s²`` (both directions)."""
+    c, h, w = shape
+    s = layer.stride
+    if layer.mode == "extra":
+        return (c * h * w + layer.extra, 1, 1), False
+    if layer.mode == "flatten":
+        return shape, True
+    if s < 1 or c % (s * s) or (not layer.reverse and (h % s or w % s)):
+        need = f"C={c} by {s * s}" + ("" if layer.reverse else f" and H×W={h}×{w} by {s}")
+        raise _error(layer, f"reorg stride {s} needs {need} (darknet would read out of bounds)")
+    if layer.reverse:
+        return (c // (s * s), h * s, w * s), True
+    return (c * s * s, h // s, w // s), True
 
 
 @dataclass(frozen=True)

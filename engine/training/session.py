@@ -490,9 +490,13 @@ def _check_shape(run: RunSpec, sampler: BatchSampler, dataset: Dataset) -> None:
     want = (run.net.input.channels, run.net.input.height, run.net.input.width)
     if sampler.output_shape != want:
         have = "×".join(map(str, sampler.output_shape))
+        hint = ""
+        if run.format == "darknet" and sampler.output_shape[0] == want[0]:
+            _, height, width = sampler.output_shape
+            hint = f" (give the net the data's size: --set height={height} --set width={width})"
         raise TrainSetupError(
             f"{dataset.path or dataset.name}: images are {have} (C×H×W) but the network "
-            f"{run.net.name} expects {'×'.join(map(str, want))}"
+            f"{run.net.name} expects {'×'.join(map(str, want))}{hint}"
         )
 
 
@@ -507,6 +511,21 @@ def _check_labels(network, dataset: Dataset) -> None:
         outputs,
         "item",
         f" (the network {network.spec.name} has {outputs} outputs)",
+    )
+
+
+def class_count_note(network, dataset: Dataset) -> str | None:
+    """A warning when the net has more outputs than the data has classes (Debian's 1000-class
+    ImageNet cfgs on CIFAR-10): the extra outputs are never a right answer."""
+    outputs = int(np.prod(network.output.shape[1:]))
+    if not dataset.classes or outputs <= dataset.classes:
+        return None
+    return (
+        f"warning: the network {network.spec.name} has {outputs} outputs but "
+        f"{dataset.name} has {dataset.classes} classes: outputs {dataset.classes}.."
+        f"{outputs - 1} are never a right answer (the net still trains and reports "
+        f"accuracy); give its last layer {dataset.classes} outputs for a {dataset.classes}-class "
+        "net"
     )
 
 
@@ -652,6 +671,9 @@ class TrainingSession:
         )
         _check_shape(run, self.train_sampler, self.train_set)
         _check_labels(self.trainer.network, self.train_set)
+        note = class_count_note(self.trainer.network, self.train_set)
+        if note:
+            self.train_sampler.notes.append(note)
         self.test_set = _open_split(run, options, "test")
         self.test_sampler = None
         if self.test_set is not None:

@@ -23,6 +23,7 @@ from engine.backends.cpu import (
     pool,
     precision,
     reduce,
+    reshape,
     sgemm,
     share,
     softmax,
@@ -141,6 +142,10 @@ class CpuBackend(Backend):
     shortcut = staticmethod(graph.shortcut)
     route_copy = staticmethod(graph.route_copy)
     route_add = staticmethod(graph.route_add)
+
+    # ---- reorg and crop -------------------------------------------------------------------
+    reorg = staticmethod(reshape.reorg)
+    crop_forward = staticmethod(reshape.crop_forward)
 
     # ---- activations ----------------------------------------------------------------------
     def activation_code(self, activation):

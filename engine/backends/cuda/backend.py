@@ -208,6 +208,17 @@ class CudaBackend(Backend):
         n, total = dx.size // batch, delta.size // batch
         graph.route_add[grid(dx.size)](delta.flat, dx.flat, batch, n, total, offset)
 
+    # ---- reorg and crop -------------------------------------------------------------------
+    def reorg(self, x, out, w, h, c, stride, forward):
+        graph.reorg[grid(x.size)](x.flat, w, h, c, x.size // (w * h * c), stride, bool(forward),
+                                  out.flat)  # fmt: skip
+
+    def crop_forward(self, x, out, top, left, flip, scale, trans, colour):
+        device_colour = cuda.to_device(np.ascontiguousarray(colour, dtype=F32))
+        work = out.shape[0] * out.shape[2] * out.shape[3]
+        graph.crop[grid(work)](x.dev, out.dev, int(top), int(left), bool(flip), _f32(scale),
+                               _f32(trans), device_colour)  # fmt: skip
+
     # ---- pooling --------------------------------------------------------------------------
     def maxpool_forward(self, x, y, argmax, kernel, stride, offset):
         spatial.max_forward[grid(y.size)](x.dev, y.dev, argmax.dev, *kernel, *stride, *offset)

@@ -1,4 +1,5 @@
-"""Graph-layer kernels on the GPU: darknet's shortcut add and the route copy/add.
+"""Graph-layer kernels on the GPU: darknet's shortcut add and the route copy/add, and the
+``[reorg]`` permutation and ``[crop]`` window.
 
 Same index maps and float32 rounding points as the CPU backend
 (:mod:`engine.backends.cpu.graph`); each iteration owns one output element.
@@ -7,6 +8,9 @@ Same index maps and float32 rounding points as the CPU backend
 from __future__ import annotations
 
 from numba import cuda
+
+from engine.backends.cpu import reshape as cpu_reshape
+from engine.backends.cuda.compile import device_function
 
 
 @cuda.jit
@@ -42,3 +46,54 @@ def route_add(delta, dx, batch, n, total, offset):
     for t in range(cuda.grid(1), batch * n, cuda.gridsize(1)):
         b = t // n
         dx[t] = dx[t] + delta[b * total + offset + t % n]
+
+
+# ---- [reorg] and [crop] ------------------------------------------------------------------------
+
+levels_channel = device_function(cpu_reshape.levels_channel)
+
+
+@cuda.jit
+def reorg(x, w, h, c, batch, stride, forward, out):
+    """darknet ``reorg_cpu`` (see :mod:`engine.backends.cpu.reshape`): one thread per input
+    position; each assigns one element."""
+    out_c = c // (stride * stride)
+    for t in range(cuda.grid(1), batch * c * h * w, cuda.gridsize(1)):
+        i = t % w
+        j = (t // w) % h
+        k = (t // (w * h)) % c
+        b = t // (w * h * c)
+        c2 = k % out_c
+        offset = k // out_c
+        w2 = i * stride + offset % stride
+        h2 = j * stride + offset // stride
+        out_index = w2 + w * stride * (h2 + h * stride * (c2 + out_c * b))
+        if forward:
+            out[out_index] = x[t]
+        else:
+            out[t] = x[out_index]
+
+
+@cuda.jit
+def crop(x, out, top, left, flip, scale, trans, colour):
+    """darknet ``forward_crop_layer``: one thread per output pixel ``(b, i, j)``, all its
+    channels (recoloured first when ``colour`` has rows)."""
+    batch, channels, _, width = x.shape
+    _, _, out_h, out_w = out.shape
+    recolour = colour.shape[0] > 0
+    for t in range(cuda.grid(1), batch * out_h * out_w, cuda.gridsize(1)):
+        j = t % out_w
+        i = (t // out_w) % out_h
+        b = t // (out_w * out_h)
+        row = i + top
+        col = width - left - j - 1 if flip else j + left
+        if recolour:
+            r = x[b, 0, row, col]
+            g = x[b, 1, row, col]
+            bl = x[b, 2, row, col]
+            for k in range(3):
+                value = levels_channel(r, g, bl, colour[b, 0], colour[b, 1], k)
+                out[b, k, i, j] = value * scale + trans
+        else:
+            for k in range(channels):
+                out[b, k, i, j] = x[b, k, row, col] * scale + trans

@@ -24,6 +24,7 @@ from engine.model.layers.loss import (
 )
 from engine.model.layers.normalization import BatchNormLayer, ScaleLayer
 from engine.model.layers.pool import PoolLayer
+from engine.model.layers.reshape import CropLayer, ReorgLayer
 from engine.model.shapes import LayerShape
 
 LAYER_CLASSES: dict[str, type[Layer]] = {
@@ -50,6 +51,8 @@ LAYER_CLASSES: dict[str, type[Layer]] = {
     "caffe_softmax": CaffeSoftmaxLayer,
     "euclidean_loss": EuclideanLossLayer,
     "sigmoid_ce_loss": SigmoidCrossEntropyLossLayer,
+    "reorg": ReorgLayer,
+    "crop": CropLayer,
 }
 
 
@@ -68,6 +71,7 @@ __all__ = [
     "BatchNormLayer",
     "ConnectedLayer",
     "ConvLayer",
+    "CropLayer",
     "DarknetCostLayer",
     "DarknetSoftmaxLayer",
     "DropoutLayer",
@@ -75,6 +79,7 @@ __all__ = [
     "LayerContext",
     "NetworkError",
     "PoolLayer",
+    "ReorgLayer",
     "RouteLayer",
     "ScaleLayer",
     "ShortcutLayer",
