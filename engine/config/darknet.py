@@ -269,7 +269,8 @@ def darknet_schedule_of_cfg(
     layer sections are not read, so a net that cannot be built still gives its schedule. Reads
     the same keys, with the same defaults and diagnostics, as :func:`load_darknet` does for the
     schedule (``batch``/``subdivisions``, the policy keys, ``max_batches``); other ``[net]`` keys
-    are neither checked nor warned about. ``--set`` keys must still be ``[net]`` keys."""
+    are neither checked nor warned about, but unknown keys are (as ``load_darknet`` warns).
+    ``--set`` keys must still be ``[net]`` keys."""
     override_map = overrides_dict(overrides)
     check_override_keys(override_map, KNOWN_NET_KEYS)
     sink = DiagnosticSink()
@@ -279,6 +280,15 @@ def darknet_schedule_of_cfg(
     table = OptionTable(path, sections[0], sink, override_map)
     read_minibatch(table)
     schedule = read_schedule(table)
+    for option in table.unused():  # unknown keys (a misspelt learning_rate), as load_darknet
+        if option.key not in KNOWN_NET_KEYS:
+            sink.warning(
+                path,
+                option.line,
+                option.key or None,
+                f"unused field '{option.key} = {option.value}': [net] does not read it "
+                '(darknet: "Unused field")',
+            )
     sink.raise_if_errors()
     return schedule, sink.warnings
 
