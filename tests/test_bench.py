@@ -360,3 +360,31 @@ def test_interleaved_windows_alternate_and_settle_between_workers():
     log.clear()
     alone, none = _interleaved_windows(runner("ours"), None, 2, settle=lambda: log.append("x"))
     assert log == ["ours", "ours"] and none == [] and len(alone) == 2
+
+
+def test_whole_runs_test_throughput_from_metrics(tmp_path):
+    """scripts/whole_runs.py: a test's time is the gap to the row before it; training time
+    excludes the tests between the first and last training rows; the test before the first
+    update (row 0) is not counted."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "whole_runs", Path(__file__).resolve().parent.parent / "scripts" / "whole_runs.py"
+    )
+    whole_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(whole_runs)
+    rows = [
+        {"kind": "test", "iteration": 0, "seen": 0, "time_s": 5.0, "test_images": 100},
+        {"kind": "train", "iteration": 0, "seen": 10, "time_s": 6.0},
+        {"kind": "train", "iteration": 1, "seen": 20, "time_s": 7.0},
+        {"kind": "test", "iteration": 1, "seen": 20, "time_s": 7.5, "test_images": 100},
+        {"kind": "train", "iteration": 2, "seen": 30, "time_s": 8.5},
+        {"kind": "test", "iteration": 2, "seen": 30, "time_s": 8.75, "test_images": 50},
+    ]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rates = whole_runs.throughput(path)
+    assert rates["test_images_per_s"] == pytest.approx(150 / 0.75)
+    assert rates["train_images_per_s"] == pytest.approx(20 / 2.0)
+    assert rates["test_over_train"] == pytest.approx(20.0)
+    assert whole_runs.throughput(tmp_path / "missing.jsonl") == {}
