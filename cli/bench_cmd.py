@@ -20,11 +20,11 @@ from cli.help_format import help_from_doc
 BENCH_HELP = help_from_doc(
     """Measure training and inference speed (images/s).
 
-WORKLOAD is a built-in workload (lenet, cifar-small, cifar-small-bn, mlp; default: all four)
-or a darknet .cfg / Caffe solver file. Each runs on one fixed random batch in a worker process
-of its own: after warm-up, several timed windows; the median images/s is shown with the
-min-max over the windows, GFLOP/s of the GEMMs and their share of a measured sgemm peak,
-the JIT compile time of the first step and the worker's peak RSS.
+WORKLOAD is a built-in workload (lenet, cifar-small, cifar-small-bn, mlp, cifar-resnet;
+default: all) or a darknet .cfg / Caffe solver file. Each runs on one fixed random batch in a
+worker process of its own: after warm-up, several timed windows; the median images/s is
+shown with the min-max over the windows, GFLOP/s of the GEMMs and their share of a measured
+sgemm peak, the JIT compile time of the first step and the worker's peak RSS.
 
 --vs torch runs the same nets in PyTorch eager mode (when installed), windows interleaved
 with ours, same threads, and shows the ratio ours / PyTorch.

@@ -14,6 +14,11 @@ publishes:
   Caffe reports 0.7533 on the full 10,000-image test set.
 * ``darknet``: the darknet LeNet-style cfg (``configs/mnist_lenet.cfg``) on MNIST, 10,000 updates.
 
+Each report also gives the test throughput next to the training throughput, from the run's
+``metrics.jsonl``: a test's time is the gap between its row and the row before it (the training
+row of the same iteration, or the start for a test before the first update); training images/s
+is taken between the first and the last training row, minus the tests in between.
+
 Usage::
 
     uv run python scripts/whole_runs.py [lenet cifar darknet] [--data-dir ../shared/data]
@@ -76,6 +81,38 @@ def run_one(name: str, options: argparse.Namespace) -> dict:
     return {**summary, "exit_code": code, "process_seconds": seconds, "out": str(out)}
 
 
+def throughput(metrics_path: Path) -> dict:
+    """``{"test_images_per_s", "train_images_per_s", "test_over_train"}`` of a run folder's
+    ``metrics.jsonl`` (see the module docstring); empty when it has no tests after training
+    started or fewer than two training rows."""
+    if not metrics_path.exists():
+        return {}
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    train = [(i, r) for i, r in enumerate(rows) if r.get("kind") != "test"]
+    if len(train) < 2:
+        return {}
+    (first_index, first), (last_index, last) = train[0], train[-1]
+    test_seconds = test_images = inner_test_seconds = 0.0
+    for index, row in enumerate(rows):
+        if row.get("kind") != "test" or index == 0:
+            continue
+        seconds = row["time_s"] - rows[index - 1]["time_s"]
+        test_seconds += seconds
+        test_images += row.get("test_images", 0)
+        if first_index < index < last_index:
+            inner_test_seconds += seconds
+    train_seconds = last["time_s"] - first["time_s"] - inner_test_seconds
+    if test_seconds <= 0 or train_seconds <= 0:
+        return {}
+    train_rate = (last["seen"] - first["seen"]) / train_seconds
+    test_rate = test_images / test_seconds
+    return {
+        "test_images_per_s": test_rate,
+        "train_images_per_s": train_rate,
+        "test_over_train": test_rate / train_rate,
+    }
+
+
 def report(name: str, result: dict) -> str:
     accuracy = result.get("test_accuracy")
     shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
@@ -84,6 +121,15 @@ def report(name: str, result: dict) -> str:
         f"test accuracy {shown} on {result.get('test_images', '?')} images "
         f"(published: {RUNS[name]['published']}), wall time {result.get('wall_time_s', 0):.0f} s "
         f"({result.get('images_per_s', 0):.0f} img/s), run folder {result['out']}"
+    ) + _throughput_text(throughput(Path(result["out"]) / "metrics.jsonl"))
+
+
+def _throughput_text(rates: dict) -> str:
+    if not rates:
+        return ""
+    return (
+        f"; tests {rates['test_images_per_s']:.0f} img/s, training "
+        f"{rates['train_images_per_s']:.0f} img/s ({rates['test_over_train']:.2f}x)"
     )
 
 

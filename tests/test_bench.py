@@ -81,20 +81,21 @@ def tiny_cfg(tmp_path: Path) -> Path:
 
 def test_builtin_workloads_load_with_the_issue_shapes_and_batches():
     expected = {
-        "lenet": ((1, 28, 28), 64, "caffe"),
-        "cifar-small": ((3, 32, 32), 128, "darknet"),
-        "cifar-small-bn": ((3, 32, 32), 128, "darknet"),
-        "mlp": ((1, 28, 28), 128, "darknet"),
+        "lenet": ((1, 28, 28), 64, "caffe", 5e-4),
+        "cifar-small": ((3, 32, 32), 128, "darknet", 5e-4),
+        "cifar-small-bn": ((3, 32, 32), 128, "darknet", 5e-4),
+        "mlp": ((1, 28, 28), 128, "darknet", 5e-4),
+        "cifar-resnet": ((3, 32, 32), 128, "darknet", 1e-4),  # He et al.'s decay
     }
     assert set(BUILTIN_WORKLOADS) == set(expected)
-    for name, (chw, batch, semantics) in expected.items():
+    for name, (chw, batch, semantics, decay) in expected.items():
         run = load_config(resolve_workload(name).config)
         net_input = run.net.input
         assert (net_input.channels, net_input.height, net_input.width) == chw
         assert run.solver.minibatch == batch and run.solver.accumulate == 1
         assert run.solver.semantics == semantics
         assert run.solver.momentum == pytest.approx(0.9)
-        assert run.solver.decay == pytest.approx(5e-4)
+        assert run.solver.decay == pytest.approx(decay)
     bn_kinds = [
         getattr(layer, "batch_normalize", False)
         for layer in load_config(resolve_workload("cifar-small-bn").config).net.layers
@@ -102,6 +103,9 @@ def test_builtin_workloads_load_with_the_issue_shapes_and_batches():
     assert sum(bn_kinds) == 3
     plain = load_config(resolve_workload("cifar-small").config).net.layers
     assert not any(getattr(layer, "batch_normalize", False) for layer in plain)
+    resnet = load_config(resolve_workload("cifar-resnet").config).net.layers
+    assert [layer.kind for layer in resnet].count("shortcut") == 9
+    assert sum(getattr(layer, "batch_normalize", False) for layer in resnet) == 19
 
 
 def test_resolve_workload_accepts_a_config_path_and_names_builtins_on_error(tiny_cfg):
@@ -225,6 +229,9 @@ def test_torch_translation_reproduces_every_layer_shape():
         net = load_config(resolve_workload(name).config).net
         model, _ = torch_model(net)
         x = torch.zeros((2, net.input.channels, net.input.height, net.input.width))
+        if not isinstance(model, torch.nn.Sequential):  # a graph net: see the tests below
+            assert tuple(model(x).shape) == (2, 10), name
+            continue
         pooled = [s.output for s in infer_shapes(net, "train") if s.layer.kind == "pool"]
         seen = []
         for module in model:
@@ -233,6 +240,73 @@ def test_torch_translation_reproduces_every_layer_shape():
                 seen.append(tuple(x.shape[1:]))
         assert seen == pooled, name
         assert tuple(x.shape) == (2, 10), name
+
+
+@pytest.mark.parametrize(
+    ("add_shape", "out_shape", "alpha", "beta"),
+    [
+        ((2, 4, 6, 6), (2, 4, 6, 6), 1.0, 1.0),  # identity shortcut
+        ((2, 4, 8, 8), (2, 8, 4, 4), 1.0, 1.0),  # option A: stride 2, channels doubled
+        ((2, 8, 8, 8), (2, 4, 4, 4), 0.5, 2.0),  # fewer output channels, scaled
+        ((2, 3, 4, 4), (2, 5, 8, 8), 1.0, 0.5),  # upsampling (sample 2)
+        ((2, 4, 6, 6), (2, 4, 6, 6), 0.25, -1.0),
+    ],
+)
+def test_torch_shortcut_is_darknets_shortcut(add_shape, out_shape, alpha, beta):
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from engine.backends.cpu.graph import shortcut
+    from engine.bench.torch_twin import _shortcut_add
+    from engine.spec import ShortcutSpec
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(add_shape, dtype=np.float32)
+    x = rng.standard_normal(out_shape, dtype=np.float32)
+    spec = ShortcutSpec(name="s", source="0", alpha=alpha, beta=beta)
+    ours = x.copy()
+    shortcut(a, ours, alpha, beta)
+    theirs = _shortcut_add(torch, torch.from_numpy(x), torch.from_numpy(a), spec).numpy()
+    np.testing.assert_allclose(theirs, ours, rtol=1e-6, atol=1e-6)
+
+
+def test_torch_twin_of_the_resnet_follows_its_graph():
+    torch = pytest.importorskip("torch")
+    from engine.bench.torch_twin import torch_model
+    from engine.model.shapes import infer_shapes
+
+    net = load_config(resolve_workload("cifar-resnet").config).net
+    model, _ = torch_model(net)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(convs) == len(norms) == 19
+    assert [c.out_channels for c in convs] == [16] * 7 + [32] * 6 + [64] * 6
+    params = sum(s.param_count for s in infer_shapes(net, "train"))
+    assert sum(p.numel() for p in model.parameters()) == params
+    x = torch.rand((2, 3, 32, 32))
+    out = model(x)
+    assert tuple(out.shape) == (2, 10)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("same_size", [True, False])
+def test_torch_route_is_darknets_route(same_size):
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from engine.backends.cpu.graph import route_copy
+    from engine.bench.torch_twin import _route
+
+    rng = np.random.default_rng(4)
+    first = rng.standard_normal((2, 3, 4, 4), dtype=np.float32)
+    second = rng.standard_normal((2, 5, 4, 4) if same_size else (2, 2, 2, 2), dtype=np.float32)
+    ours = np.zeros((2, first[0].size + second[0].size), dtype=np.float32)
+    route_copy(first, ours, 0)
+    route_copy(second, ours, first[0].size)
+    inputs = [torch.from_numpy(first), torch.from_numpy(second)]
+    theirs = _route(torch, inputs, image_out=same_size).numpy()
+    np.testing.assert_array_equal(theirs.reshape(2, -1), ours)
 
 
 def test_blas_core_name_is_a_word_or_empty():
@@ -286,3 +360,31 @@ def test_interleaved_windows_alternate_and_settle_between_workers():
     log.clear()
     alone, none = _interleaved_windows(runner("ours"), None, 2, settle=lambda: log.append("x"))
     assert log == ["ours", "ours"] and none == [] and len(alone) == 2
+
+
+def test_whole_runs_test_throughput_from_metrics(tmp_path):
+    """scripts/whole_runs.py: a test's time is the gap to the row before it; training time
+    excludes the tests between the first and last training rows; the test before the first
+    update (row 0) is not counted."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "whole_runs", Path(__file__).resolve().parent.parent / "scripts" / "whole_runs.py"
+    )
+    whole_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(whole_runs)
+    rows = [
+        {"kind": "test", "iteration": 0, "seen": 0, "time_s": 5.0, "test_images": 100},
+        {"kind": "train", "iteration": 0, "seen": 10, "time_s": 6.0},
+        {"kind": "train", "iteration": 1, "seen": 20, "time_s": 7.0},
+        {"kind": "test", "iteration": 1, "seen": 20, "time_s": 7.5, "test_images": 100},
+        {"kind": "train", "iteration": 2, "seen": 30, "time_s": 8.5},
+        {"kind": "test", "iteration": 2, "seen": 30, "time_s": 8.75, "test_images": 50},
+    ]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rates = whole_runs.throughput(path)
+    assert rates["test_images_per_s"] == pytest.approx(150 / 0.75)
+    assert rates["train_images_per_s"] == pytest.approx(20 / 2.0)
+    assert rates["test_over_train"] == pytest.approx(20.0)
+    assert whole_runs.throughput(tmp_path / "missing.jsonl") == {}

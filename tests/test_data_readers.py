@@ -112,6 +112,61 @@ def test_gzip_idx_decompressed_into_writable_array(tmp_path):
     assert np.array_equal(got[:, 0], images)
 
 
+def test_large_gzip_idx_is_memory_mapped_from_an_unpacked_copy(tmp_path, monkeypatch):
+    """A gzipped IDX file over the size threshold is unpacked once into the data cache and
+    memory-mapped (read-only) from there: same values, and a second read reuses the copy."""
+    from engine.data import idx
+    from engine.data.idx import read_idx_images
+
+    monkeypatch.setenv("DNUPDATE_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(idx, "UNPACK_MIN_BYTES", 0)
+    images = random_images(9, (6, 5))
+    source = tmp_path / "x-idx3-ubyte.gz"
+    write_idx(source, images)
+    got = read_idx_images(source)
+    assert isinstance(got.base, np.memmap) or isinstance(got, np.memmap)
+    assert got.shape == (9, 1, 6, 5) and not got.flags.writeable
+    assert np.array_equal(got[:, 0], images)
+    copy = idx.unpacked_path(source)
+    assert copy.read_bytes() == gzip.decompress(source.read_bytes())
+    stamp = copy.stat().st_mtime_ns
+    assert np.array_equal(read_idx_images(source)[:, 0], images)
+    assert copy.stat().st_mtime_ns == stamp  # reused, not unpacked again
+    assert [p.name for p in copy.parent.iterdir()] == [copy.name]  # no temporary left
+
+
+@pytest.mark.parametrize("data_bytes", [35, 37])
+def test_malformed_large_gzip_idx_keeps_its_message_and_leaves_no_copy(
+    tmp_path, monkeypatch, data_bytes
+):
+    from engine.data import idx
+    from engine.data.idx import read_idx_images
+
+    monkeypatch.setenv("DNUPDATE_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(idx, "UNPACK_MIN_BYTES", 0)
+    path = tmp_path / "x-idx3-ubyte.gz"
+    head = bytes([0, 0, 8, 3]) + (9).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2
+    path.write_bytes(gzip.compress(head + bytes(range(data_bytes))))
+    with pytest.raises(DataError, match="header says 9×2×2"):
+        read_idx_images(path)
+    assert not idx.unpacked_path(path).exists()
+    assert list((tmp_path / "cache" / "unpacked").iterdir()) == []
+
+
+def test_gzip_idx_read_into_memory_where_the_cache_cannot_be_written(tmp_path, monkeypatch):
+    from engine.data import idx
+    from engine.data.idx import read_idx_images
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("DNUPDATE_DATA_DIR", str(blocker))
+    monkeypatch.setattr(idx, "UNPACK_MIN_BYTES", 0)
+    images = random_images(4, (3, 3))
+    write_idx(tmp_path / "x-idx3-ubyte.gz", images)
+    got = read_idx_images(tmp_path / "x-idx3-ubyte.gz")
+    assert got.flags.writeable and np.array_equal(got[:, 0], images)
+
+
 def test_idx_label_out_of_range(tmp_path):
     write_mnist_split(tmp_path, "train", 4, gz=True)
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.array([1, 2, 12, 3], dtype=np.uint8))

@@ -200,6 +200,29 @@ class Backend:
         ``stride = max(1, W1/W2)``, ``sample = max(1, W2/W1)``."""
         raise NotImplementedError
 
+    def shortcut_forward(self, x, add, out, s1: float, s2: float, code: int | None) -> None:
+        """darknet ``forward_shortcut_layer``: ``out = x``, :meth:`shortcut` ``(add → out, s1,
+        s2)``, then the activation ``code`` in place (None: linear). Backends may fuse the
+        passes where the result stays bit-identical."""
+        self.copy(x, out)
+        self.shortcut(add, out, s1, s2)
+        if code is not None:
+            self.activate(out, code)
+
+    def shortcut_backward(
+        self, out, delta, dx, da, alpha: float, beta: float, code: int | None
+    ) -> None:
+        """darknet ``backward_shortcut_layer``: ``delta ← delta·g(out)`` (``code`` None:
+        linear), ``dx += alpha·delta`` over the whole output, then :meth:`shortcut` ``(delta →
+        da, 1, beta)``; None skips ``dx`` or ``da``. Backends may fuse the passes where the
+        result stays bit-identical."""
+        if code is not None:
+            self.activation_gradient(out, code, delta)
+        if dx is not None:
+            self.accumulate(dx, delta, alpha)
+        if da is not None:
+            self.shortcut(delta, da, 1.0, beta)
+
     def route_copy(self, src, out, offset: int) -> None:
         """``out[b, offset:offset+n] = src[b]`` (per-image flat views; ``n`` = src's)."""
         raise NotImplementedError

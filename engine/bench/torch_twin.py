@@ -9,7 +9,17 @@ optional; this module is imported only inside a benchmark worker that asked for 
   output size (darknet's and Caffe's rules), global pooling → ``AdaptiveAvg/MaxPool2d(1)``;
 * Caffe BatchNorm (+ Scale) → ``BatchNorm2d`` without (with) the affine part; dropout →
   ``Dropout``; darknet ``leaky`` → ``LeakyReLU(0.1)``;
-* darknet ``[softmax]`` / Caffe ``SoftmaxWithLoss`` → ``CrossEntropyLoss`` on the logits.
+* darknet ``[softmax]`` / Caffe ``SoftmaxWithLoss`` → ``CrossEntropyLoss`` on the logits;
+* darknet ``[shortcut]`` → ``y = alpha·x + beta·a`` with darknet's index map: equal shapes add
+  whole tensors; where the ``from`` layer is larger and has fewer channels (a ResNet stage that
+  halves the size and doubles the channels) ``a[:, :, ::stride, ::stride]`` zero-padded to the
+  channels, He et al.'s option A as PyTorch CIFAR ResNets write it; other overlaps are added
+  into a copy of ``x`` over darknet's region; then the activation;
+* darknet ``[route]`` → ``torch.cat`` along the channels (flat per-image vectors where the
+  sources' H×W differ).
+
+A chain net becomes an ``nn.Sequential``; a net with graph layers a module that keeps every
+layer's output and feeds each layer its ``bottoms`` (``engine.model.shapes.LayerShape``).
 
 The optimizer is ``torch.optim.SGD`` (momentum, weight decay, Nesterov) or Adam/AdaGrad/
 RMSprop/Adadelta as the solver says; a training step is ``zero_grad``, forward, loss,
@@ -29,7 +39,9 @@ from engine.spec import (
     DropoutSpec,
     NetSpec,
     PoolSpec,
+    RouteSpec,
     ScaleSpec,
+    ShortcutSpec,
     SoftmaxLossSpec,
     SoftmaxSpec,
     SolverSpec,
@@ -135,22 +147,93 @@ def _layer_modules(nn, torch, shape) -> list:
     raise TorchTranslationError(f"layer {spec.name}: kind {spec.kind!r} is not translated")
 
 
+def _shortcut_add(torch, x, a, spec: ShortcutSpec):
+    """darknet's ``shortcut_cpu`` forward on ``(B, C, H, W)`` tensors (``x`` the previous
+    layer's output, ``a`` the ``from`` layer's): ``y = x``, then over the overlap
+    ``y[k, j·sample, i·sample] = alpha·y + beta·a[k, j·stride, i·stride]``."""
+    alpha, beta = spec.alpha, spec.beta
+    if a.shape == x.shape:
+        if alpha == 1.0 and beta == 1.0:
+            return x + a
+        return alpha * x + beta * a
+    c1, h1, w1 = a.shape[1:]
+    c2, h2, w2 = x.shape[1:]
+    stride, sample = max(1, w1 // w2), max(1, w2 // w1)
+    minc, minh, minw = min(c1, c2), min(h1, h2), min(w1, w2)
+    part = a[:, :minc, : minh * stride : stride, : minw * stride : stride]
+    if beta != 1.0:
+        part = beta * part
+    if sample == 1 and (minh, minw) == (h2, w2) and alpha == 1.0:
+        # option A: the subsampled identity, zero-padded to the output's channels
+        return x + torch.nn.functional.pad(part, (0, 0, 0, 0, 0, c2 - minc))
+    y = x.clone()
+    region = (slice(None), slice(0, minc), slice(0, minh * sample, sample))
+    region += (slice(0, minw * sample, sample),)
+    y[region] = alpha * y[region] + part
+    return y
+
+
+def _graph_model(nn, torch, shapes):
+    """A module running the layers of a graph net: each layer reads its ``bottoms`` (-1: the
+    input); shortcut and route layers combine them, the others run their modules on the
+    first."""
+
+    class GraphNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shapes = shapes
+            self.stages = nn.ModuleList()
+            for shape in shapes:
+                if isinstance(shape.layer, ShortcutSpec):
+                    mods = [_activation(nn, shape.layer.activation)]
+                elif isinstance(shape.layer, RouteSpec):
+                    mods = []
+                else:
+                    mods = _layer_modules(nn, torch, shape)
+                self.stages.append(nn.Sequential(*(m for m in mods if m is not None)))
+
+        def forward(self, x):
+            outputs = []
+            for shape, stage in zip(self.shapes, self.stages, strict=True):
+                ins = [x if b < 0 else outputs[b] for b in shape.bottoms]
+                if isinstance(shape.layer, ShortcutSpec):
+                    y = _shortcut_add(torch, ins[0], ins[1], shape.layer)
+                elif isinstance(shape.layer, RouteSpec):
+                    y = _route(torch, ins, shape.image_out)
+                else:
+                    y = ins[0]
+                outputs.append(stage(y))
+            return torch.flatten(outputs[-1], 1)
+
+    return GraphNet()
+
+
+def _route(torch, inputs, image_out: bool):
+    """darknet's ``[route]``: the sources' per-image outputs end to end."""
+    if image_out:
+        return torch.cat(inputs, dim=1)
+    return torch.cat([torch.flatten(t, 1) for t in inputs], dim=1)
+
+
 def torch_model(net: NetSpec):
-    """``(model, loss)``: an ``nn.Sequential`` of the net's layers (training phase) and the
-    loss module (``CrossEntropyLoss`` on flattened logits; ``MSELoss`` for a darknet
-    ``[cost]`` net)."""
+    """``(model, loss)``: an ``nn.Sequential`` of the net's layers (training phase), or for a
+    net with shortcut/route layers a module that follows its graph, and the loss module
+    (``CrossEntropyLoss`` on flattened logits; ``MSELoss`` for a darknet ``[cost]`` net)."""
     import torch
     from torch import nn
 
     from engine.model.shapes import infer_shapes
 
+    shapes = infer_shapes(net, "train")
+    mse = any(isinstance(shape.layer, CostSpec) for shape in shapes)
+    loss = nn.MSELoss() if mse else nn.CrossEntropyLoss()
+    if any(isinstance(shape.layer, ShortcutSpec | RouteSpec) for shape in shapes):
+        return _graph_model(nn, torch, shapes), loss
     modules = []
-    mse = False
-    for shape in infer_shapes(net, "train"):
+    for shape in shapes:
         modules.extend(m for m in _layer_modules(nn, torch, shape) if m is not None)
-        mse = mse or isinstance(shape.layer, CostSpec)
     modules.append(nn.Flatten())
-    return nn.Sequential(*modules), (nn.MSELoss() if mse else nn.CrossEntropyLoss())
+    return nn.Sequential(*modules), loss
 
 
 def torch_optimizer(model, solver: SolverSpec, lr: float):

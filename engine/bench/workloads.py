@@ -51,6 +51,12 @@ BUILTIN_WORKLOADS: dict[str, Workload] = {
             str(BENCH_CONFIG_DIR / "mlp.cfg"),
             "784-1024-1024-10 ReLU, softmax; batch 128 (darknet rule)",
         ),
+        Workload(
+            "cifar-resnet",
+            str(BENCH_CONFIG_DIR / "cifar_resnet.cfg"),
+            "CIFAR ResNet-20: conv 16, 3x3 basic blocks 16/32/64 with darknet batch norm, "
+            "option-A shortcuts, avgpool, fc 10; batch 128",
+        ),
     )
 }
 

@@ -7,7 +7,9 @@ big-endian uint32 dimensions, then the data in row-major order. Images are ``0x0
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
 import math
 import zlib
 from pathlib import Path
@@ -100,14 +102,19 @@ def _header(path: Path, head: bytes, expected_magic: int) -> tuple[int, ...]:
 
 
 def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
-    """Read an IDX uint8 array (memory-mapped when the file is not gzipped; a gzipped file
-    is decompressed straight into one preallocated array).
+    """Read an IDX uint8 array (memory-mapped when the file is not gzipped; a large gzipped
+    file is memory-mapped from its uncompressed copy in the data cache, :func:`unpacked_path`;
+    a small one, or any where the cache cannot be written, is decompressed straight into one
+    preallocated array).
 
     Raises :class:`DataError` on a bad magic number, a truncated file or trailing bytes.
     """
     path = Path(path)
     data = None
     if path.suffix == ".gz":
+        mapped = _mapped_unpacked(path, expected_magic)
+        if mapped is not None:
+            return mapped
         dims, data, available = _read_gzip_idx(path, expected_magic)
     else:
         try:
@@ -137,6 +144,79 @@ def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
     if needed == 0:
         return np.zeros(dims, dtype=np.uint8)
     return np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=dims)
+
+
+#: gzipped IDX files of at least this many compressed bytes are unpacked once into the data
+#: cache and memory-mapped from there (MNIST's training images: 9.9 MB → 47 MB)
+UNPACK_MIN_BYTES = 1 << 20
+
+
+def unpacked_path(path: Path) -> Path:
+    """Where the data cache keeps the uncompressed copy of the gzipped IDX file ``path``:
+    ``<cache root>/unpacked/<name>-<key>`` with ``key`` a digest of the file's absolute path,
+    size and modification time (a changed file gets a new copy; stale ones are never read)."""
+    from engine.data.locate import cache_root
+
+    info = path.stat()
+    ident = f"{path.resolve()}\0{info.st_size}\0{info.st_mtime_ns}".encode()
+    key = hashlib.sha256(ident).hexdigest()[:16]
+    return cache_root() / "unpacked" / f"{path.name.removesuffix('.gz')}-{key}"
+
+
+def _mapped_unpacked(path: Path, expected_magic: int) -> np.ndarray | None:
+    """A large gzipped IDX file as a read-only memory map of its uncompressed copy in the data
+    cache (unpacked in pieces on first use, written atomically), so that only the pages a run
+    reads are resident: Caffe reads its records in order, and 300 LeNet updates touch a third
+    of MNIST's training images. None (read into memory as before) for small files, files that
+    are not well-formed (the in-memory reader names the fault) and a cache that cannot be
+    written."""
+    try:
+        if path.stat().st_size < UNPACK_MIN_BYTES:
+            return None
+        target = unpacked_path(path)
+        ndim = expected_magic & 0xFF
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not _unpack(path, target, expected_magic):
+                return None
+        with target.open("rb") as handle:
+            dims = _header(target, handle.read(4 + 4 * ndim), expected_magic)
+        offset = 4 + 4 * ndim
+        if target.stat().st_size != offset + math.prod(dims) or math.prod(dims) == 0:
+            return None
+        return np.memmap(target, dtype=np.uint8, mode="r", offset=offset, shape=dims)
+    except (OSError, EOFError, zlib.error, DataError):
+        return None
+
+
+def _unpack(path: Path, target: Path, expected_magic: int) -> bool:
+    """Gunzip ``path`` into ``target`` in :data:`_READ_PIECE` pieces (atomically); False, and
+    nothing written, when the data is not exactly what the header announces."""
+    from engine.formats.weights import atomic_write
+
+    class _Malformed(Exception):
+        pass
+
+    def write(out) -> None:
+        with gzip.open(path, "rb") as handle:
+            head = handle.read(4 + 4 * (expected_magic & 0xFF))
+            dims = _header(path, head, expected_magic)
+            _check_gzip_can_hold(path, dims)
+            out.write(head)
+            left = math.prod(dims)
+            while left > 0:
+                piece = handle.read(min(left, _READ_PIECE))
+                if not piece:
+                    raise _Malformed
+                out.write(piece)
+                left -= len(piece)
+            if handle.read(1):
+                raise _Malformed
+
+    with contextlib.suppress(_Malformed):
+        atomic_write(target, write)
+        return True
+    return False
 
 
 def read_idx_images(path: str | Path) -> np.ndarray:

@@ -140,6 +140,14 @@ class CpuBackend(Backend):
 
     # ---- graph layers ---------------------------------------------------------------------
     shortcut = staticmethod(graph.shortcut)
+
+    def shortcut_forward(self, x, add, out, s1, s2, code):
+        graph.shortcut_forward(x, add, out, s1, s2, activations.LINEAR if code is None else code)
+
+    def shortcut_backward(self, out, delta, dx, da, alpha, beta, code):
+        code = activations.LINEAR if code is None else code
+        graph.shortcut_backward(out, delta, dx, da, alpha, beta, code)
+
     route_copy = staticmethod(graph.route_copy)
     route_add = staticmethod(graph.route_add)
 

@@ -10,6 +10,17 @@ integer division), and over the overlap ``min(C) × min(H) × min(W)``::
 ``(s1, s2) = (alpha, beta)``, the backward pass with the roles of the arrays swapped and
 ``(1, beta)``: the same index map read the other way round.
 
+Shortcuts between arrays of the same shape (every residual block but the downsampling ones)
+take a flat path: :func:`shortcut_forward` computes ``out = act(s1·x + s2·add)`` and
+:func:`shortcut_backward` ``delta ← delta·g(out)``, ``dx += alpha·delta``, ``da = 1·da +
+beta·delta`` each in one pass over blocks of :data:`BLOCK` floats, instead of darknet's three
+(``copy_cpu``, ``shortcut_cpu``, ``activate_array``; ``gradient_array``, ``axpy_cpu``,
+``shortcut_cpu``). Every element sees the same float32 operations in the same order (the
+activation loops are :mod:`~engine.backends.cpu.activations`' own, run on each block while it
+is in cache), so the result is bit-identical to the separate passes, whatever the threads;
+``dx`` and ``da`` may be one array (``from=-1``): each element's ``dx`` update still comes
+before its ``da`` update.
+
 The route copies each source's flat per-image output into a column range of its own output
 and, backward, adds that range back into the source's delta (``copy_cpu``/``axpy_cpu`` with
 ``alpha = 1``).
@@ -19,6 +30,12 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from engine.backends.cpu.activations import LINEAR, _activate_array, _gradient_array
+
+#: floats per parallel block of the flat shortcut passes (256 KiB: in cache for the activation)
+BLOCK = 1 << 16
+_EMPTY = np.zeros(0, dtype=np.float32)
 
 
 @njit(cache=True, parallel=True)
@@ -43,6 +60,91 @@ def shortcut(add: np.ndarray, out: np.ndarray, s1: float, s2: float) -> None:
     docstring. darknet's ratio assertion is checked where the net is built
     (``engine.model.shapes.shortcut_geometry``)."""
     _shortcut(add, out, np.float32(s1), np.float32(s2))
+
+
+@njit(cache=True, parallel=True)
+def _shortcut_forward_flat(x, add, out, s1, s2, code):  # pragma: no cover - compiled
+    n = out.size
+    for block in prange((n + BLOCK - 1) // BLOCK):
+        lo = block * BLOCK
+        hi = min(n, lo + BLOCK)
+        for i in range(lo, hi):
+            out[i] = s1 * x[i] + s2 * add[i]
+        if code != LINEAR:
+            _activate_array(out[lo:hi], code)
+
+
+@njit(cache=True)
+def _axpy_block(dx, delta, alpha):  # pragma: no cover - compiled
+    for i in range(dx.size):
+        dx[i] += alpha * delta[i]
+
+
+@njit(cache=True)
+def _shortcut_add_block(da, delta, beta):  # pragma: no cover - compiled
+    one = np.float32(1.0)
+    for i in range(da.size):
+        da[i] = one * da[i] + beta * delta[i]
+
+
+@njit(cache=True, parallel=True)
+def _shortcut_backward_flat(out, delta, dx, da, alpha, beta, code):  # pragma: no cover
+    n = delta.size
+    for block in prange((n + BLOCK - 1) // BLOCK):
+        lo = block * BLOCK
+        hi = min(n, lo + BLOCK)
+        if code != LINEAR:
+            _gradient_array(out[lo:hi], code, delta[lo:hi])
+        if dx.size > 0:
+            _axpy_block(dx[lo:hi], delta[lo:hi], alpha)
+        if da.size > 0:
+            _shortcut_add_block(da[lo:hi], delta[lo:hi], beta)
+
+
+def _flat(array: np.ndarray) -> np.ndarray:
+    return array.reshape(-1)
+
+
+def shortcut_forward(
+    x: np.ndarray, add: np.ndarray, out: np.ndarray, s1: float, s2: float, code: int
+) -> None:
+    """darknet's ``forward_shortcut_layer``: ``out = x``, ``shortcut_cpu(add → out, s1, s2)``,
+    then ``activate_array(out, code)`` (``code`` LINEAR: none). One fused pass where ``add``
+    and ``out`` have the same shape (see the module docstring), else the three passes."""
+    if add.shape == out.shape and x.shape == out.shape:
+        _shortcut_forward_flat(_flat(x), _flat(add), _flat(out), np.float32(s1), np.float32(s2),
+                               code)  # fmt: skip
+        return
+    np.copyto(out, x)
+    shortcut(add, out, s1, s2)
+    if code != LINEAR:
+        _activate_array(_flat(out), code)
+
+
+def shortcut_backward(
+    out: np.ndarray,
+    delta: np.ndarray,
+    dx: np.ndarray | None,
+    da: np.ndarray | None,
+    alpha: float,
+    beta: float,
+    code: int,
+) -> None:
+    """darknet's ``backward_shortcut_layer``: ``delta ← delta·g(out)``; ``dx += alpha·delta``
+    (``axpy_cpu`` over the whole output); ``shortcut_cpu(delta → da, 1, beta)``. None skips
+    ``dx`` or ``da``. One fused pass where ``delta`` and ``da`` have the same shape."""
+    if da is None or da.shape == delta.shape:
+        _shortcut_backward_flat(
+            _flat(out), _flat(delta), _EMPTY if dx is None else _flat(dx),
+            _EMPTY if da is None else _flat(da), np.float32(alpha), np.float32(beta), code,
+        )  # fmt: skip
+        return
+    if code != LINEAR:
+        _gradient_array(_flat(out), code, _flat(delta))
+    if dx is not None:
+        _shortcut_backward_flat(_flat(out), _flat(delta), _flat(dx), _EMPTY,
+                                np.float32(alpha), np.float32(beta), LINEAR)  # fmt: skip
+    shortcut(delta, da, 1.0, beta)
 
 
 def route_copy(src: np.ndarray, out: np.ndarray, offset: int) -> None:

@@ -8,7 +8,8 @@ from the build context (``LayerContext.bottoms``: each producer's output and del
 ``from`` layer's:
 
 * forward: ``y = x``; ``y = alpha·y + beta·a`` over the overlap (``Backend.shortcut``); then
-  the activation in place. darknet quirk: where the shapes differ, the cells outside the
+  the activation in place (``Backend.shortcut_forward``; the CPU fuses the three passes where
+  the shapes match). darknet quirk: where the shapes differ, the cells outside the
   overlap keep ``x`` unscaled by ``alpha``;
 * backward: ``delta ← delta·g(y)``; ``dx += alpha·delta`` over the WHOLE output (darknet
   quirk: even the cells forward did not scale); ``da += beta·delta`` over the overlap
@@ -41,18 +42,14 @@ class ShortcutLayer(Layer):
         self.act = DarknetActivation(ctx.backend, spec.activation)
 
     def forward(self, x, train: bool) -> None:
-        backend = self.backend
-        backend.copy(x, self.output)
-        backend.shortcut(self.add_output, self.output, self.alpha, self.beta)
-        self.act.forward(self.output)
+        self.backend.shortcut_forward(
+            x, self.add_output, self.output, self.alpha, self.beta, self.act.tail_code
+        )
 
     def backward(self, x, dx) -> None:
-        backend = self.backend
-        self.act.backward(self.output, self.delta)
-        if dx is not None:
-            backend.accumulate(dx, self.delta, self.alpha)
-        if self.add_delta is not None:
-            backend.shortcut(self.delta, self.add_delta, 1.0, self.beta)
+        self.backend.shortcut_backward(
+            self.output, self.delta, dx, self.add_delta, self.alpha, self.beta, self.act.tail_code
+        )
 
 
 class RouteLayer(Layer):

@@ -1,0 +1,115 @@
+"""The CPU's fused shortcut passes (``CpuBackend.shortcut_forward``/``shortcut_backward``)
+against darknet's separate passes (``Backend``'s composition: copy, ``shortcut_cpu``,
+``activate_array``; ``gradient_array``, ``axpy_cpu``, ``shortcut_cpu``), bit for bit, on one
+and two threads, over several parallel blocks, for equal shapes (the fused path) and a
+downsampling shortcut (the fallback), with ``dx`` and ``da`` separate, missing or one array."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from engine.backends.base import Backend
+from engine.backends.cpu import CpuBackend, graph
+
+BACKEND = CpuBackend()
+
+# (x/out shape, add shape): one block, several blocks with a partial last one, option A
+SHAPES = [
+    ((2, 3, 5, 5), (2, 3, 5, 5)),
+    ((2, 4, 96, 90), (2, 4, 96, 90)),
+    ((2, 8, 4, 4), (2, 4, 8, 8)),
+]
+ACTIVATIONS = [None, "relu", "leaky", "logistic", "elu"]
+
+
+def _code(name):
+    return None if name is None else BACKEND.activation_code(name)
+
+
+def _with_threads(count: int, run):
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    try:
+        return run()
+    finally:
+        numba.set_num_threads(before)
+
+
+def _arrays(out_shape, add_shape, seed):
+    rng = np.random.default_rng(seed)
+
+    def normal(shape):
+        return rng.normal(size=shape).astype(np.float32)
+
+    return (
+        normal(out_shape),
+        normal(add_shape),
+        normal(out_shape),
+        normal(out_shape),
+        normal(add_shape),
+    )
+
+
+@pytest.mark.parametrize(("out_shape", "add_shape"), SHAPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize(("alpha", "beta"), [(1.0, 1.0), (0.5, -1.5)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_forward_is_the_separate_passes(out_shape, add_shape, activation, alpha, beta,
+                                              threads):  # fmt: skip
+    x, add, *_ = _arrays(out_shape, add_shape, 1)
+    code = _code(activation)
+    expected = np.empty_like(x)
+    Backend.shortcut_forward(BACKEND, x, add, expected, alpha, beta, code)
+    got = np.full_like(x, np.nan)
+    _with_threads(threads, lambda: BACKEND.shortcut_forward(x, add, got, alpha, beta, code))
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(("out_shape", "add_shape"), SHAPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize(("alpha", "beta"), [(1.0, 1.0), (0.5, -1.5)])
+@pytest.mark.parametrize("targets", ["both", "no_dx", "no_da", "same"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_backward_is_the_separate_passes(out_shape, add_shape, activation, alpha, beta,
+                                               targets, threads):  # fmt: skip
+    if targets == "same" and out_shape != add_shape:
+        pytest.skip("one array for dx and da needs equal shapes (from=-1)")
+    x, add, delta, dx, da = _arrays(out_shape, add_shape, 2)
+    code = _code(activation)
+    out = x.copy()
+    Backend.shortcut_forward(BACKEND, x, add, out, alpha, beta, code)
+
+    def buffers():
+        d, dxs, das = delta.copy(), dx.copy(), da.copy()
+        if targets == "same":
+            return d, dxs, dxs
+        return d, None if targets == "no_dx" else dxs, None if targets == "no_da" else das
+
+    ref_delta, ref_dx, ref_da = buffers()
+    Backend.shortcut_backward(BACKEND, out, ref_delta, ref_dx, ref_da, alpha, beta, code)
+    got_delta, got_dx, got_da = buffers()
+    _with_threads(
+        threads,
+        lambda: BACKEND.shortcut_backward(out, got_delta, got_dx, got_da, alpha, beta, code),
+    )
+    np.testing.assert_array_equal(got_delta, ref_delta)
+    for got, expected in ((got_dx, ref_dx), (got_da, ref_da)):
+        if expected is not None:
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_fused_path_is_taken_for_equal_shapes(monkeypatch):
+    """Equal shapes never reach the general ``shortcut_cpu`` index map (the point of the
+    fusion); a downsampling shortcut does."""
+    calls = []
+    monkeypatch.setattr(graph, "shortcut", lambda *args: calls.append(args))
+    x, add, delta, dx, da = _arrays((2, 3, 4, 4), (2, 3, 4, 4), 3)
+    out = np.empty_like(x)
+    BACKEND.shortcut_forward(x, add, out, 1.0, 1.0, None)
+    BACKEND.shortcut_backward(out, delta, dx, da, 1.0, 1.0, None)
+    assert calls == []
+    x, add, delta, dx, da = _arrays((2, 8, 4, 4), (2, 4, 8, 8), 3)
+    BACKEND.shortcut_forward(x, add, np.empty_like(x), 1.0, 1.0, None)
+    assert len(calls) == 1
