@@ -15,7 +15,6 @@ found in the process; Numba's threads through ``NUMBA_NUM_THREADS`` and the CPU 
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sys
@@ -80,28 +79,12 @@ TRAIN_HELP = help_text(
     ),
 )
 
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 EXIT_FOR_STATUS = {"done": EXIT_OK, "diverged": EXIT_DIVERGED, "interrupted": EXIT_INTERRUPTED}
 
 
 # --------------------------------------------------------------------------------------------
 # Threads
 # --------------------------------------------------------------------------------------------
-
-
-def limit_threads(threads: int) -> int:
-    """Ask BLAS and Numba for ``threads`` threads; returns the Numba thread count to use
-    (capped at the cores when Numba is already loaded with its default pool)."""
-    for name in BLAS_THREAD_VARIABLES:
-        os.environ[name] = str(threads)
-    if "numpy" in sys.modules:  # too late for the variables: tell the loaded OpenBLAS
-        from engine.backends.openblas import set_blas_threads
-
-        set_blas_threads(threads)
-    if "numba" not in sys.modules:
-        os.environ["NUMBA_NUM_THREADS"] = str(threads)
-        return threads
-    return min(threads, os.cpu_count() or threads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,18 +125,6 @@ class StopRequest:
 # --------------------------------------------------------------------------------------------
 # Setting up
 # --------------------------------------------------------------------------------------------
-
-
-def _net_file_text(run, config_path: str) -> str | None:
-    """The text of a Caffe solver's separate net file (the file the layers came from)."""
-    files = {layer.origin.file for layer in run.net.layers if layer.origin.file}
-    files.discard(config_path)
-    files.discard("<stdin>")
-    for name in sorted(files):
-        path = Path(name)
-        if path.is_file():
-            return path.read_text(encoding="utf-8", errors="surrogateescape")
-    return None
 
 
 def _load_new(config: str, sets: list[str], data: str | None = None):
@@ -353,6 +324,8 @@ def train(
             )
     sets = [*sets, *scaling_sets(lr_scaling, lr_warmup)]
     sets += [f"{key}={value}" for key, value in mixed.items() if value is not None]
+    from engine.backends.jit_env import limit_threads
+
     numba_threads = limit_threads(threads) if threads else None
     try:
         session = _set_up(
@@ -392,7 +365,12 @@ def _set_up(*, config, resume, sets, out, options, console=None):
     from engine.formats.weights import WeightsFileError
     from engine.model.network import NetworkError
     from engine.spec import ConfigError
-    from engine.training.runfolder import RunFolder, RunFolderError, default_run_dir
+    from engine.training.runfolder import (
+        RunFolder,
+        RunFolderError,
+        default_run_dir,
+        net_file_text,
+    )
     from engine.training.session import TrainingSession, TrainOptions, TrainSetupError
     from engine.training.step import TrainerStateError
 
@@ -433,7 +411,7 @@ def _set_up(*, config, resume, sets, out, options, console=None):
                 folder=folder,
                 overrides=overrides,
                 config_text=text,
-                net_text=_net_file_text(run, run.config_path),
+                net_text=net_file_text(run),
             )
     except ConfigError as exc:
         _release(folder, created)

@@ -94,3 +94,23 @@ def configure_numba_environment(
         chosen["NUMBA_CACHE_DIR"] = user_jit_cache_dir()
     env.update(chosen)
     return chosen
+
+
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_threads(threads: int) -> int:
+    """Ask BLAS and Numba for ``threads`` threads in this process: the environment variables
+    (effective before NumPy and Numba load) and, NumPy being loaded already, OpenBLAS's own
+    setter. Returns the Numba thread count to use (capped at the cores when Numba is already
+    loaded with its default pool)."""
+    for name in BLAS_THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    if "numpy" in sys.modules:  # too late for the variables: tell the loaded OpenBLAS
+        from engine.backends.openblas import set_blas_threads
+
+        set_blas_threads(threads)
+    if "numba" not in sys.modules:
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)
+        return threads
+    return min(threads, os.cpu_count() or threads)

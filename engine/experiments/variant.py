@@ -11,16 +11,13 @@ request comes from a ``stop()`` callback.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 FINISHED = ("done", "diverged")
 #: seconds between two progress reports of one variant
 REPORT_EVERY_S = 0.5
@@ -44,22 +41,6 @@ class VariantTask:
     options: dict = field(default_factory=dict)
     run_dir: str = ""
     threads: int | None = None
-
-
-def limit_threads(threads: int | None) -> None:
-    """Numba and BLAS threads for this process: environment variables (effective when set
-    before the first kernel, i.e. before Numba and NumPy are loaded) and OpenBLAS's own
-    setter when NumPy is already loaded."""
-    if threads is None:
-        return
-    for name in BLAS_THREAD_VARIABLES:
-        os.environ[name] = str(threads)
-    if "numba" not in sys.modules:
-        os.environ["NUMBA_NUM_THREADS"] = str(threads)
-    if "numpy" in sys.modules:
-        from engine.backends.openblas import set_blas_threads
-
-        set_blas_threads(threads)
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
@@ -88,7 +69,7 @@ def finished_result(name: str, run_dir: str | Path) -> dict[str, Any] | None:
 def _session(task: VariantTask):
     """A new or resumed TrainingSession for the task's folder (``dnupdate train``'s setup)."""
     from engine.config import load_config
-    from engine.training.runfolder import RUN_FILE, STATE_FILE, RunFolder
+    from engine.training.runfolder import RUN_FILE, STATE_FILE, RunFolder, net_file_text
     from engine.training.session import TrainingSession, TrainOptions
 
     path = Path(task.run_dir)
@@ -115,18 +96,6 @@ def _session(task: VariantTask):
     return session, False
 
 
-def net_file_text(run) -> str | None:
-    """The text of a Caffe solver's separate net file (saved in the run folder, as ``train``
-    does)."""
-    files = {layer.origin.file for layer in run.net.layers if layer.origin.file}
-    files.discard(run.config_path)
-    files.discard("<stdin>")
-    for name in sorted(files):
-        if Path(name).is_file():
-            return Path(name).read_text(encoding="utf-8", errors="surrogateescape")
-    return None
-
-
 def _failure(error: BaseException) -> str:
     diagnostics = getattr(error, "diagnostics", None)
     if diagnostics:
@@ -147,7 +116,10 @@ def run_variant(
     done = finished_result(task.name, task.run_dir)
     if done is not None:
         return done
-    limit_threads(task.threads)
+    if task.threads is not None:
+        from engine.backends.jit_env import limit_threads
+
+        limit_threads(task.threads)
     try:
         session, resumed = _session(task)
         return _drive(task, session, resumed, report, stop)

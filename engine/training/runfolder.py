@@ -692,3 +692,15 @@ class RunFolder:
         if self.metrics is not None:
             self.metrics.close()
         self.unlock()
+
+
+def net_file_text(run: Any) -> str | None:
+    """The text of a Caffe solver's separate net file (the file its layers came from), which a
+    run folder keeps beside the config; None for a single-file config."""
+    files = {layer.origin.file for layer in run.net.layers if layer.origin.file}
+    files.discard(run.config_path)
+    files.discard("<stdin>")
+    for name in sorted(files):
+        if Path(name).is_file():
+            return Path(name).read_text(encoding="utf-8", errors="surrogateescape")
+    return None
