@@ -315,6 +315,7 @@ def solver_from_msg(
         optimizer=optimizer,
         minibatch=minibatch[0],
         test_iter=test_iter[0] if test_iter else 0,
+        test_iters=tuple(test_iter),
         snapshot_prefix=snapshot_prefix(solver, solver_path),
         momentum_style="lr_inside",
         grad_reduction="mean",

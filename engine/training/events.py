@@ -234,7 +234,9 @@ class EvalFinished(Event):
     differs from ``accuracy`` (else None). ``rolling_stats_weight``: darknet batch norm only:
     the weight ``0.99^n`` the zero start of the rolling mean/variance still carries after
     ``n`` training passes (darknet tests with them as they are; None when the net has none or
-    its statistics came from a weights file)."""
+    its statistics came from a weights file). ``test_net``: which test net (Caffe's
+    ``Testing net (#i)``: one per ``test_iter``/``test_state``), ``test_net_name``: its
+    ``test_state`` stages (``test-on-train``), or ``#i``; empty when the run has one."""
 
     iteration: int
     loss: float
@@ -244,6 +246,8 @@ class EvalFinished(Event):
     non_finite: int = 0
     framework_accuracy: float | None = None
     rolling_stats_weight: float | None = None
+    test_net: int = 0
+    test_net_name: str = ""
 
 
 @dataclass(frozen=True)

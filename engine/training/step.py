@@ -197,7 +197,7 @@ class Trainer:
         self.optimizer: Optimizer = make_optimizer(
             solver, self.network.segments, self.network.params.size
         )
-        self._eval_networks: dict[int, Network] = {}
+        self._eval_networks: dict[tuple[str, int], Network] = {}
         self.history: list[IterationResult] = []
         self._prepare_gradient_norms()
         self._prepare_finite_check()
@@ -519,20 +519,22 @@ class Trainer:
         return f"blob {segment.key} ({segment.name})"
 
     # ---- evaluation -----------------------------------------------------------------------
-    def _eval_network(self, batch: int) -> Network:
-        net = self._eval_networks.get(batch)
+    def _eval_network(self, batch: int, phase: str = "test") -> Network:
+        """The test net of ``phase`` (Caffe test net #i: ``test``, ``test1``, ...) for batches
+        of ``batch`` images, built once and sharing the training network's parameters."""
+        net = self._eval_networks.get((phase, batch))
         if net is None:
             net = Network(
                 self.run.net,
                 self.backend,
                 batch,
                 self.semantics,
-                phase="test",
+                phase=phase,
                 share_params_with=self.network,
             )
             if self.mixed is not None:
                 attach_output_rounding(net, self.run.precision)
-            self._eval_networks[batch] = net
+            self._eval_networks[(phase, batch)] = net
         return net
 
     def release_eval_networks(self) -> None:
@@ -546,17 +548,20 @@ class Trainer:
         self,
         batches: Iterable[Batch],
         observe: Callable[[np.ndarray, np.ndarray], None] | None = None,
+        phase: str = "test",
     ) -> EvalResult:
-        """:meth:`_evaluate`; under simulated precision on the rounded working weights."""
+        """:meth:`_evaluate` with the test net of ``phase``; under simulated precision on the
+        rounded working weights."""
         if self.mixed is None:
-            return self._evaluate(batches, observe)
+            return self._evaluate(batches, observe, phase)
         with self.mixed.working_weights():
-            return self._evaluate(batches, observe)
+            return self._evaluate(batches, observe, phase)
 
     def _evaluate(
         self,
         batches: Iterable[Batch],
         observe: Callable[[np.ndarray, np.ndarray], None] | None = None,
+        phase: str = "test",
     ) -> EvalResult:
         """Test-mode forward over ``batches`` of ``(images, integer labels)``: batch-norm uses
         its running statistics, dropout is the identity, the test phase's layers run (sharing
@@ -579,7 +584,7 @@ class Trainer:
         per_batch: list[tuple[int, float, float, float]] = []
         for x, y in batches:
             labels = np.asarray(y)
-            net = self._eval_network(int(np.shape(x)[0]))
+            net = self._eval_network(int(np.shape(x)[0]), phase)
             net.set_truth(labels)
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 net.forward(x, train=False)
