@@ -147,12 +147,28 @@ def eval_warnings(e) -> list[str]:
 
 
 def eval_line(e) -> str:
-    """The plain line of an ``eval_finished`` event, with its warnings."""
-    text = (
-        f"test after {e.iteration} updates: accuracy {_g(e.accuracy, 4)}, loss {_g(e.loss)} "
-        f"({images_text(e)})"
-    )
+    """The plain line of an ``eval_finished`` event, with its warnings: the test net when the
+    run has several (Caffe's ``Testing net (#i)``), the accuracy when the net reports one,
+    the loss, and each Caffe loss output when there are several (``name = value``, with
+    Caffe's ``(* w = w·value loss)`` where the weight is neither 0 nor 1)."""
+    net = getattr(e, "test_net_name", "")
+    where = f"test net #{e.test_net} ({net})" if net else "test"
+    figures = [] if e.accuracy is None else [f"accuracy {_g(e.accuracy, 4)}"]
+    figures.append(f"loss {_g(e.loss)}")
+    outputs = getattr(e, "outputs", ())
+    if len(outputs) > 1:
+        figures.append(", ".join(output_text(out) for out in outputs))
+    text = f"{where} after {e.iteration} updates: {', '.join(figures)} ({images_text(e)})"
     return text + "".join(f"; WARNING: {w}" for w in eval_warnings(e))
+
+
+def output_text(out) -> str:
+    """One Caffe test output: ``name = value`` plus ``(* w = w·value loss)`` where ``w`` is
+    neither 0 (Caffe prints nothing then) nor 1 (the product is the value)."""
+    text = f"{out.name} = {_g(out.value)}"
+    if out.loss_weight not in (0.0, 1.0):
+        text += f" (* {_g(out.loss_weight)} = {_g(out.weighted)} loss)"
+    return text
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from engine.data.catalog import canonical_name
 from engine.data.errors import check_label_range
 from engine.data.resolve import split_in_name
 from engine.model.network import native_framework
-from engine.spec import DataSourceSpec, RunSpec
+from engine.spec import DataSourceSpec, NetSpec, RunSpec
 from engine.training.events import (
     SCHEMA_VERSION,
     CheckpointSaved,
@@ -71,6 +71,7 @@ from engine.training.events import (
     RunStarted,
     Status,
     StepFinished,
+    TestOutput,
 )
 from engine.training.runfolder import (
     TEST_COLUMNS,
@@ -81,6 +82,7 @@ from engine.training.runfolder import (
     resolved_config,
     truncate_metrics,
 )
+from engine.training.step import reports_accuracy
 
 #: without ``test_iter`` (darknet): test images per periodic test, and for the final test
 PERIODIC_TEST_IMAGES = 1000
@@ -537,6 +539,8 @@ def class_count_note(network, dataset: Dataset) -> str | None:
     outputs = int(np.prod(network.output.shape[1:]))
     if not dataset.classes or outputs <= dataset.classes:
         return None
+    if not reports_accuracy(network.spec):
+        return None  # not a classifier (the MNIST autoencoder's 784 outputs rebuild the image)
     return (
         f"warning: the network {network.spec.name} has {outputs} outputs but "
         f"{dataset.name} has {dataset.classes} classes: outputs {dataset.classes}.."
@@ -663,6 +667,8 @@ class TrainingSession:
                 f"{run.config_path}: no iteration limit (max_batches / max_iter is 0); "
                 "set one in the config or give --max-iters"
             )
+        #: Caffe nets with several loss outputs: one metrics column per output
+        self.output_columns = loss_output_names(run.net) if self.test_nets else []
         self.smoother = LossSmoother(self.semantics, self.trainer.solver.average_loss)
         self.norm_table = LayerNormTable(self.trainer.network.segments)
         self.eval_every = (
@@ -787,6 +793,8 @@ class TrainingSession:
             columns[cut:cut] = self.trainer.mixed.column_names()
         if len(self.test_nets) > 1:
             columns.append("test_net")
+        if len(self.output_columns) > 1:
+            columns += [f"test.{name}" for name in self.output_columns]
         folder.open_metrics(columns)
 
     def state_dict(self) -> dict[str, Any]:
@@ -1132,17 +1140,19 @@ class TrainingSession:
         result = self.trainer.evaluate(self._test_batches_iter(final, net), phase=net.phase)
         self.trainer.release_eval_networks()  # tests are rare: keep only the train net's buffers
         iteration = self.trainer.iteration
+        shown = result.has_accuracy  # a net without Accuracy layer / softmax reports none
         event = EvalFinished(
             iteration,
             result.loss,
-            result.accuracy,
+            result.accuracy if shown else None,
             result.images,
             distinct_images=min(result.images, len(net.dataset)),
             non_finite=result.non_finite,
-            framework_accuracy=result.framework_accuracy,
+            framework_accuracy=result.framework_accuracy if shown else None,
             rolling_stats_weight=self._rolling_stats_weight(),
             test_net=net.index,
             test_net_name=net.name,
+            outputs=result.outputs,
         )
         net.last = event
         if net.index == 0:
@@ -1155,13 +1165,15 @@ class TrainingSession:
                 "epoch": self.trainer.seen / max(len(self.train_set), 1),
                 "time_s": self.previous_elapsed + self._session_seconds(),
                 "test_loss": result.loss,
-                "test_accuracy": result.accuracy,
+                "test_accuracy": event.accuracy,
                 "test_images": result.images,
                 "test_distinct_images": event.distinct_images,
                 "test_non_finite": event.non_finite,
             }
             if len(self.test_nets) > 1:
                 row["test_net"] = net.index
+            if len(self.output_columns) > 1:
+                row.update({f"test.{out.name}": out.value for out in event.outputs})
             self.folder.metrics.append(row)
         return event
 
@@ -1375,6 +1387,7 @@ class TrainingSession:
             "test_non_finite": None if test is None else test.non_finite,
             "test_iteration": None if test is None else test.iteration,
             "test_is_final": test is not None and test.iteration == trainer.iteration,
+            "test_outputs": None if test is None else _outputs_dict(test),
             "images_per_s": self.timer.images_per_s(),
             "startup_s": self.timer.startup_s,
             "wall_time_s": self.previous_elapsed + seconds,
@@ -1407,6 +1420,7 @@ class TrainingSession:
             "test_images": None if test is None else test.images,
             "test_distinct_images": None if test is None else test.distinct_images,
             "test_iteration": None if test is None else test.iteration,
+            "test_outputs": None if test is None else _outputs_dict(test),
         }
 
     def _precision_summary(self) -> dict[str, Any]:
@@ -1463,6 +1477,24 @@ def _update_words(label: int, updates: int) -> str:
     return f"iteration {label} (update {updates})"
 
 
+def _outputs_dict(test: EvalFinished) -> dict[str, float]:
+    """``{output name: unweighted value}`` of a Caffe test (summary.json's ``test_outputs``)."""
+    return {out.name: out.value for out in test.outputs}
+
+
+def loss_output_names(net: NetSpec) -> list[str]:
+    """A Caffe net's loss outputs (each loss layer's top, in layer order; the names
+    ``Solver::Test`` prints); empty for darknet nets."""
+    if native_framework(net) != "caffe":
+        return []
+    names = [layer.tops[0] if layer.tops else layer.name for layer in net.layers if _is_loss(layer)]
+    return list(dict.fromkeys(names))
+
+
+def _is_loss(layer) -> bool:
+    return layer.kind in ("softmax_loss", "euclidean_loss", "sigmoid_ce_loss")
+
+
 def _eval_from_json(last: dict[str, Any]) -> EvalFinished:
     """An :class:`EvalFinished` back from its ``to_json`` form (the resume state)."""
     framework = last.get("framework_accuracy")
@@ -1470,7 +1502,7 @@ def _eval_from_json(last: dict[str, Any]) -> EvalFinished:
     return EvalFinished(
         int(last["iteration"]),
         _float(last["loss"]),
-        _float(last["accuracy"]),
+        None if last["accuracy"] is None else _float(last["accuracy"]),
         int(last["images"]),
         distinct_images=last.get("distinct_images"),
         non_finite=int(last.get("non_finite", 0)),
@@ -1478,6 +1510,12 @@ def _eval_from_json(last: dict[str, Any]) -> EvalFinished:
         rolling_stats_weight=None if weight is None else _float(weight),
         test_net=int(last.get("test_net", 0)),
         test_net_name=str(last.get("test_net_name", "")),
+        outputs=tuple(
+            TestOutput(
+                str(o["name"]), _float(o["value"]), _float(o["loss_weight"]), _float(o["weighted"])
+            )
+            for o in last.get("outputs") or ()
+        ),
     )
 
 
