@@ -221,7 +221,7 @@ class PrecisionReported(Event):
 
 
 @dataclass(frozen=True)
-class TestOutput:
+class LossOutput:
     """One loss output of a Caffe test (``Solver::Test``'s ``Test net output #i``): the
     loss layer's top ``name``, its ``value`` (the unweighted loss, ``Σ_f32 batch values /
     test_iter``), its ``loss_weight`` and ``weighted``, the float32 ``loss_weight·value``
@@ -265,7 +265,7 @@ class EvalFinished(Event):
     rolling_stats_weight: float | None = None
     test_net: int = 0
     test_net_name: str = ""
-    outputs: tuple[TestOutput, ...] = ()
+    outputs: tuple[LossOutput, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -65,13 +65,13 @@ from engine.training.events import (
     Interrupted,
     LayerNorms,
     LayerPrecision,
+    LossOutput,
     NormsReported,
     PrecisionReported,
     RunFinished,
     RunStarted,
     Status,
     StepFinished,
-    TestOutput,
 )
 from engine.training.runfolder import (
     TEST_COLUMNS,
@@ -1511,7 +1511,7 @@ def _eval_from_json(last: dict[str, Any]) -> EvalFinished:
         test_net=int(last.get("test_net", 0)),
         test_net_name=str(last.get("test_net_name", "")),
         outputs=tuple(
-            TestOutput(
+            LossOutput(
                 str(o["name"]), _float(o["value"]), _float(o["loss_weight"]), _float(o["weighted"])
             )
             for o in last.get("outputs") or ()

@@ -55,7 +55,7 @@ from engine.model.initialisation import allocate_blobs, initialise
 from engine.model.network import Network, NetworkError, native_framework
 from engine.rng import DarknetRandom
 from engine.spec import Framework, NetSpec, RunSpec
-from engine.training.events import TestOutput
+from engine.training.events import LossOutput
 from engine.training.mixed import MixedPrecision, PrecisionReport, attach_output_rounding
 from engine.update.rules import Optimizer, OptimizerStateError, UpdateStats, make_optimizer
 from engine.update.scaler import ScalerStateError
@@ -125,7 +125,7 @@ class EvalResult:
     non_finite: int = 0
     framework_accuracy: float | None = None
     #: Caffe: each loss layer's mean unweighted value and its weight (``Solver::Test``)
-    outputs: tuple[TestOutput, ...] = ()
+    outputs: tuple[LossOutput, ...] = ()
     #: whether the framework reports an accuracy for this net (see :func:`reports_accuracy`)
     has_accuracy: bool = True
 
@@ -151,7 +151,7 @@ def _loss_outputs(net: Network) -> list[tuple[str, float, float]]:
     return out
 
 
-def _output_means(per_batch: list[list[tuple[str, float, float]]]) -> tuple[TestOutput, ...]:
+def _output_means(per_batch: list[list[tuple[str, float, float]]]) -> tuple[LossOutput, ...]:
     """``Solver::Test``: each output's ``Σ_f32`` over the batches divided by their count."""
     if not per_batch:
         return ()
@@ -165,7 +165,7 @@ def _output_means(per_batch: list[list[tuple[str, float, float]]]) -> tuple[Test
         for total, (name, _, weight) in zip(sums, per_batch[0], strict=True)
     ]
     return tuple(
-        TestOutput(name, float(mean), weight, float(f32(weight) * mean))
+        LossOutput(name, float(mean), weight, float(f32(weight) * mean))
         for name, mean, weight in means
     )
 
