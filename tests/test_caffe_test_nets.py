@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from cli.dashboard import eval_line, output_text
 from cli.main import app
+from cli.plot_cmd import Run, panels_from_runs
 from engine.config import load_config
 from engine.data.resolve import split_in_name
 from engine.spec import ConfigError
@@ -338,3 +339,16 @@ def test_lr_schedule_reads_each_example_solver(caffe_root, solver, rates):
     rows = json.loads(result.stdout)
     assert [row["iteration"] for row in rows][:4] == [0, 1, 2, 3]
     assert [row["lr"] for row in rows][:4] == pytest.approx(rates, rel=1e-6)
+
+
+def test_plot_draws_one_test_curve_per_test_net(caffe_root):
+    _, events = train(caffe_root, AE_SOLVER)
+    folder = run_folder(events)
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    loss, _, accuracy, *_ = panels_from_runs([Run("run", rows)])
+    tests = {curve.label: list(curve.y) for curve in loss.curves if curve.label.startswith("test")}
+    want = [e for e in events if e["event"] == "eval_finished"]
+    assert tests == {
+        f"test loss #{net}": [e["loss"] for e in want if e["test_net"] == net] for net in (0, 1)
+    }
+    assert not accuracy.curves  # the autoencoder reports no accuracy
