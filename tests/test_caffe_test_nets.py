@@ -5,19 +5,21 @@ test figures a net without Accuracy layer reports, and small copies of BVLC's ex
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from cli.dashboard import eval_line, output_text
+from cli.dashboard import Dashboard, eval_line, output_text
 from cli.main import app
 from cli.plot_cmd import Run, panels_from_runs
 from engine.config import load_config
 from engine.data.resolve import split_in_name
 from engine.spec import ConfigError
-from engine.training.events import EvalFinished, LossOutput
+from engine.training.events import EVENT_TYPES, EvalFinished, LossOutput
 from engine.training.step import reports_accuracy
 from tests.data_fixtures import write_cifar10_folder, write_mnist_split
 
@@ -352,3 +354,26 @@ def test_plot_draws_one_test_curve_per_test_net(caffe_root):
         f"test loss #{net}": [e["loss"] for e in want if e["test_net"] == net] for net in (0, 1)
     }
     assert not accuracy.curves  # the autoencoder reports no accuracy
+
+
+def test_the_live_dashboard_shows_each_test_net_and_no_accuracy_without_one(caffe_root):
+    _, events = train(caffe_root, AE_SOLVER)
+    kinds = {cls.kind: cls for cls in EVENT_TYPES}
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=160, record=True, no_color=True)
+    dashboard = Dashboard(console)
+    for data in events:
+        if data["event"] == "eval_finished":
+            outputs = tuple(LossOutput(**o) for o in data.pop("outputs"))
+            dashboard.handle(kinds["eval_finished"](**{**data_fields(data), "outputs": outputs}))
+    dashboard.close()
+    text = console.export_text()
+    tests = [e for e in events if e["event"] == "eval_finished"]
+    assert "test loss #0" in text and "test loss #1" in text
+    assert "test-on-train, after 4 updates" in text and "test-on-test, after 4 updates" in text
+    assert f"{tests[5]['loss']:.5g}" in text
+    assert "test accuracy" not in text
+
+
+def data_fields(data: dict) -> dict:
+    return {key: value for key, value in data.items() if key != "event"}
