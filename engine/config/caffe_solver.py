@@ -327,6 +327,7 @@ def solver_from_msg(
     origins["solver.optimizer"] = optimizer_origin
     origins["solver.minibatch"] = minibatch[1]
     origins["solver.test_iter"] = solver.origin_or_default("test_iter")
+    origins["solver.test_iters"] = origins["solver.test_iter"]
     origins["solver.snapshot_prefix"] = solver.origin_or_default("snapshot_prefix")
     for name in ("semantics", "momentum_style", "grad_reduction"):
         origins[f"solver.{name}"] = DEFAULT
