@@ -185,7 +185,8 @@ def test_row(test) -> tuple[str, str, str]:
 
 def output_text(out) -> str:
     """One Caffe test output: ``name = value`` plus ``(* w = w·value loss)`` where ``w`` is
-    neither 0 (Caffe prints nothing then) nor 1 (the product is the value)."""
+    neither 0 (Caffe prints nothing then) nor 1 (Caffe prints ``(* 1 = value loss)``; here
+    left out, as it only repeats the value)."""
     text = f"{out.name} = {_g(out.value)}"
     if out.loss_weight not in (0.0, 1.0):
         text += f" (* {_g(out.loss_weight)} = {_g(out.weighted)} loss)"
