@@ -1136,7 +1136,9 @@ class TrainingSession:
         for net in self.test_nets:
             yield self._evaluate(final, net)
 
-    def _evaluate(self, final: bool, net: TestNet) -> EvalFinished:
+    def _evaluate(self, final: bool = False, net: TestNet | None = None) -> EvalFinished:
+        """A test of test net ``net`` (#0 when None): its event, metrics row and last result."""
+        net = net or self.test_nets[0]
         result = self.trainer.evaluate(self._test_batches_iter(final, net), phase=net.phase)
         self.trainer.release_eval_networks()  # tests are rare: keep only the train net's buffers
         iteration = self.trainer.iteration
