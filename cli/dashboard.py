@@ -72,6 +72,8 @@ class RunView:
         self.step = None
         self.norms = None
         self.last_eval = None
+        #: the last test of each test net (Caffe runs may have several), by index
+        self.tests: dict[int, object] = {}
         self.status = ""
         self.busy = False
         self.losses: deque[float] = deque(maxlen=SPARK_LENGTH)
@@ -92,6 +94,7 @@ class RunView:
             self.norms = event
         elif kind == "eval_finished":
             self.last_eval = event
+            self.tests[event.test_net] = event
 
     def layer_kinds(self) -> dict[str, str]:
         """``{layer name: kind}`` from the resolved config of ``run_started``."""
@@ -147,12 +150,47 @@ def eval_warnings(e) -> list[str]:
 
 
 def eval_line(e) -> str:
-    """The plain line of an ``eval_finished`` event, with its warnings."""
-    text = (
-        f"test after {e.iteration} updates: accuracy {_g(e.accuracy, 4)}, loss {_g(e.loss)} "
-        f"({images_text(e)})"
-    )
+    """The plain line of an ``eval_finished`` event, with its warnings: the test net when the
+    run has several (Caffe's ``Testing net (#i)``), the accuracy when the net reports one,
+    the loss, and each Caffe loss output when there are several (``name = value``, with
+    Caffe's ``(* w = w·value loss)`` where the weight is neither 0 nor 1)."""
+    net = getattr(e, "test_net_name", "")
+    where = f"test net #{e.test_net} ({net})" if net else "test"
+    figures = [] if e.accuracy is None else [f"accuracy {_g(e.accuracy, 4)}"]
+    figures.append(f"loss {_g(e.loss)}")
+    outputs = getattr(e, "outputs", ())
+    if len(outputs) > 1:
+        figures.append(", ".join(output_text(out) for out in outputs))
+    text = f"{where} after {e.iteration} updates: {', '.join(figures)} ({images_text(e)})"
     return text + "".join(f"; WARNING: {w}" for w in eval_warnings(e))
+
+
+def test_row(test) -> tuple[str, str, str]:
+    """The dashboard's row of one test net's last test: its accuracy (when the net reports
+    one, else its loss), what it is and the rest of the figures."""
+    warned = " (see the warning above)" if eval_warnings(test) else ""
+    net = f" #{test.test_net}" if test.test_net_name else ""
+    where = f"{test.test_net_name}, " if test.test_net_name else ""
+    if test.accuracy is None:
+        outputs = ", ".join(output_text(out) for out in test.outputs if len(test.outputs) > 1)
+        rest = f", {outputs}" if outputs else ""
+        detail = f"{where}after {test.iteration} updates, {images_text(test)}{rest}{warned}"
+        return f"test loss{net}", _g(test.loss), detail
+    detail = (
+        f"{where}top-1 after {test.iteration} updates, {images_text(test)}, "
+        f"loss {_g(test.loss)}{warned}"
+    )
+    return f"test accuracy{net}", _g(test.accuracy, 4), detail
+
+
+def output_text(out) -> str:
+    """One Caffe test output: ``name = value`` plus ``(* w = w·value loss)`` where ``w`` is
+    neither 0 (Caffe prints nothing then) nor 1 (Caffe prints ``(* 1 = value loss)``; here
+    left out, as it only repeats the value)."""
+    text = f"{out.name} = {_g(out.value)}"
+    if out.loss_weight not in (0.0, 1.0):
+        text += f" (* {_g(out.loss_weight)} = {_g(out.weighted)} loss)"
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,7 +456,7 @@ class Dashboard:
     def _numbers(self):
         from rich.table import Table
 
-        s, step, test = self.view.started, self.view.step, self.view.last_eval
+        s, step = self.view.started, self.view.step
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column(no_wrap=True)  # the sparkline keeps its newest points: never cut
@@ -436,14 +474,8 @@ class Dashboard:
                 sparkline(self.view.losses, length),
                 f"raw loss, last {min(length, len(self.view.losses))} updates",
             )
-        if test is not None:
-            warned = " (see the warning above)" if eval_warnings(test) else ""
-            grid.add_row(
-                "test accuracy",
-                _g(test.accuracy, 4),
-                f"top-1 after {test.iteration} updates, {images_text(test)}, "
-                f"loss {_g(test.loss)}{warned}",
-            )
+        for test in self.view.tests.values():
+            grid.add_row(*test_row(test))
         return grid
 
     def _table(self):

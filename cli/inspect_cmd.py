@@ -254,7 +254,8 @@ def _render_text(run, rows, layers, update, mapping, convention, memory) -> None
     ):
         table.add_column(column, justify=justify)
     for row in layers:
-        phase = "" if len(row["phases"]) == 2 else f" [{row['phases'][0]}]"
+        phases = row["phases"]
+        phase = "" if {"train", "test"} <= set(phases) else f" [{phases[-1]}]"
         table.add_row(
             str(row["index"]),
             escape(row["name"]),

@@ -74,25 +74,40 @@ class Run:
     rows: list[dict]
 
 
-def _series(rows: list[dict], kind: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+def _series(
+    rows: list[dict], kind: str, key: str, test_net: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     import numpy as np
 
     xs, ys = [], []
     for row in rows:
-        if row.get("kind") != kind or row.get(key) is None:
+        if row.get("kind") != kind or row.get(key) in (None, ""):
+            continue
+        if test_net is not None and str(row.get("test_net", "")) != test_net:
             continue
         xs.append(float(row["iteration"]))
         ys.append(float(row[key]))  # non-finite values are stored as "nan"/"inf"
     return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
 
 
-def _curve(label: str, rows: list[dict], kind: str, key: str) -> Curve | None:
-    """The ``key`` values of ``kind`` rows against the iteration (None when there are none);
-    test values get points."""
+def _curve(
+    label: str, rows: list[dict], kind: str, key: str, test_net: str | None = None
+) -> Curve | None:
+    """The ``key`` values of ``kind`` rows (of one Caffe test net when ``test_net`` is
+    given) against the iteration (None when there are none); test values get points."""
     from cli.plotting import Curve
 
-    x, y = _series(rows, kind, key)
+    x, y = _series(rows, kind, key, test_net)
     return Curve(label, x, y, points=kind == "test") if len(x) else None
+
+
+def _test_curves(label: str, rows: list[dict], key: str) -> list[Curve | None]:
+    """The test ``key`` curve; one per test net (``label #i``) for a Caffe run with several
+    (rows with a ``test_net`` column), whose tests would otherwise interleave."""
+    nets = dict.fromkeys(str(r["test_net"]) for r in rows if r.get("test_net") not in (None, ""))
+    if len(nets) < 2:
+        return [_curve(label, rows, "test", key)]
+    return [_curve(f"{label} #{net}", rows, "test", key, net) for net in nets]
 
 
 def smoothed_key(rows: list[dict]) -> str | None:
@@ -129,9 +144,9 @@ def panels_from_runs(runs: list[Run], log_loss: bool = False) -> list[Panel]:
             loss.append(_curve(named(run, "loss (raw)"), rows, "train", "loss"))
         if smooth:
             loss.append(_curve(named(run, smooth), rows, "train", smooth))
-        loss.append(_curve(named(run, "test loss"), rows, "test", "test_loss"))
+        loss += _test_curves(named(run, "test loss"), rows, "test_loss")
         lr.append(_curve(named(run, "lr"), rows, "train", "lr"))
-        accuracy.append(_curve(named(run, "top-1"), rows, "test", "test_accuracy"))
+        accuracy += _test_curves(named(run, "top-1"), rows, "test_accuracy")
         for field in norms:
             for layer in layer_names(rows):
                 label = named(run, f"layer {layer}")

@@ -672,6 +672,8 @@ class SolverSpec:
     average_loss: int = 1
     test_interval: int = 0
     test_iter: int = 0
+    #: Caffe: one ``test_iter`` per test net (``test_iter`` repeated; the first is ``test_iter``)
+    test_iters: tuple[int, ...] = ()
     test_initialization: bool = True
     snapshot: int = 0
     snapshot_prefix: str = ""
@@ -733,10 +735,28 @@ class DataSourceSpec:
 
 
 @dataclass(frozen=True)
+class TestNetSpec:
+    """A Caffe test net after the first (``test_state`` / ``test_iter`` repeated,
+    ``Solver::InitTestNets``): ``name`` (its ``test_state`` stages, else ``#i``), ``phase``
+    (the tag in ``LayerBase.phases`` of the layers its NetState keeps: ``test1``, ``test2``,
+    ...) and its data layer's ``source``."""
+
+    name: str
+    phase: str
+    source: DataSourceSpec | None = None
+
+
+@dataclass(frozen=True)
 class DataSpec:
+    """The data of each net: ``train``, ``test`` (the first test net's; Caffe test net #0),
+    ``more_tests`` (Caffe's further test nets, #1, #2, ...), ``test_name`` (test net #0's
+    name when there are several, else empty)."""
+
     train: DataSourceSpec = DataSourceSpec()
     test: DataSourceSpec | None = None
     classes: int = 0
+    more_tests: tuple[TestNetSpec, ...] = ()
+    test_name: str = ""
 
 
 # --------------------------------------------------------------------------------------------

@@ -73,19 +73,49 @@ def _reject_bare_net(tree: TextMessage, path: str) -> None:
         raise ConfigError([Diagnostic("error", path, layer.line, layer.name, message)])
 
 
-def _net_states(solver: Msg, net: Msg) -> dict[str, NetState]:
+def test_phase(index: int) -> str:
+    """The phase tag of Caffe test net ``index``: ``test`` for #0, ``test1``, ``test2``, ..."""
+    return "test" if index == 0 else f"test{index}"
+
+
+def _test_states(solver: Msg, reporter: Reporter) -> list[Msg]:
+    """One ``test_state`` per test net (``Solver::InitTestNets``: one net per ``test_iter``;
+    ``test_state`` is absent or given once per test net, else Caffe's CHECK fails)."""
+    tests, iters = solver.get("test_state"), solver.get("test_iter")
+    if tests and len(tests) != max(len(iters), 1):
+        reporter.error(
+            solver.origin_of("test_state"),
+            "test_state",
+            f"test_state must be unspecified or specified once per test net "
+            f"({len(tests)} test_state for {len(iters)} test_iter)",
+        )
+    count = max(len(iters), 1)
+    return [tests[i] if i < len(tests) else Msg("NetState", solver.origin) for i in range(count)]
+
+
+def _net_states(solver: Msg, net: Msg, reporter: Reporter) -> dict[str, NetState]:
     """TRAIN and TEST states: the net's own ``state`` merged with the solver's
-    ``train_state`` / first ``test_state`` (``Solver::InitTrainNet``/``InitTestNets``)."""
+    ``train_state`` / each ``test_state`` (``Solver::InitTrainNet``/``InitTestNets``): the
+    train net under ``train``, test net #i under :func:`test_phase` (i)."""
     base = net.get("state")
+    extras = [("train", solver.get("train_state"))]
+    extras += [(test_phase(i), m) for i, m in enumerate(_test_states(solver, reporter))]
     states = {}
-    for phase, extra in (("train", solver.get("train_state")), ("test", None)):
-        if phase == "test":
-            tests = solver.get("test_state")
-            extra = tests[0] if tests else Msg("NetState", solver.origin)
+    for phase, extra in extras:
         level = extra.get("level") if extra.has("level") else base.get("level")
         stages = frozenset(base.get("stage")) | frozenset(extra.get("stage"))
-        states[phase] = NetState(phase, level, stages)
+        states[phase] = NetState("train" if phase == "train" else "test", level, stages)
     return states
+
+
+def test_net_names(solver: Msg) -> list[str]:
+    """Each test net's name: its ``test_state`` stages joined by ``+``, else ``#i``."""
+    tests = solver.get("test_state")
+    names = []
+    for i in range(max(len(solver.get("test_iter")), 1)):
+        stages = list(tests[i].get("stage")) if i < len(tests) else []
+        names.append("+".join(stages) if stages else f"#{i}")
+    return names
 
 
 def _read_net_file(solver: Msg, key: str, solver_path: str, reporter: Reporter):
@@ -188,7 +218,14 @@ def load_caffe(
     net_msg, net_path = load_net(solver, path, reporter)
     built: BuiltNet | None = None
     if net_msg is not None:
-        built = build_net(net_msg, net_path, _net_states(solver, net_msg), reporter, data)
+        built = build_net(
+            net_msg,
+            net_path,
+            _net_states(solver, net_msg, reporter),
+            reporter,
+            data,
+            test_net_names(solver),
+        )
     if built is not None:
         for _, value in net_overrides:
             built = with_batch_size(built, value, reporter)

@@ -35,9 +35,9 @@ from engine.spec import (
     LayerSpec,
     NetSpec,
     Origin,
+    TestNetSpec,
 )
 
-PHASES = ("train", "test")
 MULTI_BOTTOM_TYPES = frozenset({"Eltwise", "Concat"})
 SHAPES_BY_NAME = (("mnist", (1, 28, 28)), ("cifar", (3, 32, 32)))
 
@@ -91,8 +91,7 @@ def layer_phases(layer: Msg, states: dict[str, NetState], reporter: Reporter) ->
             f"layer {layer.get('name')!r}: specify either include rules or exclude rules; not both",
         )
     found = set()
-    for phase in PHASES:
-        state = states[phase]
+    for phase, state in states.items():
         included = not includes
         if any(_meets_rule(state, rule) for rule in excludes):
             included = False
@@ -340,9 +339,12 @@ def build_net(
     states: dict[str, NetState],
     reporter: Reporter,
     data: str | None = None,
+    test_names: list[str] | None = None,
 ) -> BuiltNet | None:
     """Map a NetParameter; returns None when errors make the result meaningless. ``data``
-    (``--data``) replaces the data layers' sources for the input shape."""
+    (``--data``) replaces the data layers' sources for the input shape. ``states``: the train
+    net's state under ``train``, test net #0's under ``test``, further test nets' under
+    ``test1``, ``test2``, ... (named by ``test_names``)."""
     layers = []
     for layer in net_layers(net, reporter):
         phases = layer_phases(layer, states, reporter)
@@ -361,9 +363,9 @@ def build_net(
         return None
     net_dir = Path(net_file).parent
     sources = {phase: data_source(layer, net_dir, reporter) for phase, layer in data_layers.items()}
-    first = data_layers.get("train") or data_layers["test"]
+    first = data_layers.get("train") or next(iter(data_layers.values()))
     shape, shape_origin = input_shape(
-        first, sources.get("train") or sources["test"], reporter, data
+        first, sources.get("train") or sources[next(iter(sources))], reporter, data
     )
     tops = first.get("top")
     if not tops:
@@ -376,7 +378,7 @@ def build_net(
                 "top",
                 "TRAIN and TEST data layers must produce the same tops",
             )
-    known = {phase: set(tops) for phase in PHASES}
+    known = {phase: set(tops) for phase in states}
     blobs = _Blobs(known, frozenset(tops[1:]), reporter)
     specs: list[LayerSpec] = []
     origins: dict[str, Origin] = {}
@@ -400,8 +402,19 @@ def build_net(
     origins["net.name"] = net.origin_or_default("name")
     origins["net.input"] = shape_origin
     classes = next((s.outputs for s in reversed(specs) if isinstance(s, ConnectedSpec)), 0)
+    names = test_names or ["#0"]
+    tests = [phase for phase in states if phase.startswith("test")]  # test, test1, test2, ...
+    more = tuple(
+        TestNetSpec(names[i] if i < len(names) else f"#{i}", phase, sources.get(phase))
+        for i, phase in enumerate(tests)
+        if i > 0
+    )
     data = DataSpec(
-        train=sources.get("train") or sources["test"], test=sources.get("test"), classes=classes
+        train=sources.get("train") or sources[next(iter(sources))],
+        test=sources.get("test"),
+        classes=classes,
+        more_tests=more,
+        test_name=names[0] if more else "",
     )
     for phase, layer in data_layers.items():
         _data_origins(origins, phase, layer)

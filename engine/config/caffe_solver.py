@@ -315,6 +315,7 @@ def solver_from_msg(
         optimizer=optimizer,
         minibatch=minibatch[0],
         test_iter=test_iter[0] if test_iter else 0,
+        test_iters=tuple(test_iter),
         snapshot_prefix=snapshot_prefix(solver, solver_path),
         momentum_style="lr_inside",
         grad_reduction="mean",
@@ -326,6 +327,7 @@ def solver_from_msg(
     origins["solver.optimizer"] = optimizer_origin
     origins["solver.minibatch"] = minibatch[1]
     origins["solver.test_iter"] = solver.origin_or_default("test_iter")
+    origins["solver.test_iters"] = origins["solver.test_iter"]
     origins["solver.snapshot_prefix"] = solver.origin_or_default("snapshot_prefix")
     for name in ("semantics", "momentum_style", "grad_reduction"):
         origins[f"solver.{name}"] = DEFAULT

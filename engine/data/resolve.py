@@ -46,6 +46,20 @@ def name_from_path(path: str) -> str | None:
     return None
 
 
+SPLIT_IN_NAME = re.compile(r"(?:^|[^a-z])(train|test|val|valid)(?:[^a-z]|$)")
+
+
+def split_in_name(path: str) -> str | None:
+    """The split a data path's last component names, or None: Caffe's LMDB names say which
+    split they hold (``examples/mnist/mnist_train_lmdb`` → ``train``, ``cifar10_test_lmdb``
+    → ``test``; ``val``/``valid`` → ``test``), whatever phase's data layer reads them (the
+    autoencoder's TEST net ``test-on-train`` reads ``mnist_train_lmdb``)."""
+    found = SPLIT_IN_NAME.search(Path(path.rstrip("/")).name.lower())
+    if found is None:
+        return None
+    return "train" if found.group(1) == "train" else "test"
+
+
 def _existing(source: str, data_dir: str | Path | None) -> Path | None:
     path = Path(source).expanduser()
     if path.exists():

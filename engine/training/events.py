@@ -221,6 +221,19 @@ class PrecisionReported(Event):
 
 
 @dataclass(frozen=True)
+class LossOutput:
+    """One loss output of a Caffe test (``Solver::Test``'s ``Test net output #i``): the
+    loss layer's top ``name``, its ``value`` (the unweighted loss, ``Σ_f32 batch values /
+    test_iter``), its ``loss_weight`` and ``weighted``, the float32 ``loss_weight·value``
+    (Caffe prints ``(* w = w·value loss)`` when w ≠ 0)."""
+
+    name: str
+    value: float
+    loss_weight: float = 1.0
+    weighted: float = 0.0
+
+
+@dataclass(frozen=True)
 class EvalFinished(Event):
     """A test pass on the test split, of the weights after ``iteration`` updates: ``loss``
     (mean over the test batches) and top-1 ``accuracy`` (fraction correct) over ``images``
@@ -234,16 +247,25 @@ class EvalFinished(Event):
     differs from ``accuracy`` (else None). ``rolling_stats_weight``: darknet batch norm only:
     the weight ``0.99^n`` the zero start of the rolling mean/variance still carries after
     ``n`` training passes (darknet tests with them as they are; None when the net has none or
-    its statistics came from a weights file)."""
+    its statistics came from a weights file). ``test_net``: which test net (Caffe's
+    ``Testing net (#i)``: one per ``test_iter``/``test_state``), ``test_net_name``: its
+    ``test_state`` stages (``test-on-train``), or ``#i``; empty when the run has one.
+    ``accuracy`` is None for a net that reports none (Caffe: no ``Accuracy`` layer in the
+    test net, e.g. the MNIST autoencoder; darknet: no ``[softmax]`` classifier); ``loss`` is
+    the net's total (Caffe ``Σ loss_weight·loss``) and ``outputs`` each Caffe loss output.
+    """
 
     iteration: int
     loss: float
-    accuracy: float
+    accuracy: float | None
     images: int
     distinct_images: int | None = None
     non_finite: int = 0
     framework_accuracy: float | None = None
     rolling_stats_weight: float | None = None
+    test_net: int = 0
+    test_net_name: str = ""
+    outputs: tuple[LossOutput, ...] = ()
 
 
 @dataclass(frozen=True)

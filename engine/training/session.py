@@ -53,8 +53,9 @@ import numpy as np
 from engine.data import CATALOG, BatchSampler, DataError, Dataset, open_dataset, resolve_source
 from engine.data.catalog import canonical_name
 from engine.data.errors import check_label_range
+from engine.data.resolve import split_in_name
 from engine.model.network import native_framework
-from engine.spec import RunSpec
+from engine.spec import DataSourceSpec, NetSpec, RunSpec
 from engine.training.events import (
     SCHEMA_VERSION,
     CheckpointSaved,
@@ -64,6 +65,7 @@ from engine.training.events import (
     Interrupted,
     LayerNorms,
     LayerPrecision,
+    LossOutput,
     NormsReported,
     PrecisionReported,
     RunFinished,
@@ -80,6 +82,7 @@ from engine.training.runfolder import (
     resolved_config,
     truncate_metrics,
 )
+from engine.training.step import reports_accuracy
 
 #: without ``test_iter`` (darknet): test images per periodic test, and for the final test
 PERIODIC_TEST_IMAGES = 1000
@@ -434,20 +437,36 @@ def make_backend(device: str = "cpu", threads: int | None = None):
     return backend_class()
 
 
-def _split_source(run: RunSpec, options: TrainOptions, split: str) -> str | None:
-    """The data source of ``split``: ``--data``, else the config's."""
-    source_spec = run.data.train if split == "train" else run.data.test
+def _split_source(
+    run: RunSpec, options: TrainOptions, split: str, spec: DataSourceSpec | None = None
+) -> str | None:
+    """The data source of ``split``: ``--data``, else the config's (``spec``'s when given: a
+    further Caffe test net's data layer)."""
+    source_spec = spec or (run.data.train if split == "train" else run.data.test)
     return options.data or (source_spec.source if source_spec else None)
 
 
-def _open_split(run: RunSpec, options: TrainOptions, split: str) -> Dataset | None:
+def _read_split(run: RunSpec, options: TrainOptions, source: str | None, split: str) -> str:
+    """The split to read of a source: a Caffe data layer's own path names its split when it
+    says one (``mnist_train_lmdb`` read by a TEST net is the train split: Caffe reads the
+    LMDB it names, whatever the phase); otherwise (``--data``, darknet) the phase's."""
+    if run.format != "caffe" or options.data or not source:
+        return split
+    return split_in_name(source) or split
+
+
+def _open_split(
+    run: RunSpec, options: TrainOptions, split: str, spec: DataSourceSpec | None = None
+) -> Dataset | None:
     """The dataset of ``split``; None for a test split the run does not test on: none
     configured, or a Caffe config without ``test_iter`` (see :func:`caffe_tests_disabled`)."""
-    source = _split_source(run, options, split)
+    source = _split_source(run, options, split, spec)
     if split == "test" and (source is None or caffe_tests_disabled(run)):
         return None
     size = options.train_size if split == "train" else options.test_size
-    return open_dataset(source, split, options.data_dir, size=size)
+    return open_dataset(
+        source, _read_split(run, options, source, split), options.data_dir, size=size
+    )
 
 
 def substitution_note(source: str | None, split: str, data_dir: str | None) -> str | None:
@@ -520,6 +539,8 @@ def class_count_note(network, dataset: Dataset) -> str | None:
     outputs = int(np.prod(network.output.shape[1:]))
     if not dataset.classes or outputs <= dataset.classes:
         return None
+    if not reports_accuracy(network.spec):
+        return None  # not a classifier (the MNIST autoencoder's 784 outputs rebuild the image)
     return (
         f"warning: the network {network.spec.name} has {outputs} outputs but "
         f"{dataset.name} has {dataset.classes} classes: outputs {dataset.classes}.."
@@ -581,6 +602,22 @@ def _nonfinite_layer(where: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class TestNet:
+    """One test net of a run: Caffe's test net #``index`` (``Solver::test_nets_[index]``,
+    one per ``test_iter``), its ``name`` (``test_state`` stages; empty when the run has one
+    test net), the ``phase`` tag of its layers (``test``, ``test1``, ...), ``test_iter`` and
+    its own data (each test net has its data layer and cursor), and its last result."""
+
+    index: int
+    name: str
+    phase: str
+    test_iter: int
+    dataset: Dataset
+    sampler: BatchSampler
+    last: EvalFinished | None = None
+
+
 class TrainingSession:
     """One run, set up and ready to produce events (see the module docstring).
 
@@ -630,6 +667,8 @@ class TrainingSession:
                 f"{run.config_path}: no iteration limit (max_batches / max_iter is 0); "
                 "set one in the config or give --max-iters"
             )
+        #: Caffe nets with several loss outputs: one metrics column per output
+        self.output_columns = loss_output_names(run.net) if self.test_nets else []
         self.smoother = LossSmoother(self.semantics, self.trainer.solver.average_loss)
         self.norm_table = LayerNormTable(self.trainer.network.segments)
         self.eval_every = (
@@ -688,6 +727,41 @@ class TrainingSession:
             )
             _check_shape(run, self.test_sampler, self.test_set)
             _check_labels(self.trainer.network, self.test_set)
+        self.test_nets: list[TestNet] = []
+        if self.test_set is not None and self.test_sampler is not None:
+            first = TestNet(
+                0,
+                run.data.test_name,
+                "test",
+                run.solver.test_iter,
+                self.test_set,
+                self.test_sampler,
+            )
+            self.test_nets = [first, *self._more_test_nets()]
+
+    def _more_test_nets(self) -> list[TestNet]:
+        """Caffe's test nets after the first (``test_state``/``test_iter`` repeated), each with
+        its own data layer's source (its NetState's), sampler and ``test_iter``."""
+        run, options = self.run, self.options
+        nets = []
+        for index, spec in enumerate(run.data.more_tests, start=1):
+            source = spec.source or run.data.test or run.data.train
+            dataset = _open_split(run, options, "test", source)
+            assert dataset is not None  # test net #0 has data, so tests are on
+            sampler = BatchSampler(
+                dataset,
+                source,
+                framework=run.format,
+                phase="test",
+                seed=self.seed + 1 + index,
+                shuffle=False,
+            )
+            _check_shape(run, sampler, dataset)
+            _check_labels(self.trainer.network, dataset)
+            iters = run.solver.test_iters
+            test_iter = iters[index] if index < len(iters) else run.solver.test_iter
+            nets.append(TestNet(index, spec.name, spec.phase, test_iter, dataset, sampler))
+        return nets
 
     # ---- the folder --------------------------------------------------------------------------
     def _prepare_folder(self, overrides, config_text: str | None, net_text: str | None) -> None:
@@ -717,6 +791,10 @@ class TrainingSession:
         if self.trainer.mixed is not None:  # precision columns go before the test ones
             cut = columns.index(TEST_COLUMNS[0])
             columns[cut:cut] = self.trainer.mixed.column_names()
+        if len(self.test_nets) > 1:
+            columns.append("test_net")
+        if len(self.output_columns) > 1:
+            columns += [f"test.{name}" for name in self.output_columns]
         folder.open_metrics(columns)
 
     def state_dict(self) -> dict[str, Any]:
@@ -727,6 +805,12 @@ class TrainingSession:
         state["sampler.train"] = self.train_sampler.state_dict()
         if self.test_sampler is not None:
             state["sampler.test"] = self.test_sampler.state_dict()
+        for net in self.test_nets[1:]:
+            state[f"sampler.test{net.index}"] = net.sampler.state_dict()
+        if len(self.test_nets) > 1:
+            state["more_evals"] = [
+                None if n.last is None else n.last.to_json() for n in self.test_nets[1:]
+            ]
         state["smoother"] = self.smoother.state_dict()
         state["elapsed_s"] = self.previous_elapsed + self._session_seconds()
         state["last_eval"] = None if self.last_eval is None else self.last_eval.to_json()
@@ -787,22 +871,19 @@ class TrainingSession:
         self.train_sampler.load_state_dict(state["sampler.train"])
         if self.test_sampler is not None and "sampler.test" in state:
             self.test_sampler.load_state_dict(state["sampler.test"])
+        more = state.get("more_evals") or []
+        for net in self.test_nets[1:]:
+            if f"sampler.test{net.index}" in state:
+                net.sampler.load_state_dict(state[f"sampler.test{net.index}"])
+            if net.index - 1 < len(more) and more[net.index - 1]:
+                net.last = _eval_from_json(more[net.index - 1])
         self.smoother.load_state_dict(state["smoother"])
         self.previous_elapsed = float(state.get("elapsed_s", 0.0))
         last = state.get("last_eval")
         if last:
-            framework = last.get("framework_accuracy")
-            weight = last.get("rolling_stats_weight")
-            self.last_eval = EvalFinished(
-                int(last["iteration"]),
-                _float(last["loss"]),
-                _float(last["accuracy"]),
-                int(last["images"]),
-                distinct_images=last.get("distinct_images"),
-                non_finite=int(last.get("non_finite", 0)),
-                framework_accuracy=None if framework is None else _float(framework),
-                rolling_stats_weight=None if weight is None else _float(weight),
-            )
+            self.last_eval = _eval_from_json(last)
+            if self.test_nets:
+                self.test_nets[0].last = self.last_eval
 
     def _earlier_checkpoint(self) -> str:
         """The sentence offering the newest intact checkpoint to resume from (or saying that
@@ -855,14 +936,18 @@ class TrainingSession:
         ``mean.binaryproto`` missing)."""
         notes: list[str] = []
         subjects: set[str] = set()
-        for split in ("train", "test") if self.test_set is not None else ("train",):
-            source = _split_source(self.run, self.options, split)
-            note = substitution_note(source, split, self.options.data_dir)
-            if note is not None:
+        run = self.run
+        specs = [("train", None)] + [("test", None)] * (self.test_set is not None)
+        specs += [("test", spec.source) for spec in run.data.more_tests[: len(self.test_nets) - 1]]
+        for split, spec in specs:
+            source = _split_source(run, self.options, split, spec)
+            read = _read_split(run, self.options, source, split)
+            note = substitution_note(source, read, self.options.data_dir)
+            if note is not None and note not in notes:
                 notes.append(note)
         sources = [self.folder, self.trainer, self.train_set, self.train_sampler]
-        if self.test_sampler is not None:
-            sources += [self.test_set, self.test_sampler]
+        for net in self.test_nets:
+            sources += [net.dataset, net.sampler]
         for source in sources:
             for note in getattr(source, "notes", ()):
                 # one line per missing file: the TRAIN and TEST samplers both report a missing
@@ -886,7 +971,7 @@ class TrainingSession:
         else:
             yield Status("preparing kernels (compiled once, cached afterwards)", busy=True)
         if self._initial_test_due():
-            yield self._evaluate()
+            yield from self._test_all()
         first = True
         while trainer.iteration < self.max_iter:
             signal_name = stop()
@@ -908,7 +993,7 @@ class TrainingSession:
                 and trainer.iteration < self.max_iter  # the last test is _finish's
             ):
                 with self.timer.paused():
-                    yield self._evaluate()
+                    yield from self._test_all()
             if (
                 self.checkpoint_every > 0
                 and trainer.iteration % self.checkpoint_every == 0
@@ -1026,14 +1111,15 @@ class TrainingSession:
             layers,
         )
 
-    def _test_batches_iter(self, final: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Caffe: ``test_iter`` batches from where the last test stopped (the test net's data
-        cursor persists). Otherwise the first :data:`PERIODIC_TEST_IMAGES` test images
-        (:data:`FINAL_TEST_IMAGES` for the final test), the last batch cut short."""
-        sampler = self.test_sampler
-        assert sampler is not None
-        if self.run.solver.test_iter > 0:
-            for _ in range(self.run.solver.test_iter):
+    def _test_batches_iter(
+        self, final: bool, net: TestNet
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Caffe: the test net's ``test_iter`` batches from where its last test stopped (each
+        test net's data cursor persists). Otherwise the first :data:`PERIODIC_TEST_IMAGES`
+        test images (:data:`FINAL_TEST_IMAGES` for the final test), the last batch cut short."""
+        sampler = net.sampler
+        if net.test_iter > 0:
+            for _ in range(net.test_iter):
                 yield sampler.next_batch()
             return
         limit = FINAL_TEST_IMAGES if final else PERIODIC_TEST_IMAGES
@@ -1045,37 +1131,52 @@ class TrainingSession:
             yield images[:take], labels[:take]
             remaining -= take
 
-    def _evaluate(self, final: bool = False) -> EvalFinished:
-        result = self.trainer.evaluate(self._test_batches_iter(final))
+    def _test_all(self, final: bool = False) -> Iterator[EvalFinished]:
+        """``Solver::TestAll``: each test net in turn (Caffe's ``Testing net (#i)``)."""
+        for net in self.test_nets:
+            yield self._evaluate(final, net)
+
+    def _evaluate(self, final: bool = False, net: TestNet | None = None) -> EvalFinished:
+        """A test of test net ``net`` (#0 when None): its event, metrics row and last result."""
+        net = net or self.test_nets[0]
+        result = self.trainer.evaluate(self._test_batches_iter(final, net), phase=net.phase)
         self.trainer.release_eval_networks()  # tests are rare: keep only the train net's buffers
         iteration = self.trainer.iteration
-        assert self.test_set is not None
+        shown = result.has_accuracy  # a net without Accuracy layer / softmax reports none
         event = EvalFinished(
             iteration,
             result.loss,
-            result.accuracy,
+            result.accuracy if shown else None,
             result.images,
-            distinct_images=min(result.images, len(self.test_set)),
+            distinct_images=min(result.images, len(net.dataset)),
             non_finite=result.non_finite,
-            framework_accuracy=result.framework_accuracy,
+            framework_accuracy=result.framework_accuracy if shown else None,
             rolling_stats_weight=self._rolling_stats_weight(),
+            test_net=net.index,
+            test_net_name=net.name,
+            outputs=result.outputs,
         )
-        self.last_eval = event
+        net.last = event
+        if net.index == 0:
+            self.last_eval = event
         if self.folder is not None and self.folder.metrics is not None:
-            self.folder.metrics.append(
-                {
-                    "kind": "test",
-                    "iteration": iteration,
-                    "seen": self.trainer.seen,
-                    "epoch": self.trainer.seen / max(len(self.train_set), 1),
-                    "time_s": self.previous_elapsed + self._session_seconds(),
-                    "test_loss": result.loss,
-                    "test_accuracy": result.accuracy,
-                    "test_images": result.images,
-                    "test_distinct_images": event.distinct_images,
-                    "test_non_finite": event.non_finite,
-                }
-            )
+            row = {
+                "kind": "test",
+                "iteration": iteration,
+                "seen": self.trainer.seen,
+                "epoch": self.trainer.seen / max(len(self.train_set), 1),
+                "time_s": self.previous_elapsed + self._session_seconds(),
+                "test_loss": result.loss,
+                "test_accuracy": event.accuracy,
+                "test_images": result.images,
+                "test_distinct_images": event.distinct_images,
+                "test_non_finite": event.non_finite,
+            }
+            if len(self.test_nets) > 1:
+                row["test_net"] = net.index
+            if len(self.output_columns) > 1:
+                row.update({f"test.{out.name}": out.value for out in event.outputs})
+            self.folder.metrics.append(row)
         return event
 
     def _rolling_stats_weight(self) -> float | None:
@@ -1187,7 +1288,7 @@ class TrainingSession:
                 f"testing the final weights (Caffe's Solve would not test here: {why}; "
                 "--eval-every 0 skips it)"
             )
-        yield self._evaluate(final=True)
+        yield from self._test_all(final=True)
 
     def _finish(self) -> Iterator[Event]:
         """The end of a run. darknet config: the final test, then the final files. Caffe
@@ -1253,11 +1354,11 @@ class TrainingSession:
                 busy=True,
             )
             try:
-                event = self._evaluate(final=True)
+                events = list(self._test_all(final=True))
             except KeyboardInterrupt:  # the second signal (cli/train_cmd.StopRequest)
                 yield Status("final test skipped: stopped by a second signal")
             else:
-                yield event
+                yield from events
         yield self._finished("interrupted")
 
     def summary(self, status: str, last_good: str = "") -> dict[str, Any]:
@@ -1288,6 +1389,7 @@ class TrainingSession:
             "test_non_finite": None if test is None else test.non_finite,
             "test_iteration": None if test is None else test.iteration,
             "test_is_final": test is not None and test.iteration == trainer.iteration,
+            "test_outputs": None if test is None else _outputs_dict(test),
             "images_per_s": self.timer.images_per_s(),
             "startup_s": self.timer.startup_s,
             "wall_time_s": self.previous_elapsed + seconds,
@@ -1301,9 +1403,27 @@ class TrainingSession:
             "last_checkpoint": last_good or self.last_checkpoint,
             "schema_version": SCHEMA_VERSION,
         }
+        if len(self.test_nets) > 1:
+            summary["test_nets"] = [self._test_net_summary(net) for net in self.test_nets]
         if trainer.mixed is not None:
             summary["precision"] = self._precision_summary()
         return summary
+
+    @staticmethod
+    def _test_net_summary(net: TestNet) -> dict[str, Any]:
+        """``summary.json``'s ``test_nets`` entry of one test net (its last test)."""
+        test = net.last
+        return {
+            "test_net": net.index,
+            "name": net.name,
+            "test_iter": net.test_iter,
+            "test_loss": None if test is None else test.loss,
+            "test_accuracy": None if test is None else test.accuracy,
+            "test_images": None if test is None else test.images,
+            "test_distinct_images": None if test is None else test.distinct_images,
+            "test_iteration": None if test is None else test.iteration,
+            "test_outputs": None if test is None else _outputs_dict(test),
+        }
 
     def _precision_summary(self) -> dict[str, Any]:
         """``summary.json``'s ``precision``: the model's settings, the updates skipped and the
@@ -1357,6 +1477,48 @@ def _update_words(label: int, updates: int) -> str:
     if label == updates:
         return f"iteration {label}"
     return f"iteration {label} (update {updates})"
+
+
+def _outputs_dict(test: EvalFinished) -> dict[str, float]:
+    """``{output name: unweighted value}`` of a Caffe test (summary.json's ``test_outputs``)."""
+    return {out.name: out.value for out in test.outputs}
+
+
+def loss_output_names(net: NetSpec) -> list[str]:
+    """A Caffe net's loss outputs (each loss layer's top, in layer order; the names
+    ``Solver::Test`` prints); empty for darknet nets."""
+    if native_framework(net) != "caffe":
+        return []
+    names = [layer.tops[0] if layer.tops else layer.name for layer in net.layers if _is_loss(layer)]
+    return list(dict.fromkeys(names))
+
+
+def _is_loss(layer) -> bool:
+    return layer.kind in ("softmax_loss", "euclidean_loss", "sigmoid_ce_loss")
+
+
+def _eval_from_json(last: dict[str, Any]) -> EvalFinished:
+    """An :class:`EvalFinished` back from its ``to_json`` form (the resume state)."""
+    framework = last.get("framework_accuracy")
+    weight = last.get("rolling_stats_weight")
+    return EvalFinished(
+        int(last["iteration"]),
+        _float(last["loss"]),
+        None if last["accuracy"] is None else _float(last["accuracy"]),
+        int(last["images"]),
+        distinct_images=last.get("distinct_images"),
+        non_finite=int(last.get("non_finite", 0)),
+        framework_accuracy=None if framework is None else _float(framework),
+        rolling_stats_weight=None if weight is None else _float(weight),
+        test_net=int(last.get("test_net", 0)),
+        test_net_name=str(last.get("test_net_name", "")),
+        outputs=tuple(
+            LossOutput(
+                str(o["name"]), _float(o["value"]), _float(o["loss_weight"]), _float(o["weighted"])
+            )
+            for o in last.get("outputs") or ()
+        ),
+    )
 
 
 def _float(value: Any) -> float:

@@ -35,6 +35,7 @@ lr policy, as in one darknet process. Caffe nets use a NumPy ``Generator`` seede
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -51,9 +52,10 @@ from engine.formats.weights import (
     read_darknet_weights,
 )
 from engine.model.initialisation import allocate_blobs, initialise
-from engine.model.network import Network, NetworkError
+from engine.model.network import Network, NetworkError, native_framework
 from engine.rng import DarknetRandom
-from engine.spec import Framework, RunSpec
+from engine.spec import Framework, NetSpec, RunSpec
+from engine.training.events import LossOutput
 from engine.training.mixed import MixedPrecision, PrecisionReport, attach_output_rounding
 from engine.update.rules import Optimizer, OptimizerStateError, UpdateStats, make_optimizer
 from engine.update.scaler import ScalerStateError
@@ -122,6 +124,50 @@ class EvalResult:
     images: int
     non_finite: int = 0
     framework_accuracy: float | None = None
+    #: Caffe: each loss layer's mean unweighted value and its weight (``Solver::Test``)
+    outputs: tuple[LossOutput, ...] = ()
+    #: whether the framework reports an accuracy for this net (see :func:`reports_accuracy`)
+    has_accuracy: bool = True
+
+
+def reports_accuracy(net: NetSpec, phase: str = "test") -> bool:
+    """Whether a test of the net's ``phase`` reports an accuracy: Caffe prints one only as
+    the output of an ``Accuracy`` layer (``Solver::Test`` prints the net's output blobs);
+    darknet's classifier (``validate_classifier``) only for a ``[softmax]`` net."""
+    kinds = {layer.kind for layer in net.layers if phase in layer.phases}
+    if native_framework(net) == "caffe":
+        return "accuracy" in kinds
+    return "softmax" in kinds
+
+
+def _loss_outputs(net: Network) -> list[tuple[str, float, float]]:
+    """``(top, unweighted loss, loss_weight)`` of each loss layer after a Caffe forward."""
+    out = []
+    for layer in net.layers:
+        if layer.has_loss:
+            name = layer.spec.tops[0] if layer.spec.tops else layer.name
+            weight = float(getattr(layer, "loss_weight", 1.0))
+            out.append((name, float(getattr(layer, "value", layer.loss)), weight))
+    return out
+
+
+def _output_means(per_batch: list[list[tuple[str, float, float]]]) -> tuple[LossOutput, ...]:
+    """``Solver::Test``: each output's ``Σ_f32`` over the batches divided by their count."""
+    if not per_batch:
+        return ()
+    f32 = np.float32
+    sums = [f32(0.0)] * len(per_batch[0])
+    for outputs in per_batch:
+        sums = [f32(total + f32(value)) for total, (_, value, _) in zip(sums, outputs, strict=True)]
+    batches = f32(len(per_batch))
+    means = [
+        (name, f32(total / batches), weight)
+        for total, (name, _, weight) in zip(sums, per_batch[0], strict=True)
+    ]
+    return tuple(
+        LossOutput(name, float(mean), weight, float(f32(weight) * mean))
+        for name, mean, weight in means
+    )
 
 
 def _load_weight_file(path: str, run: RunSpec) -> tuple[dict[str, np.ndarray], int | None]:
@@ -197,7 +243,7 @@ class Trainer:
         self.optimizer: Optimizer = make_optimizer(
             solver, self.network.segments, self.network.params.size
         )
-        self._eval_networks: dict[int, Network] = {}
+        self._eval_networks: dict[tuple[str, int], Network] = {}
         self.history: list[IterationResult] = []
         self._prepare_gradient_norms()
         self._prepare_finite_check()
@@ -519,20 +565,22 @@ class Trainer:
         return f"blob {segment.key} ({segment.name})"
 
     # ---- evaluation -----------------------------------------------------------------------
-    def _eval_network(self, batch: int) -> Network:
-        net = self._eval_networks.get(batch)
+    def _eval_network(self, batch: int, phase: str = "test") -> Network:
+        """The test net of ``phase`` (Caffe test net #i: ``test``, ``test1``, ...) for batches
+        of ``batch`` images, built once and sharing the training network's parameters."""
+        net = self._eval_networks.get((phase, batch))
         if net is None:
             net = Network(
                 self.run.net,
                 self.backend,
                 batch,
                 self.semantics,
-                phase="test",
+                phase=phase,
                 share_params_with=self.network,
             )
             if self.mixed is not None:
                 attach_output_rounding(net, self.run.precision)
-            self._eval_networks[batch] = net
+            self._eval_networks[(phase, batch)] = net
         return net
 
     def release_eval_networks(self) -> None:
@@ -546,17 +594,20 @@ class Trainer:
         self,
         batches: Iterable[Batch],
         observe: Callable[[np.ndarray, np.ndarray], None] | None = None,
+        phase: str = "test",
     ) -> EvalResult:
-        """:meth:`_evaluate`; under simulated precision on the rounded working weights."""
+        """:meth:`_evaluate` with the test net of ``phase``; under simulated precision on the
+        rounded working weights."""
         if self.mixed is None:
-            return self._evaluate(batches, observe)
+            return self._evaluate(batches, observe, phase)
         with self.mixed.working_weights():
-            return self._evaluate(batches, observe)
+            return self._evaluate(batches, observe, phase)
 
     def _evaluate(
         self,
         batches: Iterable[Batch],
         observe: Callable[[np.ndarray, np.ndarray], None] | None = None,
+        phase: str = "test",
     ) -> EvalResult:
         """Test-mode forward over ``batches`` of ``(images, integer labels)``: batch-norm uses
         its running statistics, dropout is the identity, the test phase's layers run (sharing
@@ -577,9 +628,10 @@ class Trainer:
         correct = framework_correct = non_finite = images = 0
         # (images, loss, accuracy, the framework's accuracy) per batch
         per_batch: list[tuple[int, float, float, float]] = []
+        outputs: list[list[tuple[str, float, float]]] = []
         for x, y in batches:
             labels = np.asarray(y)
-            net = self._eval_network(int(np.shape(x)[0]))
+            net = self._eval_network(int(np.shape(x)[0]), phase)
             net.set_truth(labels)
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 net.forward(x, train=False)
@@ -599,6 +651,8 @@ class Trainer:
             correct += hits
             framework_correct += framework_hits
             images += count
+            if net.native == "caffe":
+                outputs.append(_loss_outputs(net))
             per_batch.append(
                 (
                     count,
@@ -609,8 +663,12 @@ class Trainer:
             )
         if images == 0:
             return EvalResult(math.nan, math.nan, 0)
+        extra = {
+            "outputs": _output_means(outputs),
+            "has_accuracy": reports_accuracy(self.run.net, phase),
+        }
         if self.network.native == "caffe" and len({n for n, *_ in per_batch}) == 1:
-            return _caffe_test_means(per_batch, images, non_finite)
+            return dataclasses.replace(_caffe_test_means(per_batch, images, non_finite), **extra)
         framework = framework_correct / images
         accuracy = correct / images
         return EvalResult(
@@ -619,6 +677,7 @@ class Trainer:
             images,
             non_finite,
             None if framework == accuracy else framework,
+            **extra,
         )
 
     # ---- state ----------------------------------------------------------------------------

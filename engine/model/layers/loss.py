@@ -125,6 +125,7 @@ class SoftmaxLossLayer(TruthLayer):
         self.normalization = spec.normalization
         self.ignore_label = spec.ignore_label
         self.loss_weight = spec.loss_weight
+        self.value = 0.0  # the unweighted loss (what Caffe's test prints as the output)
 
     def forward(self, x, train: bool) -> None:
         if self.truth is None:
@@ -133,6 +134,7 @@ class SoftmaxLossLayer(TruthLayer):
         raw = self.backend.softmax_loss_forward(
             x.reshape(self.x_shape), self.truth, self.prob, self.normalization, self.ignore_label
         )
+        self.value = float(raw)
         self.loss = float(np.float32(raw) * np.float32(self.loss_weight))
         self.backend.fill(self.output, self.loss)
 
