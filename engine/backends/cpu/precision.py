@@ -90,24 +90,94 @@ def round_storage(x, code):
     return np.float32(math.copysign(r, d))  # exact (or ±inf for a bf16 value rounded to 2^128)
 
 
+# ---- the array kernels: the same rule on the float32 bit patterns ----------------------------
+#
+# :func:`round_storage` (float64 ``frexp``/``ldexp``/``floor``, libm calls per element) is the
+# reference and the CUDA device function; the CPU array kernels below apply the same rounding
+# to the float32 bits as int64 integers (a few integer operations per element, several times
+# faster), and are tested bit-exact against it and against NumPy's float16 over every float32
+# class (ties, subnormals, the overflow threshold, NaN, ±0, ±inf).
+
+_SIGN = 0x80000000
+_MAGNITUDE = 0x7FFFFFFF
+_INF_BITS = 0x7F800000
+_FP16_OVERFLOW_BITS = 0x477FF000  # 65520.0: this and above round to inf
+_FP16_MIN_NORMAL_BITS = 0x38800000  # 2^-14
+
+
+@njit(inline="always")
+def _fp16_subnormal_bits(a):
+    """Magnitude bits ``a`` of a float32 below 2^-14, rounded to a multiple of 2^-24 (ties to
+    even), as float32 bits."""
+    exponent = a >> 23
+    mantissa = a & 0x7FFFFF
+    if exponent > 0:
+        mantissa |= 0x800000
+    else:
+        exponent = 1  # float32 subnormals: m·2^-149 = m·2^(1-150)
+    shift = 126 - exponent  # value = mantissa·2^(exponent-150) = (mantissa >> shift)·2^-24
+    if shift >= 25:  # below half of 2^-24 (mantissa < 2^24): rounds to zero
+        return 0
+    q = mantissa >> shift
+    rest = mantissa & ((1 << shift) - 1)
+    half = 1 << (shift - 1)
+    if rest > half or (rest == half and (q & 1) == 1):
+        q += 1
+    if q == 0:
+        return 0
+    k = 0
+    while (q >> (k + 1)) != 0:
+        k += 1  # q in [2^k, 2^(k+1)): q·2^-24 has exponent k-24
+    return ((k + 103) << 23) | ((q - (1 << k)) << (23 - k))
+
+
+@njit(inline="always")
+def round_bits(u, code):
+    """The float32 bits (int64 holding 32 bits) that format ``code`` stores for the float32
+    with bits ``u``: :func:`round_storage` on bit patterns."""
+    if code == FP32:
+        return u
+    sign = u & _SIGN
+    a = u & _MAGNITUDE
+    if a > _INF_BITS:  # NaN stays NaN (its payload too)
+        return u
+    if code == BF16:  # keep the top 16 bits, round to nearest even (inf stays inf)
+        return (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    if a >= _FP16_OVERFLOW_BITS:  # and inf itself
+        return sign | _INF_BITS
+    if a >= _FP16_MIN_NORMAL_BITS:  # keep 10 of the 23 fraction bits, nearest even
+        return sign | ((a + 0xFFF + ((a >> 13) & 1)) & 0xFFFFE000)
+    return sign | _fp16_subnormal_bits(a)
+
+
+@njit(inline="always")
+def _same_float(a, b):
+    """Whether float32 bit patterns ``a`` and ``b`` compare equal as floats (±0 equal, NaN
+    equal to nothing)."""
+    if (a & _MAGNITUDE) > _INF_BITS or (b & _MAGNITUDE) > _INF_BITS:
+        return False
+    return a == b or ((a | b) & _MAGNITUDE) == 0
+
+
 @njit(cache=True)
-def _round_segments(values, offsets, lengths, code, flush_nonfinite, counts):
+def _round_segments(bits, offsets, lengths, code, flush_nonfinite, counts):
     for s in range(offsets.size):
         nonzero = 0
         flushed = 0
         nonfinite = 0
         for i in range(offsets[s], offsets[s] + lengths[s]):
-            x = values[i]
-            r = round_storage(x, code)
-            if x != 0.0:
+            u = np.int64(bits[i])
+            r = round_bits(u, code)
+            if (u & _MAGNITUDE) != 0:
                 nonzero += 1
-                if r == 0.0:
+                if (r & _MAGNITUDE) == 0:
                     flushed += 1
-            if not math.isfinite(r):
+            if (r & _INF_BITS) == _INF_BITS:
                 nonfinite += 1
                 if flush_nonfinite:
-                    r = np.float32(0.0)
-            values[i] = r
+                    r = 0
+            if r != u:
+                bits[i] = np.uint32(r)
         counts[s, 0] = nonzero
         counts[s, 1] = flushed
         counts[s, 2] = nonfinite
@@ -119,15 +189,17 @@ def _lost_update_segments(before, after, offsets, lengths, code, store, counts):
         changed = 0
         lost = 0
         for i in range(offsets[s], offsets[s] + lengths[s]):
-            w = before[i]
-            v = after[i]
-            r = round_storage(v, code)
-            if v != w:
-                changed += 1
-                if r == round_storage(w, code):
-                    lost += 1
-            if store:
-                after[i] = r
+            w = np.int64(before[i])
+            v = np.int64(after[i])
+            same = _same_float(v, w)
+            if not same or store:
+                r = round_bits(v, code)
+                if not same:
+                    changed += 1
+                    if _same_float(r, round_bits(w, code)):
+                        lost += 1
+                if store:
+                    after[i] = np.uint32(r)
         counts[s, 0] = changed
         counts[s, 1] = lost
 
@@ -159,7 +231,8 @@ def round_segments(
     still counted."""
     flat = as_flat_float32(values, "values")
     offsets, lengths = _table(flat, offsets, lengths, counts, 3)
-    _round_segments(flat, offsets, lengths, int(code), bool(flush_nonfinite), counts)
+    bits = flat.view(np.uint32)
+    _round_segments(bits, offsets, lengths, int(code), bool(flush_nonfinite), counts)
 
 
 def lost_update_segments(
@@ -180,4 +253,12 @@ def lost_update_segments(
     if flat_before.size != flat_after.size:
         raise KernelArgumentError("before and after must have the same size")
     offsets, lengths = _table(flat_after, offsets, lengths, counts, 2)
-    _lost_update_segments(flat_before, flat_after, offsets, lengths, int(code), bool(store), counts)
+    _lost_update_segments(
+        flat_before.view(np.uint32),
+        flat_after.view(np.uint32),
+        offsets,
+        lengths,
+        int(code),
+        bool(store),
+        counts,
+    )
