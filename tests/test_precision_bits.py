@@ -49,3 +49,25 @@ def test_lost_updates_compare_as_floats():
     # ±0 is no change; NaN != NaN is a change (rounded NaN is never equal: not lost);
     # 1 → 1.0001 is lost in fp16, 1 → 1.001 is not; 2^-30 → 2^-29 both flush to 0: lost
     np.testing.assert_array_equal(counts, [[4, 2]])
+
+
+@pytest.mark.parametrize("code", [p.FP16, p.BF16], ids=["fp16", "bf16"])
+def test_threaded_kernels_equal_the_serial_ones_segment_by_segment(code):
+    values = np.concatenate([random_bits(150_000), subnormal_range(), edge_values()])
+    offsets = np.array([0, 10, 70_000, 100_003, 180_000], np.int64)
+    lengths = np.array([5, 69_990, 30_000, 79_000, values.size - 180_000], np.int64)
+    bits = [values.copy().view(np.uint32) for _ in range(2)]
+    counts = [np.zeros((5, 3), np.int64) for _ in range(2)]
+    p._round_segments(bits[0], offsets, lengths, code, True, counts[0])
+    p._round_segments_threaded(bits[1], offsets, lengths, code, True, counts[1])
+    np.testing.assert_array_equal(bits[0], bits[1])
+    np.testing.assert_array_equal(counts[0], counts[1])
+    with np.errstate(over="ignore", invalid="ignore"):  # random bits include inf and NaN
+        after = [(values * np.float32(1.0001)).view(np.uint32) for _ in range(2)]
+    lost = [np.zeros((5, 2), np.int64) for _ in range(2)]
+    before = values.view(np.uint32)
+    p._lost_update_segments(before, after[0], offsets, lengths, code, True, lost[0])
+    p._lost_update_segments_threaded(before, after[1], offsets, lengths, code, True, lost[1])
+    np.testing.assert_array_equal(after[0], after[1])
+    np.testing.assert_array_equal(lost[0], lost[1])
+    assert lost[0][:, 1].sum() > 0

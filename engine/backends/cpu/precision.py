@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from engine.backends.cpu.activations import KernelArgumentError, as_flat_float32
@@ -164,43 +165,111 @@ def _same_float(a, b):
     return equal & ~nan
 
 
+@njit(inline="always")
+def _round_block(bits, lo, hi, code, flush_nonfinite):
+    """Round ``bits[lo:hi]`` in place; ``(non-zero before, flushed to zero, non-finite)``."""
+    nonzero = 0
+    flushed = 0
+    nonfinite = 0
+    for i in range(lo, hi):
+        u = np.int64(bits[i])
+        r = round_bits(u, code)
+        was = (u & _MAGNITUDE) != 0
+        nonzero += was
+        flushed += was & ((r & _MAGNITUDE) == 0)
+        bad = (r & _INF_BITS) == _INF_BITS
+        nonfinite += bad
+        r = 0 if bad & flush_nonfinite else r
+        bits[i] = np.uint32(r)
+    return nonzero, flushed, nonfinite
+
+
+@njit(inline="always")
+def _lost_block(before, after, lo, hi, code, store):
+    """``(weights moved, of those whose rounded value did not)`` over ``[lo, hi)``."""
+    changed = 0
+    lost = 0
+    for i in range(lo, hi):
+        w = np.int64(before[i])
+        v = np.int64(after[i])
+        r = round_bits(v, code)
+        moved = ~_same_float(v, w)
+        changed += moved
+        lost += moved & _same_float(r, round_bits(w, code))
+        if store:
+            after[i] = np.uint32(r)
+    return changed, lost
+
+
+#: elements per block of the threaded kernels; a table of fewer elements in all runs serially
+PARALLEL_BLOCK = 1 << 15
+
+
+@njit(cache=True)
+def _block_table(offsets, lengths):
+    """``(segment of each block, first element, end)`` for blocks of ``PARALLEL_BLOCK``."""
+    count = 0
+    for s in range(offsets.size):
+        count += (lengths[s] + PARALLEL_BLOCK - 1) // PARALLEL_BLOCK
+    table = np.empty((count, 3), np.int64)
+    b = 0
+    for s in range(offsets.size):
+        end = offsets[s] + lengths[s]
+        for lo in range(offsets[s], end, PARALLEL_BLOCK):
+            table[b, 0] = s
+            table[b, 1] = lo
+            table[b, 2] = min(lo + PARALLEL_BLOCK, end)
+            b += 1
+    return table
+
+
 @njit(cache=True)
 def _round_segments(bits, offsets, lengths, code, flush_nonfinite, counts):
     for s in range(offsets.size):
-        nonzero = 0
-        flushed = 0
-        nonfinite = 0
-        for i in range(offsets[s], offsets[s] + lengths[s]):
-            u = np.int64(bits[i])
-            r = round_bits(u, code)
-            was = (u & _MAGNITUDE) != 0
-            nonzero += was
-            flushed += was & ((r & _MAGNITUDE) == 0)
-            bad = (r & _INF_BITS) == _INF_BITS
-            nonfinite += bad
-            r = 0 if bad & flush_nonfinite else r
-            bits[i] = np.uint32(r)
-        counts[s, 0] = nonzero
-        counts[s, 1] = flushed
-        counts[s, 2] = nonfinite
+        lo = offsets[s]
+        counted = _round_block(bits, lo, lo + lengths[s], code, flush_nonfinite)
+        counts[s, 0], counts[s, 1], counts[s, 2] = counted
+
+
+@njit(cache=True, parallel=True)
+def _round_segments_threaded(bits, offsets, lengths, code, flush_nonfinite, counts):
+    """:func:`_round_segments` with the blocks on the threads (element-wise: the same
+    result; the counts are integers, summed per segment)."""
+    table = _block_table(offsets, lengths)
+    part = np.zeros((table.shape[0], 3), np.int64)
+    for b in prange(table.shape[0]):
+        counted = _round_block(bits, table[b, 1], table[b, 2], code, flush_nonfinite)
+        part[b, 0], part[b, 1], part[b, 2] = counted
+    counts[:, :] = 0
+    for b in range(table.shape[0]):
+        for k in range(3):
+            counts[table[b, 0], k] += part[b, k]
 
 
 @njit(cache=True)
 def _lost_update_segments(before, after, offsets, lengths, code, store, counts):
     for s in range(offsets.size):
-        changed = 0
-        lost = 0
-        for i in range(offsets[s], offsets[s] + lengths[s]):
-            w = np.int64(before[i])
-            v = np.int64(after[i])
-            r = round_bits(v, code)
-            moved = ~_same_float(v, w)
-            changed += moved
-            lost += moved & _same_float(r, round_bits(w, code))
-            if store:
-                after[i] = np.uint32(r)
-        counts[s, 0] = changed
-        counts[s, 1] = lost
+        lo = offsets[s]
+        counts[s, 0], counts[s, 1] = _lost_block(before, after, lo, lo + lengths[s], code, store)
+
+
+@njit(cache=True, parallel=True)
+def _lost_update_segments_threaded(before, after, offsets, lengths, code, store, counts):
+    """:func:`_lost_update_segments` with the blocks on the threads."""
+    table = _block_table(offsets, lengths)
+    part = np.zeros((table.shape[0], 2), np.int64)
+    for b in prange(table.shape[0]):
+        counted = _lost_block(before, after, table[b, 1], table[b, 2], code, store)
+        part[b, 0], part[b, 1] = counted
+    counts[:, :] = 0
+    for b in range(table.shape[0]):
+        for k in range(2):
+            counts[table[b, 0], k] += part[b, k]
+
+
+def _threaded(lengths: np.ndarray) -> bool:
+    """Whether the segments hold enough elements for the threaded kernels."""
+    return numba.get_num_threads() > 1 and int(lengths.sum()) >= 2 * PARALLEL_BLOCK
 
 
 def _table(flat: np.ndarray, offsets, lengths, counts, width: int):
@@ -231,7 +300,8 @@ def round_segments(
     flat = as_flat_float32(values, "values")
     offsets, lengths = _table(flat, offsets, lengths, counts, 3)
     bits = flat.view(np.uint32)
-    _round_segments(bits, offsets, lengths, int(code), bool(flush_nonfinite), counts)
+    kernel = _round_segments_threaded if _threaded(lengths) else _round_segments
+    kernel(bits, offsets, lengths, int(code), bool(flush_nonfinite), counts)
 
 
 def lost_update_segments(
@@ -252,7 +322,8 @@ def lost_update_segments(
     if flat_before.size != flat_after.size:
         raise KernelArgumentError("before and after must have the same size")
     offsets, lengths = _table(flat_after, offsets, lengths, counts, 2)
-    _lost_update_segments(
+    kernel = _lost_update_segments_threaded if _threaded(lengths) else _lost_update_segments
+    kernel(
         flat_before.view(np.uint32),
         flat_after.view(np.uint32),
         offsets,
