@@ -29,6 +29,10 @@ sgemm peak, the JIT compile time of the first step and the worker's peak RSS.
 --vs torch runs the same nets in PyTorch eager mode (when installed), windows interleaved
 with ours, same threads, and shows the ratio ours / PyTorch.
 
+--precision fp16 (or bf16) trains each workload a second time in that simulated precision
+with dynamic loss scaling, windows interleaved with the float32 run, and shows its images/s
+and the step-time ratio low precision / float32 (target: at most 1.5).
+
 Examples:
 
   dnupdate bench
@@ -36,6 +40,8 @@ Examples:
   dnupdate bench lenet mlp --threads 1 --json
 
   dnupdate bench --vs torch
+
+  dnupdate bench --precision fp16 --mode train
 
   dnupdate bench configs/mnist_lenet.cfg --windows 3 --iters 5
 """
@@ -70,6 +76,12 @@ def bench(
         [], "--mode", "-m", metavar="train|infer", help="Only these modes (default: both)."
     ),
     device: str = device_option("Backend: cpu (or cuda where built)."),
+    precision: str = typer.Option(
+        "fp32",
+        "--precision",
+        metavar="fp16|bf16",
+        help="Also time a simulated fp16/bf16 run next to float32 (default: none).",
+    ),
     cold_cache: bool = typer.Option(
         False, "--cold-cache", help="Start from an empty JIT cache (compile_s = cold compile)."
     ),
@@ -96,6 +108,7 @@ def bench(
             device=device,
             cold_cache=cold_cache,
             modes=tuple(mode) or ("train", "infer"),
+            precision=precision,
         )
         settings.check()
         results = []
@@ -121,6 +134,11 @@ def _progress_line(result) -> str:
     text = f"{result.workload} {result.mode}: {result.images_per_s:,.0f} images/s"
     if result.ratio is not None:
         text += f" (PyTorch {result.torch_images_per_s:,.0f}, ratio {result.ratio:.2f})"
+    if result.step_time_ratio is not None:
+        text += (
+            f" ({result.precision} {result.precision_images_per_s:,.0f} images/s, step time "
+            f"{result.step_time_ratio:.2f}× float32)"
+        )
     return text
 
 
@@ -148,6 +166,10 @@ def _print_table(results, settings) -> None:
     if compare:
         table.add_column("PyTorch", justify="right")
         table.add_column("ratio", justify="right")
+    precision = next((r.precision for r in results if r.precision), None)
+    if precision:
+        table.add_column(f"{precision} images/s", justify="right")
+        table.add_column(f"{precision}/fp32 step", justify="right")
     table.add_column("compile s", justify="right")
     table.add_column("peak RSS MiB", justify="right")
     for r in results:
@@ -163,6 +185,9 @@ def _print_table(results, settings) -> None:
         if compare:
             torch_ips = "" if r.torch_images_per_s is None else f"{r.torch_images_per_s:,.0f}"
             row += [torch_ips, "" if r.ratio is None else f"{r.ratio:.2f}"]
+        if precision:
+            low = "" if r.precision_images_per_s is None else f"{r.precision_images_per_s:,.0f}"
+            row += [low, "" if r.step_time_ratio is None else f"{r.step_time_ratio:.2f}×"]
         row += [f"{r.compile_s:.2f}", f"{r.peak_rss_mib:.0f}"]
         table.add_row(*row)
     peak = next((r.gflops / r.peak_fraction for r in results if r.peak_fraction), None)
@@ -171,4 +196,10 @@ def _print_table(results, settings) -> None:
         table.caption = f"sgemm peak {peak:.0f} GFLOP/s (2048×2048 float32, same threads)" + (
             f"; OpenBLAS core {core}" if core else ""
         )
+    if precision:
+        note = (
+            f"{precision}: simulated, dynamic loss scaling; step time ratio = float32 images/s "
+            "over the low precision's (target ≤ 1.5×)"
+        )
+        table.caption = f"{table.caption}; {note}" if table.caption else note
     stdout_console().print(table)

@@ -7,6 +7,12 @@
 * :class:`PlainLines` — one plain line per display interval (Caffe ``display``; darknet prints
   every update) plus a line per test, checkpoint and ending, for logs and pipes.
 
+A run with simulated mixed precision (``precision_reported`` events) shows its loss scale,
+the updates skipped so far and the worst layer's grad/delta underflow and lost-update fraction
+(the metrics row's numbers): a row group and per-layer columns in the dashboard, a
+``precision`` line per display interval and one per skipped update in the plain lines, and
+the skipped updates and final scale in the summary line (also under ``--quiet``).
+
 Both honour ``NO_COLOR`` (through :func:`cli.common.stderr_console`).
 """
 
@@ -74,6 +80,7 @@ class RunView:
         self.last_eval = None
         #: the last test of each test net (Caffe runs may have several), by index
         self.tests: dict[int, object] = {}
+        self.precision = None
         self.status = ""
         self.busy = False
         self.losses: deque[float] = deque(maxlen=SPARK_LENGTH)
@@ -95,6 +102,8 @@ class RunView:
         elif kind == "eval_finished":
             self.last_eval = event
             self.tests[event.test_net] = event
+        elif kind == "precision_reported":
+            self.precision = event
 
     def layer_kinds(self) -> dict[str, str]:
         """``{layer name: kind}`` from the resolved config of ``run_started``."""
@@ -193,6 +202,51 @@ def output_text(out) -> str:
     return text
 
 
+def worst_layer(event, field: str) -> tuple[str, float] | None:
+    """``(layer, value)`` of the layer with the largest ``field`` (``grad_underflow``,
+    ``delta_underflow`` or ``update_lost``) in a ``precision_reported`` event; the first such
+    layer on ties; None when no layer has the value."""
+    best = None
+    for layer in event.layers:
+        value = getattr(layer, field)
+        if value is not None and (best is None or value > best[1]):
+            best = (layer.layer, value)
+    return best
+
+
+def worst_text(event, field: str) -> str:
+    """``0.125 (conv1)`` for the worst layer's ``field``, ``-`` when none has it."""
+    worst = worst_layer(event, field)
+    return "-" if worst is None else f"{_g(worst[1], 4)} ({worst[0]})"
+
+
+def precision_line(event) -> str:
+    """The plain line of a ``precision_reported`` event: storage format, the scale this update
+    used, skipped updates so far and the worst layer of each measured fraction."""
+    skipped = " (this update skipped: non-finite gradient)" if event.skipped else ""
+    zeroed = event.overflow and not event.skipped  # AlexeyAB's static scale zeroes them
+    overflow = " (non-finite gradient values zeroed)" if zeroed else ""
+    return (
+        f"precision {event.precision} at iter {event.iteration}: loss scale "
+        f"{_g(event.loss_scale, 6)}{skipped}{overflow}, next {_g(event.next_scale, 6)}, "
+        f"{event.skipped_updates} skipped updates; worst grad underflow "
+        f"{worst_text(event, 'grad_underflow')}, delta underflow "
+        f"{worst_text(event, 'delta_underflow')}, update lost {worst_text(event, 'update_lost')}"
+    )
+
+
+def precision_summary_text(summary: dict) -> str | None:
+    """``fp16: 12 skipped updates, final loss scale 32768`` from ``summary.json``'s
+    ``precision`` (None for a run without one)."""
+    p = summary.get("precision")
+    if not p:
+        return None
+    return (
+        f"{p['precision']}: {p['skipped_updates']} skipped updates, "
+        f"final loss scale {_g(p['final_scale'], 6)}"
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Plain lines
 # --------------------------------------------------------------------------------------------
@@ -264,6 +318,16 @@ class PlainLines:
             f"ETA {format_seconds(self.view.eta_seconds())}"
         )
 
+    def _on_precision_reported(self, e) -> None:
+        started = self.view.started
+        every = started.display_every if started else 1
+        convention = started.convention if started else "darknet"
+        updates = updates_of(self.view.step) if self.view.step is not None else e.iteration
+        last = started is not None and updates >= started.max_iter
+        shown = display_label(convention, updates, every) is not None or last
+        if shown or e.skipped:  # a skipped update is always worth a line
+            self._print(precision_line(e))
+
     def _on_eval_finished(self, e) -> None:
         self._print(eval_line(e))
 
@@ -298,6 +362,9 @@ def summary_line(event) -> str:
             parts.append(f"test accuracy {accuracy}")
         else:
             parts.append(f"last test after {tested} updates: accuracy {accuracy}")
+    precision = precision_summary_text(s)
+    if precision is not None:
+        parts.append(precision)
     if s.get("images_per_s") is not None:
         speed = f"{s['images_per_s']:.0f} img/s"
         if s.get("startup_s") is not None:
@@ -318,6 +385,9 @@ class EndingLines(PlainLines):
         return
 
     def _on_step_finished(self, e) -> None:
+        return
+
+    def _on_precision_reported(self, e) -> None:
         return
 
     def _on_eval_finished(self, e) -> None:
@@ -474,6 +544,25 @@ class Dashboard:
                 sparkline(self.view.losses, length),
                 f"raw loss, last {min(length, len(self.view.losses))} updates",
             )
+        precision = self.view.precision
+        if precision is not None:
+            grid.add_row(
+                "loss scale",
+                _g(precision.loss_scale, 6),
+                f"{precision.precision} storage; {precision.skipped_updates} skipped updates "
+                f"(non-finite gradient); next scale {_g(precision.next_scale, 6)}",
+            )
+            grid.add_row(
+                "underflow",
+                f"grad {worst_text(precision, 'grad_underflow')}",
+                f"delta {worst_text(precision, 'delta_underflow')}; worst layers, share of "
+                "non-zero values that flush to zero",
+            )
+            grid.add_row(
+                "update lost",
+                worst_text(precision, "update_lost"),
+                "worst layer, share of non-zero updates the stored weight does not show",
+            )
         for test in self.view.tests.values():
             grid.add_row(*test_row(test))
         return grid
@@ -493,17 +582,37 @@ class Dashboard:
         table.add_column("‖g‖ (gradient)", justify="right")
         table.add_column("‖Δw‖ (applied)", justify="right")
         table.add_column("‖Δw‖/‖w‖", justify="right")
+        fractions = self._precision_fractions()
+        if fractions is not None:
+            table.add_column("g underflow", justify="right")
+            table.add_column("δ underflow", justify="right")
+            table.add_column("update lost", justify="right")
         kinds = self.view.layer_kinds()
         for layer in norms.layers[:MAX_TABLE_LAYERS]:
             name = f"{layer.layer} ({kinds[layer.layer]})" if layer.layer in kinds else layer.layer
             grad = "-" if layer.g_norm is None else _g(layer.g_norm)
-            table.add_row(name, _g(layer.w_norm), grad, _g(layer.dw_norm), f"{layer.ratio:.2e}")
+            row = [name, _g(layer.w_norm), grad, _g(layer.dw_norm), f"{layer.ratio:.2e}"]
+            if fractions is not None:
+                row += fractions.get(layer.layer, ["-", "-", "-"])
+            table.add_row(*row)
         if len(norms.layers) > MAX_TABLE_LAYERS:
-            table.add_row(f"(+{len(norms.layers) - MAX_TABLE_LAYERS} more)", "", "", "", "")
+            more = f"(+{len(norms.layers) - MAX_TABLE_LAYERS} more)"
+            table.add_row(more, *[""] * (len(table.columns) - 1))
         if norms.grad_norm is not None:
             scale = "" if norms.clip_scale is None else f", clipped x{norms.clip_scale:.3g}"
             table.caption = f"global gradient norm {_g(norms.grad_norm)}{scale}"
         return table
+
+    def _precision_fractions(self) -> dict[str, list[str]] | None:
+        """``{layer: [grad_underflow, delta_underflow, update_lost]}`` as shown in the norms
+        table (None for a run without simulated precision)."""
+        precision = self.view.precision
+        if precision is None:
+            return None
+        return {
+            p.layer: [_g(p.grad_underflow, 4), _g(p.delta_underflow, 4), _g(p.update_lost, 4)]
+            for p in precision.layers
+        }
 
 
 def make_display(console, *, quiet: bool):

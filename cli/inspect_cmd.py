@@ -134,6 +134,116 @@ def settings_rows(run) -> list[tuple[str, str, str]]:
     return rows
 
 
+#: PrecisionSpec field → the key that sets it (``precision.<key>`` in ``run.origins``)
+PRECISION_ORIGIN_KEYS = {
+    "precision": "precision",
+    "loss_scale": "loss_scale",
+    "growth": "scale_growth",
+    "backoff": "scale_backoff",
+    "growth_interval": "scale_growth_interval",
+    "master_weights": "master_weights",
+}
+
+#: per storage format: (largest finite, smallest normal, smallest subnormal, spacing at 1)
+FORMAT_LIMITS = {
+    "fp16": (65504.0, 2.0**-14, 2.0**-24, 2.0**-10),
+    "bf16": (3.3895313892515355e38, 2.0**-126, 2.0**-133, 2.0**-7),
+}
+
+
+def precision_rows(run) -> list[tuple[str, str, str]]:
+    """(field, value, origin) of the simulated-precision settings; none for a plain float32
+    run. ``scale`` comes from ``loss_scale`` (static) or ``scale_init`` (dynamic)."""
+    spec = run.precision
+    if not spec.active:
+        return []
+    keys = dict(PRECISION_ORIGIN_KEYS)
+    keys["scale"] = "scale_init" if spec.loss_scale == "dynamic" else "loss_scale"
+    rows = []
+    for f in dataclasses.fields(spec):
+        origin = run.origins.get(f"precision.{keys[f.name]}")
+        value = _format_value(getattr(spec, f.name))
+        rows.append((f"precision.{f.name}", value, str(origin) if origin else "default"))
+    return rows
+
+
+def _n(value: float) -> str:
+    """A float32 number as its shortest round-tripping text."""
+    import numpy as np
+
+    return str(np.float32(value))
+
+
+def precision_lines(run, lr: float) -> list[str]:
+    """The simulated precision model and the effective loss-scaling rule with the config's
+    numbers (``lr``: the first update's rate), as :class:`engine.training.mixed.MixedPrecision`
+    and :class:`engine.update.scaler.LossScaler` apply them."""
+    import numpy as np
+
+    spec = run.precision
+    if not spec.active:
+        return ["float32 throughout (no --precision, loss scale or --no-master-weights)"]
+    lines = [_storage_line(spec.precision)]
+    if spec.master_weights:
+        lines.append(
+            "master weights: the rule updates a float32 copy; forward/backward use it rounded"
+        )
+    else:
+        lines.append(
+            f"no master weights: the weights are stored in {spec.precision}; an update smaller "
+            "than half the spacing at the weight is lost"
+        )
+    solver = run.solver
+    S = np.float32(spec.scale)
+    alexeyab = spec.loss_scale == "static" and (
+        solver.semantics == "darknet" and solver.optimizer == "sgd"
+    )
+    if spec.loss_scale == "none":
+        tiny = FORMAT_LIMITS.get(spec.precision, (0, 0, 0, 0))[2]
+        flush = f": gradient values below {tiny:.3g} flush to zero" if tiny else ""
+        lines.append(f"no loss scaling (S = 1){flush}")
+    elif alexeyab:
+        eta = np.float32(np.float32(lr) / S)
+        batch = np.float32(solver.batch)
+        decay = np.float32(np.float32(-np.float32(solver.decay) * batch) * S)
+        lines += [
+            f"static loss scale S = {_n(S)} (AlexeyAB darknet loss_scale): loss deltas × S; "
+            "gradients stay scaled in the momentum buffer",
+            f"η = lr/S = {_n(lr)}/{_n(S)} = {_n(eta)}; decay axpy −decay·batch·S = "
+            f"−{_n(solver.decay)}·{solver.batch}·{_n(S)} = {_n(decay)}; step "
+            f"W ← W + (η/B = {_n(np.float32(eta / batch))})·U",
+            "non-finite gradient values are set to 0 (reset_nan_and_inf) and counted as overflow",
+        ]
+    else:
+        inv = np.float32(1.0 / float(S))
+        kind = "static" if spec.loss_scale == "static" else "dynamic"
+        lines.append(
+            f"{kind} loss scale (torch.amp.GradScaler): loss deltas × S, weight gradients × "
+            f"float32(1/S) (= {_n(inv)} at S = {_n(S)}) before the {solver.optimizer} rule; an "
+            "update with any non-finite gradient is skipped (weights and momentum untouched)"
+        )
+        if kind == "dynamic":
+            lines.append(
+                f"S starts at {_n(S)}; on a skipped update S ← S·{_n(spec.backoff)}; after "
+                f"{spec.growth_interval} consecutive clean updates S ← S·{_n(spec.growth)}"
+            )
+    return lines
+
+
+def _storage_line(precision: str) -> str:
+    """What is rounded to the storage format, and the format's limits."""
+    if precision == "fp32":
+        return "storage float32: nothing is rounded"
+    largest, normal, subnormal, spacing = FORMAT_LIMITS[precision]
+    return (
+        f"storage {precision} (max {largest:.5g}, smallest normal {normal:.3g}, smallest "
+        f"subnormal {subnormal:.3g}, spacing at 1 {spacing:.3g}): weights used by "
+        "forward/backward, layer outputs, deltas and weight gradients rounded to nearest even; "
+        "products and sums accumulate in float32; loss, softmax, batch-norm statistics and the "
+        "input stay float32"
+    )
+
+
 def _format_value(value: Any) -> str:
     """Floats as the shortest text that gives back the same float32 (darknet stores float32,
     so ``momentum=0.8`` shows as 0.8, not 0.800000012)."""
@@ -184,16 +294,21 @@ def layer_rows(run) -> list[dict[str, Any]]:
     return rows
 
 
-def update_rule_lines(run) -> tuple[list[str], list[str]]:
-    """The effective update rule with the config's numbers (the first update's rate), and the
-    darknet↔Caffe mapping. ``lr_series`` evaluates one iteration with the schedule's own state
-    (darknet ``random`` draws from a fresh glibc stream seeded with the config's seed)."""
-    from engine.update.rules import describe_mapping, effective_update_lines
+def first_lr(run) -> float:
+    """The first update's rate. ``lr_series`` evaluates one iteration with the schedule's own
+    state (darknet ``random`` draws from a fresh glibc stream seeded with the config's seed)."""
     from engine.update.schedule import first_iteration, lr_series
 
     first = first_iteration(run.schedule)
-    lr = float(lr_series(run.schedule, first, first)[0])
-    return effective_update_lines(run.solver, lr), describe_mapping(run.solver)
+    return float(lr_series(run.schedule, first, first)[0])
+
+
+def update_rule_lines(run) -> tuple[list[str], list[str]]:
+    """The effective update rule with the config's numbers (the first update's rate), and the
+    darknet↔Caffe mapping."""
+    from engine.update.rules import describe_mapping, effective_update_lines
+
+    return effective_update_lines(run.solver, first_lr(run)), describe_mapping(run.solver)
 
 
 def memory_line(run) -> tuple[str, int]:
@@ -215,7 +330,7 @@ def _shape_text(shape: list[int]) -> str:
     return f"{c}" if h == 1 and w == 1 else f"{c}×{h}×{w}"
 
 
-def _render_text(run, rows, layers, update, mapping, convention, memory) -> None:
+def _render_text(run, rows, layers, update, mapping, convention, memory, precision) -> None:
     """Config values are escaped (a layer named ``[/]`` is text, not Rich markup)."""
     from rich.markup import escape
     from rich.table import Table
@@ -275,6 +390,9 @@ def _render_text(run, rows, layers, update, mapping, convention, memory) -> None
     out.print("[bold]Update rule[/bold] (with this config's numbers)")
     for line in update:
         out.print(f"  {line}", highlight=False)
+    out.print("[bold]Precision[/bold] (simulated; with this config's numbers)")
+    for line in precision:
+        out.print(f"  {line}", highlight=False, markup=False)
     out.print("[bold]darknet ↔ Caffe[/bold]")
     for line in mapping:
         out.print(f"  {line}", highlight=False)
@@ -314,7 +432,7 @@ def inspect_command(
         run = load_config(config, parse_overrides([*set_, *scaling_sets(lr_scaling, lr_warmup)]))
         if semantics is not None:
             run = with_semantics(run, semantics)
-        rows = settings_rows(run)
+        rows = settings_rows(run) + precision_rows(run)
         layers = layer_rows(run)
         memory, memory_bytes = memory_line(run)
     except ConfigError as error:
@@ -323,6 +441,7 @@ def inspect_command(
 
     try:
         update, mapping = update_rule_lines(run)
+        precision = precision_lines(run, first_lr(run))
     except ScheduleError as error:  # the readers reject what cannot be evaluated; a backstop
         fail(f"{run.config_path}: {error}")
     convention = convention_note(run.schedule)
@@ -338,6 +457,7 @@ def inspect_command(
             "total_params": sum(r["params"] for r in layers),
             "total_flops": sum(r["flops"] for r in layers),
             "update_rule": update,
+            "precision": precision,
             "mapping": mapping,
             "schedule_convention": convention,
             "memory_bytes": memory_bytes,
@@ -345,7 +465,7 @@ def inspect_command(
         }
         print(json.dumps(document, indent=2))
         return
-    _render_text(run, rows, layers, update, mapping, convention, memory)
+    _render_text(run, rows, layers, update, mapping, convention, memory, precision)
     if any(d.severity == "error" for d in run.diagnostics):
         stderr_console().print("config has errors")
         raise typer.Exit(EXIT_BAD_INPUT)

@@ -4,7 +4,9 @@ runs overlaid.
 Reads each run folder's ``metrics.jsonl`` (a run still in progress works: a row being written
 is skipped) and draws six panels: loss (raw, smoothed, test; ``--log`` for a log scale),
 learning rate, test accuracy, and per layer ‖w‖, ‖g‖ and ‖Δw‖/‖w‖ (log scale: the ratio spans
-decades). Test values, sparse, get a dot at each point. In the terminal (plotille), or to one
+decades); a run with simulated mixed precision (a ``loss_scale`` column) adds a seventh, the
+loss scale each update used (log scale), with a marker at each skipped update (``overflow``).
+Test values, sparse, get a dot at each point. In the terminal (plotille), or to one
 ``.svg`` (the built-in writer of :mod:`cli.plotting`: axes, ticks, labels, legend; no
 dependency) or ``.png`` (matplotlib, an optional extra). With several runs, each curve is
 labelled by its run: the folder name and the settings in which the runs differ (``--set``
@@ -25,7 +27,7 @@ from cli.help_format import help_text
 if TYPE_CHECKING:  # NumPy and cli.plotting load lazily: --help stays light
     import numpy as np
 
-    from cli.plotting import Curve
+    from cli.plotting import Curve, Marker
 
 PLOT_HELP = help_text(
     "Plot runs' loss, learning rate, test accuracy and per-layer norms.",
@@ -34,7 +36,8 @@ PLOT_HELP = help_text(
     SWEEP_DIR (written by dnupdate sweep) stands for its variants: their loss, learning rate
     and test accuracy overlaid, each labelled by its grid values.
     Panels: loss (raw, smoothed, test), learning rate, test accuracy, and per layer the weight
-    norm, the gradient norm and the update ratio. Without --output the plots are drawn in the
+    norm, the gradient norm and the update ratio; a run trained with --precision or a loss
+    scale adds the loss scale, skipped updates marked. Without --output the plots are drawn in the
     terminal; --output FILE.svg or FILE.png writes them to a file (PNG needs matplotlib).""",
     examples=(
         "dnupdate plot runs/quickstart-20260101-120000",
@@ -129,14 +132,36 @@ def layer_names(rows: list[dict]) -> list[str]:
     return list(names)
 
 
+def skipped_markers(rows: list[dict]) -> tuple[Marker, ...]:
+    """A ``skipped`` marker at the iteration of each train row with ``overflow`` 1 (a
+    non-finite gradient: GradScaler skipped the update)."""
+    from cli.plotting import Marker
+
+    return tuple(
+        Marker(float(row["iteration"]), "skipped")
+        for row in rows
+        if row.get("kind") == "train" and row.get("overflow") in (1, "1", True)
+    )
+
+
+def scale_curve(label: str, rows: list[dict]) -> Curve | None:
+    """The ``loss_scale`` column against the iteration with the skipped-update markers (None
+    for a run without simulated precision)."""
+    import dataclasses
+
+    curve = _curve(label, rows, "train", "loss_scale")
+    return None if curve is None else dataclasses.replace(curve, markers=skipped_markers(rows))
+
+
 def panels_from_runs(runs: list[Run], log_loss: bool = False) -> list[Panel]:
-    """The six panels (see the module docstring) of one run or several overlaid."""
+    """The six panels (see the module docstring) of one run or several overlaid, and the
+    loss-scale panel when a run has one."""
     several = len(runs) > 1
 
     def named(run: Run, what: str) -> str:
         return f"{run.label}: {what}" if several else what
 
-    loss, lr, accuracy = [], [], []
+    loss, lr, accuracy, scale = [], [], [], []
     norms: dict[str, list] = {field: [] for field, *_ in NORM_PANELS}
     for run in runs:
         rows, smooth = run.rows, smoothed_key(run.rows)
@@ -147,6 +172,7 @@ def panels_from_runs(runs: list[Run], log_loss: bool = False) -> list[Panel]:
         loss += _test_curves(named(run, "test loss"), rows, "test_loss")
         lr.append(_curve(named(run, "lr"), rows, "train", "lr"))
         accuracy += _test_curves(named(run, "top-1"), rows, "test_accuracy")
+        scale.append(scale_curve(named(run, "loss scale"), rows))
         for field in norms:
             for layer in layer_names(rows):
                 label = named(run, f"layer {layer}")
@@ -155,12 +181,16 @@ def panels_from_runs(runs: list[Run], log_loss: bool = False) -> list[Panel]:
     def kept(curves: list) -> tuple[Curve, ...]:
         return tuple(curve for curve in curves if curve is not None)
 
-    return [
+    panels = [
         Panel("loss", "loss", kept(loss), log_loss),
         Panel("learning rate", "lr", kept(lr)),
         Panel("test accuracy", "accuracy", kept(accuracy)),
         *(Panel(title, y, kept(norms[field]), log) for field, title, y, log in NORM_PANELS),
     ]
+    if kept(scale):
+        title = "loss scale S per update (marked: skipped updates, non-finite gradient)"
+        panels.append(Panel(title, "S", kept(scale), True))
+    return panels
 
 
 # ---- runs and their labels -------------------------------------------------------------------
@@ -329,6 +359,8 @@ def write_png(path: Path, panels: list[Panel], title: str) -> None:
     import matplotlib
     import numpy as np
 
+    from cli.plotting import MAX_MARKERS, _unique_markers
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -337,6 +369,8 @@ def write_png(path: Path, panels: list[Panel], title: str) -> None:
         for curve in panel.curves:
             style = {"marker": "o", "markersize": 3} if curve.points else {}
             axis.plot(curve.x, curve.y, label=curve.label, linewidth=1.0, **style)
+        for marker in _unique_markers(panel.curves)[:MAX_MARKERS]:
+            axis.axvline(marker.x, color="0.6", linewidth=0.8, linestyle="--")
         if panel.log_y and not panel.empty:
             axis.set_yscale("log")
         axis.set_title(panel.title, fontsize=9)

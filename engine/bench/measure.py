@@ -23,7 +23,12 @@ and thread pools are each the workload's own):
   of two 2048×2048 float32 matrices with the same threads);
 * ``compile_s``: time of the first step beyond a steady one (Numba compiles or loads its cache;
   with ``cold_cache`` the cache directory starts empty, so this is the cold compile time);
-* ``peak_rss_mib``: the worker's peak resident set size.
+* ``peak_rss_mib``: the worker's peak resident set size;
+* with a simulated precision (``settings.precision`` fp16 or bf16) a second worker of ours
+  trains the same workload in that precision with dynamic loss scaling (the rounding and
+  counting passes of ``engine.training.mixed``), windows interleaved with the float32 worker
+  as PyTorch's are: ``precision_images_per_s`` is its median, ``step_time_ratio`` the ratio
+  of the step times (float32 images/s over the low precision's; the issue's target: ≤ 1.5).
 
 Threads: ``threads`` caps both Numba's threads (``NUMBA_NUM_THREADS``) and BLAS's
 (``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``), set in the worker's environment before NumPy
@@ -41,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
+from engine.bench.runner import precision_overrides
 from engine.bench.worker import WorkerProcess
 from engine.bench.workloads import BenchError, BenchSettings, Workload
 
@@ -72,16 +78,23 @@ class BenchResult:
     blas_core: str = ""
     windows: tuple[float, ...] = field(default=(), repr=False)
     torch_windows: tuple[float, ...] = field(default=(), repr=False)
+    precision: str | None = None
+    precision_images_per_s: float | None = None
+    step_time_ratio: float | None = None
+    precision_windows: tuple[float, ...] = field(default=(), repr=False)
 
     def as_json(self) -> dict:
         """The ``--json`` object: the issue's fields, plus ``torch_images_per_s`` and
         ``ratio`` when PyTorch was compared."""
         data = asdict(self)
-        for name in ("windows", "torch_windows", "device", "blas_core"):
+        for name in ("windows", "torch_windows", "precision_windows", "device", "blas_core"):
             data.pop(name)
         if self.torch_images_per_s is None:
             data.pop("torch_images_per_s")
             data.pop("ratio")
+        if self.precision is None:
+            for name in ("precision", "precision_images_per_s", "step_time_ratio"):
+                data.pop(name)
         for key, value in data.items():
             if isinstance(value, float):
                 data[key] = round(value, 4)
@@ -164,11 +177,7 @@ def run_bench(workloads: Sequence[Workload], settings: BenchSettings) -> Iterato
     try:
         for workload in workloads:
             ours = WorkerProcess("dnupdate", workload.config, settings, env)
-            theirs = (
-                WorkerProcess("torch", workload.config, settings, env)
-                if settings.vs_torch
-                else None
-            )
+            theirs = _second_worker(workload, settings, env)
             try:
                 if peak is None:
                     peak = tuple(ours.call("sgemm_peak"))
@@ -180,6 +189,35 @@ def run_bench(workloads: Sequence[Workload], settings: BenchSettings) -> Iterato
     finally:
         if cache is not None:
             cache.cleanup()
+
+
+def _second_worker(workload, settings, env) -> WorkerProcess | None:
+    """PyTorch's twin (``vs_torch``), ours in a simulated precision, or None."""
+    if settings.vs_torch:
+        return WorkerProcess("torch", workload.config, settings, env)
+    overrides = precision_overrides(settings.precision)
+    if overrides:
+        return WorkerProcess("dnupdate", workload.config, settings, env, overrides)
+    return None
+
+
+def _compared(settings, median: float, other: list[float]) -> dict:
+    """The result fields of the second worker's windows: PyTorch's or the low precision's."""
+    if not other:
+        return {}
+    theirs = statistics.median(other)
+    if settings.vs_torch:
+        return {
+            "torch_images_per_s": theirs,
+            "ratio": median / theirs,
+            "torch_windows": tuple(other),
+        }
+    return {
+        "precision": settings.precision,
+        "precision_images_per_s": theirs,
+        "step_time_ratio": median / theirs,
+        "precision_windows": tuple(other),
+    }
 
 
 def _measure_workload(workload, settings, ours, theirs, peak) -> Iterator[BenchResult]:
@@ -200,7 +238,7 @@ def _measure_workload(workload, settings, ours, theirs, peak) -> Iterator[BenchR
             settings.windows,
         )
         median, low, high = summarise_windows(mine)
-        torch_median = statistics.median(other) if other else None
+        compared = _compared(settings, median, other)
         gflops = flops[mode] * median / 1e9
         yield BenchResult(
             workload=workload.name,
@@ -214,10 +252,8 @@ def _measure_workload(workload, settings, ours, theirs, peak) -> Iterator[BenchR
             peak_fraction=gflops / peak_gflops if peak_gflops else 0.0,
             compile_s=compile_s,
             peak_rss_mib=ours.call("peak_rss_mib"),
-            torch_images_per_s=torch_median,
-            ratio=None if not torch_median else median / torch_median,
             device=settings.device,
             blas_core=blas_core,
             windows=tuple(mine),
-            torch_windows=tuple(other),
+            **compared,
         )

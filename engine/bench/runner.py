@@ -24,13 +24,22 @@ class Runner:
         return time.perf_counter() - start
 
 
-def dnupdate_runner(config_path: str, settings) -> Runner:
+def precision_overrides(precision: str) -> tuple[tuple[str, str], ...]:
+    """The ``--set`` pseudo-keys of a simulated-precision run (``fp32``: none): the storage
+    format with dynamic loss scaling, GradScaler's defaults (the usual mixed-precision run)."""
+    if precision == "fp32":
+        return ()
+    return (("precision", precision), ("loss_scale", "dynamic"))
+
+
+def dnupdate_runner(config_path: str, settings, overrides=()) -> Runner:
     """Our training step (``Trainer.train_iteration`` on one fixed random batch) and test-mode
-    forward, on the backend ``settings.device`` names."""
+    forward, on the backend ``settings.device`` names; ``overrides``: ``--set`` pairs (the
+    simulated precision of :func:`precision_overrides`)."""
     from engine.config import load_config
     from engine.training.step import Trainer
 
-    run = load_config(config_path)
+    run = load_config(config_path, list(overrides))
     trainer = Trainer(run, seed=settings.seed, backend=_backend(settings.device))
     net = trainer.network
     x, y = fixed_batch(net.input_shape, _classes(net), settings.seed)

@@ -28,15 +28,18 @@ SGEMM_REPEATS = 5
 
 class WorkerProcess:
     """Parent side: start a worker for ``kind`` (``"dnupdate"`` or ``"torch"``) on the config
-    at ``config_path``; :meth:`call` sends one request and returns its answer."""
+    at ``config_path`` with ``overrides`` (``--set`` pairs, ours only); :meth:`call` sends one
+    request and returns its answer."""
 
-    def __init__(self, kind: str, config_path: str, settings, env: dict[str, str]):
+    def __init__(self, kind: str, config_path: str, settings, env: dict[str, str], overrides=()):
         self._error = BenchError
         self.kind = kind
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(
-            target=worker_main, args=(child, kind, config_path, settings), daemon=True
+            target=worker_main,
+            args=(child, kind, config_path, settings, tuple(overrides)),
+            daemon=True,
         )
         saved = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
@@ -108,7 +111,7 @@ def blas_core_name() -> str:
     return core_name()
 
 
-def worker_main(conn, kind: str, config_path: str, settings) -> None:
+def worker_main(conn, kind: str, config_path: str, settings, overrides=()) -> None:
     """The worker loop (see the module docstring)."""
     state: dict[str, Any] = {}
     while True:
@@ -120,7 +123,7 @@ def worker_main(conn, kind: str, config_path: str, settings) -> None:
             conn.send(("ok", None))
             return
         try:
-            value = _handle(state, kind, config_path, settings, request, args)
+            value = _handle(state, kind, config_path, settings, request, args, overrides)
         except Exception as exc:  # passed to the parent as a message
             message = f"{kind} worker, {request}: {type(exc).__name__}: {exc}"
             if os.environ.get("DNUPDATE_BENCH_DEBUG"):
@@ -130,13 +133,13 @@ def worker_main(conn, kind: str, config_path: str, settings) -> None:
         conn.send(("ok", value))
 
 
-def _handle(state, kind, config_path, settings, request, args):
+def _handle(state, kind, config_path, settings, request, args, overrides=()):
     if request == "sgemm_peak":
         return sgemm_peak_gflops(), blas_core_name()
     if request == "peak_rss_mib":
         return peak_rss_mib()
     if request == "setup":
-        return _setup(state, kind, config_path, settings)
+        return _setup(state, kind, config_path, settings, overrides)
     runner: Runner = state["runner"]
     if request == "warmup":
         (mode,) = args
@@ -154,7 +157,7 @@ def _handle(state, kind, config_path, settings, request, args):
     raise ValueError(f"unknown request {request!r}")
 
 
-def _setup(state, kind, config_path, settings) -> dict:
+def _setup(state, kind, config_path, settings, overrides=()) -> dict:
     from engine.config import load_config
 
     if kind == "torch":
@@ -162,7 +165,7 @@ def _setup(state, kind, config_path, settings) -> dict:
 
         state["runner"] = torch_runner(config_path, settings)
     else:
-        state["runner"] = dnupdate_runner(config_path, settings)
+        state["runner"] = dnupdate_runner(config_path, settings, overrides)
     flops_infer, flops_train = gemm_flops(load_config(config_path).net)
     return {
         "batch": state["runner"].batch,

@@ -19,6 +19,10 @@ class BenchError(ValueError):
     """A benchmark cannot run as asked (unknown workload, missing PyTorch, bad setting)."""
 
 
+#: the storage formats ``--precision`` takes (fp32: no second worker)
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
 @dataclass(frozen=True)
 class Workload:
     """A named benchmark: ``config`` is a darknet ``.cfg`` or Caffe solver path."""
@@ -134,7 +138,9 @@ class BenchSettings:
     timed window (None: about ``window_s`` seconds each, calibrated on the warm-up), ``windows``
     timed windows per mode, ``warmup`` untimed steps, ``vs_torch``, ``device`` (``cpu`` or a
     backend name ``engine.backends.get_backend`` knows), ``cold_cache`` (an empty JIT cache
-    directory: ``compile_s`` is then the cold compile), ``modes``, ``seed``."""
+    directory: ``compile_s`` is then the cold compile), ``modes``, ``seed``, ``precision``
+    (``fp16``/``bf16``: a second worker trains the same workload in that simulated precision
+    with dynamic loss scaling, windows interleaved with the float32 one)."""
 
     threads: int
     iters: int | None = None
@@ -146,6 +152,7 @@ class BenchSettings:
     window_s: float = 0.5
     modes: tuple[str, ...] = MODES
     seed: int = 1
+    precision: str = "fp32"
 
     def check(self) -> None:
         """Raise :class:`BenchError` for settings that cannot run."""
@@ -160,6 +167,12 @@ class BenchSettings:
         for mode in self.modes:
             if mode not in MODES:
                 raise BenchError(f"unknown mode {mode!r} (train, infer)")
+        if self.precision not in PRECISIONS:
+            raise BenchError(f"--precision {self.precision}: expected one of fp16, bf16")
+        if self.precision != "fp32" and self.vs_torch:
+            raise BenchError(
+                "--precision and --vs torch are two comparisons: run them one at a time"
+            )
         if self.vs_torch and not torch_available():
             raise BenchError(
                 "--vs torch needs PyTorch, which is not installed (it is optional: "

@@ -179,6 +179,15 @@ SOLVER = {
     "solver_type": _e("SGD NESTEROV ADAGRAD RMSPROP ADADELTA ADAM"),
     "layer_wise_reduce": _b(True),
     "weights": _r(_s()),
+    # dnupdate extensions, simulated mixed precision (engine.config.precision types them;
+    # engine.config.caffe_solver warns that BVLC Caffe has no such fields)
+    "precision": FieldDef("text"),
+    "loss_scale": FieldDef("text"),
+    "scale_init": FieldDef("text"),
+    "scale_growth": FieldDef("text"),
+    "scale_backoff": FieldDef("text"),
+    "scale_growth_interval": FieldDef("text"),
+    "master_weights": FieldDef("text"),
 }
 
 NET = {
@@ -595,6 +604,8 @@ def convert_scalar(scalar: TextScalar, definition: FieldDef) -> Converted:
         return _convert_bool(scalar)
     if kind == "string":
         return _convert_string(scalar)
+    if kind == "text":  # any scalar, kept as written (a quoted one unquoted)
+        return (str(scalar.value) if scalar.kind == "string" else scalar.text), None
     return _convert_enum(scalar, definition)
 
 

@@ -25,6 +25,18 @@ from engine.spec import DEFAULT, Origin, ScheduleSpec, SolverSpec
 
 OVERRIDE = Origin("--set")
 
+#: dnupdate's simulated mixed-precision keys, accepted in a solver as extensions (the darknet
+#: ``[net]`` keys of the same names; ``engine.config.precision`` reads and checks the values)
+PRECISION_EXTENSION_KEYS = (
+    "precision",
+    "loss_scale",
+    "scale_init",
+    "scale_growth",
+    "scale_backoff",
+    "scale_growth_interval",
+    "master_weights",
+)
+
 CAFFE_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 # dnupdate extras a Caffe solver may name (engine.update.schedule implements them); Caffe itself
 # would stop with "Unknown learning rate policy", so they come with a warning.
@@ -324,6 +336,7 @@ def solver_from_msg(
     origins = {
         f"solver.{name}": solver.origin_or_default(key) for name, key in SOLVER_COPIES.items()
     }
+    origins.update(precision_extensions(solver, reporter))
     origins["solver.optimizer"] = optimizer_origin
     origins["solver.minibatch"] = minibatch[1]
     origins["solver.test_iter"] = solver.origin_or_default("test_iter")
@@ -332,6 +345,27 @@ def solver_from_msg(
     for name in ("semantics", "momentum_style", "grad_reduction"):
         origins[f"solver.{name}"] = DEFAULT
     return spec, origins
+
+
+def precision_extensions(solver: Msg, reporter: Reporter) -> dict[str, Origin]:
+    """The simulated mixed-precision extension keys the solver sets (``precision``,
+    ``loss_scale``, ``scale_init``, ``scale_growth``, ``scale_backoff``,
+    ``scale_growth_interval``, ``master_weights``: the darknet ``[net]`` keys of the same names)
+    → ``{"precision.<key>": origin}``, each with a warning that BVLC Caffe has no such field.
+    Their values reach :func:`engine.config.precision.apply_precision` through ``raw``."""
+    origins: dict[str, Origin] = {}
+    for key in PRECISION_EXTENSION_KEYS:
+        if not solver.has(key):
+            continue
+        where = solver.origin_of(key)
+        origins[f"precision.{key}"] = where
+        reporter.warn(
+            where,
+            key,
+            f"{key} is a dnupdate extension (simulated mixed precision); Caffe itself would "
+            "reject the solver",
+        )
+    return origins
 
 
 def raw_values(solver: Msg) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Simulated mixed precision settings (``--precision``, ``--loss-scale``, ``--scale-*``,
-``--master-weights``): our own keys, read from darknet's ``[net]`` section and from ``--set``
-(both formats; the options are ``--set`` pseudo-keys, so a run folder's saved overrides
-reproduce them on resume and a sweep can grid them).
+``--master-weights``): our own keys, read from darknet's ``[net]`` section, a Caffe solver's
+extension fields (``precision: "fp16"``, ``loss_scale: 128``) and ``--set`` (both formats; the
+options are ``--set`` pseudo-keys, so a run folder's saved overrides reproduce them on resume
+and a sweep can grid them).
 
 Keys: ``loss_scale`` (AlexeyAB darknet's ``[net] loss_scale=``: a number is a static scale;
 ``dynamic`` and ``none`` are our extensions), ``precision`` (``fp32``/``fp16``/``bf16``),
@@ -103,6 +104,11 @@ def _collect(run: RunSpec, text: str | None, found: dict[str, str]) -> dict:
             if key in run.raw:
                 line = None if text is None else _line_of(text, key)
                 values[key] = (run.raw[key].strip(), Origin(run.config_path, line))
+    else:  # Caffe: solver extension keys (engine.config.caffe_solver records their origins)
+        for key in PRECISION_KEYS:
+            if key in run.raw:
+                origin = run.origins.get(f"precision.{key}", Origin(run.config_path))
+                values[key] = (run.raw[key].strip(), origin)
     for key, value in found.items():
         values[key] = (value.strip(), Origin("--set"))
     return values
