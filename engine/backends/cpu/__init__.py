@@ -125,6 +125,7 @@ class CpuBackend(Backend):
         fit = self.IMAGE_SCRATCH_BYTES // (4 * max(1, chunk_floats))
         return max(1, min(self.IMAGE_CHUNKS, batch, fit))
 
+    conv_col_floats = staticmethod(conv_images.col_floats)
     conv_forward_images = staticmethod(conv_images.conv_forward)
     conv_backward_images = staticmethod(conv_images.conv_backward)
     im2col = staticmethod(conv.im2col)

@@ -31,8 +31,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from engine.backends.cpu import conv_taps
 from engine.backends.cpu.activations import LINEAR
 from engine.backends.cpu.conv import fold_image_add, unfold_image
+from engine.backends.cpu.conv_taps import forward_image as taps_forward_image
 from engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
 from engine.backends.cpu.share import share_out
 from engine.backends.cpu.tail import image_backward, image_forward
@@ -45,14 +47,19 @@ def _chunk(p, chunks, batch):
 
 
 @njit(cache=True)
-def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, code, tail):
-    """Images ``[first, end)`` of the forward pass, with one chunk's ``col (K, N)``."""
+def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, code, tail, taps):
+    """Images ``[first, end)`` of the forward pass, with one chunk's ``col (K, N)``; with
+    ``taps`` (non-empty, :func:`conv_taps.tap_weights`) by one GEMM per kernel tap."""
     kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     per_group = x.shape[1] // weights.shape[0]
     groups, m, k = weights.shape
     n = out_h * out_w
     for b in range(first, end):
         for g in range(groups):
+            if taps.size > 0:
+                taps_forward_image(x[b], taps[g], out[b], col.reshape(-1), g * per_group, g * m,
+                                   geometry)  # fmt: skip
+                continue
             if direct:
                 source = x[b, g * per_group].ctypes.data
             else:
@@ -69,12 +76,13 @@ def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, co
 
 
 @njit(cache=True, nogil=True)
-def _forward_chunks(p0, p1, x, weights, out, col, geometry, direct, bias, code, tail):
+def _forward_chunks(p0, p1, x, weights, out, col, geometry, direct, bias, code, tail, taps):
     """Chunks ``[p0, p1)`` of the forward pass (releases the GIL: run by ``share_out``)."""
     chunks = col.shape[0]
     for p in range(p0, p1):
         first, end = _chunk(p, chunks, x.shape[0])
-        _forward_images(x, weights, out, col[p], first, end, geometry, direct, bias, code, tail)
+        _forward_images(x, weights, out, col[p], first, end, geometry, direct, bias, code, tail,
+                        taps)  # fmt: skip
 
 
 @njit(cache=True)
@@ -172,15 +180,31 @@ def is_direct(kernel, stride, pad, dilation) -> bool:
 
 
 _NO_FLOATS = np.empty(0, dtype=np.float32)
+_NO_TAPS = np.empty((0, 0, 0, 0), dtype=np.float32)
+
+
+def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) -> int:
+    """Floats of one chunk's ``col`` scratch: ``K·N`` for im2col, at least the forward
+    scratch of :mod:`conv_taps` where that applies (the forward then takes the taps)."""
+    groups, m, k = weights_shape
+    floats = k * out_hw[0] * out_hw[1]
+    per_group = x_shape[1] // groups
+    if conv_taps.applies(kernel, stride, pad, per_group):
+        taps = conv_taps.forward_floats(per_group, m, kernel, pad, dilation, x_shape[2:], out_hw)
+        floats = max(floats, taps)
+    return floats
 
 
 def conv_forward(
-    x, weights, out, col, kernel, stride, pad, dilation, out_hw, bias=None, activation=None
-) -> None:
+    x, weights, out, col, kernel, stride, pad, dilation, out_hw, bias=None, activation=None,
+    by_taps=None,
+) -> None:  # fmt: skip
     """``out[b, g·m:(g+1)·m] = W_g · im2col(x_b)_g`` for every image (module docstring);
-    ``col`` ``(P, K, N)`` is scratch (its first axis sets the chunk count). With ``bias``
-    and/or ``activation`` (a darknet code), darknet's tail without batch norm follows each
-    image: ``y = act(y + bias)``."""
+    ``col`` ``(P, …)`` is scratch (its first axis sets the chunk count; :func:`col_floats`
+    per chunk). With ``bias`` and/or ``activation`` (a darknet code), darknet's tail without
+    batch norm follows each image: ``y = act(y + bias)``. A stride-1 convolution with enough
+    scratch runs one GEMM per kernel tap (:mod:`conv_taps`) unless ``by_taps=False``;
+    ``by_taps=True`` requires it."""
     _require_contiguous(x=x, weights=weights, out=out, col=col)
     direct = is_direct(kernel, stride, pad, dilation)
     code = LINEAR if activation is None else activation
@@ -188,8 +212,19 @@ def conv_forward(
     tail = bias.size > 0 or code != LINEAR
     geometry = (*kernel, *stride, *pad, dilation, *out_hw)
     out3 = out.reshape(out.shape[0], out.shape[1], -1)
+    col = col.reshape(col.shape[0], -1)
+    taps = _NO_TAPS
+    groups, m, _ = weights.shape
+    per_group = x.shape[1] // groups
+    chosen = conv_taps.applies(kernel, stride, pad, per_group)
+    if by_taps or (by_taps is None and chosen):
+        need = conv_taps.forward_floats(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw)
+        if conv_taps.fits(kernel, stride, pad) and col.shape[1] >= need:
+            taps = conv_taps.tap_weights(weights, kernel)
+    if by_taps and not taps.size:
+        raise ValueError("conv_images: no per-tap forward for this geometry or scratch")
     share_out(_forward_chunks, col.shape[0], x, weights, out3, col, geometry, direct, bias,
-               code, tail)  # fmt: skip
+               code, tail, taps)  # fmt: skip
 
 
 def conv_backward(
