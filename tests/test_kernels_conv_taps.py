@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from engine.backends.cpu import CpuBackend, conv_images, conv_taps
+from tests.reference.conv import conv_backward as reference_backward
 from tests.reference.conv import conv_forward as reference_forward
 
 # (batch, C, H, W, filters, kh, kw, ph, pw, groups, dilation)
@@ -102,3 +103,89 @@ def test_the_layer_sizes_its_scratch_for_the_taps():
     x = rng.standard_normal((3, 16, 8, 8)).astype(np.float32)
     want = reference_forward(x, net.blob("conv", 0), net.blob("conv", 1), (1, 1), (1, 1))
     np.testing.assert_allclose(net.forward(x, train=True), want, rtol=1e-5, atol=1e-4)
+
+
+def _backward(x, weights, geometry, delta, by_taps, chunks=3, assign=False, want_dx=True):
+    """``(dweights, dx)`` of one backward call from fixed starting values (dx starts at 1 so
+    that ``+=`` and ``=`` differ)."""
+    groups, m, k = weights.shape
+    (kh, kw), _, pad, dilation, out_hw = geometry
+    x_hw = x.shape[2:]
+    per_group = x.shape[1] // groups
+    floats = max(
+        k * out_hw[0] * out_hw[1],
+        conv_taps.forward_floats(per_group, m, (kh, kw), pad, dilation, x_hw, out_hw),
+    )
+    dfloats = max(k * out_hw[0] * out_hw[1], 2 * per_group * (x_hw[0] + 6) * (x_hw[1] + 6))
+    col = np.full((chunks, floats), np.nan, dtype=np.float32)
+    dcol = np.full((chunks, dfloats), np.nan, dtype=np.float32)
+    partial = np.full((chunks, groups, k, m), np.nan, dtype=np.float32)
+    dweights = np.full_like(weights, 0.5)
+    dx = np.ones_like(x) if want_dx else None
+    conv_images.conv_backward(
+        x, weights, delta.copy(), dweights, dx, col, dcol, partial, -1.0, *geometry,
+        assign_dx=assign, by_taps=by_taps,
+    )  # fmt: skip
+    return dweights, dx
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_taps_backward_matches_the_reference_and_im2col(case):
+    x, weights, geometry, _ = _setup(case, seed=3)
+    (kh, kw), _, pad, dilation, out_hw = geometry
+    groups, m, k = weights.shape
+    rng = np.random.default_rng(4)
+    delta = rng.standard_normal((x.shape[0], groups * m, *out_hw)).astype(np.float32)
+    w4 = weights.reshape(groups * m, k // (kh * kw), kh, kw)
+    dx_want, dw_want, _ = reference_backward(x, w4, delta, (1, 1), pad, groups, dilation)
+    dw, dx = _backward(x, weights, geometry, delta, by_taps=True)
+    np.testing.assert_allclose(dw, 0.5 - dw_want.reshape(weights.shape), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx, 1.0 + dx_want, rtol=1e-4, atol=1e-4)
+    dw_old, dx_old = _backward(x, weights, geometry, delta, by_taps=False)
+    np.testing.assert_allclose(dw, dw_old, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dx, dx_old, rtol=1e-5, atol=1e-4)
+    _, dx_assigned = _backward(x, weights, geometry, delta, by_taps=True, assign=True)
+    np.testing.assert_allclose(dx_assigned, dx_want, rtol=1e-4, atol=1e-4)
+    dw_only, none = _backward(x, weights, geometry, delta, by_taps=True, want_dx=False)
+    assert none is None and np.array_equal(dw_only, dw)
+
+
+def test_taps_backward_does_not_depend_on_the_thread_count():
+    x, weights, geometry, _ = _setup((12, 16, 10, 9, 16, 3, 3, 1, 1, 1, 1), seed=6)
+    delta = np.random.default_rng(7).standard_normal((12, 16, 10, 9)).astype(np.float32)
+    results = []
+    for count in (1, 2):
+        CpuBackend(threads=count)
+        results.append(_backward(x, weights, geometry, delta, by_taps=True, chunks=4))
+    for first, second in zip(*results, strict=True):
+        assert np.array_equal(first, second)
+
+
+def test_taps_backward_passes_finite_differences():
+    """``Σ r·conv(x, W)`` differentiated by central differences in float64 against the taps'
+    float32 gradients, for a few entries of ``x`` and ``W``."""
+    case = (2, 8, 5, 6, 4, 3, 3, 1, 1, 1, 1)
+    x, weights, geometry, _ = _setup(case, seed=8)
+    (kh, kw), _, pad, dilation, out_hw = geometry
+    r = np.random.default_rng(9).standard_normal((2, 4, *out_hw)).astype(np.float32)
+    w4 = lambda w: w.reshape(4, 8, kh, kw)  # noqa: E731
+
+    def loss(xv, wv):
+        return float((reference_forward(xv, w4(wv), None, (1, 1), pad, 1, dilation) * r).sum())
+
+    dw, dx = _backward(x, weights, geometry, r, by_taps=True, assign=True)
+    dw = 0.5 - dw  # alpha = −1 from 0.5
+    eps = 1e-3
+    x64, w64 = x.astype(np.float64), weights.astype(np.float64)
+    for index in [(0, 0, 0, 0), (1, 7, 4, 5), (0, 3, 2, 1)]:
+        plus, minus = x64.copy(), x64.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        numeric = (loss(plus, w64) - loss(minus, w64)) / (2 * eps)
+        assert abs(numeric - dx[index]) < 1e-3 * max(1.0, abs(numeric))
+    for index in [(0, 0, 0), (0, 3, 71), (0, 2, 40)]:
+        plus, minus = w64.copy(), w64.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        numeric = (loss(x64, plus) - loss(x64, minus)) / (2 * eps)
+        assert abs(numeric - dw[index]) < 1e-3 * max(1.0, abs(numeric))

@@ -1,4 +1,5 @@
-"""Stride-1 convolution of one image as one GEMM per kernel tap (CPU, Numba + OpenBLAS).
+"""Stride-1 convolution of one image as one GEMM per kernel tap, forward and backward (CPU,
+Numba + OpenBLAS).
 
 With stride 1, the im2col row of channel ``c`` and tap ``(ky, kx)`` is the zero-padded image
 plane itself, shifted: copy the image once into a padded buffer ``xp (C, Hp, Wp)``
@@ -17,6 +18,14 @@ The float32 sum of each output is the same terms as the im2col GEMM's, in anothe
 by tap, each tap a GEMM over the channels): equal up to float rounding, and the same on any
 thread count (one image at a time).
 
+Backward (:func:`backward_image`) the same way: the output gradient padded to rows of ``Wp``
+with zeros in the wrapped columns, then per tap one GEMM into the weight gradient and one into a
+padded input gradient that is cropped at the end (the transpose of the forward's shifted read).
+Measured on one core, 128 images: forward 16.6 → 8.6 ms (16 channels, 32×32), 11.1 → 7.0
+(32, 16×16), 9.8 → 7.1 (64, 8×8); backward 39 → 21, 27 → 15, 22 → 17 ms. The wrapped columns
+multiply a real pixel by an exact 0: they add nothing, except that a non-finite input there
+makes a NaN where the im2col sum has none (a run is diverging by then anyway).
+
 Scratch of one image and group (:func:`forward_floats`): ``xp`` plus ``d·(kw − 1)`` slack
 floats (the dropped columns of the last row read past the last plane) and ``y_p (m, N')``.
 """
@@ -27,7 +36,7 @@ import numpy as np
 from numba import njit
 
 from engine.backends.cpu.conv import _u
-from engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, cblas_sgemm
+from engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
 
 #: input channels per group the taps serve: below, each tap's GEMM is too thin (3 channels:
 #: 2.5× slower than im2col); above, im2col + one GEMM is as fast (128: the same within noise)
@@ -123,3 +132,96 @@ def forward_image(x_b, taps_g, out_b, scratch, c0, f0, geometry):
             np.float32(0.0) if tap == 0 else np.float32(1.0), yp.ctypes.data, n_rows,
         )  # fmt: skip
     _drop_wrapped_columns(yp, out_b, f0, m, out_h, out_w, wp)
+
+
+def backward_fits(per_group, m, kernel, pad, dilation, in_hw, out_hw, col, dcol) -> bool:
+    """Whether one chunk's ``col`` holds the padded image and the padded output gradient
+    (:func:`forward_floats`) and its ``dcol`` the padded input gradient."""
+    hp, wp = in_hw[0] + 2 * pad[0], in_hw[1] + 2 * pad[1]
+    padded = per_group * hp * wp + dilation * (kernel[1] - 1)
+    return col >= forward_floats(per_group, m, kernel, pad, dilation, in_hw, out_hw) and (
+        dcol >= padded
+    )
+
+
+@njit(cache=True)
+def _pad_delta(delta_b, f0, m, dp, out_h, out_w, wp):
+    """``dp[f, oy·Wp + ox] = delta_b[f0 + f, oy·out_w + ox]``, 0 in the ``Wp − out_w``
+    wrapped columns of each row (so that they add nothing where they meet real positions)."""
+    zero = np.float32(0.0)
+    source = delta_b.reshape(-1)
+    n = delta_b.shape[1]
+    for f in range(m):
+        for oy in range(out_h):
+            row = (f * out_h + oy) * wp
+            start = (f0 + f) * n + oy * out_w
+            for ox in range(out_w):
+                dp[_u(row + ox)] = source[_u(start + ox)]
+            for ox in range(out_w, wp):
+                dp[_u(row + ox)] = zero
+
+
+@njit(cache=True)
+def _crop_add(dxp, dx_b, c0, channels, ph, pw, assign):
+    """``dx_b[c0 + c, y, x] (+)= dxp[c, y + p_h, x + p_w]`` (``=`` with ``assign``): the
+    padding cells of the padded input gradient are dropped, as ``col2im`` drops them."""
+    height, width = dx_b.shape[1], dx_b.shape[2]
+    target = dx_b.reshape(-1)
+    wp = width + 2 * pw
+    plane = (height + 2 * ph) * wp
+    for c in range(channels):
+        for y in range(height):
+            row = c * plane + (y + ph) * wp + pw
+            start = (c0 + c) * height * width + y * width
+            if assign:
+                for i in range(width):
+                    target[_u(start + i)] = dxp[_u(row + i)]
+            else:
+                for i in range(width):
+                    target[_u(start + i)] += dxp[_u(row + i)]
+
+
+@njit(cache=True)
+def backward_image(x_b, delta_b, taps_g, partial_g, dx_b, scratch, dscratch, c0, f0, geometry,
+                   beta, assign):  # fmt: skip
+    """One group of one image's backward by taps, with ``dp`` the output gradient padded to
+    rows of ``Wp`` (:func:`_pad_delta`):
+
+    * ``partial_g[c·T + tap, f] (+)= Σ_j xp[c, shift_tap + j] · dp[f, j]``: per tap one GEMM
+      ``(C/G × N') · (N' × m)`` into the rows of that tap of the chunk's transposed weight
+      gradient (``beta`` 0 on the chunk's first image); the wrapped columns meet 0 in ``dp``;
+    * unless ``dx_b`` is empty: ``dxp[c, shift_tap + j] += Σ_f W_tap[f, c] · dp[f, j]`` per
+      tap (``W_tapᵀ · dp`` added at the tap's offset: the transpose of the forward's shifted
+      read) into a zeroed padded buffer, then cropped into ``dx_b`` (``=`` with ``assign``).
+
+    ``scratch`` holds ``xp`` and ``dp`` (:func:`forward_floats`), ``dscratch`` ``dxp``.
+    """
+    _kh, kw, _sh, _sw, ph, pw, dil, out_h, out_w = geometry
+    n_taps, m, channels = taps_g.shape
+    wp = x_b.shape[2] + 2 * pw
+    plane = (x_b.shape[1] + 2 * ph) * wp
+    n_rows = out_h * wp
+    padded = channels * plane + dil * (kw - 1)
+    xp = scratch[:padded]
+    dp = scratch[padded : padded + m * n_rows]
+    pad_group(x_b, c0, channels, xp, ph, pw)
+    _pad_delta(delta_b, f0, m, dp, out_h, out_w, wp)
+    for tap in range(n_taps):
+        shift = (tap // kw) * dil * wp + (tap % kw) * dil
+        cblas_sgemm(
+            ROW_MAJOR, NO_TRANS, TRANS, channels, m, n_rows,
+            np.float32(1.0), xp[shift:].ctypes.data, plane, dp.ctypes.data, n_rows,
+            beta, partial_g[tap:].ctypes.data, n_taps * m,
+        )  # fmt: skip
+    if dx_b.size == 0:
+        return
+    dxp = dscratch[:padded]
+    dxp[:] = 0.0
+    for tap in range(n_taps):
+        shift = (tap // kw) * dil * wp + (tap % kw) * dil
+        cblas_sgemm(
+            ROW_MAJOR, TRANS, NO_TRANS, channels, n_rows, m,
+            np.float32(1.0), taps_g[tap].ctypes.data, channels, dp.ctypes.data, n_rows,
+            np.float32(1.0), dxp[shift:].ctypes.data, plane,
+        )  # fmt: skip
+    _crop_add(dxp, dx_b, c0, channels, ph, pw, assign)
