@@ -402,6 +402,10 @@ class Backend:
         raise NotImplementedError
 
     # ---- update and per-segment reductions (segment tables and outputs are host arrays) ---
+    #: whether :meth:`fused_update` takes the darknet ``carry`` and ``grad_sq`` (measures the
+    #: update's gradient norm and keeps the next snapshot in its own pass)
+    FUSED_CARRY = False
+
     def fused_update(
         self,
         rule,

@@ -321,6 +321,7 @@ class CpuBackend(Backend):
     caffe_softmax_backward = staticmethod(caffe_layers.caffe_softmax_backward)
 
     # ---- update and per-segment reductions ------------------------------------------------
+    FUSED_CARRY = True
     fused_update = staticmethod(update.fused_update)
     segment_sumsq = staticmethod(update.segment_sumsq)
     segment_sum_squares = staticmethod(reduce.segment_sum_squares)

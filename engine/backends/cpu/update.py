@@ -312,27 +312,43 @@ BLOCK = 1 << 14
 
 
 @njit(cache=True)
-def _add_blocks(first, partial, step_sq, weight_sq):
-    """Each segment's norms: its blocks' partial sums added in block order."""
+def _add_blocks(first, partial, step_sq, weight_sq, grad_sq):
+    """Each segment's norms: its blocks' partial sums added in block order (``grad_sq`` only
+    where given: non-empty)."""
     for s in range(first.size - 1):
         step_acc = 0.0
         weight_acc = 0.0
+        grad_acc = 0.0
         for j in range(first[s], first[s + 1]):
             step_acc += partial[j, 0]
             weight_acc += partial[j, 1]
+            grad_acc += partial[j, 2]
         step_sq[s] = step_acc
         weight_sq[s] = weight_acc
+        if grad_sq.size > 0:
+            grad_sq[s] = grad_acc
 
 
 @njit(cache=True)
-def _darknet_block(rule, params, grads, state_a, state_b, start, stop, rate, decay, coef):
+def _darknet_block(
+    rule, params, grads, state_a, state_b, start, stop, rate, decay, coef, carry
+):  # fmt: skip
     """A darknet rule's step on ``[start, stop)`` (one segment's rate and decay); returns the
-    block's ``(Σ(Δw)², Σw²)`` summed in index order."""
+    block's ``(Σ(Δw)², Σw², Σg²)`` summed in index order. With a ``carry`` (non-empty): the
+    update's gradient ``g = f32(grads − carry)`` (the passes added it onto the carried buffer)
+    is summed as ``Σ f64(g)²`` before the step, and ``carry ← grads`` after it (the snapshot
+    the next update's gradient is measured from): the two passes the trainer would otherwise
+    make over these buffers (``segment_sum_squares_change``, then a copy)."""
     k = _as_tuple(coef)
     momentum = k[K_MOMENTUM]
     step_acc = 0.0
     weight_acc = 0.0
+    grad_acc = 0.0
+    keep = carry.size > 0
     for i in range(start, stop):
+        if keep:
+            g = np.float64(carry[i] - grads[i])  # the float32 difference, as the trainer's
+            grad_acc += g * g
         w = params[i]
         if rule == RULE_DARKNET_SGD:
             w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
@@ -351,10 +367,12 @@ def _darknet_block(rule, params, grads, state_a, state_b, start, stop, rate, dec
             state_b[i] = v
             grads[i] = F32(0.0)
         params[i] = w_new
+        if keep:
+            carry[i] = grads[i]
         delta_w = np.float64(w_new) - np.float64(w)
         step_acc += delta_w * delta_w
         weight_acc += np.float64(w) * np.float64(w)
-    return step_acc, weight_acc
+    return step_acc, weight_acc, grad_acc
 
 
 @njit(cache=True)
@@ -393,15 +411,17 @@ def _caffe_block(
 
 @njit(parallel=True, cache=True)
 def _darknet_update(
-    rule, params, grads, state_a, state_b, owner, starts, stops, seg_lr, seg_decay, coef, partial
+    rule, params, grads, state_a, state_b, owner, starts, stops, seg_lr, seg_decay, coef, partial,
+    carry,
 ):  # fmt: skip
     for j in prange(owner.size):
         s = owner[j]
-        step_acc, weight_acc = _darknet_block(rule, params, grads, state_a, state_b,
-                                              starts[j], stops[j], seg_lr[s],
-                                              seg_decay[s], coef)  # fmt: skip
+        step_acc, weight_acc, grad_acc = _darknet_block(rule, params, grads, state_a, state_b,
+                                                        starts[j], stops[j], seg_lr[s],
+                                                        seg_decay[s], coef, carry)  # fmt: skip
         partial[j, 0] = step_acc
         partial[j, 1] = weight_acc
+        partial[j, 2] = grad_acc
 
 
 @njit(parallel=True, cache=True)
@@ -432,6 +452,8 @@ def fused_update(
     coef: np.ndarray,
     step_sq: np.ndarray,
     weight_sq: np.ndarray,
+    carry: np.ndarray | None = None,
+    grad_sq: np.ndarray | None = None,
 ) -> None:
     """Apply one update of ``rule`` to every segment of the flat buffers, in place.
 
@@ -455,20 +477,35 @@ def fused_update(
     re-associated at block boundaries (last-bit differences from one sequential sum, the same
     whatever the thread count).
 
+    ``carry`` (darknet rules only, with ``grad_sq``): the gradient buffer as it was before this
+    update's passes (darknet quirk: nothing zeroes it). The same pass then gives
+    ``grad_sq[s] = Σ f64(f32(carry − grads))²`` (the squared norm of this update's summed
+    gradient, blocks as the step's norms) and leaves ``carry`` equal to ``grads`` after the
+    update: the snapshot and the gradient norm the trainer would take in two more passes. The
+    updated values are the same bits either way.
+
     The darknet and the Caffe rules are two kernels: a parallel kernel's compile time grows
     with its body (Numba optimises the body once more for each parallel wrapper layer), and a
     run compiles only its own family.
     """
     first, owner, starts, stops = block_table(seg_offsets, seg_sizes, BLOCK)
-    partial = np.empty((owner.size, 2), dtype=np.float64)
+    partial = np.zeros((owner.size, 3), dtype=np.float64)
     blocks = (owner, starts, stops)
-    if rule in (RULE_DARKNET_SGD, RULE_DARKNET_ADAM, RULE_DARKNET_ADAMW):
+    darknet = rule in (RULE_DARKNET_SGD, RULE_DARKNET_ADAM, RULE_DARKNET_ADAMW)
+    if carry is not None and (not darknet or grad_sq is None or carry.shape != grads.shape):
+        raise ValueError("fused_update: carry needs a darknet rule, grad_sq and grads' shape")
+    if darknet:
+        keep = _NO_CARRY if carry is None else carry
         _darknet_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay, coef,
-                        partial)  # fmt: skip
+                        partial, keep)  # fmt: skip
     else:
         _caffe_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay,
                       seg_grad_on, coef, partial)  # fmt: skip
-    _add_blocks(first, partial, step_sq, weight_sq)
+    _add_blocks(first, partial, step_sq, weight_sq, _NO_SUMS if carry is None else grad_sq)
+
+
+_NO_CARRY = np.empty(0, dtype=np.float32)
+_NO_SUMS = np.empty(0, dtype=np.float64)
 
 
 @njit(cache=True)
