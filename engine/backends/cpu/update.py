@@ -329,26 +329,42 @@ def _add_blocks(first, partial, step_sq, weight_sq, grad_sq):
             grad_sq[s] = grad_acc
 
 
+#: independent float64 accumulators of the darknet pass's norms (element ``i`` of a block adds
+#: to lane ``(i − start) mod LANES``; lanes added in order): one chain per sum would wait on
+#: the adder's latency at every element (as ``engine.backends.cpu.reduce``)
+LANES = 8
+
+
+@njit(inline="always")
+def _lane_total(lanes):
+    total = 0.0
+    for lane in range(LANES):
+        total += lanes[lane]
+    return total
+
+
 @njit(cache=True)
 def _darknet_block(
     rule, params, grads, state_a, state_b, start, stop, rate, decay, coef, carry
 ):  # fmt: skip
     """A darknet rule's step on ``[start, stop)`` (one segment's rate and decay); returns the
-    block's ``(Σ(Δw)², Σw², Σg²)`` summed in index order. With a ``carry`` (non-empty): the
-    update's gradient ``g = f32(grads − carry)`` (the passes added it onto the carried buffer)
-    is summed as ``Σ f64(g)²`` before the step, and ``carry ← grads`` after it (the snapshot
-    the next update's gradient is measured from): the two passes the trainer would otherwise
-    make over these buffers (``segment_sum_squares_change``, then a copy)."""
+    block's ``(Σ(Δw)², Σw², Σg²)``, each over :data:`LANES` interleaved float64 accumulators
+    added in lane order. With a ``carry`` (non-empty): the update's gradient
+    ``g = f32(carry − grads)`` (the passes added it onto the carried buffer) is summed as
+    ``Σ f64(g)²`` before the step, and ``carry ← grads`` after it (the snapshot the next
+    update's gradient is measured from): the two passes the trainer would otherwise make over
+    these buffers (``segment_sum_squares_change``, then a copy)."""
     k = _as_tuple(coef)
     momentum = k[K_MOMENTUM]
-    step_acc = 0.0
-    weight_acc = 0.0
-    grad_acc = 0.0
+    step_lanes = np.zeros(LANES)
+    weight_lanes = np.zeros(LANES)
+    grad_lanes = np.zeros(LANES)
     keep = carry.size > 0
     for i in range(start, stop):
+        lane = (i - start) & (LANES - 1)
         if keep:
-            g = np.float64(carry[i] - grads[i])  # the float32 difference, as the trainer's
-            grad_acc += g * g
+            change = np.float64(carry[i] - grads[i])  # the float32 difference, as the trainer's
+            grad_lanes[lane] += change * change
         w = params[i]
         if rule == RULE_DARKNET_SGD:
             w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
@@ -370,9 +386,9 @@ def _darknet_block(
         if keep:
             carry[i] = grads[i]
         delta_w = np.float64(w_new) - np.float64(w)
-        step_acc += delta_w * delta_w
-        weight_acc += np.float64(w) * np.float64(w)
-    return step_acc, weight_acc, grad_acc
+        step_lanes[lane] += delta_w * delta_w
+        weight_lanes[lane] += np.float64(w) * np.float64(w)
+    return _lane_total(step_lanes), _lane_total(weight_lanes), _lane_total(grad_lanes)
 
 
 @njit(cache=True)
@@ -472,10 +488,11 @@ def fused_update(
 
     Parallel over blocks of :data:`BLOCK` elements inside the segments (elements are
     independent, so every value written is the serial loop's). Each block sums its squares in
-    index order; a segment's blocks are then added in block order. A segment of at most
-    ``BLOCK`` elements thus gets the serial sum exactly; a longer one the same float64 sum
-    re-associated at block boundaries (last-bit differences from one sequential sum, the same
-    whatever the thread count).
+    index order (the darknet rules: over :data:`LANES` interleaved accumulators, added in lane
+    order); a segment's blocks are then added in block order. A Caffe segment of at most
+    ``BLOCK`` elements thus gets the serial sum exactly; otherwise the same float64 sum
+    re-associated (last-bit differences from one sequential sum, the same whatever the thread
+    count).
 
     ``carry`` (darknet rules only, with ``grad_sq``): the gradient buffer as it was before this
     update's passes (darknet quirk: nothing zeroes it). The same pass then gives
