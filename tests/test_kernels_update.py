@@ -100,11 +100,28 @@ def _expected(rule, inputs):
             (step_sq, np.square(w_new.astype(np.float64) - w.astype(np.float64))),
             (weight_sq, np.square(w.astype(np.float64))),
         ):
-            total = 0.0
-            for j in range(0, size, B):
-                total += np.cumsum(values[j : j + B])[-1]
-            norms[s] = total
+            norms[s] = _block_sums(values, _lanes(rule))
     return params, grads, a, b, step_sq, weight_sq
+
+
+def _lanes(rule) -> int:
+    """Accumulators per block of the rule's norms: the darknet pass keeps ``up.LANES``."""
+    darknet = (up.RULE_DARKNET_SGD, up.RULE_DARKNET_ADAM, up.RULE_DARKNET_ADAMW)
+    return up.LANES if rule in darknet else 1
+
+
+def _block_sums(values, lanes):
+    """Σ over blocks of ``B`` in block order; in each block ``lanes`` sequential sums over the
+    elements ``j ≡ lane (mod lanes)``, added in lane order."""
+    total = 0.0
+    for j in range(0, values.size, B):
+        block = values[j : j + B]
+        block_total = 0.0
+        for lane in range(lanes):
+            part = block[lane::lanes]
+            block_total += np.cumsum(part)[-1] if part.size else 0.0
+        total += block_total
+    return total
 
 
 @pytest.mark.parametrize("name", sorted(RULES))
@@ -120,7 +137,7 @@ def test_every_rule_on_multi_block_segments(name):
             sequential = np.cumsum(values[start : start + size])[-1] if size else 0.0
             assert norms[s] == pytest.approx(sequential, rel=1e-12)
             if size <= B:
-                assert norms[s] == sequential
+                assert norms[s] == _block_sums(values[start : start + size], _lanes(rule))
 
 
 @pytest.mark.parametrize("name", sorted(RULES))
@@ -150,3 +167,93 @@ def test_no_segments_and_empty_segments():
                     np.array([0, 3], np.int64), np.array([3, 0], np.int64), np.ones(2, f32),
                     np.zeros(2, f32), np.ones(2, np.int8), COEF, step_sq, weight_sq)  # fmt: skip
     assert weight_sq.tolist() == [3.0, 0.0] and step_sq[1] == 0.0
+
+
+DARKNET_RULES = ["darknet_adam", "darknet_adamw", "darknet_sgd"]
+
+
+def _run_with_carry(rule, inputs, carry):
+    params, grads, a, b, lr, decay, grad_on = (x.copy() for x in inputs)
+    carry = carry.copy()
+    step_sq, weight_sq, grad_sq = (np.zeros(SIZES.size) for _ in range(3))
+    up.fused_update(rule, params, grads, a, b, OFFSETS, SIZES, lr, decay, grad_on, COEF,
+                    step_sq, weight_sq, carry=carry, grad_sq=grad_sq)  # fmt: skip
+    return params, grads, a, b, step_sq, weight_sq, carry, grad_sq
+
+
+@pytest.mark.parametrize("name", DARKNET_RULES)
+def test_the_carry_rides_along_without_changing_the_update(name):
+    """With the darknet carry, the same pass gives Σ f32(carry − grads)² per segment (the
+    trainer's gradient norm, blocks aside) and leaves the carry equal to the new grads; every
+    updated value and norm is the bits of the pass without it."""
+    from engine.backends.cpu import reduce
+
+    rule, states = RULES[name]
+    inputs = _inputs(states, seed=4)
+    carry = (inputs[1] - np.random.default_rng(5).normal(0, 0.1, TOTAL)).astype(f32)
+    plain = _run(rule, inputs)
+    *kept, after, grad_sq = _run_with_carry(rule, inputs, carry)
+    for a, b in zip(plain, kept, strict=True):
+        assert a.tobytes() == b.tobytes()
+    assert after.tobytes() == kept[1].tobytes()
+    want = np.zeros(SIZES.size)
+    reduce.segment_sum_squares_change(carry, inputs[1], OFFSETS, SIZES, want)
+    np.testing.assert_allclose(grad_sq, want, rtol=1e-12)
+    assert grad_sq[SIZES == 0].tolist() == [0.0] and grad_sq[SIZES > 0].min() > 0
+
+
+@pytest.mark.parametrize("name", DARKNET_RULES)
+def test_the_carry_norm_does_not_depend_on_threads(name):
+    rule, states = RULES[name]
+    inputs = _inputs(states, seed=6)
+    carry = np.zeros(TOTAL, f32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _run_with_carry(rule, inputs, carry)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = _run_with_carry(rule, inputs, carry)
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, two, strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_the_carry_needs_a_darknet_rule_and_its_norm_buffer():
+    inputs = _inputs(1)
+    carry = np.zeros(TOTAL, f32)
+    with pytest.raises(ValueError, match="carry"):
+        _run_with_carry(up.RULE_CAFFE_SGD, inputs, carry)
+    params, grads, a, b, lr, decay, grad_on = (x.copy() for x in inputs)
+    with pytest.raises(ValueError, match="carry"):
+        up.fused_update(up.RULE_DARKNET_SGD, params, grads, a, b, OFFSETS, SIZES, lr, decay,
+                        grad_on, COEF, np.zeros(SIZES.size), np.zeros(SIZES.size),
+                        carry=carry)  # fmt: skip
+
+
+def test_trainer_with_the_carry_in_the_update_pass_matches_the_separate_passes():
+    """darknet SGD with momentum and 2 subdivisions, 4 updates: the trainer whose backend folds
+    the snapshot and the gradient norm into the update pass ends with the same weights and
+    momentum bits, and the same gradient norms up to float64 re-association, as one making the
+    copy and the norm pass itself."""
+    from engine.backends.cpu import CpuBackend
+    from engine.training.step import Trainer
+    from tests.test_trainer import batch_of, counting, darknet_run
+
+    class SeparatePasses(CpuBackend):
+        FUSED_CARRY = False
+
+    x, y = batch_of(4, seed=21)
+    results = []
+    for backend in (CpuBackend(), SeparatePasses()):
+        trainer = Trainer(darknet_run(batch=4, subdivisions=2, momentum=0.9), seed=5,
+                          backend=backend)  # fmt: skip
+        assert trainer._fold_carry == backend.FUSED_CARRY
+        next_batch, _ = counting(x, y, 2)
+        norms = [trainer.train_iteration(next_batch).grad_norms for _ in range(4)]
+        net = trainer.network
+        results.append((net.params.copy(), net.grads.copy(), np.array(norms)))
+    (params, grads, norms), (params_2, grads_2, norms_2) = results
+    assert params.tobytes() == params_2.tobytes() and grads.tobytes() == grads_2.tobytes()
+    np.testing.assert_allclose(norms, norms_2, rtol=1e-12)
+    assert norms.min() > 0

@@ -133,6 +133,13 @@ class Backend:
         it fixes the summation order of the weight gradient."""
         return 0
 
+    def conv_col_floats(self, x_shape, weights_shape, kernel, stride, pad, dilation, out_hw):
+        """Floats of one chunk's ``col`` scratch for :meth:`conv_forward_images`/
+        :meth:`conv_backward_images`: ``K·N`` (one image's im2col), or more where the backend
+        has other per-image strategies (the CPU's per-tap forward)."""
+        k = weights_shape[2]
+        return k * out_hw[0] * out_hw[1]
+
     def conv_forward_images(
         self, x, weights, out, col, kernel, stride, pad, dilation, out_hw, bias=None,
         activation=None,
@@ -395,6 +402,10 @@ class Backend:
         raise NotImplementedError
 
     # ---- update and per-segment reductions (segment tables and outputs are host arrays) ---
+    #: whether :meth:`fused_update` takes the darknet ``carry`` and ``grad_sq`` (measures the
+    #: update's gradient norm and keeps the next snapshot in its own pass)
+    FUSED_CARRY = False
+
     def fused_update(
         self,
         rule,

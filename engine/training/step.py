@@ -360,12 +360,18 @@ class Trainer:
         self._grad_carry = None
         if not self.optimizer.zero_grads_needed:
             self._grad_carry = self.backend.zeros(self.network.grads.shape)
+        # where the backend's update pass keeps the carry and measures the gradient norm itself
+        # (darknet rules, no simulated precision), the snapshot the last update left stands
+        self._fold_carry = self._grad_carry is not None and self.backend.FUSED_CARRY
+        self._carry_fresh = False
 
     def _remember_carry(self) -> None:
         """Before the first backward of an update: snapshot the gradient buffer. darknet
         quirk: nothing zeroes it, it still holds ``m·U_prev`` (SGD momentum) when the
         passes start adding ``Σ −∂L/∂θ`` on top."""
-        if self._grad_carry is not None:
+        if self._carry_fresh:  # the last update's pass left grads in the carry already
+            self._carry_fresh = False
+        elif self._grad_carry is not None:
             self.backend.copy(self.network.grads, self._grad_carry)
 
     def _gradient_norms(self) -> np.ndarray:
@@ -499,8 +505,15 @@ class Trainer:
         if self.mixed is not None:
             return self._mixed_update(lr, loss, first_bad)
         net = self.network
-        grad_norms = self._gradient_norms()
-        stats = self.optimizer.step(net.params, net.grads, lr, self.iteration)
+        if self._fold_carry:  # norm, update and next snapshot in one pass
+            stats = self.optimizer.step(
+                net.params, net.grads, lr, self.iteration, carry=self._grad_carry
+            )
+            grad_norms = stats.grad_norms
+            self._carry_fresh = True
+        else:
+            grad_norms = self._gradient_norms()
+            stats = self.optimizer.step(net.params, net.grads, lr, self.iteration)
         self.iteration += 1
         if first_bad is None and not math.isfinite(loss):
             first_bad = "loss"
@@ -717,6 +730,7 @@ class Trainer:
                 f"trainer state was saved under {semantics} semantics, this run uses "
                 f"{self.semantics}"
             )
+        self._carry_fresh = False  # the restored grads are the next snapshot
         for key in ("params", "grads"):
             array = np.asarray(state[key])
             target = getattr(self.network, key)

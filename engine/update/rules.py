@@ -111,6 +111,9 @@ class UpdateStats:
     weight_norms: np.ndarray
     grad_norm: float | None = None
     clip_scale: float | None = None
+    #: per segment ``‖g‖₂`` of the update's summed gradient, when :meth:`Optimizer.step` was
+    #: given the darknet ``carry`` (measured in the update's own pass); else None
+    grad_norms: np.ndarray | None = None
 
     @property
     def ratios(self) -> np.ndarray:
@@ -446,12 +449,17 @@ class Optimizer:
         lr: float,
         iteration: int,
         loss_scale: float = 1.0,
+        carry: np.ndarray | None = None,
     ) -> UpdateStats:
         """Apply one update in place with learning rate ``lr`` (the schedule's value; used as
         float32). ``iteration``: updates already applied (Caffe ``iter``; Caffe Adam uses
         ``t = iteration + 1``). darknet Adam counts its own ``t`` (darknet ``net.t``).
         ``loss_scale``: AlexeyAB's static scale, darknet SGD only (see
-        :meth:`_darknet_scalars`); every other rule is given unscaled gradients."""
+        :meth:`_darknet_scalars`); every other rule is given unscaled gradients. ``carry``
+        (darknet rules): the gradient buffer as it was before this update's passes; the
+        update's pass then also measures ``‖grads − carry‖`` per segment
+        (``UpdateStats.grad_norms``) and leaves ``carry`` equal to the new ``grads``
+        (the backend's ``fused_update``)."""
         self._check_buffers(params, grads)
         self._follow(params)
         grad_norm = clip_scale = None
@@ -466,6 +474,8 @@ class Optimizer:
         tab = self.table
         step_sq = np.zeros(tab.offsets.size, dtype=np.float64)
         weight_sq = np.zeros(tab.offsets.size, dtype=np.float64)
+        grad_sq = None if carry is None else np.zeros(tab.offsets.size, dtype=np.float64)
+        keep = {} if carry is None else {"carry": carry, "grad_sq": grad_sq}
         self.backend.fused_update(
             self.rule,
             params,
@@ -480,15 +490,20 @@ class Optimizer:
             coef,
             step_sq,
             weight_sq,
+            **keep,
         )
-        return self._stats(step_sq, weight_sq, grad_norm, clip_scale)
+        return self._stats(step_sq, weight_sq, grad_norm, clip_scale, grad_sq)
 
-    def _stats(self, step_sq, weight_sq, grad_norm, clip_scale) -> UpdateStats:
+    def _stats(self, step_sq, weight_sq, grad_norm, clip_scale, grad_sq=None) -> UpdateStats:
         steps = np.zeros(self.table.count, dtype=np.float64)
         weights = np.zeros(self.table.count, dtype=np.float64)
         steps[self.table.index] = np.sqrt(step_sq)
         weights[self.table.index] = np.sqrt(weight_sq)
-        return UpdateStats(steps, weights, grad_norm, clip_scale)
+        grads = None
+        if grad_sq is not None:
+            grads = np.zeros(self.table.count, dtype=np.float64)
+            grads[self.table.index] = np.sqrt(grad_sq)
+        return UpdateStats(steps, weights, grad_norm, clip_scale, grads)
 
     def _check_buffers(self, params: np.ndarray, grads: np.ndarray) -> None:
         for name, arr in (("params", params), ("grads", grads)):

@@ -125,6 +125,7 @@ class CpuBackend(Backend):
         fit = self.IMAGE_SCRATCH_BYTES // (4 * max(1, chunk_floats))
         return max(1, min(self.IMAGE_CHUNKS, batch, fit))
 
+    conv_col_floats = staticmethod(conv_images.col_floats)
     conv_forward_images = staticmethod(conv_images.conv_forward)
     conv_backward_images = staticmethod(conv_images.conv_backward)
     im2col = staticmethod(conv.im2col)
@@ -320,6 +321,7 @@ class CpuBackend(Backend):
     caffe_softmax_backward = staticmethod(caffe_layers.caffe_softmax_backward)
 
     # ---- update and per-segment reductions ------------------------------------------------
+    FUSED_CARRY = True
     fused_update = staticmethod(update.fused_update)
     segment_sumsq = staticmethod(update.segment_sumsq)
     segment_sum_squares = staticmethod(reduce.segment_sum_squares)

@@ -16,6 +16,10 @@ worth of them from forward):
   float32 sums differ only in order);
 * ``dx_b += col2im(W_gᵀ · delta_b)``.
 
+A stride-1 convolution with 8–64 input channels per group skips im2col altogether: one GEMM
+per kernel tap on a zero-padded copy of the image (:mod:`engine.backends.cpu.conv_taps`),
+forward and backward, where the chunk scratch holds it (:func:`col_floats`).
+
 A 1×1 convolution with stride 1 and no padding needs no unfolding (``col`` is the input
 itself, as Caffe's ``is_1x1_`` and darknet's ``size == 1`` shortcut), and its input gradient is
 one GEMM adding straight into ``dx`` (``beta = 1``).
@@ -31,8 +35,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from engine.backends.cpu import conv_taps
 from engine.backends.cpu.activations import LINEAR
 from engine.backends.cpu.conv import fold_image_add, unfold_image
+from engine.backends.cpu.conv_taps import backward_image as taps_backward_image
+from engine.backends.cpu.conv_taps import forward_image as taps_forward_image
 from engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
 from engine.backends.cpu.share import share_out
 from engine.backends.cpu.tail import image_backward, image_forward
@@ -45,14 +52,19 @@ def _chunk(p, chunks, batch):
 
 
 @njit(cache=True)
-def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, code, tail):
-    """Images ``[first, end)`` of the forward pass, with one chunk's ``col (K, N)``."""
+def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, code, tail, taps):
+    """Images ``[first, end)`` of the forward pass, with one chunk's ``col (K, N)``; with
+    ``taps`` (non-empty, :func:`conv_taps.tap_weights`) by one GEMM per kernel tap."""
     kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     per_group = x.shape[1] // weights.shape[0]
     groups, m, k = weights.shape
     n = out_h * out_w
     for b in range(first, end):
         for g in range(groups):
+            if taps.size > 0:
+                taps_forward_image(x[b], taps[g], out[b], col.reshape(-1), g * per_group, g * m,
+                                   geometry)  # fmt: skip
+                continue
             if direct:
                 source = x[b, g * per_group].ctypes.data
             else:
@@ -69,32 +81,41 @@ def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, co
 
 
 @njit(cache=True, nogil=True)
-def _forward_chunks(p0, p1, x, weights, out, col, geometry, direct, bias, code, tail):
+def _forward_chunks(p0, p1, x, weights, out, col, geometry, direct, bias, code, tail, taps):
     """Chunks ``[p0, p1)`` of the forward pass (releases the GIL: run by ``share_out``)."""
     chunks = col.shape[0]
     for p in range(p0, p1):
         first, end = _chunk(p, chunks, x.shape[0])
-        _forward_images(x, weights, out, col[p], first, end, geometry, direct, bias, code, tail)
+        _forward_images(x, weights, out, col[p], first, end, geometry, direct, bias, code, tail,
+                        taps)  # fmt: skip
 
 
 @njit(cache=True)
 def _backward_images(
     x, weights, delta, dx, col, dcol, partial, sums, first, end, geometry, direct, y, code, tail,
-    assign,
+    assign, taps,
 ):  # fmt: skip
     """Images ``[first, end)`` of the backward pass, into one chunk's ``partial (G, K, m)``
-    and bias ``sums``, with its ``col``/``dcol (K, N)``."""
+    and bias ``sums``, with its ``col``/``dcol (K, N)``; with ``taps`` (non-empty) by one GEMM
+    per kernel tap (:func:`conv_taps.backward_image`)."""
     kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     per_group = x.shape[1] // weights.shape[0]
     groups, m, k = weights.shape
     n = out_h * out_w
     want_dx = dx.size > 0
+    no_dx = np.empty((0, 0, 0), dtype=np.float32)
     for b in range(first, end):
         beta = np.float32(0.0) if b == first else np.float32(1.0)
         if tail:
             image_backward(y[b], delta[b], sums, code, b == first)
         for g in range(groups):
             c0 = g * per_group
+            if taps.size > 0:
+                dx_b = dx[b] if want_dx else no_dx
+                taps_backward_image(x[b], delta[b], taps[g], partial[g], dx_b, col.reshape(-1),
+                                    dcol.reshape(-1), c0, g * m, geometry, beta,
+                                    assign)  # fmt: skip
+                continue
             if direct:
                 source = x[b, c0].ctypes.data
             else:
@@ -132,7 +153,7 @@ def _backward_images(
 @njit(cache=True, nogil=True)
 def _backward_chunks(
     p0, p1, x, weights, delta, dx, col, dcol, partial, sums, geometry, direct, y, code, tail,
-    assign,
+    assign, taps,
 ):  # fmt: skip
     """Chunks ``[p0, p1)`` of the backward pass (releases the GIL: run by ``share_out``)."""
     chunks = col.shape[0]
@@ -140,7 +161,7 @@ def _backward_chunks(
         first, end = _chunk(p, chunks, x.shape[0])
         _backward_images(
             x, weights, delta, dx, col[p], dcol[p], partial[p], sums[p], first, end, geometry,
-            direct, y, code, tail, assign,
+            direct, y, code, tail, assign, taps,
         )  # fmt: skip
 
 
@@ -172,15 +193,31 @@ def is_direct(kernel, stride, pad, dilation) -> bool:
 
 
 _NO_FLOATS = np.empty(0, dtype=np.float32)
+_NO_TAPS = np.empty((0, 0, 0, 0), dtype=np.float32)
+
+
+def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) -> int:
+    """Floats of one chunk's ``col`` scratch: ``K·N`` for im2col, at least the forward
+    scratch of :mod:`conv_taps` where that applies (the forward then takes the taps)."""
+    groups, m, k = weights_shape
+    floats = k * out_hw[0] * out_hw[1]
+    per_group = x_shape[1] // groups
+    if conv_taps.applies(kernel, stride, pad, per_group):
+        taps = conv_taps.forward_floats(per_group, m, kernel, pad, dilation, x_shape[2:], out_hw)
+        floats = max(floats, taps)
+    return floats
 
 
 def conv_forward(
-    x, weights, out, col, kernel, stride, pad, dilation, out_hw, bias=None, activation=None
-) -> None:
+    x, weights, out, col, kernel, stride, pad, dilation, out_hw, bias=None, activation=None,
+    by_taps=None,
+) -> None:  # fmt: skip
     """``out[b, g·m:(g+1)·m] = W_g · im2col(x_b)_g`` for every image (module docstring);
-    ``col`` ``(P, K, N)`` is scratch (its first axis sets the chunk count). With ``bias``
-    and/or ``activation`` (a darknet code), darknet's tail without batch norm follows each
-    image: ``y = act(y + bias)``."""
+    ``col`` ``(P, …)`` is scratch (its first axis sets the chunk count; :func:`col_floats`
+    per chunk). With ``bias`` and/or ``activation`` (a darknet code), darknet's tail without
+    batch norm follows each image: ``y = act(y + bias)``. A stride-1 convolution with enough
+    scratch runs one GEMM per kernel tap (:mod:`conv_taps`) unless ``by_taps=False``;
+    ``by_taps=True`` requires it."""
     _require_contiguous(x=x, weights=weights, out=out, col=col)
     direct = is_direct(kernel, stride, pad, dilation)
     code = LINEAR if activation is None else activation
@@ -188,13 +225,25 @@ def conv_forward(
     tail = bias.size > 0 or code != LINEAR
     geometry = (*kernel, *stride, *pad, dilation, *out_hw)
     out3 = out.reshape(out.shape[0], out.shape[1], -1)
+    col = col.reshape(col.shape[0], -1)
+    taps = _NO_TAPS
+    groups, m, _ = weights.shape
+    per_group = x.shape[1] // groups
+    chosen = conv_taps.applies(kernel, stride, pad, per_group)
+    if by_taps or (by_taps is None and chosen):
+        need = conv_taps.forward_floats(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw)
+        if conv_taps.fits(kernel, stride, pad) and col.shape[1] >= need:
+            taps = conv_taps.tap_weights(weights, kernel)
+    if by_taps and not taps.size:
+        raise ValueError("conv_images: no per-tap forward for this geometry or scratch")
     share_out(_forward_chunks, col.shape[0], x, weights, out3, col, geometry, direct, bias,
-               code, tail)  # fmt: skip
+               code, tail, taps)  # fmt: skip
 
 
 def conv_backward(
     x, weights, delta, dweights, dx, col, dcol, partial, alpha, kernel, stride, pad, dilation,
     out_hw, output=None, activation=None, dbias=None, bias_partial=None, assign_dx=False,
+    by_taps=None,
 ) -> None:  # fmt: skip
     """``dweights += alpha · Σ_b delta_b · im2col(x_b)ᵀ`` and, unless ``dx`` is None,
     ``dx += col2im(Wᵀ · delta_b)`` (module docstring). ``col``/``dcol`` ``(P, K, N)`` and
@@ -202,7 +251,8 @@ def conv_backward(
     layer ``output``) and/or ``dbias`` (needs ``bias_partial`` ``(P, F)`` scratch), darknet's
     backward tail without batch norm runs first on each image: ``delta ← delta·g(y)`` (in
     place, as darknet) and ``dbias += alpha·Σ delta``. ``assign_dx``: ``dx = …`` instead of
-    ``+=`` (each image's planes zeroed in cache first; ``Layer.assign_dx``)."""
+    ``+=`` (each image's planes zeroed in cache first; ``Layer.assign_dx``). ``by_taps`` as in
+    :func:`conv_forward` (the taps' backward needs :func:`conv_taps.backward_fits` scratch)."""
     _require_contiguous(x=x, weights=weights, delta=delta, dweights=dweights, dx=dx, output=output)
     direct = is_direct(kernel, stride, pad, dilation)
     batch = x.shape[0]
@@ -216,9 +266,21 @@ def conv_backward(
     if dx is None:
         dx = np.empty((0, 0, 0, 0), dtype=np.float32)
     geometry = (*kernel, *stride, *pad, dilation, *out_hw)
+    col = col[:chunks].reshape(chunks, -1)
+    dcol = dcol[:chunks].reshape(chunks, -1)
+    taps = _NO_TAPS
+    groups, m, _ = weights.shape
+    per_group = x.shape[1] // groups
+    if by_taps or (by_taps is None and conv_taps.applies(kernel, stride, pad, per_group)):
+        fits = conv_taps.backward_fits(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw,
+                                       col.shape[1], dcol.shape[1])  # fmt: skip
+        if conv_taps.fits(kernel, stride, pad) and fits:
+            taps = conv_taps.tap_weights(weights, kernel)
+    if by_taps and not taps.size:
+        raise ValueError("conv_images: no per-tap backward for this geometry or scratch")
     share_out(
-        _backward_chunks, chunks, x, weights, delta3, dx, col[:chunks], dcol[:chunks],
-        partial[:chunks], sums, geometry, direct, y, code, tail, assign_dx,
+        _backward_chunks, chunks, x, weights, delta3, dx, col, dcol, partial[:chunks], sums,
+        geometry, direct, y, code, tail, assign_dx, taps,
     )  # fmt: skip
     _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True)
     if dbias is not None:

@@ -312,27 +312,59 @@ BLOCK = 1 << 14
 
 
 @njit(cache=True)
-def _add_blocks(first, partial, step_sq, weight_sq):
-    """Each segment's norms: its blocks' partial sums added in block order."""
+def _add_blocks(first, partial, step_sq, weight_sq, grad_sq):
+    """Each segment's norms: its blocks' partial sums added in block order (``grad_sq`` only
+    where given: non-empty)."""
     for s in range(first.size - 1):
         step_acc = 0.0
         weight_acc = 0.0
+        grad_acc = 0.0
         for j in range(first[s], first[s + 1]):
             step_acc += partial[j, 0]
             weight_acc += partial[j, 1]
+            grad_acc += partial[j, 2]
         step_sq[s] = step_acc
         weight_sq[s] = weight_acc
+        if grad_sq.size > 0:
+            grad_sq[s] = grad_acc
+
+
+#: independent float64 accumulators of the darknet pass's norms (element ``i`` of a block adds
+#: to lane ``(i − start) mod LANES``; lanes added in order): one chain per sum would wait on
+#: the adder's latency at every element (as ``engine.backends.cpu.reduce``)
+LANES = 8
+
+
+@njit(inline="always")
+def _lane_total(lanes):
+    total = 0.0
+    for lane in range(LANES):
+        total += lanes[lane]
+    return total
 
 
 @njit(cache=True)
-def _darknet_block(rule, params, grads, state_a, state_b, start, stop, rate, decay, coef):
+def _darknet_block(
+    rule, params, grads, state_a, state_b, start, stop, rate, decay, coef, carry
+):  # fmt: skip
     """A darknet rule's step on ``[start, stop)`` (one segment's rate and decay); returns the
-    block's ``(Σ(Δw)², Σw²)`` summed in index order."""
+    block's ``(Σ(Δw)², Σw², Σg²)``, each over :data:`LANES` interleaved float64 accumulators
+    added in lane order. With a ``carry`` (non-empty): the update's gradient
+    ``g = f32(carry − grads)`` (the passes added it onto the carried buffer) is summed as
+    ``Σ f64(g)²`` before the step, and ``carry ← grads`` after it (the snapshot the next
+    update's gradient is measured from): the two passes the trainer would otherwise make over
+    these buffers (``segment_sum_squares_change``, then a copy)."""
     k = _as_tuple(coef)
     momentum = k[K_MOMENTUM]
-    step_acc = 0.0
-    weight_acc = 0.0
+    step_lanes = np.zeros(LANES)
+    weight_lanes = np.zeros(LANES)
+    grad_lanes = np.zeros(LANES)
+    keep = carry.size > 0
     for i in range(start, stop):
+        lane = (i - start) & (LANES - 1)
+        if keep:
+            change = np.float64(carry[i] - grads[i])  # the float32 difference, as the trainer's
+            grad_lanes[lane] += change * change
         w = params[i]
         if rule == RULE_DARKNET_SGD:
             w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
@@ -351,10 +383,12 @@ def _darknet_block(rule, params, grads, state_a, state_b, start, stop, rate, dec
             state_b[i] = v
             grads[i] = F32(0.0)
         params[i] = w_new
+        if keep:
+            carry[i] = grads[i]
         delta_w = np.float64(w_new) - np.float64(w)
-        step_acc += delta_w * delta_w
-        weight_acc += np.float64(w) * np.float64(w)
-    return step_acc, weight_acc
+        step_lanes[lane] += delta_w * delta_w
+        weight_lanes[lane] += np.float64(w) * np.float64(w)
+    return _lane_total(step_lanes), _lane_total(weight_lanes), _lane_total(grad_lanes)
 
 
 @njit(cache=True)
@@ -393,15 +427,17 @@ def _caffe_block(
 
 @njit(parallel=True, cache=True)
 def _darknet_update(
-    rule, params, grads, state_a, state_b, owner, starts, stops, seg_lr, seg_decay, coef, partial
+    rule, params, grads, state_a, state_b, owner, starts, stops, seg_lr, seg_decay, coef, partial,
+    carry,
 ):  # fmt: skip
     for j in prange(owner.size):
         s = owner[j]
-        step_acc, weight_acc = _darknet_block(rule, params, grads, state_a, state_b,
-                                              starts[j], stops[j], seg_lr[s],
-                                              seg_decay[s], coef)  # fmt: skip
+        step_acc, weight_acc, grad_acc = _darknet_block(rule, params, grads, state_a, state_b,
+                                                        starts[j], stops[j], seg_lr[s],
+                                                        seg_decay[s], coef, carry)  # fmt: skip
         partial[j, 0] = step_acc
         partial[j, 1] = weight_acc
+        partial[j, 2] = grad_acc
 
 
 @njit(parallel=True, cache=True)
@@ -432,6 +468,8 @@ def fused_update(
     coef: np.ndarray,
     step_sq: np.ndarray,
     weight_sq: np.ndarray,
+    carry: np.ndarray | None = None,
+    grad_sq: np.ndarray | None = None,
 ) -> None:
     """Apply one update of ``rule`` to every segment of the flat buffers, in place.
 
@@ -450,25 +488,41 @@ def fused_update(
 
     Parallel over blocks of :data:`BLOCK` elements inside the segments (elements are
     independent, so every value written is the serial loop's). Each block sums its squares in
-    index order; a segment's blocks are then added in block order. A segment of at most
-    ``BLOCK`` elements thus gets the serial sum exactly; a longer one the same float64 sum
-    re-associated at block boundaries (last-bit differences from one sequential sum, the same
-    whatever the thread count).
+    index order (the darknet rules: over :data:`LANES` interleaved accumulators, added in lane
+    order); a segment's blocks are then added in block order. A Caffe segment of at most
+    ``BLOCK`` elements thus gets the serial sum exactly; otherwise the same float64 sum
+    re-associated (last-bit differences from one sequential sum, the same whatever the thread
+    count).
+
+    ``carry`` (darknet rules only, with ``grad_sq``): the gradient buffer as it was before this
+    update's passes (darknet quirk: nothing zeroes it). The same pass then gives
+    ``grad_sq[s] = Σ f64(f32(carry − grads))²`` (the squared norm of this update's summed
+    gradient, blocks as the step's norms) and leaves ``carry`` equal to ``grads`` after the
+    update: the snapshot and the gradient norm the trainer would take in two more passes. The
+    updated values are the same bits either way.
 
     The darknet and the Caffe rules are two kernels: a parallel kernel's compile time grows
     with its body (Numba optimises the body once more for each parallel wrapper layer), and a
     run compiles only its own family.
     """
     first, owner, starts, stops = block_table(seg_offsets, seg_sizes, BLOCK)
-    partial = np.empty((owner.size, 2), dtype=np.float64)
+    partial = np.zeros((owner.size, 3), dtype=np.float64)
     blocks = (owner, starts, stops)
-    if rule in (RULE_DARKNET_SGD, RULE_DARKNET_ADAM, RULE_DARKNET_ADAMW):
+    darknet = rule in (RULE_DARKNET_SGD, RULE_DARKNET_ADAM, RULE_DARKNET_ADAMW)
+    if carry is not None and (not darknet or grad_sq is None or carry.shape != grads.shape):
+        raise ValueError("fused_update: carry needs a darknet rule, grad_sq and grads' shape")
+    if darknet:
+        keep = _NO_CARRY if carry is None else carry
         _darknet_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay, coef,
-                        partial)  # fmt: skip
+                        partial, keep)  # fmt: skip
     else:
         _caffe_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay,
                       seg_grad_on, coef, partial)  # fmt: skip
-    _add_blocks(first, partial, step_sq, weight_sq)
+    _add_blocks(first, partial, step_sq, weight_sq, _NO_SUMS if carry is None else grad_sq)
+
+
+_NO_CARRY = np.empty(0, dtype=np.float32)
+_NO_SUMS = np.empty(0, dtype=np.float64)
 
 
 @njit(cache=True)

@@ -73,10 +73,14 @@ class ConvLayer(DarknetEpilogue, Layer):
         self.delta3 = self.delta.reshape(batch, f, n)
         self.bn = darknet_bn_state(ctx, f, self.out3.shape) if spec.batch_normalize else None
         self.act = DarknetActivation(backend, spec.activation)
-        # per image: scratch per chunk = col + dcol (K×N each), the weight-gradient partial
-        # sum and the bias-gradient one (F; used when the tail is fused: no batch norm)
-        self.chunk_shapes = ((self.k, n), (self.k, n), (groups, self.k, m), (f,))
-        chunk_floats = 2 * self.k * n + groups * m * self.k + f
+        # per image: scratch per chunk = col (K×N, or the backend's per-tap forward scratch
+        # where larger) + dcol (K×N), the weight-gradient partial sum and the bias-gradient
+        # one (F; used when the tail is fused: no batch norm)
+        col_floats = backend.conv_col_floats(
+            (batch, *shape.input), (groups, m, self.k), *self.geometry
+        )
+        self.chunk_shapes = ((col_floats,), (self.k, n), (groups, self.k, m), (f,))
+        chunk_floats = col_floats + self.k * n + groups * m * self.k + f
         self.chunks = 0 if self.flat_quirk else backend.conv_image_chunks(batch, chunk_floats)
         # without batch norm, bias and activation ride along image by image (in cache)
         self.fused_tail = bool(self.chunks) and self.bn is None
