@@ -197,13 +197,19 @@ def headline(evaluation) -> list[str]:
     e = evaluation
     after = "" if e.iteration is None else f" (after {e.iteration} updates)"
     hits = int(e.confusion.trace())
-    lines = [
-        f"eval {e.config_path} with {e.weights}{after}, {e.semantics} semantics",
+    head = f"eval {e.config_path} with {e.weights}{after}, {e.semantics} semantics"
+    if not e.classifier:  # no Accuracy layer (Caffe) or [softmax] (darknet): the loss alone
+        return [
+            head,
+            f"data {e.dataset}: {e.images} test images",
+            f"loss {e.loss:.5g} (not a classifier: the net reports no accuracy)",
+        ]
+    return [
+        head,
         f"data {e.dataset}: {e.images} test images, {e.classes} classes",
         f"loss {e.loss:.5g}; top-1 accuracy {_fraction(e.top1)} ({hits}/{e.images})"
         + ("" if e.top5 is None else f"; top-5 accuracy {_fraction(e.top5)}"),
     ]
-    return lines
 
 
 def messages(evaluation) -> list[str]:
@@ -252,6 +258,8 @@ def render(evaluation) -> None:
     console = stdout_console()
     for line in headline(evaluation):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if not evaluation.classifier:
+        return
     console.print(class_table(evaluation))
     if evaluation.classes > MAX_MATRIX_CLASSES:
         console.print(f"({evaluation.classes} classes: the confusion matrix is in --json)")

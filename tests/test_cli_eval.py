@@ -209,3 +209,21 @@ def test_a_run_folder_locked_by_a_live_run_can_be_evaluated(trained):
         assert latest.exit_code == 0, latest.output
     finally:
         folder.unlock()
+
+
+def test_a_net_that_is_not_a_classifier_reports_its_loss_alone(trained, tmp_path):
+    cost_cfg = tmp_path / "cost.cfg"
+    cost_cfg.write_text(trained["cfg"].read_text().replace("[softmax]", "[cost]\ntype=sse"))
+    out = tmp_path / "run"
+    result = invoke(
+        "train", str(cost_cfg), "--data", f"npz:{trained['data']}", "--out", str(out), "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    report = eval_json(str(out))
+    assert report["classifier"] is False and report["top1"] is None
+    assert report["per_class"] == [] and report["confusion"] == []
+    assert report["loss"] > 0 and report["images"] > 0
+    text = invoke("eval", str(out))
+    assert text.exit_code == 0, text.output
+    assert "not a classifier" in text.stdout and "per class" not in text.stdout
+    assert eval_json(str(trained["root"] / "dk"))["classifier"] is True

@@ -114,6 +114,9 @@ class Evaluation:
     non_finite: np.ndarray
     label_names: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: whether the net is a classifier its framework reports an accuracy for (Caffe: an
+    #: ``Accuracy`` layer; darknet: a ``[softmax]``); else only the loss is tested
+    classifier: bool = True
 
     @property
     def classes(self) -> int:
@@ -147,7 +150,8 @@ class Evaluation:
             "images": self.images,
             "classes": self.classes,
             "loss": _number(self.loss),
-            "top1": _number(self.top1),
+            "classifier": self.classifier,
+            "top1": _number(self.top1) if self.classifier else None,
             "top5": None if self.top5 is None else _number(self.top5),
             "non_finite_images": int(self.non_finite.sum()),
             "per_class": [
@@ -291,7 +295,7 @@ def evaluate_model(run: RunSpec, options: EvalOptions) -> Evaluation:
     :class:`engine.formats.weights.WeightsFileError` or
     :class:`engine.model.network.NetworkError`, each naming the file and the problem.
     """
-    from engine.training.step import Trainer
+    from engine.training.step import Trainer, reports_accuracy
 
     seed = resolve_seed(options.seed, run)
     trainer = Trainer(
@@ -304,9 +308,11 @@ def evaluate_model(run: RunSpec, options: EvalOptions) -> Evaluation:
     )
     sampler, dataset = _test_sampler(run, options, seed)
     network = trainer.network
-    counter = _Counter(int(np.prod(network.shapes[network.output_index].output)), network.native)
+    classifier = reports_accuracy(run.net)
+    outputs = int(np.prod(network.shapes[network.output_index].output)) if classifier else 0
+    counter = _Counter(outputs, network.native)
     try:
-        result = trainer.evaluate(_every_image_once(sampler), counter)
+        result = trainer.evaluate(_every_image_once(sampler), counter if classifier else None)
     except DataError as exc:
         raise DataError(dataset.path or dataset.name, exc.problem) from None
     hits = int(np.trace(counter.confusion))
@@ -322,12 +328,13 @@ def evaluate_model(run: RunSpec, options: EvalOptions) -> Evaluation:
         dataset=dataset.name if dataset.synthetic else dataset.path or dataset.name,
         images=images,
         loss=result.loss,
-        top1=hits / images if images else math.nan,
+        top1=hits / images if images and classifier else math.nan,
         top5=counter.top_k_hits / images if counter.confusion.shape[0] > TOP_K else None,
         confusion=counter.confusion,
         non_finite=counter.non_finite,
         label_names=tuple(dataset.label_names),
         notes=tuple(dict.fromkeys(sampler.notes)),
+        classifier=classifier,
     )
 
 
