@@ -183,10 +183,30 @@ def test_throughput_leaves_out_startup_and_pauses(monkeypatch):
     timer.update_done(3)  # t = 14
     # two updates of 100 images in 14 - 10 - 1 (the test) = 3 s
     assert timer.images_per_s() == pytest.approx(200 / 3)
-    assert timer.eta_seconds(7) == pytest.approx(7 * 4 / 2)  # recent pace, test included
+    # recent pace 1.5 s (tests left out) + the session's test time per update, 1 s / 2
+    assert timer.eta_seconds(7) == pytest.approx(7 * (1.5 + 0.5))
     with timer.paused():  # t = 15 .. 17: a pause no update follows (an interrupted run's test)
         pass
     assert timer.images_per_s() == pytest.approx(200 / 3)
+
+
+def test_eta_does_not_jump_when_a_long_test_enters_the_recent_window(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr("engine.training.session.time.perf_counter", lambda: now[0])
+    timer = Throughput(images_per_update=10)
+    timer.start()
+    etas = []
+    for update in range(1, 201):
+        if update % 50 == 0:  # a 30 s test every 50 updates
+            with timer.paused():
+                now[0] += 30.0
+        now[0] += 1.0  # one update takes 1 s
+        timer.update_done(update)
+        if update > 60:
+            etas.append(timer.eta_seconds(1000))
+    # 1 s per update + 30 s per 50 updates amortised: about 1000 · 1.6 s, never the
+    # (20 s + 30 s)/20 pace a window holding the test would give
+    assert max(etas) < 1000 * 1.7 and min(etas) > 1000 * 1.25
 
 
 def test_speed_figures_agree_between_events_summary_and_console(tiny):

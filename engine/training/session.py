@@ -242,7 +242,9 @@ class Throughput:
     ``images_per_s``: steady state, the images of the updates after the first over the wall
     time from the end of the first update to the end of the last, less the time spent in
     tests and checkpoints. ``eta_seconds``: the remaining updates at the pace of the last
-    :data:`RECENT_UPDATES` (tests and checkpoints included, as they will recur)."""
+    :data:`RECENT_UPDATES` updates (tests and checkpoints left out of it), plus the session's
+    mean test and checkpoint time per update so far (they will recur): a long test inside the
+    recent window no longer makes the ETA jump."""
 
     RECENT_UPDATES = 20
 
@@ -255,7 +257,8 @@ class Throughput:
         self.paused_s = 0.0
         self._pending_pause = 0.0  # counts once an update follows it
         self.last_t = 0.0
-        self.recent: deque[tuple[float, int]] = deque(maxlen=self.RECENT_UPDATES)
+        #: (time, updates applied, pause time counted so far) of the recent updates
+        self.recent: deque[tuple[float, int, float]] = deque(maxlen=self.RECENT_UPDATES)
 
     def start(self) -> None:
         self.t0 = time.perf_counter()
@@ -274,7 +277,7 @@ class Throughput:
             self.paused_s += self._pending_pause
         self._pending_pause = 0.0
         self.last_t = now
-        self.recent.append((now, updates))
+        self.recent.append((now, updates, self.paused_s))
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -300,10 +303,12 @@ class Throughput:
             return 0.0
         if len(self.recent) < 2:
             return None
-        (t_first, u_first), (t_last, u_last) = self.recent[0], self.recent[-1]
+        (t_first, u_first, p_first), (t_last, u_last, p_last) = self.recent[0], self.recent[-1]
         if u_last <= u_first:
             return None
-        return remaining_updates * (t_last - t_first) / (u_last - u_first)
+        pace = ((t_last - t_first) - (p_last - p_first)) / (u_last - u_first)
+        pauses = self.paused_s / self.steady_updates if self.steady_updates else 0.0
+        return remaining_updates * (pace + pauses)
 
 
 # --------------------------------------------------------------------------------------------
