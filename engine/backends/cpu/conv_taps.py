@@ -112,15 +112,22 @@ def _drop_wrapped_columns(yp, out_b, f0, m, out_h, out_w, wp):
 
 
 @njit(cache=True)
+def _padded_layout(x_b, channels, kw, ph, pw, dil, out_h):
+    """``(wp, plane, n_rows, padded)``: the padded row width and plane, the columns of
+    ``y_p``/``d_p`` (out_h padded rows) and the floats of the padded group with the taps'
+    slack, as :func:`forward_floats` counts them."""
+    wp = x_b.shape[2] + 2 * pw
+    plane = (x_b.shape[1] + 2 * ph) * wp
+    return wp, plane, out_h * wp, channels * plane + dil * (kw - 1)
+
+
+@njit(cache=True)
 def forward_image(x_b, taps_g, out_b, scratch, c0, f0, geometry):
     """``out_b[f0 + f] = Σ_tap W_tap · shift_tap(xp)`` for one group of one image (module
     docstring); ``taps_g (T, m, C/G)``; ``scratch`` flat, :func:`forward_floats` long."""
     _kh, kw, _sh, _sw, ph, pw, dil, out_h, out_w = geometry
     n_taps, m, channels = taps_g.shape
-    wp = x_b.shape[2] + 2 * pw
-    plane = (x_b.shape[1] + 2 * ph) * wp
-    n_rows = out_h * wp
-    padded = channels * plane + dil * (kw - 1)
+    wp, plane, n_rows, padded = _padded_layout(x_b, channels, kw, ph, pw, dil, out_h)
     xp = scratch[:padded]
     yp = scratch[padded : padded + m * n_rows]
     pad_group(x_b, c0, channels, xp, ph, pw)
@@ -198,10 +205,7 @@ def backward_image(x_b, delta_b, taps_g, partial_g, dx_b, scratch, dscratch, c0,
     """
     _kh, kw, _sh, _sw, ph, pw, dil, out_h, out_w = geometry
     n_taps, m, channels = taps_g.shape
-    wp = x_b.shape[2] + 2 * pw
-    plane = (x_b.shape[1] + 2 * ph) * wp
-    n_rows = out_h * wp
-    padded = channels * plane + dil * (kw - 1)
+    wp, plane, n_rows, padded = _padded_layout(x_b, channels, kw, ph, pw, dil, out_h)
     xp = scratch[:padded]
     dp = scratch[padded : padded + m * n_rows]
     pad_group(x_b, c0, channels, xp, ph, pw)
