@@ -51,3 +51,19 @@ def other_framework_hint(key: str, framework: str) -> str:
     if other.startswith("nothing: "):
         return f"; {key!r} is a {theirs} key: {other.removeprefix('nothing: ')}"
     return f"; {key!r} is a {theirs} key, {mine} calls it {other}"
+
+
+# An optimizer by name → the darknet [net] keys that choose it (darknet has no `type`).
+DARKNET_OPTIMIZER_KEYS = {
+    "sgd": (("adam", "0"),),
+    "adam": (("adam", "1"),),
+    "adamw": (("adamw", "1"),),
+}
+
+
+def optimizer_overrides(framework: str, name: str) -> tuple[tuple[str, str], ...] | None:
+    """The ``--set`` overrides that pick optimizer ``name`` in ``framework``'s config: Caffe's
+    ``type``, darknet's ``adam=``/``adamw=`` flags; None for a name darknet does not know."""
+    if framework == "darknet":
+        return DARKNET_OPTIMIZER_KEYS.get(name)
+    return (("type", name),)

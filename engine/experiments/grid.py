@@ -17,12 +17,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from engine.config.key_names import optimizer_overrides
+
 OPTION_KEYS = ("semantics", "seed")
-DARKNET_OPTIMIZER_SETS = {
-    "sgd": (("adam", "0"),),
-    "adam": (("adam", "1"),),
-    "adamw": (("adamw", "1"),),
-}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
 MAX_NAME = 120
 
@@ -83,12 +80,11 @@ def _apply(key: str, value: str, framework: str, sets: list, options: dict) -> N
         if value not in ("darknet", "caffe"):
             raise GridError(f"--grid semantics: {value!r} (darknet or caffe)")
         options["semantics"] = value
-    elif key == "optimizer" and framework == "darknet":
-        if value not in DARKNET_OPTIMIZER_SETS:
-            raise GridError(f"--grid optimizer: {value!r} (a darknet cfg: sgd, adam or adamw)")
-        sets.extend(DARKNET_OPTIMIZER_SETS[value])
     elif key == "optimizer":
-        sets.append(("type", value))
+        chosen = optimizer_overrides(framework, value)
+        if chosen is None:
+            raise GridError(f"--grid optimizer: {value!r} (a darknet cfg: sgd, adam or adamw)")
+        sets.extend(chosen)
     else:
         sets.append((key, value))
 
