@@ -14,8 +14,8 @@ import sys
 
 import typer
 
-from cli.common import EXIT_USAGE, device_option, fail, json_option, threads_option
-from cli.help_format import help_from_doc
+from dnupdate.cli.common import EXIT_USAGE, device_option, fail, json_option, threads_option
+from dnupdate.cli.help_format import help_from_doc
 
 BENCH_HELP = help_from_doc(
     """Measure training and inference speed (images/s).
@@ -87,8 +87,8 @@ def bench(
     ),
     as_json: bool = json_option("One JSON object per workload and mode on stdout."),
 ) -> None:
-    from engine.bench.measure import run_bench
-    from engine.bench.workloads import (
+    from dnupdate.engine.bench.measure import run_bench
+    from dnupdate.engine.bench.workloads import (
         BenchError,
         BenchSettings,
         default_threads,
@@ -125,7 +125,7 @@ def bench(
 
 
 def _default_workloads() -> list[str]:
-    from engine.bench.workloads import BUILTIN_WORKLOADS
+    from dnupdate.engine.bench.workloads import BUILTIN_WORKLOADS
 
     return list(BUILTIN_WORKLOADS)
 
@@ -157,7 +157,7 @@ def _machine() -> str:
 def _print_table(results, settings) -> None:
     from rich.table import Table
 
-    from cli.common import stdout_console
+    from dnupdate.cli.common import stdout_console
 
     compare = any(r.ratio is not None for r in results)
     table = Table(title=f"dnupdate bench — {_machine()}, {settings.threads} thread(s)")

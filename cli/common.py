@@ -48,7 +48,7 @@ def busy(console, message: str) -> Iterator[None]:
 def data_status(source: str | None, split: str, data_dir: str | None) -> str:
     """What opening ``source`` will do, for :func:`busy`: a synthetic set is generated the
     first time and read from the data cache afterwards; a named dataset or file is loaded."""
-    from engine.data import CATALOG, DataError, resolve_source
+    from dnupdate.engine.data import CATALOG, DataError, resolve_source
 
     if not source:
         return "opening the data"

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from cli.common import (
+from dnupdate.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -26,7 +26,7 @@ from cli.common import (
     set_option,
     threads_option,
 )
-from cli.help_format import help_from_doc
+from dnupdate.cli.help_format import help_from_doc
 
 COMPARE_HELP = help_from_doc(
     """Train variants of one config side by side and measure where they part.
@@ -92,17 +92,17 @@ def compare(
     quiet: bool = quiet_option("No lines on stderr."),
 ) -> None:
     """Compare variants (see COMPARE_HELP); exits 0, 1 bad input, 2 usage, 130 stopped."""
-    from cli.sinks import JsonLinesSink
-    from cli.train_cmd import StopRequest
-    from engine.config import parse_overrides
-    from engine.experiments.compare import (
+    from dnupdate.cli.sinks import JsonLinesSink
+    from dnupdate.cli.train_cmd import StopRequest
+    from dnupdate.engine.config import parse_overrides
+    from dnupdate.engine.experiments.compare import (
         CompareError,
         compare_runs,
         parse_variant,
         step_row,
         write_compare,
     )
-    from engine.spec import ConfigError
+    from dnupdate.engine.spec import ConfigError
 
     options = {"data": data, "data_dir": data_dir, "seed": seed, "max_iters": max_iters,
                "threads": threads}  # fmt: skip

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import IO
 
-from engine.training.session import display_label
+from dnupdate.engine.training.session import display_label
 
 REFRESH_SECONDS = 0.25
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"

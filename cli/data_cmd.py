@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from cli.common import (
+from dnupdate.cli.common import (
     EXIT_BAD_INPUT,
     busy,
     data_dir_option,
@@ -21,7 +21,7 @@ from cli.common import (
     stderr_console,
     stdout_console,
 )
-from cli.help_format import HelpCommand, HelpGroup, help_text
+from dnupdate.cli.help_format import HelpCommand, HelpGroup, help_text
 
 DATA_HELP = help_text(
     "Datasets: list the known ones, fetch them into the cache, verify checksums, describe one.",
@@ -80,9 +80,9 @@ def list_datasets(
     as_json: bool = json_option("One JSON object per dataset on stdout."),
 ) -> None:
     """List the named datasets and whether each is on this machine."""
-    from engine.data import CATALOG
-    from engine.data.locate import cache_root
-    from engine.data.named import locate_split
+    from dnupdate.engine.data import CATALOG
+    from dnupdate.engine.data.locate import cache_root
+    from dnupdate.engine.data.named import locate_split
 
     rows = []
     for entry in CATALOG.values():
@@ -137,7 +137,7 @@ class _ProgressSink:
         self.tasks: dict[str, int] = {}
 
     def __call__(self, event) -> None:
-        from engine.data.download import (
+        from dnupdate.engine.data.download import (
             DownloadProgress,
             DownloadStarted,
             FileReady,
@@ -186,7 +186,7 @@ def fetch(
         TransferSpeedColumn,
     )
 
-    from engine.data import DataError, fetch_dataset
+    from dnupdate.engine.data import DataError, fetch_dataset
 
     console = stderr_console()
     columns = (
@@ -216,7 +216,7 @@ def verify(
     data_dir: str | None = data_dir_option(DATA_DIR_HELP),
 ) -> None:
     """Check a dataset's files against their published checksums (exit 1 on any problem)."""
-    from engine.data import DataError, verify_dataset
+    from dnupdate.engine.data import DataError, verify_dataset
 
     try:
         checks = verify_dataset(name, data_dir)
@@ -292,7 +292,7 @@ def info(
     as_json: bool = json_option("One JSON object per split on stdout."),
 ) -> None:
     """Open a dataset and report its counts, image shape, label histogram and files."""
-    from engine.data import CATALOG, DataError, open_dataset, resolve_source
+    from dnupdate.engine.data import CATALOG, DataError, open_dataset, resolve_source
 
     try:
         single = resolve_source(name, "train", data_dir) not in CATALOG

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from cli.common import json_option
-from cli.help_format import help_text
+from dnupdate.cli.common import json_option
+from dnupdate.cli.help_format import help_text
 
 DEVICES_HELP = help_text(
     "List the CPU and the CUDA devices that --device cpu|cuda can use.",
@@ -26,8 +26,8 @@ def devices(
     as_json: bool = json_option("One JSON object on stdout."),
 ) -> None:
     """List the CPU and the CUDA devices (see DEVICES_HELP)."""
-    from engine.backends import cpu_info
-    from engine.backends import cuda as cuda_backend
+    from dnupdate.engine.backends import cpu_info
+    from dnupdate.engine.backends import cuda as cuda_backend
 
     cpu = cpu_info()
     gpus = cuda_backend.list_devices()

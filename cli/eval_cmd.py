@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import (
+from dnupdate.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_USAGE,
     data_dir_option,
@@ -31,7 +31,7 @@ from cli.common import (
     threads_option,
     weights_option,
 )
-from cli.help_format import help_text
+from dnupdate.cli.help_format import help_text
 
 EVAL_HELP = help_text(
     "Test a trained model: loss, top-1 (and top-5 with more than 5 classes), per-class "
@@ -86,7 +86,7 @@ def eval_command(
     as_json: bool = json_option("One JSON object on stdout."),
 ) -> None:
     """Test a model (see EVAL_HELP); exits 0, 1 bad input, 2 usage."""
-    from engine.training.evaluate import EvalOptions
+    from dnupdate.engine.training.evaluate import EvalOptions
 
     if semantics is not None and semantics not in ("darknet", "caffe"):
         fail(f"--semantics: {semantics!r} is not darknet or caffe", EXIT_USAGE)
@@ -127,8 +127,8 @@ def eval_command(
 def _load_config(config: str, sets: list[str], semantics: str | None, data: str | None = None):
     """The RunSpec of ``config`` with ``--set`` applied (``data``: ``--data``, which decides a
     Caffe data layer's input shape in place of its source); warnings to stderr, errors exit 1."""
-    from engine.config import load_config, parse_overrides
-    from engine.spec import ConfigError
+    from dnupdate.engine.config import load_config, parse_overrides
+    from dnupdate.engine.spec import ConfigError
 
     try:
         run = load_config(config, parse_overrides(sets), data=data)
@@ -141,10 +141,10 @@ def _load_config(config: str, sets: list[str], semantics: str | None, data: str 
 def _from_run_folder(run_dir: str, checkpoint: str | None, seed: int | None, common: dict):
     """(RunSpec, EvalOptions) of a run folder: its config, overrides, data, semantics and seed
     as trained, the command line's data choices on top."""
-    from cli.train_cmd import run_from_folder
-    from engine.spec import ConfigError
-    from engine.training.evaluate import EvalOptions, run_checkpoint
-    from engine.training.runfolder import RunFolder, RunFolderError
+    from dnupdate.cli.train_cmd import run_from_folder
+    from dnupdate.engine.spec import ConfigError
+    from dnupdate.engine.training.evaluate import EvalOptions, run_checkpoint
+    from dnupdate.engine.training.runfolder import RunFolder, RunFolderError
 
     try:
         run, _, saved = run_from_folder(RunFolder.read(run_dir))
@@ -172,11 +172,11 @@ def _from_run_folder(run_dir: str, checkpoint: str | None, seed: int | None, com
 
 def _evaluate(run, options):
     """Run the test pass; bad input exits 1 with the file and the problem."""
-    from engine.data import DataError
-    from engine.formats.weights import WeightsFileError
-    from engine.model.network import NetworkError
-    from engine.training.evaluate import evaluate_model
-    from engine.training.session import TrainSetupError
+    from dnupdate.engine.data import DataError
+    from dnupdate.engine.formats.weights import WeightsFileError
+    from dnupdate.engine.model.network import NetworkError
+    from dnupdate.engine.training.evaluate import evaluate_model
+    from dnupdate.engine.training.session import TrainSetupError
 
     try:
         return evaluate_model(run, options)
@@ -253,7 +253,7 @@ def class_table(evaluation):
 
 def render(evaluation) -> None:
     """The headline and the per-class table on stdout."""
-    from cli.common import stdout_console
+    from dnupdate.cli.common import stdout_console
 
     console = stdout_console()
     for line in headline(evaluation):

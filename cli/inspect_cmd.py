@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from cli.common import (
+from dnupdate.cli.common import (
     EXIT_BAD_INPUT,
     clip_text,
     diagnostic_lines,
@@ -25,7 +25,7 @@ from cli.common import (
     stderr_console,
     stdout_console,
 )
-from cli.help_format import help_from_doc
+from dnupdate.cli.help_format import help_from_doc
 
 INSPECT_HELP = help_from_doc(
     """Show the resolved config, layer shapes and the exact update rule.
@@ -53,7 +53,7 @@ def _bn_and_activation(layer) -> str:
 
 def layer_summary(layer) -> str:
     """A one-line description of a layer's settings in our own vocabulary."""
-    from engine import spec
+    from dnupdate.engine import spec
 
     if isinstance(layer, spec.ConvSpec):
         text = f"{layer.filters} {layer.kernel_h}×{layer.kernel_w}/{layer.stride_h}"
@@ -258,7 +258,7 @@ def _format_value(value: Any) -> str:
 
 def layer_rows(run) -> list[dict[str, Any]]:
     """One dict per layer of the union of phases: shapes, parameter counts, FLOPs."""
-    from engine.model.shapes import infer_shapes
+    from dnupdate.engine.model.shapes import infer_shapes
 
     rows = []
     shapes = infer_shapes(run.net)
@@ -297,7 +297,7 @@ def layer_rows(run) -> list[dict[str, Any]]:
 def first_lr(run) -> float:
     """The first update's rate. ``lr_series`` evaluates one iteration with the schedule's own
     state (darknet ``random`` draws from a fresh glibc stream seeded with the config's seed)."""
-    from engine.update.schedule import first_iteration, lr_series
+    from dnupdate.engine.update.schedule import first_iteration, lr_series
 
     first = first_iteration(run.schedule)
     return float(lr_series(run.schedule, first, first)[0])
@@ -306,14 +306,14 @@ def first_lr(run) -> float:
 def update_rule_lines(run) -> tuple[list[str], list[str]]:
     """The effective update rule with the config's numbers (the first update's rate), and the
     darknet↔Caffe mapping."""
-    from engine.update.rules import describe_mapping, effective_update_lines
+    from dnupdate.engine.update.rules import describe_mapping, effective_update_lines
 
     return effective_update_lines(run.solver, first_lr(run)), describe_mapping(run.solver)
 
 
 def memory_line(run) -> tuple[str, int]:
     """One line estimating training memory (see ``engine.model.shapes``) and the byte count."""
-    from engine.model.shapes import estimate_training_memory, format_bytes, infer_shapes
+    from dnupdate.engine.model.shapes import estimate_training_memory, format_bytes, infer_shapes
 
     batch = run.solver.minibatch
     estimate = estimate_training_memory(infer_shapes(run.net), batch, run.solver.optimizer)
@@ -422,8 +422,8 @@ def inspect_command(
     lr_warmup: int | None = lr_warmup_option(),
 ) -> None:
     """Show the resolved spec, layer table, update rule and diagnostics of a config."""
-    from engine.config import load_config, parse_overrides
-    from engine.spec import ConfigError
+    from dnupdate.engine.config import load_config, parse_overrides
+    from dnupdate.engine.spec import ConfigError
 
     if output_format not in ("text", "json"):
         raise typer.BadParameter("must be text or json", param_hint="--format")
@@ -437,7 +437,7 @@ def inspect_command(
         memory, memory_bytes = memory_line(run)
     except ConfigError as error:
         fail_config(error)
-    from engine.update.schedule import ScheduleError, convention_note
+    from dnupdate.engine.update.schedule import ScheduleError, convention_note
 
     try:
         update, mapping = update_rule_lines(run)
@@ -473,6 +473,6 @@ def inspect_command(
 
 def with_semantics(run, semantics: str):
     """The run with its update rule switched to the other framework's conventions."""
-    from engine.update.semantics import with_semantics as solver_with
+    from dnupdate.engine.update.semantics import with_semantics as solver_with
 
     return dataclasses.replace(run, solver=solver_with(run.solver, semantics))

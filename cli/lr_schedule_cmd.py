@@ -19,7 +19,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import (
+from dnupdate.cli.common import (
     EXIT_USAGE,
     fail,
     fail_config,
@@ -31,7 +31,7 @@ from cli.common import (
     scaling_sets,
     set_option,
 )
-from cli.help_format import help_from_doc
+from dnupdate.cli.help_format import help_from_doc
 
 LR_SCHEDULE_HELP = help_from_doc(
     """Show the learning rate at every iteration of a schedule.
@@ -107,7 +107,7 @@ def lr_schedule(
     lr_scaling: str | None = lr_scaling_option(),
     lr_warmup: int | None = lr_warmup_option(),
 ) -> None:
-    from engine.spec import ConfigError
+    from dnupdate.engine.spec import ConfigError
 
     output_format = OutputFormat(machine_format(as_json, output_format.value, "table"))
     scaling = scaling_sets(lr_scaling, lr_warmup)
@@ -130,7 +130,7 @@ def lr_schedule(
 
 def load_sources(configs: list[str], sets: list[str]) -> list[Source]:
     """Schedules from each config (with ``--set`` overrides), or from the options alone."""
-    from engine.config import load_schedule, parse_overrides, schedule_from_options
+    from dnupdate.engine.config import load_schedule, parse_overrides, schedule_from_options
 
     overrides = parse_overrides(sets)
     if not configs:
@@ -155,9 +155,9 @@ def load_sources(configs: list[str], sets: list[str]) -> list[Source]:
 def schedule_keys() -> frozenset[str]:
     """The keys a schedule is made of, in both frameworks' names (the config loaders' own
     lists), plus the batch-size scaling pseudo-keys."""
-    from engine.config.caffe import CAFFE_SCHEDULE_KEYS, NET_OVERRIDES
-    from engine.config.darknet import DARKNET_SCHEDULE_KEYS
-    from engine.config.scaling import SCALING_KEYS
+    from dnupdate.engine.config.caffe import CAFFE_SCHEDULE_KEYS, NET_OVERRIDES
+    from dnupdate.engine.config.darknet import DARKNET_SCHEDULE_KEYS
+    from dnupdate.engine.config.scaling import SCALING_KEYS
 
     return CAFFE_SCHEDULE_KEYS | DARKNET_SCHEDULE_KEYS | NET_OVERRIDES | set(SCALING_KEYS)
 
@@ -179,7 +179,7 @@ def in_line_order(diagnostics: list) -> list:
 
 def schedule_diagnostics(error):
     """A ConfigError keeping its errors and the warnings about the schedule, in line order."""
-    from engine.spec import ConfigError
+    from dnupdate.engine.spec import ConfigError
 
     keys = schedule_keys()
     kept = [d for d in error.diagnostics if d.severity == "error" or concerns_schedule(d, keys)]
@@ -251,7 +251,7 @@ class ScheduleCurve:
 
 def compute_curves(sources: list[Source], iters: int | None) -> list[ScheduleCurve]:
     """Evaluate every schedule over ``N`` updates (darknet b = 1..N, Caffe it = 0..N-1)."""
-    from engine.update.schedule import ScheduleError, first_iteration
+    from dnupdate.engine.update.schedule import ScheduleError, first_iteration
 
     curves = []
     for source in sources:
@@ -273,7 +273,7 @@ def evaluate_curve(source: Source, first: int, last: int) -> ScheduleCurve:
     """Milestones (analytic) and the rates of every iteration, or of a sample."""
     import numpy as np
 
-    from engine.update.schedule import lr_points, lr_series, milestones_with_count
+    from dnupdate.engine.update.schedule import lr_points, lr_series, milestones_with_count
 
     schedule = source.schedule
     marks, omitted = milestones_with_count(schedule, last, limit=MILESTONE_LIMIT)
@@ -305,7 +305,7 @@ def sample_iterations(first: int, last: int, marks: list[int]):
 def emit(curves: list[ScheduleCurve], output_format: OutputFormat, *, plot: bool, log_y: bool):
     """Machine formats go to stdout plain (the convention note to stderr); the table and the
     plot are for people (the plot goes to stderr when stdout carries CSV/JSON)."""
-    from cli.common import stdout_console
+    from dnupdate.cli.common import stdout_console
 
     if output_format is OutputFormat.csv:
         print_conventions(curves, sys.stderr)
@@ -321,7 +321,7 @@ def emit(curves: list[ScheduleCurve], output_format: OutputFormat, *, plot: bool
 
 
 def print_conventions(curves: list[ScheduleCurve], stream) -> None:
-    from engine.update.schedule import convention_note
+    from dnupdate.engine.update.schedule import convention_note
 
     notes = dict.fromkeys(convention_note(c.source.schedule) for c in curves)
     for note in notes:
@@ -333,8 +333,8 @@ def print_csv(curves: list[ScheduleCurve], stream) -> None:
     streamed chunk by chunk (bounded memory however long the schedule)."""
     import csv
 
-    from cli.plotting import format_value
-    from engine.update.schedule import ScheduleError, iter_lr_chunks
+    from dnupdate.cli.plotting import format_value
+    from dnupdate.engine.update.schedule import ScheduleError, iter_lr_chunks
 
     writer = csv.writer(stream, lineterminator="\n")
     several = len(curves) > 1
@@ -359,7 +359,7 @@ def json_number(value: float) -> float | None:
 def print_json(curves: list[ScheduleCurve], stream) -> None:
     """A list of ``{"iteration", "lr"}`` objects (plus ``"config"`` with several), written
     as ``json.dump`` would, streamed chunk by chunk."""
-    from engine.update.schedule import ScheduleError, iter_lr_chunks
+    from dnupdate.engine.update.schedule import ScheduleError, iter_lr_chunks
 
     several = len(curves) > 1
     stream.write("[")
@@ -415,7 +415,7 @@ def print_table(curves: list[ScheduleCurve], console) -> None:
     """Milestones (start, burn-in/warm-up end, steps, restarts, end) side by side."""
     from rich.table import Table
 
-    from engine.update.schedule import convention_note
+    from dnupdate.engine.update.schedule import convention_note
 
     for curve in curves:
         console.print(
@@ -440,7 +440,7 @@ def print_table(curves: list[ScheduleCurve], console) -> None:
 def range_line(curve: ScheduleCurve, where: str = "") -> str:
     """``N updates, iterations a..b, lr X at the start → Y at the end (min A, max B)``: the
     start and end rates, then the extremes (a warm-up or a restart puts them elsewhere)."""
-    from cli.plotting import format_value
+    from dnupdate.cli.plotting import format_value
 
     start, end = curve.rate_at(curve.first), curve.rate_at(curve.last)
     low, high = float(curve.rates.min()), float(curve.rates.max())
@@ -455,8 +455,8 @@ def range_line(curve: ScheduleCurve, where: str = "") -> str:
 def milestone_rows(curves: list[ScheduleCurve]) -> list[tuple[str, ...]]:
     """Rows ``(iteration, lr per curve..., events)`` over the union of milestone iterations
     (plus tenths of the run for continuous policies); the middle of a long list is elided."""
-    from cli.plotting import format_value
-    from engine.update.schedule import PIECEWISE_CONSTANT
+    from dnupdate.cli.plotting import format_value
+    from dnupdate.engine.update.schedule import PIECEWISE_CONSTANT
 
     events: dict[int, list[str]] = {}
     for index, curve in enumerate(curves):
@@ -489,7 +489,7 @@ def milestone_rows(curves: list[ScheduleCurve]) -> list[tuple[str, ...]]:
 
 
 def to_plot_curves(curves: list[ScheduleCurve]):
-    from cli.plotting import Curve, Marker
+    from dnupdate.cli.plotting import Curve, Marker
 
     plotted = []
     for curve in curves:
@@ -503,7 +503,7 @@ def to_plot_curves(curves: list[ScheduleCurve]):
 
 
 def print_plot(curves: list[ScheduleCurve], stream, *, log_y: bool) -> None:
-    from cli.plotting import color_wanted, terminal_plot
+    from dnupdate.cli.plotting import color_wanted, terminal_plot
 
     text = terminal_plot(to_plot_curves(curves), log_y=log_y, color=color_wanted(stream))
     print(text, file=stream)
@@ -512,7 +512,7 @@ def print_plot(curves: list[ScheduleCurve], stream, *, log_y: bool) -> None:
 
 def check_output_file(path: Path) -> None:
     """Exit 1 at once when ``--output`` names a type that cannot be written here."""
-    from cli.plotting import SUFFIXES, PlotError, check_output
+    from dnupdate.cli.plotting import SUFFIXES, PlotError, check_output
 
     try:
         check_output(path, (*SUFFIXES, ".json"))
@@ -522,7 +522,7 @@ def check_output_file(path: Path) -> None:
 
 def write_file(path: Path, curves: list[ScheduleCurve], *, log_y: bool) -> None:
     """``.json``: the ``--format json`` document; else a plot or CSV (cli.plotting)."""
-    from cli.plotting import PlotError, write_plot_file
+    from dnupdate.cli.plotting import PlotError, write_plot_file
 
     title = "\n".join(describe(c.source.schedule) for c in curves)
     if path.suffix.lower() == ".csv":  # every iteration, streamed (plots use the sample)

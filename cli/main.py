@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import (
+from dnupdate.cli import (
     __version__,
     bench_cmd,
     compare_cmd,
@@ -21,7 +21,7 @@ from cli import (
     sweep_cmd,
     train_cmd,
 )
-from cli.help_format import HelpCommand, HelpGroup, help_text
+from dnupdate.cli.help_format import HelpCommand, HelpGroup, help_text
 
 app = typer.Typer(
     name="dnupdate",

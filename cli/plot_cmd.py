@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cli.common import EXIT_BAD_INPUT, EXIT_USAGE, fail
-from cli.help_format import help_text
+from dnupdate.cli.common import EXIT_BAD_INPUT, EXIT_USAGE, fail
+from dnupdate.cli.help_format import help_text
 
 if TYPE_CHECKING:  # NumPy and cli.plotting load lazily: --help stays light
     import numpy as np
 
-    from cli.plotting import Curve, Marker
+    from dnupdate.cli.plotting import Curve, Marker
 
 PLOT_HELP = help_text(
     "Plot runs' loss, learning rate, test accuracy and per-layer norms.",
@@ -98,7 +98,7 @@ def _curve(
 ) -> Curve | None:
     """The ``key`` values of ``kind`` rows (of one Caffe test net when ``test_net`` is
     given) against the iteration (None when there are none); test values get points."""
-    from cli.plotting import Curve
+    from dnupdate.cli.plotting import Curve
 
     x, y = _series(rows, kind, key, test_net)
     return Curve(label, x, y, points=kind == "test") if len(x) else None
@@ -135,7 +135,7 @@ def layer_names(rows: list[dict]) -> list[str]:
 def skipped_markers(rows: list[dict]) -> tuple[Marker, ...]:
     """A ``skipped`` marker at the iteration of each train row with ``overflow`` 1 (a
     non-finite gradient: GradScaler skipped the update)."""
-    from cli.plotting import Marker
+    from dnupdate.cli.plotting import Marker
 
     return tuple(
         Marker(float(row["iteration"]), "skipped")
@@ -199,7 +199,7 @@ def panels_from_runs(runs: list[Run], log_loss: bool = False) -> list[Panel]:
 def run_settings(run_dir: Path) -> dict[str, str]:
     """What a run was trained with, from its ``run.json``: the ``--set`` overrides, seed,
     semantics, data and config file (empty when the folder has no ``run.json``)."""
-    from engine.training.runfolder import RunFolderError, read_json
+    from dnupdate.engine.training.runfolder import RunFolderError, read_json
 
     try:
         info = read_json(run_dir / "run.json")
@@ -247,8 +247,8 @@ def sweep_variants(sweep_dir: Path) -> tuple[list[Target], list[str]] | None:
     """A sweep folder's variants that have started (their run folders hold metrics), each
     labelled by its grid values (``learning_rate=0.05, batch=32``), and the names of those
     not started yet; None when ``sweep_dir`` holds no ``sweep.json``."""
-    from engine.experiments.results import SWEEP_FILE
-    from engine.training.runfolder import RunFolderError, read_json
+    from dnupdate.engine.experiments.results import SWEEP_FILE
+    from dnupdate.engine.training.runfolder import RunFolderError, read_json
 
     if not (sweep_dir / SWEEP_FILE).is_file():
         return None
@@ -302,7 +302,7 @@ def target_labels(targets: list[Target]) -> list[str]:
 
 
 def _terminal(panels: list[Panel], color: bool) -> str:
-    from cli.plotting import terminal_plot
+    from dnupdate.cli.plotting import terminal_plot
 
     out = []
     for panel in panels:
@@ -323,8 +323,8 @@ def _terminal(panels: list[Panel], color: bool) -> str:
 
 def write_svg(path: Path, panels: list[Panel], title: str) -> None:
     """The panels stacked in one SVG (the built-in writer, with axes), written atomically."""
-    from cli.plotting import SVG_LEFT, _escape, svg_document, svg_panel
-    from engine.training.runfolder import write_text
+    from dnupdate.cli.plotting import SVG_LEFT, _escape, svg_document, svg_panel
+    from dnupdate.engine.training.runfolder import write_text
 
     lines = title.splitlines()[:6]
     parts = [
@@ -359,7 +359,7 @@ def write_png(path: Path, panels: list[Panel], title: str) -> None:
     import matplotlib
     import numpy as np
 
-    from cli.plotting import MAX_MARKERS, _unique_markers
+    from dnupdate.cli.plotting import MAX_MARKERS, _unique_markers
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -399,8 +399,8 @@ def plot(
     """Plot runs' curves (see PLOT_HELP)."""
     import sys
 
-    from cli.plotting import PlotError, check_output, color_wanted
-    from engine.training.runfolder import RunFolderError, read_metrics
+    from dnupdate.cli.plotting import PlotError, check_output, color_wanted
+    from dnupdate.engine.training.runfolder import RunFolderError, read_metrics
 
     path = None if output is None else Path(output)
     if path is not None:

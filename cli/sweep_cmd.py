@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from cli.common import (
+from dnupdate.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -44,7 +44,7 @@ from cli.common import (
     threads_option,
     weights_option,
 )
-from cli.help_format import help_from_doc
+from dnupdate.cli.help_format import help_from_doc
 
 SWEEP_HELP = help_from_doc(
     """Train every combination of --grid values (× --seeds) on a Dask cluster.
@@ -216,7 +216,11 @@ def print_summary(sweep_dir: str) -> None:
     """The results table, best test accuracy first."""
     from rich.table import Table
 
-    from engine.experiments.results import SweepFolderError, read_results, sorted_by_accuracy
+    from dnupdate.engine.experiments.results import (
+        SweepFolderError,
+        read_results,
+        sorted_by_accuracy,
+    )
 
     try:
         rows = sorted_by_accuracy(read_results(sweep_dir))
@@ -297,10 +301,10 @@ def sweep(
 
 
 def _plan(config, grid, seeds, sets, options, out):
-    from engine.config import parse_overrides
-    from engine.experiments.grid import GridError
-    from engine.experiments.sweep import plan_sweep
-    from engine.spec import ConfigError
+    from dnupdate.engine.config import parse_overrides
+    from dnupdate.engine.experiments.grid import GridError
+    from dnupdate.engine.experiments.sweep import plan_sweep
+    from dnupdate.engine.spec import ConfigError
 
     target = out or str(Path("runs") / f"sweep-{Path(config).stem}")
     try:
@@ -313,10 +317,10 @@ def _plan(config, grid, seeds, sets, options, out):
 
 
 def _run(plan, workers, scheduler, threads, *, as_json: bool, quiet: bool) -> int:
-    from cli.sinks import JsonLinesSink
-    from cli.train_cmd import StopRequest
-    from engine.experiments.results import SweepFolderError
-    from engine.experiments.sweep import run_sweep
+    from dnupdate.cli.sinks import JsonLinesSink
+    from dnupdate.cli.train_cmd import StopRequest
+    from dnupdate.engine.experiments.results import SweepFolderError
+    from dnupdate.engine.experiments.sweep import run_sweep
 
     console = stderr_console()
     sinks: list = []

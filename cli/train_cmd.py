@@ -22,7 +22,7 @@ from pathlib import Path
 
 import typer
 
-from cli.common import (
+from dnupdate.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_DIVERGED,
     EXIT_INTERRUPTED,
@@ -55,7 +55,7 @@ from cli.common import (
     threads_option,
     weights_option,
 )
-from cli.help_format import help_text
+from dnupdate.cli.help_format import help_text
 
 TRAIN_HELP = help_text(
     "Train a network from a darknet .cfg or a Caffe solver (.prototxt/.yaml).",
@@ -130,7 +130,7 @@ class StopRequest:
 def _load_new(config: str, sets: list[str], data: str | None = None):
     """(RunSpec, overrides, config text) for a new run; ConfigError on bad input. ``data``
     (``--data``) decides a Caffe data layer's input shape in place of its source."""
-    from engine.config import load_config, parse_overrides, read_config_text
+    from dnupdate.engine.config import load_config, parse_overrides, read_config_text
 
     overrides = parse_overrides(sets)
     text = read_config_text(config)
@@ -141,7 +141,7 @@ def _load_new(config: str, sets: list[str], data: str | None = None):
 def _load_resumed(run_dir: str):
     """(RunSpec, overrides, saved options, folder) rebuilt from a run folder's files; the
     folder is locked for the resumed run."""
-    from engine.training.runfolder import RunFolder
+    from dnupdate.engine.training.runfolder import RunFolder
 
     folder = RunFolder.open(run_dir)
     try:
@@ -155,8 +155,8 @@ def _load_resumed(run_dir: str):
 def run_from_folder(folder):
     """(RunSpec, overrides, saved options) of a run folder: its config as given, with the
     run's overrides; ConfigError, RunFolderError or KeyError/ValueError on damage."""
-    from engine.config import load_config
-    from engine.training.session import TrainOptions
+    from dnupdate.engine.config import load_config
+    from dnupdate.engine.training.session import TrainOptions
 
     info = folder.read_run_info()
     saved = TrainOptions.check_saved(info.get("options", {}), str(folder.path / "run.json"))
@@ -324,7 +324,7 @@ def train(
             )
     sets = [*sets, *scaling_sets(lr_scaling, lr_warmup)]
     sets += [f"{key}={value}" for key, value in mixed.items() if value is not None]
-    from engine.backends.jit_env import limit_threads
+    from dnupdate.engine.backends.jit_env import limit_threads
 
     numba_threads = limit_threads(threads) if threads else None
     try:
@@ -361,18 +361,18 @@ def _set_up(*, config, resume, sets, out, options, console=None):
     """Build the TrainingSession (and its run folder); every bad input exits with code 1.
     Opening the data (generating a synthetic set the first time) can take seconds: a spinner
     on ``console`` says so meanwhile."""
-    from engine.data import DataError
-    from engine.formats.weights import WeightsFileError
-    from engine.model.network import NetworkError
-    from engine.spec import ConfigError
-    from engine.training.runfolder import (
+    from dnupdate.engine.data import DataError
+    from dnupdate.engine.formats.weights import WeightsFileError
+    from dnupdate.engine.model.network import NetworkError
+    from dnupdate.engine.spec import ConfigError
+    from dnupdate.engine.training.runfolder import (
         RunFolder,
         RunFolderError,
         default_run_dir,
         net_file_text,
     )
-    from engine.training.session import TrainingSession, TrainOptions, TrainSetupError
-    from engine.training.step import TrainerStateError
+    from dnupdate.engine.training.session import TrainingSession, TrainOptions, TrainSetupError
+    from dnupdate.engine.training.step import TrainerStateError
 
     bad_input = (
         DataError,
@@ -441,8 +441,8 @@ def _release(folder, created: Path | None) -> None:
 
 def _run(session, *, as_json: bool, quiet: bool) -> int:
     """Drive the session's events into the sinks; the exit code of the ending."""
-    from cli.dashboard import make_display
-    from cli.sinks import JsonLinesSink
+    from dnupdate.cli.dashboard import make_display
+    from dnupdate.cli.sinks import JsonLinesSink
 
     sinks = []
     display = make_display(stderr_console(), quiet=quiet)

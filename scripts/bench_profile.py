@@ -34,10 +34,10 @@ def _timed(table: dict, key: str, method):
 
 def profile(workload: str, steps: int) -> list[tuple[str, float]]:
     """``[(part, seconds per step)]`` for one workload."""
-    from engine.bench.runner import fixed_batch
-    from engine.bench.workloads import resolve_workload
-    from engine.config import load_config
-    from engine.training.step import Trainer
+    from dnupdate.engine.bench.runner import fixed_batch
+    from dnupdate.engine.bench.workloads import resolve_workload
+    from dnupdate.engine.config import load_config
+    from dnupdate.engine.training.step import Trainer
 
     run = load_config(resolve_workload(workload).config)
     trainer = Trainer(run, seed=1)

@@ -31,10 +31,10 @@ DNUPDATE = Path(sys.executable).with_name("dnupdate")
 FIRST_STEPS = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from engine.bench.workloads import resolve_workload
-from engine.bench.runner import fixed_batch
-from engine.config import load_config
-from engine.training.step import Trainer
+from dnupdate.engine.bench.workloads import resolve_workload
+from dnupdate.engine.bench.runner import fixed_batch
+from dnupdate.engine.config import load_config
+from dnupdate.engine.training.step import Trainer
 out = {}
 for name in sys.argv[1].split(","):
     start = time.perf_counter()
@@ -75,7 +75,7 @@ def fastest(command: list[str], runs: int, env: dict | None = None) -> float:
 def imports_numba(args: list[str]) -> bool:
     """Whether running the CLI with ``args`` imports Numba."""
     code = (
-        "import sys\nfrom cli.main import app\ntry:\n"
+        "import sys\nfrom dnupdate.cli.main import app\ntry:\n"
         f"    app({args!r})\nexcept SystemExit:\n    pass\n"
         "print('numba' in sys.modules)"
     )

@@ -66,7 +66,7 @@ def run_one(name: str, options: argparse.Namespace) -> dict:
     spec = RUNS[name]
     out = Path(options.out_root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     command = [
-        sys.executable, "-c", "from cli.main import app; app()", "train", spec["config"],
+        sys.executable, "-c", "from dnupdate.cli.main import app; app()", "train", spec["config"],
         "--data-dir", options.data_dir, "--out", str(out), "--quiet", *spec["args"],
     ]  # fmt: skip
     if options.max_iters:

@@ -7,8 +7,15 @@ import struct
 
 import pytest
 
-from engine.config.darknet import load_darknet
-from engine.spec import ConfigError, ConnectedSpec, ConvSpec, Diagnostic, FillerSpec, RunSpec
+from dnupdate.engine.config.darknet import load_darknet
+from dnupdate.engine.spec import (
+    ConfigError,
+    ConnectedSpec,
+    ConvSpec,
+    Diagnostic,
+    FillerSpec,
+    RunSpec,
+)
 
 
 def f32(value: float) -> float:

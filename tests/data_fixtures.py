@@ -12,8 +12,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from engine.data.cifar import write_cifar_binary
-from engine.data.idx import write_idx
+from dnupdate.engine.data.cifar import write_cifar_binary
+from dnupdate.engine.data.idx import write_idx
 
 
 def random_images(count: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

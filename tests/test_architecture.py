@@ -81,10 +81,11 @@ MAX_TOP_LEVEL_MODULES = 4
 
 
 def module_name(path: Path) -> str:
+    """The import name of a file of ``cli/`` or ``engine/``: ``dnupdate.`` + its path."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
-    return ".".join(parts)
+    return ".".join(["dnupdate", *parts])
 
 
 def project_modules() -> dict[str, Path]:
@@ -142,7 +143,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def stage_of(module: str) -> str | None:
     """The engine stage of a module (None outside ``engine``)."""
-    parts = module.split(".")
+    parts = module.split(".")[1:]
     if parts[0] != "engine":
         return None
     if len(parts) == 1 or not (ROOT / "engine" / parts[1]).is_dir():
@@ -157,7 +158,7 @@ def test_find_cycle_finds_one():
 
 def test_no_import_cycle_in_cli_or_engine():
     graph = import_graph()
-    assert "cli.main" in graph and "engine.training.session" in graph
+    assert "dnupdate.cli.main" in graph and "dnupdate.engine.training.session" in graph
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
@@ -173,10 +174,26 @@ def test_engine_stages_import_only_the_stages_they_build_on():
         wrong += [
             f"{module} ({stage}) imports {target} ({stage_of(target)})"
             for target in sorted(imports)
-            if target.startswith("cli")
+            if target.startswith("dnupdate.cli")
             or (stage_of(target) and rank[stage_of(target)] > rank[stage])
         ]
     assert wrong == []
+
+
+PYTHON_FILES = sorted(
+    path
+    for top in ("cli", "engine", "tests", "scripts")
+    for path in (ROOT / top).rglob("*.py")
+    if ".venv" not in path.parts
+)
+
+
+@pytest.mark.parametrize("path", PYTHON_FILES, ids=relative)
+def test_project_imports_use_the_one_import_name(path):
+    """``cli`` and ``engine`` are ``dnupdate.cli`` and ``dnupdate.engine`` (the wheel installs
+    nothing else at the top level): a bare ``import engine`` would load a second copy of a
+    module in the checkout and fail in the installed wheel."""
+    assert not imported_modules(path) & {"cli", "engine"}
 
 
 def test_engine_top_level_holds_only_shared_modules():

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.bench import workloads as bench
-from engine.bench.measure import BenchResult, summarise_windows, worker_environment
-from engine.bench.workloads import (
+from dnupdate.cli.main import app
+from dnupdate.engine.bench import workloads as bench
+from dnupdate.engine.bench.measure import BenchResult, summarise_windows, worker_environment
+from dnupdate.engine.bench.workloads import (
     BUILTIN_WORKLOADS,
     BenchError,
     BenchSettings,
     gemm_flops,
     resolve_workload,
 )
-from engine.config import load_config
+from dnupdate.engine.config import load_config
 
 runner = CliRunner()
 
@@ -191,7 +191,14 @@ def test_unknown_workload_is_a_clear_error():
 
 
 def _bench_json(*args: str) -> list[dict]:
-    command = [sys.executable, "-c", "from cli.main import app; app()", "bench", *args, "--json"]
+    command = [
+        sys.executable,
+        "-c",
+        "from dnupdate.cli.main import app; app()",
+        "bench",
+        *args,
+        "--json",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
@@ -222,8 +229,8 @@ def test_bench_compares_with_torch_when_installed(tiny_cfg):
 
 def test_torch_translation_reproduces_every_layer_shape():
     torch = pytest.importorskip("torch")
-    from engine.bench.torch_twin import torch_model
-    from engine.model.shapes import infer_shapes
+    from dnupdate.engine.bench.torch_twin import torch_model
+    from dnupdate.engine.model.shapes import infer_shapes
 
     for name in BUILTIN_WORKLOADS:
         net = load_config(resolve_workload(name).config).net
@@ -256,9 +263,9 @@ def test_torch_shortcut_is_darknets_shortcut(add_shape, out_shape, alpha, beta):
     torch = pytest.importorskip("torch")
     import numpy as np
 
-    from engine.backends.cpu.graph import shortcut
-    from engine.bench.torch_twin import _shortcut_add
-    from engine.spec import ShortcutSpec
+    from dnupdate.engine.backends.cpu.graph import shortcut
+    from dnupdate.engine.bench.torch_twin import _shortcut_add
+    from dnupdate.engine.spec import ShortcutSpec
 
     rng = np.random.default_rng(3)
     a = rng.standard_normal(add_shape, dtype=np.float32)
@@ -272,8 +279,8 @@ def test_torch_shortcut_is_darknets_shortcut(add_shape, out_shape, alpha, beta):
 
 def test_torch_twin_of_the_resnet_follows_its_graph():
     torch = pytest.importorskip("torch")
-    from engine.bench.torch_twin import torch_model
-    from engine.model.shapes import infer_shapes
+    from dnupdate.engine.bench.torch_twin import torch_model
+    from dnupdate.engine.model.shapes import infer_shapes
 
     net = load_config(resolve_workload("cifar-resnet").config).net
     model, _ = torch_model(net)
@@ -295,8 +302,8 @@ def test_torch_route_is_darknets_route(same_size):
     torch = pytest.importorskip("torch")
     import numpy as np
 
-    from engine.backends.cpu.graph import route_copy
-    from engine.bench.torch_twin import _route
+    from dnupdate.engine.backends.cpu.graph import route_copy
+    from dnupdate.engine.bench.torch_twin import _route
 
     rng = np.random.default_rng(4)
     first = rng.standard_normal((2, 3, 4, 4), dtype=np.float32)
@@ -310,7 +317,7 @@ def test_torch_route_is_darknets_route(same_size):
 
 
 def test_blas_core_name_is_a_word_or_empty():
-    from engine.bench.worker import blas_core_name
+    from dnupdate.engine.bench.worker import blas_core_name
 
     name = blas_core_name()
     assert name == "" or name.isidentifier()
@@ -319,7 +326,7 @@ def test_blas_core_name_is_a_word_or_empty():
 def test_device_without_a_backend_is_a_clear_error(tiny_cfg):
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     command = [
-        sys.executable, "-c", "from cli.main import app; app()", "bench", str(tiny_cfg),
+        sys.executable, "-c", "from dnupdate.cli.main import app; app()", "bench", str(tiny_cfg),
         "--device", "no-such-device", "--windows", "1", "--iters", "1", "--warmup", "1",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
@@ -329,7 +336,7 @@ def test_device_without_a_backend_is_a_clear_error(tiny_cfg):
 
 def test_table_output_names_every_workload_and_mode(tiny_cfg):
     command = [
-        sys.executable, "-c", "from cli.main import app; app()", "bench", str(tiny_cfg),
+        sys.executable, "-c", "from dnupdate.cli.main import app; app()", "bench", str(tiny_cfg),
         "--threads", "1", "--windows", "1", "--iters", "1", "--warmup", "1",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -340,7 +347,7 @@ def test_table_output_names_every_workload_and_mode(tiny_cfg):
 
 
 def test_interleaved_windows_alternate_and_settle_between_workers():
-    from engine.bench.measure import _interleaved_windows
+    from dnupdate.engine.bench.measure import _interleaved_windows
 
     log: list[str] = []
 

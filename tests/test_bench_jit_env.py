@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.backends import jit_env
+from dnupdate.engine.backends import jit_env
 
 
 def test_defaults_pick_the_threading_layer_and_keep_the_in_tree_cache_when_writable(
@@ -57,7 +57,7 @@ def test_writable_probe_looks_at_the_pycache_folder(tmp_path: Path):
 
 def _threading_layer_in_fresh_process(env: dict[str, str]) -> str:
     code = (
-        "import engine.backends.cpu, numba, numpy as np\n"
+        "import dnupdate.engine.backends.cpu, numba, numpy as np\n"
         "from numba import njit, prange\n"
         "@njit(parallel=True)\n"
         "def bump(a):\n"

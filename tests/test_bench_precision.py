@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from engine.bench.measure import BenchResult
-from engine.bench.runner import dnupdate_runner, precision_overrides
-from engine.bench.workloads import BenchError, BenchSettings
+from dnupdate.engine.bench.measure import BenchResult
+from dnupdate.engine.bench.runner import dnupdate_runner, precision_overrides
+from dnupdate.engine.bench.workloads import BenchError, BenchSettings
 from tests.test_bench import ISSUE_FIELDS, TINY_CFG
 
 PRECISION_FIELDS = {"precision", "precision_images_per_s", "step_time_ratio"}
@@ -27,7 +27,7 @@ def tiny_cfg(tmp_path):
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", "from cli.main import app; app()", "bench", *args]
+    command = [sys.executable, "-c", "from dnupdate.cli.main import app; app()", "bench", *args]
     env = {**os.environ, "COLUMNS": "250"}  # the table on one line per row
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 

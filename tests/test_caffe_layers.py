@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import CpuBackend
-from engine.backends.cpu import caffe_layers as kernels
-from engine.model.network import Network
-from engine.spec import (
+from dnupdate.engine.backends.cpu import CpuBackend
+from dnupdate.engine.backends.cpu import caffe_layers as kernels
+from dnupdate.engine.model.network import Network
+from dnupdate.engine.spec import (
     ActivationSpec,
     ConcatSpec,
     ConnectedSpec,
@@ -232,7 +232,7 @@ SOLVER = 'net: "net.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 10\n
 
 
 def test_autoencoder_style_prototxt_builds_and_reads_named_blobs(tmp_path):
-    from engine.config import load_config
+    from dnupdate.engine.config import load_config
 
     (tmp_path / "net.prototxt").write_text(AUTOENCODER)
     (tmp_path / "solver.prototxt").write_text(SOLVER)
@@ -249,8 +249,8 @@ def test_autoencoder_style_prototxt_builds_and_reads_named_blobs(tmp_path):
 
 
 def test_unknown_bottom_blob_names_file_and_line(tmp_path):
-    from engine.config import load_config
-    from engine.spec import ConfigError
+    from dnupdate.engine.config import load_config
+    from dnupdate.engine.spec import ConfigError
 
     text = AUTOENCODER.replace('bottom: "lrn" top: "dec"', 'bottom: "lnr" top: "dec"')
     (tmp_path / "net.prototxt").write_text(text)

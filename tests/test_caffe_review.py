@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from engine.model.shapes import pool_geometry
-from engine.spec import PoolSpec
+from dnupdate.engine.model.shapes import pool_geometry
+from dnupdate.engine.spec import PoolSpec
 
 F32 = np.float32
 
@@ -57,9 +57,9 @@ def test_pool_without_any_padding_keeps_the_ceil_overhang():
 
 
 def _two_loss_net(weights: tuple[float, float]):
-    from engine.backends.cpu import CpuBackend
-    from engine.model.network import Network
-    from engine.spec import ConnectedSpec, InputSpec, NetSpec, SoftmaxLossSpec
+    from dnupdate.engine.backends.cpu import CpuBackend
+    from dnupdate.engine.model.network import Network
+    from dnupdate.engine.spec import ConnectedSpec, InputSpec, NetSpec, SoftmaxLossSpec
 
     spec = NetSpec(
         "c",
@@ -78,7 +78,7 @@ def _two_loss_net(weights: tuple[float, float]):
 
 
 def test_caffe_loss_weight_and_loss_sum_are_float32():
-    from engine.backends.cpu.softmax import caffe_softmax_loss_forward
+    from dnupdate.engine.backends.cpu.softmax import caffe_softmax_loss_forward
 
     weights = (0.1, 0.3)
     net, x = _two_loss_net(weights)
@@ -127,7 +127,7 @@ def test_two_caffe_losses_on_one_blob_sum_their_gradients():
 
 
 def _caffe_run(accuracy_top_k: int | None = None):
-    from engine.spec import (
+    from dnupdate.engine.spec import (
         AccuracySpec,
         ConnectedSpec,
         FillerSpec,
@@ -153,7 +153,7 @@ def _caffe_run(accuracy_top_k: int | None = None):
 
 
 def test_caffe_test_scores_are_float_means_of_per_batch_values():
-    from engine.training.step import Trainer
+    from dnupdate.engine.training.step import Trainer
 
     trainer = Trainer(_caffe_run(), seed=4)
     rng = np.random.default_rng(11)
@@ -180,9 +180,9 @@ def test_caffe_test_scores_are_float_means_of_per_batch_values():
 def test_auxiliary_caffe_loss_adds_to_the_main_path_gradient():
     # ip1 → aux loss (a sink on ip1) → ip2 → loss: ip1's diff is the split's sum of ip2's
     # backward (dy·W) and the auxiliary loss's diff (SplitLayer::Backward_cpu).
-    from engine.backends.cpu import CpuBackend
-    from engine.model.network import Network
-    from engine.spec import ConnectedSpec, InputSpec, NetSpec, SoftmaxLossSpec
+    from dnupdate.engine.backends.cpu import CpuBackend
+    from dnupdate.engine.model.network import Network
+    from dnupdate.engine.spec import ConnectedSpec, InputSpec, NetSpec, SoftmaxLossSpec
 
     spec = NetSpec(
         "aux",
@@ -228,7 +228,7 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "
 
 
 def _load_solver(tmp_path, lines: str):
-    from engine.config import load_config
+    from dnupdate.engine.config import load_config
 
     (tmp_path / "net.prototxt").write_text(_NET)
     path = tmp_path / "solver.prototxt"
@@ -239,7 +239,7 @@ def _load_solver(tmp_path, lines: str):
 def test_negative_gamma_is_fatal_for_every_policy_caffe_checks(tmp_path):
     import pytest
 
-    from engine.spec import ConfigError
+    from dnupdate.engine.spec import ConfigError
 
     for policy, extra in (
         ("exp", ""),
@@ -264,7 +264,7 @@ def test_negative_gamma_is_fatal_for_every_policy_caffe_checks(tmp_path):
 
 
 def test_v1_data_param_transform_fields_replace_transform_param(tmp_path):
-    from engine.config import load_config
+    from dnupdate.engine.config import load_config
 
     net = """name: "n"
 layers { name: "d" type: DATA top: "data" top: "label"
@@ -283,7 +283,7 @@ layers { name: "loss" type: SOFTMAX_LOSS bottom: "ip" bottom: "label" }
 
 def test_caffe_test_accuracy_is_the_nets_accuracy_layer_output():
     # Solver::Test reports the Accuracy layer's top (top_k: 2 here), not a top-1 of our own.
-    from engine.training.step import Trainer
+    from dnupdate.engine.training.step import Trainer
 
     trainer = Trainer(_caffe_run(accuracy_top_k=2), seed=4)
     rng = np.random.default_rng(12)

@@ -13,14 +13,14 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli.dashboard import Dashboard, eval_line, output_text
-from cli.main import app
-from cli.plot_cmd import Run, panels_from_runs
-from engine.config import load_config
-from engine.data.resolve import split_in_name
-from engine.spec import ConfigError
-from engine.training.events import EVENT_TYPES, EvalFinished, LossOutput
-from engine.training.step import reports_accuracy
+from dnupdate.cli.dashboard import Dashboard, eval_line, output_text
+from dnupdate.cli.main import app
+from dnupdate.cli.plot_cmd import Run, panels_from_runs
+from dnupdate.engine.config import load_config
+from dnupdate.engine.data.resolve import split_in_name
+from dnupdate.engine.spec import ConfigError
+from dnupdate.engine.training.events import EVENT_TYPES, EvalFinished, LossOutput
+from dnupdate.engine.training.step import reports_accuracy
 from tests.data_fixtures import write_cifar10_folder, write_mnist_split
 
 runner = CliRunner()

@@ -13,16 +13,16 @@ import struct
 import numpy as np
 import pytest
 
-from engine.formats.caffemodel import (
+from dnupdate.engine.formats.caffemodel import (
     CaffeModelError,
     decode_caffemodel,
     encode_caffemodel,
     read_caffemodel,
     write_caffemodel,
 )
-from engine.formats.weights import WeightsFileError
-from engine.model.initialisation import allocate_blobs, initialise
-from engine.spec import (
+from dnupdate.engine.formats.weights import WeightsFileError
+from dnupdate.engine.model.initialisation import allocate_blobs, initialise
+from dnupdate.engine.spec import (
     BatchNormSpec,
     ConnectedSpec,
     ConvSpec,

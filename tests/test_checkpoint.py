@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from engine.formats.weights import (
+from dnupdate.engine.formats.weights import (
     WeightsFileError,
     WeightsHeader,
     atomic_write,
@@ -19,8 +19,8 @@ from engine.formats.weights import (
     save_npz_weights,
     write_darknet_weights,
 )
-from engine.model.initialisation import allocate_blobs
-from engine.spec import (
+from dnupdate.engine.model.initialisation import allocate_blobs
+from dnupdate.engine.spec import (
     BatchNormSpec,
     ConvSpec,
     InputSpec,

@@ -5,8 +5,8 @@ import sys
 
 from typer.testing import CliRunner
 
-from cli import __version__
-from cli.main import app
+from dnupdate.cli import __version__
+from dnupdate.cli.main import app
 
 runner = CliRunner()
 
@@ -25,7 +25,7 @@ def test_unknown_command_is_usage_error():
 def test_help_does_not_import_numba():
     code = (
         "import sys\n"
-        "from cli.main import app\n"
+        "from dnupdate.cli.main import app\n"
         "try:\n"
         "    app(['--help'])\n"
         "except SystemExit:\n"

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.data.errors import DataError
-from engine.training.evaluate import _Counter
+from dnupdate.cli.main import app
+from dnupdate.engine.data.errors import DataError
+from dnupdate.engine.training.evaluate import _Counter
 from tests.test_train_loop import caffe_config, darknet_config, write_quadrants
 
 runner = CliRunner()
@@ -176,7 +176,7 @@ def test_bad_input_names_the_problem(trained, tmp_path):
 
 
 def test_eval_as_a_subprocess_writes_plain_json(trained):
-    command = [sys.executable, "-c", "from cli.main import app; app()", "eval"]
+    command = [sys.executable, "-c", "from dnupdate.cli.main import app; app()", "eval"]
     proc = subprocess.run(
         [*command, str(trained["root"] / "dk"), "--json"],
         capture_output=True,
@@ -199,7 +199,7 @@ def test_nan_weights_are_refused_without_allow_nonfinite(trained, tmp_path):
 
 
 def test_a_run_folder_locked_by_a_live_run_can_be_evaluated(trained):
-    from engine.training.runfolder import RunFolder
+    from dnupdate.engine.training.runfolder import RunFolder
 
     folder = RunFolder.open(trained["root"] / "dk")  # as a resumed run holds it
     try:

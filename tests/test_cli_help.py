@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cli.main import app
+from dnupdate.cli.main import app
 
 runner = CliRunner()
 WIDTH = 80
@@ -106,7 +106,7 @@ def test_usage_lines_name_arguments_plainly():
 
 
 def test_help_text_is_plain_text_not_rich_markup():
-    from cli.help_format import help_text
+    from dnupdate.cli.help_format import help_text
 
     text = help_text("Sections like [net] and [convolutional] stay.", "Also [x] here.")
     assert "\\[net]" in text and "\\[convolutional]" in text and "\\[x]" in text

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from dnupdate.cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cli.main import app
+from dnupdate.cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -30,7 +30,7 @@ def test_fp32_says_nothing_is_rounded_and_adds_no_settings():
 
 
 def test_darknet_static_loss_scale_is_alexeyabs_arithmetic_with_the_numbers(tmp_path):
-    from engine.config.builtin import locate_config
+    from dnupdate.engine.config.builtin import locate_config
 
     source = Path(locate_config("quickstart")).read_text(encoding="utf-8")
     path = tmp_path / "scaled.cfg"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from dnupdate.cli.main import app
 
 runner = CliRunner()
 
@@ -235,7 +235,7 @@ def test_bad_input_is_a_clear_error(args, code, message, tmp_path, monkeypatch):
 def test_lr_schedule_does_not_import_numba(tmp_path):
     code = (
         "import sys\n"
-        "from cli.main import app\n"
+        "from dnupdate.cli.main import app\n"
         "try:\n"
         "    app(['lr-schedule', '--set', 'policy=poly', '--set', 'max_batches=50',"
         " '--plot', '--format', 'json'])\n"

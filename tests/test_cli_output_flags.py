@@ -10,7 +10,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from dnupdate.cli.main import app
 
 runner = CliRunner()
 

@@ -9,9 +9,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from cli.plot_cmd import Run, panels_from_runs, run_labels
-from cli.plotting import nice_ticks, tick_label
+from dnupdate.cli.main import app
+from dnupdate.cli.plot_cmd import Run, panels_from_runs, run_labels
+from dnupdate.cli.plotting import nice_ticks, tick_label
 
 runner = CliRunner()
 
@@ -228,8 +228,8 @@ def test_plain_svg_of_lr_schedule_has_axes_too(tmp_path, monkeypatch):
 def sweep_folder(tmp_path):
     """A sweep folder as ``dnupdate sweep`` lays it out (sweep.json from the engine's own
     plan), two variants with metrics and one not started yet."""
-    from engine.experiments.results import write_sweep_info
-    from engine.experiments.sweep import plan_sweep
+    from dnupdate.engine.experiments.results import write_sweep_info
+    from dnupdate.engine.experiments.sweep import plan_sweep
     from tests.test_train_loop import darknet_config
 
     config = darknet_config(tmp_path, max_batches=20)

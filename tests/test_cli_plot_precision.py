@@ -8,8 +8,8 @@ import json
 
 from typer.testing import CliRunner
 
-from cli.main import app
-from cli.plot_cmd import Run, panels_from_runs
+from dnupdate.cli.main import app
+from dnupdate.cli.plot_cmd import Run, panels_from_runs
 from tests.test_cli_plot import rows, write_run
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ import sys
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli.main import app
+from dnupdate.cli.main import app
 from tests.test_train_loop import darknet_config, write_quadrants
 
 runner = CliRunner()
@@ -32,7 +32,7 @@ def test_binary_config_stops_after_the_first_few_raw_byte_lines(tmp_path):
     path = binary_config(tmp_path)
     for command in (["train", str(path)], ["inspect", str(path)], ["lr-schedule", str(path)]):
         result = subprocess.run(
-            [sys.executable, "-c", "from cli.main import app; app()", *command],
+            [sys.executable, "-c", "from dnupdate.cli.main import app; app()", *command],
             capture_output=True,
             text=True,
             errors="replace",
@@ -57,7 +57,7 @@ def terminal_console(buffer: io.StringIO):
 def test_data_info_says_a_synthetic_set_is_being_prepared(tmp_path, monkeypatch):
     monkeypatch.setenv("DNUPDATE_DATA_DIR", str(tmp_path / "cache"))
     buffer = io.StringIO()
-    monkeypatch.setattr("cli.data_cmd.stderr_console", terminal_console(buffer))
+    monkeypatch.setattr("dnupdate.cli.data_cmd.stderr_console", terminal_console(buffer))
     args = ["data", "info", "synthetic-digits", "--split", "test", "--size", "40"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -79,7 +79,7 @@ def test_train_says_what_it_loads_before_the_first_update(tmp_path, monkeypatch)
     data = "quadrants.npz"  # relative: the status line stays short whatever tmp_path is
     config = darknet_config(tmp_path)
     buffer = io.StringIO()
-    monkeypatch.setattr("cli.train_cmd.stderr_console", terminal_console(buffer))
+    monkeypatch.setattr("dnupdate.cli.train_cmd.stderr_console", terminal_console(buffer))
     args = ["train", str(config), "--data", f"npz:{data}", "--max-iters", "2", "--out", "r"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

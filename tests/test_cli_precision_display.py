@@ -12,9 +12,9 @@ import json
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cli.dashboard import Dashboard, EndingLines, PlainLines, precision_line, worst_layer
-from cli.main import app
-from engine.training.events import (
+from dnupdate.cli.dashboard import Dashboard, EndingLines, PlainLines, precision_line, worst_layer
+from dnupdate.cli.main import app
+from dnupdate.engine.training.events import (
     LayerNorms,
     LayerPrecision,
     NormsReported,

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.config import load_config
-from engine.formats.caffemodel import read_caffemodel
-from engine.formats.weights import read_darknet_weights
-from engine.training.events import schema
-from engine.training.step import run_fixed_batch
+from dnupdate.cli.main import app
+from dnupdate.engine.config import load_config
+from dnupdate.engine.formats.caffemodel import read_caffemodel
+from dnupdate.engine.formats.weights import read_darknet_weights
+from dnupdate.engine.training.events import schema
+from dnupdate.engine.training.step import run_fixed_batch
 from tests.test_train_loop import Tiny, caffe_config, darknet_config, write_quadrants
 
 runner = CliRunner()
@@ -251,7 +251,7 @@ def test_resume_of_a_folder_without_a_run_exits_1(tiny):
 
 def test_cuda_without_a_device_exits_1(tiny, monkeypatch):
     monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
-    from engine.training.session import TrainSetupError, make_backend
+    from dnupdate.engine.training.session import TrainSetupError, make_backend
 
     try:
         make_backend("cuda")
@@ -267,7 +267,7 @@ def test_cuda_without_a_device_exits_1(tiny, monkeypatch):
 
 
 def _command(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from cli.main import app; app()", "train", *args]
+    return [sys.executable, "-c", "from dnupdate.cli.main import app; app()", "train", *args]
 
 
 def test_sigint_writes_a_checkpoint_and_exits_130(tiny):

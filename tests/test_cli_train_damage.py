@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.config import load_config
-from engine.formats.weights import write_darknet_weights
-from engine.training.runfolder import load_state, read_metrics, save_state
-from engine.training.step import Trainer
+from dnupdate.cli.main import app
+from dnupdate.engine.config import load_config
+from dnupdate.engine.formats.weights import write_darknet_weights
+from dnupdate.engine.training.runfolder import load_state, read_metrics, save_state
+from dnupdate.engine.training.step import Trainer
 from tests.test_train_loop import Tiny, caffe_config, darknet_config, write_quadrants
 
 runner = CliRunner()
@@ -251,7 +251,7 @@ def test_temporary_files_left_by_kill_9_are_removed_on_resume(stopped):
 
 HOLD = """
 import sys, time
-from engine.training.runfolder import RunFolder
+from dnupdate.engine.training.runfolder import RunFolder
 folder = RunFolder.create(sys.argv[1])
 print("locked", flush=True)
 time.sleep(60)

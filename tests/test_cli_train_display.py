@@ -8,7 +8,7 @@ import json
 
 from rich.console import Console
 
-from cli.dashboard import (
+from dnupdate.cli.dashboard import (
     Dashboard,
     EndingLines,
     PlainLines,
@@ -16,8 +16,8 @@ from cli.dashboard import (
     make_display,
     sparkline,
 )
-from cli.sinks import JsonLinesSink
-from engine.training.events import (
+from dnupdate.cli.sinks import JsonLinesSink
+from dnupdate.engine.training.events import (
     CheckpointSaved,
     Diverged,
     EvalFinished,

@@ -11,8 +11,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.experiments.compare import CompareError, compare_runs, parse_variant
+from dnupdate.cli.main import app
+from dnupdate.engine.experiments.compare import CompareError, compare_runs, parse_variant
 from tests.test_train_loop import darknet_config, write_quadrants
 
 runner = CliRunner()

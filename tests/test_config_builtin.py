@@ -1,14 +1,14 @@
 """Built-in config names (engine/config/builtin.py): `dnupdate train quickstart` anywhere."""
 
-import tomllib
+import ast
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.config import builtin, load_config, read_config_text
-from engine.spec import ConfigError
+from dnupdate.cli.main import app
+from dnupdate.engine.config import builtin, load_config, read_config_text
+from dnupdate.engine.spec import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -22,10 +22,24 @@ def test_names_are_the_runnable_configs_of_the_repository():
     assert names["quickstart"] == ROOT / "configs" / "quickstart.cfg"
 
 
+def wheel_force_include() -> dict[str, str]:
+    """``{source: path in the wheel}`` as hatch_build.py adds them to a built wheel (read from
+    its source: hatchling is a build requirement, not installed in the test environment)."""
+    tree = ast.parse((ROOT / "hatch_build.py").read_text())
+    mapping = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Subscript):
+            target = node.targets[0]
+            if ast.unparse(target.value) == "build_data['force_include']":
+                mapping[ast.literal_eval(target.slice)] = ast.literal_eval(node.value)
+    return mapping
+
+
 def test_the_wheel_bundles_configs_where_the_reader_looks():
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    include = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
-    assert ROOT / include["configs"] == builtin.BUNDLED_DIR
+    include = wheel_force_include()
+    # dnupdate.py is the package's __init__, so the package root is the checkout's root
+    assert include["dnupdate.py"] == "dnupdate/__init__.py"
+    assert include["configs"] == "dnupdate/" + builtin.BUNDLED_DIR.relative_to(ROOT).as_posix()
     assert not builtin.BUNDLED_DIR.exists()  # only in a wheel: a checkout reads configs/
 
 

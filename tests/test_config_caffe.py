@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import engine.data
-from engine.config import load_config, schedule_from_options
-from engine.config.caffe import caffe_schedule_from_options, load_caffe
-from engine.spec import (
+import dnupdate.engine.data
+from dnupdate.engine.config import load_config, schedule_from_options
+from dnupdate.engine.config.caffe import caffe_schedule_from_options, load_caffe
+from dnupdate.engine.spec import (
     DEFAULT,
     ActivationSpec,
     BatchNormSpec,
@@ -356,7 +356,7 @@ def test_probe_shape_is_used_for_unknown_sources(tmp_path, monkeypatch):
         seen.append(source)
         return (2, 6, 6)
 
-    monkeypatch.setattr(engine.data, "probe_shape", probe, raising=False)
+    monkeypatch.setattr(dnupdate.engine.data, "probe_shape", probe, raising=False)
     net = (
         """layer { name: "d" type: "HDF5Data" top: "data" top: "label"
   hdf5_data_param { source: "files.txt" batch_size: 3 shuffle: true } }
@@ -373,7 +373,7 @@ def test_probe_shape_is_used_for_unknown_sources(tmp_path, monkeypatch):
 
 
 def test_unknown_source_shape_is_an_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine.data, "probe_shape", lambda source: None, raising=False)
+    monkeypatch.setattr(dnupdate.engine.data, "probe_shape", lambda source: None, raising=False)
     net = (
         """layer { name: "d" type: "Data" top: "data" top: "label"
   data_param { source: "mystery_lmdb" batch_size: 3 } }

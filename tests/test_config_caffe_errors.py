@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
-from engine.spec import ConfigError
+from dnupdate.engine.config import load_config
+from dnupdate.engine.spec import ConfigError
 
 GOOD_NET = """name: "n"
 layer { name: "d" type: "Data" top: "data" top: "label"
@@ -273,7 +273,7 @@ def test_both_layer_and_layers(tmp_path):
 def test_cli_reports_errors_without_traceback(tmp_path):
     (tmp_path / "net.prototxt").write_text(GOOD_NET)
     (tmp_path / "solver.prototxt").write_text(SOLVER + "momentun: 0.9\n")
-    code = "from cli.main import app; app()"
+    code = "from dnupdate.cli.main import app; app()"
     result = subprocess.run(
         [sys.executable, "-c", code, "inspect", str(tmp_path / "solver.prototxt")],
         capture_output=True,

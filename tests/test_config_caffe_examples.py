@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
-from engine.spec import (
+from dnupdate.engine.config import load_config
+from dnupdate.engine.spec import (
     AccuracySpec,
     ActivationSpec,
     ConnectedSpec,

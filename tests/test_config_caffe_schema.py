@@ -5,9 +5,15 @@ import math
 
 import pytest
 
-from engine.config.caffe_schema import MESSAGES, FieldDef, Reporter, convert_scalar, validate
-from engine.config.caffe_yaml import loose_scalar, parse_yaml
-from engine.config.prototxt import TextScalar, parse_text_format
+from dnupdate.engine.config.caffe_schema import (
+    MESSAGES,
+    FieldDef,
+    Reporter,
+    convert_scalar,
+    validate,
+)
+from dnupdate.engine.config.caffe_yaml import loose_scalar, parse_yaml
+from dnupdate.engine.config.prototxt import TextScalar, parse_text_format
 
 FLOAT = FieldDef("float")
 INT32 = FieldDef("int32")

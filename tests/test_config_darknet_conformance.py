@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config.darknet import darknet_output_shapes, load_darknet
+from dnupdate.engine.config.darknet import darknet_output_shapes, load_darknet
 from tests import libdarknet as binding
 
 pytestmark = pytest.mark.darknet

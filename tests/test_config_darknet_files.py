@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config
-from engine.spec import ConfigError, RunSpec
+from dnupdate.engine.config import load_config
+from dnupdate.engine.spec import ConfigError, RunSpec
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "configs").glob("*.cfg"))
@@ -113,8 +113,8 @@ SHAPE_CFGS = [*EXAMPLES, *(p for p in DEBIAN_CFGS if p.stem in DEBIAN_CLASSIFIER
 
 @pytest.mark.parametrize("path", SHAPE_CFGS, ids=lambda p: p.name)
 def test_parser_shapes_agree_with_engine_shapes(path):
-    shapes_module = pytest.importorskip("engine.model.shapes")
-    from engine.config.darknet import darknet_output_shapes
+    shapes_module = pytest.importorskip("dnupdate.engine.model.shapes")
+    from dnupdate.engine.config.darknet import darknet_output_shapes
 
     spec = load_config(str(path))
     ours = darknet_output_shapes(str(path), path.read_text())

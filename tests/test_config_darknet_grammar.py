@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.config import load_config
-from engine.config.cfg_reader import read_cfg, strip_line
-from engine.config.darknet_diagnostics import DiagnosticSink
-from engine.spec import ConfigError
+from dnupdate.engine.config import load_config
+from dnupdate.engine.config.cfg_reader import read_cfg, strip_line
+from dnupdate.engine.config.darknet_diagnostics import DiagnosticSink
+from dnupdate.engine.spec import ConfigError
 from tests.darknet_fixtures import cfg_errors, f32, load_cfg
 
 NET = "[net]\nheight=8\nwidth=8\nchannels=1\nmax_batches=10\n"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config.darknet import (
+from dnupdate.engine.config.darknet import (
     DARKNET_SCHEDULE_KEYS,
     darknet_schedule_from_options,
     darknet_schedule_with_diagnostics,
 )
-from engine.spec import (
+from dnupdate.engine.spec import (
     DEFAULT,
     BatchNormSpec,
     ConfigError,
@@ -224,8 +224,8 @@ def test_schedule_from_options_diagnostics():
 
 
 def test_dispatcher_schedule_from_options():
-    pytest.importorskip("engine.config.caffe")
-    from engine.config import schedule_from_options
+    pytest.importorskip("dnupdate.engine.config.caffe")
+    from dnupdate.engine.config import schedule_from_options
 
     schedule = schedule_from_options([("policy", "exp"), ("gamma", ".98")])
     assert schedule.convention == "darknet" and schedule.gamma == f32(0.98)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.config import load_config
-from engine.spec import ConfigError
+from dnupdate.cli.main import app
+from dnupdate.engine.config import load_config
+from dnupdate.engine.spec import ConfigError
 from tests.darknet_fixtures import cfg_errors, load_cfg
 
 runner = CliRunner()
@@ -328,15 +328,15 @@ def test_a_5_mb_value_is_not_echoed_in_full(tmp_path):
 
 
 def test_clip_text_escapes_binary_and_cuts_long_text():
-    from cli.common import clip_text
+    from dnupdate.cli.common import clip_text
 
     assert clip_text("a\x00b\udcff\n") == "a\\x00b\\xff\\n"
     assert clip_text("x" * 310, 300) == "x" * 300 + "… (10 more characters)"
 
 
 def test_many_different_diagnostics_are_capped_in_all():
-    from cli.common import MAX_DIAGNOSTICS, diagnostic_lines
-    from engine.spec import Diagnostic
+    from dnupdate.cli.common import MAX_DIAGNOSTICS, diagnostic_lines
+    from dnupdate.engine.spec import Diagnostic
 
     many = [Diagnostic("warning", "f", i, f"k{i}", "m") for i in range(1000)]
     lines = diagnostic_lines(many)
@@ -384,7 +384,7 @@ def test_lr_schedule_does_not_need_the_memory(tmp_path):
 
 
 def test_memory_estimate_counts_parameters_activations_and_scratch():
-    from engine.model.shapes import estimate_training_memory, infer_shapes
+    from dnupdate.engine.model.shapes import estimate_training_memory, infer_shapes
 
     run = load_cfg(
         "[net]\nbatch=2\nheight=5\nwidth=5\nchannels=1\n"

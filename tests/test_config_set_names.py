@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.config import load_config
-from engine.spec import ConfigError
+from dnupdate.cli.main import app
+from dnupdate.engine.config import load_config
+from dnupdate.engine.spec import ConfigError
 
 runner = CliRunner()
 

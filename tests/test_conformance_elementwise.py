@@ -13,10 +13,10 @@ import ctypes
 import numpy as np
 import pytest
 
-from engine.backends.cpu import activations as act
-from engine.backends.cpu import batchnorm as bn
-from engine.backends.cpu import dropout as drop
-from engine.backends.cpu import softmax as sm
+from dnupdate.engine.backends.cpu import activations as act
+from dnupdate.engine.backends.cpu import batchnorm as bn
+from dnupdate.engine.backends.cpu import dropout as drop
+from dnupdate.engine.backends.cpu import softmax as sm
 from tests.reference import batchnorm as bn_ref
 
 pytestmark = pytest.mark.darknet
@@ -235,7 +235,7 @@ def test_cost_layer_errors_and_deltas(lib, cost_type):
 
 
 def test_dropout_against_library_stream(lib):
-    rng_module = pytest.importorskip("engine.rng")
+    rng_module = pytest.importorskip("dnupdate.engine.rng")
     probability = 0.3
     x = np.random.default_rng(5).normal(size=(2, 50)).astype(np.float32)
     lib.srand(1234)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.config import load_config
-from engine.formats.weights import write_darknet_weights
-from engine.training.step import run_fixed_batch
+from dnupdate.engine.config import load_config
+from dnupdate.engine.formats.weights import write_darknet_weights
+from dnupdate.engine.training.step import run_fixed_batch
 from tests import libdarknet as dn
 from tests.test_conformance_init import darknet_blobs
 from tests.test_conformance_training import CASES, Case, fixed_batch, train_darknet

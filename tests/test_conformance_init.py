@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.config import load_config
-from engine.model.initialisation import allocate_blobs, initialise
-from engine.model.shapes import infer_shapes
-from engine.spec import (
+from dnupdate.engine.config import load_config
+from dnupdate.engine.model.initialisation import allocate_blobs, initialise
+from dnupdate.engine.model.shapes import infer_shapes
+from dnupdate.engine.spec import (
     BatchNormSpec,
     ConnectedSpec,
     ConvSpec,

@@ -14,10 +14,10 @@ import ctypes
 import numpy as np
 import pytest
 
-from engine.backends.cpu import CpuBackend
-from engine.config import load_config
-from engine.model.network import Network
-from engine.rng import DarknetRandom
+from dnupdate.engine.backends.cpu import CpuBackend
+from dnupdate.engine.config import load_config
+from dnupdate.engine.model.network import Network
+from dnupdate.engine.rng import DarknetRandom
 from tests import libdarknet as dn
 
 pytestmark = pytest.mark.darknet

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.config import load_config
-from engine.model.shapes import infer_shapes
-from engine.training.step import Trainer, run_fixed_batch
+from dnupdate.engine.config import load_config
+from dnupdate.engine.model.shapes import infer_shapes
+from dnupdate.engine.training.step import Trainer, run_fixed_batch
 from tests import libdarknet as dn
 
 pytestmark = pytest.mark.darknet

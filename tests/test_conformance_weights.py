@@ -14,9 +14,13 @@ import ctypes
 import numpy as np
 import pytest
 
-from engine.formats.weights import WeightsHeader, read_darknet_weights, write_darknet_weights
-from engine.model.initialisation import allocate_blobs, initialise
-from engine.model.shapes import infer_shapes
+from dnupdate.engine.formats.weights import (
+    WeightsHeader,
+    read_darknet_weights,
+    write_darknet_weights,
+)
+from dnupdate.engine.model.initialisation import allocate_blobs, initialise
+from dnupdate.engine.model.shapes import infer_shapes
 from tests import libdarknet as dn
 from tests.test_conformance_init import NET_GROUPS, NET_ODD, darknet_blobs, darknet_net
 

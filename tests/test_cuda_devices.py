@@ -7,11 +7,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine import backends
-from engine.backends import BackendUnavailable, get_backend
-from engine.backends import cuda as cuda_backend
-from engine.backends.cuda import CudaDevice
+from dnupdate.cli.main import app
+from dnupdate.engine import backends
+from dnupdate.engine.backends import BackendUnavailable, get_backend
+from dnupdate.engine.backends import cuda as cuda_backend
+from dnupdate.engine.backends.cuda import CudaDevice
 
 RUNNER = CliRunner()
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.base import CaffeBNState, DarknetBNState
-from engine.backends.cpu import update as upd
-from engine.backends.cpu.activations import DARKNET_ACTIVATIONS
-from engine.backends.cpu.softmax import LabelOutOfRangeError
+from dnupdate.engine.backends.base import CaffeBNState, DarknetBNState
+from dnupdate.engine.backends.cpu import update as upd
+from dnupdate.engine.backends.cpu.activations import DARKNET_ACTIVATIONS
+from dnupdate.engine.backends.cpu.softmax import LabelOutOfRangeError
 from tests.test_cuda_support import backends, compare_backends, on_backend, requires_cuda
 
 pytestmark = requires_cuda
@@ -120,7 +120,7 @@ def test_tiled_gemm_kernel_edges_strides_and_stacks():
     odd sizes spanning several tiles, a broadcast stack axis, a transposed operand."""
     from numba import cuda
 
-    from engine.backends.cuda import gemm
+    from dnupdate.engine.backends.cuda import gemm
 
     m, k, n = gemm.TILE + 1, 2 * gemm.TILE + 1, gemm.TILE + 2
     a = normal(m, k)

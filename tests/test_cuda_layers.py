@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.model.network import Network
-from engine.spec import (
+from dnupdate.engine.model.network import Network
+from dnupdate.engine.spec import (
     AccuracySpec,
     ActivationSpec,
     BatchNormSpec,
@@ -171,7 +171,7 @@ def test_layers_agree_across_backends(variant, semantics, train):
 
 
 def _caffe_graph_nets() -> dict[str, NetSpec]:
-    from engine.spec import CaffeSoftmaxSpec, LRNSpec, PowerSpec
+    from dnupdate.engine.spec import CaffeSoftmaxSpec, LRNSpec, PowerSpec
     from tests.test_caffe_layers import _graph_net
 
     lrn = NetSpec(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import precision as p
+from dnupdate.engine.backends.cpu import precision as p
 from tests.test_cuda_support import backends, on_backend, requires_cuda
 from tests.test_precision_kernels import assert_same_bits, edge_values
 

@@ -22,7 +22,7 @@ SIMULATOR_ENV = "NUMBA_ENABLE_CUDASIM"
 
 def cuda_ready() -> bool:
     """Whether CUDA kernels can run in this process (GPU or simulator)."""
-    from engine.backends import cuda
+    from dnupdate.engine.backends import cuda
 
     return cuda.is_available()
 
@@ -35,7 +35,7 @@ requires_cuda = pytest.mark.skipif(
 
 def backends() -> dict:
     """``{"cpu": CpuBackend(), "cuda": CudaBackend()}``."""
-    from engine.backends import get_backend
+    from dnupdate.engine.backends import get_backend
 
     return {"cpu": get_backend("cpu"), "cuda": get_backend("cuda")}
 

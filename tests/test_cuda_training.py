@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.config import load_config
-from engine.model.network import Network
-from engine.training.step import Trainer
-from engine.update.rules import make_optimizer
+from dnupdate.engine.config import load_config
+from dnupdate.engine.model.network import Network
+from dnupdate.engine.training.step import Trainer
+from dnupdate.engine.update.rules import make_optimizer
 from tests import libdarknet as dn
 from tests.test_cuda_support import backends, requires_cuda
 from tests.test_optim_conformance import CFG as CONFORMANCE_CFG

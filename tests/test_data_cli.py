@@ -11,9 +11,9 @@ import sys
 import numpy as np
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.data import catalog as catalog_module
-from engine.data.catalog import CatalogEntry, Download
+from dnupdate.cli.main import app
+from dnupdate.engine.data import catalog as catalog_module
+from dnupdate.engine.data.catalog import CatalogEntry, Download
 from tests.data_fixtures import http_server, serve_bytes, write_mnist_split
 
 runner = CliRunner()
@@ -133,7 +133,7 @@ def test_fetch_synthetic_is_refused():
 def test_data_help_does_not_import_numpy():
     code = (
         "import sys\n"
-        "from cli.main import app\n"
+        "from dnupdate.cli.main import app\n"
         "try:\n"
         "    app(['data', '--help'])\n"
         "except SystemExit:\n"

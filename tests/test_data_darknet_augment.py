@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.config import load_config
-from engine.data import BatchSampler, DataError
-from engine.data.darknet_augment import (
+from dnupdate.cli.main import app
+from dnupdate.engine.config import load_config
+from dnupdate.engine.data import BatchSampler, DataError
+from dnupdate.engine.data.darknet_augment import (
     augment_train,
     center_crop,
     crop_range,
@@ -22,8 +22,8 @@ from engine.data.darknet_augment import (
     rgb_to_hsv,
     rotate_crop,
 )
-from engine.data.dataset import Dataset
-from engine.spec import DarknetAugmentSpec, DataSourceSpec
+from dnupdate.engine.data.dataset import Dataset
+from dnupdate.engine.spec import DarknetAugmentSpec, DataSourceSpec
 
 runner = CliRunner()
 F = np.float32

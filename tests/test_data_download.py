@@ -9,17 +9,17 @@ import tarfile
 import numpy as np
 import pytest
 
-from engine.data import DownloadError, fetch_dataset, open_dataset, verify_dataset
-from engine.data import catalog as catalog_module
-from engine.data.catalog import CatalogEntry, Download
-from engine.data.download import (
+from dnupdate.engine.data import DownloadError, fetch_dataset, open_dataset, verify_dataset
+from dnupdate.engine.data import catalog as catalog_module
+from dnupdate.engine.data.catalog import CatalogEntry, Download
+from dnupdate.engine.data.download import (
     DownloadProgress,
     DownloadStarted,
     FileReady,
     MirrorFailed,
     download_file,
 )
-from engine.data.idx import write_idx
+from dnupdate.engine.data.idx import write_idx
 from tests.data_fixtures import (
     http_server,
     random_images,
@@ -231,7 +231,7 @@ def test_offline_fetch_names_every_file_and_leaves_no_empty_folder(tmp_path, mon
 def test_offline_cli_fetch_never_breaks_a_url_across_lines(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from dnupdate.cli.main import app
 
     mnist_with_mirror(monkeypatch, unused_port_url() + "/a-long-mirror-path/" + "x" * 60 + "/")
     monkeypatch.setenv("COLUMNS", "60")

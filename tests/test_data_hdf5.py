@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.config import load_config
-from engine.data import BatchSampler, DataError, open_dataset, probe_shape
-from engine.data.hdf5 import read_h5
-from engine.spec import DataSourceSpec
+from dnupdate.cli.main import app
+from dnupdate.engine.config import load_config
+from dnupdate.engine.data import BatchSampler, DataError, open_dataset, probe_shape
+from dnupdate.engine.data.hdf5 import read_h5
+from dnupdate.engine.spec import DataSourceSpec
 from tests.test_train_loop import darknet_config
 
 runner = CliRunner()

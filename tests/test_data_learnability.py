@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from engine.data import BatchSampler, open_dataset
-from engine.spec import DataSourceSpec
+from dnupdate.engine.data import BatchSampler, open_dataset
+from dnupdate.engine.spec import DataSourceSpec
 
 F32 = np.float32
 

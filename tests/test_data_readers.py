@@ -10,12 +10,12 @@ import pickle
 import numpy as np
 import pytest
 
-from engine.data import DataError, DatasetNotFound, open_dataset
-from engine.data.cifar import read_cifar_binary, read_cifar_pickle
-from engine.data.idx import read_idx_pair, write_idx
-from engine.data.lmdb_source import read_lmdb, write_lmdb
-from engine.data.npz import read_npz
-from engine.data.protobuf import decode_datum, encode_datum
+from dnupdate.engine.data import DataError, DatasetNotFound, open_dataset
+from dnupdate.engine.data.cifar import read_cifar_binary, read_cifar_pickle
+from dnupdate.engine.data.idx import read_idx_pair, write_idx
+from dnupdate.engine.data.lmdb_source import read_lmdb, write_lmdb
+from dnupdate.engine.data.npz import read_npz
+from dnupdate.engine.data.protobuf import decode_datum, encode_datum
 from tests.data_fixtures import random_images, write_cifar10_folder, write_mnist_split
 
 # ---------------------------------------------------------------------------------- IDX
@@ -81,7 +81,7 @@ def test_idx_header_count_larger_than_data(tmp_path):
     path = tmp_path / "x-idx3-ubyte"
     path.write_bytes(bytes([0, 0, 8, 3]) + (9).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2)
     with pytest.raises(DataError, match=r"header says 9×2×2 \(36 bytes"):
-        from engine.data.idx import read_idx_images
+        from dnupdate.engine.data.idx import read_idx_images
 
         read_idx_images(path)
 
@@ -96,7 +96,7 @@ def test_gzip_idx_data_count_checked(tmp_path, data_bytes, message):
     path = tmp_path / "x-idx3-ubyte.gz"
     head = bytes([0, 0, 8, 3]) + (9).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2
     path.write_bytes(gzip.compress(head + bytes(range(data_bytes))))
-    from engine.data.idx import read_idx_images
+    from dnupdate.engine.data.idx import read_idx_images
 
     with pytest.raises(DataError, match=message):
         read_idx_images(path)
@@ -105,7 +105,7 @@ def test_gzip_idx_data_count_checked(tmp_path, data_bytes, message):
 def test_gzip_idx_decompressed_into_writable_array(tmp_path):
     images = random_images(7, (5, 4))
     write_idx(tmp_path / "x-idx3-ubyte.gz", images)
-    from engine.data.idx import read_idx_images
+    from dnupdate.engine.data.idx import read_idx_images
 
     got = read_idx_images(tmp_path / "x-idx3-ubyte.gz")
     assert got.shape == (7, 1, 5, 4) and got.dtype == np.uint8 and got.flags.writeable
@@ -115,8 +115,8 @@ def test_gzip_idx_decompressed_into_writable_array(tmp_path):
 def test_large_gzip_idx_is_memory_mapped_from_an_unpacked_copy(tmp_path, monkeypatch):
     """A gzipped IDX file over the size threshold is unpacked once into the data cache and
     memory-mapped (read-only) from there: same values, and a second read reuses the copy."""
-    from engine.data import idx
-    from engine.data.idx import read_idx_images
+    from dnupdate.engine.data import idx
+    from dnupdate.engine.data.idx import read_idx_images
 
     monkeypatch.setenv("DNUPDATE_DATA_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(idx, "UNPACK_MIN_BYTES", 0)
@@ -139,8 +139,8 @@ def test_large_gzip_idx_is_memory_mapped_from_an_unpacked_copy(tmp_path, monkeyp
 def test_malformed_large_gzip_idx_keeps_its_message_and_leaves_no_copy(
     tmp_path, monkeypatch, data_bytes
 ):
-    from engine.data import idx
-    from engine.data.idx import read_idx_images
+    from dnupdate.engine.data import idx
+    from dnupdate.engine.data.idx import read_idx_images
 
     monkeypatch.setenv("DNUPDATE_DATA_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(idx, "UNPACK_MIN_BYTES", 0)
@@ -154,8 +154,8 @@ def test_malformed_large_gzip_idx_keeps_its_message_and_leaves_no_copy(
 
 
 def test_gzip_idx_read_into_memory_where_the_cache_cannot_be_written(tmp_path, monkeypatch):
-    from engine.data import idx
-    from engine.data.idx import read_idx_images
+    from dnupdate.engine.data import idx
+    from dnupdate.engine.data.idx import read_idx_images
 
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the cache folder would be")
@@ -239,7 +239,7 @@ def test_cifar100_fine_and_coarse(tmp_path):
     folder.mkdir()
     images = random_images(5, (3, 32, 32))
     coarse, fine = np.array([0, 19, 3, 4, 5]), np.array([99, 0, 42, 7, 8])
-    from engine.data.cifar import write_cifar_binary
+    from dnupdate.engine.data.cifar import write_cifar_binary
 
     for name in ("train.bin", "test.bin"):
         write_cifar_binary(folder / name, images, [coarse, fine])
@@ -446,7 +446,7 @@ def test_unknown_split(tmp_path):
 
 
 def test_fashion_files_are_not_taken_for_mnist(tmp_path, monkeypatch):
-    from engine.data import catalog as catalog_module
+    from dnupdate.engine.data import catalog as catalog_module
 
     write_mnist_split(tmp_path, "t10k", 3)
     labels = tmp_path / "t10k-labels-idx1-ubyte.gz"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.data import DataError, open_dataset, probe_shape, resolve_source
-from engine.data.lmdb_source import write_lmdb
+from dnupdate.engine.data import DataError, open_dataset, probe_shape, resolve_source
+from dnupdate.engine.data.lmdb_source import write_lmdb
 from tests.data_fixtures import random_images, write_mnist_split
 
 

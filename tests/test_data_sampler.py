@@ -7,10 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from engine.data import BatchSampler, DataError, compute_image_mean, load_mean_file, mean_for
-from engine.data.dataset import Dataset
-from engine.data.protobuf import encode_blob
-from engine.spec import DataSourceSpec
+from dnupdate.engine.data import (
+    BatchSampler,
+    DataError,
+    compute_image_mean,
+    load_mean_file,
+    mean_for,
+)
+from dnupdate.engine.data.dataset import Dataset
+from dnupdate.engine.data.protobuf import encode_blob
+from dnupdate.engine.spec import DataSourceSpec
 
 
 def make_dataset(count=10, shape=(1, 4, 4), seed=0, dtype=np.uint8) -> Dataset:

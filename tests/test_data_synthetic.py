@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.data import open_dataset
+from dnupdate.engine.data import open_dataset
 
 
 @pytest.mark.parametrize(

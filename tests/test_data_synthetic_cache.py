@@ -5,9 +5,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.data import synthetic_cache
-from engine.data.named import _synthetic, load_synthetic
-from engine.data.synthetic_digits import GENERATOR_VERSION, generate_digits
+from dnupdate.engine.data import synthetic_cache
+from dnupdate.engine.data.named import _synthetic, load_synthetic
+from dnupdate.engine.data.synthetic_digits import GENERATOR_VERSION, generate_digits
 
 SHAPE = (1, 4, 4)
 

@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.config import load_config
-from engine.spec import ConfigError, RunSpec
+from dnupdate.cli.main import app
+from dnupdate.engine.config import load_config
+from dnupdate.engine.spec import ConfigError, RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -383,7 +383,7 @@ def test_fuzzed_set_options_exit_0_or_1(darknet, pairs, policy):
 
 def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", "from cli.main import app; app()", *args],
+        [sys.executable, "-c", "from dnupdate.cli.main import app; app()", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -27,16 +27,20 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.config import load_config
-from engine.data import DataError, open_dataset
-from engine.data.cifar import read_cifar_binary, read_cifar_pickle
-from engine.data.idx import read_idx_pair, write_idx
-from engine.data.npz import read_npz
-from engine.formats.caffemodel import write_caffemodel
-from engine.formats.weights import WeightsFileError, save_npz_weights, write_darknet_weights
-from engine.training.runfolder import load_state, save_state
-from engine.training.step import Trainer
+from dnupdate.cli.main import app
+from dnupdate.engine.config import load_config
+from dnupdate.engine.data import DataError, open_dataset
+from dnupdate.engine.data.cifar import read_cifar_binary, read_cifar_pickle
+from dnupdate.engine.data.idx import read_idx_pair, write_idx
+from dnupdate.engine.data.npz import read_npz
+from dnupdate.engine.formats.caffemodel import write_caffemodel
+from dnupdate.engine.formats.weights import (
+    WeightsFileError,
+    save_npz_weights,
+    write_darknet_weights,
+)
+from dnupdate.engine.training.runfolder import load_state, save_state
+from dnupdate.engine.training.step import Trainer
 from tests.data_fixtures import random_images, write_mnist_split
 from tests.test_train_loop import caffe_config, darknet_config, write_quadrants
 
@@ -210,7 +214,7 @@ def test_damaged_h5_files_read_consistently_or_raise_data_error(
 ):
     """HDF5Data files damaged byte by byte: a consistent float set or a DataError naming the
     file (never another exception)."""
-    from engine.data.hdf5 import read_h5
+    from dnupdate.engine.data.hdf5 import read_h5
 
     target = damaged_copy(h5_files[kind], tmp_path / kind, operations)
     try:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import CpuBackend
-from engine.model.network import Network
-from engine.spec import (
+from dnupdate.engine.backends.cpu import CpuBackend
+from dnupdate.engine.model.network import Network
+from dnupdate.engine.spec import (
     ActivationSpec,
     BatchNormSpec,
     ConnectedSpec,

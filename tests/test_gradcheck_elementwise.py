@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import activations as act
-from engine.backends.cpu import batchnorm as bn
-from engine.backends.cpu import dropout as drop
-from engine.backends.cpu import softmax as sm
+from dnupdate.engine.backends.cpu import activations as act
+from dnupdate.engine.backends.cpu import batchnorm as bn
+from dnupdate.engine.backends.cpu import dropout as drop
+from dnupdate.engine.backends.cpu import softmax as sm
 from tests.reference import activations as act_ref
 from tests.reference import batchnorm as bn_ref
 from tests.reference import softmax as sm_ref

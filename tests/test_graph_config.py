@@ -9,10 +9,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.config.darknet import load_darknet
-from engine.model.shapes import infer_shapes, shortcut_geometry
-from engine.spec import (
+from dnupdate.cli.main import app
+from dnupdate.engine.config.darknet import load_darknet
+from dnupdate.engine.model.shapes import infer_shapes, shortcut_geometry
+from dnupdate.engine.spec import (
     ConfigError,
     ConvSpec,
     InputSpec,
@@ -143,7 +143,7 @@ def test_cifar_resnet_is_he_et_als_resnet20():
     parameters, 10 classes, trains with He et al.'s solver numbers."""
     from pathlib import Path
 
-    from engine.config import load_config
+    from dnupdate.engine.config import load_config
 
     path = Path(__file__).resolve().parent.parent / "configs" / "cifar_resnet.cfg"
     run = load_config(str(path))

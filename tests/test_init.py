@@ -11,7 +11,7 @@ import platform
 import numpy as np
 import pytest
 
-from engine.model.initialisation import (
+from dnupdate.engine.model.initialisation import (
     allocate_blobs,
     caffe_fans,
     darknet_scale,
@@ -19,8 +19,8 @@ from engine.model.initialisation import (
     init_plan,
     initialise,
 )
-from engine.rng import DarknetRandom
-from engine.spec import (
+from dnupdate.engine.rng import DarknetRandom
+from dnupdate.engine.spec import (
     BatchNormSpec,
     ConfigError,
     ConnectedSpec,
@@ -355,7 +355,7 @@ def test_lenet_from_the_caffe_reader_gets_xavier_weights_and_zero_biases():
     ``sqrt(3/fan_in)``, constant-0 biases (spec caffe.md 11.2)."""
     from pathlib import Path
 
-    from engine.config import load_config
+    from dnupdate.engine.config import load_config
 
     solver = Path(__file__).resolve().parent.parent / "configs" / "lenet_solver.prototxt"
     if not solver.exists():

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.backends.cpu import activations as act
+from dnupdate.engine.backends.cpu import activations as act
 from tests.reference import activations as ref
 
 SHAPES = [(1,), (7,), (1, 3, 5, 5), (2, 4, 3, 1), (3, 17)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import batchnorm as bn
-from engine.backends.cpu.activations import KernelArgumentError
+from dnupdate.engine.backends.cpu import batchnorm as bn
+from dnupdate.engine.backends.cpu.activations import KernelArgumentError
 from tests.reference import batchnorm as ref
 
 #: the last two have full blocks of ``bn.LANES`` channels (the unrolled parallel path)

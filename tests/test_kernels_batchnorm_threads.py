@@ -12,7 +12,7 @@ import numba
 import numpy as np
 import pytest
 
-from engine.backends.cpu import batchnorm as bn
+from dnupdate.engine.backends.cpu import batchnorm as bn
 
 #: full blocks only, full blocks and a tail, a tail only, a connected layer's (B, outputs)
 SHAPES = [(4, 16, 5, 5), (3, 20, 3, 3), (2, 5, 4, 4), (6, 19)]

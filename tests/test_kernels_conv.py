@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from engine.backends.cpu import CpuBackend
-from engine.model.network import Network
-from engine.spec import ConnectedSpec, ConvSpec, InputSpec, NetSpec
+from dnupdate.engine.backends.cpu import CpuBackend
+from dnupdate.engine.model.network import Network
+from dnupdate.engine.spec import ConnectedSpec, ConvSpec, InputSpec, NetSpec
 from tests.reference.connected import connected_backward, connected_forward
 from tests.reference.conv import conv_backward, conv_forward, darknet_1x1_shortcut_forward
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import CpuBackend, conv_images, conv_taps
+from dnupdate.engine.backends.cpu import CpuBackend, conv_images, conv_taps
 from tests.reference.conv import conv_backward as reference_backward
 from tests.reference.conv import conv_forward as reference_forward
 
@@ -87,8 +87,8 @@ def test_taps_are_chosen_by_shape():
 def test_the_layer_sizes_its_scratch_for_the_taps():
     """A 16-channel 3×3 layer gets the taps' scratch from the backend and gives the
     reference's output through them."""
-    from engine.model.network import Network
-    from engine.spec import ConvSpec, InputSpec, NetSpec
+    from dnupdate.engine.model.network import Network
+    from dnupdate.engine.spec import ConvSpec, InputSpec, NetSpec
 
     layer = ConvSpec(name="conv", filters=16, kernel_h=3, kernel_w=3, pad_h=1, pad_w=1)
     net = Network(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import dropout as drop
-from engine.backends.cpu.activations import KernelArgumentError
+from dnupdate.engine.backends.cpu import dropout as drop
+from dnupdate.engine.backends.cpu.activations import KernelArgumentError
 from tests.reference import dropout as ref
 
 SHAPES = [(1,), (3, 7), (2, 3, 4, 5)]

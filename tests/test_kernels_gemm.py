@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import blas, sgemm, share
+from dnupdate.engine.backends.cpu import blas, sgemm, share
 
 pytestmark = pytest.mark.skipif(not sgemm.AVAILABLE, reason="NumPy has no OpenBLAS sgemm")
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.backends.cpu import CpuBackend, graph
+from dnupdate.engine.backends.cpu import CpuBackend, graph
 from tests.reference import graph as ref
 from tests.test_gradcheck_elementwise import numeric_grad
 

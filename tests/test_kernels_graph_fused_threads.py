@@ -10,8 +10,8 @@ import numba
 import numpy as np
 import pytest
 
-from engine.backends.base import Backend
-from engine.backends.cpu import CpuBackend, graph
+from dnupdate.engine.backends.base import Backend
+from dnupdate.engine.backends.cpu import CpuBackend, graph
 
 BACKEND = CpuBackend()
 

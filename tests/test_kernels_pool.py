@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import CpuBackend
-from engine.backends.cpu import pool as cpu_pool
-from engine.model.network import Network
-from engine.model.shapes import pool_geometry
-from engine.spec import ConvSpec, InputSpec, NetSpec, PoolSpec
+from dnupdate.engine.backends.cpu import CpuBackend
+from dnupdate.engine.backends.cpu import pool as cpu_pool
+from dnupdate.engine.model.network import Network
+from dnupdate.engine.model.shapes import pool_geometry
+from dnupdate.engine.spec import ConvSpec, InputSpec, NetSpec, PoolSpec
 from tests.reference.pool import (
     avepool_backward,
     avepool_forward,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import reduce as red
-from engine.backends.cpu.activations import KernelArgumentError
+from dnupdate.engine.backends.cpu import reduce as red
+from dnupdate.engine.backends.cpu.activations import KernelArgumentError
 
 
 def _segments(lengths):

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.backends.cpu import CpuBackend, reshape
-from engine.config import load_config
-from engine.model.network import Network
+from dnupdate.engine.backends.cpu import CpuBackend, reshape
+from dnupdate.engine.config import load_config
+from dnupdate.engine.model.network import Network
 from tests.reference import reshape as ref
 
 RNG = np.random.default_rng(5)

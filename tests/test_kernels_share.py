@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.backends.cpu import conv_images, share
+from dnupdate.engine.backends.cpu import conv_images, share
 
 
 def _record(first, end, seen):
@@ -67,7 +67,7 @@ def test_per_image_conv_refuses_non_contiguous_outputs():
 
 
 def test_large_copies_are_shared_out_and_exact():
-    from engine.backends.cpu import CpuBackend
+    from dnupdate.engine.backends.cpu import CpuBackend
 
     backend = CpuBackend(threads=2)
     backend.configure(1 << 30)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import softmax as sm
-from engine.backends.cpu.activations import KernelArgumentError
+from dnupdate.engine.backends.cpu import softmax as sm
+from dnupdate.engine.backends.cpu.activations import KernelArgumentError
 from tests.reference import softmax as ref
 
 

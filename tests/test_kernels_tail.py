@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import activations, conv, tail
+from dnupdate.engine.backends.cpu import activations, conv, tail
 
 CODES = ["leaky", "relu", "linear", "logistic", "elu", "tanh", "ramp"]
 SHAPES = [(5, 70, 1), (3, 13, 1), (4, 6, 25), (2, 65, 9)]

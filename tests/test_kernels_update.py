@@ -9,7 +9,7 @@ import numba
 import numpy as np
 import pytest
 
-from engine.backends.cpu import update as up
+from dnupdate.engine.backends.cpu import update as up
 
 f32 = np.float32
 B = up.BLOCK
@@ -186,7 +186,7 @@ def test_the_carry_rides_along_without_changing_the_update(name):
     """With the darknet carry, the same pass gives Σ f32(carry − grads)² per segment (the
     trainer's gradient norm, blocks aside) and leaves the carry equal to the new grads; every
     updated value and norm is the bits of the pass without it."""
-    from engine.backends.cpu import reduce
+    from dnupdate.engine.backends.cpu import reduce
 
     rule, states = RULES[name]
     inputs = _inputs(states, seed=4)
@@ -236,8 +236,8 @@ def test_trainer_with_the_carry_in_the_update_pass_matches_the_separate_passes()
     the snapshot and the gradient norm into the update pass ends with the same weights and
     momentum bits, and the same gradient norms up to float64 re-association, as one making the
     copy and the norm pass itself."""
-    from engine.backends.cpu import CpuBackend
-    from engine.training.step import Trainer
+    from dnupdate.engine.backends.cpu import CpuBackend
+    from dnupdate.engine.training.step import Trainer
     from tests.test_trainer import batch_of, counting, darknet_run
 
     class SeparatePasses(CpuBackend):

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.config import load_config
-from engine.spec import ConfigError
-from engine.update.schedule import first_iteration, lr_series
+from dnupdate.cli.main import app
+from dnupdate.engine.config import load_config
+from dnupdate.engine.spec import ConfigError
+from dnupdate.engine.update.schedule import first_iteration, lr_series
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = str(ROOT / "configs/mnist_lenet.cfg")  # batch=64, steps policy

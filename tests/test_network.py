@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import CpuBackend
-from engine.model.network import Network, NetworkError, native_framework
-from engine.model.shapes import infer_shapes
-from engine.spec import (
+from dnupdate.engine.backends.cpu import CpuBackend
+from dnupdate.engine.model.network import Network, NetworkError, native_framework
+from dnupdate.engine.model.shapes import infer_shapes
+from dnupdate.engine.spec import (
     AccuracySpec,
     ConnectedSpec,
     ConvSpec,

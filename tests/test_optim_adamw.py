@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from engine.update.rules import describe_mapping, effective_update_lines, make_optimizer
+from dnupdate.engine.update.rules import describe_mapping, effective_update_lines, make_optimizer
 from tests.reference import optim as ref
 from tests.test_optim_rules import LRS, assert_close, caffe_solver, darknet_solver, layout
 
@@ -200,7 +200,7 @@ def test_caffe_type_adamw_reads_betas_delta_and_weight_decay(tmp_path):
 
 
 def test_caffe_adamw_with_l1_is_an_error(tmp_path):
-    from engine.spec import ConfigError
+    from dnupdate.engine.spec import ConfigError
     from tests.test_config_caffe import SOLVER, load
 
     with pytest.raises(ConfigError, match="regularization_type"):

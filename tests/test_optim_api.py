@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.spec import SolverSpec
-from engine.update.rules import (
+from dnupdate.engine.spec import SolverSpec
+from dnupdate.engine.update.rules import (
     OptimizerStateError,
     SegmentError,
     SolverError,
@@ -252,9 +252,9 @@ def test_example_configs_drive_either_rule(config, semantics):
     lr_mult 2 and decayed; darknet biases: undecayed)."""
     from pathlib import Path
 
-    from engine.config import load_config
-    from engine.model.shapes import infer_shapes
-    from engine.update.semantics import with_semantics
+    from dnupdate.engine.config import load_config
+    from dnupdate.engine.model.shapes import infer_shapes
+    from dnupdate.engine.update.semantics import with_semantics
 
     path = Path(__file__).resolve().parent.parent / config
     if not path.exists():

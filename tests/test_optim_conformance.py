@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.config import load_config
-from engine.model.shapes import infer_shapes
-from engine.update.rules import make_optimizer
+from dnupdate.engine.config import load_config
+from dnupdate.engine.model.shapes import infer_shapes
+from dnupdate.engine.update.rules import make_optimizer
 from tests import libdarknet as dn
 
 pytestmark = pytest.mark.darknet

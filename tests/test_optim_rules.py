@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from engine.spec import SolverSpec
-from engine.update.rules import make_optimizer
+from dnupdate.engine.spec import SolverSpec
+from dnupdate.engine.update.rules import make_optimizer
 from tests.reference import optim as ref
 
 f32 = np.float32

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from engine.backends.cpu import precision as p
+from dnupdate.engine.backends.cpu import precision as p
 from tests.test_precision_kernels import assert_same_bits, edge_values, random_bits
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.cpu import CpuBackend
-from engine.backends.cpu import precision as p
+from dnupdate.engine.backends.cpu import CpuBackend
+from dnupdate.engine.backends.cpu import precision as p
 
 
 def fp16_reference(x: np.ndarray) -> np.ndarray:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.config import load_config
-from engine.spec import ConfigError, PrecisionSpec
-from engine.training.step import Trainer, run_fixed_batch
-from engine.update.rules import make_optimizer
-from engine.update.scaler import LossScaler
+from dnupdate.cli.main import app
+from dnupdate.engine.config import load_config
+from dnupdate.engine.spec import ConfigError, PrecisionSpec
+from dnupdate.engine.training.step import Trainer, run_fixed_batch
+from dnupdate.engine.update.rules import make_optimizer
+from dnupdate.engine.update.scaler import LossScaler
 
 F32 = np.float32
 runner = CliRunner()
@@ -177,7 +177,7 @@ def test_bad_precision_values_name_the_key():
 
 
 def test_darknet_net_loss_scale_key(tmp_path):
-    from engine.config.builtin import locate_config
+    from dnupdate.engine.config.builtin import locate_config
 
     with open(locate_config("quickstart"), encoding="utf-8") as handle:
         source = handle.read()

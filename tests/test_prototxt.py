@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.config.prototxt import TextMessage, TextScalar, parse_text_format
-from engine.spec import ConfigError
+from dnupdate.engine.config.prototxt import TextMessage, TextScalar, parse_text_format
+from dnupdate.engine.spec import ConfigError
 
 
 def parse(text: str) -> TextMessage:

@@ -12,7 +12,7 @@ import platform
 import numpy as np
 import pytest
 
-from engine.rng import DarknetRandom, GlibcRand, RandomStateError
+from dnupdate.engine.rng import DarknetRandom, GlibcRand, RandomStateError
 from tests import libdarknet as dn
 
 glibc_only = pytest.mark.skipif(

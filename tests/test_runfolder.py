@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from engine.training.runfolder import (
+from dnupdate.engine.training.runfolder import (
     MetricsLog,
     RunFolder,
     RunFolderError,

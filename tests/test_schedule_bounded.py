@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.spec import ScheduleSpec
-from engine.update.schedule import (
+from dnupdate.cli.main import app
+from dnupdate.engine.spec import ScheduleSpec
+from dnupdate.engine.update.schedule import (
     PIECEWISE_CONSTANT,
     first_iteration,
     iter_lr_chunks,

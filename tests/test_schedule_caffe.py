@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.spec import ScheduleSpec
-from engine.update.schedule import (
+from dnupdate.engine.spec import ScheduleSpec
+from dnupdate.engine.update.schedule import (
     ScheduleError,
     caffe_multistep_sequence,
     caffe_multistep_step,

@@ -13,9 +13,9 @@ import struct
 import numpy as np
 import pytest
 
-from engine.rng import GlibcRand
-from engine.spec import ScheduleSpec
-from engine.update.schedule import ScheduleError, lr_at, lr_series, milestones
+from dnupdate.engine.rng import GlibcRand
+from dnupdate.engine.spec import ScheduleSpec
+from dnupdate.engine.update.schedule import ScheduleError, lr_at, lr_series, milestones
 from tests import libdarknet as dn
 
 BATCH, SUBDIVISIONS = 4, 2  # seen = b * BATCH (mini-batch 2, two subdivisions)

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.rng import GlibcRand
-from engine.spec import ScheduleSpec
-from engine.update.schedule import lr_at, lr_series, milestones
+from dnupdate.engine.rng import GlibcRand
+from dnupdate.engine.spec import ScheduleSpec
+from dnupdate.engine.update.schedule import lr_at, lr_series, milestones
 
 
 def spec(convention: str, policy: str, **fields) -> ScheduleSpec:

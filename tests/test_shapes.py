@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.model.shapes import (
+from dnupdate.engine.model.shapes import (
     c_div,
     caffe_pool_out,
     conv_out,
@@ -10,7 +10,7 @@ from engine.model.shapes import (
     infer_shapes,
     param_blobs,
 )
-from engine.spec import (
+from dnupdate.engine.spec import (
     AccuracySpec,
     ActivationSpec,
     ConfigError,

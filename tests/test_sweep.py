@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
-from engine.experiments.grid import GridError, make_variants, parse_grid, safe_name
-from engine.experiments.variant import VariantTask, run_variant
+from dnupdate.cli.main import app
+from dnupdate.engine.experiments.grid import GridError, make_variants, parse_grid, safe_name
+from dnupdate.engine.experiments.variant import VariantTask, run_variant
 from tests.test_train_loop import darknet_config, write_quadrants
 
 runner = CliRunner()
@@ -70,7 +70,7 @@ def test_bad_grids_are_named(items, seeds, needle):
 
 
 def test_precision_is_a_grid_key_passed_as_the_options_set_it(tmp_path):
-    from engine.config import load_config
+    from dnupdate.engine.config import load_config
 
     variants = make_variants(parse_grid(["precision=fp32,fp16", "loss_scale=dynamic"]),
                              framework="darknet")  # fmt: skip
@@ -197,7 +197,7 @@ def test_same_sweep_through_scheduler_gives_identical_results(tiny):
 
 
 def test_stop_checkpoints_running_variants_and_a_rerun_resumes_them(tiny):
-    from engine.experiments.sweep import plan_sweep, run_sweep
+    from dnupdate.engine.experiments.sweep import plan_sweep, run_sweep
 
     root, config, data = tiny
     plan = plan_sweep(str(config), ["learning_rate=0.05,0.1"], seeds=None, sets=[],
@@ -222,8 +222,8 @@ def test_live_table_shows_each_variants_state_on_a_terminal():
 
     from rich.console import Console
 
-    from cli.sweep_cmd import LiveTable
-    from engine.experiments.sweep import SweepEvent
+    from dnupdate.cli.sweep_cmd import LiveTable
+    from dnupdate.engine.experiments.sweep import SweepEvent
 
     buffer = io.StringIO()
     table = LiveTable(Console(file=buffer, force_terminal=True, width=120))

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli.dashboard import PlainLines
-from engine.config import load_config
-from engine.training.session import LossSmoother, display_label, resolve_seed
+from dnupdate.cli.dashboard import PlainLines
+from dnupdate.engine.config import load_config
+from dnupdate.engine.training.session import LossSmoother, display_label, resolve_seed
 from tests.test_train_loop import TINY_NET, Tiny, caffe_config, run_all, session, write_quadrants
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from typer.testing import CliRunner
 
-from cli.main import app
+from dnupdate.cli.main import app
 from tests import libdarknet as dn
 from tests.test_train_loop import darknet_config, write_quadrants
 

@@ -11,10 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.config import load_config
-from engine.training.events import schema
-from engine.training.runfolder import RunFolder, load_state, read_metrics
-from engine.training.session import LayerNormTable, LossSmoother, TrainingSession, TrainOptions
+from dnupdate.engine.config import load_config
+from dnupdate.engine.training.events import schema
+from dnupdate.engine.training.runfolder import RunFolder, load_state, read_metrics
+from dnupdate.engine.training.session import (
+    LayerNormTable,
+    LossSmoother,
+    TrainingSession,
+    TrainOptions,
+)
 
 # ---- fixtures shared with the CLI tests -------------------------------------------------------
 
@@ -389,7 +394,7 @@ def test_a_stop_request_checkpoints_and_ends_interrupted(tiny):
 
 
 def test_no_iteration_limit_is_a_setup_error(tiny):
-    from engine.training.session import TrainSetupError
+    from dnupdate.engine.training.session import TrainSetupError
 
     config = darknet_config(tiny.root, max_batches=0)
     with pytest.raises(TrainSetupError, match="max-iters"):
@@ -397,7 +402,7 @@ def test_no_iteration_limit_is_a_setup_error(tiny):
 
 
 def test_data_of_the_wrong_shape_is_a_setup_error(tiny):
-    from engine.training.session import TrainSetupError
+    from dnupdate.engine.training.session import TrainSetupError
 
     other = tiny.root / "wide.npz"
     np.savez(other, x=np.zeros((8, 1, 5, 7), np.uint8), y=np.zeros(8, np.int64))
@@ -406,7 +411,7 @@ def test_data_of_the_wrong_shape_is_a_setup_error(tiny):
 
 
 def test_cuda_without_a_device_is_a_setup_error(tiny):
-    from engine.training.session import TrainSetupError, make_backend
+    from dnupdate.engine.training.session import TrainSetupError, make_backend
 
     try:
         backend = make_backend("cuda")

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from cli.dashboard import Dashboard, eval_line, summary_line
-from cli.main import app
-from engine.model.layers.loss import _accuracy_counting_non_finite_wrong
-from engine.training.events import EvalFinished, RunFinished
-from engine.training.session import Throughput, substitution_note
-from engine.training.step import _darknet_top1_correct, _top1_correct
+from dnupdate.cli.dashboard import Dashboard, eval_line, summary_line
+from dnupdate.cli.main import app
+from dnupdate.engine.model.layers.loss import _accuracy_counting_non_finite_wrong
+from dnupdate.engine.training.events import EvalFinished, RunFinished
+from dnupdate.engine.training.session import Throughput, substitution_note
+from dnupdate.engine.training.step import _darknet_top1_correct, _top1_correct
 from tests.test_cli_train import json_events, runner, train
 from tests.test_cli_train_display import events as display_events
 from tests.test_train_loop import (
@@ -171,7 +171,7 @@ def test_a_nan_net_is_never_reported_accurate(tiny, kind):
 
 def test_throughput_leaves_out_startup_and_pauses(monkeypatch):
     clock = iter([0.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 17.0])
-    monkeypatch.setattr("engine.training.session.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("dnupdate.engine.training.session.time.perf_counter", lambda: next(clock))
     timer = Throughput(images_per_update=100)
     timer.start()  # t = 0
     timer.update_done(1)  # t = 10: compilation and the first update
@@ -192,7 +192,7 @@ def test_throughput_leaves_out_startup_and_pauses(monkeypatch):
 
 def test_eta_does_not_jump_when_a_long_test_enters_the_recent_window(monkeypatch):
     now = [0.0]
-    monkeypatch.setattr("engine.training.session.time.perf_counter", lambda: now[0])
+    monkeypatch.setattr("dnupdate.engine.training.session.time.perf_counter", lambda: now[0])
     timer = Throughput(images_per_update=10)
     timer.start()
     etas = []

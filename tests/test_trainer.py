@@ -15,11 +15,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from engine.config import load_config
-from engine.formats.caffemodel import write_caffemodel
-from engine.formats.weights import save_npz_weights, write_darknet_weights
-from engine.model.network import NetworkError
-from engine.spec import (
+from dnupdate.engine.config import load_config
+from dnupdate.engine.formats.caffemodel import write_caffemodel
+from dnupdate.engine.formats.weights import save_npz_weights, write_darknet_weights
+from dnupdate.engine.model.network import NetworkError
+from dnupdate.engine.spec import (
     ConnectedSpec,
     DropoutSpec,
     FillerSpec,
@@ -30,7 +30,7 @@ from engine.spec import (
     SoftmaxLossSpec,
     SolverSpec,
 )
-from engine.training.step import Trainer, TrainerStateError, run_fixed_batch
+from dnupdate.engine.training.step import Trainer, TrainerStateError, run_fixed_batch
 from tests.reference.training import train_linear_softmax
 
 DARKNET_LINEAR = """[net]

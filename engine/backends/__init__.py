@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from engine.backends.base import Backend, BackendError
-from engine.backends.jit_env import configure_numba_environment
+from dnupdate.engine.backends.base import Backend, BackendError
+from dnupdate.engine.backends.jit_env import configure_numba_environment
 
 configure_numba_environment()  # before any backend imports Numba (engine.backends.jit_env)
 
@@ -25,11 +25,11 @@ def get_backend(name: str, *, threads: int | None = None) -> Backend:
     """The backend called ``name``: ``cpu`` (``threads`` Numba threads, None = automatic) or
     ``cuda`` (raises :class:`BackendUnavailable` when no GPU or simulator is usable)."""
     if name == "cpu":
-        from engine.backends.cpu import CpuBackend
+        from dnupdate.engine.backends.cpu import CpuBackend
 
         return CpuBackend(threads=threads)
     if name == "cuda":
-        from engine.backends import cuda
+        from dnupdate.engine.backends import cuda
 
         if not cuda.is_available():
             raise BackendUnavailable(f"--device cuda: {cuda.unavailable_reason()}")

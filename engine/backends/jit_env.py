@@ -107,7 +107,7 @@ def limit_threads(threads: int) -> int:
     for name in BLAS_THREAD_VARIABLES:
         os.environ[name] = str(threads)
     if "numpy" in sys.modules:  # too late for the variables: tell the loaded OpenBLAS
-        from engine.backends.openblas import set_blas_threads
+        from dnupdate.engine.backends.openblas import set_blas_threads
 
         set_blas_threads(threads)
     if "numba" not in sys.modules:

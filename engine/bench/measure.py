@@ -46,9 +46,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from engine.bench.runner import precision_overrides
-from engine.bench.worker import WorkerProcess
-from engine.bench.workloads import BenchError, BenchSettings, Workload
+from dnupdate.engine.bench.runner import precision_overrides
+from dnupdate.engine.bench.worker import WorkerProcess
+from dnupdate.engine.bench.workloads import BenchError, BenchSettings, Workload
 
 # --------------------------------------------------------------------------------------------
 # Results
@@ -122,7 +122,7 @@ def worker_environment(threads: int, cache_dir: str | None) -> dict[str, str]:
     OpenBLAS and OpenMP (so the pools together never exceed ``threads`` cores), Numba's
     threading layer unless the user chose one (``tbb`` where usable, else ``workqueue``:
     ``engine.backends.jit_env``) and, for a cold-cache run, ``NUMBA_CACHE_DIR``."""
-    from engine.backends.jit_env import default_threading_layer
+    from dnupdate.engine.backends.jit_env import default_threading_layer
 
     layer = os.environ.get("NUMBA_THREADING_LAYER") or default_threading_layer()
     env = {

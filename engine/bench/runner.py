@@ -36,8 +36,8 @@ def dnupdate_runner(config_path: str, settings, overrides=()) -> Runner:
     """Our training step (``Trainer.train_iteration`` on one fixed random batch) and test-mode
     forward, on the backend ``settings.device`` names; ``overrides``: ``--set`` pairs (the
     simulated precision of :func:`precision_overrides`)."""
-    from engine.config import load_config
-    from engine.training.step import Trainer
+    from dnupdate.engine.config import load_config
+    from dnupdate.engine.training.step import Trainer
 
     run = load_config(config_path, list(overrides))
     trainer = Trainer(run, seed=settings.seed, backend=_backend(settings.device))
@@ -60,10 +60,10 @@ def dnupdate_runner(config_path: str, settings, overrides=()) -> Runner:
 def _backend(device: str):
     """The CPU backend, or ``engine.backends.get_backend(device)`` where that exists."""
     if device == "cpu":
-        from engine.backends.cpu import CpuBackend
+        from dnupdate.engine.backends.cpu import CpuBackend
 
         return CpuBackend()
-    from engine import backends
+    from dnupdate.engine import backends
 
     getter = getattr(backends, "get_backend", None)
     if getter is None:

@@ -28,8 +28,8 @@ RMSprop/Adadelta as the solver says; a training step is ``zero_grad``, forward, 
 
 from __future__ import annotations
 
-from engine.bench.runner import Runner
-from engine.spec import (
+from dnupdate.engine.bench.runner import Runner
+from dnupdate.engine.spec import (
     AccuracySpec,
     ActivationSpec,
     BatchNormSpec,
@@ -222,7 +222,7 @@ def torch_model(net: NetSpec):
     import torch
     from torch import nn
 
-    from engine.model.shapes import infer_shapes
+    from dnupdate.engine.model.shapes import infer_shapes
 
     shapes = infer_shapes(net, "train")
     mse = any(isinstance(shape.layer, CostSpec) for shape in shapes)
@@ -269,7 +269,7 @@ def torch_runner(config_path: str, settings):
     ``torch.set_num_threads(settings.threads)``), on one fixed random batch."""
     import torch
 
-    from engine.config import load_config
+    from dnupdate.engine.config import load_config
 
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)

@@ -19,8 +19,8 @@ import time
 import traceback
 from typing import Any
 
-from engine.bench.runner import Runner, dnupdate_runner
-from engine.bench.workloads import BenchError, gemm_flops
+from dnupdate.engine.bench.runner import Runner, dnupdate_runner
+from dnupdate.engine.bench.workloads import BenchError, gemm_flops
 
 SGEMM_SIZE = 2048
 SGEMM_REPEATS = 5
@@ -106,7 +106,7 @@ def sgemm_peak_gflops(size: int = SGEMM_SIZE, repeats: int = SGEMM_REPEATS) -> f
 
 def blas_core_name() -> str:
     """The kernel set NumPy's OpenBLAS chose for this CPU (see ``engine.backends.openblas``)."""
-    from engine.backends.openblas import core_name
+    from dnupdate.engine.backends.openblas import core_name
 
     return core_name()
 
@@ -158,10 +158,10 @@ def _handle(state, kind, config_path, settings, request, args, overrides=()):
 
 
 def _setup(state, kind, config_path, settings, overrides=()) -> dict:
-    from engine.config import load_config
+    from dnupdate.engine.config import load_config
 
     if kind == "torch":
-        from engine.bench.torch_twin import torch_runner
+        from dnupdate.engine.bench.torch_twin import torch_runner
 
         state["runner"] = torch_runner(config_path, settings)
     else:

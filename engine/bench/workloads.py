@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config.builtin import configs_dir
+from dnupdate.engine.config.builtin import configs_dir
 
 #: where the built-in workload configs live (``configs/bench``, shipped in the wheel too)
 BENCH_CONFIG_DIR = configs_dir() / "bench"
@@ -113,8 +113,8 @@ def gemm_flops(net, phase: str = "train") -> tuple[float, float]:
     input gradient (darknet's NULL ``net.delta``; Caffe's ``propagate_down`` false for data).
     Element-wise work (activations, pooling, batch norm, updates) is not counted.
     """
-    from engine.model.shapes import infer_shapes
-    from engine.spec import ConnectedSpec, ConvSpec
+    from dnupdate.engine.model.shapes import infer_shapes
+    from dnupdate.engine.spec import ConnectedSpec, ConvSpec
 
     forward = training = 0.0
     for index, shape in enumerate(infer_shapes(net, phase)):

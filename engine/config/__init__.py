@@ -20,8 +20,8 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.config.builtin import builtin_names, locate_config
-from engine.spec import ConfigError, Diagnostic, Framework, RunSpec, ScheduleSpec
+from dnupdate.engine.config.builtin import builtin_names, locate_config
+from dnupdate.engine.spec import ConfigError, Diagnostic, Framework, RunSpec, ScheduleSpec
 
 Override = tuple[str, str]
 
@@ -66,7 +66,7 @@ def read_config_text(path: str) -> str:
         import sys
 
         return sys.stdin.read()
-    from engine.config.files import UnreadableFile, read_config_file
+    from dnupdate.engine.config.files import UnreadableFile, read_config_file
 
     try:
         return read_config_file(path)
@@ -124,8 +124,8 @@ def _load(
     data: str | None = None,
 ):
     """:func:`load_config` without relabelling."""
-    from engine.config.precision import apply_precision, split_precision
-    from engine.config.scaling import apply_scaling, split_scaling
+    from dnupdate.engine.config.precision import apply_precision, split_precision
+    from dnupdate.engine.config.scaling import apply_scaling, split_scaling
 
     path = locate_config(path)
     if text is None:
@@ -137,7 +137,7 @@ def _load(
     run = apply_scaling(run, scaling, lambda: _load_format(path, display_path, text, (), data))
     run = apply_precision(run, precision, text)
     if check_memory:
-        from engine.model.shapes import check_training_memory
+        from dnupdate.engine.model.shapes import check_training_memory
 
         check_training_memory(run.net, run.solver.minibatch, run.solver.optimizer)
     return run
@@ -152,10 +152,10 @@ def _load_format(
 ) -> RunSpec:
     """The darknet or Caffe reader, by :func:`detect_format`."""
     if detect_format(path, text) == "darknet":
-        from engine.config.darknet import load_darknet
+        from dnupdate.engine.config.darknet import load_darknet
 
         return load_darknet(display_path, text, overrides)
-    from engine.config.caffe import load_caffe
+    from dnupdate.engine.config.caffe import load_caffe
 
     return load_caffe(display_path, text, overrides, data=data)
 
@@ -177,7 +177,7 @@ def load_schedule(path: str, overrides: Sequence[Override] = ()) -> ConfigSchedu
     dnupdate lacks) is not the schedule's business. With ``--lr-scaling``/``--lr-warmup``
     (the pseudo-keys ``lr_scaling``/``lr_warmup``) the whole config is loaded, since the
     reference batch of a Caffe config is its net's data layer ``batch_size``."""
-    from engine.config.scaling import split_scaling
+    from dnupdate.engine.config.scaling import split_scaling
 
     if split_scaling(overrides)[1]:
         run = load_config(path, overrides, check_memory=False)
@@ -187,11 +187,11 @@ def load_schedule(path: str, overrides: Sequence[Override] = ()) -> ConfigSchedu
     text = read_config_text(path)
     shown = "<stdin>" if path == "-" else path
     if detect_format(path, text) == "darknet":
-        from engine.config.darknet import darknet_schedule_of_cfg
+        from dnupdate.engine.config.darknet import darknet_schedule_of_cfg
 
         schedule, diagnostics = darknet_schedule_of_cfg(shown, text, overrides)
     else:
-        from engine.config.caffe import caffe_schedule_of_solver
+        from dnupdate.engine.config.caffe import caffe_schedule_of_solver
 
         schedule, diagnostics = caffe_schedule_of_solver(shown, text, overrides)
     return ConfigSchedule(schedule, schedule.max_iter, diagnostics)
@@ -201,8 +201,8 @@ def schedule_from_options(overrides: Sequence[Override]) -> ScheduleSpec:
     """Build a schedule from options alone, in either framework's key names
     (darknet: ``policy``, ``learning_rate``, ``steps``...; Caffe: ``lr_policy``, ``base_lr``,
     ``stepvalue``...). Mixing the two vocabularies is an error."""
-    from engine.config.caffe import CAFFE_SCHEDULE_KEYS, caffe_schedule_from_options
-    from engine.config.darknet import DARKNET_SCHEDULE_KEYS, darknet_schedule_from_options
+    from dnupdate.engine.config.caffe import CAFFE_SCHEDULE_KEYS, caffe_schedule_from_options
+    from dnupdate.engine.config.darknet import DARKNET_SCHEDULE_KEYS, darknet_schedule_from_options
 
     keys = {k for k, _ in overrides}
     caffe_only = keys & (CAFFE_SCHEDULE_KEYS - DARKNET_SCHEDULE_KEYS)

@@ -1,7 +1,7 @@
 """The configs that ship with dnupdate, by name: ``dnupdate train quickstart`` works anywhere.
 
 The repository's ``configs/`` folder is the source. A wheel carries a copy of it inside this
-package, as ``engine/config/bundled/`` (``pyproject.toml``: hatch ``force-include``), so an
+package, as ``engine/config/bundled/`` (``hatch_build.py``, a wheel build hook), so an
 installed ``dnupdate`` finds its examples and benchmark workloads without the repository; a
 checkout (editable install) reads ``configs/`` itself.
 

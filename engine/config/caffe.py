@@ -17,9 +17,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.config.caffe_net import BuiltNet, NetState, build_net
-from engine.config.caffe_schema import SOLVER, FieldDef, Msg, Reporter, convert_scalar, validate
-from engine.config.caffe_solver import (
+from dnupdate.engine.config.caffe_net import BuiltNet, NetState, build_net
+from dnupdate.engine.config.caffe_schema import (
+    SOLVER,
+    FieldDef,
+    Msg,
+    Reporter,
+    convert_scalar,
+    validate,
+)
+from dnupdate.engine.config.caffe_solver import (
     CAFFE_SCHEDULE_KEYS,
     OVERRIDE,
     apply_overrides,
@@ -28,10 +35,10 @@ from engine.config.caffe_solver import (
     schedule_from_solver,
     solver_from_msg,
 )
-from engine.config.caffe_yaml import looks_like_yaml, loose_scalar, parse_yaml
-from engine.config.files import UnreadableFile, read_config_file
-from engine.config.prototxt import TextMessage, parse_text_format
-from engine.spec import ConfigError, Diagnostic, Origin, RunSpec, ScheduleSpec
+from dnupdate.engine.config.caffe_yaml import looks_like_yaml, loose_scalar, parse_yaml
+from dnupdate.engine.config.files import UnreadableFile, read_config_file
+from dnupdate.engine.config.prototxt import TextMessage, parse_text_format
+from dnupdate.engine.spec import ConfigError, Diagnostic, Origin, RunSpec, ScheduleSpec
 
 __all__ = [
     "CAFFE_SCHEDULE_KEYS",

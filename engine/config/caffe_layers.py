@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.config.caffe_schema import Msg, Reporter
-from engine.spec import (
+from dnupdate.engine.config.caffe_schema import Msg, Reporter
+from dnupdate.engine.spec import (
     DEFAULT,
     AccuracySpec,
     ActivationSpec,

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from engine.config.caffe_layers import (
+from dnupdate.engine.config.caffe_layers import (
     BUILDERS,
     CAFFE_LAYER_TYPES,
     DATA_TYPES,
@@ -24,9 +24,9 @@ from engine.config.caffe_layers import (
     SINK_TYPES,
     LayerReader,
 )
-from engine.config.caffe_schema import Msg, Reporter, close_matches
-from engine.config.caffe_upgrade import net_layers
-from engine.spec import (
+from dnupdate.engine.config.caffe_schema import Msg, Reporter, close_matches
+from dnupdate.engine.config.caffe_upgrade import net_layers
+from dnupdate.engine.spec import (
     DEFAULT,
     ConnectedSpec,
     DataSourceSpec,
@@ -110,7 +110,7 @@ def layer_phases(layer: Msg, states: dict[str, NetState], reporter: Reporter) ->
 def _probe_shape(source: str) -> tuple[tuple[int, int, int] | None, str]:
     """Ask ``engine.data.probe_shape`` (when it exists) for a source's (C, H, W)."""
     try:
-        from engine.data import probe_shape  # type: ignore[attr-defined]
+        from dnupdate.engine.data import probe_shape  # type: ignore[attr-defined]
     except ImportError:
         return None, ""
     try:

@@ -16,8 +16,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.config.prototxt import TextMessage, TextScalar
-from engine.spec import DEFAULT, ConfigError, Diagnostic, Origin
+from dnupdate.engine.config.prototxt import TextMessage, TextScalar
+from dnupdate.engine.spec import DEFAULT, ConfigError, Diagnostic, Origin
 
 # --------------------------------------------------------------------------------------------
 # Diagnostics

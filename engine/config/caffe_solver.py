@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.config.caffe_schema import (
+from dnupdate.engine.config.caffe_schema import (
     SOLVER,
     Msg,
     Reporter,
@@ -19,9 +19,9 @@ from engine.config.caffe_schema import (
     convert_scalar,
     not_finite_problem,
 )
-from engine.config.caffe_yaml import loose_scalar
-from engine.config.key_names import other_framework_hint
-from engine.spec import DEFAULT, Origin, ScheduleSpec, SolverSpec
+from dnupdate.engine.config.caffe_yaml import loose_scalar
+from dnupdate.engine.config.key_names import other_framework_hint
+from dnupdate.engine.spec import DEFAULT, Origin, ScheduleSpec, SolverSpec
 
 OVERRIDE = Origin("--set")
 

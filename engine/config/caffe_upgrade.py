@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
-from engine.config.caffe_schema import Msg, Reporter
-from engine.spec import Origin
+from dnupdate.engine.config.caffe_schema import Msg, Reporter
+from dnupdate.engine.spec import Origin
 
 # upgrade_proto.cpp: UpgradeV1LayerType.
 V1_TYPE_NAMES = {

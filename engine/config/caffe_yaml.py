@@ -12,8 +12,8 @@ import re
 
 import yaml
 
-from engine.config.prototxt import TextField, TextMessage, TextScalar, number_scalar
-from engine.spec import ConfigError, Diagnostic
+from dnupdate.engine.config.prototxt import TextField, TextMessage, TextScalar, number_scalar
+from dnupdate.engine.spec import ConfigError, Diagnostic
 
 _NUMBER_TEXT = re.compile(
     r"-?(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?[fF]?)"

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from engine.config.darknet_diagnostics import DiagnosticSink
+from dnupdate.engine.config.darknet_diagnostics import DiagnosticSink
 
 # Characters darknet's strip() deletes anywhere in a line, plus '\r' (our improvement).
 STRIPPED_CHARACTERS = str.maketrans("", "", " \t\n\r")

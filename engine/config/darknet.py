@@ -20,10 +20,10 @@ import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.config.cfg_reader import CfgSection, read_cfg
-from engine.config.darknet_data import read_data
-from engine.config.darknet_diagnostics import DiagnosticSink
-from engine.config.darknet_layers import (
+from dnupdate.engine.config.cfg_reader import CfgSection, read_cfg
+from dnupdate.engine.config.darknet_data import read_data
+from dnupdate.engine.config.darknet_diagnostics import DiagnosticSink
+from dnupdate.engine.config.darknet_layers import (
     LAYER_PARSERS,
     NET_SECTIONS,
     SECTION_ALIASES,
@@ -35,16 +35,16 @@ from engine.config.darknet_layers import (
     read_common,
     warn_unused,
 )
-from engine.config.darknet_net import (
+from dnupdate.engine.config.darknet_net import (
     KNOWN_NET_KEYS,
     check_override_keys,
     read_minibatch,
     read_net,
     warn_unread_keys,
 )
-from engine.config.darknet_options import OptionTable
-from engine.config.darknet_schedule import SCHEDULE_FIELDS, read_schedule
-from engine.spec import (
+from dnupdate.engine.config.darknet_options import OptionTable
+from dnupdate.engine.config.darknet_schedule import SCHEDULE_FIELDS, read_schedule
+from dnupdate.engine.spec import (
     Diagnostic,
     InputSpec,
     LayerSpec,

@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.config.cfg_reader import read_data_options
-from engine.config.darknet_diagnostics import DiagnosticSink
-from engine.config.darknet_options import OptionTable
-from engine.config.darknet_values import c_atoi, float32
-from engine.config.files import UnreadableFile, read_config_file
-from engine.spec import DEFAULT, DataSourceSpec, DataSpec, Origin
+from dnupdate.engine.config.cfg_reader import read_data_options
+from dnupdate.engine.config.darknet_diagnostics import DiagnosticSink
+from dnupdate.engine.config.darknet_options import OptionTable
+from dnupdate.engine.config.darknet_values import c_atoi, float32
+from dnupdate.engine.config.files import UnreadableFile, read_config_file
+from dnupdate.engine.spec import DEFAULT, DataSourceSpec, DataSpec, Origin
 
 # Built-in dataset names and their number of classes.
 DATASET_CLASSES = {

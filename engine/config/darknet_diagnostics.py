@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.spec import ConfigError, Diagnostic
+from dnupdate.engine.spec import ConfigError, Diagnostic
 
 
 class DiagnosticSink:

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.config.darknet_options import OptionTable
-from engine.config.darknet_values import c_atoi
-from engine.model.shapes import c_div, conv_out, darknet_pool_out, shortcut_geometry
-from engine.spec import (
+from dnupdate.engine.config.darknet_options import OptionTable
+from dnupdate.engine.config.darknet_values import c_atoi
+from dnupdate.engine.model.shapes import c_div, conv_out, darknet_pool_out, shortcut_geometry
+from dnupdate.engine.spec import (
     BatchNormSpec,
     ConnectedSpec,
     ConvSpec,

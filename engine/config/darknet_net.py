@@ -17,11 +17,11 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from engine.config.darknet_options import OVERRIDE_FILE, OptionTable
-from engine.config.darknet_schedule import CONDITIONAL_KEYS, SCHEDULE_FIELDS, read_schedule
-from engine.config.darknet_values import float32
-from engine.config.key_names import other_framework_hint
-from engine.spec import (
+from dnupdate.engine.config.darknet_options import OVERRIDE_FILE, OptionTable
+from dnupdate.engine.config.darknet_schedule import CONDITIONAL_KEYS, SCHEDULE_FIELDS, read_schedule
+from dnupdate.engine.config.darknet_values import float32
+from dnupdate.engine.config.key_names import other_framework_hint
+from dnupdate.engine.spec import (
     ConfigError,
     DarknetAugmentSpec,
     Diagnostic,

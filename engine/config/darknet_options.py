@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from engine.config.cfg_reader import CfgOption, CfgSection
-from engine.config.darknet_diagnostics import DiagnosticSink
-from engine.config.darknet_values import (
+from dnupdate.engine.config.cfg_reader import CfgOption, CfgSection
+from dnupdate.engine.config.darknet_diagnostics import DiagnosticSink
+from dnupdate.engine.config.darknet_values import (
     INT32_MAX,
     INT32_MIN,
     c_atof,
@@ -20,7 +20,7 @@ from engine.config.darknet_values import (
     float32,
     non_ascii_digit,
 )
-from engine.spec import DEFAULT, Origin
+from dnupdate.engine.spec import DEFAULT, Origin
 
 OVERRIDE_FILE = "--set"
 

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import math
 
-from engine.config.darknet_options import OptionTable, not_a_number_message, not_finite_message
-from engine.config.darknet_values import INT32_MAX, INT32_MIN, c_atof, c_atoi, float32
-from engine.spec import ScheduleSpec
+from dnupdate.engine.config.darknet_options import (
+    OptionTable,
+    not_a_number_message,
+    not_finite_message,
+)
+from dnupdate.engine.config.darknet_values import INT32_MAX, INT32_MIN, c_atof, c_atoi, float32
+from dnupdate.engine.spec import ScheduleSpec
 
 PJREDDIE_POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random")
 EXTRA_POLICIES = ("sgdr", "cosine")

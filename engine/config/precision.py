@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Sequence
 
-from engine.spec import ConfigError, Diagnostic, Origin, PrecisionSpec, RunSpec
+from dnupdate.engine.spec import ConfigError, Diagnostic, Origin, PrecisionSpec, RunSpec
 
 PRECISION_KEYS = (
     "precision",

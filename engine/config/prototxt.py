@@ -26,7 +26,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-from engine.spec import ConfigError, Diagnostic
+from dnupdate.engine.spec import ConfigError, Diagnostic
 
 ScalarKind = Literal["int", "float", "ident", "string"]
 

@@ -16,7 +16,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
-from engine.spec import ConfigError, Diagnostic, Origin, RunSpec
+from dnupdate.engine.spec import ConfigError, Diagnostic, Origin, RunSpec
 
 SCALING_KEYS = ("lr_scaling", "lr_warmup")
 SCALING_RULES = ("none", "linear", "sqrt")

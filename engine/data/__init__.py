@@ -20,12 +20,12 @@ directory; a folder holding one of the named datasets' files.
 
 from __future__ import annotations
 
-from engine.data.catalog import CATALOG, CatalogEntry
-from engine.data.dataset import Dataset
-from engine.data.errors import DataError, DatasetNotFound, DownloadError
-from engine.data.fetch import fetch_dataset, verify_dataset
-from engine.data.resolve import open_dataset, probe_shape, resolve_source
-from engine.data.sampler import BatchSampler, compute_image_mean, load_mean_file, mean_for
+from dnupdate.engine.data.catalog import CATALOG, CatalogEntry
+from dnupdate.engine.data.dataset import Dataset
+from dnupdate.engine.data.errors import DataError, DatasetNotFound, DownloadError
+from dnupdate.engine.data.fetch import fetch_dataset, verify_dataset
+from dnupdate.engine.data.resolve import open_dataset, probe_shape, resolve_source
+from dnupdate.engine.data.sampler import BatchSampler, compute_image_mean, load_mean_file, mean_for
 
 __all__ = [
     "CATALOG",

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from engine.data.errors import DataError, check_label_range
+from dnupdate.engine.data.errors import DataError, check_label_range
 
 PIXELS = 3 * 32 * 32
 

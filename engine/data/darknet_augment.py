@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-from engine.spec import DarknetAugmentSpec
+from dnupdate.engine.spec import DarknetAugmentSpec
 
 F32 = np.float32
 

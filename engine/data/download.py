@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.data.errors import DownloadError
+from dnupdate.engine.data.errors import DownloadError
 
 BLOCK = 1 << 16
 USER_AGENT = "dnupdate-data/0.1 (+https://github.com/)"
@@ -122,7 +122,7 @@ def _fetch_one(
 
 
 def _verify_temp(temp: Path, checksums: Sequence[tuple[str, str]]) -> None:
-    from engine.data.checksums import check_file
+    from dnupdate.engine.data.checksums import check_file
 
     if not checksums:
         return
@@ -147,7 +147,7 @@ def download_file(
     A file already in place with a matching checksum is kept (``FileReady(cached=True)``).
     Raises :class:`DownloadError` listing every mirror's failure (plus ``hint``) when none works.
     """
-    from engine.data.checksums import matches
+    from dnupdate.engine.data.checksums import matches
 
     sink = on_event or _ignore
     dest_dir = Path(dest_dir)

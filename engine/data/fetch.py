@@ -9,12 +9,12 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from engine.data.catalog import CATALOG, CatalogEntry, canonical_name
-from engine.data.checksums import FileCheck, check_file, file_digest
-from engine.data.download import EventSink, FileReady, download_file
-from engine.data.errors import DataError
-from engine.data.locate import write_root
-from engine.data.named import locate_split, placement_hint
+from dnupdate.engine.data.catalog import CATALOG, CatalogEntry, canonical_name
+from dnupdate.engine.data.checksums import FileCheck, check_file, file_digest
+from dnupdate.engine.data.download import EventSink, FileReady, download_file
+from dnupdate.engine.data.errors import DataError
+from dnupdate.engine.data.locate import write_root
+from dnupdate.engine.data.named import locate_split, placement_hint
 
 MANIFEST = ".dnupdate-manifest.json"
 

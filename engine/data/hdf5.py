@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.errors import DataError, check_pixels
+from dnupdate.engine.data.errors import DataError, check_pixels
 
 H5_PREFIX = "h5:"
 H5_SUFFIXES = (".h5", ".hdf5", ".he5")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.errors import DataError, check_label_range
+from dnupdate.engine.data.errors import DataError, check_label_range
 
 IDX_UBYTE = 0x08
 IMAGE_MAGIC = 0x00000803
@@ -155,7 +155,7 @@ def unpacked_path(path: Path) -> Path:
     """Where the data cache keeps the uncompressed copy of the gzipped IDX file ``path``:
     ``<cache root>/unpacked/<name>-<key>`` with ``key`` a digest of the file's absolute path,
     size and modification time (a changed file gets a new copy; stale ones are never read)."""
-    from engine.data.locate import cache_root
+    from dnupdate.engine.data.locate import cache_root
 
     info = path.stat()
     ident = f"{path.resolve()}\0{info.st_size}\0{info.st_mtime_ns}".encode()
@@ -192,7 +192,7 @@ def _mapped_unpacked(path: Path, expected_magic: int) -> np.ndarray | None:
 def _unpack(path: Path, target: Path, expected_magic: int) -> bool:
     """Gunzip ``path`` into ``target`` in :data:`_READ_PIECE` pieces (atomically); False, and
     nothing written, when the data is not exactly what the header announces."""
-    from engine.formats.weights import atomic_write
+    from dnupdate.engine.formats.weights import atomic_write
 
     class _Malformed(Exception):
         pass

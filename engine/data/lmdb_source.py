@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.errors import DataError, check_pixels
-from engine.data.protobuf import Datum, WireError, decode_datum, encode_datum
+from dnupdate.engine.data.errors import DataError, check_pixels
+from dnupdate.engine.data.protobuf import Datum, WireError, decode_datum, encode_datum
 
 
 def is_lmdb_dir(path: str | Path) -> bool:

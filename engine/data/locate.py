@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.data.catalog import CatalogEntry
+from dnupdate.engine.data.catalog import CatalogEntry
 
 ENV_VAR = "DNUPDATE_DATA_DIR"
 

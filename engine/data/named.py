@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.catalog import CATALOG, CatalogEntry
-from engine.data.cifar import read_cifar_binary, read_cifar_pickle, read_cifar_pickle_file
-from engine.data.dataset import Dataset
-from engine.data.errors import DataError, DatasetNotFound
-from engine.data.idx import read_idx_pair
-from engine.data.locate import Located, candidate_dirs, first_existing, write_root
+from dnupdate.engine.data.catalog import CATALOG, CatalogEntry
+from dnupdate.engine.data.cifar import read_cifar_binary, read_cifar_pickle, read_cifar_pickle_file
+from dnupdate.engine.data.dataset import Dataset
+from dnupdate.engine.data.errors import DataError, DatasetNotFound
+from dnupdate.engine.data.idx import read_idx_pair
+from dnupdate.engine.data.locate import Located, candidate_dirs, first_existing, write_root
 
 PARTIAL_CIFAR10_TEST = "test_batch_first1000.bin"
 
@@ -126,7 +126,7 @@ def _load_files(entry: CatalogEntry, found: Located) -> tuple[np.ndarray, np.nda
 def _check_identity(entry: CatalogEntry, found: Located) -> None:
     """Refuse another dataset's files under this name (MNIST and Fashion-MNIST share file
     names): the small label file is compared with the other datasets' checksums."""
-    from engine.data.checksums import matches
+    from dnupdate.engine.data.checksums import matches
 
     labels = found.files["labels"][0]
     others = [o for o in CATALOG.values() if o.kind == entry.kind and o.name != entry.name]
@@ -208,15 +208,15 @@ def load_catalog_dataset(
 def _synthetic(name: str, split: str, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic set: this process's cache, else the disk cache (engine.data.synthetic_cache),
     else generated."""
-    from engine.data.synthetic_cache import cached_generate
+    from dnupdate.engine.data.synthetic_cache import cached_generate
 
     if name == "synthetic-digits":
-        from engine.data import synthetic_digits as generator
+        from dnupdate.engine.data import synthetic_digits as generator
 
         shape = (1, generator.SIDE, generator.SIDE)
         generate = lambda: generator.generate_digits(size, seed, split)  # noqa: E731
     else:
-        from engine.data import synthetic_shapes as generator
+        from dnupdate.engine.data import synthetic_shapes as generator
 
         shape = (3, generator.SIDE, generator.SIDE)
         generate = lambda: generator.generate_shapes(size, seed, split)  # noqa: E731
@@ -236,7 +236,7 @@ def load_synthetic(name: str, split: str, seed: int, size: int | None) -> Datase
         raise DataError(name, f"size must be non-negative, got {count}")
     images, labels = _synthetic(name, split, seed, count)
     if name == "synthetic-shapes":
-        from engine.data.synthetic_shapes import CLASS_NAMES
+        from dnupdate.engine.data.synthetic_shapes import CLASS_NAMES
 
         names = CLASS_NAMES
     else:

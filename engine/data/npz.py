@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.errors import DataError, check_pixels
+from dnupdate.engine.data.errors import DataError, check_pixels
 
 CHANNEL_COUNTS = (1, 3, 4)
 

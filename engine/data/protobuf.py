@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.formats.protobuf_wire import (
+from dnupdate.engine.formats.protobuf_wire import (
     BlobProto,
     WireError,
     decode_blob_proto,

@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine.data.catalog import CATALOG, canonical_name, split_name
-from engine.data.dataset import Dataset
-from engine.data.errors import DataError
-from engine.data.hdf5 import (
+from dnupdate.engine.data.catalog import CATALOG, canonical_name, split_name
+from dnupdate.engine.data.dataset import Dataset
+from dnupdate.engine.data.errors import DataError
+from dnupdate.engine.data.hdf5 import (
     H5_PREFIX,
     H5Source,
     is_h5_source,
@@ -24,8 +24,8 @@ from engine.data.hdf5 import (
     probe_h5_shape,
     read_h5,
 )
-from engine.data.lmdb_source import is_lmdb_dir, probe_lmdb_shape, read_lmdb
-from engine.data.npz import probe_npz_shape, read_npz
+from dnupdate.engine.data.lmdb_source import is_lmdb_dir, probe_lmdb_shape, read_lmdb
+from dnupdate.engine.data.npz import probe_npz_shape, read_npz
 
 NPZ_PREFIX = "npz:"
 DATASET_SUFFIXES = (".data",)
@@ -195,7 +195,7 @@ def probe_shape(source: str) -> tuple[int, int, int] | None:
 
 def _folder_kind(folder: Path) -> str | None:
     """Which catalog dataset's files a folder holds (train or test split), if any."""
-    from engine.data.named import locate_split
+    from dnupdate.engine.data.named import locate_split
 
     for name in ("mnist", "cifar10", "cifar100"):
         for split in ("train", "test"):
@@ -207,7 +207,7 @@ def _folder_kind(folder: Path) -> str | None:
 
 def _identify_idx(files: dict[str, list[Path]]) -> str:
     """MNIST or Fashion-MNIST: tell them apart by the label file's checksum."""
-    from engine.data.checksums import matches
+    from dnupdate.engine.data.checksums import matches
 
     labels = files["labels"][0]
     fashion = CATALOG["fashion-mnist"].checksums.get(labels.name, ())
@@ -215,7 +215,7 @@ def _identify_idx(files: dict[str, list[Path]]) -> str:
 
 
 def _open_folder(folder: Path, split: str, size: int | None) -> Dataset:
-    from engine.data.named import load_catalog_dataset
+    from dnupdate.engine.data.named import load_catalog_dataset
 
     kind = _folder_kind(folder)
     if kind is None and (folder / "CURRENT").is_file() and any(folder.glob("*.ldb")):
@@ -280,7 +280,7 @@ def open_dataset(
     Raises :class:`DataError` (or its subclass :class:`DatasetNotFound`) with the file and the
     problem.
     """
-    from engine.data.named import load_catalog_dataset, load_synthetic
+    from dnupdate.engine.data.named import load_catalog_dataset, load_synthetic
 
     try:
         split = split_name(split)

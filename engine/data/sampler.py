@@ -31,12 +31,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from engine.data.darknet_augment import augment_train, center_crop
-from engine.data.darknet_augment import describe as describe_augment
-from engine.data.dataset import Dataset
-from engine.data.errors import DataError
-from engine.data.protobuf import WireError, decode_blob
-from engine.spec import DataSourceSpec
+from dnupdate.engine.data.darknet_augment import augment_train, center_crop
+from dnupdate.engine.data.darknet_augment import describe as describe_augment
+from dnupdate.engine.data.dataset import Dataset
+from dnupdate.engine.data.errors import DataError
+from dnupdate.engine.data.protobuf import WireError, decode_blob
+from dnupdate.engine.spec import DataSourceSpec
 
 Phase = Literal["train", "test"]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.locate import cache_root
-from engine.formats.weights import atomic_write
+from dnupdate.engine.data.locate import cache_root
+from dnupdate.engine.formats.weights import atomic_write
 
 Generated = tuple[np.ndarray, np.ndarray]
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from engine.data.synthetic_chunks import chunk_streams, generate_chunked
+from dnupdate.engine.data.synthetic_chunks import chunk_streams, generate_chunked
 
 SIDE = 28
 #: part of the disk cache's key (engine.data.synthetic_cache): bump it when the images change

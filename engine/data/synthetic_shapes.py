@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.data.synthetic_chunks import chunk_streams, generate_chunked
+from dnupdate.engine.data.synthetic_chunks import chunk_streams, generate_chunked
 
 SIDE = 32
 #: part of the disk cache's key (engine.data.synthetic_cache): bump it when the images change

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.experiments.sweep import SweepEvent
+from dnupdate.engine.experiments.sweep import SweepEvent
 
 #: relative whole-net distance above which two trajectories count as parted
 PARTED = 1e-4
@@ -143,8 +143,8 @@ def _ratio(diff: float, ref: float) -> float:
 
 
 def _sessions(config: str, variants, sets, options):
-    from engine.config import load_config
-    from engine.training.session import TrainingSession, TrainOptions
+    from dnupdate.engine.config import load_config
+    from dnupdate.engine.training.session import TrainingSession, TrainOptions
 
     sessions = []
     for variant in variants:
@@ -251,8 +251,8 @@ def write_compare(folder, rows: Sequence[dict[str, Any]], events: Sequence[Sweep
     import json
     from pathlib import Path
 
-    from engine.training.events import json_value
-    from engine.training.runfolder import write_text
+    from dnupdate.engine.training.events import json_value
+    from dnupdate.engine.training.runfolder import write_text
 
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.config.key_names import optimizer_overrides
+from dnupdate.engine.config.key_names import optimizer_overrides
 
 OPTION_KEYS = ("semantics", "seed")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.training.events import json_value
-from engine.training.runfolder import RunFolderError, read_json, write_json, write_text
+from dnupdate.engine.training.events import json_value
+from dnupdate.engine.training.runfolder import RunFolderError, read_json, write_json, write_text
 
 SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"

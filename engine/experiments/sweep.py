@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.experiments.grid import Variant, make_variants, parse_grid
-from engine.experiments.results import (
+from dnupdate.engine.experiments.grid import Variant, make_variants, parse_grid
+from dnupdate.engine.experiments.results import (
     row,
     run_dir,
     write_results,
     write_sweep_info,
 )
-from engine.experiments.variant import VariantTask, finished_result, run_variant
+from dnupdate.engine.experiments.variant import VariantTask, finished_result, run_variant
 
 #: seconds between two checks of the stop Event inside a variant
 STOP_POLL_S = 1.0
@@ -48,7 +48,7 @@ class SweepEvent:
 
     def to_json(self) -> dict[str, Any]:
         """Strict-JSON-ready (non-finite floats as ``"nan"``/``"inf"``)."""
-        from engine.training.events import json_value
+        from dnupdate.engine.training.events import json_value
 
         return json_value({"event": self.kind, "variant": self.variant, **self.data})
 
@@ -78,7 +78,7 @@ class SweepPlan:
 
     def info(self) -> dict[str, Any]:
         """``sweep.json``'s content."""
-        from engine.training.session import package_versions
+        from dnupdate.engine.training.session import package_versions
 
         return json.loads(json.dumps({
             "config_path": self.config_path,
@@ -104,12 +104,12 @@ def plan_sweep(
     out: str | Path,
 ) -> SweepPlan:
     """The sweep's variants, each config loaded once to check it (ConfigError, GridError)."""
-    from engine.config import detect_format, load_config, read_config_text
-    from engine.config.builtin import locate_config
+    from dnupdate.engine.config import detect_format, load_config, read_config_text
+    from dnupdate.engine.config.builtin import locate_config
 
     path = locate_config(config)
     if path == "-":
-        from engine.experiments.grid import GridError
+        from dnupdate.engine.experiments.grid import GridError
 
         raise GridError("a sweep reads its config from a file, not standard input")
     path = os.path.abspath(path)

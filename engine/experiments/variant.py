@@ -45,7 +45,7 @@ class VariantTask:
 
 def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
     """The run folder's ``summary.json``, or None when it has none (or it is unreadable)."""
-    from engine.training.runfolder import SUMMARY_FILE, RunFolderError, read_json
+    from dnupdate.engine.training.runfolder import SUMMARY_FILE, RunFolderError, read_json
 
     path = Path(run_dir) / SUMMARY_FILE
     if not path.exists():
@@ -68,9 +68,9 @@ def finished_result(name: str, run_dir: str | Path) -> dict[str, Any] | None:
 
 def _session(task: VariantTask):
     """A new or resumed TrainingSession for the task's folder (``dnupdate train``'s setup)."""
-    from engine.config import load_config
-    from engine.training.runfolder import RUN_FILE, STATE_FILE, RunFolder, net_file_text
-    from engine.training.session import TrainingSession, TrainOptions
+    from dnupdate.engine.config import load_config
+    from dnupdate.engine.training.runfolder import RUN_FILE, STATE_FILE, RunFolder, net_file_text
+    from dnupdate.engine.training.session import TrainingSession, TrainOptions
 
     path = Path(task.run_dir)
     if (path / STATE_FILE).exists() and (path / RUN_FILE).exists():
@@ -117,7 +117,7 @@ def run_variant(
     if done is not None:
         return done
     if task.threads is not None:
-        from engine.backends.jit_env import limit_threads
+        from dnupdate.engine.backends.jit_env import limit_threads
 
         limit_threads(task.threads)
     try:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.formats.protobuf_wire import (
+from dnupdate.engine.formats.protobuf_wire import (
     BlobProto,
     WireError,
     decode_blob_proto,
@@ -47,15 +47,15 @@ from engine.formats.protobuf_wire import (
     iter_fields,
     length_delimited,
 )
-from engine.formats.weights import (
+from dnupdate.engine.formats.weights import (
     WeightsFileError,
     atomic_write,
     checked_array,
     read_file_bytes,
 )
-from engine.model.blobs import ArraySource, as_mapping, blob_key
-from engine.model.shapes import infer_shapes
-from engine.spec import LayerSpec, NetSpec
+from dnupdate.engine.model.blobs import ArraySource, as_mapping, blob_key
+from dnupdate.engine.model.shapes import infer_shapes
+from dnupdate.engine.spec import LayerSpec, NetSpec
 
 __all__ = [
     "CaffeBlob",

@@ -47,9 +47,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from engine.model.blobs import ArraySource, as_mapping, blob_key, has_darknet_layout
-from engine.model.shapes import infer_shapes
-from engine.spec import NetSpec
+from dnupdate.engine.model.blobs import ArraySource, as_mapping, blob_key, has_darknet_layout
+from dnupdate.engine.model.shapes import infer_shapes
+from dnupdate.engine.spec import NetSpec
 
 _FLOAT = np.dtype("<f4")
 _SIZE_T_MAX = (1 << 64) - 1

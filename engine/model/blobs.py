@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from engine.spec import BatchNormSpec, ConnectedSpec, ConvSpec
+from dnupdate.engine.spec import BatchNormSpec, ConnectedSpec, ConvSpec
 
 
 def blob_key(layer_name: str, index: int) -> str:

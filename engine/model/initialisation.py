@@ -35,10 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.model.blobs import ArraySource, as_mapping, blob_key, has_darknet_layout
-from engine.model.shapes import BlobSpec, infer_shapes
-from engine.rng import DarknetRandom
-from engine.spec import (
+from dnupdate.engine.model.blobs import ArraySource, as_mapping, blob_key, has_darknet_layout
+from dnupdate.engine.model.shapes import BlobSpec, infer_shapes
+from dnupdate.engine.rng import DarknetRandom
+from dnupdate.engine.spec import (
     BatchNormSpec,
     ConfigError,
     ConnectedSpec,

@@ -51,10 +51,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.backends.base import Array, Backend
-from engine.model.layers import Layer, LayerContext, NetworkError, TruthLayer, build_layer
-from engine.model.shapes import LayerShape, infer_shapes
-from engine.spec import (
+from dnupdate.engine.backends.base import Array, Backend
+from dnupdate.engine.model.layers import Layer, LayerContext, NetworkError, TruthLayer, build_layer
+from dnupdate.engine.model.shapes import LayerShape, infer_shapes
+from dnupdate.engine.spec import (
     ConnectedSpec,
     ConvSpec,
     CostSpec,

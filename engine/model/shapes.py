@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engine.spec import (
+from dnupdate.engine.spec import (
     AccuracySpec,
     ActivationSpec,
     BatchNormSpec,

@@ -35,18 +35,18 @@ from typing import Any
 
 import numpy as np
 
-from engine.data import BatchSampler, Dataset, open_dataset
-from engine.data.errors import DataError
-from engine.data.sampler import mean_for
-from engine.spec import DataSourceSpec, RunSpec
-from engine.training.runfolder import (
+from dnupdate.engine.data import BatchSampler, Dataset, open_dataset
+from dnupdate.engine.data.errors import DataError
+from dnupdate.engine.data.sampler import mean_for
+from dnupdate.engine.spec import DataSourceSpec, RunSpec
+from dnupdate.engine.training.runfolder import (
     CHECKPOINT_DIR,
     SUMMARY_FILE,
     RunFolderError,
     parameter_checkpoints,
     read_json,
 )
-from engine.training.session import (
+from dnupdate.engine.training.session import (
     TrainSetupError,
     _check_shape,
     make_backend,
@@ -295,7 +295,7 @@ def evaluate_model(run: RunSpec, options: EvalOptions) -> Evaluation:
     :class:`engine.formats.weights.WeightsFileError` or
     :class:`engine.model.network.NetworkError`, each naming the file and the problem.
     """
-    from engine.training.step import Trainer, reports_accuracy
+    from dnupdate.engine.training.step import Trainer, reports_accuracy
 
     seed = resolve_seed(options.seed, run)
     trainer = Trainer(

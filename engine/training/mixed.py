@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.backends.base import Backend
-from engine.backends.cpu.precision import CODES
-from engine.model.network import Network
-from engine.spec import PrecisionSpec
-from engine.update.scaler import LossScaler
+from dnupdate.engine.backends.base import Backend
+from dnupdate.engine.backends.cpu.precision import CODES
+from dnupdate.engine.model.network import Network
+from dnupdate.engine.spec import PrecisionSpec
+from dnupdate.engine.update.scaler import LossScaler
 
 __all__ = ["MixedPrecision", "PrecisionReport", "StorageHooks"]
 

@@ -57,8 +57,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.formats.weights import atomic_write
-from engine.training.events import json_value
+from dnupdate.engine.formats.weights import atomic_write
+from dnupdate.engine.training.events import json_value
 
 STATE_FILE = "state.npz"
 RUN_FILE = "run.json"

@@ -50,13 +50,20 @@ from typing import Any
 
 import numpy as np
 
-from engine.data import CATALOG, BatchSampler, DataError, Dataset, open_dataset, resolve_source
-from engine.data.catalog import canonical_name
-from engine.data.errors import check_label_range
-from engine.data.resolve import split_in_name
-from engine.model.network import native_framework
-from engine.spec import DataSourceSpec, NetSpec, RunSpec
-from engine.training.events import (
+from dnupdate.engine.data import (
+    CATALOG,
+    BatchSampler,
+    DataError,
+    Dataset,
+    open_dataset,
+    resolve_source,
+)
+from dnupdate.engine.data.catalog import canonical_name
+from dnupdate.engine.data.errors import check_label_range
+from dnupdate.engine.data.resolve import split_in_name
+from dnupdate.engine.model.network import native_framework
+from dnupdate.engine.spec import DataSourceSpec, NetSpec, RunSpec
+from dnupdate.engine.training.events import (
     SCHEMA_VERSION,
     CheckpointSaved,
     Diverged,
@@ -73,7 +80,7 @@ from engine.training.events import (
     Status,
     StepFinished,
 )
-from engine.training.runfolder import (
+from dnupdate.engine.training.runfolder import (
     TEST_COLUMNS,
     RunFolder,
     RunFolderError,
@@ -82,7 +89,7 @@ from engine.training.runfolder import (
     resolved_config,
     truncate_metrics,
 )
-from engine.training.step import reports_accuracy
+from dnupdate.engine.training.step import reports_accuracy
 
 #: without ``test_iter`` (darknet): test images per periodic test, and for the final test
 PERIODIC_TEST_IMAGES = 1000
@@ -420,13 +427,13 @@ def make_backend(device: str = "cpu", threads: int | None = None):
     or ``cuda`` when ``engine.backends.cuda`` is present and ``is_available()``; otherwise
     :class:`TrainSetupError` saying which is missing."""
     if device == "cpu":
-        from engine.backends.cpu import CpuBackend
+        from dnupdate.engine.backends.cpu import CpuBackend
 
         return CpuBackend(threads=threads)
     if device != "cuda":
         raise TrainSetupError(f"--device: unknown device {device!r} (use cpu or cuda)")
     try:
-        from engine.backends import cuda
+        from dnupdate.engine.backends import cuda
     except ImportError as exc:
         raise TrainSetupError(
             f"--device cuda: the CUDA backend is not available in this installation ({exc})"
@@ -645,7 +652,7 @@ class TrainingSession:
         config_text: str | None = None,
         net_text: str | None = None,
     ) -> None:
-        from engine.training.step import Trainer
+        from dnupdate.engine.training.step import Trainer
 
         self.run = run
         self.options = options
@@ -1204,7 +1211,7 @@ class TrainingSession:
         return {key: host(view) for key, view in self.trainer.network.named_blobs()}
 
     def _checkpoint(self, reason: str) -> CheckpointSaved:
-        from engine.formats.weights import save_npz_weights
+        from dnupdate.engine.formats.weights import save_npz_weights
 
         files: list[str] = []
         iteration = self.trainer.iteration
@@ -1225,7 +1232,7 @@ class TrainingSession:
         """The parameters in the framework's own file, next to the checkpoint: darknet
         ``<cfg>_<N>.weights``; Caffe ``<snapshot_prefix name>_iter_<N>.caffemodel``
         (``Solver::Snapshot``'s name, kept inside the run folder)."""
-        from engine.formats.weights import write_darknet_weights
+        from dnupdate.engine.formats.weights import write_darknet_weights
 
         assert self.folder is not None
         folder = self.folder.path / "checkpoints"
@@ -1238,7 +1245,7 @@ class TrainingSession:
         return _write_caffemodel(folder / f"{prefix}_iter_{iteration}.caffemodel", self.run, arrays)
 
     def _final_files(self) -> list[str]:
-        from engine.formats.weights import save_npz_weights, write_darknet_weights
+        from dnupdate.engine.formats.weights import save_npz_weights, write_darknet_weights
 
         folder = self.folder
         if folder is None:
@@ -1533,7 +1540,7 @@ def _float(value: Any) -> float:
 
 def _write_caffemodel(path: Path, run: RunSpec, arrays: dict[str, np.ndarray]) -> list[str]:
     """``final.caffemodel`` (binary ``NetParameter``, Caffe can load it)."""
-    from engine.formats.caffemodel import write_caffemodel
+    from dnupdate.engine.formats.caffemodel import write_caffemodel
 
     write_caffemodel(path, run.net, arrays)
     return [str(path)]

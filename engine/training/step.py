@@ -44,23 +44,23 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.backends.base import Backend
-from engine.formats.weights import (
+from dnupdate.engine.backends.base import Backend
+from dnupdate.engine.formats.weights import (
     WeightsFileError,
     load_npz_weights,
     nonfinite_message,
     read_darknet_weights,
 )
-from engine.model.initialisation import allocate_blobs, initialise
-from engine.model.network import Network, NetworkError, native_framework
-from engine.rng import DarknetRandom
-from engine.spec import Framework, NetSpec, RunSpec
-from engine.training.events import LossOutput
-from engine.training.mixed import MixedPrecision, PrecisionReport, attach_output_rounding
-from engine.update.rules import Optimizer, OptimizerStateError, UpdateStats, make_optimizer
-from engine.update.scaler import ScalerStateError
-from engine.update.schedule import caffe_multistep_step, lr_at
-from engine.update.semantics import with_semantics
+from dnupdate.engine.model.initialisation import allocate_blobs, initialise
+from dnupdate.engine.model.network import Network, NetworkError, native_framework
+from dnupdate.engine.rng import DarknetRandom
+from dnupdate.engine.spec import Framework, NetSpec, RunSpec
+from dnupdate.engine.training.events import LossOutput
+from dnupdate.engine.training.mixed import MixedPrecision, PrecisionReport, attach_output_rounding
+from dnupdate.engine.update.rules import Optimizer, OptimizerStateError, UpdateStats, make_optimizer
+from dnupdate.engine.update.scaler import ScalerStateError
+from dnupdate.engine.update.schedule import caffe_multistep_step, lr_at
+from dnupdate.engine.update.semantics import with_semantics
 
 Batch = tuple[np.ndarray, np.ndarray]
 
@@ -177,7 +177,7 @@ def _load_weight_file(path: str, run: RunSpec) -> tuple[dict[str, np.ndarray], i
     if suffix == ".npz":
         return load_npz_weights(path, run.net), None
     if suffix == ".caffemodel":
-        from engine.formats.caffemodel import read_caffemodel
+        from dnupdate.engine.formats.caffemodel import read_caffemodel
 
         return read_caffemodel(path, run.net), None
     header, arrays = read_darknet_weights(path, run.net)
@@ -222,7 +222,7 @@ class Trainer:
         self.solver = solver
         self.schedule = run.schedule
         if backend is None:
-            from engine.backends.cpu import CpuBackend
+            from dnupdate.engine.backends.cpu import CpuBackend
 
             backend = CpuBackend()
         self.backend = backend

@@ -46,9 +46,9 @@ from typing import Protocol
 
 import numpy as np
 
-from engine.backends.base import Backend
-from engine.backends.cpu import update as kernels
-from engine.spec import SolverSpec
+from dnupdate.engine.backends.base import Backend
+from dnupdate.engine.backends.cpu import update as kernels
+from dnupdate.engine.spec import SolverSpec
 
 F32 = np.float32
 
@@ -280,7 +280,7 @@ class Optimizer:
     def _bind(self, backend: Backend | None) -> None:
         """Run on ``backend`` (default: the CPU backend), with zeroed state on its device."""
         if backend is None:
-            from engine.backends.cpu import CpuBackend
+            from dnupdate.engine.backends.cpu import CpuBackend
 
             backend = CpuBackend()
         self.backend = backend
@@ -294,7 +294,7 @@ class Optimizer:
         optimizer made without ``backend=``), carrying the state over."""
         if isinstance(params, type(self._state_a)):
             return
-        from engine.backends import backend_for
+        from dnupdate.engine.backends import backend_for
 
         state = self.state_arrays()
         self._bind(backend_for(params))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.spec import PrecisionSpec
+from dnupdate.engine.spec import PrecisionSpec
 
 __all__ = ["LossScaler", "ScalerStateError"]
 

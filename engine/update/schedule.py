@@ -35,8 +35,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from engine.rng import GlibcRand
-from engine.spec import ScheduleSpec
+from dnupdate.engine.rng import GlibcRand
+from dnupdate.engine.spec import ScheduleSpec
 
 _U64 = 1 << 64
 _PI_SGDR = 3.14159265  # AlexeyAB writes pi as this double literal

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.spec import ConfigError, Diagnostic, Framework, SolverSpec
-from engine.update.rules import DARKNET_OPTIMIZERS
+from dnupdate.engine.spec import ConfigError, Diagnostic, Framework, SolverSpec
+from dnupdate.engine.update.rules import DARKNET_OPTIMIZERS
 
 CONVENTIONS: dict[str, dict[str, str]] = {
     "darknet": {"momentum_style": "lr_outside", "grad_reduction": "sum"},

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.backends.base import Backend, BackendError
-from engine.backends.cpu import (
+from dnupdate.engine.backends.base import Backend, BackendError
+from dnupdate.engine.backends.cpu import (
     activations,
     batchnorm,
     blas,

@@ -37,7 +37,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from engine.backends.cpu.activations import KernelArgumentError
+from dnupdate.engine.backends.cpu.activations import KernelArgumentError
 
 _DARKNET_NORMALIZE_EPS = np.float32(0.000001)  # `.000001f`, added OUTSIDE the sqrt
 _DARKNET_BACKWARD_EPS = np.float32(0.00001)  # `.00001f`, added INSIDE the sqrt

@@ -19,8 +19,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.backends.cpu.sgemm import AVAILABLE, NO_TRANS, ROW_MAJOR, TRANS, sgemm_from_python
-from engine.backends.cpu.share import share_out
+from dnupdate.engine.backends.cpu.sgemm import (
+    AVAILABLE,
+    NO_TRANS,
+    ROW_MAJOR,
+    TRANS,
+    sgemm_from_python,
+)
+from dnupdate.engine.backends.cpu.share import share_out
 
 _F32 = 4
 #: a GEMM below this many multiply-adds runs as one call (a parallel launch costs more)

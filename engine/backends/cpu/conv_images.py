@@ -35,14 +35,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.backends.cpu import conv_taps
-from engine.backends.cpu.activations import LINEAR
-from engine.backends.cpu.conv import fold_image_add, unfold_image
-from engine.backends.cpu.conv_taps import backward_image as taps_backward_image
-from engine.backends.cpu.conv_taps import forward_image as taps_forward_image
-from engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
-from engine.backends.cpu.share import share_out
-from engine.backends.cpu.tail import image_backward, image_forward
+from dnupdate.engine.backends.cpu import conv_taps
+from dnupdate.engine.backends.cpu.activations import LINEAR
+from dnupdate.engine.backends.cpu.conv import fold_image_add, unfold_image
+from dnupdate.engine.backends.cpu.conv_taps import backward_image as taps_backward_image
+from dnupdate.engine.backends.cpu.conv_taps import forward_image as taps_forward_image
+from dnupdate.engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
+from dnupdate.engine.backends.cpu.share import share_out
+from dnupdate.engine.backends.cpu.tail import image_backward, image_forward
 
 
 @njit(inline="always")

@@ -35,8 +35,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.backends.cpu.conv import _u
-from engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
+from dnupdate.engine.backends.cpu.conv import _u
+from dnupdate.engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
 
 #: input channels per group the taps serve: below, each tap's GEMM is too thin (3 channels:
 #: 2.5× slower than im2col); above, im2col + one GEMM is as fast (128: the same within noise)

@@ -28,7 +28,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.backends.cpu.activations import KernelArgumentError, as_flat_float32, check_same_size
+from dnupdate.engine.backends.cpu.activations import (
+    KernelArgumentError,
+    as_flat_float32,
+    check_same_size,
+)
 
 _UINT_MAX = 4294967295.0
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.backends.cpu.activations import LINEAR, _activate_array, _gradient_array
+from dnupdate.engine.backends.cpu.activations import LINEAR, _activate_array, _gradient_array
 
 #: floats per parallel block of the flat shortcut passes (256 KiB: in cache for the activation)
 BLOCK = 1 << 16

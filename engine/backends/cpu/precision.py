@@ -34,7 +34,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from engine.backends.cpu.activations import KernelArgumentError, as_flat_float32
+from dnupdate.engine.backends.cpu.activations import KernelArgumentError, as_flat_float32
 
 FP32 = 0
 FP16 = 1

@@ -20,8 +20,8 @@ import math
 import numpy as np
 from numba import njit
 
-from engine.backends.cpu.activations import KernelArgumentError, as_flat_float32
-from engine.backends.cpu.share import share_out
+from dnupdate.engine.backends.cpu.activations import KernelArgumentError, as_flat_float32
+from dnupdate.engine.backends.cpu.share import share_out
 
 
 def _check_segments(

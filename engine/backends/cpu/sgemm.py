@@ -24,7 +24,7 @@ import ctypes
 import llvmlite.binding as llvm
 from numba import types
 
-from engine.backends.openblas import openblas_function
+from dnupdate.engine.backends.openblas import openblas_function
 
 # cblas.h enums
 ROW_MAJOR = 101

@@ -26,7 +26,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.backends.cpu.activations import KernelArgumentError, as_flat_float32, check_same_size
+from dnupdate.engine.backends.cpu.activations import (
+    KernelArgumentError,
+    as_flat_float32,
+    check_same_size,
+)
 
 SECRET_NUM = np.float32(-1234.0)  # darknet's mask value for `[cost] type=masked`
 

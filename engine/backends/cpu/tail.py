@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from engine.backends.cpu.activations import LINEAR, _activate_array, _gradient_array
+from dnupdate.engine.backends.cpu.activations import LINEAR, _activate_array, _gradient_array
 
 
 @njit(cache=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numba
 
-from engine.backends.openblas import set_blas_threads
+from dnupdate.engine.backends.openblas import set_blas_threads
 
 _blas_threads: list[int | None] = [None]
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from engine.backends.cpu.reduce import block_table
+from dnupdate.engine.backends.cpu.reduce import block_table
 
 F32 = np.float32
 

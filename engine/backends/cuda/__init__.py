@@ -90,7 +90,7 @@ def list_devices() -> list[CudaDevice]:
 
 def __getattr__(name: str):
     if name == "CudaBackend":
-        from engine.backends.cuda.backend import CudaBackend
+        from dnupdate.engine.backends.cuda.backend import CudaBackend
 
         return CudaBackend
     raise AttributeError(name)

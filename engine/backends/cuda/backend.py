@@ -21,14 +21,14 @@ import math
 import numpy as np
 from numba import cuda
 
-from engine.backends.base import Backend, BackendError
-from engine.backends.cpu import activations as cpu_act
-from engine.backends.cpu import batchnorm as cpu_bn
-from engine.backends.cpu import dropout as cpu_dropout
-from engine.backends.cpu import softmax as cpu_softmax
-from engine.backends.cpu.activations import LINEAR
-from engine.backends.cuda import caffe_layers as caffe_kernels
-from engine.backends.cuda import (
+from dnupdate.engine.backends.base import Backend, BackendError
+from dnupdate.engine.backends.cpu import activations as cpu_act
+from dnupdate.engine.backends.cpu import batchnorm as cpu_bn
+from dnupdate.engine.backends.cpu import dropout as cpu_dropout
+from dnupdate.engine.backends.cpu import softmax as cpu_softmax
+from dnupdate.engine.backends.cpu.activations import LINEAR
+from dnupdate.engine.backends.cuda import caffe_layers as caffe_kernels
+from dnupdate.engine.backends.cuda import (
     channels,
     elementwise,
     gemm,
@@ -37,14 +37,14 @@ from engine.backends.cuda import (
     segments,
     spatial,
 )
-from engine.backends.cuda import losses as loss_kernels
-from engine.backends.cuda.arrays import (
+from dnupdate.engine.backends.cuda import losses as loss_kernels
+from dnupdate.engine.backends.cuda.arrays import (
     CudaArray,
     DeviceArrayError,
     copy_device_to_host,
     copy_host_to_device,
 )
-from engine.backends.cuda.compile import SIMULATOR, grid
+from dnupdate.engine.backends.cuda.compile import SIMULATOR, grid
 
 F32 = np.float32
 _NO_IGNORE = cpu_softmax._NO_IGNORE

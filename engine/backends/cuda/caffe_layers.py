@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from engine.backends.cpu import caffe_layers as cpu
-from engine.backends.cuda.compile import device_function
+from dnupdate.engine.backends.cpu import caffe_layers as cpu
+from dnupdate.engine.backends.cuda.compile import device_function
 
 power_value = device_function(cpu.power_value)
 power_slope = device_function(cpu.power_slope)

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from engine.backends.cpu import batchnorm as cpu_bn
+from dnupdate.engine.backends.cpu import batchnorm as cpu_bn
 
 _NORMALIZE_EPS = cpu_bn._DARKNET_NORMALIZE_EPS
 _BACKWARD_EPS = cpu_bn._DARKNET_BACKWARD_EPS

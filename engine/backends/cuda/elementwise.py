@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from engine.backends.cpu import activations as cpu_act
-from engine.backends.cuda.compile import device_function
+from dnupdate.engine.backends.cpu import activations as cpu_act
+from dnupdate.engine.backends.cuda.compile import device_function
 
 _F1 = np.float32(1.0)
 _F0 = np.float32(0.0)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, float32
 
-from engine.backends.cuda.compile import SIMULATOR
+from dnupdate.engine.backends.cuda.compile import SIMULATOR
 
 TILE = 4 if SIMULATOR else 16
 MAX_BLOCKS = 1 if SIMULATOR else 8192

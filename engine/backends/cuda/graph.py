@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from numba import cuda
 
-from engine.backends.cpu import reshape as cpu_reshape
-from engine.backends.cuda.compile import device_function
+from dnupdate.engine.backends.cpu import reshape as cpu_reshape
+from dnupdate.engine.backends.cuda.compile import device_function
 
 
 @cuda.jit

@@ -14,8 +14,8 @@ import math
 import numpy as np
 from numba import cuda
 
-from engine.backends.cpu import softmax as cpu_softmax
-from engine.backends.cuda.compile import device_function
+from dnupdate.engine.backends.cpu import softmax as cpu_softmax
+from dnupdate.engine.backends.cuda.compile import device_function
 
 FLT_MAX = np.float32(np.finfo(np.float32).max)
 FLT_MIN = cpu_softmax.FLT_MIN

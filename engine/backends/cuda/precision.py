@@ -14,8 +14,8 @@ import math
 import numpy as np
 from numba import cuda
 
-from engine.backends.cpu import precision as cpu_precision
-from engine.backends.cuda.compile import device_function
+from dnupdate.engine.backends.cpu import precision as cpu_precision
+from dnupdate.engine.backends.cuda.compile import device_function
 
 round_storage = device_function(cpu_precision.round_storage)
 _F0 = np.float32(0.0)

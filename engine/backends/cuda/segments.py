@@ -17,8 +17,8 @@ import math
 import numpy as np
 from numba import cuda
 
-from engine.backends.cpu import update as cpu_update
-from engine.backends.cuda.compile import SIMULATOR, device_function
+from dnupdate.engine.backends.cpu import update as cpu_update
+from dnupdate.engine.backends.cuda.compile import SIMULATOR, device_function
 
 _darknet_sgd = device_function(cpu_update.darknet_sgd_element)
 _darknet_adam = device_function(cpu_update.darknet_adam_element)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from engine.backends.cpu import pool as cpu_pool
-from engine.backends.cuda.compile import device_function
+from dnupdate.engine.backends.cpu import pool as cpu_pool
+from dnupdate.engine.backends.cuda.compile import device_function
 
 FLT_MAX = cpu_pool.FLT_MAX
 ave_window = device_function(cpu_pool._ave_window)

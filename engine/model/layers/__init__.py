@@ -6,26 +6,31 @@ calling only :class:`engine.backends.base.Backend` methods (see :mod:`engine.mod
 
 from __future__ import annotations
 
-from engine.model.layers.activation import ActivationLayer
-from engine.model.layers.base import Layer, LayerContext, NetworkError, error
-from engine.model.layers.caffe_graph import ConcatLayer, EltwiseLayer, ReshapeLayer, SilenceLayer
-from engine.model.layers.caffe_loss import EuclideanLossLayer, SigmoidCrossEntropyLossLayer
-from engine.model.layers.caffe_norm import CaffeSoftmaxLayer, LRNLayer, PowerLayer
-from engine.model.layers.connected import ConnectedLayer
-from engine.model.layers.conv import ConvLayer
-from engine.model.layers.dropout import DropoutLayer
-from engine.model.layers.graph import RouteLayer, ShortcutLayer
-from engine.model.layers.loss import (
+from dnupdate.engine.model.layers.activation import ActivationLayer
+from dnupdate.engine.model.layers.base import Layer, LayerContext, NetworkError, error
+from dnupdate.engine.model.layers.caffe_graph import (
+    ConcatLayer,
+    EltwiseLayer,
+    ReshapeLayer,
+    SilenceLayer,
+)
+from dnupdate.engine.model.layers.caffe_loss import EuclideanLossLayer, SigmoidCrossEntropyLossLayer
+from dnupdate.engine.model.layers.caffe_norm import CaffeSoftmaxLayer, LRNLayer, PowerLayer
+from dnupdate.engine.model.layers.connected import ConnectedLayer
+from dnupdate.engine.model.layers.conv import ConvLayer
+from dnupdate.engine.model.layers.dropout import DropoutLayer
+from dnupdate.engine.model.layers.graph import RouteLayer, ShortcutLayer
+from dnupdate.engine.model.layers.loss import (
     AccuracyLayer,
     DarknetCostLayer,
     DarknetSoftmaxLayer,
     SoftmaxLossLayer,
     TruthLayer,
 )
-from engine.model.layers.normalization import BatchNormLayer, ScaleLayer
-from engine.model.layers.pool import PoolLayer
-from engine.model.layers.reshape import CropLayer, ReorgLayer
-from engine.model.shapes import LayerShape
+from dnupdate.engine.model.layers.normalization import BatchNormLayer, ScaleLayer
+from dnupdate.engine.model.layers.pool import PoolLayer
+from dnupdate.engine.model.layers.reshape import CropLayer, ReorgLayer
+from dnupdate.engine.model.shapes import LayerShape
 
 LAYER_CLASSES: dict[str, type[Layer]] = {
     "conv": ConvLayer,

@@ -6,10 +6,10 @@ TanH from the output, as Caffe).
 
 from __future__ import annotations
 
-from engine.backends.base import BackendError
-from engine.model.layers.base import Layer, LayerContext, error
-from engine.model.shapes import LayerShape
-from engine.spec import ActivationSpec
+from dnupdate.engine.backends.base import BackendError
+from dnupdate.engine.model.layers.base import Layer, LayerContext, error
+from dnupdate.engine.model.shapes import LayerShape
+from dnupdate.engine.spec import ActivationSpec
 
 
 class ActivationLayer(Layer):

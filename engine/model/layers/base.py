@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.backends.base import Array, Backend, DarknetBNState
-from engine.model.shapes import LayerShape
+from dnupdate.engine.backends.base import Array, Backend, DarknetBNState
+from dnupdate.engine.model.shapes import LayerShape
 
 
 class NetworkError(ValueError):

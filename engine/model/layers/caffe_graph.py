@@ -22,9 +22,9 @@ import math
 
 import numpy as np
 
-from engine.model.layers.base import Layer, LayerContext
-from engine.model.shapes import LayerShape
-from engine.spec import EltwiseSpec
+from dnupdate.engine.model.layers.base import Layer, LayerContext
+from dnupdate.engine.model.shapes import LayerShape
+from dnupdate.engine.spec import EltwiseSpec
 
 
 class _MultiInput(Layer):

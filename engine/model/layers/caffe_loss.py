@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.model.layers.base import LayerContext
-from engine.model.layers.loss import TruthLayer
-from engine.model.shapes import LABEL, LayerShape
-from engine.spec import EuclideanLossSpec, SigmoidCrossEntropyLossSpec
+from dnupdate.engine.model.layers.base import LayerContext
+from dnupdate.engine.model.layers.loss import TruthLayer
+from dnupdate.engine.model.shapes import LABEL, LayerShape
+from dnupdate.engine.spec import EuclideanLossSpec, SigmoidCrossEntropyLossSpec
 
 F32 = np.float32
 

@@ -10,9 +10,9 @@ paths into ``x`` added as Caffe's internal Split does.
 
 from __future__ import annotations
 
-from engine.model.layers.base import Layer, LayerContext
-from engine.model.shapes import LayerShape
-from engine.spec import LRNSpec, PowerSpec
+from dnupdate.engine.model.layers.base import Layer, LayerContext
+from dnupdate.engine.model.shapes import LayerShape
+from dnupdate.engine.spec import LRNSpec, PowerSpec
 
 
 def _bcs(array, batch: int, channels: int):

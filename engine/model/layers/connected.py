@@ -7,15 +7,15 @@ bias gradient, ``dW += alpha·deltaᵀ·x``, ``dx += delta·W``.
 
 from __future__ import annotations
 
-from engine.model.layers.base import (
+from dnupdate.engine.model.layers.base import (
     DarknetActivation,
     DarknetEpilogue,
     Layer,
     LayerContext,
     darknet_bn_state,
 )
-from engine.model.shapes import LayerShape
-from engine.spec import ConnectedSpec
+from dnupdate.engine.model.shapes import LayerShape
+from dnupdate.engine.spec import ConnectedSpec
 
 
 class ConnectedLayer(DarknetEpilogue, Layer):

@@ -14,15 +14,15 @@ multiplied by one GEMM (the CUDA backend). The float32 sums are the same up to s
 
 from __future__ import annotations
 
-from engine.model.layers.base import (
+from dnupdate.engine.model.layers.base import (
     DarknetActivation,
     DarknetEpilogue,
     Layer,
     LayerContext,
     darknet_bn_state,
 )
-from engine.model.shapes import LayerShape
-from engine.spec import ConvSpec
+from dnupdate.engine.model.shapes import LayerShape
+from dnupdate.engine.spec import ConvSpec
 
 # (B, G, m, N) ↔ (G, m, B, N)
 _TO_GROUP_MAJOR = (1, 2, 0, 3)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.model.layers.base import Layer, LayerContext, error
-from engine.model.shapes import LayerShape
-from engine.spec import DropoutSpec
+from dnupdate.engine.model.layers.base import Layer, LayerContext, error
+from dnupdate.engine.model.shapes import LayerShape
+from dnupdate.engine.spec import DropoutSpec
 
 
 class DropoutLayer(Layer):

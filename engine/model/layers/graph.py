@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import math
 
-from engine.model.layers.base import DarknetActivation, Layer, LayerContext, error
-from engine.model.shapes import LayerShape
-from engine.spec import RouteSpec, ShortcutSpec
+from dnupdate.engine.model.layers.base import DarknetActivation, Layer, LayerContext, error
+from dnupdate.engine.model.shapes import LayerShape
+from dnupdate.engine.spec import RouteSpec, ShortcutSpec
 
 
 class ShortcutLayer(Layer):

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.model.layers.base import Layer, LayerContext
-from engine.model.shapes import LayerShape
-from engine.spec import AccuracySpec, CostSpec, SoftmaxLossSpec, SoftmaxSpec
+from dnupdate.engine.model.layers.base import Layer, LayerContext
+from dnupdate.engine.model.shapes import LayerShape
+from dnupdate.engine.spec import AccuracySpec, CostSpec, SoftmaxLossSpec, SoftmaxSpec
 
 
 class TruthLayer(Layer):

@@ -7,10 +7,10 @@ True outside training) it normalises with ``M/s`` and ``V/s``. Scale: ``y = γ·
 
 from __future__ import annotations
 
-from engine.backends.base import CaffeBNState
-from engine.model.layers.base import Layer, LayerContext, error
-from engine.model.shapes import LayerShape
-from engine.spec import BatchNormSpec, ScaleSpec
+from dnupdate.engine.backends.base import CaffeBNState
+from dnupdate.engine.model.layers.base import Layer, LayerContext, error
+from dnupdate.engine.model.shapes import LayerShape
+from dnupdate.engine.spec import BatchNormSpec, ScaleSpec
 
 
 def _per_channel(array, batch: int, channels: int):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.model.layers.base import Layer, LayerContext
-from engine.model.shapes import LayerShape, pool_geometry
-from engine.spec import PoolSpec
+from dnupdate.engine.model.layers.base import Layer, LayerContext
+from dnupdate.engine.model.shapes import LayerShape, pool_geometry
+from dnupdate.engine.spec import PoolSpec
 
 
 class PoolLayer(Layer):

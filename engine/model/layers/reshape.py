@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.model.layers.base import Layer, LayerContext
-from engine.model.shapes import LayerShape
-from engine.spec import CropSpec, ReorgSpec
+from dnupdate.engine.model.layers.base import Layer, LayerContext
+from dnupdate.engine.model.shapes import LayerShape
+from dnupdate.engine.spec import CropSpec, ReorgSpec
 
 F32 = np.float32
 
