@@ -13,6 +13,16 @@ publishes:
   training batches, tested on the 1,000 test images provided (``test_iter`` 10 × 100).
   Caffe reports 0.7533 on the full 10,000-image test set.
 * ``darknet``: the darknet LeNet-style cfg (``configs/mnist_lenet.cfg``) on MNIST, 10,000 updates.
+* ``autoencoder``: Caffe's ``examples/mnist/mnist_autoencoder_solver.prototxt``, unmodified,
+  from a Caffe root (``--caffe-root``), 10,000 iterations; its two test nets (test-on-train,
+  test-on-test) report their losses (Caffe publishes no figure).
+* ``cifar_full``: Caffe's ``examples/cifar10/cifar10_full_solver.prototxt``, unmodified, from a
+  Caffe root, 5,000 iterations (of its 60,000), tested on the 1,000 test images provided.
+* ``resnet``: ``configs/cifar_resnet.cfg`` (ResNet-20 in He et al.'s CIFAR style, darknet
+  semantics) on CIFAR-10, 1,955 updates of 128 images (5 epochs), tested after every epoch.
+* ``cifar_fp16_dynamic``, ``cifar_fp16_none``, ``cifar_fp16_nomaster``: the ``cifar`` run with
+  ``--precision fp16`` and dynamic loss scaling, no scaling, and dynamic scaling without master
+  weights (README, "Simulated mixed precision").
 
 Each report also gives the test throughput next to the training throughput, from the run's
 ``metrics.jsonl``: a test's time is the gap between its row and the row before it (the training
@@ -22,7 +32,7 @@ is taken between the first and the last training row, minus the tests in between
 Usage::
 
     uv run python scripts/whole_runs.py [lenet cifar darknet] [--data-dir ../shared/data]
-        [--out-root runs/whole] [--max-iters N] [--threads N]
+        [--out-root runs/whole] [--max-iters N] [--threads N] [--caffe-root DIR]
 """
 
 from __future__ import annotations
@@ -36,6 +46,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+CIFAR_QUICK_ARGS = [
+    "--set", "lr_policy=multistep",
+    "--set", "stepvalue=4000",
+    "--set", "gamma=0.1",
+    "--set", "max_iter=5000",
+    "--set", "test_iter=10",
+]  # fmt: skip
+
 RUNS = {
     "lenet": {
         "config": "configs/lenet_solver.prototxt",
@@ -44,13 +62,7 @@ RUNS = {
     },
     "cifar": {
         "config": "configs/cifar10_quick_solver.prototxt",
-        "args": [
-            "--set", "lr_policy=multistep",
-            "--set", "stepvalue=4000",
-            "--set", "gamma=0.1",
-            "--set", "max_iter=5000",
-            "--set", "test_iter=10",
-        ],
+        "args": CIFAR_QUICK_ARGS,
         "published": "0.7533 (Caffe examples/cifar10, iteration 5000, full 10000-image test set)",
     },
     "darknet": {
@@ -58,23 +70,58 @@ RUNS = {
         "args": [],
         "published": "none (darknet publishes no MNIST figure)",
     },
+    "autoencoder": {
+        "config": "examples/mnist/mnist_autoencoder_solver.prototxt",
+        "caffe_root": True,
+        "args": ["--max-iters", "10000"],
+        "published": "none (Caffe publishes no autoencoder figure)",
+    },
+    "cifar_full": {
+        "config": "examples/cifar10/cifar10_full_solver.prototxt",
+        "caffe_root": True,
+        "args": ["--max-iters", "5000"],
+        "published": "none at 5,000 iterations (Caffe's cifar10 readme: ~0.81 after 60,000+)",
+    },
+    "resnet": {
+        "config": "configs/cifar_resnet.cfg",
+        "args": ["--max-iters", "1955", "--eval-every", "391"],
+        "published": "none at 5 epochs (He et al.: 8.75% error for ResNet-20 after 64k updates)",
+    },
+    **{
+        f"cifar_fp16_{case}": {
+            "config": "configs/cifar10_quick_solver.prototxt",
+            "args": [*CIFAR_QUICK_ARGS, "--precision", "fp16", *flags],
+            "published": "the fp32 cifar run",
+        }
+        for case, flags in (
+            ("dynamic", ["--loss-scale", "dynamic"]),
+            ("none", ["--loss-scale", "none"]),
+            ("nomaster", ["--loss-scale", "dynamic", "--no-master-weights"]),
+        )
+    },
 }  # fmt: skip
 
 
 def run_one(name: str, options: argparse.Namespace) -> dict:
     """Train one run through the CLI; returns its summary.json plus the exit code."""
     spec = RUNS[name]
-    out = Path(options.out_root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(options.out_root).resolve() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cwd = ROOT
+    if spec.get("caffe_root"):
+        if not options.caffe_root:
+            raise SystemExit(f"{name}: runs Caffe's own example; give --caffe-root DIR")
+        cwd = Path(options.caffe_root)
+    data_dir = str(Path(options.data_dir).resolve())
     command = [
         sys.executable, "-c", "from dnupdate.cli.main import app; app()", "train", spec["config"],
-        "--data-dir", options.data_dir, "--out", str(out), "--quiet", *spec["args"],
+        "--data-dir", data_dir, "--out", str(out), "--quiet", *spec["args"],
     ]  # fmt: skip
     if options.max_iters:
         command += ["--max-iters", str(options.max_iters)]
     if options.threads:
         command += ["--threads", str(options.threads)]
     started = time.perf_counter()
-    code = subprocess.run(command, cwd=ROOT).returncode
+    code = subprocess.run(command, cwd=cwd).returncode
     seconds = time.perf_counter() - started
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -114,14 +161,28 @@ def throughput(metrics_path: Path) -> dict:
 
 
 def report(name: str, result: dict) -> str:
-    accuracy = result.get("test_accuracy")
-    shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
     return (
         f"{name}: exit {result['exit_code']}, {result.get('iteration', '?')} iterations, "
-        f"test accuracy {shown} on {result.get('test_images', '?')} images "
+        f"{_tests_text(result)} "
         f"(published: {RUNS[name]['published']}), wall time {result.get('wall_time_s', 0):.0f} s "
         f"({result.get('images_per_s', 0):.0f} img/s), run folder {result['out']}"
     ) + _throughput_text(throughput(Path(result["out"]) / "metrics.jsonl"))
+
+
+def _tests_text(result: dict) -> str:
+    """The final test of each test net: accuracy where the net has one, else its loss."""
+    nets = result.get("test_nets") or [result]
+    parts = []
+    for net in nets:
+        label = f"test net {net['name']} " if net.get("name") else "test "
+        if net.get("test_accuracy") is not None:
+            figure = f"accuracy {net['test_accuracy']:.4f}"
+        elif net.get("test_loss") is not None:
+            figure = f"loss {net['test_loss']:.5g}"
+        else:
+            figure = "n/a"
+        parts.append(f"{label}{figure} on {net.get('test_images', '?')} images")
+    return "; ".join(parts)
 
 
 def _throughput_text(rates: dict) -> str:
@@ -140,12 +201,14 @@ def main() -> int:
     parser.add_argument("--out-root", default=str(ROOT / "runs" / "whole"))
     parser.add_argument("--max-iters", type=int, default=None, help="shorter smoke runs")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--caffe-root", default=None, help="a BVLC/caffe checkout (examples/)")
     options = parser.parse_args()
     unknown = [name for name in options.runs if name not in RUNS]
     if unknown:
         parser.error(f"unknown run(s): {', '.join(unknown)}")
     failed = 0
-    for name in options.runs or list(RUNS):
+    default = [name for name in RUNS if options.caffe_root or not RUNS[name].get("caffe_root")]
+    for name in options.runs or default:
         result = run_one(name, options)
         print(report(name, result), flush=True)
         failed += result["exit_code"] != 0
