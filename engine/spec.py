@@ -444,11 +444,14 @@ class EltwiseSpec(LayerBase):
 
 @dataclass(frozen=True, kw_only=True)
 class ConcatSpec(LayerBase):
-    """Caffe ``Concat`` along ``axis`` (1: channels, the per-image flat outputs laid end to
-    end; the only axis supported besides a flat input's)."""
+    """Caffe ``Concat`` along ``axis`` of the N×C×H×W blob (N×K for a flat one), as written:
+    negative counts from the end (Caffe's ``CanonicalAxisIndex``, resolved with the bottoms'
+    shapes in ``engine.model.shapes``). ``axis_key``: the key it came from (``axis`` or the
+    deprecated ``concat_dim``), for errors."""
 
     kind: Literal["concat"] = "concat"
     axis: int = 1
+    axis_key: str = "axis"
 
 
 @dataclass(frozen=True, kw_only=True)
