@@ -444,10 +444,17 @@ def _graph_shape(
         raise _error(layer, "a route needs at least one source layer")
     bottoms = tuple(_resolve_bottom(layer, name, positions) for name in layer.sources)
     shapes = [produced[b].shape for b in bottoms]
-    total = sum(math.prod(shape) for shape in shapes)
+    groups = layer.groups
+    if not 0 <= layer.group_id < groups or any(math.prod(s) % groups for s in shapes):
+        raise _error(
+            layer,
+            f"groups={groups} group_id={layer.group_id}: every source's output must split into "
+            f"{groups} equal parts and 0 <= group_id < groups",
+        )
+    total = sum(math.prod(shape) for shape in shapes) // groups
     first = shapes[0]
     if all(shape[1:] == first[1:] for shape in shapes) and all(produced[b].image for b in bottoms):
-        out: Shape3 = (sum(shape[0] for shape in shapes), first[1], first[2])
+        out: Shape3 = (sum(shape[0] for shape in shapes) // groups, first[1], first[2])
         return bottoms, out, out, 0, True
     return bottoms, (total, 1, 1), (total, 1, 1), 0, False
 
