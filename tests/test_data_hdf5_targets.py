@@ -152,3 +152,18 @@ def test_targets_a_net_cannot_use_are_bad_input(tmp_path, monkeypatch, outputs, 
     assert result.exit_code == 1
     assert "train.txt" in result.stderr and words in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_eval_refuses_targets_for_a_classifier(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    solver = regression_root(tmp_path, 3, "SoftmaxWithLoss")
+    x = np.zeros((10, 6), np.float32)
+    write(tmp_path / "classes.h5", x, np.arange(10) % 3)
+    trained = invoke(
+        "train", str(solver), "--data", "h5:classes.h5", "--out", "run", "--max-iters", "2",
+        "--quiet",
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    result = invoke("eval", "run", "--data", "h5:test.txt")
+    assert result.exit_code == 1 and "reads class labels" in result.stderr, result.output
+    assert "Traceback" not in result.output

@@ -55,6 +55,7 @@ from dnupdate.engine.training.runfolder import (
 from dnupdate.engine.training.session import (
     TrainSetupError,
     _check_shape,
+    _check_targets,
     _read_split,
     make_backend,
     resolve_seed,
@@ -378,6 +379,8 @@ def _evaluate_net(
 
     sampler, dataset = _test_sampler(run, options, seed, net)
     network = trainer.network
+    if dataset.has_targets:  # float targets: only for losses comparing as many values
+        _check_targets(network, dataset)
     classifier = reports_accuracy(run.net, net.phase)
     outputs = int(np.prod(network.shapes[network.output_index].output)) if classifier else 0
     counter = _Counter(outputs, network.native)
