@@ -195,8 +195,8 @@ def _evaluate(run, options) -> list:
     from dnupdate.engine.training.session import TrainSetupError
 
     try:
-        if options.test_net is not None and options.test_net >= len(test_nets_of(run)):
-            count = len(test_nets_of(run))
+        count = len(test_nets_of(run))
+        if options.test_net is not None and options.test_net >= count:
             fail(
                 f"--test-net {options.test_net}: {run.config_path} has {count} test "
                 f"net{'s' if count > 1 else ''} (#0{f'..#{count - 1}' if count > 1 else ''})",

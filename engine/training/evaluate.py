@@ -1,7 +1,7 @@
 """Testing a trained model without training (``dnupdate eval``; Caffe's ``caffe test
 -weights``, darknet's ``classifier valid``).
 
-:func:`evaluate_model` builds the :class:`~engine.training.step.Trainer` (the weights loaded
+:func:`evaluate_test_nets` builds the :class:`~engine.training.step.Trainer` (the weights loaded
 as ``train --weights`` loads them), reads the test split through the same data resolution and
 :class:`~engine.data.BatchSampler` as a run's tests, and runs
 :meth:`~engine.training.step.Trainer.evaluate` (the one test-mode forward pass of the engine:
@@ -66,7 +66,6 @@ __all__ = [
     "EvalOptions",
     "EvalTestNet",
     "Evaluation",
-    "evaluate_model",
     "evaluate_test_nets",
     "run_checkpoint",
     "test_nets_of",
@@ -331,11 +330,6 @@ def _every_image_once(sampler: BatchSampler) -> Iterator[tuple[np.ndarray, np.nd
 # --------------------------------------------------------------------------------------------
 # The command's engine side
 # --------------------------------------------------------------------------------------------
-
-
-def evaluate_model(run: RunSpec, options: EvalOptions) -> Evaluation:
-    """The first test of :func:`evaluate_test_nets` (test net ``options.test_net``, else #0)."""
-    return evaluate_test_nets(run, options)[0]
 
 
 def evaluate_test_nets(run: RunSpec, options: EvalOptions) -> list[Evaluation]:
