@@ -145,3 +145,13 @@ def test_weights_normalization_alone_is_a_warning_and_the_sum_is_unweighted():
     assert len(found) == 1 and found[0].startswith("g.cfg:33: warning"), warnings
     assert "the inputs are added unweighted" in found[0]
     assert not any("unused field" in w for w in warnings)  # groups, group_id, stream are read
+
+
+def test_several_from_layers_read_the_first_with_a_specific_warning():
+    text = NET + "[convolutional]\nfilters=4\nsize=3\npad=1\n" * 2 + "[shortcut]\nfrom=-2,-3\n"
+    run = load_darknet("g.cfg", text, ())
+    assert run.net.layers[2].source == "0"
+    warnings = [str(d) for d in run.diagnostics if d.severity == "warning"]
+    found = [w for w in warnings if "[from]" in w]
+    assert len(found) == 1 and found[0].startswith("g.cfg:16: warning [from]"), warnings
+    assert "AlexeyAB's multi-input shortcut is not simulated: only layer -2 is added" in found[0]

@@ -491,6 +491,14 @@ def parse_shortcut(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Sh
     if text is None:
         ctx.section_error("[shortcut] needs from= (darknet crashes without it)", "from")
         return None
+    if "," in text:  # AlexeyAB: from=-2,-3 sums several layers; pjreddie's atoi reads one
+        first, _, rest = text.partition(",")
+        t.warning(
+            "from",
+            f"from={text}: AlexeyAB's multi-input shortcut is not simulated: only layer "
+            f"{first.strip()} is added, as pjreddie's darknet reads it (atoi ignores ',{rest}')",
+        )
+        text = first
     index = resolve_index(ctx, "from", text)
     if index is None or not ctx.require_image():
         return None
