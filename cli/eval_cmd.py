@@ -39,11 +39,14 @@ EVAL_HELP = help_text(
     """CONFIG|RUN_DIR is a config (darknet .cfg or Caffe solver) with --weights FILE, or a run
     folder written by dnupdate train (its final.npz, else its latest checkpoint; --checkpoint
     N or FILE picks another). Every test image is used once, in order, preprocessed as the
-    run's tests are; an image whose scores are not all finite counts as a wrong answer.""",
+    run's tests are; an image whose scores are not all finite counts as a wrong answer. A
+    Caffe solver with several test nets (test_state repeated) is tested on each, a section
+    per net (--test-net N: only Caffe's test net #N).""",
     examples=(
         "dnupdate eval runs/quickstart-20260101-120000",
         "dnupdate eval runs/quickstart-20260101-120000 --checkpoint 200 --json",
         "dnupdate eval configs/quickstart.cfg --weights final.weights",
+        "dnupdate eval runs/autoencoder-20260101-120000 --test-net 1",
         """dnupdate eval configs/lenet_solver.prototxt \\
           --weights lenet_iter_10000.caffemodel""",
     ),
@@ -83,7 +86,16 @@ def eval_command(
         "--allow-nonfinite",
         help="Test weights holding NaN/inf anyway (their non-finite scores count as wrong).",
     ),
-    as_json: bool = json_option("One JSON object on stdout."),
+    test_net: int | None = typer.Option(
+        None,
+        "--test-net",
+        min=0,
+        metavar="N",
+        help="Only Caffe's test net #N (default: every test net, as train tests them).",
+    ),
+    as_json: bool = json_option(
+        "One JSON object on stdout (several test nets: one object each under test_nets)."
+    ),
 ) -> None:
     """Test a model (see EVAL_HELP); exits 0, 1 bad input, 2 usage."""
     from dnupdate.engine.training.evaluate import EvalOptions
@@ -97,6 +109,7 @@ def eval_command(
         device=device,
         threads=threads,
         allow_nonfinite=allow_nonfinite,
+        test_net=test_net,
     )
     if Path(target).is_dir():
         given = [n for n, v in (("--weights", weights), ("--set", sets)) if v]
@@ -115,13 +128,14 @@ def eval_command(
             fail(f"give --weights FILE to test with {target} (or a RUN_DIR)", EXIT_USAGE)
         run = _load_config(target, sets, semantics, data)
         options = EvalOptions(weights=weights, seed=seed, semantics=semantics, **common)
-    evaluation = _evaluate(run, options)
-    for line in messages(evaluation):
-        print(line, file=sys.stderr)
+    evaluations = _evaluate(run, options)
+    for evaluation in evaluations:
+        for line in messages(evaluation):
+            print(line, file=sys.stderr)
     if as_json:
-        print(json.dumps(evaluation.to_json()))
+        print(json.dumps(to_json(evaluations)))
     else:
-        render(evaluation)
+        render_all(evaluations)
 
 
 def _load_config(config: str, sets: list[str], semantics: str | None, data: str | None = None):
@@ -167,21 +181,40 @@ def _from_run_folder(run_dir: str, checkpoint: str | None, seed: int | None, com
         device=common["device"],
         threads=common["threads"],
         allow_nonfinite=common["allow_nonfinite"],
+        test_net=common["test_net"],
     )
 
 
-def _evaluate(run, options):
-    """Run the test pass; bad input exits 1 with the file and the problem."""
+def _evaluate(run, options) -> list:
+    """Run the test pass of each test net (or of ``--test-net``'s); a test net the config
+    does not have is a usage error (exit 2), bad input exits 1 with the file and the problem."""
     from dnupdate.engine.data import DataError
     from dnupdate.engine.formats.weights import WeightsFileError
     from dnupdate.engine.model.network import NetworkError
-    from dnupdate.engine.training.evaluate import evaluate_model
+    from dnupdate.engine.training.evaluate import evaluate_test_nets, test_nets_of
     from dnupdate.engine.training.session import TrainSetupError
 
     try:
-        return evaluate_model(run, options)
+        count = len(test_nets_of(run))
+        if options.test_net is not None and options.test_net >= count:
+            fail(
+                f"--test-net {options.test_net}: {run.config_path} has {count} test "
+                f"net{'s' if count > 1 else ''} (#0{f'..#{count - 1}' if count > 1 else ''})",
+                EXIT_USAGE,
+            )
+        return evaluate_test_nets(run, options)
     except (DataError, WeightsFileError, NetworkError, TrainSetupError) as exc:
         fail(str(exc), EXIT_BAD_INPUT)
+
+
+def to_json(evaluations: list) -> dict:
+    """One test net: its object; several: the common fields and one object per net under
+    ``test_nets`` (each with its ``test_net`` index and ``test_net_name``)."""
+    if len(evaluations) == 1:
+        return evaluations[0].to_json()
+    first = evaluations[0].to_json()
+    common = {k: first[k] for k in ("config_path", "weights", "iteration", "semantics")}
+    return {**common, "test_nets": [e.to_json() for e in evaluations]}
 
 
 # ---- rendering ---------------------------------------------------------------------------------
@@ -251,12 +284,37 @@ def class_table(evaluation):
     return table
 
 
-def render(evaluation) -> None:
-    """The headline and the per-class table on stdout."""
+def net_title(evaluation) -> str:
+    """A test net's section title, as a run's test lines name it: ``test net #1
+    (test-on-test)``."""
+    name = f" ({evaluation.test_net_name})" if evaluation.test_net_name else ""
+    return f"test net #{evaluation.test_net}{name}"
+
+
+def render_all(evaluations: list) -> None:
+    """One test net: :func:`render`; several: the shared first line, then a section per net
+    (its title, data and figures, and its per-class table)."""
+    if len(evaluations) == 1:
+        render(evaluations[0])
+        return
     from dnupdate.cli.common import stdout_console
 
     console = stdout_console()
-    for line in headline(evaluation):
+    console.print(headline(evaluations[0])[0], highlight=False, markup=False, soft_wrap=True)
+    for evaluation in evaluations:
+        console.print()
+        console.rule(net_title(evaluation), style="none")
+        render(evaluation, with_head=False)
+
+
+def render(evaluation, with_head: bool = True) -> None:
+    """The headline (without its first line when ``with_head`` is False) and the per-class
+    table on stdout."""
+    from dnupdate.cli.common import stdout_console
+
+    console = stdout_console()
+    lines = headline(evaluation)
+    for line in lines if with_head else lines[1:]:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     if not evaluation.classifier:
         return

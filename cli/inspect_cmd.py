@@ -330,6 +330,29 @@ def _shape_text(shape: list[int]) -> str:
     return f"{c}" if h == 1 and w == 1 else f"{c}×{h}×{w}"
 
 
+def label_shape(run) -> list[int] | None:
+    """The per-image shape of the training data's labels: ``[]`` for class indices, ``[k, …]``
+    for an HDF5 source's float targets; None when the source cannot be read here."""
+    from dnupdate.engine.data import DataError, probe_label_shape
+
+    source = run.data.train.source if run.data.train else None
+    if not source:
+        return None
+    try:
+        return list(probe_label_shape(source))
+    except (DataError, OSError):
+        return None
+
+
+def _label_text(shape: list[int] | None) -> str:
+    """``  label 3 (float targets)``, ``  label class index``, or nothing when unknown."""
+    if shape is None:
+        return ""
+    if not shape:
+        return "  label class index"
+    return f"  label {'×'.join(map(str, shape))} (float targets)"
+
+
 def _render_text(run, rows, layers, update, mapping, convention, memory, precision) -> None:
     """Config values are escaped (a layer named ``[/]`` is text, not Rich markup)."""
     from rich.markup import escape
@@ -341,6 +364,7 @@ def _render_text(run, rows, layers, update, mapping, convention, memory, precisi
         f"semantics [cyan]{run.solver.semantics}[/cyan]  "
         f"net [cyan]{escape(clip_text(run.net.name, 80))}[/cyan]  "
         f"input {run.net.input.channels}×{run.net.input.height}×{run.net.input.width}"
+        + _label_text(label_shape(run))
     )
     settings = Table(title="Resolved settings", title_justify="left", show_edge=False)
     for column in ("field", "value", "origin"):
@@ -452,6 +476,7 @@ def inspect_command(
             "semantics": run.solver.semantics,
             "net": run.net.name,
             "input": [run.net.input.channels, run.net.input.height, run.net.input.width],
+            "label_shape": label_shape(run),
             "settings": [{"field": k, "value": v, "origin": o} for k, v, o in rows],
             "layers": layers,
             "total_params": sum(r["params"] for r in layers),

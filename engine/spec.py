@@ -423,10 +423,16 @@ class RouteSpec(LayerBase):
     """A channel concatenation (darknet ``[route]``) of the outputs of the layers named in
     ``sources``, in that order (one source: a copy). Per image, the sources' flat outputs are
     laid end to end; when every source has the same H×W this is a concat along channels,
-    otherwise the output is a flat vector (darknet sets ``out_h = out_w = out_c = 0``)."""
+    otherwise the output is a flat vector (darknet sets ``out_h = out_w = out_c = 0``).
+
+    ``groups``/``group_id`` (AlexeyAB/darknet, CSP nets): each source contributes only its
+    ``group_id``-th of ``groups`` equal slices of its per-image output (with channels first,
+    that slice's channels), so the output has ``1/groups`` of the values and channels."""
 
     kind: Literal["route"] = "route"
     sources: tuple[str, ...]
+    groups: int = 1
+    group_id: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -444,11 +450,14 @@ class EltwiseSpec(LayerBase):
 
 @dataclass(frozen=True, kw_only=True)
 class ConcatSpec(LayerBase):
-    """Caffe ``Concat`` along ``axis`` (1: channels, the per-image flat outputs laid end to
-    end; the only axis supported besides a flat input's)."""
+    """Caffe ``Concat`` along ``axis`` of the N×C×H×W blob (N×K for a flat one), as written:
+    negative counts from the end (Caffe's ``CanonicalAxisIndex``, resolved with the bottoms'
+    shapes in ``engine.model.shapes``). ``axis_key``: the key it came from (``axis`` or the
+    deprecated ``concat_dim``), for errors."""
 
     kind: Literal["concat"] = "concat"
     axis: int = 1
+    axis_key: str = "axis"
 
 
 @dataclass(frozen=True, kw_only=True)

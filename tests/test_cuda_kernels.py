@@ -75,6 +75,8 @@ def test_graph_kernels(add_shape, out_shape):
         b.shortcut(out, add, 1.0, 2.0)
         b.route_copy(delta, route, 5)
         b.route_add(route, delta, 3)
+        b.route_copy(delta, route, 1, 1, 2)  # AlexeyAB's groups=2 group_id=1
+        b.route_add(route, delta, 9, 0, 4)
 
     compare_backends(arrays, call, rtol=1e-6, atol=1e-7)
 

@@ -230,12 +230,14 @@ class Backend:
         if da is not None:
             self.shortcut(delta, da, 1.0, beta)
 
-    def route_copy(self, src, out, offset: int) -> None:
-        """``out[b, offset:offset+n] = src[b]`` (per-image flat views; ``n`` = src's)."""
+    def route_copy(self, src, out, offset: int, group: int = 0, groups: int = 1) -> None:
+        """``out[b, offset:offset+n] = src[b, group·n:(group+1)·n]`` (per-image flat views;
+        ``n`` = src's per-image count / ``groups``: AlexeyAB's route ``group_id``/``groups``)."""
         raise NotImplementedError
 
-    def route_add(self, delta, dx, offset: int) -> None:
-        """``dx[b] += delta[b, offset:offset+n]`` (per-image flat views; ``n`` = dx's)."""
+    def route_add(self, delta, dx, offset: int, group: int = 0, groups: int = 1) -> None:
+        """``dx[b, group·n:(group+1)·n] += delta[b, offset:offset+n]`` (per-image flat views;
+        ``n`` = dx's per-image count / ``groups``)."""
         raise NotImplementedError
 
     # ---- reorg and crop -------------------------------------------------------------------

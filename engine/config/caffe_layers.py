@@ -425,13 +425,20 @@ def build_eltwise(reader: LayerReader) -> LayerSpec:
 
 
 def build_concat(reader: LayerReader) -> LayerSpec:
-    """``Concat`` → channel concatenation (axis 1, or the deprecated ``concat_dim: 1``)."""
+    """``Concat`` → concatenation along ``axis`` (negative counts from the end) or the
+    deprecated ``concat_dim`` (uint32: no negative values); both set is an error, as Caffe's
+    ``CHECK(!(has_axis() && has_concat_dim()))``. The axis is resolved against the bottoms'
+    shapes in ``engine.model.shapes`` (Caffe's ``ConcatLayer::Reshape``)."""
     p = reader.param("concat_param")
-    axis = p.get("axis") if p.has("axis") or not p.has("concat_dim") else p.get("concat_dim")
-    if axis not in (1, -3):
-        key = "axis" if p.has("axis") else "concat_dim"
-        reader.error(p.origin_of(key), key, "only axis 1 (channels) is supported")
-    reader.put("axis", 1, p.origin_or_default("axis"))
+    if p.has("axis") and p.has("concat_dim"):
+        reader.error(
+            p.origin_of("concat_dim"),
+            "concat_dim",
+            "Either axis or concat_dim should be specified; not both (Caffe's check)",
+        )
+    key = "concat_dim" if p.has("concat_dim") and not p.has("axis") else "axis"
+    reader.put("axis", int(p.get(key)), p.origin_or_default(key))
+    reader.put("axis_key", key)
     return reader.make(ConcatSpec)
 
 

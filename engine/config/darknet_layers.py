@@ -486,9 +486,19 @@ def parse_shortcut(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Sh
     text = t.get_str("from", None)
     activation = read_activation(ctx, "linear")
     alpha, beta = t.get_float("alpha", 1.0), t.get_float("beta", 1.0)
+    if not _unweighted_shortcut(ctx):
+        return None
     if text is None:
         ctx.section_error("[shortcut] needs from= (darknet crashes without it)", "from")
         return None
+    if "," in text:  # AlexeyAB: from=-2,-3 sums several layers; pjreddie's atoi reads one
+        first, _, rest = text.partition(",")
+        t.warning(
+            "from",
+            f"from={text}: AlexeyAB's multi-input shortcut is not simulated: only layer "
+            f"{first.strip()} is added, as pjreddie's darknet reads it (atoi ignores ',{rest}')",
+        )
+        text = first
     index = resolve_index(ctx, "from", text)
     if index is None or not ctx.require_image():
         return None
@@ -517,10 +527,77 @@ def parse_shortcut(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Sh
     return spec, shape
 
 
+#: AlexeyAB's ``weights_type`` values (``parse_shortcut``): ``per_layer`` is ``per_feature``
+WEIGHTED_SHORTCUT_TYPES = frozenset({"per_feature", "per_layer", "per_channel"})
+WEIGHTS_NORMALIZATIONS = frozenset({"none", "relu", "avg_relu", "softmax"})
+
+
+def _unweighted_shortcut(ctx: LayerContext) -> bool:
+    """AlexeyAB's ``weights_type``/``weights_normalization`` on a ``[shortcut]`` (pjreddie's
+    darknet has neither). ``weights_type=none`` (AlexeyAB's default) is the plain sum. A
+    weighted shortcut (``per_feature``/``per_layer``/``per_channel``) learns per-input weights
+    (updated in training, stored in ``.weights``, normalised by relu/softmax), which is not
+    simulated: an error, since adding the inputs unweighted would change the results silently.
+    ``weights_normalization`` alone does nothing in AlexeyAB (it acts on the weights): a
+    warning. False when the layer cannot be built."""
+    t = ctx.table
+    kind = t.get_str("weights_type", "none")
+    norm = t.get_str("weights_normalization", None)
+    if kind not in WEIGHTED_SHORTCUT_TYPES | {"none"}:
+        t.error("weights_type", f"weights_type={kind}: AlexeyAB accepts none, per_feature, "
+                "per_layer or per_channel")  # fmt: skip
+        return False
+    if norm is not None and norm not in WEIGHTS_NORMALIZATIONS:
+        t.error("weights_normalization", f"weights_normalization={norm}: AlexeyAB accepts "
+                "none, relu, avg_relu or softmax")  # fmt: skip
+        return False
+    if kind != "none":
+        t.error(
+            "weights_type",
+            f"weights_type={kind}: AlexeyAB's weighted shortcut is not simulated (its learned "
+            "per-input weights, normalised by weights_normalization and stored in .weights, "
+            "would change the results; dnupdate would add the inputs unweighted); use "
+            "weights_type=none for the plain sum",
+        )
+        return False
+    if norm not in (None, "none"):
+        t.warning(
+            "weights_normalization",
+            f"weights_normalization={norm} is ignored: AlexeyAB's weighted shortcut is not "
+            "simulated and without weights_type there are no weights to normalise: the inputs "
+            "are added unweighted",
+        )
+    return True
+
+
+def _route_groups(ctx: LayerContext, shapes: list[Shape]) -> tuple[int, int] | None:
+    """AlexeyAB's ``groups`` (1) and ``group_id`` (0): each source gives its ``group_id``-th
+    of ``groups`` equal parts (``part = input_size/groups``); its ``stream``/``wait_stream``
+    (GPU scheduling, no effect on the values) are read quietly. Parts that do not divide, or a
+    ``group_id`` outside ``0..groups-1``, would make AlexeyAB read out of bounds or leave
+    output values unset: errors. None when invalid."""
+    t = ctx.table
+    groups, group_id = t.get_int("groups", 1), t.get_int("group_id", 0)
+    for key in ("stream", "wait_stream"):  # AlexeyAB: which CUDA stream runs it; no effect
+        t.get_int(key, -1)
+    if not ctx.positive("groups", groups):
+        return None
+    if not 0 <= group_id < groups:
+        t.error("group_id", f"group_id={group_id} must be in 0..{groups - 1} (groups={groups})")
+        return None
+    if any(shape.outputs % groups or shape.c % groups for shape in shapes):
+        sizes = ", ".join(f"{s.w}x{s.h}x{s.c}" if s.is_image else str(s.outputs) for s in shapes)
+        t.error("groups", f"groups={groups}: every source must split into {groups} equal "
+                f"channel groups ({sizes})")  # fmt: skip
+        return None
+    return groups, group_id
+
+
 def parse_route(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
     """``parse_route``: ``layers`` (required), a comma list of indices. Output: the sources'
     outputs end to end; ``out_c`` adds up when every source has the first one's
-    ``out_w``/``out_h``, else ``out_h = out_w = out_c = 0`` (a flat vector)."""
+    ``out_w``/``out_h``, else ``out_h = out_w = out_c = 0`` (a flat vector). AlexeyAB's
+    ``groups``/``group_id`` (:func:`_route_groups`) divide ``out_c`` and ``outputs``."""
     text = ctx.table.get_str("layers", None)
     if text is None:
         ctx.section_error(
@@ -533,18 +610,26 @@ def parse_route(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape
     shapes = [_earlier(ctx, index) for index in indices if index is not None]
     if any(shape is None for shape in shapes):
         return None
-    first = shapes[0]
-    assert first is not None
-    outputs = sum(shape.outputs for shape in shapes if shape is not None)
+    known = [shape for shape in shapes if shape is not None]
+    first = known[0]
+    grouping = _route_groups(ctx, known)
+    if grouping is None:
+        return None
+    groups, group_id = grouping
+    outputs = sum(shape.outputs for shape in known) // groups
     channels = first.c
-    for shape in shapes[1:]:
-        assert shape is not None
+    for shape in known[1:]:
         same = shape.w == first.w and shape.h == first.h
         channels = channels + shape.c if same and channels else 0
-    spec = RouteSpec(**spec_fields(ctx, common), sources=tuple(str(i) for i in indices))
+    spec = RouteSpec(
+        **spec_fields(ctx, common),
+        sources=tuple(str(i) for i in indices),
+        groups=groups,
+        group_id=group_id,
+    )
     if channels == 0:
         return spec, Shape.flat(outputs)
-    return spec, Shape(first.h, first.w, channels, outputs)
+    return spec, Shape(first.h, first.w, channels // groups, outputs)
 
 
 def parse_reorg(ctx: LayerContext, common: CommonKeys) -> tuple[LayerSpec, Shape] | None:
@@ -664,7 +749,7 @@ LAYER_FIELD_KEYS: dict[str, dict[str, str]] = {
     "cost": {"cost_type": "type", "scale": "scale"},
     "batchnorm": {},
     "shortcut": {"source": "from", "alpha": "alpha", "beta": "beta", "activation": "activation"},
-    "route": {"sources": "layers"},
+    "route": {"sources": "layers", "groups": "groups", "group_id": "group_id"},
     "reorg": {"stride": "stride", "reverse": "reverse", "extra": "extra"},
     "crop": {
         "crop_height": "crop_height", "crop_width": "crop_width", "flip": "flip",

@@ -6,6 +6,8 @@ Public API (other parts of the engine rely on these names):
 * :func:`resolve_source` — a config's data source → what ``open_dataset`` reads
   (e.g. Caffe's missing ``examples/mnist/mnist_train_lmdb`` → ``mnist``);
 * :func:`probe_shape` — (C, H, W) of a source without loading it;
+* :func:`probe_label_shape` — the per-image label shape (``()``: class indices; an HDF5
+  source's float targets: ``(k, …)``);
 * :class:`BatchSampler` — float32 batches preprocessed per the framework, resumable state;
   :func:`mean_for` — the mean to subtract (computed from the training set, as Caffe's
   ``compute_image_mean`` would, when a config's ``mean.binaryproto`` is missing);
@@ -24,7 +26,12 @@ from dnupdate.engine.data.catalog import CATALOG, CatalogEntry
 from dnupdate.engine.data.dataset import Dataset
 from dnupdate.engine.data.errors import DataError, DatasetNotFound, DownloadError
 from dnupdate.engine.data.fetch import fetch_dataset, verify_dataset
-from dnupdate.engine.data.resolve import open_dataset, probe_shape, resolve_source
+from dnupdate.engine.data.resolve import (
+    open_dataset,
+    probe_label_shape,
+    probe_shape,
+    resolve_source,
+)
 from dnupdate.engine.data.sampler import BatchSampler, compute_image_mean, load_mean_file, mean_for
 
 __all__ = [
@@ -40,6 +47,7 @@ __all__ = [
     "load_mean_file",
     "mean_for",
     "open_dataset",
+    "probe_label_shape",
     "probe_shape",
     "resolve_source",
     "verify_dataset",

@@ -16,7 +16,9 @@ class Dataset:
     Preprocessing (scale, mean, crop, mirror) is applied per batch by
     :class:`engine.data.sampler.BatchSampler`; no float32 copy of a uint8 set is ever made.
 
-    ``labels`` holds N integer class indices in ``[0, classes)``.
+    ``labels`` holds N integer class indices in ``[0, classes)``, or (Caffe ``HDF5Data``) an
+    N×k×… float32 array of per-image targets passed through unchanged (``classes`` 0; see
+    :attr:`label_shape`).
     ``synthetic`` is True for the procedurally generated sets, and then ``description`` says so.
     ``prescaled``: the images are floats to be used exactly as given (``.npz`` float32): the
     sampler applies no scale and no mean to them (crop and mirror still apply).
@@ -47,6 +49,20 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """The per-image shape of the labels: ``()`` for class indices, ``(k, …)`` for float
+        targets."""
+        return tuple(int(d) for d in self.labels.shape[1:])
+
+    @property
+    def has_targets(self) -> bool:
+        """Whether the labels are float targets (no classes) rather than class indices."""
+        return bool(self.label_shape)
+
     def label_histogram(self) -> np.ndarray:
-        """Images per class: ``hist[k] = #{i : labels[i] == k}`` for k < classes."""
+        """Images per class: ``hist[k] = #{i : labels[i] == k}`` for k < classes (empty for
+        float targets)."""
+        if self.has_targets:
+            return np.zeros(0, dtype=np.int64)
         return np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=self.classes)

@@ -12,9 +12,13 @@ Datasets (Caffe ``hdf5_load_nd_dataset``, read as float):
 * the data dataset is N×C×H×W or N×D (→ D×1×1), of any real numeric type; it is converted to
   float32 and used exactly as given (Caffe's ``HDF5Data`` has no ``transform_param``: no scale,
   no mean, no crop, no mirror), so values must be finite (and within the engine's bound);
-* the label dataset holds N class indices (N or N×1), stored as integers or integral floats
-  (Caffe reads labels as float; a SoftmaxWithLoss/Accuracy label is its integer part, so a
-  fractional label is refused here rather than silently truncated);
+* the label dataset holds N class indices (N, or N×1 of integral values ≥ 0), stored as
+  integers or integral floats (Caffe reads labels as float; a SoftmaxWithLoss/Accuracy label
+  is its integer part, so a fractional N-row label is refused here rather than silently
+  truncated); or **float targets**: N×k, N×k×… (k > 1), or N×1 with values that are not class
+  indices, which Caffe's HDF5Data passes to its top unchanged (regression targets, e.g. for
+  ``EuclideanLoss``): kept as float32 N×k×…, with no classes (the training session refuses
+  them for a net that reads class labels);
 * every file's datasets have the same row count N (files may differ in N).
 
 The whole set is loaded into memory (Caffe keeps one file at a time); a dataset whose declared
@@ -182,6 +186,23 @@ def probe_h5_shape(source: str, data_dir: str | Path | None = None) -> tuple[int
     return _data_shape(shape, path, parsed.data)
 
 
+def probe_h5_label_shape(source: str, data_dir: str | Path | None = None) -> tuple[int, ...]:
+    """The per-row shape of the first file's labels as :func:`read_h5` reads them: ``()`` for
+    class indices, ``(k, …)`` for float targets (the label dataset is read: labels are small)."""
+    parsed = parse_h5_source(source)
+    path = h5_files(parsed, data_dir)[0]
+    with _open(path) as handle:
+        try:
+            node = _dataset(handle, path, parsed.label)
+            values = _read_dataset(node, path, parsed.label, _memory_bound())
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(str(path), f"dataset '{parsed.label}': {_reason(exc)}") from None
+    rows = values.shape[0] if values.ndim else 0
+    return tuple(int(d) for d in _labels(values, path, parsed.label, rows).shape[1:])
+
+
 def _read_dataset(node, path: Path, name: str, limit: int) -> np.ndarray:
     """Read a whole dataset as float32 after checking its declared size against ``limit``."""
     size = math.prod(int(d) for d in node.shape) * 4
@@ -198,20 +219,31 @@ def _read_dataset(node, path: Path, name: str, limit: int) -> np.ndarray:
         raise DataError(str(path), f"dataset '{name}' is unreadable ({_reason(exc)})") from None
 
 
-def _labels(values: np.ndarray, path: Path, name: str, rows: int) -> np.ndarray:
-    """N class indices from an N or N×1 label dataset of integral, non-negative values."""
-    if values.ndim == 2 and values.shape[1] == 1:
-        values = values[:, 0]
-    if values.ndim != 1:
-        raise DataError(
-            str(path), f"dataset '{name}' has shape {values.shape}; expected N class labels"
-        )
-    if values.shape[0] != rows:
-        raise DataError(
-            str(path), f"dataset '{name}' has {values.shape[0]} rows but the data has {rows}"
-        )
+def _class_indices(values: np.ndarray) -> np.ndarray:
+    """Per value: an integral, non-negative float below 2²⁴ (a class index float32 holds)."""
     with np.errstate(invalid="ignore"):
-        bad = ~((values >= 0) & (np.floor(values) == values) & (values < 2**24))
+        return (values >= 0) & (np.floor(values) == values) & (values < 2**24)
+
+
+def _labels(values: np.ndarray, path: Path, name: str, rows: int) -> np.ndarray:
+    """N class indices (int64) from an N label dataset of integral, non-negative values, or
+    from an N×1 one of such values; otherwise (N×k, N×k×…, a non-integral N×1) the float32
+    targets as stored (finite)."""
+    if values.ndim == 0 or values.shape[0] != rows:
+        found = values.shape[0] if values.ndim else 0
+        raise DataError(str(path), f"dataset '{name}' has {found} rows but the data has {rows}")
+    column = values.ndim == 2 and values.shape[1] == 1
+    if column and _class_indices(values).all():
+        values = values[:, 0]
+    if values.ndim > 1:
+        finite = np.isfinite(values.reshape(rows, -1)).all(axis=1)
+        if not finite.all():
+            row = int((~finite).argmax())
+            raise DataError(
+                str(path), f"dataset '{name}' row {row} holds NaN or inf; targets must be finite"
+            )
+        return values
+    bad = ~_class_indices(values)
     if bad.any():
         row = int(bad.argmax())
         raise DataError(
@@ -243,7 +275,8 @@ def _read_file(path: Path, source: H5Source, limit: int) -> tuple[np.ndarray, np
 def read_h5(
     source: str, data_dir: str | Path | None = None
 ) -> tuple[np.ndarray, np.ndarray, int, tuple[int, ...], list[Path]]:
-    """(images N×C×H×W float32, labels N int64, classes, rows per file, files) of a source.
+    """(images N×C×H×W float32, labels (N int64 class indices, or N×k×… float32 targets with
+    classes 0), classes, rows per file, files) of a source.
 
     Files are concatenated in list order; ``rows per file`` lets the sampler reproduce
     Caffe's per-file shuffling."""
@@ -265,9 +298,29 @@ def read_h5(
         images.append(data)
         labels.append(label)
         rows.append(int(data.shape[0]))
+    _same_label_kind(labels, files, parsed.label)
     all_images = np.concatenate(images) if len(images) > 1 else images[0]
     all_labels = np.concatenate(labels) if len(labels) > 1 else labels[0]
     if len(all_labels) == 0:
         raise DataError(str(files[0]), f"dataset '{parsed.data}' has no rows")
-    classes = int(all_labels.max()) + 1
+    classes = int(all_labels.max()) + 1 if all_labels.ndim == 1 else 0
     return all_images, all_labels, classes, tuple(rows), files
+
+
+def _same_label_kind(labels: list[np.ndarray], files: list[Path], name: str) -> None:
+    """Every file's labels are class indices, or float targets of one per-row shape."""
+    first = labels[0]
+    for path, label in zip(files[1:], labels[1:], strict=True):
+        if label.ndim != first.ndim or label.shape[1:] != first.shape[1:]:
+            raise DataError(
+                str(path),
+                f"dataset '{name}' rows are {_label_kind(label)}, but {files[0]} has "
+                f"{_label_kind(first)}",
+            )
+
+
+def _label_kind(labels: np.ndarray) -> str:
+    """``class indices`` or ``float targets of shape k×…``."""
+    if labels.ndim == 1:
+        return "class indices"
+    return f"float targets of shape {'×'.join(map(str, labels.shape[1:]))}"

@@ -21,6 +21,7 @@ from dnupdate.engine.data.hdf5 import (
     H5Source,
     is_h5_source,
     parse_h5_source,
+    probe_h5_label_shape,
     probe_h5_shape,
     read_h5,
 )
@@ -191,6 +192,15 @@ def probe_shape(source: str) -> tuple[int, int, int] | None:
         return CATALOG[kind].shape if kind else None
     except (DataError, OSError):
         return None
+
+
+def probe_label_shape(source: str) -> tuple[int, ...]:
+    """The per-image shape of a source's labels: ``()`` (class indices) for every source but an
+    ``h5:`` one whose label dataset holds float targets (``(k, …)``, :func:`read_h5`). A
+    damaged ``h5:`` source raises its :class:`DataError`."""
+    if is_h5_source(source.strip()):
+        return probe_h5_label_shape(resolve_source(source))
+    return ()
 
 
 def _folder_kind(folder: Path) -> str | None:

@@ -212,7 +212,12 @@ class BatchSampler:
             if phase == "train":
                 self.notes.append(describe_augment(self.augment, dataset.shape))
         self.images = np.empty((self.batch_size, channels, out_h, out_w), dtype=np.float32)
-        self.labels = np.empty(self.batch_size, dtype=np.int64)
+        # class indices (B,) int64, or a dataset's float targets (B, k, ...) as stored
+        targets = dataset.labels.ndim > 1
+        self.labels = np.empty(
+            (self.batch_size, *dataset.labels.shape[1:]),
+            dtype=np.float32 if targets else np.int64,
+        )
         self._lut = self._lookup_table()
 
     def _missing_mean_file(

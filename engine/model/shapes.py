@@ -14,9 +14,10 @@ Output-size rules (C integer division truncates toward zero, which :func:`c_div`
 * darknet ``[shortcut]``: the previous layer's shape (the ``from`` layer may differ: darknet's
   stride/sample rule, :func:`shortcut_geometry`);
 * darknet ``[route]``: channels add up when every source has the same H×W, else a flat vector;
-* Caffe ``Eltwise``/``Split``/``LRN``/``Power``/``Softmax``: the input's shape; ``Concat``
-  (axis 1): channels add up; ``Flatten``: ``(C·H·W, 1, 1)``; ``Reshape``: its dims (``0`` copies,
-  ``-1`` is inferred); losses, ``Accuracy`` and ``Silence``: ``1×1×1`` sinks;
+* Caffe ``Eltwise``/``Split``/``LRN``/``Power``/``Softmax``: the input's shape; ``Concat``:
+  the dims at its axis add up (C, H or W; a flat bottom's K); ``Flatten``: ``(C·H·W, 1, 1)``;
+  ``Reshape``: its dims (``0`` copies, ``-1`` is inferred); losses, ``Accuracy`` and
+  ``Silence``: ``1×1×1`` sinks;
 * darknet ``[reorg]``: ``(C·s², H/s, W/s)``, reversed ``(C/s², H·s, W·s)``, ``flatten`` the
   same shape, ``extra`` a flat ``C·H·W + extra`` (:func:`reorg_shape`);
 * darknet ``[crop]``: ``(C, crop_height, crop_width)``.
@@ -443,10 +444,17 @@ def _graph_shape(
         raise _error(layer, "a route needs at least one source layer")
     bottoms = tuple(_resolve_bottom(layer, name, positions) for name in layer.sources)
     shapes = [produced[b].shape for b in bottoms]
-    total = sum(math.prod(shape) for shape in shapes)
+    groups = layer.groups
+    if not 0 <= layer.group_id < groups or any(math.prod(s) % groups for s in shapes):
+        raise _error(
+            layer,
+            f"groups={groups} group_id={layer.group_id}: every source's output must split into "
+            f"{groups} equal parts and 0 <= group_id < groups",
+        )
+    total = sum(math.prod(shape) for shape in shapes) // groups
     first = shapes[0]
     if all(shape[1:] == first[1:] for shape in shapes) and all(produced[b].image for b in bottoms):
-        out: Shape3 = (sum(shape[0] for shape in shapes), first[1], first[2])
+        out: Shape3 = (sum(shape[0] for shape in shapes) // groups, first[1], first[2])
         return bottoms, out, out, 0, True
     return bottoms, (total, 1, 1), (total, 1, 1), 0, False
 
@@ -498,7 +506,7 @@ def _blob_shape(
 def _multi_shape(
     layer: LayerSpec, inputs: list[_Produced], bottoms: tuple[int, ...]
 ) -> tuple[Shape3, int, bool]:
-    """Output, FLOPs and image flag of Eltwise, Concat (axis 1), Silence and the two-input
+    """Output, FLOPs and image flag of Eltwise, Concat, Silence and the two-input
     losses (``CHECK_EQ`` of Caffe's ``Reshape``: same shape / same count)."""
     first = inputs[0] if inputs else _Produced((1, 1, 1), False)
     count = math.prod(first.shape)
@@ -516,12 +524,63 @@ def _multi_shape(
             raise _error(layer, "give one coeff per bottom")
         return first.shape, len(inputs) * count, first.image
     assert isinstance(layer, ConcatSpec)
-    if all(p.image for p in inputs) and all(p.shape[1:] == first.shape[1:] for p in inputs):
-        return (sum(p.shape[0] for p in inputs), *first.shape[1:]), 0, True
-    if not any(p.image for p in inputs):
-        return (sum(math.prod(p.shape) for p in inputs), 1, 1), 0, False
-    shapes = ", ".join("×".join(map(str, p.shape)) for p in inputs)
-    raise _error(layer, f"bottoms to concatenate along channels differ in H×W: {shapes}")
+    return _concat_shape(layer, inputs)
+
+
+def _key_error(layer: LayerSpec, key: str, message: str) -> ConfigError:
+    """A :class:`ConfigError` at the layer's line naming ``key``."""
+    where = layer.origin
+    return ConfigError(
+        [Diagnostic("error", where.file, where.line, key, f"layer {layer.name}: {message}")]
+    )
+
+
+def concat_axis(layer: ConcatSpec, image: bool) -> int:
+    """The per-image dim a Caffe ``Concat`` joins: 0, 1, 2 for C, H, W of an image blob
+    (N×C×H×W, 4 axes), 0 for a flat one (N×K, 2 axes). ``axis`` is canonicalised as Caffe's
+    ``CanonicalAxisIndex`` (``-num_axes <= axis < num_axes``; negative: ``axis + num_axes``);
+    ``concat_dim`` is taken as given (``CHECK_LT(concat_dim, num_axes)``). Axis 0 (the batch)
+    is refused: a net here has one batch size throughout."""
+    num_axes = 4 if image else 2
+    axis = layer.axis
+    if not -num_axes <= axis < num_axes or (axis < 0 and layer.axis_key == "concat_dim"):
+        raise _key_error(
+            layer,
+            layer.axis_key,
+            f"{layer.axis_key} {axis} is out of range for {num_axes}-axis bottoms "
+            f"({'N×C×H×W' if image else 'N×K'})",
+        )
+    axis = axis + num_axes if axis < 0 else axis
+    if axis == 0:
+        raise _key_error(
+            layer,
+            layer.axis_key,
+            "concatenating along the batch (axis 0) is not supported: a net keeps one batch size",
+        )
+    return axis - 1
+
+
+def _concat_shape(layer: ConcatSpec, inputs: list[_Produced]) -> tuple[Shape3, int, bool]:
+    """Caffe's ``ConcatLayer::Reshape``: every bottom has the same number of axes and the same
+    dims except at the concat axis, where the top's dim is their sum."""
+    image = inputs[0].image
+    if any(p.image != image for p in inputs):
+        raise _key_error(
+            layer, "bottom", "All inputs must have the same #axes (image and flat bottoms mixed)"
+        )
+    k = concat_axis(layer, image)
+    dims = [list(p.shape) if image else [math.prod(p.shape), 1, 1] for p in inputs]
+    out = list(dims[0])
+    for other in dims[1:]:
+        if any(a != b for j, (a, b) in enumerate(zip(other, dims[0], strict=True)) if j != k):
+            shapes = ", ".join("×".join(map(str, d if image else d[:1])) for d in dims)
+            raise _key_error(
+                layer,
+                layer.axis_key,
+                f"All inputs must have the same shape, except at concat_axis {k + 1}: {shapes}",
+            )
+        out[k] += other[k]
+    return (out[0], out[1], out[2]), 0, image
 
 
 def infer_shapes(net: NetSpec, phase: str | None = None) -> list[LayerShape]:

@@ -1,7 +1,7 @@
 """Testing a trained model without training (``dnupdate eval``; Caffe's ``caffe test
 -weights``, darknet's ``classifier valid``).
 
-:func:`evaluate_model` builds the :class:`~engine.training.step.Trainer` (the weights loaded
+:func:`evaluate_test_nets` builds the :class:`~engine.training.step.Trainer` (the weights loaded
 as ``train --weights`` loads them), reads the test split through the same data resolution and
 :class:`~engine.data.BatchSampler` as a run's tests, and runs
 :meth:`~engine.training.step.Trainer.evaluate` (the one test-mode forward pass of the engine:
@@ -20,6 +20,12 @@ class other than the true one (so the diagonal is exactly the top-1 hits). Unlik
 (every comparison with NaN is false, so a NaN score counts as a hit) and darknet (``top_k``
 picks some class from NaNs), **an image with any non-finite score is a wrong answer**: it is
 in no column of ``C`` and counted in ``non_finite`` of its true class.
+
+A Caffe solver with several test nets (``test_state``/``test_iter`` repeated, e.g. the
+autoencoder's test-on-train and test-on-test) is tested on each, as a run's tests are: test net
+``#i`` runs the layers its NetState keeps, reads its own data layer's source (a path naming a
+split, such as ``mnist_train_lmdb``, is read as that split) with its own seed (``seed + 1 +
+i``); :func:`evaluate_test_nets` gives one :class:`Evaluation` per net (``test_net`` picks one).
 
 Nothing here prints or writes: the result is plain data (:meth:`Evaluation.to_json`).
 """
@@ -49,6 +55,8 @@ from dnupdate.engine.training.runfolder import (
 from dnupdate.engine.training.session import (
     TrainSetupError,
     _check_shape,
+    _check_targets,
+    _read_split,
     make_backend,
     resolve_seed,
 )
@@ -56,9 +64,11 @@ from dnupdate.engine.training.session import (
 __all__ = [
     "TOP_K",
     "EvalOptions",
+    "EvalTestNet",
     "Evaluation",
-    "evaluate_model",
+    "evaluate_test_nets",
     "run_checkpoint",
+    "test_nets_of",
 ]
 
 #: the second accuracy reported, for nets with more outputs than this
@@ -75,7 +85,8 @@ class EvalOptions:
     ``seed``: None = the config's (a Caffe TEST ``mirror`` draws from it, as a run's tests);
     ``iteration``: the update count the weights were saved after, when the caller knows it
     (a run folder's checkpoint), else the ``.weights`` header's; ``allow_nonfinite``: load
-    weights holding NaN/inf (refused otherwise, as by ``train``).
+    weights holding NaN/inf (refused otherwise, as by ``train``); ``test_net``: test only
+    Caffe's test net #N (None: every test net).
     """
 
     weights: str
@@ -88,6 +99,19 @@ class EvalOptions:
     seed: int | None = None
     iteration: int | None = None
     allow_nonfinite: bool = False
+    test_net: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalTestNet:
+    """One test net of a config: Caffe's test net #``index``, its ``name`` (``test_state``
+    stages; empty when the config has one test net), the ``phase`` tag of its layers and its
+    data layer's spec (``source`` and preprocessing)."""
+
+    index: int
+    name: str
+    phase: str
+    spec: DataSourceSpec
 
 
 @dataclass(frozen=True)
@@ -117,6 +141,9 @@ class Evaluation:
     #: whether the net is a classifier its framework reports an accuracy for (Caffe: an
     #: ``Accuracy`` layer; darknet: a ``[softmax]``); else only the loss is tested
     classifier: bool = True
+    #: which test net (Caffe's ``#i``) and its name (``test_state`` stages, or empty)
+    test_net: int = 0
+    test_net_name: str = ""
 
     @property
     def classes(self) -> int:
@@ -146,6 +173,8 @@ class Evaluation:
             "weights": self.weights,
             "iteration": self.iteration,
             "semantics": self.semantics,
+            "test_net": self.test_net,
+            "test_net_name": self.test_net_name,
             "dataset": self.dataset,
             "images": self.images,
             "classes": self.classes,
@@ -243,20 +272,29 @@ def _predictions(scores: np.ndarray, labels: np.ndarray, better: np.ndarray) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def _test_source(run: RunSpec, data: str | None) -> tuple[DataSourceSpec, str]:
-    """The preprocessing spec (the config's TEST data layer, else its training one) and the
-    source to read (``data`` beats the config's)."""
-    spec = run.data.test or run.data.train
-    if spec is None:
+def test_nets_of(run: RunSpec) -> list[EvalTestNet]:
+    """The config's test nets, as a run's tests: #0 (the first TEST data layer, else the
+    training one), then Caffe's further test nets (``DataSpec.more_tests``, each its own data
+    layer, else test net #0's)."""
+    first = run.data.test or run.data.train
+    if first is None:
         raise TrainSetupError(f"{run.config_path}: the config names no data; give --data")
-    return spec, data or spec.source
+    nets = [EvalTestNet(0, run.data.test_name, "test", first)]
+    for index, more in enumerate(run.data.more_tests, start=1):
+        nets.append(EvalTestNet(index, more.name, more.phase, more.source or first))
+    return nets
 
 
-def _test_sampler(run: RunSpec, options: EvalOptions, seed: int) -> tuple[BatchSampler, Dataset]:
-    """The test set and its sampler, preprocessing as a run's tests; a missing Caffe
+def _test_sampler(
+    run: RunSpec, options: EvalOptions, seed: int, net: EvalTestNet
+) -> tuple[BatchSampler, Dataset]:
+    """Test net ``net``'s data and sampler, preprocessing as a run's tests (``--data`` beats
+    the config's source; a Caffe source naming a split is read as that split); a missing Caffe
     ``mean_file`` is replaced by the training set's mean, as in training."""
-    spec, source = _test_source(run, options.data)
-    dataset = open_dataset(source, "test", options.data_dir, size=options.images)
+    spec = net.spec
+    source = options.data or spec.source
+    split = _read_split(run, options, source, "test")  # type: ignore[arg-type]
+    dataset = open_dataset(source, split, options.data_dir, size=options.images)
     mean, notes = None, list(dataset.notes)
     if spec.mean_file and not spec.mean_values and not Path(spec.mean_file).exists():
         train_spec = run.data.train or spec
@@ -265,7 +303,13 @@ def _test_sampler(run: RunSpec, options: EvalOptions, seed: int) -> tuple[BatchS
         notes.append(str(note))
     framework = "darknet" if run.format == "darknet" else "caffe"
     sampler = BatchSampler(
-        dataset, spec, framework=framework, phase="test", seed=seed + 1, shuffle=False, mean=mean
+        dataset,
+        spec,
+        framework=framework,
+        phase="test",
+        seed=seed + 1 + net.index,
+        shuffle=False,
+        mean=mean,
     )
     sampler.notes.extend(notes)
     _check_shape(run, sampler, dataset)
@@ -288,15 +332,24 @@ def _every_image_once(sampler: BatchSampler) -> Iterator[tuple[np.ndarray, np.nd
 # --------------------------------------------------------------------------------------------
 
 
-def evaluate_model(run: RunSpec, options: EvalOptions) -> Evaluation:
-    """Test ``options.weights`` on the test split (see the module docstring).
+def evaluate_test_nets(run: RunSpec, options: EvalOptions) -> list[Evaluation]:
+    """Test ``options.weights`` on each test net's data (only ``options.test_net`` when
+    given; see the module docstring).
 
-    Raises :class:`TrainSetupError`, :class:`engine.data.DataError`,
-    :class:`engine.formats.weights.WeightsFileError` or
+    Raises :class:`TrainSetupError` (also for a ``test_net`` the config does not have),
+    :class:`engine.data.DataError`, :class:`engine.formats.weights.WeightsFileError` or
     :class:`engine.model.network.NetworkError`, each naming the file and the problem.
     """
-    from dnupdate.engine.training.step import Trainer, reports_accuracy
+    from dnupdate.engine.training.step import Trainer
 
+    nets = test_nets_of(run)
+    if options.test_net is not None:
+        if not 0 <= options.test_net < len(nets):
+            raise TrainSetupError(
+                f"{run.config_path}: no test net #{options.test_net}: the config has "
+                f"{len(nets)} (#0" + (f"..#{len(nets) - 1})" if len(nets) > 1 else ")")
+            )
+        nets = [nets[options.test_net]]
     seed = resolve_seed(options.seed, run)
     trainer = Trainer(
         run,
@@ -306,20 +359,34 @@ def evaluate_model(run: RunSpec, options: EvalOptions) -> Evaluation:
         weights=options.weights,
         allow_nonfinite=options.allow_nonfinite,
     )
-    sampler, dataset = _test_sampler(run, options, seed)
-    network = trainer.network
-    classifier = reports_accuracy(run.net)
-    outputs = int(np.prod(network.shapes[network.output_index].output)) if classifier else 0
-    counter = _Counter(outputs, network.native)
-    try:
-        result = trainer.evaluate(_every_image_once(sampler), counter if classifier else None)
-    except DataError as exc:
-        raise DataError(dataset.path or dataset.name, exc.problem) from None
-    hits = int(np.trace(counter.confusion))
-    images = result.images
     iteration = options.iteration
     if iteration is None and trainer.seen:
         iteration = trainer.iteration
+    return [_evaluate_net(run, options, trainer, net, seed, iteration) for net in nets]
+
+
+def _evaluate_net(
+    run: RunSpec, options: EvalOptions, trainer, net: EvalTestNet, seed: int, iteration
+) -> Evaluation:
+    """One test net's pass over its whole test set (the trainer's test net of its phase)."""
+    from dnupdate.engine.training.step import reports_accuracy
+
+    sampler, dataset = _test_sampler(run, options, seed, net)
+    network = trainer.network
+    if dataset.has_targets:  # float targets: only for losses comparing as many values
+        _check_targets(network, dataset)
+    classifier = reports_accuracy(run.net, net.phase)
+    outputs = int(np.prod(network.shapes[network.output_index].output)) if classifier else 0
+    counter = _Counter(outputs, network.native)
+    try:
+        result = trainer.evaluate(
+            _every_image_once(sampler), counter if classifier else None, phase=net.phase
+        )
+    except DataError as exc:
+        raise DataError(dataset.path or dataset.name, exc.problem) from None
+    trainer.release_eval_networks()
+    hits = int(np.trace(counter.confusion))
+    images = result.images
     return Evaluation(
         config_path=run.config_path,
         weights=str(options.weights),
@@ -335,6 +402,8 @@ def evaluate_model(run: RunSpec, options: EvalOptions) -> Evaluation:
         label_names=tuple(dataset.label_names),
         notes=tuple(dict.fromkeys(sampler.notes)),
         classifier=classifier,
+        test_net=net.index,
+        test_net_name=net.name,
     )
 
 

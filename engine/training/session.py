@@ -534,7 +534,11 @@ def _check_shape(run: RunSpec, sampler: BatchSampler, dataset: Dataset) -> None:
 def _check_labels(network, dataset: Dataset) -> None:
     """Every label must name one of the network's outputs (``0 <= label < outputs``), checked
     before training: a label past them would otherwise stop the run at its first (or final)
-    test with no state written. Raises :class:`engine.data.DataError` naming the first."""
+    test with no state written. Raises :class:`engine.data.DataError` naming the first.
+    Float targets (HDF5Data): see :func:`_check_targets`."""
+    if dataset.has_targets:
+        _check_targets(network, dataset)
+        return
     outputs = int(np.prod(network.output.shape[1:]))
     check_label_range(
         dataset.path or dataset.name,
@@ -543,6 +547,47 @@ def _check_labels(network, dataset: Dataset) -> None:
         "item",
         f" (the network {network.spec.name} has {outputs} outputs)",
     )
+
+
+def _check_targets(network, dataset: Dataset) -> None:
+    """Float targets (an HDF5 ``label`` of N×k×…) feed losses that compare them with a
+    prediction: Caffe's ``EuclideanLoss``/``SigmoidCrossEntropyLoss`` reading the label with
+    as many values per image (their ``CHECK_EQ`` of the counts), darknet's ``[cost]`` with
+    ``outputs`` values. A layer that reads class labels (``SoftmaxWithLoss``, ``Accuracy``,
+    darknet's ``[softmax]``) cannot use them: :class:`engine.data.DataError` naming the file."""
+    from dnupdate.engine.model.shapes import LABEL
+    from dnupdate.engine.spec import AccuracySpec, SoftmaxLossSpec, SoftmaxSpec
+
+    count = int(np.prod(dataset.label_shape))
+    shape = "×".join(map(str, dataset.label_shape))
+    where = dataset.path or dataset.name
+    if network.native == "darknet":
+        readers = [s for s in network.shapes if isinstance(s.layer, SoftmaxSpec)]
+        width = int(np.prod(network.output.shape[1:]))
+        if readers or width != count:
+            raise DataError(
+                where,
+                f"the labels are float targets of {shape} per image, but the network "
+                f"{network.spec.name} "
+                + ("reads class labels ([softmax])" if readers else f"has {width} outputs"),
+            )
+        return
+    for layer in network.shapes:
+        if LABEL not in layer.bottoms:
+            continue
+        if isinstance(layer.layer, SoftmaxLossSpec | AccuracySpec):
+            raise DataError(
+                where,
+                f"the labels are float targets of {shape} per image, but layer "
+                f"{layer.layer.name} ({layer.layer.origin}) reads class labels",
+            )
+        if layer.inputs != count:
+            raise DataError(
+                where,
+                f"the labels are float targets of {shape} ({count} values) per image, but "
+                f"layer {layer.layer.name} ({layer.layer.origin}) compares them with "
+                f"{layer.inputs} values",
+            )
 
 
 def class_count_note(network, dataset: Dataset) -> str | None:

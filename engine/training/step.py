@@ -659,8 +659,11 @@ class Trainer:
             # a non-finite prediction is a wrong answer; the framework's own rule (darknet's
             # top_k picks some class, Caffe's Accuracy may count it) is kept as framework_hits
             top1 = _darknet_top1_correct if net.native == "darknet" else _top1_correct
-            hits = top1(scores, labels, wrong=bad)
-            framework_hits = top1(scores, labels)
+            if np.issubdtype(labels.dtype, np.integer):
+                hits = top1(scores, labels, wrong=bad)
+                framework_hits = top1(scores, labels)
+            else:  # float targets (HDF5Data regression): no class to hit
+                hits = framework_hits = 0
             correct += hits
             framework_correct += framework_hits
             images += count

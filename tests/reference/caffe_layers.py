@@ -123,3 +123,43 @@ def euclidean(a, b):
     d = a - b
     n = dt(a.shape[0])
     return dt(np.dot(d.reshape(-1), d.reshape(-1))) / n / dt(2), d * (dt(1) / n)
+
+
+def concat_forward(bottoms, axis):
+    """``ConcatLayer::Forward_cpu`` on N-d arrays: ``num_concats = count(0, axis)``,
+    ``concat_input_size = count(axis + 1)``; bottom ``i``'s ``n``-th chunk of
+    ``bottom_axis·input_size`` values goes to ``top + (n·top_axis + offset)·input_size``."""
+    shape = list(bottoms[0].shape)
+    shape[axis] = sum(b.shape[axis] for b in bottoms)
+    top = np.zeros(int(np.prod(shape)), dtype=bottoms[0].dtype)
+    num_concats = int(np.prod(shape[:axis]))
+    input_size = int(np.prod(shape[axis + 1 :]))
+    offset = 0
+    for bottom in bottoms:
+        flat, size = bottom.reshape(-1), bottom.shape[axis]
+        for n in range(num_concats):
+            start = (n * shape[axis] + offset) * input_size
+            top[start : start + size * input_size] = flat[
+                n * size * input_size : (n + 1) * size * input_size
+            ]
+        offset += size
+    return top.reshape(shape)
+
+
+def concat_backward(top_diff, bottom_shapes, axis):
+    """``ConcatLayer::Backward_cpu``: each bottom's diff is copied back from its chunks."""
+    num_concats = int(np.prod(top_diff.shape[:axis]))
+    input_size = int(np.prod(top_diff.shape[axis + 1 :]))
+    top_axis, flat = top_diff.shape[axis], top_diff.reshape(-1)
+    diffs, offset = [], 0
+    for shape in bottom_shapes:
+        size = shape[axis]
+        diff = np.zeros(int(np.prod(shape)), dtype=top_diff.dtype)
+        for n in range(num_concats):
+            start = (n * top_axis + offset) * input_size
+            diff[n * size * input_size : (n + 1) * size * input_size] = flat[
+                start : start + size * input_size
+            ]
+        diffs.append(diff.reshape(shape))
+        offset += size
+    return diffs

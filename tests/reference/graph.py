@@ -34,3 +34,39 @@ def route_forward(sources):
     """Per image, the sources' flat outputs end to end: ``(B, Σ n_i)``."""
     batch = sources[0].shape[0]
     return np.concatenate([s.reshape(batch, -1) for s in sources], axis=1)
+
+
+def route_groups_forward(sources, groups, group_id):
+    """AlexeyAB's ``forward_route_layer``: for each source ``i`` and image ``j``,
+    ``copy_cpu(part, input + j·input_size + part·group_id, output + offset + j·outputs)`` with
+    ``part = input_size/groups``; ``offset += part``."""
+    batch = sources[0].shape[0]
+    outputs = sum(s[0].size for s in sources) // groups
+    out = np.zeros(batch * outputs, dtype=sources[0].dtype)
+    offset = 0
+    for source in sources:
+        flat, input_size = source.reshape(-1), source[0].size
+        part = input_size // groups
+        for j in range(batch):
+            start = j * input_size + part * group_id
+            out[offset + j * outputs : offset + j * outputs + part] = flat[start : start + part]
+        offset += part
+    return out.reshape(batch, outputs)
+
+
+def route_groups_backward(delta, deltas, groups, group_id):
+    """AlexeyAB's ``backward_route_layer``: ``axpy_cpu(part, 1, l.delta + offset +
+    j·outputs, delta + j·input_size + part·group_id)``; returns the updated source deltas."""
+    batch, outputs = delta.shape[0], delta[0].size
+    flat_delta = delta.reshape(-1)
+    result, offset = [], 0
+    for source in deltas:
+        flat, input_size = source.reshape(-1).copy(), source[0].size
+        part = input_size // groups
+        for j in range(batch):
+            start = j * input_size + part * group_id
+            src = flat_delta[offset + j * outputs : offset + j * outputs + part]
+            flat[start : start + part] += src
+        result.append(flat.reshape(source.shape))
+        offset += part
+    return result

@@ -147,15 +147,24 @@ def shortcut_backward(
     shortcut(delta, da, 1.0, beta)
 
 
-def route_copy(src: np.ndarray, out: np.ndarray, offset: int) -> None:
-    """``out[b, offset : offset + n] = src[b, :]`` per image (flat per-image views)."""
+def route_copy(
+    src: np.ndarray, out: np.ndarray, offset: int, group: int = 0, groups: int = 1
+) -> None:
+    """``out[b, offset : offset + n] = src[b, group·n : (group+1)·n]`` per image (flat
+    per-image views, ``n`` = src's count / ``groups``; AlexeyAB's ``forward_route_layer``)."""
     batch = src.shape[0]
     flat = src.reshape(batch, -1)
-    np.copyto(out.reshape(batch, -1)[:, offset : offset + flat.shape[1]], flat)
+    n = flat.shape[1] // groups
+    np.copyto(out.reshape(batch, -1)[:, offset : offset + n], flat[:, group * n : (group + 1) * n])
 
 
-def route_add(delta: np.ndarray, dx: np.ndarray, offset: int) -> None:
-    """``dx[b, :] += delta[b, offset : offset + n]`` per image (``axpy`` with alpha 1)."""
+def route_add(
+    delta: np.ndarray, dx: np.ndarray, offset: int, group: int = 0, groups: int = 1
+) -> None:
+    """``dx[b, group·n : (group+1)·n] += delta[b, offset : offset + n]`` per image (``axpy``
+    with alpha 1, ``n`` = dx's count / ``groups``; AlexeyAB's ``backward_route_layer``)."""
     batch = dx.shape[0]
     flat = dx.reshape(batch, -1)
-    np.add(flat, delta.reshape(batch, -1)[:, offset : offset + flat.shape[1]], out=flat)
+    n = flat.shape[1] // groups
+    part = flat[:, group * n : (group + 1) * n]
+    np.add(part, delta.reshape(batch, -1)[:, offset : offset + n], out=part)

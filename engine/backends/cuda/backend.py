@@ -198,15 +198,19 @@ class CudaBackend(Backend):
         work = math.prod(min(a, b) for a, b in zip(add.shape, out.shape, strict=True))
         graph.shortcut[grid(work)](add.dev, out.dev, _f32(s1), _f32(s2))
 
-    def route_copy(self, src, out, offset):
+    def route_copy(self, src, out, offset, group=0, groups=1):
         batch = src.shape[0]
-        n, total = src.size // batch, out.size // batch
-        graph.route_copy[grid(src.size)](src.flat, out.flat, batch, n, total, offset)
+        stride, total = src.size // batch, out.size // batch
+        n = stride // groups
+        graph.route_copy[grid(batch * n)](src.flat, out.flat, batch, n, total, offset, stride,
+                                          group * n)  # fmt: skip
 
-    def route_add(self, delta, dx, offset):
+    def route_add(self, delta, dx, offset, group=0, groups=1):
         batch = dx.shape[0]
-        n, total = dx.size // batch, delta.size // batch
-        graph.route_add[grid(dx.size)](delta.flat, dx.flat, batch, n, total, offset)
+        stride, total = dx.size // batch, delta.size // batch
+        n = stride // groups
+        graph.route_add[grid(batch * n)](delta.flat, dx.flat, batch, n, total, offset, stride,
+                                         group * n)  # fmt: skip
 
     # ---- reorg and crop -------------------------------------------------------------------
     def reorg(self, x, out, w, h, c, stride, forward):

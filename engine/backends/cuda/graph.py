@@ -33,19 +33,20 @@ def shortcut(add, out, s1, s2):
 
 
 @cuda.jit
-def route_copy(src, out, batch, n, total, offset):
-    """``out[b·total + offset + i] = src[b·n + i]``."""
+def route_copy(src, out, batch, n, total, offset, stride, start):
+    """``out[b·total + offset + i] = src[b·stride + start + i]`` for ``i < n``."""
     for t in range(cuda.grid(1), batch * n, cuda.gridsize(1)):
         b = t // n
-        out[b * total + offset + t % n] = src[t]
+        out[b * total + offset + t % n] = src[b * stride + start + t % n]
 
 
 @cuda.jit
-def route_add(delta, dx, batch, n, total, offset):
-    """``dx[b·n + i] += delta[b·total + offset + i]``."""
+def route_add(delta, dx, batch, n, total, offset, stride, start):
+    """``dx[b·stride + start + i] += delta[b·total + offset + i]`` for ``i < n``."""
     for t in range(cuda.grid(1), batch * n, cuda.gridsize(1)):
         b = t // n
-        dx[t] = dx[t] + delta[b * total + offset + t % n]
+        j = b * stride + start + t % n
+        dx[j] = dx[j] + delta[b * total + offset + t % n]
 
 
 # ---- [reorg] and [crop] ------------------------------------------------------------------------

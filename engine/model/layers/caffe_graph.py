@@ -10,7 +10,11 @@ consumers' diffs in the Split it inserts; with one consumer the sum is the same 
   order), ``dx_i += c_i·dy``; PROD ``y = x_0·x_1·…``, ``dx_i += dy·Π_{j≠i} x_j`` (stable) or
   ``dy·y/x_i``; MAX keeps the winning bottom's index per element (Caffe quirk: bottom 1 wins
   ties with bottom 0, later bottoms need to be strictly greater) and routes ``dy`` there.
-* ``Concat`` (axis 1): each bottom's per-image values go to their channel range.
+* ``Concat`` (``concat_layer.cpp``): with ``k`` the joined per-image dim, ``outer`` the
+  product of the dims before it and ``inner`` of those after, each of the ``N·outer`` rows of
+  bottom ``i`` (``d_i·inner`` values) goes to columns ``offset_i·inner`` on of the top's row
+  (``D·inner`` values), ``offset_i`` the sum of the earlier bottoms' ``d``; backward adds the
+  same ranges back (Caffe copies them into the bottom diff; one consumer: the same floats).
 * ``Flatten``/``Reshape``: the values unchanged, a new shape; ``Split``: a copy (every top
   is the same blob here; the consumers' gradients add up in its delta).
 * ``Silence``: nothing forward or backward.
@@ -23,8 +27,8 @@ import math
 import numpy as np
 
 from dnupdate.engine.model.layers.base import Layer, LayerContext
-from dnupdate.engine.model.shapes import LayerShape
-from dnupdate.engine.spec import EltwiseSpec
+from dnupdate.engine.model.shapes import LayerShape, concat_axis
+from dnupdate.engine.spec import ConcatSpec, EltwiseSpec
 
 
 class _MultiInput(Layer):
@@ -100,30 +104,37 @@ class EltwiseLayer(_MultiInput):
 
 
 class ConcatLayer(_MultiInput):
-    """See the module docstring (axis 1: per-image flat ranges laid end to end)."""
+    """See the module docstring: rows of ``N·outer`` ranges laid end to end, through the
+    backend's per-row ``route_copy``/``route_add`` on ``(N·outer, d·inner)`` views."""
 
     def __init__(self, shape: LayerShape, ctx: LayerContext):
         super().__init__(shape, ctx)
+        spec: ConcatSpec = shape.layer
+        k = concat_axis(spec, shape.image_out)
+        out = shape.output
+        outer = math.prod(out[:k])
+        self.rows = ctx.batch * outer
+        sizes = [math.prod(shape.input), *(math.prod(o.shape[1:]) for o, _ in self.others)]
         self.offsets: list[int] = []
-        self.sizes = list(self._sizes(shape))
         offset = 0
-        for size in self.sizes:
+        for size in sizes:  # a bottom's per-image count is outer·d_i·inner; a row d_i·inner
             self.offsets.append(offset)
-            offset += size
+            offset += size // outer
 
-    def _sizes(self, shape: LayerShape):
-        yield math.prod(shape.input)
-        for output, _ in self.others:
-            yield math.prod(output.shape[1:])
+    def _rows(self, array):
+        """``array`` as ``(N·outer, d·inner)``: one row per concatenated range."""
+        return array.reshape(self.rows, -1)
 
     def forward(self, x, train: bool) -> None:
+        out = self._rows(self.output)
         for value, offset in zip(self.inputs(x), self.offsets, strict=True):
-            self.backend.route_copy(value, self.output, offset)
+            self.backend.route_copy(self._rows(value), out, offset)
 
     def backward(self, x, dx) -> None:
+        delta = self._rows(self.delta)
         for target, offset in zip(self.input_deltas(dx), self.offsets, strict=True):
             if target is not None:
-                self.backend.route_add(self.delta, target, offset)
+                self.backend.route_add(delta, self._rows(target), offset)
 
 
 class ReshapeLayer(Layer):

@@ -17,7 +17,10 @@ from the build context (``LayerContext.bottoms``: each producer's output and del
   updated first, then the ``from`` layer's, as darknet does.
 
 ``[route]`` (``route_layer.c``): forward copies each source's per-image output into its
-column range; backward adds each range back into the source's delta, in source order.
+column range; backward adds each range back into the source's delta, in source order. With
+AlexeyAB's ``groups``/``group_id`` each source contributes only its ``group_id``-th of
+``groups`` equal per-image parts (``input + j·input_size + part·group_id``), and backward adds
+into that part only.
 """
 
 from __future__ import annotations
@@ -61,17 +64,18 @@ class RouteLayer(Layer):
         if len(ctx.bottoms) != len(spec.sources) or any(o is None for o, _ in ctx.bottoms):
             raise error(shape, "a route reads earlier layers only")
         self.sources = ctx.bottoms
+        self.group = (spec.group_id, spec.groups)
         offsets, offset = [], 0
         for output, _ in ctx.bottoms:
             offsets.append(offset)
-            offset += math.prod(output.shape[1:])
+            offset += math.prod(output.shape[1:]) // spec.groups
         self.offsets = tuple(offsets)
 
     def forward(self, x, train: bool) -> None:
         for (output, _), offset in zip(self.sources, self.offsets, strict=True):
-            self.backend.route_copy(output, self.output, offset)
+            self.backend.route_copy(output, self.output, offset, *self.group)
 
     def backward(self, x, dx) -> None:
         for (_, delta), offset in zip(self.sources, self.offsets, strict=True):
             if delta is not None:
-                self.backend.route_add(self.delta, delta, offset)
+                self.backend.route_add(self.delta, delta, offset, *self.group)
