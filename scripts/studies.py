@@ -144,7 +144,7 @@ STUDIES = {"scaling": scaling, "semantics": semantics, "adamw": adamw}
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("studies", nargs="*", choices=[*STUDIES, []], default=list(STUDIES))
+    parser.add_argument("studies", nargs="*", metavar="STUDY", help=", ".join(STUDIES))
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out-root", type=Path, default=ROOT / "runs" / "studies")
     parser.add_argument("--workers", type=int, default=2)
@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step", type=int, default=100, help="semantics: first rate step")
     parser.add_argument("--adamw-iters", type=int, default=1000)
     options = parser.parse_args(argv)
+    unknown = [name for name in options.studies if name not in STUDIES]
+    if unknown:
+        parser.error(f"unknown study {', '.join(unknown)} (choose from {', '.join(STUDIES)})")
     options.out_root = options.out_root.resolve()
     options.data_dir = options.data_dir.resolve()
     for name in options.studies or STUDIES:
