@@ -21,14 +21,28 @@ optional; this module is imported only inside a benchmark worker that asked for 
 A chain net becomes an ``nn.Sequential``; a net with graph layers a module that keeps every
 layer's output and feeds each layer its ``bottoms`` (``engine.model.shapes.LayerShape``).
 
-The optimizer is ``torch.optim.SGD`` (momentum, weight decay, Nesterov) or Adam/AdaGrad/
-RMSprop/Adadelta as the solver says; a training step is ``zero_grad``, forward, loss,
-``backward``, ``step`` — PyTorch eager's ordinary loop.
+The optimizer is ``torch.optim.SGD`` (momentum, weight decay, Nesterov), ``Adam``, ``AdamW``
+(decoupled decay, ``type: "AdamW"`` / ``adamw=1``) or AdaGrad/RMSprop/Adadelta as the solver
+says, with one parameter group per blob: ``lr = rate·lr_mult`` and ``weight_decay =
+λ·decay_mult`` (:func:`twin_blobs` maps each PyTorch parameter to its ``LAYER/INDEX`` blob).
+darknet quirk kept: darknet Adam decays every blob (its GPU ``adam_update_gpu`` ignores the
+zero decay of biases and scales), so under darknet semantics Adam's groups get ``λ`` whatever
+``decay_mult`` says. A training step is ``zero_grad``, forward, loss, ``backward``, ``step`` —
+PyTorch eager's ordinary loop.
+
+Where the conventions agree, a twin step is our update on the mean gradient: Caffe's losses
+average over the batch as ``CrossEntropyLoss`` does, and darknet's rules divide their summed
+gradient by ``batch`` (``lr/batch``, ``decay·batch``), so AdamW and SGD follow the same
+trajectory to float32 rounding (``tests/test_bench.py``). Caffe's Adam adds ε to ``sqrt(v)``
+before the bias correction, PyTorch's to ``sqrt(v̂)``: the same update to within that ε.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dnupdate.engine.bench.runner import Runner
+from dnupdate.engine.model.blobs import blob_key
 from dnupdate.engine.spec import (
     AccuracySpec,
     ActivationSpec,
@@ -147,6 +161,47 @@ def _layer_modules(nn, torch, shape) -> list:
     raise TorchTranslationError(f"layer {spec.name}: kind {spec.kind!r} is not translated")
 
 
+@dataclass(frozen=True)
+class TwinBlob:
+    """A PyTorch parameter of the twin and the blob it stands for: ``key`` (``LAYER/INDEX``)
+    and the blob's ``lr_mult``/``decay_mult``."""
+
+    key: str
+    parameter: object
+    lr_mult: float
+    decay_mult: float
+
+
+def _layer_blobs(shape, mods: list) -> list[TwinBlob]:
+    """The learnable blobs of one layer found among its modules: conv/connected ``weights``
+    → ``weight``; ``bias``/darknet ``biases`` → the layer's bias, or under batch norm the
+    norm's ``bias`` (darknet's biases are BN's β); darknet ``scales`` → the norm's
+    ``weight``; Caffe Scale ``gamma``/``beta``."""
+    spec = shape.layer
+    found: dict[str, object] = {}
+    if isinstance(spec, ConvSpec | ConnectedSpec):
+        core = next(m for m in mods if type(m).__name__ in ("Conv2d", "Linear"))
+        norm = next((m for m in mods if type(m).__name__.startswith("BatchNorm")), None)
+        found = {"weights": core.weight, "bias": core.bias, "biases": core.bias}
+        if norm is not None:
+            found.update(biases=norm.bias, scales=norm.weight)
+    elif isinstance(spec, ScaleSpec):
+        found = {"gamma": mods[0].gamma, "beta": mods[0].beta}
+    blobs = []
+    for index, blob in enumerate(shape.blobs):
+        parameter = found.get(blob.name)
+        if blob.learnable and parameter is not None:
+            key = blob_key(spec.name, index)
+            blobs.append(TwinBlob(key, parameter, blob.mult.lr_mult, blob.mult.decay_mult))
+    return blobs
+
+
+def twin_blobs(model) -> list[TwinBlob]:
+    """The twin's learnable parameters as blobs, in the net's blob order (set by
+    :func:`torch_model`)."""
+    return list(getattr(model, "dnupdate_blobs", ()))
+
+
 def _shortcut_add(torch, x, a, spec: ShortcutSpec):
     """darknet's ``shortcut_cpu`` forward on ``(B, C, H, W)`` tensors (``x`` the previous
     layer's output, ``a`` the ``from`` layer's): ``y = x``, then over the overlap
@@ -182,6 +237,7 @@ def _graph_model(nn, torch, shapes):
         def __init__(self):
             super().__init__()
             self.shapes = shapes
+            self.dnupdate_blobs: list[TwinBlob] = []
             self.stages = nn.ModuleList()
             for shape in shapes:
                 if isinstance(shape.layer, ShortcutSpec):
@@ -190,7 +246,9 @@ def _graph_model(nn, torch, shapes):
                     mods = []
                 else:
                     mods = _layer_modules(nn, torch, shape)
-                self.stages.append(nn.Sequential(*(m for m in mods if m is not None)))
+                mods = [m for m in mods if m is not None]
+                self.stages.append(nn.Sequential(*mods))
+                self.dnupdate_blobs.extend(_layer_blobs(shape, mods))
 
         def forward(self, x):
             outputs = []
@@ -229,39 +287,51 @@ def torch_model(net: NetSpec):
     loss = nn.MSELoss() if mse else nn.CrossEntropyLoss()
     if any(isinstance(shape.layer, ShortcutSpec | RouteSpec) for shape in shapes):
         return _graph_model(nn, torch, shapes), loss
-    modules = []
+    modules, blobs = [], []
     for shape in shapes:
-        modules.extend(m for m in _layer_modules(nn, torch, shape) if m is not None)
+        mods = [m for m in _layer_modules(nn, torch, shape) if m is not None]
+        modules.extend(mods)
+        blobs.extend(_layer_blobs(shape, mods))
     modules.append(nn.Flatten())
-    return nn.Sequential(*modules), loss
+    model = nn.Sequential(*modules)
+    model.dnupdate_blobs = blobs
+    return model, loss
+
+
+def param_groups(model, solver: SolverSpec, lr: float) -> list[dict]:
+    """One PyTorch parameter group per blob: ``lr = lr·lr_mult``, ``weight_decay =
+    λ·decay_mult`` (darknet Adam: ``λ`` on every blob, see the module docstring); parameters
+    that stand for no blob get ``lr`` and ``λ``."""
+    ignore_mult = solver.semantics == "darknet" and solver.optimizer == "adam"
+    groups, mapped = [], set()
+    for blob in twin_blobs(model):
+        mapped.add(id(blob.parameter))
+        decay = solver.decay * (1.0 if ignore_mult else float(blob.decay_mult))
+        groups.append({"params": [blob.parameter], "lr": lr * float(blob.lr_mult),
+                       "weight_decay": decay})  # fmt: skip
+    rest = [p for p in model.parameters() if id(p) not in mapped]
+    if rest:
+        groups.append({"params": rest, "lr": lr, "weight_decay": solver.decay})
+    return groups
 
 
 def torch_optimizer(model, solver: SolverSpec, lr: float):
-    """The PyTorch optimizer of the solver's rule over ``model``'s parameters."""
+    """The PyTorch optimizer of the solver's rule over ``model``'s parameters, one group per
+    blob (:func:`param_groups`)."""
     import torch
 
-    params = model.parameters()
+    params = param_groups(model, solver, lr)
     opt = solver.optimizer
     if opt in ("sgd", "nesterov"):
-        return torch.optim.SGD(
-            params,
-            lr=lr,
-            momentum=solver.momentum,
-            weight_decay=solver.decay,
-            nesterov=opt == "nesterov",
-        )
-    if opt == "adam":
-        return torch.optim.Adam(
-            params, lr=lr, betas=(solver.beta1, solver.beta2), eps=solver.eps,
-            weight_decay=solver.decay,
-        )  # fmt: skip
+        return torch.optim.SGD(params, lr=lr, momentum=solver.momentum, nesterov=opt == "nesterov")
+    if opt in ("adam", "adamw"):
+        kind = torch.optim.AdamW if opt == "adamw" else torch.optim.Adam
+        return kind(params, lr=lr, betas=(solver.beta1, solver.beta2), eps=solver.eps)
     if opt == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, eps=solver.eps, weight_decay=solver.decay)
+        return torch.optim.Adagrad(params, lr=lr, eps=solver.eps)
     if opt == "rmsprop":
-        return torch.optim.RMSprop(
-            params, lr=lr, alpha=solver.rms_decay, eps=solver.eps, weight_decay=solver.decay
-        )
-    return torch.optim.Adadelta(params, lr=lr, eps=solver.eps, weight_decay=solver.decay)
+        return torch.optim.RMSprop(params, lr=lr, alpha=solver.rms_decay, eps=solver.eps)
+    return torch.optim.Adadelta(params, lr=lr, eps=solver.eps)
 
 
 def torch_runner(config_path: str, settings):

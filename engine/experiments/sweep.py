@@ -9,16 +9,26 @@ workers' environment before their first kernel), or on an existing cluster (``sc
 not resubmitted; interrupted ones resume. ``stop()`` returning a signal name sets a Dask
 ``Event`` that the running variants poll (at most once a second): each checkpoints and ends
 ``interrupted``. ``distributed`` is imported here only, inside the functions.
+
+A terminal's Ctrl-C signals the whole foreground process group, the local workers included:
+they start with SIGINT ignored (inherited while the cluster starts, :func:`_sigint_ignored`,
+and set again by the preload :mod:`engine.experiments.dask_preload` for a restarted worker),
+so only this process acts on it and the variants stop through the Event, checkpointed. The
+scheduler, its HTTP endpoint and the workers listen on 127.0.0.1 only (the HTTP endpoint on
+a free port, not 8787, which another cluster may hold).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,20 +192,46 @@ class _Cluster:
             self.cluster.close()
 
 
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored in this process meanwhile: processes started meanwhile inherit the
+    ignored disposition through ``exec`` and Python keeps it (a caught signal would be reset
+    to the default, KeyboardInterrupt). A Ctrl-C during these seconds is lost."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: its signals are not ours to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+#: what Dask's own loggers may print on the sweep's terminal (a worker killed at close after
+#: its grace period is no news)
+DASK_LOG_LEVEL = logging.ERROR
+
+
 def _connect(scheduler: str | None, workers: int, threads: int) -> _Cluster:
-    """A client of an existing scheduler, or of a new LocalCluster on 127.0.0.1."""
+    """A client of an existing scheduler, or of a new LocalCluster on 127.0.0.1 whose
+    workers ignore Ctrl-C (see the module docstring)."""
     from distributed import Client, LocalCluster
 
+    logging.getLogger("distributed").setLevel(DASK_LOG_LEVEL)
     if scheduler:
         if scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
             return _Cluster(Client(scheduler, timeout="30s"))
         return _Cluster(Client(scheduler_file=scheduler, timeout="30s"))
     env = {name: str(threads) for name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                            "OMP_NUM_THREADS", "MKL_NUM_THREADS")}  # fmt: skip
-    cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None, env=env,
-    )  # fmt: skip
+    env["DASK_LOGGING__DISTRIBUTED"] = logging.getLevelName(DASK_LOG_LEVEL).lower()
+    with _sigint_ignored():
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            env=env, preload=["dnupdate.engine.experiments.dask_preload"],
+        )  # fmt: skip
     return _Cluster(Client(cluster), cluster)
 
 
