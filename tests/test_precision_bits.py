@@ -104,3 +104,36 @@ def test_lost_update_counts_equal_a_numpy_transcription(code, reference):
         want = [np.count_nonzero(moved[lo : lo + n]), np.count_nonzero(lost[lo : lo + n])]
         np.testing.assert_array_equal(counts[s], want)
     assert 0 < counts[:, 1].sum() < counts[:, 0].sum()
+
+
+@pytest.mark.parametrize(
+    ("code", "reference"),
+    [(p.FP16, fp16_reference), (p.BF16, bf16_reference)],
+    ids=["fp16", "bf16"],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_store_segments_rounds_and_keeps_the_master_like_numpy(code, reference, threads):
+    """The uncounted rounding (layer outputs, the working weights) and its master copy: each
+    segment copied to ``saved`` and rounded in place, nothing outside the segments touched,
+    the same whatever the thread count."""
+    import numba
+
+    values = np.concatenate([random_bits(150_000), subnormal_range(), edge_values()])
+    offsets = np.array([5, 70_000, 100_003], np.int64)
+    lengths = np.array([69_990, 30_000, values.size - 100_003 - 7], np.int64)
+    inside = np.zeros(values.size, bool)
+    for lo, n in zip(offsets, lengths, strict=True):
+        inside[lo : lo + n] = True
+    want = np.where(inside, reference(values), values)
+    numba.set_num_threads(threads)
+    try:
+        got, saved = values.copy(), np.zeros_like(values)
+        p.store_segments(got, offsets, lengths, code, saved)
+        alone = values.copy()
+        p.store_segments(alone, offsets, lengths, code)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert_same_bits(got, want)
+    assert_same_bits(alone, want)
+    np.testing.assert_array_equal(saved.view(np.uint32)[inside], values.view(np.uint32)[inside])
+    assert not saved[~inside].any()

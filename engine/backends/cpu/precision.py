@@ -329,6 +329,31 @@ def _lost_block(before, after, lo, hi, code, store):
     return _lost_loop(b, a, FP32, store)
 
 
+@njit(inline="always")
+def _store_loop(src, saved, code):
+    """``saved ← src`` (when ``saved`` is not empty), ``src ← round(src)``: nothing counted
+    (``code`` a constant after inlining)."""
+    keep = saved.size > 0
+    for i in range(src.size):
+        u = src[i]
+        if keep:
+            saved[i] = u
+        src[i] = round_bits(u, code)
+
+
+@njit(inline="always")
+def _store_block(bits, saved, lo, hi, code):
+    """:func:`_store_loop` over ``[lo, hi)`` (``saved`` empty: round only)."""
+    seg = bits[lo:hi]
+    keep = saved[lo:hi] if saved.size > 0 else saved
+    if code == FP16:
+        _store_loop(seg, keep, FP16)
+    elif code == BF16:
+        _store_loop(seg, keep, BF16)
+    else:
+        _store_loop(seg, keep, FP32)
+
+
 #: elements per block of the threaded kernels; a table of fewer elements in all runs serially
 PARALLEL_BLOCK = 1 << 15
 
@@ -393,6 +418,20 @@ def _lost_update_segments_threaded(before, after, offsets, lengths, code, store,
     for b in range(table.shape[0]):
         for k in range(2):
             counts[table[b, 0], k] += part[b, k]
+
+
+@njit(cache=True)
+def _store_segments(bits, saved, offsets, lengths, code):
+    for s in range(offsets.size):
+        _store_block(bits, saved, offsets[s], offsets[s] + lengths[s], code)
+
+
+@njit(cache=True, parallel=True)
+def _store_segments_threaded(bits, saved, offsets, lengths, code):
+    """:func:`_store_segments` with the blocks on the threads (element-wise: the same)."""
+    table = _block_table(offsets, lengths)
+    for b in prange(table.shape[0]):
+        _store_block(bits, saved, table[b, 1], table[b, 2], code)
 
 
 def _threaded(lengths: np.ndarray) -> bool:
@@ -460,3 +499,23 @@ def lost_update_segments(
         bool(store),
         counts,
     )
+
+
+def store_segments(
+    values: np.ndarray, offsets, lengths, code: int, saved: np.ndarray | None = None
+) -> None:
+    """Round every segment of ``values`` in place to format ``code``, counting nothing (a
+    layer's output, the working copy of the weights); with ``saved``, first copy each
+    segment's values there (the master weights): ``saved[seg] ← values[seg]``,
+    ``values[seg] ← round(values[seg])`` in one pass."""
+    flat = as_flat_float32(values, "values")
+    keep = np.empty(0, np.uint32)
+    if saved is not None:
+        flat_saved = as_flat_float32(saved, "saved")
+        if flat_saved.size != flat.size:
+            raise KernelArgumentError("values and saved must have the same size")
+        keep = flat_saved.view(np.uint32)
+    counts = np.zeros((np.size(offsets), 1), np.int64)  # only for the table's checks
+    offsets, lengths = _table(flat, offsets, lengths, counts, 1)
+    kernel = _store_segments_threaded if _threaded(lengths) else _store_segments
+    kernel(flat.view(np.uint32), keep, offsets, lengths, int(code))
