@@ -55,14 +55,14 @@ LANES = 8
 def _block_sum_squares(first_block, end_block, buffer, starts, stops, partial):
     for j in range(first_block, end_block):
         lanes = np.zeros(LANES)
-        start, stop = starts[j], stops[j]
-        full = start + (stop - start) // LANES * LANES
-        for base in range(start, full, LANES):
+        block = buffer[starts[j] : stops[j]]  # indices from 0: no wrap-around select
+        full = block.size // LANES * LANES
+        for base in range(0, full, LANES):
             for lane in range(LANES):  # a constant count: unrolled, lanes in registers
-                value = np.float64(buffer[base + lane])
+                value = np.float64(block[base + lane])
                 lanes[lane] += value * value
-        for i in range(full, stop):
-            value = np.float64(buffer[i])
+        for i in range(full, block.size):
+            value = np.float64(block[i])
             lanes[i - full] += value * value
         total = 0.0
         for lane in range(LANES):
@@ -166,15 +166,16 @@ def _block_unscale_sum_squares(
     first_block, end_block, buffer, factor, carry, starts, stops, summed, partial
 ):  # fmt: skip
     for j in range(first_block, end_block):
-        start, stop = starts[j], stops[j]
+        block = buffer[starts[j] : stops[j]]  # a slice from 0: the loops vectorise
         if factor != 1.0:
-            for i in range(start, stop):
-                buffer[i] = buffer[i] * factor
+            for i in range(block.size):
+                block[i] = block[i] * factor
         if summed[j]:  # the same block, lanes and order as segment_sum_squares: the same bits
             _block_sum_squares(j, j + 1, buffer, starts, stops, partial)
         if carry.size > 0:
-            for i in range(start, stop):
-                buffer[i] = buffer[i] + carry[i]
+            added = carry[starts[j] : stops[j]]
+            for i in range(block.size):
+                block[i] = block[i] + added[i]
 
 
 def _covering_blocks(
