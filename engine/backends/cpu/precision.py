@@ -330,10 +330,9 @@ def _lost_block(before, after, lo, hi, code, store):
 
 
 @njit(inline="always")
-def _store_loop(src, saved, code):
-    """``saved ← src`` (when ``saved`` is not empty), ``src ← round(src)``: nothing counted
-    (``code`` a constant after inlining)."""
-    keep = saved.size > 0
+def _store_loop(src, saved, code, keep):
+    """``saved ← src`` (``keep``), ``src ← round(src)``: nothing counted (``code`` and
+    ``keep`` constants after inlining: one loop each)."""
     for i in range(src.size):
         u = src[i]
         if keep:
@@ -345,13 +344,18 @@ def _store_loop(src, saved, code):
 def _store_block(bits, saved, lo, hi, code):
     """:func:`_store_loop` over ``[lo, hi)`` (``saved`` empty: round only)."""
     seg = bits[lo:hi]
-    keep = saved[lo:hi] if saved.size > 0 else saved
-    if code == FP16:
-        _store_loop(seg, keep, FP16)
+    if saved.size > 0:
+        keep = saved[lo:hi]
+        if code == FP16:
+            _store_loop(seg, keep, FP16, True)
+        elif code == BF16:
+            _store_loop(seg, keep, BF16, True)
+        else:
+            _store_loop(seg, keep, FP32, True)
+    elif code == FP16:
+        _store_loop(seg, seg, FP16, False)
     elif code == BF16:
-        _store_loop(seg, keep, BF16)
-    else:
-        _store_loop(seg, keep, FP32)
+        _store_loop(seg, seg, BF16, False)
 
 
 #: elements per block of the threaded kernels; a table of fewer elements in all runs serially
