@@ -111,3 +111,41 @@ def test_sum_squares_of_a_change_equals_the_sum_squares_of_the_difference():
     red.segment_sum_squares(before - after, offsets, lengths, separate)
     assert np.array_equal(fused, separate)
     assert fused[1] == 0.0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("carried", [False, True], ids=["no-carry", "carry"])
+def test_unscale_sum_squares_equals_its_three_numpy_passes(threads, carried):
+    """GradScaler's unscale, the per-segment sums and the carry added back, in one blocked
+    pass: the same bits as ``buffer *= f``, :func:`segment_sum_squares`, ``buffer += carry``
+    over the whole buffer, with segments out of order, an empty one, one that is not summed
+    (length 0, as the trainer's non-learnable blobs) and elements outside every segment."""
+    from dnupdate.engine.backends.cpu import share
+
+    rng = np.random.default_rng(4)
+    size = 5 * red.BLOCK + 123
+    buffer = (rng.normal(size=size) * 1e3).astype(np.float32)
+    carry = rng.normal(size=size).astype(np.float32) if carried else None
+    offsets = np.array([2 * red.BLOCK + 7, 10, 300, 4 * red.BLOCK], np.int64)
+    lengths = np.array([red.BLOCK + 5, 200, 0, red.BLOCK + 100], np.int64)
+    factor = float(np.float32(1 / 65536))
+    want = buffer * np.float32(factor)
+    want_sums = np.empty(4, np.float64)
+    red.segment_sum_squares(want, offsets, lengths, want_sums)
+    if carried:
+        want = want + carry
+    share.set_threads(threads)
+    try:
+        got, sums = buffer.copy(), np.empty(4, np.float64)
+        red.unscale_sum_squares(got, factor, carry, offsets, lengths, sums)
+    finally:
+        share.set_threads(None)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(sums.view(np.uint64), want_sums.view(np.uint64))
+    assert sums[2] == 0.0
+    got = buffer.copy()
+    red.unscale_sum_squares(got, 1.0, None, offsets, lengths, sums)  # factor 1: untouched
+    np.testing.assert_array_equal(got, buffer)
+    np.testing.assert_allclose(
+        sums[0], np.sum(buffer[offsets[0] : offsets[0] + lengths[0]].astype(np.float64) ** 2)
+    )

@@ -9,7 +9,13 @@ import pytest
 from numba import njit
 
 from dnupdate.engine.backends.cpu import precision as p
-from tests.test_precision_kernels import assert_same_bits, edge_values, random_bits
+from tests.test_precision_kernels import (
+    assert_same_bits,
+    bf16_reference,
+    edge_values,
+    fp16_reference,
+    random_bits,
+)
 
 
 @njit(cache=False)
@@ -71,3 +77,63 @@ def test_threaded_kernels_equal_the_serial_ones_segment_by_segment(code):
     np.testing.assert_array_equal(after[0], after[1])
     np.testing.assert_array_equal(lost[0], lost[1])
     assert lost[0][:, 1].sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("code", "reference"),
+    [(p.FP16, fp16_reference), (p.BF16, bf16_reference)],
+    ids=["fp16", "bf16"],
+)
+def test_lost_update_counts_equal_a_numpy_transcription(code, reference):
+    """Segments of thousands of weights (the kernels sum their counts in chunks of 1023), a
+    mix of moves that survive the rounding, moves that do not, no moves, ±0, inf and NaN."""
+    rng = np.random.default_rng(3)
+    before = np.concatenate([edge_values(), random_bits(20_000), subnormal_range(20_000)])
+    steps = rng.choice(np.array([0.0, 1e-6, 1e-3, 1e-1], np.float32), before.size)
+    with np.errstate(over="ignore", invalid="ignore"):
+        after = (before * (np.float32(1) + steps)).astype(np.float32)
+    offsets, lengths = np.array([0, 3, 30_000]), np.array([3, 29_997, before.size - 30_000])
+    counts = np.zeros((3, 2), np.int64)
+    stored = after.copy()
+    p.lost_update_segments(before, stored, offsets, lengths, code, True, counts)
+    assert_same_bits(stored, reference(after))
+    with np.errstate(invalid="ignore"):
+        moved = after != before
+        lost = moved & (reference(after) == reference(before))
+    for s, (lo, n) in enumerate(zip(offsets, lengths, strict=True)):
+        want = [np.count_nonzero(moved[lo : lo + n]), np.count_nonzero(lost[lo : lo + n])]
+        np.testing.assert_array_equal(counts[s], want)
+    assert 0 < counts[:, 1].sum() < counts[:, 0].sum()
+
+
+@pytest.mark.parametrize(
+    ("code", "reference"),
+    [(p.FP16, fp16_reference), (p.BF16, bf16_reference)],
+    ids=["fp16", "bf16"],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_store_segments_rounds_and_keeps_the_master_like_numpy(code, reference, threads):
+    """The uncounted rounding (layer outputs, the working weights) and its master copy: each
+    segment copied to ``saved`` and rounded in place, nothing outside the segments touched,
+    the same whatever the thread count."""
+    import numba
+
+    values = np.concatenate([random_bits(150_000), subnormal_range(), edge_values()])
+    offsets = np.array([5, 70_000, 100_003], np.int64)
+    lengths = np.array([69_990, 30_000, values.size - 100_003 - 7], np.int64)
+    inside = np.zeros(values.size, bool)
+    for lo, n in zip(offsets, lengths, strict=True):
+        inside[lo : lo + n] = True
+    want = np.where(inside, reference(values), values)
+    numba.set_num_threads(threads)
+    try:
+        got, saved = values.copy(), np.zeros_like(values)
+        p.store_segments(got, offsets, lengths, code, saved)
+        alone = values.copy()
+        p.store_segments(alone, offsets, lengths, code)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert_same_bits(got, want)
+    assert_same_bits(alone, want)
+    np.testing.assert_array_equal(saved.view(np.uint32)[inside], values.view(np.uint32)[inside])
+    assert not saved[~inside].any()

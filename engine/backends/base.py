@@ -462,6 +462,29 @@ class Backend:
         after, non-finite after)``. ``flush_nonfinite`` stores 0 for a non-finite result."""
         raise NotImplementedError
 
+    def store_rounded(self, buffer, offsets, lengths, code: int, saved=None) -> None:
+        """Round each segment of ``buffer`` in place to format ``code`` counting nothing; with
+        ``saved`` (same shape), first copy each segment there (``saved[seg] ← buffer[seg]``:
+        the master weights before the working copy is rounded). This default copies, then
+        calls :meth:`round_storage`."""
+        if saved is not None:
+            table = zip(np.asarray(offsets).tolist(), np.asarray(lengths).tolist(), strict=True)
+            for offset, length in table:
+                self.copy(buffer[offset : offset + length], saved[offset : offset + length])
+        counts = np.zeros((len(offsets), 3), np.int64)
+        self.round_storage(buffer, offsets, lengths, code, counts)
+
+    def unscale_sum_squares(self, buffer, factor: float, carry, offsets, lengths, out) -> None:
+        """``buffer *= float32(factor)`` (every element), then ``out[k] = Σ buffer²`` per
+        segment (:meth:`segment_sum_squares`), then ``buffer += carry`` unless ``carry`` is
+        None: GradScaler's unscale, the gradient norms and darknet's carried momentum added
+        back. This default makes the three passes."""
+        if factor != 1.0:
+            self.scale(buffer, factor)
+        self.segment_sum_squares(buffer, offsets, lengths, out)
+        if carry is not None:
+            self.accumulate(buffer, carry, 1.0)
+
     def lost_updates(self, before, after, offsets, lengths, code: int, store: bool, counts) -> None:
         """Per segment, host int64 ``counts[s] = (elements with after ≠ before, of those with
         round(after) = round(before))``; ``store`` rounds ``after`` in place."""

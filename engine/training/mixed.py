@@ -124,7 +124,7 @@ class StorageHooks:
         """Store the layer's output in the low precision."""
         if self.rounds[index] and self.code:
             offsets, lengths = self._tables[index]
-            self.backend.round_storage(layer.output, offsets, lengths, self.code, self._scratch)
+            self.backend.store_rounded(layer.output, offsets, lengths, self.code)
 
     def delta(self, index: int, layer) -> None:
         """The layer's delta is complete: scale it (a loss's input) and store it rounded."""
@@ -169,11 +169,12 @@ class MixedPrecision:
             self._round_params()
 
     # ---- weights ------------------------------------------------------------------------------
-    def _round_params(self) -> None:
-        counts = np.zeros((self.offsets.size, 3), np.int64)
-        self.backend.round_storage(
-            self.network.params, self.offsets, self.lengths, self.code, counts
-        )
+    def _round_params(self, keep_master: bool = False) -> None:
+        """The learnable blobs rounded in place; ``keep_master``: ``saved ← params`` first (the
+        same pass)."""
+        saved = self.saved if keep_master else None
+        params = self.network.params
+        self.backend.store_rounded(params, self.offsets, self.lengths, self.code, saved)
 
     def _restore_learnable(self) -> None:
         params, saved, copy = self.network.params, self.saved, self.backend.copy
@@ -182,13 +183,14 @@ class MixedPrecision:
 
     def begin(self) -> None:
         """Before an update's passes: the scale the backward uses, zeroed delta counts, and
-        the weights the passes see (master: ``saved ← params``, params rounded; else
-        ``saved ← params`` for the lost-update count)."""
+        the weights the passes see (master: ``saved ← params``, params rounded, learnable
+        blobs only, one pass; else ``saved ← params`` for the lost-update count)."""
         self.hooks.loss_scale = self.scaler.scale
         self.hooks.delta_counts[...] = 0
-        self.backend.copy(self.network.params, self.saved)
         if self.master:
-            self._round_params()
+            self._round_params(keep_master=True)
+        else:
+            self.backend.copy(self.network.params, self.saved)
 
     def end_passes(self) -> None:
         """After the passes: the master copy back under the learnable blobs."""
@@ -201,8 +203,7 @@ class MixedPrecision:
         if not self.master or not self.code:
             yield
             return
-        self.backend.copy(self.network.params, self.saved)
-        self._round_params()
+        self._round_params(keep_master=True)
         try:
             yield
         finally:

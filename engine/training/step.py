@@ -478,18 +478,22 @@ class Trainer:
             stats = UpdateStats(np.zeros(segments), np.sqrt(self._norm_sumsq))
             if self._grad_carry is not None:  # the momentum stays as it was (GradScaler)
                 backend.copy(self._grad_carry, net.grads)
+                self._carry_fresh = self._fold_carry  # grads = carry: still the snapshot
         else:
-            if mixed.unscales:
-                backend.scale(net.grads, float(mixed.scaler.inv_scale))
-            backend.segment_sum_squares(net.grads, *table)
+            # one pass: unscaled (GradScaler), ‖g‖² per segment, darknet's carry added back
+            factor = float(mixed.scaler.inv_scale) if mixed.unscales else 1.0
+            backend.unscale_sum_squares(net.grads, factor, self._grad_carry, *table)
             grad_norms = np.sqrt(self._norm_sumsq) / mixed.rule_scale
             if self._grad_carry is None:
                 grad_norms = grad_norms / float(self.accumulate)
-            else:
-                backend.accumulate(net.grads, self._grad_carry, 1.0)
+            # the update's pass also leaves the next snapshot in the carry (as without
+            # simulated precision); its own gradient norm is of g + carry − carry: not ours
+            carry = self._grad_carry if self._fold_carry else None
             stats = self.optimizer.step(
-                net.params, net.grads, lr, self.iteration, loss_scale=mixed.rule_scale
+                net.params, net.grads, lr, self.iteration, mixed.rule_scale, carry=carry
             )
+            stats = dataclasses.replace(stats, grad_norms=None)
+            self._carry_fresh = carry is not None
             mixed.count_lost()
         mixed.scaler.update(skipped)
         report = mixed.report(scale, nonfinite, skipped)

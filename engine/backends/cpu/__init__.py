@@ -332,6 +332,11 @@ class CpuBackend(Backend):
     def round_storage(self, buffer, offsets, lengths, code, counts, flush_nonfinite=False):
         precision.round_segments(buffer, offsets, lengths, code, counts, flush_nonfinite)
 
+    def store_rounded(self, buffer, offsets, lengths, code, saved=None):
+        precision.store_segments(buffer, offsets, lengths, code, saved)
+
+    unscale_sum_squares = staticmethod(reduce.unscale_sum_squares)
+
     def lost_updates(self, before, after, offsets, lengths, code, store, counts):
         precision.lost_update_segments(before, after, offsets, lengths, code, store, counts)
 

@@ -55,14 +55,14 @@ LANES = 8
 def _block_sum_squares(first_block, end_block, buffer, starts, stops, partial):
     for j in range(first_block, end_block):
         lanes = np.zeros(LANES)
-        start, stop = starts[j], stops[j]
-        full = start + (stop - start) // LANES * LANES
-        for base in range(start, full, LANES):
+        block = buffer[starts[j] : stops[j]]  # indices from 0: no wrap-around select
+        full = block.size // LANES * LANES
+        for base in range(0, full, LANES):
             for lane in range(LANES):  # a constant count: unrolled, lanes in registers
-                value = np.float64(buffer[base + lane])
+                value = np.float64(block[base + lane])
                 lanes[lane] += value * value
-        for i in range(full, stop):
-            value = np.float64(buffer[i])
+        for i in range(full, block.size):
+            value = np.float64(block[i])
             lanes[i - full] += value * value
         total = 0.0
         for lane in range(LANES):
@@ -159,6 +159,78 @@ def segment_sum_squares_change(
     partial = np.empty(starts.size, dtype=np.float64)
     share_out(_block_sum_squares_change, starts.size, flat, other, starts, stops, partial)
     _add_segment_blocks(first, partial, out)
+
+
+@njit(cache=True, nogil=True)
+def _block_unscale_sum_squares(
+    first_block, end_block, buffer, factor, carry, starts, stops, summed, partial
+):  # fmt: skip
+    for j in range(first_block, end_block):
+        block = buffer[starts[j] : stops[j]]  # a slice from 0: the loops vectorise
+        if factor != 1.0:
+            for i in range(block.size):
+                block[i] = block[i] * factor
+        if summed[j]:  # the same block, lanes and order as segment_sum_squares: the same bits
+            _block_sum_squares(j, j + 1, buffer, starts, stops, partial)
+        if carry.size > 0:
+            added = carry[starts[j] : stops[j]]
+            for i in range(block.size):
+                block[i] = block[i] + added[i]
+
+
+def _covering_blocks(
+    offsets: np.ndarray, lengths: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`block_table`'s blocks of the segments, then blocks of at most :data:`BLOCK`
+    covering the rest of a ``size``-element buffer (segments do not overlap): ``(first,
+    starts, stops, summed, order)``, ``summed`` 1 for the segments' blocks (whose partial sums
+    count), ``order`` the blocks by start (each thread's share a run of memory)."""
+    first, _, starts, stops = block_table(offsets, lengths, BLOCK)
+    used = lengths > 0
+    lo, hi = offsets[used], offsets[used] + lengths[used]
+    by_start = np.argsort(lo, kind="stable")
+    lo, hi = lo[by_start], hi[by_start]
+    gap_lo = np.concatenate([[0], hi])
+    gap_hi = np.concatenate([lo, [size]])
+    keep = gap_hi > gap_lo
+    gap_lo, gap_hi = gap_lo[keep], gap_hi[keep]
+    _, _, gap_starts, gap_stops = block_table(gap_lo, gap_hi - gap_lo, BLOCK)
+    all_starts = np.concatenate([starts, gap_starts])
+    all_stops = np.concatenate([stops, gap_stops])
+    summed = np.concatenate([np.ones(starts.size, np.int8), np.zeros(gap_starts.size, np.int8)])
+    return first, all_starts, all_stops, summed, np.argsort(all_starts, kind="stable")
+
+
+def unscale_sum_squares(
+    buffer: np.ndarray,
+    factor: float,
+    carry: np.ndarray | None,
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """In one pass over the buffer, block by block while it is in cache: ``buffer *= factor``
+    (float32, every element), ``out[k] = Σ buffer²`` per segment as :func:`segment_sum_squares`
+    gives it (same blocks and lanes: the same bits), then ``buffer += carry`` (float32, every
+    element; ``carry`` None: nothing added). GradScaler's unscale, the gradient norms and the
+    darknet carry added back, as three passes would leave them."""
+    flat, offsets, lengths = _check_segments(buffer, offsets, lengths)
+    if out.dtype != np.float64 or out.shape != offsets.shape:
+        raise KernelArgumentError(f"out: expected float64 of shape {offsets.shape}")
+    added = np.empty(0, np.float32)
+    if carry is not None:
+        added = as_flat_float32(carry, "carry")
+        if added.size != flat.size:
+            raise KernelArgumentError("buffer and carry must have the same size")
+    first, starts, stops, summed, order = _covering_blocks(offsets, lengths, flat.size)
+    partial = np.zeros(starts.size, dtype=np.float64)
+    share_out(
+        _block_unscale_sum_squares, starts.size, flat, np.float32(factor), added,
+        starts[order], stops[order], summed[order], partial,
+    )  # fmt: skip
+    sums = np.empty_like(partial)
+    sums[order] = partial
+    _add_segment_blocks(first, sums, out)
 
 
 def segment_l2_norms(
