@@ -62,6 +62,19 @@ def test_bench_says_when_mkl_is_missing(monkeypatch):
     assert "pip install 'dnupdate[mkl]'" in result.output
 
 
+def test_devices_names_mkl_where_it_is_chosen(monkeypatch):
+    from dnupdate.engine.backends import cpu_info
+
+    monkeypatch.setattr(mkl, "load_mkl", lambda: object())
+    monkeypatch.setenv(mkl.BLAS_ENV, "mkl")
+    assert cpu_info().blas.startswith("Intel MKL for our GEMMs (DNUPDATE_BLAS=mkl; NumPy's: ")
+    monkeypatch.setenv(mkl.BLAS_ENV, "openblas")
+    assert "MKL" not in cpu_info().blas
+    monkeypatch.setattr(mkl, "load_mkl", lambda: None)
+    monkeypatch.setenv(mkl.BLAS_ENV, "auto")
+    assert "MKL" not in cpu_info().blas
+
+
 @needs_mkl
 def test_mkl_results_do_not_move_with_alignment():
     """Convolution and fully connected shapes, operands at 64-byte and at odd 4-byte offsets:
