@@ -17,6 +17,10 @@ import typer
 from dnupdate.cli.common import EXIT_USAGE, device_option, fail, json_option, threads_option
 from dnupdate.cli.help_format import help_from_doc
 
+#: the names ``--blas`` takes (``engine.backends.mkl.CHOICES``; not imported: ``--help`` stays
+#: fast)
+BLAS_CHOICES = ("openblas", "mkl", "auto")
+
 BENCH_HELP = help_from_doc(
     """Measure training and inference speed (images/s).
 
@@ -32,6 +36,9 @@ with ours, same threads, and shows the ratio ours / PyTorch.
 --precision fp16 (or bf16) trains each workload a second time in that simulated precision
 with dynamic loss scaling, windows interleaved with the float32 run, and shows its images/s
 and the step-time ratio low precision / float32 (target: at most 1.5).
+
+--blas mkl sends our GEMMs to Intel MKL (optional: pip install 'dnupdate[mkl]') instead of
+NumPy's OpenBLAS, as DNUPDATE_BLAS=mkl does for every command; the table names the BLAS.
 
 Examples:
 
@@ -85,6 +92,12 @@ def bench(
     cold_cache: bool = typer.Option(
         False, "--cold-cache", help="Start from an empty JIT cache (compile_s = cold compile)."
     ),
+    blas: str | None = typer.Option(
+        None,
+        "--blas",
+        metavar="openblas|mkl|auto",
+        help="BLAS of our GEMMs (default: $DNUPDATE_BLAS, else openblas; mkl is optional).",
+    ),
     as_json: bool = json_option("One JSON object per workload and mode on stdout."),
 ) -> None:
     from dnupdate.engine.bench.measure import run_bench
@@ -97,6 +110,8 @@ def bench(
 
     if vs is not None and vs != "torch":
         fail(f"--vs {vs}: only 'torch' can be compared", EXIT_USAGE)
+    if blas is not None and blas.strip().lower() not in BLAS_CHOICES:
+        fail(f"--blas {blas}: expected one of {', '.join(BLAS_CHOICES)}", EXIT_USAGE)
     try:
         chosen = [resolve_workload(name) for name in workloads or _default_workloads()]
         settings = BenchSettings(
@@ -109,6 +124,7 @@ def bench(
             cold_cache=cold_cache,
             modes=tuple(mode) or ("train", "infer"),
             precision=precision,
+            blas=blas,
         )
         settings.check()
         results = []
@@ -128,6 +144,10 @@ def _default_workloads() -> list[str]:
     from dnupdate.engine.bench.workloads import BUILTIN_WORKLOADS
 
     return list(BUILTIN_WORKLOADS)
+
+
+def _blas_label(blas: str) -> str:
+    return {"mkl": "Intel MKL", "openblas": "OpenBLAS"}.get(blas, blas)
 
 
 def _progress_line(result) -> str:
@@ -193,9 +213,10 @@ def _print_table(results, settings) -> None:
     peak = next((r.gflops / r.peak_fraction for r in results if r.peak_fraction), None)
     if peak:
         core = next((r.blas_core for r in results if r.blas_core), "")
-        table.caption = f"sgemm peak {peak:.0f} GFLOP/s (2048×2048 float32, same threads)" + (
-            f"; OpenBLAS core {core}" if core else ""
-        )
+        caption = f"sgemm peak {peak:.0f} GFLOP/s (NumPy, 2048×2048 float32, same threads)"
+        if core:
+            caption += f"; OpenBLAS core {core}"
+        table.caption = f"{caption}; our GEMMs: {_blas_label(results[0].blas)}"
     if precision:
         note = (
             f"{precision}: simulated, dynamic loss scaling; step time ratio = float32 images/s "

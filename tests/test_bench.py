@@ -38,6 +38,7 @@ ISSUE_FIELDS = {
     "peak_fraction",
     "compile_s",
     "peak_rss_mib",
+    "blas",  # the library our GEMMs went to (openblas, or mkl with --blas mkl)
 }
 
 TINY_CFG = """\
@@ -202,6 +203,17 @@ def _bench_json(*args: str) -> list[dict]:
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_bench_names_the_blas_it_ran(tiny_cfg):
+    """``blas`` in every row: OpenBLAS by default, Intel MKL with ``--blas mkl`` where MKL is
+    installed (``--blas auto``: MKL when installed)."""
+    from dnupdate.engine.backends.mkl import load_mkl
+
+    common = (str(tiny_cfg), "--threads", "1", "--windows", "1", "--iters", "1", "--mode", "train")
+    assert [row["blas"] for row in _bench_json(*common, "--blas", "openblas")] == ["openblas"]
+    want = "openblas" if load_mkl() is None else "mkl"
+    assert [row["blas"] for row in _bench_json(*common, "--blas", "auto")] == [want]
 
 
 def test_bench_json_runs_a_tiny_config_in_both_modes(tiny_cfg):

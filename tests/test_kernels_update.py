@@ -203,6 +203,20 @@ def test_the_carry_rides_along_without_changing_the_update(name):
 
 
 @pytest.mark.parametrize("name", DARKNET_RULES)
+def test_the_carry_norm_is_the_lane_sums_bit_for_bit(name):
+    """The gradient norm of the carry pass (darknet SGD: its own grouped loop) is the block
+    sums over ``up.LANES`` interleaved accumulators of ``f64(f32(carry − grads))²``, exactly,
+    also on segments that are not a multiple of the lane count (their tails)."""
+    rule, states = RULES[name]
+    inputs = _inputs(states, seed=8)
+    carry = (inputs[1] - np.random.default_rng(9).normal(0, 0.1, TOTAL)).astype(f32)
+    grad_sq = _run_with_carry(rule, inputs, carry)[-1]
+    change = np.square((carry - inputs[1]).astype(np.float64))
+    want = [_block_sums(change[o : o + n], up.LANES) for o, n in zip(OFFSETS, SIZES, strict=True)]
+    assert grad_sq.tolist() == want
+
+
+@pytest.mark.parametrize("name", DARKNET_RULES)
 def test_the_carry_norm_does_not_depend_on_threads(name):
     rule, states = RULES[name]
     inputs = _inputs(states, seed=6)

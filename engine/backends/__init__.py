@@ -55,6 +55,20 @@ class CpuInfo:
     threading_layer: str = ""
 
 
+def _gemm_blas(numpy_blas: str) -> str:
+    """NumPy's BLAS, or Intel MKL where ``DNUPDATE_BLAS`` asks for it and it is installed
+    (``engine.backends.mkl``: then the CPU backend's GEMMs go to MKL)."""
+    from dnupdate.engine.backends import mkl
+
+    try:
+        choice = mkl.blas_choice()
+    except mkl.BlasChoiceError:
+        return numpy_blas
+    if choice == "openblas" or mkl.load_mkl() is None:
+        return numpy_blas
+    return f"Intel MKL for our GEMMs ({mkl.BLAS_ENV}={choice}; NumPy's: {numpy_blas})"
+
+
 def cpu_info() -> CpuInfo:
     """What ``dnupdate devices`` reports for the CPU (cheap: no benchmark, no BLAS probing)."""
     import numba
@@ -66,6 +80,7 @@ def cpu_info() -> CpuInfo:
         blas = f"{build.get('name', '?')} {build.get('version', '')}".strip()
     except Exception:
         blas = "unknown"
+    blas = _gemm_blas(blas)
     layer = str(numba.config.THREADING_LAYER)
     return CpuInfo(os.cpu_count() or 1, int(numba.config.NUMBA_NUM_THREADS), blas, layer)
 

@@ -59,7 +59,8 @@ from dnupdate.engine.bench.workloads import BenchError, BenchSettings, Workload
 class BenchResult:
     """One workload in one mode (see the module docstring for every field). ``torch_*`` and
     ``ratio`` are None without the PyTorch comparison; ``blas_core`` is the kernel set NumPy's
-    OpenBLAS chose (display only, not in the JSON)."""
+    OpenBLAS chose (display only, not in the JSON); ``blas`` the library our GEMMs went to
+    (``openblas`` or ``mkl``; in the JSON)."""
 
     workload: str
     mode: str
@@ -76,6 +77,7 @@ class BenchResult:
     ratio: float | None = None
     device: str = "cpu"
     blas_core: str = ""
+    blas: str = "openblas"
     windows: tuple[float, ...] = field(default=(), repr=False)
     torch_windows: tuple[float, ...] = field(default=(), repr=False)
     precision: str | None = None
@@ -84,8 +86,8 @@ class BenchResult:
     precision_windows: tuple[float, ...] = field(default=(), repr=False)
 
     def as_json(self) -> dict:
-        """The ``--json`` object: the issue's fields, plus ``torch_images_per_s`` and
-        ``ratio`` when PyTorch was compared."""
+        """The ``--json`` object: the issue's fields and ``blas``, plus ``torch_images_per_s``
+        and ``ratio`` when PyTorch was compared."""
         data = asdict(self)
         for name in ("windows", "torch_windows", "precision_windows", "device", "blas_core"):
             data.pop(name)
@@ -173,7 +175,11 @@ def run_bench(workloads: Sequence[Workload], settings: BenchSettings) -> Iterato
         tempfile.TemporaryDirectory(prefix="dnupdate-bench-jit-") if settings.cold_cache else None
     )
     env = worker_environment(settings.threads, cache.name if cache else None)
-    peak: tuple[float, str] | None = None
+    if settings.blas is not None:
+        from dnupdate.engine.backends.mkl import BLAS_ENV
+
+        env[BLAS_ENV] = settings.blas
+    peak: tuple[float, str, str] | None = None
     try:
         for workload in workloads:
             ours = WorkerProcess("dnupdate", workload.config, settings, env)
@@ -221,7 +227,7 @@ def _compared(settings, median: float, other: list[float]) -> dict:
 
 
 def _measure_workload(workload, settings, ours, theirs, peak) -> Iterator[BenchResult]:
-    peak_gflops, blas_core = peak
+    peak_gflops, blas_core, blas = peak
     info = ours.call("setup")
     if theirs is not None:
         theirs.call("setup")
@@ -254,6 +260,7 @@ def _measure_workload(workload, settings, ours, theirs, peak) -> Iterator[BenchR
             peak_rss_mib=ours.call("peak_rss_mib"),
             device=settings.device,
             blas_core=blas_core,
+            blas=blas,
             windows=tuple(mine),
             **compared,
         )

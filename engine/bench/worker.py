@@ -111,6 +111,14 @@ def blas_core_name() -> str:
     return core_name()
 
 
+def blas_name() -> str:
+    """The library our GEMMs go to in this process: ``openblas`` or ``mkl``
+    (``engine.backends.cpu.sgemm.BLAS_NAME``)."""
+    from dnupdate.engine.backends.cpu.sgemm import BLAS_NAME
+
+    return BLAS_NAME
+
+
 def worker_main(conn, kind: str, config_path: str, settings, overrides=()) -> None:
     """The worker loop (see the module docstring)."""
     state: dict[str, Any] = {}
@@ -135,7 +143,7 @@ def worker_main(conn, kind: str, config_path: str, settings, overrides=()) -> No
 
 def _handle(state, kind, config_path, settings, request, args, overrides=()):
     if request == "sgemm_peak":
-        return sgemm_peak_gflops(), blas_core_name()
+        return sgemm_peak_gflops(), blas_core_name(), blas_name()
     if request == "peak_rss_mib":
         return peak_rss_mib()
     if request == "setup":

@@ -140,7 +140,8 @@ class BenchSettings:
     backend name ``engine.backends.get_backend`` knows), ``cold_cache`` (an empty JIT cache
     directory: ``compile_s`` is then the cold compile), ``modes``, ``seed``, ``precision``
     (``fp16``/``bf16``: a second worker trains the same workload in that simulated precision
-    with dynamic loss scaling, windows interleaved with the float32 one)."""
+    with dynamic loss scaling, windows interleaved with the float32 one), ``blas`` (our
+    workers' ``DNUPDATE_BLAS``: ``openblas``, ``mkl``, ``auto``; None: the environment's)."""
 
     threads: int
     iters: int | None = None
@@ -153,6 +154,7 @@ class BenchSettings:
     modes: tuple[str, ...] = MODES
     seed: int = 1
     precision: str = "fp32"
+    blas: str | None = None
 
     def check(self) -> None:
         """Raise :class:`BenchError` for settings that cannot run."""
@@ -167,6 +169,7 @@ class BenchSettings:
         for mode in self.modes:
             if mode not in MODES:
                 raise BenchError(f"unknown mode {mode!r} (train, infer)")
+        self._check_blas()
         if self.precision not in PRECISIONS:
             raise BenchError(f"--precision {self.precision}: expected one of fp16, bf16")
         if self.precision != "fp32" and self.vs_torch:
@@ -177,4 +180,20 @@ class BenchSettings:
             raise BenchError(
                 "--vs torch needs PyTorch, which is not installed (it is optional: "
                 "pip install torch; CPU wheels: --index-url https://download.pytorch.org/whl/cpu)"
+            )
+
+    def _check_blas(self) -> None:
+        """``blas`` (or, unset, ``DNUPDATE_BLAS``) names a known BLAS, and MKL is installed
+        where it is asked for by name."""
+        from dnupdate.engine.backends.mkl import BLAS_ENV, BlasChoiceError, blas_choice, load_mkl
+
+        try:
+            choice = blas_choice(None if self.blas is None else {BLAS_ENV: self.blas})
+        except BlasChoiceError as error:
+            name = "--blas" if self.blas is not None else BLAS_ENV
+            raise BenchError(f"{name}: {error}") from None
+        if choice == "mkl" and load_mkl() is None:
+            raise BenchError(
+                "--blas mkl needs Intel MKL, which is not installed (it is optional: "
+                "pip install 'dnupdate[mkl]', or pip install mkl)"
             )

@@ -14,7 +14,9 @@ Pointers are passed as ``intp`` (``array.ctypes.data``): on x86-64 and AArch64 a
 OpenBLAS has the LP64 ``cblas_sgemm`` (32-bit integers); each gets a symbol of its own so a
 cached kernel can never call one with the other's argument widths. Where neither is found
 (NumPy on MKL or Accelerate), :data:`AVAILABLE` is False and convolutions take the batched
-NumPy ``matmul`` path instead.
+NumPy ``matmul`` path instead. With ``DNUPDATE_BLAS=mkl`` and the optional ``mkl`` runtime
+installed, Intel MKL's ILP64 ``cblas_sgemm_64`` takes the ILP64 symbol instead
+(:mod:`engine.backends.mkl`); :data:`BLAS_NAME` says which library was bound.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import ctypes
 import llvmlite.binding as llvm
 from numba import types
 
+from dnupdate.engine.backends.mkl import BlasChoiceError, blas_choice, mkl_sgemm
 from dnupdate.engine.backends.openblas import openblas_function
 
 # cblas.h enums
@@ -35,12 +38,32 @@ _ILP64_NAMES = ("scipy_cblas_sgemm64_", "cblas_sgemm64_")
 _LP64_NAMES = ("scipy_cblas_sgemm", "cblas_sgemm")
 
 
-def _bind() -> tuple[bool, str, types.Type, object]:
+def _requested_blas() -> str:
+    """``DNUPDATE_BLAS`` (:mod:`engine.backends.mkl`); an unknown name counts as the default
+    here (``dnupdate bench`` refuses it with a message)."""
+    try:
+        return blas_choice()
+    except BlasChoiceError:
+        return "openblas"
+
+
+def _entry_point(names: tuple[str, ...]) -> tuple[object, str]:
+    """The ``sgemm`` of that integer width and the library's name: MKL's ILP64 one where it
+    was asked for and is installed (it takes the ILP64 symbol: a cached kernel calls whichever
+    library is bound at import), else OpenBLAS's."""
+    if names is _ILP64_NAMES and _requested_blas() != "openblas":
+        function = mkl_sgemm()
+        if function is not None:
+            return function, "mkl"
+    return openblas_function(names), "openblas"
+
+
+def _bind() -> tuple[bool, str, types.Type, object, str]:
     for names, symbol, integer, c_integer in (
         (_ILP64_NAMES, "dnupdate_cblas_sgemm_ilp64", types.int64, ctypes.c_int64),
         (_LP64_NAMES, "dnupdate_cblas_sgemm_lp64", types.int32, ctypes.c_int),
     ):
-        function = openblas_function(names)
+        function, library = _entry_point(names)
         if function is not None:
             llvm.add_symbol(symbol, ctypes.cast(function, ctypes.c_void_p).value)
             # the same entry point for Python callers (ctypes releases the GIL during calls)
@@ -49,11 +72,13 @@ def _bind() -> tuple[bool, str, types.Type, object]:
                 c_integer, ctypes.c_void_p, c_integer, ctypes.c_float, ctypes.c_void_p,
                 c_integer,
             )(ctypes.cast(function, ctypes.c_void_p).value)  # fmt: skip
-            return True, symbol, integer, caller
-    return False, "dnupdate_cblas_sgemm_missing", types.int64, None
+            return True, symbol, integer, caller, library
+    return False, "dnupdate_cblas_sgemm_missing", types.int64, None, "numpy"
 
 
-AVAILABLE, SYMBOL, BLAS_INT, sgemm_from_python = _bind()
+#: ``BLAS_NAME``: the library the GEMMs go to, ``openblas`` or ``mkl`` (``numpy``: neither
+#: was found, ``np.matmul`` does the work)
+AVAILABLE, SYMBOL, BLAS_INT, sgemm_from_python, BLAS_NAME = _bind()
 
 #: ``cblas_sgemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)``:
 #: ``C = alpha·op(A)·op(B) + beta·C`` (row-major, pointers as ``intp``)
