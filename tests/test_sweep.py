@@ -187,6 +187,14 @@ def test_same_sweep_through_scheduler_gives_identical_results(tiny):
     assert remote.exit_code == 0, remote.output
     local = runner.invoke(app, ["sweep", *common, "--workers", "1", "--out", str(root / "local")])
     assert local.exit_code == 0, local.output
+    # every variant done on both sides (a sweep exits 0 whatever its variants' status: a failed
+    # one is a row with its reason, shown here if it happens)
+    for side in ("remote", "local"):
+        rows = _rows(root / side)
+        assert {n: r["status"] for n, r in rows.items()} == {
+            "learning_rate=0.05": "done",
+            "learning_rate=0.1": "done",
+        }, (side, rows)
     for name in ("learning_rate=0.05", "learning_rate=0.1"):
         a = (root / "remote" / "runs" / name / "final.npz").read_bytes()
         b = (root / "local" / "runs" / name / "final.npz").read_bytes()
