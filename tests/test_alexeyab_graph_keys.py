@@ -51,6 +51,19 @@ def test_route_kernels_match_alexeyabs_route_layer(groups, group_id):
         np.testing.assert_array_equal(got, expected)
 
 
+def test_inspect_shows_a_routes_group(tmp_path):
+    """The layer table names the part a grouped route reads (it sets the output's size)."""
+    from typer.testing import CliRunner
+
+    from dnupdate.cli.main import app
+
+    path = tmp_path / "g.cfg"
+    path.write_text(GROUPED)
+    result = CliRunner().invoke(app, ["inspect", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "groups=2 group_id=1" in result.output and "groups=2 group_id=0" in result.output
+
+
 def _grouped_net() -> Network:
     run = load_darknet("g.cfg", GROUPED, ())
     net = Network(run.net, CpuBackend(), 2, "darknet")
