@@ -133,6 +133,8 @@ def _diagnostics(text: str, severity: str) -> list[str]:
         ("[shortcut]\nfrom=-2\nweights_type=per_layer\nweights_normalization=softmax\n",
          "weights_type", "would change the results"),
         ("[shortcut]\nfrom=-2\nweights_type=sum\n", "weights_type", "AlexeyAB accepts none"),
+        ("[shortcut]\nfrom=-2\nweights_type=per_channel\nweights_normalization=bogus\n",
+         "weights_normalization", "AlexeyAB accepts none, relu"),
     ],
 )  # fmt: skip
 def test_alexeyab_keys_that_cannot_be_simulated_are_errors(section, key, words):
@@ -143,8 +145,11 @@ def test_alexeyab_keys_that_cannot_be_simulated_are_errors(section, key, words):
     assert words in errors[0]
 
 
-def test_weights_normalization_alone_is_a_warning_and_the_sum_is_unweighted():
-    text = GROUPED.replace("weights_type=none\n", "weights_normalization=relu\n")
+@pytest.mark.parametrize("norm", ["relu", "bogus"])
+def test_weights_normalization_alone_is_a_warning_and_the_sum_is_unweighted(norm):
+    """Even an unknown name: AlexeyAB checks it only when weights_type is not none."""
+    text = GROUPED.replace("weights_type=none\n", f"weights_normalization={norm}\n")
+    assert _diagnostics(text, "error") == []
     warnings = _diagnostics(text, "warning")
     found = [w for w in warnings if "[weights_normalization]" in w]
     assert len(found) == 1 and found[0].startswith("g.cfg:33: warning"), warnings
