@@ -68,6 +68,18 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
+def check_blas_environment() -> None:
+    """Exit 1 naming ``DNUPDATE_BLAS`` where it holds no known BLAS name (the engine's
+    ``engine.backends.mkl.blas_choice``; the GEMM binding would otherwise take it as
+    ``openblas`` without a word). Cheap: the ``mkl`` module imports neither Numba nor MKL."""
+    from dnupdate.engine.backends.mkl import BlasChoiceError, blas_choice
+
+    try:
+        blas_choice()
+    except BlasChoiceError as error:
+        fail(f"{error} (unset it for NumPy's OpenBLAS)")
+
+
 MAX_SAME_DIAGNOSTIC = 5  # lines shown of one repeated problem (same severity, key, message)
 MAX_DIAGNOSTICS = 100  # lines shown in all
 MAX_BINARY_DIAGNOSTICS = 3  # lines shown of those echoing raw bytes (a binary file as config)

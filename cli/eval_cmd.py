@@ -225,6 +225,15 @@ def _fraction(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.4g}"
 
 
+def images_read(evaluation) -> str:
+    """``N test images``, or what else was read: ``N images of the training split`` (a Caffe
+    test net reading the training LMDB, test-on-train)."""
+    if evaluation.split == "test":
+        return f"{evaluation.images} test images"
+    name = "training" if evaluation.split == "train" else evaluation.split
+    return f"{evaluation.images} images of the {name} split"
+
+
 def headline(evaluation) -> list[str]:
     """The lines above the tables: what was tested, on what, and the overall figures."""
     e = evaluation
@@ -234,12 +243,12 @@ def headline(evaluation) -> list[str]:
     if not e.classifier:  # no Accuracy layer (Caffe) or [softmax] (darknet): the loss alone
         return [
             head,
-            f"data {e.dataset}: {e.images} test images",
+            f"data {e.dataset}: {images_read(e)}",
             f"loss {e.loss:.5g} (not a classifier: the net reports no accuracy)",
         ]
     return [
         head,
-        f"data {e.dataset}: {e.images} test images, {e.classes} classes",
+        f"data {e.dataset}: {images_read(e)}, {e.classes} classes",
         f"loss {e.loss:.5g}; top-1 accuracy {_fraction(e.top1)} ({hits}/{e.images})"
         + ("" if e.top5 is None else f"; top-5 accuracy {_fraction(e.top5)}"),
     ]

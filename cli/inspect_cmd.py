@@ -100,7 +100,8 @@ def layer_summary(layer) -> str:
         act = f" {layer.activation}" if layer.activation != "linear" else ""
         return f"+ layer {layer.source}{weights}{act}"
     if isinstance(layer, spec.RouteSpec):
-        return "concat " + ",".join(layer.sources)
+        part = f" groups={layer.groups} group_id={layer.group_id}" if layer.groups > 1 else ""
+        return "concat " + ",".join(layer.sources) + part
     if isinstance(layer, spec.ReorgSpec):
         if layer.mode == "extra":
             return f"flat copy + {layer.extra} zeros"

@@ -21,7 +21,20 @@ from dnupdate.cli import (
     sweep_cmd,
     train_cmd,
 )
+from dnupdate.cli.common import check_blas_environment
 from dnupdate.cli.help_format import HelpCommand, HelpGroup, help_text
+
+HELP_FLAGS = frozenset({"-h", "--help"})
+
+
+class RootGroup(HelpGroup):
+    """The ``dnupdate`` group: notes whether help was asked for anywhere on the line (the
+    group's callback runs before a command parses its own ``--help``)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        ctx.meta["dnupdate_help"] = not HELP_FLAGS.isdisjoint(args)
+        return super().parse_args(ctx, args)
+
 
 app = typer.Typer(
     name="dnupdate",
@@ -36,7 +49,7 @@ app = typer.Typer(
             "dnupdate train configs/lenet_solver.prototxt --data-dir ../shared/data",
         ),
     ),
-    cls=HelpGroup,
+    cls=RootGroup,
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -52,11 +65,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """Train darknet .cfg and Caffe solver configs with their frameworks' exact update rules."""
+    if not ctx.meta.get("dnupdate_help"):  # help is shown whatever the variable says
+        check_blas_environment()  # every command: an unknown DNUPDATE_BLAS is refused, exit 1
 
 
 def _register() -> None:

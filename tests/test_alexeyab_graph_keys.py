@@ -14,6 +14,7 @@ from dnupdate.engine.backends.cpu import graph as kernels
 from dnupdate.engine.config.darknet import load_darknet
 from dnupdate.engine.model.network import Network
 from dnupdate.engine.spec import ConfigError, RouteSpec
+from tests.gradcheck import loss_slopes
 from tests.reference import graph as ref
 
 NET = "[net]\nbatch=2\nheight=4\nwidth=4\nchannels=3\nmax_batches=5\n"
@@ -49,6 +50,19 @@ def test_route_kernels_match_alexeyabs_route_layer(groups, group_id):
         offset += source[0].size // groups
     for got, expected in zip(deltas, want, strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+def test_inspect_shows_a_routes_group(tmp_path):
+    """The layer table names the part a grouped route reads (it sets the output's size)."""
+    from typer.testing import CliRunner
+
+    from dnupdate.cli.main import app
+
+    path = tmp_path / "g.cfg"
+    path.write_text(GROUPED)
+    result = CliRunner().invoke(app, ["inspect", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "groups=2 group_id=1" in result.output and "groups=2 group_id=0" in result.output
 
 
 def _grouped_net() -> Network:
@@ -93,18 +107,9 @@ def test_grouped_route_backward_matches_alexeyab_and_the_derivative():
     net.forward(x, train=True)
     net.backward()
     analytic = net.grads.copy()
-    h = 1e-2
-    for i in np.random.default_rng(4).choice(net.params.size, size=30, replace=False):
-        keep = net.params[i]
-        net.params[i] = keep + h
-        net.forward(x, train=True)
-        up = net.loss
-        net.params[i] = keep - h
-        net.forward(x, train=True)
-        down = net.loss
-        net.params[i] = keep
+    for i, slope in zip(*loss_slopes(net, x, 30, seed=4), strict=True):
         # darknet's gradient is the negative derivative (delta = truth - output)
-        assert -analytic[i] == pytest.approx((up - down) / (2 * h), rel=3e-2, abs=3e-3), i
+        assert -analytic[i] == pytest.approx(slope, rel=3e-2, abs=3e-3), i
 
 
 def _diagnostics(text: str, severity: str) -> list[str]:
@@ -128,6 +133,8 @@ def _diagnostics(text: str, severity: str) -> list[str]:
         ("[shortcut]\nfrom=-2\nweights_type=per_layer\nweights_normalization=softmax\n",
          "weights_type", "would change the results"),
         ("[shortcut]\nfrom=-2\nweights_type=sum\n", "weights_type", "AlexeyAB accepts none"),
+        ("[shortcut]\nfrom=-2\nweights_type=per_channel\nweights_normalization=bogus\n",
+         "weights_normalization", "AlexeyAB accepts none, relu"),
     ],
 )  # fmt: skip
 def test_alexeyab_keys_that_cannot_be_simulated_are_errors(section, key, words):
@@ -138,8 +145,11 @@ def test_alexeyab_keys_that_cannot_be_simulated_are_errors(section, key, words):
     assert words in errors[0]
 
 
-def test_weights_normalization_alone_is_a_warning_and_the_sum_is_unweighted():
-    text = GROUPED.replace("weights_type=none\n", "weights_normalization=relu\n")
+@pytest.mark.parametrize("norm", ["relu", "bogus"])
+def test_weights_normalization_alone_is_a_warning_and_the_sum_is_unweighted(norm):
+    """Even an unknown name: AlexeyAB checks it only when weights_type is not none."""
+    text = GROUPED.replace("weights_type=none\n", f"weights_normalization={norm}\n")
+    assert _diagnostics(text, "error") == []
     warnings = _diagnostics(text, "warning")
     found = [w for w in warnings if "[weights_normalization]" in w]
     assert len(found) == 1 and found[0].startswith("g.cfg:33: warning"), warnings

@@ -52,7 +52,32 @@ def test_bench_refuses_an_unknown_blas():
 def test_bench_refuses_an_unknown_blas_in_the_environment():
     result = runner.invoke(app, ["bench", "mlp"], env={mkl.BLAS_ENV: "blis"})
     assert result.exit_code == 1
-    assert "DNUPDATE_BLAS: DNUPDATE_BLAS='blis'" in result.output
+    assert "DNUPDATE_BLAS='blis': expected one of openblas, mkl, auto" in result.output
+
+
+@pytest.mark.parametrize(
+    "args", [["lr-schedule", str(ROOT / "configs/quickstart.cfg")], ["devices"], ["data", "list"]]
+)
+def test_every_command_refuses_an_unknown_blas_in_the_environment(args):
+    """Not only ``bench``: the GEMM binding would take an unknown name as OpenBLAS silently."""
+    result = runner.invoke(app, args, env={mkl.BLAS_ENV: "blis"})
+    assert result.exit_code == 1
+    assert "dnupdate: error: DNUPDATE_BLAS='blis': expected one of" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_help_is_shown_whatever_the_blas_variable_says():
+    for args in (["--help"], ["train", "--help"], ["data", "list", "-h"]):
+        result = runner.invoke(app, args, env={mkl.BLAS_ENV: "blis"})
+        assert result.exit_code == 0, args
+        assert "Usage" in result.output
+
+
+def test_a_known_blas_in_the_environment_is_accepted():
+    result = runner.invoke(
+        app, ["lr-schedule", str(ROOT / "configs/quickstart.cfg")], env={mkl.BLAS_ENV: "OpenBLAS"}
+    )
+    assert result.exit_code == 0, result.output
 
 
 def test_bench_says_when_mkl_is_missing(monkeypatch):

@@ -43,6 +43,7 @@ def test_eval_tests_every_test_net_as_train_does(caffe_root):
         (1, "test-on-test"),
     ]
     assert [n["images"] for n in nets] == [TRAIN_IMAGES, TEST_IMAGES]
+    assert [n["split"] for n in nets] == ["train", "test"]
     assert report["iteration"] == 4 and all(n["iteration"] == 4 for n in nets)
     for net in nets:
         assert net["classifier"] is False and net["top1"] is None
@@ -69,7 +70,9 @@ def test_human_output_has_a_section_per_test_net(caffe_root):
     )
     assert first < second
     assert out.count("not a classifier") == 2
-    assert f"{TRAIN_IMAGES} test images" in out[first:second]
+    # test-on-train reads the training LMDB: the line names that split, not "test images"
+    assert f"{TRAIN_IMAGES} images of the training split" in out[first:second]
+    assert "test images" not in out[first:second]
     assert f"{TEST_IMAGES} test images" in out[second:]
     picked = invoke(folder, "--test-net", "0")
     assert picked.exit_code == 0 and "test net #" not in picked.stdout

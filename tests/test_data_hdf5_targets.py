@@ -6,6 +6,7 @@ the CLI; class labels N / N×1 stay class indices. Every .h5 file is made here."
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import h5py
@@ -167,3 +168,53 @@ def test_eval_refuses_targets_for_a_classifier(tmp_path, monkeypatch):
     result = invoke("eval", "run", "--data", "h5:test.txt")
     assert result.exit_code == 1 and "reads class labels" in result.stderr, result.output
     assert "Traceback" not in result.output
+
+
+def binary_root(root: Path, loss: str, values: list[float]) -> Path:
+    """One-output nets whose N×1 label holds integral values (0/1 for a sigmoid, counts for a
+    regression): Caffe compares each with the prediction as the float it is."""
+    solver = regression_root(root, 1, loss)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    y = rng.choice(values, size=(40, 1)).astype(np.float32)
+    write(root / "train.h5", x[:30], y[:30])
+    write(root / "test.h5", x[30:], y[30:])
+    return solver
+
+
+def test_a_caffe_pair_loss_reads_an_integral_label_as_its_value(tmp_path, monkeypatch):
+    """EuclideanLoss against labels 0, 1, 2: ``Σ(a − label)²/N/2``, never a one-hot row (a
+    label 0 was the target 1.0, a label 1 "out of range" for one output)."""
+    from dnupdate.engine.backends.cpu import CpuBackend
+    from dnupdate.engine.config import load_config
+    from dnupdate.engine.model.network import Network
+
+    monkeypatch.chdir(tmp_path)
+    run = load_config(str(binary_root(tmp_path, "EuclideanLoss", [0.0, 1.0, 2.0])))
+    net = Network(run.net, CpuBackend(), 5, "caffe")
+    net.params[...] = np.random.default_rng(1).normal(0, 0.5, net.params.size)
+    x = np.random.default_rng(3).normal(size=(5, 6, 1, 1)).astype(np.float32)
+    labels = np.array([0, 1, 2, 0, 1])
+    net.set_truth(labels)
+    net.forward(x, train=True)
+    prediction = net.output.reshape(5).astype(np.float64)
+    want = ((prediction - labels) ** 2).sum() / 5 / 2
+    assert net.loss == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("loss", "values"), [("SigmoidCrossEntropyLoss", [0.0, 1.0]), ("EuclideanLoss", [0.0, 3.0])]
+)
+def test_integral_n_by_1_targets_train_and_evaluate(tmp_path, monkeypatch, loss, values):
+    """HDF5Data N×1 labels of 0/1 (binary classification with a sigmoid, as in Caffe's
+    examples) or integral regression targets: trained and tested as values, no range error."""
+    monkeypatch.chdir(tmp_path)
+    solver = binary_root(tmp_path, loss, values)
+    result = invoke("train", str(solver), "--out", "run", "--max-iters", "4", "--json")
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    tests = [e for e in events if e["event"] == "eval_finished"]
+    assert tests and all(e["accuracy"] is None and math.isfinite(e["loss"]) for e in tests)
+    report = invoke("eval", "run", "--json")
+    assert report.exit_code == 0, report.output
+    assert json.loads(report.stdout)["loss"] == tests[-1]["loss"]

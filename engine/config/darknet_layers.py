@@ -547,7 +547,7 @@ def _unweighted_shortcut(ctx: LayerContext) -> bool:
         t.error("weights_type", f"weights_type={kind}: AlexeyAB accepts none, per_feature, "
                 "per_layer or per_channel")  # fmt: skip
         return False
-    if norm is not None and norm not in WEIGHTS_NORMALIZATIONS:
+    if kind != "none" and norm is not None and norm not in WEIGHTS_NORMALIZATIONS:
         t.error("weights_normalization", f"weights_normalization={norm}: AlexeyAB accepts "
                 "none, relu, avg_relu or softmax")  # fmt: skip
         return False
@@ -561,11 +561,14 @@ def _unweighted_shortcut(ctx: LayerContext) -> bool:
         )
         return False
     if norm not in (None, "none"):
+        # AlexeyAB quirk: parse_shortcut refuses an unknown weights_normalization only when
+        # weights_type is not none (its else-branch tests weights_type_str): any value passes
+        unknown = "" if norm in WEIGHTS_NORMALIZATIONS else " (not a name AlexeyAB knows)"
         t.warning(
             "weights_normalization",
-            f"weights_normalization={norm} is ignored: AlexeyAB's weighted shortcut is not "
-            "simulated and without weights_type there are no weights to normalise: the inputs "
-            "are added unweighted",
+            f"weights_normalization={norm}{unknown} is ignored: AlexeyAB's weighted shortcut is "
+            "not simulated and without weights_type there are no weights to normalise: the "
+            "inputs are added unweighted",
         )
     return True
 

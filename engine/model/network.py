@@ -337,6 +337,11 @@ class Network:
         if layer.truth_kind == "label":
             labels = host if integral else np.rint(host).astype(np.int64)
             return labels.reshape(batch, -1)
+        if host.ndim == 1 and width == 1 and self.native == "caffe":
+            # Caffe's EuclideanLoss/SigmoidCrossEntropyLoss read the label blob's float values
+            # as they are (CHECK_EQ of the counts: one value per image here), never a one-hot
+            # row: a label 0 is the target 0 (HDF5Data N×1 binary/regression targets)
+            return host.astype(np.float32).reshape(batch, 1)
         if integral and host.ndim == 1:
             if host.min() < 0 or host.max() >= width:
                 raise NetworkError(

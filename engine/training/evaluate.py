@@ -144,6 +144,9 @@ class Evaluation:
     #: which test net (Caffe's ``#i``) and its name (``test_state`` stages, or empty)
     test_net: int = 0
     test_net_name: str = ""
+    #: the split the images came from: ``test``, or ``train`` for a Caffe test net whose data
+    #: layer names the training LMDB (the autoencoder's ``test-on-train``)
+    split: str = "test"
 
     @property
     def classes(self) -> int:
@@ -176,6 +179,7 @@ class Evaluation:
             "test_net": self.test_net,
             "test_net_name": self.test_net_name,
             "dataset": self.dataset,
+            "split": self.split,
             "images": self.images,
             "classes": self.classes,
             "loss": _number(self.loss),
@@ -404,6 +408,7 @@ def _evaluate_net(
         classifier=classifier,
         test_net=net.index,
         test_net_name=net.name,
+        split=dataset.split,
     )
 
 

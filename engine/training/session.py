@@ -89,7 +89,7 @@ from dnupdate.engine.training.runfolder import (
     resolved_config,
     truncate_metrics,
 )
-from dnupdate.engine.training.step import reports_accuracy
+from dnupdate.engine.training.step import labels_are_values, reports_accuracy
 
 #: without ``test_iter`` (darknet): test images per periodic test, and for the final test
 PERIODIC_TEST_IMAGES = 1000
@@ -539,6 +539,8 @@ def _check_labels(network, dataset: Dataset) -> None:
     if dataset.has_targets:
         _check_targets(network, dataset)
         return
+    if labels_are_values(network):
+        return  # one float target per image, whatever its value (Caffe's pair losses)
     outputs = int(np.prod(network.output.shape[1:]))
     check_label_range(
         dataset.path or dataset.name,

@@ -140,6 +140,23 @@ def reports_accuracy(net: NetSpec, phase: str = "test") -> bool:
     return "softmax" in kinds
 
 
+def labels_are_values(network) -> bool:
+    """Whether a Caffe net reads its label only in pair losses (``EuclideanLoss``,
+    ``SigmoidCrossEntropyLoss``) comparing it with one value per image: Caffe then uses each
+    label's float value as the target (``Network.set_truth``), so a label is no class index and
+    has no range to check (a 0/1 binary target, an integral regression target)."""
+    from dnupdate.engine.model.shapes import LABEL
+    from dnupdate.engine.spec import EuclideanLossSpec, SigmoidCrossEntropyLossSpec
+
+    if network.native != "caffe":
+        return False
+    readers = [layer for layer in network.shapes if LABEL in layer.bottoms]
+    pairs = (EuclideanLossSpec, SigmoidCrossEntropyLossSpec)
+    return bool(readers) and all(
+        isinstance(layer.layer, pairs) and layer.inputs == 1 for layer in readers
+    )
+
+
 def _loss_outputs(net: Network) -> list[tuple[str, float, float]]:
     """``(top, unweighted loss, loss_weight)`` of each loss layer after a Caffe forward."""
     out = []
@@ -663,10 +680,10 @@ class Trainer:
             # a non-finite prediction is a wrong answer; the framework's own rule (darknet's
             # top_k picks some class, Caffe's Accuracy may count it) is kept as framework_hits
             top1 = _darknet_top1_correct if net.native == "darknet" else _top1_correct
-            if np.issubdtype(labels.dtype, np.integer):
+            if np.issubdtype(labels.dtype, np.integer) and not labels_are_values(net):
                 hits = top1(scores, labels, wrong=bad)
                 framework_hits = top1(scores, labels)
-            else:  # float targets (HDF5Data regression): no class to hit
+            else:  # float targets (HDF5Data regression), label values: no class to hit
                 hits = framework_hits = 0
             correct += hits
             framework_correct += framework_hits

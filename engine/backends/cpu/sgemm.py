@@ -40,7 +40,8 @@ _LP64_NAMES = ("scipy_cblas_sgemm", "cblas_sgemm")
 
 def _requested_blas() -> str:
     """``DNUPDATE_BLAS`` (:mod:`engine.backends.mkl`); an unknown name counts as the default
-    here (``dnupdate bench`` refuses it with a message)."""
+    here, at import, where nothing can be reported (every ``dnupdate`` command refuses it
+    first, exit 1: ``cli.common.check_blas_environment``)."""
     try:
         return blas_choice()
     except BlasChoiceError:
