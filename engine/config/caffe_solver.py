@@ -21,21 +21,11 @@ from dnupdate.engine.config.caffe_schema import (
 )
 from dnupdate.engine.config.caffe_yaml import loose_scalar
 from dnupdate.engine.config.key_names import other_framework_hint
+from dnupdate.engine.config.precision import PRECISION_KEYS
 from dnupdate.engine.spec import DEFAULT, Origin, ScheduleSpec, SolverSpec
 
 OVERRIDE = Origin("--set")
 
-#: dnupdate's simulated mixed-precision keys, accepted in a solver as extensions (the darknet
-#: ``[net]`` keys of the same names; ``engine.config.precision`` reads and checks the values)
-PRECISION_EXTENSION_KEYS = (
-    "precision",
-    "loss_scale",
-    "scale_init",
-    "scale_growth",
-    "scale_backoff",
-    "scale_growth_interval",
-    "master_weights",
-)
 
 CAFFE_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 # dnupdate extras a Caffe solver may name (engine.update.schedule implements them); Caffe itself
@@ -354,7 +344,7 @@ def precision_extensions(solver: Msg, reporter: Reporter) -> dict[str, Origin]:
     → ``{"precision.<key>": origin}``, each with a warning that BVLC Caffe has no such field.
     Their values reach :func:`engine.config.precision.apply_precision` through ``raw``."""
     origins: dict[str, Origin] = {}
-    for key in PRECISION_EXTENSION_KEYS:
+    for key in PRECISION_KEYS:
         if not solver.has(key):
             continue
         where = solver.origin_of(key)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from dnupdate.engine.spec import ConfigError, Diagnostic, Origin, PrecisionSpec, RunSpec
 
+#: the simulated mixed-precision keys: darknet ``[net]`` keys, and a Caffe solver's extensions
 PRECISION_KEYS = (
     "precision",
     "loss_scale",
