@@ -204,17 +204,25 @@ def darknet_output_shapes(path: str, text: str) -> list[tuple[int, int, int, int
     return [(s.h, s.w, s.c, s.outputs) for s in shapes]
 
 
-def parse_darknet(
-    path: str, text: str, overrides: Sequence[Override], shapes: list[Shape] | None
-) -> RunSpec:
-    """:func:`load_darknet`, also collecting the layers' output shapes into ``shapes``."""
+def read_net_section(
+    path: str, text: str, overrides: Sequence[Override]
+) -> tuple[DiagnosticSink, list[CfgSection], OptionTable]:
+    """The cfg's sections and its ``[net]`` table with the ``--set`` values applied (each
+    ``--set`` key must be a ``[net]`` key); stops at a first section that is not ``[net]``."""
     override_map = overrides_dict(overrides)
     check_override_keys(override_map, KNOWN_NET_KEYS)
     sink = DiagnosticSink()
     sections = read_cfg(path, text, sink)
     if not check_first_section(path, sections, sink):
         sink.raise_if_errors()
-    net_table = OptionTable(path, sections[0], sink, override_map)
+    return sink, sections, OptionTable(path, sections[0], sink, override_map)
+
+
+def parse_darknet(
+    path: str, text: str, overrides: Sequence[Override], shapes: list[Shape] | None
+) -> RunSpec:
+    """:func:`load_darknet`, also collecting the layers' output shapes into ``shapes``."""
+    sink, sections, net_table = read_net_section(path, text, overrides)
     net_options = read_net(net_table)
     data = read_data(net_table, net_options.solver.minibatch, base_directory(path))
     if net_options.input_is_image:  # darknet's crop/augmentation for larger data images
@@ -271,13 +279,7 @@ def darknet_schedule_of_cfg(
     schedule (``batch``/``subdivisions``, the policy keys, ``max_batches``); other ``[net]`` keys
     are neither checked nor warned about, but unknown keys are (as ``load_darknet`` warns).
     ``--set`` keys must still be ``[net]`` keys."""
-    override_map = overrides_dict(overrides)
-    check_override_keys(override_map, KNOWN_NET_KEYS)
-    sink = DiagnosticSink()
-    sections = read_cfg(path, text, sink)
-    if not check_first_section(path, sections, sink):
-        sink.raise_if_errors()
-    table = OptionTable(path, sections[0], sink, override_map)
+    sink, _, table = read_net_section(path, text, overrides)
     read_minibatch(table)
     schedule = read_schedule(table)
     for option in table.unused():  # unknown keys (a misspelt learning_rate), as load_darknet
