@@ -1441,14 +1441,8 @@ class TrainingSession:
             "smoothed_loss_name": self.smoother.name,
             "final_smoothed_loss": None if self.smoother.count == 0 else self.smoother.value,
             "smoothed_loss_iteration": self._smoothed_label,
-            "test_loss": None if test is None else test.loss,
-            "test_accuracy": None if test is None else test.accuracy,
-            "test_images": None if test is None else test.images,
-            "test_distinct_images": None if test is None else test.distinct_images,
-            "test_non_finite": None if test is None else test.non_finite,
-            "test_iteration": None if test is None else test.iteration,
+            **_test_figures(test, non_finite=True),
             "test_is_final": test is not None and test.iteration == trainer.iteration,
-            "test_outputs": None if test is None else _outputs_dict(test),
             "images_per_s": self.timer.images_per_s(),
             "startup_s": self.timer.startup_s,
             "wall_time_s": self.previous_elapsed + seconds,
@@ -1471,17 +1465,11 @@ class TrainingSession:
     @staticmethod
     def _test_net_summary(net: TestNet) -> dict[str, Any]:
         """``summary.json``'s ``test_nets`` entry of one test net (its last test)."""
-        test = net.last
         return {
             "test_net": net.index,
             "name": net.name,
             "test_iter": net.test_iter,
-            "test_loss": None if test is None else test.loss,
-            "test_accuracy": None if test is None else test.accuracy,
-            "test_images": None if test is None else test.images,
-            "test_distinct_images": None if test is None else test.distinct_images,
-            "test_iteration": None if test is None else test.iteration,
-            "test_outputs": None if test is None else _outputs_dict(test),
+            **_test_figures(net.last, non_finite=False),
         }
 
     def _precision_summary(self) -> dict[str, Any]:
@@ -1536,6 +1524,22 @@ def _update_words(label: int, updates: int) -> str:
     if label == updates:
         return f"iteration {label}"
     return f"iteration {label} (update {updates})"
+
+
+def _test_figures(test: EvalFinished | None, *, non_finite: bool) -> dict[str, Any]:
+    """``summary.json``'s figures of one test (all None before the first): loss, accuracy,
+    images, distinct images, (``non_finite``: the non-finite predictions,) iteration, outputs."""
+    figures = {
+        "test_loss": None if test is None else test.loss,
+        "test_accuracy": None if test is None else test.accuracy,
+        "test_images": None if test is None else test.images,
+        "test_distinct_images": None if test is None else test.distinct_images,
+    }
+    if non_finite:
+        figures["test_non_finite"] = None if test is None else test.non_finite
+    figures["test_iteration"] = None if test is None else test.iteration
+    figures["test_outputs"] = None if test is None else _outputs_dict(test)
+    return figures
 
 
 def _outputs_dict(test: EvalFinished) -> dict[str, float]:
