@@ -192,7 +192,8 @@ def test_train_on_a_damaged_npz_exits_0_or_1(data_files, tmp_path, operations):
 
 @pytest.fixture(scope="module")
 def h5_files(tmp_path_factory) -> dict[str, Path]:
-    """Two small HDF5Data files: contiguous float64 data, and chunked gzip float32 data."""
+    """Three small HDF5Data files: contiguous float64 data, chunked gzip float32 data, and
+    float regression targets (N×3 labels)."""
     import h5py
 
     root = tmp_path_factory.mktemp("h5")
@@ -204,11 +205,14 @@ def h5_files(tmp_path_factory) -> dict[str, Path]:
         data = rng.normal(size=(6, 2, 3, 3)).astype(np.float32)
         handle.create_dataset("data", data=data, chunks=(2, 2, 3, 3), compression="gzip")
         handle.create_dataset("label", data=np.arange(6) % 2, chunks=(3,))
-    return {"plain.h5": root / "plain.h5", "chunked.h5": root / "chunked.h5"}
+    with h5py.File(root / "targets.h5", "w") as handle:
+        handle["data"] = rng.normal(size=(6, 1, 2, 2)).astype(np.float32)
+        handle["label"] = rng.normal(size=(6, 3)).astype(np.float32)
+    return {name: root / name for name in ("plain.h5", "chunked.h5", "targets.h5")}
 
 
 @fuzz(60)
-@given(kind=st.sampled_from(["plain.h5", "chunked.h5"]), operations=damages)
+@given(kind=st.sampled_from(["plain.h5", "chunked.h5", "targets.h5"]), operations=damages)
 def test_damaged_h5_files_read_consistently_or_raise_data_error(
     h5_files, tmp_path, kind, operations
 ):
@@ -225,6 +229,9 @@ def test_damaged_h5_files_read_consistently_or_raise_data_error(
     assert images.dtype == np.float32 and images.ndim == 4
     assert images.shape[0] == labels.shape[0] == sum(rows)
     assert np.isfinite(images).all()
+    if classes == 0:  # float targets: passed to the loss as they are, finite
+        assert labels.dtype == np.float32 and labels.ndim >= 2 and np.isfinite(labels).all()
+        return
     assert 0 <= int(labels.min()) <= int(labels.max()) < classes
 
 
