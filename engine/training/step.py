@@ -258,7 +258,7 @@ class Trainer:
         if weights is not None:
             self.load_weights(weights, clear=clear, allow_nonfinite=allow_nonfinite)
         self.optimizer: Optimizer = make_optimizer(
-            solver, self.network.segments, self.network.params.size
+            solver, self.network.segments, self.network.params.size, self.backend
         )
         self._eval_networks: dict[tuple[str, int], Network] = {}
         self.history: list[IterationResult] = []
