@@ -50,36 +50,72 @@ def test_stacked_groups_with_transposed_views():
     np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "shape", [(256, 300, 96), (40, 500, 700), (64, 500, 40), (500, 50, 50), (256, 4096, 1),
-              (32, 1152, 64), (100, 2000, 8), (16, 4096, 17)],
-)  # fmt: skip
-@pytest.mark.parametrize("transposed", [False, True])
-def test_thread_count_changes_no_bit(shape, transposed):
-    """Tiles depend on the shape only: OpenBLAS picks kernels by each call's shape, so tiles
-    cut by thread count would sum some elements in another order."""
-    m, k, n = shape
-    rng = np.random.default_rng(m + n)
-    a, b = operand(rng, m, k, transposed), operand(rng, k, n, False)
-    start = rng.standard_normal((m, n), dtype=np.float32)
+def _tiled_results(a, b, start, thread_counts):
     results = []
-    for threads in (1, 2, 3, 8):
+    for threads in thread_counts:
         share.set_threads(threads)
-        out, added = np.empty((m, n), dtype=np.float32), start.copy()
+        out, added = np.empty(start.shape, dtype=np.float32), start.copy()
         blas.matmul(a, b, out)
         blas.matmul_add(a, b, added, np.empty_like(added), 1.0)
         results.append((out, added))
     share.set_threads(None)
+    return results
+
+
+@pytest.mark.parametrize(
+    "shape", [(256, 300, 96), (40, 500, 700), (64, 500, 40), (500, 50, 50), (256, 4096, 1),
+              (32, 1152, 64), (100, 2000, 8), (16, 4096, 17), (128, 784, 1024),
+              (128, 1024, 1024), (1024, 128, 1024), (300, 1000, 17)],
+)  # fmt: skip
+@pytest.mark.parametrize("transposed", [False, True])
+def test_thread_count_changes_no_bit(shape, transposed):
+    """Tiles follow the thread count only where every tile stays in OpenBLAS's general
+    kernel, whose sums do not depend on where a tile starts: the bits stay the one call's."""
+    m, k, n = shape
+    rng = np.random.default_rng(m + n)
+    a, b = operand(rng, m, k, transposed), operand(rng, k, n, False)
+    start = rng.standard_normal((m, n), dtype=np.float32)
+    results = _tiled_results(a, b, start, (1, 2, 3, 8))
     for out, added in results[1:]:
         assert np.array_equal(results[0][0], out)
         assert np.array_equal(results[0][1], added)
 
 
-def test_tile_count_is_a_function_of_the_shape():
-    assert blas.tile_count(8, 8, 8) == 1  # below TILE_MIN_WORK: one call
-    assert blas.tile_count(128, 1024, 784) == blas.MAX_TILES
-    assert blas.tile_count(20, 4096, 4096) == blas.MAX_TILES
-    assert blas.tile_count(4096, 1, 4096) == blas.MAX_TILES
+def test_random_shapes_tiled_by_threads_give_the_one_call_bits():
+    """Random shapes, both transposes: every tiling :func:`blas.tile_count` allows (2-6
+    threads) gives the single call's result bit for bit."""
+    rng = np.random.default_rng(2026)
+    tiled = 0
+    for _ in range(40):
+        m, n = (int(v) for v in rng.integers(16, 1100, size=2))
+        k = int(rng.integers(1, 1500))
+        if blas.tile_count(m, n, k, 6) == 1:
+            continue
+        tiled += 1
+        a = operand(rng, m, k, bool(rng.integers(2)))
+        b = operand(rng, k, n, bool(rng.integers(2)))
+        start = rng.standard_normal((m, n), dtype=np.float32)
+        results = _tiled_results(a, b, start, (1, 2, 3, 6))
+        for out, added in results[1:]:
+            assert np.array_equal(results[0][0], out), (m, n, k)
+            assert np.array_equal(results[0][1], added), (m, n, k)
+    assert tiled >= 10
+
+
+def test_tile_count_keeps_every_tile_in_the_general_kernel():
+    assert blas.tile_count(8, 8, 8, 8) == 1  # far below TILE_MIN_WORK: one call
+    assert blas.tile_count(128, 1024, 784, 2) == 2  # the MLP's first layer: a tile a thread
+    assert blas.tile_count(128, 1024, 784, 8) == 8
+    assert blas.tile_count(128, 1024, 784, 1) == 1
+    assert blas.tile_count(128, 10, 1024, 8) == 1  # a 10-wide GEMM: never tiled
+    assert blas.tile_count(20, 4096, 4096, 8) == 8
+    assert blas.tile_count(4096, 1, 4096, 8) == 1  # GEMV-shaped
+    assert blas.tile_count(256, 256, 200, 8) == 1  # 13M multiply-adds: tiles would be small
+    for m, n, k in ((128, 1024, 784), (300, 1000, 170), (64, 500, 700)):
+        tiles = blas.tile_count(m, n, k, 64)
+        assert tiles > 1
+        assert m * n * k // tiles >= blas.TILE_MIN_WORK
+        assert max(m, n) // tiles >= blas.TILE_MIN_EXTENT
 
 
 def test_empty_inner_dimension_gives_zeros_or_scales():

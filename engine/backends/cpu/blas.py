@@ -5,13 +5,23 @@ The CPU backend keeps OpenBLAS itself single-threaded (:mod:`engine.backends.cpu
 the per-image convolution calls ``sgemm`` from every thread at once, and OpenBLAS's own
 workers spin for a while after each threaded GEMM, fighting those threads for the cores. So a
 large GEMM here is split into row or column tiles, one ``sgemm`` call each (through ctypes,
-which releases the GIL), shared out to the threads (``engine.backends.cpu.share``). The tiles
-depend on the shape only (:func:`tile_count`), never on the thread count: OpenBLAS picks its
-kernel by each call's shape (small-matrix and matrix-vector kernels sum in other orders than
-the general one), so tiles cut by thread count would change results with ``--threads``.
-Operands may be transposed views (``.T``, ``.swapaxes``): they go to BLAS as ``Trans`` with
-their own leading dimension, uncopied. Where NumPy has no OpenBLAS (MKL, Accelerate),
-``np.matmul`` does the work instead.
+which releases the GIL), one tile per thread (``engine.backends.cpu.share``).
+
+Bit-identity across thread counts: OpenBLAS picks its kernel by each call's shape, and its
+small-matrix kernel (``M·N·K ≤ 100³`` on SkylakeX), its direct AVX-512 sgemm (row-major,
+no transposes, ``M·N·K < 28·512²`` with one BLAS thread) and its GEMV path (a dimension of 1)
+sum in other orders than the general kernel. The general kernel itself blocks ``K`` by the
+shape alone and sums each element of ``C`` in the same order wherever a row or column tile
+starts (checked on 500 random shapes, both transposes, ``alpha``/``beta`` of either kind:
+:func:`tile_count`'s tiles always gave the one call's bits, and ``tests/test_kernels_gemm``
+keeps checking). So a GEMM is tiled only when every tile stays well inside the general
+kernel (:data:`TILE_MIN_WORK` multiply-adds and :data:`TILE_MIN_EXTENT` rows or columns,
+the other dimension at least :data:`TILE_ALIGN`); then the tiles follow the thread count
+(one per thread: 2 tiles instead of 8 made the MLP's GEMMs 25-30 % faster on 2 cores, each
+tile re-packing the shared operand), and the results do not. A GEMM too small for that runs
+as one call, whatever the threads. Operands may be transposed views (``.T``,
+``.swapaxes``): they go to BLAS as ``Trans`` with their own leading dimension, uncopied.
+Where NumPy has no OpenBLAS (MKL, Accelerate), ``np.matmul`` does the work instead.
 """
 
 from __future__ import annotations
@@ -21,20 +31,26 @@ from numba import njit
 
 from dnupdate.engine.backends.cpu.sgemm import (
     AVAILABLE,
+    BLAS_NAME,
     NO_TRANS,
     ROW_MAJOR,
     TRANS,
     sgemm_from_python,
 )
-from dnupdate.engine.backends.cpu.share import share_out
+from dnupdate.engine.backends.cpu.share import share_out, thread_count
 
 _F32 = 4
-#: a GEMM below this many multiply-adds runs as one call (a parallel launch costs more)
-TILE_MIN_WORK = 1 << 20
-#: the most tiles one GEMM is cut into (enough for 8 threads)
-MAX_TILES = 8
-#: tile edges fall on multiples of this (OpenBLAS's register blocking)
+#: the least multiply-adds of one tile: above OpenBLAS's small-matrix kernel (100³) and its
+#: direct sgemm (28·512² ≈ 7.3M), whose summation orders differ from the general kernel's
+TILE_MIN_WORK = 1 << 23
+#: the least rows (row tiles) or columns (column tiles) of one tile
+TILE_MIN_EXTENT = 128
+#: tile edges fall on multiples of this (OpenBLAS's register blocking); a GEMM whose other
+#: dimension is smaller is never tiled (GEMV and the small kernels are near)
 TILE_ALIGN = 16
+#: tiles per GEMM under Intel MKL (``DNUPDATE_BLAS=mkl``), whatever the threads: the general-
+#: kernel argument above is OpenBLAS's; MKL's tiles depend on the shape only
+MKL_TILES = 8
 
 
 def _edge(j: int, tiles: int, extent: int) -> int:
@@ -69,12 +85,14 @@ def _tile_calls(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, tiles, spl
     return calls
 
 
-def tile_count(m: int, n: int, k: int) -> int:
-    """How many row (``m ≥ n``) or column tiles an ``m×k · k×n`` product is cut into: a
-    function of the shape only, so that results do not depend on the thread count."""
-    if m * n * k < TILE_MIN_WORK:
+def tile_count(m: int, n: int, k: int, threads: int) -> int:
+    """How many row (``m ≥ n``) or column tiles an ``m×k · k×n`` product is cut into on
+    ``threads`` threads: one per thread where every tile stays in OpenBLAS's general kernel
+    (module docstring), so the result is the one call's whatever the count; else 1."""
+    if min(m, n) < TILE_ALIGN:
         return 1
-    return max(1, min(MAX_TILES, max(m, n) // TILE_ALIGN))
+    most = min(max(m, n) // TILE_MIN_EXTENT, m * n * k // TILE_MIN_WORK)
+    return max(1, min(threads, most))
 
 
 def _layout(matrix: np.ndarray) -> tuple[int, int] | None:
@@ -121,7 +139,7 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float, beta: flo
             out *= np.float32(beta)
         return True
     split_rows = m >= n
-    tiles = tile_count(m, n, k)
+    tiles = tile_count(m, n, k, thread_count() if BLAS_NAME == "openblas" else MKL_TILES)
     calls = []
     steps = (_stack_step(a), _stack_step(b), _stack_step(out))
     for s in range(stack):

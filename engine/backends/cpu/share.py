@@ -40,11 +40,17 @@ def _helpers(count: int) -> ThreadPoolExecutor:
     return _pool[0][1]
 
 
+def thread_count() -> int:
+    """The threads :func:`share_out` uses by default: :func:`set_threads`'s count, else
+    Numba's for the calling thread."""
+    return get_num_threads() if _threads[0] is None else _threads[0]
+
+
 def share_out(kernel: Callable[..., object], count: int, *args, threads: int | None = None):
     """Run ``kernel(first, end, *args)`` over ``[0, count)`` split into equal consecutive
-    shares, one per thread (``threads``, default :func:`set_threads`'s count)."""
+    shares, one per thread (``threads``, default :func:`thread_count`)."""
     if threads is None:
-        threads = get_num_threads() if _threads[0] is None else _threads[0]
+        threads = thread_count()
     threads = max(1, min(threads, count))
     if threads == 1:
         kernel(0, count, *args)
