@@ -149,3 +149,31 @@ def test_unscale_sum_squares_equals_its_three_numpy_passes(threads, carried):
     np.testing.assert_allclose(
         sums[0], np.sum(buffer[offsets[0] : offsets[0] + lengths[0]].astype(np.float64) ** 2)
     )
+
+
+def _lane_block_sums(values: np.ndarray) -> float:
+    """The documented order: blocks of ``BLOCK`` added in block order; in a block, element
+    ``j`` into lane ``j mod LANES`` (float64, in index order), lanes added in lane order."""
+    total = 0.0
+    for start in range(0, values.size, red.BLOCK):
+        block = values[start : start + red.BLOCK].astype(np.float64)
+        lanes = [0.0] * red.LANES
+        for j, value in enumerate(block.tolist()):
+            lanes[j % red.LANES] += value * value
+        block_total = 0.0
+        for lane in lanes:
+            block_total += lane
+        total += block_total
+    return total
+
+
+def test_sum_squares_follow_the_lane_order_bit_for_bit():
+    """The vectorised row loop sums in exactly the documented lane order, tails included
+    (segments that are not a multiple of the lane count, one over two blocks)."""
+    rng = np.random.default_rng(11)
+    offsets, lengths = _segments([red.BLOCK + 37, 5, red.LANES * 3 + 1, 1])
+    buffer = (rng.normal(size=int(lengths.sum())) * 1e3).astype(np.float32)
+    out = np.empty(4, np.float64)
+    red.segment_sum_squares(buffer, offsets, lengths, out)
+    want = [_lane_block_sums(buffer[o : o + n]) for o, n in zip(offsets, lengths, strict=True)]
+    assert out.tolist() == want

@@ -45,49 +45,55 @@ def _check_segments(
 BLOCK = 1 << 15
 
 
-#: independent float64 accumulators per block (the ``k``-th element of each group of LANES
-#: adds to lane ``k``; lanes added in order at the end): one chain would wait on the adder's
-#: latency at every element (3x slower)
-LANES = 8
+#: independent float64 accumulators per block (the ``k``-th element of each row of LANES
+#: consecutive elements adds to lane ``k``; lanes added in order at the end): one chain would
+#: wait on the adder's latency at every element (3x slower). The loop over a row's lanes is an
+#: element-wise loop over slices that LLVM vectorises (8 lanes were unrolled away and stayed
+#: scalar); the update pass (``engine.backends.cpu.update``) sums its norms the same way
+LANES = 32
+
+
+@njit(inline="always")
+def _add_squares(row, sums):
+    for lane in range(row.size):
+        value = np.float64(row[lane])
+        sums[lane] += value * value
+
+
+@njit(inline="always")
+def _add_squared_changes(before, after, sums):
+    for lane in range(before.size):
+        value = np.float64(before[lane] - after[lane])  # the float32 difference
+        sums[lane] += value * value
+
+
+@njit(inline="always")
+def _lanes_total(sums):
+    total = 0.0
+    for lane in range(LANES):
+        total += sums[lane]
+    return total
 
 
 @njit(cache=True, nogil=True)
 def _block_sum_squares(first_block, end_block, buffer, starts, stops, partial):
+    sums = np.zeros(LANES)
     for j in range(first_block, end_block):
-        lanes = np.zeros(LANES)
-        block = buffer[starts[j] : stops[j]]  # indices from 0: no wrap-around select
-        full = block.size // LANES * LANES
-        for base in range(0, full, LANES):
-            for lane in range(LANES):  # a constant count: unrolled, lanes in registers
-                value = np.float64(block[base + lane])
-                lanes[lane] += value * value
-        for i in range(full, block.size):
-            value = np.float64(block[i])
-            lanes[i - full] += value * value
-        total = 0.0
-        for lane in range(LANES):
-            total += lanes[lane]
-        partial[j] = total
+        sums[:] = 0.0
+        for base in range(starts[j], stops[j], LANES):  # the tail: a shorter row, lanes 0…
+            _add_squares(buffer[base : min(base + LANES, stops[j])], sums)
+        partial[j] = _lanes_total(sums)
 
 
 @njit(cache=True, nogil=True)
 def _block_sum_squares_change(first_block, end_block, before, after, starts, stops, partial):
+    sums = np.zeros(LANES)
     for j in range(first_block, end_block):
-        lanes = np.zeros(LANES)
-        start, stop = starts[j], stops[j]
-        full = start + (stop - start) // LANES * LANES
-        for base in range(start, full, LANES):
-            for lane in range(LANES):
-                i = base + lane
-                value = np.float64(before[i] - after[i])  # the float32 difference
-                lanes[lane] += value * value
-        for i in range(full, stop):
-            value = np.float64(before[i] - after[i])
-            lanes[i - full] += value * value
-        total = 0.0
-        for lane in range(LANES):
-            total += lanes[lane]
-        partial[j] = total
+        sums[:] = 0.0
+        for base in range(starts[j], stops[j], LANES):
+            end = min(base + LANES, stops[j])
+            _add_squared_changes(before[base:end], after[base:end], sums)
+        partial[j] = _lanes_total(sums)
 
 
 @njit(cache=True)
