@@ -100,14 +100,8 @@ def _expected(rule, inputs):
             (step_sq, np.square(w_new.astype(np.float64) - w.astype(np.float64))),
             (weight_sq, np.square(w.astype(np.float64))),
         ):
-            norms[s] = _block_sums(values, _lanes(rule))
+            norms[s] = _block_sums(values, up.LANES)
     return params, grads, a, b, step_sq, weight_sq
-
-
-def _lanes(rule) -> int:
-    """Accumulators per block of the rule's norms: the darknet pass keeps ``up.LANES``."""
-    darknet = (up.RULE_DARKNET_SGD, up.RULE_DARKNET_ADAM, up.RULE_DARKNET_ADAMW)
-    return up.LANES if rule in darknet else 1
 
 
 def _block_sums(values, lanes):
@@ -137,7 +131,7 @@ def test_every_rule_on_multi_block_segments(name):
             sequential = np.cumsum(values[start : start + size])[-1] if size else 0.0
             assert norms[s] == pytest.approx(sequential, rel=1e-12)
             if size <= B:
-                assert norms[s] == _block_sums(values[start : start + size], _lanes(rule))
+                assert norms[s] == _block_sums(values[start : start + size], up.LANES)
 
 
 @pytest.mark.parametrize("name", sorted(RULES))

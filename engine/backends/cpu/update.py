@@ -435,16 +435,43 @@ def _darknet_block(
     return _lane_total(step_lanes), _lane_total(weight_lanes), _lane_total(grad_lanes)
 
 
+@njit(inline="always")
+def _caffe_sgd_row(w_row, g_row, h_row, grad_on, rate, decay, k, sums):
+    """Caffe SGD (``ClipGradients``, ``Normalize``, ``Regularize``, ``ComputeUpdateValue``,
+    ``w ← w − diff``) on one row of consecutive elements (slices), in place; element ``lane``
+    adds ``(Δw)²`` and ``w²`` in float64 to ``sums[0|1, lane]`` (as the darknet rows)."""
+    step_sums, weight_sums = sums[0], sums[1]
+    for lane in range(w_row.size):
+        w = w_row[lane]
+        g = g_row[lane] if grad_on else F32(0.0)
+        g = _caffe_prepare(g, w, decay, k)
+        step, h = _caffe_sgd(g, h_row[lane], rate, k)
+        h_row[lane] = h
+        g_row[lane] = step
+        w_new = w - step
+        w_row[lane] = w_new
+        delta_w = np.float64(w_new) - np.float64(w)
+        step_sums[lane] += delta_w * delta_w
+        weight_sums[lane] += np.float64(w) * np.float64(w)
+
+
 @njit(cache=True)
 def _caffe_block(
     rule, params, grads, state_a, state_b, start, stop, rate, decay, grad_on, coef
 ):  # fmt: skip
-    """A Caffe rule's step on ``[start, stop)``, as :func:`_darknet_block`. AdamW: Caffe's
-    clip and normalise stages, no ``Regularize`` (``decay`` is AdamW's ``f32(1 − lr·λ)``)."""
+    """A Caffe rule's step on ``[start, stop)``, as :func:`_darknet_block` (norms over
+    :data:`LANES` lanes; Caffe SGD in vectorised rows). AdamW: Caffe's clip and normalise
+    stages, no ``Regularize`` (``decay`` is AdamW's ``f32(1 − lr·λ)``)."""
     k = _as_tuple(coef)
-    step_acc = 0.0
-    weight_acc = 0.0
+    sums = np.zeros((2, LANES))
+    if rule == RULE_CAFFE_SGD:  # the common rule, in vectorisable rows
+        for base in range(start, stop, LANES):
+            end = min(base + LANES, stop)
+            _caffe_sgd_row(params[base:end], grads[base:end], state_a[base:end], grad_on, rate,
+                           decay, k, sums)  # fmt: skip
+        return _lane_total(sums[0]), _lane_total(sums[1])
     for i in range(start, stop):
+        lane = (i - start) & (LANES - 1)
         w = params[i]
         g = grads[i] if grad_on else F32(0.0)
         if rule == RULE_CAFFE_ADAMW:
@@ -464,9 +491,9 @@ def _caffe_block(
             w_new = w - step
         params[i] = w_new
         delta_w = np.float64(w_new) - np.float64(w)
-        step_acc += delta_w * delta_w
-        weight_acc += np.float64(w) * np.float64(w)
-    return step_acc, weight_acc
+        sums[0, lane] += delta_w * delta_w
+        sums[1, lane] += np.float64(w) * np.float64(w)
+    return _lane_total(sums[0]), _lane_total(sums[1])
 
 
 @njit(parallel=True, cache=True)
@@ -531,12 +558,11 @@ def fused_update(
     Σ(Δw)² and Σw² (weights before the update), accumulated in float64.
 
     Parallel over blocks of :data:`BLOCK` elements inside the segments (elements are
-    independent, so every value written is the serial loop's). Each block sums its squares in
-    index order (the darknet rules: over :data:`LANES` interleaved accumulators, added in lane
-    order); a segment's blocks are then added in block order. A Caffe segment of at most
-    ``BLOCK`` elements thus gets the serial sum exactly; otherwise the same float64 sum
-    re-associated (last-bit differences from one sequential sum, the same whatever the thread
-    count).
+    independent, so every value written is the serial loop's). Each block sums its squares
+    over :data:`LANES` interleaved accumulators (element ``i`` into lane ``(i − start) mod
+    LANES``), added in lane order; a segment's blocks are then added in block order: the same
+    float64 sum re-associated (last-bit differences from one sequential sum, the same whatever
+    the thread count).
 
     ``carry`` (darknet rules only, with ``grad_sq``): the gradient buffer as it was before this
     update's passes (darknet quirk: nothing zeroes it). The same pass then gives
