@@ -182,3 +182,19 @@ def test_caffe_accuracy_ties_count_against():
     scores = np.array([[1.0, 1.0, 0.0]], np.float32)
     assert sm.caffe_accuracy(scores, np.array([0])) == 0.0
     assert sm.caffe_accuracy(scores, np.array([0]), top_k=2) == 1.0
+
+
+@pytest.mark.parametrize("shape", [(64, 10, 1), (3, 1000, 1), (2, 7, 5)])
+def test_softmax_with_loss_runs_the_softmax_layers_arithmetic(shape):
+    """Caffe's ``SoftmaxWithLoss`` runs its own ``Softmax`` layer: the probabilities of the
+    loss and of the standalone layer are the same bits (float32 exp, float32 channel sum in
+    channel order, float32 division)."""
+    from dnupdate.engine.backends.cpu import caffe_layers
+
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 8).astype(np.float32)
+    from_loss, from_layer = np.empty_like(x), np.empty_like(x)
+    sm.caffe_softmax_forward(x, from_loss)
+    caffe_layers.caffe_softmax_forward(x, from_layer)
+    np.testing.assert_array_equal(from_loss.view(np.uint32), from_layer.view(np.uint32))
+    np.testing.assert_allclose(from_loss, ref.caffe_softmax(x), rtol=1e-4, atol=1e-30)

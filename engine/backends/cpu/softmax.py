@@ -18,7 +18,8 @@ delta:
 Caffe (``softmax_layer.cpp``, ``softmax_loss_layer.cpp``, ``accuracy_layer.cpp``; spec/caffe.md
 7.7, 7.8): softmax over axis 1 of ``(N, C, inner)`` with the max subtracted; the loss
 ``−Σ log(max(p_label, FLT_MIN))/normalizer`` accumulates in float32 with ``logf``; the channel
-sums (BLAS ``gemv`` in Caffe, order unknown) accumulate in double here.
+sums accumulate in float32 in channel order, as the ``Softmax`` layer's (``SoftmaxWithLoss``
+runs that layer; Caffe's CPU sums with BLAS ``sgemv``, its GPU in channel order).
 """
 
 from __future__ import annotations
@@ -290,14 +291,13 @@ def _caffe_softmax(x, prob):
         largest = x[i, 0, k]
         for c in range(1, channels):
             largest = max(largest, x[i, c, k])
-        total = 0.0
+        total = np.float32(0.0)  # float32, in channel order, as the Softmax layer's kernel
         for c in range(channels):
             e = np.exp(x[i, c, k] - largest)
             prob[i, c, k] = e
-            total += np.float64(e)
-        total32 = np.float32(total)
+            total = total + e
         for c in range(channels):
-            prob[i, c, k] = prob[i, c, k] / total32
+            prob[i, c, k] = prob[i, c, k] / total
 
 
 @njit(cache=True)
@@ -352,7 +352,13 @@ def _caffe_softmax_loss_grad(prob, labels, dx, ignore, mode, top_diff):
 
 def caffe_softmax_forward(x: np.ndarray, prob: np.ndarray) -> None:
     """Caffe ``Softmax`` over axis 1 of ``(N, C, inner...)``: ``p = exp(x − max_c x)/Σ_c``
-    (float32 ``exp``, the channel sum in double, the division in float32)."""
+    (float32 ``exp``, the channel sum in float32 in channel order, the division in float32).
+
+    ``SoftmaxWithLoss`` runs Caffe's own ``Softmax`` layer internally, so this is the same
+    arithmetic as :func:`engine.backends.cpu.caffe_layers.caffe_softmax_forward` (tested bit
+    for bit). Judgment: Caffe's CPU sum is ``caffe_cpu_gemv`` (BLAS ``sgemv``: float32, in
+    the BLAS's order), its GPU sum ``kernel_channel_sum`` (float32, channel order); the float32
+    sum in channel order is the GPU's exactly and the CPU's up to the BLAS's order."""
     x3 = _as_nci(x, "x")
     p3 = _as_nci(prob, "prob")
     if p3.shape != x3.shape:

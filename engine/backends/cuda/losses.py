@@ -90,7 +90,8 @@ def darknet_cost(pred, truth, delta, error, cost_type):
 
 @cuda.jit
 def caffe_softmax(x, prob):
-    """Softmax over axis 1 of ``(N, C, inner)``: float32 ``exp``, double channel sum."""
+    """Softmax over axis 1 of ``(N, C, inner)``: float32 ``exp``, float32 channel sum (the
+    ``Softmax`` layer's arithmetic: ``SoftmaxWithLoss`` runs that layer)."""
     outer, channels, inner = x.shape
     for task in range(cuda.grid(1), outer * inner, cuda.gridsize(1)):
         i = task // inner
@@ -98,14 +99,13 @@ def caffe_softmax(x, prob):
         largest = x[i, 0, k]
         for c in range(1, channels):
             largest = max(largest, x[i, c, k])
-        total = 0.0
+        total = np.float32(0.0)  # float32, channel order: Caffe's kernel_channel_sum
         for c in range(channels):
             e = np.float32(math.exp(x[i, c, k] - largest))
             prob[i, c, k] = e
-            total += np.float64(e)
-        total32 = np.float32(total)
+            total = total + e
         for c in range(channels):
-            prob[i, c, k] = prob[i, c, k] / total32
+            prob[i, c, k] = prob[i, c, k] / total
 
 
 @cuda.jit(device=True)
