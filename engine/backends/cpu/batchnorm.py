@@ -37,7 +37,12 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from dnupdate.engine.backends.cpu.activations import KernelArgumentError
+from dnupdate.engine.backends.cpu.activations import (
+    LINEAR,
+    KernelArgumentError,
+    _activate_array,
+    _gradient_array,
+)
 
 _DARKNET_NORMALIZE_EPS = np.float32(0.000001)  # `.000001f`, added OUTSIDE the sqrt
 _DARKNET_BACKWARD_EPS = np.float32(0.00001)  # `.00001f`, added INSIDE the sqrt
@@ -106,7 +111,8 @@ def _statistics_block(x, mean, variance, c0, lanes, totals, squares):
 
 
 @njit(inline="always")
-def _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, keep_x_norm):
+def _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, keep_x_norm,
+                     code):  # fmt: skip
     batch, _, spatial = out.shape
     for k in range(lanes):
         c = c0 + k
@@ -117,12 +123,14 @@ def _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, 
                 if keep_x_norm:
                     x_norm[b, c, s] = normalized
                 out[b, c, s] = normalized * scales[c] + biases[c]
+            if code != LINEAR:  # the layer's activate_array, on the plane while it is in cache
+                _activate_array(out[b, c], code)
 
 
 @njit(inline="always")
 def _forward_block(
-    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, c0,
-    lanes,
+    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code,
+    c0, lanes,
 ):  # fmt: skip
     """Channels ``[c0, c0 + lanes)`` of :func:`_darknet_forward`."""
     batch, _, spatial = out.shape
@@ -140,37 +148,40 @@ def _forward_block(
             rolling_mean[c] = rolling_mean[c] + _ROLLING_TAKE * mean[c]
             rolling_variance[c] = rolling_variance[c] * _ROLLING_KEEP
             rolling_variance[c] = rolling_variance[c] + _ROLLING_TAKE * variance[c]
-    _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, train)
+    _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, train, code)
 
 
 @njit(parallel=True, cache=True)
 def _darknet_forward(
-    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train
+    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code
 ):  # fmt: skip
     """Training (``train``): ``x ← out``, batch statistics, rolling update, normalise with the
     batch statistics. Inference: normalise ``out`` in place with ``mean``/``variance`` (the
-    caller passes the rolling statistics there). Parallel over the full blocks of ``LANES``
-    channels (a constant lane count: the compiler unrolls the lanes); the remaining
-    ``C mod LANES`` channels are :func:`_darknet_forward_tail`'s."""
+    caller passes the rolling statistics there). Then darknet's activation ``code``
+    (``LINEAR``: none) on each ``(image, channel)`` plane right after it is normalised.
+    Parallel over the full blocks of ``LANES`` channels (a constant lane count: the compiler
+    unrolls the lanes); the remaining ``C mod LANES`` channels are
+    :func:`_darknet_forward_tail`'s."""
     for block in prange(out.shape[1] // LANES):
         _forward_block(out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales,
-                       biases, train, block * LANES, LANES)  # fmt: skip
+                       biases, train, code, block * LANES, LANES)  # fmt: skip
 
 
 @njit(cache=True)
 def _darknet_forward_tail(
-    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train
+    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code
 ):  # fmt: skip
     """The last ``C mod LANES`` channels of :func:`_darknet_forward` (serial: a kernel of its
     own keeps the variable-lane code out of the parallel kernel, whose compile time grows
     with its body, and compiles only for such channel counts)."""
     c0 = out.shape[1] // LANES * LANES
     _forward_block(out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales,
-                   biases, train, c0, out.shape[1] - c0)  # fmt: skip
+                   biases, train, code, c0, out.shape[1] - c0)  # fmt: skip
 
 
 @njit(inline="always")
-def _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas, c0, lanes, acc):
+def _bn_backward_block(delta, y, code, x, x_norm, mean, variance, scales, updates, deltas, c0,
+                       lanes, acc):  # fmt: skip
     bias_updates, scale_updates = updates
     mean_delta, variance_delta = deltas
     sums, products, totals, weighted = acc
@@ -181,9 +192,13 @@ def _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas
         products[k] = 0.0
         totals[k] = 0.0
         weighted[k] = 0.0
+    # darknet's divisions by m: exact multiplications by 1/m when m = 2^j (both round x·2^−j)
+    inverse_m = 1.0 / m if m & (m - 1) == 0 else 0.0
     for b in range(batch):  # backward_bias (one sum_array per image, then +=) and
         for k in range(lanes):  # backward_scale_cpu, both on the incoming delta
             sums[k] = 0.0
+            if code != LINEAR:  # the layer's gradient_array first, plane by plane (in cache)
+                _gradient_array(y[b, c0 + k], code, delta[b, c0 + k])
         for s in range(spatial):
             for k in range(lanes):
                 d = delta[b, c0 + k, s]
@@ -213,17 +228,30 @@ def _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas
         mean_term = np.float64(mean_delta[c] / m_float)  # float / int: float32 division
         variance_scale = np.float64(variance_delta[c]) * 2.0
         for b in range(batch):  # normalize_delta_cpu
-            for s in range(spatial):
-                centered = np.float64(x[b, c, s] - mean[c])
-                delta[b, c, s] = np.float32(
-                    np.float64(delta[b, c, s]) * inv_std + variance_scale * centered / m + mean_term
-                )
+            if inverse_m > 0.0:
+                for s in range(spatial):
+                    centered = np.float64(x[b, c, s] - mean[c])
+                    delta[b, c, s] = np.float32(
+                        np.float64(delta[b, c, s]) * inv_std
+                        + variance_scale * centered * inverse_m
+                        + mean_term
+                    )
+            else:
+                for s in range(spatial):
+                    centered = np.float64(x[b, c, s] - mean[c])
+                    delta[b, c, s] = np.float32(
+                        np.float64(delta[b, c, s]) * inv_std
+                        + variance_scale * centered / m
+                        + mean_term
+                    )
 
 
 @njit(parallel=True, cache=True)
-def _darknet_bn_backward(delta, x, x_norm, mean, variance, scales, updates, deltas):
-    """Parallel over the full blocks of ``LANES`` channels (a block owns its channels' deltas
-    and per-channel outputs); the remaining channels are :func:`_darknet_bn_backward_tail`'s."""
+def _darknet_bn_backward(delta, y, code, x, x_norm, mean, variance, scales, updates, deltas):
+    """darknet's activation gradient ``delta ← delta·g(y)`` (``code``; ``LINEAR``: none), then
+    the batch-norm backward. Parallel over the full blocks of ``LANES`` channels (a block owns
+    its channels' deltas and per-channel outputs); the remaining channels are
+    :func:`_darknet_bn_backward_tail`'s."""
     for block in prange(delta.shape[1] // LANES):
         acc = (
             np.zeros(LANES, dtype=np.float32),
@@ -231,12 +259,13 @@ def _darknet_bn_backward(delta, x, x_norm, mean, variance, scales, updates, delt
             np.zeros(LANES, dtype=np.float32),
             np.zeros(LANES, dtype=np.float32),
         )
-        _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas,
+        _bn_backward_block(delta, y, code, x, x_norm, mean, variance, scales, updates, deltas,
                            block * LANES, LANES, acc)  # fmt: skip
 
 
 @njit(cache=True)
-def _darknet_bn_backward_tail(delta, x, x_norm, mean, variance, scales, updates, deltas):
+def _darknet_bn_backward_tail(delta, y, code, x, x_norm, mean, variance, scales, updates,
+                              deltas):  # fmt: skip
     """The last ``C mod LANES`` channels of :func:`_darknet_bn_backward` (serial, as
     :func:`_darknet_forward_tail`)."""
     channels = delta.shape[1]
@@ -247,7 +276,7 @@ def _darknet_bn_backward_tail(delta, x, x_norm, mean, variance, scales, updates,
         np.zeros(LANES, dtype=np.float32),
         np.zeros(LANES, dtype=np.float32),
     )
-    _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas, c0,
+    _bn_backward_block(delta, y, code, x, x_norm, mean, variance, scales, updates, deltas, c0,
                        channels - c0, acc)  # fmt: skip
 
 
@@ -261,8 +290,11 @@ def darknet_batchnorm_forward_train(
     rolling_variance: np.ndarray,
     scales: np.ndarray,
     biases: np.ndarray,
+    activation: int = LINEAR,
 ) -> None:
-    """darknet ``forward_batchnorm_layer`` with ``net.train = 1``, in place on ``output``.
+    """darknet ``forward_batchnorm_layer`` with ``net.train = 1``, in place on ``output``, then
+    the layer's ``activate_array`` with darknet code ``activation`` (``LINEAR``: none) fused
+    into the same pass (element-wise, so the same bits as a separate pass).
 
     ``output``: the conv/connected result ``(B, C, ...)``, overwritten by
     ``x_norm·scales + biases`` (the biases are the BN shift: darknet adds no separate bias).
@@ -287,7 +319,8 @@ def darknet_batchnorm_forward_train(
         ("biases", biases),
     ):
         _check_vector(vector, name, channels)
-    args = (out3, x3, norm3, mean, variance, rolling_mean, rolling_variance, scales, biases, True)
+    args = (out3, x3, norm3, mean, variance, rolling_mean, rolling_variance, scales, biases, True,
+            activation)  # fmt: skip
     _darknet_forward(*args)
     if channels % LANES:
         _darknet_forward_tail(*args)
@@ -299,9 +332,11 @@ def darknet_batchnorm_forward_infer(
     rolling_variance: np.ndarray,
     scales: np.ndarray,
     biases: np.ndarray,
+    activation: int = LINEAR,
 ) -> None:
     """darknet ``forward_batchnorm_layer`` with ``net.train = 0``, in place on ``output``:
-    ``((x − rolling_mean)/(sqrt(rolling_variance) + 1e-6))·scales + biases``.
+    ``((x − rolling_mean)/(sqrt(rolling_variance) + 1e-6))·scales + biases``, then the
+    activation ``activation`` (``LINEAR``: none) in the same pass.
 
     With darknet's zero-initialised rolling statistics early inference is badly scaled (as in
     darknet). ``x``/``x_norm`` are not touched (darknet does not update ``x_norm`` here).
@@ -316,7 +351,7 @@ def darknet_batchnorm_forward_infer(
     ):
         _check_vector(vector, name, channels)
     args = (out3, out3, out3, rolling_mean, rolling_variance, rolling_mean, rolling_variance,
-            scales, biases, False)  # fmt: skip
+            scales, biases, False, activation)  # fmt: skip
     _darknet_forward(*args)
     if channels % LANES:
         _darknet_forward_tail(*args)
@@ -333,9 +368,13 @@ def darknet_batchnorm_backward(
     scale_updates: np.ndarray,
     mean_delta: np.ndarray,
     variance_delta: np.ndarray,
+    output: np.ndarray | None = None,
+    activation: int = LINEAR,
 ) -> None:
-    """darknet ``backward_batchnorm_layer``: ``delta`` (already times the activation gradient)
-    is transformed in place into the delta of the pre-BN output.
+    """darknet ``backward_batchnorm_layer``: ``delta`` (already times the activation gradient,
+    or, with ``activation`` not ``LINEAR``, first multiplied here by darknet's gradient of the
+    layer ``output``: ``gradient_array`` fused into the first pass) is transformed in place
+    into the delta of the pre-BN output.
 
     ``bias_updates[c] += Σ δ`` (one float sum per image, as ``backward_bias``) and
     ``scale_updates[c] += Σ δ·x_norm`` accumulate (darknet sums over the batch, the update step
@@ -368,8 +407,9 @@ def darknet_batchnorm_backward(
         ("variance_delta", variance_delta),
     ):
         _check_vector(vector, name, channels)
-    args = (delta3, x3, norm3, mean, variance, scales, (bias_updates, scale_updates),
-            (mean_delta, variance_delta))  # fmt: skip
+    y3 = delta3 if activation == LINEAR else _check_like(output, "output", delta3)
+    args = (delta3, y3, activation, x3, norm3, mean, variance, scales,
+            (bias_updates, scale_updates), (mean_delta, variance_delta))  # fmt: skip
     _darknet_bn_backward(*args)
     if channels % LANES:
         _darknet_bn_backward_tail(*args)
