@@ -101,6 +101,16 @@ def _planes(a, b, c0, lanes):
 
 
 @njit(inline="always")
+def _lane_values(a, c0, lanes):
+    """``a[c0 + k]`` for the 8 lanes (lanes ``k ≥ lanes`` repeat ``a[c0 + lanes − 1]``)."""
+    last = c0 + lanes - 1
+    return (
+        a[c0], a[min(c0 + 1, last)], a[min(c0 + 2, last)], a[min(c0 + 3, last)],
+        a[min(c0 + 4, last)], a[min(c0 + 5, last)], a[min(c0 + 6, last)], a[min(c0 + 7, last)],
+    )  # fmt: skip
+
+
+@njit(inline="always")
 def _put(target, lanes, values):
     """``target[k] = values[k]`` for the block's ``lanes`` lanes (the rest are dropped)."""
     for k in range(lanes):
@@ -257,26 +267,22 @@ def _bias_scale_sums(delta, y, code, x_norm, bias_updates, c0, lanes, products):
 
 
 @njit(inline="always")
-def _delta_sums(delta, x, mean, c0, lanes, totals, weighted):
+def _delta_sums(delta, x, mean, scales, c0, lanes, totals, weighted):
     """``mean_delta_cpu``'s ``Σ δ`` and ``variance_delta_cpu``'s ``Σ δ·(x − mean)`` (float32,
-    darknet's order) over the 8 lanes from ``c0``, into ``totals[k]`` and ``weighted[k]``."""
+    darknet's order) over the 8 lanes from ``c0``, into ``totals[k]`` and ``weighted[k]``, of
+    the delta after ``scale_bias``: ``δ = delta·scales[c]`` (the float32 product formed here,
+    the same bits as darknet's stored one)."""
     batch, _, spatial = delta.shape
     t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = np.float32(0.0)
     w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = np.float32(0.0)
-    last = c0 + lanes - 1
-    m0, m1, m2, m3 = (
-        mean[c0],
-        mean[min(c0 + 1, last)],
-        mean[min(c0 + 2, last)],
-        mean[min(c0 + 3, last)],
-    )
-    m4, m5, m6, m7 = (mean[min(c0 + 4, last)], mean[min(c0 + 5, last)], mean[min(c0 + 6, last)],
-                      mean[min(c0 + 7, last)])  # fmt: skip
+    m0, m1, m2, m3, m4, m5, m6, m7 = _lane_values(mean, c0, lanes)
+    a0, a1, a2, a3, a4, a5, a6, a7 = _lane_values(scales, c0, lanes)
     for b in range(batch):
         d0, d1, d2, d3, d4, d5, d6, d7 = _planes(delta, b, c0, lanes)
         x0, x1, x2, x3, x4, x5, x6, x7 = _planes(x, b, c0, lanes)
         for s in range(spatial):
-            v0, v1, v2, v3, v4, v5, v6, v7 = d0[s], d1[s], d2[s], d3[s], d4[s], d5[s], d6[s], d7[s]
+            v0, v1, v2, v3 = d0[s] * a0, d1[s] * a1, d2[s] * a2, d3[s] * a3
+            v4, v5, v6, v7 = d4[s] * a4, d5[s] * a5, d6[s] * a6, d7[s] * a7
             t0, w0 = t0 + v0, w0 + v0 * (x0[s] - m0)
             t1, w1 = t1 + v1, w1 + v1 * (x1[s] - m1)
             t2, w2 = t2 + v2, w2 + v2 * (x2[s] - m2)
@@ -301,15 +307,13 @@ def _bn_backward_block(delta, y, code, x, x_norm, mean, variance, scales, update
     inverse_m = 1.0 / m if m & (m - 1) == 0 else 0.0
     products, totals, weighted = acc
     _bias_scale_sums(delta, y, code, x_norm, bias_updates, c0, lanes, products)
+    # scale_bias(delta, scales) is not a pass of its own: the two passes below form
+    # delta·scales[c] where they read delta (the same float32 product, no store pass)
+    _delta_sums(delta, x, mean, scales, c0, lanes, totals, weighted)
     for k in range(lanes):
         c = c0 + k
         scale_updates[c] += products[k]
-        for b in range(batch):  # scale_bias(delta, scales): a store pass of its own (stores
-            for s in range(spatial):  # among the lanes' loads stall on 4K aliasing)
-                delta[b, c, s] = delta[b, c, s] * scales[c]
-    _delta_sums(delta, x, mean, c0, lanes, totals, weighted)
-    for k in range(lanes):
-        c = c0 + k
+        scale = scales[c]
         var_eps = np.float64(variance[c] + _DARKNET_BACKWARD_EPS)  # float add, then double
         mean_delta[c] = np.float32(np.float64(totals[k]) * (-1.0 / math.sqrt(var_eps)))
         variance_delta[c] = np.float32(np.float64(weighted[k]) * (-0.5 * var_eps**-1.5))
@@ -321,7 +325,7 @@ def _bn_backward_block(delta, y, code, x, x_norm, mean, variance, scales, update
                 for s in range(spatial):
                     centered = np.float64(x[b, c, s] - mean[c])
                     delta[b, c, s] = np.float32(
-                        np.float64(delta[b, c, s]) * inv_std
+                        np.float64(delta[b, c, s] * scale) * inv_std
                         + variance_scale * centered * inverse_m
                         + mean_term
                     )
@@ -329,7 +333,7 @@ def _bn_backward_block(delta, y, code, x, x_norm, mean, variance, scales, update
                 for s in range(spatial):
                     centered = np.float64(x[b, c, s] - mean[c])
                     delta[b, c, s] = np.float32(
-                        np.float64(delta[b, c, s]) * inv_std
+                        np.float64(delta[b, c, s] * scale) * inv_std
                         + variance_scale * centered / m
                         + mean_term
                     )
