@@ -176,8 +176,10 @@ def _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, 
         denominator = math.sqrt(np.float64(variance[c])) + np.float64(_DARKNET_NORMALIZE_EPS)
         for b in range(batch):
             for s in range(spatial):
-                normalized = np.float32(np.float64(x[b, c, s] - mean[c]) / denominator)
-                if keep_x_norm:
+                value = out[b, c, s]
+                normalized = np.float32(np.float64(value - mean[c]) / denominator)
+                if keep_x_norm:  # training: darknet's `copy_cpu(out → x)`, in this pass
+                    x[b, c, s] = value
                     x_norm[b, c, s] = normalized
                 out[b, c, s] = normalized * scales[c] + biases[c]
             if code != LINEAR:  # the layer's activate_array, on the plane while it is in cache
@@ -190,14 +192,9 @@ def _forward_block(
     c0, lanes,
 ):  # fmt: skip
     """Channels ``[c0, c0 + lanes)`` of :func:`_darknet_forward`."""
-    batch, _, spatial = out.shape
-    if train:
-        for b in range(batch):
-            for k in range(lanes):
-                for s in range(spatial):
-                    x[b, c0 + k, s] = out[b, c0 + k, s]
+    if train:  # the statistics of out (= darknet's x, copied in the normalising pass)
         totals, squares = np.zeros(LANES, dtype=np.float32), np.zeros(LANES, dtype=np.float32)
-        _statistics_block(x, mean, variance, c0, lanes, totals, squares)
+        _statistics_block(out, mean, variance, c0, lanes, totals, squares)
         for k in range(lanes):  # scal_cpu(.99) then axpy_cpu(.01), float32
             c = c0 + k
             rolling_mean[c] = rolling_mean[c] * _ROLLING_KEEP
