@@ -309,6 +309,20 @@ class Backend:
         scale updates (times ``alpha``)."""
         raise NotImplementedError
 
+    def darknet_bn_act_forward(self, x, state, train: bool, code) -> None:
+        """darknet batch norm (:meth:`darknet_bn_forward`) then ``activate_array`` with
+        ``code`` (None: linear) on ``x (B,C,N)`` in place; a backend may fuse the two."""
+        self.darknet_bn_forward(x, state, train)
+        if code is not None:
+            self.activate(x, code)
+
+    def darknet_bn_act_backward(self, y, delta, state, alpha: float, code) -> None:
+        """``delta ← delta·g(y)`` (``gradient_array`` from the output ``y``; ``code`` None:
+        linear) then :meth:`darknet_bn_backward`; a backend may fuse the two."""
+        if code is not None:
+            self.activation_gradient(y, code, delta)
+        self.darknet_bn_backward(delta, state, alpha)
+
     def caffe_bn_forward(self, x, y, state, use_global_stats: bool) -> None:
         """Caffe ``BatchNorm`` forward (no affine part)."""
         raise NotImplementedError

@@ -216,6 +216,10 @@ class CpuBackend(Backend):
 
     # ---- batch norm and scale -------------------------------------------------------------
     def darknet_bn_forward(self, x, state, train):
+        self.darknet_bn_act_forward(x, state, train, None)
+
+    def darknet_bn_act_forward(self, x, state, train, code):
+        code = activations.LINEAR if code is None else code
         if train:
             batchnorm.darknet_batchnorm_forward_train(
                 x,
@@ -227,13 +231,18 @@ class CpuBackend(Backend):
                 state.rolling_variance,
                 state.scales,
                 state.biases,
+                code,
             )
         else:
             batchnorm.darknet_batchnorm_forward_infer(
-                x, state.rolling_mean, state.rolling_variance, state.scales, state.biases
+                x, state.rolling_mean, state.rolling_variance, state.scales, state.biases, code
             )
 
     def darknet_bn_backward(self, delta, state, alpha):
+        self.darknet_bn_act_backward(delta, delta, state, alpha, None)
+
+    def darknet_bn_act_backward(self, y, delta, state, alpha, code):
+        code = activations.LINEAR if code is None else code
         channels = state.scales.shape[0]
         direct = alpha == 1.0
         bias_updates = state.bias_updates if direct else self._zeroed("bn_bias", channels)
@@ -249,6 +258,8 @@ class CpuBackend(Backend):
             scale_updates,
             state.mean_delta,
             state.variance_delta,
+            y,
+            code,
         )
         if not direct:
             blas.accumulate(state.bias_updates, bias_updates, alpha)

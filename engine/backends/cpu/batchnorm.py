@@ -37,7 +37,12 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from dnupdate.engine.backends.cpu.activations import KernelArgumentError
+from dnupdate.engine.backends.cpu.activations import (
+    LINEAR,
+    KernelArgumentError,
+    _activate_array,
+    _gradient_array,
+)
 
 _DARKNET_NORMALIZE_EPS = np.float32(0.000001)  # `.000001f`, added OUTSIDE the sqrt
 _DARKNET_BACKWARD_EPS = np.float32(0.00001)  # `.00001f`, added INSIDE the sqrt
@@ -76,8 +81,70 @@ def _check_like(array: np.ndarray, name: str, like: np.ndarray) -> np.ndarray:
 
 #: channels whose float32 sums run side by side: each channel's sum keeps darknet's order
 #: (images, then positions), but 8 independent dependency chains fill the FP pipeline where one
-#: chain waits on the adder's latency (statistics 3x, backward 1.6x faster, same bits)
+#: chain waits on the adder's latency (statistics 3x, backward 1.6x faster, same bits). The
+#: float32 sums (:func:`_lane_sums`, the backward's) spell the 8 lanes out as local variables:
+#: kept in registers, where sums in an array go through memory on every add (the compiler cannot
+#: rule out that the array aliases the data), 1.7x faster again.
 LANES = 8
+
+
+@njit(inline="always")
+def _planes(a, b, c0, lanes):
+    """The ``LANES`` (8) channel planes ``a[b, c0 + k]`` of image ``b``; lanes ``k ≥ lanes``
+    (a block's tail) repeat plane ``c0 + lanes − 1``, and their sums are dropped."""
+    last = c0 + lanes - 1
+    return (
+        a[b, c0], a[b, min(c0 + 1, last)], a[b, min(c0 + 2, last)], a[b, min(c0 + 3, last)],
+        a[b, min(c0 + 4, last)], a[b, min(c0 + 5, last)], a[b, min(c0 + 6, last)],
+        a[b, min(c0 + 7, last)],
+    )  # fmt: skip
+
+
+@njit(inline="always")
+def _lane_values(a, c0, lanes):
+    """``a[c0 + k]`` for the 8 lanes (lanes ``k ≥ lanes`` repeat ``a[c0 + lanes − 1]``)."""
+    last = c0 + lanes - 1
+    return (
+        a[c0], a[min(c0 + 1, last)], a[min(c0 + 2, last)], a[min(c0 + 3, last)],
+        a[min(c0 + 4, last)], a[min(c0 + 5, last)], a[min(c0 + 6, last)], a[min(c0 + 7, last)],
+    )  # fmt: skip
+
+
+@njit(inline="always")
+def _put(target, lanes, values):
+    """``target[k] = values[k]`` for the block's ``lanes`` lanes (the rest are dropped)."""
+    for k in range(lanes):
+        target[k] = values[k]
+
+
+@njit(inline="always")
+def _lane_scratch():
+    """Per-block float32 sums of the backward pass: ``(products, totals, weighted)``."""
+    return (
+        np.zeros(LANES, dtype=np.float32),
+        np.zeros(LANES, dtype=np.float32),
+        np.zeros(LANES, dtype=np.float32),
+    )
+
+
+@njit(inline="always")
+def _lane_sums(x, c0, lanes, totals):
+    """``totals[k] = Σ_b Σ_s x[b, c0 + k, s]`` for the 8 lanes ``k``, each one float32 chain
+    in darknet's ``(b, s)`` order (``mean_cpu``), the 8 chains interleaved in registers."""
+    batch, _, spatial = x.shape
+    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = np.float32(0.0)
+    for b in range(batch):
+        p0, p1, p2, p3, p4, p5, p6, p7 = _planes(x, b, c0, lanes)
+        for s in range(spatial):
+            t0 += p0[s]
+            t1 += p1[s]
+            t2 += p2[s]
+            t3 += p3[s]
+            t4 += p4[s]
+            t5 += p5[s]
+            t6 += p6[s]
+            t7 += p7[s]
+    _put(totals, lanes, (t0, t1, t2, t3, t4, t5, t6, t7))
 
 
 @njit(inline="always")
@@ -86,14 +153,9 @@ def _statistics_block(x, mean, variance, c0, lanes, totals, squares):
     m = batch * spatial
     mean_scale = np.float32(1.0 / m)  # `float scale = 1./(batch*spatial)`
     var_scale = np.float32(1.0 / (m - 1)) if m > 1 else np.float32(np.inf)
+    _lane_sums(x, c0, lanes, totals)
     for k in range(lanes):
-        totals[k] = 0.0
         squares[k] = 0.0
-    for b in range(batch):
-        for s in range(spatial):
-            for k in range(lanes):
-                totals[k] += x[b, c0 + k, s]
-    for k in range(lanes):
         mean[c0 + k] = totals[k] * mean_scale
     for b in range(batch):
         for s in range(spatial):
@@ -106,106 +168,149 @@ def _statistics_block(x, mean, variance, c0, lanes, totals, squares):
 
 
 @njit(inline="always")
-def _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, keep_x_norm):
+def _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, keep_x_norm,
+                     code):  # fmt: skip
     batch, _, spatial = out.shape
     for k in range(lanes):
         c = c0 + k
         denominator = math.sqrt(np.float64(variance[c])) + np.float64(_DARKNET_NORMALIZE_EPS)
         for b in range(batch):
             for s in range(spatial):
-                normalized = np.float32(np.float64(x[b, c, s] - mean[c]) / denominator)
-                if keep_x_norm:
+                value = out[b, c, s]
+                normalized = np.float32(np.float64(value - mean[c]) / denominator)
+                if keep_x_norm:  # training: darknet's `copy_cpu(out → x)`, in this pass
+                    x[b, c, s] = value
                     x_norm[b, c, s] = normalized
                 out[b, c, s] = normalized * scales[c] + biases[c]
+            if code != LINEAR:  # the layer's activate_array, on the plane while it is in cache
+                _activate_array(out[b, c], code)
 
 
 @njit(inline="always")
 def _forward_block(
-    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, c0,
-    lanes,
+    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code,
+    c0, lanes,
 ):  # fmt: skip
     """Channels ``[c0, c0 + lanes)`` of :func:`_darknet_forward`."""
-    batch, _, spatial = out.shape
-    if train:
-        for b in range(batch):
-            for k in range(lanes):
-                for s in range(spatial):
-                    x[b, c0 + k, s] = out[b, c0 + k, s]
-        totals = np.zeros(LANES, dtype=np.float32)
-        squares = np.zeros(LANES, dtype=np.float32)
-        _statistics_block(x, mean, variance, c0, lanes, totals, squares)
+    if train:  # the statistics of out (= darknet's x, copied in the normalising pass)
+        totals, squares = np.zeros(LANES, dtype=np.float32), np.zeros(LANES, dtype=np.float32)
+        _statistics_block(out, mean, variance, c0, lanes, totals, squares)
         for k in range(lanes):  # scal_cpu(.99) then axpy_cpu(.01), float32
             c = c0 + k
             rolling_mean[c] = rolling_mean[c] * _ROLLING_KEEP
             rolling_mean[c] = rolling_mean[c] + _ROLLING_TAKE * mean[c]
             rolling_variance[c] = rolling_variance[c] * _ROLLING_KEEP
             rolling_variance[c] = rolling_variance[c] + _ROLLING_TAKE * variance[c]
-    _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, train)
+    _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, train, code)
 
 
 @njit(parallel=True, cache=True)
 def _darknet_forward(
-    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train
+    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code
 ):  # fmt: skip
     """Training (``train``): ``x ← out``, batch statistics, rolling update, normalise with the
     batch statistics. Inference: normalise ``out`` in place with ``mean``/``variance`` (the
-    caller passes the rolling statistics there). Parallel over the full blocks of ``LANES``
-    channels (a constant lane count: the compiler unrolls the lanes); the remaining
-    ``C mod LANES`` channels are :func:`_darknet_forward_tail`'s."""
+    caller passes the rolling statistics there). Then darknet's activation ``code``
+    (``LINEAR``: none) on each ``(image, channel)`` plane right after it is normalised.
+    Parallel over the full blocks of ``LANES`` channels (a constant lane count: the compiler
+    unrolls the lanes); the remaining ``C mod LANES`` channels are
+    :func:`_darknet_forward_tail`'s."""
     for block in prange(out.shape[1] // LANES):
         _forward_block(out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales,
-                       biases, train, block * LANES, LANES)  # fmt: skip
+                       biases, train, code, block * LANES, LANES)  # fmt: skip
 
 
 @njit(cache=True)
 def _darknet_forward_tail(
-    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train
+    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code
 ):  # fmt: skip
     """The last ``C mod LANES`` channels of :func:`_darknet_forward` (serial: a kernel of its
     own keeps the variable-lane code out of the parallel kernel, whose compile time grows
     with its body, and compiles only for such channel counts)."""
     c0 = out.shape[1] // LANES * LANES
     _forward_block(out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales,
-                   biases, train, c0, out.shape[1] - c0)  # fmt: skip
+                   biases, train, code, c0, out.shape[1] - c0)  # fmt: skip
 
 
 @njit(inline="always")
-def _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas, c0, lanes, acc):
+def _bias_scale_sums(delta, y, code, x_norm, bias_updates, c0, lanes, products):
+    """darknet's activation gradient (``gradient_array``, plane by plane while in cache), then
+    ``backward_bias`` (one float32 sum per image and channel, added into ``bias_updates``) and
+    ``backward_scale_cpu``'s sums ``Σ δ·x_norm`` (into ``products[k]``), over the 8 lanes from
+    ``c0``."""
+    batch, _, spatial = delta.shape
+    q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = np.float32(0.0)
+    for b in range(batch):
+        if code != LINEAR:
+            for k in range(lanes):
+                _gradient_array(y[b, c0 + k], code, delta[b, c0 + k])
+        d0, d1, d2, d3, d4, d5, d6, d7 = _planes(delta, b, c0, lanes)
+        n0, n1, n2, n3, n4, n5, n6, n7 = _planes(x_norm, b, c0, lanes)
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+        for s in range(spatial):
+            v0, v1, v2, v3, v4, v5, v6, v7 = d0[s], d1[s], d2[s], d3[s], d4[s], d5[s], d6[s], d7[s]
+            s0, q0 = s0 + v0, q0 + v0 * n0[s]
+            s1, q1 = s1 + v1, q1 + v1 * n1[s]
+            s2, q2 = s2 + v2, q2 + v2 * n2[s]
+            s3, q3 = s3 + v3, q3 + v3 * n3[s]
+            s4, q4 = s4 + v4, q4 + v4 * n4[s]
+            s5, q5 = s5 + v5, q5 + v5 * n5[s]
+            s6, q6 = s6 + v6, q6 + v6 * n6[s]
+            s7, q7 = s7 + v7, q7 + v7 * n7[s]
+        sums = (s0, s1, s2, s3, s4, s5, s6, s7)
+        for k in range(lanes):
+            bias_updates[c0 + k] += sums[k]
+    _put(products, lanes, (q0, q1, q2, q3, q4, q5, q6, q7))
+
+
+@njit(inline="always")
+def _delta_sums(delta, x, mean, scales, c0, lanes, totals, weighted):
+    """``mean_delta_cpu``'s ``Σ δ`` and ``variance_delta_cpu``'s ``Σ δ·(x − mean)`` (float32,
+    darknet's order) over the 8 lanes from ``c0``, into ``totals[k]`` and ``weighted[k]``, of
+    the delta after ``scale_bias``: ``δ = delta·scales[c]`` (the float32 product formed here,
+    the same bits as darknet's stored one)."""
+    batch, _, spatial = delta.shape
+    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = np.float32(0.0)
+    w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = np.float32(0.0)
+    m0, m1, m2, m3, m4, m5, m6, m7 = _lane_values(mean, c0, lanes)
+    a0, a1, a2, a3, a4, a5, a6, a7 = _lane_values(scales, c0, lanes)
+    for b in range(batch):
+        d0, d1, d2, d3, d4, d5, d6, d7 = _planes(delta, b, c0, lanes)
+        x0, x1, x2, x3, x4, x5, x6, x7 = _planes(x, b, c0, lanes)
+        for s in range(spatial):
+            v0, v1, v2, v3 = d0[s] * a0, d1[s] * a1, d2[s] * a2, d3[s] * a3
+            v4, v5, v6, v7 = d4[s] * a4, d5[s] * a5, d6[s] * a6, d7[s] * a7
+            t0, w0 = t0 + v0, w0 + v0 * (x0[s] - m0)
+            t1, w1 = t1 + v1, w1 + v1 * (x1[s] - m1)
+            t2, w2 = t2 + v2, w2 + v2 * (x2[s] - m2)
+            t3, w3 = t3 + v3, w3 + v3 * (x3[s] - m3)
+            t4, w4 = t4 + v4, w4 + v4 * (x4[s] - m4)
+            t5, w5 = t5 + v5, w5 + v5 * (x5[s] - m5)
+            t6, w6 = t6 + v6, w6 + v6 * (x6[s] - m6)
+            t7, w7 = t7 + v7, w7 + v7 * (x7[s] - m7)
+    _put(totals, lanes, (t0, t1, t2, t3, t4, t5, t6, t7))
+    _put(weighted, lanes, (w0, w1, w2, w3, w4, w5, w6, w7))
+
+
+@njit(inline="always")
+def _bn_backward_block(delta, y, code, x, x_norm, mean, variance, scales, updates, deltas, c0,
+                       lanes, acc):  # fmt: skip
     bias_updates, scale_updates = updates
     mean_delta, variance_delta = deltas
-    sums, products, totals, weighted = acc
     batch, _, spatial = delta.shape
     m = batch * spatial
     m_float = np.float32(m)
-    for k in range(lanes):
-        products[k] = 0.0
-        totals[k] = 0.0
-        weighted[k] = 0.0
-    for b in range(batch):  # backward_bias (one sum_array per image, then +=) and
-        for k in range(lanes):  # backward_scale_cpu, both on the incoming delta
-            sums[k] = 0.0
-        for s in range(spatial):
-            for k in range(lanes):
-                d = delta[b, c0 + k, s]
-                sums[k] += d
-                products[k] += d * x_norm[b, c0 + k, s]
-        for k in range(lanes):
-            bias_updates[c0 + k] += sums[k]
+    # darknet's divisions by m: exact multiplications by 1/m when m = 2^j (both round x·2^−j)
+    inverse_m = 1.0 / m if m & (m - 1) == 0 else 0.0
+    products, totals, weighted = acc
+    _bias_scale_sums(delta, y, code, x_norm, bias_updates, c0, lanes, products)
+    # scale_bias(delta, scales) is not a pass of its own: the two passes below form
+    # delta·scales[c] where they read delta (the same float32 product, no store pass)
+    _delta_sums(delta, x, mean, scales, c0, lanes, totals, weighted)
     for k in range(lanes):
         c = c0 + k
         scale_updates[c] += products[k]
-        for b in range(batch):  # scale_bias(delta, scales): a store pass of its own (stores
-            for s in range(spatial):  # among the lanes' loads stall on 4K aliasing)
-                delta[b, c, s] = delta[b, c, s] * scales[c]
-    for b in range(batch):  # mean_delta_cpu and variance_delta_cpu
-        for s in range(spatial):
-            for k in range(lanes):
-                c = c0 + k
-                d = delta[b, c, s]
-                totals[k] += d
-                weighted[k] += d * (x[b, c, s] - mean[c])
-    for k in range(lanes):
-        c = c0 + k
+        scale = scales[c]
         var_eps = np.float64(variance[c] + _DARKNET_BACKWARD_EPS)  # float add, then double
         mean_delta[c] = np.float32(np.float64(totals[k]) * (-1.0 / math.sqrt(var_eps)))
         variance_delta[c] = np.float32(np.float64(weighted[k]) * (-0.5 * var_eps**-1.5))
@@ -213,42 +318,45 @@ def _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas
         mean_term = np.float64(mean_delta[c] / m_float)  # float / int: float32 division
         variance_scale = np.float64(variance_delta[c]) * 2.0
         for b in range(batch):  # normalize_delta_cpu
-            for s in range(spatial):
-                centered = np.float64(x[b, c, s] - mean[c])
-                delta[b, c, s] = np.float32(
-                    np.float64(delta[b, c, s]) * inv_std + variance_scale * centered / m + mean_term
-                )
+            if inverse_m > 0.0:
+                for s in range(spatial):
+                    centered = np.float64(x[b, c, s] - mean[c])
+                    delta[b, c, s] = np.float32(
+                        np.float64(delta[b, c, s] * scale) * inv_std
+                        + variance_scale * centered * inverse_m
+                        + mean_term
+                    )
+            else:
+                for s in range(spatial):
+                    centered = np.float64(x[b, c, s] - mean[c])
+                    delta[b, c, s] = np.float32(
+                        np.float64(delta[b, c, s] * scale) * inv_std
+                        + variance_scale * centered / m
+                        + mean_term
+                    )
 
 
 @njit(parallel=True, cache=True)
-def _darknet_bn_backward(delta, x, x_norm, mean, variance, scales, updates, deltas):
-    """Parallel over the full blocks of ``LANES`` channels (a block owns its channels' deltas
-    and per-channel outputs); the remaining channels are :func:`_darknet_bn_backward_tail`'s."""
+def _darknet_bn_backward(delta, y, code, x, x_norm, mean, variance, scales, updates, deltas):
+    """darknet's activation gradient ``delta ← delta·g(y)`` (``code``; ``LINEAR``: none), then
+    the batch-norm backward. Parallel over the full blocks of ``LANES`` channels (a block owns
+    its channels' deltas and per-channel outputs); the remaining channels are
+    :func:`_darknet_bn_backward_tail`'s."""
     for block in prange(delta.shape[1] // LANES):
-        acc = (
-            np.zeros(LANES, dtype=np.float32),
-            np.zeros(LANES, dtype=np.float32),
-            np.zeros(LANES, dtype=np.float32),
-            np.zeros(LANES, dtype=np.float32),
-        )
-        _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas,
+        acc = _lane_scratch()
+        _bn_backward_block(delta, y, code, x, x_norm, mean, variance, scales, updates, deltas,
                            block * LANES, LANES, acc)  # fmt: skip
 
 
 @njit(cache=True)
-def _darknet_bn_backward_tail(delta, x, x_norm, mean, variance, scales, updates, deltas):
+def _darknet_bn_backward_tail(delta, y, code, x, x_norm, mean, variance, scales, updates,
+                              deltas):  # fmt: skip
     """The last ``C mod LANES`` channels of :func:`_darknet_bn_backward` (serial, as
     :func:`_darknet_forward_tail`)."""
     channels = delta.shape[1]
     c0 = channels // LANES * LANES
-    acc = (
-        np.zeros(LANES, dtype=np.float32),
-        np.zeros(LANES, dtype=np.float32),
-        np.zeros(LANES, dtype=np.float32),
-        np.zeros(LANES, dtype=np.float32),
-    )
-    _bn_backward_block(delta, x, x_norm, mean, variance, scales, updates, deltas, c0,
-                       channels - c0, acc)  # fmt: skip
+    _bn_backward_block(delta, y, code, x, x_norm, mean, variance, scales, updates, deltas, c0,
+                       channels - c0, _lane_scratch())  # fmt: skip
 
 
 def darknet_batchnorm_forward_train(
@@ -261,8 +369,11 @@ def darknet_batchnorm_forward_train(
     rolling_variance: np.ndarray,
     scales: np.ndarray,
     biases: np.ndarray,
+    activation: int = LINEAR,
 ) -> None:
-    """darknet ``forward_batchnorm_layer`` with ``net.train = 1``, in place on ``output``.
+    """darknet ``forward_batchnorm_layer`` with ``net.train = 1``, in place on ``output``, then
+    the layer's ``activate_array`` with darknet code ``activation`` (``LINEAR``: none) fused
+    into the same pass (element-wise, so the same bits as a separate pass).
 
     ``output``: the conv/connected result ``(B, C, ...)``, overwritten by
     ``x_norm·scales + biases`` (the biases are the BN shift: darknet adds no separate bias).
@@ -287,7 +398,8 @@ def darknet_batchnorm_forward_train(
         ("biases", biases),
     ):
         _check_vector(vector, name, channels)
-    args = (out3, x3, norm3, mean, variance, rolling_mean, rolling_variance, scales, biases, True)
+    args = (out3, x3, norm3, mean, variance, rolling_mean, rolling_variance, scales, biases, True,
+            activation)  # fmt: skip
     _darknet_forward(*args)
     if channels % LANES:
         _darknet_forward_tail(*args)
@@ -299,9 +411,11 @@ def darknet_batchnorm_forward_infer(
     rolling_variance: np.ndarray,
     scales: np.ndarray,
     biases: np.ndarray,
+    activation: int = LINEAR,
 ) -> None:
     """darknet ``forward_batchnorm_layer`` with ``net.train = 0``, in place on ``output``:
-    ``((x − rolling_mean)/(sqrt(rolling_variance) + 1e-6))·scales + biases``.
+    ``((x − rolling_mean)/(sqrt(rolling_variance) + 1e-6))·scales + biases``, then the
+    activation ``activation`` (``LINEAR``: none) in the same pass.
 
     With darknet's zero-initialised rolling statistics early inference is badly scaled (as in
     darknet). ``x``/``x_norm`` are not touched (darknet does not update ``x_norm`` here).
@@ -316,7 +430,7 @@ def darknet_batchnorm_forward_infer(
     ):
         _check_vector(vector, name, channels)
     args = (out3, out3, out3, rolling_mean, rolling_variance, rolling_mean, rolling_variance,
-            scales, biases, False)  # fmt: skip
+            scales, biases, False, activation)  # fmt: skip
     _darknet_forward(*args)
     if channels % LANES:
         _darknet_forward_tail(*args)
@@ -333,9 +447,13 @@ def darknet_batchnorm_backward(
     scale_updates: np.ndarray,
     mean_delta: np.ndarray,
     variance_delta: np.ndarray,
+    output: np.ndarray | None = None,
+    activation: int = LINEAR,
 ) -> None:
-    """darknet ``backward_batchnorm_layer``: ``delta`` (already times the activation gradient)
-    is transformed in place into the delta of the pre-BN output.
+    """darknet ``backward_batchnorm_layer``: ``delta`` (already times the activation gradient,
+    or, with ``activation`` not ``LINEAR``, first multiplied here by darknet's gradient of the
+    layer ``output``: ``gradient_array`` fused into the first pass) is transformed in place
+    into the delta of the pre-BN output.
 
     ``bias_updates[c] += Σ δ`` (one float sum per image, as ``backward_bias``) and
     ``scale_updates[c] += Σ δ·x_norm`` accumulate (darknet sums over the batch, the update step
@@ -368,8 +486,9 @@ def darknet_batchnorm_backward(
         ("variance_delta", variance_delta),
     ):
         _check_vector(vector, name, channels)
-    args = (delta3, x3, norm3, mean, variance, scales, (bias_updates, scale_updates),
-            (mean_delta, variance_delta))  # fmt: skip
+    y3 = delta3 if activation == LINEAR else _check_like(output, "output", delta3)
+    args = (delta3, y3, activation, x3, norm3, mean, variance, scales,
+            (bias_updates, scale_updates), (mean_delta, variance_delta))  # fmt: skip
     _darknet_bn_backward(*args)
     if channels % LANES:
         _darknet_bn_backward_tail(*args)

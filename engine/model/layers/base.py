@@ -151,8 +151,7 @@ class DarknetEpilogue:
         if self.bn is None:  # bias and activation in one pass
             self.backend.darknet_tail_forward(self.out3, self.bias, self.act.tail_code)
             return
-        self.backend.darknet_bn_forward(self.out3, self.bn, train)
-        self.act.forward(self.output)
+        self.backend.darknet_bn_act_forward(self.out3, self.bn, train, self.act.tail_code)
 
     def epilogue_backward(self) -> None:
         if self.bn is None:
@@ -161,5 +160,6 @@ class DarknetEpilogue:
                 self.out3, self.delta3, dbias, self.act.tail_code, self.grad_alpha
             )
             return
-        self.act.backward(self.output, self.delta)
-        self.backend.darknet_bn_backward(self.delta3, self.bn, self.grad_alpha)
+        self.backend.darknet_bn_act_backward(
+            self.out3, self.delta3, self.bn, self.grad_alpha, self.act.tail_code
+        )

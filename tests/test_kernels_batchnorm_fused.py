@@ -1,0 +1,178 @@
+"""darknet batch norm with the layer's activation fused in (engine.backends.cpu.batchnorm).
+
+The fused kernels must give the bits of the separate passes darknet runs
+(``forward_batchnorm_layer`` then ``activate_array``; ``gradient_array`` then
+``backward_batchnorm_layer``), whatever the thread count; and ``normalize_delta_cpu``'s division
+by ``m`` (a multiplication by ``1/m`` when ``m`` is a power of two) must round as the division.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from dnupdate.engine.backends.base import Backend, DarknetBNState
+from dnupdate.engine.backends.cpu import CpuBackend
+from dnupdate.engine.backends.cpu import activations as act
+from dnupdate.engine.backends.cpu import batchnorm as bn
+
+#: a tail only, full blocks of ``bn.LANES`` and a tail, full blocks (m a power of two), a
+#: connected layer's ``(B, outputs)``
+SHAPES = [(3, 5, 3, 3), (2, 19, 3, 3), (4, 16, 4, 4), (6, 11)]
+CODES = [act.LEAKY, act.RELU, act.LOGISTIC, act.ELU, act.STAIR]
+
+
+def _data(shape, seed):
+    rng = np.random.default_rng(seed)
+    channels = shape[1]
+    return {
+        "out": (rng.normal(size=shape) * 2.0 + 0.3).astype(np.float32),
+        "delta": rng.normal(size=shape).astype(np.float32),
+        "scales": rng.uniform(0.5, 1.5, channels).astype(np.float32),
+        "biases": rng.normal(size=channels).astype(np.float32),
+        "rolling_mean": rng.normal(size=channels).astype(np.float32),
+        "rolling_variance": rng.uniform(0.5, 2.0, channels).astype(np.float32),
+        "updates": rng.normal(size=channels).astype(np.float32),
+    }
+
+
+def _run(d, code, fused):
+    """A training forward, a backward and an inference forward; activation ``code`` fused into
+    the batch-norm kernels or run as darknet's separate passes."""
+    channels = d["out"].shape[1]
+    out = d["out"].copy()
+    x, x_norm = np.empty_like(out), np.empty_like(out)
+    mean, variance = np.empty(channels, np.float32), np.empty(channels, np.float32)
+    rm, rv = d["rolling_mean"].copy(), d["rolling_variance"].copy()
+    stats = (mean, variance, rm, rv, d["scales"], d["biases"])
+    if fused:
+        bn.darknet_batchnorm_forward_train(out, x, x_norm, *stats, activation=code)
+    else:
+        bn.darknet_batchnorm_forward_train(out, x, x_norm, *stats)
+        act.activate(out, code)
+    delta = d["delta"].copy()
+    updates = [d["updates"].copy(), d["updates"][::-1].copy()]
+    scratch = [np.empty(channels, np.float32), np.empty(channels, np.float32)]
+    args = (delta, x, x_norm, mean, variance, d["scales"], *updates, *scratch)
+    if fused:
+        bn.darknet_batchnorm_backward(*args, output=out, activation=code)
+    else:
+        act.gradient(out, code, delta)
+        bn.darknet_batchnorm_backward(*args)
+    infer = d["out"].copy()
+    rolling = (rm, rv, d["scales"], d["biases"])
+    if fused:
+        bn.darknet_batchnorm_forward_infer(infer, *rolling, activation=code)
+    else:
+        bn.darknet_batchnorm_forward_infer(infer, *rolling)
+        act.activate(infer, code)
+    return [out, x, x_norm, mean, variance, rm, rv, delta, *updates, *scratch, infer]
+
+
+def _with_threads(count, run):
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    try:
+        return run()
+    finally:
+        numba.set_num_threads(before)
+
+
+def _same_bits(ours, theirs):
+    for index, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert a.tobytes() == b.tobytes(), index
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("code", CODES)
+def test_fused_activation_gives_the_separate_passes_bits(shape, code):
+    d = _data(shape, code)
+    _same_bits(_run(d, code, fused=True), _run(d, code, fused=False))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fused_activation_does_not_depend_on_threads(shape):
+    d = _data(shape, 7)
+    one = _with_threads(1, lambda: _run(d, act.LEAKY, fused=True))
+    _same_bits(_with_threads(2, lambda: _run(d, act.LEAKY, fused=True)), one)
+
+
+def _normalize_delta_by_division(delta, x, mean, variance, scales, mean_delta, variance_delta):
+    """darknet ``normalize_delta_cpu`` transcribed in NumPy (double, rounded to float32), on
+    the delta after ``scale_bias``: ``δ/sqrt(v) + variance_delta·2·(x − mean)/m + mean_delta/m``
+    with the division by ``m`` written as a division."""
+    b, c = delta.shape[:2]
+    delta3, x3 = delta.reshape(b, c, -1), x.reshape(b, c, -1)
+    m = b * delta3.shape[2]
+    column = (1, c, 1)
+    var_eps = (variance + np.float32(0.00001)).astype(np.float64).reshape(column)
+    centered = (x3 - mean.reshape(column)).astype(np.float64)
+    mean_term = (mean_delta / np.float32(m)).astype(np.float64).reshape(column)
+    variance_scale = variance_delta.astype(np.float64).reshape(column) * 2.0
+    scaled = (delta3 * scales.reshape(column)).astype(np.float64)
+    result = scaled * (1.0 / np.sqrt(var_eps)) + variance_scale * centered / m + mean_term
+    return result.astype(np.float32).reshape(delta.shape)
+
+
+@pytest.mark.parametrize("shape", [(4, 16, 4, 4), (8, 3, 2, 2), (4, 16, 3, 3), (6, 5)])
+def test_normalize_delta_rounds_as_darknets_division_by_m(shape):
+    """m = 256 and 32 (powers of two: multiplied by 1/m), 144 and 6 (divided)."""
+    d = _data(shape, 11)
+    channels = shape[1]
+    out = d["out"].copy()
+    x, x_norm = np.empty_like(out), np.empty_like(out)
+    mean, variance = np.empty(channels, np.float32), np.empty(channels, np.float32)
+    rolling = d["rolling_mean"].copy(), d["rolling_variance"].copy()
+    bn.darknet_batchnorm_forward_train(
+        out, x, x_norm, mean, variance, *rolling, d["scales"], d["biases"]
+    )
+    delta = d["delta"].copy()
+    mean_delta, variance_delta = np.empty_like(mean), np.empty_like(mean)
+    bn.darknet_batchnorm_backward(delta, x, x_norm, mean, variance, d["scales"],
+                                  np.zeros_like(mean), np.zeros_like(mean), mean_delta,
+                                  variance_delta)  # fmt: skip
+    expected = _normalize_delta_by_division(
+        d["delta"], x, mean, variance, d["scales"], mean_delta, variance_delta
+    )
+    assert delta.tobytes() == expected.tobytes()
+
+
+def _state(d, shape):
+    channels = shape[1]
+    zeros = [np.zeros(channels, np.float32) for _ in range(4)]
+    return DarknetBNState(
+        scales=d["scales"].copy(),
+        biases=d["biases"].copy(),
+        rolling_mean=d["rolling_mean"].copy(),
+        rolling_variance=d["rolling_variance"].copy(),
+        scale_updates=d["updates"].copy(),
+        bias_updates=d["updates"][::-1].copy(),
+        mean=zeros[0],
+        variance=zeros[1],
+        mean_delta=zeros[2],
+        variance_delta=zeros[3],
+        x=np.zeros(shape, np.float32),
+        x_norm=np.zeros(shape, np.float32),
+    )
+
+
+@pytest.mark.parametrize("alpha", [1.0, -1.0])
+@pytest.mark.parametrize("code", [act.LEAKY, None])
+def test_cpu_backend_fused_epilogue_matches_the_generic_one(code, alpha):
+    """CpuBackend's fused ``darknet_bn_act_*`` against Backend's default (batch norm, then the
+    activation as its own pass), as the conv and connected layers call them."""
+    shape = (4, 19, 9)
+    d = _data(shape, 5)
+    backend = CpuBackend()
+    results = []
+    for cls in (CpuBackend, Backend):
+        forward, backward = cls.darknet_bn_act_forward, cls.darknet_bn_act_backward
+        state = _state(d, shape)
+        out, delta = d["out"].copy(), d["delta"].copy()
+        forward(backend, out, state, True, code)
+        backward(backend, out, delta, state, alpha, code)
+        infer = d["out"].copy()
+        forward(backend, infer, state, False, code)
+        results.append([out, delta, infer, *vars(state).values()])
+    _same_bits(*results)
