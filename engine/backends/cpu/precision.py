@@ -35,6 +35,12 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from dnupdate.engine.backends.cpu.activations import KernelArgumentError, as_flat_float32
+from dnupdate.engine.backends.cpu.reduce import (
+    _block_unscale_sum_squares,
+    add_unscaled_sums,
+    unscale_table,
+)
+from dnupdate.engine.backends.cpu.share import share_out
 
 FP32 = 0
 FP16 = 1
@@ -523,3 +529,53 @@ def store_segments(
     offsets, lengths = _table(flat, offsets, lengths, counts, 1)
     kernel = _store_segments_threaded if _threaded(lengths) else _store_segments
     kernel(flat.view(np.uint32), keep, offsets, lengths, int(code))
+
+
+@njit(cache=True, nogil=True)
+def _block_round_unscale(
+    first_block, end_block, buffer, factor, carry, starts, stops, summed, partial,
+    bits, code, flush_nonfinite, block_counts,
+):  # fmt: skip
+    """Blocks ``[first_block, end_block)`` of :func:`round_unscale_sum_squares`: a segment's
+    block (``summed``) rounded with its counts, then every block unscaled, summed and given
+    the carry (``engine.backends.cpu.reduce``'s block kernel) while it is in cache."""
+    for j in range(first_block, end_block):
+        if summed[j]:
+            counted = _round_block(bits, starts[j], stops[j], code, flush_nonfinite)
+            block_counts[j, 0], block_counts[j, 1], block_counts[j, 2] = counted
+        _block_unscale_sum_squares(j, j + 1, buffer, factor, carry, starts, stops, summed, partial)
+
+
+def round_unscale_sum_squares(
+    values: np.ndarray,
+    offsets,
+    lengths,
+    code: int,
+    counts: np.ndarray,
+    flush_nonfinite: bool,
+    factor: float,
+    carry: np.ndarray | None,
+    out: np.ndarray,
+) -> None:
+    """:func:`round_segments` (``counts``, ``flush_nonfinite``) then
+    ``engine.backends.cpu.reduce.unscale_sum_squares`` (``factor``, ``carry``, ``out``) over
+    the same int64 segment table, in one pass: each block of the norms' table is rounded (a
+    segment's block) and then unscaled, squared and given the carry while it is in cache. Per
+    element the operations and their order are the two passes', the sums use the same blocks
+    and lanes, the counts are integers: the same bits (a simulated-precision update's
+    gradients, ``engine.training.mixed``: 2 passes over a 1.86M-float buffer become 1)."""
+    flat, added, blocks = unscale_table(values, carry, offsets, lengths, out)
+    _table(flat, offsets, lengths, counts, 3)
+    first, starts, stops, summed, order = blocks
+    partial = np.zeros(starts.size, dtype=np.float64)
+    per_block = np.zeros((starts.size, 3), np.int64)
+    share_out(
+        _block_round_unscale, starts.size, flat, np.float32(factor), added, starts, stops,
+        summed, partial, flat.view(np.uint32), int(code), bool(flush_nonfinite), per_block,
+    )  # fmt: skip
+    add_unscaled_sums(blocks, partial, out)
+    in_table = np.empty_like(per_block)
+    in_table[order] = per_block
+    running = np.zeros((first[-1] + 1, 3), np.int64)
+    np.cumsum(in_table[: first[-1]], axis=0, out=running[1:])
+    counts[...] = running[first[1:]] - running[first[:-1]]

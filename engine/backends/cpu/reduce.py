@@ -201,6 +201,34 @@ def _covering_blocks(
     return first, all_starts, all_stops, summed, np.argsort(all_starts, kind="stable")
 
 
+def unscale_table(
+    buffer: np.ndarray, carry: np.ndarray | None, offsets, lengths, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """The checked arguments of a pass like :func:`unscale_sum_squares`: ``(flat buffer,
+    flat carry (empty for None), (first, starts, stops, summed, order))``, the blocks of
+    :func:`_covering_blocks` (``starts``/``stops``/``summed`` in ``order``, as the kernels
+    take them)."""
+    flat, offsets, lengths = _check_segments(buffer, offsets, lengths)
+    if out.dtype != np.float64 or out.shape != offsets.shape:
+        raise KernelArgumentError(f"out: expected float64 of shape {offsets.shape}")
+    added = np.empty(0, np.float32)
+    if carry is not None:
+        added = as_flat_float32(carry, "carry")
+        if added.size != flat.size:
+            raise KernelArgumentError("buffer and carry must have the same size")
+    first, starts, stops, summed, order = _covering_blocks(offsets, lengths, flat.size)
+    return flat, added, (first, starts[order], stops[order], summed[order], order)
+
+
+def add_unscaled_sums(blocks: tuple[np.ndarray, ...], partial: np.ndarray, out) -> None:
+    """``out[k]``: segment ``k``'s blocks' partial sums (``partial`` in the kernels' block
+    order, :func:`unscale_table`) added in block order."""
+    first, order = blocks[0], blocks[-1]
+    sums = np.empty_like(partial)
+    sums[order] = partial
+    _add_segment_blocks(first, sums, out)
+
+
 def unscale_sum_squares(
     buffer: np.ndarray,
     factor: float,
@@ -214,23 +242,14 @@ def unscale_sum_squares(
     gives it (same blocks and lanes: the same bits), then ``buffer += carry`` (float32, every
     element; ``carry`` None: nothing added). GradScaler's unscale, the gradient norms and the
     darknet carry added back, as three passes would leave them."""
-    flat, offsets, lengths = _check_segments(buffer, offsets, lengths)
-    if out.dtype != np.float64 or out.shape != offsets.shape:
-        raise KernelArgumentError(f"out: expected float64 of shape {offsets.shape}")
-    added = np.empty(0, np.float32)
-    if carry is not None:
-        added = as_flat_float32(carry, "carry")
-        if added.size != flat.size:
-            raise KernelArgumentError("buffer and carry must have the same size")
-    first, starts, stops, summed, order = _covering_blocks(offsets, lengths, flat.size)
+    flat, added, blocks = unscale_table(buffer, carry, offsets, lengths, out)
+    _, starts, stops, summed, _ = blocks
     partial = np.zeros(starts.size, dtype=np.float64)
     share_out(
         _block_unscale_sum_squares, starts.size, flat, np.float32(factor), added,
-        starts[order], stops[order], summed[order], partial,
+        starts, stops, summed, partial,
     )  # fmt: skip
-    sums = np.empty_like(partial)
-    sums[order] = partial
-    _add_segment_blocks(first, sums, out)
+    add_unscaled_sums(blocks, partial, out)
 
 
 def segment_l2_norms(

@@ -344,14 +344,15 @@ def _lane_total(lanes):
 
 
 @njit(inline="always")
-def _darknet_sgd_at(i, params, grads, carry, keep, rate, decay, momentum):
-    """:func:`darknet_sgd_element` on element ``i`` of the flat buffers, in place; returns
+def _darknet_sgd_at(i, params, grads, carry, keep, rate, decay, momentum, source):
+    """:func:`darknet_sgd_element` on element ``i`` of the flat buffers (``w`` read from
+    ``source``, ``params`` itself or the master copy), ``params[i]`` written; returns
     ``((Δw)², w², g²)`` in float64 (``g = f32(carry − grads)`` before the step, and
     ``carry ← grads`` after it, with ``keep``; ``g² = 0`` without)."""
     change = 0.0
     if keep:
         change = np.float64(carry[i] - grads[i])  # the float32 difference, as the trainer's
-    w = params[i]
+    w = source[i]
     w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
     grads[i] = u
     params[i] = w_new
@@ -362,7 +363,7 @@ def _darknet_sgd_at(i, params, grads, carry, keep, rate, decay, momentum):
 
 
 @njit(inline="always")
-def _darknet_sgd_span(params, grads, start, stop, rate, decay, momentum, carry):
+def _darknet_sgd_span(params, grads, start, stop, rate, decay, momentum, carry, source):
     """darknet SGD over ``[start, stop)`` with :func:`_darknet_block`'s norms, element ``i``
     summed into lane ``(i − start) mod LANES`` as there: the elements go in groups of
     :data:`LANES` (a constant inner count, unrolled; the rule is chosen once per block, not
@@ -378,12 +379,13 @@ def _darknet_sgd_span(params, grads, start, stop, rate, decay, momentum, carry):
     for base in range(start, full, LANES):
         for lane in range(LANES):
             dw2, w2, g2 = _darknet_sgd_at(base + lane, params, grads, carry, keep, rate, decay,
-                                          momentum)  # fmt: skip
+                                          momentum, source)  # fmt: skip
             step_lanes[lane] += dw2
             weight_lanes[lane] += w2
             grad_lanes[lane] += g2
     for i in range(full, stop):
-        dw2, w2, g2 = _darknet_sgd_at(i, params, grads, carry, keep, rate, decay, momentum)
+        dw2, w2, g2 = _darknet_sgd_at(i, params, grads, carry, keep, rate, decay, momentum,
+                                      source)  # fmt: skip
         step_lanes[i - full] += dw2
         weight_lanes[i - full] += w2
         grad_lanes[i - full] += g2
@@ -392,7 +394,7 @@ def _darknet_sgd_span(params, grads, start, stop, rate, decay, momentum, carry):
 
 @njit(cache=True)
 def _darknet_block(
-    rule, params, grads, state_a, state_b, start, stop, rate, decay, coef, carry
+    rule, params, grads, state_a, state_b, start, stop, rate, decay, coef, carry, source
 ):  # fmt: skip
     """A darknet rule's step on ``[start, stop)`` (one segment's rate and decay); returns the
     block's ``(Σ(Δw)², Σw², Σg²)``, each over :data:`LANES` interleaved float64 accumulators
@@ -404,7 +406,8 @@ def _darknet_block(
     k = _as_tuple(coef)
     momentum = k[K_MOMENTUM]
     if rule == RULE_DARKNET_SGD:  # the common rule, in vectorisable groups
-        return _darknet_sgd_span(params, grads, start, stop, rate, decay, momentum, carry)
+        return _darknet_sgd_span(params, grads, start, stop, rate, decay, momentum, carry,
+                                 source)  # fmt: skip
     step_lanes = np.zeros(LANES)
     weight_lanes = np.zeros(LANES)
     grad_lanes = np.zeros(LANES)
@@ -414,7 +417,7 @@ def _darknet_block(
         if keep:
             change = np.float64(carry[i] - grads[i])  # the float32 difference, as the trainer's
             grad_lanes[lane] += change * change
-        w = params[i]
+        w = source[i]
         if rule == RULE_DARKNET_SGD:
             w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
             grads[i] = u
@@ -442,7 +445,7 @@ def _darknet_block(
 
 @njit(cache=True)
 def _caffe_block(
-    rule, params, grads, state_a, state_b, start, stop, rate, decay, grad_on, coef
+    rule, params, grads, state_a, state_b, start, stop, rate, decay, grad_on, coef, source
 ):  # fmt: skip
     """A Caffe rule's step on ``[start, stop)``, as :func:`_darknet_block`. AdamW: Caffe's
     clip and normalise stages, no ``Regularize`` (``decay`` is AdamW's ``f32(1 − lr·λ)``)."""
@@ -450,7 +453,7 @@ def _caffe_block(
     step_acc = 0.0
     weight_acc = 0.0
     for i in range(start, stop):
-        w = params[i]
+        w = source[i]
         g = grads[i] if grad_on else F32(0.0)
         if rule == RULE_CAFFE_ADAMW:
             g = _caffe_prepare(g, w, F32(0.0), k)
@@ -477,13 +480,14 @@ def _caffe_block(
 @njit(parallel=True, cache=True)
 def _darknet_update(
     rule, params, grads, state_a, state_b, owner, starts, stops, seg_lr, seg_decay, coef, partial,
-    carry,
+    carry, source,
 ):  # fmt: skip
     for j in prange(owner.size):
         s = owner[j]
         step_acc, weight_acc, grad_acc = _darknet_block(rule, params, grads, state_a, state_b,
                                                         starts[j], stops[j], seg_lr[s],
-                                                        seg_decay[s], coef, carry)  # fmt: skip
+                                                        seg_decay[s], coef, carry,
+                                                        source)  # fmt: skip
         partial[j, 0] = step_acc
         partial[j, 1] = weight_acc
         partial[j, 2] = grad_acc
@@ -492,13 +496,14 @@ def _darknet_update(
 @njit(parallel=True, cache=True)
 def _caffe_update(
     rule, params, grads, state_a, state_b, owner, starts, stops, seg_lr, seg_decay, seg_grad_on,
-    coef, partial,
+    coef, partial, source,
 ):  # fmt: skip
     for j in prange(owner.size):
         s = owner[j]
         step_acc, weight_acc = _caffe_block(rule, params, grads, state_a, state_b,
                                             starts[j], stops[j], seg_lr[s],
-                                            seg_decay[s], seg_grad_on[s] != 0, coef)  # fmt: skip
+                                            seg_decay[s], seg_grad_on[s] != 0, coef,
+                                            source)  # fmt: skip
         partial[j, 0] = step_acc
         partial[j, 1] = weight_acc
 
@@ -519,6 +524,7 @@ def fused_update(
     weight_sq: np.ndarray,
     carry: np.ndarray | None = None,
     grad_sq: np.ndarray | None = None,
+    source: np.ndarray | None = None,
 ) -> None:
     """Apply one update of ``rule`` to every segment of the flat buffers, in place.
 
@@ -550,6 +556,11 @@ def fused_update(
     update: the snapshot and the gradient norm the trainer would take in two more passes. The
     updated values are the same bits either way.
 
+    ``source`` (same shape as ``params``): the weights the rule reads, ``w = source[i]``, while
+    the result goes to ``params[i]`` (``Σw²`` is of ``source``): the master copy of simulated
+    mixed precision, read where it is kept while ``params`` holds the rounded working copy
+    (``engine.training.mixed``), so that nothing copies it back first. None: ``params``.
+
     The darknet and the Caffe rules are two kernels: a parallel kernel's compile time grows
     with its body (Numba optimises the body once more for each parallel wrapper layer), and a
     run compiles only its own family.
@@ -560,13 +571,16 @@ def fused_update(
     darknet = rule in (RULE_DARKNET_SGD, RULE_DARKNET_ADAM, RULE_DARKNET_ADAMW)
     if carry is not None and (not darknet or grad_sq is None or carry.shape != grads.shape):
         raise ValueError("fused_update: carry needs a darknet rule, grad_sq and grads' shape")
+    if source is not None and source.shape != params.shape:
+        raise ValueError("fused_update: source must have params' shape")
+    source = params if source is None else source
     if darknet:
         keep = _NO_CARRY if carry is None else carry
         _darknet_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay, coef,
-                        partial, keep)  # fmt: skip
+                        partial, keep, source)  # fmt: skip
     else:
         _caffe_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay,
-                      seg_grad_on, coef, partial)  # fmt: skip
+                      seg_grad_on, coef, partial, source)  # fmt: skip
     _add_blocks(first, partial, step_sq, weight_sq, _NO_SUMS if carry is None else grad_sq)
 
 
