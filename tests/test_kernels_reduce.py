@@ -15,6 +15,43 @@ def _segments(lengths):
     return offsets, lengths
 
 
+def _sequential(values: np.ndarray) -> float:
+    """A float64 sum in index order (``np.sum`` adds pairwise)."""
+    return float(np.cumsum(values)[-1]) if values.size else 0.0
+
+
+def _lanes_reference(block: np.ndarray) -> float:
+    """One block's sum the kernels' way: element ``8j + k`` into lane ``k`` (``j`` order), the
+    tail into lanes ``0…``, the lanes added in order."""
+    squares = block.astype(np.float64) ** 2
+    full = block.size // red.LANES * red.LANES
+    lanes = [_sequential(squares[k : full : red.LANES]) for k in range(red.LANES)]
+    for i in range(full, block.size):
+        lanes[i - full] += squares[i]
+    return _sequential(np.array(lanes))
+
+
+def test_sum_squares_are_the_lane_sums_bit_for_bit():
+    """The vector lanes (``_lane_squares``) add exactly as the scalar lanes did: a NumPy
+    transcription of the order over values of every magnitude, where another order would
+    round otherwise."""
+    rng = np.random.default_rng(5)
+    offsets, lengths = _segments([3, 2 * red.BLOCK + 13, 8, 0, red.BLOCK, 29])
+    size = int(lengths.sum())
+    buffer = (rng.normal(size=size) * 10.0 ** rng.integers(-30, 30, size)).astype(np.float32)
+    out = np.empty(lengths.size, np.float64)
+    red.segment_sum_squares(buffer, offsets, lengths, out)
+    want = []
+    for offset, length in zip(offsets.tolist(), lengths.tolist(), strict=True):
+        blocks = [
+            _lanes_reference(buffer[lo : min(lo + red.BLOCK, offset + length)])
+            for lo in range(offset, offset + length, red.BLOCK)
+        ]
+        want.append(_sequential(np.array(blocks)))
+    np.testing.assert_array_equal(out.view(np.uint64), np.array(want).view(np.uint64))
+    assert want[1] != float(np.sum(buffer[offsets[1] : offsets[1] + lengths[1]].astype(float) ** 2))
+
+
 def test_sum_squares_and_norms_match_float64():
     rng = np.random.default_rng(0)
     offsets, lengths = _segments([5, 0, 1, 1000, 37])

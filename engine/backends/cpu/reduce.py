@@ -18,7 +18,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from dnupdate.engine.backends.cpu.activations import KernelArgumentError, as_flat_float32
 from dnupdate.engine.backends.cpu.share import share_out
@@ -51,16 +54,50 @@ BLOCK = 1 << 15
 LANES = 8
 
 
+@intrinsic
+def _lane_squares(typingctx, block):
+    """``(Σ_j f64(block[8j])², …, Σ_j f64(block[8j + 7])²)`` over the whole groups of
+    :data:`LANES` of a contiguous float32 ``block`` (the tail left to the caller), each lane's
+    squares added in ``j`` order: the unrolled loop's lanes, as ``<8 x double>`` IR.
+
+    Written as IR because Numba leaves LLVM's SLP vectoriser off, so the eight lanes ran as
+    scalar chains (a 32768-float block: 14.8 → 5.4 µs, one core). ``fmul`` then ``fadd`` with
+    no fast-math flags: two roundings, never contracted into a fused multiply-add; the same
+    bits as the scalar loop."""
+    if not (
+        isinstance(block, types.Array)
+        and block.dtype == types.float32
+        and block.ndim == 1
+        and block.layout == "C"
+    ):
+        return None
+    signature = types.UniTuple(types.float64, LANES)(block)
+
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        floats = ir.VectorType(ir.FloatType(), LANES)
+        doubles = ir.VectorType(ir.DoubleType(), LANES)
+        total = cgutils.alloca_once_value(builder, ir.Constant(doubles, [0.0] * LANES))
+        size = builder.extract_value(array.shape, 0)
+        groups = builder.sdiv(size, ir.Constant(size.type, LANES))
+        with cgutils.for_range(builder, groups) as loop:
+            first = builder.gep(array.data, [builder.mul(loop.index, size.type(LANES))])
+            value = builder.fpext(builder.load(builder.bitcast(first, floats.as_pointer()),
+                                               align=4), doubles)  # fmt: skip
+            builder.store(builder.fadd(builder.load(total), builder.fmul(value, value)), total)
+        lanes = builder.load(total)
+        items = [builder.extract_element(lanes, ir.IntType(32)(k)) for k in range(LANES)]
+        return context.make_tuple(builder, sig.return_type, items)
+
+    return signature, codegen
+
+
 @njit(cache=True, nogil=True)
 def _block_sum_squares(first_block, end_block, buffer, starts, stops, partial):
     for j in range(first_block, end_block):
-        lanes = np.zeros(LANES)
         block = buffer[starts[j] : stops[j]]  # indices from 0: no wrap-around select
+        lanes = np.array(_lane_squares(block))
         full = block.size // LANES * LANES
-        for base in range(0, full, LANES):
-            for lane in range(LANES):  # a constant count: unrolled, lanes in registers
-                value = np.float64(block[base + lane])
-                lanes[lane] += value * value
         for i in range(full, block.size):
             value = np.float64(block[i])
             lanes[i - full] += value * value
