@@ -36,9 +36,9 @@ from numba.extending import intrinsic
 
 from dnupdate.engine.backends.cpu.activations import KernelArgumentError, as_flat_float32
 from dnupdate.engine.backends.cpu.reduce import (
-    _block_unscale_sum_squares,
     add_unscaled_sums,
     unscale_table,
+    unscaled_block_sums,
 )
 from dnupdate.engine.backends.cpu.share import share_out
 
@@ -259,14 +259,18 @@ def _field(packed, index):
 
 
 @njit(inline="always")
-def _round_loop(seg, code, flush_nonfinite):
-    """Round ``seg`` in place; ``(non-zero before, flushed to zero, non-finite)``. ``code``
-    and ``flush_nonfinite`` are constants after inlining: one loop each."""
+def _round_loop(seg, code, flush_nonfinite, factor, scaled):
+    """Round ``seg`` in place; ``(non-zero before, flushed to zero, non-finite)``. ``scaled``:
+    each rounded value is stored times ``factor`` (float32, one rounding: GradScaler's unscale
+    in the same loop). ``code``, ``flush_nonfinite`` and ``scaled`` are constants after
+    inlining: one loop each."""
     nonzero = 0
     flushed = 0
     nonfinite = 0
+    values = seg.view(np.float32)
     for lo in range(0, seg.size, _CHUNK):
         part = seg[lo : lo + _CHUNK]
+        stored = values[lo : lo + _CHUNK]
         packed = np.uint32(0)
         for i in range(part.size):
             u = part[i]
@@ -274,7 +278,9 @@ def _round_loop(seg, code, flush_nonfinite):
             flags = _round_flags(u, r)
             packed = _add32(packed, flags)
             if flush_nonfinite:
-                part[i] = np.uint32(0) if flags >= np.uint32(1 << 20) else r
+                r = np.uint32(0) if flags >= np.uint32(1 << 20) else r
+            if scaled:
+                stored[i] = _float_of_bits(r) * factor
             else:
                 part[i] = r
         nonzero += _field(packed, 0)
@@ -284,23 +290,32 @@ def _round_loop(seg, code, flush_nonfinite):
 
 
 @njit(inline="always")
-def _round_block(bits, lo, hi, code, flush_nonfinite):
-    """Round ``bits[lo:hi]`` in place; ``(non-zero before, flushed to zero, non-finite)``.
+def _round_block(bits, lo, hi, code, flush_nonfinite, factor):
+    """Round ``bits[lo:hi]`` in place; ``(non-zero before, flushed to zero, non-finite)``;
+    ``factor`` (float32) ≠ 1: each rounded value stored times ``factor``.
 
     Vectorisation: the loops run over a slice from index 0 (an index from a runtime ``lo``
     could be negative to Numba, whose wrap-around select then hides the consecutive addresses
-    from LLVM: ~3× slower) with the format and the flush a compile-time constant, on uint32
-    lanes (:func:`_fp16_bits`, :func:`_add32`)."""
+    from LLVM: ~3× slower) with the format, the flush and the scaling compile-time constants,
+    on uint32 lanes (:func:`_fp16_bits`, :func:`_add32`)."""
     seg = bits[lo:hi]
+    if factor != 1.0:
+        return _round_formats(seg, code, flush_nonfinite, factor, True)
+    return _round_formats(seg, code, flush_nonfinite, factor, False)
+
+
+@njit(inline="always")
+def _round_formats(seg, code, flush_nonfinite, factor, scaled):
+    """:func:`_round_loop` with the format and the flush made constants (``scaled`` one)."""
     if code == FP16:
         if flush_nonfinite:
-            return _round_loop(seg, FP16, True)
-        return _round_loop(seg, FP16, False)
+            return _round_loop(seg, FP16, True, factor, scaled)
+        return _round_loop(seg, FP16, False, factor, scaled)
     if code == BF16:
         if flush_nonfinite:
-            return _round_loop(seg, BF16, True)
-        return _round_loop(seg, BF16, False)
-    return _round_loop(seg, FP32, flush_nonfinite)
+            return _round_loop(seg, BF16, True, factor, scaled)
+        return _round_loop(seg, BF16, False, factor, scaled)
+    return _round_loop(seg, FP32, flush_nonfinite, factor, scaled)
 
 
 @njit(inline="always")
@@ -364,6 +379,8 @@ def _store_block(bits, saved, lo, hi, code):
         _store_loop(seg, seg, BF16, False)
 
 
+_ONE = np.float32(1.0)  # no scaling
+
 #: elements per block of the threaded kernels; a table of fewer elements in all runs serially
 PARALLEL_BLOCK = 1 << 15
 
@@ -390,7 +407,7 @@ def _block_table(offsets, lengths):
 def _round_segments(bits, offsets, lengths, code, flush_nonfinite, counts):
     for s in range(offsets.size):
         lo = offsets[s]
-        counted = _round_block(bits, lo, lo + lengths[s], code, flush_nonfinite)
+        counted = _round_block(bits, lo, lo + lengths[s], code, flush_nonfinite, _ONE)
         counts[s, 0], counts[s, 1], counts[s, 2] = counted
 
 
@@ -401,7 +418,7 @@ def _round_segments_threaded(bits, offsets, lengths, code, flush_nonfinite, coun
     table = _block_table(offsets, lengths)
     part = np.zeros((table.shape[0], 3), np.int64)
     for b in prange(table.shape[0]):
-        counted = _round_block(bits, table[b, 1], table[b, 2], code, flush_nonfinite)
+        counted = _round_block(bits, table[b, 1], table[b, 2], code, flush_nonfinite, _ONE)
         part[b, 0], part[b, 1], part[b, 2] = counted
     counts[:, :] = 0
     for b in range(table.shape[0]):
@@ -537,13 +554,18 @@ def _block_round_unscale(
     bits, code, flush_nonfinite, block_counts,
 ):  # fmt: skip
     """Blocks ``[first_block, end_block)`` of :func:`round_unscale_sum_squares`: a segment's
-    block (``summed``) rounded with its counts, then every block unscaled, summed and given
-    the carry (``engine.backends.cpu.reduce``'s block kernel) while it is in cache."""
+    block (``summed``) rounded with its counts and unscaled in one loop (another block only
+    unscaled), then summed and given the carry in another (``engine.backends.cpu.reduce``)
+    while it is in cache."""
     for j in range(first_block, end_block):
-        if summed[j]:
-            counted = _round_block(bits, starts[j], stops[j], code, flush_nonfinite)
+        block = buffer[starts[j] : stops[j]]
+        if summed[j]:  # rounded and unscaled in one loop
+            counted = _round_block(bits, starts[j], stops[j], code, flush_nonfinite, factor)
             block_counts[j, 0], block_counts[j, 1], block_counts[j, 2] = counted
-        _block_unscale_sum_squares(j, j + 1, buffer, factor, carry, starts, stops, summed, partial)
+        elif factor != 1.0:
+            for i in range(block.size):
+                block[i] = block[i] * factor
+        unscaled_block_sums(block, carry, starts[j], stops[j], summed[j], partial, j)
 
 
 def round_unscale_sum_squares(

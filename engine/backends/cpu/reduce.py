@@ -54,6 +54,38 @@ BLOCK = 1 << 15
 LANES = 8
 
 
+def _float32_vector(array) -> bool:
+    return (
+        isinstance(array, types.Array)
+        and array.dtype == types.float32
+        and array.ndim == 1
+        and array.layout == "C"
+    )
+
+
+def _lanes_codegen(context, builder, sig, args, add: bool):
+    """The vector loop of :func:`_lane_squares` (``add``: and of :func:`_lane_squares_add`)."""
+    array = context.make_array(sig.args[0])(context, builder, args[0])
+    floats = ir.VectorType(ir.FloatType(), LANES)
+    doubles = ir.VectorType(ir.DoubleType(), LANES)
+    total = cgutils.alloca_once_value(builder, ir.Constant(doubles, [0.0] * LANES))
+    size = builder.extract_value(array.shape, 0)
+    groups = builder.sdiv(size, ir.Constant(size.type, LANES))
+    with cgutils.for_range(builder, groups) as loop:
+        first = builder.mul(loop.index, size.type(LANES))
+        where = builder.bitcast(builder.gep(array.data, [first]), floats.as_pointer())
+        value = builder.load(where, align=4)
+        wide = builder.fpext(value, doubles)
+        builder.store(builder.fadd(builder.load(total), builder.fmul(wide, wide)), total)
+        if add:
+            other = context.make_array(sig.args[1])(context, builder, args[1])
+            there = builder.bitcast(builder.gep(other.data, [first]), floats.as_pointer())
+            builder.store(builder.fadd(value, builder.load(there, align=4)), where, align=4)
+    lanes = builder.load(total)
+    items = [builder.extract_element(lanes, ir.IntType(32)(k)) for k in range(LANES)]
+    return context.make_tuple(builder, sig.return_type, items)
+
+
 @intrinsic
 def _lane_squares(typingctx, block):
     """``(Σ_j f64(block[8j])², …, Σ_j f64(block[8j + 7])²)`` over the whole groups of
@@ -64,47 +96,45 @@ def _lane_squares(typingctx, block):
     scalar chains (a 32768-float block: 14.8 → 5.4 µs, one core). ``fmul`` then ``fadd`` with
     no fast-math flags: two roundings, never contracted into a fused multiply-add; the same
     bits as the scalar loop."""
-    if not (
-        isinstance(block, types.Array)
-        and block.dtype == types.float32
-        and block.ndim == 1
-        and block.layout == "C"
-    ):
+    if not _float32_vector(block):
         return None
     signature = types.UniTuple(types.float64, LANES)(block)
+    return signature, lambda c, b, sig, args: _lanes_codegen(c, b, sig, args, False)
 
-    def codegen(context, builder, sig, args):
-        array = context.make_array(sig.args[0])(context, builder, args[0])
-        floats = ir.VectorType(ir.FloatType(), LANES)
-        doubles = ir.VectorType(ir.DoubleType(), LANES)
-        total = cgutils.alloca_once_value(builder, ir.Constant(doubles, [0.0] * LANES))
-        size = builder.extract_value(array.shape, 0)
-        groups = builder.sdiv(size, ir.Constant(size.type, LANES))
-        with cgutils.for_range(builder, groups) as loop:
-            first = builder.gep(array.data, [builder.mul(loop.index, size.type(LANES))])
-            value = builder.fpext(builder.load(builder.bitcast(first, floats.as_pointer()),
-                                               align=4), doubles)  # fmt: skip
-            builder.store(builder.fadd(builder.load(total), builder.fmul(value, value)), total)
-        lanes = builder.load(total)
-        items = [builder.extract_element(lanes, ir.IntType(32)(k)) for k in range(LANES)]
-        return context.make_tuple(builder, sig.return_type, items)
 
-    return signature, codegen
+@intrinsic
+def _lane_squares_add(typingctx, block, added):
+    """:func:`_lane_squares`, each group then stored as ``block + added`` (float32, once
+    squared): the darknet carry added back in the same loop."""
+    if not (_float32_vector(block) and _float32_vector(added)):
+        return None
+    signature = types.UniTuple(types.float64, LANES)(block, added)
+    return signature, lambda c, b, sig, args: _lanes_codegen(c, b, sig, args, True)
+
+
+@njit(inline="always")
+def _lane_total(block, added, add):
+    """``Σ f64(block)²`` over :data:`LANES` lanes (element ``8j + k`` into lane ``k``, the
+    tail into lanes ``0…``, lanes added in order); with ``add`` (``added`` as long as
+    ``block``), ``block += added`` after each element is squared."""
+    lanes = np.array(_lane_squares_add(block, added) if add else _lane_squares(block))
+    full = block.size // LANES * LANES
+    for i in range(full, block.size):
+        value = np.float64(block[i])
+        lanes[i - full] += value * value
+        if add:
+            block[i] = block[i] + added[i]
+    total = 0.0
+    for lane in range(LANES):
+        total += lanes[lane]
+    return total
 
 
 @njit(cache=True, nogil=True)
 def _block_sum_squares(first_block, end_block, buffer, starts, stops, partial):
     for j in range(first_block, end_block):
         block = buffer[starts[j] : stops[j]]  # indices from 0: no wrap-around select
-        lanes = np.array(_lane_squares(block))
-        full = block.size // LANES * LANES
-        for i in range(full, block.size):
-            value = np.float64(block[i])
-            lanes[i - full] += value * value
-        total = 0.0
-        for lane in range(LANES):
-            total += lanes[lane]
-        partial[j] = total
+        partial[j] = _lane_total(block, block, False)
 
 
 @njit(cache=True, nogil=True)
@@ -207,12 +237,22 @@ def _block_unscale_sum_squares(
         if factor != 1.0:
             for i in range(block.size):
                 block[i] = block[i] * factor
-        if summed[j]:  # the same block, lanes and order as segment_sum_squares: the same bits
-            _block_sum_squares(j, j + 1, buffer, starts, stops, partial)
-        if carry.size > 0:
-            added = carry[starts[j] : stops[j]]
-            for i in range(block.size):
-                block[i] = block[i] + added[i]
+        unscaled_block_sums(block, carry, starts[j], stops[j], summed[j], partial, j)
+
+
+@njit(inline="always")
+def unscaled_block_sums(block, carry, start, stop, summed, partial, j):
+    """The rest of :func:`_block_unscale_sum_squares` once ``block`` (``buffer[start:stop]``)
+    is unscaled: ``partial[j]`` its sum of squares (``summed``: the same lanes and order as
+    :func:`segment_sum_squares`, so the same bits), then ``block += carry[start:stop]``
+    (``carry`` not empty), in the same loop where it is summed."""
+    add = carry.size > 0
+    added = carry[start:stop] if add else block
+    if summed:
+        partial[j] = _lane_total(block, added, add)
+    elif add:
+        for i in range(block.size):
+            block[i] = block[i] + added[i]
 
 
 def _covering_blocks(
