@@ -460,6 +460,48 @@ def test_fused_update(name, rule, coefficients):
         np.testing.assert_allclose(gpu_norm, cpu_norm, rtol=1e-6)
 
 
+@pytest.mark.parametrize(("name", "rule", "coefficients"), RULES, ids=[r[0] for r in RULES])
+def test_fused_update_from_a_source_is_the_in_place_update(name, rule, coefficients):
+    """``source``: the rule reads the weights there and writes ``params`` (simulated mixed
+    precision's master copy), the same bits as the update in place on the device."""
+    cuda = backends()["cuda"]
+    size = 23
+    states = 2 if rule in _TWO_STATES else int(rule != upd.RULE_DARKNET_SGD)
+    master, grads = normal(size), normal(size)
+    state = [np.abs(normal(size if k < states else 0)) for k in range(2)]
+    offsets, sizes = np.int64([0, 5, 9, 20]), np.int64([5, 3, 11, 3])
+    lr, decay = np.float32([0.1, 0.2, 0.05, 0.3]), np.float32([-0.001, 0.0, 0.002, 0.0])
+    coef = upd.pack_coefficients(**coefficients)
+
+    def device(host):
+        out = cuda.zeros(host.shape)
+        cuda.copy_from_host(host, out)
+        return out
+
+    working = master.copy()  # the segments rounded (a working copy), the rest as it is
+    for offset, length in zip(offsets.tolist(), sizes.tolist(), strict=True):
+        part = slice(offset, offset + length)
+        working[part] = master[part].astype(np.float16).astype(np.float32)
+
+    def run(from_source: bool):
+        kept = device(master)
+        params = device(working) if from_source else kept
+        bufs = [device(grads), *(device(x) for x in state)]
+        step_sq, weight_sq = np.zeros(4), np.zeros(4)
+        source = kept if from_source else None
+        cuda.fused_update(rule, params, *bufs, offsets, sizes, lr, decay, np.int8([1, 1, 0, 1]),
+                          coef, step_sq, weight_sq, source=source)  # fmt: skip
+        if from_source:
+            np.testing.assert_array_equal(cuda.to_host(kept), master)
+        return [cuda.to_host(x) for x in (params, *bufs)], (step_sq, weight_sq)
+
+    (want, want_norms), (got, got_norms) = run(False), run(True)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    for g, w in zip(got_norms, want_norms, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
 def test_segment_norms_and_nonfinite():
     values = normal(17)
     values[12] = np.nan

@@ -15,6 +15,46 @@ def _segments(lengths):
     return offsets, lengths
 
 
+def _sequential(values: np.ndarray) -> float:
+    """A float64 sum in index order (``np.sum`` adds pairwise)."""
+    return float(np.cumsum(values)[-1]) if values.size else 0.0
+
+
+def _lanes_reference(block: np.ndarray) -> float:
+    """One block's sum the kernels' way: element ``LANES·j + k`` into lane ``k`` (``j`` order),
+    the tail into lanes ``0…``, the lanes added in order."""
+    squares = block.astype(np.float64) ** 2
+    full = block.size // red.LANES * red.LANES
+    lanes = [_sequential(squares[k : full : red.LANES]) for k in range(red.LANES)]
+    for i in range(full, block.size):
+        lanes[i - full] += squares[i]
+    return _sequential(np.array(lanes))
+
+
+def test_sum_squares_are_the_lane_sums_bit_for_bit():
+    """The vectorised lanes add exactly in the documented order: a NumPy transcription of the
+    order over values of every magnitude, where another order would round otherwise."""
+    rng = np.random.default_rng(5)
+    offsets, lengths = _segments([3, 2 * red.BLOCK + 13, 8, 0, red.BLOCK, 29])
+    size = int(lengths.sum())
+    buffer = (rng.normal(size=size) * 10.0 ** rng.integers(-30, 30, size)).astype(np.float32)
+    out = np.empty(lengths.size, np.float64)
+    red.segment_sum_squares(buffer, offsets, lengths, out)
+    want = []
+    for offset, length in zip(offsets.tolist(), lengths.tolist(), strict=True):
+        blocks = [
+            _lanes_reference(buffer[lo : min(lo + red.BLOCK, offset + length)])
+            for lo in range(offset, offset + length, red.BLOCK)
+        ]
+        want.append(_sequential(np.array(blocks)))
+    np.testing.assert_array_equal(out.view(np.uint64), np.array(want).view(np.uint64))
+    orders = [  # the data tells the orders apart: one sequential chain rounds otherwise
+        _sequential(buffer[o : o + n].astype(np.float64) ** 2)
+        for o, n in zip(offsets, lengths, strict=True)
+    ]
+    assert any(w != o for w, o in zip(want, orders, strict=True))
+
+
 def test_sum_squares_and_norms_match_float64():
     rng = np.random.default_rng(0)
     offsets, lengths = _segments([5, 0, 1, 1000, 37])
@@ -149,31 +189,3 @@ def test_unscale_sum_squares_equals_its_three_numpy_passes(threads, carried):
     np.testing.assert_allclose(
         sums[0], np.sum(buffer[offsets[0] : offsets[0] + lengths[0]].astype(np.float64) ** 2)
     )
-
-
-def _lane_block_sums(values: np.ndarray) -> float:
-    """The documented order: blocks of ``BLOCK`` added in block order; in a block, element
-    ``j`` into lane ``j mod LANES`` (float64, in index order), lanes added in lane order."""
-    total = 0.0
-    for start in range(0, values.size, red.BLOCK):
-        block = values[start : start + red.BLOCK].astype(np.float64)
-        lanes = [0.0] * red.LANES
-        for j, value in enumerate(block.tolist()):
-            lanes[j % red.LANES] += value * value
-        block_total = 0.0
-        for lane in lanes:
-            block_total += lane
-        total += block_total
-    return total
-
-
-def test_sum_squares_follow_the_lane_order_bit_for_bit():
-    """The vectorised row loop sums in exactly the documented lane order, tails included
-    (segments that are not a multiple of the lane count, one over two blocks)."""
-    rng = np.random.default_rng(11)
-    offsets, lengths = _segments([red.BLOCK + 37, 5, red.LANES * 3 + 1, 1])
-    buffer = (rng.normal(size=int(lengths.sum())) * 1e3).astype(np.float32)
-    out = np.empty(4, np.float64)
-    red.segment_sum_squares(buffer, offsets, lengths, out)
-    want = [_lane_block_sums(buffer[o : o + n]) for o, n in zip(offsets, lengths, strict=True)]
-    assert out.tolist() == want

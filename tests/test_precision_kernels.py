@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit
 
 from dnupdate.engine.backends.cpu import CpuBackend
 from dnupdate.engine.backends.cpu import precision as p
@@ -162,3 +163,33 @@ def test_backend_methods():
     p.lost_update_segments(values, out.copy(), [0], [out.size], p.BF16, False, want)
     np.testing.assert_array_equal(lost, want)
     assert 0 < want[0, 1] < want[0, 0]
+
+
+@njit
+def _conversion_mismatches(first: int, end: int, step: int, sign: int) -> int:
+    """How many float32 bit patterns in ``[first, end)`` (every ``step``-th, ``sign`` OR-ed
+    in) the hardware conversion rounds otherwise than the bit rule."""
+    bad = 0
+    for bits in range(first, end, step):
+        u = np.uint32(bits | sign)
+        if p._fp16_convert(u) != p._fp16_bits(u):
+            bad += 1
+    return bad
+
+
+@pytest.mark.skipif(not p.F16C, reason="the JIT target converts fp16 in software")
+def test_hardware_fp16_conversion_is_the_bit_rule():
+    """The F16C path of the array kernels (``_fp16_convert``) against the IR bit rule
+    (``_fp16_bits``, itself NumPy's float16 in the tests above): every third float32 between
+    2^-26 (all of it rounds to ±0 or the smallest subnormal below) and 2^17 (inf above 65520),
+    both signs, then random bit patterns over every exponent, NaN payloads included."""
+    for sign in (0, 0x80000000):
+        assert _conversion_mismatches(0x32800000, 0x48000000, 3, sign) == 0
+    bits = np.random.default_rng(11).integers(0, 2**32, 1_000_000, dtype=np.uint64)
+    values = np.concatenate([bits.astype(np.uint32), edge_values().view(np.uint32)])
+    values = values.view(np.float32)
+    got = rounded(values, p.FP16)[0]
+    assert_same_bits(got, fp16_reference(values))
+    nan = np.isnan(values)
+    assert nan.sum() > 1000
+    np.testing.assert_array_equal(got[nan].view(np.uint32), values[nan].view(np.uint32))

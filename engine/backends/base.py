@@ -437,11 +437,14 @@ class Backend:
         coef,
         step_sq,
         weight_sq,
+        source=None,
     ) -> None:
         """One update of ``rule`` over every segment of the flat device buffers, in place:
         the contract of ``engine.backends.cpu.update.fused_update`` (rule codes, coefficient
         slots). ``seg_*``, ``coef`` and the float64 outputs ``step_sq``/``weight_sq``
-        (``Σ(Δw)²``, ``Σw²`` per segment) are host arrays."""
+        (``Σ(Δw)²``, ``Σw²`` per segment) are host arrays. ``source`` (a device buffer of
+        ``params``' shape, or None for ``params``): the weights the rule reads; the result is
+        written to ``params`` (the master copy of simulated mixed precision)."""
         raise NotImplementedError
 
     def segment_sumsq(self, values, seg_offsets, seg_sizes, seg_on, out) -> None:
@@ -498,6 +501,18 @@ class Backend:
         self.segment_sum_squares(buffer, offsets, lengths, out)
         if carry is not None:
             self.accumulate(buffer, carry, 1.0)
+
+    def round_unscale_sum_squares(
+        self, buffer, offsets, lengths, code: int, counts, flush_nonfinite: bool, factor: float,
+        carry, out,
+    ) -> None:  # fmt: skip
+        """:meth:`round_storage` over the segments (``counts``, ``flush_nonfinite`` as there),
+        then :meth:`unscale_sum_squares` (``factor``, ``carry``, ``out``) with the same table:
+        a simulated-precision update's gradients stored rounded, unscaled, their norms taken
+        and darknet's carry added back. This default makes the two calls; a backend may fuse
+        them into one pass (the CPU's, block by block), with the same results bit for bit."""
+        self.round_storage(buffer, offsets, lengths, code, counts, flush_nonfinite)
+        self.unscale_sum_squares(buffer, factor, carry, offsets, lengths, out)
 
     def lost_updates(self, before, after, offsets, lengths, code: int, store: bool, counts) -> None:
         """Per segment, host int64 ``counts[s] = (elements with after ≠ before, of those with

@@ -6,7 +6,9 @@ subnormals and overflow to ±inf) at the points where a mixed-precision run stor
 
 * the weights used by forward and backward: with master weights (the default) a float32 master
   copy is kept and each update's passes run on a rounded working copy (learnable blobs only:
-  batch-norm running statistics stay float32); without, the weights themselves are stored
+  batch-norm running statistics stay float32; the update rule reads the master from where it
+  was kept, ``saved``, and writes the new master under ``params``, so ``params`` holds the
+  master between updates); without, the weights themselves are stored
   rounded and every update's result is rounded again (so a too-small update is really lost);
 * every layer's output after its forward, and every layer's delta once complete, just before
   its backward reads it (loss layers excepted: loss and softmax run in float32; the input
@@ -160,6 +162,12 @@ class MixedPrecision:
         self.param_layers = names
         self._seg_layer = np.array([names.index(s.layer) for s in learnable], np.int64)
         self._grad_counts = np.zeros((len(learnable), 3), np.int64)
+        #: every segment's row in a table over all of ``network.segments`` (the trainer's norm
+        #: table, non-learnable segments empty): the learnable rows, and counts over that table
+        self._learnable_rows = np.array(
+            [i for i, s in enumerate(network.segments) if s.learnable], np.int64
+        )
+        self._table_counts = np.zeros((len(network.segments), 3), np.int64)
         self._lost_counts = np.zeros((len(learnable), 2), np.int64)
         self.delta_layers = [
             (i, layer.name) for i, layer in enumerate(network.layers) if self.hooks.rounds[i]
@@ -192,8 +200,17 @@ class MixedPrecision:
         else:
             self.backend.copy(self.network.params, self.saved)
 
-    def end_passes(self) -> None:
-        """After the passes: the master copy back under the learnable blobs."""
+    @property
+    def update_source(self):
+        """The buffer the update rule reads the weights from (``Optimizer.step``'s
+        ``source``): with master weights the master copy ``saved`` (``params`` holds the
+        rounded working copy until the rule writes the new master there: no copy back), else
+        None (``params``, the low-precision weights themselves)."""
+        return self.saved if self.master else None
+
+    def skip_update(self) -> None:
+        """The update is skipped (GradScaler): the master copy back under the learnable
+        blobs, where the rule would have written the new one."""
         if self.master:
             self._restore_learnable()
 
@@ -210,12 +227,23 @@ class MixedPrecision:
             self._restore_learnable()
 
     # ---- gradients ------------------------------------------------------------------------------
-    def round_gradients(self, grads) -> int:
-        """Store this update's (scaled) weight gradients rounded; returns the number of
-        non-finite values (AlexeyAB static: zeroed, still counted)."""
-        self.backend.round_storage(
-            grads, self.offsets, self.lengths, self.code, self._grad_counts, self.alexeyab
+    def round_unscale(self, grads, carry, offsets, lengths, out) -> int:
+        """In one pass (``Backend.round_unscale_sum_squares``): this update's (scaled) weight
+        gradients stored rounded (AlexeyAB static: non-finite values zeroed, still counted),
+        GradScaler's unscale by ``float32(1/S)`` (when :attr:`unscales`), ``out[k] = Σ g²`` per
+        segment of the table ``offsets``/``lengths`` (every one of ``network.segments``, the
+        non-learnable ones empty) and darknet's ``carry`` added back (None: nothing). Returns
+        the number of non-finite rounded gradients.
+
+        When that count then skips the update the buffer is already unscaled and carries the
+        momentum again: harmless, as the skipped update never reads it (darknet: the trainer
+        puts the carry back over it; Caffe: the next iteration zeroes it first)."""
+        factor = float(self.scaler.inv_scale) if self.unscales else 1.0
+        counts = self._table_counts
+        self.backend.round_unscale_sum_squares(
+            grads, offsets, lengths, self.code, counts, self.alexeyab, factor, carry, out
         )
+        self._grad_counts[...] = counts[self._learnable_rows]
         return int(self._grad_counts[:, 2].sum())
 
     @property

@@ -477,19 +477,20 @@ class Trainer:
                 self.network.zero_grads()
 
     def _mixed_update(self, lr: float, loss: float, first_bad: str | None) -> IterationResult:
-        """One update under simulated precision (``engine.training.mixed``): the master
-        weights back, gradients rounded and checked, unscaled (GradScaler) or left scaled
-        (AlexeyAB), the darknet carry added back, the rule run unless skipped, the lost
-        updates counted and the scaler updated."""
+        """One update under simulated precision (``engine.training.mixed``): gradients
+        rounded and checked, unscaled (GradScaler) or left scaled (AlexeyAB), the darknet
+        carry added back (one pass), the rule run on the master weights unless skipped, the
+        lost updates counted and the scaler updated."""
         mixed, net, backend = self.mixed, self.network, self.backend
         assert mixed is not None
-        mixed.end_passes()
         scale = mixed.scaler.scale
-        nonfinite = mixed.round_gradients(net.grads)
+        table = (self._norm_offsets, self._norm_lengths, self._norm_sumsq)
+        # one pass: rounded, unscaled (GradScaler), ‖g‖² per segment, darknet's carry added back
+        nonfinite = mixed.round_unscale(net.grads, self._grad_carry, *table)
         skipped = nonfinite > 0 and mixed.skips_on_overflow
         segments = len(net.segments)
-        table = (self._norm_offsets, self._norm_lengths, self._norm_sumsq)
         if skipped:  # nothing moves: Δw = 0; ‖w‖ as it stands, no gradient norm reported
+            mixed.skip_update()
             grad_norms = np.zeros(segments)
             backend.segment_sum_squares(net.params, *table)
             stats = UpdateStats(np.zeros(segments), np.sqrt(self._norm_sumsq))
@@ -497,18 +498,17 @@ class Trainer:
                 backend.copy(self._grad_carry, net.grads)
                 self._carry_fresh = self._fold_carry  # grads = carry: still the snapshot
         else:
-            # one pass: unscaled (GradScaler), ‖g‖² per segment, darknet's carry added back
-            factor = float(mixed.scaler.inv_scale) if mixed.unscales else 1.0
-            backend.unscale_sum_squares(net.grads, factor, self._grad_carry, *table)
             grad_norms = np.sqrt(self._norm_sumsq) / mixed.rule_scale
             if self._grad_carry is None:
                 grad_norms = grad_norms / float(self.accumulate)
             # the update's pass also leaves the next snapshot in the carry (as without
-            # simulated precision); its own gradient norm is of g + carry − carry: not ours
+            # simulated precision); its own gradient norm is of g + carry − carry: not ours.
+            # It reads the master weights where they were kept (params: the working copy)
             carry = self._grad_carry if self._fold_carry else None
             stats = self.optimizer.step(
-                net.params, net.grads, lr, self.iteration, mixed.rule_scale, carry=carry
-            )
+                net.params, net.grads, lr, self.iteration, mixed.rule_scale, carry=carry,
+                source=mixed.update_source,
+            )  # fmt: skip
             stats = dataclasses.replace(stats, grad_norms=None)
             self._carry_fresh = carry is not None
             mixed.count_lost()

@@ -450,6 +450,7 @@ class Optimizer:
         iteration: int,
         loss_scale: float = 1.0,
         carry: np.ndarray | None = None,
+        source: np.ndarray | None = None,
     ) -> UpdateStats:
         """Apply one update in place with learning rate ``lr`` (the schedule's value; used as
         float32). ``iteration``: updates already applied (Caffe ``iter``; Caffe Adam uses
@@ -459,7 +460,9 @@ class Optimizer:
         (darknet rules): the gradient buffer as it was before this update's passes; the
         update's pass then also measures ``‖grads − carry‖`` per segment
         (``UpdateStats.grad_norms``) and leaves ``carry`` equal to the new ``grads``
-        (the backend's ``fused_update``)."""
+        (the backend's ``fused_update``). ``source`` (``params``' shape): the weights the
+        rule reads, the result going to ``params`` (simulated mixed precision's master copy,
+        read where it is kept while ``params`` holds the rounded working copy)."""
         self._check_buffers(params, grads)
         self._follow(params)
         grad_norm = clip_scale = None
@@ -476,6 +479,8 @@ class Optimizer:
         weight_sq = np.zeros(tab.offsets.size, dtype=np.float64)
         grad_sq = None if carry is None else np.zeros(tab.offsets.size, dtype=np.float64)
         keep = {} if carry is None else {"carry": carry, "grad_sq": grad_sq}
+        if source is not None:
+            keep["source"] = source
         self.backend.fused_update(
             self.rule,
             params,

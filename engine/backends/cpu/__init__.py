@@ -381,6 +381,7 @@ class CpuBackend(Backend):
             precision.store_segments(buffer, offsets, lengths, code, saved)
 
     unscale_sum_squares = staticmethod(reduce.unscale_sum_squares)
+    round_unscale_sum_squares = staticmethod(precision.round_unscale_sum_squares)
 
     def lost_updates(self, before, after, offsets, lengths, code, store, counts):
         with self._flat_pass(after.size):

@@ -75,6 +75,24 @@ def _lanes_total(sums):
     return total
 
 
+@njit(inline="always")
+def _lane_total(block, added, add):
+    """``Σ f64(block)²`` over :data:`LANES` lanes (rows of LANES consecutive elements, element
+    ``k`` of a row into lane ``k``, the tail a shorter row, lanes added in order: the same bits
+    as :func:`segment_sum_squares`); with ``add`` (``added`` as long as ``block``),
+    ``block += added`` (float32) on each row once it is squared."""
+    sums = np.zeros(LANES)
+    for base in range(0, block.size, LANES):
+        end = min(base + LANES, block.size)
+        row = block[base:end]
+        _add_squares(row, sums)
+        if add:
+            extra = added[base:end]
+            for lane in range(row.size):
+                row[lane] = row[lane] + extra[lane]
+    return _lanes_total(sums)
+
+
 @njit(cache=True, nogil=True)
 def _block_sum_squares(first_block, end_block, buffer, starts, stops, partial):
     sums = np.zeros(LANES)
@@ -176,12 +194,22 @@ def _block_unscale_sum_squares(
         if factor != 1.0:
             for i in range(block.size):
                 block[i] = block[i] * factor
-        if summed[j]:  # the same block, lanes and order as segment_sum_squares: the same bits
-            _block_sum_squares(j, j + 1, buffer, starts, stops, partial)
-        if carry.size > 0:
-            added = carry[starts[j] : stops[j]]
-            for i in range(block.size):
-                block[i] = block[i] + added[i]
+        unscaled_block_sums(block, carry, starts[j], stops[j], summed[j], partial, j)
+
+
+@njit(inline="always")
+def unscaled_block_sums(block, carry, start, stop, summed, partial, j):
+    """The rest of :func:`_block_unscale_sum_squares` once ``block`` (``buffer[start:stop]``)
+    is unscaled: ``partial[j]`` its sum of squares (``summed``: the same lanes and order as
+    :func:`segment_sum_squares`, so the same bits), then ``block += carry[start:stop]``
+    (``carry`` not empty), in the same loop where it is summed."""
+    add = carry.size > 0
+    added = carry[start:stop] if add else block
+    if summed:
+        partial[j] = _lane_total(block, added, add)
+    elif add:
+        for i in range(block.size):
+            block[i] = block[i] + added[i]
 
 
 def _covering_blocks(
@@ -207,6 +235,34 @@ def _covering_blocks(
     return first, all_starts, all_stops, summed, np.argsort(all_starts, kind="stable")
 
 
+def unscale_table(
+    buffer: np.ndarray, carry: np.ndarray | None, offsets, lengths, out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+    """The checked arguments of a pass like :func:`unscale_sum_squares`: ``(flat buffer,
+    flat carry (empty for None), (first, starts, stops, summed, order))``, the blocks of
+    :func:`_covering_blocks` (``starts``/``stops``/``summed`` in ``order``, as the kernels
+    take them)."""
+    flat, offsets, lengths = _check_segments(buffer, offsets, lengths)
+    if out.dtype != np.float64 or out.shape != offsets.shape:
+        raise KernelArgumentError(f"out: expected float64 of shape {offsets.shape}")
+    added = np.empty(0, np.float32)
+    if carry is not None:
+        added = as_flat_float32(carry, "carry")
+        if added.size != flat.size:
+            raise KernelArgumentError("buffer and carry must have the same size")
+    first, starts, stops, summed, order = _covering_blocks(offsets, lengths, flat.size)
+    return flat, added, (first, starts[order], stops[order], summed[order], order)
+
+
+def add_unscaled_sums(blocks: tuple[np.ndarray, ...], partial: np.ndarray, out) -> None:
+    """``out[k]``: segment ``k``'s blocks' partial sums (``partial`` in the kernels' block
+    order, :func:`unscale_table`) added in block order."""
+    first, order = blocks[0], blocks[-1]
+    sums = np.empty_like(partial)
+    sums[order] = partial
+    _add_segment_blocks(first, sums, out)
+
+
 def unscale_sum_squares(
     buffer: np.ndarray,
     factor: float,
@@ -220,23 +276,14 @@ def unscale_sum_squares(
     gives it (same blocks and lanes: the same bits), then ``buffer += carry`` (float32, every
     element; ``carry`` None: nothing added). GradScaler's unscale, the gradient norms and the
     darknet carry added back, as three passes would leave them."""
-    flat, offsets, lengths = _check_segments(buffer, offsets, lengths)
-    if out.dtype != np.float64 or out.shape != offsets.shape:
-        raise KernelArgumentError(f"out: expected float64 of shape {offsets.shape}")
-    added = np.empty(0, np.float32)
-    if carry is not None:
-        added = as_flat_float32(carry, "carry")
-        if added.size != flat.size:
-            raise KernelArgumentError("buffer and carry must have the same size")
-    first, starts, stops, summed, order = _covering_blocks(offsets, lengths, flat.size)
+    flat, added, blocks = unscale_table(buffer, carry, offsets, lengths, out)
+    _, starts, stops, summed, _ = blocks
     partial = np.zeros(starts.size, dtype=np.float64)
     share_out(
         _block_unscale_sum_squares, starts.size, flat, np.float32(factor), added,
-        starts[order], stops[order], summed[order], partial,
+        starts, stops, summed, partial,
     )  # fmt: skip
-    sums = np.empty_like(partial)
-    sums[order] = partial
-    _add_segment_blocks(first, sums, out)
+    add_unscaled_sums(blocks, partial, out)
 
 
 def segment_l2_norms(

@@ -348,17 +348,19 @@ def _lane_total(lanes):
 
 
 @njit(inline="always")
-def _darknet_sgd_row(w_row, g_row, c_row, keep, rate, decay, momentum, sums):
-    """:func:`darknet_sgd_element` on one row of consecutive elements (slices), in place;
-    element ``lane`` adds ``(Δw)²``, ``w²`` and ``g²`` (``g = f32(carry − grads)`` before the
-    step, and ``carry ← grads`` after it, with ``keep``) in float64 to ``sums[0|1|2, lane]``."""
+def _darknet_sgd_row(s_row, w_row, g_row, c_row, keep, rate, decay, momentum, sums):
+    """:func:`darknet_sgd_element` on one row of consecutive elements (slices): ``w`` read
+    from ``s_row`` (``w_row`` itself, or the master copy's row), the new weight written to
+    ``w_row``; element ``lane`` adds ``(Δw)²``, ``w²`` and ``g²`` (``g = f32(carry − grads)``
+    before the step, and ``carry ← grads`` after it, with ``keep``) in float64 to
+    ``sums[0|1|2, lane]``."""
     step_sums, weight_sums, grad_sums = sums[0], sums[1], sums[2]
     for lane in range(w_row.size):
         g = g_row[lane]
         if keep:
             change = np.float64(c_row[lane] - g)  # the float32 difference, as the trainer's
             grad_sums[lane] += change * change
-        w = w_row[lane]
+        w = s_row[lane]
         w_new, u = _darknet_sgd(w, g, rate, decay, momentum)
         g_row[lane] = u
         w_row[lane] = w_new
@@ -370,24 +372,32 @@ def _darknet_sgd_row(w_row, g_row, c_row, keep, rate, decay, momentum, sums):
 
 
 @njit(inline="always")
-def _darknet_sgd_span(params, grads, start, stop, rate, decay, momentum, carry):
+def _darknet_sgd_span(params, grads, start, stop, rate, decay, momentum, carry, source):
     """darknet SGD over ``[start, stop)`` with :func:`_darknet_block`'s norms, element ``i``
     summed into lane ``(i − start) mod LANES``: full rows of :data:`LANES` elements, then the
     tail as a shorter row (lanes ``0…``); the same float32 operations per element and the same
-    float64 operations in the same order per lane as one element at a time."""
+    float64 operations in the same order per lane as one element at a time. ``source`` empty:
+    the weights are read from ``params`` (the same row passed twice, so the compiler sees one
+    buffer: a second one overlapping it would fail its alias check and run scalar)."""
     keep = carry.size > 0
+    own = source.size == 0
     sums = np.zeros((3, LANES))
     for base in range(start, stop, LANES):
         end = min(base + LANES, stop)
         c_row = carry[base:end] if keep else carry
-        _darknet_sgd_row(params[base:end], grads[base:end], c_row, keep, rate, decay,
-                         momentum, sums)  # fmt: skip
+        w_row = params[base:end]
+        if own:
+            _darknet_sgd_row(w_row, w_row, grads[base:end], c_row, keep, rate, decay, momentum,
+                             sums)  # fmt: skip
+        else:
+            _darknet_sgd_row(source[base:end], w_row, grads[base:end], c_row, keep, rate, decay,
+                             momentum, sums)  # fmt: skip
     return _lane_total(sums[0]), _lane_total(sums[1]), _lane_total(sums[2])
 
 
 @njit(cache=True)
 def _darknet_block(
-    rule, params, grads, state_a, state_b, start, stop, rate, decay, coef, carry
+    rule, params, grads, state_a, state_b, start, stop, rate, decay, coef, carry, source
 ):  # fmt: skip
     """A darknet rule's step on ``[start, stop)`` (one segment's rate and decay); returns the
     block's ``(Σ(Δw)², Σw², Σg²)``, each over :data:`LANES` interleaved float64 accumulators
@@ -399,17 +409,19 @@ def _darknet_block(
     k = _as_tuple(coef)
     momentum = k[K_MOMENTUM]
     if rule == RULE_DARKNET_SGD:  # the common rule, in vectorisable groups
-        return _darknet_sgd_span(params, grads, start, stop, rate, decay, momentum, carry)
+        return _darknet_sgd_span(params, grads, start, stop, rate, decay, momentum, carry,
+                                 source)  # fmt: skip
     step_lanes = np.zeros(LANES)
     weight_lanes = np.zeros(LANES)
     grad_lanes = np.zeros(LANES)
     keep = carry.size > 0
+    weights = params if source.size == 0 else source
     for i in range(start, stop):
         lane = (i - start) & (LANES - 1)
         if keep:
             change = np.float64(carry[i] - grads[i])  # the float32 difference, as the trainer's
             grad_lanes[lane] += change * change
-        w = params[i]
+        w = weights[i]
         if rule == RULE_DARKNET_SGD:
             w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
             grads[i] = u
@@ -436,13 +448,14 @@ def _darknet_block(
 
 
 @njit(inline="always")
-def _caffe_sgd_row(w_row, g_row, h_row, grad_on, rate, decay, k, sums):
+def _caffe_sgd_row(s_row, w_row, g_row, h_row, grad_on, rate, decay, k, sums):
     """Caffe SGD (``ClipGradients``, ``Normalize``, ``Regularize``, ``ComputeUpdateValue``,
-    ``w ← w − diff``) on one row of consecutive elements (slices), in place; element ``lane``
-    adds ``(Δw)²`` and ``w²`` in float64 to ``sums[0|1, lane]`` (as the darknet rows)."""
+    ``w ← w − diff``) on one row of consecutive elements (slices), ``w`` read from ``s_row``
+    and written to ``w_row`` (as the darknet rows); element ``lane`` adds ``(Δw)²`` and
+    ``w²`` in float64 to ``sums[0|1, lane]``."""
     step_sums, weight_sums = sums[0], sums[1]
     for lane in range(w_row.size):
-        w = w_row[lane]
+        w = s_row[lane]
         g = g_row[lane] if grad_on else F32(0.0)
         g = _caffe_prepare(g, w, decay, k)
         step, h = _caffe_sgd(g, h_row[lane], rate, k)
@@ -457,22 +470,28 @@ def _caffe_sgd_row(w_row, g_row, h_row, grad_on, rate, decay, k, sums):
 
 @njit(cache=True)
 def _caffe_block(
-    rule, params, grads, state_a, state_b, start, stop, rate, decay, grad_on, coef
+    rule, params, grads, state_a, state_b, start, stop, rate, decay, grad_on, coef, source
 ):  # fmt: skip
     """A Caffe rule's step on ``[start, stop)``, as :func:`_darknet_block` (norms over
     :data:`LANES` lanes; Caffe SGD in vectorised rows). AdamW: Caffe's clip and normalise
     stages, no ``Regularize`` (``decay`` is AdamW's ``f32(1 − lr·λ)``)."""
     k = _as_tuple(coef)
     sums = np.zeros((2, LANES))
+    own = source.size == 0
     if rule == RULE_CAFFE_SGD:  # the common rule, in vectorisable rows
         for base in range(start, stop, LANES):
             end = min(base + LANES, stop)
-            _caffe_sgd_row(params[base:end], grads[base:end], state_a[base:end], grad_on, rate,
-                           decay, k, sums)  # fmt: skip
+            w_row, g_row, h_row = params[base:end], grads[base:end], state_a[base:end]
+            if own:  # one buffer read and written (see _darknet_sgd_span)
+                _caffe_sgd_row(w_row, w_row, g_row, h_row, grad_on, rate, decay, k, sums)
+            else:
+                _caffe_sgd_row(source[base:end], w_row, g_row, h_row, grad_on, rate, decay, k,
+                               sums)  # fmt: skip
         return _lane_total(sums[0]), _lane_total(sums[1])
+    weights = params if own else source
     for i in range(start, stop):
         lane = (i - start) & (LANES - 1)
-        w = params[i]
+        w = weights[i]
         g = grads[i] if grad_on else F32(0.0)
         if rule == RULE_CAFFE_ADAMW:
             g = _caffe_prepare(g, w, F32(0.0), k)
@@ -499,13 +518,14 @@ def _caffe_block(
 @njit(parallel=True, cache=True)
 def _darknet_update(
     rule, params, grads, state_a, state_b, owner, starts, stops, seg_lr, seg_decay, coef, partial,
-    carry,
+    carry, source,
 ):  # fmt: skip
     for j in prange(owner.size):
         s = owner[j]
         step_acc, weight_acc, grad_acc = _darknet_block(rule, params, grads, state_a, state_b,
                                                         starts[j], stops[j], seg_lr[s],
-                                                        seg_decay[s], coef, carry)  # fmt: skip
+                                                        seg_decay[s], coef, carry,
+                                                        source)  # fmt: skip
         partial[j, 0] = step_acc
         partial[j, 1] = weight_acc
         partial[j, 2] = grad_acc
@@ -514,13 +534,14 @@ def _darknet_update(
 @njit(parallel=True, cache=True)
 def _caffe_update(
     rule, params, grads, state_a, state_b, owner, starts, stops, seg_lr, seg_decay, seg_grad_on,
-    coef, partial,
+    coef, partial, source,
 ):  # fmt: skip
     for j in prange(owner.size):
         s = owner[j]
         step_acc, weight_acc = _caffe_block(rule, params, grads, state_a, state_b,
                                             starts[j], stops[j], seg_lr[s],
-                                            seg_decay[s], seg_grad_on[s] != 0, coef)  # fmt: skip
+                                            seg_decay[s], seg_grad_on[s] != 0, coef,
+                                            source)  # fmt: skip
         partial[j, 0] = step_acc
         partial[j, 1] = weight_acc
 
@@ -541,6 +562,7 @@ def fused_update(
     weight_sq: np.ndarray,
     carry: np.ndarray | None = None,
     grad_sq: np.ndarray | None = None,
+    source: np.ndarray | None = None,
 ) -> None:
     """Apply one update of ``rule`` to every segment of the flat buffers, in place.
 
@@ -571,6 +593,11 @@ def fused_update(
     update: the snapshot and the gradient norm the trainer would take in two more passes. The
     updated values are the same bits either way.
 
+    ``source`` (same shape as ``params``): the weights the rule reads, ``w = source[i]``, while
+    the result goes to ``params[i]`` (``Σw²`` is of ``source``): the master copy of simulated
+    mixed precision, read where it is kept while ``params`` holds the rounded working copy
+    (``engine.training.mixed``), so that nothing copies it back first. None: ``params``.
+
     The darknet and the Caffe rules are two kernels: a parallel kernel's compile time grows
     with its body (Numba optimises the body once more for each parallel wrapper layer), and a
     run compiles only its own family.
@@ -581,13 +608,16 @@ def fused_update(
     darknet = rule in (RULE_DARKNET_SGD, RULE_DARKNET_ADAM, RULE_DARKNET_ADAMW)
     if carry is not None and (not darknet or grad_sq is None or carry.shape != grads.shape):
         raise ValueError("fused_update: carry needs a darknet rule, grad_sq and grads' shape")
+    if source is not None and source.shape != params.shape:
+        raise ValueError("fused_update: source must have params' shape")
+    source = _NO_CARRY if source is None else source  # empty: read params
     if darknet:
         keep = _NO_CARRY if carry is None else carry
         _darknet_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay, coef,
-                        partial, keep)  # fmt: skip
+                        partial, keep, source)  # fmt: skip
     else:
         _caffe_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay,
-                      seg_grad_on, coef, partial)  # fmt: skip
+                      seg_grad_on, coef, partial, source)  # fmt: skip
     _add_blocks(first, partial, step_sq, weight_sq, _NO_SUMS if carry is None else grad_sq)
 
 

@@ -525,7 +525,7 @@ class CudaBackend(Backend):
 
     def fused_update(
         self, rule, params, grads, state_a, state_b, seg_offsets, seg_sizes, seg_lr,
-        seg_decay, seg_grad_on, coef, step_sq, weight_sq,
+        seg_decay, seg_grad_on, coef, step_sq, weight_sq, source=None,
     ):  # fmt: skip
         count = len(seg_offsets)
         if count == 0:
@@ -540,7 +540,7 @@ class CudaBackend(Backend):
             self._to_device(seg_offsets, np.int64), self._to_device(seg_sizes, np.int64),
             self._to_device(seg_lr, np.float32), self._to_device(seg_decay, np.float32),
             self._to_device(seg_grad_on, np.int8), self._to_device(coef, np.float32),
-            step_partial, weight_partial,
+            step_partial, weight_partial, (params if source is None else source).flat,
         )  # fmt: skip
         self._sum_lanes(step_partial, step_sq)
         self._sum_lanes(weight_partial, weight_sq)

@@ -43,10 +43,11 @@ LANES = LANE_BLOCKS * LANE_THREADS
 @cuda.jit
 def fused_update(
     rule, params, grads, state_a, state_b, has_b, seg_offsets, seg_sizes, seg_lr,
-    seg_decay, seg_grad_on, coef, step_partial, weight_partial,
+    seg_decay, seg_grad_on, coef, step_partial, weight_partial, source,
 ):  # fmt: skip
     """One update of ``rule`` over segment ``blockIdx.y`` (``engine.backends.cpu.update.
-    fused_update``'s contract); partial norms go to ``*_partial[segment, lane]``."""
+    fused_update``'s contract: ``w`` read from ``source``, ``params`` itself or the master
+    copy); partial norms go to ``*_partial[segment, lane]``."""
     s = cuda.blockIdx.y
     lane = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     lanes = cuda.gridDim.x * cuda.blockDim.x
@@ -63,7 +64,7 @@ def fused_update(
     weight_acc = 0.0
     for j in range(lane, seg_sizes[s], lanes):
         i = start + j
-        w = params[i]
+        w = source[i]
         if rule == RULE_DARKNET_SGD:
             w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
             grads[i] = u
