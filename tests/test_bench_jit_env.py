@@ -77,3 +77,24 @@ def test_importing_the_backends_selects_tbb_or_workqueue_unless_the_user_chose()
     assert _threading_layer_in_fresh_process(base) == jit_env.default_threading_layer()
     chosen = _threading_layer_in_fresh_process({**base, "NUMBA_THREADING_LAYER": "omp"})
     assert chosen == "omp"
+
+
+def test_a_changed_backend_source_drops_every_cached_kernel(tmp_path: Path):
+    """Numba checks a cached kernel against its own file only: a change in a module it inlines
+    from must drop the caches of every backend module."""
+    for name in ("cpu", "cuda"):
+        (tmp_path / name / "__pycache__").mkdir(parents=True)
+        (tmp_path / name / "kernels.py").write_text("x = 1\n")
+        for suffix in ("nbi", "nbc"):
+            (tmp_path / name / "__pycache__" / f"kernels.f-1.py311.{suffix}").write_bytes(b"c")
+    (tmp_path / "cpu" / "__pycache__" / "kernels.cpython-311.pyc").write_bytes(b"bytecode")
+    assert jit_env.drop_stale_kernel_caches(tmp_path)  # no fingerprint yet: caches of unknown age
+    assert not list(tmp_path.rglob("*.nb?"))
+    assert (tmp_path / "cpu" / "__pycache__" / "kernels.cpython-311.pyc").exists()
+    (tmp_path / "cpu" / "__pycache__" / "kernels.f-1.py311.nbi").write_bytes(b"fresh")
+    assert not jit_env.drop_stale_kernel_caches(tmp_path)  # unchanged sources: caches kept
+    assert (tmp_path / "cpu" / "__pycache__" / "kernels.f-1.py311.nbi").exists()
+    (tmp_path / "cuda" / "kernels.py").write_text("x = 2\n")  # another module changes
+    assert jit_env.drop_stale_kernel_caches(tmp_path)
+    assert not list(tmp_path.rglob("*.nb?"))
+    assert not list(tmp_path.rglob("*.tmp"))

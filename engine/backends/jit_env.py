@@ -17,15 +17,23 @@ already set in the environment.
   folder (``platformdirs.user_cache_dir("dnupdate")/numba``), so a second run still starts
   warm. (Numba would fall back to its own per-user folder; naming ours keeps ``dnupdate``'s
   files together and makes the choice visible.)
+* Stale in-tree caches: Numba validates a cached kernel by its own source file's timestamp
+  only, so a kernel that inlines an ``njit`` function of another module (``precision.py``
+  inlining ``reduce.py``'s lane sums) kept running the old code when only that module changed.
+  Where the caches live next to the sources, :func:`drop_stale_kernel_caches` compares a
+  fingerprint of every backend source with the one the caches were written under and, when
+  it differs, deletes every cached kernel of the backends (recompiled on first use).
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib.util
 import os
 import sys
 from collections.abc import Callable, MutableMapping
+from contextlib import suppress
 from pathlib import Path
 
 FALLBACK_THREADING_LAYER = "workqueue"
@@ -72,6 +80,43 @@ def _writable(folder: Path) -> bool:
     return os.access(target, os.W_OK)
 
 
+#: the file in ``<backends>/__pycache__`` naming the fingerprint of the backend sources the
+#: in-tree JIT caches were written under
+FINGERPRINT_FILE = "kernel_sources.sha256"
+
+
+def kernel_sources_fingerprint(source_dir: Path) -> str:
+    """SHA-256 over every ``*.py`` under ``source_dir`` (relative paths and contents, sorted)."""
+    digest = hashlib.sha256()
+    for path in sorted(source_dir.rglob("*.py")):
+        digest.update(path.relative_to(source_dir).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def drop_stale_kernel_caches(source_dir: Path = BACKENDS_DIR) -> bool:
+    """Delete every cached kernel (``__pycache__/*.nbi``/``*.nbc``) under ``source_dir`` when
+    the backend sources changed since the caches were written (module docstring); returns
+    whether it did. The fingerprint file is replaced atomically; a failure to write it (a
+    read-only folder) leaves everything as it was."""
+    marker = source_dir / "__pycache__" / FINGERPRINT_FILE
+    current = kernel_sources_fingerprint(source_dir)
+    with suppress(OSError):
+        if marker.read_text(encoding="ascii").strip() == current:
+            return False
+    for pattern in ("__pycache__/*.nbi", "__pycache__/*.nbc"):
+        for cached in source_dir.rglob(pattern):
+            with suppress(OSError):
+                cached.unlink()
+    with suppress(OSError):
+        marker.parent.mkdir(exist_ok=True)
+        partial = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+        partial.write_text(current + "\n", encoding="ascii")
+        os.replace(partial, marker)
+    return True
+
+
 def configure_numba_environment(
     environ: MutableMapping[str, str] | None = None,
     *,
@@ -88,10 +133,13 @@ def configure_numba_environment(
         return chosen
     if "NUMBA_THREADING_LAYER" not in env:
         chosen["NUMBA_THREADING_LAYER"] = threading_layer()
-    if "NUMBA_CACHE_DIR" not in env and not all(
+    in_tree = "NUMBA_CACHE_DIR" not in env and all(
         writable(folder) for folder in (source_dir / "cpu", source_dir / "cuda") if folder.is_dir()
-    ):
+    )
+    if "NUMBA_CACHE_DIR" not in env and not in_tree:
         chosen["NUMBA_CACHE_DIR"] = user_jit_cache_dir()
+    if in_tree and environ is None:
+        drop_stale_kernel_caches(source_dir)
     env.update(chosen)
     return chosen
 
