@@ -251,8 +251,11 @@ def report(name: str, result: dict) -> str:
 
 
 def _tests_text(result: dict) -> str:
-    """The final test of each test net: accuracy where the net has one, else its loss."""
+    """The final test of each test net: accuracy where the net has one, else its loss ("no
+    test" for a run that tested nothing, e.g. ``--eval-every 0``)."""
     nets = result.get("test_nets") or [result]
+    if all(net.get("test_images") is None for net in nets):
+        return "no test"
     parts = []
     for net in nets:
         label = f"test net {net['name']} " if net.get("name") else "test "
