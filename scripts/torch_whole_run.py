@@ -50,6 +50,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -274,12 +275,14 @@ def load_our_init(torch, model, run: RunSpec, seed: int) -> None:
 
 @dataclass
 class TestResult:
-    """One test: mean loss and top-1 accuracy over its images, its seconds."""
+    """One test: mean loss and top-1 accuracy over its images, its seconds, and the number of
+    updates done before it (set by :func:`run`)."""
 
     loss: float
     accuracy: float | None
     images: int
     seconds: float
+    iteration: int = 0
 
 
 class TorchRun:
@@ -362,27 +365,36 @@ def run(torch, plan: Plan) -> dict[str, Any]:
     started = time.perf_counter()
     for update in range(plan.max_iter):
         if update in due:
-            tests.extend(test_all(torch_run, final=False))
+            tests.extend(_at(update, test_all(torch_run, final=False)))
         loss = torch_run.train_step(float(plan.rates[update]))
     if plan.display_forward:
         torch_run.display_forward()
     if plan.max_iter in due:
-        tests.extend(test_all(torch_run, final=True))
+        tests.extend(_at(plan.max_iter, test_all(torch_run, final=True)))
     wall_s = time.perf_counter() - started
     return figures(plan, tests, wall_s, setup_s, loss, torch.__version__)
+
+
+def _at(iteration: int, results: Iterable[TestResult]) -> list[TestResult]:
+    """The results, tagged with the update count they tested at."""
+    return [dataclasses.replace(result, iteration=iteration) for result in results]
 
 
 def figures(
     plan: Plan, tests: list[TestResult], wall_s: float, setup_s: float, loss: float, version: str
 ) -> dict[str, Any]:
     """The printed JSON object (rates as ``scripts/whole_runs.py`` computes ours: training
-    images over the loop's time without its tests, test images over the tests' time)."""
+    images over the loop's time without its tests; test images over the tests' time, leaving
+    out a test before the first update where there are others, as ``whole_runs.throughput``
+    leaves out the first metrics row: its time includes the first forward's warm-up)."""
     test_s = sum(t.seconds for t in tests)
     test_images = sum(t.images for t in tests)
+    timed = [t for t in tests if t.iteration > 0] or tests
+    timed_s = sum(t.seconds for t in timed)
     train_images = plan.max_iter * plan.accumulate * plan.run.solver.minibatch
     train_s = wall_s - test_s
     train_rate = train_images / train_s if train_s > 0 else None
-    test_rate = test_images / test_s if test_s > 0 else None
+    test_rate = sum(t.images for t in timed) / timed_s if timed_s > 0 else None
     last = tests[-len(plan.test_nets)] if tests else None
     return {
         "config": plan.run.config_path,

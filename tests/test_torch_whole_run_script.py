@@ -169,3 +169,19 @@ def test_a_run_in_pytorch_follows_ours(data_dir, capsys):
     ours = [e for e in _session(data_dir, argv) if e.kind == "eval_finished"][-1]
     assert figures["test_loss"] == pytest.approx(ours.loss, rel=1e-3)
     assert figures["test_accuracy"] == pytest.approx(ours.accuracy, abs=0.011)
+
+
+def test_figures_time_tests_as_whole_runs_does(data_dir):
+    """Training images/s over the loop without its tests; test images/s without the test at
+    0 (its time includes the first forward's warm-up, as the first metrics row ours)."""
+    plan = script.make_plan(script.parse_args([LENET, "--data-dir", data_dir, *SMALL]))
+    result = script.TestResult
+    tests = [result(2.3, 0.1, 200, 5.0, 0), result(0.5, 0.9, 200, 1.0, 3),
+             result(0.4, 0.92, 200, 1.0, 6)]  # fmt: skip
+    figures = script.figures(plan, tests, 17.0, 0.1, 0.3, "x")
+    assert figures["test_s"] == 7.0 and figures["train_s"] == 10.0
+    assert figures["train_images_per_s"] == plan.max_iter * 64 / 10.0
+    assert figures["test_images_per_s"] == 400 / 2.0 and figures["test_images"] == 600
+    assert figures["test_accuracy"] == 0.92 and figures["test_loss"] == 0.4
+    alone = script.figures(plan, tests[:1], 17.0, 0.1, 0.3, "x")
+    assert alone["test_images_per_s"] == 200 / 5.0
