@@ -29,16 +29,25 @@ Each report also gives the test throughput next to the training throughput, from
 row of the same iteration, or the start for a test before the first update); training images/s
 is taken between the first and the last training row, minus the tests in between.
 
+With ``--vs-torch PYTHON`` each of our runs is followed by the same run re-created in PyTorch
+(``scripts/torch_whole_run.py`` run by ``PYTHON``, a Python with torch; same config, data,
+iterations, threads and tests), and ``--repeat N`` runs each pair N times, ours and PyTorch's
+alternating, then prints the median and range of each side's wall time, training and test
+images/s and the ratio ours/PyTorch (of the medians). ``--eval-every N`` is given to both sides
+(0: no tests).
+
 Usage::
 
     uv run python scripts/whole_runs.py [lenet cifar darknet] [--data-dir ../shared/data]
-        [--out-root runs/whole] [--max-iters N] [--threads N] [--caffe-root DIR]
+        [--out-root runs/whole] [--max-iters N] [--threads N] [--eval-every N]
+        [--caffe-root DIR] [--vs-torch PYTHON] [--repeat N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -120,12 +129,84 @@ def run_one(name: str, options: argparse.Namespace) -> dict:
         command += ["--max-iters", str(options.max_iters)]
     if options.threads:
         command += ["--threads", str(options.threads)]
+    if options.eval_every is not None:
+        command += ["--eval-every", str(options.eval_every)]
     started = time.perf_counter()
     code = subprocess.run(command, cwd=cwd).returncode
     seconds = time.perf_counter() - started
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return {**summary, "exit_code": code, "process_seconds": seconds, "out": str(out)}
+
+
+def torch_command(name: str, options: argparse.Namespace) -> list[str]:
+    """The command of the PyTorch re-creation of run ``name`` (``scripts/torch_whole_run.py``
+    under ``options.vs_torch``), with the run's arguments and the options both sides share."""
+    spec = RUNS[name]
+    if spec.get("caffe_root"):
+        raise SystemExit(f"{name}: --vs-torch re-creates the runs of configs/ only")
+    command = [
+        options.vs_torch, str(ROOT / "scripts" / "torch_whole_run.py"), spec["config"],
+        "--data-dir", str(Path(options.data_dir).resolve()), *spec["args"],
+    ]  # fmt: skip
+    for flag, value in (
+        ("--max-iters", options.max_iters),
+        ("--threads", options.threads),
+        ("--eval-every", options.eval_every),
+    ):
+        if value is not None:
+            command += [flag, str(value)]
+    return command
+
+
+def run_torch(name: str, options: argparse.Namespace) -> dict:
+    """Run the PyTorch re-creation of ``name``; its JSON figures plus the exit code."""
+    started = time.perf_counter()
+    done = subprocess.run(torch_command(name, options), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - started
+    lines = done.stdout.strip().splitlines()
+    figures = json.loads(lines[-1]) if done.returncode == 0 and lines else {}
+    return {**figures, "exit_code": done.returncode, "process_seconds": seconds}
+
+
+def ours_figures(result: dict) -> dict:
+    """Our run's figures in the PyTorch script's names: ``wall_s`` (``summary.json``'s
+    ``wall_time_s``), ``train_images_per_s``, ``test_images_per_s`` (from ``metrics.jsonl``,
+    :func:`throughput`; with no tests, training images/s is the summary's)."""
+    rates = throughput(Path(result["out"]) / "metrics.jsonl")
+    return {
+        "wall_s": result.get("wall_time_s"),
+        "process_seconds": result.get("process_seconds"),
+        "train_images_per_s": rates.get("train_images_per_s", result.get("images_per_s")),
+        "test_images_per_s": rates.get("test_images_per_s"),
+    }
+
+
+FIGURES = ("wall_s", "process_seconds", "train_images_per_s", "test_images_per_s")
+
+
+def median_range(values: list[float | None]) -> str:
+    """``median (min–max)`` of the values given (None ones left out), ``n/a`` when none."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "n/a"
+    return f"{statistics.median(present):.5g} ({min(present):.5g}–{max(present):.5g})"
+
+
+def comparison(name: str, ours: list[dict], torch: list[dict]) -> str:
+    """Median and range of each figure on both sides, and ours/PyTorch of the medians (speed:
+    PyTorch's wall time over ours; rates: ours over PyTorch's)."""
+    lines = [f"{name}: {len(ours)} runs each side, alternating"]
+    for figure in FIGURES:
+        a = [r.get(figure) for r in ours]
+        b = [r.get(figure) for r in torch]
+        ratio = ""
+        a_present, b_present = [v for v in a if v], [v for v in b if v]
+        if a_present and b_present:
+            ma, mb = statistics.median(a_present), statistics.median(b_present)
+            ratio = f", ours/PyTorch {(mb / ma if figure in FIGURES[:2] else ma / mb):.2f}x"
+        lines.append(f"  {figure}: ours {median_range(a)}, PyTorch {median_range(b)}{ratio}")
+    return "\n".join(lines)
 
 
 def throughput(metrics_path: Path) -> dict:
@@ -170,8 +251,11 @@ def report(name: str, result: dict) -> str:
 
 
 def _tests_text(result: dict) -> str:
-    """The final test of each test net: accuracy where the net has one, else its loss."""
+    """The final test of each test net: accuracy where the net has one, else its loss ("no
+    test" for a run that tested nothing, e.g. ``--eval-every 0``)."""
     nets = result.get("test_nets") or [result]
+    if all(net.get("test_images") is None for net in nets):
+        return "no test"
     parts = []
     for net in nets:
         label = f"test net {net['name']} " if net.get("name") else "test "
@@ -194,24 +278,39 @@ def _throughput_text(rates: dict) -> str:
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", metavar="RUN", help=f"any of {', '.join(RUNS)}")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--out-root", default=str(ROOT / "runs" / "whole"))
     parser.add_argument("--max-iters", type=int, default=None, help="shorter smoke runs")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--eval-every", type=int, default=None, help="0: no tests (both sides)")
     parser.add_argument("--caffe-root", default=None, help="a BVLC/caffe checkout (examples/)")
-    options = parser.parse_args()
+    parser.add_argument("--vs-torch", default=None, metavar="PYTHON",
+                        help="a Python with torch: runs torch_whole_run.py too")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=1, help="runs per side, alternating")
+    options = parser.parse_args(argv)
+    if options.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {options.repeat}")
     unknown = [name for name in options.runs if name not in RUNS]
     if unknown:
         parser.error(f"unknown run(s): {', '.join(unknown)}")
     failed = 0
     default = [name for name in RUNS if options.caffe_root or not RUNS[name].get("caffe_root")]
     for name in options.runs or default:
-        result = run_one(name, options)
-        print(report(name, result), flush=True)
-        failed += result["exit_code"] != 0
+        ours, torch = [], []
+        for _ in range(options.repeat):
+            result = run_one(name, options)
+            print(report(name, result), flush=True)
+            failed += result["exit_code"] != 0
+            ours.append(ours_figures(result))
+            if options.vs_torch:
+                torch.append(run_torch(name, options))
+                print(f"{name} in PyTorch: {json.dumps(torch[-1])}", flush=True)
+                failed += torch[-1]["exit_code"] != 0
+        if options.vs_torch or options.repeat > 1:
+            print(comparison(name, ours, torch), flush=True)
     return 1 if failed else 0
 
 

@@ -467,7 +467,7 @@ def _read_split(run: RunSpec, options: TrainOptions, source: str | None, split: 
     return split_in_name(source) or split
 
 
-def _open_split(
+def open_split(
     run: RunSpec, options: TrainOptions, split: str, spec: DataSourceSpec | None = None
 ) -> Dataset | None:
     """The dataset of ``split``; None for a test split the run does not test on: none
@@ -620,7 +620,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _default_eval_every(run: RunSpec, max_iter: int) -> int:
+def default_eval_every(run: RunSpec, max_iter: int) -> int:
     if run.solver.test_interval > 0:
         return run.solver.test_interval
     if run.format == "darknet":
@@ -677,6 +677,95 @@ class TestNet:
     last: EvalFinished | None = None
 
 
+@dataclass
+class RunData:
+    """The batches a run reads: the training set and its sampler, and its test nets (none
+    when the run does not test)."""
+
+    train_set: Dataset
+    train_sampler: BatchSampler
+    test_nets: list[TestNet]
+
+
+def open_run_data(run: RunSpec, options: TrainOptions, *, seed: int, minibatch: int) -> RunData:
+    """The datasets and samplers of a run, as ``dnupdate train`` reads them: the training
+    sampler seeded with ``seed`` (batches of ``minibatch``), test net #0 on the test split
+    (seed ``seed + 1``, read in order), Caffe's further test nets on their own data layers
+    (seed ``seed + 1 + index``, :func:`_more_test_nets`). Checks the images' shape against
+    the net (:class:`TrainSetupError`); the labels need the built network and are the
+    caller's to check."""
+    train_set = open_split(run, options, "train")
+    train_spec = run.data.train
+    train_sampler = BatchSampler(
+        train_set,
+        train_spec,
+        framework=run.format,
+        phase="train",
+        seed=seed,
+        batch_size=minibatch,
+        shuffle=options.shuffle,
+    )
+    _check_shape(run, train_sampler, train_set)
+    test_set = open_split(run, options, "test")
+    if test_set is None:
+        return RunData(train_set, train_sampler, [])
+    test_sampler = BatchSampler(
+        test_set,
+        run.data.test or train_spec,
+        framework=run.format,
+        phase="test",
+        seed=seed + 1,
+        shuffle=False,
+    )
+    _check_shape(run, test_sampler, test_set)
+    first = TestNet(0, run.data.test_name, "test", run.solver.test_iter, test_set, test_sampler)
+    return RunData(train_set, train_sampler, [first, *_more_test_nets(run, options, seed)])
+
+
+def _more_test_nets(run: RunSpec, options: TrainOptions, seed: int) -> list[TestNet]:
+    """Caffe's test nets after the first (``test_state``/``test_iter`` repeated), each with
+    its own data layer's source (its NetState's), sampler and ``test_iter``."""
+    nets = []
+    for index, spec in enumerate(run.data.more_tests, start=1):
+        source = spec.source or run.data.test or run.data.train
+        dataset = open_split(run, options, "test", source)
+        assert dataset is not None  # test net #0 has data, so tests are on
+        sampler = BatchSampler(
+            dataset,
+            source,
+            framework=run.format,
+            phase="test",
+            seed=seed + 1 + index,
+            shuffle=False,
+        )
+        _check_shape(run, sampler, dataset)
+        iters = run.solver.test_iters
+        test_iter = iters[index] if index < len(iters) else run.solver.test_iter
+        nets.append(TestNet(index, spec.name, spec.phase, test_iter, dataset, sampler))
+    return nets
+
+
+def batches_of_test(
+    sampler: BatchSampler, test_iter: int, final: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The batches of one test. Caffe (``test_iter > 0``): ``test_iter`` batches from where
+    the test net's last test stopped (each test net's data cursor persists). Otherwise the
+    first :data:`PERIODIC_TEST_IMAGES` test images (:data:`FINAL_TEST_IMAGES` for the final
+    test), the last batch cut short."""
+    if test_iter > 0:
+        for _ in range(test_iter):
+            yield sampler.next_batch()
+        return
+    limit = FINAL_TEST_IMAGES if final else PERIODIC_TEST_IMAGES
+    remaining = min(len(sampler.dataset), limit)
+    sampler.position = 0
+    while remaining > 0:
+        images, labels = sampler.next_batch()
+        take = min(remaining, len(labels))
+        yield images[:take], labels[:take]
+        remaining -= take
+
+
 class TrainingSession:
     """One run, set up and ready to produce events (see the module docstring).
 
@@ -731,7 +820,7 @@ class TrainingSession:
         self.smoother = LossSmoother(self.semantics, self.trainer.solver.average_loss)
         self.norm_table = LayerNormTable(self.trainer.network.segments)
         self.eval_every = (
-            _default_eval_every(run, self.max_iter)
+            default_eval_every(run, self.max_iter)
             if options.eval_every is None
             else options.eval_every
         )
@@ -755,72 +844,18 @@ class TrainingSession:
 
     # ---- data --------------------------------------------------------------------------------
     def _open_data(self) -> None:
-        run, options = self.run, self.options
-        self.train_set = _open_split(run, options, "train")
-        train_spec = run.data.train
-        self.train_sampler = BatchSampler(
-            self.train_set,
-            train_spec,
-            framework=run.format,
-            phase="train",
-            seed=self.seed,
-            batch_size=self.trainer.minibatch,
-            shuffle=options.shuffle,
-        )
-        _check_shape(run, self.train_sampler, self.train_set)
+        run = self.run
+        data = open_run_data(run, self.options, seed=self.seed, minibatch=self.trainer.minibatch)
+        self.train_set, self.train_sampler = data.train_set, data.train_sampler
         _check_labels(self.trainer.network, self.train_set)
         note = class_count_note(self.trainer.network, self.train_set)
         if note:
             self.train_sampler.notes.append(note)
-        self.test_set = _open_split(run, options, "test")
-        self.test_sampler = None
-        if self.test_set is not None:
-            test_spec = run.data.test or train_spec
-            self.test_sampler = BatchSampler(
-                self.test_set,
-                test_spec,
-                framework=run.format,
-                phase="test",
-                seed=self.seed + 1,
-                shuffle=False,
-            )
-            _check_shape(run, self.test_sampler, self.test_set)
-            _check_labels(self.trainer.network, self.test_set)
-        self.test_nets: list[TestNet] = []
-        if self.test_set is not None and self.test_sampler is not None:
-            first = TestNet(
-                0,
-                run.data.test_name,
-                "test",
-                run.solver.test_iter,
-                self.test_set,
-                self.test_sampler,
-            )
-            self.test_nets = [first, *self._more_test_nets()]
-
-    def _more_test_nets(self) -> list[TestNet]:
-        """Caffe's test nets after the first (``test_state``/``test_iter`` repeated), each with
-        its own data layer's source (its NetState's), sampler and ``test_iter``."""
-        run, options = self.run, self.options
-        nets = []
-        for index, spec in enumerate(run.data.more_tests, start=1):
-            source = spec.source or run.data.test or run.data.train
-            dataset = _open_split(run, options, "test", source)
-            assert dataset is not None  # test net #0 has data, so tests are on
-            sampler = BatchSampler(
-                dataset,
-                source,
-                framework=run.format,
-                phase="test",
-                seed=self.seed + 1 + index,
-                shuffle=False,
-            )
-            _check_shape(run, sampler, dataset)
-            _check_labels(self.trainer.network, dataset)
-            iters = run.solver.test_iters
-            test_iter = iters[index] if index < len(iters) else run.solver.test_iter
-            nets.append(TestNet(index, spec.name, spec.phase, test_iter, dataset, sampler))
-        return nets
+        for net in data.test_nets:
+            _check_labels(self.trainer.network, net.dataset)
+        self.test_nets: list[TestNet] = data.test_nets
+        self.test_set = data.test_nets[0].dataset if data.test_nets else None
+        self.test_sampler = data.test_nets[0].sampler if data.test_nets else None
 
     # ---- the folder --------------------------------------------------------------------------
     def _prepare_folder(self, overrides, config_text: str | None, net_text: str | None) -> None:
@@ -1173,22 +1208,8 @@ class TrainingSession:
     def _test_batches_iter(
         self, final: bool, net: TestNet
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Caffe: the test net's ``test_iter`` batches from where its last test stopped (each
-        test net's data cursor persists). Otherwise the first :data:`PERIODIC_TEST_IMAGES`
-        test images (:data:`FINAL_TEST_IMAGES` for the final test), the last batch cut short."""
-        sampler = net.sampler
-        if net.test_iter > 0:
-            for _ in range(net.test_iter):
-                yield sampler.next_batch()
-            return
-        limit = FINAL_TEST_IMAGES if final else PERIODIC_TEST_IMAGES
-        remaining = min(len(sampler.dataset), limit)
-        sampler.position = 0
-        while remaining > 0:
-            images, labels = sampler.next_batch()
-            take = min(remaining, len(labels))
-            yield images[:take], labels[:take]
-            remaining -= take
+        """The batches of a test of ``net`` (:func:`batches_of_test`)."""
+        return batches_of_test(net.sampler, net.test_iter, final)
 
     def _test_all(self, final: bool = False) -> Iterator[EvalFinished]:
         """``Solver::TestAll``: each test net in turn (Caffe's ``Testing net (#i)``)."""
