@@ -68,7 +68,8 @@ def _add_squared_changes(before, after, sums):
 
 
 @njit(inline="always")
-def _lanes_total(sums):
+def lanes_total(sums):
+    """The :data:`LANES` partial sums added in lane order (float64)."""
     total = 0.0
     for lane in range(LANES):
         total += sums[lane]
@@ -90,7 +91,7 @@ def _lane_total(block, added, add):
             extra = added[base:end]
             for lane in range(row.size):
                 row[lane] = row[lane] + extra[lane]
-    return _lanes_total(sums)
+    return lanes_total(sums)
 
 
 @njit(cache=True, nogil=True)
@@ -100,7 +101,7 @@ def _block_sum_squares(first_block, end_block, buffer, starts, stops, partial):
         sums[:] = 0.0
         for base in range(starts[j], stops[j], LANES):  # the tail: a shorter row, lanes 0…
             _add_squares(buffer[base : min(base + LANES, stops[j])], sums)
-        partial[j] = _lanes_total(sums)
+        partial[j] = lanes_total(sums)
 
 
 @njit(cache=True, nogil=True)
@@ -111,7 +112,7 @@ def _block_sum_squares_change(first_block, end_block, before, after, starts, sto
         for base in range(starts[j], stops[j], LANES):
             end = min(base + LANES, stops[j])
             _add_squared_changes(before[base:end], after[base:end], sums)
-        partial[j] = _lanes_total(sums)
+        partial[j] = lanes_total(sums)
 
 
 @njit(cache=True)
