@@ -99,6 +99,9 @@ def layer_summary(layer) -> str:
         )
         act = f" {layer.activation}" if layer.activation != "linear" else ""
         return f"+ layer {layer.source}{weights}{act}"
+    if isinstance(layer, spec.ConcatSpec):  # the axis as written (negative: from the end)
+        key = "concat_dim" if layer.axis_key == "concat_dim" else "axis"
+        return f"{key} {layer.axis}"
     if isinstance(layer, spec.RouteSpec):
         part = f" groups={layer.groups} group_id={layer.group_id}" if layer.groups > 1 else ""
         return "concat " + ",".join(layer.sources) + part

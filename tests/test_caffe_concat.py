@@ -168,3 +168,18 @@ def test_concat_shape_errors_name_file_line_and_key(tmp_path, param, kh, key, wo
     error = next(d for d in info.value.diagnostics if d.severity == "error")
     assert error.file.endswith("net.prototxt") and error.line is not None and error.line >= 6
     assert error.key == key and words in error.message, str(error)
+
+
+@pytest.mark.parametrize(
+    ("param", "shown"), [("axis: -2", "axis -2"), ("concat_dim: 2", "concat_dim 2")]
+)
+def test_inspect_shows_the_concat_axis_as_written(tmp_path, param, shown):
+    from typer.testing import CliRunner
+
+    from dnupdate.cli.main import app
+
+    _load(tmp_path, param, 2)
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "solver.prototxt")])
+    assert result.exit_code == 0, result.output
+    line = next(text for text in result.output.splitlines() if " concat " in f" {text} ")
+    assert shown in " ".join(line.split())
