@@ -189,3 +189,22 @@ def test_taps_backward_passes_finite_differences():
         minus[index] -= eps
         numeric = (loss(x64, plus) - loss(x64, minus)) / (2 * eps)
         assert abs(numeric - dw[index]) < 1e-3 * max(1.0, abs(numeric))
+
+
+def test_the_backward_leaves_the_taps_where_outputs_double_a_small_kernel():
+    """The backward's own rule (``conv_taps.backward_applies``): a kernel of at most 9 taps
+    with at least twice as many outputs as inputs per group runs im2col (its one weight-
+    gradient GEMM beats the per-tap ones); the default call then gives im2col's bits."""
+    assert conv_taps.backward_applies((3, 3), (1, 1), (1, 1), 16, 16)
+    assert conv_taps.backward_applies((3, 3), (1, 1), (1, 1), 32, 63)
+    assert not conv_taps.backward_applies((3, 3), (1, 1), (1, 1), 32, 64)
+    assert conv_taps.backward_applies((5, 5), (1, 1), (0, 0), 20, 50)  # LeNet's conv2
+    assert not conv_taps.backward_applies((3, 3), (1, 1), (1, 1), 3, 64)  # no taps at all
+    delta_rng = np.random.default_rng(8)
+    for filters, by_rule in ((16, False), (8, True)):
+        x, weights, geometry, _ = _setup((3, 8, 6, 6, filters, 3, 3, 1, 1, 1, 1), seed=9)
+        delta = delta_rng.standard_normal((3, filters, 6, 6)).astype(np.float32)
+        default = _backward(x, weights, geometry, delta, by_taps=None)
+        chosen = _backward(x, weights, geometry, delta, by_taps=by_rule)
+        for got, want in zip(default, chosen, strict=True):
+            assert np.array_equal(got, want)

@@ -18,7 +18,9 @@ worth of them from forward):
 
 A stride-1 convolution with 8–64 input channels per group skips im2col altogether: one GEMM
 per kernel tap on a zero-padded copy of the image (:mod:`engine.backends.cpu.conv_taps`),
-forward and backward, where the chunk scratch holds it (:func:`col_floats`).
+forward and backward, where the chunk scratch holds it (:func:`col_floats`); the backward
+keeps im2col where a small kernel at least doubles the channels
+(:func:`conv_taps.backward_applies`).
 
 A 1×1 convolution with stride 1 and no padding needs no unfolding (``col`` is the input
 itself, as Caffe's ``is_1x1_`` and darknet's ``size == 1`` shortcut), and its input gradient is
@@ -271,7 +273,8 @@ def conv_backward(
     taps = _NO_TAPS
     groups, m, _ = weights.shape
     per_group = x.shape[1] // groups
-    if by_taps or (by_taps is None and conv_taps.applies(kernel, stride, pad, per_group)):
+    chosen = conv_taps.backward_applies(kernel, stride, pad, per_group, m)
+    if by_taps or (by_taps is None and chosen):
         fits = conv_taps.backward_fits(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw,
                                        col.shape[1], dcol.shape[1])  # fmt: skip
         if conv_taps.fits(kernel, stride, pad) and fits:
