@@ -98,3 +98,16 @@ def test_a_changed_backend_source_drops_every_cached_kernel(tmp_path: Path):
     assert jit_env.drop_stale_kernel_caches(tmp_path)
     assert not list(tmp_path.rglob("*.nb?"))
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_the_check_waits_for_the_kernels_and_runs_once(tmp_path: Path, monkeypatch):
+    """``configure_numba_environment`` only queues the in-tree check (``lr-schedule`` never
+    compiles); importing the CPU kernels runs it, once."""
+    (tmp_path / "cpu" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "cpu" / "kernels.py").write_text("x = 1\n")
+    monkeypatch.setattr(jit_env, "_UNCHECKED_CACHES", [tmp_path])
+    marker = tmp_path / "__pycache__" / jit_env.FINGERPRINT_FILE
+    assert not marker.exists()
+    jit_env.drop_stale_kernel_caches_once()
+    assert marker.read_text().strip() == jit_env.kernel_sources_fingerprint(tmp_path)
+    assert jit_env._UNCHECKED_CACHES == []

@@ -22,7 +22,9 @@ already set in the environment.
   inlining ``reduce.py``'s lane sums) kept running the old code when only that module changed.
   Where the caches live next to the sources, :func:`drop_stale_kernel_caches` compares a
   fingerprint of every backend source with the one the caches were written under and, when
-  it differs, deletes every cached kernel of the backends (recompiled on first use).
+  it differs, deletes every cached kernel of the backends (recompiled on first use). It runs
+  when the CPU kernels are imported (:func:`drop_stale_kernel_caches_once`), not on paths
+  that never compile (``lr-schedule``).
 """
 
 from __future__ import annotations
@@ -117,6 +119,18 @@ def drop_stale_kernel_caches(source_dir: Path = BACKENDS_DIR) -> bool:
     return True
 
 
+#: the backend folders whose in-tree caches are still to be checked (set by
+#: :func:`configure_numba_environment`, emptied by :func:`drop_stale_kernel_caches_once`)
+_UNCHECKED_CACHES: list[Path] = []
+
+
+def drop_stale_kernel_caches_once() -> None:
+    """:func:`drop_stale_kernel_caches` for the in-tree caches this process uses, once (the
+    CPU kernels' package calls it on import: Numba reads a cache at a kernel's first call)."""
+    while _UNCHECKED_CACHES:
+        drop_stale_kernel_caches(_UNCHECKED_CACHES.pop())
+
+
 def configure_numba_environment(
     environ: MutableMapping[str, str] | None = None,
     *,
@@ -139,7 +153,7 @@ def configure_numba_environment(
     if "NUMBA_CACHE_DIR" not in env and not in_tree:
         chosen["NUMBA_CACHE_DIR"] = user_jit_cache_dir()
     if in_tree and environ is None:
-        drop_stale_kernel_caches(source_dir)
+        _UNCHECKED_CACHES.append(source_dir)
     env.update(chosen)
     return chosen
 

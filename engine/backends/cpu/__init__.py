@@ -34,6 +34,9 @@ from dnupdate.engine.backends.cpu import (
     threads,
     update,
 )
+from dnupdate.engine.backends.jit_env import drop_stale_kernel_caches_once
+
+drop_stale_kernel_caches_once()  # before any kernel's first call reads its cache
 
 
 class CpuBackend(Backend):
