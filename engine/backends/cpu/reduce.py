@@ -77,31 +77,26 @@ def lanes_total(sums):
 
 
 @njit(inline="always")
-def _lane_total(block, added, add):
+def _rows_sum_squares(block, added, add):
     """``Σ f64(block)²`` over :data:`LANES` lanes (rows of LANES consecutive elements, element
-    ``k`` of a row into lane ``k``, the tail a shorter row, lanes added in order: the same bits
-    as :func:`segment_sum_squares`); with ``add`` (``added`` as long as ``block``),
-    ``block += added`` (float32) on each row once it is squared."""
+    ``k`` of a row into lane ``k``, the tail a shorter row, lanes added in order: the order of
+    :func:`segment_sum_squares`); with ``add`` (``added`` as long as ``block``), then
+    ``block += added`` (float32) over the whole block while it is in cache (one long loop:
+    adding row by row, 32 at a time, ran the 1.86M-float pass 1.25 against 0.8 ms)."""
     sums = np.zeros(LANES)
     for base in range(0, block.size, LANES):
-        end = min(base + LANES, block.size)
-        row = block[base:end]
-        _add_squares(row, sums)
-        if add:
-            extra = added[base:end]
-            for lane in range(row.size):
-                row[lane] = row[lane] + extra[lane]
+        _add_squares(block[base : min(base + LANES, block.size)], sums)
+    if add:
+        for i in range(block.size):
+            block[i] = block[i] + added[i]
     return lanes_total(sums)
 
 
 @njit(cache=True, nogil=True)
 def _block_sum_squares(first_block, end_block, buffer, starts, stops, partial):
-    sums = np.zeros(LANES)
     for j in range(first_block, end_block):
-        sums[:] = 0.0
-        for base in range(starts[j], stops[j], LANES):  # the tail: a shorter row, lanes 0…
-            _add_squares(buffer[base : min(base + LANES, stops[j])], sums)
-        partial[j] = lanes_total(sums)
+        block = buffer[starts[j] : stops[j]]
+        partial[j] = _rows_sum_squares(block, block, False)
 
 
 @njit(cache=True, nogil=True)
@@ -203,11 +198,11 @@ def unscaled_block_sums(block, carry, start, stop, summed, partial, j):
     """The rest of :func:`_block_unscale_sum_squares` once ``block`` (``buffer[start:stop]``)
     is unscaled: ``partial[j]`` its sum of squares (``summed``: the same lanes and order as
     :func:`segment_sum_squares`, so the same bits), then ``block += carry[start:stop]``
-    (``carry`` not empty), in the same loop where it is summed."""
+    (``carry`` not empty) while the block is in cache."""
     add = carry.size > 0
     added = carry[start:stop] if add else block
     if summed:
-        partial[j] = _lane_total(block, added, add)
+        partial[j] = _rows_sum_squares(block, added, add)
     elif add:
         for i in range(block.size):
             block[i] = block[i] + added[i]

@@ -433,10 +433,7 @@ def _darknet_block(
             change = np.float64(carry[i] - grads[i])  # the float32 difference, as the trainer's
             grad_lanes[lane] += change * change
         w = weights[i]
-        if rule == RULE_DARKNET_SGD:
-            w_new, u = _darknet_sgd(w, grads[i], rate, decay, momentum)
-            grads[i] = u
-        elif rule == RULE_DARKNET_ADAMW:
+        if rule == RULE_DARKNET_ADAMW:
             # dnupdate's darknet AdamW extension: grads hold darknet's Σ over the B images of
             # the NEGATIVE gradient, so torch's mean gradient is g = (−d)/B (one division)
             g = (-grads[i]) / k[K_BATCH]
