@@ -113,3 +113,58 @@ def test_fused_path_is_taken_for_equal_shapes(monkeypatch):
     x, add, delta, dx, da = _arrays((2, 8, 4, 4), (2, 4, 8, 8), 3)
     BACKEND.shortcut_forward(x, add, np.empty_like(x), 1.0, 1.0, None)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(("out_shape", "add_shape"), SHAPES)
+@pytest.mark.parametrize("activation", [None, "relu", "leaky"])
+@pytest.mark.parametrize(("alpha", "beta"), [(1.0, 1.0), (0.5, -1.5)])
+@pytest.mark.parametrize("assign", ["dx", "da", "both"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_assigning_is_adding_into_zeroed_deltas(out_shape, add_shape, activation, alpha, beta,
+                                                assign, threads):  # fmt: skip
+    """``assign_dx``/``assign_da`` (the network skipped the zeroing) give exactly the bits of
+    darknet's zero-then-add, signed zeros included (``0 + (−0) = +0``), over stale
+    contents; ``Backend``'s own composition (fill, then add) agrees."""
+    if assign != "dx" and out_shape != add_shape:
+        pytest.skip("assign_da needs da of delta's shape")
+    x, add, delta, dx, da = _arrays(out_shape, add_shape, 4)
+    delta.reshape(-1)[::7] = -0.0  # −0 products: the add into zeros makes them +0
+    code = _code(activation)
+    out = x.copy()
+    Backend.shortcut_forward(BACKEND, x, add, out, alpha, beta, code)
+    flags = {"assign_dx": assign != "da", "assign_da": assign != "dx"}
+    ref_delta, ref_dx, ref_da = delta.copy(), dx.copy(), da.copy()
+    if flags["assign_dx"]:
+        ref_dx[...] = 0.0
+    if flags["assign_da"]:
+        ref_da[...] = 0.0
+    Backend.shortcut_backward(BACKEND, out, ref_delta, ref_dx, ref_da, alpha, beta, code)
+    fused = delta.copy(), dx.copy(), da.copy()
+    _with_threads(threads, lambda: BACKEND.shortcut_backward(out, *fused, alpha, beta, code,
+                                                              **flags))  # fmt: skip
+    composed = delta.copy(), dx.copy(), da.copy()  # the composition other backends inherit
+    Backend.shortcut_backward(BACKEND, out, *composed, alpha, beta, code, **flags)
+    for got in (fused, composed):
+        for array, expected in zip(got, (ref_delta, ref_dx, ref_da), strict=True):
+            assert np.array_equal(array.view(np.uint32), expected.view(np.uint32))
+
+
+def test_assigning_turns_negative_zero_products_into_positive_zeros():
+    """The case the ``0 +`` is there for: a −0 product written as is would differ in sign
+    from darknet's add into a zeroed delta."""
+    shape = (1, 2, 3, 3)
+    delta = np.full(shape, -0.0, dtype=np.float32)
+    out = np.ones(shape, dtype=np.float32)
+    dx = np.full(shape, 5.0, dtype=np.float32)
+    da = np.full(shape, 5.0, dtype=np.float32)
+    BACKEND.shortcut_backward(out, delta, dx, da, 1.0, 1.0, None, assign_dx=True, assign_da=True)
+    assert not np.signbit(dx).any() and not np.signbit(da).any()
+    assert not dx.any() and not da.any()
+
+
+def test_assign_da_refuses_a_smaller_or_shared_da():
+    x, _, delta, dx, da = _arrays((2, 8, 4, 4), (2, 4, 8, 8), 5)
+    with pytest.raises(ValueError, match="assign_da"):
+        BACKEND.shortcut_backward(x, delta, dx, da, 1.0, 1.0, None, assign_da=True)
+    with pytest.raises(ValueError, match="assign_da"):
+        BACKEND.shortcut_backward(x, delta, dx, dx, 1.0, 1.0, None, assign_da=True)

@@ -74,9 +74,68 @@ def run(spec: NetSpec, passes: int = 2) -> tuple[Network, np.ndarray]:
 def test_bottoms_follow_the_graph_and_shared_deltas_are_zeroed():
     net, _ = run(residual_net(), passes=1)
     assert net.bottoms[:7] == [(-1,), (0,), (1,), (2, 0), (3,), (4, 3), (5, 4)]
-    # several consumers: always zeroed in forward, whatever the chain consumer can do
-    assert net._filled[0] and net._filled[3] and net._filled[4]
+    # several consumers: zeroed in forward unless the one whose backward runs first (the
+    # highest index) overwrites the whole delta: shortcut 3 writes layer 0's (same shape) and
+    # layer 2's (its only consumer); shortcut 5 reads 3 downsampled and route 6 reads 4 as
+    # its second source: those stay zeroed, and the chain consumers after them add
+    assert not net._filled[0] and not net._filled[2]
+    assert net.layers[3].assign_da and net.layers[3].assign_dx
+    assert net._filled[3] and net._filled[4]
+    assert not net.layers[5].assign_da
     assert net.layers[1].assign_dx is False and net.layers[4].assign_dx is False
+
+
+def chained_blocks_net() -> NetSpec:
+    """Three same-shape residual blocks, as a CIFAR ResNet's stage: each block's input (a
+    shortcut's output, or conv 0's) is read by the block's first conv and by the block's
+    shortcut, whose backward runs first; then a downsampling block."""
+    layers = [conv("0", 4, batch_normalize=True, activation="relu")]
+    block_input = "0"
+    for block in range(3):
+        first = str(len(layers))
+        layers += [
+            conv(first, 4, batch_normalize=True, activation="relu"),
+            conv(str(len(layers) + 1), 4, batch_normalize=True, activation="linear"),
+        ]
+        layers.append(ShortcutSpec(name=str(len(layers)), source=block_input,
+                                   activation="relu" if block != 1 else "leaky",
+                                   alpha=1.0 if block else 0.5))  # fmt: skip
+        block_input = layers[-1].name
+    layers += [
+        conv(str(len(layers)), 8, stride=2, batch_normalize=True, activation="relu"),
+        conv(str(len(layers) + 1), 8, batch_normalize=True, activation="linear"),
+    ]
+    layers += [
+        ShortcutSpec(name=str(len(layers)), source=block_input, activation="relu"),
+        PoolSpec(name=str(len(layers) + 1), method="ave", global_pooling=True,
+                 size_rule="floor"),
+        ConnectedSpec(name=str(len(layers) + 2), outputs=3, param_order="darknet"),
+        SoftmaxSpec(name=str(len(layers) + 3)),
+    ]  # fmt: skip
+    return NetSpec("blocks", InputSpec(3, 8, 8), tuple(layers))
+
+
+def _deltas_after_passes(spec: NetSpec, passes: int = 2) -> tuple[Network, list[np.ndarray]]:
+    net, grads = run(spec, passes)
+    return net, [layer.delta.copy() for layer in net.layers] + [grads]
+
+
+def test_chained_blocks_write_their_inputs_deltas_bit_for_bit(monkeypatch):
+    """Every same-shape block input is written by its shortcut, not zeroed; the deltas and
+    gradients after two passes are the bits of zeroing every delta (darknet's way)."""
+    net, optimised = _deltas_after_passes(chained_blocks_net())
+    zeroed = [index for index, zero in enumerate(net._filled) if zero]
+    # still zeroed: 9 (read downsampled by shortcut 12), 12 (the average pool adds), and the
+    # connected layer and softmax at the end (their readers add)
+    assert zeroed == [9, 12, 14, 15]
+    assert [index for index, layer in enumerate(net.layers) if getattr(layer, "assign_da", 0)] \
+        == [3, 6, 9]  # fmt: skip
+    monkeypatch.setattr(Network, "_deltas_to_zero", lambda self: [True] * len(self.layers))
+    plain_net, plain = _deltas_after_passes(chained_blocks_net())
+    assert all(plain_net._filled)
+    assert not any(getattr(layer, "assign_da", False) for layer in plain_net.layers)
+    for got, expected in zip(optimised, plain, strict=True):
+        assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
 def test_skipped_zeroing_gives_the_same_gradients_as_zeroing_every_delta(monkeypatch):

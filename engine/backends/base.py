@@ -217,17 +217,32 @@ class Backend:
             self.activate(out, code)
 
     def shortcut_backward(
-        self, out, delta, dx, da, alpha: float, beta: float, code: int | None
+        self,
+        out,
+        delta,
+        dx,
+        da,
+        alpha: float,
+        beta: float,
+        code: int | None,
+        assign_dx: bool = False,
+        assign_da: bool = False,
     ) -> None:
         """darknet ``backward_shortcut_layer``: ``delta ← delta·g(out)`` (``code`` None:
         linear), ``dx += alpha·delta`` over the whole output, then :meth:`shortcut` ``(delta →
-        da, 1, beta)``; None skips ``dx`` or ``da``. Backends may fuse the passes where the
-        result stays bit-identical."""
+        da, 1, beta)``; None skips ``dx`` or ``da``. ``assign_dx``/``assign_da``: that delta
+        was not zeroed in forward (this layer writes it first, ``Layer.assign_dx``); the
+        result must be the bits of adding into zeros (here: zeroed, then added). Backends may
+        fuse the passes where the result stays bit-identical."""
         if code is not None:
             self.activation_gradient(out, code, delta)
         if dx is not None:
+            if assign_dx:
+                self.fill(dx, 0.0)
             self.accumulate(dx, delta, alpha)
         if da is not None:
+            if assign_da:
+                self.fill(da, 0.0)
             self.shortcut(delta, da, 1.0, beta)
 
     def route_copy(self, src, out, offset: int, group: int = 0, groups: int = 1) -> None:

@@ -244,36 +244,51 @@ class Network:
         self._loss_layers = [layer for layer in self.layers if layer.has_loss]
 
     def _deltas_to_zero(self) -> list[bool]:
-        """Per layer, whether forward must zero its delta: yes, unless its only consumer
-        overwrites it in backward (``Layer.assign_dx``), runs backward at all (after the last
-        ``stop_backward``) and no other layer shares the delta's memory (darknet's in-place
-        dropout aliases its producer's). Every bottom of every layer counts as a consumer: a
-        delta several layers add into is always zeroed. A layer that clobbers its input delta
+        """Per layer, whether forward must zero its delta (darknet zeroes every delta before
+        each forward): not where the layer whose backward reaches that delta first (its reader
+        with the highest index: backward runs in reverse order) can overwrite all of it
+        (``Layer.can_assign_bottom``: e.g. ``assign_dx``, or a ``[shortcut]``'s ``from``),
+        runs backward at all (after the last ``stop_backward``), reads the delta once, and no
+        other layer shares the delta's memory (darknet's in-place dropout aliases its
+        producer's). That reader then writes ``0 + v`` where darknet adds ``v`` into zeros:
+        the same bits; the later readers add as before. A layer that clobbers its input delta
         (darknet's 1×1 convolution) is told to do so (``Layer.clear_dx``) where its producer
-        has other consumers."""
+        has other readers."""
         layers = self.layers
-        consumers = [0] * len(layers)
-        for bottoms in self.bottoms:
-            for bottom in bottoms:
+        readers: list[list[tuple[int, int]]] = [[] for _ in layers]
+        for index, bottoms in enumerate(self.bottoms):
+            for position, bottom in enumerate(bottoms):
                 if bottom >= 0:
-                    consumers[bottom] += 1
+                    readers[bottom].append((index, position))
         stops = [index for index, layer in enumerate(layers) if layer.spec.stop_backward]
         last_stop = max(stops, default=-1)
-        zero = [True] * len(layers)
         for index, (layer, source) in enumerate(zip(layers, self.sources, strict=True)):
-            if source < 0 or index <= last_stop:
-                continue
-            if consumers[source] != 1:
+            if source >= 0 and index > last_stop and len(readers[source]) != 1:
                 self._clear_if_clobbering(layer)
-                continue
-            delta = layers[source].delta
-            shared = any(
-                other is not layers[source] and _same_memory(other.delta, delta) for other in layers
-            )
-            if not shared and layer.can_assign_dx():
-                layer.assign_dx = True
-                zero[source] = False
-        return zero
+        return [
+            not self._first_reader_writes(source, readers[source], last_stop)
+            for source in range(len(layers))
+        ]
+
+    def _first_reader_writes(
+        self, source: int, readers: list[tuple[int, int]], last_stop: int
+    ) -> bool:
+        """Make the first reader in backward order of ``source``'s delta overwrite it, where
+        it can (see :meth:`_deltas_to_zero`); whether it does."""
+        if not readers:
+            return False
+        index, position = max(readers)
+        if index <= last_stop or sum(1 for reader, _ in readers if reader == index) > 1:
+            return False
+        layers = self.layers
+        delta = layers[source].delta
+        shared = any(
+            other is not layers[source] and _same_memory(other.delta, delta) for other in layers
+        )
+        if shared or not layers[index].can_assign_bottom(position):
+            return False
+        layers[index].assign_bottom(position)
+        return True
 
     def _clear_if_clobbering(self, layer: Layer) -> None:
         if not layer.clobbers_dx:

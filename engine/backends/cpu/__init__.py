@@ -176,9 +176,11 @@ class CpuBackend(Backend):
     def shortcut_forward(self, x, add, out, s1, s2, code):
         graph.shortcut_forward(x, add, out, s1, s2, activations.LINEAR if code is None else code)
 
-    def shortcut_backward(self, out, delta, dx, da, alpha, beta, code):
+    def shortcut_backward(
+        self, out, delta, dx, da, alpha, beta, code, assign_dx=False, assign_da=False
+    ):  # fmt: skip
         code = activations.LINEAR if code is None else code
-        graph.shortcut_backward(out, delta, dx, da, alpha, beta, code)
+        graph.shortcut_backward(out, delta, dx, da, alpha, beta, code, assign_dx, assign_da)
 
     route_copy = staticmethod(graph.route_copy)
     route_add = staticmethod(graph.route_add)

@@ -81,14 +81,33 @@ def _axpy_block(dx, delta, alpha):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _axpy_zeroed_block(dx, delta, alpha):  # pragma: no cover - compiled
+    """:func:`_axpy_block` into a delta darknet would have zeroed: ``0 + alpha·delta`` (the
+    addition kept: it turns a −0 product into +0, as the add into a zeroed array does)."""
+    zero = np.float32(0.0)
+    for i in range(dx.size):
+        dx[i] = zero + alpha * delta[i]
+
+
+@njit(cache=True)
 def _shortcut_add_block(da, delta, beta):  # pragma: no cover - compiled
     one = np.float32(1.0)
     for i in range(da.size):
         da[i] = one * da[i] + beta * delta[i]
 
 
+@njit(cache=True)
+def _shortcut_add_zeroed_block(da, delta, beta):  # pragma: no cover - compiled
+    """:func:`_shortcut_add_block` into a zeroed ``da``: ``1·0 + beta·delta = 0 + beta·delta``."""
+    zero = np.float32(0.0)
+    for i in range(da.size):
+        da[i] = zero + beta * delta[i]
+
+
 @njit(cache=True, parallel=True)
-def _shortcut_backward_flat(out, delta, dx, da, alpha, beta, code):  # pragma: no cover
+def _shortcut_backward_flat(
+    out, delta, dx, da, alpha, beta, code, dx_zeroed, da_zeroed
+):  # pragma: no cover - compiled
     n = delta.size
     for block in prange((n + BLOCK - 1) // BLOCK):
         lo = block * BLOCK
@@ -96,9 +115,15 @@ def _shortcut_backward_flat(out, delta, dx, da, alpha, beta, code):  # pragma: n
         if code != LINEAR:
             _gradient_array(out[lo:hi], code, delta[lo:hi])
         if dx.size > 0:
-            _axpy_block(dx[lo:hi], delta[lo:hi], alpha)
+            if dx_zeroed:
+                _axpy_zeroed_block(dx[lo:hi], delta[lo:hi], alpha)
+            else:
+                _axpy_block(dx[lo:hi], delta[lo:hi], alpha)
         if da.size > 0:
-            _shortcut_add_block(da[lo:hi], delta[lo:hi], beta)
+            if da_zeroed:
+                _shortcut_add_zeroed_block(da[lo:hi], delta[lo:hi], beta)
+            else:
+                _shortcut_add_block(da[lo:hi], delta[lo:hi], beta)
 
 
 def _flat(array: np.ndarray) -> np.ndarray:
@@ -129,21 +154,30 @@ def shortcut_backward(
     alpha: float,
     beta: float,
     code: int,
+    assign_dx: bool = False,
+    assign_da: bool = False,
 ) -> None:
     """darknet's ``backward_shortcut_layer``: ``delta ← delta·g(out)``; ``dx += alpha·delta``
     (``axpy_cpu`` over the whole output); ``shortcut_cpu(delta → da, 1, beta)``. None skips
-    ``dx`` or ``da``. One fused pass where ``delta`` and ``da`` have the same shape."""
+    ``dx`` or ``da``. One fused pass where ``delta`` and ``da`` have the same shape.
+    ``assign_dx``/``assign_da``: that delta was not zeroed (this pass is the first to write
+    it, ``Layer.assign_dx``): it gets ``0 + alpha·delta`` / ``0 + beta·delta``, the same bits
+    as adding into zeros (``assign_da`` needs ``da`` of ``delta``'s shape, and ``dx`` and
+    ``da`` distinct arrays)."""
+    if assign_da and (da is None or da.shape != delta.shape or da is dx):
+        raise ValueError("shortcut_backward: assign_da needs a distinct da of delta's shape")
+    no_dx = _EMPTY if dx is None else _flat(dx)
     if da is None or da.shape == delta.shape:
         _shortcut_backward_flat(
-            _flat(out), _flat(delta), _EMPTY if dx is None else _flat(dx),
-            _EMPTY if da is None else _flat(da), np.float32(alpha), np.float32(beta), code,
+            _flat(out), _flat(delta), no_dx, _EMPTY if da is None else _flat(da),
+            np.float32(alpha), np.float32(beta), code, assign_dx, assign_da,
         )  # fmt: skip
         return
     if code != LINEAR:
         _gradient_array(_flat(out), code, _flat(delta))
     if dx is not None:
-        _shortcut_backward_flat(_flat(out), _flat(delta), _flat(dx), _EMPTY,
-                                np.float32(alpha), np.float32(beta), LINEAR)  # fmt: skip
+        _shortcut_backward_flat(_flat(out), _flat(delta), no_dx, _EMPTY, np.float32(alpha),
+                                np.float32(beta), LINEAR, assign_dx, False)  # fmt: skip
     shortcut(delta, da, 1.0, beta)
 
 

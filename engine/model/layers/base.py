@@ -86,6 +86,19 @@ class Layer:
         """Whether :meth:`backward` can overwrite the whole of ``dx`` (see ``assign_dx``)."""
         return False
 
+    def can_assign_bottom(self, position: int) -> bool:
+        """Whether :meth:`backward` can overwrite the whole delta of its ``position``-th
+        bottom (0: the chain input ``dx``, :meth:`can_assign_dx`; others: layers reading
+        several outputs, e.g. a ``[shortcut]``'s ``from``)."""
+        return position == 0 and self.can_assign_dx()
+
+    def assign_bottom(self, position: int) -> None:
+        """Make :meth:`backward` overwrite that bottom's delta (the network then skips its
+        zeroing); only where :meth:`can_assign_bottom` holds."""
+        if not self.can_assign_bottom(position):
+            raise ValueError(f"layer {self.name}: cannot overwrite the delta of bottom {position}")
+        self.assign_dx = True
+
     def bind_workspace(self, workspace: Array) -> None:
         """Receive the network's shared scratch (at least :meth:`workspace_size` floats)."""
 

@@ -44,15 +44,36 @@ class ShortcutLayer(Layer):
         self.alpha, self.beta = spec.alpha, spec.beta
         self.act = DarknetActivation(ctx.backend, spec.activation)
 
+    #: set by the network (:meth:`assign_bottom` 1): backward writes the ``from`` layer's
+    #: delta, which forward then does not zero (this layer is the first to reach it)
+    assign_da = False
+
     def forward(self, x, train: bool) -> None:
         self.backend.shortcut_forward(
             x, self.add_output, self.output, self.alpha, self.beta, self.act.tail_code
         )
 
+    def can_assign_dx(self) -> bool:
+        return True  # dx += alpha·delta over the whole output (dx has the output's shape)
+
+    def can_assign_bottom(self, position: int) -> bool:
+        if position == 1:  # da += beta·delta: the whole of da only where the shapes match
+            return self.add_delta is not None and self.add_delta.shape == self.delta.shape
+        return super().can_assign_bottom(position)
+
+    def assign_bottom(self, position: int) -> None:
+        if position != 1:
+            super().assign_bottom(position)
+        elif not self.can_assign_bottom(1):
+            raise ValueError(f"layer {self.name}: cannot overwrite the from layer's delta")
+        else:
+            self.assign_da = True
+
     def backward(self, x, dx) -> None:
         self.backend.shortcut_backward(
-            self.output, self.delta, dx, self.add_delta, self.alpha, self.beta, self.act.tail_code
-        )
+            self.output, self.delta, dx, self.add_delta, self.alpha, self.beta,
+            self.act.tail_code, assign_dx=self.assign_dx, assign_da=self.assign_da,
+        )  # fmt: skip
 
 
 class RouteLayer(Layer):
