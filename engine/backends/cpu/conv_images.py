@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from dnupdate.engine.backends.cpu import conv_taps
+from dnupdate.engine.backends.cpu import conv_direct, conv_taps
 from dnupdate.engine.backends.cpu.activations import LINEAR
 from dnupdate.engine.backends.cpu.conv import fold_image_add, unfold_image
 from dnupdate.engine.backends.cpu.conv_taps import backward_image as taps_backward_image
@@ -54,15 +54,21 @@ def _chunk(p, chunks, batch):
 
 
 @njit(cache=True)
-def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, code, tail, taps):
+def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, code, tail, taps,
+                    packed, table):  # fmt: skip
     """Images ``[first, end)`` of the forward pass, with one chunk's ``col (K, N)``; with
-    ``taps`` (non-empty, :func:`conv_taps.tap_weights`) by one GEMM per kernel tap."""
+    ``packed`` (non-empty, :func:`conv_direct.pack`) by the micro-kernel, with ``taps``
+    (non-empty, :func:`conv_taps.tap_weights`) by one GEMM per kernel tap."""
     kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     per_group = x.shape[1] // weights.shape[0]
     groups, m, k = weights.shape
     n = out_h * out_w
     for b in range(first, end):
         for g in range(groups):
+            if packed.size > 0:
+                conv_direct.conv_image(x[b], packed[g], table, out[b], col.reshape(-1),
+                                       g * per_group, g * m, m, geometry, True)  # fmt: skip
+                continue
             if taps.size > 0:
                 taps_forward_image(x[b], taps[g], out[b], col.reshape(-1), g * per_group, g * m,
                                    geometry)  # fmt: skip
@@ -83,35 +89,45 @@ def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, co
 
 
 @njit(cache=True, nogil=True)
-def _forward_chunks(p0, p1, x, weights, out, col, geometry, direct, bias, code, tail, taps):
+def _forward_chunks(p0, p1, x, weights, out, col, geometry, direct, bias, code, tail, taps,
+                    packed, table):  # fmt: skip
     """Chunks ``[p0, p1)`` of the forward pass (releases the GIL: run by ``share_out``)."""
     chunks = col.shape[0]
     for p in range(p0, p1):
         first, end = _chunk(p, chunks, x.shape[0])
         _forward_images(x, weights, out, col[p], first, end, geometry, direct, bias, code, tail,
-                        taps)  # fmt: skip
+                        taps, packed, table)  # fmt: skip
 
 
 @njit(cache=True)
 def _backward_images(
     x, weights, delta, dx, col, dcol, partial, sums, first, end, geometry, direct, y, code, tail,
-    assign, taps,
+    assign, taps, packed_dx, table_dx, geometry_dx,
 ):  # fmt: skip
     """Images ``[first, end)`` of the backward pass, into one chunk's ``partial (G, K, m)``
     and bias ``sums``, with its ``col``/``dcol (K, N)``; with ``taps`` (non-empty) by one GEMM
-    per kernel tap (:func:`conv_taps.backward_image`)."""
+    per kernel tap (:func:`conv_taps.backward_image`); with ``packed_dx`` (non-empty, the
+    flipped weights, :func:`conv_direct.flipped_weights`) the input gradient by the
+    micro-kernel, in ``dcol``."""
     kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     per_group = x.shape[1] // weights.shape[0]
     groups, m, k = weights.shape
     n = out_h * out_w
-    want_dx = dx.size > 0
+    micro_dx = dx.size > 0 and packed_dx.size > 0
+    want_dx = dx.size > 0 and not micro_dx
     no_dx = np.empty((0, 0, 0), dtype=np.float32)
+    in_n = dx.shape[2] * dx.shape[3] if dx.size > 0 else 0
     for b in range(first, end):
         beta = np.float32(0.0) if b == first else np.float32(1.0)
         if tail:
             image_backward(y[b], delta[b], sums, code, b == first)
         for g in range(groups):
             c0 = g * per_group
+            if micro_dx:  # dx_b[group] (+)= the flipped convolution of delta_b[group]
+                delta_image = delta[b].reshape(delta.shape[1], out_h, out_w)
+                conv_direct.conv_image(delta_image, packed_dx[g], table_dx,
+                                       dx[b].reshape(dx.shape[1], in_n), dcol.reshape(-1), g * m,
+                                       c0, per_group, geometry_dx, assign)  # fmt: skip
             if taps.size > 0:
                 dx_b = dx[b] if want_dx else no_dx
                 taps_backward_image(x[b], delta[b], taps[g], partial[g], dx_b, col.reshape(-1),
@@ -155,7 +171,7 @@ def _backward_images(
 @njit(cache=True, nogil=True)
 def _backward_chunks(
     p0, p1, x, weights, delta, dx, col, dcol, partial, sums, geometry, direct, y, code, tail,
-    assign, taps,
+    assign, taps, packed_dx, table_dx, geometry_dx,
 ):  # fmt: skip
     """Chunks ``[p0, p1)`` of the backward pass (releases the GIL: run by ``share_out``)."""
     chunks = col.shape[0]
@@ -163,7 +179,7 @@ def _backward_chunks(
         first, end = _chunk(p, chunks, x.shape[0])
         _backward_images(
             x, weights, delta, dx, col[p], dcol[p], partial[p], sums[p], first, end, geometry,
-            direct, y, code, tail, assign, taps,
+            direct, y, code, tail, assign, taps, packed_dx, table_dx, geometry_dx,
         )  # fmt: skip
 
 
@@ -196,6 +212,7 @@ def is_direct(kernel, stride, pad, dilation) -> bool:
 
 _NO_FLOATS = np.empty(0, dtype=np.float32)
 _NO_TAPS = np.empty((0, 0, 0, 0), dtype=np.float32)
+_NO_TABLE = np.empty(0, dtype=np.int64)
 
 
 def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) -> int:
@@ -207,19 +224,55 @@ def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) ->
     if conv_taps.applies(kernel, stride, pad, per_group):
         taps = conv_taps.forward_floats(per_group, m, kernel, pad, dilation, x_shape[2:], out_hw)
         floats = max(floats, taps)
+    if conv_direct.applies(kernel, stride, pad, per_group, out_hw[1]):
+        direct = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x_shape[2:])
+        floats = max(floats, direct)
     return floats
+
+
+def _micro_forward(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
+    """``(packed, table)`` for the micro-kernel's forward (:mod:`conv_direct`), or empty ones
+    where it does not apply, the scratch is short or ``by_micro`` is False."""
+    per_group = x.shape[1] // weights.shape[0]
+    chosen = conv_direct.applies(kernel, stride, pad, per_group, out_hw[1])
+    need = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x.shape[2:])
+    if by_micro is False or not chosen or col.shape[1] < need:
+        if by_micro:
+            raise ValueError("conv_images: no micro-kernel forward for this geometry or scratch")
+        return _NO_TAPS, _NO_TABLE
+    padded_hw = (x.shape[2] + 2 * pad[0], x.shape[3] + 2 * pad[1])
+    return conv_direct.pack(weights), conv_direct.offsets(per_group, kernel, dilation, padded_hw)
+
+
+def _micro_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_micro):
+    """``(packed, table, geometry)`` of the input gradient's flipped convolution by the
+    micro-kernel, or empty ones (as :func:`_micro_forward`)."""
+    m = weights.shape[1]
+    chosen = conv_direct.dx_applies(kernel, stride, pad, dilation, m, x.shape[3])
+    geometry = conv_direct.dx_geometry(kernel, pad, dilation, x.shape[2:])
+    need = conv_direct.scratch_floats(m, kernel, geometry[4:6], dilation, out_hw)
+    if by_micro is False or not chosen or dcol.shape[1] < need:
+        if by_micro:
+            raise ValueError("conv_images: no micro-kernel input gradient for this geometry")
+        return _NO_TAPS, _NO_TABLE, geometry
+    flipped = conv_direct.flipped_weights(weights, kernel)
+    padded_hw = (out_hw[0] + 2 * geometry[4], out_hw[1] + 2 * geometry[5])
+    table = conv_direct.offsets(m, kernel, dilation, padded_hw)
+    return conv_direct.pack(flipped), table, geometry
 
 
 def conv_forward(
     x, weights, out, col, kernel, stride, pad, dilation, out_hw, bias=None, activation=None,
-    by_taps=None,
+    by_taps=None, by_micro=None,
 ) -> None:  # fmt: skip
     """``out[b, g·m:(g+1)·m] = W_g · im2col(x_b)_g`` for every image (module docstring);
     ``col`` ``(P, …)`` is scratch (its first axis sets the chunk count; :func:`col_floats`
     per chunk). With ``bias`` and/or ``activation`` (a darknet code), darknet's tail without
     batch norm follows each image: ``y = act(y + bias)``. A stride-1 convolution with enough
     scratch runs one GEMM per kernel tap (:mod:`conv_taps`) unless ``by_taps=False``;
-    ``by_taps=True`` requires it."""
+    ``by_taps=True`` requires it. Before either, where :func:`conv_direct.applies`, the
+    register-blocked micro-kernel (:mod:`conv_direct`) unless ``by_micro=False``
+    (``by_micro=True`` requires it)."""
     _require_contiguous(x=x, weights=weights, out=out, col=col)
     direct = is_direct(kernel, stride, pad, dilation)
     code = LINEAR if activation is None else activation
@@ -238,14 +291,16 @@ def conv_forward(
             taps = conv_taps.tap_weights(weights, kernel)
     if by_taps and not taps.size:
         raise ValueError("conv_images: no per-tap forward for this geometry or scratch")
+    micro = by_micro if by_taps is None else False
+    packed, table = _micro_forward(x, weights, col, kernel, stride, pad, dilation, out_hw, micro)
     share_out(_forward_chunks, col.shape[0], x, weights, out3, col, geometry, direct, bias,
-               code, tail, taps)  # fmt: skip
+               code, tail, taps, packed, table)  # fmt: skip
 
 
 def conv_backward(
     x, weights, delta, dweights, dx, col, dcol, partial, alpha, kernel, stride, pad, dilation,
     out_hw, output=None, activation=None, dbias=None, bias_partial=None, assign_dx=False,
-    by_taps=None,
+    by_taps=None, by_micro=None,
 ) -> None:  # fmt: skip
     """``dweights += alpha · Σ_b delta_b · im2col(x_b)ᵀ`` and, unless ``dx`` is None,
     ``dx += col2im(Wᵀ · delta_b)`` (module docstring). ``col``/``dcol`` ``(P, K, N)`` and
@@ -254,7 +309,10 @@ def conv_backward(
     backward tail without batch norm runs first on each image: ``delta ← delta·g(y)`` (in
     place, as darknet) and ``dbias += alpha·Σ delta``. ``assign_dx``: ``dx = …`` instead of
     ``+=`` (each image's planes zeroed in cache first; ``Layer.assign_dx``). ``by_taps`` as in
-    :func:`conv_forward` (the taps' backward needs :func:`conv_taps.backward_fits` scratch)."""
+    :func:`conv_forward` (the taps' backward needs :func:`conv_taps.backward_fits` scratch).
+    The input gradient takes the micro-kernel where :func:`conv_direct.dx_applies` (the
+    flipped convolution of ``delta``, in ``dcol``), whichever path computes ``dweights``;
+    ``by_micro`` as in :func:`conv_forward`."""
     _require_contiguous(x=x, weights=weights, delta=delta, dweights=dweights, dx=dx, output=output)
     direct = is_direct(kernel, stride, pad, dilation)
     batch = x.shape[0]
@@ -281,9 +339,14 @@ def conv_backward(
             taps = conv_taps.tap_weights(weights, kernel)
     if by_taps and not taps.size:
         raise ValueError("conv_images: no per-tap backward for this geometry or scratch")
+    packed_dx, table_dx, geometry_dx = _NO_TAPS, _NO_TABLE, geometry
+    if dx.size > 0:
+        micro = by_micro if by_taps is None else False
+        packed_dx, table_dx, geometry_dx = _micro_dx(x, weights, dcol, kernel, stride, pad,
+                                                     dilation, out_hw, micro)  # fmt: skip
     share_out(
         _backward_chunks, chunks, x, weights, delta3, dx, col, dcol, partial[:chunks], sums,
-        geometry, direct, y, code, tail, assign_dx, taps,
+        geometry, direct, y, code, tail, assign_dx, taps, packed_dx, table_dx, geometry_dx,
     )  # fmt: skip
     _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True)
     if dbias is not None:
