@@ -95,7 +95,7 @@ def test_the_forward_matches_the_reference_and_the_old_paths(case):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_the_input_gradient_matches_the_reference(case):
+def test_the_backward_matches_the_reference_and_the_old_paths(case):
     x, weights, geometry = _setup(case, seed=3)
     (kh, kw), _, pad, dilation, out_hw = geometry
     groups, m, k = weights.shape
@@ -109,7 +109,7 @@ def test_the_input_gradient_matches_the_reference(case):
     _, dx_assigned = _backward(x, weights, geometry, delta, by_micro=True, assign=True)
     np.testing.assert_allclose(dx_assigned, dx_want, rtol=1e-4, atol=1e-4)
     dw_old, dx_old = _backward(x, weights, geometry, delta, by_micro=False)
-    np.testing.assert_array_equal(dw, dw_old)  # the weight gradient keeps its path
+    np.testing.assert_allclose(dw, dw_old, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(dx, dx_old, rtol=1e-5, atol=1e-4)
 
 

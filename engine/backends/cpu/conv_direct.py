@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit
 
 from dnupdate.engine.backends.cpu import conv_taps, microkernel
+from dnupdate.engine.backends.cpu.conv import _u
 from dnupdate.engine.backends.cpu.conv_taps import pad_group
 
 LANES = microkernel.LANES
@@ -140,3 +141,100 @@ def conv_image(x_b, packed_g, table, out_b, scratch, c0, f0, m, geometry, assign
     target = out_b[f0:].ctypes.data
     _gemm(packed_g, table, xp.ctypes.data, target, out_h * out_w, m, out_h, out_w, wp,
           not assign)  # fmt: skip
+
+
+# ---- the weight gradient: one implicit GEMM per tap, the k-loop over the pixels ---------------
+
+
+def dw_applies(kernel, stride, pad, per_group, out_w) -> bool:
+    """Whether a convolution's weight gradient takes the micro-kernel: the forward's rule
+    (:func:`applies`)."""
+    return applies(kernel, stride, pad, per_group, out_w)
+
+
+def dw_scratch_floats(channels, m, kernel, pad, dilation, in_hw, out_hw) -> int:
+    """Floats of one image's weight-gradient scratch: the padded group channels-last
+    (:func:`pad_channels_last`) with its ``d·(kw − 1)·C`` slack, and the packed output
+    gradient (:func:`pack_delta`)."""
+    hp, wp = in_hw[0] + 2 * pad[0], in_hw[1] + 2 * pad[1]
+    tiles = -(-m // ROWS)
+    return (hp * wp + dilation * (kernel[1] - 1)) * channels + tiles * ROWS * out_hw[0] * out_hw[1]
+
+
+def pixel_offsets(channels, out_hw, padded_w) -> np.ndarray:
+    """``off[oy·out_w + ox] = (oy·Wp + ox)·C`` (int64): the channels-last padded image's pixel
+    under output pixel ``(oy, ox)`` for the tap ``(0, 0)``, in floats."""
+    oy, ox = np.meshgrid(np.arange(out_hw[0]), np.arange(out_hw[1]), indexing="ij")
+    return ((oy * padded_w + ox) * channels).reshape(-1).astype(np.int64)
+
+
+@njit(cache=True)
+def pad_channels_last(x_b, c0, channels, xt, ph, pw):
+    """``xt[((y + p_h)·Wp + x + p_w)·C + c] = x_b[c0 + c, y, x]``, 0 in the padding and the
+    slack after the last pixel (pixel by pixel: each pixel's channels one contiguous store)."""
+    height, width = x_b.shape[1], x_b.shape[2]
+    source = x_b.reshape(-1)
+    plane = height * width
+    wp = width + 2 * pw
+    zero = np.float32(0.0)
+    for i in range(ph * wp * channels):  # top rows
+        xt[_u(i)] = zero
+    for y in range(height):
+        row = (y + ph) * wp * channels
+        for i in range(pw * channels):  # left and right padding
+            xt[_u(row + i)] = zero
+            xt[_u(row + (pw + width) * channels + i)] = zero
+        for x in range(width):
+            pixel = row + (pw + x) * channels
+            start = c0 * plane + y * width + x
+            for c in range(channels):
+                xt[_u(pixel + c)] = source[_u(start + c * plane)]
+    for i in range((height + ph) * wp * channels, xt.size):  # bottom rows and slack
+        xt[_u(i)] = zero
+
+
+@njit(cache=True)
+def pack_delta(delta_b, f0, m, packed):
+    """``packed[t, p, r] = delta_b[f0 + t·R + r, p]`` (0 past ``m``): the output gradient of one
+    group as :func:`microkernel.pack_rows` tiles of :data:`ROWS` channels, ``packed`` flat."""
+    n = delta_b.shape[1]
+    source = delta_b.reshape(-1)
+    zero = np.float32(0.0)
+    for t in range((m + ROWS - 1) // ROWS):
+        live = min(ROWS, m - t * ROWS)
+        start = (f0 + t * ROWS) * n
+        for p in range(n):
+            base = (t * n + p) * ROWS
+            for r in range(live):
+                packed[_u(base + r)] = source[_u(start + r * n + p)]
+            for r in range(live, ROWS):
+                packed[_u(base + r)] = zero
+
+
+@njit(cache=True)
+def weight_grad_image(x_b, delta_b, partial_g, scratch, table, c0, f0, m, geometry, accumulate):
+    """``partial[tap, f, c] (+)= Σ_p delta_b[f0 + f, p] · x_pad[c, shift_tap(p)]`` for one group
+    of one image, ``partial_g`` flat ``(T, m, C)`` (``=`` unless ``accumulate``): per tap one
+    tile per :data:`ROWS` output channels (the packed ``delta``, broadcast) and 16 input
+    channels (a channels-last row of the padded image, :func:`pad_channels_last`), the k-loop
+    over the pixels through ``table`` (:func:`pixel_offsets`). Each element is one FMA chain over
+    the image's pixels in order."""
+    kh, kw, _sh, _sw, ph, pw, dil, out_h, out_w = geometry
+    channels = partial_g.size // (kh * kw * m)
+    wp = x_b.shape[2] + 2 * pw
+    n = out_h * out_w
+    padded = ((x_b.shape[1] + 2 * ph) * wp + dil * (kw - 1)) * channels
+    xt = scratch[:padded]
+    tiles = (m + ROWS - 1) // ROWS
+    packed = scratch[padded : padded + tiles * ROWS * n]
+    pad_channels_last(x_b, c0, channels, xt, ph, pw)
+    pack_delta(delta_b, f0, m, packed)
+    target = partial_g.ctypes.data
+    for tap in range(kh * kw):
+        shift = ((tap // kw) * dil * wp + (tap % kw) * dil) * channels
+        for t in range(tiles):
+            a = packed[t * n * ROWS :].ctypes.data
+            for cb in range(0, channels, LANES):
+                _tile(a, xt[shift + cb :].ctypes.data, table.ctypes.data, n,
+                      target + 4 * ((tap * m + t * ROWS) * channels + cb), channels,
+                      min(ROWS, m - t * ROWS), min(LANES, channels - cb), accumulate)  # fmt: skip

@@ -102,13 +102,14 @@ def _forward_chunks(p0, p1, x, weights, out, col, geometry, direct, bias, code, 
 @njit(cache=True)
 def _backward_images(
     x, weights, delta, dx, col, dcol, partial, sums, first, end, geometry, direct, y, code, tail,
-    assign, taps, packed_dx, table_dx, geometry_dx,
+    assign, taps, packed_dx, table_dx, geometry_dx, table_dw,
 ):  # fmt: skip
     """Images ``[first, end)`` of the backward pass, into one chunk's ``partial (G, K, m)``
     and bias ``sums``, with its ``col``/``dcol (K, N)``; with ``taps`` (non-empty) by one GEMM
     per kernel tap (:func:`conv_taps.backward_image`); with ``packed_dx`` (non-empty, the
     flipped weights, :func:`conv_direct.flipped_weights`) the input gradient by the
-    micro-kernel, in ``dcol``."""
+    micro-kernel, in ``dcol``; with ``table_dw`` (non-empty, :func:`conv_direct.pixel_offsets`)
+    the weight gradient by the micro-kernel into ``partial`` laid out ``(G, T, m, C/G)``."""
     kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     per_group = x.shape[1] // weights.shape[0]
     groups, m, k = weights.shape
@@ -128,6 +129,11 @@ def _backward_images(
                 conv_direct.conv_image(delta_image, packed_dx[g], table_dx,
                                        dx[b].reshape(dx.shape[1], in_n), dcol.reshape(-1), g * m,
                                        c0, per_group, geometry_dx, assign)  # fmt: skip
+            if table_dw.size > 0:  # only with the input gradient done above (or none wanted)
+                conv_direct.weight_grad_image(x[b], delta[b], partial[g].reshape(-1),
+                                              col.reshape(-1), table_dw, c0, g * m, m, geometry,
+                                              b != first)  # fmt: skip
+                continue
             if taps.size > 0:
                 dx_b = dx[b] if want_dx else no_dx
                 taps_backward_image(x[b], delta[b], taps[g], partial[g], dx_b, col.reshape(-1),
@@ -171,7 +177,7 @@ def _backward_images(
 @njit(cache=True, nogil=True)
 def _backward_chunks(
     p0, p1, x, weights, delta, dx, col, dcol, partial, sums, geometry, direct, y, code, tail,
-    assign, taps, packed_dx, table_dx, geometry_dx,
+    assign, taps, packed_dx, table_dx, geometry_dx, table_dw,
 ):  # fmt: skip
     """Chunks ``[p0, p1)`` of the backward pass (releases the GIL: run by ``share_out``)."""
     chunks = col.shape[0]
@@ -179,15 +185,22 @@ def _backward_chunks(
         first, end = _chunk(p, chunks, x.shape[0])
         _backward_images(
             x, weights, delta, dx, col[p], dcol[p], partial[p], sums[p], first, end, geometry,
-            direct, y, code, tail, assign, taps, packed_dx, table_dx, geometry_dx,
+            direct, y, code, tail, assign, taps, packed_dx, table_dx, geometry_dx, table_dw,
         )  # fmt: skip
 
 
-def _add_chunk_sums(partial: np.ndarray, out: np.ndarray, alpha: float, transposed: bool):
-    """``out += alpha · Σ_p partial[p]`` (``partial[p]ᵀ`` per group when ``transposed``):
-    NumPy's sum over the chunk axis adds the chunks in order, whatever the thread count."""
+def _add_chunk_sums(
+    partial: np.ndarray, out: np.ndarray, alpha: float, transposed: bool, taps: int = 0
+):
+    """``out += alpha · Σ_p partial[p]`` (``partial[p]ᵀ`` per group when ``transposed``; with
+    ``taps`` > 0 each group's ``(T, m, C)`` of the micro-kernel's weight gradient reordered to
+    ``(m, C·T)``): NumPy's sum over the chunk axis adds the chunks in order, whatever the
+    thread count."""
     total = partial[0] if partial.shape[0] == 1 else np.sum(partial, axis=0)
-    if transposed:
+    if taps:
+        groups, m = out.shape[0], out.shape[1]
+        total = total.reshape(groups, taps, m, -1).transpose(0, 2, 3, 1).reshape(out.shape)
+    elif transposed:
         total = total.swapaxes(-1, -2)
     if alpha == 1.0:
         np.add(out, total, out=out)
@@ -226,7 +239,9 @@ def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) ->
         floats = max(floats, taps)
     if conv_direct.applies(kernel, stride, pad, per_group, out_hw[1]):
         direct = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x_shape[2:])
-        floats = max(floats, direct)
+        dw = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, x_shape[2:],
+                                           out_hw)  # fmt: skip
+        floats = max(floats, direct, dw)
     return floats
 
 
@@ -261,6 +276,18 @@ def _micro_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_micro)
     return conv_direct.pack(flipped), table, geometry
 
 
+def _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
+    """The pixel table of the weight gradient by the micro-kernel
+    (:func:`conv_direct.weight_grad_image`), or an empty one (as :func:`_micro_forward`)."""
+    groups, m, _ = weights.shape
+    per_group = x.shape[1] // groups
+    chosen = conv_direct.dw_applies(kernel, stride, pad, per_group, out_hw[1])
+    need = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw)
+    if by_micro is False or not chosen or col.shape[1] < need:
+        return _NO_TABLE
+    return conv_direct.pixel_offsets(per_group, out_hw, x.shape[3] + 2 * pad[1])
+
+
 def conv_forward(
     x, weights, out, col, kernel, stride, pad, dilation, out_hw, bias=None, activation=None,
     by_taps=None, by_micro=None,
@@ -284,15 +311,15 @@ def conv_forward(
     taps = _NO_TAPS
     groups, m, _ = weights.shape
     per_group = x.shape[1] // groups
-    chosen = conv_taps.applies(kernel, stride, pad, per_group)
+    micro = by_micro if by_taps is None else False
+    packed, table = _micro_forward(x, weights, col, kernel, stride, pad, dilation, out_hw, micro)
+    chosen = conv_taps.applies(kernel, stride, pad, per_group) and not packed.size
     if by_taps or (by_taps is None and chosen):
         need = conv_taps.forward_floats(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw)
         if conv_taps.fits(kernel, stride, pad) and col.shape[1] >= need:
             taps = conv_taps.tap_weights(weights, kernel)
     if by_taps and not taps.size:
         raise ValueError("conv_images: no per-tap forward for this geometry or scratch")
-    micro = by_micro if by_taps is None else False
-    packed, table = _micro_forward(x, weights, col, kernel, stride, pad, dilation, out_hw, micro)
     share_out(_forward_chunks, col.shape[0], x, weights, out3, col, geometry, direct, bias,
                code, tail, taps, packed, table)  # fmt: skip
 
@@ -340,14 +367,21 @@ def conv_backward(
     if by_taps and not taps.size:
         raise ValueError("conv_images: no per-tap backward for this geometry or scratch")
     packed_dx, table_dx, geometry_dx = _NO_TAPS, _NO_TABLE, geometry
+    micro = by_micro if by_taps is None else False
     if dx.size > 0:
-        micro = by_micro if by_taps is None else False
         packed_dx, table_dx, geometry_dx = _micro_dx(x, weights, dcol, kernel, stride, pad,
                                                      dilation, out_hw, micro)  # fmt: skip
+    table_dw = _NO_TABLE
+    if dx.size == 0 or packed_dx.size > 0:
+        table_dw = _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, micro)
+    if by_micro and not table_dw.size:
+        raise ValueError("conv_images: no micro-kernel weight gradient for this geometry")
     share_out(
         _backward_chunks, chunks, x, weights, delta3, dx, col, dcol, partial[:chunks], sums,
         geometry, direct, y, code, tail, assign_dx, taps, packed_dx, table_dx, geometry_dx,
+        table_dw,
     )  # fmt: skip
-    _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True)
+    n_taps = kernel[0] * kernel[1] if table_dw.size else 0
+    _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True, taps=n_taps)
     if dbias is not None:
         _add_chunk_sums(bias_partial[:chunks], dbias, alpha, transposed=False)
