@@ -20,7 +20,10 @@ A stride-1 convolution with 8–64 input channels per group skips im2col altoget
 per kernel tap on a zero-padded copy of the image (:mod:`engine.backends.cpu.conv_taps`),
 forward and backward, where the chunk scratch holds it (:func:`col_floats`); the backward
 keeps im2col where a small kernel at least doubles the channels
-(:func:`conv_taps.backward_applies`).
+(:func:`conv_taps.backward_applies`). Before the taps, where output rows are at least 16 pixels
+wide and the JIT target has the instructions, the register-blocked micro-kernel
+(:mod:`engine.backends.cpu.conv_direct`) computes the forward, the input gradient and the weight
+gradient with no BLAS call (``partial`` then holds each group's ``(T, m, C/G)``).
 
 A 1×1 convolution with stride 1 and no padding needs no unfolding (``col`` is the input
 itself, as Caffe's ``is_1x1_`` and darknet's ``size == 1`` shortcut), and its input gradient is
@@ -355,17 +358,6 @@ def conv_backward(
     geometry = (*kernel, *stride, *pad, dilation, *out_hw)
     col = col[:chunks].reshape(chunks, -1)
     dcol = dcol[:chunks].reshape(chunks, -1)
-    taps = _NO_TAPS
-    groups, m, _ = weights.shape
-    per_group = x.shape[1] // groups
-    chosen = conv_taps.backward_applies(kernel, stride, pad, per_group, m)
-    if by_taps or (by_taps is None and chosen):
-        fits = conv_taps.backward_fits(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw,
-                                       col.shape[1], dcol.shape[1])  # fmt: skip
-        if conv_taps.fits(kernel, stride, pad) and fits:
-            taps = conv_taps.tap_weights(weights, kernel)
-    if by_taps and not taps.size:
-        raise ValueError("conv_images: no per-tap backward for this geometry or scratch")
     packed_dx, table_dx, geometry_dx = _NO_TAPS, _NO_TABLE, geometry
     micro = by_micro if by_taps is None else False
     if dx.size > 0:
@@ -376,6 +368,17 @@ def conv_backward(
         table_dw = _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, micro)
     if by_micro and not table_dw.size:
         raise ValueError("conv_images: no micro-kernel weight gradient for this geometry")
+    taps = _NO_TAPS
+    groups, m, _ = weights.shape
+    per_group = x.shape[1] // groups
+    chosen = conv_taps.backward_applies(kernel, stride, pad, per_group, m) and not table_dw.size
+    if by_taps or (by_taps is None and chosen):
+        fits = conv_taps.backward_fits(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw,
+                                       col.shape[1], dcol.shape[1])  # fmt: skip
+        if conv_taps.fits(kernel, stride, pad) and fits:
+            taps = conv_taps.tap_weights(weights, kernel)
+    if by_taps and not taps.size:
+        raise ValueError("conv_images: no per-tap backward for this geometry or scratch")
     share_out(
         _backward_chunks, chunks, x, weights, delta3, dx, col, dcol, partial[:chunks], sums,
         geometry, direct, y, code, tail, assign_dx, taps, packed_dx, table_dx, geometry_dx,
