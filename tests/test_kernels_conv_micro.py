@@ -212,3 +212,23 @@ def test_the_tile_compiles_to_vector_fma():
     assert "llvm.fma.v16f32" in llvm and "fmuladd" not in llvm
     asm = "\n".join(call.inspect_asm().values())
     assert re.search(r"vfmadd\d+ps\s+[^\n]*zmm", asm)
+
+
+def test_the_micro_kernel_needs_fma_and_avx512_on_the_jit_target(monkeypatch):
+    """The gate reads the JIT's target as ``precision.F16C`` does (an explicit
+    ``NUMBA_CPU_FEATURES`` wins; a named CPU without features counts as lacking them); where
+    it is off no convolution takes the micro-kernel."""
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CPU_FEATURES", "+fma,+avx512f,+avx2")
+    assert microkernel._jit_has("fma", "avx512f")
+    monkeypatch.setattr(config, "CPU_FEATURES", "+fma,-avx512f,+avx2")
+    assert not microkernel._jit_has("fma", "avx512f")
+    monkeypatch.setattr(config, "CPU_FEATURES", None)
+    monkeypatch.setattr(config, "CPU_NAME", "generic")
+    assert not microkernel._jit_has("fma")
+    monkeypatch.setattr(microkernel, "AVAILABLE", False)
+    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 16, 32)
+    x, weights, geometry = _setup((2, 16, 4, 16, 16, 3, 3, 1, 1, 1, 1))
+    with pytest.raises(ValueError, match="micro-kernel"):
+        _forward(x, weights, geometry, by_micro=True)
