@@ -18,12 +18,20 @@ The input gradient of a stride-1 convolution is the same operation (:func:`flipp
 output gradient zero-padded by ``d·(k − 1) − p`` and ``Wf[c, f, ky, kx] =
 W[f, c, kh − 1 − ky, kw − 1 − kx]``; ``assign`` stores it (``dx = …``), else adds it.
 
+The weight gradient (:func:`weight_grad_image`) sums over the pixels instead: per tap, rows are
+16 output channels of the output gradient (packed, broadcast), columns 16 input channels of a
+channels-last copy of the padded image (one pixel's channels are contiguous), and the k-loop
+runs over the image's pixels through a pixel offset table; each element is one FMA chain over
+the pixels in order, added to the chunk's partial sum image after image (the chunks are then
+summed in order, as for the other paths).
+
 Measured on one core (AVX-512), 128 images, 3×3 forward, against the per-tap GEMMs: 16 → 16
 channels at 32×32 5.4 against 8.4 ms (111 against 72 GFLOP/s), 32 → 32 at 16×16 5.3 against
 6.8, 32 → 64 at 16×16 10.4 against 12.7. A tile of 16 rows × 1 vector measured as fast as
 8 × 2 on 32-pixel rows, and faster on 16-pixel rows. On 8×8 maps (64 → 64; LeNet's 5×5
 20 → 50), a span of padded rows as columns (wrapped columns dropped) only tied the OpenBLAS
-paths, so rows narrower than 16 pixels keep them (:func:`applies`).
+paths, so rows narrower than 16 pixels keep them (:func:`applies`). Backward (input and weight
+gradient, against the taps, or im2col for 32 → 64): 16.5 → 12.4 ms, 14.3 → 11.5, 28.8 → 22.3.
 """
 
 from __future__ import annotations
