@@ -20,14 +20,20 @@ pytestmark = pytest.mark.skipif(
 )
 
 # (batch, C, H, W, filters, kh, kw, ph, pw, groups, dilation): rows of 16+ pixels, a partial
-# last vector, partial row tiles, groups, dilation, a non-square kernel
+# last vector, groups, dilation, a non-square kernel
 CASES = [
-    (2, 8, 5, 17, 10, 3, 3, 1, 1, 1, 1),
-    (2, 16, 4, 16, 20, 3, 3, 1, 1, 2, 1),
-    (2, 8, 6, 20, 8, 3, 3, 2, 2, 1, 2),
-    (2, 9, 5, 18, 17, 5, 3, 2, 1, 1, 1),
-    (3, 8, 3, 33, 8, 3, 3, 1, 1, 1, 1),
+    (2, 8, 5, 17, 16, 3, 3, 1, 1, 1, 1),
+    (2, 16, 4, 16, 32, 3, 3, 1, 1, 2, 1),
+    (2, 8, 6, 20, 16, 3, 3, 2, 2, 1, 2),
+    (2, 9, 5, 18, 32, 5, 3, 2, 1, 1, 1),
+    (3, 8, 3, 33, 16, 3, 3, 1, 1, 1, 1),
 ]
+# the gradients only (outputs not a multiple of 16: the forward keeps the other paths), with
+# partial tiles of rows in both
+BACKWARD_CASES = [*CASES, (2, 9, 4, 17, 10, 3, 3, 1, 1, 1, 1), (2, 16, 3, 16, 20, 3, 3, 1, 1, 2, 1)]
+
+# forward only: 3–7 input channels per group take the micro-kernel's forward, not its backward
+FORWARD_CASES = [*CASES, (2, 3, 4, 32, 16, 3, 3, 1, 1, 1, 1), (2, 4, 3, 18, 16, 3, 3, 1, 1, 1, 1)]
 
 
 def _caller(shape):
@@ -81,7 +87,7 @@ def _backward(x, weights, geometry, delta, by_micro, chunks=3, assign=False):
     return dweights, dx
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", FORWARD_CASES)
 def test_the_forward_matches_the_reference_and_the_old_paths(case):
     x, weights, geometry = _setup(case)
     (kh, kw), _, pad, dilation, _ = geometry
@@ -94,7 +100,7 @@ def test_the_forward_matches_the_reference_and_the_old_paths(case):
     np.testing.assert_allclose(micro, old, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", BACKWARD_CASES)
 def test_the_backward_matches_the_reference_and_the_old_paths(case):
     x, weights, geometry = _setup(case, seed=3)
     (kh, kw), _, pad, dilation, out_hw = geometry
@@ -186,17 +192,25 @@ def test_every_tile_shape_gives_the_same_bits():
 
 
 def test_the_choice_is_the_shape_s():
-    """Stride 1, 8–64 input channels per group, rows of at least 16 pixels; the input
-    gradient also needs ``d·(k − 1) ≥ p`` (its padding)."""
-    assert conv_direct.applies((3, 3), (1, 1), (1, 1), 16, 32)
-    assert conv_direct.applies((3, 3), (1, 1), (1, 1), 64, 16)
-    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 64, 8)  # 8×8 maps: OpenBLAS
-    assert not conv_direct.applies((3, 3), (2, 2), (1, 1), 16, 32)
-    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 3, 32)
-    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 128, 32)
-    assert not conv_direct.applies((1, 1), (1, 1), (0, 0), 16, 32)
-    assert conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 16, 32)
-    assert not conv_direct.dx_applies((3, 3), (1, 1), (3, 3), 1, 16, 32)
+    """Stride 1, rows of at least 16 pixels; the forward 3–64 input channels and whole tiles of
+    16 outputs per group; the weight gradient 8–64 input channels and 8+ outputs; the input
+    gradient 8–64 of each and ``d·(k − 1) ≥ p`` (its padding)."""
+    assert conv_direct.applies((3, 3), (1, 1), (1, 1), 16, 16, 32)
+    assert conv_direct.applies((3, 3), (1, 1), (1, 1), 64, 64, 16)
+    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 64, 64, 8)  # 8×8 maps: OpenBLAS
+    assert not conv_direct.applies((3, 3), (2, 2), (1, 1), 16, 16, 32)
+    assert conv_direct.applies((3, 3), (1, 1), (1, 1), 3, 16, 32)  # a CIFAR net's first layer
+    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 2, 16, 32)
+    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 16, 8, 32)  # half a tile of rows
+    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 128, 128, 32)
+    assert not conv_direct.applies((1, 1), (1, 1), (0, 0), 16, 16, 32)
+    assert conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 8, 10, 32)
+    assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 3, 16, 32)
+    assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 16, 4, 32)
+    assert conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 8, 16, 32)
+    assert not conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 4, 16, 32)  # 4 rows of 16
+    assert not conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 16, 7, 32)
+    assert not conv_direct.dx_applies((3, 3), (1, 1), (3, 3), 1, 16, 16, 32)
     x, weights, geometry = _setup((2, 8, 3, 8, 8, 3, 3, 1, 1, 1, 1))
     with pytest.raises(ValueError, match="micro-kernel"):
         _forward(x, weights, geometry, by_micro=True)
@@ -228,7 +242,7 @@ def test_the_micro_kernel_needs_fma_and_avx512_on_the_jit_target(monkeypatch):
     monkeypatch.setattr(config, "CPU_NAME", "generic")
     assert not microkernel._jit_has("fma")
     monkeypatch.setattr(microkernel, "AVAILABLE", False)
-    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 16, 32)
+    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 16, 16, 32)
     x, weights, geometry = _setup((2, 16, 4, 16, 16, 3, 3, 1, 1, 1, 1))
     with pytest.raises(ValueError, match="micro-kernel"):
         _forward(x, weights, geometry, by_micro=True)

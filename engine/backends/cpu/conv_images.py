@@ -240,11 +240,13 @@ def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) ->
     if conv_taps.applies(kernel, stride, pad, per_group):
         taps = conv_taps.forward_floats(per_group, m, kernel, pad, dilation, x_shape[2:], out_hw)
         floats = max(floats, taps)
-    if conv_direct.applies(kernel, stride, pad, per_group, out_hw[1]):
+    if conv_direct.applies(kernel, stride, pad, per_group, m, out_hw[1]):
         direct = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x_shape[2:])
+        floats = max(floats, direct)
+    if conv_direct.dw_applies(kernel, stride, pad, per_group, m, out_hw[1]):
         dw = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, x_shape[2:],
                                            out_hw)  # fmt: skip
-        floats = max(floats, direct, dw)
+        floats = max(floats, dw)
     return floats
 
 
@@ -252,7 +254,7 @@ def _micro_forward(x, weights, col, kernel, stride, pad, dilation, out_hw, by_mi
     """``(packed, table)`` for the micro-kernel's forward (:mod:`conv_direct`), or empty ones
     where it does not apply, the scratch is short or ``by_micro`` is False."""
     per_group = x.shape[1] // weights.shape[0]
-    chosen = conv_direct.applies(kernel, stride, pad, per_group, out_hw[1])
+    chosen = conv_direct.applies(kernel, stride, pad, per_group, weights.shape[1], out_hw[1])
     need = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x.shape[2:])
     if by_micro is False or not chosen or col.shape[1] < need:
         if by_micro:
@@ -266,7 +268,8 @@ def _micro_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_micro)
     """``(packed, table, geometry)`` of the input gradient's flipped convolution by the
     micro-kernel, or empty ones (as :func:`_micro_forward`)."""
     m = weights.shape[1]
-    chosen = conv_direct.dx_applies(kernel, stride, pad, dilation, m, x.shape[3])
+    per_group = x.shape[1] // weights.shape[0]
+    chosen = conv_direct.dx_applies(kernel, stride, pad, dilation, per_group, m, x.shape[3])
     geometry = conv_direct.dx_geometry(kernel, pad, dilation, x.shape[2:])
     need = conv_direct.scratch_floats(m, kernel, geometry[4:6], dilation, out_hw)
     if by_micro is False or not chosen or dcol.shape[1] < need:
@@ -284,7 +287,7 @@ def _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
     (:func:`conv_direct.weight_grad_image`), or an empty one (as :func:`_micro_forward`)."""
     groups, m, _ = weights.shape
     per_group = x.shape[1] // groups
-    chosen = conv_direct.dw_applies(kernel, stride, pad, per_group, out_hw[1])
+    chosen = conv_direct.dw_applies(kernel, stride, pad, per_group, m, out_hw[1])
     need = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw)
     if by_micro is False or not chosen or col.shape[1] < need:
         return _NO_TABLE
