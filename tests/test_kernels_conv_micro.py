@@ -235,12 +235,12 @@ def test_the_micro_kernel_needs_fma_and_avx512_on_the_jit_target(monkeypatch):
     from numba.core import config
 
     monkeypatch.setattr(config, "CPU_FEATURES", "+fma,+avx512f,+avx2")
-    assert microkernel._jit_has("fma", "avx512f")
+    assert microkernel.jit_target_has("fma", "avx512f")
     monkeypatch.setattr(config, "CPU_FEATURES", "+fma,-avx512f,+avx2")
-    assert not microkernel._jit_has("fma", "avx512f")
+    assert not microkernel.jit_target_has("fma", "avx512f")
     monkeypatch.setattr(config, "CPU_FEATURES", None)
     monkeypatch.setattr(config, "CPU_NAME", "generic")
-    assert not microkernel._jit_has("fma")
+    assert not microkernel.jit_target_has("fma")
     monkeypatch.setattr(microkernel, "AVAILABLE", False)
     assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 16, 16, 32)
     x, weights, geometry = _setup((2, 16, 4, 16, 16, 3, 3, 1, 1, 1, 1))

@@ -23,8 +23,8 @@ darknet's own ``gemm_nn`` is a plain sequential loop over ``k`` too (``C += A·B
 separate rounding of the product): the two agree up to float32 rounding of each product.
 
 The tile is sized for AVX-512's 32 vector registers: the kernels are used only where the JIT's
-target has FMA and AVX-512F (:data:`AVAILABLE`, checked at import as
-``precision.F16C`` is); elsewhere the convolutions keep their OpenBLAS paths.
+target has FMA and AVX-512F (:data:`AVAILABLE`, checked at import by :func:`jit_target_has`,
+as ``precision.F16C`` is); elsewhere the convolutions keep their OpenBLAS paths.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from numba.extending import intrinsic
 LANES = 16
 
 
-def _jit_has(*features: str) -> bool:
-    """Whether the JIT's target has every CPU feature named (as ``precision._jit_converts_fp16``
-    decides for F16C: an explicit ``NUMBA_CPU_FEATURES``/``NUMBA_CPU_NAME`` wins over the
-    host's)."""
+def jit_target_has(*features: str) -> bool:
+    """Whether the JIT's target has every CPU feature named (LLVM names: ``fma``, ``avx512f``,
+    ``f16c``): an explicit ``NUMBA_CPU_FEATURES`` decides; a ``NUMBA_CPU_NAME`` without
+    features counts as lacking them; else the host's, on x86-64 only."""
     from numba.core import config
 
     if config.CPU_FEATURES is not None:
@@ -59,7 +59,7 @@ def _jit_has(*features: str) -> bool:
 
 
 #: the micro-kernel may run: the JIT's target has FMA and 32 vector registers of 16 floats
-AVAILABLE = _jit_has("fma", "avx512f")
+AVAILABLE = jit_target_has("fma", "avx512f")
 
 _F32 = ir.FloatType()
 _I1 = ir.IntType(1)
