@@ -30,7 +30,16 @@ CASES = [
 ]
 # the gradients only (outputs not a multiple of 16: the forward keeps the other paths), with
 # partial tiles of rows in both
-BACKWARD_CASES = [*CASES, (2, 9, 4, 17, 10, 3, 3, 1, 1, 1, 1), (2, 16, 3, 16, 20, 3, 3, 1, 1, 2, 1)]
+BACKWARD_CASES = [
+    *CASES,
+    (2, 9, 4, 17, 10, 3, 3, 1, 1, 1, 1),
+    (2, 16, 3, 16, 20, 3, 3, 1, 1, 2, 1),
+    # 8×8 maps: the weight gradient by the micro-kernel, the input gradient by the taps
+    # (16 → 16, LeNet's 5×5 20 → 50) or by im2col (8 → 24: outputs more than double)
+    (2, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1),
+    (2, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1),
+    (2, 8, 6, 8, 24, 3, 3, 1, 1, 1, 1),
+]
 
 # forward only: 3–7 input channels per group take the micro-kernel's forward, not its backward
 FORWARD_CASES = [*CASES, (2, 3, 4, 32, 16, 3, 3, 1, 1, 1, 1), (2, 4, 3, 18, 16, 3, 3, 1, 1, 1, 1)]
@@ -193,7 +202,8 @@ def test_every_tile_shape_gives_the_same_bits():
 
 def test_the_choice_is_the_shape_s():
     """Stride 1, rows of at least 16 pixels; the forward 3–64 input channels and whole tiles of
-    16 outputs per group; the weight gradient 8–64 input channels and 8+ outputs; the input
+    16 outputs per group; the weight gradient 8–64 input channels, 8+ outputs and rows of 8+
+    pixels; the input
     gradient 8–64 of each and ``d·(k − 1) ≥ p`` (its padding)."""
     assert conv_direct.applies((3, 3), (1, 1), (1, 1), 16, 16, 32)
     assert conv_direct.applies((3, 3), (1, 1), (1, 1), 64, 64, 16)
@@ -207,6 +217,8 @@ def test_the_choice_is_the_shape_s():
     assert conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 8, 10, 32)
     assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 3, 16, 32)
     assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 16, 4, 32)
+    assert conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 64, 128, 8)  # any rows of 8+ pixels
+    assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 64, 64, 4)
     assert conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 8, 16, 32)
     assert not conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 4, 16, 32)  # 4 rows of 16
     assert not conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 16, 7, 32)

@@ -112,12 +112,14 @@ def _backward_images(
     per kernel tap (:func:`conv_taps.backward_image`); with ``packed_dx`` (non-empty, the
     flipped weights, :func:`conv_direct.flipped_weights`) the input gradient by the
     micro-kernel, in ``dcol``; with ``table_dw`` (non-empty, :func:`conv_direct.pixel_offsets`)
-    the weight gradient by the micro-kernel into ``partial`` laid out ``(G, T, m, C/G)``."""
+    the weight gradient by the micro-kernel into ``partial`` laid out ``(G, T, m, C/G)`` (the
+    input gradient then by whichever path computes it)."""
     kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     per_group = x.shape[1] // weights.shape[0]
     groups, m, k = weights.shape
     n = out_h * out_w
     micro_dx = dx.size > 0 and packed_dx.size > 0
+    micro_dw = table_dw.size > 0
     want_dx = dx.size > 0 and not micro_dx
     no_dx = np.empty((0, 0, 0), dtype=np.float32)
     in_n = dx.shape[2] * dx.shape[3] if dx.size > 0 else 0
@@ -132,31 +134,33 @@ def _backward_images(
                 conv_direct.conv_image(delta_image, packed_dx[g], table_dx,
                                        dx[b].reshape(dx.shape[1], in_n), dcol.reshape(-1), g * m,
                                        c0, per_group, geometry_dx, assign)  # fmt: skip
-            if table_dw.size > 0:  # only with the input gradient done above (or none wanted)
+            if micro_dw:
                 conv_direct.weight_grad_image(x[b], delta[b], partial[g].reshape(-1),
                                               col.reshape(-1), table_dw, c0, g * m, m, geometry,
                                               b != first)  # fmt: skip
-                continue
+                if not want_dx:
+                    continue
             if taps.size > 0:
                 dx_b = dx[b] if want_dx else no_dx
                 taps_backward_image(x[b], delta[b], taps[g], partial[g], dx_b, col.reshape(-1),
-                                    dcol.reshape(-1), c0, g * m, geometry, beta,
-                                    assign)  # fmt: skip
+                                    dcol.reshape(-1), c0, g * m, geometry, beta, assign,
+                                    not micro_dw)  # fmt: skip
                 continue
-            if direct:
-                source = x[b, c0].ctypes.data
-            else:
-                unfold_image(x[b], col.reshape(-1), 0, n, k, c0, kh, kw, sh, sw, ph, pw, dil,
-                             out_h, out_w)  # fmt: skip
-                source = col.ctypes.data
             delta_g = delta[b, g * m].ctypes.data
-            # dW_p[g]ᵀ (K×m) (+)= col (K×N) · delta_gᵀ (N×m): this orientation runs 10–25%
-            # faster in OpenBLAS than delta_g · colᵀ; transposed back in the sum
-            cblas_sgemm(
-                ROW_MAJOR, NO_TRANS, TRANS, k, m, n,
-                np.float32(1.0), source, n, delta_g, n,
-                beta, partial[g].ctypes.data, m,
-            )  # fmt: skip
+            if not micro_dw:
+                if direct:
+                    source = x[b, c0].ctypes.data
+                else:
+                    unfold_image(x[b], col.reshape(-1), 0, n, k, c0, kh, kw, sh, sw, ph, pw, dil,
+                                 out_h, out_w)  # fmt: skip
+                    source = col.ctypes.data
+                # dW_p[g]ᵀ (K×m) (+)= col (K×N) · delta_gᵀ (N×m): this orientation runs 10–25%
+                # faster in OpenBLAS than delta_g · colᵀ; transposed back in the sum
+                cblas_sgemm(
+                    ROW_MAJOR, NO_TRANS, TRANS, k, m, n,
+                    np.float32(1.0), source, n, delta_g, n,
+                    beta, partial[g].ctypes.data, m,
+                )  # fmt: skip
             if not want_dx:
                 continue
             if direct:  # dx_b[group] (K×N) (+)= W_gᵀ (K×m) · delta_g (m×N)
@@ -266,15 +270,14 @@ def _micro_forward(x, weights, col, kernel, stride, pad, dilation, out_hw, by_mi
 
 def _micro_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_micro):
     """``(packed, table, geometry)`` of the input gradient's flipped convolution by the
-    micro-kernel, or empty ones (as :func:`_micro_forward`)."""
+    micro-kernel, or empty ones where it does not apply, ``dcol`` is short or ``by_micro`` is
+    False."""
     m = weights.shape[1]
     per_group = x.shape[1] // weights.shape[0]
     chosen = conv_direct.dx_applies(kernel, stride, pad, dilation, per_group, m, x.shape[3])
     geometry = conv_direct.dx_geometry(kernel, pad, dilation, x.shape[2:])
     need = conv_direct.scratch_floats(m, kernel, geometry[4:6], dilation, out_hw)
     if by_micro is False or not chosen or dcol.shape[1] < need:
-        if by_micro:
-            raise ValueError("conv_images: no micro-kernel input gradient for this geometry")
         return _NO_TAPS, _NO_TABLE, geometry
     flipped = conv_direct.flipped_weights(weights, kernel)
     padded_hw = (out_hw[0] + 2 * geometry[4], out_hw[1] + 2 * geometry[5])
@@ -344,8 +347,9 @@ def conv_backward(
     ``+=`` (each image's planes zeroed in cache first; ``Layer.assign_dx``). ``by_taps`` as in
     :func:`conv_forward` (the taps' backward needs :func:`conv_taps.backward_fits` scratch).
     The input gradient takes the micro-kernel where :func:`conv_direct.dx_applies` (the
-    flipped convolution of ``delta``, in ``dcol``), whichever path computes ``dweights``;
-    ``by_micro`` as in :func:`conv_forward`."""
+    flipped convolution of ``delta``, in ``dcol``), and the weight gradient where
+    :func:`conv_direct.dw_applies`, each beside whichever path computes the other;
+    ``by_micro=False`` keeps both off, ``by_micro=True`` requires the weight gradient's."""
     _require_contiguous(x=x, weights=weights, delta=delta, dweights=dweights, dx=dx, output=output)
     direct = is_direct(kernel, stride, pad, dilation)
     batch = x.shape[0]
@@ -366,15 +370,14 @@ def conv_backward(
     if dx.size > 0:
         packed_dx, table_dx, geometry_dx = _micro_dx(x, weights, dcol, kernel, stride, pad,
                                                      dilation, out_hw, micro)  # fmt: skip
-    table_dw = _NO_TABLE
-    if dx.size == 0 or packed_dx.size > 0:
-        table_dw = _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, micro)
+    table_dw = _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, micro)
     if by_micro and not table_dw.size:
         raise ValueError("conv_images: no micro-kernel weight gradient for this geometry")
     taps = _NO_TAPS
     groups, m, _ = weights.shape
     per_group = x.shape[1] // groups
-    chosen = conv_taps.backward_applies(kernel, stride, pad, per_group, m) and not table_dw.size
+    chosen = conv_taps.backward_applies(kernel, stride, pad, per_group, m)
+    chosen = chosen and not (table_dw.size and (dx.size == 0 or packed_dx.size))
     if by_taps or (by_taps is None and chosen):
         fits = conv_taps.backward_fits(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw,
                                        col.shape[1], dcol.shape[1])  # fmt: skip
