@@ -30,8 +30,11 @@ channels at 32×32 5.4 against 8.4 ms (111 against 72 GFLOP/s), 32 → 32 at 16�
 6.8, 32 → 64 at 16×16 10.4 against 12.7. A tile of 16 rows × 1 vector measured as fast as
 8 × 2 on 32-pixel rows, and faster on 16-pixel rows. On 8×8 maps (64 → 64; LeNet's 5×5
 20 → 50), a span of padded rows as columns (wrapped columns dropped) only tied the OpenBLAS
-paths, so rows narrower than 16 pixels keep them (:func:`applies`). Backward (input and weight
-gradient, against the taps, or im2col for 32 → 64): 16.5 → 12.4 ms, 14.3 → 11.5, 28.8 → 22.3.
+paths, so there the forward and the input gradient keep them (:func:`applies`,
+:func:`dx_applies`); the weight gradient sums over the pixels and needs no wide rows
+(:func:`dw_applies`). Backward (input and weight gradient, against the taps, or im2col for
+32 → 64): 16.5 → 12.4 ms, 14.3 → 11.5, 28.8 → 22.3; 64 → 64 at 8×8 (the weight gradient
+only) 16.3 → 12.0.
 """
 
 from __future__ import annotations
