@@ -142,26 +142,33 @@ def test_the_micro_kernel_does_not_depend_on_the_thread_count():
             assert np.array_equal(first, second)
 
 
-def test_the_input_gradient_passes_finite_differences():
+def test_the_gradients_pass_finite_differences():
     """``Σ r·conv(x, W)`` differentiated by central differences in float64 against the
-    micro-kernel's float32 input gradient, for a few entries of ``x``."""
+    micro-kernel's float32 input and weight gradients, for a few entries of ``x`` and ``W``."""
     x, weights, geometry = _setup((2, 8, 4, 16, 8, 3, 3, 1, 1, 1, 1), seed=8)
     (kh, kw), _, pad, dilation, out_hw = geometry
     r = np.random.default_rng(9).standard_normal((2, 8, *out_hw)).astype(np.float32)
-    w4 = weights.astype(np.float64).reshape(8, 8, kh, kw)
 
-    def loss(xv):
+    def loss(xv, wv):
+        w4 = wv.reshape(8, 8, kh, kw)
         return float((reference_forward(xv, w4, None, (1, 1), pad, 1, dilation) * r).sum())
 
-    _, dx = _backward(x, weights, geometry, r, by_micro=True, assign=True)
+    dw, dx = _backward(x, weights, geometry, r, by_micro=True, assign=True)
+    dw = 0.5 - dw  # alpha = −1 from 0.5
     eps = 1e-3
-    x64 = x.astype(np.float64)
+    x64, w64 = x.astype(np.float64), weights.astype(np.float64)
     for index in [(0, 0, 0, 0), (1, 7, 3, 15), (0, 3, 2, 9)]:
         plus, minus = x64.copy(), x64.copy()
         plus[index] += eps
         minus[index] -= eps
-        numeric = (loss(plus) - loss(minus)) / (2 * eps)
+        numeric = (loss(plus, w64) - loss(minus, w64)) / (2 * eps)
         assert abs(numeric - dx[index]) < 1e-3 * max(1.0, abs(numeric))
+    for index in [(0, 0, 0), (0, 7, 71), (0, 3, 40)]:
+        plus, minus = w64.copy(), w64.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        numeric = (loss(x64, plus) - loss(x64, minus)) / (2 * eps)
+        assert abs(numeric - dw[index]) < 1e-3 * max(1.0, abs(numeric))
 
 
 def _run_tiles(shape, a, b, table, c, accumulate):
