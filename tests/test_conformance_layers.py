@@ -34,6 +34,28 @@ decay=0.0005
 """
 
 NETS = {
+    # 8 and 16 input channels on rows of 17 pixels: the register-blocked micro-kernel's
+    # forward, input and weight gradient (engine.backends.cpu.conv_direct), a partial vector
+    "conv_micro_kernel": (
+        (8, 5, 17),
+        """
+[convolutional]
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=10
+size=3
+stride=1
+pad=1
+activation=relu
+[avgpool]
+[softmax]
+""",
+    ),
     "conv_stride_pad": (
         (3, 7, 7),
         """

@@ -20,7 +20,10 @@ A stride-1 convolution with 8–64 input channels per group skips im2col altoget
 per kernel tap on a zero-padded copy of the image (:mod:`engine.backends.cpu.conv_taps`),
 forward and backward, where the chunk scratch holds it (:func:`col_floats`); the backward
 keeps im2col where a small kernel at least doubles the channels
-(:func:`conv_taps.backward_applies`).
+(:func:`conv_taps.backward_applies`). Before the taps, where output rows are at least 16 pixels
+wide and the JIT target has the instructions, the register-blocked micro-kernel
+(:mod:`engine.backends.cpu.conv_direct`) computes the forward, the input gradient and the weight
+gradient with no BLAS call (``partial`` then holds each group's ``(T, m, C/G)``).
 
 A 1×1 convolution with stride 1 and no padding needs no unfolding (``col`` is the input
 itself, as Caffe's ``is_1x1_`` and darknet's ``size == 1`` shortcut), and its input gradient is
@@ -37,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from dnupdate.engine.backends.cpu import conv_taps
+from dnupdate.engine.backends.cpu import conv_direct, conv_taps
 from dnupdate.engine.backends.cpu.activations import LINEAR
 from dnupdate.engine.backends.cpu.conv import fold_image_add, unfold_image
 from dnupdate.engine.backends.cpu.conv_taps import backward_image as taps_backward_image
@@ -54,15 +57,21 @@ def _chunk(p, chunks, batch):
 
 
 @njit(cache=True)
-def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, code, tail, taps):
+def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, code, tail, taps,
+                    packed, table):  # fmt: skip
     """Images ``[first, end)`` of the forward pass, with one chunk's ``col (K, N)``; with
-    ``taps`` (non-empty, :func:`conv_taps.tap_weights`) by one GEMM per kernel tap."""
+    ``packed`` (non-empty, :func:`conv_direct.pack`) by the micro-kernel, with ``taps``
+    (non-empty, :func:`conv_taps.tap_weights`) by one GEMM per kernel tap."""
     kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     per_group = x.shape[1] // weights.shape[0]
     groups, m, k = weights.shape
     n = out_h * out_w
     for b in range(first, end):
         for g in range(groups):
+            if packed.size > 0:
+                conv_direct.conv_image(x[b], packed[g], table, out[b], col.reshape(-1),
+                                       g * per_group, g * m, m, geometry, True)  # fmt: skip
+                continue
             if taps.size > 0:
                 taps_forward_image(x[b], taps[g], out[b], col.reshape(-1), g * per_group, g * m,
                                    geometry)  # fmt: skip
@@ -83,55 +92,75 @@ def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, co
 
 
 @njit(cache=True, nogil=True)
-def _forward_chunks(p0, p1, x, weights, out, col, geometry, direct, bias, code, tail, taps):
+def _forward_chunks(p0, p1, x, weights, out, col, geometry, direct, bias, code, tail, taps,
+                    packed, table):  # fmt: skip
     """Chunks ``[p0, p1)`` of the forward pass (releases the GIL: run by ``share_out``)."""
     chunks = col.shape[0]
     for p in range(p0, p1):
         first, end = _chunk(p, chunks, x.shape[0])
         _forward_images(x, weights, out, col[p], first, end, geometry, direct, bias, code, tail,
-                        taps)  # fmt: skip
+                        taps, packed, table)  # fmt: skip
 
 
 @njit(cache=True)
 def _backward_images(
     x, weights, delta, dx, col, dcol, partial, sums, first, end, geometry, direct, y, code, tail,
-    assign, taps,
+    assign, taps, packed_dx, table_dx, geometry_dx, table_dw,
 ):  # fmt: skip
     """Images ``[first, end)`` of the backward pass, into one chunk's ``partial (G, K, m)``
     and bias ``sums``, with its ``col``/``dcol (K, N)``; with ``taps`` (non-empty) by one GEMM
-    per kernel tap (:func:`conv_taps.backward_image`)."""
+    per kernel tap (:func:`conv_taps.backward_image`); with ``packed_dx`` (non-empty, the
+    flipped weights, :func:`conv_direct.flipped_weights`) the input gradient by the
+    micro-kernel, in ``dcol``; with ``table_dw`` (non-empty, :func:`conv_direct.pixel_offsets`)
+    the weight gradient by the micro-kernel into ``partial`` laid out ``(G, T, m, C/G)`` (the
+    input gradient then by whichever path computes it)."""
     kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     per_group = x.shape[1] // weights.shape[0]
     groups, m, k = weights.shape
     n = out_h * out_w
-    want_dx = dx.size > 0
+    micro_dx = dx.size > 0 and packed_dx.size > 0
+    micro_dw = table_dw.size > 0
+    want_dx = dx.size > 0 and not micro_dx
     no_dx = np.empty((0, 0, 0), dtype=np.float32)
+    in_n = dx.shape[2] * dx.shape[3] if dx.size > 0 else 0
     for b in range(first, end):
         beta = np.float32(0.0) if b == first else np.float32(1.0)
         if tail:
             image_backward(y[b], delta[b], sums, code, b == first)
         for g in range(groups):
             c0 = g * per_group
+            if micro_dx:  # dx_b[group] (+)= the flipped convolution of delta_b[group]
+                delta_image = delta[b].reshape(delta.shape[1], out_h, out_w)
+                conv_direct.conv_image(delta_image, packed_dx[g], table_dx,
+                                       dx[b].reshape(dx.shape[1], in_n), dcol.reshape(-1), g * m,
+                                       c0, per_group, geometry_dx, assign)  # fmt: skip
+            if micro_dw:
+                conv_direct.weight_grad_image(x[b], delta[b], partial[g].reshape(-1),
+                                              col.reshape(-1), table_dw, c0, g * m, m, geometry,
+                                              b != first)  # fmt: skip
+                if not want_dx:
+                    continue
             if taps.size > 0:
                 dx_b = dx[b] if want_dx else no_dx
                 taps_backward_image(x[b], delta[b], taps[g], partial[g], dx_b, col.reshape(-1),
-                                    dcol.reshape(-1), c0, g * m, geometry, beta,
-                                    assign)  # fmt: skip
+                                    dcol.reshape(-1), c0, g * m, geometry, beta, assign,
+                                    not micro_dw)  # fmt: skip
                 continue
-            if direct:
-                source = x[b, c0].ctypes.data
-            else:
-                unfold_image(x[b], col.reshape(-1), 0, n, k, c0, kh, kw, sh, sw, ph, pw, dil,
-                             out_h, out_w)  # fmt: skip
-                source = col.ctypes.data
             delta_g = delta[b, g * m].ctypes.data
-            # dW_p[g]ᵀ (K×m) (+)= col (K×N) · delta_gᵀ (N×m): this orientation runs 10–25%
-            # faster in OpenBLAS than delta_g · colᵀ; transposed back in the sum
-            cblas_sgemm(
-                ROW_MAJOR, NO_TRANS, TRANS, k, m, n,
-                np.float32(1.0), source, n, delta_g, n,
-                beta, partial[g].ctypes.data, m,
-            )  # fmt: skip
+            if not micro_dw:
+                if direct:
+                    source = x[b, c0].ctypes.data
+                else:
+                    unfold_image(x[b], col.reshape(-1), 0, n, k, c0, kh, kw, sh, sw, ph, pw, dil,
+                                 out_h, out_w)  # fmt: skip
+                    source = col.ctypes.data
+                # dW_p[g]ᵀ (K×m) (+)= col (K×N) · delta_gᵀ (N×m): this orientation runs 10–25%
+                # faster in OpenBLAS than delta_g · colᵀ; transposed back in the sum
+                cblas_sgemm(
+                    ROW_MAJOR, NO_TRANS, TRANS, k, m, n,
+                    np.float32(1.0), source, n, delta_g, n,
+                    beta, partial[g].ctypes.data, m,
+                )  # fmt: skip
             if not want_dx:
                 continue
             if direct:  # dx_b[group] (K×N) (+)= W_gᵀ (K×m) · delta_g (m×N)
@@ -155,7 +184,7 @@ def _backward_images(
 @njit(cache=True, nogil=True)
 def _backward_chunks(
     p0, p1, x, weights, delta, dx, col, dcol, partial, sums, geometry, direct, y, code, tail,
-    assign, taps,
+    assign, taps, packed_dx, table_dx, geometry_dx, table_dw,
 ):  # fmt: skip
     """Chunks ``[p0, p1)`` of the backward pass (releases the GIL: run by ``share_out``)."""
     chunks = col.shape[0]
@@ -163,15 +192,22 @@ def _backward_chunks(
         first, end = _chunk(p, chunks, x.shape[0])
         _backward_images(
             x, weights, delta, dx, col[p], dcol[p], partial[p], sums[p], first, end, geometry,
-            direct, y, code, tail, assign, taps,
+            direct, y, code, tail, assign, taps, packed_dx, table_dx, geometry_dx, table_dw,
         )  # fmt: skip
 
 
-def _add_chunk_sums(partial: np.ndarray, out: np.ndarray, alpha: float, transposed: bool):
-    """``out += alpha · Σ_p partial[p]`` (``partial[p]ᵀ`` per group when ``transposed``):
-    NumPy's sum over the chunk axis adds the chunks in order, whatever the thread count."""
+def _add_chunk_sums(
+    partial: np.ndarray, out: np.ndarray, alpha: float, transposed: bool, taps: int = 0
+):
+    """``out += alpha · Σ_p partial[p]`` (``partial[p]ᵀ`` per group when ``transposed``; with
+    ``taps`` > 0 each group's ``(T, m, C)`` of the micro-kernel's weight gradient reordered to
+    ``(m, C·T)``): NumPy's sum over the chunk axis adds the chunks in order, whatever the
+    thread count."""
     total = partial[0] if partial.shape[0] == 1 else np.sum(partial, axis=0)
-    if transposed:
+    if taps:
+        groups, m = out.shape[0], out.shape[1]
+        total = total.reshape(groups, taps, m, -1).transpose(0, 2, 3, 1).reshape(out.shape)
+    elif transposed:
         total = total.swapaxes(-1, -2)
     if alpha == 1.0:
         np.add(out, total, out=out)
@@ -196,6 +232,7 @@ def is_direct(kernel, stride, pad, dilation) -> bool:
 
 _NO_FLOATS = np.empty(0, dtype=np.float32)
 _NO_TAPS = np.empty((0, 0, 0, 0), dtype=np.float32)
+_NO_TABLE = np.empty(0, dtype=np.int64)
 
 
 def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) -> int:
@@ -207,19 +244,71 @@ def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) ->
     if conv_taps.applies(kernel, stride, pad, per_group):
         taps = conv_taps.forward_floats(per_group, m, kernel, pad, dilation, x_shape[2:], out_hw)
         floats = max(floats, taps)
+    if conv_direct.applies(kernel, stride, pad, per_group, m, out_hw[1]):
+        direct = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x_shape[2:])
+        floats = max(floats, direct)
+    if conv_direct.dw_applies(kernel, stride, pad, per_group, m, out_hw[1]):
+        dw = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, x_shape[2:],
+                                           out_hw)  # fmt: skip
+        floats = max(floats, dw)
     return floats
+
+
+def _micro_forward(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
+    """``(packed, table)`` for the micro-kernel's forward (:mod:`conv_direct`), or empty ones
+    where it does not apply, the scratch is short or ``by_micro`` is False."""
+    per_group = x.shape[1] // weights.shape[0]
+    chosen = conv_direct.applies(kernel, stride, pad, per_group, weights.shape[1], out_hw[1])
+    need = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x.shape[2:])
+    if by_micro is False or not chosen or col.shape[1] < need:
+        if by_micro:
+            raise ValueError("conv_images: no micro-kernel forward for this geometry or scratch")
+        return _NO_TAPS, _NO_TABLE
+    padded_hw = (x.shape[2] + 2 * pad[0], x.shape[3] + 2 * pad[1])
+    return conv_direct.pack(weights), conv_direct.offsets(per_group, kernel, dilation, padded_hw)
+
+
+def _micro_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_micro):
+    """``(packed, table, geometry)`` of the input gradient's flipped convolution by the
+    micro-kernel, or empty ones where it does not apply, ``dcol`` is short or ``by_micro`` is
+    False."""
+    m = weights.shape[1]
+    per_group = x.shape[1] // weights.shape[0]
+    chosen = conv_direct.dx_applies(kernel, stride, pad, dilation, per_group, m, x.shape[3])
+    geometry = conv_direct.dx_geometry(kernel, pad, dilation, x.shape[2:])
+    need = conv_direct.scratch_floats(m, kernel, geometry[4:6], dilation, out_hw)
+    if by_micro is False or not chosen or dcol.shape[1] < need:
+        return _NO_TAPS, _NO_TABLE, geometry
+    flipped = conv_direct.flipped_weights(weights, kernel)
+    padded_hw = (out_hw[0] + 2 * geometry[4], out_hw[1] + 2 * geometry[5])
+    table = conv_direct.offsets(m, kernel, dilation, padded_hw)
+    return conv_direct.pack(flipped), table, geometry
+
+
+def _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
+    """The pixel table of the weight gradient by the micro-kernel
+    (:func:`conv_direct.weight_grad_image`), or an empty one (as :func:`_micro_forward`)."""
+    groups, m, _ = weights.shape
+    per_group = x.shape[1] // groups
+    chosen = conv_direct.dw_applies(kernel, stride, pad, per_group, m, out_hw[1])
+    need = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw)
+    if by_micro is False or not chosen or col.shape[1] < need:
+        return _NO_TABLE
+    return conv_direct.pixel_offsets(per_group, out_hw, x.shape[3] + 2 * pad[1])
 
 
 def conv_forward(
     x, weights, out, col, kernel, stride, pad, dilation, out_hw, bias=None, activation=None,
-    by_taps=None,
+    by_taps=None, by_micro=None,
 ) -> None:  # fmt: skip
     """``out[b, g·m:(g+1)·m] = W_g · im2col(x_b)_g`` for every image (module docstring);
     ``col`` ``(P, …)`` is scratch (its first axis sets the chunk count; :func:`col_floats`
     per chunk). With ``bias`` and/or ``activation`` (a darknet code), darknet's tail without
     batch norm follows each image: ``y = act(y + bias)``. A stride-1 convolution with enough
     scratch runs one GEMM per kernel tap (:mod:`conv_taps`) unless ``by_taps=False``;
-    ``by_taps=True`` requires it."""
+    ``by_taps=True`` requires it. Before either, where :func:`conv_direct.applies`, the
+    register-blocked micro-kernel (:mod:`conv_direct`) unless ``by_micro=False``
+    (``by_micro=True`` requires it)."""
     _require_contiguous(x=x, weights=weights, out=out, col=col)
     direct = is_direct(kernel, stride, pad, dilation)
     code = LINEAR if activation is None else activation
@@ -231,7 +320,9 @@ def conv_forward(
     taps = _NO_TAPS
     groups, m, _ = weights.shape
     per_group = x.shape[1] // groups
-    chosen = conv_taps.applies(kernel, stride, pad, per_group)
+    micro = by_micro if by_taps is None else False
+    packed, table = _micro_forward(x, weights, col, kernel, stride, pad, dilation, out_hw, micro)
+    chosen = conv_taps.applies(kernel, stride, pad, per_group) and not packed.size
     if by_taps or (by_taps is None and chosen):
         need = conv_taps.forward_floats(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw)
         if conv_taps.fits(kernel, stride, pad) and col.shape[1] >= need:
@@ -239,13 +330,13 @@ def conv_forward(
     if by_taps and not taps.size:
         raise ValueError("conv_images: no per-tap forward for this geometry or scratch")
     share_out(_forward_chunks, col.shape[0], x, weights, out3, col, geometry, direct, bias,
-               code, tail, taps)  # fmt: skip
+               code, tail, taps, packed, table)  # fmt: skip
 
 
 def conv_backward(
     x, weights, delta, dweights, dx, col, dcol, partial, alpha, kernel, stride, pad, dilation,
     out_hw, output=None, activation=None, dbias=None, bias_partial=None, assign_dx=False,
-    by_taps=None,
+    by_taps=None, by_micro=None,
 ) -> None:  # fmt: skip
     """``dweights += alpha · Σ_b delta_b · im2col(x_b)ᵀ`` and, unless ``dx`` is None,
     ``dx += col2im(Wᵀ · delta_b)`` (module docstring). ``col``/``dcol`` ``(P, K, N)`` and
@@ -254,7 +345,11 @@ def conv_backward(
     backward tail without batch norm runs first on each image: ``delta ← delta·g(y)`` (in
     place, as darknet) and ``dbias += alpha·Σ delta``. ``assign_dx``: ``dx = …`` instead of
     ``+=`` (each image's planes zeroed in cache first; ``Layer.assign_dx``). ``by_taps`` as in
-    :func:`conv_forward` (the taps' backward needs :func:`conv_taps.backward_fits` scratch)."""
+    :func:`conv_forward` (the taps' backward needs :func:`conv_taps.backward_fits` scratch).
+    The input gradient takes the micro-kernel where :func:`conv_direct.dx_applies` (the
+    flipped convolution of ``delta``, in ``dcol``), and the weight gradient where
+    :func:`conv_direct.dw_applies`, each beside whichever path computes the other;
+    ``by_micro=False`` keeps both off, ``by_micro=True`` requires the weight gradient's."""
     _require_contiguous(x=x, weights=weights, delta=delta, dweights=dweights, dx=dx, output=output)
     direct = is_direct(kernel, stride, pad, dilation)
     batch = x.shape[0]
@@ -270,10 +365,19 @@ def conv_backward(
     geometry = (*kernel, *stride, *pad, dilation, *out_hw)
     col = col[:chunks].reshape(chunks, -1)
     dcol = dcol[:chunks].reshape(chunks, -1)
+    packed_dx, table_dx, geometry_dx = _NO_TAPS, _NO_TABLE, geometry
+    micro = by_micro if by_taps is None else False
+    if dx.size > 0:
+        packed_dx, table_dx, geometry_dx = _micro_dx(x, weights, dcol, kernel, stride, pad,
+                                                     dilation, out_hw, micro)  # fmt: skip
+    table_dw = _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, micro)
+    if by_micro and not table_dw.size:
+        raise ValueError("conv_images: no micro-kernel weight gradient for this geometry")
     taps = _NO_TAPS
     groups, m, _ = weights.shape
     per_group = x.shape[1] // groups
     chosen = conv_taps.backward_applies(kernel, stride, pad, per_group, m)
+    chosen = chosen and not (table_dw.size and (dx.size == 0 or packed_dx.size))
     if by_taps or (by_taps is None and chosen):
         fits = conv_taps.backward_fits(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw,
                                        col.shape[1], dcol.shape[1])  # fmt: skip
@@ -283,8 +387,10 @@ def conv_backward(
         raise ValueError("conv_images: no per-tap backward for this geometry or scratch")
     share_out(
         _backward_chunks, chunks, x, weights, delta3, dx, col, dcol, partial[:chunks], sums,
-        geometry, direct, y, code, tail, assign_dx, taps,
+        geometry, direct, y, code, tail, assign_dx, taps, packed_dx, table_dx, geometry_dx,
+        table_dw,
     )  # fmt: skip
-    _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True)
+    n_taps = kernel[0] * kernel[1] if table_dw.size else 0
+    _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True, taps=n_taps)
     if dbias is not None:
         _add_chunk_sums(bias_partial[:chunks], dbias, alpha, transposed=False)

@@ -205,7 +205,7 @@ def _crop_add(dxp, dx_b, c0, channels, ph, pw, assign):
 
 @njit(cache=True)
 def backward_image(x_b, delta_b, taps_g, partial_g, dx_b, scratch, dscratch, c0, f0, geometry,
-                   beta, assign):  # fmt: skip
+                   beta, assign, want_dw=True):  # fmt: skip
     """One group of one image's backward by taps, with ``dp`` the output gradient padded to
     rows of ``Wp`` (:func:`_pad_delta`):
 
@@ -217,15 +217,17 @@ def backward_image(x_b, delta_b, taps_g, partial_g, dx_b, scratch, dscratch, c0,
       read) into a zeroed padded buffer, then cropped into ``dx_b`` (``=`` with ``assign``).
 
     ``scratch`` holds ``xp`` and ``dp`` (:func:`forward_floats`), ``dscratch`` ``dxp``.
+    Without ``want_dw`` only the input gradient (the weight gradient is computed elsewhere).
     """
     _kh, kw, _sh, _sw, ph, pw, dil, out_h, out_w = geometry
     n_taps, m, channels = taps_g.shape
     wp, plane, n_rows, padded = _padded_layout(x_b, channels, kw, ph, pw, dil, out_h)
     xp = scratch[:padded]
     dp = scratch[padded : padded + m * n_rows]
-    pad_group(x_b, c0, channels, xp, ph, pw)
     _pad_delta(delta_b, f0, m, dp, out_h, out_w, wp)
-    for tap in range(n_taps):
+    if want_dw:
+        pad_group(x_b, c0, channels, xp, ph, pw)
+    for tap in range(n_taps if want_dw else 0):
         shift = (tap // kw) * dil * wp + (tap % kw) * dil
         cblas_sgemm(
             ROW_MAJOR, NO_TRANS, TRANS, channels, m, n_rows,

@@ -35,6 +35,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from dnupdate.engine.backends.cpu.activations import KernelArgumentError, as_flat_float32
+from dnupdate.engine.backends.cpu.microkernel import jit_target_has
 from dnupdate.engine.backends.cpu.reduce import (
     add_unscaled_sums,
     unscale_table,
@@ -182,17 +183,7 @@ def _jit_converts_fp16() -> bool:
     """Whether the JIT's target converts float32 ↔ float16 in hardware (x86 F16C): LLVM's
     ``fptrunc``/``fpext`` to ``half`` are then one instruction per 8 lanes; on a target
     without it they may be library calls Numba does not link, so :func:`_fp16_bits` stays."""
-    from numba.core import config
-
-    if config.CPU_FEATURES is not None:
-        return "+f16c" in config.CPU_FEATURES.split(",")
-    if config.CPU_NAME is not None:
-        return False
-    import llvmlite.binding as llvm
-
-    return llvm.get_default_triple().startswith("x86_64") and bool(
-        llvm.get_host_cpu_features().get("f16c", False)
-    )
+    return jit_target_has("f16c")
 
 
 #: the fp16 rounding of the array kernels is the hardware conversion (:func:`_fp16_convert`)

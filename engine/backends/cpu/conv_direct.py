@@ -1,0 +1,283 @@
+"""Stride-1 convolution of one image by the register-blocked micro-kernel (CPU, Numba + LLVM IR):
+an implicit GEMM on the zero-padded image, no im2col and no BLAS.
+
+With ``xp`` the zero-padded group (``conv_taps.pad_group``: planes ``Hp × Wp``) and the offset
+table ``off[(c·kh + ky)·kw + kx] = c·Hp·Wp + ky·d·Wp + kx·d`` (:func:`offsets`),
+
+    ``out[f, oy, ox] = Σ_k W[f, k] · xp[off[k] + oy·Wp + ox]``,   ``k`` in im2col row order,
+
+is one tile call of :func:`microkernel.make_tile` per block of 16 output channels (the tile's
+rows) and 16 pixels of one output row (its columns), stored straight into the output (a partial
+last block masked). Every output is ONE fused multiply-add chain over ``k = 0 … K − 1`` in
+darknet's ``gemm_nn`` order (its ``C += A·B`` rounds each product apart): the result depends on
+neither the tiling nor the threads. Against the per-tap and im2col GEMMs of OpenBLAS (other
+summation orders) it differs in the last bits.
+
+The input gradient of a stride-1 convolution is the same operation (:func:`flipped_weights`):
+``dx[c, y, x] = Σ_{f, ky, kx} Wf[c, f, ky, kx] · dp[f, y + ky·d, x + kx·d]`` with ``dp`` the
+output gradient zero-padded by ``d·(k − 1) − p`` and ``Wf[c, f, ky, kx] =
+W[f, c, kh − 1 − ky, kw − 1 − kx]``; ``assign`` stores it (``dx = …``), else adds it.
+
+The weight gradient (:func:`weight_grad_image`) sums over the pixels instead: per tap, rows are
+16 output channels of the output gradient (packed, broadcast), columns 16 input channels of a
+channels-last copy of the padded image (one pixel's channels are contiguous), and the k-loop
+runs over the image's pixels through a pixel offset table; each element is one FMA chain over
+the pixels in order, added to the chunk's partial sum image after image (the chunks are then
+summed in order, as for the other paths).
+
+Measured on one core (AVX-512), 128 images, 3×3 forward, against the per-tap GEMMs: 16 → 16
+channels at 32×32 5.4 against 8.4 ms (111 against 72 GFLOP/s), 32 → 32 at 16×16 5.3 against
+6.8, 32 → 64 at 16×16 10.4 against 12.7. A tile of 16 rows × 1 vector measured as fast as
+8 × 2 on 32-pixel rows, and faster on 16-pixel rows. On 8×8 maps (64 → 64; LeNet's 5×5
+20 → 50), a span of padded rows as columns (wrapped columns dropped) only tied the OpenBLAS
+paths, so there the forward and the input gradient keep them (:func:`applies`,
+:func:`dx_applies`); the weight gradient sums over the pixels and needs no wide rows
+(:func:`dw_applies`). Backward (input and weight gradient, against the taps, or im2col for
+32 → 64): 16.5 → 12.4 ms, 14.3 → 11.5, 28.8 → 22.3; 64 → 64 at 8×8 (the weight gradient
+only) 16.3 → 12.0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from dnupdate.engine.backends.cpu import conv_taps, microkernel
+from dnupdate.engine.backends.cpu.conv import _u
+from dnupdate.engine.backends.cpu.conv_taps import pad_group
+
+LANES = microkernel.LANES
+#: the tile: ``R`` output channels × ``J`` vectors of 16 pixels
+ROWS, VECTORS = 16, 1
+_tile = microkernel.make_tile(ROWS, VECTORS)
+
+
+def row_fits(out_w: int) -> bool:
+    """Whether an output row fills at least one vector (narrower rows keep the other paths)."""
+    return out_w >= LANES
+
+
+#: the fewest input channels per group whose forward takes the micro-kernel: 3 → 16 channels at
+#: 32×32 (a CIFAR net's first layer) 1.87 → 1.12 ms by im2col + GEMM against the micro-kernel,
+#: 4 → 16 2.9 → 1.4; LeNet's 1-channel 5×5 layer 0.52 → 0.62 (slower: stays on im2col)
+MIN_FORWARD_CHANNELS = 3
+
+
+def _fits(kernel, stride, pad, channels, out_w, fewest) -> bool:
+    """The micro-kernel is there, the geometry suits it (stride 1, not an unpadded 1×1, rows of
+    at least 16 pixels) and ``fewest``–:data:`conv_taps.MAX_CHANNELS` channels are summed."""
+    return (
+        microkernel.AVAILABLE
+        and conv_taps.fits(kernel, stride, pad)
+        and fewest <= channels <= conv_taps.MAX_CHANNELS
+        and row_fits(out_w)
+    )
+
+
+def applies(kernel, stride, pad, per_group, outputs, out_w) -> bool:
+    """Whether a convolution's forward takes the micro-kernel: where the JIT target has it
+    (:data:`microkernel.AVAILABLE`), stride 1 and not an unpadded 1×1 (``conv_taps.fits``),
+    :data:`MIN_FORWARD_CHANNELS`–:data:`conv_taps.MAX_CHANNELS` input channels and a multiple
+    of :data:`ROWS` outputs per group (whole tiles: 16 → 8 channels at 32×32 ran 0.82×, 16 → 4
+    0.56× the per-tap GEMMs), output rows of at least 16 pixels. The shape's rule only, never
+    the threads'."""
+    whole_tiles = outputs % ROWS == 0
+    return whole_tiles and _fits(kernel, stride, pad, per_group, out_w, MIN_FORWARD_CHANNELS)
+
+
+def dx_applies(kernel, stride, pad, dilation, per_group, outputs, in_w) -> bool:
+    """Whether a convolution's input gradient takes the micro-kernel: the flipped convolution
+    (``outputs`` per group its summed channels, ``per_group`` its tile rows, ``in_w`` its
+    output width) with :data:`conv_taps.MIN_CHANNELS`–:data:`conv_taps.MAX_CHANNELS` of each
+    (4 → 16 channels at 32×32, 4 rows per tile of 16, ran its backward 0.66×; 8 → 16 1.12×),
+    where its padding ``d·(k − 1) − p`` is not negative."""
+    kh, kw = kernel
+    return (
+        _fits(kernel, stride, pad, outputs, in_w, conv_taps.MIN_CHANNELS)
+        and conv_taps.MIN_CHANNELS <= per_group <= conv_taps.MAX_CHANNELS
+        and dilation * (kh - 1) >= pad[0]
+        and dilation * (kw - 1) >= pad[1]
+    )
+
+
+def dx_geometry(kernel, pad, dilation, in_hw) -> tuple[int, ...]:
+    """The input gradient's convolution geometry ``(kh, kw, 1, 1, ph', pw', d, H, W)`` with
+    ``p' = d·(k − 1) − p``."""
+    kh, kw = kernel
+    ph, pw = dilation * (kh - 1) - pad[0], dilation * (kw - 1) - pad[1]
+    return (kh, kw, 1, 1, ph, pw, dilation, *in_hw)
+
+
+def offsets(channels, kernel, dilation, padded_hw) -> np.ndarray:
+    """``off[(c·kh + ky)·kw + kx] = c·Hp·Wp + ky·d·Wp + kx·d`` (int64): row ``k`` of the
+    implicit GEMM's right operand, in floats from the padded group's start."""
+    kh, kw = kernel
+    hp, wp = padded_hw
+    c, ky, kx = np.meshgrid(np.arange(channels), np.arange(kh), np.arange(kw), indexing="ij")
+    return (c * hp * wp + ky * dilation * wp + kx * dilation).reshape(-1).astype(np.int64)
+
+
+def pack(weights: np.ndarray) -> np.ndarray:
+    """``packed[g, t, k, r] = W[g, t·R + r, k]`` (0 past the last row): the weights
+    ``(G, m, K)`` as :func:`microkernel.pack_rows` tiles, per group."""
+    return np.stack([microkernel.pack_rows(w, ROWS) for w in weights])
+
+
+def flipped_weights(weights: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
+    """``Wf[g, c, (f·kh + ky)·kw + kx] = W[g, f, (c·kh + kh − 1 − ky)·kw + kw − 1 − kx]``: the
+    weights of the input gradient's convolution, ``(G, C/G, m·kh·kw)``."""
+    groups, m, k = weights.shape
+    kh, kw = kernel
+    w = weights.reshape(groups, m, k // (kh * kw), kh, kw)[..., ::-1, ::-1]
+    return np.ascontiguousarray(w.transpose(0, 2, 1, 3, 4).reshape(groups, k // (kh * kw), -1))
+
+
+def scratch_floats(channels, kernel, pad, dilation, in_hw) -> int:
+    """Floats of one image's scratch: the padded group and its ``d·(kw − 1)`` slack."""
+    hp, wp = in_hw[0] + 2 * pad[0], in_hw[1] + 2 * pad[1]
+    return channels * hp * wp + dilation * (kernel[1] - 1)
+
+
+@njit(cache=True)
+def _gemm(packed_g, table, source, target, ldc, m, out_h, out_w, wp, accumulate):
+    """``target[f·ldc + oy·out_w + ox] (+)= Σ_k W[f, k] · source[off[k] + oy·Wp + ox]`` for
+    ``f < m`` (``source``/``target`` addresses): per output row, per block of :data:`ROWS`
+    channels, per :data:`LANES` pixels, one tile."""
+    width = LANES * VECTORS
+    depth = table.size
+    for oy in range(out_h):
+        for t in range(packed_g.shape[0]):
+            a = packed_g[t].ctypes.data
+            for ox in range(0, out_w, width):
+                _tile(a, source + 4 * (oy * wp + ox), table.ctypes.data, depth,
+                      target + 4 * (t * ROWS * ldc + oy * out_w + ox), ldc,
+                      min(ROWS, m - t * ROWS), min(width, out_w - ox), accumulate)  # fmt: skip
+
+
+@njit(cache=True)
+def conv_image(x_b, packed_g, table, out_b, scratch, c0, f0, m, geometry, assign):
+    """``out_b[f0 + f] (+)= Σ_k W[f, k] · shift_k(xp)`` for the ``m`` outputs of one group of one
+    image (module docstring): ``x_b (C, H, W)``, ``packed_g`` one group of :func:`pack`,
+    ``table`` :func:`offsets`, ``out_b (F, out_h·out_w)``, ``scratch`` flat,
+    :func:`scratch_floats` long; ``=`` with ``assign``, else ``+=``. ``geometry`` is
+    ``(kh, kw, sh, sw, ph, pw, d, out_h, out_w)`` (stride 1, ``out_w`` ≥ 16)."""
+    kh, kw, _sh, _sw, ph, pw, dil, out_h, out_w = geometry
+    channels = table.size // (kh * kw)
+    wp = x_b.shape[2] + 2 * pw
+    padded = channels * (x_b.shape[1] + 2 * ph) * wp + dil * (kw - 1)
+    xp = scratch[:padded]
+    pad_group(x_b, c0, channels, xp, ph, pw)
+    target = out_b[f0:].ctypes.data
+    _gemm(packed_g, table, xp.ctypes.data, target, out_h * out_w, m, out_h, out_w, wp,
+          not assign)  # fmt: skip
+
+
+# ---- the weight gradient: one implicit GEMM per tap, the k-loop over the pixels ---------------
+
+
+#: the narrowest output rows whose weight gradient takes the micro-kernel (it sums over the
+#: pixels, so it needs no vector-wide rows; 8×8 maps measured: 64 → 64 channels 10.3 → 5.6 ms
+#: against the per-tap GEMMs, LeNet's 5×5 20 → 50 4.1 → 3.3, batch 128 and 64, one core)
+MIN_DW_WIDTH = 8
+
+
+def dw_applies(kernel, stride, pad, per_group, outputs, out_w) -> bool:
+    """Whether a convolution's weight gradient takes the micro-kernel: where it is there,
+    stride 1 and not an unpadded 1×1, :data:`conv_taps.MIN_CHANNELS`–:data:`conv_taps.MAX_CHANNELS`
+    input channels per group (the tile's columns: fewer would leave most of a vector idle), at
+    least as many outputs (its rows) and output rows of :data:`MIN_DW_WIDTH` pixels or more."""
+    return (
+        microkernel.AVAILABLE
+        and conv_taps.fits(kernel, stride, pad)
+        and conv_taps.MIN_CHANNELS <= per_group <= conv_taps.MAX_CHANNELS
+        and outputs >= conv_taps.MIN_CHANNELS
+        and out_w >= MIN_DW_WIDTH
+    )
+
+
+def dw_scratch_floats(channels, m, kernel, pad, dilation, in_hw, out_hw) -> int:
+    """Floats of one image's weight-gradient scratch: the padded group channels-last
+    (:func:`pad_channels_last`) with its ``d·(kw − 1)·C`` slack, and the packed output
+    gradient (:func:`pack_delta`)."""
+    hp, wp = in_hw[0] + 2 * pad[0], in_hw[1] + 2 * pad[1]
+    tiles = -(-m // ROWS)
+    return (hp * wp + dilation * (kernel[1] - 1)) * channels + tiles * ROWS * out_hw[0] * out_hw[1]
+
+
+def pixel_offsets(channels, out_hw, padded_w) -> np.ndarray:
+    """``off[oy·out_w + ox] = (oy·Wp + ox)·C`` (int64): the channels-last padded image's pixel
+    under output pixel ``(oy, ox)`` for the tap ``(0, 0)``, in floats."""
+    oy, ox = np.meshgrid(np.arange(out_hw[0]), np.arange(out_hw[1]), indexing="ij")
+    return ((oy * padded_w + ox) * channels).reshape(-1).astype(np.int64)
+
+
+@njit(cache=True)
+def pad_channels_last(x_b, c0, channels, xt, ph, pw):
+    """``xt[((y + p_h)·Wp + x + p_w)·C + c] = x_b[c0 + c, y, x]``, 0 in the padding and the
+    slack after the last pixel (pixel by pixel: each pixel's channels one contiguous store)."""
+    height, width = x_b.shape[1], x_b.shape[2]
+    source = x_b.reshape(-1)
+    plane = height * width
+    wp = width + 2 * pw
+    zero = np.float32(0.0)
+    for i in range(ph * wp * channels):  # top rows
+        xt[_u(i)] = zero
+    for y in range(height):
+        row = (y + ph) * wp * channels
+        for i in range(pw * channels):  # left and right padding
+            xt[_u(row + i)] = zero
+            xt[_u(row + (pw + width) * channels + i)] = zero
+        for x in range(width):
+            pixel = row + (pw + x) * channels
+            start = c0 * plane + y * width + x
+            for c in range(channels):
+                xt[_u(pixel + c)] = source[_u(start + c * plane)]
+    for i in range((height + ph) * wp * channels, xt.size):  # bottom rows and slack
+        xt[_u(i)] = zero
+
+
+@njit(cache=True)
+def pack_delta(delta_b, f0, m, packed):
+    """``packed[t, p, r] = delta_b[f0 + t·R + r, p]`` (0 past ``m``): the output gradient of one
+    group as :func:`microkernel.pack_rows` tiles of :data:`ROWS` channels, ``packed`` flat."""
+    n = delta_b.shape[1]
+    source = delta_b.reshape(-1)
+    zero = np.float32(0.0)
+    for t in range((m + ROWS - 1) // ROWS):
+        live = min(ROWS, m - t * ROWS)
+        start = (f0 + t * ROWS) * n
+        for p in range(n):
+            base = (t * n + p) * ROWS
+            for r in range(live):
+                packed[_u(base + r)] = source[_u(start + r * n + p)]
+            for r in range(live, ROWS):
+                packed[_u(base + r)] = zero
+
+
+@njit(cache=True)
+def weight_grad_image(x_b, delta_b, partial_g, scratch, table, c0, f0, m, geometry, accumulate):
+    """``partial[tap, f, c] (+)= Σ_p delta_b[f0 + f, p] · x_pad[c, shift_tap(p)]`` for one group
+    of one image, ``partial_g`` flat ``(T, m, C)`` (``=`` unless ``accumulate``): per tap one
+    tile per :data:`ROWS` output channels (the packed ``delta``, broadcast) and 16 input
+    channels (a channels-last row of the padded image, :func:`pad_channels_last`), the k-loop
+    over the pixels through ``table`` (:func:`pixel_offsets`). Each element is one FMA chain over
+    the image's pixels in order."""
+    kh, kw, _sh, _sw, ph, pw, dil, out_h, out_w = geometry
+    channels = partial_g.size // (kh * kw * m)
+    wp = x_b.shape[2] + 2 * pw
+    n = out_h * out_w
+    padded = ((x_b.shape[1] + 2 * ph) * wp + dil * (kw - 1)) * channels
+    xt = scratch[:padded]
+    tiles = (m + ROWS - 1) // ROWS
+    packed = scratch[padded : padded + tiles * ROWS * n]
+    pad_channels_last(x_b, c0, channels, xt, ph, pw)
+    pack_delta(delta_b, f0, m, packed)
+    target = partial_g.ctypes.data
+    for tap in range(kh * kw):
+        shift = ((tap // kw) * dil * wp + (tap % kw) * dil) * channels
+        for t in range(tiles):
+            a = packed[t * n * ROWS :].ctypes.data
+            for cb in range(0, channels, LANES):
+                _tile(a, xt[shift + cb :].ctypes.data, table.ctypes.data, n,
+                      target + 4 * ((tap * m + t * ROWS) * channels + cb), channels,
+                      min(ROWS, m - t * ROWS), min(LANES, channels - cb), accumulate)  # fmt: skip

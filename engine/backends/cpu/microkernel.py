@@ -1,0 +1,214 @@
+"""A register-blocked GEMM tile written in LLVM IR: the inner loop of the direct convolution
+(CPU, Numba ``@intrinsic`` + llvmlite ``ir``).
+
+:func:`make_tile` builds, for a row count ``R`` and ``J`` vectors of 16 floats, the kernel
+
+    ``C[r, j] (+)= Σ_k A[k, r] · B[off[k] + j]``   for ``r < rows``, ``j < cols ≤ 16·J``
+
+with ``A`` packed ``(K, R)`` (one tile's rows side by side, :func:`pack_rows`) and ``B`` read
+through an offset table: row ``k`` of the right operand starts at ``B + off[k]`` floats, so the
+rows can be shifted reads of one zero-padded image (an implicit GEMM: no im2col matrix is
+written). The ``R·J`` accumulators are ``<16 x float>`` registers (phi nodes of one IR loop over
+``k``); each step loads the ``J`` vectors of row ``k`` of ``B`` (masked loads where
+``cols < 16·J``: the lanes past ``cols`` read nothing and are never stored), broadcasts the
+``R`` scalars of ``A`` and issues ``R·J`` ``llvm.fma.v16f32``. At the end ``C = acc`` or
+``C += acc`` (``accumulate``), masked to ``rows × cols``.
+
+Fidelity: ``llvm.fma`` is a true fused multiply-add (one rounding), never the compiler's choice
+between ``fma`` and ``mul`` + ``add`` (``fmuladd``). Each output element is therefore ONE
+sequential float32 chain ``acc ← fma(A[k, r], B[k, j], acc)`` over ``k = 0, 1, …, K − 1`` from
+``acc = 0``, then added to ``C`` once with ``accumulate``: its bits depend on the operands and
+the order of ``k`` only, never on the tiling, the thread count or how images are batched.
+darknet's own ``gemm_nn`` is a plain sequential loop over ``k`` too (``C += A·B`` with a
+separate rounding of the product): the two agree up to float32 rounding of each product.
+
+The tile is sized for AVX-512's 32 vector registers: the kernels are used only where the JIT's
+target has FMA and AVX-512F (:data:`AVAILABLE`, checked at import by :func:`jit_target_has`,
+as ``precision.F16C`` is); elsewhere the convolutions keep their OpenBLAS paths.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+#: floats per vector register (AVX-512)
+LANES = 16
+
+
+def jit_target_has(*features: str) -> bool:
+    """Whether the JIT's target has every CPU feature named (LLVM names: ``fma``, ``avx512f``,
+    ``f16c``): an explicit ``NUMBA_CPU_FEATURES`` decides; a ``NUMBA_CPU_NAME`` without
+    features counts as lacking them; else the host's, on x86-64 only."""
+    from numba.core import config
+
+    if config.CPU_FEATURES is not None:
+        wanted = config.CPU_FEATURES.split(",")
+        return all(f"+{feature}" in wanted for feature in features)
+    if config.CPU_NAME is not None:
+        return False
+    import llvmlite.binding as llvm
+
+    host = llvm.get_host_cpu_features()
+    return llvm.get_default_triple().startswith("x86_64") and all(
+        bool(host.get(feature, False)) for feature in features
+    )
+
+
+#: the micro-kernel may run: the JIT's target has FMA and 32 vector registers of 16 floats
+AVAILABLE = jit_target_has("fma", "avx512f")
+
+_F32 = ir.FloatType()
+_I1 = ir.IntType(1)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_VEC = ir.VectorType(_F32, LANES)
+_MASK = ir.VectorType(_I1, LANES)
+_VEC_PTR = _VEC.as_pointer()
+#: the shuffle mask that broadcasts lane 0
+_ZERO_MASK = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+
+
+def _declare(module, name, return_type, arguments):
+    return cgutils.get_or_insert_function(module, ir.FunctionType(return_type, arguments), name)
+
+
+def _masked_load(builder, address, mask):
+    function = _declare(
+        builder.module, "llvm.masked.load.v16f32.p0", _VEC, [_VEC_PTR, _I32, _MASK, _VEC]
+    )
+    zero = ir.Constant(_VEC, None)
+    return builder.call(function, [address, ir.Constant(_I32, 4), mask, zero])
+
+
+def _masked_store(builder, value, address, mask):
+    function = _declare(
+        builder.module, "llvm.masked.store.v16f32.p0", ir.VoidType(), [_VEC, _VEC_PTR, _I32, _MASK]
+    )
+    builder.call(function, [value, address, ir.Constant(_I32, 4), mask])
+
+
+def _splat(builder, scalar):
+    vector = builder.insert_element(ir.Constant(_VEC, ir.Undefined), scalar, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(vector, ir.Constant(_VEC, ir.Undefined), _ZERO_MASK)
+
+
+def _lane_mask(builder, count, first):
+    """``<16 x i1>``: lane ``i`` is on where ``first + i < count`` (``count`` an i64)."""
+    lanes = ir.Constant(ir.VectorType(_I64, LANES), [first + i for i in range(LANES)])
+    bound = builder.insert_element(
+        ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined), count, ir.Constant(_I32, 0)
+    )
+    bound = builder.shuffle_vector(
+        bound, ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined), _ZERO_MASK
+    )
+    return builder.icmp_signed("<", lanes, bound)
+
+
+def _float_pointer(builder, base, offset):
+    """``(float*) base + offset`` (``base`` an intp address, ``offset`` in floats)."""
+    pointer = builder.inttoptr(base, _F32.as_pointer())
+    return builder.gep(pointer, [offset])
+
+
+def _tile_codegen(rows_r: int, vectors_j: int):
+    """The IR body of :func:`make_tile` for ``R = rows_r``, ``J = vectors_j``."""
+
+    def codegen(context, builder, signature, args):
+        a, b, offsets, depth, c, ldc, rows, cols, accumulate = args
+        fma = _declare(builder.module, "llvm.fma.v16f32", _VEC, [_VEC, _VEC, _VEC])
+        masks = [_lane_mask(builder, cols, LANES * j) for j in range(vectors_j)]
+        offset_table = builder.inttoptr(offsets, _I64.as_pointer())
+        a_floats = builder.inttoptr(a, _F32.as_pointer())
+        zero = ir.Constant(_VEC, None)
+        entry = builder.block
+        loop = builder.append_basic_block("tile.k")
+        done = builder.append_basic_block("tile.store")
+        builder.cbranch(builder.icmp_signed(">", depth, ir.Constant(_I64, 0)), loop, done)
+
+        builder.position_at_end(loop)
+        k = builder.phi(_I64)
+        k.add_incoming(ir.Constant(_I64, 0), entry)
+        acc = [builder.phi(_VEC) for _ in range(rows_r * vectors_j)]
+        for phi in acc:
+            phi.add_incoming(zero, entry)
+        row = _float_pointer(builder, b, builder.load(builder.gep(offset_table, [k])))
+        bvec = [
+            _masked_load(
+                builder,
+                builder.bitcast(builder.gep(row, [ir.Constant(_I64, LANES * j)]), _VEC_PTR),
+                masks[j],
+            )
+            for j in range(vectors_j)
+        ]
+        a_row = builder.gep(a_floats, [builder.mul(k, ir.Constant(_I64, rows_r))])
+        updated = []
+        for r in range(rows_r):
+            scalar = builder.load(builder.gep(a_row, [ir.Constant(_I64, r)]))
+            broadcast = _splat(builder, scalar)
+            for j in range(vectors_j):
+                updated.append(builder.call(fma, [broadcast, bvec[j], acc[r * vectors_j + j]]))
+        k_next = builder.add(k, ir.Constant(_I64, 1))
+        for phi, value in zip(acc, updated, strict=True):
+            phi.add_incoming(value, builder.block)
+        k.add_incoming(k_next, builder.block)
+        builder.cbranch(builder.icmp_signed("<", k_next, depth), loop, done)
+
+        builder.position_at_end(done)
+        final = [builder.phi(_VEC) for _ in range(rows_r * vectors_j)]
+        for phi, value in zip(final, updated, strict=True):
+            phi.add_incoming(zero, entry)
+            phi.add_incoming(value, loop)
+        add = builder.icmp_signed("!=", accumulate, ir.Constant(accumulate.type, 0))
+        for r in range(rows_r):
+            live = builder.icmp_signed("<", ir.Constant(_I64, r), rows)
+            c_row = _float_pointer(builder, c, builder.mul(ldc, ir.Constant(_I64, r)))
+            for j in range(vectors_j):
+                mask = builder.and_(masks[j], _splat_bool(builder, live))
+                address = builder.bitcast(
+                    builder.gep(c_row, [ir.Constant(_I64, LANES * j)]), _VEC_PTR
+                )
+                value = final[r * vectors_j + j]
+                old = _masked_load(builder, address, builder.and_(mask, _splat_bool(builder, add)))
+                value = builder.select(add, builder.fadd(old, value), value)
+                _masked_store(builder, value, address, mask)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+def _splat_bool(builder, flag):
+    vector = builder.insert_element(ir.Constant(_MASK, ir.Undefined), flag, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(vector, ir.Constant(_MASK, ir.Undefined), _ZERO_MASK)
+
+
+def make_tile(rows_r: int, vectors_j: int):
+    """The tile kernel ``tile(a, b, offsets, depth, c, ldc, rows, cols, accumulate)`` for
+    ``R = rows_r`` rows and ``J = vectors_j`` vectors of :data:`LANES` floats (module
+    docstring): ``a``, ``b``, ``offsets`` (int64) and ``c`` are addresses (``array.ctypes.data``
+    plus a byte offset), ``depth = K``, ``ldc`` the row stride of ``C`` in floats, ``rows ≤ R``
+    and ``cols ≤ 16·J`` the live part of the tile, ``accumulate`` true: ``C += acc``, else
+    ``C = acc``. With ``C = acc`` a stored element is ``0 + acc``: ``−0`` sums become ``+0``."""
+
+    @intrinsic
+    def tile(typingctx, a, b, offsets, depth, c, ldc, rows, cols, accumulate):
+        integers = (a, b, offsets, depth, c, ldc, rows, cols)
+        if any(not isinstance(t, types.Integer) for t in integers) or accumulate != types.boolean:
+            return None
+        signature = types.void(*[types.int64] * 8, types.boolean)
+        return signature, _tile_codegen(rows_r, vectors_j)
+
+    return tile
+
+
+def pack_rows(a: np.ndarray, rows_r: int) -> np.ndarray:
+    """``packed[t, k, r] = a[t·R + r, k]`` (0 past the last row): each tile's ``R`` rows of the
+    left operand side by side, so one step of the tile reads ``R`` consecutive floats."""
+    m, depth = a.shape
+    tiles = -(-m // rows_r)
+    packed = np.zeros((tiles * rows_r, depth), dtype=np.float32)
+    packed[:m] = a
+    return np.ascontiguousarray(packed.reshape(tiles, rows_r, depth).transpose(0, 2, 1))

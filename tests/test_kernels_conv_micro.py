@@ -1,0 +1,267 @@
+"""The register-blocked micro-kernel (engine.backends.cpu.microkernel) and the stride-1
+convolution on it (conv_direct, through conv_images): against the NumPy reference and finite
+differences, bit for bit across tile shapes and thread counts, the choice by shape, and a
+coarse guard that the tile compiles to vector fused multiply-adds."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from numba import njit
+
+from dnupdate.engine.backends.cpu import CpuBackend, conv_direct, conv_images, microkernel
+from tests.reference.conv import conv_backward as reference_backward
+from tests.reference.conv import conv_forward as reference_forward
+
+pytestmark = pytest.mark.skipif(
+    not microkernel.AVAILABLE, reason="the JIT target has no FMA + AVX-512F"
+)
+
+# (batch, C, H, W, filters, kh, kw, ph, pw, groups, dilation): rows of 16+ pixels, a partial
+# last vector, groups, dilation, a non-square kernel
+CASES = [
+    (2, 8, 5, 17, 16, 3, 3, 1, 1, 1, 1),
+    (2, 16, 4, 16, 32, 3, 3, 1, 1, 2, 1),
+    (2, 8, 6, 20, 16, 3, 3, 2, 2, 1, 2),
+    (2, 9, 5, 18, 32, 5, 3, 2, 1, 1, 1),
+    (3, 8, 3, 33, 16, 3, 3, 1, 1, 1, 1),
+]
+# the gradients only (outputs not a multiple of 16: the forward keeps the other paths), with
+# partial tiles of rows in both
+BACKWARD_CASES = [
+    *CASES,
+    (2, 9, 4, 17, 10, 3, 3, 1, 1, 1, 1),
+    (2, 16, 3, 16, 20, 3, 3, 1, 1, 2, 1),
+    # 8×8 maps: the weight gradient by the micro-kernel, the input gradient by the taps
+    # (16 → 16, LeNet's 5×5 20 → 50) or by im2col (8 → 24: outputs more than double)
+    (2, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1),
+    (2, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1),
+    (2, 8, 6, 8, 24, 3, 3, 1, 1, 1, 1),
+]
+
+# forward only: 3–7 input channels per group take the micro-kernel's forward, not its backward
+FORWARD_CASES = [*CASES, (2, 3, 4, 32, 16, 3, 3, 1, 1, 1, 1), (2, 4, 3, 18, 16, 3, 3, 1, 1, 1, 1)]
+
+
+def _caller(shape):
+    """A jitted ``call(packed, b, table, c, ldc, rows, cols, accumulate)`` of the tile of
+    ``shape`` (an intrinsic is called from compiled code only)."""
+    tile = microkernel.make_tile(*shape)
+
+    @njit
+    def call(packed, b, table, c, ldc, rows, cols, accumulate):
+        tile(packed.ctypes.data, b.ctypes.data, table.ctypes.data, table.size, c.ctypes.data,
+             ldc, rows, cols, accumulate)  # fmt: skip
+
+    return call
+
+
+_TILES = {shape: _caller(shape) for shape in [(16, 1), (8, 2), (5, 3), (1, 1)]}
+
+
+def _setup(case, seed=0):
+    batch, c, h, w, f, kh, kw, ph, pw, g, d = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
+    weights = rng.standard_normal((g, f // g, (c // g) * kh * kw)).astype(np.float32)
+    oh, ow = h + 2 * ph - d * (kh - 1), w + 2 * pw - d * (kw - 1)
+    return x, weights, ((kh, kw), (1, 1), (ph, pw), d, (oh, ow))
+
+
+def _forward(x, weights, geometry, by_micro, chunks=3):
+    out = np.full((x.shape[0], weights.shape[0] * weights.shape[1], *geometry[4]), np.nan)
+    out = out.astype(np.float32)
+    floats = conv_images.col_floats(x.shape, weights.shape, *geometry)
+    col = np.full((chunks, floats), np.nan, dtype=np.float32)  # scratch must not leak in
+    conv_images.conv_forward(x, weights, out, col, *geometry, by_micro=by_micro)
+    return out
+
+
+def _backward(x, weights, geometry, delta, by_micro, chunks=3, assign=False):
+    """``(dweights, dx)`` of one backward call; dx starts at 1 so ``+=`` and ``=`` differ."""
+    groups, m, k = weights.shape
+    out_hw = geometry[4]
+    floats = conv_images.col_floats(x.shape, weights.shape, *geometry)
+    col = np.full((chunks, floats), np.nan, dtype=np.float32)
+    dcol = np.full((chunks, k * out_hw[0] * out_hw[1]), np.nan, dtype=np.float32)
+    partial = np.full((chunks, groups, k, m), np.nan, dtype=np.float32)
+    dweights = np.full_like(weights, 0.5)
+    dx = np.ones_like(x)
+    conv_images.conv_backward(
+        x, weights, delta.copy(), dweights, dx, col, dcol, partial, -1.0, *geometry,
+        assign_dx=assign, by_micro=by_micro,
+    )  # fmt: skip
+    return dweights, dx
+
+
+@pytest.mark.parametrize("case", FORWARD_CASES)
+def test_the_forward_matches_the_reference_and_the_old_paths(case):
+    x, weights, geometry = _setup(case)
+    (kh, kw), _, pad, dilation, _ = geometry
+    groups, m, k = weights.shape
+    w4 = weights.reshape(groups * m, k // (kh * kw), kh, kw)
+    want = reference_forward(x, w4, None, (1, 1), pad, groups, dilation)
+    micro = _forward(x, weights, geometry, by_micro=True)
+    np.testing.assert_allclose(micro, want, rtol=1e-5, atol=1e-5)
+    old = _forward(x, weights, geometry, by_micro=False)
+    np.testing.assert_allclose(micro, old, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", BACKWARD_CASES)
+def test_the_backward_matches_the_reference_and_the_old_paths(case):
+    x, weights, geometry = _setup(case, seed=3)
+    (kh, kw), _, pad, dilation, out_hw = geometry
+    groups, m, k = weights.shape
+    delta = np.random.default_rng(4).standard_normal((x.shape[0], groups * m, *out_hw))
+    delta = delta.astype(np.float32)
+    w4 = weights.reshape(groups * m, k // (kh * kw), kh, kw)
+    dx_want, dw_want, _ = reference_backward(x, w4, delta, (1, 1), pad, groups, dilation)
+    dw, dx = _backward(x, weights, geometry, delta, by_micro=True)
+    np.testing.assert_allclose(dx, 1.0 + dx_want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, 0.5 - dw_want.reshape(weights.shape), rtol=1e-4, atol=1e-4)
+    _, dx_assigned = _backward(x, weights, geometry, delta, by_micro=True, assign=True)
+    np.testing.assert_allclose(dx_assigned, dx_want, rtol=1e-4, atol=1e-4)
+    dw_old, dx_old = _backward(x, weights, geometry, delta, by_micro=False)
+    np.testing.assert_allclose(dw, dw_old, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dx, dx_old, rtol=1e-5, atol=1e-4)
+
+
+def test_the_micro_kernel_does_not_depend_on_the_thread_count():
+    x, weights, geometry = _setup((12, 16, 6, 16, 16, 3, 3, 1, 1, 1, 1), seed=5)
+    delta = np.random.default_rng(7).standard_normal((12, 16, 6, 16)).astype(np.float32)
+    results = []
+    for count in (1, 2, 3):
+        CpuBackend(threads=count)
+        out = _forward(x, weights, geometry, by_micro=True, chunks=4)
+        results.append((out, *_backward(x, weights, geometry, delta, by_micro=True, chunks=4)))
+    CpuBackend(threads=1)
+    for other in results[1:]:
+        for first, second in zip(results[0], other, strict=True):
+            assert np.array_equal(first, second)
+
+
+def test_the_gradients_pass_finite_differences():
+    """``Σ r·conv(x, W)`` differentiated by central differences in float64 against the
+    micro-kernel's float32 input and weight gradients, for a few entries of ``x`` and ``W``."""
+    x, weights, geometry = _setup((2, 8, 4, 16, 8, 3, 3, 1, 1, 1, 1), seed=8)
+    (kh, kw), _, pad, dilation, out_hw = geometry
+    r = np.random.default_rng(9).standard_normal((2, 8, *out_hw)).astype(np.float32)
+
+    def loss(xv, wv):
+        w4 = wv.reshape(8, 8, kh, kw)
+        return float((reference_forward(xv, w4, None, (1, 1), pad, 1, dilation) * r).sum())
+
+    dw, dx = _backward(x, weights, geometry, r, by_micro=True, assign=True)
+    dw = 0.5 - dw  # alpha = −1 from 0.5
+    eps = 1e-3
+    x64, w64 = x.astype(np.float64), weights.astype(np.float64)
+    for index in [(0, 0, 0, 0), (1, 7, 3, 15), (0, 3, 2, 9)]:
+        plus, minus = x64.copy(), x64.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        numeric = (loss(plus, w64) - loss(minus, w64)) / (2 * eps)
+        assert abs(numeric - dx[index]) < 1e-3 * max(1.0, abs(numeric))
+    for index in [(0, 0, 0), (0, 7, 71), (0, 3, 40)]:
+        plus, minus = w64.copy(), w64.copy()
+        plus[index] += eps
+        minus[index] -= eps
+        numeric = (loss(x64, plus) - loss(x64, minus)) / (2 * eps)
+        assert abs(numeric - dw[index]) < 1e-3 * max(1.0, abs(numeric))
+
+
+def _run_tiles(shape, a, b, table, c, accumulate):
+    """``c (+)= a · B`` tile by tile with ``R × 16·J`` tiles of ``shape``."""
+    rows_r, vectors_j = shape
+    packed = microkernel.pack_rows(a, rows_r)
+    width = microkernel.LANES * vectors_j
+    for t in range(packed.shape[0]):
+        for j in range(0, c.shape[1], width):
+            rows = min(rows_r, a.shape[0] - t * rows_r)
+            target = c[t * rows_r :, j:]
+            _TILES[shape](packed[t], b[j:], table, target, c.shape[1], rows,
+                          min(width, c.shape[1] - j), accumulate)  # fmt: skip
+
+
+def test_every_tile_shape_gives_the_same_bits():
+    """Each element is one FMA chain over ``k`` in order from 0: 16×1, 8×2, 5×3 and 1×1 tiles
+    of the same product agree bit for bit, with ``C = acc`` and with ``C += acc``; only the
+    tile's rows × columns are written."""
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((19, 37)).astype(np.float32)
+    b = rng.standard_normal(37 * 50 + 64).astype(np.float32)
+    table = (np.arange(37) * 50 + rng.integers(0, 3, 37)).astype(np.int64)  # shifted rows
+    shifted = np.stack([b[table + j] for j in range(41)], axis=1).astype(np.float64)  # (K, 41)
+    want = a.astype(np.float64) @ shifted
+    results = []
+    for shape in _TILES:
+        c = np.full((19, 41), 2.0, dtype=np.float32)
+        _run_tiles(shape, a, b, table, c, accumulate=True)
+        assigned = np.full((19, 41), np.nan, dtype=np.float32)
+        _run_tiles(shape, a, b, table, assigned, accumulate=False)
+        results.append((c, assigned))
+    np.testing.assert_allclose(results[0][1], want, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(results[0][0], np.float32(2.0) + results[0][1])
+    for c, assigned in results[1:]:
+        assert np.array_equal(c, results[0][0]) and np.array_equal(assigned, results[0][1])
+
+
+def test_the_choice_is_the_shape_s():
+    """Stride 1, rows of at least 16 pixels; the forward 3–64 input channels and whole tiles of
+    16 outputs per group; the weight gradient 8–64 input channels, 8+ outputs and rows of 8+
+    pixels; the input
+    gradient 8–64 of each and ``d·(k − 1) ≥ p`` (its padding)."""
+    assert conv_direct.applies((3, 3), (1, 1), (1, 1), 16, 16, 32)
+    assert conv_direct.applies((3, 3), (1, 1), (1, 1), 64, 64, 16)
+    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 64, 64, 8)  # 8×8 maps: OpenBLAS
+    assert not conv_direct.applies((3, 3), (2, 2), (1, 1), 16, 16, 32)
+    assert conv_direct.applies((3, 3), (1, 1), (1, 1), 3, 16, 32)  # a CIFAR net's first layer
+    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 2, 16, 32)
+    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 16, 8, 32)  # half a tile of rows
+    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 128, 128, 32)
+    assert not conv_direct.applies((1, 1), (1, 1), (0, 0), 16, 16, 32)
+    assert conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 8, 10, 32)
+    assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 3, 16, 32)
+    assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 16, 4, 32)
+    assert conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 64, 128, 8)  # any rows of 8+ pixels
+    assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 64, 64, 4)
+    assert conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 8, 16, 32)
+    assert not conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 4, 16, 32)  # 4 rows of 16
+    assert not conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 16, 7, 32)
+    assert not conv_direct.dx_applies((3, 3), (1, 1), (3, 3), 1, 16, 16, 32)
+    x, weights, geometry = _setup((2, 8, 3, 8, 8, 3, 3, 1, 1, 1, 1))
+    with pytest.raises(ValueError, match="micro-kernel"):
+        _forward(x, weights, geometry, by_micro=True)
+
+
+def test_the_tile_compiles_to_vector_fma():
+    """Coarse guard: the tile's IR calls ``llvm.fma.v16f32`` (true FMA, not ``fmuladd``) and
+    its machine code holds packed ``vfmadd`` on 512-bit registers."""
+    call = _caller((16, 1))
+    z = np.zeros(256, np.float32)
+    call(z, z, np.zeros(4, np.int64), np.zeros((16, 16), np.float32), 16, 16, 16, False)
+    llvm = "\n".join(call.inspect_llvm().values())
+    assert "llvm.fma.v16f32" in llvm and "fmuladd" not in llvm
+    asm = "\n".join(call.inspect_asm().values())
+    assert re.search(r"vfmadd\d+ps\s+[^\n]*zmm", asm)
+
+
+def test_the_micro_kernel_needs_fma_and_avx512_on_the_jit_target(monkeypatch):
+    """The gate reads the JIT's target as ``precision.F16C`` does (an explicit
+    ``NUMBA_CPU_FEATURES`` wins; a named CPU without features counts as lacking them); where
+    it is off no convolution takes the micro-kernel."""
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CPU_FEATURES", "+fma,+avx512f,+avx2")
+    assert microkernel.jit_target_has("fma", "avx512f")
+    monkeypatch.setattr(config, "CPU_FEATURES", "+fma,-avx512f,+avx2")
+    assert not microkernel.jit_target_has("fma", "avx512f")
+    monkeypatch.setattr(config, "CPU_FEATURES", None)
+    monkeypatch.setattr(config, "CPU_NAME", "generic")
+    assert not microkernel.jit_target_has("fma")
+    monkeypatch.setattr(microkernel, "AVAILABLE", False)
+    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 16, 16, 32)
+    x, weights, geometry = _setup((2, 16, 4, 16, 16, 3, 3, 1, 1, 1, 1))
+    with pytest.raises(ValueError, match="micro-kernel"):
+        _forward(x, weights, geometry, by_micro=True)
