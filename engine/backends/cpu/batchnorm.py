@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -147,21 +148,96 @@ def _lane_sums(x, c0, lanes, totals):
     _put(totals, lanes, (t0, t1, t2, t3, t4, t5, t6, t7))
 
 
+#: the widest block of channels whose variance chains run in SIMD lanes (:func:`_squares_block`);
+#: :func:`block_width` narrows it so that every thread gets a block
+VECTOR_LANES = 32
+#: float32 elements of a block's transposed strip (16 KiB: stays in L1 beside the planes read)
+STRIP = 4096
+
+
+def block_width(channels: int, threads: int) -> int:
+    """Channels per block of the forward pass: :data:`VECTOR_LANES` (32) or 16, narrowed to
+    :data:`LANES` (8) when wider blocks would leave some of the ``threads`` without one. Any
+    width gives the same bits (each channel's chains keep darknet's order); wider blocks
+    run more SIMD lanes side by side."""
+    width = VECTOR_LANES
+    while width > LANES and -(-channels // width) < threads:
+        width //= 2
+    return width
+
+
 @njit(inline="always")
-def _statistics_block(x, mean, variance, c0, lanes, totals, squares):
+def _strip_row(planes, s, row):
+    """``row[k] = planes[k, s]``: one position of the block's planes, channels side by side."""
+    for k in range(row.size):
+        row[k] = planes[k, s]
+
+
+@njit(inline="always")
+def _add_squares(row, means, squares):
+    """One step of every lane's ``variance_cpu`` chain, ``squares[k] += pow(row[k] − means[k],
+    2)`` in C's precision: the float32 difference, squared and added in double, stored float32.
+    An element-wise loop over the lanes: LLVM's loop vectoriser runs the chains in SIMD lanes
+    (vector float↔double conversions), each lane's chain in its own order."""
+    for k in range(squares.size):
+        diff = np.float64(row[k] - means[k])
+        squares[k] = np.float32(np.float64(squares[k]) + diff * diff)
+
+
+@njit(inline="always")
+def _squares_block(x, c0, means, squares, strip):
+    """``squares[k] = Σ_b Σ_s pow(x[b, c0 + k, s] − means[k], 2)`` for the block's lanes
+    (``means``, ``squares``: one element per lane), each one float32 chain in darknet's
+    ``(b, s)`` order. Per image, over strips of positions: a strip is first transposed into
+    ``strip`` (positions × lanes, cache-resident), then its rows are the chains' steps, every
+    lane at once (darknet's planes hold a channel's positions side by side, where the vector
+    chains want the channels)."""
     batch, _, spatial = x.shape
-    m = batch * spatial
-    mean_scale = np.float32(1.0 / m)  # `float scale = 1./(batch*spatial)`
-    var_scale = np.float32(1.0 / (m - 1)) if m > 1 else np.float32(np.inf)
-    _lane_sums(x, c0, lanes, totals)
-    for k in range(lanes):
-        squares[k] = 0.0
-        mean[c0 + k] = totals[k] * mean_scale
+    lanes = squares.size
+    rows = min(strip.size // lanes, spatial)
+    table = strip[: rows * lanes].reshape(rows, lanes)
+    squares[:] = 0.0
+    for b in range(batch):
+        planes = x[b, c0 : c0 + lanes]
+        for first in range(0, spatial, rows):
+            count = min(rows, spatial - first)
+            for r in range(count):
+                _strip_row(planes, first + r, table[r])
+            for r in range(count):
+                _add_squares(table[r], means, squares)
+
+
+@njit(inline="always")
+def _lane_squares(x, c0, lanes, mean, squares):
+    """The ``variance_cpu`` chains of channels ``[c0, c0 + lanes)`` as scalar lanes (``lanes``
+    a constant: the compiler unrolls them): a vector step of 8 lanes would run in the vector
+    loop's scalar remainder (:func:`_squares_block` vectorises wider)."""
+    batch, _, spatial = x.shape
     for b in range(batch):
         for s in range(spatial):
             for k in range(lanes):
                 diff = np.float64(x[b, c0 + k, s] - mean[c0 + k])
                 squares[k] = np.float32(np.float64(squares[k]) + diff * diff)  # `+= pow(d, 2)`
+
+
+@njit(inline="always")
+def _statistics_block(x, mean, variance, c0, lanes, totals, squares, strip):
+    """``mean_cpu`` and ``variance_cpu`` for channels ``[c0, c0 + lanes)``: the float32 sums
+    8 channels at a time (:func:`_lane_sums`, scalar lanes: a float add is short enough a chain),
+    the variance chains in SIMD lanes (:func:`_squares_block`)."""
+    batch, _, spatial = x.shape
+    m = batch * spatial
+    mean_scale = np.float32(1.0 / m)  # `float scale = 1./(batch*spatial)`
+    var_scale = np.float32(1.0 / (m - 1)) if m > 1 else np.float32(np.inf)
+    for k0 in range(0, lanes, LANES):
+        part = min(LANES, lanes - k0)
+        _lane_sums(x, c0 + k0, part, totals)
+        for k in range(part):
+            mean[c0 + k0 + k] = totals[k] * mean_scale
+    if lanes == LANES:  # a block of 8 (several threads, few channels): 8 scalar chains
+        _lane_squares(x, c0, LANES, mean, squares)
+    else:
+        _squares_block(x, c0, mean[c0 : c0 + lanes], squares, strip)
     for k in range(lanes):
         # darknet quirk: m == 1 gives 0·inf = NaN (1./(m−1) is a division by zero)
         variance[c0 + k] = squares[k] * var_scale
@@ -193,8 +269,9 @@ def _forward_block(
 ):  # fmt: skip
     """Channels ``[c0, c0 + lanes)`` of :func:`_darknet_forward`."""
     if train:  # the statistics of out (= darknet's x, copied in the normalising pass)
-        totals, squares = np.zeros(LANES, dtype=np.float32), np.zeros(LANES, dtype=np.float32)
-        _statistics_block(out, mean, variance, c0, lanes, totals, squares)
+        totals, squares = np.zeros(LANES, dtype=np.float32), np.zeros(lanes, dtype=np.float32)
+        strip = np.empty(STRIP, dtype=np.float32)
+        _statistics_block(out, mean, variance, c0, lanes, totals, squares, strip)
         for k in range(lanes):  # scal_cpu(.99) then axpy_cpu(.01), float32
             c = c0 + k
             rolling_mean[c] = rolling_mean[c] * _ROLLING_KEEP
@@ -206,30 +283,20 @@ def _forward_block(
 
 @njit(parallel=True, cache=True)
 def _darknet_forward(
-    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code
+    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code,
+    width,
 ):  # fmt: skip
     """Training (``train``): ``x ← out``, batch statistics, rolling update, normalise with the
     batch statistics. Inference: normalise ``out`` in place with ``mean``/``variance`` (the
     caller passes the rolling statistics there). Then darknet's activation ``code``
     (``LINEAR``: none) on each ``(image, channel)`` plane right after it is normalised.
-    Parallel over the full blocks of ``LANES`` channels (a constant lane count: the compiler
-    unrolls the lanes); the remaining ``C mod LANES`` channels are
-    :func:`_darknet_forward_tail`'s."""
-    for block in prange(out.shape[1] // LANES):
+    Parallel over blocks of ``width`` channels (:func:`block_width`; the last one may be
+    narrower)."""
+    channels = out.shape[1]
+    for block in prange(-(-channels // width)):
+        c0 = block * width
         _forward_block(out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales,
-                       biases, train, code, block * LANES, LANES)  # fmt: skip
-
-
-@njit(cache=True)
-def _darknet_forward_tail(
-    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code
-):  # fmt: skip
-    """The last ``C mod LANES`` channels of :func:`_darknet_forward` (serial: a kernel of its
-    own keeps the variable-lane code out of the parallel kernel, whose compile time grows
-    with its body, and compiles only for such channel counts)."""
-    c0 = out.shape[1] // LANES * LANES
-    _forward_block(out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales,
-                   biases, train, code, c0, out.shape[1] - c0)  # fmt: skip
+                       biases, train, code, c0, min(width, channels - c0))  # fmt: skip
 
 
 @njit(inline="always")
@@ -400,9 +467,7 @@ def darknet_batchnorm_forward_train(
         _check_vector(vector, name, channels)
     args = (out3, x3, norm3, mean, variance, rolling_mean, rolling_variance, scales, biases, True,
             activation)  # fmt: skip
-    _darknet_forward(*args)
-    if channels % LANES:
-        _darknet_forward_tail(*args)
+    _darknet_forward(*args, block_width(channels, numba.get_num_threads()))
 
 
 def darknet_batchnorm_forward_infer(
@@ -431,9 +496,7 @@ def darknet_batchnorm_forward_infer(
         _check_vector(vector, name, channels)
     args = (out3, out3, out3, rolling_mean, rolling_variance, rolling_mean, rolling_variance,
             scales, biases, False, activation)  # fmt: skip
-    _darknet_forward(*args)
-    if channels % LANES:
-        _darknet_forward_tail(*args)
+    _darknet_forward(*args, block_width(channels, numba.get_num_threads()))
 
 
 def darknet_batchnorm_backward(
