@@ -188,3 +188,32 @@ def test_darknet_batchnorm_lanes_do_not_depend_on_threads(shape, threads):
     d = _data(shape, 11)
     one = _with_threads(1, lambda: _ours(d, act.LEAKY))
     _same_bits(_with_threads(threads, lambda: _ours(d, act.LEAKY)), one)
+
+
+@pytest.mark.parametrize("shape", [(3, 40, 5, 5), (2, 16, 6, 6), (5, 37)])
+def test_every_block_width_gives_the_same_bits(shape):
+    """The forward's block width (:func:`bn.block_width`: 8 scalar lanes, 16 or 32 SIMD lanes,
+    chosen from the thread count) changes no bit: each channel stays one chain per sum."""
+    d = _data(shape, 5)
+    channels = shape[1]
+    results = []
+    for width in (bn.LANES, 16, bn.VECTOR_LANES):
+        out = d["out"].copy()
+        out3 = out.reshape(shape[0], channels, -1)
+        x, x_norm = np.empty_like(out3), np.empty_like(out3)
+        stats = [np.empty(channels, F32), np.empty(channels, F32)]
+        rolling = [d["rolling_mean"].copy(), d["rolling_variance"].copy()]
+        bn._darknet_forward(out3, x, x_norm, *stats, *rolling, d["scales"], d["biases"], True,
+                            act.LEAKY, width)  # fmt: skip
+        results.append([out, x, x_norm, *stats, *rolling])
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_block_width_leaves_no_thread_without_a_block():
+    assert bn.block_width(128, 2) == 32
+    assert bn.block_width(32, 1) == 32
+    assert bn.block_width(32, 2) == 16
+    assert bn.block_width(16, 2) == bn.LANES
+    assert bn.block_width(5, 4) == bn.LANES
