@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from numba import njit
 
+from dnupdate.engine.backends.cpu import batchnorm as bn
 from dnupdate.engine.backends.cpu import reduce as red
 from dnupdate.engine.backends.cpu import update as up
 
@@ -76,3 +77,29 @@ def test_the_segment_sums_are_vector_code():
     block_sums(0, 1, np.ones(100, np.float32), starts, stops, partial)
     assert partial[0] == 100.0
     assert VECTOR_DOUBLES.search(_llvm(block_sums))
+
+
+VECTOR_WIDENING = re.compile(r"fpext <\d+ x float> .* to <\d+ x double>")
+
+
+def _variance_chains(x, means, squares, strip):
+    bn._squares_block(x, 0, means, squares, strip)
+
+
+def test_the_batchnorm_variance_chains_run_in_simd_lanes():
+    """darknet's ``variance_cpu`` chains, one per channel, step over a transposed strip with
+    the channels in vector lanes (float32 → double conversions of whole vectors), and each
+    lane is still its channel's float32 chain in ``(b, s)`` order."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 16, 10)).astype(np.float32)
+    means = rng.standard_normal(16).astype(np.float32)
+    squares = np.zeros(16, np.float32)
+    chains = njit(_variance_chains)
+    chains(x, means, squares, np.empty(64, np.float32))  # strips of 4 positions
+    expected = np.zeros(16, np.float32)
+    for b in range(x.shape[0]):
+        for s in range(x.shape[2]):
+            diff = (x[b, :, s] - means).astype(np.float64)
+            expected = (expected.astype(np.float64) + diff * diff).astype(np.float32)
+    assert squares.tobytes() == expected.tobytes()
+    assert VECTOR_WIDENING.search(_llvm(chains)), "the variance chains are scalar"

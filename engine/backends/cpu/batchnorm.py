@@ -23,17 +23,27 @@ Caffe keeps it in ``variance_``. Caffe's reductions are BLAS ``gemv`` calls whos
 is the BLAS build's; here they accumulate in double and round once.
 
 Scratch buffers are passed in by the caller (shapes given in each docstring); the kernels
-allocate only a few per-block accumulators. Parallel loops (``prange``) run over channels (or
-blocks of :data:`LANES` channels) where a channel's statistics are summed, and over ``(image,
-channel)`` planes for the element-wise passes. Every iteration owns its channels' outputs and
-each channel is summed in the same order as the serial loop (darknet's order), so results are
-bit-identical whatever the thread count.
+allocate only a few per-block accumulators and a 16 KiB strip. Parallel loops (``prange``) run
+over channels (or blocks of channels: :func:`block_width` for darknet's forward, :data:`LANES`
+for its backward) where a channel's statistics are summed, and over ``(image, channel)`` planes
+for the element-wise passes. Every iteration owns its channels' outputs and each channel is
+summed in the same order as the serial loop (darknet's order), so results are bit-identical
+whatever the thread count or block width.
+
+darknet's float32 sums run several channels side by side, each channel one chain in darknet's
+order: the float-add chains (``mean_cpu``, the backward's sums) as 8 scalar lanes held in
+registers; ``variance_cpu``'s chain, whose float↔double conversions made it the slow one, in
+SIMD lanes over a transposed strip of the planes (:func:`_squares_block`). Transposing costs
+~0.3 ns per element and array, more than it saves on a plain float add: the backward's sums,
+which read two arrays each, ran 1.11 → 1.80 ms that way (128×16×32×32, one core), so they
+stay scalar.
 """
 
 from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -101,16 +111,6 @@ def _planes(a, b, c0, lanes):
 
 
 @njit(inline="always")
-def _lane_values(a, c0, lanes):
-    """``a[c0 + k]`` for the 8 lanes (lanes ``k ≥ lanes`` repeat ``a[c0 + lanes − 1]``)."""
-    last = c0 + lanes - 1
-    return (
-        a[c0], a[min(c0 + 1, last)], a[min(c0 + 2, last)], a[min(c0 + 3, last)],
-        a[min(c0 + 4, last)], a[min(c0 + 5, last)], a[min(c0 + 6, last)], a[min(c0 + 7, last)],
-    )  # fmt: skip
-
-
-@njit(inline="always")
 def _put(target, lanes, values):
     """``target[k] = values[k]`` for the block's ``lanes`` lanes (the rest are dropped)."""
     for k in range(lanes):
@@ -119,12 +119,8 @@ def _put(target, lanes, values):
 
 @njit(inline="always")
 def _lane_scratch():
-    """Per-block float32 sums of the backward pass: ``(products, totals, weighted)``."""
-    return (
-        np.zeros(LANES, dtype=np.float32),
-        np.zeros(LANES, dtype=np.float32),
-        np.zeros(LANES, dtype=np.float32),
-    )
+    """Per-block float32 sums of the backward pass, rows ``(products, totals, weighted)``."""
+    return np.zeros((3, LANES), dtype=np.float32)
 
 
 @njit(inline="always")
@@ -147,21 +143,96 @@ def _lane_sums(x, c0, lanes, totals):
     _put(totals, lanes, (t0, t1, t2, t3, t4, t5, t6, t7))
 
 
+#: the widest block of channels whose variance chains run in SIMD lanes (:func:`_squares_block`);
+#: :func:`block_width` narrows it so that every thread gets a block
+VECTOR_LANES = 32
+#: float32 elements of a block's transposed strip (16 KiB: stays in L1 beside the planes read)
+STRIP = 4096
+
+
+def block_width(channels: int, threads: int) -> int:
+    """Channels per block of the forward pass: :data:`VECTOR_LANES` (32) or 16, narrowed to
+    :data:`LANES` (8) when wider blocks would leave some of the ``threads`` without one. Any
+    width gives the same bits (each channel's chains keep darknet's order); wider blocks
+    run more SIMD lanes side by side."""
+    width = VECTOR_LANES
+    while width > LANES and -(-channels // width) < threads:
+        width //= 2
+    return width
+
+
 @njit(inline="always")
-def _statistics_block(x, mean, variance, c0, lanes, totals, squares):
+def _strip_row(planes, s, row):
+    """``row[k] = planes[k, s]``: one position of the block's planes, channels side by side."""
+    for k in range(row.size):
+        row[k] = planes[k, s]
+
+
+@njit(inline="always")
+def _add_squares(row, means, squares):
+    """One step of every lane's ``variance_cpu`` chain, ``squares[k] += pow(row[k] − means[k],
+    2)`` in C's precision: the float32 difference, squared and added in double, stored float32.
+    An element-wise loop over the lanes: LLVM's loop vectoriser runs the chains in SIMD lanes
+    (vector float↔double conversions), each lane's chain in its own order."""
+    for k in range(squares.size):
+        diff = np.float64(row[k] - means[k])
+        squares[k] = np.float32(np.float64(squares[k]) + diff * diff)
+
+
+@njit(inline="always")
+def _squares_block(x, c0, means, squares, strip):
+    """``squares[k] = Σ_b Σ_s pow(x[b, c0 + k, s] − means[k], 2)`` for the block's lanes
+    (``means``, ``squares``: one element per lane), each one float32 chain in darknet's
+    ``(b, s)`` order. Per image, over strips of positions: a strip is first transposed into
+    ``strip`` (positions × lanes, cache-resident), then its rows are the chains' steps, every
+    lane at once (darknet's planes hold a channel's positions side by side, where the vector
+    chains want the channels)."""
     batch, _, spatial = x.shape
-    m = batch * spatial
-    mean_scale = np.float32(1.0 / m)  # `float scale = 1./(batch*spatial)`
-    var_scale = np.float32(1.0 / (m - 1)) if m > 1 else np.float32(np.inf)
-    _lane_sums(x, c0, lanes, totals)
-    for k in range(lanes):
-        squares[k] = 0.0
-        mean[c0 + k] = totals[k] * mean_scale
+    lanes = squares.size
+    rows = min(strip.size // lanes, spatial)
+    table = strip[: rows * lanes].reshape(rows, lanes)
+    squares[:] = 0.0
+    for b in range(batch):
+        planes = x[b, c0 : c0 + lanes]
+        for first in range(0, spatial, rows):
+            count = min(rows, spatial - first)
+            for r in range(count):
+                _strip_row(planes, first + r, table[r])
+            for r in range(count):
+                _add_squares(table[r], means, squares)
+
+
+@njit(inline="always")
+def _lane_squares(x, c0, lanes, mean, squares):
+    """The ``variance_cpu`` chains of channels ``[c0, c0 + lanes)`` as scalar lanes (``lanes``
+    a constant: the compiler unrolls them): a vector step of 8 lanes would run in the vector
+    loop's scalar remainder (:func:`_squares_block` vectorises wider)."""
+    batch, _, spatial = x.shape
     for b in range(batch):
         for s in range(spatial):
             for k in range(lanes):
                 diff = np.float64(x[b, c0 + k, s] - mean[c0 + k])
                 squares[k] = np.float32(np.float64(squares[k]) + diff * diff)  # `+= pow(d, 2)`
+
+
+@njit(cache=True, nogil=True)
+def _statistics_block(x, mean, variance, c0, lanes, totals, squares, strip):
+    """``mean_cpu`` and ``variance_cpu`` for channels ``[c0, c0 + lanes)``: the float32 sums
+    8 channels at a time (:func:`_lane_sums`, scalar lanes: a float add is short enough a chain),
+    the variance chains in SIMD lanes (:func:`_squares_block`)."""
+    batch, _, spatial = x.shape
+    m = batch * spatial
+    mean_scale = np.float32(1.0 / m)  # `float scale = 1./(batch*spatial)`
+    var_scale = np.float32(1.0 / (m - 1)) if m > 1 else np.float32(np.inf)
+    for k0 in range(0, lanes, LANES):
+        part = min(LANES, lanes - k0)
+        _lane_sums(x, c0 + k0, part, totals)
+        for k in range(part):
+            mean[c0 + k0 + k] = totals[k] * mean_scale
+    if lanes == LANES:  # a block of 8 (several threads, few channels): 8 scalar chains
+        _lane_squares(x, c0, LANES, mean, squares)
+    else:
+        _squares_block(x, c0, mean[c0 : c0 + lanes], squares, strip)
     for k in range(lanes):
         # darknet quirk: m == 1 gives 0·inf = NaN (1./(m−1) is a division by zero)
         variance[c0 + k] = squares[k] * var_scale
@@ -193,8 +264,9 @@ def _forward_block(
 ):  # fmt: skip
     """Channels ``[c0, c0 + lanes)`` of :func:`_darknet_forward`."""
     if train:  # the statistics of out (= darknet's x, copied in the normalising pass)
-        totals, squares = np.zeros(LANES, dtype=np.float32), np.zeros(LANES, dtype=np.float32)
-        _statistics_block(out, mean, variance, c0, lanes, totals, squares)
+        totals, squares = np.zeros(LANES, dtype=np.float32), np.zeros(lanes, dtype=np.float32)
+        strip = np.empty(STRIP, dtype=np.float32)
+        _statistics_block(out, mean, variance, c0, lanes, totals, squares, strip)
         for k in range(lanes):  # scal_cpu(.99) then axpy_cpu(.01), float32
             c = c0 + k
             rolling_mean[c] = rolling_mean[c] * _ROLLING_KEEP
@@ -206,90 +278,86 @@ def _forward_block(
 
 @njit(parallel=True, cache=True)
 def _darknet_forward(
-    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code
+    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code,
+    width,
 ):  # fmt: skip
     """Training (``train``): ``x ← out``, batch statistics, rolling update, normalise with the
     batch statistics. Inference: normalise ``out`` in place with ``mean``/``variance`` (the
     caller passes the rolling statistics there). Then darknet's activation ``code``
     (``LINEAR``: none) on each ``(image, channel)`` plane right after it is normalised.
-    Parallel over the full blocks of ``LANES`` channels (a constant lane count: the compiler
-    unrolls the lanes); the remaining ``C mod LANES`` channels are
-    :func:`_darknet_forward_tail`'s."""
-    for block in prange(out.shape[1] // LANES):
+    Parallel over blocks of ``width`` channels (:func:`block_width`; the last one may be
+    narrower)."""
+    channels = out.shape[1]
+    for block in prange(-(-channels // width)):
+        c0 = block * width
         _forward_block(out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales,
-                       biases, train, code, block * LANES, LANES)  # fmt: skip
+                       biases, train, code, c0, min(width, channels - c0))  # fmt: skip
 
 
-@njit(cache=True)
-def _darknet_forward_tail(
-    out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code
-):  # fmt: skip
-    """The last ``C mod LANES`` channels of :func:`_darknet_forward` (serial: a kernel of its
-    own keeps the variable-lane code out of the parallel kernel, whose compile time grows
-    with its body, and compiles only for such channel counts)."""
-    c0 = out.shape[1] // LANES * LANES
-    _forward_block(out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales,
-                   biases, train, code, c0, out.shape[1] - c0)  # fmt: skip
+#: channels per step of the backward's fused sums (:func:`_backward_sums`): 4 lanes × 4 chains
+#: and their 8 constants stay in registers, where 8 lanes (32 chains) spilled to memory (2.60
+#: against 1.76 ms, 128×16×32×32, one core)
+SUM_LANES = 4
 
 
 @njit(inline="always")
-def _bias_scale_sums(delta, y, code, x_norm, bias_updates, c0, lanes, products):
-    """darknet's activation gradient (``gradient_array``, plane by plane while in cache), then
-    ``backward_bias`` (one float32 sum per image and channel, added into ``bias_updates``) and
-    ``backward_scale_cpu``'s sums ``Σ δ·x_norm`` (into ``products[k]``), over the 8 lanes from
-    ``c0``."""
+def _four_planes(a, b, c0, lanes):
+    """The 4 planes ``a[b, c0 + k]`` (lanes ``k ≥ lanes`` repeat the last; sums dropped)."""
+    last = c0 + lanes - 1
+    return a[b, c0], a[b, min(c0 + 1, last)], a[b, min(c0 + 2, last)], a[b, min(c0 + 3, last)]
+
+
+@njit(inline="always")
+def _four_values(a, c0, lanes):
+    """``a[c0 + k]`` for the 4 lanes (lanes ``k ≥ lanes`` repeat the last)."""
+    last = c0 + lanes - 1
+    return a[c0], a[min(c0 + 1, last)], a[min(c0 + 2, last)], a[min(c0 + 3, last)]
+
+
+@njit(inline="always")
+def _backward_sums(delta, y, code, x, x_norm, mean, scales, bias_updates, c0, lanes, sums):
+    """All four float32 sums of darknet's batch-norm backward for the 4 lanes from ``c0``, in
+    one pass (``lanes ≤ 4``; each sum one chain in darknet's ``(b, s)`` order): darknet's
+    activation gradient first (``gradient_array``, plane by plane while in cache), then
+
+    * ``backward_bias``: one float32 sum of ``δ`` per image and channel, added into
+      ``bias_updates``;
+    * ``backward_scale_cpu``: ``Σ δ·x_norm`` into ``sums[0, k]``;
+    * ``mean_delta_cpu`` and ``variance_delta_cpu``'s ``Σ δ'`` and ``Σ δ'·(x − mean)`` into
+      ``sums[1, k]`` and ``sums[2, k]``, of the delta after ``scale_bias``: ``δ' =
+      δ·scales[c]`` (the float32 product formed here, the same bits as darknet's stored one).
+
+    Reading ``δ`` once for the four (two passes before: 2.18 → 1.76 ms at 128×16×32×32)."""
     batch, _, spatial = delta.shape
-    q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = np.float32(0.0)
+    zero = np.float32(0.0)
+    q0 = q1 = q2 = q3 = t0 = t1 = t2 = t3 = w0 = w1 = w2 = w3 = zero
+    m0, m1, m2, m3 = _four_values(mean, c0, lanes)
+    a0, a1, a2, a3 = _four_values(scales, c0, lanes)
     for b in range(batch):
         if code != LINEAR:
             for k in range(lanes):
                 _gradient_array(y[b, c0 + k], code, delta[b, c0 + k])
-        d0, d1, d2, d3, d4, d5, d6, d7 = _planes(delta, b, c0, lanes)
-        n0, n1, n2, n3, n4, n5, n6, n7 = _planes(x_norm, b, c0, lanes)
-        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+        d0, d1, d2, d3 = _four_planes(delta, b, c0, lanes)
+        n0, n1, n2, n3 = _four_planes(x_norm, b, c0, lanes)
+        x0, x1, x2, x3 = _four_planes(x, b, c0, lanes)
+        s0 = s1 = s2 = s3 = zero
         for s in range(spatial):
-            v0, v1, v2, v3, v4, v5, v6, v7 = d0[s], d1[s], d2[s], d3[s], d4[s], d5[s], d6[s], d7[s]
+            v0, v1, v2, v3 = d0[s], d1[s], d2[s], d3[s]
             s0, q0 = s0 + v0, q0 + v0 * n0[s]
             s1, q1 = s1 + v1, q1 + v1 * n1[s]
             s2, q2 = s2 + v2, q2 + v2 * n2[s]
             s3, q3 = s3 + v3, q3 + v3 * n3[s]
-            s4, q4 = s4 + v4, q4 + v4 * n4[s]
-            s5, q5 = s5 + v5, q5 + v5 * n5[s]
-            s6, q6 = s6 + v6, q6 + v6 * n6[s]
-            s7, q7 = s7 + v7, q7 + v7 * n7[s]
-        sums = (s0, s1, s2, s3, s4, s5, s6, s7)
+            u0, u1, u2, u3 = v0 * a0, v1 * a1, v2 * a2, v3 * a3
+            t0, w0 = t0 + u0, w0 + u0 * (x0[s] - m0)
+            t1, w1 = t1 + u1, w1 + u1 * (x1[s] - m1)
+            t2, w2 = t2 + u2, w2 + u2 * (x2[s] - m2)
+            t3, w3 = t3 + u3, w3 + u3 * (x3[s] - m3)
+        per_image = (s0, s1, s2, s3)
         for k in range(lanes):
-            bias_updates[c0 + k] += sums[k]
-    _put(products, lanes, (q0, q1, q2, q3, q4, q5, q6, q7))
-
-
-@njit(inline="always")
-def _delta_sums(delta, x, mean, scales, c0, lanes, totals, weighted):
-    """``mean_delta_cpu``'s ``Σ δ`` and ``variance_delta_cpu``'s ``Σ δ·(x − mean)`` (float32,
-    darknet's order) over the 8 lanes from ``c0``, into ``totals[k]`` and ``weighted[k]``, of
-    the delta after ``scale_bias``: ``δ = delta·scales[c]`` (the float32 product formed here,
-    the same bits as darknet's stored one)."""
-    batch, _, spatial = delta.shape
-    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = np.float32(0.0)
-    w0 = w1 = w2 = w3 = w4 = w5 = w6 = w7 = np.float32(0.0)
-    m0, m1, m2, m3, m4, m5, m6, m7 = _lane_values(mean, c0, lanes)
-    a0, a1, a2, a3, a4, a5, a6, a7 = _lane_values(scales, c0, lanes)
-    for b in range(batch):
-        d0, d1, d2, d3, d4, d5, d6, d7 = _planes(delta, b, c0, lanes)
-        x0, x1, x2, x3, x4, x5, x6, x7 = _planes(x, b, c0, lanes)
-        for s in range(spatial):
-            v0, v1, v2, v3 = d0[s] * a0, d1[s] * a1, d2[s] * a2, d3[s] * a3
-            v4, v5, v6, v7 = d4[s] * a4, d5[s] * a5, d6[s] * a6, d7[s] * a7
-            t0, w0 = t0 + v0, w0 + v0 * (x0[s] - m0)
-            t1, w1 = t1 + v1, w1 + v1 * (x1[s] - m1)
-            t2, w2 = t2 + v2, w2 + v2 * (x2[s] - m2)
-            t3, w3 = t3 + v3, w3 + v3 * (x3[s] - m3)
-            t4, w4 = t4 + v4, w4 + v4 * (x4[s] - m4)
-            t5, w5 = t5 + v5, w5 + v5 * (x5[s] - m5)
-            t6, w6 = t6 + v6, w6 + v6 * (x6[s] - m6)
-            t7, w7 = t7 + v7, w7 + v7 * (x7[s] - m7)
-    _put(totals, lanes, (t0, t1, t2, t3, t4, t5, t6, t7))
-    _put(weighted, lanes, (w0, w1, w2, w3, w4, w5, w6, w7))
+            bias_updates[c0 + k] += per_image[k]
+    _put(sums[0], lanes, (q0, q1, q2, q3))
+    _put(sums[1], lanes, (t0, t1, t2, t3))
+    _put(sums[2], lanes, (w0, w1, w2, w3))
 
 
 @njit(inline="always")
@@ -302,11 +370,12 @@ def _bn_backward_block(delta, y, code, x, x_norm, mean, variance, scales, update
     m_float = np.float32(m)
     # darknet's divisions by m: exact multiplications by 1/m when m = 2^j (both round x·2^−j)
     inverse_m = 1.0 / m if m & (m - 1) == 0 else 0.0
-    products, totals, weighted = acc
-    _bias_scale_sums(delta, y, code, x_norm, bias_updates, c0, lanes, products)
-    # scale_bias(delta, scales) is not a pass of its own: the two passes below form
-    # delta·scales[c] where they read delta (the same float32 product, no store pass)
-    _delta_sums(delta, x, mean, scales, c0, lanes, totals, weighted)
+    # scale_bias(delta, scales) is not a pass of its own: the sums form delta·scales[c] where
+    # they read delta, and so does normalize_delta (the same float32 product, no store pass)
+    for first in range(0, lanes, SUM_LANES):
+        _backward_sums(delta, y, code, x, x_norm, mean, scales, bias_updates, c0 + first,
+                       min(SUM_LANES, lanes - first), acc[:, first:])  # fmt: skip
+    products, totals, weighted = acc[0], acc[1], acc[2]
     for k in range(lanes):
         c = c0 + k
         scale_updates[c] += products[k]
@@ -351,8 +420,9 @@ def _darknet_bn_backward(delta, y, code, x, x_norm, mean, variance, scales, upda
 @njit(cache=True)
 def _darknet_bn_backward_tail(delta, y, code, x, x_norm, mean, variance, scales, updates,
                               deltas):  # fmt: skip
-    """The last ``C mod LANES`` channels of :func:`_darknet_bn_backward` (serial, as
-    :func:`_darknet_forward_tail`)."""
+    """The last ``C mod LANES`` channels of :func:`_darknet_bn_backward` (serial: a kernel of
+    its own keeps the variable-lane code out of the parallel kernel, whose compile time grows
+    with its body, and compiles only for such channel counts)."""
     channels = delta.shape[1]
     c0 = channels // LANES * LANES
     _bn_backward_block(delta, y, code, x, x_norm, mean, variance, scales, updates, deltas, c0,
@@ -400,9 +470,7 @@ def darknet_batchnorm_forward_train(
         _check_vector(vector, name, channels)
     args = (out3, x3, norm3, mean, variance, rolling_mean, rolling_variance, scales, biases, True,
             activation)  # fmt: skip
-    _darknet_forward(*args)
-    if channels % LANES:
-        _darknet_forward_tail(*args)
+    _darknet_forward(*args, block_width(channels, numba.get_num_threads()))
 
 
 def darknet_batchnorm_forward_infer(
@@ -431,9 +499,7 @@ def darknet_batchnorm_forward_infer(
         _check_vector(vector, name, channels)
     args = (out3, out3, out3, rolling_mean, rolling_variance, rolling_mean, rolling_variance,
             scales, biases, False, activation)  # fmt: skip
-    _darknet_forward(*args)
-    if channels % LANES:
-        _darknet_forward_tail(*args)
+    _darknet_forward(*args, block_width(channels, numba.get_num_threads()))
 
 
 def darknet_batchnorm_backward(
