@@ -39,6 +39,8 @@ only) 16.3 → 12.0.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -108,9 +110,12 @@ def dx_geometry(kernel, pad, dilation, in_hw) -> tuple[int, ...]:
     return (kh, kw, 1, 1, ph, pw, dilation, *in_hw)
 
 
+@functools.lru_cache(maxsize=256)
 def offsets(channels, kernel, dilation, padded_hw) -> np.ndarray:
     """``off[(c·kh + ky)·kw + kx] = c·Hp·Wp + ky·d·Wp + kx·d`` (int64): row ``k`` of the
-    implicit GEMM's right operand, in floats from the padded group's start."""
+    implicit GEMM's right operand, in floats from the padded group's start. Cached by shape
+    (every layer's every pass asks for it: ~3 ms per cifar-resnet step built afresh); the
+    kernels only read it."""
     kh, kw = kernel
     hp, wp = padded_hw
     c, ky, kx = np.meshgrid(np.arange(channels), np.arange(kh), np.arange(kw), indexing="ij")
@@ -204,9 +209,11 @@ def dw_scratch_floats(channels, m, kernel, pad, dilation, in_hw, out_hw) -> int:
     return (hp * wp + dilation * (kernel[1] - 1)) * channels + tiles * ROWS * out_hw[0] * out_hw[1]
 
 
+@functools.lru_cache(maxsize=256)
 def pixel_offsets(channels, out_hw, padded_w) -> np.ndarray:
     """``off[oy·out_w + ox] = (oy·Wp + ox)·C`` (int64): the channels-last padded image's pixel
-    under output pixel ``(oy, ox)`` for the tap ``(0, 0)``, in floats."""
+    under output pixel ``(oy, ox)`` for the tap ``(0, 0)``, in floats (cached by shape, as
+    :func:`offsets`)."""
     oy, ox = np.meshgrid(np.arange(out_hw[0]), np.arange(out_hw[1]), indexing="ij")
     return ((oy * padded_w + ox) * channels).reshape(-1).astype(np.int64)
 
