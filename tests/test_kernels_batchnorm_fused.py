@@ -8,7 +8,6 @@ by ``m`` (a multiplication by ``1/m`` when ``m`` is a power of two) must round a
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 
@@ -16,6 +15,7 @@ from dnupdate.engine.backends.base import Backend, DarknetBNState
 from dnupdate.engine.backends.cpu import CpuBackend
 from dnupdate.engine.backends.cpu import activations as act
 from dnupdate.engine.backends.cpu import batchnorm as bn
+from tests.numba_threads import with_threads as _with_threads
 
 #: a tail only, full blocks of ``bn.LANES`` and a tail, full blocks (m a power of two), a
 #: connected layer's ``(B, outputs)``
@@ -68,15 +68,6 @@ def _run(d, code, fused):
         bn.darknet_batchnorm_forward_infer(infer, *rolling)
         act.activate(infer, code)
     return [out, x, x_norm, mean, variance, rm, rv, delta, *updates, *scratch, infer]
-
-
-def _with_threads(count, run):
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
-    try:
-        return run()
-    finally:
-        numba.set_num_threads(before)
 
 
 def _same_bits(ours, theirs):

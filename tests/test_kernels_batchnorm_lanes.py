@@ -12,12 +12,12 @@ Shapes: channel counts that are and are not multiples of the lane widths, a conn
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 
 from dnupdate.engine.backends.cpu import activations as act
 from dnupdate.engine.backends.cpu import batchnorm as bn
+from tests.numba_threads import with_threads as _with_threads
 
 F32, F64 = np.float32, np.float64
 
@@ -157,15 +157,6 @@ def _reference(d, code):
     forward = _forward_reference(d, code)
     backward = _backward_reference(d, forward, code)
     return {**forward, **backward, "infer": _infer_reference(d, forward, code)}
-
-
-def _with_threads(count, run):
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
-    try:
-        return run()
-    finally:
-        numba.set_num_threads(before)
 
 
 def _same_bits(ours, theirs):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from dnupdate.engine.backends.cpu import batchnorm as bn
+from tests.numba_threads import with_threads as _with_threads
 
 #: full blocks only, full blocks and a tail, a tail only, a connected layer's (B, outputs)
 SHAPES = [(4, 16, 5, 5), (3, 20, 3, 3), (2, 5, 4, 4), (6, 19)]
@@ -146,15 +147,6 @@ def two_threads():
     numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     yield
     numba.set_num_threads(before)
-
-
-def _with_threads(count: int, run):
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
-    try:
-        return run()
-    finally:
-        numba.set_num_threads(before)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

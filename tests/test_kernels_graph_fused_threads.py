@@ -6,12 +6,12 @@ downsampling shortcut (the fallback), with ``dx`` and ``da`` separate, missing o
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 
 from dnupdate.engine.backends.base import Backend
 from dnupdate.engine.backends.cpu import CpuBackend, graph
+from tests.numba_threads import with_threads as _with_threads
 
 BACKEND = CpuBackend()
 
@@ -26,15 +26,6 @@ ACTIVATIONS = [None, "relu", "leaky", "logistic", "elu"]
 
 def _code(name):
     return None if name is None else BACKEND.activation_code(name)
-
-
-def _with_threads(count: int, run):
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
-    try:
-        return run()
-    finally:
-        numba.set_num_threads(before)
 
 
 def _arrays(out_shape, add_shape, seed):
