@@ -14,6 +14,7 @@ from numba import njit
 from dnupdate.engine.backends.cpu import CpuBackend, conv_direct, conv_images, microkernel
 from tests.reference.conv import conv_backward as reference_backward
 from tests.reference.conv import conv_forward as reference_forward
+from tests.reference.conv import stride1_case
 from tests.reference.finite_difference import assert_gradient
 
 pytestmark = pytest.mark.skipif(
@@ -62,13 +63,7 @@ def _caller(shape):
 _TILES = {shape: _caller(shape) for shape in [(16, 1), (8, 2), (5, 3), (1, 1)]}
 
 
-def _setup(case, seed=0):
-    batch, c, h, w, f, kh, kw, ph, pw, g, d = case
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
-    weights = rng.standard_normal((g, f // g, (c // g) * kh * kw)).astype(np.float32)
-    oh, ow = h + 2 * ph - d * (kh - 1), w + 2 * pw - d * (kw - 1)
-    return x, weights, ((kh, kw), (1, 1), (ph, pw), d, (oh, ow))
+_setup = stride1_case
 
 
 def _forward(x, weights, geometry, by_micro, chunks=3):

@@ -10,6 +10,7 @@ import pytest
 from dnupdate.engine.backends.cpu import CpuBackend, conv_images, conv_taps
 from tests.reference.conv import conv_backward as reference_backward
 from tests.reference.conv import conv_forward as reference_forward
+from tests.reference.conv import stride1_case
 from tests.reference.finite_difference import assert_gradient
 
 # (batch, C, H, W, filters, kh, kw, ph, pw, groups, dilation)
@@ -25,12 +26,10 @@ CASES = [
 
 
 def _setup(case, seed=0):
-    batch, c, h, w, f, kh, kw, ph, pw, g, d = case
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
-    weights = rng.standard_normal((g, f // g, (c // g) * kh * kw)).astype(np.float32)
-    oh, ow = h + 2 * ph - d * (kh - 1), w + 2 * pw - d * (kw - 1)
-    geometry = ((kh, kw), (1, 1), (ph, pw), d, (oh, ow))
+    x, weights, geometry = stride1_case(case, seed)
+    c, (h, w), (ph, pw), (oh, ow) = x.shape[1], x.shape[2:], geometry[2], geometry[4]
+    g, m, _ = weights.shape
+    (kh, kw), d, f = geometry[0], geometry[3], g * m
     floats = max(
         conv_images.col_floats(x.shape, weights.shape, *geometry),
         conv_taps.forward_floats(c // g, f // g, (kh, kw), (ph, pw), d, (h, w), (oh, ow)),

@@ -89,3 +89,15 @@ def darknet_1x1_shortcut_forward(x, w, out_hw, groups=1):
             rows = slice(g * per_filter_group, (g + 1) * per_filter_group)
             y[b, rows] = w[rows, :, 0, 0] @ col
     return y.reshape(batch, filters, *out_hw)
+
+
+def stride1_case(case: tuple, seed: int = 0):
+    """A random stride-1 convolution ``case = (batch, C, H, W, filters, kh, kw, ph, pw, groups,
+    dilation)``: ``x (B, C, H, W)``, weights ``(G, m, (C/G)·kh·kw)`` and the geometry
+    ``((kh, kw), (1, 1), (ph, pw), dilation, (out_h, out_w))`` the per-image kernels take."""
+    batch, c, h, w, f, kh, kw, ph, pw, g, d = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
+    weights = rng.standard_normal((g, f // g, (c // g) * kh * kw)).astype(np.float32)
+    oh, ow = h + 2 * ph - d * (kh - 1), w + 2 * pw - d * (kw - 1)
+    return x, weights, ((kh, kw), (1, 1), (ph, pw), d, (oh, ow))
