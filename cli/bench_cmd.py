@@ -217,6 +217,11 @@ def _print_table(results, settings) -> None:
         if core:
             caption += f"; OpenBLAS core {core}"
         table.caption = f"{caption}; our GEMMs: {_blas_label(results[0].blas)}"
+    first = results[0] if results else None
+    if first is not None and first.device == "cpu" and first.cpu:
+        micro = "on" if first.conv_micro_kernel else "off (no FMA + AVX-512F)"
+        machine = f"CPU {first.cpu}; conv micro-kernel {micro}"
+        table.caption = f"{table.caption}; {machine}" if table.caption else machine
     if precision:
         note = (
             f"{precision}: simulated, dynamic loss scaling; step time ratio = float32 images/s "

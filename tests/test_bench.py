@@ -13,8 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from dnupdate.cli.main import app
+from dnupdate.engine.backends.cpu import microkernel
 from dnupdate.engine.bench import workloads as bench
 from dnupdate.engine.bench.measure import BenchResult, summarise_windows, worker_environment
+from dnupdate.engine.bench.worker import cpu_model
 from dnupdate.engine.bench.workloads import (
     BUILTIN_WORKLOADS,
     BenchError,
@@ -39,6 +41,8 @@ ISSUE_FIELDS = {
     "compile_s",
     "peak_rss_mib",
     "blas",  # the library our GEMMs went to (openblas, or mkl with --blas mkl)
+    "cpu",  # the CPU's model name
+    "conv_micro_kernel",  # whether stride-1 convolutions could take the micro-kernel
 }
 
 TINY_CFG = """\
@@ -225,6 +229,9 @@ def test_bench_json_runs_a_tiny_config_in_both_modes(tiny_cfg):
         assert 0 < row["images_per_s_min"] <= row["images_per_s"] <= row["images_per_s_max"]
         assert row["gflops"] > 0 and row["peak_fraction"] > 0
         assert row["compile_s"] >= 0 and row["peak_rss_mib"] > 10
+        # the machine facts come from the worker: this process's CPU and micro-kernel gate
+        assert row["cpu"] == cpu_model() and row["cpu"]
+        assert row["conv_micro_kernel"] is microkernel.AVAILABLE
 
 
 def test_bench_compares_with_torch_when_installed(tiny_cfg):
@@ -407,3 +414,36 @@ def test_whole_runs_test_throughput_from_metrics(tmp_path):
     assert rates["train_images_per_s"] == pytest.approx(20 / 2.0)
     assert rates["test_over_train"] == pytest.approx(20.0)
     assert whole_runs.throughput(tmp_path / "missing.jsonl") == {}
+
+
+def test_cpu_model_reads_proc_cpuinfo_or_falls_back(monkeypatch, tmp_path):
+    """The model name line of ``/proc/cpuinfo``; without one, ``platform``'s answer."""
+    import builtins
+    import platform
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Test CPU 9000 @ 3.00GHz\n")
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):
+        return real_open(info if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    assert cpu_model() == "Test CPU 9000 @ 3.00GHz"
+    info.write_text("processor\t: 0\n")
+    monkeypatch.setattr(platform, "processor", lambda: "")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert cpu_model() == "x86_64"
+    info.unlink()  # unreadable: OSError
+    assert cpu_model() == "x86_64"
+
+
+def test_bench_table_caption_names_the_cpu_and_the_micro_kernel(tiny_cfg):
+    result = runner.invoke(
+        app, ["bench", str(tiny_cfg), "--threads", "1", "--windows", "1", "--iters", "1",
+              "--mode", "train"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert f"CPU {cpu_model()}" in flat
+    assert "conv micro-kernel on" in flat if microkernel.AVAILABLE else "micro-kernel off" in flat

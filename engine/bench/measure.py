@@ -60,7 +60,9 @@ class BenchResult:
     """One workload in one mode (see the module docstring for every field). ``torch_*`` and
     ``ratio`` are None without the PyTorch comparison; ``blas_core`` is the kernel set NumPy's
     OpenBLAS chose (display only, not in the JSON); ``blas`` the library our GEMMs went to
-    (``openblas`` or ``mkl``; in the JSON)."""
+    (``openblas`` or ``mkl``; in the JSON); ``cpu`` the CPU's model name and
+    ``conv_micro_kernel`` whether our stride-1 convolutions could use the micro-kernel (FMA +
+    AVX-512F), both in the JSON: rates from other CPUs or kernel paths do not compare."""
 
     workload: str
     mode: str
@@ -78,6 +80,8 @@ class BenchResult:
     device: str = "cpu"
     blas_core: str = ""
     blas: str = "openblas"
+    cpu: str = ""
+    conv_micro_kernel: bool = False
     windows: tuple[float, ...] = field(default=(), repr=False)
     torch_windows: tuple[float, ...] = field(default=(), repr=False)
     precision: str | None = None
@@ -86,8 +90,9 @@ class BenchResult:
     precision_windows: tuple[float, ...] = field(default=(), repr=False)
 
     def as_json(self) -> dict:
-        """The ``--json`` object: the issue's fields and ``blas``, plus ``torch_images_per_s``
-        and ``ratio`` when PyTorch was compared."""
+        """The ``--json`` object: the issue's fields, ``blas``, ``cpu`` and
+        ``conv_micro_kernel``, plus ``torch_images_per_s`` and ``ratio`` when PyTorch was
+        compared."""
         data = asdict(self)
         for name in ("windows", "torch_windows", "precision_windows", "device", "blas_core"):
             data.pop(name)
@@ -179,7 +184,7 @@ def run_bench(workloads: Sequence[Workload], settings: BenchSettings) -> Iterato
         from dnupdate.engine.backends.mkl import BLAS_ENV
 
         env[BLAS_ENV] = settings.blas
-    peak: tuple[float, str, str] | None = None
+    peak: tuple[float, str, str, str, bool] | None = None
     try:
         for workload in workloads:
             ours = WorkerProcess("dnupdate", workload.config, settings, env)
@@ -227,7 +232,7 @@ def _compared(settings, median: float, other: list[float]) -> dict:
 
 
 def _measure_workload(workload, settings, ours, theirs, peak) -> Iterator[BenchResult]:
-    peak_gflops, blas_core, blas = peak
+    peak_gflops, blas_core, blas, cpu, micro = peak
     info = ours.call("setup")
     if theirs is not None:
         theirs.call("setup")
@@ -261,6 +266,8 @@ def _measure_workload(workload, settings, ours, theirs, peak) -> Iterator[BenchR
             device=settings.device,
             blas_core=blas_core,
             blas=blas,
+            cpu=cpu,
+            conv_micro_kernel=micro,
             windows=tuple(mine),
             **compared,
         )

@@ -119,6 +119,31 @@ def blas_name() -> str:
     return BLAS_NAME
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; elsewhere ``platform.processor()``, or
+    the machine type): rates from different CPUs do not compare."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def conv_micro_kernel() -> bool:
+    """Whether the CPU backend's convolution micro-kernel runs in this process (the JIT
+    target has FMA and AVX-512F: ``engine.backends.cpu.microkernel.AVAILABLE``); without it
+    stride-1 convolutions take the OpenBLAS paths, with other speed and last bits."""
+    from dnupdate.engine.backends.cpu.microkernel import AVAILABLE
+
+    return AVAILABLE
+
+
 def worker_main(conn, kind: str, config_path: str, settings, overrides=()) -> None:
     """The worker loop (see the module docstring)."""
     state: dict[str, Any] = {}
@@ -143,7 +168,7 @@ def worker_main(conn, kind: str, config_path: str, settings, overrides=()) -> No
 
 def _handle(state, kind, config_path, settings, request, args, overrides=()):
     if request == "sgemm_peak":
-        return sgemm_peak_gflops(), blas_core_name(), blas_name()
+        return sgemm_peak_gflops(), blas_core_name(), blas_name(), cpu_model(), conv_micro_kernel()
     if request == "peak_rss_mib":
         return peak_rss_mib()
     if request == "setup":
