@@ -183,3 +183,89 @@ def test_inspect_shows_the_concat_axis_as_written(tmp_path, param, shown):
     assert result.exit_code == 0, result.output
     line = next(text for text in result.output.splitlines() if " concat " in f" {text} ")
     assert shown in " ".join(line.split())
+
+
+NET3 = """name: "cat3"
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 2 dim: 2 dim: 3 dim: 4 } } }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a"
+  convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "ra" type: "Reshape" bottom: "a" top: "ra"
+  reshape_param { shape { dim: 0 dim: 2 dim: -1 } } }
+layer { name: "rb" type: "Reshape" bottom: "data" top: "rb"
+  reshape_param { shape { dim: 0 dim: BDIM dim: -1 } } }
+layer { name: "sa" type: "Softmax" bottom: "ra" top: "sa" }
+layer { name: "cat" type: "Concat" bottom: "sa" bottom: "rb" top: "cat" concat_param { PARAM } }
+"""
+
+
+def _load3(tmp_path, param: str, bdim: int = 2):
+    from dnupdate.engine.config import load_config
+
+    text = NET3.replace("PARAM", param).replace("BDIM", str(bdim))
+    (tmp_path / "net.prototxt").write_text(text)
+    (tmp_path / "solver.prototxt").write_text(SOLVER)
+    return load_config(str(tmp_path / "solver.prototxt"))
+
+
+@pytest.mark.parametrize(
+    ("param", "bdim", "canonical", "shape"),
+    [
+        ("axis: -1", 2, 2, (2, 24, 1)),  # B of N×A×B: 12 + 12 (it joined A before: 4×12)
+        ("axis: 2", 2, 2, (2, 24, 1)),
+        ("axis: 1", 2, 1, (4, 12, 1)),  # A: 2 + 2, as a flat concat would too
+        ("axis: -2", 2, 1, (4, 12, 1)),
+        ("axis: 1", 4, 1, None),  # B differs: 12 against 6
+    ],
+)
+def test_reshape_to_three_axes_concatenates_along_caffes_axes(tmp_path, param, bdim, canonical,
+                                                                shape):  # fmt: skip
+    """A ``Reshape`` to two dims makes an N×A×B blob (Caffe: 3 axes), through a Softmax too:
+    ``axis: -1`` is B, as ``CanonicalAxisIndex`` makes it, not the flat blob's K."""
+    if shape is None:
+        from dnupdate.engine.model.shapes import infer_shapes
+
+        with pytest.raises(ConfigError, match="except at concat_axis 1: 2×12, 4×6"):
+            infer_shapes(_load3(tmp_path, param, bdim).net)
+        return
+    net = Network(_load3(tmp_path, param, bdim).net, CpuBackend(), batch=2, semantics="caffe")
+    sa, rb, cat = (_layer(net, name) for name in ("sa", "rb", "cat"))
+    assert sa.shape.axes == 3 and rb.shape.axes == 3 and cat.shape.axes == 3
+    assert cat.shape.output == shape
+    x = np.random.default_rng(6).normal(size=(2, 2, 3, 4)).astype(np.float32)
+    net.forward(x, train=True)
+    bottoms = [sa.output.reshape(2, *sa.shape.output[:2]),
+               rb.output.reshape(2, *rb.shape.output[:2])]  # fmt: skip
+    want = ref.concat_forward(bottoms, canonical)
+    np.testing.assert_array_equal(cat.output.reshape(want.shape), want)
+    diff = np.random.default_rng(7).normal(size=want.shape).astype(np.float32)
+    cat.delta[...] = diff.reshape(cat.delta.shape)
+    sa.delta[...] = 0.0
+    rb.delta[...] = 0.0
+    cat.backward(sa.output, sa.delta)
+    shapes = [b.shape for b in bottoms]
+    for layer, expected in zip((sa, rb), ref.concat_backward(diff, shapes, canonical),
+                               strict=True):  # fmt: skip
+        np.testing.assert_array_equal(layer.delta.reshape(expected.shape), expected)
+
+
+@pytest.mark.parametrize(
+    ("net_text", "words"),
+    [
+        (NET3.replace("PARAM", "axis: 3").replace("BDIM", "2"),
+         "axis 3 is out of range for 3-axis bottoms (N×A×B)"),
+        (NET3.replace("PARAM", "axis: 1").replace('bottom: "rb" top: "cat"', 'bottom: "data" '
+                                                   'top: "cat"').replace("BDIM", "2"),
+         "All inputs must have the same #axes (N×A×B, N×C×H×W)"),
+    ],
+)  # fmt: skip
+def test_three_axis_concat_errors(tmp_path, net_text, words):
+    from dnupdate.engine.config import load_config
+    from dnupdate.engine.model.shapes import infer_shapes
+
+    (tmp_path / "net.prototxt").write_text(net_text)
+    (tmp_path / "solver.prototxt").write_text(SOLVER)
+    with pytest.raises(ConfigError) as info:
+        infer_shapes(load_config(str(tmp_path / "solver.prototxt")).net)
+    error = next(d for d in info.value.diagnostics if d.severity == "error")
+    assert error.file.endswith("net.prototxt") and words in error.message, str(error)

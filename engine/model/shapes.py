@@ -121,6 +121,15 @@ class LayerShape:
     flops: int
     image_out: bool
     bottoms: tuple[int, ...] = (-1,)
+    #: Caffe's number of axes of the output blob, the batch included (0: 4 for an image, 2 for
+    #: a flat one); a ``Reshape`` to two dims makes a 3-axis ``N×A×B`` blob, stored ``(A, B, 1)``
+    axes_out: int = 0
+
+    @property
+    def axes(self) -> int:
+        """The output blob's number of axes, the batch included (``N×C×H×W``: 4; ``N×K``: 2;
+        a ``Reshape``'s ``N×A×B``: 3)."""
+        return self.axes_out or (4 if self.image_out else 2)
 
     @property
     def inputs(self) -> int:
@@ -405,10 +414,16 @@ def shortcut_geometry(source: Shape3, out: Shape3) -> ShortcutGeometry | None:
 
 @dataclass(frozen=True)
 class _Produced:
-    """What an earlier layer (or the input, position -1) hands on: shape, image flag."""
+    """What an earlier layer (or the input, position -1) hands on: shape, image flag, and the
+    blob's number of axes (0: 4 for an image, 2 for a flat one; see ``LayerShape.axes``)."""
 
     shape: Shape3
     image: bool
+    axes_out: int = 0
+
+    @property
+    def axes(self) -> int:
+        return self.axes_out or (4 if self.image else 2)
 
 
 def _resolve_bottom(layer: LayerSpec, name: str, positions: dict[str, int]) -> int:
@@ -535,20 +550,24 @@ def _key_error(layer: LayerSpec, key: str, message: str) -> ConfigError:
     )
 
 
-def concat_axis(layer: ConcatSpec, image: bool) -> int:
-    """The per-image dim a Caffe ``Concat`` joins: 0, 1, 2 for C, H, W of an image blob
-    (N×C×H×W, 4 axes), 0 for a flat one (N×K, 2 axes). ``axis`` is canonicalised as Caffe's
-    ``CanonicalAxisIndex`` (``-num_axes <= axis < num_axes``; negative: ``axis + num_axes``);
-    ``concat_dim`` is taken as given (``CHECK_LT(concat_dim, num_axes)``). Axis 0 (the batch)
-    is refused: a net here has one batch size throughout."""
-    num_axes = 4 if image else 2
+_AXES_NAMES = {2: "N×K", 3: "N×A×B", 4: "N×C×H×W"}
+
+
+def concat_axis(layer: ConcatSpec, num_axes: int) -> int:
+    """The per-image dim a Caffe ``Concat`` joins, for bottoms of ``num_axes`` axes (the batch
+    included): 0, 1, 2 for C, H, W of an image blob (N×C×H×W, 4 axes), 0 or 1 for a
+    ``Reshape``'s N×A×B (3 axes), 0 for a flat one (N×K, 2 axes). ``axis`` is canonicalised as
+    Caffe's ``CanonicalAxisIndex`` (``-num_axes <= axis < num_axes``; negative: ``axis +
+    num_axes``, so ``-1`` is B of an N×A×B blob); ``concat_dim`` is taken as given
+    (``CHECK_LT(concat_dim, num_axes)``). Axis 0 (the batch) is refused: a net here has one
+    batch size throughout."""
     axis = layer.axis
     if not -num_axes <= axis < num_axes or (axis < 0 and layer.axis_key == "concat_dim"):
         raise _key_error(
             layer,
             layer.axis_key,
             f"{layer.axis_key} {axis} is out of range for {num_axes}-axis bottoms "
-            f"({'N×C×H×W' if image else 'N×K'})",
+            f"({_AXES_NAMES[num_axes]})",
         )
     axis = axis + num_axes if axis < 0 else axis
     if axis == 0:
@@ -563,17 +582,16 @@ def concat_axis(layer: ConcatSpec, image: bool) -> int:
 def _concat_shape(layer: ConcatSpec, inputs: list[_Produced]) -> tuple[Shape3, int, bool]:
     """Caffe's ``ConcatLayer::Reshape``: every bottom has the same number of axes and the same
     dims except at the concat axis, where the top's dim is their sum."""
-    image = inputs[0].image
-    if any(p.image != image for p in inputs):
-        raise _key_error(
-            layer, "bottom", "All inputs must have the same #axes (image and flat bottoms mixed)"
-        )
-    k = concat_axis(layer, image)
-    dims = [list(p.shape) if image else [math.prod(p.shape), 1, 1] for p in inputs]
+    image, axes = inputs[0].image, inputs[0].axes
+    if any(p.axes != axes for p in inputs):
+        found = ", ".join(_AXES_NAMES[p.axes] for p in inputs)
+        raise _key_error(layer, "bottom", f"All inputs must have the same #axes ({found})")
+    k = concat_axis(layer, axes)
+    dims = [list(p.shape) if axes > 2 else [math.prod(p.shape), 1, 1] for p in inputs]
     out = list(dims[0])
     for other in dims[1:]:
         if any(a != b for j, (a, b) in enumerate(zip(other, dims[0], strict=True)) if j != k):
-            shapes = ", ".join("×".join(map(str, d if image else d[:1])) for d in dims)
+            shapes = ", ".join("×".join(map(str, d[: axes - 1])) for d in dims)
             raise _key_error(
                 layer,
                 layer.axis_key,
@@ -581,6 +599,33 @@ def _concat_shape(layer: ConcatSpec, inputs: list[_Produced]) -> tuple[Shape3, i
             )
         out[k] += other[k]
     return (out[0], out[1], out[2]), 0, image
+
+
+#: Caffe layers whose top has their (first) bottom's axes
+_KEEPS_AXES = (
+    ConcatSpec,
+    EltwiseSpec,
+    SplitSpec,
+    PowerSpec,
+    CaffeSoftmaxSpec,
+    BatchNormSpec,
+    ScaleSpec,
+    DropoutSpec,
+    ActivationSpec,
+)
+
+
+def _axes_out(layer: LayerSpec, out: Shape3, image: bool, inputs: list[_Produced]) -> int:
+    """Caffe's axis count of a layer's top (0: by the image flag, see ``LayerShape.axes``): a
+    ``Reshape`` has its dims' (``Flatten``: N×K); Concat, Eltwise, Split, Power, Softmax,
+    BatchNorm, Scale, Dropout and the activations keep their first bottom's (its shape)."""
+    if isinstance(layer, ReshapeSpec):
+        return 1 + len(layer.shape) if layer.shape else 2
+    if inputs and isinstance(layer, ConcatSpec):  # its bottoms' (checked to agree)
+        return inputs[0].axes_out
+    if inputs and isinstance(layer, _KEEPS_AXES) and inputs[0].shape == out:
+        return inputs[0].axes_out
+    return 0
 
 
 def infer_shapes(net: NetSpec, phase: str | None = None) -> list[LayerShape]:
@@ -614,13 +659,15 @@ def infer_shapes(net: NetSpec, phase: str | None = None) -> list[LayerShape]:
                 layer,
                 f"output would be {'×'.join(map(str, out))} for input {'×'.join(map(str, shape))}",
             )
+        axes = _axes_out(layer, out, image_out, [produced[b] for b in bottoms if b in produced])
         position = len(result)
         result.append(
             LayerShape(
-                index, layer, shape, out, param_blobs(layer, shape), flops, image_out, bottoms
+                index, layer, shape, out, param_blobs(layer, shape), flops, image_out, bottoms,
+                axes,
             )
-        )
-        produced[position] = _Produced(out, image_out)
+        )  # fmt: skip
+        produced[position] = _Produced(out, image_out, axes)
         positions[layer.name] = position
         for top in layer.tops:
             tops[top] = position

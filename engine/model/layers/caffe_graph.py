@@ -110,7 +110,7 @@ class ConcatLayer(_MultiInput):
     def __init__(self, shape: LayerShape, ctx: LayerContext):
         super().__init__(shape, ctx)
         spec: ConcatSpec = shape.layer
-        k = concat_axis(spec, shape.image_out)
+        k = concat_axis(spec, shape.axes)
         out = shape.output
         outer = math.prod(out[:k])
         self.rows = ctx.batch * outer
