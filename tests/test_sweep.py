@@ -246,3 +246,56 @@ def test_live_table_shows_each_variants_state_on_a_terminal():
     text = buffer.getvalue()
     assert "5/10" in text and "1.2500" in text and "0:10" in text  # ETA: 10 s for 5 more
     assert "diverged" in text and "queued" in text
+
+
+class _FakeClient:
+    def __init__(self, *args, **kwargs):
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+class _FakeCluster(_FakeClient):
+    pass
+
+
+class _RefusedScheduler(_FakeClient):
+    def __init__(self, *args, **kwargs):
+        raise OSError("Timed out trying to connect")
+
+
+@pytest.mark.parametrize("scheduler", [None, "tcp://127.0.0.1:1", "sched.json"])
+def test_dask_log_level_is_raised_for_the_sweep_and_put_back_after(monkeypatch, scheduler):
+    """Dask's log lines below ERROR stay off the sweep's terminal while its cluster runs
+    (closing included); afterwards the ``distributed`` logger has the level it had before, so
+    an application running sweeps keeps its own logging (no server starts here)."""
+    import logging
+
+    import distributed
+
+    from dnupdate.engine.experiments import sweep
+
+    monkeypatch.setattr(distributed, "Client", _FakeClient)
+    monkeypatch.setattr(distributed, "LocalCluster", _FakeCluster)
+    logger = logging.getLogger("distributed")
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    cluster = sweep._connect(scheduler, 2, 1)
+    assert logger.level == sweep.DASK_LOG_LEVEL
+    cluster.close()
+    assert cluster.client.closed and logger.level == logging.INFO
+
+
+def test_dask_log_level_is_put_back_when_the_scheduler_cannot_be_reached(monkeypatch):
+    import logging
+
+    import distributed
+
+    from dnupdate.engine.experiments import sweep
+
+    monkeypatch.setattr(distributed, "Client", _RefusedScheduler)
+    logger = logging.getLogger("distributed")
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    with pytest.raises(OSError, match="Timed out"):
+        sweep._connect("tcp://127.0.0.1:1", 2, 1)
+    assert logger.level == logging.WARNING

@@ -185,11 +185,18 @@ def default_workers() -> int:
 class _Cluster:
     client: Any
     cluster: Any = None
+    #: the ``distributed`` logger's level before the sweep raised it, put back after the close
+    #: (whose own messages stay quiet): an application running sweeps keeps its logging
+    log_level: int | None = None
 
     def close(self) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        try:
+            self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            if self.log_level is not None:
+                logging.getLogger("distributed").setLevel(self.log_level)
 
 
 @contextmanager
@@ -215,14 +222,26 @@ DASK_LOG_LEVEL = logging.ERROR
 
 def _connect(scheduler: str | None, workers: int, threads: int) -> _Cluster:
     """A client of an existing scheduler, or of a new LocalCluster on 127.0.0.1 whose
-    workers ignore Ctrl-C (see the module docstring)."""
+    workers ignore Ctrl-C (see the module docstring). Dask's own log lines below
+    :data:`DASK_LOG_LEVEL` stay off the terminal until the cluster is closed."""
+    logger = logging.getLogger("distributed")
+    previous = logger.level
+    logger.setLevel(DASK_LOG_LEVEL)
+    try:
+        return _connected(scheduler, workers, threads, previous)
+    except BaseException:
+        logger.setLevel(previous)
+        raise
+
+
+def _connected(scheduler: str | None, workers: int, threads: int, log_level: int) -> _Cluster:
+    """:func:`_connect`'s client and cluster, carrying the logger level to put back."""
     from distributed import Client, LocalCluster
 
-    logging.getLogger("distributed").setLevel(DASK_LOG_LEVEL)
     if scheduler:
         if scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
-            return _Cluster(Client(scheduler, timeout="30s"))
-        return _Cluster(Client(scheduler_file=scheduler, timeout="30s"))
+            return _Cluster(Client(scheduler, timeout="30s"), log_level=log_level)
+        return _Cluster(Client(scheduler_file=scheduler, timeout="30s"), log_level=log_level)
     env = {name: str(threads) for name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                            "OMP_NUM_THREADS", "MKL_NUM_THREADS")}  # fmt: skip
     env["DASK_LOGGING__DISTRIBUTED"] = logging.getLevelName(DASK_LOG_LEVEL).lower()
@@ -232,7 +251,7 @@ def _connect(scheduler: str | None, workers: int, threads: int) -> _Cluster:
             dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             env=env, preload=["dnupdate.engine.experiments.dask_preload"],
         )  # fmt: skip
-    return _Cluster(Client(cluster), cluster)
+    return _Cluster(Client(cluster), cluster, log_level)
 
 
 def run_sweep(
