@@ -82,18 +82,26 @@ def test_concat_matches_caffes_cpu_code(case):
     x = np.random.default_rng(1).normal(size=(2, *data)).astype(np.float32)
     net.forward(x, train=True)
     a, b, cat = (_layer(net, name) for name in ("a", "b", "cat"))
-    shapes = [(2, *a.shape.output), (2, *b.shape.output)]
-    bottoms = [a.output.reshape(shapes[0]), b.output.reshape(shapes[1])]
-    want = ref.concat_forward(bottoms, canonical)
+    want = _check_concat(cat, (a, b), [(2, *a.shape.output), (2, *b.shape.output)], canonical)
     assert (2, *cat.shape.output) == want.shape
+
+
+def _check_concat(cat, sources, shapes, canonical: int) -> np.ndarray:
+    """The Concat layer's forward output (already run) and its backward into the two sources'
+    deltas against ``concat_layer.cpp``'s transcription along the canonical ``axis``, the
+    sources' outputs read as ``shapes`` (N first); returns the expected top."""
+    bottoms = [layer.output.reshape(shape) for layer, shape in zip(sources, shapes, strict=True)]
+    want = ref.concat_forward(bottoms, canonical)
     np.testing.assert_array_equal(cat.output.reshape(want.shape), want)
     diff = np.random.default_rng(2).normal(size=want.shape).astype(np.float32)
     cat.delta[...] = diff.reshape(cat.delta.shape)
-    a.delta[...] = 0.0
-    b.delta[...] = 0.0
-    cat.backward(a.output, a.delta)
-    for layer, expected in zip((a, b), ref.concat_backward(diff, shapes, canonical), strict=True):
-        np.testing.assert_array_equal(layer.delta.reshape(expected.shape), expected)
+    for layer in sources:
+        layer.delta[...] = 0.0
+    cat.backward(sources[0].output, sources[0].delta)
+    expected = ref.concat_backward(diff, shapes, canonical)
+    for layer, target in zip(sources, expected, strict=True):
+        np.testing.assert_array_equal(layer.delta.reshape(target.shape), target)
+    return want
 
 
 def test_flat_bottoms_concatenate_along_k_with_axis_minus_one():
@@ -234,19 +242,8 @@ def test_reshape_to_three_axes_concatenates_along_caffes_axes(tmp_path, param, b
     assert cat.shape.output == shape
     x = np.random.default_rng(6).normal(size=(2, 2, 3, 4)).astype(np.float32)
     net.forward(x, train=True)
-    bottoms = [sa.output.reshape(2, *sa.shape.output[:2]),
-               rb.output.reshape(2, *rb.shape.output[:2])]  # fmt: skip
-    want = ref.concat_forward(bottoms, canonical)
-    np.testing.assert_array_equal(cat.output.reshape(want.shape), want)
-    diff = np.random.default_rng(7).normal(size=want.shape).astype(np.float32)
-    cat.delta[...] = diff.reshape(cat.delta.shape)
-    sa.delta[...] = 0.0
-    rb.delta[...] = 0.0
-    cat.backward(sa.output, sa.delta)
-    shapes = [b.shape for b in bottoms]
-    for layer, expected in zip((sa, rb), ref.concat_backward(diff, shapes, canonical),
-                               strict=True):  # fmt: skip
-        np.testing.assert_array_equal(layer.delta.reshape(expected.shape), expected)
+    shapes = [(2, *sa.shape.output[:2]), (2, *rb.shape.output[:2])]  # N×A×B
+    _check_concat(cat, (sa, rb), shapes, canonical)
 
 
 @pytest.mark.parametrize(
