@@ -16,6 +16,7 @@ from dnupdate.engine.backends.cpu import CpuBackend
 from dnupdate.engine.backends.cpu import activations as act
 from dnupdate.engine.backends.cpu import batchnorm as bn
 from tests.numba_threads import with_threads as _with_threads
+from tests.reference.batchnorm import darknet_layer_data
 
 #: a tail only, full blocks of ``bn.LANES`` and a tail, full blocks (m a power of two), a
 #: connected layer's ``(B, outputs)``
@@ -23,18 +24,7 @@ SHAPES = [(3, 5, 3, 3), (2, 19, 3, 3), (4, 16, 4, 4), (6, 11)]
 CODES = [act.LEAKY, act.RELU, act.LOGISTIC, act.ELU, act.STAIR]
 
 
-def _data(shape, seed):
-    rng = np.random.default_rng(seed)
-    channels = shape[1]
-    return {
-        "out": (rng.normal(size=shape) * 2.0 + 0.3).astype(np.float32),
-        "delta": rng.normal(size=shape).astype(np.float32),
-        "scales": rng.uniform(0.5, 1.5, channels).astype(np.float32),
-        "biases": rng.normal(size=channels).astype(np.float32),
-        "rolling_mean": rng.normal(size=channels).astype(np.float32),
-        "rolling_variance": rng.uniform(0.5, 2.0, channels).astype(np.float32),
-        "updates": rng.normal(size=channels).astype(np.float32),
-    }
+_data = darknet_layer_data
 
 
 def _run(d, code, fused):

@@ -18,6 +18,7 @@ import pytest
 from dnupdate.engine.backends.cpu import activations as act
 from dnupdate.engine.backends.cpu import batchnorm as bn
 from tests.numba_threads import with_threads as _with_threads
+from tests.reference.batchnorm import darknet_layer_data
 
 F32, F64 = np.float32, np.float64
 
@@ -27,18 +28,7 @@ SHAPES = [(3, 5, 3, 3), (4, 16, 4, 4), (2, 37, 3, 3), (1, 19, 6, 5), (6, 11), (5
 CODES = [act.LINEAR, act.LEAKY, act.RELU]
 
 
-def _data(shape, seed):
-    rng = np.random.default_rng(seed)
-    channels = shape[1]
-    return {
-        "out": (rng.normal(size=shape) * 2.0 + 0.3).astype(F32),
-        "delta": rng.normal(size=shape).astype(F32),
-        "scales": rng.uniform(0.5, 1.5, channels).astype(F32),
-        "biases": rng.normal(size=channels).astype(F32),
-        "rolling_mean": rng.normal(size=channels).astype(F32),
-        "rolling_variance": rng.uniform(0.5, 2.0, channels).astype(F32),
-        "updates": rng.normal(size=channels).astype(F32),
-    }
+_data = darknet_layer_data
 
 
 def _positions(x3):

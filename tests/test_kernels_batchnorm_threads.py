@@ -7,6 +7,7 @@ order)."""
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import numba
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 from dnupdate.engine.backends.cpu import batchnorm as bn
 from tests.numba_threads import with_threads as _with_threads
+from tests.reference.batchnorm import darknet_layer_data
 
 #: full blocks only, full blocks and a tail, a tail only, a connected layer's (B, outputs)
 SHAPES = [(4, 16, 5, 5), (3, 20, 3, 3), (2, 5, 4, 4), (6, 19)]
@@ -49,18 +51,7 @@ def _p(array: np.ndarray):
     return array.ctypes.data_as(_F)
 
 
-def _data(shape, seed):
-    rng = np.random.default_rng(seed)
-    channels = shape[1]
-    return {
-        "x": (rng.normal(size=shape) * 2.0 + 0.7).astype(np.float32),
-        "delta": rng.normal(size=shape).astype(np.float32),
-        "scales": rng.uniform(0.5, 1.5, channels).astype(np.float32),
-        "biases": rng.normal(size=channels).astype(np.float32),
-        "rolling_mean": rng.normal(size=channels).astype(np.float32),
-        "rolling_variance": rng.uniform(0.5, 2.0, channels).astype(np.float32),
-        "updates": rng.normal(size=channels).astype(np.float32),
-    }
+_data = functools.partial(darknet_layer_data, key="x", offset=0.7)
 
 
 def _darknet_ours(d):

@@ -109,3 +109,20 @@ def caffe_batchnorm_math(x, eps):
 def caffe_scale(x, gamma, beta=None):
     y = _d(x) * _bc(gamma)
     return y if beta is None else y + _bc(beta)
+
+
+def darknet_layer_data(shape, seed: int, key: str = "out", offset: float = 0.3) -> dict:
+    """Random float32 inputs of a darknet batch-norm layer of ``shape`` ``(B, C, …)``: the
+    layer's values under ``key`` (``N(offset, 2²)``), ``delta``, ``scales``, ``biases``, the
+    rolling statistics and ``updates`` (per channel), drawn in that order from ``seed``."""
+    rng = np.random.default_rng(seed)
+    channels = shape[1]
+    return {
+        key: (rng.normal(size=shape) * 2.0 + offset).astype(np.float32),
+        "delta": rng.normal(size=shape).astype(np.float32),
+        "scales": rng.uniform(0.5, 1.5, channels).astype(np.float32),
+        "biases": rng.normal(size=channels).astype(np.float32),
+        "rolling_mean": rng.normal(size=channels).astype(np.float32),
+        "rolling_variance": rng.uniform(0.5, 2.0, channels).astype(np.float32),
+        "updates": rng.normal(size=channels).astype(np.float32),
+    }
