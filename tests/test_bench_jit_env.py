@@ -14,7 +14,7 @@ from dnupdate.engine.backends import jit_env
 def test_defaults_pick_the_threading_layer_and_keep_the_in_tree_cache_when_writable(
     tmp_path: Path,
 ):
-    for layer in ("tbb", "workqueue"):
+    for layer in ("omp", "tbb", "workqueue"):
         env: dict[str, str] = {}
         chosen = jit_env.configure_numba_environment(
             env,
@@ -26,11 +26,26 @@ def test_defaults_pick_the_threading_layer_and_keep_the_in_tree_cache_when_writa
         assert env == chosen
 
 
-def test_tbb_when_numba_can_load_it_else_workqueue(monkeypatch):
-    assert jit_env.default_threading_layer() in ("tbb", "workqueue")
+def test_omp_when_numba_can_load_it_else_tbb_else_workqueue(monkeypatch):
+    assert jit_env.default_threading_layer() in ("omp", "tbb", "workqueue")
+    monkeypatch.setattr(jit_env, "omp_usable", lambda: False)
+    assert jit_env.default_threading_layer() == ("tbb" if jit_env.tbb_usable() else "workqueue")
     monkeypatch.setattr(jit_env.importlib.util, "find_spec", lambda name: None)
     assert not jit_env.tbb_usable()
+    monkeypatch.undo()
+    monkeypatch.setattr(jit_env.importlib.util, "find_spec", lambda name: None)
+    assert not jit_env.omp_usable()
     assert jit_env.default_threading_layer() == "workqueue"
+
+
+def test_omp_is_usable_where_gnu_openmp_loads():
+    """The CI image installs ``libgomp1``: there the default is OpenMP."""
+    import ctypes.util
+
+    if ctypes.util.find_library("gomp") is None:
+        return
+    assert jit_env.omp_usable()
+    assert jit_env.default_threading_layer() == "omp"
 
 
 def test_read_only_install_sends_the_cache_to_the_user_cache_folder(tmp_path: Path):
@@ -72,11 +87,11 @@ def _threading_layer_in_fresh_process(env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-def test_importing_the_backends_selects_tbb_or_workqueue_unless_the_user_chose():
+def test_importing_the_backends_selects_the_default_layer_unless_the_user_chose():
     base = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     assert _threading_layer_in_fresh_process(base) == jit_env.default_threading_layer()
-    chosen = _threading_layer_in_fresh_process({**base, "NUMBA_THREADING_LAYER": "omp"})
-    assert chosen == "omp"
+    chosen = _threading_layer_in_fresh_process({**base, "NUMBA_THREADING_LAYER": "workqueue"})
+    assert chosen == "workqueue"
 
 
 def test_a_changed_backend_source_drops_every_cached_kernel(tmp_path: Path):

@@ -1,60 +1,77 @@
-"""Work shared out to Python threads (``engine.backends.cpu.share``) and the per-image
+"""Work shared out to Numba's threads (``engine.backends.cpu.share``) and the per-image
 convolution's argument checks."""
 
 from __future__ import annotations
 
 import multiprocessing
-import threading
-import time
 
+import numba
 import numpy as np
 import pytest
+from numba import njit, prange
 
 from dnupdate.engine.backends.cpu import conv_images, share
+from dnupdate.engine.backends.cpu.share import share_start
 
 
-def _record(first, end, seen):
-    seen.extend(range(first, end))
+@njit(nogil=True)
+def _count_runs(first, end, runs, owner, tag):
+    for i in range(first, end):
+        runs[i] += 1
+        owner[i] = tag + first
 
 
-def test_every_index_runs_once_whatever_the_thread_count():
-    for threads in (1, 2, 3, 7):
-        seen: list[int] = []
-        share.share_out(_record, 10, seen, threads=threads)
-        assert sorted(seen) == list(range(10))
+@njit(parallel=True)
+def _count_runs_shared(threads, count, runs, owner, tag):
+    for t in prange(threads):
+        _count_runs(share_start(t, count, threads), share_start(t + 1, count, threads), runs,
+                    owner, tag)  # fmt: skip
 
 
-def test_an_error_waits_for_the_other_shares():
-    done = threading.Event()
+def _shares(count: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    runs = np.zeros(count, np.int64)
+    owner = np.full(count, -1, np.int64)
+    share.share_out(_count_runs_shared, _count_runs, count, runs, owner, 0, threads=threads)
+    return runs, owner
 
-    def kernel(first, end):
-        if first == 0:
-            raise RuntimeError("first share failed")
-        time.sleep(0.2)
-        done.set()
 
-    with pytest.raises(RuntimeError, match="first share failed"):
-        share.share_out(kernel, 2, threads=2)
-    assert done.is_set()  # the helper's share had finished before the error came out
+def test_every_index_runs_once_in_equal_consecutive_shares_whatever_the_thread_count():
+    for count in (1, 2, 5, 10):
+        for threads in (1, 2, 3, 7):
+            runs, owner = _shares(count, threads)
+            assert runs.tolist() == [1] * count
+            used = max(1, min(threads, count, numba.config.NUMBA_NUM_THREADS))
+            starts = [t * count // used for t in range(used)]
+            # each index was run by the share that starts at the last bound at or below it
+            expected = [max(s for s in starts if s <= i) for i in range(count)]
+            assert owner.tolist() == expected
+
+
+def test_the_callers_numba_thread_count_is_put_back():
+    before = numba.get_num_threads()
+    _shares(8, 2)
+    assert numba.get_num_threads() == before
 
 
 def _child_shares(queue):
-    seen: list[int] = []
-    share.share_out(_record, 4, seen, threads=2)
-    queue.put(sorted(seen))
+    runs, _ = _shares(4, 2)
+    queue.put(runs.tolist())
 
 
-def test_a_forked_child_gets_threads_of_its_own():
-    share.share_out(_record, 4, [], threads=2)  # the parent's pool exists
+def test_a_forked_child_runs_its_shares_serially_with_the_same_results():
+    """GNU OpenMP cannot run a parallel region in a child forked after the parent used it:
+    the child's shares run in the calling thread."""
+    _shares(4, 2)  # the parent has used the threading layer
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_child_shares, args=(queue,))
     child.start()
-    child.join(timeout=30)
+    child.join(timeout=60)
     if child.is_alive():
         child.kill()
         pytest.fail("share_out hung in a forked child")
-    assert queue.get(timeout=5) == [0, 1, 2, 3]
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == [1, 1, 1, 1]
 
 
 def test_per_image_conv_refuses_non_contiguous_outputs():

@@ -2,16 +2,23 @@
 applies them on import, before any backend imports Numba). Each one yields to a value the user
 already set in the environment.
 
-* ``NUMBA_THREADING_LAYER``: ``tbb`` where Numba can load TBB (:func:`tbb_usable`), else
-  ``workqueue``, never OpenMP. The CPU backend keeps OpenBLAS on one thread and tiles GEMMs
-  over Numba's threads itself (``engine.backends.cpu.blas``), so no second pool of spinning
-  workers competes for the cores (when OpenBLAS ran its own threads, TBB's and OpenMP's
-  spinning workers made LeNet training 5–7× slower on 2 cores). TBB then starts a parallel
-  region far faster than ``workqueue``, whose sleeping workers take long to wake on a VM: on 2
-  vCPUs a parallel loop gained nothing under ``workqueue`` until it ran ~30 ms, while TBB
-  scaled ~1.9× from 0.5 ms (LeNet's convolutions: 3.1 vs 5.8 ms forward). GNU OpenMP's workers
-  spin ~8 ms at every region's end. Our kernels never nest parallel regions and one thread
-  launches them, which is all ``workqueue`` supports.
+* ``NUMBA_THREADING_LAYER``: ``omp`` (GNU OpenMP) where Numba can load it (:func:`omp_usable`),
+  else ``tbb`` where it can load TBB (:func:`tbb_usable`), else ``workqueue``. Every parallel
+  pass of the CPU backend runs on this layer's threads, the GEMM tiles and the per-image
+  convolution chunks included (``engine.backends.cpu.share``), and OpenBLAS stays on one thread
+  (``engine.backends.cpu.blas``): one pool, no second set of workers competing for the cores.
+  OpenMP because its workers spin for a while at each region's end (libgomp's default spin,
+  ~ms), so the next region starts in ~2–10 µs, where TBB's and ``workqueue``'s sleeping
+  workers must be woken: on a VM that costs ~75–100 µs per region (2 vCPUs, measured: a
+  parallel loop after 160 µs of serial work started 10 µs late under OpenMP, 100 µs under TBB,
+  190 µs under ``workqueue``), and a training step runs dozens of regions. (The spin was the
+  reason to avoid OpenMP while OpenBLAS and a pool of Python threads ran beside Numba's
+  workers: LeNet then trained 5–7× slower on 2 cores.) GNU OpenMP cannot be used in a child
+  forked after the parent used it (Numba terminates the child): a program that forks and trains
+  in the child should start it by ``spawn`` or set ``NUMBA_THREADING_LAYER=tbb`` (dnupdate
+  itself starts its bench workers by ``spawn``, and Dask's workers are spawned). Our kernels
+  never nest parallel regions and one thread launches them, which is all ``workqueue``
+  supports.
 * ``NUMBA_CACHE_DIR``: the JIT cache lives next to the sources (``__pycache__``) when that
   folder is writable; when the install directory is read-only it goes to the user cache
   folder (``platformdirs.user_cache_dir("dnupdate")/numba``), so a second run still starts
@@ -63,8 +70,27 @@ def tbb_usable() -> bool:
     return version() >= TBB_MIN_INTERFACE
 
 
+def omp_usable() -> bool:
+    """Whether Numba's OpenMP threading layer would load, checked without importing Numba:
+    load its ``omppool`` extension library, which pulls in GNU OpenMP (``libgomp``)."""
+    spec = importlib.util.find_spec("numba")
+    if spec is None or spec.origin is None:
+        return False
+    pools = sorted((Path(spec.origin).parent / "np" / "ufunc").glob("omppool*.so"))
+    if not pools:
+        return False
+    try:
+        ctypes.CDLL(str(pools[0]))
+    except OSError:
+        return False
+    return True
+
+
 def default_threading_layer() -> str:
-    """``tbb`` where usable, else ``workqueue`` (module docstring)."""
+    """``omp`` where usable, else ``tbb`` where usable, else ``workqueue`` (module
+    docstring)."""
+    if omp_usable():
+        return "omp"
     return "tbb" if tbb_usable() else FALLBACK_THREADING_LAYER
 
 

@@ -4,8 +4,8 @@ out to the backend's threads.
 The CPU backend keeps OpenBLAS itself single-threaded (:mod:`engine.backends.cpu.threads`):
 the per-image convolution calls ``sgemm`` from every thread at once, and OpenBLAS's own
 workers spin for a while after each threaded GEMM, fighting those threads for the cores. So a
-large GEMM here is split into row or column tiles, one ``sgemm`` call each (through ctypes,
-which releases the GIL), one tile per thread (``engine.backends.cpu.share``).
+large GEMM here is split into row or column tiles, one ``sgemm`` call each (from a Numba
+kernel, :data:`sgemm.cblas_sgemm`), one tile per thread (``engine.backends.cpu.share``).
 
 Bit-identity across thread counts: OpenBLAS picks its kernel by each call's shape, and its
 small-matrix kernel (``M·N·K ≤ 100³`` on SkylakeX), its direct AVX-512 sgemm (row-major,
@@ -27,7 +27,7 @@ Where NumPy has no OpenBLAS (MKL, Accelerate), ``np.matmul`` does the work inste
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from dnupdate.engine.backends.cpu.sgemm import (
     AVAILABLE,
@@ -35,9 +35,9 @@ from dnupdate.engine.backends.cpu.sgemm import (
     NO_TRANS,
     ROW_MAJOR,
     TRANS,
-    sgemm_from_python,
+    cblas_sgemm,
 )
-from dnupdate.engine.backends.cpu.share import share_out, thread_count
+from dnupdate.engine.backends.cpu.share import share_out, share_start, thread_count
 
 _F32 = 4
 #: the least multiply-adds of one tile: above OpenBLAS's small-matrix kernel (100³) and its
@@ -60,29 +60,47 @@ def _edge(j: int, tiles: int, extent: int) -> int:
     return min(extent, (j * extent // tiles + TILE_ALIGN // 2) // TILE_ALIGN * TILE_ALIGN)
 
 
-def _run_calls(first: int, end: int, calls: list[tuple]) -> None:
-    for call in calls[first:end]:
-        sgemm_from_python(*call)
+#: columns of a tile table's integer rows: ``(trans_a, trans_b, m, n, k, lda, ldb, ldc, a, b, c)``
+#: (``a``, ``b``, ``c`` addresses in bytes); its float rows are ``(alpha, beta)``
+TILE_FIELDS = 11
 
 
-def _tile_calls(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, tiles, split_rows):
-    """The ``sgemm`` argument tuples of one matrix product split into ``tiles`` row or column
-    tiles (addresses in bytes)."""
-    calls = []
+@njit(cache=True, nogil=True)
+def _run_tiles(first, end, ints, floats):
+    """``sgemm`` calls ``[first, end)`` of a tile table (:func:`_tile_table`)."""
+    for i in range(first, end):
+        row = ints[i]
+        cblas_sgemm(ROW_MAJOR, np.int32(row[0]), np.int32(row[1]), row[2], row[3], row[4],
+                    floats[i, 0], row[8], row[5], row[9], row[6], floats[i, 1], row[10],
+                    row[7])  # fmt: skip
+
+
+@njit(parallel=True, cache=True)
+def _run_tiles_shared(threads, count, ints, floats):
+    """:func:`_run_tiles`, one share of the tiles per thread (``engine.backends.cpu.share``)."""
+    for t in prange(threads):
+        _run_tiles(share_start(t, count, threads), share_start(t + 1, count, threads), ints,
+                   floats)  # fmt: skip
+
+
+def _tile_rows(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, tiles, split_rows):
+    """The tile table rows ``(ints, floats)`` of one matrix product split into ``tiles`` row
+    or column tiles (:data:`TILE_FIELDS`; addresses in bytes)."""
+    rows = []
     for j in range(tiles):
         if split_rows:
             lo, hi = _edge(j, tiles, m), _edge(j + 1, tiles, m)
             if hi > lo:
                 a_off = lo * lda if ta == NO_TRANS else lo
-                calls.append((ROW_MAJOR, ta, tb, hi - lo, n, k, alpha, a + a_off * _F32, lda,
-                              b, ldb, beta, c + lo * ldc * _F32, ldc))  # fmt: skip
+                rows.append(((ta, tb, hi - lo, n, k, lda, ldb, ldc, a + a_off * _F32, b,
+                              c + lo * ldc * _F32), (alpha, beta)))  # fmt: skip
         else:
             lo, hi = _edge(j, tiles, n), _edge(j + 1, tiles, n)
             if hi > lo:
                 b_off = lo if tb == NO_TRANS else lo * ldb
-                calls.append((ROW_MAJOR, ta, tb, m, hi - lo, k, alpha, a, lda,
-                              b + b_off * _F32, ldb, beta, c + lo * _F32, ldc))  # fmt: skip
-    return calls
+                rows.append(((ta, tb, m, hi - lo, k, lda, ldb, ldc, a, b + b_off * _F32,
+                              c + lo * _F32), (alpha, beta)))  # fmt: skip
+    return rows
 
 
 def tile_count(m: int, n: int, k: int, threads: int) -> int:
@@ -140,15 +158,17 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float, beta: flo
         return True
     split_rows = m >= n
     tiles = tile_count(m, n, k, thread_count() if BLAS_NAME == "openblas" else MKL_TILES)
-    calls = []
+    rows = []
     steps = (_stack_step(a), _stack_step(b), _stack_step(out))
     for s in range(stack):
         a_s, b_s, c_s = (
             x.ctypes.data + s * step * _F32 for x, step in zip((a2, b2, c2), steps, strict=True)
         )
-        calls += _tile_calls(la[0], lb[0], m, n, k, alpha, a_s, la[1], b_s, lb[1], beta, c_s,
-                             lc[1], tiles, split_rows)  # fmt: skip
-    share_out(_run_calls, len(calls), calls)
+        rows += _tile_rows(la[0], lb[0], m, n, k, alpha, a_s, la[1], b_s, lb[1], beta, c_s,
+                           lc[1], tiles, split_rows)  # fmt: skip
+    ints = np.array([r[0] for r in rows], dtype=np.int64)
+    floats = np.array([r[1] for r in rows], dtype=np.float32)
+    share_out(_run_tiles_shared, _run_tiles, len(rows), ints, floats)
     return True
 
 

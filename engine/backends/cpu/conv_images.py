@@ -38,7 +38,7 @@ Layouts: ``x``/``dx`` ``(B, C, H, W)``; ``weights``/``dweights`` ``(G, m, K)`` w
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from dnupdate.engine.backends.cpu import conv_direct, conv_taps
 from dnupdate.engine.backends.cpu.activations import LINEAR
@@ -46,7 +46,7 @@ from dnupdate.engine.backends.cpu.conv import fold_image_add, unfold_image
 from dnupdate.engine.backends.cpu.conv_taps import backward_image as taps_backward_image
 from dnupdate.engine.backends.cpu.conv_taps import forward_image as taps_forward_image
 from dnupdate.engine.backends.cpu.sgemm import NO_TRANS, ROW_MAJOR, TRANS, cblas_sgemm
-from dnupdate.engine.backends.cpu.share import share_out
+from dnupdate.engine.backends.cpu.share import share_out, share_start
 from dnupdate.engine.backends.cpu.tail import image_backward, image_forward
 
 
@@ -92,14 +92,26 @@ def _forward_images(x, weights, out, col, first, end, geometry, direct, bias, co
 
 
 @njit(cache=True, nogil=True)
-def _forward_chunks(p0, p1, x, weights, out, col, geometry, direct, bias, code, tail, taps,
-                    packed, table):  # fmt: skip
-    """Chunks ``[p0, p1)`` of the forward pass (releases the GIL: run by ``share_out``)."""
+def _forward_chunks(p0, p1, x, weights, out, col, g0, g1, g2, g3, g4, g5, g6, g7, g8, direct,
+                    bias, code, tail, taps, packed, table):  # fmt: skip
+    """Chunks ``[p0, p1)`` of the forward pass (run by ``share_out``), the geometry unpacked
+    (``g0 … g8``: a parallel loop's body cannot pass a tuple on, :func:`_forward_shared`)."""
+    geometry = (g0, g1, g2, g3, g4, g5, g6, g7, g8)
     chunks = col.shape[0]
     for p in range(p0, p1):
         first, end = _chunk(p, chunks, x.shape[0])
         _forward_images(x, weights, out, col[p], first, end, geometry, direct, bias, code, tail,
                         taps, packed, table)  # fmt: skip
+
+
+@njit(parallel=True, cache=True)
+def _forward_shared(threads, count, x, weights, out, col, g0, g1, g2, g3, g4, g5, g6, g7, g8,
+                    direct, bias, code, tail, taps, packed, table):  # fmt: skip
+    """:func:`_forward_chunks`, one share of the chunks per thread (``share_out``)."""
+    for t in prange(threads):
+        _forward_chunks(share_start(t, count, threads), share_start(t + 1, count, threads), x,
+                        weights, out, col, g0, g1, g2, g3, g4, g5, g6, g7, g8, direct, bias,
+                        code, tail, taps, packed, table)  # fmt: skip
 
 
 @njit(cache=True)
@@ -183,16 +195,36 @@ def _backward_images(
 
 @njit(cache=True, nogil=True)
 def _backward_chunks(
-    p0, p1, x, weights, delta, dx, col, dcol, partial, sums, geometry, direct, y, code, tail,
-    assign, taps, packed_dx, table_dx, geometry_dx, table_dw,
+    p0, p1, x, weights, delta, dx, col, dcol, partial, sums, g0, g1, g2, g3, g4, g5, g6, g7, g8,
+    direct, y, code, tail, assign, taps, packed_dx, table_dx, h0, h1, h2, h3, h4, h5, h6, h7, h8,
+    table_dw,
 ):  # fmt: skip
-    """Chunks ``[p0, p1)`` of the backward pass (releases the GIL: run by ``share_out``)."""
+    """Chunks ``[p0, p1)`` of the backward pass (run by ``share_out``), the geometry and the
+    input gradient's geometry unpacked (``g*``, ``h*``: :func:`_forward_chunks`)."""
+    geometry = (g0, g1, g2, g3, g4, g5, g6, g7, g8)
+    geometry_dx = (h0, h1, h2, h3, h4, h5, h6, h7, h8)
     chunks = col.shape[0]
     for p in range(p0, p1):
         first, end = _chunk(p, chunks, x.shape[0])
         _backward_images(
             x, weights, delta, dx, col[p], dcol[p], partial[p], sums[p], first, end, geometry,
             direct, y, code, tail, assign, taps, packed_dx, table_dx, geometry_dx, table_dw,
+        )  # fmt: skip
+
+
+@njit(parallel=True, cache=True)
+def _backward_shared(
+    threads, count, x, weights, delta, dx, col, dcol, partial, sums, g0, g1, g2, g3, g4, g5, g6,
+    g7, g8, direct, y, code, tail, assign, taps, packed_dx, table_dx, h0, h1, h2, h3, h4, h5, h6,
+    h7, h8, table_dw,
+):  # fmt: skip
+    """:func:`_backward_chunks`, one share of the chunks per thread (``share_out``)."""
+    for t in prange(threads):
+        _backward_chunks(
+            share_start(t, count, threads), share_start(t + 1, count, threads), x, weights,
+            delta, dx, col, dcol, partial, sums, g0, g1, g2, g3, g4, g5, g6, g7, g8, direct, y,
+            code, tail, assign, taps, packed_dx, table_dx, h0, h1, h2, h3, h4, h5, h6, h7, h8,
+            table_dw,
         )  # fmt: skip
 
 
@@ -329,8 +361,8 @@ def conv_forward(
             taps = conv_taps.tap_weights(weights, kernel)
     if by_taps and not taps.size:
         raise ValueError("conv_images: no per-tap forward for this geometry or scratch")
-    share_out(_forward_chunks, col.shape[0], x, weights, out3, col, geometry, direct, bias,
-               code, tail, taps, packed, table)  # fmt: skip
+    share_out(_forward_shared, _forward_chunks, col.shape[0], x, weights, out3, col, *geometry,
+              direct, bias, code, tail, taps, packed, table)  # fmt: skip
 
 
 def conv_backward(
@@ -386,9 +418,9 @@ def conv_backward(
     if by_taps and not taps.size:
         raise ValueError("conv_images: no per-tap backward for this geometry or scratch")
     share_out(
-        _backward_chunks, chunks, x, weights, delta3, dx, col, dcol, partial[:chunks], sums,
-        geometry, direct, y, code, tail, assign_dx, taps, packed_dx, table_dx, geometry_dx,
-        table_dw,
+        _backward_shared, _backward_chunks, chunks, x, weights, delta3, dx, col, dcol,
+        partial[:chunks], sums, *geometry, direct, y, code, tail, assign_dx, taps, packed_dx,
+        table_dx, *geometry_dx, table_dw,
     )  # fmt: skip
     n_taps = kernel[0] * kernel[1] if table_dw.size else 0
     _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True, taps=n_taps)

@@ -41,7 +41,7 @@ from dnupdate.engine.backends.cpu.reduce import (
     unscale_table,
     unscaled_block_sums,
 )
-from dnupdate.engine.backends.cpu.share import share_out
+from dnupdate.engine.backends.cpu.share import share_out, share_start
 
 FP32 = 0
 FP16 = 1
@@ -604,6 +604,18 @@ def _block_round_unscale(
         unscaled_block_sums(block, carry, starts[j], stops[j], summed[j], partial, j)
 
 
+@njit(parallel=True, cache=True)
+def _block_round_unscale_shared(
+    threads, count, buffer, factor, carry, starts, stops, summed, partial, bits, code,
+    flush_nonfinite, block_counts,
+):  # fmt: skip
+    """:func:`_block_round_unscale`, one share of the blocks per thread (``share_out``)."""
+    for t in prange(threads):
+        _block_round_unscale(share_start(t, count, threads), share_start(t + 1, count, threads),
+                             buffer, factor, carry, starts, stops, summed, partial, bits, code,
+                             flush_nonfinite, block_counts)  # fmt: skip
+
+
 def round_unscale_sum_squares(
     values: np.ndarray,
     offsets,
@@ -628,8 +640,9 @@ def round_unscale_sum_squares(
     partial = np.zeros(starts.size, dtype=np.float64)
     per_block = np.zeros((starts.size, 3), np.int64)
     share_out(
-        _block_round_unscale, starts.size, flat, np.float32(factor), added, starts, stops,
-        summed, partial, flat.view(np.uint32), int(code), bool(flush_nonfinite), per_block,
+        _block_round_unscale_shared, _block_round_unscale, starts.size, flat, np.float32(factor),
+        added, starts, stops, summed, partial, flat.view(np.uint32), int(code),
+        bool(flush_nonfinite), per_block,
     )  # fmt: skip
     add_unscaled_sums(blocks, partial, out)
     in_table = np.empty_like(per_block)

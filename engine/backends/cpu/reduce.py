@@ -18,10 +18,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from dnupdate.engine.backends.cpu.activations import KernelArgumentError, as_flat_float32
-from dnupdate.engine.backends.cpu.share import share_out
+from dnupdate.engine.backends.cpu.share import share_out, share_start
 
 
 def _check_segments(
@@ -110,6 +110,23 @@ def _block_sum_squares_change(first_block, end_block, before, after, starts, sto
         partial[j] = lanes_total(sums)
 
 
+@njit(parallel=True, cache=True)
+def _block_sum_squares_shared(threads, count, buffer, starts, stops, partial):
+    """:func:`_block_sum_squares`, one share of the blocks per thread (``share_out``)."""
+    for t in prange(threads):
+        _block_sum_squares(share_start(t, count, threads), share_start(t + 1, count, threads),
+                           buffer, starts, stops, partial)  # fmt: skip
+
+
+@njit(parallel=True, cache=True)
+def _block_sum_squares_change_shared(threads, count, before, after, starts, stops, partial):
+    """:func:`_block_sum_squares_change`, one share of the blocks per thread."""
+    for t in prange(threads):
+        _block_sum_squares_change(share_start(t, count, threads),
+                                  share_start(t + 1, count, threads), before, after, starts,
+                                  stops, partial)  # fmt: skip
+
+
 @njit(cache=True)
 def _add_segment_blocks(first, partial, out):
     for k in range(out.size):
@@ -158,7 +175,8 @@ def segment_sum_squares(
         raise KernelArgumentError(f"out: expected float64 of shape {offsets.shape}")
     first, _, starts, stops = block_table(offsets, lengths, BLOCK)
     partial = np.empty(starts.size, dtype=np.float64)
-    share_out(_block_sum_squares, starts.size, flat, starts, stops, partial)
+    share_out(_block_sum_squares_shared, _block_sum_squares, starts.size, flat, starts, stops,
+              partial)  # fmt: skip
     _add_segment_blocks(first, partial, out)
 
 
@@ -177,7 +195,8 @@ def segment_sum_squares_change(
         raise KernelArgumentError(f"out: expected float64 of shape {offsets.shape}")
     first, _, starts, stops = block_table(offsets, lengths, BLOCK)
     partial = np.empty(starts.size, dtype=np.float64)
-    share_out(_block_sum_squares_change, starts.size, flat, other, starts, stops, partial)
+    share_out(_block_sum_squares_change_shared, _block_sum_squares_change, starts.size, flat,
+              other, starts, stops, partial)  # fmt: skip
     _add_segment_blocks(first, partial, out)
 
 
@@ -191,6 +210,16 @@ def _block_unscale_sum_squares(
             for i in range(block.size):
                 block[i] = block[i] * factor
         unscaled_block_sums(block, carry, starts[j], stops[j], summed[j], partial, j)
+
+
+@njit(parallel=True, cache=True)
+def _block_unscale_sum_squares_shared(threads, count, buffer, factor, carry, starts, stops,
+                                      summed, partial):  # fmt: skip
+    """:func:`_block_unscale_sum_squares`, one share of the blocks per thread."""
+    for t in prange(threads):
+        _block_unscale_sum_squares(share_start(t, count, threads),
+                                   share_start(t + 1, count, threads), buffer, factor, carry,
+                                   starts, stops, summed, partial)  # fmt: skip
 
 
 @njit(inline="always")
@@ -276,8 +305,8 @@ def unscale_sum_squares(
     _, starts, stops, summed, _ = blocks
     partial = np.zeros(starts.size, dtype=np.float64)
     share_out(
-        _block_unscale_sum_squares, starts.size, flat, np.float32(factor), added,
-        starts, stops, summed, partial,
+        _block_unscale_sum_squares_shared, _block_unscale_sum_squares, starts.size, flat,
+        np.float32(factor), added, starts, stops, summed, partial,
     )  # fmt: skip
     add_unscaled_sums(blocks, partial, out)
 

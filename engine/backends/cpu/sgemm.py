@@ -59,27 +59,21 @@ def _entry_point(names: tuple[str, ...]) -> tuple[object, str]:
     return openblas_function(names), "openblas"
 
 
-def _bind() -> tuple[bool, str, types.Type, object, str]:
-    for names, symbol, integer, c_integer in (
-        (_ILP64_NAMES, "dnupdate_cblas_sgemm_ilp64", types.int64, ctypes.c_int64),
-        (_LP64_NAMES, "dnupdate_cblas_sgemm_lp64", types.int32, ctypes.c_int),
+def _bind() -> tuple[bool, str, types.Type, str]:
+    for names, symbol, integer in (
+        (_ILP64_NAMES, "dnupdate_cblas_sgemm_ilp64", types.int64),
+        (_LP64_NAMES, "dnupdate_cblas_sgemm_lp64", types.int32),
     ):
         function, library = _entry_point(names)
         if function is not None:
             llvm.add_symbol(symbol, ctypes.cast(function, ctypes.c_void_p).value)
-            # the same entry point for Python callers (ctypes releases the GIL during calls)
-            caller = ctypes.CFUNCTYPE(
-                None, *[ctypes.c_int] * 3, *[c_integer] * 3, ctypes.c_float, ctypes.c_void_p,
-                c_integer, ctypes.c_void_p, c_integer, ctypes.c_float, ctypes.c_void_p,
-                c_integer,
-            )(ctypes.cast(function, ctypes.c_void_p).value)  # fmt: skip
-            return True, symbol, integer, caller, library
-    return False, "dnupdate_cblas_sgemm_missing", types.int64, None, "numpy"
+            return True, symbol, integer, library
+    return False, "dnupdate_cblas_sgemm_missing", types.int64, "numpy"
 
 
 #: ``BLAS_NAME``: the library the GEMMs go to, ``openblas`` or ``mkl`` (``numpy``: neither
 #: was found, ``np.matmul`` does the work)
-AVAILABLE, SYMBOL, BLAS_INT, sgemm_from_python, BLAS_NAME = _bind()
+AVAILABLE, SYMBOL, BLAS_INT, BLAS_NAME = _bind()
 
 #: ``cblas_sgemm(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)``:
 #: ``C = alpha·op(A)·op(B) + beta·C`` (row-major, pointers as ``intp``)
