@@ -221,6 +221,8 @@ def _print_table(results, settings) -> None:
     if first is not None and first.device == "cpu" and first.cpu:
         micro = "on" if first.conv_micro_kernel else "off (no FMA + AVX-512F)"
         machine = f"CPU {first.cpu}; conv micro-kernel {micro}"
+        if first.threading_layer:
+            machine += f"; Numba {first.threading_layer} threads"
         table.caption = f"{table.caption}; {machine}" if table.caption else machine
     if precision:
         note = (

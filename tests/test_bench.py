@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dnupdate.cli.main import app
+from dnupdate.engine.backends import jit_env
 from dnupdate.engine.backends.cpu import microkernel
 from dnupdate.engine.bench import workloads as bench
 from dnupdate.engine.bench.measure import BenchResult, summarise_windows, worker_environment
@@ -43,6 +44,7 @@ ISSUE_FIELDS = {
     "blas",  # the library our GEMMs went to (openblas, or mkl with --blas mkl)
     "cpu",  # the CPU's model name
     "conv_micro_kernel",  # whether stride-1 convolutions could take the micro-kernel
+    "threading_layer",  # Numba's threading layer in our worker
 }
 
 TINY_CFG = """\
@@ -232,6 +234,7 @@ def test_bench_json_runs_a_tiny_config_in_both_modes(tiny_cfg):
         # the machine facts come from the worker: this process's CPU and micro-kernel gate
         assert row["cpu"] == cpu_model() and row["cpu"]
         assert row["conv_micro_kernel"] is microkernel.AVAILABLE
+        assert row["threading_layer"] == jit_env.default_threading_layer()
 
 
 def test_bench_compares_with_torch_when_installed(tiny_cfg):

@@ -62,7 +62,8 @@ class BenchResult:
     OpenBLAS chose (display only, not in the JSON); ``blas`` the library our GEMMs went to
     (``openblas`` or ``mkl``; in the JSON); ``cpu`` the CPU's model name and
     ``conv_micro_kernel`` whether our stride-1 convolutions could use the micro-kernel (FMA +
-    AVX-512F), both in the JSON: rates from other CPUs or kernel paths do not compare."""
+    AVX-512F) and ``threading_layer`` Numba's layer in our worker, all in the JSON: rates
+    from other CPUs, kernel paths or layers do not compare."""
 
     workload: str
     mode: str
@@ -82,6 +83,7 @@ class BenchResult:
     blas: str = "openblas"
     cpu: str = ""
     conv_micro_kernel: bool = False
+    threading_layer: str = ""
     windows: tuple[float, ...] = field(default=(), repr=False)
     torch_windows: tuple[float, ...] = field(default=(), repr=False)
     precision: str | None = None
@@ -90,9 +92,9 @@ class BenchResult:
     precision_windows: tuple[float, ...] = field(default=(), repr=False)
 
     def as_json(self) -> dict:
-        """The ``--json`` object: the issue's fields, ``blas``, ``cpu`` and
-        ``conv_micro_kernel``, plus ``torch_images_per_s`` and ``ratio`` when PyTorch was
-        compared."""
+        """The ``--json`` object: the issue's fields, ``blas``, ``cpu``,
+        ``conv_micro_kernel`` and ``threading_layer``, plus ``torch_images_per_s`` and
+        ``ratio`` when PyTorch was compared."""
         data = asdict(self)
         for name in ("windows", "torch_windows", "precision_windows", "device", "blas_core"):
             data.pop(name)
@@ -232,7 +234,7 @@ def _compared(settings, median: float, other: list[float]) -> dict:
 
 
 def _measure_workload(workload, settings, ours, theirs, peak) -> Iterator[BenchResult]:
-    peak_gflops, blas_core, blas, cpu, micro = peak
+    peak_gflops, blas_core, blas, cpu, micro, layer = peak
     info = ours.call("setup")
     if theirs is not None:
         theirs.call("setup")
@@ -268,6 +270,7 @@ def _measure_workload(workload, settings, ours, theirs, peak) -> Iterator[BenchR
             blas=blas,
             cpu=cpu,
             conv_micro_kernel=micro,
+            threading_layer=layer,
             windows=tuple(mine),
             **compared,
         )

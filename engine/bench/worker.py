@@ -144,6 +144,15 @@ def conv_micro_kernel() -> bool:
     return AVAILABLE
 
 
+def threading_layer() -> str:
+    """Numba's threading layer for this process's parallel passes (``omp``, ``tbb`` or
+    ``workqueue``, as ``engine.backends.jit_env`` configured it): how fast a parallel pass
+    starts depends on it (a VM's sleeping threads take ~0.1 ms to wake)."""
+    from dnupdate.engine.backends import cpu_info
+
+    return cpu_info().threading_layer
+
+
 def worker_main(conn, kind: str, config_path: str, settings, overrides=()) -> None:
     """The worker loop (see the module docstring)."""
     state: dict[str, Any] = {}
@@ -168,7 +177,8 @@ def worker_main(conn, kind: str, config_path: str, settings, overrides=()) -> No
 
 def _handle(state, kind, config_path, settings, request, args, overrides=()):
     if request == "sgemm_peak":
-        return sgemm_peak_gflops(), blas_core_name(), blas_name(), cpu_model(), conv_micro_kernel()
+        return (sgemm_peak_gflops(), blas_core_name(), blas_name(), cpu_model(),
+                conv_micro_kernel(), threading_layer())  # fmt: skip
     if request == "peak_rss_mib":
         return peak_rss_mib()
     if request == "setup":
