@@ -265,3 +265,65 @@ def test_trainer_with_the_carry_in_the_update_pass_matches_the_separate_passes()
     assert params.tobytes() == params_2.tobytes() and grads.tobytes() == grads_2.tobytes()
     np.testing.assert_allclose(norms, norms_2, rtol=1e-12)
     assert norms.min() > 0
+
+
+@pytest.mark.parametrize("name", [n for n in RULES if n.startswith("caffe")], ids=lambda n: n)
+def test_a_caffe_update_measures_the_diffs_norm_before_it_steps(name):
+    """``grad_sq`` alone under a Caffe rule: per segment ``Σ f64(g)²`` of the diff as it was
+    before the update (every segment, ``lr_mult: 0`` ones too, as the trainer's own norm
+    pass sums the buffer), the same float64 sum as ``reduce.segment_sum_squares`` up to
+    re-association; the updated values are the same bits as without it."""
+    from dnupdate.engine.backends.cpu import reduce
+
+    rule, states = RULES[name]
+    inputs = _inputs(states, seed=3)
+    expected = np.zeros(SIZES.size)
+    reduce.segment_sum_squares(inputs[1], OFFSETS, SIZES, expected)
+    params, grads, a, b, lr, decay, grad_on = (x.copy() for x in inputs)
+    step_sq, weight_sq, grad_sq = (np.zeros(SIZES.size) for _ in range(3))
+    up.fused_update(rule, params, grads, a, b, OFFSETS, SIZES, lr, decay, grad_on, COEF,
+                    step_sq, weight_sq, grad_sq=grad_sq)  # fmt: skip
+    np.testing.assert_allclose(grad_sq, expected, rtol=1e-12)
+    assert grad_sq[SIZES > 0].min() > 0 and grad_sq[SIZES == 0].tolist() == [0.0]
+    plain = _run(rule, inputs)
+    for got, want in zip((params, grads, a, b, step_sq, weight_sq), plain, strict=True):
+        assert got.tobytes() == want.tobytes()
+
+
+def test_a_darknet_update_measures_its_gradient_only_against_a_carry():
+    params, grads, a, b, lr, decay, grad_on = _inputs(0)
+    with pytest.raises(ValueError, match="carry"):
+        up.fused_update(up.RULE_DARKNET_SGD, params, grads, a, b, OFFSETS, SIZES, lr, decay,
+                        grad_on, COEF, np.zeros(SIZES.size), np.zeros(SIZES.size),
+                        grad_sq=np.zeros(SIZES.size))  # fmt: skip
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_caffe_trainer_with_the_norm_in_the_update_pass_matches_the_separate_pass(optimizer):
+    """Caffe SGD with momentum (and Adam), iter_size 2, 4 updates: the trainer whose backend
+    measures the diff's norm in the update pass ends with the same weights and history bits,
+    and the same gradient norms up to float64 re-association, as one taking the norm pass."""
+    from dnupdate.engine.backends.cpu import CpuBackend
+    from dnupdate.engine.training.step import Trainer
+    from tests.test_trainer import batch_of, caffe_run, counting
+
+    class SeparatePass(CpuBackend):
+        FUSED_GRAD_NORM = False
+
+    x, y = batch_of(4, seed=22)
+    results = []
+    for backend in (CpuBackend(), SeparatePass()):
+        run = caffe_run(minibatch=2, iter_size=2, optimizer=optimizer, momentum=0.9)
+        trainer = Trainer(run, seed=5, backend=backend)
+        assert trainer._fold_grad_norm == backend.FUSED_GRAD_NORM
+        next_batch, _ = counting(x, y, 2)
+        norms = [trainer.train_iteration(next_batch).grad_norms for _ in range(4)]
+        net = trainer.network
+        history = (trainer.optimizer._state_a.copy(), trainer.optimizer._state_b.copy())
+        results.append((net.params.copy(), history, np.array(norms)))
+    (params, state, norms), (params_2, state_2, norms_2) = results
+    assert params.tobytes() == params_2.tobytes()
+    for a, b in zip(state, state_2, strict=True):
+        assert a.tobytes() == b.tobytes()
+    np.testing.assert_allclose(norms, norms_2, rtol=1e-12)
+    assert norms.max() > 0

@@ -436,6 +436,9 @@ class Backend:
     #: whether :meth:`fused_update` takes the darknet ``carry`` and ``grad_sq`` (measures the
     #: update's gradient norm and keeps the next snapshot in its own pass)
     FUSED_CARRY = False
+    #: whether :meth:`fused_update` takes ``grad_sq`` alone under a Caffe rule (measures the
+    #: diff's norm per segment in its own pass, before updating)
+    FUSED_GRAD_NORM = False
 
     def fused_update(
         self,

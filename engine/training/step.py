@@ -380,6 +380,8 @@ class Trainer:
         # where the backend's update pass keeps the carry and measures the gradient norm itself
         # (darknet rules, no simulated precision), the snapshot the last update left stands
         self._fold_carry = self._grad_carry is not None and self.backend.FUSED_CARRY
+        # Caffe (diffs zeroed every iteration): the update's pass measures the norm itself
+        self._fold_grad_norm = self._grad_carry is None and self.backend.FUSED_GRAD_NORM
         self._carry_fresh = False
 
     def _remember_carry(self) -> None:
@@ -532,6 +534,11 @@ class Trainer:
             )
             grad_norms = stats.grad_norms
             self._carry_fresh = True
+        elif self._fold_grad_norm:  # Caffe: the diff's norm measured in the update's pass
+            stats = self.optimizer.step(
+                net.params, net.grads, lr, self.iteration, measure_grads=True
+            )
+            grad_norms = stats.grad_norms / float(self.accumulate)
         else:
             grad_norms = self._gradient_norms()
             stats = self.optimizer.step(net.params, net.grads, lr, self.iteration)

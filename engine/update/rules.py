@@ -451,6 +451,7 @@ class Optimizer:
         loss_scale: float = 1.0,
         carry: np.ndarray | None = None,
         source: np.ndarray | None = None,
+        measure_grads: bool = False,
     ) -> UpdateStats:
         """Apply one update in place with learning rate ``lr`` (the schedule's value; used as
         float32). ``iteration``: updates already applied (Caffe ``iter``; Caffe Adam uses
@@ -462,7 +463,10 @@ class Optimizer:
         (``UpdateStats.grad_norms``) and leaves ``carry`` equal to the new ``grads``
         (the backend's ``fused_update``). ``source`` (``params``' shape): the weights the
         rule reads, the result going to ``params`` (simulated mixed precision's master copy,
-        read where it is kept while ``params`` holds the rounded working copy)."""
+        read where it is kept while ``params`` holds the rounded working copy).
+        ``measure_grads`` (Caffe rules, a backend with ``FUSED_GRAD_NORM``): the update's pass
+        also measures ``‖grads‖`` per segment as the buffer holds it before the update (Caffe's
+        summed diff, ``UpdateStats.grad_norms``; the caller divides by ``iter_size``)."""
         self._check_buffers(params, grads)
         self._follow(params)
         grad_norm = clip_scale = None
@@ -477,8 +481,11 @@ class Optimizer:
         tab = self.table
         step_sq = np.zeros(tab.offsets.size, dtype=np.float64)
         weight_sq = np.zeros(tab.offsets.size, dtype=np.float64)
-        grad_sq = None if carry is None else np.zeros(tab.offsets.size, dtype=np.float64)
-        keep = {} if carry is None else {"carry": carry, "grad_sq": grad_sq}
+        measured = carry is not None or (measure_grads and not self.darknet)
+        grad_sq = np.zeros(tab.offsets.size, dtype=np.float64) if measured else None
+        keep = {} if grad_sq is None else {"grad_sq": grad_sq}
+        if carry is not None:
+            keep["carry"] = carry
         if source is not None:
             keep["source"] = source
         self.backend.fused_update(

@@ -367,6 +367,7 @@ class CpuBackend(Backend):
 
     # ---- update and per-segment reductions ------------------------------------------------
     FUSED_CARRY = True
+    FUSED_GRAD_NORM = True
 
     def fused_update(self, rule, params, *args, **kwargs):
         with self._flat_pass(params.size):

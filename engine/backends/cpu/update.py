@@ -459,11 +459,14 @@ def _darknet_block(
 def _caffe_sgd_row(s_row, w_row, g_row, h_row, grad_on, rate, decay, k, sums):
     """Caffe SGD (``ClipGradients``, ``Normalize``, ``Regularize``, ``ComputeUpdateValue``,
     ``w ← w − diff``) on one row of consecutive elements (slices), ``w`` read from ``s_row``
-    and written to ``w_row`` (as the darknet rows); element ``lane`` adds ``(Δw)²`` and
-    ``w²`` in float64 to ``sums[0|1, lane]``."""
-    step_sums, weight_sums = sums[0], sums[1]
+    and written to ``w_row`` (as the darknet rows); element ``lane`` adds ``(Δw)²``, ``w²``
+    and the diff's own ``g²`` (as the buffer holds it, before the step) in float64 to
+    ``sums[0|1|2, lane]``."""
+    step_sums, weight_sums, grad_sums = sums[0], sums[1], sums[2]
     for lane in range(w_row.size):
         w = s_row[lane]
+        diff = np.float64(g_row[lane])
+        grad_sums[lane] += diff * diff
         g = g_row[lane] if grad_on else F32(0.0)
         g = _caffe_prepare(g, w, decay, k)
         step, h = _caffe_sgd(g, h_row[lane], rate, k)
@@ -503,10 +506,12 @@ def _caffe_block(
     rule, params, grads, state_a, state_b, start, stop, rate, decay, grad_on, coef, source
 ):  # fmt: skip
     """A Caffe rule's step on ``[start, stop)``, as :func:`_darknet_block` (norms over
-    :data:`LANES` lanes; Caffe SGD in vectorised rows). AdamW: Caffe's clip and normalise
-    stages, no ``Regularize`` (``decay`` is AdamW's ``f32(1 − lr·λ)``)."""
+    :data:`LANES` lanes; Caffe SGD in vectorised rows); returns the block's ``(Σ(Δw)², Σw²,
+    Σg²)``, ``g`` the diff as the buffer holds it before the step (Caffe's summed gradient,
+    before clipping and normalising: the trainer's gradient norm). AdamW: Caffe's clip and
+    normalise stages, no ``Regularize`` (``decay`` is AdamW's ``f32(1 − lr·λ)``)."""
     k = _as_tuple(coef)
-    sums = np.zeros((2, LANES))
+    sums = np.zeros((3, LANES))
     own = source.size == 0
     if rule == RULE_CAFFE_SGD:  # the common rule, in vectorisable rows
         if own:
@@ -514,11 +519,13 @@ def _caffe_block(
         else:
             _caffe_sgd_rows_from(source, params, grads, state_a, start, stop, rate, decay,
                                  grad_on, k, sums)  # fmt: skip
-        return lanes_total(sums[0]), lanes_total(sums[1])
+        return lanes_total(sums[0]), lanes_total(sums[1]), lanes_total(sums[2])
     weights = params if own else source
     for i in range(start, stop):
         lane = (i - start) & (LANES - 1)
         w = weights[i]
+        diff = np.float64(grads[i])
+        sums[2, lane] += diff * diff
         g = grads[i] if grad_on else F32(0.0)
         if rule == RULE_CAFFE_ADAMW:
             g = _caffe_prepare(g, w, F32(0.0), k)
@@ -539,7 +546,7 @@ def _caffe_block(
         delta_w = np.float64(w_new) - np.float64(w)
         sums[0, lane] += delta_w * delta_w
         sums[1, lane] += np.float64(w) * np.float64(w)
-    return lanes_total(sums[0]), lanes_total(sums[1])
+    return lanes_total(sums[0]), lanes_total(sums[1]), lanes_total(sums[2])
 
 
 @njit(parallel=True, cache=True)
@@ -565,12 +572,13 @@ def _caffe_update(
 ):  # fmt: skip
     for j in prange(owner.size):
         s = owner[j]
-        step_acc, weight_acc = _caffe_block(rule, params, grads, state_a, state_b,
-                                            starts[j], stops[j], seg_lr[s],
-                                            seg_decay[s], seg_grad_on[s] != 0, coef,
-                                            source)  # fmt: skip
+        step_acc, weight_acc, grad_acc = _caffe_block(rule, params, grads, state_a, state_b,
+                                                      starts[j], stops[j], seg_lr[s],
+                                                      seg_decay[s], seg_grad_on[s] != 0, coef,
+                                                      source)  # fmt: skip
         partial[j, 0] = step_acc
         partial[j, 1] = weight_acc
+        partial[j, 2] = grad_acc
 
 
 def fused_update(
@@ -613,6 +621,12 @@ def fused_update(
     float64 sum re-associated (last-bit differences from one sequential sum, the same whatever
     the thread count).
 
+    ``grad_sq`` without a ``carry`` (Caffe rules only): ``grad_sq[s] = Σ f64(g)²`` of the diff as
+    ``grads`` holds it before the update (Caffe's summed gradient, before ``ClipGradients`` and
+    ``Normalize``; blocks and lanes as the step's norms): the gradient norm the trainer would
+    take in a pass of its own (``reduce.segment_sum_squares``, whose blocks are other: the same
+    float64 sum re-associated).
+
     ``carry`` (darknet rules only, with ``grad_sq``): the gradient buffer as it was before this
     update's passes (darknet quirk: nothing zeroes it). The same pass then gives
     ``grad_sq[s] = Σ f64(f32(carry − grads))²`` (the squared norm of this update's summed
@@ -635,6 +649,8 @@ def fused_update(
     darknet = rule in (RULE_DARKNET_SGD, RULE_DARKNET_ADAM, RULE_DARKNET_ADAMW)
     if carry is not None and (not darknet or grad_sq is None or carry.shape != grads.shape):
         raise ValueError("fused_update: carry needs a darknet rule, grad_sq and grads' shape")
+    if grad_sq is not None and darknet and carry is None:
+        raise ValueError("fused_update: a darknet rule measures grad_sq against a carry")
     if source is not None and source.shape != params.shape:
         raise ValueError("fused_update: source must have params' shape")
     source = _NO_CARRY if source is None else source  # empty: read params
@@ -645,7 +661,7 @@ def fused_update(
     else:
         _caffe_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay,
                       seg_grad_on, coef, partial, source)  # fmt: skip
-    _add_blocks(first, partial, step_sq, weight_sq, _NO_SUMS if carry is None else grad_sq)
+    _add_blocks(first, partial, step_sq, weight_sq, _NO_SUMS if grad_sq is None else grad_sq)
 
 
 _NO_CARRY = np.empty(0, dtype=np.float32)
