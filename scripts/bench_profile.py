@@ -73,8 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     for key in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ[key] = str(args.threads)
-    # the threading layer `dnupdate bench` uses (TBB where Numba can load it): workqueue's
-    # launches are slower and distorted the parallel passes' share
+    # the threading layer `dnupdate bench` uses (GNU OpenMP where Numba can load it, else
+    # TBB): other layers' launches are slower and distort the parallel passes' share
     from dnupdate.engine.backends.jit_env import default_threading_layer
 
     os.environ.setdefault("NUMBA_THREADING_LAYER", default_threading_layer())

@@ -129,8 +129,8 @@ def summarise_windows(images_per_s: Sequence[float]) -> tuple[float, float, floa
 def worker_environment(threads: int, cache_dir: str | None) -> dict[str, str]:
     """Environment variables a worker needs before NumPy/Numba load: thread caps for Numba,
     OpenBLAS and OpenMP (so the pools together never exceed ``threads`` cores), Numba's
-    threading layer unless the user chose one (``tbb`` where usable, else ``workqueue``:
-    ``engine.backends.jit_env``) and, for a cold-cache run, ``NUMBA_CACHE_DIR``."""
+    threading layer unless the user chose one (``omp`` where usable, else ``tbb``, else
+    ``workqueue``: ``engine.backends.jit_env``) and, for a cold-cache run, ``NUMBA_CACHE_DIR``."""
     from dnupdate.engine.backends.jit_env import default_threading_layer
 
     layer = os.environ.get("NUMBA_THREADING_LAYER") or default_threading_layer()
