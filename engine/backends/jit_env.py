@@ -51,18 +51,28 @@ BACKENDS_DIR = Path(__file__).resolve().parent
 TBB_MIN_INTERFACE = 12060
 
 
-def tbb_usable() -> bool:
-    """Whether Numba's TBB threading layer would load, checked without importing Numba: load
-    its ``tbbpool`` extension library (which pulls in ``libtbb`` by its own search path) and
-    ask TBB its interface version, as Numba does."""
+def _load_pool(prefix: str) -> bool:
+    """Whether Numba's ``<prefix>*.so`` threading-layer extension (``np/ufunc``) loads, found
+    without importing Numba: loading it pulls in its runtime library by its own search path."""
     spec = importlib.util.find_spec("numba")
     if spec is None or spec.origin is None:
         return False
-    pools = sorted((Path(spec.origin).parent / "np" / "ufunc").glob("tbbpool*.so"))
+    pools = sorted((Path(spec.origin).parent / "np" / "ufunc").glob(f"{prefix}*.so"))
     if not pools:
         return False
     try:
         ctypes.CDLL(str(pools[0]))
+    except OSError:
+        return False
+    return True
+
+
+def tbb_usable() -> bool:
+    """Whether Numba's TBB threading layer would load: its ``tbbpool`` loads (with
+    ``libtbb``) and TBB's interface version is one Numba accepts, as Numba checks."""
+    if not _load_pool("tbbpool"):
+        return False
+    try:
         version = ctypes.CDLL("libtbb.so.12").TBB_runtime_interface_version
     except (OSError, AttributeError):
         return False
@@ -71,19 +81,9 @@ def tbb_usable() -> bool:
 
 
 def omp_usable() -> bool:
-    """Whether Numba's OpenMP threading layer would load, checked without importing Numba:
-    load its ``omppool`` extension library, which pulls in GNU OpenMP (``libgomp``)."""
-    spec = importlib.util.find_spec("numba")
-    if spec is None or spec.origin is None:
-        return False
-    pools = sorted((Path(spec.origin).parent / "np" / "ufunc").glob("omppool*.so"))
-    if not pools:
-        return False
-    try:
-        ctypes.CDLL(str(pools[0]))
-    except OSError:
-        return False
-    return True
+    """Whether Numba's OpenMP threading layer would load: its ``omppool`` loads (with GNU
+    OpenMP, ``libgomp``)."""
+    return _load_pool("omppool")
 
 
 def default_threading_layer() -> str:
