@@ -186,7 +186,7 @@ def run_bench(workloads: Sequence[Workload], settings: BenchSettings) -> Iterato
         from dnupdate.engine.backends.mkl import BLAS_ENV
 
         env[BLAS_ENV] = settings.blas
-    peak: tuple[float, str, str, str, bool] | None = None
+    peak: tuple[float, str, str, str, bool, str] | None = None
     try:
         for workload in workloads:
             ours = WorkerProcess("dnupdate", workload.config, settings, env)

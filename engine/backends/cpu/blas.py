@@ -60,46 +60,41 @@ def _edge(j: int, tiles: int, extent: int) -> int:
     return min(extent, (j * extent // tiles + TILE_ALIGN // 2) // TILE_ALIGN * TILE_ALIGN)
 
 
-#: columns of a tile table's integer rows: ``(trans_a, trans_b, m, n, k, lda, ldb, ldc, a, b, c)``
-#: (``a``, ``b``, ``c`` addresses in bytes); its float rows are ``(alpha, beta)``
-TILE_FIELDS = 11
-
-
 @njit(cache=True, nogil=True)
-def _run_tiles(first, end, ints, floats):
-    """``sgemm`` calls ``[first, end)`` of a tile table (:func:`_tile_table`)."""
+def _run_tiles(first, end, tiles, alpha, beta):
+    """``sgemm`` calls ``[first, end)`` of a tile table (:func:`_tile_rows`), each
+    ``C = alpha·op(A)·op(B) + beta·C``."""
     for i in range(first, end):
-        row = ints[i]
+        row = tiles[i]
         cblas_sgemm(ROW_MAJOR, np.int32(row[0]), np.int32(row[1]), row[2], row[3], row[4],
-                    floats[i, 0], row[8], row[5], row[9], row[6], floats[i, 1], row[10],
-                    row[7])  # fmt: skip
+                    alpha, row[8], row[5], row[9], row[6], beta, row[10], row[7])  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
-def _run_tiles_shared(threads, count, ints, floats):
+def _run_tiles_shared(threads, count, tiles, alpha, beta):
     """:func:`_run_tiles`, one share of the tiles per thread (``engine.backends.cpu.share``)."""
     for t in prange(threads):
-        _run_tiles(share_start(t, count, threads), share_start(t + 1, count, threads), ints,
-                   floats)  # fmt: skip
+        _run_tiles(share_start(t, count, threads), share_start(t + 1, count, threads), tiles,
+                   alpha, beta)  # fmt: skip
 
 
-def _tile_rows(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, tiles, split_rows):
-    """The tile table rows ``(ints, floats)`` of one matrix product split into ``tiles`` row
-    or column tiles (:data:`TILE_FIELDS`; addresses in bytes)."""
+def _tile_rows(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, tiles, split_rows):
+    """The tile table rows of one matrix product split into ``tiles`` row or column tiles:
+    ``(trans_a, trans_b, m, n, k, lda, ldb, ldc, a, b, c)``, addresses in bytes."""
     rows = []
     for j in range(tiles):
         if split_rows:
             lo, hi = _edge(j, tiles, m), _edge(j + 1, tiles, m)
             if hi > lo:
                 a_off = lo * lda if ta == NO_TRANS else lo
-                rows.append(((ta, tb, hi - lo, n, k, lda, ldb, ldc, a + a_off * _F32, b,
-                              c + lo * ldc * _F32), (alpha, beta)))  # fmt: skip
+                rows.append((ta, tb, hi - lo, n, k, lda, ldb, ldc, a + a_off * _F32, b,
+                             c + lo * ldc * _F32))  # fmt: skip
         else:
             lo, hi = _edge(j, tiles, n), _edge(j + 1, tiles, n)
             if hi > lo:
                 b_off = lo if tb == NO_TRANS else lo * ldb
-                rows.append(((ta, tb, m, hi - lo, k, lda, ldb, ldc, a, b + b_off * _F32,
-                              c + lo * _F32), (alpha, beta)))  # fmt: skip
+                rows.append((ta, tb, m, hi - lo, k, lda, ldb, ldc, a, b + b_off * _F32,
+                             c + lo * _F32))  # fmt: skip
     return rows
 
 
@@ -164,11 +159,10 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float, beta: flo
         a_s, b_s, c_s = (
             x.ctypes.data + s * step * _F32 for x, step in zip((a2, b2, c2), steps, strict=True)
         )
-        rows += _tile_rows(la[0], lb[0], m, n, k, alpha, a_s, la[1], b_s, lb[1], beta, c_s,
-                           lc[1], tiles, split_rows)  # fmt: skip
-    ints = np.array([r[0] for r in rows], dtype=np.int64)
-    floats = np.array([r[1] for r in rows], dtype=np.float32)
-    share_out(_run_tiles_shared, _run_tiles, len(rows), ints, floats)
+        rows += _tile_rows(la[0], lb[0], m, n, k, a_s, la[1], b_s, lb[1], c_s, lc[1], tiles,
+                           split_rows)  # fmt: skip
+    table = np.array(rows, dtype=np.int64)
+    share_out(_run_tiles_shared, _run_tiles, len(rows), table, np.float32(alpha), np.float32(beta))
     return True
 
 
