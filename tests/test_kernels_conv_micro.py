@@ -211,6 +211,11 @@ def test_the_choice_is_the_shape_s():
     assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 16, 4, 32)
     assert conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 64, 128, 8)  # any rows of 8+ pixels
     assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 64, 64, 4)
+    # the weight gradient's tile: the fewest padded rows, 16 × 1 on a tie
+    tiles = conv_direct.DW_TILES
+    assert [tiles[conv_direct.dw_choice(m)][0] for m in (16, 64, 50, 20, 24, 8, 9)] == [
+        16, 16, 10, 10, 8, 8, 10,
+    ]  # fmt: skip
     assert conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 8, 16, 32)
     assert not conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 4, 16, 32)  # 4 rows of 16
     assert not conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 16, 7, 32)

@@ -177,13 +177,36 @@ def conv_image(x_b, packed_g, table, out_b, scratch, c0, f0, m, geometry, assign
           not assign)  # fmt: skip
 
 
-# ---- the weight gradient: one implicit GEMM per tap, the k-loop over the pixels ---------------
+# ---- the weight gradient: per kernel row, the k-loop over the pixels ---------------------------
 
 
 #: the narrowest output rows whose weight gradient takes the micro-kernel (it sums over the
 #: pixels, so it needs no vector-wide rows; 8×8 maps measured: 64 → 64 channels 10.3 → 5.6 ms
 #: against the per-tap GEMMs, LeNet's 5×5 20 → 50 4.1 → 3.3, batch 128 and 64, one core)
 MIN_DW_WIDTH = 8
+
+#: the weight gradient's tiles ``(R, J)``: :func:`dw_rows` picks the one whose rows waste the
+#: fewest (16 × 1 where the outputs are a multiple of 16). Measured on one core, LeNet's 5×5
+#: 20 → 50 at 8×8 (strips of 100 floats, batch 64): 16 × 1 2.39 ms, 10 × 2 2.05, 8 × 3 2.37,
+#: 5 × 5 2.63, 4 × 6 3.07 (per tap, 16 × 1 on 20 channels: 3.34); 3×3 16 → 16 at 32×32 and
+#: 32 → 32 at 16×16 (batch 32): 16 × 1 as fast as per tap, 8 × 3 and 10 × 2 no faster
+DW_TILES = ((16, 1), (10, 2), (8, 3))
+_dw_tile0 = microkernel.make_tile(*DW_TILES[0])
+_dw_tile1 = microkernel.make_tile(*DW_TILES[1])
+_dw_tile2 = microkernel.make_tile(*DW_TILES[2])
+
+
+@njit(cache=True)
+def dw_choice(m):
+    """The weight gradient's tile for ``m`` outputs per group, as an index into
+    :data:`DW_TILES`: the one with the fewest padded rows ``⌈m / R⌉·R`` (the first on a tie)."""
+    best, choice = -1, 0
+    for index in range(len(DW_TILES)):
+        rows = DW_TILES[index][0]
+        padded = (m + rows - 1) // rows * rows
+        if best < 0 or padded < best:
+            best, choice = padded, index
+    return choice
 
 
 def dw_applies(kernel, stride, pad, per_group, outputs, out_w) -> bool:
@@ -203,10 +226,11 @@ def dw_applies(kernel, stride, pad, per_group, outputs, out_w) -> bool:
 def dw_scratch_floats(channels, m, kernel, pad, dilation, in_hw, out_hw) -> int:
     """Floats of one image's weight-gradient scratch: the padded group channels-last
     (:func:`pad_channels_last`) with its ``d·(kw − 1)·C`` slack, and the packed output
-    gradient (:func:`pack_delta`)."""
+    gradient (:func:`pack_delta`, tiles of :func:`dw_rows` rows)."""
     hp, wp = in_hw[0] + 2 * pad[0], in_hw[1] + 2 * pad[1]
-    tiles = -(-m // ROWS)
-    return (hp * wp + dilation * (kernel[1] - 1)) * channels + tiles * ROWS * out_hw[0] * out_hw[1]
+    rows = DW_TILES[dw_choice(m)][0]
+    tiles = -(-m // rows)
+    return (hp * wp + dilation * (kernel[1] - 1)) * channels + tiles * rows * out_hw[0] * out_hw[1]
 
 
 @functools.lru_cache(maxsize=256)
@@ -244,47 +268,69 @@ def pad_channels_last(x_b, c0, channels, xt, ph, pw):
 
 
 @njit(cache=True)
-def pack_delta(delta_b, f0, m, packed):
+def pack_delta(delta_b, f0, m, packed, rows_r):
     """``packed[t, p, r] = delta_b[f0 + t·R + r, p]`` (0 past ``m``): the output gradient of one
-    group as :func:`microkernel.pack_rows` tiles of :data:`ROWS` channels, ``packed`` flat."""
+    group as :func:`microkernel.pack_rows` tiles of ``R = rows_r`` channels, ``packed`` flat."""
     n = delta_b.shape[1]
     source = delta_b.reshape(-1)
     zero = np.float32(0.0)
-    for t in range((m + ROWS - 1) // ROWS):
-        live = min(ROWS, m - t * ROWS)
-        start = (f0 + t * ROWS) * n
+    for t in range((m + rows_r - 1) // rows_r):
+        live = min(rows_r, m - t * rows_r)
+        start = (f0 + t * rows_r) * n
         for p in range(n):
-            base = (t * n + p) * ROWS
+            base = (t * n + p) * rows_r
             for r in range(live):
                 packed[_u(base + r)] = source[_u(start + r * n + p)]
-            for r in range(live, ROWS):
+            for r in range(live, rows_r):
                 packed[_u(base + r)] = zero
+
+
+@njit(inline="always")
+def _dw_tile(choice, a, b, table, depth, c, ldc, rows, cols, accumulate):
+    """The :data:`DW_TILES` tile number ``choice`` (a literal switch: each is an intrinsic)."""
+    if choice == 0:
+        _dw_tile0(a, b, table, depth, c, ldc, rows, cols, accumulate)
+    elif choice == 1:
+        _dw_tile1(a, b, table, depth, c, ldc, rows, cols, accumulate)
+    else:
+        _dw_tile2(a, b, table, depth, c, ldc, rows, cols, accumulate)
 
 
 @njit(cache=True)
 def weight_grad_image(x_b, delta_b, partial_g, scratch, table, c0, f0, m, geometry, accumulate):
-    """``partial[tap, f, c] (+)= Σ_p delta_b[f0 + f, p] · x_pad[c, shift_tap(p)]`` for one group
-    of one image, ``partial_g`` flat ``(T, m, C)`` (``=`` unless ``accumulate``): per tap one
-    tile per :data:`ROWS` output channels (the packed ``delta``, broadcast) and 16 input
-    channels (a channels-last row of the padded image, :func:`pad_channels_last`), the k-loop
-    over the pixels through ``table`` (:func:`pixel_offsets`). Each element is one FMA chain over
-    the image's pixels in order."""
+    """``partial[ky, f, kx, c] (+)= Σ_p delta_b[f0 + f, p] · x_pad[c, shift_(ky,kx)(p)]`` for
+    one group of one image, ``partial_g`` flat ``(kh, m, kw, C)`` (``=`` unless
+    ``accumulate``), with the tile :func:`dw_choice` picks: rows ``R`` output channels
+    (the packed ``delta``, broadcast), columns a strip of the channels-last padded image
+    (:func:`pad_channels_last`), the k-loop over the pixels through ``table``
+    (:func:`pixel_offsets`). Without dilation a kernel row's taps are side by side in the
+    padded image (``kx·C + c`` from the row's first tap), so one strip of ``kw·C`` floats per
+    kernel row (LeNet's 5×5 on 20 channels: 7 vectors for 100 floats, where tap by tap took
+    10 for 5 × 20); with dilation one strip of ``C`` per tap. Each element is one FMA chain
+    over the image's pixels in order, whatever the tile."""
     kh, kw, _sh, _sw, ph, pw, dil, out_h, out_w = geometry
     channels = partial_g.size // (kh * kw * m)
+    choice = dw_choice(m)
+    rows_r, vectors_j = DW_TILES[choice]
+    width = LANES * vectors_j
     wp = x_b.shape[2] + 2 * pw
     n = out_h * out_w
     padded = ((x_b.shape[1] + 2 * ph) * wp + dil * (kw - 1)) * channels
     xt = scratch[:padded]
-    tiles = (m + ROWS - 1) // ROWS
-    packed = scratch[padded : padded + tiles * ROWS * n]
+    tiles = (m + rows_r - 1) // rows_r
+    packed = scratch[padded : padded + tiles * rows_r * n]
     pad_channels_last(x_b, c0, channels, xt, ph, pw)
-    pack_delta(delta_b, f0, m, packed)
+    pack_delta(delta_b, f0, m, packed, rows_r)
+    strip = kw * channels if dil == 1 else channels
+    ldc = kw * channels
     target = partial_g.ctypes.data
-    for tap in range(kh * kw):
-        shift = ((tap // kw) * dil * wp + (tap % kw) * dil) * channels
-        for t in range(tiles):
-            a = packed[t * n * ROWS :].ctypes.data
-            for cb in range(0, channels, LANES):
-                _tile(a, xt[shift + cb :].ctypes.data, table.ctypes.data, n,
-                      target + 4 * ((tap * m + t * ROWS) * channels + cb), channels,
-                      min(ROWS, m - t * ROWS), min(LANES, channels - cb), accumulate)  # fmt: skip
+    for ky in range(kh):
+        for kx in range(0, kw, kw if dil == 1 else 1):
+            shift = (ky * dil * wp + kx * dil) * channels
+            for t in range(tiles):
+                a = packed[t * n * rows_r :].ctypes.data
+                for cb in range(0, strip, width):
+                    _dw_tile(choice, a, xt[shift + cb :].ctypes.data, table.ctypes.data, n,
+                             target + 4 * ((ky * m + t * rows_r) * ldc + kx * channels + cb), ldc,
+                             min(rows_r, m - t * rows_r), min(width, strip - cb),
+                             accumulate)  # fmt: skip

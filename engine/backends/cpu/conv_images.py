@@ -23,7 +23,7 @@ keeps im2col where a small kernel at least doubles the channels
 (:func:`conv_taps.backward_applies`). Before the taps, where output rows are at least 16 pixels
 wide and the JIT target has the instructions, the register-blocked micro-kernel
 (:mod:`engine.backends.cpu.conv_direct`) computes the forward, the input gradient and the weight
-gradient with no BLAS call (``partial`` then holds each group's ``(T, m, C/G)``).
+gradient with no BLAS call (``partial`` then holds each group's ``(kh, m, kw, C/G)``).
 
 A 1×1 convolution with stride 1 and no padding needs no unfolding (``col`` is the input
 itself, as Caffe's ``is_1x1_`` and darknet's ``size == 1`` shortcut), and its input gradient is
@@ -124,7 +124,7 @@ def _backward_images(
     per kernel tap (:func:`conv_taps.backward_image`); with ``packed_dx`` (non-empty, the
     flipped weights, :func:`conv_direct.flipped_weights`) the input gradient by the
     micro-kernel, in ``dcol``; with ``table_dw`` (non-empty, :func:`conv_direct.pixel_offsets`)
-    the weight gradient by the micro-kernel into ``partial`` laid out ``(G, T, m, C/G)`` (the
+    the weight gradient by the micro-kernel into ``partial`` laid out ``(G, kh, m, kw, C/G)`` (the
     input gradient then by whichever path computes it)."""
     kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     per_group = x.shape[1] // weights.shape[0]
@@ -229,16 +229,17 @@ def _backward_shared(
 
 
 def _add_chunk_sums(
-    partial: np.ndarray, out: np.ndarray, alpha: float, transposed: bool, taps: int = 0
+    partial: np.ndarray, out: np.ndarray, alpha: float, transposed: bool, kernel=None
 ):
     """``out += alpha · Σ_p partial[p]`` (``partial[p]ᵀ`` per group when ``transposed``; with
-    ``taps`` > 0 each group's ``(T, m, C)`` of the micro-kernel's weight gradient reordered to
-    ``(m, C·T)``): NumPy's sum over the chunk axis adds the chunks in order, whatever the
-    thread count."""
+    a ``kernel`` ``(kh, kw)`` each group's ``(kh, m, kw, C)`` of the micro-kernel's weight
+    gradient reordered to ``(m, C·kh·kw)``): NumPy's sum over the chunk axis adds the chunks in
+    order, whatever the thread count."""
     total = partial[0] if partial.shape[0] == 1 else np.sum(partial, axis=0)
-    if taps:
+    if kernel is not None:
         groups, m = out.shape[0], out.shape[1]
-        total = total.reshape(groups, taps, m, -1).transpose(0, 2, 3, 1).reshape(out.shape)
+        total = total.reshape(groups, kernel[0], m, kernel[1], -1)
+        total = total.transpose(0, 2, 4, 1, 3).reshape(out.shape)
     elif transposed:
         total = total.swapaxes(-1, -2)
     if alpha == 1.0:
@@ -422,7 +423,7 @@ def conv_backward(
         partial[:chunks], sums, *geometry, direct, y, code, tail, assign_dx, taps, packed_dx,
         table_dx, *geometry_dx, table_dw,
     )  # fmt: skip
-    n_taps = kernel[0] * kernel[1] if table_dw.size else 0
-    _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True, taps=n_taps)
+    micro_kernel = kernel if table_dw.size else None
+    _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True, kernel=micro_kernel)
     if dbias is not None:
         _add_chunk_sums(bias_partial[:chunks], dbias, alpha, transposed=False)

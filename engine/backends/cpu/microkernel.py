@@ -66,8 +66,6 @@ _I1 = ir.IntType(1)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _VEC = ir.VectorType(_F32, LANES)
-_MASK = ir.VectorType(_I1, LANES)
-_VEC_PTR = _VEC.as_pointer()
 #: the shuffle mask that broadcasts lane 0
 _ZERO_MASK = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
 
@@ -76,36 +74,9 @@ def _declare(module, name, return_type, arguments):
     return cgutils.get_or_insert_function(module, ir.FunctionType(return_type, arguments), name)
 
 
-def _masked_load(builder, address, mask):
-    function = _declare(
-        builder.module, "llvm.masked.load.v16f32.p0", _VEC, [_VEC_PTR, _I32, _MASK, _VEC]
-    )
-    zero = ir.Constant(_VEC, None)
-    return builder.call(function, [address, ir.Constant(_I32, 4), mask, zero])
-
-
-def _masked_store(builder, value, address, mask):
-    function = _declare(
-        builder.module, "llvm.masked.store.v16f32.p0", ir.VoidType(), [_VEC, _VEC_PTR, _I32, _MASK]
-    )
-    builder.call(function, [value, address, ir.Constant(_I32, 4), mask])
-
-
 def _splat(builder, scalar):
     vector = builder.insert_element(ir.Constant(_VEC, ir.Undefined), scalar, ir.Constant(_I32, 0))
     return builder.shuffle_vector(vector, ir.Constant(_VEC, ir.Undefined), _ZERO_MASK)
-
-
-def _lane_mask(builder, count, first):
-    """``<16 x i1>``: lane ``i`` is on where ``first + i < count`` (``count`` an i64)."""
-    lanes = ir.Constant(ir.VectorType(_I64, LANES), [first + i for i in range(LANES)])
-    bound = builder.insert_element(
-        ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined), count, ir.Constant(_I32, 0)
-    )
-    bound = builder.shuffle_vector(
-        bound, ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined), _ZERO_MASK
-    )
-    return builder.icmp_signed("<", lanes, bound)
 
 
 def _float_pointer(builder, base, offset):
@@ -114,75 +85,158 @@ def _float_pointer(builder, base, offset):
     return builder.gep(pointer, [offset])
 
 
-def _tile_codegen(rows_r: int, vectors_j: int):
-    """The IR body of :func:`make_tile` for ``R = rows_r``, ``J = vectors_j``."""
+def _vector_type(lanes):
+    return ir.VectorType(_F32, lanes)
+
+
+def _masked_load_lanes(builder, pointer, mask, lanes):
+    """A masked load of ``lanes`` floats from ``pointer`` (a ``float*``), 0 in the lanes off."""
+    vector = _vector_type(lanes)
+    name = f"llvm.masked.load.v{lanes}f32.p0"
+    mask_type = ir.VectorType(_I1, lanes)
+    function = _declare(
+        builder.module, name, vector, [vector.as_pointer(), _I32, mask_type, vector]
+    )
+    address = builder.bitcast(pointer, vector.as_pointer())
+    return builder.call(function, [address, ir.Constant(_I32, 4), mask, ir.Constant(vector, None)])
+
+
+def _masked_store_lanes(builder, value, pointer, mask, lanes):
+    vector = _vector_type(lanes)
+    name = f"llvm.masked.store.v{lanes}f32.p0"
+    mask_type = ir.VectorType(_I1, lanes)
+    function = _declare(
+        builder.module, name, ir.VoidType(), [vector, vector.as_pointer(), _I32, mask_type]
+    )
+    address = builder.bitcast(pointer, vector.as_pointer())
+    builder.call(function, [value, address, ir.Constant(_I32, 4), mask])
+
+
+def _segment_mask(builder, cols, width, segment, lanes):
+    """``<lanes x i1>``: lane ``i`` of segment ``segment`` is on where
+    ``i < min(width, cols − segment·width)``."""
+    start = builder.mul(width, ir.Constant(_I64, segment))
+    live = builder.sub(cols, start)
+    live = builder.select(builder.icmp_signed("<", width, live), width, live)
+    index = ir.VectorType(_I64, lanes)
+    lane_numbers = ir.Constant(index, list(range(lanes)))
+    bound = builder.insert_element(ir.Constant(index, ir.Undefined), live, ir.Constant(_I32, 0))
+    zeros = ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes)
+    bound = builder.shuffle_vector(bound, ir.Constant(index, ir.Undefined), zeros)
+    return builder.icmp_signed("<", lane_numbers, bound)
+
+
+def _tile_codegen(rows_r: int, vectors_j: int, halves: int, segmented: bool):
+    """The IR of :func:`make_tile` (``segmented`` False: segments of 16 contiguous floats) or
+    :func:`make_segment_tile` for ``R = rows_r``, ``J = vectors_j``, ``H = halves`` segments per
+    vector: a switch on the live vectors (at most ``J``) to one loop per count, so that a tile
+    with fewer live columns issues no fused multiply-adds for its dead vectors."""
 
     def codegen(context, builder, signature, args):
-        a, b, offsets, depth, c, ldc, rows, cols, accumulate = args
-        fma = _declare(builder.module, "llvm.fma.v16f32", _VEC, [_VEC, _VEC, _VEC])
-        masks = [_lane_mask(builder, cols, LANES * j) for j in range(vectors_j)]
-        offset_table = builder.inttoptr(offsets, _I64.as_pointer())
-        a_floats = builder.inttoptr(a, _F32.as_pointer())
-        zero = ir.Constant(_VEC, None)
-        entry = builder.block
-        loop = builder.append_basic_block("tile.k")
-        done = builder.append_basic_block("tile.store")
-        builder.cbranch(builder.icmp_signed(">", depth, ir.Constant(_I64, 0)), loop, done)
-
-        builder.position_at_end(loop)
-        k = builder.phi(_I64)
-        k.add_incoming(ir.Constant(_I64, 0), entry)
-        acc = [builder.phi(_VEC) for _ in range(rows_r * vectors_j)]
-        for phi in acc:
-            phi.add_incoming(zero, entry)
-        row = _float_pointer(builder, b, builder.load(builder.gep(offset_table, [k])))
-        bvec = [
-            _masked_load(
-                builder,
-                builder.bitcast(builder.gep(row, [ir.Constant(_I64, LANES * j)]), _VEC_PTR),
-                masks[j],
-            )
-            for j in range(vectors_j)
-        ]
-        a_row = builder.gep(a_floats, [builder.mul(k, ir.Constant(_I64, rows_r))])
-        updated = []
-        for r in range(rows_r):
-            scalar = builder.load(builder.gep(a_row, [ir.Constant(_I64, r)]))
-            broadcast = _splat(builder, scalar)
-            for j in range(vectors_j):
-                updated.append(builder.call(fma, [broadcast, bvec[j], acc[r * vectors_j + j]]))
-        k_next = builder.add(k, ir.Constant(_I64, 1))
-        for phi, value in zip(acc, updated, strict=True):
-            phi.add_incoming(value, builder.block)
-        k.add_incoming(k_next, builder.block)
-        builder.cbranch(builder.icmp_signed("<", k_next, depth), loop, done)
-
-        builder.position_at_end(done)
-        final = [builder.phi(_VEC) for _ in range(rows_r * vectors_j)]
-        for phi, value in zip(final, updated, strict=True):
-            phi.add_incoming(zero, entry)
-            phi.add_incoming(value, loop)
-        add = builder.icmp_signed("!=", accumulate, ir.Constant(accumulate.type, 0))
-        for r in range(rows_r):
-            live = builder.icmp_signed("<", ir.Constant(_I64, r), rows)
-            c_row = _float_pointer(builder, c, builder.mul(ldc, ir.Constant(_I64, r)))
-            for j in range(vectors_j):
-                mask = builder.and_(masks[j], _splat_bool(builder, live))
-                address = builder.bitcast(
-                    builder.gep(c_row, [ir.Constant(_I64, LANES * j)]), _VEC_PTR
-                )
-                value = final[r * vectors_j + j]
-                old = _masked_load(builder, address, builder.and_(mask, _splat_bool(builder, add)))
-                value = builder.select(add, builder.fadd(old, value), value)
-                _masked_store(builder, value, address, mask)
+        if segmented:
+            a, b, offsets, depth, c, ldc, rows, cols, accumulate, width, b_pitch, c_pitch = args
+        else:
+            a, b, offsets, depth, c, ldc, rows, cols, accumulate = args
+            width = b_pitch = c_pitch = ir.Constant(_I64, LANES)
+        operands = (a, b, offsets, depth, c, ldc, rows, cols, accumulate, width, b_pitch, c_pitch)
+        exit_block = builder.append_basic_block("tile.exit")
+        # live segments ⌈cols / width⌉, live vectors ⌈segments / H⌉
+        segments = builder.sdiv(builder.add(cols, builder.sub(width, ir.Constant(_I64, 1))), width)
+        last = ir.Constant(_I64, halves - 1)
+        live = builder.sdiv(builder.add(segments, last), ir.Constant(_I64, halves))
+        switch = builder.switch(live, exit_block)
+        for count in range(1, vectors_j + 1):
+            body = builder.append_basic_block(f"tile.j{count}")
+            switch.add_case(ir.Constant(_I64, count), body)
+            builder.position_at_end(body)
+            _tile_body(builder, rows_r, count, halves, operands)
+            builder.branch(exit_block)
+        builder.position_at_end(exit_block)
         return context.get_dummy_value()
 
     return codegen
 
 
-def _splat_bool(builder, flag):
-    vector = builder.insert_element(ir.Constant(_MASK, ir.Undefined), flag, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(vector, ir.Constant(_MASK, ir.Undefined), _ZERO_MASK)
+def _tile_body(builder, rows_r, vectors_j, halves, operands):
+    """One k-loop and store of ``R × J`` accumulators (``J`` live vectors of ``H`` segments)."""
+    a, b, offsets, depth, c, ldc, rows, cols, accumulate, width, b_pitch, c_pitch = operands
+    lanes = LANES // halves
+    fma = _declare(builder.module, "llvm.fma.v16f32", _VEC, [_VEC, _VEC, _VEC])
+    count = vectors_j * halves
+    masks = [_segment_mask(builder, cols, width, i, lanes) for i in range(count)]
+    b_shift = [builder.mul(b_pitch, ir.Constant(_I64, i)) for i in range(count)]
+    offset_table = builder.inttoptr(offsets, _I64.as_pointer())
+    a_floats = builder.inttoptr(a, _F32.as_pointer())
+    zero = ir.Constant(_VEC, None)
+    entry = builder.block
+    loop = builder.append_basic_block("tile.k")
+    done = builder.append_basic_block("tile.store")
+    builder.cbranch(builder.icmp_signed(">", depth, ir.Constant(_I64, 0)), loop, done)
+
+    builder.position_at_end(loop)
+    k = builder.phi(_I64)
+    k.add_incoming(ir.Constant(_I64, 0), entry)
+    acc = [builder.phi(_VEC) for _ in range(rows_r * vectors_j)]
+    for phi in acc:
+        phi.add_incoming(zero, entry)
+    row = _float_pointer(builder, b, builder.load(builder.gep(offset_table, [k])))
+    segment = [
+        _masked_load_lanes(builder, builder.gep(row, [b_shift[i]]), masks[i], lanes)
+        for i in range(count)
+    ]
+    if halves == 1:
+        bvec = segment
+    else:  # two 8-float segments side by side in one vector
+        both = ir.Constant(ir.VectorType(_I32, LANES), list(range(LANES)))
+        bvec = [
+            builder.shuffle_vector(segment[2 * j], segment[2 * j + 1], both)
+            for j in range(vectors_j)
+        ]
+    a_row = builder.gep(a_floats, [builder.mul(k, ir.Constant(_I64, rows_r))])
+    updated = []
+    for r in range(rows_r):
+        scalar = builder.load(builder.gep(a_row, [ir.Constant(_I64, r)]))
+        broadcast = _splat(builder, scalar)
+        for j in range(vectors_j):
+            updated.append(builder.call(fma, [broadcast, bvec[j], acc[r * vectors_j + j]]))
+    k_next = builder.add(k, ir.Constant(_I64, 1))
+    for phi, value in zip(acc, updated, strict=True):
+        phi.add_incoming(value, builder.block)
+    k.add_incoming(k_next, builder.block)
+    builder.cbranch(builder.icmp_signed("<", k_next, depth), loop, done)
+
+    builder.position_at_end(done)
+    final = [builder.phi(_VEC) for _ in range(rows_r * vectors_j)]
+    for phi, value in zip(final, updated, strict=True):
+        phi.add_incoming(zero, entry)
+        phi.add_incoming(value, loop)
+    add = builder.icmp_signed("!=", accumulate, ir.Constant(accumulate.type, 0))
+    c_shift = [builder.mul(c_pitch, ir.Constant(_I64, i)) for i in range(count)]
+    for r in range(rows_r):
+        live = builder.icmp_signed("<", ir.Constant(_I64, r), rows)
+        c_row = _float_pointer(builder, c, builder.mul(ldc, ir.Constant(_I64, r)))
+        for i in range(count):
+            mask = builder.and_(masks[i], _splat_bool(builder, live, lanes))
+            pointer = builder.gep(c_row, [c_shift[i]])
+            value = final[r * vectors_j + i // halves]
+            if halves > 1:
+                half = list(range((i % halves) * lanes, (i % halves + 1) * lanes))
+                value = builder.shuffle_vector(
+                    value,
+                    ir.Constant(_VEC, ir.Undefined),
+                    ir.Constant(ir.VectorType(_I32, lanes), half),
+                )
+            old_mask = builder.and_(mask, _splat_bool(builder, add, lanes))
+            old = _masked_load_lanes(builder, pointer, old_mask, lanes)
+            value = builder.select(add, builder.fadd(old, value), value)
+            _masked_store_lanes(builder, value, pointer, mask, lanes)
+
+
+def _splat_bool(builder, flag, lanes=LANES):
+    mask = ir.VectorType(_I1, lanes)
+    zeros = ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes)
+    vector = builder.insert_element(ir.Constant(mask, ir.Undefined), flag, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(vector, ir.Constant(mask, ir.Undefined), zeros)
 
 
 def make_tile(rows_r: int, vectors_j: int):
@@ -191,7 +245,8 @@ def make_tile(rows_r: int, vectors_j: int):
     docstring): ``a``, ``b``, ``offsets`` (int64) and ``c`` are addresses (``array.ctypes.data``
     plus a byte offset), ``depth = K``, ``ldc`` the row stride of ``C`` in floats, ``rows ≤ R``
     and ``cols ≤ 16·J`` the live part of the tile, ``accumulate`` true: ``C += acc``, else
-    ``C = acc``. With ``C = acc`` a stored element is ``0 + acc``: ``−0`` sums become ``+0``."""
+    ``C = acc``. With ``C = acc`` a stored element is ``0 + acc``: ``−0`` sums become ``+0``.
+    Only the ``⌈cols / 16⌉`` live vectors are computed."""
 
     @intrinsic
     def tile(typingctx, a, b, offsets, depth, c, ldc, rows, cols, accumulate):
@@ -199,7 +254,35 @@ def make_tile(rows_r: int, vectors_j: int):
         if any(not isinstance(t, types.Integer) for t in integers) or accumulate != types.boolean:
             return None
         signature = types.void(*[types.int64] * 8, types.boolean)
-        return signature, _tile_codegen(rows_r, vectors_j)
+        return signature, _tile_codegen(rows_r, vectors_j, 1, False)
+
+    return tile
+
+
+def make_segment_tile(rows_r: int, vectors_j: int, halves: int):
+    """The tile over image rows: ``tile(a, b, offsets, depth, c, ldc, rows, cols, accumulate,
+    width, b_pitch, c_pitch)`` computes, as :func:`make_tile`,
+
+        ``C[r, i·c_pitch + x] (+)= Σ_k A[k, r] · B[off[k] + i·b_pitch + x]``
+
+    for the segments ``i < ⌈cols / width⌉`` of ``width ≤ 16 / H`` columns ``x`` each (the last
+    one ``cols − i·width``): ``H = halves`` segments share one vector of 16 floats (two
+    8-pixel rows: an 8×8 map fills whole vectors), ``J = vectors_j`` vectors per tile. With
+    ``b_pitch``/``c_pitch`` the row strides of a padded input and of the output, each segment
+    is one output row, so rows narrower than 16 pixels still run on whole (or ``H``-shared)
+    vectors. Each element is the same single FMA chain over ``k`` as :func:`make_tile`'s."""
+
+    if halves not in (1, 2):
+        raise ValueError("make_segment_tile: 1 or 2 segments per vector")
+
+    @intrinsic
+    def tile(typingctx, a, b, offsets, depth, c, ldc, rows, cols, accumulate, width, b_pitch,
+             c_pitch):  # fmt: skip
+        integers = (a, b, offsets, depth, c, ldc, rows, cols, width, b_pitch, c_pitch)
+        if any(not isinstance(t, types.Integer) for t in integers) or accumulate != types.boolean:
+            return None
+        signature = types.void(*[types.int64] * 8, types.boolean, *[types.int64] * 3)
+        return signature, _tile_codegen(rows_r, vectors_j, halves, True)
 
     return tile
 
