@@ -25,14 +25,19 @@ runs over the image's pixels through a pixel offset table; each element is one F
 the pixels in order, added to the chunk's partial sum image after image (the chunks are then
 summed in order, as for the other paths).
 
+Rows of at most 16 pixels (8×8 and 16×16 maps, LeNet's 8×8 outputs) take the segment tiles
+(:func:`microkernel.make_segment_tile`): each output row is one segment of a vector, rows of
+up to 8 pixels two to a vector, so no lane holds a wrapped column; the tile's rows are 8 or 10
+output channels (:func:`tile_rows`). Where the input gradient's padding would make it sum mostly
+zeros (:data:`MAX_DX_GROWTH`) it keeps the taps.
+
 Measured on one core (AVX-512), 128 images, 3×3 forward, against the per-tap GEMMs: 16 → 16
 channels at 32×32 5.4 against 8.4 ms (111 against 72 GFLOP/s), 32 → 32 at 16×16 5.3 against
 6.8, 32 → 64 at 16×16 10.4 against 12.7. A tile of 16 rows × 1 vector measured as fast as
-8 × 2 on 32-pixel rows, and faster on 16-pixel rows. On 8×8 maps (64 → 64; LeNet's 5×5
-20 → 50), a span of padded rows as columns (wrapped columns dropped) only tied the OpenBLAS
-paths, so there the forward and the input gradient keep them (:func:`applies`,
-:func:`dx_applies`); the weight gradient sums over the pixels and needs no wide rows
-(:func:`dw_applies`). Backward (input and weight gradient, against the taps, or im2col for
+8 × 2 on 32-pixel rows, and faster on 16-pixel rows (one vector a row). On 8×8 maps a span of
+padded rows as columns (wrapped columns dropped) only tied the OpenBLAS paths; the segment
+tiles (two rows a vector) ran 64 → 64 at 8×8 1.67 → 1.01 ms and LeNet's 5×5 20 → 50 2.72 →
+1.30 (batch 32 and 64). Backward (input and weight gradient, against the taps, or im2col for
 32 → 64): 16.5 → 12.4 ms, 14.3 → 11.5, 28.8 → 22.3; 64 → 64 at 8×8 (the weight gradient
 only) 16.3 → 12.0.
 """
@@ -49,14 +54,40 @@ from dnupdate.engine.backends.cpu.conv import _u
 from dnupdate.engine.backends.cpu.conv_taps import pad_group
 
 LANES = microkernel.LANES
-#: the tile: ``R`` output channels × ``J`` vectors of 16 pixels
+#: the tile of rows of more than 16 pixels: ``R`` output channels × ``J`` vectors of 16 pixels
 ROWS, VECTORS = 16, 1
 _tile = microkernel.make_tile(ROWS, VECTORS)
 
+#: the tiles of rows of at most 16 pixels (:func:`microkernel.make_segment_tile`, each output
+#: row a segment; rows of up to 8 pixels two to a vector): ``R`` output channels × 2 vectors,
+#: the ``R`` with the fewest padded rows (8 on a tie). Measured on one core (forward, against
+#: the OpenBLAS taps): LeNet's 5×5 20 → 50 at 8×8 (batch 64) 2.72 → 1.30 ms with 10 × 2 (5 × 4
+#: 1.41, 16 × 1 1.79, 8 × 3 1.75); 3×3 64 → 64 at 8×8 (batch 32) 1.67 → 1.01 with 8 × 2 (10 × 2
+#: 1.06, 16 × 1 1.13, 16 × 2 1.29); 32 → 32 at 16×16 1.31 (the 16-pixel vectors of one row,
+#: 16 × 1) → 0.96 with 8 × 2 (16 × 1 1.00, 10 × 2 1.15, 4 × 6 1.35)
+NARROW_ROWS, NARROW_VECTORS = (8, 10), 2
+_rows8 = microkernel.make_segment_tile(8, NARROW_VECTORS, 1)
+_rows10 = microkernel.make_segment_tile(10, NARROW_VECTORS, 1)
+_pairs8 = microkernel.make_segment_tile(8, NARROW_VECTORS, 2)
+_pairs10 = microkernel.make_segment_tile(10, NARROW_VECTORS, 2)
 
-def row_fits(out_w: int) -> bool:
-    """Whether an output row fills at least one vector (narrower rows keep the other paths)."""
-    return out_w >= LANES
+#: the narrowest output rows the forward and input gradient take the micro-kernel on (rows of
+#: 8 pixels fill a vector two by two)
+MIN_NARROW_WIDTH = 8
+
+
+@njit(cache=True)
+def is_narrow(out_w: int) -> bool:
+    """Rows of at most 16 pixels: one tile call covers whole output rows (segments)."""
+    return out_w <= LANES
+
+
+def tile_rows(m: int, out_w: int) -> int:
+    """The tile's rows ``R`` for ``m`` outputs per group on rows of ``out_w`` pixels: 16 on
+    wide rows, else of :data:`NARROW_ROWS` the fewest padded rows ``⌈m / R⌉·R``."""
+    if not is_narrow(out_w):
+        return ROWS
+    return min(NARROW_ROWS, key=lambda rows: -(-m // rows) * rows)
 
 
 #: the fewest input channels per group whose forward takes the micro-kernel: 3 → 16 channels at
@@ -65,40 +96,59 @@ def row_fits(out_w: int) -> bool:
 MIN_FORWARD_CHANNELS = 3
 
 
-def _fits(kernel, stride, pad, channels, out_w, fewest) -> bool:
-    """The micro-kernel is there, the geometry suits it (stride 1, not an unpadded 1×1, rows of
-    at least 16 pixels) and ``fewest``–:data:`conv_taps.MAX_CHANNELS` channels are summed."""
+def _fits(kernel, stride, pad, channels, rows, out_w, fewest) -> bool:
+    """The micro-kernel is there, the geometry suits it (stride 1, not an unpadded 1×1),
+    ``fewest``–:data:`conv_taps.MAX_CHANNELS` channels are summed, and rows of more than 16
+    pixels, or of :data:`MIN_NARROW_WIDTH`–16 pixels with 8 or more tile ``rows`` (output
+    channels)."""
+    narrow_ok = out_w >= MIN_NARROW_WIDTH and rows >= NARROW_ROWS[0]
+    shape = narrow_ok or not is_narrow(out_w)
     return (
         microkernel.AVAILABLE
         and conv_taps.fits(kernel, stride, pad)
         and fewest <= channels <= conv_taps.MAX_CHANNELS
-        and row_fits(out_w)
+        and shape
     )
 
 
 def applies(kernel, stride, pad, per_group, outputs, out_w) -> bool:
     """Whether a convolution's forward takes the micro-kernel: where the JIT target has it
     (:data:`microkernel.AVAILABLE`), stride 1 and not an unpadded 1×1 (``conv_taps.fits``),
-    :data:`MIN_FORWARD_CHANNELS`–:data:`conv_taps.MAX_CHANNELS` input channels and a multiple
-    of :data:`ROWS` outputs per group (whole tiles: 16 → 8 channels at 32×32 ran 0.82×, 16 → 4
-    0.56× the per-tap GEMMs), output rows of at least 16 pixels. The shape's rule only, never
-    the threads'."""
-    whole_tiles = outputs % ROWS == 0
-    return whole_tiles and _fits(kernel, stride, pad, per_group, out_w, MIN_FORWARD_CHANNELS)
+    :data:`MIN_FORWARD_CHANNELS`–:data:`conv_taps.MAX_CHANNELS` input channels per group, and
+    ``outputs`` per group and rows of ``out_w`` pixels as :func:`_fits` asks; on rows wider
+    than 16 pixels in whole tiles of :data:`ROWS` outputs (16 → 8 channels at 32×32 ran 0.82×,
+    16 → 4 0.56× the per-tap GEMMs). The shape's rule only, never the threads'."""
+    whole_tiles = is_narrow(out_w) or outputs % ROWS == 0
+    return whole_tiles and _fits(kernel, stride, pad, per_group, outputs, out_w,
+                                 MIN_FORWARD_CHANNELS)  # fmt: skip
 
 
-def dx_applies(kernel, stride, pad, dilation, per_group, outputs, in_w) -> bool:
+#: the most input-gradient pixels per output-gradient pixel for which the input gradient is
+#: the flipped convolution: on small maps its padding ``d·(k − 1) − p`` sums mostly zeros
+#: (LeNet's 5×5 on 8×8 outputs: 12×12 inputs, 2.25× the products; 2.46 ms against the taps'
+#: 1.30 at 2 threads, batch 64)
+MAX_DX_GROWTH = 1.5
+
+
+def dx_applies(kernel, stride, pad, dilation, per_group, outputs, in_w, in_hw=None,
+               out_hw=None) -> bool:  # fmt: skip
     """Whether a convolution's input gradient takes the micro-kernel: the flipped convolution
     (``outputs`` per group its summed channels, ``per_group`` its tile rows, ``in_w`` its
     output width) with :data:`conv_taps.MIN_CHANNELS`–:data:`conv_taps.MAX_CHANNELS` of each
     (4 → 16 channels at 32×32, 4 rows per tile of 16, ran its backward 0.66×; 8 → 16 1.12×),
-    where its padding ``d·(k − 1) − p`` is not negative."""
+    where its padding ``d·(k − 1) − p`` is not negative and (given the input and output
+    sizes ``in_hw``/``out_hw``) it computes at most :data:`MAX_DX_GROWTH` outputs per
+    output-gradient pixel."""
     kh, kw = kernel
+    growth = 1.0
+    if in_hw is not None and out_hw is not None:
+        growth = in_hw[0] * in_hw[1] / (out_hw[0] * out_hw[1])
     return (
-        _fits(kernel, stride, pad, outputs, in_w, conv_taps.MIN_CHANNELS)
+        _fits(kernel, stride, pad, outputs, per_group, in_w, conv_taps.MIN_CHANNELS)
         and conv_taps.MIN_CHANNELS <= per_group <= conv_taps.MAX_CHANNELS
         and dilation * (kh - 1) >= pad[0]
         and dilation * (kw - 1) >= pad[1]
+        and growth <= MAX_DX_GROWTH
     )
 
 
@@ -122,10 +172,11 @@ def offsets(channels, kernel, dilation, padded_hw) -> np.ndarray:
     return (c * hp * wp + ky * dilation * wp + kx * dilation).reshape(-1).astype(np.int64)
 
 
-def pack(weights: np.ndarray) -> np.ndarray:
+def pack(weights: np.ndarray, rows_r: int = ROWS) -> np.ndarray:
     """``packed[g, t, k, r] = W[g, t·R + r, k]`` (0 past the last row): the weights
-    ``(G, m, K)`` as :func:`microkernel.pack_rows` tiles, per group."""
-    return np.stack([microkernel.pack_rows(w, ROWS) for w in weights])
+    ``(G, m, K)`` as :func:`microkernel.pack_rows` tiles of ``R = rows_r`` rows
+    (:func:`tile_rows`), per group."""
+    return np.stack([microkernel.pack_rows(w, rows_r) for w in weights])
 
 
 def flipped_weights(weights: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
@@ -143,20 +194,51 @@ def scratch_floats(channels, kernel, pad, dilation, in_hw) -> int:
     return channels * hp * wp + dilation * (kernel[1] - 1)
 
 
+@njit(inline="always")
+def _narrow_tile(pairs, rows_r, a, b, table, depth, c, ldc, rows, cols, accumulate, width, b_pitch,
+                 c_pitch):  # fmt: skip
+    """The narrow-row tile of ``R = rows_r`` rows, two rows a vector with ``pairs`` (a literal
+    switch: each is an intrinsic)."""
+    if pairs:
+        if rows_r == 8:
+            _pairs8(a, b, table, depth, c, ldc, rows, cols, accumulate, width, b_pitch, c_pitch)
+        else:
+            _pairs10(a, b, table, depth, c, ldc, rows, cols, accumulate, width, b_pitch, c_pitch)
+    elif rows_r == 8:
+        _rows8(a, b, table, depth, c, ldc, rows, cols, accumulate, width, b_pitch, c_pitch)
+    else:
+        _rows10(a, b, table, depth, c, ldc, rows, cols, accumulate, width, b_pitch, c_pitch)
+
+
 @njit(cache=True)
 def _gemm(packed_g, table, source, target, ldc, m, out_h, out_w, wp, accumulate):
     """``target[f·ldc + oy·out_w + ox] (+)= Σ_k W[f, k] · source[off[k] + oy·Wp + ox]`` for
-    ``f < m`` (``source``/``target`` addresses): per output row, per block of :data:`ROWS`
-    channels, per :data:`LANES` pixels, one tile."""
-    width = LANES * VECTORS
+    ``f < m`` (``source``/``target`` addresses), per block of ``R`` channels (the packed
+    tiles'): on rows wider than 16 pixels per output row, per :data:`LANES` pixels, one
+    :data:`ROWS` × :data:`VECTORS` tile; on narrower rows per :data:`NARROW_VECTORS` vectors
+    of rows (each row a segment, two to a vector where they have at most 8 pixels), one
+    segment tile."""
+    rows_r = packed_g.shape[2]
     depth = table.size
-    for oy in range(out_h):
-        for t in range(packed_g.shape[0]):
-            a = packed_g[t].ctypes.data
-            for ox in range(0, out_w, width):
-                _tile(a, source + 4 * (oy * wp + ox), table.ctypes.data, depth,
-                      target + 4 * (t * ROWS * ldc + oy * out_w + ox), ldc,
-                      min(ROWS, m - t * ROWS), min(width, out_w - ox), accumulate)  # fmt: skip
+    if not is_narrow(out_w):
+        width = LANES * VECTORS
+        for oy in range(out_h):
+            for t in range(packed_g.shape[0]):
+                a = packed_g[t].ctypes.data
+                for ox in range(0, out_w, width):
+                    _tile(a, source + 4 * (oy * wp + ox), table.ctypes.data, depth,
+                          target + 4 * (t * ROWS * ldc + oy * out_w + ox), ldc,
+                          min(ROWS, m - t * ROWS), min(width, out_w - ox), accumulate)  # fmt: skip
+        return
+    pairs = 2 * out_w <= LANES
+    per_call = NARROW_VECTORS * (2 if pairs else 1)
+    for t in range(packed_g.shape[0]):
+        a = packed_g[t].ctypes.data
+        for oy in range(0, out_h, per_call):
+            _narrow_tile(pairs, rows_r, a, source + 4 * oy * wp, table.ctypes.data, depth,
+                         target + 4 * (t * rows_r * ldc + oy * out_w), ldc,
+                         min(rows_r, m - t * rows_r), min(per_call, out_h - oy) * out_w,
+                         accumulate, out_w, wp, out_w)  # fmt: skip
 
 
 @njit(cache=True)

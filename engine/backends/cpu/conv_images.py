@@ -298,7 +298,9 @@ def _micro_forward(x, weights, col, kernel, stride, pad, dilation, out_hw, by_mi
             raise ValueError("conv_images: no micro-kernel forward for this geometry or scratch")
         return _NO_TAPS, _NO_TABLE
     padded_hw = (x.shape[2] + 2 * pad[0], x.shape[3] + 2 * pad[1])
-    return conv_direct.pack(weights), conv_direct.offsets(per_group, kernel, dilation, padded_hw)
+    rows = conv_direct.tile_rows(weights.shape[1], out_hw[1])
+    packed = conv_direct.pack(weights, rows)
+    return packed, conv_direct.offsets(per_group, kernel, dilation, padded_hw)
 
 
 def _micro_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_micro):
@@ -307,7 +309,8 @@ def _micro_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_micro)
     False."""
     m = weights.shape[1]
     per_group = x.shape[1] // weights.shape[0]
-    chosen = conv_direct.dx_applies(kernel, stride, pad, dilation, per_group, m, x.shape[3])
+    chosen = conv_direct.dx_applies(kernel, stride, pad, dilation, per_group, m, x.shape[3],
+                                    x.shape[2:], out_hw)  # fmt: skip
     geometry = conv_direct.dx_geometry(kernel, pad, dilation, x.shape[2:])
     need = conv_direct.scratch_floats(m, kernel, geometry[4:6], dilation, out_hw)
     if by_micro is False or not chosen or dcol.shape[1] < need:
@@ -315,7 +318,7 @@ def _micro_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_micro)
     flipped = conv_direct.flipped_weights(weights, kernel)
     padded_hw = (out_hw[0] + 2 * geometry[4], out_hw[1] + 2 * geometry[5])
     table = conv_direct.offsets(m, kernel, dilation, padded_hw)
-    return conv_direct.pack(flipped), table, geometry
+    return conv_direct.pack(flipped, conv_direct.tile_rows(per_group, x.shape[3])), table, geometry
 
 
 def _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
