@@ -47,6 +47,11 @@ BACKWARD_CASES = [
     # gradient by the segment tiles (16 → 16) or by im2col (8 → 24: outputs more than double)
     (2, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1),
     (2, 8, 6, 8, 24, 3, 3, 1, 1, 1, 1),
+    # the input gradient tap by tap (the flipped convolution would sum mostly zeros): padding,
+    # groups, dilation
+    (2, 8, 14, 14, 16, 7, 7, 1, 1, 1, 1),
+    (2, 16, 12, 12, 20, 5, 5, 0, 0, 2, 1),
+    (2, 8, 12, 12, 8, 3, 3, 0, 0, 1, 2),
 ]
 
 # forward only: 3–7 input channels per group take the micro-kernel's forward, not its backward
@@ -231,6 +236,13 @@ def test_the_choice_is_the_shape_s():
     assert not conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 4, 16, 32)  # 4 rows of 16
     assert not conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 16, 7, 32)
     assert not conv_direct.dx_applies((3, 3), (1, 1), (3, 3), 1, 16, 16, 32)
+    # the input gradient tap by tap where the flipped convolution grows more than 1.5×
+    assert conv_direct.dx_applies((5, 5), (1, 1), (0, 0), 1, 20, 50, 12)
+    assert not conv_direct.dx_applies((5, 5), (1, 1), (0, 0), 1, 20, 50, 12, (12, 12), (8, 8))
+    assert conv_direct.taps_dx_applies((5, 5), (1, 1), (0, 0), 1, 20, 50, 8, (12, 12), (8, 8))
+    assert not conv_direct.taps_dx_applies((3, 3), (1, 1), (1, 1), 1, 64, 64, 8, (8, 8), (8, 8))
+    assert not conv_direct.taps_dx_applies((5, 5), (1, 1), (0, 0), 1, 4, 50, 8, (12, 12), (8, 8))
+    assert not conv_direct.taps_dx_applies((5, 5), (1, 1), (0, 0), 1, 20, 50, 6, (10, 10), (6, 6))
     x, weights, geometry = _setup((2, 8, 3, 6, 8, 3, 3, 1, 1, 1, 1))
     with pytest.raises(ValueError, match="micro-kernel"):
         _forward(x, weights, geometry, by_micro=True)

@@ -51,7 +51,7 @@ from numba import njit
 
 from dnupdate.engine.backends.cpu import conv_taps, microkernel
 from dnupdate.engine.backends.cpu.conv import _u
-from dnupdate.engine.backends.cpu.conv_taps import pad_group
+from dnupdate.engine.backends.cpu.conv_taps import _crop_add, pad_group
 
 LANES = microkernel.LANES
 #: the tile of rows of more than 16 pixels: ``R`` output channels × ``J`` vectors of 16 pixels
@@ -257,6 +257,86 @@ def conv_image(x_b, packed_g, table, out_b, scratch, c0, f0, m, geometry, assign
     target = out_b[f0:].ctypes.data
     _gemm(packed_g, table, xp.ctypes.data, target, out_h * out_w, m, out_h, out_w, wp,
           not assign)  # fmt: skip
+
+
+# ---- the input gradient tap by tap, where the flipped convolution would sum mostly zeros ----
+
+
+def taps_dx_applies(kernel, stride, pad, dilation, per_group, outputs, out_w, in_hw,
+                    out_hw) -> bool:  # fmt: skip
+    """Whether a convolution's input gradient takes the micro-kernel tap by tap
+    (:func:`taps_dx_image`): where the flipped convolution does not (:func:`dx_applies`), on
+    output-gradient rows of :data:`MIN_NARROW_WIDTH`–16 pixels, with
+    :data:`conv_taps.MIN_CHANNELS`–:data:`conv_taps.MAX_CHANNELS` input channels per group (the
+    tile's rows) and at least as many outputs (its k-loop)."""
+    return (
+        microkernel.AVAILABLE
+        and conv_taps.fits(kernel, stride, pad)
+        and MIN_NARROW_WIDTH <= out_w <= LANES
+        and conv_taps.MIN_CHANNELS <= per_group <= conv_taps.MAX_CHANNELS
+        and outputs >= conv_taps.MIN_CHANNELS
+        and not dx_applies(
+            kernel, stride, pad, dilation, per_group, outputs, in_hw[1], in_hw, out_hw
+        )
+    )
+
+
+def taps_dx_pack(weights: np.ndarray, kernel: tuple[int, int], rows_r: int) -> np.ndarray:
+    """``packed[g, tap, t, f, r] = W[g, f, (c·kh + ky)·kw + kx]`` with ``c = t·R + r`` (0 past
+    the group's channels): per group and tap, ``W_tapᵀ`` as :func:`microkernel.pack_rows` tiles
+    of ``R = rows_r`` input channels, ``(G, T, tiles, m, R)``."""
+    groups, m, k = weights.shape
+    taps = kernel[0] * kernel[1]
+    w = weights.reshape(groups, m, k // taps, taps)
+    return np.stack(
+        [np.stack([microkernel.pack_rows(w[g, :, :, tap].T, rows_r) for tap in range(taps)])
+         for g in range(groups)]
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def plane_offsets(m: int, n: int) -> np.ndarray:
+    """``off[f] = f·n`` (int64): the output gradient's plane ``f`` (``n`` pixels), the
+    k-loop's rows of :func:`taps_dx_image` (cached by shape, as :func:`offsets`)."""
+    return (np.arange(m) * n).astype(np.int64)
+
+
+def taps_dx_scratch_floats(channels, pad, in_hw) -> int:
+    """Floats of one image's scratch of :func:`taps_dx_image`: the padded input gradient."""
+    return channels * (in_hw[0] + 2 * pad[0]) * (in_hw[1] + 2 * pad[1])
+
+
+@njit(cache=True)
+def taps_dx_image(delta_b, packed_g, table, dx_b, scratch, c0, f0, channels, geometry, assign):
+    """``dx_b[c0 + c] (+)= Σ_tap Σ_f W[f, c, tap] · delta_b[f0 + f]`` placed at the tap's shift,
+    for one group of one image (``=`` with ``assign``): per tap and tile of ``R`` input
+    channels (``packed_g`` :func:`taps_dx_pack`'s group), the k-loop over the ``m`` outputs
+    (``table`` :func:`plane_offsets`), the columns the output gradient's rows as segments
+    (two to a vector where they have at most 8 pixels), added at the tap's offset into a zeroed
+    padded buffer (``scratch``, :func:`taps_dx_scratch_floats`) then cropped: the transpose of
+    the forward's shifted read. Each element is, tap after tap, the sum of one FMA chain over
+    the outputs; no product with the padding's zeros is formed (LeNet's 5×5 on 8×8 outputs:
+    the flipped convolution's 12×12 sums run over 2.25× the products)."""
+    _kh, kw, _sh, _sw, ph, pw, dil, out_h, out_w = geometry
+    n_taps, tiles, m, rows_r = packed_g.shape
+    wp = dx_b.shape[2] + 2 * pw
+    plane = (dx_b.shape[1] + 2 * ph) * wp
+    dxp = scratch[: channels * plane]
+    dxp[:] = 0.0
+    source = delta_b[f0:].ctypes.data
+    pairs = 2 * out_w <= LANES
+    per_call = NARROW_VECTORS * (2 if pairs else 1)
+    for tap in range(n_taps):
+        shift = (tap // kw) * dil * wp + (tap % kw) * dil
+        for t in range(tiles):
+            a = packed_g[tap, t].ctypes.data
+            for oy in range(0, out_h, per_call):
+                _narrow_tile(pairs, rows_r, a, source + 4 * oy * out_w, table.ctypes.data, m,
+                             dxp.ctypes.data + 4 * (t * rows_r * plane + shift + oy * wp), plane,
+                             min(rows_r, channels - t * rows_r),
+                             min(per_call, out_h - oy) * out_w, True, out_w, out_w,
+                             wp)  # fmt: skip
+    _crop_add(dxp, dx_b, c0, channels, ph, pw, assign)
 
 
 # ---- the weight gradient: per kernel row, the k-loop over the pixels ---------------------------

@@ -117,7 +117,7 @@ def _forward_shared(threads, count, x, weights, out, col, g0, g1, g2, g3, g4, g5
 @njit(cache=True)
 def _backward_images(
     x, weights, delta, dx, col, dcol, partial, sums, first, end, geometry, direct, y, code, tail,
-    assign, taps, packed_dx, table_dx, geometry_dx, table_dw,
+    assign, taps, packed_dx, table_dx, geometry_dx, table_dw, packed_tdx, table_tdx,
 ):  # fmt: skip
     """Images ``[first, end)`` of the backward pass, into one chunk's ``partial (G, K, m)``
     and bias ``sums``, with its ``col``/``dcol (K, N)``; with ``taps`` (non-empty) by one GEMM
@@ -125,12 +125,14 @@ def _backward_images(
     flipped weights, :func:`conv_direct.flipped_weights`) the input gradient by the
     micro-kernel, in ``dcol``; with ``table_dw`` (non-empty, :func:`conv_direct.pixel_offsets`)
     the weight gradient by the micro-kernel into ``partial`` laid out ``(G, kh, m, kw, C/G)`` (the
-    input gradient then by whichever path computes it)."""
+    input gradient then by whichever path computes it); with ``packed_tdx`` (non-empty,
+    :func:`conv_direct.taps_dx_pack`) the input gradient by the micro-kernel tap by tap
+    (:func:`conv_direct.taps_dx_image`, ``table_tdx`` its plane offsets), in ``dcol``."""
     kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     per_group = x.shape[1] // weights.shape[0]
     groups, m, k = weights.shape
     n = out_h * out_w
-    micro_dx = dx.size > 0 and packed_dx.size > 0
+    micro_dx = dx.size > 0 and (packed_dx.size > 0 or packed_tdx.size > 0)
     micro_dw = table_dw.size > 0
     want_dx = dx.size > 0 and not micro_dx
     no_dx = np.empty((0, 0, 0), dtype=np.float32)
@@ -141,7 +143,11 @@ def _backward_images(
             image_backward(y[b], delta[b], sums, code, b == first)
         for g in range(groups):
             c0 = g * per_group
-            if micro_dx:  # dx_b[group] (+)= the flipped convolution of delta_b[group]
+            if micro_dx and packed_tdx.size > 0:  # dx_b[group] (+)= Σ_tap shifted W_tapᵀ·δ
+                conv_direct.taps_dx_image(delta[b], packed_tdx[g], table_tdx, dx[b],
+                                          dcol.reshape(-1), c0, g * m, per_group, geometry,
+                                          assign)  # fmt: skip
+            elif micro_dx:  # dx_b[group] (+)= the flipped convolution of delta_b[group]
                 delta_image = delta[b].reshape(delta.shape[1], out_h, out_w)
                 conv_direct.conv_image(delta_image, packed_dx[g], table_dx,
                                        dx[b].reshape(dx.shape[1], in_n), dcol.reshape(-1), g * m,
@@ -197,7 +203,7 @@ def _backward_images(
 def _backward_chunks(
     p0, p1, x, weights, delta, dx, col, dcol, partial, sums, g0, g1, g2, g3, g4, g5, g6, g7, g8,
     direct, y, code, tail, assign, taps, packed_dx, table_dx, h0, h1, h2, h3, h4, h5, h6, h7, h8,
-    table_dw,
+    table_dw, packed_tdx, table_tdx,
 ):  # fmt: skip
     """Chunks ``[p0, p1)`` of the backward pass (run by ``share_out``), the geometry and the
     input gradient's geometry unpacked (``g*``, ``h*``: :func:`_forward_chunks`)."""
@@ -209,6 +215,7 @@ def _backward_chunks(
         _backward_images(
             x, weights, delta, dx, col[p], dcol[p], partial[p], sums[p], first, end, geometry,
             direct, y, code, tail, assign, taps, packed_dx, table_dx, geometry_dx, table_dw,
+            packed_tdx, table_tdx,
         )  # fmt: skip
 
 
@@ -216,7 +223,7 @@ def _backward_chunks(
 def _backward_shared(
     threads, count, x, weights, delta, dx, col, dcol, partial, sums, g0, g1, g2, g3, g4, g5, g6,
     g7, g8, direct, y, code, tail, assign, taps, packed_dx, table_dx, h0, h1, h2, h3, h4, h5, h6,
-    h7, h8, table_dw,
+    h7, h8, table_dw, packed_tdx, table_tdx,
 ):  # fmt: skip
     """:func:`_backward_chunks`, one share of the chunks per thread (``share_out``)."""
     for t in prange(threads):
@@ -224,7 +231,7 @@ def _backward_shared(
             share_start(t, count, threads), share_start(t + 1, count, threads), x, weights,
             delta, dx, col, dcol, partial, sums, g0, g1, g2, g3, g4, g5, g6, g7, g8, direct, y,
             code, tail, assign, taps, packed_dx, table_dx, h0, h1, h2, h3, h4, h5, h6, h7, h8,
-            table_dw,
+            table_dw, packed_tdx, table_tdx,
         )  # fmt: skip
 
 
@@ -321,6 +328,24 @@ def _micro_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_micro)
     return conv_direct.pack(flipped, conv_direct.tile_rows(per_group, x.shape[3])), table, geometry
 
 
+_NO_TAP_TILES = np.empty((0, 0, 0, 0, 0), dtype=np.float32)
+
+
+def _micro_taps_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_micro):
+    """``(packed, table)`` of the input gradient by the micro-kernel tap by tap
+    (:func:`conv_direct.taps_dx_image`), or empty ones (as :func:`_micro_dx`)."""
+    groups, m, _ = weights.shape
+    per_group = x.shape[1] // groups
+    chosen = conv_direct.taps_dx_applies(kernel, stride, pad, dilation, per_group, m, out_hw[1],
+                                         x.shape[2:], out_hw)  # fmt: skip
+    need = conv_direct.taps_dx_scratch_floats(per_group, pad, x.shape[2:])
+    if by_micro is False or not chosen or dcol.shape[1] < need:
+        return _NO_TAP_TILES, _NO_TABLE
+    rows = conv_direct.tile_rows(per_group, out_hw[1])
+    packed = conv_direct.taps_dx_pack(weights, kernel, rows)
+    return packed, conv_direct.plane_offsets(m, out_hw[0] * out_hw[1])
+
+
 def _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
     """The pixel table of the weight gradient by the micro-kernel
     (:func:`conv_direct.weight_grad_image`), or an empty one (as :func:`_micro_forward`)."""
@@ -402,10 +427,13 @@ def conv_backward(
     col = col[:chunks].reshape(chunks, -1)
     dcol = dcol[:chunks].reshape(chunks, -1)
     packed_dx, table_dx, geometry_dx = _NO_TAPS, _NO_TABLE, geometry
+    packed_tdx, table_tdx = _NO_TAP_TILES, _NO_TABLE
     micro = by_micro if by_taps is None else False
     if dx.size > 0:
         packed_dx, table_dx, geometry_dx = _micro_dx(x, weights, dcol, kernel, stride, pad,
                                                      dilation, out_hw, micro)  # fmt: skip
+        packed_tdx, table_tdx = _micro_taps_dx(x, weights, dcol, kernel, stride, pad, dilation,
+                                               out_hw, micro)  # fmt: skip
     table_dw = _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, micro)
     if by_micro and not table_dw.size:
         raise ValueError("conv_images: no micro-kernel weight gradient for this geometry")
@@ -413,7 +441,8 @@ def conv_backward(
     groups, m, _ = weights.shape
     per_group = x.shape[1] // groups
     chosen = conv_taps.backward_applies(kernel, stride, pad, per_group, m)
-    chosen = chosen and not (table_dw.size and (dx.size == 0 or packed_dx.size))
+    micro_dx = packed_dx.size or packed_tdx.size
+    chosen = chosen and not (table_dw.size and (dx.size == 0 or micro_dx))
     if by_taps or (by_taps is None and chosen):
         fits = conv_taps.backward_fits(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw,
                                        col.shape[1], dcol.shape[1])  # fmt: skip
@@ -424,7 +453,7 @@ def conv_backward(
     share_out(
         _backward_shared, _backward_chunks, chunks, x, weights, delta3, dx, col, dcol,
         partial[:chunks], sums, *geometry, direct, y, code, tail, assign_dx, taps, packed_dx,
-        table_dx, *geometry_dx, table_dw,
+        table_dx, *geometry_dx, table_dw, packed_tdx, table_tdx,
     )  # fmt: skip
     micro_kernel = kernel if table_dw.size else None
     _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True, kernel=micro_kernel)
