@@ -54,8 +54,15 @@ BACKWARD_CASES = [
     (2, 8, 12, 12, 8, 3, 3, 0, 0, 1, 2),
 ]
 
-# forward only: 3–7 input channels per group take the micro-kernel's forward, not its backward
-FORWARD_CASES = [*CASES, (2, 3, 4, 32, 16, 3, 3, 1, 1, 1, 1), (2, 4, 3, 18, 16, 3, 3, 1, 1, 1, 1)]
+# forward only: fewer than 8 input channels per group take the micro-kernel's forward (16+
+# products per output), not its backward
+FORWARD_CASES = [
+    *CASES,
+    (2, 3, 4, 32, 16, 3, 3, 1, 1, 1, 1),
+    (2, 4, 3, 18, 16, 3, 3, 1, 1, 1, 1),
+    (2, 1, 28, 28, 20, 5, 5, 0, 0, 1, 1),  # LeNet's first layer: 10-row tiles on 24-pixel rows
+    (2, 2, 5, 21, 30, 3, 3, 1, 1, 1, 1),  # 10-row tiles, a partial second vector
+]
 
 
 def _caller(shape):
@@ -215,10 +222,13 @@ def test_the_choice_is_the_shape_s():
     assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 64, 64, 7)
     assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 64, 4, 12)
     assert [conv_direct.tile_rows(m, 8) for m in (50, 64, 20, 12, 8)] == [10, 8, 10, 8, 8]
-    assert conv_direct.tile_rows(50, 17) == conv_direct.ROWS
+    assert conv_direct.tile_rows(64, 17) == conv_direct.ROWS
     assert not conv_direct.applies((3, 3), (2, 2), (1, 1), 16, 16, 32)
     assert conv_direct.applies((3, 3), (1, 1), (1, 1), 3, 16, 32)  # a CIFAR net's first layer
-    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 2, 16, 32)
+    assert conv_direct.applies((3, 3), (1, 1), (1, 1), 2, 16, 32)  # 18 products per output
+    assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 1, 16, 32)  # 9: too short a sum
+    assert conv_direct.applies((5, 5), (1, 1), (0, 0), 1, 20, 24)  # LeNet's first: 10-row tiles
+    assert conv_direct.tile_rows(20, 24) == 10 and conv_direct.tile_rows(32, 24) == 16
     assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 16, 8, 32)  # half a tile of rows
     assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 128, 128, 32)
     assert not conv_direct.applies((1, 1), (1, 1), (0, 0), 16, 16, 32)

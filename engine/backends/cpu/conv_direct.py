@@ -83,17 +83,19 @@ def is_narrow(out_w: int) -> bool:
 
 
 def tile_rows(m: int, out_w: int) -> int:
-    """The tile's rows ``R`` for ``m`` outputs per group on rows of ``out_w`` pixels: 16 on
-    wide rows, else of :data:`NARROW_ROWS` the fewest padded rows ``⌈m / R⌉·R``."""
-    if not is_narrow(out_w):
-        return ROWS
-    return min(NARROW_ROWS, key=lambda rows: -(-m // rows) * rows)
+    """The tile's rows ``R`` for ``m`` outputs per group on rows of ``out_w`` pixels: of
+    :data:`ROWS` (16) and 10 on wide rows, of :data:`NARROW_ROWS` on narrow ones, the fewest
+    padded rows ``⌈m / R⌉·R`` (the first on a tie)."""
+    choices = NARROW_ROWS if is_narrow(out_w) else (ROWS, 10)
+    return min(choices, key=lambda rows: -(-m // rows) * rows)
 
 
-#: the fewest input channels per group whose forward takes the micro-kernel: 3 → 16 channels at
-#: 32×32 (a CIFAR net's first layer) 1.87 → 1.12 ms by im2col + GEMM against the micro-kernel,
-#: 4 → 16 2.9 → 1.4; LeNet's 1-channel 5×5 layer 0.52 → 0.62 (slower: stays on im2col)
-MIN_FORWARD_CHANNELS = 3
+#: the shortest sum (``C/G·kh·kw`` products per output) whose forward takes the micro-kernel:
+#: below it each tile call's store outweighs its k-loop. Measured on one core, batch 64, im2col
+#: + GEMM against the micro-kernel: 3 → 16 channels 3×3 at 32×32 (a CIFAR net's first layer,
+#: 27 products) 0.88 → 0.63 ms, 2 → 16 (18) 0.70 → 0.42, LeNet's 1 → 20 5×5 (25; 10-row tiles)
+#: 0.51 → 0.46, but 1 → 16 3×3 (9) 0.38 → 0.49 and 1 → 32 0.62 → 0.81
+MIN_FORWARD_DEPTH = 16
 
 
 def _fits(kernel, stride, pad, channels, rows, out_w, fewest) -> bool:
@@ -114,13 +116,14 @@ def _fits(kernel, stride, pad, channels, rows, out_w, fewest) -> bool:
 def applies(kernel, stride, pad, per_group, outputs, out_w) -> bool:
     """Whether a convolution's forward takes the micro-kernel: where the JIT target has it
     (:data:`microkernel.AVAILABLE`), stride 1 and not an unpadded 1×1 (``conv_taps.fits``),
-    :data:`MIN_FORWARD_CHANNELS`–:data:`conv_taps.MAX_CHANNELS` input channels per group, and
-    ``outputs`` per group and rows of ``out_w`` pixels as :func:`_fits` asks; on rows wider
-    than 16 pixels in whole tiles of :data:`ROWS` outputs (16 → 8 channels at 32×32 ran 0.82×,
-    16 → 4 0.56× the per-tap GEMMs). The shape's rule only, never the threads'."""
-    whole_tiles = is_narrow(out_w) or outputs % ROWS == 0
-    return whole_tiles and _fits(kernel, stride, pad, per_group, outputs, out_w,
-                                 MIN_FORWARD_CHANNELS)  # fmt: skip
+    at most :data:`conv_taps.MAX_CHANNELS` input channels per group summing at least
+    :data:`MIN_FORWARD_DEPTH` products per output, and ``outputs`` per group and rows of
+    ``out_w`` pixels as :func:`_fits` asks; on rows wider than 16 pixels in whole tiles of
+    :func:`tile_rows` outputs (16 → 8 channels at 32×32 ran 0.82×, 16 → 4 0.56× the per-tap
+    GEMMs with 16-row tiles). The shape's rule only, never the threads'."""
+    whole_tiles = is_narrow(out_w) or outputs % tile_rows(outputs, out_w) == 0
+    deep = per_group * kernel[0] * kernel[1] >= MIN_FORWARD_DEPTH
+    return whole_tiles and deep and _fits(kernel, stride, pad, per_group, outputs, out_w, 1)
 
 
 #: the most input-gradient pixels per output-gradient pixel for which the input gradient is
@@ -220,6 +223,17 @@ def _gemm(packed_g, table, source, target, ldc, m, out_h, out_w, wp, accumulate)
     segment tile."""
     rows_r = packed_g.shape[2]
     depth = table.size
+    if not is_narrow(out_w) and rows_r != ROWS:  # 10 rows × 2 vectors along each row
+        width = LANES * NARROW_VECTORS
+        for t in range(packed_g.shape[0]):
+            a = packed_g[t].ctypes.data
+            for oy in range(out_h):
+                for ox in range(0, out_w, width):
+                    _rows10(a, source + 4 * (oy * wp + ox), table.ctypes.data, depth,
+                            target + 4 * (t * rows_r * ldc + oy * out_w + ox), ldc,
+                            min(rows_r, m - t * rows_r), min(width, out_w - ox), accumulate,
+                            LANES, LANES, LANES)  # fmt: skip
+        return
     if not is_narrow(out_w):
         width = LANES * VECTORS
         for oy in range(out_h):
