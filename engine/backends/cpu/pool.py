@@ -8,7 +8,10 @@ plane.
 Max pooling has a fast path for 2×2 stride 2 windows lying inside the image (the usual max
 pool; every window when the size is even and there is no padding): no clipping and unsigned
 indices, so it vectorises. Windows at the border and other sizes take the general, clipped
-loop (its indices are unsigned too: clipped, so never negative). The parallel loop calls a
+loop (its indices are unsigned too: clipped, so never negative). Where every window of every
+plane is such a 2×2 (even sizes, no offset), one parallel sweep over all the output rows of
+the batch does the work with flat indices, no per-plane call (LeNet's 64×20×24×24 pool 0.40 →
+0.28 ms on one core, 0.21 → 0.16 on two). The parallel loop calls a
 serial per-plane function, which keeps the parallel build small. Indices cast with
 ``np.uint64`` skip Numba's negative-index wraparound select, which otherwise blocks
 vectorisation; they are used only where the index is known to be ≥ 0.
@@ -95,6 +98,30 @@ def _max_plane(x, y, argmax, b, c, kh, kw, sh, sw, oh_off, ow_off, i0, i1, j0, j
 
 
 @njit(parallel=True, cache=True)
+def _max_2x2_planes(x, y, argmax, planes, height, width, out_h, out_w):
+    """2×2 stride 2 max pooling of ``planes`` whole planes (flat arrays), every window inside
+    its plane: per output row, the two input rows read at unsigned flat indices (the loop
+    vectorises), the same rule as :func:`_max_2x2`."""
+    rows = planes * out_h
+    for row in prange(rows):
+        plane = row // out_h
+        i = row - plane * out_h
+        top = np.uint64(plane * height * width + 2 * i * width)
+        out = np.uint64(row * out_w)
+        for j in range(out_w):
+            best = -FLT_MAX
+            arg = -1
+            for n in range(2):
+                for m in range(2):
+                    v = x[top + np.uint64(n * width + 2 * j + m)]
+                    take = v > best
+                    best = v if take else best
+                    arg = (2 * i + n) * width + 2 * j + m if take else arg
+            y[out + np.uint64(j)] = best
+            argmax[out + np.uint64(j)] = arg
+
+
+@njit(parallel=True, cache=True)
 def _max_forward(x, y, argmax, kh, kw, sh, sw, oh_off, ow_off):
     batch, channels, height, width = x.shape
     out_h, out_w = y.shape[2], y.shape[3]
@@ -104,6 +131,11 @@ def _max_forward(x, y, argmax, kh, kw, sh, sw, oh_off, ow_off):
     j0, j1 = _interior(out_w, sw, ow_off, kw, width)
     if j0 == j1 or not (kh == 2 and kw == 2 and sh == 2 and sw == 2):
         i0 = i1 = 0  # every window on the general path
+    if i0 == 0 and i1 == out_h and j0 == 0 and j1 == out_w and oh_off == 0 and ow_off == 0:
+        # every window a 2×2 inside the plane: the planes as one flat sweep
+        _max_2x2_planes(x.reshape(-1), y.reshape(-1), argmax.reshape(-1), batch * channels,
+                        height, width, out_h, out_w)  # fmt: skip
+        return
     for task in prange(batch * channels):
         b = task // channels
         c = task % channels
