@@ -43,7 +43,7 @@ BACKWARD_CASES = [
     *CASES,
     (2, 9, 4, 17, 10, 3, 3, 1, 1, 1, 1),
     (2, 16, 3, 16, 20, 3, 3, 1, 1, 2, 1),
-    # 8×8 maps: the weight gradient by the micro-kernel (tiles 16 × 1 and 8 × 3), the input
+    # 8×8 maps: the weight gradient by the micro-kernel (tiles 8 × 3), the input
     # gradient by the segment tiles (16 → 16) or by im2col (8 → 24: outputs more than double)
     (2, 16, 8, 8, 16, 3, 3, 1, 1, 1, 1),
     (2, 8, 6, 8, 24, 3, 3, 1, 1, 1, 1),
@@ -237,10 +237,10 @@ def test_the_choice_is_the_shape_s():
     assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 16, 4, 32)
     assert conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 64, 128, 8)  # any rows of 8+ pixels
     assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 64, 64, 4)
-    # the weight gradient's tile: the fewest padded rows, 16 × 1 on a tie
+    # the weight gradient's tile: the fewest padded rows, 8 × 3 on a tie
     tiles = conv_direct.DW_TILES
     assert [tiles[conv_direct.dw_choice(m)][0] for m in (16, 64, 50, 20, 24, 8, 9)] == [
-        16, 16, 10, 10, 8, 8, 10,
+        8, 8, 10, 10, 8, 8, 10,
     ]  # fmt: skip
     assert conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 8, 16, 32)
     assert not conv_direct.dx_applies((3, 3), (1, 1), (1, 1), 1, 4, 16, 32)  # 4 rows of 16

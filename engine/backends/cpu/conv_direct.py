@@ -361,15 +361,15 @@ def taps_dx_image(delta_b, packed_g, table, dx_b, scratch, c0, f0, channels, geo
 #: against the per-tap GEMMs, LeNet's 5×5 20 → 50 4.1 → 3.3, batch 128 and 64, one core)
 MIN_DW_WIDTH = 8
 
-#: the weight gradient's tiles ``(R, J)``: :func:`dw_rows` picks the one whose rows waste the
-#: fewest (16 × 1 where the outputs are a multiple of 16). Measured on one core, LeNet's 5×5
-#: 20 → 50 at 8×8 (strips of 100 floats, batch 64): 16 × 1 2.39 ms, 10 × 2 2.05, 8 × 3 2.37,
-#: 5 × 5 2.63, 4 × 6 3.07 (per tap, 16 × 1 on 20 channels: 3.34); 3×3 16 → 16 at 32×32 and
-#: 32 → 32 at 16×16 (batch 32): 16 × 1 as fast as per tap, 8 × 3 and 10 × 2 no faster
-DW_TILES = ((16, 1), (10, 2), (8, 3))
+#: the weight gradient's tiles ``(R, J)``: :func:`dw_choice` picks the one whose rows waste the
+#: fewest (8 × 3 on a tie). Measured on one core, LeNet's 5×5 20 → 50 at 8×8 (strips of 100
+#: floats, batch 64): 16 × 1 2.39 ms, 10 × 2 2.05, 8 × 3 2.37, 5 × 5 2.63, 4 × 6 3.07 (per tap,
+#: 16 × 1 on 20 channels: 3.34); 3×3 (batch 32, plain stores on whole tiles): 16 → 16 at 32×32
+#: 1.60 with 16 × 1, 1.40 with 8 × 3; 32 → 32 at 16×16 1.23 → 1.08; 64 → 64 at 8×8 1.13 →
+#: 1.05; 16 → 32 at 32×32 2.98 → 2.53 (10 × 2 slower on each)
+DW_TILES = ((8, 3), (10, 2))
 _dw_tile0 = microkernel.make_tile(*DW_TILES[0])
 _dw_tile1 = microkernel.make_tile(*DW_TILES[1])
-_dw_tile2 = microkernel.make_tile(*DW_TILES[2])
 
 
 @njit(cache=True)
@@ -466,10 +466,8 @@ def _dw_tile(choice, a, b, table, depth, c, ldc, rows, cols, accumulate):
     """The :data:`DW_TILES` tile number ``choice`` (a literal switch: each is an intrinsic)."""
     if choice == 0:
         _dw_tile0(a, b, table, depth, c, ldc, rows, cols, accumulate)
-    elif choice == 1:
-        _dw_tile1(a, b, table, depth, c, ldc, rows, cols, accumulate)
     else:
-        _dw_tile2(a, b, table, depth, c, ldc, rows, cols, accumulate)
+        _dw_tile1(a, b, table, depth, c, ldc, rows, cols, accumulate)
 
 
 @njit(cache=True)
