@@ -52,6 +52,12 @@ BACKWARD_CASES = [
     (2, 8, 14, 14, 16, 7, 7, 1, 1, 1, 1),
     (2, 16, 12, 12, 20, 5, 5, 0, 0, 2, 1),
     (2, 8, 12, 12, 8, 3, 3, 0, 0, 1, 2),
+    # few input channels: the weight gradient by kernel rows (15, 10 and 7 floats a row, the
+    # last two to a vector), groups
+    (2, 3, 8, 8, 16, 5, 5, 2, 2, 1, 1),
+    (2, 2, 9, 10, 8, 5, 5, 2, 2, 1, 1),
+    (2, 1, 12, 12, 10, 7, 7, 0, 0, 1, 1),
+    (2, 6, 8, 8, 16, 5, 5, 2, 2, 2, 1),
 ]
 
 # forward only: fewer than 8 input channels per group take the micro-kernel's forward (16+
@@ -237,6 +243,12 @@ def test_the_choice_is_the_shape_s():
     assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 16, 4, 32)
     assert conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 64, 128, 8)  # any rows of 8+ pixels
     assert not conv_direct.dw_applies((3, 3), (1, 1), (1, 1), 64, 64, 4)
+    # few channels: by kernel rows where a kernel row fits a vector and the sum is long
+    assert conv_direct.dw_rows_applies((5, 5), (1, 1), (2, 2), 1, 3, 32)
+    assert not conv_direct.dw_rows_applies((5, 5), (1, 1), (0, 0), 1, 1, 20)  # 25 products
+    assert not conv_direct.dw_rows_applies((5, 5), (1, 1), (2, 2), 2, 3, 32)  # dilation
+    assert not conv_direct.dw_rows_applies((7, 7), (1, 1), (3, 3), 1, 3, 32)  # 21 floats a row
+    assert not conv_direct.dw_rows_applies((5, 5), (1, 1), (2, 2), 1, 3, 4)  # 4 outputs
     # the weight gradient's tile: the fewest padded rows, 8 × 3 on a tie
     tiles = conv_direct.DW_TILES
     assert [tiles[conv_direct.dw_choice(m)][0] for m in (16, 64, 50, 20, 24, 8, 9)] == [

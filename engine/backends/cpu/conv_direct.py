@@ -86,8 +86,9 @@ def tile_rows(m: int, out_w: int) -> int:
     """The tile's rows ``R`` for ``m`` outputs per group on rows of ``out_w`` pixels: of
     :data:`ROWS` (16) and 10 on wide rows, of :data:`NARROW_ROWS` on narrow ones, the fewest
     padded rows ``⌈m / R⌉·R`` (the first on a tie)."""
-    choices = NARROW_ROWS if is_narrow(out_w) else (ROWS, 10)
-    return min(choices, key=lambda rows: -(-m // rows) * rows)
+    if is_narrow(out_w):
+        return narrow_rows(m)
+    return min((ROWS, 10), key=lambda rows: -(-m // rows) * rows)
 
 
 #: the shortest sum (``C/G·kh·kw`` products per output) whose forward takes the micro-kernel:
@@ -510,3 +511,88 @@ def weight_grad_image(x_b, delta_b, partial_g, scratch, table, c0, f0, m, geomet
                              target + 4 * ((ky * m + t * rows_r) * ldc + kx * channels + cb), ldc,
                              min(rows_r, m - t * rows_r), min(width, strip - cb),
                              accumulate)  # fmt: skip
+
+
+# ---- the weight gradient of few input channels: each kernel row's taps one segment ------------
+
+
+#: the fewest products per weight-gradient row (``C/G·kh·kw``) for :func:`weight_grad_rows_image`:
+#: measured on one core against im2col + GEMM (batch 64 and 128), 3 → 32 channels 5×5 at 32×32
+#: (75; Caffe's CIFAR-10 first layers) 12.2 → 8.6 ms, but LeNet's 1 → 20 5×5 (25) 0.72 → 1.17
+#: and 3 → 16 3×3 (27) 2.65 → 3.13: packing the output gradient and the padded image per image
+#: costs more than so short a sum gains
+MIN_DW_ROWS_DEPTH = 48
+
+
+def dw_rows_applies(kernel, stride, pad, dilation, per_group, outputs) -> bool:
+    """Whether a convolution's weight gradient takes :func:`weight_grad_rows_image`: where
+    the micro-kernel is there, stride 1 and not an unpadded 1×1, no dilation, fewer input
+    channels per group than :func:`dw_applies` takes, a kernel row's ``kw·C`` taps at most 16
+    floats (one segment), :data:`MIN_DW_ROWS_DEPTH` or more taps and at least 8 outputs (the
+    tile's rows)."""
+    return (
+        microkernel.AVAILABLE
+        and conv_taps.fits(kernel, stride, pad)
+        and dilation == 1
+        and per_group < conv_taps.MIN_CHANNELS
+        and per_group * kernel[1] <= LANES
+        and per_group * kernel[0] * kernel[1] >= MIN_DW_ROWS_DEPTH
+        and outputs >= NARROW_ROWS[0]
+    )
+
+
+@njit(cache=True)
+def narrow_rows(m):
+    """:func:`tile_rows` on narrow rows, for compiled callers: of :data:`NARROW_ROWS` the
+    fewest padded rows (8 on a tie)."""
+    best, rows = -1, NARROW_ROWS[0]
+    for choice in NARROW_ROWS:
+        padded = (m + choice - 1) // choice * choice
+        if best < 0 or padded < best:
+            best, rows = padded, choice
+    return rows
+
+
+def dw_rows_scratch_floats(channels, m, pad, in_hw, out_hw) -> int:
+    """Floats of one image's scratch of :func:`weight_grad_rows_image`: the padded group
+    channels-last and the packed output gradient."""
+    hp, wp = in_hw[0] + 2 * pad[0], in_hw[1] + 2 * pad[1]
+    rows = narrow_rows(m)
+    return hp * wp * channels + -(-m // rows) * rows * out_hw[0] * out_hw[1]
+
+
+@njit(cache=True)
+def weight_grad_rows_image(x_b, delta_b, partial_g, scratch, table, c0, f0, m, geometry,
+                           accumulate):  # fmt: skip
+    """``partial[f, ky, kx, c] (+)= Σ_p delta_b[f0 + f, p] · x_pad[c, shift_(ky,kx)(p)]`` for
+    one group of one image, ``partial_g`` flat ``(m, kh, kw, C)`` (``=`` unless
+    ``accumulate``): rows 8 or 10 output channels (the packed ``delta``), the k-loop over the
+    pixels through ``table`` (:func:`pixel_offsets`), and each kernel row's ``kw·C`` taps one
+    segment of the channels-last padded image (:func:`pad_channels_last`: a kernel row's taps
+    side by side), the rows one padded row apart, two to a vector where ``kw·C ≤ 8``: for a
+    first layer of a few channels (a 5×5 on 3 channels: 15 floats a kernel row, where a strip
+    of them per kernel row would leave most of a tile idle). Each element is one FMA chain
+    over the image's pixels."""
+    kh, kw, _sh, _sw, ph, pw, _dil, out_h, out_w = geometry
+    channels = partial_g.size // (kh * kw * m)
+    rows_r = narrow_rows(m)
+    wp = x_b.shape[2] + 2 * pw
+    n = out_h * out_w
+    padded = (x_b.shape[1] + 2 * ph) * wp * channels
+    xt = scratch[:padded]
+    tiles = (m + rows_r - 1) // rows_r
+    packed = scratch[padded : padded + tiles * rows_r * n]
+    pad_channels_last(x_b, c0, channels, xt, ph, pw)
+    pack_delta(delta_b, f0, m, packed, rows_r)
+    width = kw * channels
+    pairs = 2 * width <= LANES
+    per_call = NARROW_VECTORS * (2 if pairs else 1)
+    depth = kh * width
+    target = partial_g.ctypes.data
+    for t in range(tiles):
+        a = packed[t * n * rows_r :].ctypes.data
+        for ky in range(0, kh, per_call):
+            _narrow_tile(pairs, rows_r, a, xt[ky * wp * channels :].ctypes.data, table.ctypes.data,
+                         n, target + 4 * (t * rows_r * depth + ky * width), depth,
+                         min(rows_r, m - t * rows_r), min(per_call, kh - ky) * width, accumulate,
+                         width, wp * channels, width)  # fmt: skip

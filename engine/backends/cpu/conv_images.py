@@ -117,7 +117,7 @@ def _forward_shared(threads, count, x, weights, out, col, g0, g1, g2, g3, g4, g5
 @njit(cache=True)
 def _backward_images(
     x, weights, delta, dx, col, dcol, partial, sums, first, end, geometry, direct, y, code, tail,
-    assign, taps, packed_dx, table_dx, geometry_dx, table_dw, packed_tdx, table_tdx,
+    assign, taps, packed_dx, table_dx, geometry_dx, table_dw, packed_tdx, table_tdx, dw_by_rows,
 ):  # fmt: skip
     """Images ``[first, end)`` of the backward pass, into one chunk's ``partial (G, K, m)``
     and bias ``sums``, with its ``col``/``dcol (K, N)``; with ``taps`` (non-empty) by one GEMM
@@ -127,7 +127,9 @@ def _backward_images(
     the weight gradient by the micro-kernel into ``partial`` laid out ``(G, kh, m, kw, C/G)`` (the
     input gradient then by whichever path computes it); with ``packed_tdx`` (non-empty,
     :func:`conv_direct.taps_dx_pack`) the input gradient by the micro-kernel tap by tap
-    (:func:`conv_direct.taps_dx_image`, ``table_tdx`` its plane offsets), in ``dcol``."""
+    (:func:`conv_direct.taps_dx_image`, ``table_tdx`` its plane offsets), in ``dcol``; with
+    ``dw_by_rows`` the weight gradient of few channels by kernel rows
+    (:func:`conv_direct.weight_grad_rows_image`, ``partial`` laid out ``(G, m, kh, kw, C/G)``)."""
     kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     per_group = x.shape[1] // weights.shape[0]
     groups, m, k = weights.shape
@@ -152,12 +154,16 @@ def _backward_images(
                 conv_direct.conv_image(delta_image, packed_dx[g], table_dx,
                                        dx[b].reshape(dx.shape[1], in_n), dcol.reshape(-1), g * m,
                                        c0, per_group, geometry_dx, assign)  # fmt: skip
-            if micro_dw:
+            if micro_dw and dw_by_rows:
+                conv_direct.weight_grad_rows_image(x[b], delta[b], partial[g].reshape(-1),
+                                                   col.reshape(-1), table_dw, c0, g * m, m,
+                                                   geometry, b != first)  # fmt: skip
+            elif micro_dw:
                 conv_direct.weight_grad_image(x[b], delta[b], partial[g].reshape(-1),
                                               col.reshape(-1), table_dw, c0, g * m, m, geometry,
                                               b != first)  # fmt: skip
-                if not want_dx:
-                    continue
+            if micro_dw and not want_dx:
+                continue
             if taps.size > 0:
                 dx_b = dx[b] if want_dx else no_dx
                 taps_backward_image(x[b], delta[b], taps[g], partial[g], dx_b, col.reshape(-1),
@@ -203,7 +209,7 @@ def _backward_images(
 def _backward_chunks(
     p0, p1, x, weights, delta, dx, col, dcol, partial, sums, g0, g1, g2, g3, g4, g5, g6, g7, g8,
     direct, y, code, tail, assign, taps, packed_dx, table_dx, h0, h1, h2, h3, h4, h5, h6, h7, h8,
-    table_dw, packed_tdx, table_tdx,
+    table_dw, packed_tdx, table_tdx, dw_by_rows,
 ):  # fmt: skip
     """Chunks ``[p0, p1)`` of the backward pass (run by ``share_out``), the geometry and the
     input gradient's geometry unpacked (``g*``, ``h*``: :func:`_forward_chunks`)."""
@@ -215,7 +221,7 @@ def _backward_chunks(
         _backward_images(
             x, weights, delta, dx, col[p], dcol[p], partial[p], sums[p], first, end, geometry,
             direct, y, code, tail, assign, taps, packed_dx, table_dx, geometry_dx, table_dw,
-            packed_tdx, table_tdx,
+            packed_tdx, table_tdx, dw_by_rows,
         )  # fmt: skip
 
 
@@ -223,7 +229,7 @@ def _backward_chunks(
 def _backward_shared(
     threads, count, x, weights, delta, dx, col, dcol, partial, sums, g0, g1, g2, g3, g4, g5, g6,
     g7, g8, direct, y, code, tail, assign, taps, packed_dx, table_dx, h0, h1, h2, h3, h4, h5, h6,
-    h7, h8, table_dw, packed_tdx, table_tdx,
+    h7, h8, table_dw, packed_tdx, table_tdx, dw_by_rows,
 ):  # fmt: skip
     """:func:`_backward_chunks`, one share of the chunks per thread (``share_out``)."""
     for t in prange(threads):
@@ -231,23 +237,27 @@ def _backward_shared(
             share_start(t, count, threads), share_start(t + 1, count, threads), x, weights,
             delta, dx, col, dcol, partial, sums, g0, g1, g2, g3, g4, g5, g6, g7, g8, direct, y,
             code, tail, assign, taps, packed_dx, table_dx, h0, h1, h2, h3, h4, h5, h6, h7, h8,
-            table_dw, packed_tdx, table_tdx,
+            table_dw, packed_tdx, table_tdx, dw_by_rows,
         )  # fmt: skip
 
 
-def _add_chunk_sums(
-    partial: np.ndarray, out: np.ndarray, alpha: float, transposed: bool, kernel=None
-):
-    """``out += alpha · Σ_p partial[p]`` (``partial[p]ᵀ`` per group when ``transposed``; with
-    a ``kernel`` ``(kh, kw)`` each group's ``(kh, m, kw, C)`` of the micro-kernel's weight
-    gradient reordered to ``(m, C·kh·kw)``): NumPy's sum over the chunk axis adds the chunks in
-    order, whatever the thread count."""
+def _add_chunk_sums(partial: np.ndarray, out: np.ndarray, alpha: float, layout: str,
+                    kernel=None):  # fmt: skip
+    """``out += alpha · Σ_p partial[p]``, each group's sum reordered to ``out``'s ``(m, K)``
+    from ``layout``: ``"plain"`` (already so), ``"transposed"`` (``(K, m)``), ``"strip"`` (the
+    micro-kernel's ``(kh, m, kw, C)``) or ``"rows"`` (``(m, kh, kw, C)``), ``kernel`` the
+    ``(kh, kw)`` of the last two. NumPy's sum over the chunk axis adds the chunks in order,
+    whatever the thread count."""
     total = partial[0] if partial.shape[0] == 1 else np.sum(partial, axis=0)
-    if kernel is not None:
+    if layout == "strip":
         groups, m = out.shape[0], out.shape[1]
         total = total.reshape(groups, kernel[0], m, kernel[1], -1)
         total = total.transpose(0, 2, 4, 1, 3).reshape(out.shape)
-    elif transposed:
+    elif layout == "rows":
+        groups, m = out.shape[0], out.shape[1]
+        total = total.reshape(groups, m, kernel[0], kernel[1], -1)
+        total = total.transpose(0, 1, 4, 2, 3).reshape(out.shape)
+    elif layout == "transposed":
         total = total.swapaxes(-1, -2)
     if alpha == 1.0:
         np.add(out, total, out=out)
@@ -290,6 +300,9 @@ def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) ->
     if conv_direct.dw_applies(kernel, stride, pad, per_group, m, out_hw[1]):
         dw = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, x_shape[2:],
                                            out_hw)  # fmt: skip
+        floats = max(floats, dw)
+    if conv_direct.dw_rows_applies(kernel, stride, pad, dilation, per_group, m):
+        dw = conv_direct.dw_rows_scratch_floats(per_group, m, pad, x_shape[2:], out_hw)
         floats = max(floats, dw)
     return floats
 
@@ -347,15 +360,23 @@ def _micro_taps_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_m
 
 
 def _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
-    """The pixel table of the weight gradient by the micro-kernel
-    (:func:`conv_direct.weight_grad_image`), or an empty one (as :func:`_micro_forward`)."""
+    """``(table, by_rows)``: the pixel table of the weight gradient by the micro-kernel, per
+    kernel row's strip (:func:`conv_direct.weight_grad_image`) or, for few input channels, per
+    kernel row's segment (``by_rows``, :func:`conv_direct.weight_grad_rows_image`); an empty
+    table where neither applies (as :func:`_micro_forward`)."""
     groups, m, _ = weights.shape
     per_group = x.shape[1] // groups
-    chosen = conv_direct.dw_applies(kernel, stride, pad, per_group, m, out_hw[1])
-    need = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, x.shape[2:], out_hw)
-    if by_micro is False or not chosen or col.shape[1] < need:
-        return _NO_TABLE
-    return conv_direct.pixel_offsets(per_group, out_hw, x.shape[3] + 2 * pad[1])
+    table = conv_direct.pixel_offsets(per_group, out_hw, x.shape[3] + 2 * pad[1])
+    if by_micro is False:
+        return _NO_TABLE, False
+    if conv_direct.dw_applies(kernel, stride, pad, per_group, m, out_hw[1]):
+        need = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, x.shape[2:],
+                                             out_hw)  # fmt: skip
+        return (table, False) if col.shape[1] >= need else (_NO_TABLE, False)
+    if conv_direct.dw_rows_applies(kernel, stride, pad, dilation, per_group, m):
+        need = conv_direct.dw_rows_scratch_floats(per_group, m, pad, x.shape[2:], out_hw)
+        return (table, True) if col.shape[1] >= need else (_NO_TABLE, False)
+    return _NO_TABLE, False
 
 
 def conv_forward(
@@ -434,7 +455,8 @@ def conv_backward(
                                                      dilation, out_hw, micro)  # fmt: skip
         packed_tdx, table_tdx = _micro_taps_dx(x, weights, dcol, kernel, stride, pad, dilation,
                                                out_hw, micro)  # fmt: skip
-    table_dw = _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, micro)
+    table_dw, dw_by_rows = _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw,
+                                     micro)  # fmt: skip
     if by_micro and not table_dw.size:
         raise ValueError("conv_images: no micro-kernel weight gradient for this geometry")
     taps = _NO_TAPS
@@ -453,9 +475,9 @@ def conv_backward(
     share_out(
         _backward_shared, _backward_chunks, chunks, x, weights, delta3, dx, col, dcol,
         partial[:chunks], sums, *geometry, direct, y, code, tail, assign_dx, taps, packed_dx,
-        table_dx, *geometry_dx, table_dw, packed_tdx, table_tdx,
+        table_dx, *geometry_dx, table_dw, packed_tdx, table_tdx, dw_by_rows,
     )  # fmt: skip
-    micro_kernel = kernel if table_dw.size else None
-    _add_chunk_sums(partial[:chunks], dweights, alpha, transposed=True, kernel=micro_kernel)
+    layout = ("rows" if dw_by_rows else "strip") if table_dw.size else "transposed"
+    _add_chunk_sums(partial[:chunks], dweights, alpha, layout, kernel)
     if dbias is not None:
-        _add_chunk_sums(bias_partial[:chunks], dbias, alpha, transposed=False)
+        _add_chunk_sums(bias_partial[:chunks], dbias, alpha, "plain")
