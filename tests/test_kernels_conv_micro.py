@@ -37,8 +37,7 @@ CASES = [
     (2, 16, 4, 16, 20, 3, 3, 1, 1, 2, 1),
     (2, 8, 8, 10, 8, 3, 3, 2, 1, 1, 2),
 ]
-# the gradients only (outputs not a multiple of 16: the forward keeps the other paths), with
-# partial tiles of rows in both
+# the gradients only: partial tiles of rows in both, and each of the backward's paths
 BACKWARD_CASES = [
     *CASES,
     (2, 9, 4, 17, 10, 3, 3, 1, 1, 1, 1),
