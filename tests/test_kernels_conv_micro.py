@@ -147,9 +147,18 @@ def test_the_backward_matches_the_reference_and_the_old_paths(case):
     np.testing.assert_allclose(dx, dx_old, rtol=1e-5, atol=1e-4)
 
 
-def test_the_micro_kernel_does_not_depend_on_the_thread_count():
-    x, weights, geometry = _setup((12, 16, 6, 16, 16, 3, 3, 1, 1, 1, 1), seed=5)
-    delta = np.random.default_rng(7).standard_normal((12, 16, 6, 16)).astype(np.float32)
+@pytest.mark.parametrize(
+    "case",
+    [
+        (12, 16, 6, 16, 16, 3, 3, 1, 1, 1, 1),  # 16-pixel rows
+        (12, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1),  # LeNet's second layer: pairs, dx tap by tap
+        (12, 3, 8, 8, 16, 5, 5, 2, 2, 1, 1),  # few channels: the weight gradient by kernel rows
+    ],
+)
+def test_the_micro_kernel_does_not_depend_on_the_thread_count(case):
+    x, weights, geometry = _setup(case, seed=5)
+    out_shape = (case[0], case[4], *geometry[4])
+    delta = np.random.default_rng(7).standard_normal(out_shape).astype(np.float32)
     results = []
     for count in (1, 2, 3):
         CpuBackend(threads=count)
