@@ -79,6 +79,22 @@ MIN_NARROW_WIDTH = 8
 
 
 @njit(cache=True)
+def fewest_padded(m, choices):
+    """The index in ``choices`` (tile row counts ``R``) with the fewest padded rows
+    ``⌈m / R⌉·R`` for ``m`` outputs, the first on a tie."""
+    best, index = -1, 0
+    for i in range(len(choices)):
+        padded = (m + choices[i] - 1) // choices[i] * choices[i]
+        if best < 0 or padded < best:
+            best, index = padded, i
+    return index
+
+
+#: the row counts of the tiles on rows wider than 16 pixels (16 × 1, or 10 × 2 segment tiles)
+WIDE_ROWS = (ROWS, 10)
+
+
+@njit(cache=True)
 def is_narrow(out_w: int) -> bool:
     """Rows of at most 16 pixels: one tile call covers whole output rows (segments)."""
     return out_w <= LANES
@@ -88,9 +104,8 @@ def tile_rows(m: int, out_w: int) -> int:
     """The tile's rows ``R`` for ``m`` outputs per group on rows of ``out_w`` pixels: of
     :data:`ROWS` (16) and 10 on wide rows, of :data:`NARROW_ROWS` on narrow ones, the fewest
     padded rows ``⌈m / R⌉·R`` (the first on a tie)."""
-    if is_narrow(out_w):
-        return narrow_rows(m)
-    return min((ROWS, 10), key=lambda rows: -(-m // rows) * rows)
+    choices = NARROW_ROWS if is_narrow(out_w) else WIDE_ROWS
+    return choices[fewest_padded(m, choices)]
 
 
 #: the shortest sum (``C/G·kh·kw`` products per output) whose forward takes the micro-kernel:
@@ -216,36 +231,36 @@ def _narrow_tile(pairs, rows_r, a, b, table, depth, c, ldc, rows, cols, accumula
         _rows10(a, b, table, depth, c, ldc, rows, cols, accumulate, width, b_pitch, c_pitch)
 
 
+@njit(inline="always")
+def _wide_tile(rows_r, a, b, table, depth, c, ldc, rows, cols, accumulate):
+    """The tile of rows wider than 16 pixels: :data:`ROWS` × :data:`VECTORS`, or 10 rows × 2
+    vectors along the row (the segment tile on 16-float segments)."""
+    if rows_r == ROWS:
+        _tile(a, b, table, depth, c, ldc, rows, cols, accumulate)
+    else:
+        _rows10(a, b, table, depth, c, ldc, rows, cols, accumulate, LANES, LANES, LANES)
+
+
 @njit(cache=True)
 def _gemm(packed_g, table, source, target, ldc, m, out_h, out_w, wp, accumulate):
     """``target[f·ldc + oy·out_w + ox] (+)= Σ_k W[f, k] · source[off[k] + oy·Wp + ox]`` for
     ``f < m`` (``source``/``target`` addresses), per block of ``R`` channels (the packed
-    tiles'): on rows wider than 16 pixels per output row, per :data:`LANES` pixels, one
-    :data:`ROWS` × :data:`VECTORS` tile; on narrower rows per :data:`NARROW_VECTORS` vectors
+    tiles'): on rows wider than 16 pixels per output row and run of the tile's vectors, one
+    :func:`_wide_tile`; on narrower rows per :data:`NARROW_VECTORS` vectors
     of rows (each row a segment, two to a vector where they have at most 8 pixels), one
     segment tile."""
     rows_r = packed_g.shape[2]
     depth = table.size
-    if not is_narrow(out_w) and rows_r != ROWS:  # 10 rows × 2 vectors along each row
-        width = LANES * NARROW_VECTORS
+    if not is_narrow(out_w):
+        width = LANES * (VECTORS if rows_r == ROWS else NARROW_VECTORS)
         for t in range(packed_g.shape[0]):
             a = packed_g[t].ctypes.data
             for oy in range(out_h):
                 for ox in range(0, out_w, width):
-                    _rows10(a, source + 4 * (oy * wp + ox), table.ctypes.data, depth,
-                            target + 4 * (t * rows_r * ldc + oy * out_w + ox), ldc,
-                            min(rows_r, m - t * rows_r), min(width, out_w - ox), accumulate,
-                            LANES, LANES, LANES)  # fmt: skip
-        return
-    if not is_narrow(out_w):
-        width = LANES * VECTORS
-        for oy in range(out_h):
-            for t in range(packed_g.shape[0]):
-                a = packed_g[t].ctypes.data
-                for ox in range(0, out_w, width):
-                    _tile(a, source + 4 * (oy * wp + ox), table.ctypes.data, depth,
-                          target + 4 * (t * ROWS * ldc + oy * out_w + ox), ldc,
-                          min(ROWS, m - t * ROWS), min(width, out_w - ox), accumulate)  # fmt: skip
+                    _wide_tile(rows_r, a, source + 4 * (oy * wp + ox), table.ctypes.data, depth,
+                               target + 4 * (t * rows_r * ldc + oy * out_w + ox), ldc,
+                               min(rows_r, m - t * rows_r), min(width, out_w - ox),
+                               accumulate)  # fmt: skip
         return
     pairs = 2 * out_w <= LANES
     per_call = NARROW_VECTORS * (2 if pairs else 1)
@@ -264,7 +279,8 @@ def conv_image(x_b, packed_g, table, out_b, scratch, c0, f0, m, geometry, assign
     image (module docstring): ``x_b (C, H, W)``, ``packed_g`` one group of :func:`pack`,
     ``table`` :func:`offsets`, ``out_b (F, out_h·out_w)``, ``scratch`` flat,
     :func:`scratch_floats` long; ``=`` with ``assign``, else ``+=``. ``geometry`` is
-    ``(kh, kw, sh, sw, ph, pw, d, out_h, out_w)`` (stride 1, ``out_w`` ≥ 16)."""
+    ``(kh, kw, sh, sw, ph, pw, d, out_h, out_w)`` (stride 1, ``out_w`` ≥
+    :data:`MIN_NARROW_WIDTH`)."""
     kh, kw, _sh, _sw, ph, pw, dil, out_h, out_w = geometry
     channels = table.size // (kh * kw)
     wp = x_b.shape[2] + 2 * pw
@@ -377,17 +393,14 @@ _dw_tile0 = microkernel.make_tile(*DW_TILES[0])
 _dw_tile1 = microkernel.make_tile(*DW_TILES[1])
 
 
+_DW_ROWS = tuple(rows for rows, _ in DW_TILES)
+
+
 @njit(cache=True)
 def dw_choice(m):
     """The weight gradient's tile for ``m`` outputs per group, as an index into
-    :data:`DW_TILES`: the one with the fewest padded rows ``⌈m / R⌉·R`` (the first on a tie)."""
-    best, choice = -1, 0
-    for index in range(len(DW_TILES)):
-        rows = DW_TILES[index][0]
-        padded = (m + rows - 1) // rows * rows
-        if best < 0 or padded < best:
-            best, choice = padded, index
-    return choice
+    :data:`DW_TILES`: the one with the fewest padded rows (:func:`fewest_padded`)."""
+    return fewest_padded(m, _DW_ROWS)
 
 
 def dw_applies(kernel, stride, pad, per_group, outputs, out_w) -> bool:
@@ -407,7 +420,7 @@ def dw_applies(kernel, stride, pad, per_group, outputs, out_w) -> bool:
 def dw_scratch_floats(channels, m, kernel, pad, dilation, in_hw, out_hw) -> int:
     """Floats of one image's weight-gradient scratch: the padded group channels-last
     (:func:`pad_channels_last`) with its ``d·(kw − 1)·C`` slack, and the packed output
-    gradient (:func:`pack_delta`, tiles of :func:`dw_rows` rows)."""
+    gradient (:func:`pack_delta`, tiles of :func:`dw_choice`'s rows)."""
     hp, wp = in_hw[0] + 2 * pad[0], in_hw[1] + 2 * pad[1]
     rows = DW_TILES[dw_choice(m)][0]
     tiles = -(-m // rows)
@@ -467,6 +480,21 @@ def pack_delta(delta_b, f0, m, packed, rows_r):
 
 
 @njit(inline="always")
+def _channels_last_and_packed(x_b, delta_b, scratch, c0, f0, m, channels, ph, pw, slack, rows_r):
+    """``(xt, packed)`` in ``scratch``: the group's ``channels`` of ``x_b`` padded and
+    channels-last (:func:`pad_channels_last`; ``slack`` pixels after the last row), then the
+    output gradient as tiles of ``rows_r`` channels (:func:`pack_delta`): the operands of both
+    weight gradients."""
+    padded = ((x_b.shape[1] + 2 * ph) * (x_b.shape[2] + 2 * pw) + slack) * channels
+    xt = scratch[:padded]
+    tiles = (m + rows_r - 1) // rows_r
+    packed = scratch[padded : padded + tiles * rows_r * delta_b.shape[1]]
+    pad_channels_last(x_b, c0, channels, xt, ph, pw)
+    pack_delta(delta_b, f0, m, packed, rows_r)
+    return xt, packed
+
+
+@njit(inline="always")
 def _dw_tile(choice, a, b, table, depth, c, ldc, rows, cols, accumulate):
     """The :data:`DW_TILES` tile number ``choice`` (a literal switch: each is an intrinsic)."""
     if choice == 0:
@@ -494,12 +522,9 @@ def weight_grad_image(x_b, delta_b, partial_g, scratch, table, c0, f0, m, geomet
     width = LANES * vectors_j
     wp = x_b.shape[2] + 2 * pw
     n = out_h * out_w
-    padded = ((x_b.shape[1] + 2 * ph) * wp + dil * (kw - 1)) * channels
-    xt = scratch[:padded]
     tiles = (m + rows_r - 1) // rows_r
-    packed = scratch[padded : padded + tiles * rows_r * n]
-    pad_channels_last(x_b, c0, channels, xt, ph, pw)
-    pack_delta(delta_b, f0, m, packed, rows_r)
+    xt, packed = _channels_last_and_packed(x_b, delta_b, scratch, c0, f0, m, channels, ph, pw,
+                                           dil * (kw - 1), rows_r)  # fmt: skip
     strip = kw * channels if dil == 1 else channels
     ldc = kw * channels
     target = partial_g.ctypes.data
@@ -543,23 +568,11 @@ def dw_rows_applies(kernel, stride, pad, dilation, per_group, outputs) -> bool:
     )
 
 
-@njit(cache=True)
-def narrow_rows(m):
-    """:func:`tile_rows` on narrow rows, for compiled callers: of :data:`NARROW_ROWS` the
-    fewest padded rows (8 on a tie)."""
-    best, rows = -1, NARROW_ROWS[0]
-    for choice in NARROW_ROWS:
-        padded = (m + choice - 1) // choice * choice
-        if best < 0 or padded < best:
-            best, rows = padded, choice
-    return rows
-
-
 def dw_rows_scratch_floats(channels, m, pad, in_hw, out_hw) -> int:
     """Floats of one image's scratch of :func:`weight_grad_rows_image`: the padded group
     channels-last and the packed output gradient."""
     hp, wp = in_hw[0] + 2 * pad[0], in_hw[1] + 2 * pad[1]
-    rows = narrow_rows(m)
+    rows = NARROW_ROWS[fewest_padded(m, NARROW_ROWS)]
     return hp * wp * channels + -(-m // rows) * rows * out_hw[0] * out_hw[1]
 
 
@@ -577,15 +590,12 @@ def weight_grad_rows_image(x_b, delta_b, partial_g, scratch, table, c0, f0, m, g
     over the image's pixels."""
     kh, kw, _sh, _sw, ph, pw, _dil, out_h, out_w = geometry
     channels = partial_g.size // (kh * kw * m)
-    rows_r = narrow_rows(m)
+    rows_r = NARROW_ROWS[fewest_padded(m, NARROW_ROWS)]
     wp = x_b.shape[2] + 2 * pw
     n = out_h * out_w
-    padded = (x_b.shape[1] + 2 * ph) * wp * channels
-    xt = scratch[:padded]
     tiles = (m + rows_r - 1) // rows_r
-    packed = scratch[padded : padded + tiles * rows_r * n]
-    pad_channels_last(x_b, c0, channels, xt, ph, pw)
-    pack_delta(delta_b, f0, m, packed, rows_r)
+    xt, packed = _channels_last_and_packed(x_b, delta_b, scratch, c0, f0, m, channels, ph, pw, 0,
+                                           rows_r)  # fmt: skip
     width = kw * channels
     pairs = 2 * width <= LANES
     per_call = NARROW_VECTORS * (2 if pairs else 1)

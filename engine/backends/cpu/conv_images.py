@@ -20,10 +20,12 @@ A stride-1 convolution with 8–64 input channels per group skips im2col altoget
 per kernel tap on a zero-padded copy of the image (:mod:`engine.backends.cpu.conv_taps`),
 forward and backward, where the chunk scratch holds it (:func:`col_floats`); the backward
 keeps im2col where a small kernel at least doubles the channels
-(:func:`conv_taps.backward_applies`). Before the taps, where output rows are at least 16 pixels
-wide and the JIT target has the instructions, the register-blocked micro-kernel
-(:mod:`engine.backends.cpu.conv_direct`) computes the forward, the input gradient and the weight
-gradient with no BLAS call (``partial`` then holds each group's ``(kh, m, kw, C/G)``).
+(:func:`conv_taps.backward_applies`). Before the taps, where the shape suits its tiles (output
+rows of 8+ pixels, the channel counts of :mod:`engine.backends.cpu.conv_direct`) and the JIT
+target has the instructions, the register-blocked micro-kernel computes the forward, the input
+gradient (flipped convolution, or tap by tap) and the weight gradient with no BLAS call
+(``partial`` then holds each group's ``(kh, m, kw, C/G)``, or ``(m, kh, kw, C/G)`` by kernel
+rows).
 
 A 1×1 convolution with stride 1 and no padding needs no unfolding (``col`` is the input
 itself, as Caffe's ``is_1x1_`` and darknet's ``size == 1`` shortcut), and its input gradient is
@@ -366,17 +368,19 @@ def _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
     table where neither applies (as :func:`_micro_forward`)."""
     groups, m, _ = weights.shape
     per_group = x.shape[1] // groups
-    table = conv_direct.pixel_offsets(per_group, out_hw, x.shape[3] + 2 * pad[1])
     if by_micro is False:
         return _NO_TABLE, False
-    if conv_direct.dw_applies(kernel, stride, pad, per_group, m, out_hw[1]):
+    by_rows = not conv_direct.dw_applies(kernel, stride, pad, per_group, m, out_hw[1])
+    if not by_rows:
         need = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, x.shape[2:],
                                              out_hw)  # fmt: skip
-        return (table, False) if col.shape[1] >= need else (_NO_TABLE, False)
-    if conv_direct.dw_rows_applies(kernel, stride, pad, dilation, per_group, m):
+    elif conv_direct.dw_rows_applies(kernel, stride, pad, dilation, per_group, m):
         need = conv_direct.dw_rows_scratch_floats(per_group, m, pad, x.shape[2:], out_hw)
-        return (table, True) if col.shape[1] >= need else (_NO_TABLE, False)
-    return _NO_TABLE, False
+    else:
+        return _NO_TABLE, False
+    if col.shape[1] < need:
+        return _NO_TABLE, False
+    return conv_direct.pixel_offsets(per_group, out_hw, x.shape[3] + 2 * pad[1]), by_rows
 
 
 def conv_forward(

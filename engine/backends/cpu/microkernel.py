@@ -73,17 +73,18 @@ _I1 = ir.IntType(1)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _VEC = ir.VectorType(_F32, LANES)
-#: the shuffle mask that broadcasts lane 0
-_ZERO_MASK = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
 
 
 def _declare(module, name, return_type, arguments):
     return cgutils.get_or_insert_function(module, ir.FunctionType(return_type, arguments), name)
 
 
-def _splat(builder, scalar):
-    vector = builder.insert_element(ir.Constant(_VEC, ir.Undefined), scalar, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(vector, ir.Constant(_VEC, ir.Undefined), _ZERO_MASK)
+def _splat(builder, scalar, lanes=LANES):
+    """``<lanes x T>`` with every lane ``scalar`` (a float, an i1 or an i64)."""
+    vector = ir.VectorType(scalar.type, lanes)
+    zeros = ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes)
+    first = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(first, ir.Constant(vector, ir.Undefined), zeros)
 
 
 def _float_pointer(builder, base, offset):
@@ -125,12 +126,8 @@ def _segment_mask(builder, cols, width, segment, lanes):
     start = builder.mul(width, ir.Constant(_I64, segment))
     live = builder.sub(cols, start)
     live = builder.select(builder.icmp_signed("<", width, live), width, live)
-    index = ir.VectorType(_I64, lanes)
-    lane_numbers = ir.Constant(index, list(range(lanes)))
-    bound = builder.insert_element(ir.Constant(index, ir.Undefined), live, ir.Constant(_I32, 0))
-    zeros = ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes)
-    bound = builder.shuffle_vector(bound, ir.Constant(index, ir.Undefined), zeros)
-    return builder.icmp_signed("<", lane_numbers, bound)
+    lane_numbers = ir.Constant(ir.VectorType(_I64, lanes), list(range(lanes)))
+    return builder.icmp_signed("<", lane_numbers, _splat(builder, live, lanes))
 
 
 def _tile_codegen(rows_r: int, vectors_j: int, halves: int, segmented: bool):
@@ -225,6 +222,9 @@ def _tile_body(builder, rows_r, vectors_j, halves, operands):
     masks = [_segment_mask(builder, cols, width, i, lanes) for i in range(count)]
     b_shift = [builder.mul(b_pitch, ir.Constant(_I64, i)) for i in range(count)]
     zero = ir.Constant(_VEC, None)
+    full_width = builder.icmp_signed("==", width, ir.Constant(_I64, lanes))
+    full_cols = builder.icmp_signed(">=", cols, ir.Constant(_I64, count * lanes))
+    segments_whole = builder.and_(full_width, full_cols)  # no lane of any segment masked off
     entry = builder.block
     choose = builder.append_basic_block("tile.choose")
     whole = builder.append_basic_block("tile.k.whole")
@@ -232,15 +232,11 @@ def _tile_body(builder, rows_r, vectors_j, halves, operands):
     done = builder.append_basic_block("tile.store")
     builder.cbranch(builder.icmp_signed(">", depth, ir.Constant(_I64, 0)), choose, done)
     builder.position_at_end(choose)
-    full_width = builder.icmp_signed("==", width, ir.Constant(_I64, lanes))
-    full_cols = builder.icmp_signed(">=", cols, ir.Constant(_I64, count * lanes))
-    builder.cbranch(builder.and_(full_width, full_cols), whole, partial)
+    builder.cbranch(segments_whole, whole, partial)
     loop_args = (rows_r, vectors_j, halves, a, b, offsets, depth, b_shift)
     ends = [
-        _k_loop(builder, block, choose, None, *loop_args)
-        if block is whole
-        else _k_loop(builder, block, choose, masks, *loop_args)
-        for block in (whole, partial)
+        _k_loop(builder, whole, choose, None, *loop_args),
+        _k_loop(builder, partial, choose, masks, *loop_args),
     ]
     for _, block in ends:
         builder.position_at_end(block)
@@ -255,13 +251,10 @@ def _tile_body(builder, rows_r, vectors_j, halves, operands):
     add = builder.icmp_signed("!=", accumulate, ir.Constant(accumulate.type, 0))
     c_shift = [builder.mul(c_pitch, ir.Constant(_I64, i)) for i in range(count)]
     whole_rows = builder.icmp_signed("==", rows, ir.Constant(_I64, rows_r))
-    full_width = builder.icmp_signed("==", width, ir.Constant(_I64, lanes))
-    full_cols = builder.icmp_signed(">=", cols, ir.Constant(_I64, count * lanes))
     store_whole = builder.append_basic_block("tile.store.whole")
     store_masked = builder.append_basic_block("tile.store.masked")
     stored = builder.append_basic_block("tile.stored")
-    whole = builder.and_(whole_rows, builder.and_(full_width, full_cols))
-    builder.cbranch(whole, store_whole, store_masked)
+    builder.cbranch(builder.and_(whole_rows, segments_whole), store_whole, store_masked)
     store = (rows_r, vectors_j, halves, final, c, ldc, c_shift, add)
     for block, masked in ((store_whole, None), (store_masked, masks)):
         builder.position_at_end(block)
@@ -294,18 +287,11 @@ def _store_tile(builder, rows_r, vectors_j, halves, final, c, ldc, c_shift, add,
                 old = builder.load(address, align=4)
                 builder.store(builder.select(add, builder.fadd(old, value), value), address, 4)
                 continue
-            mask = builder.and_(masks[i], _splat_bool(builder, live, lanes))
-            old_mask = builder.and_(mask, _splat_bool(builder, add, lanes))
+            mask = builder.and_(masks[i], _splat(builder, live, lanes))
+            old_mask = builder.and_(mask, _splat(builder, add, lanes))
             old = _masked_load_lanes(builder, pointer, old_mask, lanes)
             value = builder.select(add, builder.fadd(old, value), value)
             _masked_store_lanes(builder, value, pointer, mask, lanes)
-
-
-def _splat_bool(builder, flag, lanes=LANES):
-    mask = ir.VectorType(_I1, lanes)
-    zeros = ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes)
-    vector = builder.insert_element(ir.Constant(mask, ir.Undefined), flag, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(vector, ir.Constant(mask, ir.Undefined), zeros)
 
 
 def make_tile(rows_r: int, vectors_j: int):

@@ -35,6 +35,24 @@ def _interior(out, stride, offset, kernel, size):
     return first, max(first, end)
 
 
+@njit(inline="always")
+def _window_2x2(x, base, top, left, width):
+    """``(max, flat index in the plane)`` of the 2×2 window at ``(top, left)`` of the plane
+    that starts at ``x[base]`` (flat, ``width`` wide), the window inside it: start at
+    −FLT_MAX, strict ``>``, row-major, so the first maximum wins (a select, not a branch);
+    indices unsigned (≥ 0 here: no wraparound select)."""
+    best = -FLT_MAX
+    arg = -1
+    for n in range(2):
+        for m in range(2):
+            index = (top + n) * width + left + m
+            v = x[base + np.uint64(index)]
+            take = v > best
+            best = v if take else best
+            arg = index if take else arg
+    return best, arg
+
+
 @njit(cache=True)
 def _max_2x2(x, y, argmax, b, c, i0, i1, j0, j1, oh_off, ow_off):
     """2×2 stride 2 windows ``[i0, i1) × [j0, j1)`` of plane ``(b, c)``, all inside the
@@ -43,20 +61,11 @@ def _max_2x2(x, y, argmax, b, c, i0, i1, j0, j1, oh_off, ow_off):
     row's outputs vectorises (about 10 → 1 ns per output). Same rule as the general path:
     start at −FLT_MAX, strict ``>``, row-major, so the first maximum wins."""
     width = x.shape[3]
+    flat = x.reshape(-1)
+    base = np.uint64((b * x.shape[1] + c) * x.shape[2] * width)
     for i in range(i0, i1):
-        top = 2 * i - oh_off
         for j in range(j0, j1):
-            left = 2 * j - ow_off
-            best = -FLT_MAX
-            arg = -1
-            for n in range(2):
-                for m in range(2):
-                    row = top + n
-                    col = left + m
-                    v = x[b, c, np.uint64(row), np.uint64(col)]
-                    take = v > best
-                    best = v if take else best
-                    arg = row * width + col if take else arg
+            best, arg = _window_2x2(flat, base, 2 * i - oh_off, 2 * j - ow_off, width)
             y[b, c, np.uint64(i), np.uint64(j)] = best
             argmax[b, c, np.uint64(i), np.uint64(j)] = arg
 
@@ -103,20 +112,14 @@ def _max_2x2_planes(x, y, argmax, planes, height, width, out_h, out_w):
     its plane: per output row, the two input rows read at unsigned flat indices (the loop
     vectorises), the same rule as :func:`_max_2x2`."""
     rows = planes * out_h
+    size = height * width
     for row in prange(rows):
-        plane = row // out_h
-        i = row - plane * out_h
-        top = np.uint64(plane * height * width + 2 * i * width)
+        p = row // out_h
+        i = row - p * out_h
+        base = np.uint64(p * size)
         out = np.uint64(row * out_w)
         for j in range(out_w):
-            best = -FLT_MAX
-            arg = -1
-            for n in range(2):
-                for m in range(2):
-                    v = x[top + np.uint64(n * width + 2 * j + m)]
-                    take = v > best
-                    best = v if take else best
-                    arg = (2 * i + n) * width + 2 * j + m if take else arg
+            best, arg = _window_2x2(x, base, 2 * i, 2 * j, width)
             y[out + np.uint64(j)] = best
             argmax[out + np.uint64(j)] = arg
 
