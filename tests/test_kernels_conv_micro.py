@@ -14,7 +14,7 @@ from numba import njit
 from dnupdate.engine.backends.cpu import CpuBackend, conv_direct, conv_images, microkernel
 from tests.reference.conv import conv_backward as reference_backward
 from tests.reference.conv import conv_forward as reference_forward
-from tests.reference.conv import stride1_case
+from tests.reference.conv import stride1_case, strided_case
 from tests.reference.finite_difference import assert_gradient
 
 pytestmark = pytest.mark.skipif(
@@ -145,6 +145,44 @@ def test_the_backward_matches_the_reference_and_the_old_paths(case):
     dw_old, dx_old = _backward(x, weights, geometry, delta, by_micro=False)
     np.testing.assert_allclose(dw, dw_old, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(dx, dx_old, rtol=1e-5, atol=1e-4)
+
+
+# strided convolutions: ((batch, C, H, W, filters, kh, kw, ph, pw, groups, dilation), stride):
+# a CIFAR ResNet's downsampling 3×3 (even and odd sizes), a strided unpadded 1×1, groups, a
+# stride along the rows only, dilation
+STRIDED_CASES = [
+    ((2, 16, 8, 16, 32, 3, 3, 1, 1, 1, 1), (2, 2)),
+    ((2, 8, 9, 19, 16, 3, 3, 1, 1, 1, 1), (2, 2)),
+    ((2, 16, 8, 17, 16, 1, 1, 0, 0, 1, 1), (2, 2)),
+    ((2, 16, 6, 16, 16, 3, 3, 1, 1, 2, 1), (2, 2)),
+    ((2, 8, 5, 17, 16, 3, 3, 1, 1, 1, 1), (1, 2)),
+    ((2, 8, 9, 20, 16, 3, 3, 2, 2, 1, 2), (2, 2)),
+]
+
+
+@pytest.mark.parametrize(("case", "stride"), STRIDED_CASES)
+def test_the_strided_backward_matches_the_reference_and_the_old_paths(case, stride):
+    """The weight gradient by the micro-kernel with a pixel table that steps over the input
+    (``by_micro=True`` requires it), beside the input gradient's own path."""
+    x, weights, geometry = strided_case(case, stride, seed=3)
+    (kh, kw), _, pad, dilation, out_hw = geometry
+    groups, m, k = weights.shape
+    delta = np.random.default_rng(4).standard_normal((x.shape[0], groups * m, *out_hw))
+    delta = delta.astype(np.float32)
+    w4 = weights.reshape(groups * m, k // (kh * kw), kh, kw)
+    dx_want, dw_want, _ = reference_backward(x, w4, delta, stride, pad, groups, dilation)
+    dw, dx = _backward(x, weights, geometry, delta, by_micro=True)
+    np.testing.assert_allclose(dx, 1.0 + dx_want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, 0.5 - dw_want.reshape(weights.shape), rtol=1e-4, atol=1e-4)
+    dw_old, dx_old = _backward(x, weights, geometry, delta, by_micro=False)
+    np.testing.assert_allclose(dw, dw_old, rtol=1e-5, atol=1e-4)
+    assert np.array_equal(dx, dx_old)  # the input gradient's path is the same
+    CpuBackend(threads=3)
+    try:
+        dw_3, dx_3 = _backward(x, weights, geometry, delta, by_micro=True)
+    finally:
+        CpuBackend(threads=1)
+    assert np.array_equal(dw_3, dw) and np.array_equal(dx_3, dx)
 
 
 @pytest.mark.parametrize(

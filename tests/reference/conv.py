@@ -95,9 +95,16 @@ def stride1_case(case: tuple, seed: int = 0):
     """A random stride-1 convolution ``case = (batch, C, H, W, filters, kh, kw, ph, pw, groups,
     dilation)``: ``x (B, C, H, W)``, weights ``(G, m, (C/G)·kh·kw)`` and the geometry
     ``((kh, kw), (1, 1), (ph, pw), dilation, (out_h, out_w))`` the per-image kernels take."""
+    return strided_case(case, (1, 1), seed)
+
+
+def strided_case(case: tuple, stride: tuple[int, int], seed: int = 0):
+    """:func:`stride1_case` with the stride ``(s_h, s_w)``: outputs
+    ``⌊(H + 2p − d·(k − 1) − 1)/s⌋ + 1`` a side."""
     batch, c, h, w, f, kh, kw, ph, pw, g, d = case
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
     weights = rng.standard_normal((g, f // g, (c // g) * kh * kw)).astype(np.float32)
-    oh, ow = h + 2 * ph - d * (kh - 1), w + 2 * pw - d * (kw - 1)
-    return x, weights, ((kh, kw), (1, 1), (ph, pw), d, (oh, ow))
+    oh = (h + 2 * ph - d * (kh - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * pw - d * (kw - 1) - 1) // stride[1] + 1
+    return x, weights, ((kh, kw), tuple(stride), (ph, pw), d, (oh, ow))

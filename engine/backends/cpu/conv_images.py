@@ -380,7 +380,8 @@ def _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
         return _NO_TABLE, False
     if col.shape[1] < need:
         return _NO_TABLE, False
-    return conv_direct.pixel_offsets(per_group, out_hw, x.shape[3] + 2 * pad[1]), by_rows
+    padded_w = x.shape[3] + 2 * pad[1]
+    return conv_direct.pixel_offsets(per_group, out_hw, padded_w, tuple(stride)), by_rows
 
 
 def conv_forward(
