@@ -157,3 +157,100 @@ def test_cpu_backend_fused_epilogue_matches_the_generic_one(code, alpha):
         forward(backend, infer, state, False, code)
         results.append([out, delta, infer, *vars(state).values()])
     _same_bits(*results)
+
+
+@pytest.mark.parametrize("code", [act.RELU, None])
+def test_normalising_from_x_gives_the_copying_pass_s_bits(code):
+    """CpuBackend's ``darknet_bn_act_forward_from_x`` (the layer wrote its product into the
+    norm's ``x``; ``out`` only written) against Backend's default (``x`` copied into ``out``,
+    then the pass in place, which copies it back): every output and statistic the same."""
+    shape = (4, 19, 9)
+    d = _data(shape, 6)
+    backend = CpuBackend()
+    results = []
+    for cls in (CpuBackend, Backend):
+        state = _state(d, shape)
+        state.x[...] = d["out"]
+        out = np.full(shape, np.nan, np.float32)
+        cls.darknet_bn_act_forward_from_x(backend, out, state, code)
+        results.append([out, *vars(state).values()])
+    _same_bits(*results)
+    assert not np.isnan(results[0][0]).any()
+
+
+_BN_NET = """[net]
+batch=4
+subdivisions=1
+height=8
+width=8
+channels=3
+learning_rate=0.05
+momentum=0.9
+decay=0.0005
+max_batches=10
+policy=constant
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=linear
+
+[connected]
+batch_normalize=1
+output=6
+activation=relu
+
+[connected]
+output=3
+activation=linear
+
+[softmax]
+"""
+
+
+def _trained_weights(cfg_path, reads_x: bool, monkeypatch) -> list[np.ndarray]:
+    from dnupdate.engine.config import load_config
+    from dnupdate.engine.training.step import Trainer
+
+    monkeypatch.setattr(CpuBackend, "darknet_bn_reads_x", reads_x)
+    trainer = Trainer(load_config(str(cfg_path)), seed=2)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 1]]
+    for _ in range(3):
+        trainer.train_iteration(lambda: (x, y))
+    return [np.array(layer.output) for layer in trainer.network.layers] + [
+        trainer.network.params.copy()
+    ]
+
+
+def test_layers_computing_into_x_train_to_the_copying_layers_bits(tmp_path, monkeypatch):
+    """Conv (per-image kernels) and connected layers with batch norm write their product into
+    the norm's ``x`` on the CPU backend (darknet's ``copy_cpu(output → x)`` skipped): three
+    training steps give every layer output and every parameter the bits of the copying path."""
+    cfg = tmp_path / "bn.cfg"
+    cfg.write_text(_BN_NET)
+    calls = []
+    from_x = CpuBackend.darknet_bn_act_forward_from_x
+
+    def counted(self, out, state, code):
+        calls.append(out.shape)
+        from_x(self, out, state, code)
+
+    monkeypatch.setattr(CpuBackend, "darknet_bn_act_forward_from_x", counted)
+    fast = _trained_weights(cfg, True, monkeypatch)
+    assert sorted(set(calls)) == [(4, 6, 1), (4, 8, 16), (4, 8, 64)]
+    copying = _trained_weights(cfg, False, monkeypatch)
+    for a, b in zip(fast, copying, strict=True):
+        assert a.tobytes() == b.tobytes()

@@ -174,18 +174,23 @@ def test_darknet_batchnorm_lanes_do_not_depend_on_threads(shape, threads):
 @pytest.mark.parametrize("shape", [(3, 40, 5, 5), (2, 16, 6, 6), (5, 37)])
 def test_every_block_width_gives_the_same_bits(shape):
     """The forward's block width (:func:`bn.block_width`: 8 scalar lanes, 16 or 32 SIMD lanes,
-    chosen from the thread count) changes no bit: each channel stays one chain per sum."""
+    chosen from the thread count) changes no bit: each channel stays one chain per sum; nor
+    does normalising from ``x`` where the layer wrote its product (``from_x``) instead of
+    copying ``out`` there."""
     d = _data(shape, 5)
     channels = shape[1]
     results = []
-    for width in (bn.LANES, 16, bn.VECTOR_LANES):
+    for width, from_x in [(w, f) for w in (bn.LANES, 16, bn.VECTOR_LANES) for f in (False, True)]:
         out = d["out"].copy()
         out3 = out.reshape(shape[0], channels, -1)
         x, x_norm = np.empty_like(out3), np.empty_like(out3)
+        if from_x:
+            x[...] = out3
+            out3[...] = np.nan  # only written
         stats = [np.empty(channels, F32), np.empty(channels, F32)]
         rolling = [d["rolling_mean"].copy(), d["rolling_variance"].copy()]
         bn._darknet_forward(out3, x, x_norm, *stats, *rolling, d["scales"], d["biases"], True,
-                            act.LEAKY, width)  # fmt: skip
+                            act.LEAKY, width, from_x)  # fmt: skip
         results.append([out, x, x_norm, *stats, *rolling])
     for other in results[1:]:
         for a, b in zip(results[0], other, strict=True):

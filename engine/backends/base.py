@@ -69,6 +69,9 @@ class Backend:
     name = "abstract"
     #: whether ``maxpool_backward(..., assign=True)`` overwrites ``dx`` (``Layer.assign_dx``)
     maxpool_assigns_dx = False
+    #: whether a darknet layer with batch norm computes its training output straight into the
+    #: norm's ``x`` (:meth:`darknet_bn_act_forward_from_x`) instead of its own output
+    darknet_bn_reads_x = False
 
     def configure(self, work: int) -> None:
         """Called at the start of every forward and backward pass with the largest activation
@@ -330,6 +333,15 @@ class Backend:
         self.darknet_bn_forward(x, state, train)
         if code is not None:
             self.activate(x, code)
+
+    def darknet_bn_act_forward_from_x(self, out, state, code) -> None:
+        """The training :meth:`darknet_bn_act_forward` of a layer that computed its pre-BN
+        output into ``state.x`` (darknet's copy of it) instead of ``out (B,C,N)``: ``out``
+        receives the normalised, activated values, ``state.x`` keeps its own. The same values
+        as copying ``state.x`` into ``out`` and running the pass in place (this default); a
+        backend may skip the copy (:attr:`darknet_bn_reads_x`)."""
+        self.copy(state.x, out)
+        self.darknet_bn_act_forward(out, state, True, code)
 
     def darknet_bn_act_backward(self, y, delta, state, alpha: float, code) -> None:
         """``delta ← delta·g(y)`` (``gradient_array`` from the output ``y``; ``code`` None:

@@ -46,6 +46,7 @@ class CpuBackend(Backend):
 
     name = "cpu"
     maxpool_assigns_dx = True
+    darknet_bn_reads_x = True
 
     #: below this many floats in the largest activation, Numba kernels run on one thread: a
     #: parallel launch costs more than small layers take (large GEMMs still use every thread)
@@ -243,6 +244,21 @@ class CpuBackend(Backend):
             batchnorm.darknet_batchnorm_forward_infer(
                 x, state.rolling_mean, state.rolling_variance, state.scales, state.biases, code
             )
+
+    def darknet_bn_act_forward_from_x(self, out, state, code):
+        batchnorm.darknet_batchnorm_forward_train(
+            out,
+            state.x,
+            state.x_norm,
+            state.mean,
+            state.variance,
+            state.rolling_mean,
+            state.rolling_variance,
+            state.scales,
+            state.biases,
+            activations.LINEAR if code is None else code,
+            from_x=True,
+        )
 
     def darknet_bn_backward(self, delta, state, alpha):
         self.darknet_bn_act_backward(delta, delta, state, alpha, None)

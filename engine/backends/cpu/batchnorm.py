@@ -239,59 +239,86 @@ def _statistics_block(x, mean, variance, c0, lanes, totals, squares, strip):
 
 
 @njit(inline="always")
+def _normalize_plane(source, out, x, x_norm, mean, denominator, scale, bias, copy, keep_norm):
+    """One plane: ``normalized = f32(f64(source − mean)/denominator)`` (darknet's double
+    division), into ``x_norm`` with ``keep_norm``; ``x ← source`` with ``copy`` (darknet's
+    ``copy_cpu(out → x)``, in this pass); ``out = normalized·scale + bias``. ``source`` may be
+    ``out`` itself."""
+    for s in range(out.size):
+        value = source[s]
+        normalized = np.float32(np.float64(value - mean) / denominator)
+        if copy:
+            x[s] = value
+        if keep_norm:
+            x_norm[s] = normalized
+        out[s] = normalized * scale + bias
+
+
+@njit(inline="always")
 def _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, keep_x_norm,
-                     code):  # fmt: skip
-    batch, _, spatial = out.shape
+                     code, from_x):  # fmt: skip
+    """Channels ``[c0, c0 + lanes)`` normalised plane by plane, then activated (``code``) on
+    the plane while it is in cache. Training (``keep_x_norm``): ``x_norm`` kept and ``x`` the
+    pre-BN values, copied from ``out`` unless the layer wrote them there (``from_x``)."""
+    batch = out.shape[0]
     for k in range(lanes):
         c = c0 + k
         denominator = math.sqrt(np.float64(variance[c])) + np.float64(_DARKNET_NORMALIZE_EPS)
+        mean_c, scale, bias = mean[c], scales[c], biases[c]
         for b in range(batch):
-            for s in range(spatial):
-                value = out[b, c, s]
-                normalized = np.float32(np.float64(value - mean[c]) / denominator)
-                if keep_x_norm:  # training: darknet's `copy_cpu(out → x)`, in this pass
-                    x[b, c, s] = value
-                    x_norm[b, c, s] = normalized
-                out[b, c, s] = normalized * scales[c] + biases[c]
-            if code != LINEAR:  # the layer's activate_array, on the plane while it is in cache
-                _activate_array(out[b, c], code)
+            plane = out[b, c]
+            if not keep_x_norm:
+                _normalize_plane(plane, plane, plane, plane, mean_c, denominator, scale, bias,
+                                 False, False)  # fmt: skip
+            elif from_x:
+                _normalize_plane(x[b, c], plane, plane, x_norm[b, c], mean_c, denominator, scale,
+                                 bias, False, True)  # fmt: skip
+            else:
+                _normalize_plane(plane, plane, x[b, c], x_norm[b, c], mean_c, denominator, scale,
+                                 bias, True, True)  # fmt: skip
+            if code != LINEAR:
+                _activate_array(plane, code)
 
 
 @njit(inline="always")
 def _forward_block(
     out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code,
-    c0, lanes,
+    c0, lanes, from_x,
 ):  # fmt: skip
     """Channels ``[c0, c0 + lanes)`` of :func:`_darknet_forward`."""
-    if train:  # the statistics of out (= darknet's x, copied in the normalising pass)
+    if train:  # the statistics of darknet's x: out (copied in the normalising pass), or x
         totals, squares = np.zeros(LANES, dtype=np.float32), np.zeros(lanes, dtype=np.float32)
         strip = np.empty(STRIP, dtype=np.float32)
-        _statistics_block(out, mean, variance, c0, lanes, totals, squares, strip)
+        _statistics_block(x if from_x else out, mean, variance, c0, lanes, totals, squares,
+                          strip)  # fmt: skip
         for k in range(lanes):  # scal_cpu(.99) then axpy_cpu(.01), float32
             c = c0 + k
             rolling_mean[c] = rolling_mean[c] * _ROLLING_KEEP
             rolling_mean[c] = rolling_mean[c] + _ROLLING_TAKE * mean[c]
             rolling_variance[c] = rolling_variance[c] * _ROLLING_KEEP
             rolling_variance[c] = rolling_variance[c] + _ROLLING_TAKE * variance[c]
-    _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, train, code)
+    _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, train, code,
+                     from_x)  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
 def _darknet_forward(
     out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code,
-    width,
+    width, from_x,
 ):  # fmt: skip
     """Training (``train``): ``x ← out``, batch statistics, rolling update, normalise with the
-    batch statistics. Inference: normalise ``out`` in place with ``mean``/``variance`` (the
-    caller passes the rolling statistics there). Then darknet's activation ``code``
-    (``LINEAR``: none) on each ``(image, channel)`` plane right after it is normalised.
+    batch statistics; with ``from_x`` the layer computed its pre-BN values into ``x`` itself:
+    the statistics are ``x``'s, and ``out`` receives the normalised values (no copy).
+    Inference: normalise ``out`` in place with ``mean``/``variance`` (the caller passes the
+    rolling statistics there). Then darknet's activation ``code`` (``LINEAR``: none) on each
+    ``(image, channel)`` plane right after it is normalised.
     Parallel over blocks of ``width`` channels (:func:`block_width`; the last one may be
     narrower)."""
     channels = out.shape[1]
     for block in prange(-(-channels // width)):
         c0 = block * width
         _forward_block(out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales,
-                       biases, train, code, c0, min(width, channels - c0))  # fmt: skip
+                       biases, train, code, c0, min(width, channels - c0), from_x)  # fmt: skip
 
 
 #: channels per step of the backward's fused sums (:func:`_backward_sums`): 4 lanes × 4 chains
@@ -440,10 +467,15 @@ def darknet_batchnorm_forward_train(
     scales: np.ndarray,
     biases: np.ndarray,
     activation: int = LINEAR,
+    from_x: bool = False,
 ) -> None:
     """darknet ``forward_batchnorm_layer`` with ``net.train = 1``, in place on ``output``, then
     the layer's ``activate_array`` with darknet code ``activation`` (``LINEAR``: none) fused
     into the same pass (element-wise, so the same bits as a separate pass).
+
+    ``from_x``: the layer computed its output straight into ``x`` (darknet's copy of it), and
+    ``output`` is only written: the same values as ``copy_cpu(output → x)`` then the pass in
+    place, without the copy (one array less written per pass).
 
     ``output``: the conv/connected result ``(B, C, ...)``, overwritten by
     ``x_norm·scales + biases`` (the biases are the BN shift: darknet adds no separate bias).
@@ -470,7 +502,7 @@ def darknet_batchnorm_forward_train(
         _check_vector(vector, name, channels)
     args = (out3, x3, norm3, mean, variance, rolling_mean, rolling_variance, scales, biases, True,
             activation)  # fmt: skip
-    _darknet_forward(*args, block_width(channels, numba.get_num_threads()))
+    _darknet_forward(*args, block_width(channels, numba.get_num_threads()), from_x)
 
 
 def darknet_batchnorm_forward_infer(
@@ -499,7 +531,7 @@ def darknet_batchnorm_forward_infer(
         _check_vector(vector, name, channels)
     args = (out3, out3, out3, rolling_mean, rolling_variance, rolling_mean, rolling_variance,
             scales, biases, False, activation)  # fmt: skip
-    _darknet_forward(*args, block_width(channels, numba.get_num_threads()))
+    _darknet_forward(*args, block_width(channels, numba.get_num_threads()), False)
 
 
 def darknet_batchnorm_backward(

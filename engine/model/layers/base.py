@@ -160,9 +160,22 @@ class DarknetEpilogue:
     gradient. Needs ``backend``, ``bn``, ``bias``/``dbias``, ``act``, ``output``/``out3``,
     ``delta``/``delta3`` and ``grad_alpha`` on the layer."""
 
-    def epilogue_forward(self, train: bool) -> None:
+    def pre_bn_output(self, train: bool):
+        """Where the layer writes its product ``(B, C, N)``: the batch norm's ``x`` when
+        training on a backend that normalises from there (``darknet_bn_reads_x``: darknet's
+        ``copy_cpu(output → x)`` made unnecessary), else ``out3``."""
+        if train and self.bn is not None and self.backend.darknet_bn_reads_x:
+            return self.bn.x
+        return self.out3
+
+    def epilogue_forward(self, train: bool, in_x: bool = False) -> None:
+        """The tail on ``out3``, or (``in_x``) on the product the layer wrote into the batch
+        norm's ``x`` (:meth:`pre_bn_output`)."""
         if self.bn is None:  # bias and activation in one pass
             self.backend.darknet_tail_forward(self.out3, self.bias, self.act.tail_code)
+            return
+        if in_x:
+            self.backend.darknet_bn_act_forward_from_x(self.out3, self.bn, self.act.tail_code)
             return
         self.backend.darknet_bn_act_forward(self.out3, self.bn, train, self.act.tail_code)
 

@@ -47,9 +47,11 @@ class ConnectedLayer(DarknetEpilogue, Layer):
         return True
 
     def forward(self, x, train: bool) -> None:
-        backend = self.backend
-        backend.matmul(x.reshape(self.in_shape), self.weights_t, self.out2)
-        self.epilogue_forward(train)
+        product = self.pre_bn_output(train)
+        in_x = product is not self.out3
+        target = product.reshape(self.out2.shape) if in_x else self.out2
+        self.backend.matmul(x.reshape(self.in_shape), self.weights_t, target)
+        self.epilogue_forward(train, in_x=in_x)
 
     def backward(self, x, dx) -> None:
         backend = self.backend

@@ -127,14 +127,16 @@ class ConvLayer(DarknetEpilogue, Layer):
             )  # fmt: skip
             return
         if self.chunks:
-            backend.conv_forward_images(x, self.weights, self.out3, self.chunk_col, *self.geometry)
+            product = self.pre_bn_output(train)
+            backend.conv_forward_images(x, self.weights, product, self.chunk_col, *self.geometry)
+            self.epilogue_forward(train, in_x=product is not self.out3)
+            return
+        if self.flat_quirk:
+            backend.flat_as_col(x, self.col)
         else:
-            if self.flat_quirk:
-                backend.flat_as_col(x, self.col)
-            else:
-                backend.im2col(x, self.col, *self.geometry)
-            backend.matmul(self.weights, self.col, self.gemm)
-            backend.permute_copy(self.gm, self.out4, _TO_BATCH_MAJOR)
+            backend.im2col(x, self.col, *self.geometry)
+        backend.matmul(self.weights, self.col, self.gemm)
+        backend.permute_copy(self.gm, self.out4, _TO_BATCH_MAJOR)
         self.epilogue_forward(train)
 
     def backward(self, x, dx) -> None:
