@@ -161,6 +161,49 @@ STRIDED_CASES = [
 
 
 @pytest.mark.parametrize(("case", "stride"), STRIDED_CASES)
+def test_the_strided_forward_matches_the_reference_and_the_old_paths(case, stride):
+    """The forward on the input's phase planes (``by_micro=True`` requires the micro-kernel),
+    against the reference and im2col + GEMM, and on 3 threads."""
+    x, weights, geometry = strided_case(case, stride)
+    (kh, kw), _, pad, dilation, _ = geometry
+    groups, m, k = weights.shape
+    w4 = weights.reshape(groups * m, k // (kh * kw), kh, kw)
+    want = reference_forward(x, w4, None, stride, pad, groups, dilation)
+    micro = _forward(x, weights, geometry, by_micro=True)
+    np.testing.assert_allclose(micro, want, rtol=1e-5, atol=1e-4)
+    old = _forward(x, weights, geometry, by_micro=False)
+    np.testing.assert_allclose(micro, old, rtol=1e-5, atol=1e-4)
+    CpuBackend(threads=3)
+    try:
+        assert np.array_equal(_forward(x, weights, geometry, by_micro=True), micro)
+    finally:
+        CpuBackend(threads=1)
+
+
+def test_the_phase_planes_hold_the_padded_input():
+    """:func:`conv_direct.phase_group` against slicing the zero-padded image, the slack zero,
+    and :func:`conv_direct.phase_offsets` at stride 1 is :func:`conv_direct.offsets`."""
+    rng = np.random.default_rng(0)
+    x_b = rng.standard_normal((5, 7, 9)).astype(np.float32)
+    for (ph, pw), (sh, sw) in [((1, 1), (2, 2)), ((2, 0), (3, 2)), ((0, 1), (1, 2))]:
+        padded = np.pad(x_b[1:4], ((0, 0), (ph, ph), (pw, pw)))
+        hq, wq = conv_direct.phase_hw(x_b.shape[1:], (ph, pw), (sh, sw))
+        planes = 3 * sh * sw * hq * wq
+        xq = np.full(planes + 5, np.nan, dtype=np.float32)
+        conv_direct.phase_group(x_b, 1, 3, xq, ph, pw, sh, sw)
+        grid = xq[:planes].reshape(3, sh, sw, hq, wq)
+        for py in range(sh):
+            for px in range(sw):
+                want = np.zeros((3, hq, wq), np.float32)
+                part = padded[:, py::sh, px::sw]
+                want[:, : part.shape[1], : part.shape[2]] = part
+                assert np.array_equal(grid[:, py, px], want)
+        assert not xq[planes:].any()
+    flat = conv_direct.offsets(3, (3, 2), 2, (8, 9))
+    assert np.array_equal(conv_direct.phase_offsets(3, (3, 2), 2, (1, 1), (8, 9)), flat)
+
+
+@pytest.mark.parametrize(("case", "stride"), STRIDED_CASES)
 def test_the_strided_backward_matches_the_reference_and_the_old_paths(case, stride):
     """The weight gradient by the micro-kernel with a pixel table that steps over the input
     (``by_micro=True`` requires it), beside the input gradient's own path."""
@@ -208,16 +251,18 @@ def test_the_micro_kernel_does_not_depend_on_the_thread_count(case):
             assert np.array_equal(first, second)
 
 
-def test_the_gradients_pass_finite_differences():
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_the_gradients_pass_finite_differences(stride):
     """``Σ r·conv(x, W)`` differentiated by central differences in float64 against the
-    micro-kernel's float32 input and weight gradients, for a few entries of ``x`` and ``W``."""
-    x, weights, geometry = _setup((2, 8, 4, 16, 8, 3, 3, 1, 1, 1, 1), seed=8)
+    micro-kernel's float32 input and weight gradients, for a few entries of ``x`` and ``W``
+    (strided: the weight gradient's pixel table steps over the input)."""
+    x, weights, geometry = strided_case((2, 8, 4, 16, 8, 3, 3, 1, 1, 1, 1), stride, seed=8)
     (kh, kw), _, pad, dilation, out_hw = geometry
     r = np.random.default_rng(9).standard_normal((2, 8, *out_hw)).astype(np.float32)
 
     def loss(xv, wv):
         w4 = wv.reshape(8, 8, kh, kw)
-        return float((reference_forward(xv, w4, None, (1, 1), pad, 1, dilation) * r).sum())
+        return float((reference_forward(xv, w4, None, stride, pad, 1, dilation) * r).sum())
 
     dw, dx = _backward(x, weights, geometry, r, by_micro=True, assign=True)
     dw = 0.5 - dw  # alpha = −1 from 0.5
@@ -275,7 +320,12 @@ def test_the_choice_is_the_shape_s():
     assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 64, 4, 12)
     assert [conv_direct.tile_rows(m, 8) for m in (50, 64, 20, 12, 8)] == [10, 8, 10, 8, 8]
     assert conv_direct.tile_rows(64, 17) == conv_direct.ROWS
-    assert not conv_direct.applies((3, 3), (2, 2), (1, 1), 16, 16, 32)
+    assert conv_direct.applies((3, 3), (2, 2), (1, 1), 16, 32, 16)  # strided: phase planes
+    assert conv_direct.applies((1, 1), (2, 2), (0, 0), 16, 16, 16)
+    assert not conv_direct.applies((1, 1), (1, 1), (0, 0), 16, 16, 32)  # the GEMM on x itself
+    assert conv_direct.dw_applies((3, 3), (2, 2), (1, 1), 16, 32, 16)
+    assert conv_direct.dw_applies((1, 1), (2, 2), (0, 0), 16, 16, 16)
+    assert not conv_direct.dw_applies((1, 1), (1, 1), (0, 0), 16, 16, 16)
     assert conv_direct.applies((3, 3), (1, 1), (1, 1), 3, 16, 32)  # a CIFAR net's first layer
     assert conv_direct.applies((3, 3), (1, 1), (1, 1), 2, 16, 32)  # 18 products per output
     assert not conv_direct.applies((3, 3), (1, 1), (1, 1), 1, 16, 32)  # 9: too short a sum

@@ -297,7 +297,8 @@ def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) ->
         taps = conv_taps.forward_floats(per_group, m, kernel, pad, dilation, x_shape[2:], out_hw)
         floats = max(floats, taps)
     if conv_direct.applies(kernel, stride, pad, per_group, m, out_hw[1]):
-        direct = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x_shape[2:])
+        direct = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x_shape[2:],
+                                            tuple(stride))  # fmt: skip
         floats = max(floats, direct)
     if conv_direct.dw_applies(kernel, stride, pad, per_group, m, out_hw[1]):
         dw = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, x_shape[2:],
@@ -314,15 +315,16 @@ def _micro_forward(x, weights, col, kernel, stride, pad, dilation, out_hw, by_mi
     where it does not apply, the scratch is short or ``by_micro`` is False."""
     per_group = x.shape[1] // weights.shape[0]
     chosen = conv_direct.applies(kernel, stride, pad, per_group, weights.shape[1], out_hw[1])
-    need = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x.shape[2:])
+    stride = tuple(stride)
+    need = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x.shape[2:], stride)
     if by_micro is False or not chosen or col.shape[1] < need:
         if by_micro:
             raise ValueError("conv_images: no micro-kernel forward for this geometry or scratch")
         return _NO_TAPS, _NO_TABLE
-    padded_hw = (x.shape[2] + 2 * pad[0], x.shape[3] + 2 * pad[1])
+    planes_hw = conv_direct.phase_hw(x.shape[2:], pad, stride)
     rows = conv_direct.tile_rows(weights.shape[1], out_hw[1])
     packed = conv_direct.pack(weights, rows)
-    return packed, conv_direct.offsets(per_group, kernel, dilation, padded_hw)
+    return packed, conv_direct.phase_offsets(per_group, kernel, dilation, stride, planes_hw)
 
 
 def _micro_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_micro):
