@@ -149,7 +149,7 @@ def test_the_backward_matches_the_reference_and_the_old_paths(case):
 
 # strided convolutions: ((batch, C, H, W, filters, kh, kw, ph, pw, groups, dilation), stride):
 # a CIFAR ResNet's downsampling 3×3 (even and odd sizes), a strided unpadded 1×1, groups, a
-# stride along the rows only, dilation
+# stride along the rows only, dilation, rows too wide for the tap-by-tap input gradient
 STRIDED_CASES = [
     ((2, 16, 8, 16, 32, 3, 3, 1, 1, 1, 1), (2, 2)),
     ((2, 8, 9, 19, 16, 3, 3, 1, 1, 1, 1), (2, 2)),
@@ -157,6 +157,7 @@ STRIDED_CASES = [
     ((2, 16, 6, 16, 16, 3, 3, 1, 1, 2, 1), (2, 2)),
     ((2, 8, 5, 17, 16, 3, 3, 1, 1, 1, 1), (1, 2)),
     ((2, 8, 9, 20, 16, 3, 3, 2, 2, 1, 2), (2, 2)),
+    ((2, 8, 4, 40, 16, 3, 3, 1, 1, 1, 1), (2, 2)),  # 20-pixel rows: the input gradient by im2col
 ]
 
 
@@ -178,6 +179,15 @@ def test_the_strided_forward_matches_the_reference_and_the_old_paths(case, strid
         assert np.array_equal(_forward(x, weights, geometry, by_micro=True), micro)
     finally:
         CpuBackend(threads=1)
+
+
+def test_strided_input_gradients_go_tap_by_tap_on_segment_rows():
+    """The rule: output-gradient rows of 8–16 pixels (a CIFAR ResNet's stride-2 layers), not
+    wider ones (im2col's then)."""
+    assert conv_direct.taps_dx_applies((3, 3), (2, 2), (1, 1), 1, 16, 32, 16, (32, 32), (16, 16))
+    assert conv_direct.taps_dx_applies((3, 3), (2, 2), (1, 1), 1, 32, 64, 8, (16, 16), (8, 8))
+    assert not conv_direct.taps_dx_applies((3, 3), (2, 2), (1, 1), 1, 16, 32, 32, (64, 64),
+                                           (32, 32))  # fmt: skip
 
 
 def test_the_phase_planes_hold_the_padded_input():
@@ -206,7 +216,9 @@ def test_the_phase_planes_hold_the_padded_input():
 @pytest.mark.parametrize(("case", "stride"), STRIDED_CASES)
 def test_the_strided_backward_matches_the_reference_and_the_old_paths(case, stride):
     """The weight gradient by the micro-kernel with a pixel table that steps over the input
-    (``by_micro=True`` requires it), beside the input gradient's own path."""
+    (``by_micro=True`` requires it), and the input gradient tap by tap into the padded
+    gradient's phase planes where its rows suit the segment tiles (8–16 pixels), else
+    im2col's; added and assigned."""
     x, weights, geometry = strided_case(case, stride, seed=3)
     (kh, kw), _, pad, dilation, out_hw = geometry
     groups, m, k = weights.shape
@@ -217,9 +229,11 @@ def test_the_strided_backward_matches_the_reference_and_the_old_paths(case, stri
     dw, dx = _backward(x, weights, geometry, delta, by_micro=True)
     np.testing.assert_allclose(dx, 1.0 + dx_want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(dw, 0.5 - dw_want.reshape(weights.shape), rtol=1e-4, atol=1e-4)
+    _, dx_assigned = _backward(x, weights, geometry, delta, by_micro=True, assign=True)
+    np.testing.assert_allclose(dx_assigned, dx_want, rtol=1e-4, atol=1e-4)
     dw_old, dx_old = _backward(x, weights, geometry, delta, by_micro=False)
     np.testing.assert_allclose(dw, dw_old, rtol=1e-5, atol=1e-4)
-    assert np.array_equal(dx, dx_old)  # the input gradient's path is the same
+    np.testing.assert_allclose(dx, dx_old, rtol=1e-5, atol=1e-4)
     CpuBackend(threads=3)
     try:
         dw_3, dx_3 = _backward(x, weights, geometry, delta, by_micro=True)
@@ -255,7 +269,8 @@ def test_the_micro_kernel_does_not_depend_on_the_thread_count(case):
 def test_the_gradients_pass_finite_differences(stride):
     """``Σ r·conv(x, W)`` differentiated by central differences in float64 against the
     micro-kernel's float32 input and weight gradients, for a few entries of ``x`` and ``W``
-    (strided: the weight gradient's pixel table steps over the input)."""
+    (strided: the weight gradient's pixel table steps over the input, the input gradient goes
+    tap by tap into phase planes)."""
     x, weights, geometry = strided_case((2, 8, 4, 16, 8, 3, 3, 1, 1, 1, 1), stride, seed=8)
     (kh, kw), _, pad, dilation, out_hw = geometry
     r = np.random.default_rng(9).standard_normal((2, 8, *out_hw)).astype(np.float32)

@@ -355,7 +355,7 @@ def _micro_taps_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_m
     per_group = x.shape[1] // groups
     chosen = conv_direct.taps_dx_applies(kernel, stride, pad, dilation, per_group, m, out_hw[1],
                                          x.shape[2:], out_hw)  # fmt: skip
-    need = conv_direct.taps_dx_scratch_floats(per_group, pad, x.shape[2:])
+    need = conv_direct.taps_dx_scratch_floats(per_group, pad, x.shape[2:], tuple(stride))
     if by_micro is False or not chosen or dcol.shape[1] < need:
         return _NO_TAP_TILES, _NO_TABLE
     rows = conv_direct.tile_rows(per_group, out_hw[1])
