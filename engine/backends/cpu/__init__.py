@@ -228,24 +228,17 @@ class CpuBackend(Backend):
     def darknet_bn_act_forward(self, x, state, train, code):
         code = activations.LINEAR if code is None else code
         if train:
-            batchnorm.darknet_batchnorm_forward_train(
-                x,
-                state.x,
-                state.x_norm,
-                state.mean,
-                state.variance,
-                state.rolling_mean,
-                state.rolling_variance,
-                state.scales,
-                state.biases,
-                code,
-            )
+            self._darknet_bn_train(x, state, code, from_x=False)
         else:
             batchnorm.darknet_batchnorm_forward_infer(
                 x, state.rolling_mean, state.rolling_variance, state.scales, state.biases, code
             )
 
     def darknet_bn_act_forward_from_x(self, out, state, code):
+        self._darknet_bn_train(out, state, activations.LINEAR if code is None else code, True)
+
+    @staticmethod
+    def _darknet_bn_train(out, state, code, from_x):
         batchnorm.darknet_batchnorm_forward_train(
             out,
             state.x,
@@ -256,8 +249,8 @@ class CpuBackend(Backend):
             state.rolling_variance,
             state.scales,
             state.biases,
-            activations.LINEAR if code is None else code,
-            from_x=True,
+            code,
+            from_x=from_x,
         )
 
     def darknet_bn_backward(self, delta, state, alpha):

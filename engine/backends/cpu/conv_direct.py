@@ -302,6 +302,14 @@ def _gemm(packed_g, table, source, target, ldc, m, out_h, out_w, wp, accumulate)
                          accumulate, out_w, wp, out_w)  # fmt: skip
 
 
+@njit(inline="always")
+def _phase_columns(width, pw, px, sw, wq):
+    """``[first, end)``: the columns ``j < Wq`` of phase ``px`` whose pixel
+    ``j·s_w + px − p_w`` lies inside a row of ``width`` pixels (the rest are padding)."""
+    first = min(max(0, -(-(pw - px) // sw)), wq)
+    return first, max(min(wq, -(-(width + pw - px) // sw)), first)
+
+
 @njit(cache=True)
 def phase_group(x_b, c0, channels, xq, ph, pw, sh, sw):
     """``xq[((c·s_h + py)·s_w + px)·Hq·Wq + i·Wq + j] = xp[c, i·s_h + py, j·s_w + px]``: the
@@ -317,9 +325,7 @@ def phase_group(x_b, c0, channels, xq, ph, pw, sh, sw):
     for c in range(channels):
         for py in range(sh):
             for px in range(sw):
-                # the plane's columns j whose pixel j·s_w + px − p_w lies inside the image
-                first = min(max(0, -(-(pw - px) // sw)), wq)
-                end = max(min(wq, -(-(width + pw - px) // sw)), first)
+                first, end = _phase_columns(width, pw, px, sw, wq)
                 base = ((c * sh + py) * sw + px) * hq * wq
                 for i in range(hq):
                     row = base + i * wq
@@ -473,9 +479,7 @@ def _unphase_add(dxq, dx_b, c0, channels, ph, pw, sh, sw, assign):
     for c in range(channels):
         for py in range(sh):
             for px in range(sw):
-                # the plane's columns j whose pixel j·s_w + px − p_w lies inside the image
-                first = min(max(0, -(-(pw - px) // sw)), wq)
-                end = max(min(wq, -(-(width + pw - px) // sw)), first)
+                first, end = _phase_columns(width, pw, px, sw, wq)
                 base = ((c * sh + py) * sw + px) * hq * wq
                 for i in range(hq):
                     y = i * sh + py - ph
