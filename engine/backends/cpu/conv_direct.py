@@ -124,7 +124,7 @@ def _fits(kernel, stride, pad, channels, rows, out_w, fewest, strided=False) -> 
     channels)."""
     narrow_ok = out_w >= MIN_NARROW_WIDTH and rows >= NARROW_ROWS[0]
     shape = narrow_ok or not is_narrow(out_w)
-    geometry = conv_taps.fits(kernel, stride, pad) or (strided and tuple(stride) != (1, 1))
+    geometry = conv_taps.fits(kernel, stride, pad) or (strided and stride != (1, 1))
     return (
         microkernel.AVAILABLE
         and geometry
@@ -199,10 +199,16 @@ def offsets(channels, kernel, dilation, padded_hw) -> np.ndarray:
     return (c * hp * wp + ky * dilation * wp + kx * dilation).reshape(-1).astype(np.int64)
 
 
+@njit(cache=True)
+def _phase_planes(height, width, ph, pw, sh, sw):
+    """``(Hq, Wq) = (⌈(H + 2p_h)/s_h⌉, ⌈(W + 2p_w)/s_w⌉)``: the size of each phase plane of a
+    padded ``H × W`` image (:func:`phase_group`; the padded plane itself at stride 1)."""
+    return -(-(height + 2 * ph) // sh), -(-(width + 2 * pw) // sw)
+
+
 def phase_hw(in_hw, pad, stride) -> tuple[int, int]:
-    """``(Hq, Wq) = (⌈Hp/s_h⌉, ⌈Wp/s_w⌉)``: the size of the padded input's phase planes
-    (:func:`phase_group`; the padded planes themselves at stride 1)."""
-    return -(-(in_hw[0] + 2 * pad[0]) // stride[0]), -(-(in_hw[1] + 2 * pad[1]) // stride[1])
+    """:func:`_phase_planes` of an input ``in_hw`` padded by ``pad`` at ``stride``."""
+    return _phase_planes(in_hw[0], in_hw[1], pad[0], pad[1], stride[0], stride[1])
 
 
 @functools.lru_cache(maxsize=256)
@@ -318,8 +324,7 @@ def phase_group(x_b, c0, channels, xq, ph, pw, sh, sw):
     stride-``s`` convolution reads each tap's pixels side by side (:func:`phase_offsets`);
     zeros in the slack after the last plane."""
     height, width = x_b.shape[1], x_b.shape[2]
-    hq = -(-(height + 2 * ph) // sh)
-    wq = -(-(width + 2 * pw) // sw)
+    hq, wq = _phase_planes(height, width, ph, pw, sh, sw)
     source = x_b.reshape(-1)
     zero = np.float32(0.0)
     for c in range(channels):
@@ -361,9 +366,8 @@ def conv_image(x_b, packed_g, table, out_b, scratch, c0, f0, m, geometry, assign
         xp = scratch[:padded]
         pad_group(x_b, c0, channels, xp, ph, pw)
     else:  # the padded input's phase planes (table: phase_offsets), read at stride 1
-        wp = -(-(x_b.shape[2] + 2 * pw) // sw)
-        planes = channels * sh * sw * -(-(x_b.shape[1] + 2 * ph) // sh) * wp
-        xp = scratch[: planes + dil * (kw - 1)]
+        hq, wp = _phase_planes(x_b.shape[1], x_b.shape[2], ph, pw, sh, sw)
+        xp = scratch[: channels * sh * sw * hq * wp + dil * (kw - 1)]
         phase_group(x_b, c0, channels, xp, ph, pw, sh, sw)
     target = out_b[f0:].ctypes.data
     _gemm(packed_g, table, xp.ctypes.data, target, out_h * out_w, m, out_h, out_w, wp,
@@ -383,7 +387,7 @@ def taps_dx_applies(kernel, stride, pad, dilation, per_group, outputs, out_w, in
     gradient's phase planes (:func:`phase_hw`), where each tap's shifted rows are side by
     side again (a CIFAR ResNet's stride-2 3×3, two cores, batch 128, against im2col + GEMM +
     col2im: 16 → 32 at 32×32 3.5–4.1 → 2.8–2.9 ms, 32 → 64 at 16×16 2.5 → 2.0)."""
-    strided = tuple(stride) != (1, 1)
+    strided = stride != (1, 1)
     return (
         microkernel.AVAILABLE
         and (strided or conv_taps.fits(kernel, stride, pad))
@@ -441,8 +445,7 @@ def taps_dx_image(delta_b, packed_g, table, dx_b, scratch, c0, f0, channels, geo
     rows ``Wq`` apart, and the planes are woven back into ``dx_b``."""
     _kh, kw, sh, sw, ph, pw, dil, out_h, out_w = geometry
     n_taps, tiles, m, rows_r = packed_g.shape
-    hq = -(-(dx_b.shape[1] + 2 * ph) // sh)
-    wq = -(-(dx_b.shape[2] + 2 * pw) // sw)
+    hq, wq = _phase_planes(dx_b.shape[1], dx_b.shape[2], ph, pw, sh, sw)
     plane = sh * sw * hq * wq
     dxp = scratch[: channels * plane]
     dxp[:] = 0.0
@@ -473,8 +476,7 @@ def _unphase_add(dxq, dx_b, c0, channels, ph, pw, sh, sw, assign):
     dropped (:func:`conv_taps._crop_add` at stride 1); plane by plane, as :func:`phase_group`
     splits them."""
     height, width = dx_b.shape[1], dx_b.shape[2]
-    hq = -(-(height + 2 * ph) // sh)
-    wq = -(-(width + 2 * pw) // sw)
+    hq, wq = _phase_planes(height, width, ph, pw, sh, sw)
     target = dx_b.reshape(-1)
     for c in range(channels):
         for py in range(sh):

@@ -290,6 +290,7 @@ _NO_TABLE = np.empty(0, dtype=np.int64)
 def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) -> int:
     """Floats of one chunk's ``col`` scratch: ``K·N`` for im2col, at least the forward
     scratch of :mod:`conv_taps` where that applies (the forward then takes the taps)."""
+    stride = tuple(stride)  # as in conv_forward
     groups, m, k = weights_shape
     floats = k * out_hw[0] * out_hw[1]
     per_group = x_shape[1] // groups
@@ -298,7 +299,7 @@ def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) ->
         floats = max(floats, taps)
     if conv_direct.applies(kernel, stride, pad, per_group, m, out_hw[1]):
         direct = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x_shape[2:],
-                                            tuple(stride))  # fmt: skip
+                                            stride)  # fmt: skip
         floats = max(floats, direct)
     if conv_direct.dw_applies(kernel, stride, pad, per_group, m, out_hw[1]):
         dw = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, x_shape[2:],
@@ -315,7 +316,6 @@ def _micro_forward(x, weights, col, kernel, stride, pad, dilation, out_hw, by_mi
     where it does not apply, the scratch is short or ``by_micro`` is False."""
     per_group = x.shape[1] // weights.shape[0]
     chosen = conv_direct.applies(kernel, stride, pad, per_group, weights.shape[1], out_hw[1])
-    stride = tuple(stride)
     need = conv_direct.scratch_floats(per_group, kernel, pad, dilation, x.shape[2:], stride)
     if by_micro is False or not chosen or col.shape[1] < need:
         if by_micro:
@@ -355,7 +355,7 @@ def _micro_taps_dx(x, weights, dcol, kernel, stride, pad, dilation, out_hw, by_m
     per_group = x.shape[1] // groups
     chosen = conv_direct.taps_dx_applies(kernel, stride, pad, dilation, per_group, m, out_hw[1],
                                          x.shape[2:], out_hw)  # fmt: skip
-    need = conv_direct.taps_dx_scratch_floats(per_group, pad, x.shape[2:], tuple(stride))
+    need = conv_direct.taps_dx_scratch_floats(per_group, pad, x.shape[2:], stride)
     if by_micro is False or not chosen or dcol.shape[1] < need:
         return _NO_TAP_TILES, _NO_TABLE
     rows = conv_direct.tile_rows(per_group, out_hw[1])
@@ -383,7 +383,7 @@ def _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
     if col.shape[1] < need:
         return _NO_TABLE, False
     padded_w = x.shape[3] + 2 * pad[1]
-    return conv_direct.pixel_offsets(per_group, out_hw, padded_w, tuple(stride)), by_rows
+    return conv_direct.pixel_offsets(per_group, out_hw, padded_w, stride), by_rows
 
 
 def conv_forward(
@@ -399,6 +399,7 @@ def conv_forward(
     register-blocked micro-kernel (:mod:`conv_direct`) unless ``by_micro=False``
     (``by_micro=True`` requires it)."""
     _require_contiguous(x=x, weights=weights, out=out, col=col)
+    stride = tuple(stride)  # the micro-kernel's rules and cached tables compare and hash it
     direct = is_direct(kernel, stride, pad, dilation)
     code = LINEAR if activation is None else activation
     bias = _NO_FLOATS if bias is None else bias
@@ -440,6 +441,7 @@ def conv_backward(
     :func:`conv_direct.dw_applies`, each beside whichever path computes the other;
     ``by_micro=False`` keeps both off, ``by_micro=True`` requires the weight gradient's."""
     _require_contiguous(x=x, weights=weights, delta=delta, dweights=dweights, dx=dx, output=output)
+    stride = tuple(stride)  # as in conv_forward
     direct = is_direct(kernel, stride, pad, dilation)
     batch = x.shape[0]
     chunks = min(col.shape[0], batch)
