@@ -51,12 +51,13 @@ BACKWARD_CASES = [
     (2, 8, 14, 14, 16, 7, 7, 1, 1, 1, 1),
     (2, 16, 12, 12, 20, 5, 5, 0, 0, 2, 1),
     (2, 8, 12, 12, 8, 3, 3, 0, 0, 1, 2),
-    # few input channels: the weight gradient by kernel rows (15, 10 and 7 floats a row, the
-    # last two to a vector), groups
-    (2, 3, 8, 8, 16, 5, 5, 2, 2, 1, 1),
+    # few input channels where the dot tiles (conv_dot) do not fit (outputs or pixels not
+    # whole tiles): the weight gradient by kernel rows (15, 10 and 7 floats a row, the last two
+    # to a vector), groups
+    (2, 3, 8, 7, 16, 5, 5, 2, 2, 1, 1),
     (2, 2, 9, 10, 8, 5, 5, 2, 2, 1, 1),
     (2, 1, 12, 12, 10, 7, 7, 0, 0, 1, 1),
-    (2, 6, 8, 8, 16, 5, 5, 2, 2, 2, 1),
+    (2, 6, 8, 8, 20, 5, 5, 2, 2, 2, 1),
 ]
 
 # forward only: fewer than 8 input channels per group take the micro-kernel's forward (16+
@@ -247,7 +248,7 @@ def test_the_strided_backward_matches_the_reference_and_the_old_paths(case, stri
     [
         (12, 16, 6, 16, 16, 3, 3, 1, 1, 1, 1),  # 16-pixel rows
         (12, 20, 12, 12, 50, 5, 5, 0, 0, 1, 1),  # LeNet's second layer: pairs, dx tap by tap
-        (12, 3, 8, 8, 16, 5, 5, 2, 2, 1, 1),  # few channels: the weight gradient by kernel rows
+        (12, 3, 7, 8, 16, 5, 5, 2, 2, 1, 1),  # few channels: the weight gradient by kernel rows
     ],
 )
 def test_the_micro_kernel_does_not_depend_on_the_thread_count(case):

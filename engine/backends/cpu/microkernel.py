@@ -350,3 +350,131 @@ def pack_rows(a: np.ndarray, rows_r: int) -> np.ndarray:
     packed = np.zeros((tiles * rows_r, depth), dtype=np.float32)
     packed[:m] = a
     return np.ascontiguousarray(packed.reshape(tiles, rows_r, depth).transpose(0, 2, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Dot-product tile: the pixels in the vector lanes (weight gradients of few input channels)
+# --------------------------------------------------------------------------------------------
+
+
+def _lane_sum(builder, vector):
+    """The 16 lanes of ``vector`` added in a fixed tree: lanes ``i`` and ``i + 8``, then
+    ``i`` and ``i + 4``, ``i`` and ``i + 2``, lane 0 and lane 1 (float32 adds; the same order on
+    every call, so the bits never depend on the tiling or the threads)."""
+    value, lanes = vector, LANES
+    while lanes > 2:
+        half = lanes // 2
+        undefined = ir.Constant(_vector_type(lanes), ir.Undefined)
+        low = ir.Constant(ir.VectorType(_I32, half), list(range(half)))
+        high = ir.Constant(ir.VectorType(_I32, half), list(range(half, lanes)))
+        value = builder.fadd(
+            builder.shuffle_vector(value, undefined, low),
+            builder.shuffle_vector(value, undefined, high),
+        )
+        lanes = half
+    first = builder.extract_element(value, ir.Constant(_I32, 0))
+    second = builder.extract_element(value, ir.Constant(_I32, 1))
+    return builder.fadd(first, second)
+
+
+def _dot_body(builder, rows_r, taps_t, operands):
+    """The v-loop and the stores of :func:`make_dot_tile` for ``taps_t`` live taps."""
+    a, lda, b, offsets, vectors, c, ldc, rows, accumulate = operands
+    fma = _declare(builder.module, "llvm.fma.v16f32", _VEC, [_VEC, _VEC, _VEC])
+    zero = ir.Constant(_VEC, None)
+    offset_table = builder.inttoptr(offsets, _I64.as_pointer())
+    tap_starts = [
+        _float_pointer(builder, b, builder.load(builder.gep(offset_table, [ir.Constant(_I64, t)])))
+        for t in range(taps_t)
+    ]
+    row_starts = [
+        _float_pointer(builder, a, builder.mul(lda, ir.Constant(_I64, r))) for r in range(rows_r)
+    ]
+    before = builder.block
+    loop = builder.append_basic_block("dot.v")
+    after = builder.append_basic_block("dot.v.end")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    v = builder.phi(_I64)
+    v.add_incoming(ir.Constant(_I64, 0), before)
+    acc = [builder.phi(_VEC) for _ in range(rows_r * taps_t)]
+    for phi in acc:
+        phi.add_incoming(zero, before)
+    first = builder.mul(v, ir.Constant(_I64, LANES))
+
+    def load(start):
+        address = builder.bitcast(builder.gep(start, [first]), _VEC.as_pointer())
+        return builder.load(address, align=4)
+
+    a_vectors = [load(start) for start in row_starts]
+    b_vectors = [load(start) for start in tap_starts]
+    updated = [
+        builder.call(fma, [a_vectors[r], b_vectors[t], acc[r * taps_t + t]])
+        for r in range(rows_r)
+        for t in range(taps_t)
+    ]
+    v_next = builder.add(v, ir.Constant(_I64, 1))
+    for phi, value in zip(acc, updated, strict=True):
+        phi.add_incoming(value, builder.block)
+    v.add_incoming(v_next, builder.block)
+    builder.cbranch(builder.icmp_signed("<", v_next, vectors), loop, after)
+    builder.position_at_end(after)
+    add = builder.icmp_signed("!=", accumulate, ir.Constant(accumulate.type, 0))
+    for r in range(rows_r):
+        live = builder.icmp_signed("<", ir.Constant(_I64, r), rows)
+        with builder.if_then(live):
+            c_row = _float_pointer(builder, c, builder.mul(ldc, ir.Constant(_I64, r)))
+            for t in range(taps_t):
+                total = _lane_sum(builder, updated[r * taps_t + t])
+                pointer = builder.gep(c_row, [ir.Constant(_I64, t)])
+                old = builder.load(pointer, align=4)
+                builder.store(builder.select(add, builder.fadd(old, total), total), pointer, 4)
+
+
+def _dot_codegen(rows_r: int, taps_t: int):
+    """The IR of :func:`make_dot_tile`: a switch on the live taps (1 … ``T``) to one loop per
+    count, so that a short last group of taps issues no dead fused multiply-adds."""
+
+    def codegen(context, builder, signature, args):
+        a, lda, b, offsets, vectors, c, ldc, rows, taps, accumulate = args
+        operands = (a, lda, b, offsets, vectors, c, ldc, rows, accumulate)
+        exit_block = builder.append_basic_block("dot.exit")
+        start = builder.append_basic_block("dot.start")
+        builder.cbranch(builder.icmp_signed(">", vectors, ir.Constant(_I64, 0)), start, exit_block)
+        builder.position_at_end(start)
+        switch = builder.switch(taps, exit_block)
+        for count in range(1, taps_t + 1):
+            body = builder.append_basic_block(f"dot.t{count}")
+            switch.add_case(ir.Constant(_I64, count), body)
+            builder.position_at_end(body)
+            _dot_body(builder, rows_r, count, operands)
+            builder.branch(exit_block)
+        builder.position_at_end(exit_block)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+def make_dot_tile(rows_r: int, taps_t: int):
+    """The tile ``dot(a, lda, b, offsets, vectors, c, ldc, rows, taps, accumulate)`` computing
+
+        ``C[r, t] (+)= Σ_{v < vectors} Σ_{l < 16} A[r·lda + 16·v + l] · B[off[t] + 16·v + l]``
+
+    for ``r < rows ≤ R = rows_r`` and ``t < taps ≤ T = taps_t``: ``R`` rows of ``A`` (each
+    ``16·vectors`` floats) against ``T`` shifted windows of ``B`` (``off``: int64 float offsets,
+    ``taps`` of them read). The summed dimension runs in the vector lanes: each lane ``l`` is
+    one FMA chain over ``v`` from 0, then the 16 lane sums are added in a fixed tree
+    (:func:`_lane_sum`) and stored (``C = sum``) or added (``accumulate``: ``C += sum``).
+    ``A`` rows past ``rows`` are read (keep them in bounds: zero rows) but never stored.
+    Addresses are integers (``array.ctypes.data`` plus a byte offset); ``lda``/``ldc`` in
+    floats."""
+
+    @intrinsic
+    def dot(typingctx, a, lda, b, offsets, vectors, c, ldc, rows, taps, accumulate):
+        integers = (a, lda, b, offsets, vectors, c, ldc, rows, taps)
+        if any(not isinstance(t, types.Integer) for t in integers) or accumulate != types.boolean:
+            return None
+        signature = types.void(*[types.int64] * 9, types.boolean)
+        return signature, _dot_codegen(rows_r, taps_t)
+
+    return dot
