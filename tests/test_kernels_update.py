@@ -327,3 +327,70 @@ def test_caffe_trainer_with_the_norm_in_the_update_pass_matches_the_separate_pas
         assert a.tobytes() == b.tobytes()
     np.testing.assert_allclose(norms, norms_2, rtol=1e-12)
     assert norms.max() > 0
+
+
+@pytest.mark.parametrize("name", [n for n in RULES if n.startswith("caffe")], ids=lambda n: n)
+def test_a_caffe_update_can_leave_the_diffs_zero(name):
+    """``clear_grads``: every segment's diff is 0 after the pass (``lr_mult: 0`` ones too),
+    the weights, the state and the norms the same bits as without it."""
+    rule, states = RULES[name]
+    inputs = _inputs(states, seed=4)
+    params, grads, a, b, lr, decay, grad_on = (x.copy() for x in inputs)
+    step_sq, weight_sq, grad_sq = (np.zeros(SIZES.size) for _ in range(3))
+    up.fused_update(rule, params, grads, a, b, OFFSETS, SIZES, lr, decay, grad_on, COEF,
+                    step_sq, weight_sq, grad_sq=grad_sq, clear_grads=True)  # fmt: skip
+    assert not grads.any() and not np.signbit(grads).any()
+    plain = _run(rule, inputs)
+    assert plain[1].any()  # without it the diff keeps the step
+    for got, want in zip((params, a, b, step_sq, weight_sq), plain[:1] + plain[2:], strict=True):
+        assert got.tobytes() == want.tobytes()
+
+
+def test_only_a_caffe_update_leaves_the_diffs_zero():
+    params, grads, a, b, lr, decay, grad_on = _inputs(0)
+    with pytest.raises(ValueError, match="clear_grads"):
+        up.fused_update(up.RULE_DARKNET_SGD, params, grads, a, b, OFFSETS, SIZES, lr, decay,
+                        grad_on, COEF, np.zeros(SIZES.size), np.zeros(SIZES.size),
+                        clear_grads=True)  # fmt: skip
+
+
+def test_caffe_trainer_skips_its_zeroing_pass_where_the_update_left_the_diffs_zero():
+    """Caffe SGD, iter_size 2, 4 updates, then a state saved and loaded into a fresh trainer
+    for 2 more: with the diffs cleared in the update pass (no ``fill`` of the buffer after
+    the first iteration) the weights, history and norms are the bits of the trainer that
+    zeroes the buffer itself; a loaded state zeroes its diffs as ever."""
+    from dnupdate.engine.backends.cpu import CpuBackend
+    from dnupdate.engine.training.step import Trainer
+    from tests.test_trainer import batch_of, caffe_run, counting
+
+    class Counting(CpuBackend):
+        def __init__(self, clear):
+            super().__init__()
+            self.FUSED_CLEAR = clear
+            self.fills = 0
+
+        def fill(self, out, value):
+            self.fills += out.size == self.grads_size
+            super().fill(out, value)
+
+    x, y = batch_of(4, seed=23)
+    results = []
+    for clear in (True, False):
+        backend = Counting(clear)
+        run = caffe_run(minibatch=2, iter_size=2, optimizer="sgd", momentum=0.9)
+        trainer = Trainer(run, seed=6, backend=backend)
+        backend.grads_size = trainer.network.grads.size
+        assert trainer._clear_in_update == clear
+        next_batch, _ = counting(x, y, 2)
+        norms = [trainer.train_iteration(next_batch).grad_norms for _ in range(4)]
+        assert backend.fills == (1 if clear else 4)
+        assert not trainer.network.grads.any() if clear else trainer.network.grads.any()
+        state = trainer.state_dict()
+        resumed = Trainer(run, seed=6, backend=backend)
+        resumed.load_state_dict(state)
+        norms += [resumed.train_iteration(next_batch).grad_norms for _ in range(2)]
+        history = resumed.optimizer._state_a.copy()
+        results.append((resumed.network.params.copy(), history, np.array(norms)))
+    (params, history, norms), (params_2, history_2, norms_2) = results
+    assert params.tobytes() == params_2.tobytes() and history.tobytes() == history_2.tobytes()
+    assert norms.tobytes() == norms_2.tobytes() and norms.max() > 0

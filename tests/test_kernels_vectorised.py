@@ -54,8 +54,8 @@ def test_the_darknet_sgd_rows_are_vector_code(from_source):
     assert VECTOR_DOUBLES.search(code), "the darknet update's norms are scalar sums"
 
 
-def _caffe_rows(params, grads, history, rate, decay, k, sums):
-    up._caffe_sgd_rows(params, grads, history, 0, params.size, rate, decay, True, k, sums)
+def _caffe_rows(params, grads, history, rate, decay, k, sums, clear):
+    up._caffe_sgd_rows(params, grads, history, 0, params.size, rate, decay, True, k, sums, clear)
 
 
 def test_the_caffe_sgd_rows_are_vector_code():
@@ -64,7 +64,7 @@ def test_the_caffe_sgd_rows_are_vector_code():
     k = tuple(np.float32(v) for v in up.pack_coefficients(momentum=0.9))
     rows = njit(_caffe_rows)
     rows(params, grads, np.zeros(size, np.float32), np.float32(0.01), np.float32(5e-4), k,
-         np.zeros((3, up.LANES)))  # fmt: skip  # (Δw)², w², g² lanes
+         np.zeros((3, up.LANES)), True)  # fmt: skip  # (Δw)², w², g² lanes; the diffs cleared
     code = _llvm(rows)
     assert VECTOR_FLOAT_STORE.search(code), "the Caffe update's rows store scalars"
     assert VECTOR_DOUBLES.search(code), "the Caffe update's norms are scalar sums"

@@ -451,6 +451,9 @@ class Backend:
     #: whether :meth:`fused_update` takes ``grad_sq`` alone under a Caffe rule (measures the
     #: diff's norm per segment in its own pass, before updating)
     FUSED_GRAD_NORM = False
+    #: whether :meth:`fused_update` takes ``clear_grads`` under a Caffe rule (leaves the diffs
+    #: 0 instead of the applied step: the next ``ClearParamDiffs`` in the update's own pass)
+    FUSED_CLEAR = False
 
     def fused_update(
         self,

@@ -383,6 +383,12 @@ class Trainer:
         # Caffe (diffs zeroed every iteration): the update's pass measures the norm itself
         self._fold_grad_norm = self._grad_carry is None and self.backend.FUSED_GRAD_NORM
         self._carry_fresh = False
+        # ... and, where its segments are the whole buffer, leaves the diffs 0: the next
+        # iteration's ClearParamDiffs done in the pass that writes them anyway
+        self._clear_in_update = (
+            self._fold_grad_norm and self.backend.FUSED_CLEAR and self.optimizer.clears_whole_buffer
+        )
+        self._grads_clear = False  # the last update left every diff 0
 
     def _remember_carry(self) -> None:
         """Before the first backward of an update: snapshot the gradient buffer. darknet
@@ -456,8 +462,9 @@ class Trainer:
         return self._update(lr, self._per_image(float(summed), passes), first_bad)
 
     def _caffe_iteration(self, next_batch: Callable[[], Batch]) -> IterationResult:
-        if self.optimizer.zero_grads_needed:
+        if self.optimizer.zero_grads_needed and not self._grads_clear:
             self.network.zero_grads()  # Net::ClearParamDiffs
+        self._grads_clear = False
         self._begin_update()
         summed = np.float32(0)
         first_bad = None
@@ -536,8 +543,10 @@ class Trainer:
             self._carry_fresh = True
         elif self._fold_grad_norm:  # Caffe: the diff's norm measured in the update's pass
             stats = self.optimizer.step(
-                net.params, net.grads, lr, self.iteration, measure_grads=True
-            )
+                net.params, net.grads, lr, self.iteration, measure_grads=True,
+                clear_grads=self._clear_in_update,
+            )  # fmt: skip
+            self._grads_clear = self._clear_in_update
             grad_norms = stats.grad_norms / float(self.accumulate)
         else:
             grad_norms = self._gradient_norms()
@@ -762,6 +771,7 @@ class Trainer:
                 f"{self.semantics}"
             )
         self._carry_fresh = False  # the restored grads are the next snapshot
+        self._grads_clear = False  # Caffe: zero the restored diffs as ever
         for key in ("params", "grads"):
             array = np.asarray(state[key])
             target = getattr(self.network, key)

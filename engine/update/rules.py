@@ -274,6 +274,9 @@ class Optimizer:
         self.darknet = solver.semantics == "darknet"
         self.rule = self._rule_code()
         self.zero_grads_needed = not self.darknet
+        #: the learnable segments are the whole buffer (they never overlap): an update with
+        #: ``clear_grads`` then leaves every diff 0, and the loop's zeroing pass has nothing to do
+        self.clears_whole_buffer = int(self.table.sizes.sum()) == self.total_size
         self.t = 0  # darknet Adam: net.t, the number of updates applied by this optimizer
         self._bind(backend)
 
@@ -452,6 +455,7 @@ class Optimizer:
         carry: np.ndarray | None = None,
         source: np.ndarray | None = None,
         measure_grads: bool = False,
+        clear_grads: bool = False,
     ) -> UpdateStats:
         """Apply one update in place with learning rate ``lr`` (the schedule's value; used as
         float32). ``iteration``: updates already applied (Caffe ``iter``; Caffe Adam uses
@@ -466,7 +470,9 @@ class Optimizer:
         read where it is kept while ``params`` holds the rounded working copy).
         ``measure_grads`` (Caffe rules, a backend with ``FUSED_GRAD_NORM``): the update's pass
         also measures ``‖grads‖`` per segment as the buffer holds it before the update (Caffe's
-        summed diff, ``UpdateStats.grad_norms``; the caller divides by ``iter_size``)."""
+        summed diff, ``UpdateStats.grad_norms``; the caller divides by ``iter_size``).
+        ``clear_grads`` (Caffe rules, a backend with ``FUSED_CLEAR``): the learnable segments'
+        diffs are left 0 instead of the applied step (see :attr:`clears_whole_buffer`)."""
         self._check_buffers(params, grads)
         self._follow(params)
         grad_norm = clip_scale = None
@@ -488,6 +494,10 @@ class Optimizer:
             keep["carry"] = carry
         if source is not None:
             keep["source"] = source
+        if clear_grads:
+            if self.darknet or not self.backend.FUSED_CLEAR:
+                raise ValueError("clear_grads needs a Caffe rule and a backend with FUSED_CLEAR")
+            keep["clear_grads"] = True
         self.backend.fused_update(
             self.rule,
             params,

@@ -377,6 +377,7 @@ class CpuBackend(Backend):
     # ---- update and per-segment reductions ------------------------------------------------
     FUSED_CARRY = True
     FUSED_GRAD_NORM = True
+    FUSED_CLEAR = True
 
     def fused_update(self, rule, params, *args, **kwargs):
         with self._flat_pass(params.size):

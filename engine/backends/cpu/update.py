@@ -456,12 +456,12 @@ def _darknet_block(
 
 
 @njit(inline="always")
-def _caffe_sgd_row(s_row, w_row, g_row, h_row, grad_on, rate, decay, k, sums):
+def _caffe_sgd_row(s_row, w_row, g_row, h_row, grad_on, rate, decay, k, sums, clear):
     """Caffe SGD (``ClipGradients``, ``Normalize``, ``Regularize``, ``ComputeUpdateValue``,
     ``w ← w − diff``) on one row of consecutive elements (slices), ``w`` read from ``s_row``
     and written to ``w_row`` (as the darknet rows); element ``lane`` adds ``(Δw)²``, ``w²``
     and the diff's own ``g²`` (as the buffer holds it, before the step) in float64 to
-    ``sums[0|1|2, lane]``."""
+    ``sums[0|1|2, lane]``. The diff keeps the step, or 0 with ``clear``."""
     step_sums, weight_sums, grad_sums = sums[0], sums[1], sums[2]
     for lane in range(w_row.size):
         w = s_row[lane]
@@ -471,7 +471,7 @@ def _caffe_sgd_row(s_row, w_row, g_row, h_row, grad_on, rate, decay, k, sums):
         g = _caffe_prepare(g, w, decay, k)
         step, h = _caffe_sgd(g, h_row[lane], rate, k)
         h_row[lane] = h
-        g_row[lane] = step
+        g_row[lane] = F32(0.0) if clear else step
         w_new = w - step
         w_row[lane] = w_new
         delta_w = np.float64(w_new) - np.float64(w)
@@ -480,7 +480,7 @@ def _caffe_sgd_row(s_row, w_row, g_row, h_row, grad_on, rate, decay, k, sums):
 
 
 @njit(inline="always")
-def _caffe_sgd_rows(params, grads, history, start, stop, rate, decay, grad_on, k, sums):
+def _caffe_sgd_rows(params, grads, history, start, stop, rate, decay, grad_on, k, sums, clear):
     """:func:`_caffe_sgd_row` over the rows of ``[start, stop)`` in ``params`` (as
     :func:`_darknet_sgd_rows`: one buffer). Inlined: compiled apart it ran 2.8× slower (LeNet's
     431K weights, one core: 0.38 → 1.06 ms), darknet's rows did not."""
@@ -488,37 +488,39 @@ def _caffe_sgd_rows(params, grads, history, start, stop, rate, decay, grad_on, k
         end = min(base + LANES, stop)
         w_row = params[base:end]
         _caffe_sgd_row(w_row, w_row, grads[base:end], history[base:end], grad_on, rate, decay,
-                       k, sums)  # fmt: skip
+                       k, sums, clear)  # fmt: skip
 
 
 @njit(inline="always")
 def _caffe_sgd_rows_from(source, params, grads, history, start, stop, rate, decay, grad_on, k,
-                         sums):  # fmt: skip
+                         sums, clear):  # fmt: skip
     """:func:`_caffe_sgd_rows` with the weights read from ``source`` (the master copy)."""
     for base in range(start, stop, LANES):
         end = min(base + LANES, stop)
         _caffe_sgd_row(source[base:end], params[base:end], grads[base:end], history[base:end],
-                       grad_on, rate, decay, k, sums)  # fmt: skip
+                       grad_on, rate, decay, k, sums, clear)  # fmt: skip
 
 
 @njit(cache=True)
 def _caffe_block(
-    rule, params, grads, state_a, state_b, start, stop, rate, decay, grad_on, coef, source
+    rule, params, grads, state_a, state_b, start, stop, rate, decay, grad_on, coef, source, clear
 ):  # fmt: skip
     """A Caffe rule's step on ``[start, stop)``, as :func:`_darknet_block` (norms over
     :data:`LANES` lanes; Caffe SGD in vectorised rows); returns the block's ``(Σ(Δw)², Σw²,
     Σg²)``, ``g`` the diff as the buffer holds it before the step (Caffe's summed gradient,
     before clipping and normalising: the trainer's gradient norm). AdamW: Caffe's clip and
-    normalise stages, no ``Regularize`` (``decay`` is AdamW's ``f32(1 − lr·λ)``)."""
+    normalise stages, no ``Regularize`` (``decay`` is AdamW's ``f32(1 − lr·λ)``). ``clear``:
+    the diff left 0 instead of the step (the next iteration's ``ClearParamDiffs``)."""
     k = _as_tuple(coef)
     sums = np.zeros((3, LANES))
     own = source.size == 0
     if rule == RULE_CAFFE_SGD:  # the common rule, in vectorisable rows
         if own:
-            _caffe_sgd_rows(params, grads, state_a, start, stop, rate, decay, grad_on, k, sums)
+            _caffe_sgd_rows(params, grads, state_a, start, stop, rate, decay, grad_on, k, sums,
+                            clear)  # fmt: skip
         else:
             _caffe_sgd_rows_from(source, params, grads, state_a, start, stop, rate, decay,
-                                 grad_on, k, sums)  # fmt: skip
+                                 grad_on, k, sums, clear)  # fmt: skip
         return lanes_total(sums[0]), lanes_total(sums[1]), lanes_total(sums[2])
     weights = params if own else source
     for i in range(start, stop):
@@ -532,7 +534,7 @@ def _caffe_block(
             w_new, m, v = _adamw(w, g, state_a[i], state_b[i], rate, decay, k)
             state_a[i] = m
             state_b[i] = v
-            grads[i] = w - w_new
+            grads[i] = F32(0.0) if clear else w - w_new
         else:
             g = _caffe_prepare(g, w, decay, k)
             h2 = state_b[i] if state_b.size > 0 else F32(0.0)
@@ -540,7 +542,7 @@ def _caffe_block(
             state_a[i] = h
             if state_b.size > 0:
                 state_b[i] = h2
-            grads[i] = step
+            grads[i] = F32(0.0) if clear else step
             w_new = w - step
         params[i] = w_new
         delta_w = np.float64(w_new) - np.float64(w)
@@ -568,14 +570,14 @@ def _darknet_update(
 @njit(parallel=True, cache=True)
 def _caffe_update(
     rule, params, grads, state_a, state_b, owner, starts, stops, seg_lr, seg_decay, seg_grad_on,
-    coef, partial, source,
+    coef, partial, source, clear,
 ):  # fmt: skip
     for j in prange(owner.size):
         s = owner[j]
         step_acc, weight_acc, grad_acc = _caffe_block(rule, params, grads, state_a, state_b,
                                                       starts[j], stops[j], seg_lr[s],
                                                       seg_decay[s], seg_grad_on[s] != 0, coef,
-                                                      source)  # fmt: skip
+                                                      source, clear)  # fmt: skip
         partial[j, 0] = step_acc
         partial[j, 1] = weight_acc
         partial[j, 2] = grad_acc
@@ -598,6 +600,7 @@ def fused_update(
     carry: np.ndarray | None = None,
     grad_sq: np.ndarray | None = None,
     source: np.ndarray | None = None,
+    clear_grads: bool = False,
 ) -> None:
     """Apply one update of ``rule`` to every segment of the flat buffers, in place.
 
@@ -639,6 +642,11 @@ def fused_update(
     mixed precision, read where it is kept while ``params`` holds the rounded working copy
     (``engine.training.mixed``), so that nothing copies it back first. None: ``params``.
 
+    ``clear_grads`` (Caffe rules only): the segments' diffs are left 0 instead of the applied
+    step: the next iteration's ``Net::ClearParamDiffs`` done in this pass, which writes the
+    diff anyway (the trainer then skips its own zeroing pass where the segments cover the
+    whole buffer). The updated weights and state are the same bits either way.
+
     The darknet and the Caffe rules are two kernels: a parallel kernel's compile time grows
     with its body (Numba optimises the body once more for each parallel wrapper layer), and a
     run compiles only its own family.
@@ -653,6 +661,8 @@ def fused_update(
         raise ValueError("fused_update: a darknet rule measures grad_sq against a carry")
     if source is not None and source.shape != params.shape:
         raise ValueError("fused_update: source must have params' shape")
+    if clear_grads and darknet:
+        raise ValueError("fused_update: clear_grads is for Caffe rules (darknet's carry)")
     source = _NO_CARRY if source is None else source  # empty: read params
     if darknet:
         keep = _NO_CARRY if carry is None else carry
@@ -660,7 +670,7 @@ def fused_update(
                         partial, keep, source)  # fmt: skip
     else:
         _caffe_update(rule, params, grads, state_a, state_b, *blocks, seg_lr, seg_decay,
-                      seg_grad_on, coef, partial, source)  # fmt: skip
+                      seg_grad_on, coef, partial, source, clear_grads)  # fmt: skip
     _add_blocks(first, partial, step_sq, weight_sq, _NO_SUMS if grad_sq is None else grad_sq)
 
 
