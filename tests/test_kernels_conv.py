@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from dnupdate.engine.backends.cpu import CpuBackend
+from dnupdate.engine.backends.cpu import CpuBackend, conv_images
 from dnupdate.engine.model.network import Network
 from dnupdate.engine.spec import ConnectedSpec, ConvSpec, InputSpec, NetSpec
 from tests.reference.connected import connected_backward, connected_forward
@@ -243,3 +243,46 @@ def test_connected_matches_reference(batch, shape, outputs, order):
     np.testing.assert_allclose(net.grad("fc", wi), sign * dw, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(net.grad("fc", bi), sign * db, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(net.layers[0].delta, dx, rtol=1e-5, atol=1e-5)
+
+
+def _chunk_sums_numpy(partial, out, alpha, layout, kernel):
+    """The reference: NumPy's sum over the chunks (in order), reordered, then added."""
+    total = partial[0] if partial.shape[0] == 1 else np.sum(partial, axis=0)
+    if layout in ("strip", "rows"):
+        groups, m = out.shape[0], out.shape[1]
+        if layout == "strip":
+            total = total.reshape(groups, kernel[0], m, kernel[1], -1).transpose(0, 2, 4, 1, 3)
+        else:
+            total = total.reshape(groups, m, kernel[0], kernel[1], -1).transpose(0, 1, 4, 2, 3)
+    elif layout == "transposed":
+        total = total.swapaxes(-1, -2)
+    total = total.reshape(out.shape)
+    if alpha == 1.0:
+        return out + total
+    if alpha == -1.0:
+        return out - total
+    return out + np.float32(alpha) * total
+
+
+@pytest.mark.parametrize("layout", ["plain", "transposed", "strip", "rows"])
+@pytest.mark.parametrize("alpha", [1.0, -1.0, 0.37])
+@pytest.mark.parametrize("chunks", [1, 3, 8])
+def test_the_chunk_sums_are_numpy_s_in_order(layout, alpha, chunks):
+    """The weight-gradient partial sums of the chunks, added in chunk order per element,
+    reordered from each kernel path's layout and added to the gradient with ``alpha``: the
+    bits of NumPy's sum over the leading axis, reorder and add (2 groups, 5 outputs, 3
+    channels, a 3×2 kernel; and a bias vector)."""
+    rng = np.random.default_rng(chunks)
+    groups, m, channels, kernel = 2, 5, 3, (3, 2)
+    depth = channels * kernel[0] * kernel[1]
+    shape = (chunks, groups, depth, m) if layout == "transposed" else (chunks, groups, m, depth)
+    partial = rng.standard_normal(shape).astype(np.float32)
+    out = rng.standard_normal((groups, m, depth)).astype(np.float32)
+    want = _chunk_sums_numpy(partial.copy(), out, alpha, layout, kernel)
+    conv_images._add_chunk_sums(partial, out, alpha, layout, kernel)
+    assert out.tobytes() == want.tobytes()
+    bias_partial = rng.standard_normal((chunks, 7)).astype(np.float32)
+    bias = rng.standard_normal(7).astype(np.float32)
+    want = _chunk_sums_numpy(bias_partial.copy(), bias, alpha, "plain", None)
+    conv_images._add_chunk_sums(bias_partial, bias, alpha, "plain")
+    assert bias.tobytes() == want.tobytes()

@@ -249,32 +249,90 @@ def _backward_shared(
         )  # fmt: skip
 
 
+#: the layouts of the chunks' weight-gradient sums (:func:`_add_chunk_sums`)
+_LAYOUT_CODES = {"plain": 0, "transposed": 1, "strip": 2, "rows": 3}
+
+
+@njit(inline="always")
+def _add_scaled(out, index, value, alpha):
+    """``out[index] += value`` (``alpha`` 1), ``−= value`` (−1), else ``+= f32(alpha·value)``."""
+    if alpha == 1.0:
+        out[index] = out[index] + value
+    elif alpha == -1.0:
+        out[index] = out[index] - value
+    else:
+        out[index] = out[index] + alpha * value
+
+
+#: floats per block of the chunks' element-wise sum
+_SUM_BLOCK = 4096
+
+
+@njit(parallel=True, cache=True)
+def _chunk_sums_into(partial, out, alpha, layout, groups, m, kh, kw):
+    """:func:`_add_chunk_sums` over flat views: ``partial`` ``(P, n)`` (its chunk 0 receives
+    the sum), ``out`` ``(n,)`` laid out ``(G, m, K)``, ``K = C·kh·kw``; the reordering add
+    walks the sum in its own order (``layout`` 0 plain, 1 transposed ``(G, K, m)``, 2 strip
+    ``(G, kh, m, kw, C)``, 3 rows ``(G, m, kh, kw, C)``)."""
+    chunks, n = partial.shape
+    total = partial[0]
+    for block in prange((n + _SUM_BLOCK - 1) // _SUM_BLOCK):
+        lo = block * _SUM_BLOCK
+        hi = min(n, lo + _SUM_BLOCK)
+        first = total[lo:hi]
+        for p in range(1, chunks):
+            part = partial[p, lo:hi]
+            for i in range(hi - lo):
+                first[i] += part[i]
+    depth = n // (groups * m)
+    channels = depth // (kh * kw)
+    if layout == 0:
+        for block in prange((n + _SUM_BLOCK - 1) // _SUM_BLOCK):
+            for i in range(block * _SUM_BLOCK, min(n, (block + 1) * _SUM_BLOCK)):
+                _add_scaled(out, i, total[i], alpha)
+    elif layout == 1:
+        for row in prange(groups * depth):  # (g, k): m consecutive sums
+            g, k = row // depth, row % depth
+            for f in range(m):
+                _add_scaled(out, (g * m + f) * depth + k, total[row * m + f], alpha)
+    elif layout == 2:
+        for row in prange(groups * kh * m):  # (g, ky, f): kw·C consecutive sums
+            g, ky, f = row // (kh * m), row // m % kh, row % m
+            source = row * kw * channels
+            for kx in range(kw):
+                for c in range(channels):
+                    k = (c * kh + ky) * kw + kx
+                    _add_scaled(out, (g * m + f) * depth + k, total[source], alpha)
+                    source += 1
+    else:
+        for row in prange(groups * m):  # (g, f): kh·kw·C consecutive sums
+            source = row * depth
+            for ky in range(kh):
+                for kx in range(kw):
+                    for c in range(channels):
+                        _add_scaled(out, row * depth + (c * kh + ky) * kw + kx, total[source],
+                                    alpha)  # fmt: skip
+                        source += 1
+
+
 def _add_chunk_sums(partial: np.ndarray, out: np.ndarray, alpha: float, layout: str,
                     kernel=None):  # fmt: skip
     """``out += alpha · Σ_p partial[p]``, each group's sum reordered to ``out``'s ``(m, K)``
     from ``layout``: ``"plain"`` (already in that order, whatever shape the scratch has),
     ``"transposed"`` (``(K, m)``), ``"strip"`` (the micro-kernel's ``(kh, m, kw, C)``) or
-    ``"rows"`` (``(m, kh, kw, C)``), ``kernel`` the ``(kh, kw)`` of the last two. NumPy's sum
-    over the chunk axis adds the chunks in order, whatever the thread count."""
-    total = partial[0] if partial.shape[0] == 1 else np.sum(partial, axis=0)
-    if layout == "strip":
-        groups, m = out.shape[0], out.shape[1]
-        total = total.reshape(groups, kernel[0], m, kernel[1], -1)
-        total = total.transpose(0, 2, 4, 1, 3).reshape(out.shape)
-    elif layout == "rows":
-        groups, m = out.shape[0], out.shape[1]
-        total = total.reshape(groups, m, kernel[0], kernel[1], -1)
-        total = total.transpose(0, 1, 4, 2, 3).reshape(out.shape)
-    elif layout == "transposed":
-        total = total.swapaxes(-1, -2)
-    else:  # plain: out's own order, whatever shape the scratch has
-        total = total.reshape(out.shape)
-    if alpha == 1.0:
-        np.add(out, total, out=out)
-    elif alpha == -1.0:
-        np.subtract(out, total, out=out)
-    else:
-        out += np.float32(alpha) * total
+    ``"rows"`` (``(m, kh, kw, C)``), ``kernel`` the ``(kh, kw)`` of the last two. The chunks
+    are added in order per element (what NumPy's sum over a leading axis does), whatever the
+    thread count; ``alpha`` ±1 adds or subtracts the sum, another value adds ``f32(alpha)·sum``
+    (two roundings). ``partial``'s first chunk receives the sum (it is scratch). Two parallel
+    passes, the sum and the reordering add (NumPy's sum, a reordering copy and the add took
+    0.19 ms of LeNet's 6–7 ms step)."""
+    if not out.flags.c_contiguous:
+        raise ValueError("conv_images: the gradient sums go to C-contiguous arrays")
+    kh, kw = kernel if kernel is not None else (1, 1)
+    groups, m = out.shape[:2] if out.ndim == 3 else (1, 1)
+    flat = partial.reshape(partial.shape[0], -1)
+    _chunk_sums_into(flat, out.reshape(-1), np.float32(alpha), _LAYOUT_CODES[layout], groups, m,
+                     kh, kw)  # fmt: skip
 
 
 def _require_contiguous(**arrays) -> None:
