@@ -78,3 +78,34 @@ def test_backward_without_bias_only_scales_delta():
     for b in range(3):
         tail.image_backward(y[b], delta[b], NO_BIAS, code, b == 0)
     assert np.array_equal(delta, expected)
+
+
+ROW_SHAPES = [(5, 70, 1), (3, 13, 1), (4, 200, 1), (1, 64, 1)]
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES)
+@pytest.mark.parametrize("name", CODES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_the_connected_tail_in_one_pass_is_the_separate_kernels(shape, name, with_bias):
+    """A connected layer's tail (``(B, C, 1)``), forward and backward each one pass on the CPU
+    backend: the bits of ``add_bias`` + ``activate_array`` and ``gradient_array`` +
+    ``backward_bias`` (the base backend's two calls), with and without a bias, alpha ±1."""
+    from dnupdate.engine.backends.base import Backend
+    from dnupdate.engine.backends.cpu import CpuBackend
+
+    backend = CpuBackend()
+    code = activations.activation_code(name)
+    y, bias, delta = arrays(shape, 11 + sum(shape))
+    separate = y.copy()
+    Backend.darknet_tail_forward(backend, separate, bias if with_bias else None, code)
+    backend.darknet_tail_forward(y, bias if with_bias else None, code)
+    assert np.array_equal(y, separate, equal_nan=True)
+    for alpha in (1.0, -1.0):
+        start = np.random.default_rng(3).standard_normal(shape[1]).astype(np.float32)
+        d_sep, db_sep = delta.copy(), start.copy()
+        Backend.darknet_tail_backward(backend, y, d_sep, db_sep if with_bias else None, code,
+                                      alpha)  # fmt: skip
+        d_one, db_one = delta.copy(), start.copy()
+        backend.darknet_tail_backward(y, d_one, db_one if with_bias else None, code, alpha)
+        assert np.array_equal(d_one, d_sep, equal_nan=True)
+        assert np.array_equal(db_one, db_sep, equal_nan=True)

@@ -32,6 +32,7 @@ from dnupdate.engine.backends.cpu import (
     sgemm,
     share,
     softmax,
+    tail,
     threads,
     update,
 )
@@ -167,6 +168,20 @@ class CpuBackend(Backend):
     flat_as_col_add = staticmethod(conv.flat_as_col_add)
     bias_add = staticmethod(conv.bias_add)
     bias_grad = staticmethod(conv.bias_grad)
+
+    def darknet_tail_forward(self, y, bias, code) -> None:
+        if y.ndim == 3 and y.shape[2] == 1 and y.flags.c_contiguous:  # connected: one pass
+            tail.rows_forward(y, bias, code)
+            return
+        super().darknet_tail_forward(y, bias, code)
+
+    def darknet_tail_backward(self, y, delta, dbias, code, alpha: float) -> None:
+        one_pass = delta.ndim == 3 and delta.shape[2] == 1 and delta.flags.c_contiguous
+        if one_pass and y.shape == delta.shape and y.flags.c_contiguous:
+            tail.rows_backward(y, delta, dbias, code, alpha)
+            return
+        super().darknet_tail_backward(y, delta, dbias, code, alpha)
+
     maxpool_forward = staticmethod(pool.maxpool_forward)
     maxpool_backward = staticmethod(pool.maxpool_backward)
     avepool_forward = staticmethod(pool.avepool_forward)
