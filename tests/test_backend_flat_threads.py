@@ -88,3 +88,29 @@ def test_the_update_on_every_thread_gives_the_one_thread_bits():
     narrow = _darknet_update(pinned, params.copy(), grads.copy())
     for a, b in zip(wide, narrow, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_large_fill_and_copy_are_shared_out_and_exact():
+    """Flat buffers of at least ``PARALLEL_COPY_MIN`` floats are filled and copied in blocks
+    on the threads: every element written (a length that is no multiple of a block), and the
+    small or strided ones as NumPy does it."""
+    backend = CpuBackend(threads=3)
+    try:
+        _fill_and_copy(backend)
+    finally:
+        CpuBackend(threads=1)
+
+
+def _fill_and_copy(backend):
+    size = backend.PARALLEL_COPY_MIN + (1 << 18) + 7
+    out = np.full(size, np.nan, dtype=np.float32)
+    backend.fill(out, 0.0)
+    assert not out.any() and not np.signbit(out).any()
+    backend.fill(out.reshape(-1, 1), -2.5)
+    assert (out == -2.5).all()
+    source = np.random.default_rng(1).standard_normal(size).astype(np.float32)
+    backend.copy(source, out)
+    assert out.tobytes() == source.tobytes()
+    strided = np.zeros((8, 6), dtype=np.float32)[:, ::2]
+    backend.fill(strided, 1.0)
+    assert (strided == 1.0).all()

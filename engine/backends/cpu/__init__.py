@@ -116,7 +116,12 @@ class CpuBackend(Backend):
         out[...] = host
 
     def fill(self, out, value):
-        out.fill(value)
+        if out.size < self.PARALLEL_COPY_MIN or not out.flags.c_contiguous:
+            out.fill(value)
+            return
+        block = 1 << 18  # as the copy: a residual net's deltas, 8 MB, 1.1 ms on one thread
+        share.share_out(_fill_blocks_shared, _fill_blocks, -(-out.size // block),
+                        out.reshape(-1), np.float32(value), block)  # fmt: skip
 
     #: a flat copy of at least this many floats is shared out to the threads in blocks
     #: (darknet's momentum snapshot of a 1.86M-weight MLP: 0.58 → ~0.35 ms)
@@ -426,6 +431,22 @@ def _copy_blocks(first, end, src, out, block):
     stop = min(end * block, out.size)
     for i in range(first * block, stop):
         out[i] = src[i]
+
+
+@njit(cache=True, nogil=True)
+def _fill_blocks(first, end, out, value, block):
+    """``out[i] = value`` over blocks ``[first, end)`` of ``block`` floats (a flat array)."""
+    stop = min(end * block, out.size)
+    for i in range(first * block, stop):
+        out[i] = value
+
+
+@njit(parallel=True, cache=True)
+def _fill_blocks_shared(threads, count, out, value, block):
+    """:func:`_fill_blocks`, one share of the blocks per thread (``share.share_out``)."""
+    for t in prange(threads):
+        _fill_blocks(share.share_start(t, count, threads),
+                     share.share_start(t + 1, count, threads), out, value, block)  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
