@@ -25,6 +25,7 @@ from dnupdate.engine.backends.cpu import (
     conv_images,
     dropout,
     graph,
+    memory,
     pool,
     precision,
     reduce,
@@ -104,10 +105,12 @@ class CpuBackend(Backend):
 
     # ---- memory ---------------------------------------------------------------------------
     def empty(self, shape, dtype=np.float32):
-        return np.empty(shape, dtype=dtype)
+        return memory.zeros(shape, dtype) if _nbytes(shape, dtype) >= memory.HUGE_MIN else (
+            np.empty(shape, dtype=dtype)
+        )  # fmt: skip
 
     def zeros(self, shape, dtype=np.float32):
-        return np.zeros(shape, dtype=dtype)
+        return memory.zeros(shape, dtype)  # large ones on huge pages (engine.backends.cpu.memory)
 
     def to_host(self, array):
         return np.array(array, copy=True)
@@ -431,6 +434,10 @@ def _copy_blocks(first, end, src, out, block):
     stop = min(end * block, out.size)
     for i in range(first * block, stop):
         out[i] = src[i]
+
+
+def _nbytes(shape, dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
 @njit(cache=True, nogil=True)
