@@ -135,3 +135,20 @@ def test_unsuitable_operands_fall_back_to_numpy():
     out = np.empty((8, 5), dtype=np.float32)
     blas.matmul(a, b, out)
     np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_product_s_tile_table_is_kept_for_its_buffers():
+    """The second product on the same buffers reuses the first one's tile table; other
+    buffers of the same shapes get their own (the table holds addresses); results exact."""
+    rng = np.random.default_rng(8)
+    a, b = operand(rng, 128, 784, False), operand(rng, 784, 1024, True)
+    out, other = np.empty((128, 1024), np.float32), np.empty((128, 1024), np.float32)
+    blas._TABLES.clear()
+    blas.matmul(a, b, out)
+    assert len(blas._TABLES) == 1
+    (table,) = blas._TABLES.values()
+    blas.matmul(a, b, out)
+    assert len(blas._TABLES) == 1 and next(iter(blas._TABLES.values())) is table
+    blas.matmul(a, b, other)
+    assert len(blas._TABLES) == 2 and np.array_equal(out, other)
+    assert not table.flags.writeable

@@ -151,19 +151,40 @@ def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, alpha: float, beta: flo
         else:
             out *= np.float32(beta)
         return True
-    split_rows = m >= n
     tiles = tile_count(m, n, k, thread_count() if BLAS_NAME == "openblas" else MKL_TILES)
-    rows = []
     steps = (_stack_step(a), _stack_step(b), _stack_step(out))
+    addresses = (a2.ctypes.data, b2.ctypes.data, c2.ctypes.data)
+    key = (la, lb, lc, m, n, k, stack, steps, addresses, tiles)
+    table = _TABLES.get(key)
+    if table is None:
+        table = _tile_table(la, lb, lc, m, n, k, stack, steps, addresses, tiles)
+        if len(_TABLES) >= _TABLES_KEPT:
+            _TABLES.clear()
+        _TABLES[key] = table
+    share_out(_run_tiles_shared, _run_tiles, len(table), table, np.float32(alpha),
+              np.float32(beta))  # fmt: skip
+    return True
+
+
+#: tile tables by product (layouts, sizes, addresses, tiles): a network's GEMMs run on the
+#: same buffers every step, and building a table in Python cost ~10 µs a call
+_TABLES: dict[tuple, np.ndarray] = {}
+_TABLES_KEPT = 512
+
+
+def _tile_table(la, lb, lc, m, n, k, stack, steps, addresses, tiles) -> np.ndarray:
+    """The ``sgemm`` calls of one (stacked) product as :func:`_tile_rows` rows, int64."""
+    split_rows = m >= n
+    rows = []
     for s in range(stack):
         a_s, b_s, c_s = (
-            x.ctypes.data + s * step * _F32 for x, step in zip((a2, b2, c2), steps, strict=True)
+            base + s * step * _F32 for base, step in zip(addresses, steps, strict=True)
         )
         rows += _tile_rows(la[0], lb[0], m, n, k, a_s, la[1], b_s, lb[1], c_s, lc[1], tiles,
                            split_rows)  # fmt: skip
     table = np.array(rows, dtype=np.int64)
-    share_out(_run_tiles_shared, _run_tiles, len(rows), table, np.float32(alpha), np.float32(beta))
-    return True
+    table.setflags(write=False)
+    return table
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:

@@ -15,6 +15,7 @@ the thread count. The non-finite check runs per segment, stopping at the first b
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -141,14 +142,24 @@ def block_table(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The fixed ``block``-element blocks of the segments: ``first[k]``, segment ``k``'s first
     block (the block count at ``first[-1]``), and each block's segment, start and stop (NumPy:
-    nothing to compile)."""
+    nothing to compile). Kept by table (a trainer asks for the same one every update): the
+    callers only read them."""
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+    return _block_table(offsets.tobytes(), lengths.tobytes(), int(block))
+
+
+@functools.lru_cache(maxsize=64)
+def _block_table(offsets_bytes: bytes, lengths_bytes: bytes, block: int):
+    offsets = np.frombuffer(offsets_bytes, dtype=np.int64)
+    lengths = np.frombuffer(lengths_bytes, dtype=np.int64)
     counts = (lengths + block - 1) // block
     first = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(counts, out=first[1:])
     owner = np.repeat(np.arange(lengths.size, dtype=np.int64), counts)
     starts = offsets[owner] + (np.arange(first[-1], dtype=np.int64) - first[owner]) * block
     stops = np.minimum(starts + block, (offsets + lengths)[owner])
-    return first, owner, starts, stops
+    return first, owner, starts, stops  # shared by every caller of the table: read only
 
 
 @njit(cache=True)
