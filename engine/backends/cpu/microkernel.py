@@ -161,6 +161,18 @@ def _tile_codegen(rows_r: int, vectors_j: int, halves: int, segmented: bool):
     return codegen
 
 
+def _loop_head(builder, before, count):
+    """At the top of a loop block entered from ``before``: the counter's phi (0 on entry) and
+    ``count`` accumulator phis of ``<16 x float>`` (zero on entry); the caller adds the
+    back-edge values."""
+    counter = builder.phi(_I64)
+    counter.add_incoming(ir.Constant(_I64, 0), before)
+    acc = [builder.phi(_VEC) for _ in range(count)]
+    for phi in acc:
+        phi.add_incoming(ir.Constant(_VEC, None), before)
+    return counter, acc
+
+
 def _k_loop(builder, loop, before, masks, rows_r, vectors_j, halves, a, b, offsets, depth,
             b_shift):  # fmt: skip
     """The k-loop in block ``loop`` (entered from ``before``): ``acc[r, j] = fma(A[k, r],
@@ -169,13 +181,8 @@ def _k_loop(builder, loop, before, masks, rows_r, vectors_j, halves, a, b, offse
     lanes = LANES // halves
     count = vectors_j * halves
     fma = _declare(builder.module, "llvm.fma.v16f32", _VEC, [_VEC, _VEC, _VEC])
-    zero = ir.Constant(_VEC, None)
     builder.position_at_end(loop)
-    k = builder.phi(_I64)
-    k.add_incoming(ir.Constant(_I64, 0), before)
-    acc = [builder.phi(_VEC) for _ in range(rows_r * vectors_j)]
-    for phi in acc:
-        phi.add_incoming(zero, before)
+    k, acc = _loop_head(builder, before, rows_r * vectors_j)
     offset_table = builder.inttoptr(offsets, _I64.as_pointer())
     a_floats = builder.inttoptr(a, _F32.as_pointer())
     row = _float_pointer(builder, b, builder.load(builder.gep(offset_table, [k])))
@@ -381,7 +388,6 @@ def _dot_body(builder, rows_r, taps_t, operands):
     """The v-loop and the stores of :func:`make_dot_tile` for ``taps_t`` live taps."""
     a, lda, b, offsets, vectors, c, ldc, rows, accumulate = operands
     fma = _declare(builder.module, "llvm.fma.v16f32", _VEC, [_VEC, _VEC, _VEC])
-    zero = ir.Constant(_VEC, None)
     offset_table = builder.inttoptr(offsets, _I64.as_pointer())
     tap_starts = [
         _float_pointer(builder, b, builder.load(builder.gep(offset_table, [ir.Constant(_I64, t)])))
@@ -395,11 +401,7 @@ def _dot_body(builder, rows_r, taps_t, operands):
     after = builder.append_basic_block("dot.v.end")
     builder.branch(loop)
     builder.position_at_end(loop)
-    v = builder.phi(_I64)
-    v.add_incoming(ir.Constant(_I64, 0), before)
-    acc = [builder.phi(_VEC) for _ in range(rows_r * taps_t)]
-    for phi in acc:
-        phi.add_incoming(zero, before)
+    v, acc = _loop_head(builder, before, rows_r * taps_t)
     first = builder.mul(v, ir.Constant(_I64, LANES))
 
     def load(start):
