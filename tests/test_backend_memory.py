@@ -52,3 +52,24 @@ def test_the_backend_s_large_buffers_start_zero_and_small_ones_are_plain():
         assert large.dtype == np.float32 and not large.any()
     assert backend.empty((16,)).shape == (16,)
     assert backend.zeros((16,), dtype=np.int64).dtype == np.int64
+
+
+@needs_mapping
+def test_arrays_on_mappings_outlive_the_interpreter_s_exit_handlers():
+    """An exit handler reading a large buffer still finds it mapped (the finalizer does not
+    run at exit), and the process exits cleanly."""
+    import subprocess
+    import sys
+
+    code = (  # finalizers run at exit newest first: the array's own would go before this one
+        "import weakref, numpy as np\n"
+        "from dnupdate.engine.backends.cpu import memory\n"
+        "class Holder: pass\n"
+        "holder, held = Holder(), []\n"
+        "weakref.finalize(holder, lambda: print(float(held[0].sum())))\n"
+        "held.append(memory.zeros((1 << 20,), np.float32))\n"
+        "held[0][:] = 2.0\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(float(2 << 20))

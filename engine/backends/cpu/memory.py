@@ -72,7 +72,9 @@ def _huge_mapping(nbytes: int):
         _LIBC.munmap(start + size, raw + span - (start + size))
     _LIBC.madvise(start, size, mmap.MADV_HUGEPAGE)  # advice only: ignored where unsupported
     buffer = (ctypes.c_char * size).from_address(start)
-    weakref.finalize(buffer, _LIBC.munmap, start, size)
+    # unmapped once nothing refers to it; never at interpreter exit, where atexit handlers and
+    # teardown may still read arrays on it (the process's exit returns the memory anyway)
+    weakref.finalize(buffer, _LIBC.munmap, start, size).atexit = False
     return buffer
 
 
