@@ -10,10 +10,11 @@ kernel), with ``madvise(MADV_HUGEPAGE)``: with the kernel's ``transparent_hugepa
 ``madvise`` or ``always`` its whole 2 MiB extents take huge pages as they are first touched.
 The mapping ends where the buffer ends (rounded to 4 KiB), so a partial last extent stays on
 small pages and nothing is resident beyond what NumPy's allocation would hold. The mapping is
-unmapped when the array (and every view of it) is gone. Measured on the 2-core VM, same
-minute, alternating (steps in process): cifar-resnet 254–256 → 238–242 ms, cifar-small
-45.7–46.6 → 42.4–43.3, the MLP 8.15–8.49 → 7.85–7.97, LeNet 6.38–6.48 → 6.21–6.45; the same
-bits. Elsewhere (no ``MADV_HUGEPAGE``, a failed mapping) the buffer is NumPy's own.
+unmapped when the array (and every view of it) is gone, never at interpreter exit. Measured on
+the 2-core VM, same minute, alternating (steps in process): cifar-resnet 254–256 → 238–242
+ms, cifar-small 45.7–46.6 → 42.4–43.3, the MLP 8.15–8.49 → 7.85–7.97, LeNet 6.38–6.48 →
+6.21–6.45; the same bits. Elsewhere (no ``MADV_HUGEPAGE``, a failed mapping) the buffer is
+NumPy's own.
 """
 
 from __future__ import annotations
