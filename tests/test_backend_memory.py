@@ -73,3 +73,10 @@ def test_arrays_on_mappings_outlive_the_interpreter_s_exit_handlers():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(float(2 << 20))
+
+
+@needs_mapping
+def test_a_large_empty_buffer_is_a_mapping_and_a_small_one_numpy_s():
+    large = memory.empty((1 << 20,), np.float32)
+    assert large.ctypes.data % memory.HUGE_PAGE == 0 and not large.any()
+    assert memory.empty((16,), np.int64).flags.owndata

@@ -179,12 +179,12 @@ def test_the_choice_is_the_shape_s():
     """Stride 1, fewer than 8 input channels per group, whole tiles of 4 outputs and of 16
     pixels, not the unpadded 1×1."""
     applies = conv_dot.dw_dot_applies
-    assert applies((5, 5), (1, 1), (0, 0), 1, 1, 20, (24, 24))  # LeNet
-    assert applies((3, 3), (1, 1), (1, 1), 1, 3, 16, (32, 32))  # CIFAR
-    assert applies((3, 3), (1, 1), (1, 1), 2, 7, 4, (4, 4))
-    assert not applies((3, 3), (2, 2), (1, 1), 1, 3, 16, (16, 16))  # strided
-    assert not applies((3, 3), (1, 1), (1, 1), 1, 8, 16, (32, 32))  # the channel tiles' own
-    assert not applies((3, 3), (1, 1), (1, 1), 1, 3, 10, (32, 32))  # 10 outputs
-    assert not applies((3, 3), (1, 1), (1, 1), 1, 3, 16, (5, 5))  # 25 pixels
-    assert not applies((1, 1), (1, 1), (0, 0), 1, 3, 16, (32, 32))  # the input is its col
-    assert applies((1, 1), (1, 1), (1, 1), 1, 3, 16, (34, 34)) == (34 * 34 % 16 == 0)
+    assert applies((5, 5), (1, 1), (0, 0), 1, 20, (24, 24))  # LeNet
+    assert applies((3, 3), (1, 1), (1, 1), 3, 16, (32, 32))  # CIFAR
+    assert applies((3, 3), (1, 1), (1, 1), 7, 4, (4, 4))  # any dilation
+    assert not applies((3, 3), (2, 2), (1, 1), 3, 16, (16, 16))  # strided
+    assert not applies((3, 3), (1, 1), (1, 1), 8, 16, (32, 32))  # the channel tiles' own
+    assert not applies((3, 3), (1, 1), (1, 1), 3, 10, (32, 32))  # 10 outputs
+    assert not applies((3, 3), (1, 1), (1, 1), 3, 16, (5, 5))  # 25 pixels
+    assert not applies((1, 1), (1, 1), (0, 0), 3, 16, (32, 32))  # the input is its col
+    assert applies((1, 1), (1, 1), (1, 1), 3, 16, (34, 34)) == (34 * 34 % 16 == 0)

@@ -104,13 +104,12 @@ class CpuBackend(Backend):
         return buffer
 
     # ---- memory ---------------------------------------------------------------------------
+    # large buffers on huge pages (engine.backends.cpu.memory)
     def empty(self, shape, dtype=np.float32):
-        return memory.zeros(shape, dtype) if _nbytes(shape, dtype) >= memory.HUGE_MIN else (
-            np.empty(shape, dtype=dtype)
-        )  # fmt: skip
+        return memory.empty(shape, dtype)
 
     def zeros(self, shape, dtype=np.float32):
-        return memory.zeros(shape, dtype)  # large ones on huge pages (engine.backends.cpu.memory)
+        return memory.zeros(shape, dtype)
 
     def to_host(self, array):
         return np.array(array, copy=True)
@@ -434,10 +433,6 @@ def _copy_blocks(first, end, src, out, block):
     stop = min(end * block, out.size)
     for i in range(first * block, stop):
         out[i] = src[i]
-
-
-def _nbytes(shape, dtype) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
 @njit(cache=True, nogil=True)

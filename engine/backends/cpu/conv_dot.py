@@ -36,12 +36,13 @@ ROWS, TAPS = 4, 5
 _dot = microkernel.make_dot_tile(ROWS, TAPS)
 
 
-def dw_dot_applies(kernel, stride, pad, dilation, per_group, outputs, out_hw) -> bool:
+def dw_dot_applies(kernel, stride, pad, per_group, outputs, out_hw) -> bool:
     """Whether a convolution's weight gradient takes :func:`weight_grad_dot_image`: where
     the micro-kernel is there (FMA + AVX-512F), stride 1, fewer input channels per group than
     the channel tiles take (:data:`conv_taps.MIN_CHANNELS`), not an unpadded 1×1 (its GEMM
     reads the input as it is), outputs per group a multiple of :data:`ROWS` and output
-    pixels a multiple of 16 (the tile reads whole vectors of the output gradient in place)."""
+    pixels a multiple of 16 (the tile reads whole vectors of the output gradient in place).
+    Any dilation (a tap's shift is ``ky·d·out_w`` into its window)."""
     direct = tuple(kernel) == (1, 1) and tuple(pad) == (0, 0)
     return (
         microkernel.AVAILABLE

@@ -377,7 +377,7 @@ def col_floats(x_shape, weights_shape, kernel, stride, pad, dilation, out_hw) ->
     if conv_direct.dw_rows_applies(kernel, stride, pad, dilation, per_group, m):
         dw = conv_direct.dw_rows_scratch_floats(per_group, m, pad, x_shape[2:], out_hw)
         floats = max(floats, dw)
-    if conv_dot.dw_dot_applies(kernel, stride, pad, dilation, per_group, m, out_hw):
+    if conv_dot.dw_dot_applies(kernel, stride, pad, per_group, m, out_hw):
         dw = conv_dot.dw_dot_scratch_floats(per_group, kernel, pad, x_shape[2:], out_hw)
         floats = max(floats, dw)
     return floats
@@ -452,11 +452,9 @@ def _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
     if conv_direct.dw_applies(kernel, stride, pad, per_group, m, out_hw[1]):
         layout = DW_STRIP
         need = conv_direct.dw_scratch_floats(per_group, m, kernel, pad, dilation, in_hw, out_hw)
-    elif conv_dot.dw_dot_applies(kernel, stride, pad, dilation, per_group, m, out_hw):
+    elif conv_dot.dw_dot_applies(kernel, stride, pad, per_group, m, out_hw):
+        layout = DW_DOT
         need = conv_dot.dw_dot_scratch_floats(per_group, kernel, pad, in_hw, out_hw)
-        if col.shape[1] < need:
-            return _NO_TABLE, DW_STRIP
-        return conv_dot.tap_offsets(per_group, kernel, dilation, in_hw, pad, out_hw), DW_DOT
     elif conv_direct.dw_rows_applies(kernel, stride, pad, dilation, per_group, m):
         layout = DW_ROWS
         need = conv_direct.dw_rows_scratch_floats(per_group, m, pad, in_hw, out_hw)
@@ -464,6 +462,8 @@ def _micro_dw(x, weights, col, kernel, stride, pad, dilation, out_hw, by_micro):
         return _NO_TABLE, DW_STRIP
     if col.shape[1] < need:
         return _NO_TABLE, DW_STRIP
+    if layout == DW_DOT:
+        return conv_dot.tap_offsets(per_group, kernel, dilation, in_hw, pad, out_hw), layout
     padded_w = x.shape[3] + 2 * pad[1]
     return conv_direct.pixel_offsets(per_group, out_hw, padded_w, stride), layout
 

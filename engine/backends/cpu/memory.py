@@ -79,15 +79,24 @@ def _huge_mapping(nbytes: int):
     return buffer
 
 
-def zeros(shape, dtype=np.float32) -> np.ndarray:
-    """``np.zeros(shape, dtype)``, on its own huge-page mapping when it spans at least
-    :data:`HUGE_MIN` bytes (module docstring)."""
+def _allocate(shape, dtype, small) -> np.ndarray:
+    """A buffer on its own huge-page mapping when it spans at least :data:`HUGE_MIN` bytes
+    (zero-filled by the kernel), else (or where the mapping fails) ``small(shape, dtype)``."""
     dtype = np.dtype(dtype)
     count = int(np.prod(shape, dtype=np.int64))
     nbytes = count * dtype.itemsize
-    if _LIBC is None or nbytes < HUGE_MIN:
-        return np.zeros(shape, dtype=dtype)
-    buffer = _huge_mapping(nbytes)
+    buffer = None if _LIBC is None or nbytes < HUGE_MIN else _huge_mapping(nbytes)
     if buffer is None:
-        return np.zeros(shape, dtype=dtype)
+        return small(shape, dtype=dtype)
     return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+
+
+def zeros(shape, dtype=np.float32) -> np.ndarray:
+    """``np.zeros(shape, dtype)``, large ones on huge pages (module docstring)."""
+    return _allocate(shape, dtype, np.zeros)
+
+
+def empty(shape, dtype=np.float32) -> np.ndarray:
+    """``np.empty(shape, dtype)``, large ones on huge pages (then zeroed, as every fresh
+    mapping is)."""
+    return _allocate(shape, dtype, np.empty)
