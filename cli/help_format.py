@@ -13,6 +13,8 @@ lines as ``CONFIG``, ``[CONFIG]...``.
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from collections.abc import Sequence
 
@@ -57,10 +59,13 @@ def _example(example: str) -> str:
 
 def default_metavar(option: TyperOption) -> str:
     """The metavar of an option that names none: its choices (``cpu|cuda``), ``N`` for a
-    whole number, ``X`` for a real one, ``PATH`` for a path, else ``VALUE``."""
+    whole number, ``X`` for a real one, ``PATH`` for a path, else ``VALUE``.
+
+    Typer 0.29 describes a parameter by its ``type_descriptor`` (the annotation, behind a
+    pass-through Click type); earlier Typers by the Click type itself."""
     descriptor = getattr(option, "type_descriptor", None)
     if descriptor is None:
-        return "VALUE"
+        return _metavar_of_click_type(option.type)
     if descriptor.is_choice and descriptor.choices:
         return "|".join(str(getattr(c, "value", c)) for c in descriptor.choices)
     if descriptor.is_path:
@@ -71,6 +76,16 @@ def default_metavar(option: TyperOption) -> str:
     return {int: "N", float: "X"}.get(annotation, "VALUE")
 
 
+def _metavar_of_click_type(param_type) -> str:
+    """:func:`default_metavar` from a Click type (Typer below 0.29)."""
+    choices = getattr(param_type, "choices", None)
+    if choices:
+        return "|".join(str(getattr(c, "value", c)) for c in choices)
+    kind = getattr(param_type, "name", "")
+    by_kind = {"path": "PATH", "int": "N", "float": "X"}
+    return by_kind.get(kind.removesuffix(" range"), "VALUE")
+
+
 class _HelpOption(TyperOption):
     """An option shown with its metavar and never with a ``<type>`` label; flags with none."""
 
@@ -78,6 +93,13 @@ class _HelpOption(TyperOption):
         if self.is_flag or self.count:
             return None
         return self.metavar if self.metavar is not None else default_metavar(self)
+
+    def make_metavar(self, ctx=None, **kwargs) -> str:
+        """Typer below 0.29 shows this in the help's type column (0.29 asks
+        :meth:`display_type_rich`): the same metavar, without Click's ``<…>`` or ``[…]``."""
+        if self.is_flag or self.count:
+            return super().make_metavar(ctx=ctx, **kwargs)
+        return self.display_type_rich(ctx) or ""
 
 
 class _HelpArgument(TyperArgument):
@@ -93,14 +115,29 @@ class _HelpArgument(TyperArgument):
         return [f"{name}..." if self.nargs != 1 else name]
 
 
+@functools.cache
+def _unlabelled_class(type_class: type) -> type:
+    """``type_class`` with no metavar of its own: Typer below 0.29 labels an argument
+    ``<str>`` from its Click type's ``get_metavar`` when that gives none (0.29 asks
+    :meth:`_HelpArgument.display_type_rich`); an empty one shows nothing."""
+    return type(f"Unlabelled{type_class.__name__}", (type_class,), {"get_metavar": _no_metavar})
+
+
+def _no_metavar(self, param, ctx=None) -> str:
+    return ""
+
+
 def _tidied(params: list) -> list:
     """``params`` shown the dnupdate way (their classes narrowed to the help subclasses above,
-    which change how they print and nothing else)."""
+    which change how they print and nothing else; an argument's Click type is a copy, as
+    Click's types such as ``STRING`` are shared)."""
     for param in params:
         if type(param) is TyperOption:
             param.__class__ = _HelpOption
         elif type(param) is TyperArgument:
             param.__class__ = _HelpArgument
+            param.type = copy.copy(param.type)
+            param.type.__class__ = _unlabelled_class(type(param.type))
     return params
 
 

@@ -333,6 +333,33 @@ def test_subprocess_exit_codes_for_bad_input_and_divergence(tiny):
     assert "DIVERGED: non-finite" in diverged.stderr and "diverged after" in diverged.stderr
 
 
+def test_a_run_imports_no_network_module_and_no_pydantic(tiny):
+    """A run that downloads nothing keeps ``urllib.request``/``ssl`` (OpenSSL, ~3 MiB resident)
+    and pydantic (~7 MiB, Typer 0.29's parameter coercion) out of the process: issue 16's
+    peak-RSS budget. The data path imports ``engine.data.download``, which imports the network
+    modules only to download."""
+    code = (
+        "import sys\n"
+        "from dnupdate.cli.main import app\n"
+        "try:\n"
+        "    app(sys.argv[1:])\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code == 0, stop.code\n"
+        "heavy = ('ssl', 'urllib.request', 'http.client', 'pydantic', 'pydantic_core')\n"
+        "print(sorted(name for name in heavy if name in sys.modules))\n"
+    )
+    config = caffe_config(tiny.root, tiny.data)
+    done = subprocess.run(
+        [sys.executable, "-c", code, "train", str(config), "--out", str(tiny.root / "r"), "-q"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 def test_readme_documents_every_event_and_member():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     rows = {

@@ -8,11 +8,8 @@ prints: progress is reported through ``on_event`` callbacks.
 
 from __future__ import annotations
 
-import http.client
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +69,16 @@ class _Rejected(Exception):
 
 
 def _transfer(url: str, handle, filename: str, timeout: float, on_event: EventSink) -> int:
-    """Stream ``url`` into ``handle``; return the byte count (raises _Rejected)."""
+    """Stream ``url`` into ``handle``; return the byte count (raises _Rejected).
+
+    The network modules are imported here, not at the top: ``fetch`` imports this module on
+    every run's data path, and ``urllib.request`` brings ``ssl`` and OpenSSL's libcrypto
+    (~3 MiB resident, ~10 ms) into runs that never download.
+    """
+    import http.client
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
