@@ -1,4 +1,5 @@
-"""``dnupdate sweep``: a grid of training runs on Dask distributed, and its results table.
+"""``dnupdate sweep``: a grid of training runs on local worker processes or a Dask cluster, and
+its results table.
 
 Rendering only: the variants, the cluster and the results files are
 :mod:`engine.experiments`'s. A live Rich table on stderr (one row per variant: state,
@@ -47,7 +48,8 @@ from dnupdate.cli.common import (
 from dnupdate.cli.help_format import help_from_doc
 
 SWEEP_HELP = help_from_doc(
-    """Train every combination of --grid values (× --seeds) on a Dask cluster.
+    """Train every combination of --grid values (× --seeds) on local worker processes, or on a
+Dask cluster with --scheduler.
 
 Each variant is an ordinary run (DIR/runs/<variant>/, the same files and numbers as
 'dnupdate train' with those --set values); DIR/results.csv and results.jsonl hold one row per
@@ -252,7 +254,11 @@ def sweep(
         None, "--seeds", min=1, metavar="N", help="N seeds per combination (seed, seed+1, …)."
     ),
     workers: int | None = typer.Option(
-        None, "--workers", min=1, metavar="N", help="Local worker processes (default: cores/2)."
+        None,
+        "--workers",
+        min=1,
+        metavar="N",
+        help="Local worker processes, one variant at a time each (default: cores/2).",
     ),
     scheduler: str | None = typer.Option(
         None,

@@ -1,8 +1,8 @@
 """``dnupdate sweep`` and engine/experiments: variants from --grid × --seeds, a variant
-resumed after an interrupt equals a straight run, and (on a LocalCluster of 2 processes bound
-to 127.0.0.1) a sweep whose variants equal standalone ``dnupdate train`` runs bit for bit, a
-diverged variant recorded without stopping the others, a re-run that starts nothing, the same
-sweep through ``--scheduler``, and ``--summary``."""
+resumed after an interrupt equals a straight run, and (on 2 local worker processes) a sweep
+whose variants equal standalone ``dnupdate train`` runs bit for bit, a diverged variant
+recorded without stopping the others, a re-run that starts nothing, the same sweep through
+``--scheduler`` (a Dask LocalCluster bound to 127.0.0.1), and ``--summary``."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def test_unknown_grid_key_exits_1_before_any_cluster(tiny):
     assert not (root / "s").exists()
 
 
-# ---- on a LocalCluster ----------------------------------------------------------------------
+# ---- on local workers ------------------------------------------------------------------------
 
 
 def _rows(folder: Path) -> dict[str, dict]:
@@ -256,16 +256,12 @@ class _FakeClient:
         self.closed = True
 
 
-class _FakeCluster(_FakeClient):
-    pass
-
-
 class _RefusedScheduler(_FakeClient):
     def __init__(self, *args, **kwargs):
         raise OSError("Timed out trying to connect")
 
 
-@pytest.mark.parametrize("scheduler", [None, "tcp://127.0.0.1:1", "sched.json"])
+@pytest.mark.parametrize("scheduler", ["tcp://127.0.0.1:1", "sched.json"])
 def test_dask_log_level_is_raised_for_the_sweep_and_put_back_after(monkeypatch, scheduler):
     """Dask's log lines below ERROR stay off the sweep's terminal while its cluster runs
     (closing included); afterwards the ``distributed`` logger has the level it had before, so
@@ -277,10 +273,9 @@ def test_dask_log_level_is_raised_for_the_sweep_and_put_back_after(monkeypatch, 
     from dnupdate.engine.experiments import sweep
 
     monkeypatch.setattr(distributed, "Client", _FakeClient)
-    monkeypatch.setattr(distributed, "LocalCluster", _FakeCluster)
     logger = logging.getLogger("distributed")
     monkeypatch.setattr(logger, "level", logging.INFO)
-    cluster = sweep._connect(scheduler, 2, 1)
+    cluster = sweep._connect(scheduler)
     assert logger.level == sweep.DASK_LOG_LEVEL
     cluster.close()
     assert cluster.client.closed and logger.level == logging.INFO
@@ -297,5 +292,5 @@ def test_dask_log_level_is_put_back_when_the_scheduler_cannot_be_reached(monkeyp
     logger = logging.getLogger("distributed")
     monkeypatch.setattr(logger, "level", logging.WARNING)
     with pytest.raises(OSError, match="Timed out"):
-        sweep._connect("tcp://127.0.0.1:1", 2, 1)
+        sweep._connect("tcp://127.0.0.1:1")
     assert logger.level == logging.WARNING

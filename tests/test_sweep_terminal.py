@@ -1,9 +1,10 @@
 """Ctrl-C on a ``dnupdate sweep --workers 2`` in a real terminal: the command runs on a
 pseudo-terminal, in its own session with the terminal as its controlling terminal (as a shell
 starts a foreground job), and the test types ^C, so the terminal sends SIGINT to the whole
-foreground process group, Dask's worker processes included. The sweep must exit 130 without a
-traceback, checkpoint the running variants (a re-run resumes them to the standalone runs'
-bytes), leave no process behind, and have listened on 127.0.0.1 only."""
+foreground process group, the local worker processes included. The sweep must exit 130
+without a traceback, checkpoint the running variants (a re-run resumes them to the standalone
+runs' bytes), leave no process behind, and listen on no address (its workers talk through
+pipes)."""
 
 from __future__ import annotations
 
@@ -105,7 +106,8 @@ def test_ctrl_c_in_a_terminal_checkpoints_and_leaves_nothing_behind(tmp_path):
     text = shown.decode(errors="replace")
     assert code == 130, text
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
-    assert addresses and addresses <= {"127.0.0.1"}, addresses
+    assert len(family) >= 3, "the sweep and its two workers"
+    assert not addresses, addresses
     time.sleep(1)
     left = [p for p in family.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not left, [p.cmdline() for p in left]

@@ -5,6 +5,7 @@ A stage after ``training``: every variant is an ordinary training run
 so a variant equals a standalone ``dnupdate train`` with the same ``--set`` values, bit for
 bit. :mod:`engine.experiments.grid` turns ``--grid``/``--seeds`` into variants,
 :mod:`engine.experiments.variant` runs one in the current process, and
-:mod:`engine.experiments.sweep` spreads them over a Dask cluster (``distributed`` is imported
-there only).
+:mod:`engine.experiments.sweep` spreads them over local worker processes
+(:mod:`engine.experiments.local_workers`) or a Dask cluster (``distributed`` is imported there
+only).
 """

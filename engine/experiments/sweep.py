@@ -1,21 +1,22 @@
-"""A sweep on Dask distributed: plan the variants, run them on a cluster, keep the results.
+"""A sweep: plan the variants, run them on local worker processes or a Dask cluster, keep the
+results.
 
 :func:`plan_sweep` checks every variant's config up front (a bad grid key or value is a
 ConfigError before anything starts). :func:`run_sweep` yields :class:`SweepEvent` objects while
-the variants run: by default on an in-process ``distributed.LocalCluster`` of ``workers``
-processes (one task at a time each, Numba/OpenBLAS threads = cores / workers, set in the
-workers' environment before their first kernel), or on an existing cluster (``scheduler``:
-``tcp://HOST:PORT`` or a scheduler file). Variants whose folder already holds a finished run are
-not resubmitted; interrupted ones resume. ``stop()`` returning a signal name sets a Dask
-``Event`` that the running variants poll (at most once a second): each checkpoints and ends
-``interrupted``. ``distributed`` is imported here only, inside the functions.
+the variants run: by default on ``workers`` local processes
+(:class:`engine.experiments.local_workers.LocalWorkers`: one variant at a time each,
+Numba/OpenBLAS threads = cores / workers, set in their environment before their first kernel),
+or on an existing Dask cluster (``scheduler``: ``tcp://HOST:PORT`` or a scheduler file).
+Variants whose folder already holds a finished run are not resubmitted; interrupted ones
+resume. ``stop()`` returning a signal name sets an event that the running variants poll (a
+Dask ``Event`` on a cluster, at most once a second): each checkpoints and ends
+``interrupted``. ``distributed`` is imported here only, inside the functions, and only for a
+``scheduler``.
 
 A terminal's Ctrl-C signals the whole foreground process group, the local workers included:
-they start with SIGINT ignored (inherited while the cluster starts, :func:`_sigint_ignored`,
-and set again by the preload :mod:`engine.experiments.dask_preload` for a restarted worker),
-so only this process acts on it and the variants stop through the Event, checkpointed. The
-scheduler, its HTTP endpoint and the workers listen on 127.0.0.1 only (the HTTP endpoint on
-a free port, not 8787, which another cluster may hold).
+they start with SIGINT ignored, so only this process acts on it and the variants stop through
+the event, checkpointed. Local workers talk to this process through pipes and listen on no
+address.
 """
 
 from __future__ import annotations
@@ -24,11 +25,9 @@ import json
 import logging
 import os
 import queue
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +87,7 @@ class SweepPlan:
 
     def info(self) -> dict[str, Any]:
         """``sweep.json``'s content."""
-        from dnupdate.engine.training.session import package_versions
+        from dnupdate.engine.training.versions import package_versions
 
         return json.loads(json.dumps({
             "config_path": self.config_path,
@@ -199,59 +198,31 @@ class _Cluster:
                 logging.getLogger("distributed").setLevel(self.log_level)
 
 
-@contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored in this process meanwhile: processes started meanwhile inherit the
-    ignored disposition through ``exec`` and Python keeps it (a caught signal would be reset
-    to the default, KeyboardInterrupt). A Ctrl-C during these seconds is lost."""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: its signals are not ours to change
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 #: what Dask's own loggers may print on the sweep's terminal (a worker killed at close after
 #: its grace period is no news)
 DASK_LOG_LEVEL = logging.ERROR
 
 
-def _connect(scheduler: str | None, workers: int, threads: int) -> _Cluster:
-    """A client of an existing scheduler, or of a new LocalCluster on 127.0.0.1 whose
-    workers ignore Ctrl-C (see the module docstring). Dask's own log lines below
-    :data:`DASK_LOG_LEVEL` stay off the terminal until the cluster is closed."""
+def _connect(scheduler: str) -> _Cluster:
+    """A client of an existing scheduler (``tcp://…`` or a scheduler file). Dask's own log
+    lines below :data:`DASK_LOG_LEVEL` stay off the terminal until the client is closed."""
     logger = logging.getLogger("distributed")
     previous = logger.level
     logger.setLevel(DASK_LOG_LEVEL)
     try:
-        return _connected(scheduler, workers, threads, previous)
+        return _connected(scheduler, previous)
     except BaseException:
         logger.setLevel(previous)
         raise
 
 
-def _connected(scheduler: str | None, workers: int, threads: int, log_level: int) -> _Cluster:
-    """:func:`_connect`'s client and cluster, carrying the logger level to put back."""
-    from distributed import Client, LocalCluster
+def _connected(scheduler: str, log_level: int) -> _Cluster:
+    """:func:`_connect`'s client, carrying the logger level to put back."""
+    from distributed import Client
 
-    if scheduler:
-        if scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
-            return _Cluster(Client(scheduler, timeout="30s"), log_level=log_level)
-        return _Cluster(Client(scheduler_file=scheduler, timeout="30s"), log_level=log_level)
-    env = {name: str(threads) for name in ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                           "OMP_NUM_THREADS", "MKL_NUM_THREADS")}  # fmt: skip
-    env["DASK_LOGGING__DISTRIBUTED"] = logging.getLevelName(DASK_LOG_LEVEL).lower()
-    with _sigint_ignored():
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            env=env, preload=["dnupdate.engine.experiments.dask_preload"],
-        )  # fmt: skip
-    return _Cluster(Client(cluster), cluster, log_level)
+    if scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        return _Cluster(Client(scheduler, timeout="30s"), log_level=log_level)
+    return _Cluster(Client(scheduler_file=scheduler, timeout="30s"), log_level=log_level)
 
 
 def run_sweep(
@@ -278,8 +249,10 @@ def run_sweep(
     for variant in plan.variants:
         if results[variant.name] is not None:
             yield _finished_event(plan, variant, results[variant.name])
-    if todo:
-        yield from _run_on_cluster(plan, todo, results, workers, scheduler, threads, stop)
+    if todo and scheduler:
+        yield from _run_on_cluster(plan, todo, results, scheduler, threads, stop)
+    elif todo:
+        yield from _run_locally(plan, todo, results, workers, threads, stop)
     counts: dict[str, int] = {}
     for result in results.values():
         status = (result or {}).get("status", "pending")
@@ -298,15 +271,54 @@ def _write(plan: SweepPlan, results: dict[str, dict | None]) -> None:
     write_results(plan.sweep_dir, rows)
 
 
-def _run_on_cluster(plan, todo, results, workers, scheduler, threads, stop):
-    """Submit ``todo``, relay progress, record each result as its future ends."""
+def _run_locally(plan, todo, results, workers, threads, stop):
+    """Run ``todo`` on local worker processes, relay progress, record each result."""
+    from dnupdate.engine.experiments.local_workers import LocalWorkers
+
     workers = min(workers or default_workers(), len(todo))
-    local_threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    where = (
-        scheduler or f"a local cluster of {workers} worker process(es) × {local_threads} thread(s)"
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    yield SweepEvent(
+        "status",
+        data={
+            "message": f"starting {len(todo)} variant(s) on "
+            f"{workers} local worker process(es) × {threads} thread(s)"
+        },
     )
-    yield SweepEvent("status", data={"message": f"starting {len(todo)} variant(s) on {where}"})
-    cluster = _connect(scheduler, workers, local_threads)
+    pool = LocalWorkers(workers, threads)
+    by_name = {v.name: v for v in todo}
+    try:
+        pool.start([_task(plan, v, threads) for v in todo])
+        pending = set(by_name)
+        stopping = False
+        while pending:
+            message = pool.next_message(0.2)
+            if message is not None and message["kind"] == "result":
+                name = message["variant"]
+                pending.discard(name)
+                results[name] = message["result"]
+                _write(plan, results)
+                yield _finished_event(plan, by_name[name], results[name])
+            elif message is not None:
+                yield _progress_event(message)
+            if not stopping and stop():
+                stopping = True
+                pool.request_stop()
+                yield _stopping_event()
+    finally:
+        pool.close()
+
+
+def _stopping_event() -> SweepEvent:
+    return SweepEvent("status", data={
+        "message": "stopping: the running variants checkpoint and end "
+                   "(run the same command again to resume them)"})  # fmt: skip
+
+
+def _run_on_cluster(plan, todo, results, scheduler, threads, stop):
+    """Submit ``todo`` to the Dask cluster, relay progress, record each result as its future
+    ends."""
+    yield SweepEvent("status", data={"message": f"starting {len(todo)} variant(s) on {scheduler}"})
+    cluster = _connect(scheduler)
     sweep_id = uuid.uuid4().hex[:12]
     topic, stop_name = f"dnupdate-sweep-{sweep_id}", f"dnupdate-sweep-stop-{sweep_id}"
     inbox: queue.Queue = queue.Queue()
@@ -316,9 +328,8 @@ def _run_on_cluster(plan, todo, results, workers, scheduler, threads, stop):
 
         cluster.client.subscribe_topic(topic, lambda event: inbox.put(event[1]))
         stop_event = Event(stop_name, client=cluster.client)
-        task_threads = threads if scheduler else local_threads
         futures = {
-            cluster.client.submit(dask_task, _task(plan, v, task_threads), topic, stop_name,
+            cluster.client.submit(dask_task, _task(plan, v, threads), topic, stop_name,
                                   key=f"{v.name}-{sweep_id}", pure=False): v.name
             for v in todo
         }  # fmt: skip
@@ -326,16 +337,14 @@ def _run_on_cluster(plan, todo, results, workers, scheduler, threads, stop):
         while futures:
             try:
                 message = inbox.get(timeout=0.2)
-                yield _progress_event(message)
-                continue
             except queue.Empty:
-                pass
+                message = None
+            if message is not None:  # then the stop and the ended futures: none waits
+                yield _progress_event(message)
             if not stopping and stop():
                 stopping = True
                 stop_event.set()
-                yield SweepEvent("status", data={
-                    "message": "stopping: the running variants checkpoint and end "
-                               "(run the same command again to resume them)"})  # fmt: skip
+                yield _stopping_event()
             for future in [f for f in futures if f.done()]:
                 name = futures.pop(future)
                 results[name] = _outcome(future, name)

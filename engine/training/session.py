@@ -38,13 +38,11 @@ straight and k updates + resume to N give identical parameters.
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +88,7 @@ from dnupdate.engine.training.runfolder import (
     truncate_metrics,
 )
 from dnupdate.engine.training.step import labels_are_values, reports_accuracy
+from dnupdate.engine.training.versions import package_versions
 
 #: without ``test_iter`` (darknet): test images per periodic test, and for the final test
 PERIODIC_TEST_IMAGES = 1000
@@ -607,17 +606,6 @@ def class_count_note(network, dataset: Dataset) -> str | None:
         f"accuracy); give its last layer {dataset.classes} outputs for a {dataset.classes}-class "
         "net"
     )
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python and the packages that decide the numbers."""
-    out = {"python": platform.python_version()}
-    for name in ("dnupdate", "numpy", "numba", "numba-cuda"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def default_eval_every(run: RunSpec, max_iter: int) -> int:
