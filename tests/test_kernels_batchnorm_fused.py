@@ -178,6 +178,60 @@ def test_normalising_from_x_gives_the_copying_pass_s_bits(code):
     assert not np.isnan(results[0][0]).any()
 
 
+def _carried(cls, backend, d, shape, code, total_code, alpha, beta):
+    """The training batch norm from ``x`` then the ``[shortcut]`` reading its output, through
+    ``cls``'s :meth:`darknet_bn_act_shortcut_forward`."""
+    state = _state(d, shape)
+    state.x[...] = d["out"]
+    out = np.full(shape, np.nan, np.float32)
+    add = d["delta"].reshape(shape).copy()  # any values of the shape
+    total = np.full(shape, np.nan, np.float32)
+    cls.darknet_bn_act_shortcut_forward(backend, out, state, code, add, total, alpha, beta,
+                                        total_code)  # fmt: skip
+    return [out, total, add, *vars(state).values()]
+
+
+@pytest.mark.parametrize("shape", [(4, 19, 9), (3, 5, 16), (2, 16, 12)])
+@pytest.mark.parametrize(("code", "total_code"), [(None, act.RELU), (act.LEAKY, None),
+                                                  (None, act.LOGISTIC)])  # fmt: skip
+@pytest.mark.parametrize(("alpha", "beta"), [(1.0, 1.0), (0.5, 1.5)])
+def test_shortcut_in_the_normalising_pass_gives_the_two_passes_bits(shape, code, total_code,
+                                                                    alpha, beta):  # fmt: skip
+    """CpuBackend runs a ``[shortcut]`` on each plane the batch norm has just normalised
+    (``darknet_bn_act_shortcut_forward``); Backend's default runs the norm, then
+    ``shortcut_forward`` over the whole output: every output and statistic the same bits."""
+    d = _data(shape, 7)
+    backend = CpuBackend()
+    fused = _carried(CpuBackend, backend, d, shape, code, total_code, alpha, beta)
+    apart = _carried(Backend, backend, d, shape, code, total_code, alpha, beta)
+    _same_bits(fused, apart)
+    assert not np.isnan(fused[0]).any() and not np.isnan(fused[1]).any()
+
+
+def test_shortcut_in_the_normalising_pass_does_not_depend_on_threads():
+    shape = (4, 19, 16)
+    d = _data(shape, 8)
+    backend = CpuBackend()
+
+    def carried():
+        return _carried(CpuBackend, backend, d, shape, None, act.RELU, 1.0, 1.0)
+
+    one = _with_threads(1, carried)
+    for threads in (2, 3):
+        _same_bits(_with_threads(threads, carried), one)
+
+
+def test_shortcut_of_another_shape_is_refused():
+    shape = (2, 4, 9)
+    d = _data(shape, 9)
+    state = _state(d, shape)
+    bigger = np.zeros((2, 5, 9), np.float32)
+    out = np.zeros(shape, np.float32)
+    with pytest.raises(bn.KernelArgumentError, match="total"):
+        CpuBackend().darknet_bn_act_shortcut_forward(out, state, None, out.copy(), bigger, 1.0,
+                                                     1.0, None)  # fmt: skip
+
+
 _BN_NET = """[net]
 batch=4
 subdivisions=1

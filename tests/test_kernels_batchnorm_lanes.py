@@ -190,7 +190,7 @@ def test_every_block_width_gives_the_same_bits(shape):
         stats = [np.empty(channels, F32), np.empty(channels, F32)]
         rolling = [d["rolling_mean"].copy(), d["rolling_variance"].copy()]
         bn._darknet_forward(out3, x, x_norm, *stats, *rolling, d["scales"], d["biases"], True,
-                            act.LEAKY, width, from_x)  # fmt: skip
+                            act.LEAKY, width, from_x, *bn._NO_SHORTCUT)  # fmt: skip
         results.append([out, x, x_norm, *stats, *rolling])
     for other in results[1:]:
         for a, b in zip(results[0], other, strict=True):

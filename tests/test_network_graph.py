@@ -138,6 +138,64 @@ def test_chained_blocks_write_their_inputs_deltas_bit_for_bit(monkeypatch):
         assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
+def test_shortcuts_run_in_their_producers_pass_with_the_same_bits(monkeypatch):
+    """Each same-shape shortcut right after a batch-normalised convolution runs inside that
+    convolution's normalising pass (CpuBackend's ``BN_CARRIES_SHORTCUT``), the downsampling
+    one apart: outputs, deltas and gradients after two passes are the bits of running every
+    shortcut on its own."""
+    net, carried = _deltas_after_passes(chained_blocks_net())
+    assert {producer: shortcut.name for producer, shortcut in net._carried.items()} == {
+        2: "3",
+        5: "6",
+        8: "9",
+    }
+    outputs = [layer.output.copy() for layer in net.layers]
+    monkeypatch.setattr(CpuBackend, "BN_CARRIES_SHORTCUT", False)
+    plain_net, plain = _deltas_after_passes(chained_blocks_net())
+    assert plain_net._carried == {}
+    for got, expected in zip(
+        carried + outputs, plain + [layer.output for layer in plain_net.layers], strict=True
+    ):
+        assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+class _Storage:
+    """Low-precision storage hooks that store nothing (``Network.storage``)."""
+
+    def output(self, index, layer) -> None:
+        pass
+
+    def delta(self, index, layer) -> None:
+        pass
+
+
+def test_shortcuts_run_apart_in_test_passes_and_under_storage_hooks(monkeypatch):
+    """A test pass, and a training pass under the low-precision storage simulation (which
+    rounds the convolution's output before the shortcut reads it), run every shortcut's own
+    forward."""
+    from dnupdate.engine.model.layers import ShortcutLayer
+
+    net, _ = run(chained_blocks_net(), passes=1)
+    calls = []
+    forward = ShortcutLayer.forward
+
+    def counted(self, x, train):
+        calls.append(self.name)
+        forward(self, x, train)
+
+    monkeypatch.setattr(ShortcutLayer, "forward", counted)
+    x = np.random.default_rng(4).random((2, 3, 8, 8), dtype=np.float32)
+    net.forward(x, train=True)
+    assert calls == ["12"]
+    calls.clear()
+    net.forward(x, train=False)
+    assert calls == ["3", "6", "9", "12"]
+    calls.clear()
+    net.storage = _Storage()
+    net.forward(x, train=True)
+    assert calls == ["3", "6", "9", "12"]
+
+
 def test_skipped_zeroing_gives_the_same_gradients_as_zeroing_every_delta(monkeypatch):
     """Two passes each (the second sees the deltas the first left): the same gradients as a
     network that zeroes every delta, as darknet does."""

@@ -343,6 +343,21 @@ class Backend:
         self.copy(state.x, out)
         self.darknet_bn_act_forward(out, state, True, code)
 
+    #: whether :meth:`darknet_bn_act_shortcut_forward` runs the ``[shortcut]`` inside the batch
+    #: norm's pass (the network then hands a layer's shortcut to it; else the two run apart)
+    BN_CARRIES_SHORTCUT = False
+
+    def darknet_bn_act_shortcut_forward(
+        self, out, state, code, add, total, alpha: float, beta: float, total_code
+    ) -> None:
+        """:meth:`darknet_bn_act_forward_from_x` into ``out``, then the darknet ``[shortcut]``
+        whose chain input is ``out`` (:meth:`shortcut_forward`: ``total = alpha·out +
+        beta·add``, activated with ``total_code``; ``add`` and ``total`` of ``out``'s size).
+        This default runs the two; a backend may fuse them where the bits stay the same
+        (:attr:`BN_CARRIES_SHORTCUT`)."""
+        self.darknet_bn_act_forward_from_x(out, state, code)
+        self.shortcut_forward(out, add, total, alpha, beta, total_code)
+
     def darknet_bn_act_backward(self, y, delta, state, alpha: float, code) -> None:
         """``delta ← delta·g(y)`` (``gradient_array`` from the output ``y``; ``code`` None:
         linear) then :meth:`darknet_bn_backward`; a backend may fuse the two."""

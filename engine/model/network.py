@@ -52,7 +52,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnupdate.engine.backends.base import Array, Backend
-from dnupdate.engine.model.layers import Layer, LayerContext, NetworkError, TruthLayer, build_layer
+from dnupdate.engine.model.layers import (
+    Layer,
+    LayerContext,
+    NetworkError,
+    ShortcutLayer,
+    TruthLayer,
+    build_layer,
+)
 from dnupdate.engine.model.shapes import LayerShape, infer_shapes
 from dnupdate.engine.spec import (
     ConnectedSpec,
@@ -237,11 +244,35 @@ class Network:
         for layer in self.layers:
             layer.bind_workspace(workspace)
         self._filled = self._deltas_to_zero()
+        self._carried = self._carried_shortcuts()
         self._truth_layers = [
             layer for layer in self.layers if isinstance(layer, TruthLayer) and layer.reads_truth
         ]
         self._truth_buffers = [self._truth_buffer(layer) for layer in self._truth_layers]
         self._loss_layers = [layer for layer in self.layers if layer.has_loss]
+
+    def _carried_shortcuts(self) -> dict[int, ShortcutLayer]:
+        """Per producer index, the ``[shortcut]`` right after it that its training forward runs
+        in the same pass (:meth:`Layer.forward_carrying`; the backend's
+        ``BN_CARRIES_SHORTCUT``): the shortcut's chain input is that producer, and its ``from``
+        output, its own output and the producer's have one shape. Both outputs are written
+        with the bits of the two forwards; test passes and the low-precision storage
+        simulation (which rounds the producer's output before the shortcut reads it) run them
+        apart (:meth:`forward`)."""
+        if not self.backend.BN_CARRIES_SHORTCUT:
+            return {}
+        carried = {}
+        for index, layer in enumerate(self.layers):
+            producer = self.sources[index]
+            if (
+                isinstance(layer, ShortcutLayer)
+                and producer == index - 1
+                and self.layers[producer].carries_shortcut()
+                and layer.add_output.shape == layer.output.shape
+                and self.layers[producer].output.shape == layer.output.shape
+            ):
+                carried[producer] = layer
+        return carried
 
     def _deltas_to_zero(self) -> list[bool]:
         """Per layer, whether forward must zero its delta (darknet zeroes every delta before
@@ -408,12 +439,22 @@ class Network:
         fill = self.backend.fill
         layers = self.layers
         storage = self.storage
+        carried = self._carried if train and storage is None else {}
+        done = -1  # a shortcut whose producer's forward ran it
         for index, (layer, source, zero) in enumerate(
             zip(layers, self.sources, self._filled, strict=True)
         ):
             if zero and train:  # a test-mode pass never reads or writes the deltas
                 fill(layer.delta, 0.0)
-            layer.forward(x if source < 0 else layers[source].output, train)
+            if index == done:
+                continue
+            bottom = x if source < 0 else layers[source].output
+            shortcut = carried.get(index)
+            if shortcut is None:
+                layer.forward(bottom, train)
+            else:
+                layer.forward_carrying(bottom, shortcut)
+                done = index + 1
             if storage is not None:
                 storage.output(index, layer)
         self.loss = self._total_loss()

@@ -259,8 +259,19 @@ class CpuBackend(Backend):
     def darknet_bn_act_forward_from_x(self, out, state, code):
         self._darknet_bn_train(out, state, activations.LINEAR if code is None else code, True)
 
+    BN_CARRIES_SHORTCUT = True
+
+    def darknet_bn_act_shortcut_forward(self, out, state, code, add, total, alpha, beta,
+                                        total_code):  # fmt: skip
+        """The shortcut runs on each normalised plane while it is in cache (one pass less over
+        ``out``, which is still written: other layers or the divergence scan may read it)."""
+        total_code = activations.LINEAR if total_code is None else total_code
+        shortcut = (add, total, alpha, beta, total_code)
+        self._darknet_bn_train(out, state, activations.LINEAR if code is None else code, True,
+                               shortcut)  # fmt: skip
+
     @staticmethod
-    def _darknet_bn_train(out, state, code, from_x):
+    def _darknet_bn_train(out, state, code, from_x, shortcut=None):
         batchnorm.darknet_batchnorm_forward_train(
             out,
             state.x,
@@ -273,6 +284,7 @@ class CpuBackend(Backend):
             state.biases,
             code,
             from_x=from_x,
+            shortcut=shortcut,
         )
 
     def darknet_bn_backward(self, delta, state, alpha):

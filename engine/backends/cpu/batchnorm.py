@@ -256,11 +256,17 @@ def _normalize_plane(source, out, x, x_norm, mean, denominator, scale, bias, cop
 
 @njit(inline="always")
 def _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, keep_x_norm,
-                     code, from_x):  # fmt: skip
+                     code, from_x, add, total, s1, s2, total_code):  # fmt: skip
     """Channels ``[c0, c0 + lanes)`` normalised plane by plane, then activated (``code``) on
     the plane while it is in cache. Training (``keep_x_norm``): ``x_norm`` kept and ``x`` the
-    pre-BN values, copied from ``out`` unless the layer wrote them there (``from_x``)."""
+    pre-BN values, copied from ``out`` unless the layer wrote them there (``from_x``).
+
+    With a non-empty ``total``, each finished plane is also the chain input of a darknet
+    ``[shortcut]``, run on it while it is in cache: ``total = s1·out + s2·add`` then the
+    activation ``total_code`` (:func:`engine.backends.cpu.graph.shortcut_forward`'s
+    expression, so the same bits)."""
     batch = out.shape[0]
+    shortcut = total.shape[0] > 0
     for k in range(lanes):
         c = c0 + k
         denominator = math.sqrt(np.float64(variance[c])) + np.float64(_DARKNET_NORMALIZE_EPS)
@@ -278,12 +284,24 @@ def _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, 
                                  bias, True, True)  # fmt: skip
             if code != LINEAR:
                 _activate_array(plane, code)
+            if shortcut:
+                _shortcut_plane(plane, add[b, c], total[b, c], s1, s2, total_code)
+
+
+@njit(inline="always")
+def _shortcut_plane(plane, add, total, s1, s2, code):
+    """One plane of darknet's ``[shortcut]`` forward on ``plane``: ``total = s1·plane +
+    s2·add``, then the activation ``code``."""
+    for s in range(plane.size):
+        total[s] = s1 * plane[s] + s2 * add[s]
+    if code != LINEAR:
+        _activate_array(total, code)
 
 
 @njit(inline="always")
 def _forward_block(
     out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code,
-    c0, lanes, from_x,
+    c0, lanes, from_x, add, total, s1, s2, total_code,
 ):  # fmt: skip
     """Channels ``[c0, c0 + lanes)`` of :func:`_darknet_forward`."""
     if train:  # the statistics of darknet's x: out (copied in the normalising pass), or x
@@ -298,13 +316,18 @@ def _forward_block(
             rolling_variance[c] = rolling_variance[c] * _ROLLING_KEEP
             rolling_variance[c] = rolling_variance[c] + _ROLLING_TAKE * variance[c]
     _normalize_block(out, x, x_norm, mean, variance, scales, biases, c0, lanes, train, code,
-                     from_x)  # fmt: skip
+                     from_x, add, total, s1, s2, total_code)  # fmt: skip
+
+
+#: :func:`_darknet_forward`'s shortcut arguments when no ``[shortcut]`` rides along
+_NO_SHORTCUT = (np.zeros((0, 0, 0), np.float32), np.zeros((0, 0, 0), np.float32), np.float32(1),
+                np.float32(1), LINEAR)  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
 def _darknet_forward(
     out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales, biases, train, code,
-    width, from_x,
+    width, from_x, add, total, s1, s2, total_code,
 ):  # fmt: skip
     """Training (``train``): ``x ← out``, batch statistics, rolling update, normalise with the
     batch statistics; with ``from_x`` the layer computed its pre-BN values into ``x`` itself:
@@ -312,13 +335,15 @@ def _darknet_forward(
     Inference: normalise ``out`` in place with ``mean``/``variance`` (the caller passes the
     rolling statistics there). Then darknet's activation ``code`` (``LINEAR``: none) on each
     ``(image, channel)`` plane right after it is normalised.
-    Parallel over blocks of ``width`` channels (:func:`block_width`; the last one may be
-    narrower)."""
+    A non-empty ``total``: the ``[shortcut]`` reading ``out`` runs on each plane too
+    (:func:`_normalize_block`). Parallel over blocks of ``width`` channels
+    (:func:`block_width`; the last one may be narrower)."""
     channels = out.shape[1]
     for block in prange(-(-channels // width)):
         c0 = block * width
         _forward_block(out, x, x_norm, mean, variance, rolling_mean, rolling_variance, scales,
-                       biases, train, code, c0, min(width, channels - c0), from_x)  # fmt: skip
+                       biases, train, code, c0, min(width, channels - c0), from_x, add, total,
+                       s1, s2, total_code)  # fmt: skip
 
 
 #: channels per step of the backward's fused sums (:func:`_backward_sums`): 4 lanes × 4 chains
@@ -468,10 +493,17 @@ def darknet_batchnorm_forward_train(
     biases: np.ndarray,
     activation: int = LINEAR,
     from_x: bool = False,
+    shortcut: tuple | None = None,
 ) -> None:
     """darknet ``forward_batchnorm_layer`` with ``net.train = 1``, in place on ``output``, then
     the layer's ``activate_array`` with darknet code ``activation`` (``LINEAR``: none) fused
     into the same pass (element-wise, so the same bits as a separate pass).
+
+    ``shortcut = (add, total, alpha, beta, code)``: then also the ``[shortcut]`` whose chain
+    input is ``output`` (``total`` and ``add`` of ``output``'s shape), plane by plane in the
+    same pass: ``total = alpha·output + beta·add``, activated with ``code`` (the same bits as
+    :func:`engine.backends.cpu.graph.shortcut_forward` after this pass; ``output`` is written
+    as before).
 
     ``from_x``: the layer computed its output straight into ``x`` (darknet's copy of it), and
     ``output`` is only written: the same values as ``copy_cpu(output → x)`` then the pass in
@@ -502,7 +534,14 @@ def darknet_batchnorm_forward_train(
         _check_vector(vector, name, channels)
     args = (out3, x3, norm3, mean, variance, rolling_mean, rolling_variance, scales, biases, True,
             activation)  # fmt: skip
-    _darknet_forward(*args, block_width(channels, numba.get_num_threads()), from_x)
+    width = block_width(channels, numba.get_num_threads())
+    if shortcut is None:
+        _darknet_forward(*args, width, from_x, *_NO_SHORTCUT)
+        return
+    add, total, alpha, beta, code = shortcut
+    add3, total3 = _check_like(add, "add", out3), _check_like(total, "total", out3)
+    _darknet_forward(*args, width, from_x, add3, total3, np.float32(alpha), np.float32(beta),
+                     code)  # fmt: skip
 
 
 def darknet_batchnorm_forward_infer(
@@ -531,7 +570,7 @@ def darknet_batchnorm_forward_infer(
         _check_vector(vector, name, channels)
     args = (out3, out3, out3, rolling_mean, rolling_variance, rolling_mean, rolling_variance,
             scales, biases, False, activation)  # fmt: skip
-    _darknet_forward(*args, block_width(channels, numba.get_num_threads()), False)
+    _darknet_forward(*args, block_width(channels, numba.get_num_threads()), False, *_NO_SHORTCUT)
 
 
 def darknet_batchnorm_backward(

@@ -105,6 +105,17 @@ class Layer:
     def forward(self, x: Array, train: bool) -> None:
         raise NotImplementedError
 
+    def carries_shortcut(self) -> bool:
+        """Whether a training :meth:`forward_carrying` can also run the ``[shortcut]`` that
+        reads this layer's output next (the network asks; see ``Network._carried``)."""
+        return False
+
+    def forward_carrying(self, x: Array, shortcut) -> None:
+        """A training :meth:`forward`, then ``shortcut``'s forward in the same pass where the
+        backend fuses them (:attr:`Backend.BN_CARRIES_SHORTCUT`): this layer's output is
+        written as ever, ``shortcut``'s too, with the same bits as the two forwards."""
+        raise NotImplementedError
+
     def backward(self, x: Array, dx: Array | None) -> None:
         raise NotImplementedError
 

@@ -139,6 +139,18 @@ class ConvLayer(DarknetEpilogue, Layer):
         backend.permute_copy(self.gm, self.out4, _TO_BATCH_MAJOR)
         self.epilogue_forward(train)
 
+    def carries_shortcut(self) -> bool:
+        """The per-image path with batch norm computed from its ``x`` (the CPU's)."""
+        return bool(self.chunks) and self.bn is not None and self.backend.darknet_bn_reads_x
+
+    def forward_carrying(self, x, shortcut) -> None:
+        product = self.pre_bn_output(True)
+        self.backend.conv_forward_images(x, self.weights, product, self.chunk_col, *self.geometry)
+        self.backend.darknet_bn_act_shortcut_forward(
+            self.out3, self.bn, self.act.tail_code, shortcut.add_output, shortcut.output,
+            shortcut.alpha, shortcut.beta, shortcut.act.tail_code,
+        )  # fmt: skip
+
     def backward(self, x, dx) -> None:
         backend = self.backend
         alpha = self.grad_alpha
