@@ -288,13 +288,11 @@ def _run_locally(plan, todo, results, workers, threads, stop):
     by_name = {v.name: v for v in todo}
     try:
         pool.start([_task(plan, v, threads) for v in todo])
-        pending = set(by_name)
         stopping = False
-        while pending:
+        while not pool.finished():
             message = pool.next_message(0.2)
             if message is not None and message["kind"] == "result":
                 name = message["variant"]
-                pending.discard(name)
                 results[name] = message["result"]
                 _write(plan, results)
                 yield _finished_event(plan, by_name[name], results[name])
