@@ -208,6 +208,24 @@ def test_shortcut_in_the_normalising_pass_gives_the_two_passes_bits(shape, code,
     assert not np.isnan(fused[0]).any() and not np.isnan(fused[1]).any()
 
 
+def test_shortcut_adding_its_own_chain_input_gives_the_two_passes_bits():
+    """A ``[shortcut]`` whose ``from`` is its chain input (``add`` is ``out`` itself): each
+    plane is read back after the normalising pass wrote it, as the separate pass reads it."""
+    shape = (3, 9, 16)
+    d = _data(shape, 10)
+    backend = CpuBackend()
+    results = []
+    for cls in (CpuBackend, Backend):
+        state = _state(d, shape)
+        state.x[...] = d["out"]
+        out = np.full(shape, np.nan, np.float32)
+        total = np.full(shape, np.nan, np.float32)
+        cls.darknet_bn_act_shortcut_forward(backend, out, state, None, out, total, 0.5, 2.0,
+                                            act.LEAKY)  # fmt: skip
+        results.append([out, total, *vars(state).values()])
+    _same_bits(*results)
+
+
 def test_shortcut_in_the_normalising_pass_does_not_depend_on_threads():
     shape = (4, 19, 16)
     d = _data(shape, 8)
