@@ -178,13 +178,14 @@ def test_normalising_from_x_gives_the_copying_pass_s_bits(code):
     assert not np.isnan(results[0][0]).any()
 
 
-def _carried(cls, backend, d, shape, code, total_code, alpha, beta):
+def _carried(cls, backend, d, shape, code, total_code, alpha, beta, add_out=False):
     """The training batch norm from ``x`` then the ``[shortcut]`` reading its output, through
-    ``cls``'s :meth:`darknet_bn_act_shortcut_forward`."""
+    ``cls``'s :meth:`darknet_bn_act_shortcut_forward` (``add_out``: the shortcut adds its own
+    chain input, ``add`` is ``out`` itself)."""
     state = _state(d, shape)
     state.x[...] = d["out"]
     out = np.full(shape, np.nan, np.float32)
-    add = d["delta"].reshape(shape).copy()  # any values of the shape
+    add = out if add_out else d["delta"].reshape(shape).copy()  # any values of the shape
     total = np.full(shape, np.nan, np.float32)
     cls.darknet_bn_act_shortcut_forward(backend, out, state, code, add, total, alpha, beta,
                                         total_code)  # fmt: skip
@@ -214,16 +215,9 @@ def test_shortcut_adding_its_own_chain_input_gives_the_two_passes_bits():
     shape = (3, 9, 16)
     d = _data(shape, 10)
     backend = CpuBackend()
-    results = []
-    for cls in (CpuBackend, Backend):
-        state = _state(d, shape)
-        state.x[...] = d["out"]
-        out = np.full(shape, np.nan, np.float32)
-        total = np.full(shape, np.nan, np.float32)
-        cls.darknet_bn_act_shortcut_forward(backend, out, state, None, out, total, 0.5, 2.0,
-                                            act.LEAKY)  # fmt: skip
-        results.append([out, total, *vars(state).values()])
-    _same_bits(*results)
+    args = (d, shape, None, act.LEAKY, 0.5, 2.0)
+    _same_bits(_carried(CpuBackend, backend, *args, add_out=True),
+               _carried(Backend, backend, *args, add_out=True))  # fmt: skip
 
 
 def test_shortcut_in_the_normalising_pass_does_not_depend_on_threads():

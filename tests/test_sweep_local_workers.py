@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 
+from dnupdate.engine.backends.jit_env import child_environment
 from dnupdate.engine.experiments import local_workers
 from dnupdate.engine.experiments.local_workers import THREAD_VARIABLES, LocalWorkers
 from dnupdate.engine.experiments.variant import VariantTask, run_variant
@@ -75,17 +76,22 @@ def test_a_killed_worker_fails_its_variant_and_a_new_process_runs_the_rest(tmp_p
     assert not first.is_alive() and not pool.workers
 
 
-def test_stop_interrupts_the_running_variant_and_those_handed_out_after(tmp_path):
+def _interrupted(tmp_path: Path, names: str, interrupt) -> dict[str, dict]:
+    """The results of long variants ``names`` on one worker, ``interrupt(pool)`` called once
+    the first has made an update."""
     config, data = _tiny(tmp_path)
     pool = LocalWorkers(1, 1)
     try:
-        pool.start([_task(tmp_path, config, data, "a", 100000),
-                    _task(tmp_path, config, data, "b", 100000)])  # fmt: skip
-        _until_step(pool, "a")
-        pool.request_stop()
-        results = _results(pool)
+        pool.start([_task(tmp_path, config, data, name, 100000) for name in names])
+        _until_step(pool, names[0])
+        interrupt(pool)
+        return _results(pool)
     finally:
         pool.close()
+
+
+def test_stop_interrupts_the_running_variant_and_those_handed_out_after(tmp_path):
+    results = _interrupted(tmp_path, "ab", LocalWorkers.request_stop)
     for name in ("a", "b"):
         assert results[name]["status"] == "interrupted", results[name]
         assert "SIGINT" in results[name]["reason"]
@@ -93,15 +99,9 @@ def test_stop_interrupts_the_running_variant_and_those_handed_out_after(tmp_path
 
 
 def test_sigterm_to_a_worker_checkpoints_its_variant(tmp_path):
-    config, data = _tiny(tmp_path)
-    pool = LocalWorkers(1, 1)
-    try:
-        pool.start([_task(tmp_path, config, data, "a", 100000)])
-        _until_step(pool, "a")
-        os.kill(pool.workers[0].process.pid, signal.SIGTERM)
-        results = _results(pool)
-    finally:
-        pool.close()
+    results = _interrupted(
+        tmp_path, "a", lambda pool: os.kill(pool.workers[0].process.pid, signal.SIGTERM)
+    )
     assert results["a"]["status"] == "interrupted" and "SIGTERM" in results["a"]["reason"]
     assert (tmp_path / "a" / "state.npz").is_file()
 
@@ -195,7 +195,7 @@ def test_thread_variables_are_set_only_while_a_process_starts(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
     values = {name: "3" for name in THREAD_VARIABLES}
-    with local_workers._environment(values):
+    with child_environment(values):
         assert all(os.environ[name] == "3" for name in THREAD_VARIABLES)
     assert os.environ["OMP_NUM_THREADS"] == "7" and "NUMBA_NUM_THREADS" not in os.environ
 

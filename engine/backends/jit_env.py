@@ -41,8 +41,8 @@ import hashlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, MutableMapping
-from contextlib import suppress
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 FALLBACK_THREADING_LAYER = "workqueue"
@@ -185,6 +185,23 @@ def configure_numba_environment(
 
 
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextmanager
+def child_environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` meanwhile, the previous ones (or their absence) put back
+    after: a process spawned meanwhile starts with them (thread counts must be in a worker's
+    environment before its NumPy, BLAS and Numba load)."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def limit_threads(threads: int) -> int:

@@ -19,6 +19,7 @@ import time
 import traceback
 from typing import Any
 
+from dnupdate.engine.backends.jit_env import child_environment
 from dnupdate.engine.bench.runner import Runner, dnupdate_runner
 from dnupdate.engine.bench.workloads import BenchError, gemm_flops
 
@@ -41,16 +42,8 @@ class WorkerProcess:
             args=(child, kind, config_path, settings, tuple(overrides)),
             daemon=True,
         )
-        saved = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)
-        try:
+        with child_environment(env):
             self._process.start()
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
         child.close()
 
     def call(self, request: str, *args: Any) -> Any:

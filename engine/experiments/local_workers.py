@@ -39,7 +39,6 @@ remains the way to spread a sweep over several machines (``--scheduler``).
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections import deque
@@ -48,6 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from dnupdate.engine.backends.jit_env import child_environment
 from dnupdate.engine.experiments.variant import VariantTask, finished_result, read_summary
 
 #: the thread-count variables a worker process starts with
@@ -139,7 +139,7 @@ class LocalWorkers:
                                        name="dnupdate-sweep-worker", daemon=True)  # fmt: skip
         self.workers.append(_Worker(process, ours))  # listed first: close() ends it whatever
         threads = {name: str(self.threads) for name in THREAD_VARIABLES}
-        with _environment(threads), _sigint_ignored(), _main_script_hidden():
+        with child_environment(threads), _sigint_ignored(), _main_script_hidden():
             process.start()
         theirs.close()  # the worker's end lives in the worker: its death reads as EOF here
 
@@ -254,22 +254,6 @@ class LocalWorkers:
         for worker in self.workers:
             worker.conn.close()
         self.workers = []
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in ``os.environ`` meanwhile (a spawned process starts with this
-    environment), the previous ones put back after."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextmanager
