@@ -290,12 +290,17 @@ def test_a_caffe_update_measures_the_diffs_norm_before_it_steps(name):
         assert got.tobytes() == want.tobytes()
 
 
-def test_a_darknet_update_measures_its_gradient_only_against_a_carry():
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [({"grad_sq": np.zeros(SIZES.size)}, "carry"), ({"clear_grads": True}, "clear_grads")],
+    ids=["gradient norm only against a carry", "only a Caffe update leaves the diffs zero"],
+)
+def test_a_darknet_update_refuses_the_caffe_only_options(extra, match):
     params, grads, a, b, lr, decay, grad_on = _inputs(0)
-    with pytest.raises(ValueError, match="carry"):
+    with pytest.raises(ValueError, match=match):
         up.fused_update(up.RULE_DARKNET_SGD, params, grads, a, b, OFFSETS, SIZES, lr, decay,
                         grad_on, COEF, np.zeros(SIZES.size), np.zeros(SIZES.size),
-                        grad_sq=np.zeros(SIZES.size))  # fmt: skip
+                        **extra)  # fmt: skip
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -344,14 +349,6 @@ def test_a_caffe_update_can_leave_the_diffs_zero(name):
     assert plain[1].any()  # without it the diff keeps the step
     for got, want in zip((params, a, b, step_sq, weight_sq), plain[:1] + plain[2:], strict=True):
         assert got.tobytes() == want.tobytes()
-
-
-def test_only_a_caffe_update_leaves_the_diffs_zero():
-    params, grads, a, b, lr, decay, grad_on = _inputs(0)
-    with pytest.raises(ValueError, match="clear_grads"):
-        up.fused_update(up.RULE_DARKNET_SGD, params, grads, a, b, OFFSETS, SIZES, lr, decay,
-                        grad_on, COEF, np.zeros(SIZES.size), np.zeros(SIZES.size),
-                        clear_grads=True)  # fmt: skip
 
 
 def test_caffe_trainer_skips_its_zeroing_pass_where_the_update_left_the_diffs_zero():

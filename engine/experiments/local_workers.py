@@ -47,12 +47,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from dnupdate.engine.backends.jit_env import child_environment
+from dnupdate.engine.backends.jit_env import BLAS_THREAD_VARIABLES, child_environment
 from dnupdate.engine.experiments.variant import VariantTask, finished_result, read_summary
 
 #: the thread-count variables a worker process starts with
-THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                    "MKL_NUM_THREADS")  # fmt: skip
+THREAD_VARIABLES = ("NUMBA_NUM_THREADS", *BLAS_THREAD_VARIABLES)
 #: seconds between a worker's checks that its sweep process is still there
 PARENT_CHECK_S = 1.0
 

@@ -183,7 +183,6 @@ def default_workers() -> int:
 @dataclass
 class _Cluster:
     client: Any
-    cluster: Any = None
     #: the ``distributed`` logger's level before the sweep raised it, put back after the close
     #: (whose own messages stay quiet): an application running sweeps keeps its logging
     log_level: int | None = None
@@ -191,8 +190,6 @@ class _Cluster:
     def close(self) -> None:
         try:
             self.client.close()
-            if self.cluster is not None:
-                self.cluster.close()
         finally:
             if self.log_level is not None:
                 logging.getLogger("distributed").setLevel(self.log_level)

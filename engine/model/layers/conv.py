@@ -127,8 +127,7 @@ class ConvLayer(DarknetEpilogue, Layer):
             )  # fmt: skip
             return
         if self.chunks:
-            product = self.pre_bn_output(train)
-            backend.conv_forward_images(x, self.weights, product, self.chunk_col, *self.geometry)
+            product = self._product_images(x, train)
             self.epilogue_forward(train, in_x=product is not self.out3)
             return
         if self.flat_quirk:
@@ -143,9 +142,14 @@ class ConvLayer(DarknetEpilogue, Layer):
         """The per-image path with batch norm computed from its ``x`` (the CPU's)."""
         return bool(self.chunks) and self.bn is not None and self.backend.darknet_bn_reads_x
 
-    def forward_carrying(self, x, shortcut) -> None:
-        product = self.pre_bn_output(True)
+    def _product_images(self, x, train: bool):
+        """The per-image convolution into :meth:`pre_bn_output` (returned)."""
+        product = self.pre_bn_output(train)
         self.backend.conv_forward_images(x, self.weights, product, self.chunk_col, *self.geometry)
+        return product
+
+    def forward_carrying(self, x, shortcut) -> None:
+        self._product_images(x, True)
         self.backend.darknet_bn_act_shortcut_forward(
             self.out3, self.bn, self.act.tail_code, shortcut.add_output, shortcut.output,
             shortcut.alpha, shortcut.beta, shortcut.act.tail_code,
